@@ -1,0 +1,108 @@
+"""Configuration from environment variables and OpenFaaS secrets."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from . import log
+
+DEFAULT_SECRETS_DIR = "/var/openfaas/secrets"
+
+
+class ConfigError(ValueError):
+    """A setting is present but unusable; raised at start-up so the pod fails loudly."""
+
+
+def secrets_dir() -> Path:
+    # Overridable so the local gateway and tests can give each function its own folder.
+    return Path(os.environ.get("EDGEGUARD_SECRETS_DIR", DEFAULT_SECRETS_DIR))
+
+
+_cache: dict[Path, tuple[int, bytes]] = {}
+_cache_lock = threading.Lock()
+
+
+def read_secret_bytes(name: str) -> bytes | None:
+    """Raw secret file content, or None when the secret is not mounted.
+
+    Cached by mtime: OpenFaaS updates projected secrets in place, so a rotated
+    token takes effect without a restart.
+    """
+    path = secrets_dir() / name
+    try:
+        mtime = path.stat().st_mtime_ns
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    with _cache_lock:
+        hit = _cache.get(path)
+        if hit and hit[0] == mtime:
+            return hit[1]
+    data = path.read_bytes()
+    with _cache_lock:
+        _cache[path] = (mtime, data)
+    return data
+
+
+def read_secret(name: str) -> str | None:
+    """A secret as text without surrounding whitespace.
+
+    ``faas-cli secret create --from-file`` keeps the trailing newline, so it is
+    always stripped. Values read here are registered with the log redactor.
+    """
+    data = read_secret_bytes(name)
+    if data is None:
+        return None
+    value = data.decode("utf-8").strip()
+    if value:
+        log.register_secret(value)
+    return value or None
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r} is not an integer") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"environment variable {name}={value} is below the minimum {minimum}")
+    return value
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r} is not a number") from None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ConfigError(f"environment variable {name}={raw!r} is not a boolean (true/false)")
+
+
+def gateway_url() -> str:
+    """Base URL of the OpenFaaS gateway as seen from inside a function pod."""
+    return env_str("gateway_url", "http://gateway.openfaas.svc.cluster.local:8080").rstrip("/")

@@ -1,0 +1,1 @@
+"""Falco compatibility: the alert model, priorities and (in ``engine``) the rules language."""

@@ -1,0 +1,169 @@
+"""The python3-http contract as our handlers use it: parse, answer, fail cleanly.
+
+Handlers receive the template's ``event`` (bytes body, case-insensitive headers,
+multi-dict query, method, path) and return a dict. Every response body here is a
+JSON *string* with an explicit Content-Type, because the template turns only
+dict bodies into JSON and renders lists with ``str()``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from typing import Any, Callable, Iterable
+
+from . import log
+
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
+
+
+class HTTPError(Exception):
+    """An answer to the caller: status, a human reason, optional extra JSON fields and headers."""
+
+    def __init__(self, status: int, reason: str, *, headers: dict | None = None, **extra: Any):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> dict:
+    hdrs = {"Content-Type": "application/json"}
+    if headers:
+        hdrs.update(headers)
+    return {"statusCode": status, "body": json.dumps(obj, ensure_ascii=False, default=str) + "\n", "headers": hdrs}
+
+
+def text_response(text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8", headers: dict | None = None) -> dict:
+    hdrs = {"Content-Type": content_type}
+    if headers:
+        hdrs.update(headers)
+    return {"statusCode": status, "body": text, "headers": hdrs}
+
+
+def error_response(err: HTTPError) -> dict:
+    body = {"error": err.reason, "status": err.status}
+    body.update(err.extra)
+    return json_response(body, err.status, err.headers)
+
+
+def header(event, name: str, default: str | None = None) -> str | None:
+    headers = getattr(event, "headers", None) or {}
+    value = headers.get(name)
+    if value is None and isinstance(headers, dict):  # plain dicts in unit tests are case-sensitive
+        lowered = {k.lower(): v for k, v in headers.items()}
+        value = lowered.get(name.lower())
+    return default if value is None else value
+
+
+def query(event, name: str, default: str | None = None) -> str | None:
+    q = getattr(event, "query", None) or {}
+    value = q.get(name)
+    if isinstance(value, list):  # plain dict in tests
+        value = value[0] if value else None
+    return default if value is None else value
+
+
+def query_flag(event, name: str) -> bool:
+    value = query(event, name)
+    return value is not None and value.strip().lower() in ("1", "true", "yes", "on", "")
+
+
+def method(event) -> str:
+    return (getattr(event, "method", "GET") or "GET").upper()
+
+
+def path(event) -> str:
+    p = getattr(event, "path", "/") or "/"
+    return p if p.startswith("/") else "/" + p
+
+
+def call_id(event) -> str:
+    return header(event, "X-Call-Id") or uuid.uuid4().hex
+
+
+def media_type(event) -> str:
+    return (header(event, "Content-Type", "") or "").split(";", 1)[0].strip().lower()
+
+
+def read_body(event, *, max_bytes: int) -> bytes:
+    body = getattr(event, "body", b"") or b""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    declared = header(event, "Content-Length")
+    if declared and declared.isdigit() and int(declared) > max_bytes or len(body) > max_bytes:
+        raise HTTPError(413, f"request body is larger than the limit of {max_bytes} bytes", limit=max_bytes)
+    return body
+
+
+def parse_json(event, *, max_bytes: int, allow_ndjson: bool = False, allow_empty: bool = False) -> Any:
+    """Decode a JSON (or, if allowed, NDJSON) request body.
+
+    Raises HTTPError 413 (too large), 415 (wrong Content-Type) or 400 (not JSON).
+    NDJSON bodies come back as a list of the decoded lines.
+    """
+    body = read_body(event, max_bytes=max_bytes)
+    mtype = media_type(event)
+    is_ndjson = allow_ndjson and mtype in NDJSON_TYPES
+    if not (is_ndjson or mtype in JSON_TYPES or (mtype.startswith("application/") and mtype.endswith("+json"))):
+        accepted = list(JSON_TYPES) + (list(NDJSON_TYPES) if allow_ndjson else [])
+        raise HTTPError(415, f"Content-Type must be one of {', '.join(accepted)} (got {mtype or 'none'})",
+                        accepted=accepted)
+    if not body.strip():
+        if allow_empty:
+            return None
+        raise HTTPError(400, "request body is empty; a JSON document is required")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HTTPError(400, f"request body is not valid UTF-8 (byte {exc.start})") from None
+    if is_ndjson:
+        items = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                items.append(_loads(line, f"line {lineno}: "))
+        return items
+    return _loads(text, "")
+
+
+def _loads(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HTTPError(400, f"{where}invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise HTTPError(400, f"{where}invalid JSON: nested too deeply") from None
+
+
+def require_method(event, allowed: Iterable[str]) -> str:
+    m = method(event)
+    allowed = tuple(allowed)
+    if m == "HEAD" and "GET" in allowed:
+        return "GET"
+    if m not in allowed:
+        raise HTTPError(405, f"method {m} is not allowed here; use {', '.join(allowed)}", headers={"Allow": ", ".join(allowed)})
+    return m
+
+
+def guarded(fn: Callable) -> Callable:
+    """Wrap a ``handle(event, context)``: HTTPError becomes its JSON answer, anything else a bare 500.
+
+    The caller never sees a traceback; the log gets the exception type and a scrubbed message.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(event, context):
+        try:
+            return fn(event, context)
+        except HTTPError as err:
+            if err.status >= 500:
+                log.error("request.failed", status=err.status, reason=err.reason, path=path(event))
+            return error_response(err)
+        except Exception as exc:  # noqa: BLE001 - last line of defence for the template
+            cid = call_id(event)
+            log.error("request.crashed", error=type(exc).__name__, message=str(exc)[:500], call_id=cid, path=path(event))
+            return json_response({"error": "internal error", "status": 500, "call_id": cid}, 500)
+
+    return wrapper

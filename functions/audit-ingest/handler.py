@@ -1,0 +1,7 @@
+"""audit-ingest: not built yet (see its issue)."""
+from .edgeguard import http
+
+
+@http.guarded
+def handle(event, context):
+    raise http.HTTPError(501, "audit-ingest is not built yet")
