@@ -1,7 +1,219 @@
-"""audit-ingest: not built yet (see its issue)."""
-from .edgeguard import http
+"""audit-ingest: Falco k8s_audit detection for the Kubernetes audit webhook.
+
+POST an Event, EventList or JSON array (or NDJSON). Every event is checked
+against Falco's rules (bundled upstream set + rules.d/*.yaml + the optional
+extra rules secret); alerts go to alert-forwarder as one JSON array. The reply
+is 2xx only after that hand-off succeeded, so the API server's retries give
+at-least-once delivery; handed-off (auditID, stage) pairs are remembered
+(bounded) so a retried batch does not alert twice. ``?dry_run=1`` returns the
+alerts instead of forwarding them. GET returns health, ruleset facts and counters.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from .edgeguard import auth, config, gateway, http, log
+from .edgeguard.falco import loader
+from .edgeguard.falco.alert import format_time
+from .edgeguard.falco.engine import DEFAULT_RULES, NOT_AUDIT, Engine, split_payload
+
+TOKEN_SECRET = "audit-ingest-token"
+FORWARD_TOKEN_SECRET = "alert-forwarder-token"
+EXTRA_RULES_SECRET = "audit-ingest-extra-rules"
+HERE = Path(__file__).resolve().parent
+_STARTED_NS = time.time_ns()
+
+
+class _State:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.handoff_lock = threading.Lock()
+        self.engine: Engine | None = None
+        self.error: str | None = None
+        self.signature = None
+        self.handed: OrderedDict = OrderedDict()
+        self.counters = {k: 0 for k in ("requests", "events", "alerts", "alerts_forwarded", "skipped_not_audit",
+                                        "dropped", "duplicates", "forward_failures", "rejected")}
+
+    def count(self, **inc):
+        with self.lock:
+            for k, v in inc.items():
+                self.counters[k] += v
+
+
+STATE = _State()
+
+
+def _rules_sources():
+    """(signature, sources): bundled rules, then rules.d in byte order, then the extra-rules secret."""
+    sources: list = []
+    if config.env_bool("load_default_rules", True):
+        sources.append(DEFAULT_RULES)
+    rules_d = Path(config.env_str("rules_d", str(HERE / "rules.d")))
+    if rules_d.is_dir():
+        sources.extend(loader.rules_paths([rules_d]))
+    extra = config.read_secret_bytes(EXTRA_RULES_SECRET)
+    if extra is not None and extra.strip():
+        try:
+            sources.append((f"secret:{EXTRA_RULES_SECRET}", extra.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise loader.RulesLoadError(f"secret:{EXTRA_RULES_SECRET}", "file", "LOAD_ERR_FILE_READ",
+                                        "the extra rules secret is not UTF-8 text") from None
+    sig = tuple(str(s) if not isinstance(s, tuple) else hashlib.sha256(s[1].encode()).hexdigest() for s in sources)
+    sig += (config.env_str("rule_matching", "first"), config.env_str("min_priority", "debug"))
+    return sig, sources
+
+
+def engine() -> Engine:
+    """The compiled ruleset; recompiled only when the extra-rules secret or settings change."""
+    try:
+        sig, sources = _rules_sources()
+    except loader.RulesLoadError as exc:
+        sig, sources = ("error", str(exc)), None
+    with STATE.lock:
+        if sig == STATE.signature:
+            if STATE.engine is None:
+                raise http.HTTPError(503, f"rules failed to load: {STATE.error}")
+            return STATE.engine
+        STATE.signature = sig
+        try:
+            if sources is None:
+                raise loader.RulesLoadError("secret", "file", "LOAD_ERR_FILE_READ", sig[1])
+            ruleset = loader.load(sources)
+            eng = Engine(ruleset, rule_matching=config.env_str("rule_matching", "first"),
+                         min_priority=config.env_str("min_priority", "debug"))
+        except (loader.RulesLoadError, ValueError) as exc:
+            STATE.engine, STATE.error = None, str(exc)
+            log.error("rules.load_failed", reason=str(exc))
+            raise http.HTTPError(503, f"rules failed to load: {exc}") from None
+        for w in ruleset.warnings:
+            log.warning("rules.warning", file=w.file, item=w.item, code=w.code, message=w.message)
+        STATE.engine, STATE.error = eng, None
+        log.info("rules.loaded", rules=len(ruleset.rules), enabled=len(eng.rules),
+                 files=[f["name"] for f in ruleset.files])
+        return eng
+
+
+def _dedup_key(evt):
+    o = evt.obj
+    aid = o.get("auditID")
+    if not isinstance(aid, str) or not aid:
+        return None
+    stage = o.get("stage")
+    return f"{aid}\x00{stage if isinstance(stage, str) else ''}"
+
+
+def _remember(keys):
+    limit = config.env_int("dedup_max_events", 50000, minimum=0)
+    handed = STATE.handed
+    for k in keys:
+        handed[k] = None
+        handed.move_to_end(k)
+    while len(handed) > limit:
+        handed.popitem(last=False)
+
+
+def _health():
+    try:
+        eng = engine()
+    except http.HTTPError as err:
+        return http.json_response({"status": "error", "error": err.reason, "counters": dict(STATE.counters)}, 503)
+    with STATE.lock:
+        counters = dict(STATE.counters)
+        remembered = len(STATE.handed)
+    return http.json_response({
+        "status": "ok",
+        "function": "audit-ingest",
+        "started": format_time(_STARTED_NS),
+        "ruleset": eng.facts(),
+        "counters": counters,
+        "dedup_remembered": remembered,
+        "forward_function": config.env_str("forward_function", "alert-forwarder"),
+        "forward_async": config.env_bool("forward_async", True),
+    })
+
+
+def _forward(alerts) -> None:
+    body = "[" + ",".join(a.to_json() for a in alerts) + "]"
+    fn = config.env_str("forward_function", "alert-forwarder")
+    try:
+        res = gateway.invoke(fn, body, token_secret=FORWARD_TOKEN_SECRET,
+                             async_=config.env_bool("forward_async", True),
+                             timeout=config.env_float("forward_timeout", 10.0))
+    except Exception as exc:  # noqa: BLE001 - any transport failure means "not handed off"
+        raise http.HTTPError(502, f"alert hand-off to {fn} failed: {type(exc).__name__}") from None
+    if not 200 <= res.status < 300:
+        raise http.HTTPError(502, f"alert hand-off to {fn} failed: HTTP {res.status}", forward_status=res.status)
 
 
 @http.guarded
 def handle(event, context):
-    raise http.HTTPError(501, "audit-ingest is not built yet")
+    STATE.count(requests=1)
+    try:
+        m = http.require_method(event, ("GET", "POST"))
+        auth.require_bearer(event, TOKEN_SECRET)
+    except http.HTTPError:
+        STATE.count(rejected=1)
+        raise
+    if m == "GET":
+        return _health()
+    eng = engine()
+    max_body = config.env_int("max_body_bytes", 16 * 1024 * 1024, minimum=1)
+    try:
+        payload = http.parse_json(event, max_bytes=max_body, allow_ndjson=True)
+    except http.HTTPError:
+        STATE.count(rejected=1)
+        raise
+    raw_size = len(getattr(event, "body", b"") or b"")
+    batch = split_payload(payload, raw_size=raw_size,
+                          max_event_bytes=config.env_int("max_event_bytes", 262144, minimum=1))
+    STATE.count(skipped_not_audit=batch.skipped, dropped=batch.dropped)
+    if not batch.events and not batch.dropped and batch.skipped:
+        STATE.count(rejected=1)
+        raise http.HTTPError(400, NOT_AUDIT, skipped=batch.skipped)
+    dry_run = http.query_flag(event, "dry_run")
+    summary = {"events": len(batch.events), "skipped": batch.skipped, "dropped": batch.dropped}
+    if batch.errors:
+        summary["errors"] = sorted(set(batch.errors))[:10]
+
+    if dry_run:
+        alerts = [a for e in batch.events for a in eng.evaluate(e)]
+        STATE.count(events=len(batch.events), alerts=len(alerts))
+        summary.update(dry_run=True, alert_count=len(alerts), alerts=[a.to_dict() for a in alerts])
+        return http.json_response(summary)
+
+    # Check, hand off and remember under one lock so concurrent retries of a batch cannot both forward.
+    with STATE.handoff_lock:
+        alerts, keys, dups = [], [], 0
+        with STATE.lock:
+            handed = STATE.handed
+            fresh = []
+            for e in batch.events:
+                k = _dedup_key(e)
+                if k is not None and k in handed:
+                    dups += 1
+                    continue
+                fresh.append(e)
+                if k is not None:
+                    keys.append(k)
+        for e in fresh:
+            alerts.extend(eng.evaluate(e))
+        STATE.count(events=len(fresh), alerts=len(alerts), duplicates=dups)
+        if alerts:
+            try:
+                _forward(alerts)
+            except http.HTTPError:
+                STATE.count(forward_failures=1)
+                raise
+            STATE.count(alerts_forwarded=len(alerts))
+        with STATE.lock:
+            _remember(keys)
+    log.info("batch.done", events=len(batch.events), alerts=len(alerts), duplicates=dups,
+             skipped=batch.skipped, dropped=batch.dropped)
+    summary.update(alert_count=len(alerts), duplicates=dups, forwarded=len(alerts),
+                   rules=sorted({a.rule for a in alerts}))
+    return http.json_response(summary)
