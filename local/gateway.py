@@ -272,7 +272,7 @@ class LocalStack:
         from waitress.server import create_server
 
         self.store.ensure("basic-auth-password")
-        self._server = create_server(self._app(), host="127.0.0.1", port=self.port, threads=8, _quiet=True)
+        self._server = create_server(self._app(), host="127.0.0.1", port=self.port, threads=8)
         threading.Thread(target=self._server.run, daemon=True).start()
         threading.Thread(target=self._async_worker, daemon=True).start()
 
