@@ -306,11 +306,8 @@ class LocalStack:
                 return ce_headers(self._internal(404, f"error finding function {name}.openfaas-fn: not found"), call_id, started)
             status, headers, body = self._forward(fp, request.method, "/" + rest, request.query_string,
                                                   request.headers, request.get_data(), call_id)
-            resp = Response(body, status)
-            for k, v in headers:
-                if k.lower() not in _HOP_HEADERS:
-                    resp.headers.add(k, v)
-            return ce_headers(resp, call_id, started)
+            passed = [(k, v) for k, v in headers if k.lower() not in _HOP_HEADERS | {"date", "server"}]
+            return ce_headers(Response(body, status, headers=passed), call_id, started)
 
         @app.route("/async-function/<name>", defaults={"rest": ""}, methods=["POST"])
         @app.route("/async-function/<name>/<path:rest>", methods=["POST"])
