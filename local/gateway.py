@@ -60,6 +60,15 @@ def _duration_seconds(text: str, default: float) -> float:
     return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
 
 
+def _die_with_parent() -> None:
+    """Runs in the child: ask Linux to SIGTERM it when the gateway dies, even by SIGKILL."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class SecretStore:
     """The local equivalent of ``faas-cli secret create``: one file per secret, 0600."""
 
@@ -112,7 +121,8 @@ class FunctionProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, str(RUNTIME), "--context", str(self.context), "--port", str(self.port)],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent)
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:
