@@ -48,32 +48,51 @@ class _State:
 STATE = _State()
 
 
-def _rules_sources():
-    """(signature, sources): bundled rules, then rules.d in byte order, then the extra-rules secret."""
-    sources: list = []
+def _rules_plan():
+    """(signature, loader) of the rule sources: bundled set, rules.d in byte order, then the extra-rules secret.
+
+    The signature uses file stats and the secret's hash, so checking it per request is cheap; the
+    ruleset is recompiled only when it changes (e.g. the secret was rotated).
+    """
+    files: list = []
     if config.env_bool("load_default_rules", True):
-        sources.append(DEFAULT_RULES)
+        files.append(("bundled:" + DEFAULT_RULES.name, DEFAULT_RULES))
     rules_d = Path(config.env_str("rules_d", str(HERE / "rules.d")))
     if rules_d.is_dir():
-        sources.extend(loader.rules_paths([rules_d]))
+        files.extend((f"rules.d/{p.name}", p) for p in loader.rules_paths([rules_d]))
     extra = config.read_secret_bytes(EXTRA_RULES_SECRET)
-    if extra is not None and extra.strip():
+    if extra is not None and not extra.strip():
+        extra = None  # an empty secret means "no extra rules"
+    sig = []
+    for name, path in files:
         try:
-            sources.append((f"secret:{EXTRA_RULES_SECRET}", extra.decode("utf-8")))
-        except UnicodeDecodeError:
-            raise loader.RulesLoadError(f"secret:{EXTRA_RULES_SECRET}", "file", "LOAD_ERR_FILE_READ",
-                                        "the extra rules secret is not UTF-8 text") from None
-    sig = tuple(str(s) if not isinstance(s, tuple) else hashlib.sha256(s[1].encode()).hexdigest() for s in sources)
-    sig += (config.env_str("rule_matching", "first"), config.env_str("min_priority", "debug"))
-    return sig, sources
+            st = path.stat()
+            sig.append((name, st.st_mtime_ns, st.st_size))
+        except OSError:
+            sig.append((name, None, None))
+    sig.append(hashlib.sha256(extra).hexdigest() if extra is not None else None)
+    sig.append((config.env_str("rule_matching", "first"), config.env_str("min_priority", "debug")))
+
+    def sources():
+        out = []
+        for name, path in files:
+            try:
+                out.append((name, path.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise loader.RulesLoadError(name, "file", "LOAD_ERR_FILE_READ", str(exc)) from None
+        if extra is not None:
+            try:
+                out.append((f"secret:{EXTRA_RULES_SECRET}", extra.decode("utf-8")))
+            except UnicodeDecodeError:
+                raise loader.RulesLoadError(f"secret:{EXTRA_RULES_SECRET}", "file", "LOAD_ERR_FILE_READ",
+                                            "the extra rules secret is not UTF-8 text") from None
+        return out
+    return tuple(sig), sources
 
 
 def engine() -> Engine:
-    """The compiled ruleset; recompiled only when the extra-rules secret or settings change."""
-    try:
-        sig, sources = _rules_sources()
-    except loader.RulesLoadError as exc:
-        sig, sources = ("error", str(exc)), None
+    """The compiled ruleset; recompiled only when a rules file, the extra-rules secret or a setting changes."""
+    sig, sources = _rules_plan()
     with STATE.lock:
         if sig == STATE.signature:
             if STATE.engine is None:
@@ -81,9 +100,7 @@ def engine() -> Engine:
             return STATE.engine
         STATE.signature = sig
         try:
-            if sources is None:
-                raise loader.RulesLoadError("secret", "file", "LOAD_ERR_FILE_READ", sig[1])
-            ruleset = loader.load(sources)
+            ruleset = loader.load(sources())
             eng = Engine(ruleset, rule_matching=config.env_str("rule_matching", "first"),
                          min_priority=config.env_str("min_priority", "debug"))
         except (loader.RulesLoadError, ValueError) as exc:
