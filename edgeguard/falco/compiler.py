@@ -165,12 +165,24 @@ def glob_to_regex(pattern: str, casefold: bool = False):
 _PERL_ONLY = re.compile(r"\\[dDwWsSbBAzZpPQE0-9]|\(\?|[*+?}]\?")
 
 
+_POSIX_CLASSES = {
+    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
+    "space": " \\t\\n\\r\\f\\v", "blank": " \\t", "xdigit": "0-9A-Fa-f", "word": "0-9A-Za-z_",
+    "punct": "!-/:-@\\[-`{-~", "cntrl": "\\x00-\\x1f\\x7f", "print": " -~", "graph": "!-~",
+}
+_POSIX_RX = re.compile(r"\[:([a-z]+):\]")
+
+
 def compile_regex(pattern: str):
     """RE2 POSIX syntax, full match. In libs 0.21 an invalid pattern loads but never matches."""
     if _PERL_ONLY.search(pattern):
         return None
+    bad = [m.group(1) for m in _POSIX_RX.finditer(pattern) if m.group(1) not in _POSIX_CLASSES]
+    if bad:
+        return None
+    translated = _POSIX_RX.sub(lambda m: _POSIX_CLASSES[m.group(1)], pattern)
     try:
-        return re.compile(pattern, re.DOTALL)
+        return re.compile(translated, re.DOTALL)
     except re.error:
         return None
 

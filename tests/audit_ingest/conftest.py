@@ -134,3 +134,24 @@ def post(mod, make_event, body, *, query=None, token=TOKEN, content_type="applic
         body = json.dumps(body)
     res = mod.handle(make_event("POST", body=body, headers=hdrs, query=query or {}), None)
     return res["statusCode"], json.loads(res["body"])
+
+
+# ---- direct engine helpers -----------------------------------------------------------------------
+def rule_text(cond: str, name="T", output="out", priority="INFO", extra_keys="") -> str:
+    return (f"- rule: {name}\n  desc: test\n  condition: {json.dumps(cond)}\n  output: {json.dumps(output)}\n"
+            f"  priority: {priority}\n  source: k8s_audit\n{extra_keys}")
+
+
+def engine_for(text: str, **kw):
+    from edgeguard.falco import loader
+    from edgeguard.falco.engine import Engine
+    return Engine(loader.load([("test.yaml", text)]), **kw)
+
+
+def event(obj: dict, ts: int = 1_700_000_000_123_456_789):
+    from edgeguard.falco.fields import AuditEvent
+    return AuditEvent(obj, ts)
+
+
+def matches(cond: str, obj: dict, prelude: str = "") -> bool:
+    return bool(engine_for(prelude + rule_text(cond)).match(event(obj)))
