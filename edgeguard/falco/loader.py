@@ -62,7 +62,7 @@ class _Loader(yaml.CBaseLoader if hasattr(yaml, "CBaseLoader") else yaml.BaseLoa
     """All scalars stay text (like yaml-cpp), null is None, maps remember their line."""
 
     def construct_scalar(self, node):
-        if node.style is None and node.value in ("", "~", "null", "Null", "NULL"):
+        if node.style in (None, "") and node.value in ("", "~", "null", "Null", "NULL"):
             return None
         return node.value
 
