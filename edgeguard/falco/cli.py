@@ -92,14 +92,14 @@ def cmd_replay(args) -> int:
                 for alert in engine.evaluate(evt):
                     counts[alert.rule] += 1
                     out.write(alert.to_json() + "\n")
-        for err in batch.errors:
+        for err in batch.errors + ["event larger than maxEventSize"] * batch.oversize:
             print(f"{name}: {err}", file=sys.stderr)
         total.events.extend(batch.events)
         total.skipped += batch.skipped
         total.dropped += batch.dropped
     out.flush()
     print(f"events: {len(total.events)}, alerts: {sum(counts.values())}, skipped (not audit events): "
-          f"{total.skipped}, dropped: {total.dropped}", file=sys.stderr)
+          f"{total.skipped}, dropped: {total.dropped + total.oversize}", file=sys.stderr)
     for rule, n in sorted(counts.items()):
         print(f"  {rule}: {n}", file=sys.stderr)
     return EXIT_OK

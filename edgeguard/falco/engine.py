@@ -13,14 +13,16 @@ resource, subresource) so most rules are rejected by one dict lookup per event.
 from __future__ import annotations
 
 import calendar
+import gc
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import loader
 from .alert import PRIORITIES, default_hostname, make_alert, priority_number
 from .compiler import index_fetchers
-from .fields import AuditEvent, _compact, _local_hms
+from .fields import AuditEvent, _local_hms
 
 NOT_AUDIT = "data not recognized as a k8s audit event"
 DEFAULT_MAX_EVENT_BYTES = 262144  # the plugin's maxEventSize default (sdk.DefaultEvtSize)
@@ -60,8 +62,13 @@ def stage_timestamp_ns(text) -> int:
 class Batch:
     events: list = field(default_factory=list)
     skipped: int = 0              # payload objects that are not audit events
-    dropped: int = 0              # audit items without a usable stageTimestamp, or too large
+    dropped: int = 0              # audit items without a usable stageTimestamp
     errors: list = field(default_factory=list)
+
+    @property
+    def oversize(self) -> int:
+        """Events dropped for exceeding the plugin's maxEventSize (known once evaluated, see Engine.match)."""
+        return sum(1 for e in self.events if e.oversize)
 
 
 def _split(obj, items: list, batch: Batch):
@@ -92,8 +99,8 @@ def split_payload(obj, *, batch: Batch | None = None, raw_size: int | None = Non
     batch = batch or Batch()
     items: list = []
     _split(obj, items, batch)
-    # An item can only exceed the limit if the whole payload does; skip the re-encoding otherwise.
-    check_size = raw_size is None or raw_size > max_event_bytes
+    # An item can only exceed the limit if the whole payload does; otherwise no event needs measuring.
+    limit = max_event_bytes if (raw_size is None or raw_size > max_event_bytes) else 0
     num = start_num + len(batch.events)
     for it in items:
         if not isinstance(it, dict):
@@ -106,16 +113,30 @@ def split_payload(obj, *, batch: Batch | None = None, raw_size: int | None = Non
             batch.dropped += 1
             batch.errors.append(str(exc))
             continue
-        compact = None
-        if check_size:
-            compact = _compact(it)
-            if len(compact) * 4 > max_event_bytes and len(compact.encode("utf-8")) > max_event_bytes:
-                batch.dropped += 1
-                batch.errors.append("event larger than maxEventSize")
-                continue
         num += 1
-        batch.events.append(AuditEvent(it, ts, num, compact))
+        batch.events.append(AuditEvent(it, ts, num, None, limit))
     return batch
+
+
+def _too_large(evt) -> bool:
+    s = evt.compact
+    return len(s) > evt.limit or (len(s) * 4 > evt.limit and len(s.encode("utf-8")) > evt.limit)
+
+
+@contextmanager
+def batch_gc_paused():
+    """Pause the cyclic GC while a decoded batch is processed.
+
+    Audit JSON is acyclic, so reference counting frees it; full collections
+    would otherwise walk the whole decoded batch again and again.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class Engine:
@@ -157,9 +178,14 @@ class Engine:
         out = []
         for r in self.candidates(evt):
             if r.fn(evt):
-                if self.first:
-                    return [r]
                 out.append(r)
+                if self.first:
+                    break
+        # The plugin drops events larger than maxEventSize before any rule sees them. Measuring costs a
+        # re-encoding, so it is done only when a rule matched: for other events dropping changes nothing.
+        if out and evt.limit and _too_large(evt):
+            evt.oversize = True
+            return []
         return out
 
     def alert(self, rule, evt):

@@ -22,14 +22,16 @@ _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 class AuditEvent:
     """One audit event as the plugins see it: the decoded object, its timestamp and a per-event field cache."""
 
-    __slots__ = ("obj", "ts", "num", "c", "_compact")
+    __slots__ = ("obj", "ts", "num", "c", "_compact", "limit", "oversize")
 
-    def __init__(self, obj: dict, ts: int, num: int = 0, compact: str | None = None):
+    def __init__(self, obj: dict, ts: int, num: int = 0, compact: str | None = None, limit: int = 0):
         self.obj = obj
         self.ts = ts
         self.num = num
         self.c: dict = {}
         self._compact = compact
+        self.limit = limit          # max event size in bytes still to be checked (0: known to fit)
+        self.oversize = False
 
     @property
     def compact(self) -> str:

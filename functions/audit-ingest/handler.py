@@ -10,6 +10,7 @@ alerts instead of forwarding them. GET returns health, ruleset facts and counter
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import threading
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 from .edgeguard import auth, config, gateway, http, log
 from .edgeguard.falco import loader
 from .edgeguard.falco.alert import format_time
-from .edgeguard.falco.engine import DEFAULT_RULES, NOT_AUDIT, Engine, split_payload
+from .edgeguard.falco.engine import DEFAULT_RULES, NOT_AUDIT, Engine, batch_gc_paused, split_payload
 
 TOKEN_SECRET = "audit-ingest-token"
 FORWARD_TOKEN_SECRET = "alert-forwarder-token"
@@ -110,6 +111,8 @@ def engine() -> Engine:
         for w in ruleset.warnings:
             log.warning("rules.warning", file=w.file, item=w.item, code=w.code, message=w.message)
         STATE.engine, STATE.error = eng, None
+        gc.collect()
+        gc.freeze()  # compiled rules live as long as the process: keep them out of future collections
         log.info("rules.loaded", rules=len(ruleset.rules), enabled=len(eng.rules),
                  files=[f["name"] for f in ruleset.files])
         return eng
@@ -154,6 +157,14 @@ def _health():
     })
 
 
+def _finish_summary(summary, batch):
+    oversize = batch.oversize
+    errors = list(batch.errors) + ["event larger than maxEventSize"] * (1 if oversize else 0)
+    summary["dropped"] = batch.dropped + oversize
+    if errors:
+        summary["errors"] = sorted(set(errors))[:10]
+
+
 def _forward(alerts) -> None:
     body = "[" + ",".join(a.to_json() for a in alerts) + "]"
     fn = config.env_str("forward_function", "alert-forwarder")
@@ -169,6 +180,11 @@ def _forward(alerts) -> None:
 
 @http.guarded
 def handle(event, context):
+    with batch_gc_paused():
+        return _handle(event, context)
+
+
+def _handle(event, context):
     STATE.count(requests=1)
     try:
         m = http.require_method(event, ("GET", "POST"))
@@ -194,12 +210,11 @@ def handle(event, context):
         raise http.HTTPError(400, NOT_AUDIT, skipped=batch.skipped)
     dry_run = http.query_flag(event, "dry_run")
     summary = {"events": len(batch.events), "skipped": batch.skipped, "dropped": batch.dropped}
-    if batch.errors:
-        summary["errors"] = sorted(set(batch.errors))[:10]
 
     if dry_run:
         alerts = [a for e in batch.events for a in eng.evaluate(e)]
-        STATE.count(events=len(batch.events), alerts=len(alerts))
+        _finish_summary(summary, batch)
+        STATE.count(events=len(batch.events), alerts=len(alerts), dropped=summary["dropped"] - batch.dropped)
         summary.update(dry_run=True, alert_count=len(alerts), alerts=[a.to_dict() for a in alerts])
         return http.json_response(summary)
 
@@ -219,7 +234,8 @@ def handle(event, context):
                     keys.append(k)
         for e in fresh:
             alerts.extend(eng.evaluate(e))
-        STATE.count(events=len(fresh), alerts=len(alerts), duplicates=dups)
+        _finish_summary(summary, batch)
+        STATE.count(events=len(fresh), alerts=len(alerts), duplicates=dups, dropped=summary["dropped"] - batch.dropped)
         if alerts:
             try:
                 _forward(alerts)
@@ -230,7 +246,7 @@ def handle(event, context):
         with STATE.lock:
             _remember(keys)
     log.info("batch.done", events=len(batch.events), alerts=len(alerts), duplicates=dups,
-             skipped=batch.skipped, dropped=batch.dropped)
+             skipped=batch.skipped, dropped=summary["dropped"])
     summary.update(alert_count=len(alerts), duplicates=dups, forwarded=len(alerts),
                    rules=sorted({a.rule for a in alerts}))
     return http.json_response(summary)

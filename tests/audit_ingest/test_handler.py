@@ -121,6 +121,15 @@ def test_event_without_stage_timestamp_is_dropped_and_counted(ingest, make_event
     assert len(forwarder.alerts()) == 1
 
 
+def test_event_larger_than_max_event_size_is_dropped_like_the_plugin(ingest, make_event, forwarder):
+    mod = ingest(env={"max_event_bytes": "2000"})
+    big = anon(80, requestObject={"metadata": {"name": "foo", "annotations": {"pad": "x" * 3000}}})
+    status, reply = post(mod, make_event, eventlist(big, anon(81)))
+    assert status == 200 and reply["events"] == 2 and reply["dropped"] == 1 and reply["forwarded"] == 1
+    assert "event larger than maxEventSize" in reply["errors"]
+    assert [a["rule"] for a in forwarder.alerts()] == ["Anonymous Request Allowed"]
+
+
 @pytest.mark.parametrize("api", ["audit.k8s.io/v1", "audit.k8s.io/v1beta1", None])
 def test_event_list_of_either_api_version_is_accepted(ingest, make_event, forwarder, api):
     mod = ingest()
