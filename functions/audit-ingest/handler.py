@@ -165,17 +165,40 @@ def _finish_summary(summary, batch):
         summary["errors"] = sorted(set(errors))[:10]
 
 
-def _forward(alerts) -> None:
-    body = "[" + ",".join(a.to_json() for a in alerts) + "]"
+def _chunks(alerts, limit: int):
+    """JSON-array bodies of at most ``limit`` bytes (OpenFaaS CE's queue refuses async bodies over 256,000)."""
+    cur, size = [], 2
+    for a in alerts:
+        j = a.to_json()
+        n = len(j.encode("utf-8")) + 1
+        if cur and size + n > limit:
+            yield "[" + ",".join(cur) + "]"
+            cur, size = [], 2
+        cur.append(j)
+        size += n
+    if cur:
+        yield "[" + ",".join(cur) + "]"
+
+
+def _forward(alerts) -> int:
+    """Hand the alerts to alert-forwarder; raise HTTPError 502 unless every part was accepted."""
     fn = config.env_str("forward_function", "alert-forwarder")
-    try:
-        res = gateway.invoke(fn, body, token_secret=FORWARD_TOKEN_SECRET,
-                             async_=config.env_bool("forward_async", True),
-                             timeout=config.env_float("forward_timeout", 10.0))
-    except Exception as exc:  # noqa: BLE001 - any transport failure means "not handed off"
-        raise http.HTTPError(502, f"alert hand-off to {fn} failed: {type(exc).__name__}") from None
-    if not 200 <= res.status < 300:
-        raise http.HTTPError(502, f"alert hand-off to {fn} failed: HTTP {res.status}", forward_status=res.status)
+    async_ = config.env_bool("forward_async", True)
+    limit = config.env_int("forward_max_bytes", 250_000, minimum=1024)
+    calls = 0
+    for body in _chunks(alerts, limit):
+        # A single alert too big for the async queue goes through the synchronous route instead.
+        use_async = async_ and len(body.encode("utf-8")) <= limit
+        try:
+            res = gateway.invoke(fn, body, token_secret=FORWARD_TOKEN_SECRET, async_=use_async,
+                                 timeout=config.env_float("forward_timeout", 10.0))
+        except Exception as exc:  # noqa: BLE001 - any transport failure means "not handed off"
+            raise http.HTTPError(502, f"alert hand-off to {fn} failed: {type(exc).__name__}") from None
+        if not 200 <= res.status < 300:
+            raise http.HTTPError(502, f"alert hand-off to {fn} failed: HTTP {res.status}",
+                                 forward_status=res.status)
+        calls += 1
+    return calls
 
 
 @http.guarded

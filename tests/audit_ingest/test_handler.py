@@ -167,6 +167,28 @@ def test_alerts_are_handed_to_alert_forwarder_as_one_json_array(ingest, make_eve
                                 "uri=/api/v1/namespaces reason=))")
 
 
+def test_large_hand_offs_are_split_under_the_async_body_limit(ingest, make_event, forwarder):
+    mod = ingest(env={"forward_max_bytes": "2000"})
+    status, reply = post(mod, make_event, eventlist(*[anon(100 + i) for i in range(7)]))
+    assert status == 200 and reply["forwarded"] == 7
+    assert len(forwarder.requests) > 1
+    assert all(len(r["body"]) <= 2000 for r in forwarder.requests)
+    assert all(r["path"] == "/async-function/alert-forwarder" for r in forwarder.requests)
+    assert sorted(a["output_fields"]["evt.time"] for a in forwarder.alerts()) == [1540475929736141000] * 7
+
+
+def test_single_alert_over_the_async_limit_goes_through_the_sync_route(ingest, make_event, forwarder):
+    mod = ingest(env={"forward_max_bytes": "1024", "rule_matching": "all"}, extra_rules=EXTRA.replace(
+        "foo touched by %ka.user.name", "foo touched %jevt.obj"))
+    status, reply = post(mod, make_event, anon(110))
+    assert status == 200 and "Namespace foo touched" in reply["rules"]
+    sync = [r for r in forwarder.requests if r["path"] == "/function/alert-forwarder"]
+    (req,) = sync
+    assert len(req["body"]) > 1024 and [a["rule"] for a in json.loads(req["body"])] == ["Namespace foo touched"]
+    assert all(len(r["body"]) <= 1024 for r in forwarder.requests if r is not req)
+    assert len(forwarder.alerts()) == reply["forwarded"]
+
+
 def test_forward_async_false_uses_the_sync_route(ingest, make_event, forwarder):
     mod = ingest(env={"forward_async": "false"})
     forwarder.status = 200
