@@ -344,6 +344,18 @@ def compile_check(node, warnings: list | None = None):
         warnings.append(("LOAD_UNSAFE_NA_CHECK",
                          f"'{lhs.text} {op} <NA>': comparing a field with <NA> is unsafe and never matches "
                          "an absent value; use 'exists'"))
+    if warnings is not None:
+        for c in consts:
+            if c in F.FIELDS or c.split("[", 1)[0] in F.FIELDS:
+                warnings.append(("LOAD_COMPILE_CONDITION",
+                                 f"string '{c}' may be a valid field misused as a const string value"))
+            elif re.fullmatch(r"(?:val|tolower|toupper|b64|basename|len)\(.*\)", c):
+                warnings.append(("LOAD_COMPILE_CONDITION",
+                                 f"string '{c}' may be a valid field transformer misused as a const string value"))
+        if op == "regex" and consts and re.fullmatch(r"\^?\.?\*?[A-Za-z0-9_/:. -]*(?:\.\*)?\$?", consts[0]):
+            warnings.append(("LOAD_COMPILE_CONDITION",
+                             f"regex '{consts[0]}' has no special characters: '=', 'contains', 'startswith' or "
+                             "'endswith' is faster"))
     values = [_const(c, lhs.type) for c in consts]
 
     if op in ("in", "intersects"):

@@ -664,8 +664,13 @@ class Collector:
                                             f"Unknown source {r.source}, skipping"))
                 continue
             item = f"rule '{r.name}'"
+            output = r.output
+            if "%container.info" in output:
+                output = output.replace("%container.info", "").strip()
+                warnings.append(LoadWarning(r.file, item, "LOAD_DEPRECATED_ITEM", "%container.info is deprecated "
+                                            "and was removed from the output"))
             try:
-                fmt = OutputFormat(r.output)
+                fmt = OutputFormat(output)
             except CompileError as exc:
                 if r.skip_unknown and _unknown_filter(str(exc)):
                     warnings.append(LoadWarning(r.file, item, "LOAD_UNKNOWN_FILTER", str(exc)))

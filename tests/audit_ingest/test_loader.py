@@ -376,3 +376,17 @@ def test_default_ruleset_loads_cleanly():
     rs = loader.load([loader.Path(__file__).resolve().parents[1] / "data" / "falco" / "k8s_audit_rules.yaml"])
     assert (len(rs.rules), rs.macros, rs.lists) == (48, 45, 18)
     assert rs.required_engine_version == "0.15.0"
+
+
+def test_compile_warnings_for_misused_constants_and_plain_regex():
+    rs = load(R("ka.user.name = ka.verb or ka.verb = 'tolower(x)' or ka.verb regex create"))
+    msgs = [w.message for w in rs.warnings if w.code == "LOAD_COMPILE_CONDITION"]
+    assert any("misused as a const string" in m and "ka.verb" in m for m in msgs)
+    assert any("transformer" in m for m in msgs)
+    assert any("regex 'create'" in m for m in msgs)
+    assert not [w for w in load(R("ka.verb = create")).warnings if w.code == "LOAD_COMPILE_CONDITION"]
+
+
+def test_container_info_is_removed_from_outputs_with_a_warning():
+    rs = load(R("ka.verb=create", output="x %container.info"))
+    assert rs.rules[0].output.fmt == "x" and "LOAD_DEPRECATED_ITEM" in codes(rs)
