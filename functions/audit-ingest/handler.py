@@ -20,7 +20,8 @@ from pathlib import Path
 from .edgeguard import auth, config, gateway, http, log
 from .edgeguard.falco import loader
 from .edgeguard.falco.alert import format_time
-from .edgeguard.falco.engine import DEFAULT_RULES, NOT_AUDIT, Engine, batch_gc_paused, split_payload
+from .edgeguard.falco.engine import (DEFAULT_RULES, NOT_AUDIT, Engine, batch_gc_paused, decode_payload,
+                                     split_payload)
 
 TOKEN_SECRET = "audit-ingest-token"
 FORWARD_TOKEN_SECRET = "alert-forwarder-token"
@@ -157,6 +158,18 @@ def _health():
     })
 
 
+def _decode(event, max_body: int, max_event: int):
+    """The JSON body with per-item raw sizes (see decode_payload); NDJSON and every error via http.parse_json."""
+    body = http.read_body(event, max_bytes=max_body)
+    if http.media_type(event) in http.JSON_TYPES and body.strip():
+        try:
+            payload, fits = decode_payload(body.decode("utf-8"), max_event)
+            return payload, len(body), fits
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            pass  # http.parse_json below answers with the precise 400
+    return http.parse_json(event, max_bytes=max_body, allow_ndjson=True), len(body), frozenset()
+
+
 def _finish_summary(summary, batch):
     oversize = batch.oversize
     errors = list(batch.errors) + ["event larger than maxEventSize"] * (1 if oversize else 0)
@@ -218,15 +231,14 @@ def _handle(event, context):
     if m == "GET":
         return _health()
     eng = engine()
-    max_body = config.env_int("max_body_bytes", 16 * 1024 * 1024, minimum=1)
+    max_body = config.env_int("max_body_bytes", 12582912, minimum=1)
+    max_event = config.env_int("max_event_bytes", 262144, minimum=1)
     try:
-        payload = http.parse_json(event, max_bytes=max_body, allow_ndjson=True)
+        payload, raw_size, fits = _decode(event, max_body, max_event)
     except http.HTTPError:
         STATE.count(rejected=1)
         raise
-    raw_size = len(getattr(event, "body", b"") or b"")
-    batch = split_payload(payload, raw_size=raw_size,
-                          max_event_bytes=config.env_int("max_event_bytes", 262144, minimum=1))
+    batch = split_payload(payload, raw_size=raw_size, max_event_bytes=max_event, fits=fits)
     STATE.count(skipped_not_audit=batch.skipped, dropped=batch.dropped)
     if not batch.events and not batch.dropped and batch.skipped:
         STATE.count(rejected=1)
