@@ -23,6 +23,7 @@ from .store import Store
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
 ADMIN_TOKEN = "kubeemu-admin-token"
 REQUEST_LOG_LIMIT = 20000
+MAX_BODY = 3 * 1024 * 1024
 
 
 @dataclass
@@ -165,6 +166,13 @@ class KubeEmulator:
         self._handler = handler
         async with handler:
             server = aiohttp.web.Server(handler, handler_cancellation=True)
+
+            def make_request(message, payload, protocol, writer, task):
+                # The apiserver accepts request bodies up to 3 MiB (aiohttp's default is 1 MiB).
+                return aiohttp.web.BaseRequest(message, payload, protocol, writer, task, server._loop,
+                                               client_max_size=MAX_BODY)
+
+            server.request_factory = make_request
             runner = aiohttp.web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
             await runner.setup()
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -357,6 +365,17 @@ class KubeEmulator:
             self.request_log.append(rec)
             if len(self.request_log) > REQUEST_LOG_LIMIT:
                 del self.request_log[: REQUEST_LOG_LIMIT // 2]
+
+    def wait_for_watchers(self, count: int = 1, timeout: float = 5.0) -> None:
+        """Block until `count` watch streams are open (so a test's writes are not racing the watch start)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._handler is not None and len(self._handler.watch_queues) >= count:
+                return
+            time.sleep(0.01)
+        raise TimeoutError(f"fewer than {count} watch streams opened within {timeout} s")
 
     def clear_requests(self) -> None:
         with self._lock:

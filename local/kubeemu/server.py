@@ -117,8 +117,12 @@ class ApiHandler(KubernetesScaffold):
     # -- entry point ---------------------------------------------------------------------------------------
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        body = await raw.read()
         emu: KubeEmulator = self.emu
+        try:
+            body = await raw.read()
+        except aiohttp.web.HTTPRequestEntityTooLarge:
+            emu._record(raw.method.lower(), raw.path, 413, None, None)
+            return _status_response(ApiError(413, "Request entity too large: limit is 3145728"))
         query = dict(raw.query)
         try:
             route = self.route(raw.method, raw.path, query)
@@ -126,6 +130,8 @@ class ApiHandler(KubernetesScaffold):
             emu._record(raw.method.lower(), raw.path, e.code, None, None)
             return _status_response(e)
         if route is None:
+            if raw.path != "/" and raw.path.endswith("/"):
+                raw = raw.clone(rel_url=raw.rel_url.with_path(raw.path.rstrip("/")))
             response = await super().__call__(raw)  # kmock: discovery, /version, unknown endpoints
             emu._record(raw.method.lower(), raw.path, response.status, None, None)
             return response
@@ -180,6 +186,12 @@ class ApiHandler(KubernetesScaffold):
             await asyncio.wait_for(self.stopping.wait(), seconds)
         except asyncio.TimeoutError:
             pass
+
+    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        # kmock puts a server traceback into Status.details; a real apiserver never does.
+        code = getattr(exc, "status", 500) if isinstance(getattr(exc, "status", None), int) else 500
+        message = getattr(exc, "message", None) or "the server could not find the requested resource"
+        return _status_response(ApiError(code, message if code != 500 else "Internal error occurred"))
 
     # -- watch ---------------------------------------------------------------------------------------------
 

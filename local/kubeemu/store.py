@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import errors, patch as patching
+from . import errors, patch as patching, podspec
 from .errors import ApiError
 from .resources import WORKLOADS, Registry, Resource
 from .selectors import SelectorError, parse_fields, parse_labels
@@ -161,6 +161,8 @@ class Store:
             v = obj["metadata"].get(fld)
             if v is not None and (not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values())):
                 causes.append((f"metadata.{fld}", "FieldValueInvalid", "Invalid value: values must be strings"))
+        if res.group in ("", "apps", "batch"):
+            causes += podspec.validate(res.plural, obj)
         if res.plural in ("configmaps", "secrets") and res.group == "":
             causes += self._validate_config_data(res, obj)
             if old is not None and old.get("immutable") is True:
