@@ -390,6 +390,21 @@ class KubeEmulator:
         """Store an object as an admin would have created it (namespace auto-created; given status kept)."""
         return self.store.seed(obj)
 
+    def load_manifests(self, source: str | Path) -> list[dict]:
+        """Seed every object of a multi-document YAML file or text (e.g. deploy/rbac/<function>.yaml)."""
+        import yaml
+
+        text = Path(source).read_text() if isinstance(source, Path) or (
+            isinstance(source, str) and "\n" not in source and Path(source).is_file()) else str(source)
+        out = []
+        for doc in yaml.safe_load_all(text):
+            if not doc:
+                continue
+            items = doc.get("items") if doc.get("kind", "").endswith("List") else [doc]
+            for item in items or []:
+                out.append(self.seed(item))
+        return out
+
     def get(self, kind_or_plural: str, namespace: str | None, name: str) -> dict | None:
         return self.store.find(self.resource(kind_or_plural), namespace, name)
 
@@ -399,12 +414,13 @@ class KubeEmulator:
 
     # -- request execution (loop thread) --------------------------------------------------------------------------
 
-    def _dispatch(self, route: Route, query: dict, body: bytes, data: Any, content_type: str) -> tuple[int, Any]:
+    def _dispatch(self, route: Route, query: dict, body: bytes, data: Any, content_type: str,
+                  user: User | None = None) -> tuple[int, Any]:
         store = self.store
         res, ns, name, sub = route.res, route.namespace, route.name, route.subresource
         dry = "All" in query.get("dryRun", "").split(",")
         if res.group == "authorization.k8s.io":
-            return 201, self._review(route, data)
+            return 201, self._review(route, data, user)
         if route.verb == "get":
             if sub == "scale":
                 return 200, _scale_of(store.get(res, ns, name))
@@ -484,26 +500,38 @@ class KubeEmulator:
             updated = store.update(route.res, route.namespace, route.name, obj, dry_run=dry)
             return _scale_of(updated)
 
-    def _review(self, route: Route, data: Any) -> dict:
+    def _review(self, route: Route, data: Any, requester: User | None) -> dict:
+        """(Self)SubjectAccessReview answered from the deny rules and, with rbac=True, the stored RBAC objects."""
         if route.verb != "create" or not isinstance(data, dict):
             raise ApiError(400, "an access review must be created with a JSON body")
         spec = data.get("spec") or {}
-        attrs_ = spec.get("resourceAttributes") or {}
+        attrs_ = spec.get("resourceAttributes")
+        if not isinstance(attrs_, dict):
+            raise ApiError(422, "spec.resourceAttributes: Required value (nonResourceAttributes are not emulated)",
+                           "Invalid")
         if route.res.plural == "selfsubjectaccessreviews":
-            raise ApiError(501, "SelfSubjectAccessReview needs the requesting user; use SubjectAccessReview",
-                           "NotImplemented")
-        user = User(spec.get("user", ""), tuple(spec.get("groups") or ()))
-        allowed = True
+            user = requester or User("system:anonymous", ("system:unauthenticated",))
+        else:
+            user = User(spec.get("user", ""), tuple(spec.get("groups") or ()) + ("system:authenticated",))
+            with self._lock:
+                for token, known in self._tokens.items():
+                    if known.name == user.name:
+                        user = User(known.name, known.groups, _h(token))
         try:
-            res = self.store.registry.lookup(f"{attrs_.get('resource')}.{attrs_.get('group')}"
-                                             if attrs_.get("group") else attrs_.get("resource", ""))
-            fake = Route(res, attrs_.get("namespace") or None, attrs_.get("name") or None,
-                         attrs_.get("subresource") or None, attrs_.get("verb", ""))
-            self._authorize(user, fake)
+            group = attrs_.get("group") or ""
+            res = self.store.registry.lookup(f"{group}/{attrs_.get('resource', '')}" if group
+                                             else f"v1/{attrs_.get('resource', '')}")
+            probe = Route(res, attrs_.get("namespace") or None, attrs_.get("name") or None,
+                          attrs_.get("subresource") or None, attrs_.get("verb", ""))
+            self._authorize(user, probe)
+            allowed = True
         except (ApiError, KeyError):
             allowed = False
         out = copy.deepcopy(data)
+        out.setdefault("metadata", {})
         out["status"] = {"allowed": allowed}
+        if not allowed:
+            out["status"]["reason"] = "denied by the emulator's deny rules or RBAC objects"
         return out
 
 

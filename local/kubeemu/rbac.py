@@ -36,10 +36,17 @@ def _rule_allows(rule: dict, verb: str, group: str, resource: str, name: str | N
     return not names or (name is not None and name in names)
 
 
+# The bootstrap ClusterRole system:basic-user, bound to system:authenticated on every cluster.
+_BASIC_USER = {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews",
+                                                                    "selfsubjectrulesreviews"], "verbs": ["create"]}
+
+
 def allows(store, user: str, groups: Iterable[str], verb: str, group: str, resource: str,
            namespace: str | None, name: str | None) -> bool:
     registry = store.registry
     groups = tuple(groups)
+    if "system:authenticated" in groups and _rule_allows(_BASIC_USER, verb, group, resource, name):
+        return True
     roles = registry.lookup("roles.rbac.authorization.k8s.io")
     croles = registry.lookup("clusterroles.rbac.authorization.k8s.io")
     crbs, _ = store.list(registry.lookup("clusterrolebindings.rbac.authorization.k8s.io"))

@@ -36,6 +36,16 @@ class Route:
         return self.res.plural + (f"/{self.subresource}" if self.subresource else "")
 
 
+_SUBRESOURCE_INFO: dict[str, tuple[str | None, list[str], dict]] = {
+    "status": (None, ["get", "patch", "update"], {}),
+    "scale": ("Scale", ["get", "patch", "update"], {"group": "autoscaling", "version": "v1"}),
+    "eviction": ("Eviction", ["create"], {"group": "policy", "version": "v1"}),
+    "binding": ("Binding", ["create"], {}),
+    "log": ("Pod", ["get"], {}),
+    "finalize": ("Namespace", ["update"], {}),
+    "token": ("TokenRequest", ["create"], {"group": "authentication.k8s.io", "version": "v1"}),
+    "approval": (None, ["get", "patch", "update"], {}),
+}
 _NOT_FOUND = ApiError(404, "the server could not find the requested resource", "NotFound", {})
 _NAMESPACE_SUBRESOURCES = ("status", "finalize")
 
@@ -55,6 +65,27 @@ class ApiHandler(KubernetesScaffold):
             self.resources[f"{r.group}/{r.version}/{r.plural}" if r.group else f"v1/{r.plural}"] = ResourceInfo(
                 namespaced=r.namespaced, kind=r.kind, singular=r.singular, verbs=set(r.verbs),
                 shortnames=set(r.short_names), subresources=set(r.subresources))
+
+    async def _serve_version(self, request) -> dict:
+        # kmock repeats a resource's short names and verbs on its subresources, which makes kubectl refuse
+        # short names ("ns could also match namespaces/status"); list them as the apiserver does instead.
+        group, version = request.resource.group, request.resource.version
+        resources = [r for r in self.emu.store.registry.resources if r.group == group and r.version == version]
+        if not resources:
+            raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
+        out: list[dict] = []
+        for r in resources:
+            entry = {"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+                     "verbs": list(r.verbs)}
+            if r.short_names:
+                entry["shortNames"] = list(r.short_names)
+            out.append(entry)
+            for sub in r.subresources:
+                kind, verbs, extra = _SUBRESOURCE_INFO.get(sub, (None, ["get"], {}))
+                out.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
+                            "kind": kind or r.kind, "verbs": verbs, **extra})
+        return {"kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": f"{group}/{version}" if group else version, "resources": out}
 
     # -- routing -------------------------------------------------------------------------------------------
 
@@ -147,7 +178,7 @@ class ApiHandler(KubernetesScaffold):
                 return await self._faulted(raw, route, query, body, data, fault)
             if route.verb == "watch":
                 return await self._watch(raw, route, query)
-            status, payload = emu._dispatch(route, query, body, data, raw.headers.get("Content-Type", ""))
+            status, payload = emu._dispatch(route, query, body, data, raw.headers.get("Content-Type", ""), user)
         except ApiError as e:
             emu._record(route.verb, raw.path, e.code, route, user)
             return _status_response(e)
@@ -299,7 +330,8 @@ def _decode(body: bytes, content_type: str | None, verb: str) -> Any:
             raise ApiError(400, f"the request body is not valid YAML: {e}") from None
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
-                            f"application/json, application/yaml, application/vnd.kubernetes.protobuf")
+                            f"application/json, application/yaml (the emulator does not decode protobuf: "
+                            f"with kubectl use `create -f`/`apply -f` rather than generators)")
     try:
         return json.loads(body)
     except ValueError as e:
