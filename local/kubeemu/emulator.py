@@ -97,6 +97,9 @@ class KubeEmulator:
 
     def __init__(self, *, rbac: bool = False, strict_auth: bool = False, admin_token: str = ADMIN_TOKEN):
         self.store = Store(Registry())
+        self.store.on_token = lambda token, ns, sa: self.add_user(
+            token, f"system:serviceaccount:{ns}:{sa}",
+            groups=("system:serviceaccounts", f"system:serviceaccounts:{ns}"))
         self._lock = threading.RLock()
         self._tokens: dict[str, User] = {}
         self.add_user(admin_token, "kubeemu-admin", groups=("system:masters",))
@@ -433,6 +436,8 @@ class KubeEmulator:
         if route.verb == "create":
             if sub == "eviction":
                 return 201, store.evict(ns, name, data)
+            if sub == "token" and res.plural == "serviceaccounts":
+                return 201, store.token_request(ns, name, data)
             if sub is not None:
                 raise ApiError(405, "the server does not allow this method on the requested resource",
                                "MethodNotAllowed")

@@ -38,6 +38,10 @@ _KEEP_STATUS_ON_CREATE = ("nodes", "namespaces")
 # Object types whose name is a DNS-1123 label rather than a subdomain.
 _LABEL_NAMED = ("namespaces", "services")
 EVENT_LOG_SIZE = 4096
+SA_TOKEN_TYPE = "kubernetes.io/service-account-token"
+SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
+# Not a real CA: the emulator serves plain HTTP; the token controller still fills ca.crt as a real one does.
+FAKE_CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nkubeemu-has-no-tls\n-----END CERTIFICATE-----\n").decode()
 
 
 def now() -> str:
@@ -59,6 +63,8 @@ class Store:
         self._listeners: list[Listener] = []
         self.hold_rollouts = False
         self._held: set[tuple[str, str, Key]] = set()
+        # Called with (token, namespace, serviceaccount) whenever the emulated token controller mints a token.
+        self.on_token: Callable[[str, str, str], None] | None = None
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
 
@@ -172,6 +178,10 @@ class Store:
                     causes.append(("data", "FieldValueForbidden", _IMMUTABLE_MSG))
                 if res.plural == "configmaps" and _empty(obj.get("binaryData")) != _empty(old.get("binaryData")):
                     causes.append(("binaryData", "FieldValueForbidden", _IMMUTABLE_MSG))
+            if (res.plural == "secrets" and obj.get("type") == SA_TOKEN_TYPE
+                    and not (obj["metadata"].get("annotations") or {}).get(SA_NAME_ANNOTATION)):
+                causes.append((f"metadata.annotations[{SA_NAME_ANNOTATION}]", "FieldValueRequired",
+                               "Required value"))
             if res.plural == "secrets" and old is not None and obj.get("type") != old.get("type"):
                 causes.append(("type", "FieldValueInvalid",
                                f'Invalid value: "{obj.get("type")}": field is immutable'))
@@ -329,6 +339,8 @@ class Store:
             result = copy.deepcopy(obj)
             if not (keep_status and "status" in obj):  # a seeded status is the test's choice; keep it
                 self._reconcile(res, key)
+            if res.group == "" and res.plural == "secrets" and obj.get("type") == SA_TOKEN_TYPE:
+                self._fill_sa_token(key)
             return result
 
     def update(self, res: Resource, namespace: str | None, name: str, body: Any, subresource: str | None = None,
@@ -420,7 +432,7 @@ class Store:
         if meta.get("uid") and meta["uid"] != old["metadata"]["uid"]:
             raise errors.conflict(res, name, f"Precondition failed: UID in precondition: {meta['uid']}, UID in "
                                              f"object meta: {old['metadata']['uid']}")
-        if subresource == "status":
+        if subresource in ("status", "approval"):
             status = new.get("status")
             new = copy.deepcopy(old)
             if status is None:
@@ -592,6 +604,47 @@ class Store:
         new["metadata"]["resourceVersion"] = self._next_rv()
         self._bucket(res)[key] = new
         self._emit(res, "MODIFIED", new)
+
+    def _fill_sa_token(self, key: Key) -> None:
+        """The token controller: give a service-account-token Secret its token, ca.crt and namespace."""
+        secrets_res = self.registry.lookup("secrets")
+        obj = self._bucket(secrets_res).get(key)
+        ns, _ = key
+        sa_name = obj["metadata"]["annotations"][SA_NAME_ANNOTATION]
+        sa = self._bucket(self.registry.lookup("serviceaccounts")).get((ns, sa_name))
+        if sa is None or (obj.get("data") or {}).get("token"):
+            return  # the real controller deletes such a Secret later; here it just stays empty
+        token = self.mint_token(ns, sa_name)
+        new = copy.deepcopy(obj)
+        new["metadata"]["annotations"]["kubernetes.io/service-account.uid"] = sa["metadata"]["uid"]
+        new["data"] = {**(obj.get("data") or {}), "token": base64.b64encode(token.encode()).decode(),
+                       "ca.crt": FAKE_CA, "namespace": base64.b64encode(ns.encode()).decode()}
+        new["metadata"]["resourceVersion"] = self._next_rv()
+        self._bucket(secrets_res)[key] = new
+        self._emit(secrets_res, "MODIFIED", new)
+
+    def mint_token(self, namespace: str, sa_name: str) -> str:
+        token = "eyJhbGciOiJub25lIn0." + _random.token_urlsafe(32)
+        if self.on_token is not None:
+            self.on_token(token, namespace, sa_name)
+        return token
+
+    def token_request(self, namespace: str, sa_name: str, body: Any) -> dict:
+        """POST serviceaccounts/<name>/token (TokenRequest)."""
+        with self.lock:
+            self._current(self.registry.lookup("serviceaccounts"), namespace, sa_name)
+            spec = dict((body or {}).get("spec") or {}) if isinstance(body, dict) else {}
+            seconds = int(spec.get("expirationSeconds") or 3600)
+            if seconds < 600:
+                raise ApiError(422, "spec.expirationSeconds: Invalid value: may not specify a duration less "
+                                    "than 10 minutes", "Invalid")
+            spec["expirationSeconds"] = seconds
+            spec.setdefault("audiences", ["https://kubernetes.default.svc.cluster.local", "k3s"])
+            expiry = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds))
+            return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                    "metadata": {"name": sa_name, "namespace": namespace, "creationTimestamp": now()},
+                    "spec": spec, "status": {"token": self.mint_token(namespace, sa_name),
+                                             "expirationTimestamp": expiry.strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
     def _node_count(self) -> int:
         return len(self._bucket(self.registry.lookup("nodes")))

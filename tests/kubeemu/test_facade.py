@@ -72,3 +72,51 @@ def test_unsupported_content_type_is_415(kube_emulator):
     r = requests.post(f"{kube_emulator.url}/api/v1/namespaces/default/configmaps", data=b"x",
                       headers={"Content-Type": "text/plain"}, timeout=5)
     assert r.status_code == 415 and r.json()["reason"] == "UnsupportedMediaType"
+
+
+def test_service_account_token_secret_is_filled_and_authenticates_as_the_service_account(kube_emulator):
+    import base64
+
+    from local.kubeemu import KubeEmulator
+
+    with KubeEmulator(rbac=True, strict_auth=True) as emu:
+        admin = emu.api_client()
+        core = kubernetes.client.CoreV1Api(admin)
+        core.create_namespaced_service_account("default", {"metadata": {"name": "scrubber"}})
+        core.create_namespaced_secret("default", {"metadata": {"name": "scrubber-token", "annotations": {
+            "kubernetes.io/service-account.name": "scrubber"}}, "type": "kubernetes.io/service-account-token"})
+        secret = core.read_namespaced_secret("scrubber-token", "default")
+        assert set(secret.data) == {"token", "ca.crt", "namespace"}
+        assert base64.b64decode(secret.data["namespace"]) == b"default"
+        token = base64.b64decode(secret.data["token"]).decode()
+        as_sa = kubernetes.client.CoreV1Api(emu.api_client(user_token=token))
+        exc = api_error(as_sa.list_namespaced_config_map, "default")
+        assert exc.status == 403 and "system:serviceaccount:default:scrubber" in exc.status_body["message"]
+        missing = api_error(core.create_namespaced_secret, "default", {
+            "metadata": {"name": "bad"}, "type": "kubernetes.io/service-account-token"})
+        assert missing.status == 422
+        admin.close()
+
+
+def test_token_request_mints_a_service_account_token(kube_emulator):
+    client = kube_emulator.api_client()
+    core = kubernetes.client.CoreV1Api(client)
+    core.create_namespaced_service_account("default", {"metadata": {"name": "sa"}})
+    tr = core.create_namespaced_service_account_token("sa", "default", {"spec": {"expirationSeconds": 3600}})
+    assert tr.status.token and tr.status.expiration_timestamp
+    assert api_error(core.create_namespaced_service_account_token, "nope", "default", {"spec": {}}).status == 404
+    client.close()
+
+
+def test_csr_approval_subresource_updates_conditions(kube_emulator):
+    client = kube_emulator.api_client()
+    certs = kubernetes.client.CertificatesV1Api(client)
+    certs.create_certificate_signing_request({"metadata": {"name": "node-csr-1"}, "spec": {
+        "request": "LS0t", "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+        "usages": ["client auth"]}})
+    csr = kube_emulator.get("certificatesigningrequests", None, "node-csr-1")
+    csr["status"] = {"conditions": [{"type": "Approved", "status": "True", "reason": "EdgeguardEnroll"}]}
+    certs.replace_certificate_signing_request_approval("node-csr-1", csr)
+    got = certs.read_certificate_signing_request("node-csr-1")
+    assert got.status.conditions[0].type == "Approved"
+    client.close()
