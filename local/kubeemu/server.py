@@ -195,7 +195,14 @@ class ApiHandler(KubernetesScaffold):
         if fault.delay or fault.status == "timeout":
             await self.sleep(fault.delay if fault.delay is not None else 30.0)
         code = 504 if fault.status == "timeout" else int(fault.status)
-        name = route.name or ""
+        name = route.name or ((data or {}).get("metadata") or {}).get("name") or "" if isinstance(data, dict) \
+            else (route.name or "")
+        if code == 409 and route.verb == "create" and not route.subresource and fault.message is None:
+            # A conflict on create is the apiserver's AlreadyExists.
+            emu._record(route.verb, raw.path, code, route, None)
+            return _status_response(ApiError(409, f'{route.res} "{name}" already exists', "AlreadyExists",
+                                             {"name": name, "kind": route.res.plural,
+                                              **({"group": route.res.group} if route.res.group else {})}))
         messages = {409: f'Operation cannot be fulfilled on {route.res} "{name}": the object has been modified; '
                          f'please apply your changes to the latest version and try again',
                     429: "Too many requests, please try again later.",
@@ -239,7 +246,10 @@ class ApiHandler(KubernetesScaffold):
 
         def listener(r: Resource, kind: str, obj: dict) -> None:
             if r.group == res.group and r.plural == res.plural:
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, obj))
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, (kind, obj))
+                except RuntimeError:  # the loop is closing; the watch is ending anyway
+                    pass
 
         rv = query.get("resourceVersion") or ""
         initial: list[tuple[str, dict]] = []

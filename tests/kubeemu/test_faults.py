@@ -67,6 +67,15 @@ def test_fail_injects_status_n_times_without_applying(kube_clients, status, reas
     assert fault.hits == 2 and fault.remaining == 0
 
 
+def test_fail_409_on_create_is_already_exists(kube_clients):
+    emu, core, _ = kube_clients
+    emu.fail("create", "configmaps", status=409)
+    exc = api_error(core.create_namespaced_config_map, "default", {"metadata": {"name": "c"}})
+    assert exc.status == 409 and exc.status_body["reason"] == "AlreadyExists"
+    assert exc.status_body["details"]["name"] == "c"
+    assert emu.get("configmaps", "default", "c") is None
+
+
 def test_fail_applied_writes_then_loses_the_reply(kube_clients):
     emu, core, _ = kube_clients
     emu.fail("create", "secrets", status=500, applied=True)

@@ -141,3 +141,19 @@ def test_discovery_lists_served_groups(kube_emulator):
     res = kubernetes.client.CoreV1Api(client).get_api_resources()
     assert {"configmaps", "pods/eviction", "nodes"} <= {r.name for r in res.resources}
     client.close()
+
+
+def test_watch_from_a_compacted_resource_version_gets_410_expired(kube_clients):
+    import collections
+
+    import pytest
+
+    emu, core, _ = kube_clients
+    rv = core.list_namespaced_config_map("default").metadata.resource_version
+    emu.store.log = collections.deque(emu.store.log, maxlen=3)
+    for i in range(5):
+        core.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
+    with pytest.raises(kubernetes.client.ApiException) as info:
+        list(kubernetes.watch.Watch().stream(core.list_namespaced_config_map, namespace="default",
+                                             resource_version=rv, timeout_seconds=2))
+    assert info.value.status == 410
