@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import errors, patch as patching, podspec
+from . import meta as objmeta
 from .errors import ApiError
 from .resources import WORKLOADS, Registry, Resource
 from .selectors import SelectorError, parse_fields, parse_labels
@@ -162,11 +163,11 @@ class Store:
 
     def _validate(self, res: Resource, obj: dict, old: dict | None) -> None:
         name = obj["metadata"]["name"]
-        causes: list[tuple[str, str, str]] = []
-        for fld in ("labels", "annotations"):
-            v = obj["metadata"].get(fld)
-            if v is not None and (not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values())):
-                causes.append((f"metadata.{fld}", "FieldValueInvalid", "Invalid value: values must be strings"))
+        causes: list[tuple[str, str, str]] = objmeta.validate_meta(obj["metadata"])
+        if res.plural == "events" and res.group == "":
+            causes += objmeta.validate_core_event(obj)
+        if res.plural == "events" and res.group == "events.k8s.io" and old is None:
+            causes += objmeta.validate_events_v1(obj)
         if res.group in ("", "apps", "batch"):
             causes += podspec.validate(res.plural, obj)
         if res.plural in ("configmaps", "secrets") and res.group == "":
@@ -275,6 +276,9 @@ class Store:
             if not matches:
                 raise KeyError(f"unknown kind {api_version}/{kind}")
             res = matches[0]
+        obj = copy.deepcopy(obj)
+        # An object copied from get() carries server fields; seeding re-creates it, so they are dropped.
+        (obj.get("metadata") or {}).pop("resourceVersion", None)
         with self.lock:
             ns = (obj.get("metadata") or {}).get("namespace") or ("default" if res.namespaced else None)
             if res.namespaced and self.find(self.registry.lookup("namespaces"), None, ns) is None:

@@ -120,3 +120,18 @@ def test_csr_approval_subresource_updates_conditions(kube_emulator):
     got = certs.read_certificate_signing_request("node-csr-1")
     assert got.status.conditions[0].type == "Approved"
     client.close()
+
+
+def test_edgeguard_kube_client_reaches_the_emulator_through_a_kubeconfig_secret(kube_emulator, tmp_path,
+                                                                                 monkeypatch):
+    from edgeguard import kube
+
+    kube_emulator.write_kubeconfig(tmp_path / "configmap-secret-scrubber-kubeconfig", user_token="sa-token")
+    monkeypatch.setenv("EDGEGUARD_SECRETS_DIR", str(tmp_path))
+    kube.reset()
+    try:
+        client = kube.api_client("configmap-secret-scrubber-kubeconfig")
+        kubernetes.client.CoreV1Api(client).create_namespaced_config_map("default", {"metadata": {"name": "via"}})
+    finally:
+        kube.reset()
+    assert kube_emulator.get("configmaps", "default", "via") is not None
