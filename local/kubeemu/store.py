@@ -38,7 +38,7 @@ _IMMUTABLE_MSG = "Forbidden: field is immutable when `immutable` is set"
 _KEEP_STATUS_ON_CREATE = ("nodes", "namespaces")
 # Object types whose name is a DNS-1123 label rather than a subdomain.
 _LABEL_NAMED = ("namespaces", "services")
-EVENT_LOG_SIZE = 4096
+EVENT_LOG_SIZE = 4096  # events kept for watch resumption (the apiserver's cache keeps 100 per type)
 SA_TOKEN_TYPE = "kubernetes.io/service-account-token"
 SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
 # Not a real CA: the emulator serves plain HTTP; the token controller still fills ca.crt as a real one does.
@@ -97,10 +97,11 @@ class Store:
         return str(self._rv)
 
     def _emit(self, res: Resource, kind: str, obj: dict) -> None:
-        snapshot = copy.deepcopy(obj)
-        self.log.append((int(obj["metadata"]["resourceVersion"]), res, kind, snapshot))
+        # Stored dicts are never mutated in place (every write stores a fresh dict, every read deep-copies),
+        # so the event log and watchers can share them instead of holding one more copy per event.
+        self.log.append((int(obj["metadata"]["resourceVersion"]), res, kind, obj))
         for fn in list(self._listeners):
-            fn(res, kind, snapshot)
+            fn(res, kind, obj)
 
     def _key(self, res: Resource, namespace: str | None, name: str) -> Key:
         return (namespace if res.namespaced else None, name)
@@ -469,6 +470,9 @@ class Store:
                                        why=f'{res} "{name}" is forbidden: no new finalizers can be added if the '
                                            f'object is being deleted, found new finalizers {sorted(added)!r}')
         self._validate(res, new, old)
+        causes = podspec.validate_update(res.group, res.plural, new, old)
+        if causes:
+            raise errors.invalid(res, name, causes)
         spec_changed = res.generation and (new.get("spec") != old.get("spec"))
         if spec_changed:
             meta["generation"] = int(old["metadata"].get("generation") or 1) + 1
@@ -528,7 +532,7 @@ class Store:
                     if not inner.namespaced or not bucket:
                         continue
                     for k in [k for k in bucket if k[0] == name]:
-                        gone = bucket.pop(k)
+                        gone = copy.deepcopy(bucket.pop(k))
                         gone["metadata"]["resourceVersion"] = self._next_rv()
                         self._emit(inner, "DELETED", gone)
                 old["metadata"]["deletionTimestamp"] = now()
