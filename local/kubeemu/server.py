@@ -61,6 +61,9 @@ class ApiHandler(KubernetesScaffold):
     watch_queues: set = attrs.field(factory=set)
 
     def register_discovery(self) -> None:
+        # Health probes, declared with kmock's own DSL (they are plain, non-resource endpoints).
+        for probe in ("/healthz", "/readyz", "/livez"):
+            self[f"get {probe}"] << b"ok"
         for r in self.emu.store.registry.resources:
             self.resources[f"{r.group}/{r.version}/{r.plural}" if r.group else f"v1/{r.plural}"] = ResourceInfo(
                 namespaced=r.namespaced, kind=r.kind, singular=r.singular, verbs=set(r.verbs),

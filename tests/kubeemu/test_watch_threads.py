@@ -140,7 +140,14 @@ def test_discovery_lists_served_groups(kube_emulator):
     assert {"apps", "batch", "rbac.authorization.k8s.io", "events.k8s.io", "policy"} <= groups
     res = kubernetes.client.CoreV1Api(client).get_api_resources()
     assert {"configmaps", "pods/eviction", "nodes"} <= {r.name for r in res.resources}
+    eviction = next(r for r in res.resources if r.name == "pods/eviction")
+    assert (eviction.kind, eviction.group, eviction.verbs, eviction.short_names) == ("Eviction", "policy",
+                                                                                      ["create"], None)
+    assert kubernetes.client.VersionApi(client).get_code().git_version.startswith("v1.")
     client.close()
+    import requests
+
+    assert requests.get(kube_emulator.url + "/readyz", timeout=5).text == "ok"
 
 
 def test_watch_from_a_compacted_resource_version_gets_410_expired(kube_clients):
