@@ -9,7 +9,7 @@ import hmac
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -281,8 +281,6 @@ class KubeEmulator:
         if resource in ("*", None):
             return _Match(frozenset(verbs), None, None, namespace, name)
         base, _, sub = resource.partition("/")
-        if "." in base and not sub:
-            pass
         res = self.store.registry.lookup(base)
         if sub and sub != "*" and sub not in res.subresources:
             raise ValueError(f"{res} has no subresource {sub!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -178,21 +179,26 @@ class ApiHandler(KubernetesScaffold):
             emu._run_hooks(route, data)
             fault = emu._take_fault(route)
             if fault is not None:
-                return await self._faulted(raw, route, query, body, data, fault)
+                return await self._faulted(raw, route, query, body, data, fault, user)
             if route.verb == "watch":
-                return await self._watch(raw, route, query)
+                return await self._watch(raw, route, query, user)
             status, payload = emu._dispatch(route, query, body, data, raw.headers.get("Content-Type", ""), user)
         except ApiError as e:
             emu._record(route.verb, raw.path, e.code, route, user)
             return _status_response(e)
+        except Exception as e:  # an emulator bug must still look like an apiserver 500 to the client
+            logging.getLogger(__name__).exception("kubeemu failed on %s %s", raw.method, raw.path)
+            emu._record(route.verb, raw.path, 500, route, user)
+            return _status_response(ApiError(500, f"Internal error occurred: {type(e).__name__}"))
         emu._record(route.verb, raw.path, status, route, user)
         return aiohttp.web.json_response(payload, status=status)
 
-    async def _faulted(self, raw, route: Route, query: dict, body: bytes, data: Any, fault) -> aiohttp.web.StreamResponse:
+    async def _faulted(self, raw, route: Route, query: dict, body: bytes, data: Any, fault,
+                       user) -> aiohttp.web.StreamResponse:
         emu: KubeEmulator = self.emu
         if fault.applied and route.verb not in ("watch",):
             try:
-                emu._dispatch(route, query, body, data, raw.headers.get("Content-Type", ""))
+                emu._dispatch(route, query, body, data, raw.headers.get("Content-Type", ""), user)
             except ApiError:
                 pass  # the injected answer replaces whatever the real one was
         if fault.delay or fault.status == "timeout":
@@ -202,7 +208,7 @@ class ApiHandler(KubernetesScaffold):
             else (route.name or "")
         if code == 409 and route.verb == "create" and not route.subresource and fault.message is None:
             # A conflict on create is the apiserver's AlreadyExists.
-            emu._record(route.verb, raw.path, code, route, None)
+            emu._record(route.verb, raw.path, code, route, user)
             return _status_response(ApiError(409, f'{route.res} "{name}" already exists', "AlreadyExists",
                                              {"name": name, "kind": route.res.plural,
                                               **({"group": route.res.group} if route.res.group else {})}))
@@ -217,7 +223,7 @@ class ApiHandler(KubernetesScaffold):
                        details={"name": name, "kind": route.res.plural, **({"group": route.res.group}
                                                                           if route.res.group else {})},
                        headers={"Retry-After": "1"} if code in (429, 503) else None)
-        emu._record(route.verb, raw.path, code, route, None)
+        emu._record(route.verb, raw.path, code, route, user)
         return _status_response(err)
 
     async def sleep(self, seconds: float) -> None:
@@ -236,7 +242,8 @@ class ApiHandler(KubernetesScaffold):
 
     # -- watch ---------------------------------------------------------------------------------------------
 
-    async def _watch(self, raw: aiohttp.web.BaseRequest, route: Route, query: dict) -> aiohttp.web.StreamResponse:
+    async def _watch(self, raw: aiohttp.web.BaseRequest, route: Route, query: dict,
+                     user) -> aiohttp.web.StreamResponse:
         emu: KubeEmulator = self.emu
         store = emu.store
         field_selector = query.get("fieldSelector")
@@ -275,7 +282,7 @@ class ApiHandler(KubernetesScaffold):
             store.add_listener(listener)
         self.watch_queues.add(queue)
         response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-        emu._record("watch", raw.path, 200, route, None)
+        emu._record("watch", raw.path, 200, route, user)
         try:
             await response.prepare(raw)
             if gone is not None:
@@ -342,9 +349,9 @@ def _decode(body: bytes, content_type: str | None, verb: str) -> Any:
         except yaml.YAMLError as e:
             raise ApiError(400, f"the request body is not valid YAML: {e}") from None
     if ctype != "application/json" and not ctype.endswith("+json"):
-        raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
-                            f"application/json, application/yaml (the emulator does not decode protobuf: "
-                            f"with kubectl use `create -f`/`apply -f` rather than generators)")
+        raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                            "application/json, application/yaml (the emulator does not decode protobuf: "
+                            "with kubectl use `create -f`/`apply -f` rather than generators)")
     try:
         return json.loads(body)
     except ValueError as e:

@@ -385,10 +385,10 @@ class Store:
                 elif ctype == "application/json-patch+json":
                     new = patching.json_patch(old, doc)
                 else:
-                    raise ApiError(415, f"the body of the request was in an unknown format - accepted media "
-                                        f"types include: application/json-patch+json, "
-                                        f"application/merge-patch+json, application/apply-patch+yaml, "
-                                        f"application/strategic-merge-patch+json")
+                    raise ApiError(415, "the body of the request was in an unknown format - accepted media "
+                                        "types include: application/json-patch+json, "
+                                        "application/merge-patch+json, application/apply-patch+yaml, "
+                                        "application/strategic-merge-patch+json")
             except patching.PatchError as e:
                 raise ApiError(400, str(e)) from None
             except patching.PatchApplyError as e:
@@ -565,7 +565,7 @@ class Store:
             raise ApiError(400, "the body of an eviction must be a policy/v1 Eviction")
         ev_meta = body.get("metadata") or {}
         if ev_meta.get("name") and ev_meta["name"] != name:
-            raise ApiError(400, f"name in URL does not match name in Eviction object")
+            raise ApiError(400, "name in URL does not match name in Eviction object")
         with self.lock:
             pod = self._current(pods, namespace, name)
             pdbs, _ = self.list(self.registry.lookup("poddisruptionbudgets"), namespace)

@@ -162,3 +162,15 @@ def test_strict_auth_rejects_unknown_tokens_with_401():
         client = emu.api_client(user_token="good")
         kubernetes.client.CoreV1Api(client).list_namespace()
         client.close()
+
+
+def test_an_internal_emulator_error_is_answered_as_a_500_status(kube_clients, monkeypatch):
+    emu, core, _ = kube_clients
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(emu, "_dispatch", broken)
+    exc = api_error(core.list_namespaced_config_map, "default")
+    assert exc.status == 500 and exc.status_body["kind"] == "Status"
+    assert "Traceback" not in exc.body

@@ -6,7 +6,6 @@ import threading
 import kubernetes
 
 from local.kubeemu import KubeEmulator
-from tests.kubeemu.helpers import deployment
 
 
 def _collect(fn, n, **kwargs):
