@@ -97,6 +97,7 @@ class KubeEmulator:
 
     def __init__(self, *, rbac: bool = False, strict_auth: bool = False, admin_token: str = ADMIN_TOKEN):
         self.store = Store(Registry())
+        self.store.on_register = self._declare
         self.store.on_token = lambda token, ns, sa: self.add_user(
             token, f"system:serviceaccount:{ns}:{sa}",
             groups=("system:serviceaccounts", f"system:serviceaccounts:{ns}"))
@@ -165,7 +166,7 @@ class KubeEmulator:
     async def _serve(self) -> None:
         self._stop_async = asyncio.Event()
         handler = ApiHandler(emu=self, stopping=self._stop_async)
-        handler.register_discovery()
+        handler.register_discovery()  # includes types registered before start()
         self._handler = handler
         async with handler:
             server = aiohttp.web.Server(handler, handler_cancellation=True)
@@ -386,6 +387,19 @@ class KubeEmulator:
 
     def resource(self, kind_or_plural: str) -> Resource:
         return self.store.registry.lookup(kind_or_plural)
+
+    def register_resource(self, group: str, version: str, plural: str, kind: str, namespaced: bool = True,
+                          short_names: Iterable[str] = (), subresources: Iterable[str] = ("status",)) -> Resource:
+        """Serve a custom type (as if its CRD were installed); creating a CRD object does the same."""
+        res = Resource(group, version, plural, kind, namespaced, tuple(short_names), tuple(subresources),
+                       generation=True)
+        self.store.register(res)
+        return res
+
+    def _declare(self, res: Resource) -> None:
+        handler = self._handler
+        if handler is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(handler.declare, res)
 
     def seed(self, obj: dict) -> dict:
         """Store an object as an admin would have created it (namespace auto-created; given status kept)."""

@@ -66,9 +66,13 @@ class ApiHandler(KubernetesScaffold):
         for probe in ("/healthz", "/readyz", "/livez"):
             self[f"get {probe}"] << b"ok"
         for r in self.emu.store.registry.resources:
-            self.resources[f"{r.group}/{r.version}/{r.plural}" if r.group else f"v1/{r.plural}"] = ResourceInfo(
-                namespaced=r.namespaced, kind=r.kind, singular=r.singular, verbs=set(r.verbs),
-                shortnames=set(r.short_names), subresources=set(r.subresources))
+            self.declare(r)
+
+    def declare(self, r: Resource) -> None:
+        """Make a type visible in kmock's group discovery (/apis, /apis/<group>)."""
+        self.resources[f"{r.group}/{r.version}/{r.plural}" if r.group else f"v1/{r.plural}"] = ResourceInfo(
+            namespaced=r.namespaced, kind=r.kind, singular=r.singular, verbs=set(r.verbs),
+            shortnames=set(r.short_names), subresources=set(r.subresources))
 
     async def _serve_version(self, request) -> dict:
         # kmock repeats a resource's short names and verbs on its subresources, which makes kubectl refuse

@@ -66,6 +66,8 @@ class Store:
         self._held: set[tuple[str, str, Key]] = set()
         # Called with (token, namespace, serviceaccount) whenever the emulated token controller mints a token.
         self.on_token: Callable[[str, str, str], None] | None = None
+        # Called with a Resource whenever a CustomResourceDefinition makes a new type servable.
+        self.on_register: Callable[[Resource], None] | None = None
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
 
@@ -346,6 +348,8 @@ class Store:
                 self._reconcile(res, key)
             if res.group == "" and res.plural == "secrets" and obj.get("type") == SA_TOKEN_TYPE:
                 self._fill_sa_token(key)
+            if res.plural == "customresourcedefinitions":
+                self._establish_crd(res, key)
             return result
 
     def update(self, res: Resource, namespace: str | None, name: str, body: Any, subresource: str | None = None,
@@ -486,6 +490,7 @@ class Store:
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             del self._bucket(res)[key]
             self._emit(res, "DELETED", new)
+            self._collect_dependents(meta["uid"], orphan=False)
             return copy.deepcopy(new)
         self._bucket(res)[key] = new
         self._emit(res, "MODIFIED", new)
@@ -540,12 +545,38 @@ class Store:
             del self._bucket(res)[key]
             old["metadata"]["resourceVersion"] = self._next_rv()
             self._emit(res, "DELETED", old)
+            self._collect_dependents(old["metadata"]["uid"], orphan=options.get("propagationPolicy") == "Orphan"
+                                     or options.get("orphanDependents") in (True, "true"))
             if (res.plural == "pods" and res.group == "") or is_ns:
                 return 200, copy.deepcopy(old)
             return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                          "details": {k: v for k, v in (("name", name), ("group", res.group),
                                                        ("kind", res.plural), ("uid", old["metadata"]["uid"]))
                                      if v}}
+
+    def _collect_dependents(self, owner_uid: str, orphan: bool) -> None:
+        """The garbage collector, run at once: dependents of a deleted owner are deleted (or orphaned)."""
+        for dep_res in list(self.registry.resources):
+            bucket = self._objects.get((dep_res.group, dep_res.plural)) or {}
+            for key, obj in list(bucket.items()):
+                refs = obj["metadata"].get("ownerReferences") or []
+                if not any(r.get("uid") == owner_uid for r in refs):
+                    continue
+                if key not in bucket:
+                    continue  # already removed by a cascade above
+                rest = [r for r in refs if r.get("uid") != owner_uid]
+                if orphan or rest:
+                    # A dependent with another owner survives; it only loses the reference.
+                    new = copy.deepcopy(obj)
+                    if rest:
+                        new["metadata"]["ownerReferences"] = rest
+                    else:
+                        new["metadata"].pop("ownerReferences", None)
+                    new["metadata"]["resourceVersion"] = self._next_rv()
+                    bucket[key] = new
+                    self._emit(dep_res, "MODIFIED", new)
+                else:
+                    self.delete(dep_res, key[0], key[1])
 
     def delete_collection(self, res: Resource, namespace: str | None, label_selector: str | None,
                           field_selector: str | None, options: dict | None = None, dry_run: bool = False) -> dict:
@@ -609,6 +640,34 @@ class Store:
             return
         new = copy.deepcopy(obj)
         new["status"] = status
+        new["metadata"]["resourceVersion"] = self._next_rv()
+        self._bucket(res)[key] = new
+        self._emit(res, "MODIFIED", new)
+
+    def register(self, res: Resource) -> None:
+        with self.lock:
+            self.registry.add(res)
+        if self.on_register is not None:
+            self.on_register(res)
+
+    def _establish_crd(self, res: Resource, key: Key) -> None:
+        """The apiextensions controller: serve the CRD's storage version and mark it Established."""
+        crd = self._bucket(res).get(key)
+        spec = crd.get("spec") or {}
+        names = spec.get("names") or {}
+        versions = [v for v in spec.get("versions") or [] if v.get("served", True)]
+        storage = next((v for v in versions if v.get("storage")), versions[0] if versions else None)
+        if not (spec.get("group") and names.get("plural") and names.get("kind") and storage):
+            return
+        subresources = tuple(k for k in ((storage.get("subresources") or {}).keys()) if k in ("status", "scale"))
+        self.register(Resource(spec["group"], storage["name"], names["plural"], names["kind"],
+                               spec.get("scope", "Namespaced") == "Namespaced", tuple(names.get("shortNames") or ()),
+                               subresources, generation=True))
+        new = copy.deepcopy(crd)
+        ts = now()
+        new["status"] = {"acceptedNames": names, "storedVersions": [storage["name"]], "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "lastTransitionTime": ts},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "lastTransitionTime": ts}]}
         new["metadata"]["resourceVersion"] = self._next_rv()
         self._bucket(res)[key] = new
         self._emit(res, "MODIFIED", new)
