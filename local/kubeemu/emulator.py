@@ -301,11 +301,12 @@ class KubeEmulator:
              applied: bool = False, message: str | None = None) -> Fault:
         """Answer the next `times` matching requests with `status` (None = forever).
 
-        status="timeout" hangs `delay` seconds (default 30, ended early by stop()) then answers 504.
+        status="timeout" hangs `delay` seconds (default 30, ended early by stop()) then answers 504;
+        status="reset" drops the connection without an answer (recorded with status 0).
         applied=True applies the request first, then answers the fault (a write whose reply was lost).
         """
-        if status != "timeout" and not (isinstance(status, int) and 400 <= status <= 599):
-            raise ValueError("status must be an HTTP error code (400-599) or 'timeout'")
+        if status not in ("timeout", "reset") and not (isinstance(status, int) and 400 <= status <= 599):
+            raise ValueError("status must be an HTTP error code (400-599), 'timeout' or 'reset'")
         fault = Fault(self._match(verb, resource, namespace, name), status, times, delay, applied, message)
         with self._lock:
             self._faults.append(fault)

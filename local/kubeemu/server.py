@@ -207,6 +207,12 @@ class ApiHandler(KubernetesScaffold):
                 pass  # the injected answer replaces whatever the real one was
         if fault.delay or fault.status == "timeout":
             await self.sleep(fault.delay if fault.delay is not None else 30.0)
+        if fault.status == "reset":
+            # The connection drops with no answer at all (crashed apiserver, broken proxy).
+            emu._record(route.verb, raw.path, 0, route, user)
+            if raw.transport is not None:
+                raw.transport.abort()
+            raise asyncio.CancelledError
         code = 504 if fault.status == "timeout" else int(fault.status)
         name = route.name or ((data or {}).get("metadata") or {}).get("name") or "" if isinstance(data, dict) \
             else (route.name or "")
