@@ -302,7 +302,7 @@ class Store:
         else:
             meta.pop("namespace", None)
         if meta.get("resourceVersion"):
-            raise ApiError(500, "resourceVersion should not be set on objects to be created")
+            raise ApiError(500, "resourceVersion should not be set on objects to be created", reason="")
         with self.lock:
             if res.namespaced:
                 ns_res = self.registry.lookup("namespaces")

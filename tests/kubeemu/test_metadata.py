@@ -94,6 +94,7 @@ def test_create_with_resource_version_is_rejected_like_the_apiserver(kube_client
                     {"metadata": {"name": "x", "resourceVersion": "12"}})
     assert exc.status == 500
     assert "resourceVersion should not be set" in exc.status_body["message"]
+    assert "reason" not in exc.status_body  # passed through unclassified, as the apiserver does
 
 
 def test_invalid_name_is_422_invalid(kube_clients):

@@ -195,7 +195,9 @@ def test_malformed_patches_are_4xx_and_change_nothing(kube_clients):
     emu, core, _ = kube_clients
     core.create_namespaced_config_map("default", {"metadata": {"name": "c"}, "data": {"a": "1"}})
     before = emu.get("configmaps", "default", "c")
-    assert api_error(core.patch_namespaced_config_map, "c", "default", [{"op": "jump", "path": "/x"}]).status == 400
+    assert api_error(core.patch_namespaced_config_map, "c", "default", [{"op": "jump", "path": "/x"}]).status == 422
+    assert api_error(core.patch_namespaced_config_map, "c", "default", {"data": "not a map"},
+                     _content_type="application/json-patch+json").status == 400
     assert api_error(core.patch_namespaced_config_map, "c", "default",
                      [{"op": "remove", "path": "/data/nope"}]).status == 422
     assert api_error(core.patch_namespaced_config_map, "c", "default", {"metadata": {"name": "other"}}).status == 422
