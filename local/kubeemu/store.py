@@ -501,7 +501,7 @@ class Store:
 
     def delete(self, res: Resource, namespace: str | None, name: str, options: dict | None = None,
                dry_run: bool = False) -> tuple[int, dict]:
-        """Returns (HTTP status, body) as the apiserver would: 200 when gone, 202 when finalizers hold it."""
+        """Returns (HTTP status, body) as the apiserver would (the object while finalizers hold it)."""
         options = options or {}
         pre = options.get("preconditions") or {}
         with self.lock:
@@ -529,7 +529,8 @@ class Store:
                     old["metadata"]["resourceVersion"] = self._next_rv()
                     self._bucket(res)[key] = old
                     self._emit(res, "MODIFIED", old)
-                return 202, copy.deepcopy(old)
+                # The apiserver answers 202 here only when orphanDependents=false was asked for (compat).
+                return (202 if options.get("orphanDependents") in (False, "false") else 200), copy.deepcopy(old)
             if is_ns:
                 # The namespace controller empties it; here that happens at once.
                 for inner in self.registry.resources:
