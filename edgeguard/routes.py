@@ -590,7 +590,10 @@ def resolve_destinations(table: RouteTable, secrets: dict[str, dict]) -> dict[st
     out = {}
     for name, spec in table.destinations.items():
         d = dict(spec)
-        d.update(secrets.get(name, {}))
+        sec = secrets.get(name, {})
+        d.update(sec)
+        if "headers" in spec and "headers" in sec:
+            d["headers"] = {**spec["headers"], **sec["headers"]}
         enabled = d.get("enabled", True)
         reason = None
         if not enabled:

@@ -221,6 +221,9 @@ class Forwarder:
             entry = dest.queue.get()
             if entry is None:
                 return
+            if self.settings.ack_mode == "durable" and not self.spool.contains(entry.id):
+                dest.queue.task_done()  # dropped from a full spool while it waited: counted there
+                continue
             try:
                 self._deliver(dest, entry, inline_retries=entry.attempts == 0)
             except Exception as exc:  # noqa: BLE001 - a worker must survive any one bad delivery

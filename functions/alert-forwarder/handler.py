@@ -74,7 +74,8 @@ def build_forwarder(**kwargs) -> Forwarder:
         log.warning("config.unused_destination_secret", destination=name)
     fwd = Forwarder(table, secrets, kwargs.pop("settings", None) or _settings(), source=source, **kwargs)
     log.info("config.loaded", routes=source, routes_count=len(table.all_routes()),
-             destinations={n: ("enabled" if d.enabled else "disabled") for n, d in fwd.destinations.items()},
+             enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled),
+             disabled=sorted(n for n, d in fwd.destinations.items() if not d.enabled),
              spool_depth=fwd.spool.depth())
     return fwd
 

@@ -155,15 +155,16 @@ class Spool:
             excess = len(self._index) + n - self.max_entries
             if excess <= 0:
                 return
-            for eid, meta in self._index.items():
-                if excess <= 0:
-                    break
-                if eid in self._claimed:
-                    continue
-                victims.append((eid, meta.destination))
-                excess -= 1
+            # Prefer entries nobody is working on; if every entry is in a worker's hands the bound still holds.
+            for pass_claimed in (False, True):
+                for eid, meta in self._index.items():
+                    if len(victims) >= excess:
+                        break
+                    if (eid in self._claimed) == pass_claimed:
+                        victims.append((eid, meta.destination))
             for eid, _ in victims:
                 del self._index[eid]
+                self._claimed.discard(eid)
         for eid, dest in victims:
             self._path(eid).unlink(missing_ok=True)
             self.on_drop(dest, "spool_full")

@@ -64,47 +64,31 @@ TOKEN = "af-test-token-0123456789"
 
 
 @pytest.fixture
-def secrets_dir(tmp_path, monkeypatch):
-    d = tmp_path / "secrets"
-    d.mkdir()
-    (d / "alert-forwarder-token").write_text(TOKEN + "\n")
-    monkeypatch.setenv("EDGEGUARD_SECRETS_DIR", str(d))
-    return d
-
-
-@pytest.fixture
-def load_handler(tmp_path, monkeypatch, secrets_dir):
-    """Import a fresh copy of the handler with the given env and secrets (import = function start-up)."""
+def load_handler(tmp_path, load_function):
+    """Start a fresh copy of the function (import = start-up) with a private spool and the test token."""
     loaded = []
 
     def load(env: dict | None = None, secrets: dict | None = None):
-        monkeypatch.setenv("spool_dir", str(tmp_path / f"spool-{len(loaded)}"))
-        for k, v in (env or {}).items():
-            monkeypatch.setenv(k, str(v))
-        for k, v in (secrets or {}).items():
-            (secrets_dir / k).write_text(v)
-        root, name = assemble_package(tmp_path / f"h{len(loaded)}")
-        p = Package(root, name)
-        mod = p.module("handler")
-        loaded.append((name, mod))
+        full_env = {"spool_dir": str(tmp_path / f"spool-{len(loaded)}")}
+        full_env.update(env or {})
+        mod = load_function("alert-forwarder", env=full_env,
+                            secrets={"alert-forwarder-token": TOKEN + "\n", **(secrets or {})})
+        loaded.append(mod)
         return mod
 
     yield load
-    for name, mod in loaded:
+    for mod in loaded:
         fwd = getattr(mod, "FORWARDER", None)
         if fwd is not None:
             fwd.close(timeout=2)
-        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
-            del sys.modules[key]
 
 
 def event(method="POST", path="/", body=b"", headers=None, query=None):
+    from tests.conftest import make_event
+
     if isinstance(body, (dict, list)):
         body = json.dumps(body).encode()
-    elif isinstance(body, str):
-        body = body.encode()
-    return types.SimpleNamespace(method=method, path=path, body=body, headers=dict(headers or {}),
-                                 query=dict(query or {}))
+    return make_event(method, path, body, headers, query)
 
 
 def auth_headers(extra=None):

@@ -1,0 +1,182 @@
+"""Dedup windows under a controllable clock, and the durable spool (restart, bound, crash leftovers)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+
+class Clock:
+    def __init__(self, t=1_700_000_000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+    def advance(self, s):
+        self.t += s
+
+
+KEY = ("rule", "hostname", "output_fields.k8s.pod.name")
+
+
+def a(pod="p1", rule="Terminal shell in container", t="2024-05-01T10:11:12.000000000Z"):
+    return {"rule": rule, "priority": "Warning", "source": "syscall", "hostname": "h", "tags": ["shell"],
+            "time": t, "output": "o", "output_fields": {"k8s.pod.name": pod, "k8s.ns.name": "default"}}
+
+
+# ----------------------------------------------------------------------------- dedup
+
+def test_repeats_inside_window_are_suppressed_and_other_keys_pass(pkg):
+    clock = Clock()
+    d = pkg.dedup.Deduper(clock=clock)
+    assert d.check("r", 60, KEY, a()) == (True, [])
+    clock.advance(10)
+    assert d.check("r", 60, KEY, a())[0] is False
+    assert d.check("r", 60, KEY, a())[0] is False
+    assert d.check("r", 60, KEY, a(pod="p2"))[0] is True   # different key field value
+    assert d.check("other-route", 60, KEY, a())[0] is True  # windows are per route
+
+
+def test_summary_when_window_closes_counts_suppressed_repeats(pkg):
+    clock = Clock()
+    d = pkg.dedup.Deduper(clock=clock)
+    d.check("r", 60, KEY, a(t="2024-05-01T10:00:00.000000000Z"))
+    for i in range(4):
+        clock.advance(5)
+        d.check("r", 60, KEY, a(t=f"2024-05-01T10:00:0{i + 1}.000000000Z"))
+    assert d.expire() == []  # window still open at t+20
+    clock.advance(40)        # t+60: closes
+    [s] = d.expire()
+    assert s.route == "r"
+    f = s.alert["output_fields"]
+    assert f["edgeguard.suppressed"] == 4 and f["edgeguard.window_seconds"] == 60
+    assert f["edgeguard.first_time"] == "2024-05-01T10:00:00.000000000Z"
+    assert f["edgeguard.last_time"] == "2024-05-01T10:00:04.000000000Z"
+    assert f["k8s.pod.name"] == "p1"
+    assert "4 repeats of \"Terminal shell in container\" suppressed" in s.alert["output"]
+    assert "edgeguard_dedup_summary" in s.alert["tags"]
+    assert d.open_windows() == 0
+    assert d.expire() == []  # emitted once
+
+
+def test_summary_comes_with_next_alert_after_window(pkg):
+    clock = Clock()
+    d = pkg.dedup.Deduper(clock=clock)
+    d.check("r", 30, KEY, a())
+    clock.advance(1)
+    d.check("r", 30, KEY, a())
+    clock.advance(30)
+    send, summaries = d.check("r", 30, KEY, a())
+    assert send is True
+    assert [s.alert["output_fields"]["edgeguard.suppressed"] for s in summaries] == [1]
+    clock.advance(1)
+    assert d.check("r", 30, KEY, a())[0] is False  # the new alert opened a fresh window
+
+
+def test_window_without_repeats_closes_silently(pkg):
+    clock = Clock()
+    d = pkg.dedup.Deduper(clock=clock)
+    d.check("r", 5, KEY, a())
+    clock.advance(6)
+    assert d.expire() == []
+
+
+def test_summary_is_a_valid_falco_alert(pkg):
+    from edgeguard.falco.alert import parse_alert
+
+    clock = Clock()
+    d = pkg.dedup.Deduper(clock=clock)
+    d.check("r", 5, KEY, a())
+    d.check("r", 5, KEY, a())
+    clock.advance(5)
+    [s] = d.expire()
+    parse_alert(s.alert)
+
+
+# ----------------------------------------------------------------------------- spool
+
+def entry(pkg, dest="hook", n=0, created=None):
+    import time
+
+    created = created if created is not None else time.time() + n * 1e-3
+    return pkg.spool.Entry(id=pkg.spool.new_entry_id(created), destination=dest, key=f"k{n}", payload=a(),
+                           created=created, next_attempt=created)
+
+
+def test_spooled_entries_survive_a_new_spool_instance(pkg, tmp_path):
+    s = pkg.spool.Spool(tmp_path / "sp")
+    e = entry(pkg)
+    s.put(e)
+    files = list((tmp_path / "sp").glob("*.json"))
+    assert len(files) == 1 and oct(files[0].stat().st_mode & 0o777) == "0o600"
+    again = pkg.spool.Spool(tmp_path / "sp")
+    [got] = again.claim_due(ignore_schedule=True)
+    assert got.id == e.id and got.key == "k0" and got.payload == a()
+
+
+def test_full_spool_drops_oldest_and_counts(pkg, tmp_path):
+    drops = []
+    s = pkg.spool.Spool(tmp_path / "sp", max_entries=3, on_drop=lambda d, r: drops.append((d, r)))
+    ids = []
+    for n in range(5):
+        e = entry(pkg, dest=f"d{n}", n=n)
+        ids.append(e.id)
+        s.put(e)
+    assert s.depth() == 3
+    assert drops == [("d0", "spool_full"), ("d1", "spool_full")]
+    assert {e.id for e in s.claim_due(ignore_schedule=True)} == set(ids[2:])
+
+
+def test_claimed_entries_are_not_handed_out_twice(pkg, tmp_path):
+    s = pkg.spool.Spool(tmp_path / "sp")
+    s.put(entry(pkg, n=1))
+    s.put(entry(pkg, n=2))
+    first = s.claim_due(ignore_schedule=True)
+    assert len(first) == 2
+    assert s.claim_due(ignore_schedule=True) == []
+    s.release(first[0].id)
+    assert [e.id for e in s.claim_due(ignore_schedule=True)] == [first[0].id]
+
+
+def test_not_due_entries_wait_and_old_ones_expire(pkg, tmp_path):
+    now = [1000.0]
+    drops = []
+    s = pkg.spool.Spool(tmp_path / "sp", max_age=100, clock=lambda: now[0], on_drop=lambda d, r: drops.append(r))
+    e = entry(pkg, created=1000.0)
+    e.next_attempt = 1050.0
+    s.put(e)
+    assert s.claim_due() == []
+    now[0] = 1050.0
+    [got] = s.claim_due()
+    s.release(got.id)
+    now[0] = 1101.0
+    assert s.claim_due(ignore_schedule=True) == [] and drops == ["expired"] and s.depth() == 0
+
+
+def test_crash_leftovers_and_corrupt_entries_are_handled_at_start(pkg, tmp_path):
+    d = tmp_path / "sp"
+    d.mkdir()
+    (d / ".tmp-half-written").write_bytes(b'{"id": "x", "dest')
+    (d / "00000000000000001-aaaa.json").write_bytes(b"not json")
+    good = entry(pkg)
+    (d / f"{good.id}.json").write_bytes(good.to_json())
+    s = pkg.spool.Spool(d)
+    assert s.depth() == 1 and s.corrupt == 1
+    assert not (d / ".tmp-half-written").exists()
+    assert (d / "00000000000000001-aaaa.corrupt").exists()
+
+
+def test_update_rewrites_atomically(pkg, tmp_path):
+    s = pkg.spool.Spool(tmp_path / "sp")
+    e = entry(pkg)
+    s.put(e)
+    e.attempts, e.last_error = 3, "HTTP 503"
+    s.update(e)
+    data = json.loads((tmp_path / "sp" / f"{e.id}.json").read_bytes())
+    assert data["attempts"] == 3 and data["last_error"] == "HTTP 503"
+    assert [p.name for p in (tmp_path / "sp").iterdir() if p.name.startswith(".tmp")] == []
+    s.remove(e.id)
+    s.update(e)  # a removed entry is not resurrected
+    assert s.depth() == 0 and list((tmp_path / "sp").iterdir()) == []
