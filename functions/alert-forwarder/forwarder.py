@@ -134,9 +134,11 @@ class Forwarder:
 
     def explain(self, alert: dict) -> dict:
         routes = self.table.match(alert)
+        names = {d for r in routes for d in r.to}
         return {"passes_min_priority": self.table.passes_min_priority(alert),
                 "routes": [r.name for r in routes],
-                "destinations": sorted({d for r in routes for d in r.to})}
+                "destinations": sorted(n for n in names if self.destinations[n].enabled),
+                "disabled_destinations": sorted(n for n in names if not self.destinations[n].enabled)}
 
     def _route_one(self, alert: dict) -> dict:
         m = self.metrics

@@ -4,7 +4,8 @@ Endpoints (all need the `alert-forwarder-token` bearer token; POST / also takes 
 http_output cannot set headers):
 
   POST /         one Falco alert, a JSON array of alerts, or NDJSON; 202 once routed (and spooled)
-  POST /flush    retry spooled deliveries now (`?all=1` ignores their back-off)
+  POST /flush    retry spooled deliveries now, one probe per failing destination (`?due_only=1`: only those
+                 whose back-off has passed)
   POST /test     send a test alert through the routes (`?dry_run=1` only explains where it would go)
   GET  /metrics  Prometheus text
   GET  /         health and configuration, without secrets
@@ -126,7 +127,7 @@ def _cron_flush(event) -> dict:
         if now - _cron_last[0] < 10.0:
             return http.json_response({"flush": "skipped", "reason": "flushed less than 10s ago"}, 200)
         _cron_last[0] = now
-    counts = FORWARDER.flush()
+    counts = FORWARDER.flush(ignore_schedule=True)
     log.info("spool.cron_flush", **counts)
     return http.json_response({"flush": counts}, 200)
 
@@ -180,7 +181,7 @@ def handle(event, context):
         elif p == "/flush":
             http.require_method(event, ("POST",))
             auth.require_bearer(event, TOKEN_SECRET)
-            resp = http.json_response({"flush": FORWARDER.flush(ignore_schedule=http.query_flag(event, "all"))})
+            resp = http.json_response({"flush": FORWARDER.flush(ignore_schedule=not http.query_flag(event, "due_only"))})
         elif p == "/test":
             http.require_method(event, ("POST",))
             resp = _test(event, context)
