@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from . import httpclient
 from .edgeguard import gateway, log
 from .edgeguard.falco.alert import dumps, priority_number
 from .edgeguard.routes import render_template
@@ -176,6 +177,7 @@ class Sender:
         self.opts = opts
         self.timeout = float(opts.get("timeout", 5.0))
         self._local = threading.local()
+        self._client = None
 
     def session(self):
         # One pooled connection set per worker thread: requests.Session is not thread-safe.
@@ -187,27 +189,32 @@ class Sender:
             s.headers["User-Agent"] = USER_AGENT
         return s
 
+    def client(self) -> httpclient.Client:
+        if self._client is None:
+            self._client = httpclient.Client(self.opts["url"], timeout=self.timeout, user_agent=USER_AGENT,
+                                             **self.tls_options())
+        return self._client
+
+    def tls_options(self) -> dict:
+        return {}
+
     def send(self, alert: dict, key: str) -> Result:
         raise NotImplementedError
 
     def close(self) -> None:
         pass
 
-    def _post(self, url: str, body: bytes, headers: dict, method: str = "POST", **kw) -> Result:
-        import requests
-
+    def _post(self, body: bytes, headers: dict, method: str = "POST") -> Result:
         try:
-            resp = self.session().request(method, url, data=body, headers=headers, timeout=self.timeout,
-                                          allow_redirects=False, **kw)
-        except requests.exceptions.SSLError as exc:
-            # A TLS failure will not fix itself on retry... unless a certificate is being rotated; keep retrying.
-            return Result(False, None, True, None, f"TLS error: {type(exc).__name__}")
-        except requests.exceptions.Timeout:
-            return Result(False, None, True, None, f"timeout after {self.timeout:g}s")
-        except requests.exceptions.RequestException as exc:
-            return Result(False, None, True, None, f"transport error: {type(exc).__name__}")
-        body_start = resp.content[:512] if resp.status_code == 429 else b""
-        return classify(resp.status_code, resp.headers, body_start)
+            resp = self.client().request(method, body, headers)
+        except httpclient.TransportError as exc:
+            if exc.kind == "timeout":
+                return Result(False, None, True, None, f"timeout after {self.timeout:g}s")
+            if exc.kind == "tls":
+                # Usually a configuration problem, but also what a certificate rotation looks like: keep retrying.
+                return Result(False, None, True, None, f"TLS error: {exc}")
+            return Result(False, None, True, None, f"transport error: {exc}")
+        return classify(resp.status, resp.headers, resp.body[:512] if resp.status == 429 else b"")
 
 
 class ConsoleSender(Sender):
@@ -223,7 +230,7 @@ class _JSONWebhook(Sender):
 
     def send(self, alert: dict, key: str) -> Result:
         body = json.dumps(type(self).formatter(alert, self.opts), ensure_ascii=False).encode("utf-8")
-        return self._post(self.opts["url"], body, {"Content-Type": "application/json", "Idempotency-Key": key})
+        return self._post(body, {"Content-Type": "application/json", "Idempotency-Key": key})
 
 
 class SlackSender(_JSONWebhook):
@@ -247,18 +254,21 @@ class WebhookSender(Sender):
     def __init__(self, name: str, opts: dict):
         super().__init__(name, opts)
         self._tmpdir = None
-        self.verify = True
+        self.ca_file = None
         self.cert = None
         if opts.get("ca_cert"):
-            self.verify = self._pem_file("ca.pem", opts["ca_cert"])
+            self.ca_file = self._pem_file("ca.pem", opts["ca_cert"])
         elif opts.get("ca_file"):
-            self.verify = opts["ca_file"]
+            self.ca_file = opts["ca_file"]
         if opts.get("client_cert"):
             self.cert = (self._pem_file("client.crt", opts["client_cert"]),
                          self._pem_file("client.key", opts["client_key"]))
 
+    def tls_options(self) -> dict:
+        return {"ca_file": self.ca_file, "client_cert": self.cert}
+
     def _pem_file(self, name: str, pem: str) -> str:
-        # requests only takes certificate paths; keep them private to this process.
+        # ssl only loads certificates from files; keep them private to this process.
         if self._tmpdir is None:
             self._tmpdir = tempfile.mkdtemp(prefix=f"edgeguard-{self.name}-")
         path = os.path.join(self._tmpdir, name)
@@ -284,8 +294,7 @@ class WebhookSender(Sender):
             headers["X-Edgeguard-Timestamp"] = ts
             headers[self.opts.get("signature_header", "X-Edgeguard-Signature")] = sign(
                 self.opts["hmac_key"].encode("utf-8"), ts, body)
-        return self._post(self.opts["url"], body, headers, method=self.opts.get("method", "POST"),
-                          verify=self.verify, cert=self.cert)
+        return self._post(body, headers, method=self.opts.get("method", "POST"))
 
     def close(self) -> None:
         if self._tmpdir:

@@ -120,15 +120,18 @@ class Forwarder:
             t.join(max(0.0, deadline - time.monotonic()))
         for dest in self.destinations.values():
             dest.sender.close()
+        self.spool.close()
 
     # -- ingest ---------------------------------------------------------------------------
     def ingest(self, alerts: list[dict], *, detail_limit: int = 100) -> dict:
         """Route already-validated alerts; return what happened to each (up to ``detail_limit``)."""
         details = []
+        pending: list[tuple[Destination, Entry]] = []
         for i, alert in enumerate(alerts):
-            d = self._route_one(alert)
+            d = self._route_one(alert, pending)
             if i < detail_limit:
                 details.append(d)
+        self._commit(pending)
         self.maybe_tick()
         return {"accepted": len(alerts), "alerts": details, "details_truncated": len(alerts) > detail_limit}
 
@@ -140,7 +143,7 @@ class Forwarder:
                 "destinations": sorted(n for n in names if self.destinations[n].enabled),
                 "disabled_destinations": sorted(n for n in names if not self.destinations[n].enabled)}
 
-    def _route_one(self, alert: dict) -> dict:
+    def _route_one(self, alert: dict, pending: list) -> dict:
         m = self.metrics
         m.inc("alerts_total", {"priority": alert["priority"], "rule": alert["rule"], "source": alert.get("source", "")})
         key = idempotency_key(alert)
@@ -157,7 +160,7 @@ class Forwarder:
             if route.dedup is not None:
                 send, summaries = self.dedup.check(route.name, route.dedup.window, route.dedup.key, alert)
                 for s in summaries:
-                    self._emit_summary(s.route, s.alert)
+                    self._emit_summary(s.route, s.alert, pending)
                 if not send:
                     m.inc("dedup_suppressed_total", {"route": route.name})
                     out["suppressed_by"].append(route.name)
@@ -170,20 +173,20 @@ class Forwarder:
                 if dname in sent_to:  # two matching routes naming one destination: deliver once
                     continue
                 sent_to.add(dname)
-                if self._submit(dname, alert, key, "alert", route.name):
+                if self._submit(dname, alert, key, "alert", route.name, pending):
                     out["destinations"].append(dname)
         return out
 
-    def _emit_summary(self, route_name: str, alert: dict) -> None:
+    def _emit_summary(self, route_name: str, alert: dict, pending: list) -> None:
         route = next((r for r in self.table.all_routes() if r.name == route_name), None)
         if route is None:
             return
         self.metrics.inc("dedup_summaries_total", {"route": route_name})
         key = idempotency_key(alert)
         for dname in route.to:
-            self._submit(dname, alert, key, "summary", route_name)
+            self._submit(dname, alert, key, "summary", route_name, pending)
 
-    def _submit(self, dname: str, alert: dict, key: str, kind: str, route: str) -> bool:
+    def _submit(self, dname: str, alert: dict, key: str, kind: str, route: str, pending: list) -> bool:
         dest = self.destinations[dname]
         if not dest.enabled:
             self.metrics.inc("dropped_total", {"destination": dname, "reason": "disabled"})
@@ -195,27 +198,41 @@ class Forwarder:
             except ValueError:
                 return False
         now = self.clock()
-        entry = Entry(id=new_entry_id(now), destination=dname, key=key, payload=alert, kind=kind, route=route,
-                      created=now, next_attempt=now)
-        durable = self.settings.ack_mode == "durable"
-        down = dest.down_until > now
-        if down:
-            # Known to be failing: don't spend a worker on it, the tick retries it when the back-off ends.
-            entry.next_attempt = dest.down_until
-            self.spool.put(entry)
-            self.metrics.inc("spooled_total", {"destination": dname})
-            return True
-        if durable:
-            self.spool.put(entry, claim=True)
-        try:
-            dest.queue.put_nowait(entry)
-        except queue.Full:
-            if durable:
-                self.spool.release(entry.id)
-            else:
-                self.spool.put(entry)
-            self.metrics.inc("spooled_total", {"destination": dname})
+        pending.append((dest, Entry(id=new_entry_id(now), destination=dname, key=key, payload=alert, kind=kind,
+                                    route=route, created=now, next_attempt=now)))
         return True
+
+    def _commit(self, pending: list[tuple[Destination, Entry]]) -> None:
+        """Make one request's deliveries durable with one journal write (and one fsync), then queue them."""
+        if not pending:
+            return
+        now = self.clock()
+        durable = self.settings.ack_mode == "durable"
+        parked, claimed, direct = [], [], []
+        for dest, entry in pending:
+            if dest.down_until > now:
+                # Known to be failing: don't spend a worker on it, the tick retries it when the back-off ends.
+                entry.next_attempt = dest.down_until
+                parked.append((dest, entry))
+            elif durable:
+                claimed.append((dest, entry))
+            else:
+                direct.append((dest, entry))
+        if parked:
+            self.spool.put_many([e for _, e in parked])
+            for dest, _ in parked:
+                self.metrics.inc("spooled_total", {"destination": dest.name})
+        if claimed:
+            self.spool.put_many([e for _, e in claimed], claim=True)
+        for dest, entry in claimed + direct:
+            try:
+                dest.queue.put_nowait(entry)
+            except queue.Full:
+                if durable:
+                    self.spool.release(entry.id)
+                else:
+                    self.spool.put(entry)
+                self.metrics.inc("spooled_total", {"destination": dest.name})
 
     # -- delivery -------------------------------------------------------------------------
     def _worker(self, dest: Destination) -> None:
@@ -331,8 +348,10 @@ class Forwarder:
             return
         try:
             self._last_tick = self.clock()
+            pending: list = []
             for s in self.dedup.expire():
-                self._emit_summary(s.route, s.alert)
+                self._emit_summary(s.route, s.alert, pending)
+            self._commit(pending)
             self._enqueue_due()
         finally:
             self._tick_lock.release()

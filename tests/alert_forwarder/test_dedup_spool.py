@@ -109,11 +109,22 @@ def test_spooled_entries_survive_a_new_spool_instance(pkg, tmp_path):
     s = pkg.spool.Spool(tmp_path / "sp")
     e = entry(pkg)
     s.put(e)
-    files = list((tmp_path / "sp").glob("*.json"))
-    assert len(files) == 1 and oct(files[0].stat().st_mode & 0o777) == "0o600"
+    journal = tmp_path / "sp" / "spool.wal"
+    assert oct(journal.stat().st_mode & 0o777) == "0o600"
+    s.close()
     again = pkg.spool.Spool(tmp_path / "sp")
     [got] = again.claim_due(ignore_schedule=True)
     assert got.id == e.id and got.key == "k0" and got.payload == a()
+
+
+def test_delivered_entries_stay_gone_after_restart(pkg, tmp_path):
+    s = pkg.spool.Spool(tmp_path / "sp")
+    keep, done = entry(pkg, n=1), entry(pkg, n=2)
+    s.put_many([keep, done])
+    s.remove(done.id)
+    s.close()
+    again = pkg.spool.Spool(tmp_path / "sp")
+    assert [e.id for e in again.snapshot()] == [keep.id]
 
 
 def test_full_spool_drops_oldest_and_counts(pkg, tmp_path):
@@ -127,6 +138,8 @@ def test_full_spool_drops_oldest_and_counts(pkg, tmp_path):
     assert s.depth() == 3
     assert drops == [("d0", "spool_full"), ("d1", "spool_full")]
     assert {e.id for e in s.claim_due(ignore_schedule=True)} == set(ids[2:])
+    s.close()
+    assert {e.id for e in pkg.spool.Spool(tmp_path / "sp").snapshot()} == set(ids[2:])
 
 
 def test_claimed_entries_are_not_handed_out_twice(pkg, tmp_path):
@@ -155,28 +168,72 @@ def test_not_due_entries_wait_and_old_ones_expire(pkg, tmp_path):
     assert s.claim_due(ignore_schedule=True) == [] and drops == ["expired"] and s.depth() == 0
 
 
-def test_crash_leftovers_and_corrupt_entries_are_handled_at_start(pkg, tmp_path):
-    d = tmp_path / "sp"
-    d.mkdir()
-    (d / ".tmp-half-written").write_bytes(b'{"id": "x", "dest')
-    (d / "00000000000000001-aaaa.json").write_bytes(b"not json")
+def test_torn_last_line_and_compaction_leftovers_are_handled_at_start(pkg, tmp_path):
+    s = pkg.spool.Spool(tmp_path / "sp")
     good = entry(pkg)
-    (d / f"{good.id}.json").write_bytes(good.to_json())
-    s = pkg.spool.Spool(d)
-    assert s.depth() == 1 and s.corrupt == 1
-    assert not (d / ".tmp-half-written").exists()
-    assert (d / "00000000000000001-aaaa.corrupt").exists()
+    s.put(good)
+    s.close()
+    d = tmp_path / "sp"
+    with open(d / "spool.wal", "ab") as f:
+        f.write(b'{"op":"put","e":{"id":"x","destin')  # the process died mid-write
+    (d / "spool.wal.tmp").write_bytes(b"half a compaction")
+    again = pkg.spool.Spool(d)
+    assert [e.id for e in again.snapshot()] == [good.id] and again.corrupt == 1
+    assert not (d / "spool.wal.tmp").exists()
+    again.put(entry(pkg, n=5))  # the journal is usable after the torn line
+    again.close()
+    assert pkg.spool.Spool(d).depth() == 2
 
 
-def test_update_rewrites_atomically(pkg, tmp_path):
+def test_updates_survive_restart_and_removed_entries_are_not_resurrected(pkg, tmp_path):
     s = pkg.spool.Spool(tmp_path / "sp")
     e = entry(pkg)
     s.put(e)
-    e.attempts, e.last_error = 3, "HTTP 503"
+    e.attempts, e.last_error, e.next_attempt = 3, "HTTP 503", 12345.0
     s.update(e)
-    data = json.loads((tmp_path / "sp" / f"{e.id}.json").read_bytes())
-    assert data["attempts"] == 3 and data["last_error"] == "HTTP 503"
-    assert [p.name for p in (tmp_path / "sp").iterdir() if p.name.startswith(".tmp")] == []
-    s.remove(e.id)
-    s.update(e)  # a removed entry is not resurrected
-    assert s.depth() == 0 and list((tmp_path / "sp").iterdir()) == []
+    s.close()
+    s = pkg.spool.Spool(tmp_path / "sp")
+    [got] = s.snapshot()
+    assert (got.attempts, got.last_error, got.next_attempt) == (3, "HTTP 503", 12345.0)
+    s.remove(got.id)
+    s.update(got)
+    assert s.depth() == 0
+    s.close()
+    assert pkg.spool.Spool(tmp_path / "sp").depth() == 0
+
+
+def test_journal_is_compacted_when_dead_records_pile_up(pkg, tmp_path):
+    s = pkg.spool.Spool(tmp_path / "sp")
+    for n in range(1500):
+        e = entry(pkg, n=n)
+        s.put(e)
+        s.remove(e.id)
+    live = entry(pkg, n=9999)
+    s.put(live)
+    lines = (tmp_path / "sp" / "spool.wal").read_bytes().count(b"\n")
+    assert lines < 1000
+    s.close()
+    assert [x.id for x in pkg.spool.Spool(tmp_path / "sp").snapshot()] == [live.id]
+
+
+def test_concurrent_puts_share_fsyncs_and_all_survive(pkg, tmp_path):
+    import threading
+
+    s = pkg.spool.Spool(tmp_path / "sp")
+    ids = []
+    lock = threading.Lock()
+
+    def writer(k):
+        for n in range(50):
+            e = entry(pkg, n=k * 100 + n)
+            s.put(e)
+            with lock:
+                ids.append(e.id)
+
+    ts = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    s.close()
+    assert {e.id for e in pkg.spool.Spool(tmp_path / "sp").snapshot()} == set(ids)
