@@ -233,7 +233,7 @@ def test_flush_endpoint_and_cron_connector_call(load_handler, h, receiver):
 
 
 def test_cron_flush_is_off_unless_enabled(load_handler, h):
-    mod = load_handler()
+    mod = load_handler(env={"cron_flush": "false"})  # stack.yml turns it on; the code default is off
     resp = mod.handle(h.event("POST", "/", b"", {}), h.CTX)
     assert resp["statusCode"] == 401
 
