@@ -309,11 +309,15 @@ class OpenFaaSSender(Sender):
         import requests
 
         async_ = self.opts.get("async", True)
+        headers = {"Idempotency-Key": key, "X-Edgeguard-Event-Id": key, "User-Agent": USER_AGENT}
+        token_secret = self.opts.get("token_secret")
+        if self.opts.get("token"):  # a token given in the destinations secret wins over token_secret
+            headers["Authorization"] = f"Bearer {self.opts['token']}"
+            token_secret = None
         try:
-            inv = gateway.invoke(self.opts["function"], dumps(alert), token_secret=self.opts.get("token_secret"),
+            inv = gateway.invoke(self.opts["function"], dumps(alert), token_secret=token_secret,
                                  async_=async_, path=self.opts.get("path", ""),
-                                 headers={"Idempotency-Key": key, "X-Edgeguard-Event-Id": key,
-                                          "User-Agent": USER_AGENT},
+                                 headers=headers,
                                  callback_url=self.opts.get("callback_url"), timeout=self.timeout,
                                  session=self.session())
         except requests.exceptions.Timeout:
