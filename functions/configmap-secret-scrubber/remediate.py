@@ -14,6 +14,7 @@ templates rewired and rollouts awaited; 4 keys removed from the ConfigMap;
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -150,6 +151,8 @@ class Scrubber:
             out.steps.append({"step": 0, "note": "keys moved by an earlier run", "keys": previously})
         if not movable:
             out.status = "suspect" if verdicts else "clean"
+            if previously and mode == "move" and not report_only:
+                self._finish_interrupted(cm, set(previously), out)
             return out
         keys = {v.key for v in movable}
         secret_name = self.settings.secret_name_template.format(configmap=name)
@@ -429,18 +432,33 @@ class Scrubber:
                     raise
         return False, "ConfigMap kept changing; keys kept"
 
+    def _finish_interrupted(self, cm: dict, moved: set, out: Outcome) -> None:
+        """Step 5 of a run that died after step 4: the ConfigMap says the keys moved, the Secret does not."""
+        target = ((cm.get("metadata") or {}).get("annotations") or {}).get(A_TARGET)
+        if not target:
+            return
+        sec = self.kube.get("Secret", cm["metadata"]["namespace"], target)
+        if sec is None or ((sec.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY) != FIELD_MANAGER:
+            return
+        done = set(filter(None, ((sec["metadata"].get("annotations") or {}).get(A_MOVED_KEYS, "")).split(",")))
+        if moved <= done:
+            return
+        out.secret = target
+        self.finish(cm, moved - done, target, out)
+        out.status = "moved"
+        out.keys.extend({"key": k, "action": "moved (finished an interrupted run)", "rotate": True}
+                        for k in sorted(moved - done))
+
     # --- step 5 ----------------------------------------------------------------------------
     def finish(self, cm: dict, keys: set, secret_name: str, out: Outcome) -> None:
+        """Event first, Secret annotation last: the annotation is what tells a re-run that step 5 is done."""
         md = cm["metadata"]
         ns = md["namespace"]
-        sec = self.kube.get("Secret", ns, secret_name) or {}
-        prev = set(filter(None, ((sec.get("metadata") or {}).get("annotations") or {}).get(A_MOVED_KEYS, "").split(",")))
-        patch = {"metadata": {"annotations": {A_MOVED_KEYS: ",".join(sorted(prev | keys)), A_MOVED_AT: _now(),
-                                              A_ROTATE: "true"}}}
-        self.kube.patch("Secret", ns, secret_name, patch, MERGE_PATCH)
+        # deterministic name: a re-run after a crash finds it (409) instead of emitting a duplicate
+        digest = hashlib.sha256(f"{md.get('uid')}/{','.join(sorted(keys))}".encode()).hexdigest()[:10]
         event = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{md['name']}.scrubber-", "namespace": ns},
+            "metadata": {"name": f"{md['name']}.scrubber-{digest}", "namespace": ns},
             "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap", "name": md["name"], "namespace": ns,
                                "uid": md.get("uid")},
             "reason": "CredentialsMoved", "type": "Warning",
@@ -449,7 +467,17 @@ class Scrubber:
             "source": {"component": FIELD_MANAGER},
             "firstTimestamp": _now(), "lastTimestamp": _now(), "count": 1,
         }
-        self.kube.create("Event", ns, event)
+        try:
+            self.kube.create("Event", ns, event)
+        except KubeError as err:
+            # 409 normally means an earlier run created it; check rather than trust the status
+            if err.status != 409 or self.kube.get("Event", ns, event["metadata"]["name"]) is None:
+                raise
+        sec = self.kube.get("Secret", ns, secret_name) or {}
+        prev = set(filter(None, ((sec.get("metadata") or {}).get("annotations") or {}).get(A_MOVED_KEYS, "").split(",")))
+        patch = {"metadata": {"annotations": {A_MOVED_KEYS: ",".join(sorted(prev | keys)), A_MOVED_AT: _now(),
+                                              A_ROTATE: "true"}}}
+        self.kube.patch("Secret", ns, secret_name, patch, MERGE_PATCH)
         out.steps.append({"step": 5, "done": "annotated Secret and ConfigMap, emitted Event, rotation required"})
 
 
