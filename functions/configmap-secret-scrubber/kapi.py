@@ -102,10 +102,6 @@ class Kube:
         return self._call("PATCH", self.path(kind, namespace, name), body=body, content_type=content_type,
                           query=[("fieldManager", FIELD_MANAGER)], verb="patch", what=f"{kind} {namespace}/{name}")
 
-    def namespaces(self) -> list[str]:
-        doc = self._call("GET", "/api/v1/namespaces", verb="list", what="namespaces")
-        return sorted(i["metadata"]["name"] for i in doc.get("items") or [])
-
     # --- transport -----------------------------------------------------------------------
     def _call(self, method: str, path: str, *, query=None, body=None, content_type: str | None = None,
               verb: str = "", what: str = "") -> dict:
