@@ -200,6 +200,7 @@ def _run(target: dict, mode: str, limits: Limits, trigger: str) -> dict:
                                "reason": "max_configmaps_per_run"}
         allowed = allowed[: limits.max_configmaps]
     moves = 0
+    statuses: dict[str, int] = {}
     for ns, name, obj in sorted(allowed, key=lambda t: (t[0], t[1])):
         report_only = limits.report_only_reason(ns)
         if mode == "move" and not report_only and moves >= limits.max_moves:
@@ -208,6 +209,7 @@ def _run(target: dict, mode: str, limits: Limits, trigger: str) -> dict:
             out = scrubber.process(ns, name, mode=mode, report_only=report_only)
         except KubeError as err:
             out = None
+            statuses["error"] = statuses.get("error", 0) + 1
             result["configmaps"].append({"namespace": ns, "name": name, "status": "error",
                                          "reasons": [f"Kubernetes API: {err.verb} {err.what}: "
                                                      f"{err.status or 'no response'}"],
@@ -215,15 +217,13 @@ def _run(target: dict, mode: str, limits: Limits, trigger: str) -> dict:
             log.warning("configmap.error", namespace=ns, configmap=name, verb=err.verb, what=err.what,
                         status=err.status)
         if out is not None:
+            statuses[out.status] = statuses.get(out.status, 0) + 1
             if out.status == "moved":
                 moves += 1
             if out.status != "clean" or "name" in target:
                 result["configmaps"].append(out.public())
             log.info("configmap.processed", namespace=ns, configmap=name, status=out.status,
                      keys=[k["key"] for k in out.keys], actions=[k.get("action") for k in out.keys])
-    statuses: dict[str, int] = {}
-    for c in result["configmaps"]:
-        statuses[c["status"]] = statuses.get(c["status"], 0) + 1
     result["summary"] = {"examined": len(allowed), "by_status": statuses,
                          "rotate": sorted(f"{c['namespace']}/{c['name']}:{k['key']}" for c in result["configmaps"]
                                           for k in c.get("keys", []) if k.get("rotate"))}
