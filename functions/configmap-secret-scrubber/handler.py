@@ -92,6 +92,7 @@ def _scrubber(limits: Limits) -> Scrubber:
         rollout_timeout=config.env_float("rollout_timeout_seconds", 60.0),
         rollout_poll=config.env_float("rollout_poll_seconds", 1.0),
         allow_immutable=config.env_bool("allow_immutable", False),
+        deadline=time.monotonic() + config.env_float("run_budget_seconds", 40.0),
     )
     if "{configmap}" not in settings.secret_name_template:
         raise config.ConfigError("secret_name_template must contain {configmap}")
@@ -201,7 +202,11 @@ def _run(target: dict, mode: str, limits: Limits, trigger: str) -> dict:
         allowed = allowed[: limits.max_configmaps]
     moves = 0
     statuses: dict[str, int] = {}
+    deferred = []
     for ns, name, obj in sorted(allowed, key=lambda t: (t[0], t[1])):
+        if time.monotonic() >= scrubber.settings.deadline:
+            deferred.append(f"{ns}/{name}")  # answer within exec_timeout; the next run continues
+            continue
         report_only = limits.report_only_reason(ns)
         if mode == "move" and not report_only and moves >= limits.max_moves:
             report_only = f"max_moves_per_run ({limits.max_moves}) reached"
@@ -224,7 +229,9 @@ def _run(target: dict, mode: str, limits: Limits, trigger: str) -> dict:
                 result["configmaps"].append(out.public())
             log.info("configmap.processed", namespace=ns, configmap=name, status=out.status,
                      keys=[k["key"] for k in out.keys], actions=[k.get("action") for k in out.keys])
-    result["summary"] = {"examined": len(allowed), "by_status": statuses,
+    if deferred:
+        result["deferred"] = {"configmaps": deferred, "reason": "run_budget_seconds reached; run again"}
+    result["summary"] = {"examined": len(allowed) - len(deferred), "by_status": statuses,
                          "rotate": sorted(f"{c['namespace']}/{c['name']}:{k['key']}" for c in result["configmaps"]
                                           for k in c.get("keys", []) if k.get("rotate"))}
     if not result["errors"]:

@@ -49,6 +49,7 @@ class Settings:
     rollout_poll: float = 1.0
     retries: int = 3
     allow_immutable: bool = False
+    deadline: float | None = None                 # monotonic time after which no wait may continue
 
 
 @dataclass
@@ -385,6 +386,8 @@ class Scrubber:
 
     def wait_rollouts(self, namespace: str, controllers: list) -> list[str]:
         deadline = self.monotonic() + self.settings.rollout_timeout
+        if self.settings.deadline is not None:
+            deadline = min(deadline, self.settings.deadline)
         waiting = [c for c in controllers if c.kind in ("Deployment", "StatefulSet", "DaemonSet")]
         while True:
             pending = []

@@ -112,8 +112,8 @@ def run(ctx) -> None:
         r = ctx.call("audit-ingest", body=audit_event(cm.metadata.uid, cm.metadata.resource_version),
                      token_secret="audit-ingest-token")
     except NotBuilt:
-        ctx.fail("audit-ingest answered 501: it is not built yet, so nothing raised the alert")
-        return
+        # the demo reports this as "not built yet" (an honest outcome, not a success)
+        ctx.not_built("audit-ingest answered 501 (not built yet), so nothing raised the alert")
     if r.status_code >= 300:
         ctx.fail(f"audit-ingest answered {r.status_code}: {r.text[:300]}")
         return
@@ -131,7 +131,7 @@ def run(ctx) -> None:
     if not moved:
         missing = _not_built(ctx)
         if missing:
-            ctx.fail(f"the key is still in the ConfigMap: {', '.join(missing)} answered 501 (not built yet)")
+            ctx.not_built(f"the key is still in the ConfigMap: {', '.join(missing)} answered 501 (not built yet)")
         else:
             ctx.fail("the key is still in the ConfigMap after 45 s; see the function logs")
         return

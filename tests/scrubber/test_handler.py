@@ -396,3 +396,18 @@ def test_secret_name_template_is_configurable(scrubber_fn, call, kube_emulator):
     call(scrubber_fn(mode="move", secret_name_template="moved-{configmap}"), "POST",
          {"namespace": "demo", "name": "aws-creds"})
     assert kube_emulator.get("secrets", "demo", "moved-aws-creds") is not None
+
+
+def test_run_budget_defers_the_rest_of_a_sweep_to_the_next_run(scrubber_fn, call, kube_emulator):
+    for i in range(3):
+        kube_emulator.seed(configmap(f"cm{i}", {"DB_PASSWORD": f"Pw{i}-q8ZtLm3nTr5v"}))
+        kube_emulator.seed(deployment(f"web{i}", spec=pod_spec(cm=f"cm{i}", key="DB_PASSWORD")))
+    kube_emulator.hold_rollouts(True)  # the first ConfigMap's rollout eats the whole budget
+    mod = scrubber_fn(mode="move", run_budget_seconds="0.5", rollout_timeout_seconds="30")
+    status, body, _ = call(mod, "POST", {"namespace": "demo"})
+    assert [c["status"] for c in body["configmaps"]] == ["pending_rollout"]
+    assert body["deferred"]["configmaps"] == ["demo/cm1", "demo/cm2"]
+    kube_emulator.hold_rollouts(False)
+    mod = scrubber_fn(mode="move")
+    status, body, _ = call(mod, "POST", {"namespace": "demo"})
+    assert sorted(c["status"] for c in body["configmaps"]) == ["moved", "moved", "moved"]
