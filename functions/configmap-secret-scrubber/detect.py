@@ -88,6 +88,8 @@ def credential_name(name: str) -> bool:
         return False
     if toks[-1] in _META_SUFFIX:
         return False
+    if {"public", "csrf", "xsrf", "pub"} & set(toks):
+        return False  # public keys/tokens and CSRF tokens are not credentials
     joined = "".join(toks)
     for t in toks:
         if t in _STRONG_TOKENS:
@@ -121,6 +123,9 @@ _REFERENCE_VALUE = re.compile(
     )$""")
 # a value that is rendered elsewhere: ${VAR}, ${VAR:-default}, {{ .Values.x }}, {{ env "X" }}
 _TEMPLATED = re.compile(r"\$\{[A-Za-z_][\w.]*(:?[-=?+][^}]*)?\}|\{\{-?\s*[\w.$|\"' ()-]+\s*-?\}\}")
+# filler and documentation values: xxxxxxxx, 11111111, AKIA...EXAMPLE, {Name}, ALL_CAPS_NAME, 12345678
+_FILLER = re.compile(r"(.)\1{7,}|EXAMPLE$|^\{[A-Za-z_]\w*\}$|^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$")
+_SEQUENTIAL = re.compile(r"(?i)12345678|abcdefgh")
 _NUMERIC = re.compile(r"^[-+]?\d+([.,]\d+)?\s*(ms|s|m|h|d|w|y|b|k|kb|mb|gb|ki|mi|gi|%)?$", re.I)
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _DIGEST = re.compile(r"^(sha1|sha256|sha384|sha512|md5):[0-9a-f]+$", re.I)
@@ -148,7 +153,7 @@ def value_kind(value: str) -> str:
         return "structure"
     if _PLACEHOLDER.match(v):
         return "placeholder"
-    if _TEMPLATED.search(v):
+    if _TEMPLATED.search(v) or _FILLER.search(v) or _SEQUENTIAL.search(v):
         return "placeholder"
     if _REFERENCE_VALUE.match(v):
         return "reference"
@@ -173,6 +178,9 @@ def value_kind(value: str) -> str:
 _ASSIGN = re.compile(r"""^\s*(?:export\s+|-\s+)?["']?([A-Za-z_][\w.\-\[\]/]*)["']?\s*(?::=|=>|=|:)\s*(.*)$""")
 _JSON_PAIR = re.compile(r""""([A-Za-z_][\w.\-]*)"\s*:\s*"((?:[^"\\]|\\.)*)\"""")
 _DIRECTIVE = re.compile(r"""^\s*([A-Za-z_][\w.\-]*)\s+(\S+)\s*;?\s*$""")
+# several name=value pairs on one line: ODBC/ADO connection strings, CLI env prefixes, k=v lists
+_INLINE_PAIR = re.compile(r"""(?:^|[;\s"'&,])([A-Za-z_][\w.\-]*)\s*=\s*("[^"]*"|'[^']*'|[^;&\s"',]+)""")
+_CLI_SECRET_FLAG = re.compile(r"""(?:^|\s)(?:-p|--password|--token|--secret|--api-key|--client-secret)(?:=|\s+)("[^"]*"|'[^']*'|\S+)""")
 _AUTH_HEADER = re.compile(r"""(?i)authorization["']?\s*[:=]?\s*["']?\s*(basic|bearer|token|digest)\s+([A-Za-z0-9+/=._~-]{8,})""")
 _URL_QUERY_CRED = re.compile(r"""(?i)[?&;](password|passwd|pwd|pass|secret|token|access_token|api_?key|sig|signature|client_secret|auth)=([^&\s'"#;]+)""")
 _URL_TOKEN_USER = re.compile(r"""(?i)[a-z][a-z0-9+.-]*://([A-Za-z0-9_\-]{20,})@[^\s@/'"]""")
@@ -298,7 +306,7 @@ class Detector:
         in_cert = False
         for i, line in enumerate(lines, 1):
             if "-----BEGIN" in line:
-                if _PEM_PRIVATE.search(line):
+                if _PEM_PRIVATE.search(line) and _pem_body_len(lines, i) >= 64:
                     findings.append(Finding(key, i, "pem-private-key", HIGH, self.fp(line.strip())))
                 in_cert = True  # key bodies and certificates are base64 noise for line checks
             if "-----END" in line:
@@ -341,8 +349,14 @@ class Detector:
                 pairs.append((m.group(1), m.group(2)))
             else:
                 m = _DIRECTIVE.match(line)
-                if m:
+                if m and not m.group(2).endswith("."):  # "password combination." is prose
                     pairs.append((m.group(1), m.group(2)))
+        if ";" in line or line.count("=") > 1:
+            seen = {n for n, _ in pairs}
+            pairs.extend((m.group(1), m.group(2)) for m in _INLINE_PAIR.finditer(line) if m.group(1) not in seen)
+        for m in _CLI_SECRET_FLAG.finditer(line):
+            if value_kind(m.group(1)) == "credential":
+                out.append(Finding(key, i, "cli-secret-flag", HIGH, self.fp(_strip_value(m.group(1)))))
         for name, value in pairs:
             if not credential_name(name.split(".")[-1]) and not credential_name(name):
                 continue
@@ -367,6 +381,16 @@ class Detector:
             if _RANK[f.tier] > _RANK[tier]:
                 tier = f.tier
         return KeyVerdict(key, source, tier, findings, fp)
+
+
+def _pem_body_len(lines: list[str], begin_line: int) -> int:
+    """Base64 characters between a BEGIN line (1-based) and its END: a header alone is not a key."""
+    n = 0
+    for line in lines[begin_line:]:
+        if "-----END" in line:
+            break
+        n += len(re.sub(r"[^A-Za-z0-9+/=]", "", line)) if ":" not in line else 0
+    return n
 
 
 def _dedup(findings: list[Finding]) -> list[Finding]:
