@@ -138,8 +138,12 @@ def _volume_keys(cm_src: dict, keys: set) -> list:
     return sorted({i.get("key") for i in items if i.get("key") in keys})
 
 
-def rewire(spec: dict, cm_name: str, keys: set, secret_name: str) -> dict:
-    """A copy of ``spec`` reading ``keys`` from Secret ``secret_name``; idempotent."""
+def rewire(spec: dict, cm_name: str, keys: set, secret_name: str, rename_to: str | None = None) -> dict:
+    """A copy of ``spec`` reading ``keys`` from Secret ``secret_name``; idempotent.
+
+    With ``rename_to`` (an immutable ConfigMap being replaced), every remaining reference to
+    ``cm_name`` then points at the replacement ConfigMap, which holds the other keys.
+    """
     spec = copy.deepcopy(spec)
     for _, c in _containers(spec):
         for e in c.get("env") or []:
@@ -190,7 +194,27 @@ def rewire(spec: dict, cm_name: str, keys: set, secret_name: str) -> dict:
                         continue
                     out.append(s)
             p["sources"] = out
+    if rename_to:
+        _rename(spec, cm_name, rename_to)
     return spec
+
+
+def _rename(spec: dict, old: str, new: str) -> None:
+    for _, c in _containers(spec):
+        for e in c.get("env") or []:
+            r = (e.get("valueFrom") or {}).get("configMapKeyRef")
+            if r and r.get("name") == old:
+                r["name"] = new
+        for ef in c.get("envFrom") or []:
+            r = ef.get("configMapRef")
+            if r and r.get("name") == old:
+                r["name"] = new
+    for v in spec.get("volumes") or []:
+        if (v.get("configMap") or {}).get("name") == old:
+            v["configMap"]["name"] = new
+        for src in ((v.get("projected") or {}).get("sources") or []):
+            if (src.get("configMap") or {}).get("name") == old:
+                src["configMap"]["name"] = new
 
 
 def _is_our_secret_source(src: dict, secret_name: str) -> bool:

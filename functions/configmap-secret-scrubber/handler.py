@@ -92,10 +92,12 @@ def _scrubber(limits: Limits) -> Scrubber:
         rollout_timeout=config.env_float("rollout_timeout_seconds", 60.0),
         rollout_poll=config.env_float("rollout_poll_seconds", 1.0),
         allow_immutable=config.env_bool("allow_immutable", False),
+        replacement_name_template=config.env_str("replacement_name_template", "{configmap}-v2"),
         deadline=time.monotonic() + config.env_float("run_budget_seconds", 40.0),
     )
-    if "{configmap}" not in settings.secret_name_template:
-        raise config.ConfigError("secret_name_template must contain {configmap}")
+    for t in ("secret_name_template", "replacement_name_template"):
+        if "{configmap}" not in getattr(settings, t):
+            raise config.ConfigError(f"{t} must contain {{configmap}}")
     return Scrubber(k, Detector(key.strip()), settings)
 
 
@@ -274,4 +276,6 @@ def handle(event, context):
         result = _run(target, mode, limits, trigger)
     except kube.KubeConfigError as err:
         raise http.HTTPError(503, str(err)) from None
+    except config.ConfigError as err:
+        raise http.HTTPError(500, f"misconfigured: {err}") from None
     return http.json_response(result)

@@ -98,6 +98,10 @@ class Kube:
                           query=[("fieldManager", FIELD_MANAGER)], verb="create",
                           what=f"{kind} {namespace}/{(body.get('metadata') or {}).get('name', '')}")
 
+    def delete(self, kind: str, namespace: str, name: str, options: dict) -> dict:
+        return self._call("DELETE", self.path(kind, namespace, name), body=options, verb="delete",
+                          what=f"{kind} {namespace}/{name}")
+
     def patch(self, kind: str, namespace: str, name: str, body, content_type: str) -> dict:
         return self._call("PATCH", self.path(kind, namespace, name), body=body, content_type=content_type,
                           query=[("fieldManager", FIELD_MANAGER)], verb="patch", what=f"{kind} {namespace}/{name}")

@@ -35,6 +35,7 @@ A_FINGERPRINTS = f"{DOMAIN}/value-fingerprints"
 A_TARGET = f"{DOMAIN}/target-secret"
 A_REWIRED = f"{DOMAIN}/rewired-from"
 A_ROTATE = f"{DOMAIN}/rotate"
+A_REPLACES = f"{DOMAIN}/replaces"
 
 
 class Died(BaseException):
@@ -49,6 +50,7 @@ class Settings:
     rollout_poll: float = 1.0
     retries: int = 3
     allow_immutable: bool = False
+    replacement_name_template: str = "{configmap}-v2"
     deadline: float | None = None                 # monotonic time after which no wait may continue
 
 
@@ -126,6 +128,8 @@ class Scrubber:
         self.kube, self.detector, self.settings = kube, detector, settings
         self.sleep, self.monotonic = sleep, monotonic
         self._workloads: dict[str, Workloads] = {}
+        # set while processing an immutable ConfigMap that is being replaced (allow_immutable)
+        self.rename_to: str | None = None
 
     def workloads(self, namespace: str) -> Workloads:
         if namespace not in self._workloads:
@@ -137,6 +141,7 @@ class Scrubber:
                 report_only: str | None = None) -> Outcome:
         mode = mode or self.settings.mode
         out = Outcome(namespace, name)
+        self.rename_to = None
         cm = self.kube.get("ConfigMap", namespace, name)
         if cm is None:
             out.status = "not_found"
@@ -158,6 +163,9 @@ class Scrubber:
         keys = {v.key for v in movable}
         secret_name = self.settings.secret_name_template.format(configmap=name)
         out.secret = secret_name
+        if cm.get("immutable") and self.settings.allow_immutable:
+            self.rename_to = self.settings.replacement_name_template.format(configmap=name)
+            out.steps.append({"step": 0, "note": f"immutable: will be replaced by ConfigMap {self.rename_to}"})
         plan_blockers, to_rewire, notes = self.plan(cm, keys, secret_name)
         out.consumers = notes
         if report_only or mode != "move":
@@ -180,6 +188,14 @@ class Scrubber:
             self._mark(out, keys, "kept (blocked)")
             return out
         out.steps.append({"step": 1, "done": f"Secret {secret_name} holds {len(keys)} key(s), verified"})
+        if self.rename_to:
+            ok, why = self.ensure_replacement(cm, keys, self.rename_to)
+            if not ok:
+                out.status = "blocked"
+                out.reasons.append(why)
+                self._mark(out, keys, "kept (blocked)")
+                return out
+            out.steps.append({"step": 1, "done": f"ConfigMap {self.rename_to} holds the other keys, verified"})
 
         # 2 + 3. rewire controllers, then wait for their rollouts
         rewired = []
@@ -203,7 +219,11 @@ class Scrubber:
             out.reasons.extend(blockers)
             self._mark(out, keys, "kept (readers still use the ConfigMap; re-run to finish)")
             return out
-        ok, why = self.remove_keys(namespace, name, keys, secret_name)
+        if self.rename_to:
+            self.emit_event(cm, keys, secret_name)
+            ok, why = self.delete_original(cm, keys, secret_name, self.rename_to)
+        else:
+            ok, why = self.remove_keys(namespace, name, keys, secret_name)
         if not ok:
             out.status = "conflict"
             out.reasons.append(why)
@@ -234,12 +254,13 @@ class Scrubber:
         owner = cons.managed_by(cm)
         if owner:
             blockers.append(f"ConfigMap is managed by {owner}; it would revert the change")
-        if cm.get("immutable") and not after_rewire:
-            blockers.append("ConfigMap is immutable; its data cannot be changed in place"
-                            if not self.settings.allow_immutable else
-                            "ConfigMap is immutable; replacing it is not supported by this version")
+        if cm.get("immutable") and not self.rename_to:
+            blockers.append("ConfigMap is immutable; its data cannot be changed in place "
+                            "(set allow_immutable=true to replace it by a new ConfigMap)")
         objs = self.workloads(ns).all(fresh=fresh)
-        found = cons.find_consumers(objs, name, keys)
+        # replacing: every reader of any key must move to the replacement or the Secret
+        readers_of = set((cm.get("data") or {})) | set((cm.get("binaryData") or {})) if self.rename_to else keys
+        found = cons.find_consumers(objs, name, readers_of)
         to_rewire, notes = [], []
         for c in found:
             note = c.public()
@@ -252,7 +273,7 @@ class Scrubber:
                 blockers.append(f"{c.kind} {c.name}: {reason}")
             elif c.kind in ("Deployment", "StatefulSet", "DaemonSet", "CronJob"):
                 spec = cons.pod_spec(c.obj, c.kind)
-                if cons.rewire(spec, name, keys, secret_name) == spec:
+                if cons.rewire(spec, name, keys, secret_name, self.rename_to) == spec:
                     note["action"] = "already reads the Secret"
                 else:
                     note["action"] = "rewire"
@@ -266,7 +287,7 @@ class Scrubber:
         md = c.obj.get("metadata") or {}
         owners = [r for r in md.get("ownerReferences") or [] if r.get("controller")]
         spec = cons.pod_spec(c.obj, c.kind)
-        safe = cons.rewire(spec, c.cm_name, keys, secret_name) == spec
+        safe = cons.rewire(spec, c.cm_name, keys, secret_name, self.rename_to) == spec
         if safe and c.kind in ("Pod", "ReplicaSet", "Job"):
             return "skip"  # already reads the moved keys from the Secret
         if c.kind == "Pod":
@@ -363,12 +384,12 @@ class Scrubber:
             obj = c.obj
             md = obj["metadata"]
             spec = cons.pod_spec(obj, c.kind)
-            new = cons.rewire(spec, cm_name, keys, secret_name)
+            new = cons.rewire(spec, cm_name, keys, secret_name, self.rename_to)
             if new == spec:
                 return False
             path = "/" + "/".join(cons.pod_spec_path(c.kind))
             ann = dict(md.get("annotations") or {})
-            ann[A_REWIRED] = f"{cm_name}->{secret_name}"
+            ann[A_REWIRED] = f"{cm_name}->{secret_name}" + (f",{self.rename_to}" if self.rename_to else "")
             ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": md["resourceVersion"]},
                    {"op": "replace", "path": path, "value": new},
                    {"op": "add", "path": "/metadata/annotations", "value": ann}]
@@ -455,10 +476,16 @@ class Scrubber:
     # --- step 5 ----------------------------------------------------------------------------
     def finish(self, cm: dict, keys: set, secret_name: str, out: Outcome) -> None:
         """Event first, Secret annotation last: the annotation is what tells a re-run that step 5 is done."""
+        self.emit_event(cm, keys, secret_name)
+        self.annotate_secret(cm["metadata"]["namespace"], keys, secret_name)
+        out.steps.append({"step": 5, "done": "annotated Secret and ConfigMap, emitted Event, rotation required"})
+
+    def emit_event(self, cm: dict, keys: set, secret_name: str) -> None:
         md = cm["metadata"]
         ns = md["namespace"]
         # deterministic name: a re-run after a crash finds it (409) instead of emitting a duplicate
         digest = hashlib.sha256(f"{md.get('uid')}/{','.join(sorted(keys))}".encode()).hexdigest()[:10]
+        replaced = f"; ConfigMap {md['name']} is replaced by {self.rename_to}" if self.rename_to else ""
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": f"{md['name']}.scrubber-{digest}", "namespace": ns},
@@ -466,7 +493,7 @@ class Scrubber:
                                "uid": md.get("uid")},
             "reason": "CredentialsMoved", "type": "Warning",
             "message": (f"configmap-secret-scrubber moved key(s) {', '.join(sorted(keys))} to Secret "
-                        f"{secret_name}; rotate the credential(s): they were readable from the ConfigMap"),
+                        f"{secret_name}{replaced}; rotate the credential(s): they were readable from the ConfigMap"),
             "source": {"component": FIELD_MANAGER},
             "firstTimestamp": _now(), "lastTimestamp": _now(), "count": 1,
         }
@@ -476,12 +503,76 @@ class Scrubber:
             # 409 normally means an earlier run created it; check rather than trust the status
             if err.status != 409 or self.kube.get("Event", ns, event["metadata"]["name"]) is None:
                 raise
+
+    def annotate_secret(self, ns: str, keys: set, secret_name: str) -> None:
         sec = self.kube.get("Secret", ns, secret_name) or {}
         prev = set(filter(None, ((sec.get("metadata") or {}).get("annotations") or {}).get(A_MOVED_KEYS, "").split(",")))
         patch = {"metadata": {"annotations": {A_MOVED_KEYS: ",".join(sorted(prev | keys)), A_MOVED_AT: _now(),
                                               A_ROTATE: "true"}}}
         self.kube.patch("Secret", ns, secret_name, patch, MERGE_PATCH)
-        out.steps.append({"step": 5, "done": "annotated Secret and ConfigMap, emitted Event, rotation required"})
+
+    # --- immutable ConfigMaps (allow_immutable): replace instead of edit -------------------------
+    def ensure_replacement(self, cm: dict, keys: set, new_name: str) -> tuple[bool, str]:
+        """ConfigMap ``new_name``: the original minus ``keys``, immutable too, verified byte for byte."""
+        md = cm["metadata"]
+        ns = md["namespace"]
+        data = {k: v for k, v in (cm.get("data") or {}).items() if k not in keys}
+        binary = {k: v for k, v in (cm.get("binaryData") or {}).items() if k not in keys}
+        for _ in range(self.settings.retries):
+            cur = self.kube.get("ConfigMap", ns, new_name)
+            if cur is None:
+                body = {"apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
+                        "metadata": {"name": new_name, "namespace": ns,
+                                     "labels": dict((md.get("labels") or {}), **{MANAGED_BY: FIELD_MANAGER}),
+                                     "annotations": {A_REPLACES: f"{ns}/{md['name']}", A_SOURCE_UID: md.get("uid", ""),
+                                                     A_MOVED_KEYS: ",".join(sorted(keys)),
+                                                     A_TARGET: self.settings.secret_name_template.format(
+                                                         configmap=md["name"])}}}
+                if data:
+                    body["data"] = data
+                if binary:
+                    body["binaryData"] = binary
+                try:
+                    self.kube.create("ConfigMap", ns, body)
+                except KubeError as err:
+                    if err.status != 409:
+                        raise
+                continue  # read back below on the next pass
+            cmd = cur.get("metadata") or {}
+            if (cmd.get("annotations") or {}).get(A_SOURCE_UID) != md.get("uid"):
+                return False, f"ConfigMap {new_name} exists and is not this function's replacement of {md['name']}"
+            if (cur.get("data") or {}) != data or (cur.get("binaryData") or {}) != binary:
+                return False, f"ConfigMap {new_name} does not hold the expected keys; resolve by hand"
+            return True, ""
+        return False, f"ConfigMap {new_name} could not be created and verified"
+
+    def delete_original(self, cm: dict, keys: set, secret_name: str, new_name: str) -> tuple[bool, str]:
+        """Delete the immutable original once its keys are readable from the replacement and the Secret."""
+        md = cm["metadata"]
+        ns, name = md["namespace"], md["name"]
+        cur = self.kube.get("ConfigMap", ns, name)
+        if cur is None:
+            return True, ""
+        rep = self.kube.get("ConfigMap", ns, new_name)
+        sec = self.kube.get("Secret", ns, secret_name)
+        if rep is None or sec is None:
+            return False, "replacement ConfigMap or Secret disappeared; original kept"
+        for k in set((cur.get("data") or {})) | set((cur.get("binaryData") or {})):
+            have = secret_bytes(sec, k) if k in keys else value_bytes(rep, k)
+            if have != value_bytes(cur, k):
+                return False, f"key {k} is not identical in its new home; original kept"
+        cmd = cur["metadata"]
+        opts = {"apiVersion": "v1", "kind": "DeleteOptions",
+                "preconditions": {"uid": cmd.get("uid"), "resourceVersion": cmd.get("resourceVersion")}}
+        try:
+            self.kube.delete("ConfigMap", ns, name, opts)
+        except KubeError as err:
+            if err.status == 404:
+                return True, ""
+            if err.conflict:
+                return False, "ConfigMap changed before it could be deleted; re-run"
+            raise
+        return True, ""
 
 
 def rollout_pending(obj: dict, kind: str) -> str | None:

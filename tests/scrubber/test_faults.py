@@ -230,3 +230,71 @@ def test_concurrent_edit_of_the_configmap_during_the_move_keeps_the_new_value(ku
     status, body, _ = call(mod, "POST", {"namespace": "c", "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "blocked"
     assert "different value for key DB_PASSWORD" in body["configmaps"][0]["reasons"][0]
+
+
+def readable_immutable(emu, ns) -> list[str]:
+    """Like readable(), for the replacement path: original, replacement (aws-creds-v2) or Secret."""
+    homes = [emu.get("configmaps", ns, "aws-creds") or {}, emu.get("configmaps", ns, "aws-creds-v2") or {}]
+    sec = emu.get("secrets", ns, SECRET) or {}
+    lost = []
+    for k, v in ORIGINAL.items():
+        if not any((h.get("data") or {}).get(k, "").encode() == v for h in homes) and \
+                base64.b64decode((sec.get("data") or {}).get(k, "")) != v:
+            lost.append(k)
+    for k, v in PLAIN.items():
+        if not any((h.get("data") or {}).get(k) == v for h in homes):
+            lost.append(k)
+    return lost
+
+
+def test_dying_anywhere_while_replacing_an_immutable_configmap_loses_nothing(kube_emulator, scrubber_fn):
+    emu = kube_emulator
+    mod = scrubber_fn(mode="move")
+    remediate, kapi, detect = (submodule(mod, n) for n in ("remediate", "kapi", "detect"))
+
+    class Dying:
+        def __init__(self, kube, at):
+            self.kube, self.at, self.calls = kube, at, 0
+
+        def __getattr__(self, attr):
+            fn = getattr(self.kube, attr)
+
+            def wrapped(*a, **kw):
+                if self.calls == self.at:
+                    raise remediate.Died()
+                self.calls += 1
+                return fn(*a, **kw)
+            return wrapped
+
+    def scrubber(at=-1):
+        k = Dying(kapi.Kube(emu.api_client(), timeout=2), at)
+        return k, remediate.Scrubber(k, detect.Detector(b"k"), remediate.Settings(
+            mode="move", rollout_timeout=3, rollout_poll=0.02, allow_immutable=True))
+
+    def seed_immutable(ns):
+        data = {k: v.decode() for k, v in ORIGINAL.items()}
+        data.update(PLAIN)
+        emu.seed(configmap("aws-creds", data, ns=ns, immutable=True))
+        emu.seed(deployment("web", ns=ns, spec=pod_spec(env=True, env_from=True, volume=True)))
+
+    seed_immutable("probe")
+    counter, s = scrubber()
+    assert s.process("probe", "aws-creds").status == "moved"
+    total = counter.calls
+    assert emu.get("configmaps", "probe", "aws-creds") is None
+    for at in range(total):
+        ns = f"i{at}"
+        seed_immutable(ns)
+        lost = []
+        emu.before(lambda *a, ns=ns: lost.extend(readable_immutable(emu, ns)))
+        with pytest.raises(remediate.Died):
+            scrubber(at)[1].process(ns, "aws-creds")
+        assert lost == [] and readable_immutable(emu, ns) == [], at
+        out = scrubber()[1].process(ns, "aws-creds")
+        if out.status == "not_found":  # died after the delete: only the Secret annotation was left
+            out = scrubber()[1].process(ns, "aws-creds-v2")
+        assert out.status in ("moved", "clean"), (at, out.public())
+        assert lost == [] and readable_immutable(emu, ns) == [], at
+        assert emu.get("configmaps", ns, "aws-creds") is None
+        assert emu.get("configmaps", ns, "aws-creds-v2")["data"] == PLAIN
+        emu.clear_faults()

@@ -411,3 +411,34 @@ def test_run_budget_defers_the_rest_of_a_sweep_to_the_next_run(scrubber_fn, call
     mod = scrubber_fn(mode="move")
     status, body, _ = call(mod, "POST", {"namespace": "demo"})
     assert sorted(c["status"] for c in body["configmaps"]) == ["moved", "moved", "moved"]
+
+
+def test_immutable_configmap_is_replaced_when_opted_in(scrubber_fn, call, kube_emulator):
+    kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE, "region": "eu-west-1"},
+                                 immutable=True, labels={"app": "web"}))
+    spec = pod_spec(env=True, env_from=True, volume=True)
+    spec["containers"][0]["env"].append({"name": "REGION", "valueFrom": {"configMapKeyRef": {
+        "name": "aws-creds", "key": "region"}}})
+    kube_emulator.seed(deployment(spec=spec))
+    status, body, resp = call(scrubber_fn(mode="move", allow_immutable="true"), "POST",
+                              {"namespace": "demo", "name": "aws-creds"})
+    (cm,) = body["configmaps"]
+    assert cm["status"] == "moved", cm
+    assert kube_emulator.get("configmaps", "demo", "aws-creds") is None
+    new = kube_emulator.get("configmaps", "demo", "aws-creds-v2")
+    assert new["immutable"] is True and new["data"] == {"region": "eu-west-1"}
+    assert new["metadata"]["labels"]["app"] == "web"
+    sec = kube_emulator.get("secrets", "demo", "aws-creds-credentials")
+    assert base64.b64decode(sec["data"]["aws_access_key_id"]) == SEED_VALUE.encode()
+    c = kube_emulator.get("deployments", "demo", "web")["spec"]["template"]["spec"]["containers"][0]
+    assert c["env"][0]["valueFrom"] == {"secretKeyRef": {"name": "aws-creds-credentials", "key": "aws_access_key_id"}}
+    assert c["env"][2]["valueFrom"] == {"configMapKeyRef": {"name": "aws-creds-v2", "key": "region"}}
+    assert c["envFrom"] == [{"configMapRef": {"name": "aws-creds-v2"}, "prefix": "CM_"},
+                            {"secretRef": {"name": "aws-creds-credentials"}, "prefix": "CM_"}]
+    vol = kube_emulator.get("deployments", "demo", "web")["spec"]["template"]["spec"]["volumes"][0]
+    assert [s.get("configMap", s.get("secret"))["name"] for s in vol["projected"]["sources"]] == [
+        "aws-creds-v2", "aws-creds-credentials"]
+    assert_no_values(resp["body"])
+    # re-run: the original is gone, the replacement is clean
+    status, body, _ = call(scrubber_fn(mode="move", allow_immutable="true"), "POST", {"namespace": "demo"})
+    assert body["summary"]["by_status"] == {"clean": 1}

@@ -94,3 +94,40 @@ def test_function_works_with_exactly_the_granted_verbs_and_uses_all_of_them(load
         assert used == granted()
     finally:
         emu.stop()
+
+
+IMMUTABLE = MANIFEST.with_name("configmap-secret-scrubber-immutable.yaml")
+
+
+def test_immutable_opt_in_needs_exactly_the_extra_create_and_delete(load_function, call):
+    kubeemu = pytest.importorskip("local.kubeemu")
+    extra_docs = [d for d in yaml.safe_load_all(IMMUTABLE.read_text()) if d]
+    (extra_role,) = [d for d in extra_docs if d["kind"] == "ClusterRole"]
+    extra = {(v, r) for rule in extra_role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert extra == {("create", "configmaps"), ("delete", "configmaps")}
+    env = {"mode": "move", "allow_immutable": "true", "rollout_poll_seconds": "0.02", "rate_limit_per_minute": "1000"}
+    for with_extra in (False, True):
+        emu = kubeemu.KubeEmulator(rbac=True)
+        emu.start()
+        try:
+            for d in docs() + (extra_docs if with_extra else []):
+                if d["kind"] != "Secret":
+                    emu.seed(d)
+            token = emu.service_account_token("openfaas-fn", "configmap-secret-scrubber")
+            mod = load_function(FN, env=env, secrets={
+                "configmap-secret-scrubber-token": TOKEN,
+                "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(emu.kubeconfig_dict(user_token=token))})
+            emu.seed(configmap("aws-creds", {"aws_access_key_id": "AKES20LNOA", "region": "x"}, immutable=True))
+            emu.seed(deployment(spec=pod_spec(env=True, env_from=True)))
+            status, body, _ = call(mod, "POST", {"namespace": "demo", "name": "aws-creds"})
+            if with_extra:
+                assert body["configmaps"][0]["status"] == "moved", body
+                assert [r for r in emu.requests if r[2] == 403] == []
+                used = {(verb, _resource_of(path)) for verb, path, _ in emu.requests}
+                assert extra <= used <= granted() | extra
+            else:  # without the opt-in manifest the API refuses the replacement; nothing is lost
+                assert body["configmaps"][0]["status"] == "error", body
+                assert "403" in body["configmaps"][0]["reasons"][0]
+                assert emu.get("configmaps", "demo", "aws-creds")["data"]["aws_access_key_id"] == "AKES20LNOA"
+        finally:
+            emu.stop()
