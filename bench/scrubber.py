@@ -168,7 +168,41 @@ def throughput(lines: int = 10000) -> dict:
             "bytes": len(body)}
 
 
+def move_timing(n: int = 20) -> dict | None:
+    """Seconds per full move (Secret, rewire one Deployment, rollout, removal, Event) against the emulator."""
+    try:
+        from local.kubeemu import KubeEmulator
+    except ImportError:
+        return None
+    detect = load_detect()
+    pkg = detect.__package__
+    remediate = importlib.import_module(pkg + ".remediate")
+    kapi = importlib.import_module(pkg + ".kapi")
+    with KubeEmulator() as emu:
+        for i in range(n):
+            emu.seed({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "aws-creds", "namespace": f"b{i}"},
+                      "data": {"aws_access_key_id": "AKES20LNOA", "region": "eu-west-1"}})
+            emu.seed({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": f"b{i}"},
+                      "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                               "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{
+                                   "name": "c", "image": "busybox", "env": [{"name": "K", "valueFrom": {
+                                       "configMapKeyRef": {"name": "aws-creds", "key": "aws_access_key_id"}}}]}]}}}})
+        s = remediate.Scrubber(kapi.Kube(emu.api_client()), detect.Detector(b"bench"),
+                               remediate.Settings(mode="move", rollout_poll=0.01))
+        t0 = time.perf_counter()
+        for i in range(n):
+            assert s.process(f"b{i}", "aws-creds").status == "moved"
+        dt = time.perf_counter() - t0
+        calls = len(emu.requests)
+    return {"moves": n, "seconds": dt, "ms_per_move": dt / n * 1000, "api_calls_per_move": calls / n}
+
+
 def main() -> None:
+    import resource
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    load_detect().Detector(b"bench")
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"detector with compiled gitleaks rules: peak RSS {rss1 / 1024:.0f} MiB (+{(rss1 - rss0) / 1024:.1f} MiB)")
     print(f"configmap-secret-scrubber detector, corpora from {corpus_dir()}")
     print(f"{'file':40} {'rows':>5} {'pos':>4}  {'high P':>7} {'high R':>7}  {'any P':>7} {'any R':>7}")
     for name, r in evaluate_all().items():
@@ -180,6 +214,10 @@ def main() -> None:
     print(f"throughput: one {t['bytes']} B value of {t['file_lines']} lines in {t['file_seconds']:.2f} s "
           f"({t['us_per_line']:.0f} us/line); {t['keys']} env-style keys in {t['keys_seconds']:.2f} s "
           f"({t['us_per_key']:.0f} us/key)")
+    m = move_timing()
+    if m:
+        print(f"move against the in-process API emulator: {m['moves']} ConfigMaps in {m['seconds']:.2f} s "
+              f"({m['ms_per_move']:.0f} ms/move, {m['api_calls_per_move']:.0f} API calls/move)")
 
 
 if __name__ == "__main__":

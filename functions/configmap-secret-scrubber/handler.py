@@ -80,6 +80,9 @@ class RateLimiter:
 
 
 _rate = RateLimiter()
+# One move at a time per replica: a duplicated alert (at-least-once delivery) must not race itself.
+# The workflow is safe under races anyway (resourceVersion tests); this just avoids pointless conflicts.
+_move_lock = threading.Lock()
 
 
 def _scrubber(limits: Limits) -> Scrubber:
@@ -273,7 +276,11 @@ def handle(event, context):
             trigger = "request"
             mode = "report" if doc.get("dry_run") else limits.mode
     try:
-        result = _run(target, mode, limits, trigger)
+        if mode == "move":
+            with _move_lock:
+                result = _run(target, mode, limits, trigger)
+        else:
+            result = _run(target, mode, limits, trigger)
     except kube.KubeConfigError as err:
         raise http.HTTPError(503, str(err)) from None
     except config.ConfigError as err:
