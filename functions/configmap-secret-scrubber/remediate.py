@@ -315,9 +315,11 @@ class Scrubber:
         owner = cons.managed_by(c.obj)
         if owner and not (owners and owners[0].get("kind") == "CronJob"):
             return f"managed by {owner}; it would revert the rewiring"
-        if c.kind == "StatefulSet" and not safe and \
+        if c.kind in ("StatefulSet", "DaemonSet") and not safe and \
                 ((c.obj.get("spec") or {}).get("updateStrategy") or {}).get("type") == "OnDelete":
-            return "StatefulSet uses updateStrategy OnDelete; its pods would keep the old spec"
+            return f"{c.kind} uses updateStrategy OnDelete; its pods would keep the old spec"
+        if c.kind == "Deployment" and not safe and (c.obj.get("spec") or {}).get("paused"):
+            return "Deployment is paused; its rollout would never progress"
         return None
 
     # --- step 1 ----------------------------------------------------------------------------

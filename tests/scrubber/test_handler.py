@@ -442,3 +442,21 @@ def test_immutable_configmap_is_replaced_when_opted_in(scrubber_fn, call, kube_e
     # re-run: the original is gone, the replacement is clean
     status, body, _ = call(scrubber_fn(mode="move", allow_immutable="true"), "POST", {"namespace": "demo"})
     assert body["summary"]["by_status"] == {"clean": 1}
+
+
+@pytest.mark.parametrize("kind,extra,fragment", [
+    ("StatefulSet", {"updateStrategy": {"type": "OnDelete"}}, "OnDelete"),
+    ("DaemonSet", {"updateStrategy": {"type": "OnDelete"}}, "OnDelete"),
+])
+def test_controllers_that_would_never_roll_block_the_move(scrubber_fn, call, kube_emulator, kind, extra, fragment):
+    kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE}))
+    kube_emulator.seed(workload(kind, "w", pod_spec(), **extra))
+    _blocked(kube_emulator, scrubber_fn, call, fragment)
+
+
+def test_paused_deployment_blocks_the_move(scrubber_fn, call, kube_emulator):
+    kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE}))
+    d = deployment()
+    d["spec"]["paused"] = True
+    kube_emulator.seed(d)
+    _blocked(kube_emulator, scrubber_fn, call, "paused")
