@@ -352,8 +352,11 @@ class Scrubber:
                     raise
             else:
                 smd = sec.get("metadata") or {}
+                sann = smd.get("annotations") or {}
+                # same namespace/name is enough (a ConfigMap deleted and re-created gets a new uid):
+                # merging never overwrites a different value, so it cannot lose data
                 if (smd.get("labels") or {}).get(MANAGED_BY) != FIELD_MANAGER or \
-                        (smd.get("annotations") or {}).get(A_SOURCE_UID) != md.get("uid"):
+                        sann.get(A_SOURCE_NAME) != md["name"] or sann.get(A_SOURCE_NS) != ns:
                     return False, f"Secret {secret_name} exists and was not created by this function for this ConfigMap"
                 missing = {}
                 for k, v in want.items():
@@ -364,8 +367,11 @@ class Scrubber:
                         return False, (f"Secret {secret_name} already holds a different value for key {k}; "
                                        "resolve by hand (nothing was changed)")
                 if missing:
+                    prev_fps = sann.get(A_FINGERPRINTS, "")
                     patch = {"metadata": {"resourceVersion": smd.get("resourceVersion"),
-                                          "annotations": {A_FINGERPRINTS: fps, A_DETECTORS: dets}},
+                                          "annotations": {A_FINGERPRINTS: ",".join(filter(None, [prev_fps, fps])),
+                                                          A_DETECTORS: dets, A_SOURCE_UID: md.get("uid", ""),
+                                                          A_SOURCE_RV: md.get("resourceVersion", "")}},
                              "data": missing}
                     try:
                         self.kube.patch("Secret", ns, secret_name, patch, MERGE_PATCH)

@@ -460,3 +460,17 @@ def test_paused_deployment_blocks_the_move(scrubber_fn, call, kube_emulator):
     d["spec"]["paused"] = True
     kube_emulator.seed(d)
     _blocked(kube_emulator, scrubber_fn, call, "paused")
+
+
+def test_configmap_recreated_after_a_move_merges_into_the_same_secret(scrubber_fn, call, kube_emulator):
+    seed_aws(kube_emulator)
+    mod = scrubber_fn(mode="move")
+    assert call(mod, "POST", {"namespace": "demo", "name": "aws-creds"})[1]["configmaps"][0]["status"] == "moved"
+    # someone deletes and re-creates the ConfigMap with another credential: new uid, same name
+    kube_emulator.store.delete(kube_emulator.resource("configmaps"), "demo", "aws-creds")
+    kube_emulator.seed(configmap("aws-creds", {"DB_PASSWORD": "Zq8wLm3nTr5vXy"}))
+    status, body, _ = call(mod, "POST", {"namespace": "demo", "name": "aws-creds"})
+    assert body["configmaps"][0]["status"] == "moved", body
+    sec = kube_emulator.get("secrets", "demo", "aws-creds-credentials")
+    assert {k: base64.b64decode(v) for k, v in sec["data"].items()} == {
+        "aws_access_key_id": SEED_VALUE.encode(), "DB_PASSWORD": b"Zq8wLm3nTr5vXy"}
