@@ -60,6 +60,15 @@ def _duration_seconds(text: str, default: float) -> float:
     return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
 
 
+def _die_with_parent() -> None:
+    """Runs in the child: ask Linux to SIGTERM it when the gateway dies, even by SIGKILL."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class SecretStore:
     """The local equivalent of ``faas-cli secret create``: one file per secret, 0600."""
 
@@ -112,7 +121,8 @@ class FunctionProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, str(RUNTIME), "--context", str(self.context), "--port", str(self.port)],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent)
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:
@@ -306,11 +316,8 @@ class LocalStack:
                 return ce_headers(self._internal(404, f"error finding function {name}.openfaas-fn: not found"), call_id, started)
             status, headers, body = self._forward(fp, request.method, "/" + rest, request.query_string,
                                                   request.headers, request.get_data(), call_id)
-            resp = Response(body, status)
-            for k, v in headers:
-                if k.lower() not in _HOP_HEADERS:
-                    resp.headers.add(k, v)
-            return ce_headers(resp, call_id, started)
+            passed = [(k, v) for k, v in headers if k.lower() not in _HOP_HEADERS | {"date", "server"}]
+            return ce_headers(Response(body, status, headers=passed), call_id, started)
 
         @app.route("/async-function/<name>", defaults={"rest": ""}, methods=["POST"])
         @app.route("/async-function/<name>/<path:rest>", methods=["POST"])

@@ -41,7 +41,7 @@ def test_healthz(stack):
 
 def test_sync_route_passes_path_query_body_and_call_id(stack):
     r = requests.post(stack.url + "/function/probe/a/b?q=1", data=b"x", headers={"X-Probe": "1"})
-    assert r.status_code == 200
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
     body = r.json()
     assert body["path"] == "/a/b" and body["query"] == ["1"] and body["body"] == "x" and body["header"] == "1"
     assert body["call_id"] == r.headers["X-Call-Id"]
