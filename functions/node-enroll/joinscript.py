@@ -3,7 +3,7 @@
 Everything interpolated is either validated upstream (node name, labels, taints,
 token alphabet) or comes from configuration, and all of it is shell-quoted
 anyway. The script uses only shell builtins plus curl, sh, id and systemctl (and,
-in host mode, the Falco step's own command), so its side effects are exactly the
+in host mode, the bootstrap's Falco step), so its side effects are exactly the
 commands tests can record.
 """
 from __future__ import annotations
@@ -12,8 +12,9 @@ import shlex
 from dataclasses import dataclass, field
 
 FALCO_MODES = ("helm", "host", "none")
-DEFAULT_FALCO_HOST_COMMAND = "edgeguard-bootstrap falco --mode host --gateway-url {gateway_url} --yes"
-BOOTSTRAP_INSTALL_PATH = "/usr/local/bin/edgeguard-bootstrap"
+# bootstrap/edgeguard-bootstrap must be on the node (baked into the image with the enrollment
+# key and /var/lib/edgeguard/secrets/alert-forwarder-token, which its Falco step reads).
+DEFAULT_FALCO_HOST_COMMAND = "edgeguard-bootstrap falco --mode host --gateway {gateway_url} --yes"
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,6 @@ class ScriptSettings:
     k3s_channel: str | None = None
     falco_mode: str = "helm"
     falco_host_command: str = DEFAULT_FALCO_HOST_COMMAND
-    falco_bootstrap_url: str | None = None
-    falco_bootstrap_sha256: str | None = None
     public_gateway_url: str | None = None
     extra_agent_args: tuple = field(default_factory=tuple)
 
@@ -114,11 +113,5 @@ def _falco_lines(settings: ScriptSettings, *, node_name: str, taints: list) -> l
     if not settings.public_gateway_url:
         raise ValueError("falco_mode=host needs public_gateway_url (the gateway as nodes reach it)")
     argv = falco_host_argv(settings.falco_host_command, gateway_url=settings.public_gateway_url, node_name=node_name)
-    lines = ['echo "edgeguard: setting up Falco on the host (bootstrap falco --mode host)"']
-    if settings.falco_bootstrap_url:
-        lines.append(f"curl -sfL {q(settings.falco_bootstrap_url)} -o {BOOTSTRAP_INSTALL_PATH}")
-        if settings.falco_bootstrap_sha256:
-            lines.append(f"printf '%s  %s\\n' {q(settings.falco_bootstrap_sha256)} {BOOTSTRAP_INSTALL_PATH} | sha256sum -c -")
-        lines.append(f"chmod 0755 {BOOTSTRAP_INSTALL_PATH}")
-    lines.append(" ".join(q(a) for a in argv))
-    return lines
+    return ['echo "edgeguard: setting up Falco on the host (bootstrap falco --mode host)"',
+            " ".join(q(a) for a in argv)]

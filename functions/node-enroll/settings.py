@@ -64,17 +64,12 @@ def load() -> Settings:
     falco_mode = config.env_str("falco_mode", "helm")
     if falco_mode not in joinscript.FALCO_MODES:
         raise ConfigError(f"falco_mode must be one of {', '.join(joinscript.FALCO_MODES)}")
-    bootstrap_sha = config.env_str("falco_bootstrap_sha256")
-    if bootstrap_sha and not re.fullmatch(r"[0-9a-f]{64}", bootstrap_sha):
-        raise ConfigError("falco_bootstrap_sha256 must be 64 lowercase hex characters")
     script = joinscript.ScriptSettings(
         install_url=_https(config.env_str("k3s_install_url", "https://get.k3s.io"), "k3s_install_url"),
         k3s_version=config.env_str("k3s_version"),
         k3s_channel=config.env_str("k3s_channel"),
         falco_mode=falco_mode,
         falco_host_command=config.env_str("falco_host_command", joinscript.DEFAULT_FALCO_HOST_COMMAND),
-        falco_bootstrap_url=config.env_str("falco_bootstrap_url"),
-        falco_bootstrap_sha256=bootstrap_sha,
         public_gateway_url=config.env_str("public_gateway_url"),
         extra_agent_args=tuple((config.env_str("k3s_agent_args", "") or "").split()),
     )

@@ -8,6 +8,7 @@ Verbs used (mirrored by deploy/rbac/node-enroll.yaml):
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from .edgeguard import kube
@@ -50,27 +51,36 @@ class Store:
         except Exception as exc:  # urllib3 connection errors and the like
             raise KubeFailure(action, 0, type(exc).__name__) from None
 
-    def _plain(self, obj) -> dict:
-        return self.api_client.sanitize_for_serialization(obj)
+    def _read(self, action: str, fn, *args, **kwargs) -> dict:
+        # Raw JSON instead of the client's models: they reject objects that lack
+        # fields the models call required (e.g. a partial nodeInfo), and we only
+        # need a few keys.
+        resp = self._call(action, fn, *args, _preload_content=False, **kwargs)
+        try:
+            return json.loads(resp.data)
+        except ValueError:
+            raise KubeFailure(action, 0, "invalid JSON from the API server") from None
 
     # ---- bootstrap-token secrets
     def list_enrollments(self) -> list:
-        resp = self._call("list secrets", self.core.list_namespaced_secret, tokens.NAMESPACE,
+        resp = self._read("list secrets", self.core.list_namespaced_secret, tokens.NAMESPACE,
                           label_selector=tokens.MANAGED_SELECTOR)
         out = []
-        for item in resp.items or []:
-            e = tokens.enrollment_from_secret(self._plain(item))
+        for item in resp.get("items") or []:
+            e = tokens.enrollment_from_secret(item)
             if e is not None:
                 out.append(e)
         return out
 
     def create_secret(self, body: dict) -> None:
-        self._call("create secret", self.core.create_namespaced_secret, tokens.NAMESPACE, body)
+        self._call("create secret", self.core.create_namespaced_secret, tokens.NAMESPACE, body,
+                   _preload_content=False)
 
     def delete_secret(self, name: str) -> bool:
         """True if deleted, False if it was already gone."""
         try:
-            self._call("delete secret", self.core.delete_namespaced_secret, name, tokens.NAMESPACE)
+            self._call("delete secret", self.core.delete_namespaced_secret, name, tokens.NAMESPACE,
+                       _preload_content=False)
             return True
         except KubeFailure as exc:
             if exc.status == 404:
@@ -79,21 +89,22 @@ class Store:
 
     # ---- nodes and pods
     def list_nodes(self) -> list:
-        return [self._plain(n) for n in self._call("list nodes", self.core.list_node).items or []]
+        return self._read("list nodes", self.core.list_node).get("items") or []
 
     def get_node(self, name: str) -> dict | None:
         try:
-            return self._plain(self._call("get node", self.core.read_node, name))
+            return self._read("get node", self.core.read_node, name)
         except KubeFailure as exc:
             if exc.status == 404:
                 return None
             raise
 
     def cordon(self, name: str) -> None:
-        self._call("cordon node", self.core.patch_node, name, {"spec": {"unschedulable": True}})
+        self._call("cordon node", self.core.patch_node, name, {"spec": {"unschedulable": True}},
+                   _preload_content=False)
 
     def delete_node(self, name: str) -> None:
-        self._call("delete node", self.core.delete_node, name)
+        self._call("delete node", self.core.delete_node, name, _preload_content=False)
 
     def pods(self, *, label_selector: str | None = None, node: str | None = None) -> list:
         kwargs = {}
@@ -101,8 +112,7 @@ class Store:
             kwargs["label_selector"] = label_selector
         if node:
             kwargs["field_selector"] = f"spec.nodeName={node}"
-        resp = self._call("list pods", self.core.list_pod_for_all_namespaces, **kwargs)
-        return [self._plain(p) for p in resp.items or []]
+        return self._read("list pods", self.core.list_pod_for_all_namespaces, **kwargs).get("items") or []
 
     def evict_pods(self, node: str) -> EvictionResult:
         """Evict what ``kubectl drain --ignore-daemonsets`` would: not DaemonSet pods, not mirror pods."""
@@ -125,11 +135,13 @@ class Store:
                     "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")}}
             try:
                 self._call("evict pod", self.core.create_namespaced_pod_eviction,
-                           meta.get("name"), meta.get("namespace"), body)
+                           meta.get("name"), meta.get("namespace"), body, _preload_content=False)
                 result.evicted.append(ref)
             except KubeFailure as exc:
                 if exc.status == 404:
                     result.evicted.append(ref)  # gone already: the goal is met
+                elif exc.status in (401, 403):
+                    raise  # our credentials, not this pod: stop and say so
                 else:
                     result.failed.append({"pod": ref, "status": exc.status, "reason": exc.reason})
         return result

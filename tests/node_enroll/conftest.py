@@ -3,9 +3,18 @@ from __future__ import annotations
 
 import io
 
+import yaml
+
 import pytest
 
 from tests.node_enroll.helpers import ADMIN, BASE_ENV, KEY, sub
+
+try:
+    from tests.kubeemu.fixtures import kube_emulator  # noqa: F401  (re-exported so pytest sees it)
+except ModuleNotFoundError:  # TEMPORARY until helper emu's emulator is merged into main
+    @pytest.fixture
+    def kube_emulator():
+        pytest.skip("local.kubeemu is not merged yet")
 
 
 @pytest.fixture
@@ -24,3 +33,15 @@ def enroll_fn(load_function):
     return load
 
 
+
+
+@pytest.fixture
+def kenroll(enroll_fn, kube_emulator):
+    """Factory: node-enroll wired to the emulator through its kubeconfig secret; returns (fn, emulator)."""
+
+    def load(env=None, secrets=None, kubeconfig=None):
+        kc = kubeconfig or yaml.safe_dump(kube_emulator.kubeconfig_dict())
+        fn = enroll_fn(env=env, secrets={"node-enroll-kubeconfig": kc, **(secrets or {})})
+        return fn, kube_emulator
+
+    return load

@@ -60,3 +60,29 @@ def signed(body, *, key: str = KEY, timestamp: int | None = None, nonce: str | N
                "X-Forwarded-For": "192.0.2.10"}
     headers.update(extra or {})
     return body, headers
+
+
+def enroll_doc(hostname="pi-north-01", machine_id="0123456789abcdef0123456789abcdef", arch="aarch64", **extra):
+    return {"hostname": hostname, "arch": arch, "machine_id": machine_id, **extra}
+
+
+def call(fn, make_event, method="POST", path="/enroll", body=b"", headers=None, query=None):
+    """Invoke the handler like the template does; returns (status, headers, parsed body)."""
+    import json
+
+    resp = fn.handle(make_event(method=method, path=path, body=body, headers=headers or {}, query=query or {}),
+                     None)
+    ctype = resp.get("headers", {}).get("Content-Type", "")
+    body = resp.get("body", "")
+    parsed = json.loads(body) if ctype.startswith("application/json") else body
+    return resp.get("statusCode", 200), resp.get("headers", {}), parsed
+
+
+def enroll(fn, make_event, doc=None, *, query=None, headers=None, **sign_kw):
+    body, h = signed(doc if doc is not None else enroll_doc(), **sign_kw)
+    h.update(headers or {})
+    return call(fn, make_event, body=body, headers=h, query=query)
+
+
+def admin(extra=None):
+    return {"Authorization": f"Bearer {ADMIN}", **(extra or {})}

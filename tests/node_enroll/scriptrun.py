@@ -23,9 +23,7 @@ BODIES = {
     "id": 'printf "%s\\n" "${FAKE_UID:-0}"',
     "curl": r'''
 if [ -n "${FAKE_CURL_FAIL:-}" ]; then exit 22; fi
-out=""
-while [ $# -gt 0 ]; do if [ "$1" = "-o" ]; then out="$2"; shift; fi; shift; done
-if [ -n "$out" ]; then printf '#!/bin/sh\necho bootstrap\n' > "$FAKE_ROOT$out"; else printf '#!/bin/sh\n# fake k3s installer\n'; fi
+printf '#!/bin/sh\n# fake k3s installer\n'
 ''',
     "sh": r'''
 IFS= read -r -d '' input || true
@@ -35,8 +33,6 @@ printf '%s' "$input" > "$FAKE_ENV.stdin"
 exit "${FAKE_SH_RC:-0}"
 ''',
     "systemctl": 'exit "${FAKE_SYSTEMCTL_RC:-0}"',
-    "chmod": "exit 0",
-    "sha256sum": "IFS= read -r -d '' input || true; exit 0",
     "edgeguard-bootstrap": "exit 0",
 }
 
@@ -60,10 +56,9 @@ def run_script(script: str, tmp: Path, *, extra_env: dict | None = None) -> Run:
     log, envf = tmp / "calls.log", tmp / "sh-env.log"
     for f in (log, envf):
         f.write_text("")
-    (tmp / "root" / "usr" / "local" / "bin").mkdir(parents=True, exist_ok=True)
     script_path = tmp / "join.sh"
     script_path.write_text(script)
-    env = {"PATH": str(fakes), "FAKE_LOG": str(log), "FAKE_ENV": str(envf), "FAKE_ROOT": str(tmp / "root"),
+    env = {"PATH": str(fakes), "FAKE_LOG": str(log), "FAKE_ENV": str(envf),
            "HOME": str(tmp)}
     env.update(extra_env or {})
     bash = "/bin/bash" if os.path.exists("/bin/bash") else "/usr/bin/bash"

@@ -50,26 +50,22 @@ def test_pinned_k3s_version_is_passed_to_the_installer(js, tmp_path):
 
 
 def test_host_mode_runs_the_bootstrap_falco_step_after_k3s(js, tmp_path):
-    script = render(js, falco_mode="host", public_gateway_url="https://gw.example:31112",
-                    falco_bootstrap_url="https://files.example/edgeguard-bootstrap",
-                    falco_bootstrap_sha256="b" * 64)
-    run = run_script(script, tmp_path)
+    run = run_script(render(js, falco_mode="host", public_gateway_url="https://gw.example:31112"), tmp_path)
     assert run.rc == 0, run.stderr
-    names = [c[0] for c in run.calls]
-    assert names == ["id", "curl", "sh", "systemctl", "curl", "sha256sum", "chmod", "edgeguard-bootstrap"]
-    assert run.calls[4][:3] == ["curl", "-sfL", "https://files.example/edgeguard-bootstrap"]
-    assert run.calls[-1] == ["edgeguard-bootstrap", "falco", "--mode", "host", "--gateway-url",
+    assert [c[0] for c in run.calls] == ["id", "curl", "sh", "systemctl", "edgeguard-bootstrap"]
+    assert run.calls[-1] == ["edgeguard-bootstrap", "falco", "--mode", "host", "--gateway",
                              "https://gw.example:31112", "--yes"]
 
 
 def test_host_mode_command_is_configurable(js, tmp_path):
-    script = render(js, falco_mode="host", public_gateway_url="https://gw.example",
-                    falco_host_command="edgeguard-bootstrap falco --mode host --gateway-url {gateway_url} "
-                                       "--node {node_name} --driver kmod")
-    run = run_script(script, tmp_path)
+    template = str(tmp_path / "fakebin" / "edgeguard-bootstrap") + \
+        " falco --mode host --gateway {gateway_url} --driver kmod --yes"
+    run = run_script(render(js, falco_mode="host", public_gateway_url="https://gw.example",
+                            falco_host_command=template), tmp_path)
     assert run.rc == 0, run.stderr
-    assert run.calls[-1] == ["edgeguard-bootstrap", "falco", "--mode", "host", "--gateway-url", "https://gw.example",
-                             "--node", "pi-north-01", "--driver", "kmod"]
+    assert run.calls[-1] == ["edgeguard-bootstrap", "falco", "--mode", "host", "--gateway", "https://gw.example",
+                             "--driver", "kmod", "--yes"]
+    assert js.falco_host_argv("x --host {node_name}", gateway_url="g", node_name="pi-1") == ["x", "--host", "pi-1"]
 
 
 def test_falco_mode_none_skips_falco(js, tmp_path):
