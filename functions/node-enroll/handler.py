@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 
-from .edgeguard import auth, config, http, log
+from .edgeguard import auth, config, http, kube, log
 from .edgeguard.config import ConfigError
 from .edgeguard.http import HTTPError
 from . import joinscript, policy, ratelimit, settings, signing, tokens
@@ -64,6 +64,8 @@ def handle(event, context):
             return delete_node(event, route[len("/nodes/"):])
     except ConfigError as exc:
         raise HTTPError(503, f"node-enroll is misconfigured: {exc}") from None
+    except kube.KubeConfigError as exc:
+        raise HTTPError(503, f"node-enroll cannot reach Kubernetes: {exc}") from None
     except policy.PolicyError as exc:
         raise HTTPError(exc.status, exc.reason, **exc.extra) from None
     except KubeFailure as exc:

@@ -374,3 +374,10 @@ def test_audit_log_names_the_enrollment_but_never_a_token(kenroll, make_event):
     assert issued["node"] == "pi-north-01" and issued["bootstrap_id"] == doc["token_id"]
     secret_half = doc["token"].rsplit(".", 1)[1]
     assert secret_half not in logs and doc["token"] not in logs and KEY not in logs
+
+
+def test_no_kubernetes_credentials_is_a_clear_503(enroll_fn, make_event, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    fn = enroll_fn()
+    status, _, doc = enroll(fn, make_event)
+    assert status == 503 and "node-enroll-kubeconfig" in doc["error"]
