@@ -11,6 +11,7 @@ The server token is never read or returned: nodes only ever get bootstrap tokens
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timezone
 
 from .edgeguard import auth, config, http, kube, log
@@ -23,6 +24,7 @@ from .store import KubeFailure, Store
 SCRIPT_TYPE = "text/x-shellscript"
 NO_STORE = {"Cache-Control": "no-store"}
 
+_STARTED = time.time()  # requests signed before this process existed are refused (see replay.py)
 _lock = threading.Lock()
 _guard: ReplayGuard | None = None
 _limiter: ratelimit.RateLimiter | None = None
@@ -38,7 +40,8 @@ def _protections() -> tuple[ReplayGuard, ratelimit.RateLimiter]:
     with _lock:
         if _guard is None:
             _guard = ReplayGuard(max_skew=config.env_int("max_clock_skew", 300, minimum=1),
-                                 max_entries=config.env_int("nonce_cache_size", 10000, minimum=10))
+                                 max_entries=config.env_int("nonce_cache_size", 10000, minimum=10),
+                                 started_at=_STARTED)
         if _limiter is None:
             per_min = config.env_int("rate_limit_per_minute", 10, minimum=1)
             global_per_min = config.env_int("rate_limit_global_per_minute", 60, minimum=1)

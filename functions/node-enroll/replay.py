@@ -13,9 +13,9 @@ captured request cannot be replayed across a restart. Clients simply re-sign.
 """
 from __future__ import annotations
 
+import heapq
 import threading
 import time
-from collections import OrderedDict
 
 
 class ReplayRejected(Exception):
@@ -31,7 +31,8 @@ class ReplayGuard:
         self.max_entries = max_entries
         self._clock = clock
         self.started_at = clock() if started_at is None else started_at
-        self._seen: OrderedDict[str, float] = OrderedDict()  # nonce -> forget-after, in insertion order
+        self._seen: dict[str, float] = {}  # nonce -> forget-after
+        self._expiry: list[tuple[float, str]] = []  # min-heap of (forget-after, nonce)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -55,11 +56,13 @@ class ReplayGuard:
             if len(self._seen) >= self.max_entries:
                 raise ReplayRejected(503, "too many recent enrollment requests to track safely; retry in a minute")
             # A nonce can be replayed for as long as its timestamp passes the skew check.
-            self._seen[nonce] = max(timestamp + self.max_skew, now) + 1
+            until = max(timestamp + self.max_skew, now) + 1
+            self._seen[nonce] = until
+            heapq.heappush(self._expiry, (until, nonce))
 
     def _expire(self, now: float) -> None:
-        # Full scan: forget-after depends on each client's timestamp, so arrival
-        # order is not expiry order. The scan is bounded by max_entries.
-        stale = [n for n, until in self._seen.items() if until < now]
-        for n in stale:
-            del self._seen[n]
+        # Forget-after depends on each client's timestamp, so arrival order is not
+        # expiry order: a heap keeps this O(log n) per forgotten nonce.
+        while self._expiry and self._expiry[0][0] < now:
+            _, nonce = heapq.heappop(self._expiry)
+            self._seen.pop(nonce, None)

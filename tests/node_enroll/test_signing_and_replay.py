@@ -148,3 +148,21 @@ def test_rate_limiter_remembers_a_bounded_number_of_sources(mods):
     for i in range(500):
         lim.acquire(f"s{i}")
     assert len(lim._buckets) == 50
+
+
+def test_documented_openssl_recipe_produces_the_same_signature(mods, tmp_path):
+    import shutil
+    import subprocess
+
+    if not (shutil.which("openssl") and shutil.which("sha256sum")):
+        pytest.skip("openssl/sha256sum not installed")
+    signing, _, _ = mods
+    body = '{"hostname":"pi-north-01","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef"}'
+    (tmp_path / "key").write_text(KEY + "\n")
+    recipe = ("sig=$(printf 'edgeguard-enroll-v1\\n%s\\n%s\\n%s' \"$ts\" \"$nonce\" "
+              "\"$(printf %s \"$body\" | sha256sum | cut -d' ' -f1)\" "
+              "| openssl dgst -sha256 -hmac \"$(cat \"$keyfile\")\" -r | cut -d' ' -f1); printf %s \"$sig\"")
+    out = subprocess.run(["bash", "-c", recipe], capture_output=True, text=True, timeout=20, check=True,
+                         env={"PATH": "/usr/bin:/bin", "ts": "1700000000", "nonce": "abcdefghijklmnop",
+                              "body": body, "keyfile": str(tmp_path / "key")}).stdout
+    assert "v1=" + out == signing.sign(KEY, "1700000000", "abcdefghijklmnop", body.encode())
