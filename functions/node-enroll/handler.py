@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from .edgeguard import auth, config, http, kube, log
 from .edgeguard.config import ConfigError
@@ -26,6 +26,9 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 _STARTED = time.time()  # requests signed before this process existed are refused (see replay.py)
 _lock = threading.Lock()
+# One replica, four waitress threads: enrollments are serialised so that the
+# list-then-create below cannot hand one machine two tokens or overshoot the cap.
+_enroll_lock = threading.Lock()
 _guard: ReplayGuard | None = None
 _limiter: ratelimit.RateLimiter | None = None
 _store_factory = Store  # tests swap in a Store bound to the emulator's client
@@ -148,6 +151,11 @@ def enroll(event):
     server = settings.server_url()
     ca, ca_source = settings.ca_hash()
 
+    with _enroll_lock:
+        return _issue(req, decision, cfg, source, as_script, server, ca, ca_source)
+
+
+def _issue(req, decision, cfg, source, as_script, server, ca, ca_source):
     store = _store_factory()
     now = _now()
     mhash = tokens.machine_hash(req.machine_id)
@@ -171,8 +179,11 @@ def enroll(event):
         raise HTTPError(409, f"another machine holds an outstanding token for node {req.hostname!r}; "
                              "revoke it with DELETE /nodes/<name> or wait for it to expire", node=req.hostname)
 
-    if mine and not req.rotate:
-        current = mine[-1]
+    # A token about to expire would die halfway through the k3s install: replace it instead.
+    min_left = timedelta(seconds=min(300, cfg.ttl // 4))
+    fresh = [e for e in mine if e.expires_at - now >= min_left]
+    if fresh and not req.rotate:
+        current = fresh[-1]
         if (current.hostname, current.labels, current.taints) != (req.hostname, decision.labels, list(decision.taints)):
             raise HTTPError(409, f"this machine already holds an outstanding token for node {current.hostname!r} "
                                  "with other settings; send \"rotate\": true to replace it", node=current.hostname)
@@ -181,7 +192,7 @@ def enroll(event):
         return _answer(as_script, current, ca, ca_source, server, cfg, reused=True, revoked=[])
 
     revoked = []
-    if req.rotate:
+    if mine:  # rotate asked for, or only nearly expired tokens left
         for e in mine:
             if store.delete_secret(e.secret_name):
                 revoked.append(e.token_id)

@@ -81,10 +81,12 @@ def parse_rfc3339(text: str) -> datetime | None:
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     except (TypeError, ValueError):
-        try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
-        except (TypeError, ValueError, AttributeError):
-            return None
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return parsed.astimezone(timezone.utc) if parsed.tzinfo else None
 
 
 def _b64(text: str) -> str:
@@ -168,8 +170,13 @@ def enrollment_from_secret(obj: dict) -> Enrollment | None:
     if obj.get("type") != SECRET_TYPE:
         return None
     data = {k: _unb64(v) for k, v in (obj.get("data") or {}).items()}
-    tid = data.get("token-id")
+    tid, tsecret = data.get("token-id"), data.get("token-secret")
     if not tid or not TOKEN_ID_RE.match(tid) or meta.get("name") != NAME_PREFIX + tid:
+        return None
+    if not tsecret or not TOKEN_SECRET_RE.match(tsecret):
+        return None
+    expires_at = parse_rfc3339(data.get("expiration") or "")
+    if expires_at is None:  # ours always expire; anything else was not written by us
         return None
     ann = meta.get("annotations") or {}
     try:
@@ -177,16 +184,15 @@ def enrollment_from_secret(obj: dict) -> Enrollment | None:
         taints = json.loads(ann.get(ANN_TAINTS) or "[]")
     except ValueError:
         labels, taints = {}, []
-    expiration = data.get("expiration")
     return Enrollment(
         token_id=tid,
-        token_secret=data.get("token-secret"),
+        token_secret=tsecret,
         hostname=ann.get(ANN_HOSTNAME) or "",
         arch=ann.get(ANN_ARCH),
         machine_hash=ann.get(ANN_MACHINE),
         labels=labels if isinstance(labels, dict) else {},
         taints=taints if isinstance(taints, list) else [],
-        expires_at=parse_rfc3339(expiration) if expiration else None,
+        expires_at=expires_at,
         created_at=ann.get(ANN_CREATED),
         source=ann.get(ANN_SOURCE),
     )

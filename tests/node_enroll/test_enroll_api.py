@@ -381,3 +381,28 @@ def test_no_kubernetes_credentials_is_a_clear_503(enroll_fn, make_event, monkeyp
     fn = enroll_fn()
     status, _, doc = enroll(fn, make_event)
     assert status == 503 and "node-enroll-kubeconfig" in doc["error"]
+
+
+def test_nearly_expired_token_is_replaced_rather_than_reused(kenroll, make_event):
+    fn, emu = kenroll()
+    tokens = sub(fn, "tokens")
+    now = datetime.now(timezone.utc)
+    emu.seed(tokens.build_secret(token_id="old222", token_secret="b" * 16, hostname="pi-north-01", arch="arm64",
+                                 machine_id=enroll_doc()["machine_id"],
+                                 labels={"edgeguard.io/enrolled-by": "node-enroll"}, taints=[],
+                                 expires_at=now + timedelta(seconds=60), now=now - timedelta(minutes=59), source=None))
+    status, _, doc = enroll(fn, make_event)
+    assert status == 201 and doc["revoked"] == ["old222"] and doc["token_id"] != "old222"
+    assert the_secret(emu, "old222") is None
+
+
+def test_concurrent_enrollments_of_one_machine_yield_one_token(kenroll, make_event):
+    from concurrent.futures import ThreadPoolExecutor
+
+    fn, emu = kenroll()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: enroll(fn, make_event), range(8)))
+    statuses = sorted(r[0] for r in results)
+    assert statuses == [200] * 7 + [201]
+    assert len({r[2]["token"] for r in results}) == 1
+    assert len(secrets_of(emu)) == 1
