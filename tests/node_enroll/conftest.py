@@ -9,12 +9,7 @@ import pytest
 
 from tests.node_enroll.helpers import ADMIN, BASE_ENV, KEY, sub
 
-try:
-    from tests.kubeemu.fixtures import kube_emulator  # noqa: F401  (re-exported so pytest sees it)
-except ModuleNotFoundError:  # TEMPORARY until helper emu's emulator is merged into main
-    @pytest.fixture
-    def kube_emulator():
-        pytest.skip("local.kubeemu is not merged yet")
+from tests.kubeemu.fixtures import kube_emulator  # noqa: F401  (re-exported so pytest sees it)
 
 
 @pytest.fixture

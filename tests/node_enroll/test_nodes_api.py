@@ -157,7 +157,7 @@ def rbac_docs():
 
 @pytest.fixture
 def rbac_emu():
-    KubeEmulator = pytest.importorskip("local.kubeemu").KubeEmulator
+    from local.kubeemu import KubeEmulator
 
     emu = KubeEmulator(rbac=True).start()
     try:
