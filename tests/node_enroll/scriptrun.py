@@ -46,7 +46,7 @@ class Run:
     env: dict
 
 
-def run_script(script: str, tmp: Path, *, extra_env: dict | None = None) -> Run:
+def run_script(script: str, tmp: Path, *, extra_env: dict | None = None, shell: str | None = None) -> Run:
     fakes = tmp / "fakebin"
     fakes.mkdir(exist_ok=True)
     for name, body in BODIES.items():
@@ -61,8 +61,8 @@ def run_script(script: str, tmp: Path, *, extra_env: dict | None = None) -> Run:
     env = {"PATH": str(fakes), "FAKE_LOG": str(log), "FAKE_ENV": str(envf),
            "HOME": str(tmp)}
     env.update(extra_env or {})
-    bash = "/bin/bash" if os.path.exists("/bin/bash") else "/usr/bin/bash"
-    proc = subprocess.run([bash, str(script_path)], cwd=tmp, env=env, capture_output=True, text=True, timeout=30)
+    shell = shell or ("/bin/bash" if os.path.exists("/bin/bash") else "/usr/bin/bash")
+    proc = subprocess.run([shell, str(script_path)], cwd=tmp, env=env, capture_output=True, text=True, timeout=30)
     calls = [line.split("\t") for line in log.read_text().splitlines()]
     sh_env = {}
     for line in envf.read_text().splitlines():

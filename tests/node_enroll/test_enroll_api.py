@@ -406,3 +406,23 @@ def test_concurrent_enrollments_of_one_machine_yield_one_token(kenroll, make_eve
     assert statuses == [200] * 7 + [201]
     assert len({r[2]["token"] for r in results}) == 1
     assert len(secrets_of(emu)) == 1
+
+
+def test_kubernetes_is_imported_only_when_a_request_needs_the_cluster(tmp_path, make_event):
+    import subprocess
+    import sys
+
+    from local import buildctx, stackfile
+
+    stack = stackfile.load()
+    ctx = buildctx.assemble(stack.functions["node-enroll"], stack, tmp_path)
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import function.handler as h; "
+        "from types import SimpleNamespace as N; "
+        "r = h.handle(N(body=b'{}', headers={'Content-Type': 'application/json'}, method='POST', path='/enroll', "
+        "query={}), None); "
+        "print(r['statusCode'], 'kubernetes' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(ctx)], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "EDGEGUARD_SECRETS_DIR": str(tmp_path / "none")})
+    assert out.stdout.split() == ["503", "False"], out.stderr  # unsigned request refused, no kubernetes import

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 
 import pytest
 
@@ -24,8 +25,12 @@ def render(js, **settings):
                      settings=js.ScriptSettings(**settings))
 
 
-def test_script_installs_the_k3s_agent_with_token_labels_and_taints(js, tmp_path):
-    run = run_script(render(js), tmp_path)
+SHELLS = ["bash"] + (["dash"] if shutil.which("dash") else [])  # nodes run `sh`, which is dash on Debian/Ubuntu
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_script_installs_the_k3s_agent_with_token_labels_and_taints(js, tmp_path, shell):
+    run = run_script(render(js), tmp_path, shell=shutil.which(shell))
     assert run.rc == 0, run.stderr
     assert [c[0] for c in run.calls] == ["id", "curl", "sh", "systemctl"]
     assert run.calls[1] == ["curl", "-sfL", "https://get.k3s.io"]
