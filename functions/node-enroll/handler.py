@@ -31,7 +31,6 @@ _lock = threading.Lock()
 _enroll_lock = threading.Lock()
 _guard: ReplayGuard | None = None
 _limiter: ratelimit.RateLimiter | None = None
-_store_factory = Store  # tests swap in a Store bound to the emulator's client
 
 
 def _now() -> datetime:
@@ -156,7 +155,7 @@ def enroll(event):
 
 
 def _issue(req, decision, cfg, source, as_script, server, ca, ca_source):
-    store = _store_factory()
+    store = Store()
     now = _now()
     mhash = tokens.machine_hash(req.machine_id)
     nodes = {(n.get("metadata") or {}).get("name"): n for n in store.list_nodes()}
@@ -276,7 +275,7 @@ def _node_summary(node: dict | None) -> dict:
 
 def list_nodes(event):
     cfg = settings.load()
-    store = _store_factory()
+    store = Store()
     now = _now()
     enrollments = store.list_enrollments()
     nodes = {(n.get("metadata") or {}).get("name"): n for n in store.list_nodes()}
@@ -332,7 +331,7 @@ def delete_node(event, name: str):
     if not policy.valid_node_name(name):
         raise HTTPError(400, "node name must be a lowercase DNS subdomain")
     drain = http.query_flag(event, "drain")
-    store = _store_factory()
+    store = Store()
     revoked = []
     for e in store.list_enrollments():
         if e.hostname == name and store.delete_secret(e.secret_name):
