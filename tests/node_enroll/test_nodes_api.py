@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.node_enroll.helpers import ADMIN, admin, call, enroll, enroll_doc
+from tests.node_enroll.helpers import admin, call, enroll, enroll_doc
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "node-enroll.yaml"
 
