@@ -17,6 +17,8 @@ import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from . import cabundle
+
 NAMESPACE = "kube-system"
 SECRET_TYPE = "bootstrap.kubernetes.io/token"
 NAME_PREFIX = "bootstrap-token-"
@@ -38,7 +40,6 @@ TOKEN_SECRET_RE = re.compile(r"^[a-z0-9]{16}$")
 CA_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 GROUP_RE = re.compile(r"^system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]$")
 _ALPHABET = string.ascii_lowercase + string.digits
-_CERT_BEGIN = b"-----BEGIN CERTIFICATE-----"
 
 
 class CAError(ValueError):
@@ -54,19 +55,11 @@ def new_token_secret() -> str:
 
 
 def ca_hash(ca_bundle: bytes) -> str:
-    """The hash k3s agents compare against GET /cacerts, for a single-certificate server CA.
-
-    For one certificate k3s hashes the raw PEM bytes as served. Bundles with several
-    certificates hash the DER of a chain's root instead, which needs certificate
-    parsing we do not ship; configure ``k3s_ca_hash`` for those.
-    """
-    count = ca_bundle.count(_CERT_BEGIN)
-    if count == 0:
-        raise CAError("the CA data holds no PEM certificate")
-    if count > 1:
-        raise CAError(f"the CA bundle holds {count} certificates; set k3s_ca_hash to the value agents expect "
-                      "(see docs/node-enroll.md)")
-    return hashlib.sha256(ca_bundle).hexdigest()
+    """The hash k3s agents compare against GET /cacerts (see cabundle.py)."""
+    try:
+        return cabundle.ca_hash(ca_bundle)
+    except cabundle.CAError as exc:
+        raise CAError(str(exc)) from None
 
 
 def secure_token(ca_hash_hex: str, token_id: str, token_secret: str) -> str:

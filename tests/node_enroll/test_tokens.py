@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.node_enroll.helpers import CA_HASH, CA_PEM, sub
+from tests.node_enroll.helpers import CA_HASH, CA_PEM, DATA, sub
 
 # k3s pkg/clientaccess/token.go: K10 + 64 hex + "::" + <id>.<secret> for bootstrap credentials.
 SECURE_TOKEN_RE = re.compile(r"^K10[0-9a-f]{64}::[a-z0-9]{6}\.[a-z0-9]{16}$")
@@ -39,11 +39,38 @@ def test_ca_hash_of_a_single_certificate_is_sha256_of_the_raw_pem_bytes(tokens):
     assert tokens.ca_hash(CA_PEM + b"\n") != CA_HASH
 
 
-def test_ca_bundles_with_several_certificates_or_none_are_refused(tokens):
-    with pytest.raises(tokens.CAError, match="2 certificates"):
-        tokens.ca_hash(CA_PEM + CA_PEM)
+ROOT_PEM = (DATA / "root-ca.crt").read_bytes()
+INTERMEDIATE_PEM = (DATA / "intermediate-ca.crt").read_bytes()
+
+
+def der(pem: bytes) -> bytes:
+    body = b"".join(pem.split(b"-----")[2].split())
+    return base64.b64decode(body)
+
+
+def test_bundle_hash_is_sha256_of_the_der_of_the_root_the_first_certificate_chains_to(tokens):
+    root_hash = hashlib.sha256(der(ROOT_PEM)).hexdigest()
+    assert tokens.ca_hash(INTERMEDIATE_PEM + ROOT_PEM) == root_hash
+    assert tokens.ca_hash(ROOT_PEM + INTERMEDIATE_PEM) == root_hash  # first cert is itself the root
+    # Two unrelated self-signed CAs: the first one is its own root.
+    assert tokens.ca_hash(CA_PEM + ROOT_PEM) == hashlib.sha256(der(CA_PEM)).hexdigest()
+
+
+def test_issuer_and_subject_are_read_from_the_certificate(enroll_fn):
+    cab = sub(enroll_fn(), "cabundle")
+    issuer, subject = cab.issuer_and_subject(der(INTERMEDIATE_PEM))
+    r_issuer, r_subject = cab.issuer_and_subject(der(ROOT_PEM))
+    assert issuer == r_subject == r_issuer and subject != issuer
+    assert b"k3s-server-ca-intermediate" in subject and b"edgeguard-test-root" in issuer
+
+
+def test_bundles_without_a_root_or_certificates_are_refused(tokens):
+    with pytest.raises(tokens.CAError, match="does not chain to a self-signed root"):
+        tokens.ca_hash(INTERMEDIATE_PEM + CA_PEM)
     with pytest.raises(tokens.CAError, match="no PEM"):
         tokens.ca_hash(b"not a cert")
+    with pytest.raises(tokens.CAError):
+        tokens.ca_hash(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n" * 2)
 
 
 def test_secret_round_trips_through_enrollment_parsing(tokens):
