@@ -258,8 +258,8 @@ class Ctx:
             return None
         proc = self._exec(argv, input=input, env=env, timeout=timeout, cwd=cwd)
         if check and proc.returncode != 0:
-            raise BootstrapError(f"`{shown}` failed with exit status {proc.returncode}: "
-                                 f"{self.redact((proc.stderr or proc.stdout or '').strip())[-800:]}")
+            detail = (proc.stderr or proc.stdout or "").strip()[-800:]
+            raise BootstrapError(self.redact(f"`{shown}` failed with exit status {proc.returncode}: {detail}"))
         return proc
 
     def _exec(self, argv, *, input=None, env=None, timeout=120, cwd=None) -> subprocess.CompletedProcess:

@@ -21,6 +21,20 @@ _RESERVED = {
 }
 
 
+def quote(text: str) -> str:
+    """A YAML double-quoted scalar. JSON's escapes are valid YAML, but JSON
+    writes astral characters as surrogate pairs, which YAML does not join."""
+    out = []
+    for ch in json.dumps(text, ensure_ascii=False)[1:-1]:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        elif ord(ch) > 0xFFFF:
+            out.append(f"\\U{ord(ch):08x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}")
+    return '"' + "".join(out) + '"'
+
+
 def scalar(value) -> str:
     if value is None:
         return "null"
@@ -35,7 +49,7 @@ def scalar(value) -> str:
     if isinstance(value, str):
         if _PLAIN.match(value) and value.lower() not in _RESERVED:
             return value
-        return json.dumps(value)
+        return quote(value)
     raise TypeError(f"cannot write {type(value).__name__} as YAML")
 
 
