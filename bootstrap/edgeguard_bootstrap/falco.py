@@ -184,6 +184,9 @@ def run_host(ctx: Ctx, driver: str, url: str, deb: str | None, headers_package: 
 
 def add_apt_repo(ctx: Ctx) -> None:
     if ctx.read(KEYRING) is None:
+        for d in (KEY_DOWNLOAD.rsplit("/", 1)[0], KEYRING.rsplit("/", 1)[0]):
+            if not ctx.host(d).is_dir():
+                ctx.ensure_dir(d, 0o755)
         ctx.run(["curl", "-fsSL", "-o", str(ctx.host(KEY_DOWNLOAD)), KEY_URL], why="Falco's package signing key")
         if not ctx.dry_run:
             shown = ctx.query(["gpg", "--show-keys", "--with-colons", str(ctx.host(KEY_DOWNLOAD))])
@@ -195,6 +198,8 @@ def add_apt_repo(ctx: Ctx) -> None:
         else:
             ctx.note(f"the key's fingerprint must be {KEY_FINGERPRINT}, or bootstrap stops")
         ctx.run(["gpg", "--dearmor", "--yes", "-o", str(ctx.host(KEYRING)), str(ctx.host(KEY_DOWNLOAD))])
+        if not ctx.dry_run:
+            ctx.host(KEY_DOWNLOAD).unlink()
         written = ctx.read(KEYRING)
         if written is not None:
             ctx.state["files"][KEYRING] = {"created": True, "backup": None, "sha256": sha256(written), "mode": 0o644}
