@@ -48,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     of_opts.add_argument("--cron-connector", action="store_true", help="arkade install cron-connector if missing")
     of_opts.add_argument("--api-server", default=openfaas.API_SERVER,
                          help="API server URL in the functions' kubeconfigs")
+    of_opts.add_argument("--token-timeout", type=float, default=60.0,
+                         help="seconds to wait for the ServiceAccount token controller")
 
     p = argparse.ArgumentParser(prog="edgeguard-bootstrap", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -107,7 +109,8 @@ def dispatch(ctx: Ctx, args) -> int:
         ctx.require(facts.preflight_checks(ctx, args.gateway, args.driver), "preflight")
     if cmd in ("openfaas", "all"):
         openfaas.run(ctx, gateway=args.gateway, repo=args.repo, deploy=args.deploy,
-                     cron_connector=args.cron_connector, api_server=args.api_server)
+                     cron_connector=args.cron_connector, api_server=args.api_server,
+                     token_timeout=args.token_timeout)
     if cmd in ("k3s-audit", "all"):
         k3s_audit.run(ctx, gateway=args.gateway, audit_url=args.audit_url, check=args.check,
                       check_timeout=args.check_timeout)

@@ -182,9 +182,10 @@ def verify_delivery(ctx: Ctx, gateway: str, token: str, *, timeout: float, poll:
             shown = ", ".join(f"{k} {a:g} -> {b:g}" for k, (a, b) in sorted(grown.items()))
             ctx.say(f"  audit events reach audit-ingest: {shown}")
             return
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             break
-        time.sleep(poll)
+        time.sleep(min(poll, left))
     log = ctx.read(LOG) or b""
     local = "the local audit log has the probe, so auditing works but the webhook did not deliver" \
         if name.encode() in log else "the local audit log does not have the probe either: is the audit policy loaded?"

@@ -13,7 +13,6 @@ import json
 import os
 import sys
 
-import yaml
 
 WATCHED_ENV = ("DEBIAN_FRONTEND", "FALCO_FRONTEND", "FALCO_DRIVER_CHOICE", "OPENFAAS_URL")
 
@@ -120,6 +119,7 @@ def do_kubectl(world, args):
                 out()
             out(f"diff -u -N /tmp/LIVE/{os.path.basename(path)} /tmp/MERGED/{os.path.basename(path)}\n+ (new)\n", 1)
         applied[path] = sha(path)
+        import yaml  # lazily: most fake calls do not need it, and each call is a fresh process
         with open(path) as f:
             for doc in yaml.safe_load_all(f):
                 if doc and doc.get("kind") == "ServiceAccount":
@@ -165,12 +165,15 @@ def do_helm(world, args):
             out(rc=1, err="Error: release: not found\n")
         out(json.dumps(rel["values"]))
     elif args[:2] == ["upgrade", "--install"]:
+        import yaml
         with open(args[args.index("--values") + 1]) as f:
             values = yaml.safe_load(f)
         releases[args[2]] = {"namespace": args[args.index("--namespace") + 1], "status": "deployed",
                              "chart": f"falco-{args[args.index('--version') + 1]}", "values": values}
     elif args[0] == "uninstall":
         releases.pop(args[1], None)
+        if args[1] == "cron-connector":
+            world["cron_connector"] = False
     else:
         out(rc=2, err=f"helm fake: unexpected {args}\n")
     save(world)
@@ -232,7 +235,10 @@ def do_gpg(world, args):
 
 def do_arkade(world, args):
     if args == ["install", "cron-connector"]:
+        # arkade installs apps as Helm releases.
         world["cron_connector"] = True
+        world.setdefault("releases", {})["cron-connector"] = {
+            "namespace": "openfaas", "status": "deployed", "chart": "cron-connector-0.6.0", "values": {}}
         save(world)
         out()
     out(rc=2, err=f"arkade fake: unexpected {args}\n")
