@@ -1,0 +1,157 @@
+"""Request parsing, JSON errors and caller authentication shared by every function."""
+import io
+import json
+
+import pytest
+
+from edgeguard import auth, config, http, log
+from tests.conftest import make_event
+
+
+def ev(body=b"{}", ctype="application/json", **kw):
+    headers = kw.pop("headers", {})
+    if ctype:
+        headers["Content-Type"] = ctype
+    return make_event(body=body, headers=headers, **kw)
+
+
+def test_parse_json_accepts_json_and_json_suffix_types():
+    assert http.parse_json(ev(b'{"a":1}'), max_bytes=100) == {"a": 1}
+    assert http.parse_json(ev(b"[1]", "application/merge-patch+json"), max_bytes=100) == [1]
+    assert http.parse_json(ev(b"{}", "application/json; charset=utf-8"), max_bytes=100) == {}
+
+
+@pytest.mark.parametrize("body,ctype,status,words", [
+    (b"x" * 101, "application/json", 413, "larger than the limit"),
+    (b"{}", "application/x-www-form-urlencoded", 415, "Content-Type must be"),
+    (b"{}", None, 415, "got none"),
+    (b"", "application/json", 400, "empty"),
+    (b"{nope", "application/json", 400, "invalid JSON"),
+    (b"\xff\xfe", "application/json", 400, "UTF-8"),
+    (b"[" * 100000, "application/json", 400, "invalid JSON"),
+])
+def test_parse_json_rejects_bad_bodies_with_a_reason(body, ctype, status, words):
+    with pytest.raises(http.HTTPError) as e:
+        http.parse_json(ev(body, ctype), max_bytes=max(101, len(body)) if status != 413 else 100)
+    assert e.value.status == status and words in e.value.reason
+
+
+def test_declared_content_length_over_limit_is_413_before_reading():
+    with pytest.raises(http.HTTPError) as e:
+        http.parse_json(ev(b"{}", headers={"Content-Length": "5000"}), max_bytes=100)
+    assert e.value.status == 413
+
+
+def test_ndjson_only_where_allowed():
+    body = b'{"a":1}\n\n{"a":2}\n'
+    assert http.parse_json(ev(body, "application/x-ndjson"), max_bytes=100, allow_ndjson=True) == [{"a": 1}, {"a": 2}]
+    with pytest.raises(http.HTTPError) as e:
+        http.parse_json(ev(body, "application/x-ndjson"), max_bytes=100)
+    assert e.value.status == 415
+    with pytest.raises(http.HTTPError) as e:
+        http.parse_json(ev(b'{"a":1}\n{x', "application/x-ndjson"), max_bytes=100, allow_ndjson=True)
+    assert "line 2" in e.value.reason
+
+
+def test_guarded_turns_errors_into_json_and_hides_tracebacks(monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr(log, "_stream", buf)
+
+    @http.guarded
+    def handle(event, context):
+        if event.path == "/bad":
+            raise http.HTTPError(422, "nope", field="x")
+        raise KeyError("internal detail")
+
+    r = handle(make_event(path="/bad"), None)
+    assert r["statusCode"] == 422 and json.loads(r["body"]) == {"error": "nope", "status": 422, "field": "x"}
+    r = handle(make_event(path="/boom", headers={"X-Call-Id": "c1"}), None)
+    assert r["statusCode"] == 500 and r["headers"]["Content-Type"] == "application/json"
+    assert json.loads(r["body"]) == {"error": "internal error", "status": 500, "call_id": "c1"}
+    assert "Traceback" not in r["body"] and "internal detail" not in r["body"]
+    assert json.loads(buf.getvalue().splitlines()[-1])["error"] == "KeyError"
+
+
+def test_require_method_405_with_allow_header_and_head_as_get():
+    assert http.require_method(make_event("HEAD"), ["GET"]) == "GET"
+    with pytest.raises(http.HTTPError) as e:
+        http.require_method(make_event("DELETE"), ["GET", "POST"])
+    assert e.value.status == 405 and e.value.headers == {"Allow": "GET, POST"}
+
+
+@pytest.fixture
+def secret_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEGUARD_SECRETS_DIR", str(tmp_path))
+    (tmp_path / "fn-token").write_text("s3cr3t-token-value\n")  # faas-cli --from-file keeps the newline
+    return tmp_path
+
+
+def test_bearer_token_with_trailing_newline_in_secret_is_accepted(secret_dir):
+    auth.require_bearer(make_event(headers={"Authorization": "Bearer s3cr3t-token-value"}), "fn-token")
+
+
+@pytest.mark.parametrize("headers,query", [
+    ({}, {}),
+    ({"Authorization": "Bearer wrong"}, {}),
+    ({"Authorization": "Basic czNjcjN0"}, {}),
+    ({"Authorization": "Bearer "}, {}),
+    ({}, {"token": "s3cr3t-token-value"}),  # query token not allowed on this route
+])
+def test_missing_or_wrong_credentials_are_401(secret_dir, headers, query):
+    with pytest.raises(http.HTTPError) as e:
+        auth.require_bearer(make_event(headers=headers, query=query), "fn-token")
+    assert e.value.status == 401 and "WWW-Authenticate" in e.value.headers
+    assert "s3cr3t" not in e.value.reason
+
+
+def test_query_token_only_where_the_caller_cannot_set_headers(secret_dir):
+    auth.require_bearer(make_event(query={"token": "s3cr3t-token-value"}), "fn-token", allow_query_token=True)
+    with pytest.raises(http.HTTPError):
+        auth.require_bearer(make_event(query={"token": "nope"}), "fn-token", allow_query_token=True)
+
+
+def test_missing_secret_fails_closed_with_503(secret_dir):
+    with pytest.raises(http.HTTPError) as e:
+        auth.require_bearer(make_event(headers={"Authorization": "Bearer x"}), "absent-token")
+    assert e.value.status == 503
+
+
+def test_tokens_are_compared_in_constant_time(secret_dir, monkeypatch):
+    calls = []
+    import hmac
+    real = hmac.compare_digest
+    monkeypatch.setattr(auth.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    auth.require_bearer(make_event(headers={"Authorization": "Bearer s3cr3t-token-value"}), "fn-token")
+    assert calls
+
+
+def test_rotated_secret_takes_effect_without_restart(secret_dir):
+    assert config.read_secret("fn-token") == "s3cr3t-token-value"
+    import os
+    import time
+    p = secret_dir / "fn-token"
+    p.write_text("rotated-token-value")
+    os.utime(p, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert config.read_secret("fn-token") == "rotated-token-value"
+
+
+def test_logs_redact_sensitive_keys_and_known_secret_values(secret_dir, monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr(log, "_stream", buf)
+    config.read_secret("fn-token")
+    log.info("x", token="abc", url="http://h/?token=s3cr3t-token-value", nested={"password": "p", "ok": 1})
+    line = json.loads(buf.getvalue())
+    assert line["token"] == "[redacted]" and line["nested"] == {"password": "[redacted]", "ok": 1}
+    assert "s3cr3t-token-value" not in buf.getvalue()
+    assert line["event"] == "x" and line["level"] == "info"
+
+
+def test_env_parsing_errors_name_the_variable(monkeypatch):
+    monkeypatch.setenv("X_INT", "ten")
+    with pytest.raises(config.ConfigError, match="X_INT"):
+        config.env_int("X_INT", 1)
+    monkeypatch.setenv("X_BOOL", "maybe")
+    with pytest.raises(config.ConfigError, match="X_BOOL"):
+        config.env_bool("X_BOOL", False)
+    monkeypatch.setenv("X_BOOL", "TRUE")
+    assert config.env_bool("X_BOOL", False) is True

@@ -1,0 +1,34 @@
+"""`make demo` plays every seed scenario, reports each plainly, stops what it started and exits 0."""
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from local import gateway
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_reports_every_scenario_and_cleans_up(tmp_path):
+    port = gateway.free_port()
+    proc = subprocess.run([sys.executable, "-m", "local.demo", "--port", str(port)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    summary = out.split("Summary", 1)[1]
+    outcomes = re.findall(r"^\s+(\d)\. (ok|not built yet|FAILED\S*)\s", summary, re.M)
+    assert [n for n, _ in outcomes] == ["1", "2", "3", "4"], summary
+    assert not [o for _, o in outcomes if o.startswith("FAILED")]
+    assert "Traceback" not in out and "Traceback" not in proc.stderr
+    with socket.socket() as s:  # the gateway is gone
+        s.bind(("127.0.0.1", port))
+    marker = f"{ROOT}/.local-state/build".encode()
+    leftovers = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes():
+                leftovers.append(cmdline.parent.name)
+        except OSError:
+            pass
+    assert not leftovers, f"function processes outlived the demo: {leftovers}"

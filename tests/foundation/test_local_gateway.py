@@ -1,0 +1,112 @@
+"""The local gateway offers the OpenFaaS CE routes our functions and users rely on."""
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from local import gateway, stackfile
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gw")
+    for name in ("probe", "slow"):
+        shutil.copytree(DATA / "contract_fn", tmp / "functions" / name)
+    (tmp / "shared").mkdir()
+    (tmp / "shared" / "__init__.py").touch()
+    doc = {"version": "1.0", "provider": {"name": "openfaas"}, "configuration": {"copy": ["./shared"]},
+           "functions": {
+               "probe": {"lang": "python3-http", "handler": "./functions/probe", "image": "x/probe:1",
+                         "environment": {"exec_timeout": "5s"}, "secrets": ["probe-token"]},
+               "slow": {"lang": "python3-http", "handler": "./functions/slow", "image": "x/slow:1",
+                        "environment": {"exec_timeout": "1s"}}}}
+    (tmp / "stack.yml").write_text(yaml.safe_dump(doc))
+    ls = gateway.LocalStack(port=gateway.free_port(), state_dir=tmp / "state", kube="none",
+                            stack=stackfile.load(tmp / "stack.yml"))
+    ls.start()
+    yield ls
+    ls.stop()
+
+
+def test_healthz(stack):
+    assert requests.get(stack.url + "/healthz").status_code == 200
+
+
+def test_sync_route_passes_path_query_body_and_call_id(stack):
+    r = requests.post(stack.url + "/function/probe/a/b?q=1", data=b"x", headers={"X-Probe": "1"})
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
+    body = r.json()
+    assert body["path"] == "/a/b" and body["query"] == ["1"] and body["body"] == "x" and body["header"] == "1"
+    assert body["call_id"] == r.headers["X-Call-Id"]
+
+
+def test_unknown_function_is_404(stack):
+    assert requests.get(stack.url + "/function/nope").status_code == 404
+
+
+def test_exec_timeout_gives_504_like_the_watchdog(stack):
+    r = requests.get(stack.url + "/function/slow/sleep?s=3")
+    assert r.status_code == 504 and r.headers["X-OpenFaaS-Internal"] == "of-watchdog"
+
+
+def test_function_sees_only_its_own_secrets(stack):
+    mounted = {p.name for p in stack.functions["probe"].secrets_dir.iterdir()}
+    assert mounted == {"probe-token"}
+    assert not any(stack.functions["slow"].secrets_dir.iterdir())
+    assert (stack.store.path("probe-token").stat().st_mode & 0o777) == 0o600
+
+
+class _Callback(BaseHTTPRequestHandler):
+    received = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"] or 0))
+        _Callback.received.append((dict(self.headers), body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+def test_async_route_answers_202_and_calls_back(stack):
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Callback)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        r = requests.post(stack.url + "/async-function/probe/cb", data=b"payload",
+                          headers={"X-Callback-Url": f"http://127.0.0.1:{srv.server_port}/done"})
+        assert r.status_code == 202 and r.content == b"" and r.headers["X-Call-Id"]
+        deadline = time.monotonic() + 10
+        while not _Callback.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        headers, body = _Callback.received[0]
+        assert headers["X-Call-Id"] == r.headers["X-Call-Id"]
+        assert headers["X-Function-Status"] == "200" and headers["X-Function-Name"] == "probe"
+        assert b'"body":"payload"' in body and b'"method":"POST"' in body
+    finally:
+        srv.shutdown()
+
+
+def test_async_refuses_bodies_over_the_ce_limit(stack):
+    r = requests.post(stack.url + "/async-function/probe", data=b"x" * 256_001)
+    assert r.status_code == 500 and "too large for OpenFaaS CE" in r.text
+
+
+def test_async_is_post_only(stack):
+    assert requests.get(stack.url + "/async-function/probe").status_code == 405
+
+
+def test_system_functions_needs_basic_auth(stack):
+    assert requests.get(stack.url + "/system/functions").status_code == 401
+    bad = requests.get(stack.url + "/system/functions", auth=("admin", "wrong"))
+    assert bad.status_code == 401
+    ok = requests.get(stack.url + "/system/functions", auth=("admin", stack.secret("basic-auth-password")))
+    assert ok.status_code == 200
+    assert {f["name"] for f in ok.json()} == {"probe", "slow"}
