@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from pathlib import Path
 
@@ -27,9 +28,21 @@ def token_secret_name(sa: str) -> str:
     return f"{sa}-sa-token"
 
 
-def sa_token_manifest() -> str:
+def defined_in(rbac_text: str, sa: str) -> bool:
+    """Whether a function's own RBAC file already declares the token Secret we would create.
+
+    Two sources applying the same object would make every `kubectl diff` report a change.
+    """
+    name = re.escape(token_secret_name(sa))
+    return bool(re.search(rf"^\s*name:\s*[\"']?{name}[\"']?\s*$", rbac_text, re.M)) \
+        and "kubernetes.io/service-account-token" in rbac_text
+
+
+def sa_token_manifest(skip: tuple = ()) -> str | None:
     docs = []
     for sa in SERVICE_ACCOUNTS:
+        if sa in skip:
+            continue
         docs.append(yamlout.dump({
             "apiVersion": "v1",
             "kind": "Secret",
@@ -43,6 +56,8 @@ def sa_token_manifest() -> str:
             # deleting this Secret revokes it.
             "type": "kubernetes.io/service-account-token",
         }))
+    if not docs:
+        return None
     return "# ServiceAccount token Secrets (edgeguard-bootstrap openfaas)\n" + "---\n".join(docs)
 
 
@@ -172,8 +187,14 @@ def run(ctx: Ctx, *, gateway: str, repo: Path, deploy: bool = False, cron_connec
 
     for rel in RBAC_FILES:
         apply_manifest(ctx, str(repo / rel), f"RBAC for {Path(rel).stem}")
-    ctx.write_file(SA_TOKENS_MANIFEST, sa_token_manifest(), why="token Secrets of the two ServiceAccounts")
-    apply_manifest(ctx, str(ctx.host(SA_TOKENS_MANIFEST)), "ServiceAccount token Secrets")
+    skip = tuple(sa for sa in SERVICE_ACCOUNTS if (repo / f"deploy/rbac/{sa}.yaml").is_file()
+                 and defined_in((repo / f"deploy/rbac/{sa}.yaml").read_text("utf-8", "replace"), sa))
+    for sa in skip:
+        ctx.unchanged(f"token Secret {NS}/{token_secret_name(sa)} comes with deploy/rbac/{sa}.yaml")
+    manifest = sa_token_manifest(skip)
+    if manifest is not None:
+        ctx.write_file(SA_TOKENS_MANIFEST, manifest, why="token Secrets of the ServiceAccounts")
+        apply_manifest(ctx, str(ctx.host(SA_TOKENS_MANIFEST)), "ServiceAccount token Secrets")
     for sa, secret_name in SERVICE_ACCOUNTS.items():
         found = read_sa_token(ctx, sa, token_timeout)
         if found is None:
