@@ -39,7 +39,8 @@ class _State:
         self.signature = None
         self.handed: OrderedDict = OrderedDict()
         self.counters = {k: 0 for k in ("requests", "events", "alerts", "alerts_forwarded", "skipped_not_audit",
-                                        "dropped", "duplicates", "forward_failures", "rejected")}
+                                        "dropped", "duplicates", "forward_failures", "rejected",
+                                        "evaluation_errors")}
 
     def count(self, **inc):
         with self.lock:
@@ -170,6 +171,19 @@ def _decode(event, max_body: int, max_event: int):
     return http.parse_json(event, max_bytes=max_body, allow_ndjson=True), len(body), frozenset()
 
 
+def _evaluate(eng, evt) -> list:
+    """One event's alerts. A failure is logged and counted, never a 5xx: the API server would resend the
+    same batch forever and block every later event behind it."""
+    try:
+        return eng.evaluate(evt)
+    except Exception as exc:  # noqa: BLE001
+        STATE.count(evaluation_errors=1)
+        aid = evt.obj.get("auditID")
+        log.error("event.evaluation_failed", error=type(exc).__name__, message=str(exc)[:200],
+                  audit_id=aid if isinstance(aid, str) else None)
+        return []
+
+
 def _finish_summary(summary, batch):
     oversize = batch.oversize
     errors = list(batch.errors) + ["event larger than maxEventSize"] * (1 if oversize else 0)
@@ -247,7 +261,7 @@ def _handle(event, context):
     summary = {"events": len(batch.events), "skipped": batch.skipped, "dropped": batch.dropped}
 
     if dry_run:
-        alerts = [a for e in batch.events for a in eng.evaluate(e)]
+        alerts = [a for e in batch.events for a in _evaluate(eng, e)]
         _finish_summary(summary, batch)
         STATE.count(events=len(batch.events), alerts=len(alerts), dropped=summary["dropped"] - batch.dropped)
         summary.update(dry_run=True, alert_count=len(alerts), alerts=[a.to_dict() for a in alerts])
@@ -268,7 +282,7 @@ def _handle(event, context):
                 if k is not None:
                     keys.append(k)
         for e in fresh:
-            alerts.extend(eng.evaluate(e))
+            alerts.extend(_evaluate(eng, e))
         _finish_summary(summary, batch)
         STATE.count(events=len(fresh), alerts=len(alerts), duplicates=dups, dropped=summary["dropped"] - batch.dropped)
         if alerts:
