@@ -129,7 +129,6 @@ def bench_handler(iterations: int = 60) -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             handler = _load_handler(Path(tmp), f"http://127.0.0.1:{sink.server_address[1]}")
-            from edgeguard import log as _log  # noqa: F401  (the handler logs one line per batch to stderr)
             lat, alerts = [], 0
             devnull = open(os.devnull, "w")
             real_stderr = sys.stderr
