@@ -126,7 +126,15 @@ _TEMPLATED = re.compile(r"\$\{[A-Za-z_][\w.]*(:?[-=?+][^}]*)?\}|\{\{-?\s*[\w.$|\
 # filler and documentation values: xxxxxxxx, 11111111, AKIA...EXAMPLE, {Name}, ALL_CAPS_NAME, 12345678
 _FILLER = re.compile(r"(.)\1{7,}|EXAMPLE$|^\{[A-Za-z_]\w*\}$|^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$")
 _SEQUENTIAL = re.compile(r"(?i)12345678|abcdefgh")
-_NUMERIC = re.compile(r"^[-+]?\d+([.,]\d+)?\s*(ms|s|m|h|d|w|y|b|k|kb|mb|gb|ki|mi|gi|%)?$", re.I)
+# code, not configuration: obj.field (unquoted), type names
+_CODE_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+_TYPE_NAMES = {"string", "str", "bool", "boolean", "int", "integer", "number", "any", "object", "char", "byte",
+               "bytes", "[]byte", "none", "string?", "optional[str]"}
+_WORD = re.compile(r"\b[A-Za-z]{2,}\b")
+# snake_case or camelCase words without digits: a variable name or a made-up example value
+# ("root_user_password", "top_secret", "processToken"); reported, never moved
+_IDENTIFIER = re.compile(r"^[a-z]+(_[a-z]+)+$|^[a-z]+([A-Z][a-z]+)+$")
+_NUMERIC = re.compile(r"^[-+]?(0x[0-9a-f]+|\d+([.,]\d+)?\s*(ms|s|m|h|d|w|y|b|k|kb|mb|gb|ki|mi|gi|%)?)$", re.I)
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _DIGEST = re.compile(r"^(sha1|sha256|sha384|sha512|md5):[0-9a-f]+$", re.I)
 _PATH = re.compile(r"^(~|\.{1,2})?/[\w.@/+-]*$|^[A-Za-z]:\\")
@@ -146,9 +154,15 @@ def _strip_value(v: str) -> str:
 
 def value_kind(value: str) -> str:
     """Why a value is not a credential ('empty', 'placeholder', ...), or 'credential'."""
+    raw = value.strip().rstrip(",;").strip()
+    quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"`"
     v = _strip_value(value)
     if not v:
         return "empty"
+    if not quoted and (_CODE_REF.match(v) or v.lower() in _TYPE_NAMES or v.endswith(("(", "{"))):
+        return "reference"  # code: a member access, a type annotation, a function literal
+    if v.startswith("$") or re.match(r"^\{[A-Za-z_][\w.]*\}$", v):
+        return "placeholder"  # shell/env expansion, {props.x} / {Name} format references
     if v in ("|", ">", "|-", ">-", "|+", ">+", "{", "[", "{}", "[]"):
         return "structure"
     if _PLACEHOLDER.match(v):
@@ -165,10 +179,12 @@ def value_kind(value: str) -> str:
         return "path"
     if _URL.match(v) and not _URL_USERINFO.search(v):
         return "url"
-    if _WORDS.match(v):
+    if _WORDS.match(v) or (v.count(" ") >= 3 and len(_WORD.findall(v)) >= 3):
         return "prose"
     if len(v) < 4:
         return "short"
+    if _IDENTIFIER.match(v):
+        return "identifier"
     return "credential"
 
 
@@ -278,7 +294,7 @@ class Detector:
             kind = value_kind(stripped)
             if kind == "credential":
                 findings.append(Finding(key, 1, "keyname", HIGH, self.fp(stripped)))
-            elif kind in ("short", "prose"):
+            elif kind in ("short", "prose", "identifier"):
                 findings.append(Finding(key, 1, f"keyname-{kind}-value", SUSPECT, self.fp(stripped)))
         findings.extend(self.scan_text(key, value))
         return self._verdict(key, source, findings, self.fp(value))
@@ -363,7 +379,7 @@ class Detector:
             kind = value_kind(value)
             if kind == "credential":
                 out.append(Finding(key, i, "keyname", HIGH, self.fp(_strip_value(value))))
-            elif kind in ("short", "prose"):
+            elif kind in ("short", "prose", "identifier"):
                 out.append(Finding(key, i, f"keyname-{kind}-value", SUSPECT, self.fp(_strip_value(value))))
         if not out:
             for m in _TOKEN.finditer(line):

@@ -122,3 +122,18 @@ def test_go_inline_case_flag_is_translated_to_a_scoped_group(detect):
     assert gl.translate(r"x(?i)a|b") == r"x(?i:a)|(?i:b)"
     rs = gl.default_ruleset()
     assert len(rs.rules) == 221 and [r.id for r in rs.path_rules] == ["pkcs12-file"]
+
+
+@pytest.mark.parametrize("line,tier", [
+    ("password: conf.Password", None),                       # code: member access
+    ("password: string;", None),                             # code: a type annotation
+    ("password = function( elem ) {", None),
+    ("KEY_SPEC_REQKEY_AUTH_KEY = -0x7", None),
+    ("-e MYSQL_ROOT_PASSWORD=$DB_PASSWORD -p $DB_PORT:3306", None),
+    ("joomla_database_password: top_secret", "suspect"),     # a made-up example value: reported only
+    ("token: processToken", "suspect"),
+    ("password: S3cure!zdw41CoX", "high"),
+    ('"Apitoken": "{\\"qln\\":\\"855w7444h13518y23gxp4989jd343524\\"}",', "high"),
+])
+def test_code_and_example_values_are_not_moved(detector, line, tier):
+    assert detector.scan_key("settings.conf", line).tier == tier
