@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import consumers as cons
-from .detect import HIGH, SUSPECT, Detector
+from .detect import HIGH, Detector
 from .kapi import JSON_PATCH, MERGE_PATCH, FIELD_MANAGER, Kube, KubeError
 
 DOMAIN = "scrubber.edgeguard.io"
