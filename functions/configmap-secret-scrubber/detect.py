@@ -28,6 +28,7 @@ from .gitleaks import default_ruleset, shannon
 
 HIGH = "high"
 SUSPECT = "suspect"
+MAX_LISTED_FINDINGS = 20
 _RANK = {None: 0, SUSPECT: 1, HIGH: 2}
 
 # --- key names ------------------------------------------------------------------------------
@@ -233,9 +234,13 @@ class KeyVerdict:
         return sorted({f.detector for f in self.findings})
 
     def public(self) -> dict:
-        return {"key": self.key, "source": self.source, "tier": self.tier, "detectors": self.detectors,
-                "fingerprint": self.fingerprint,
-                "findings": [f.public() for f in self.findings]}
+        # high tier first; a 1 MiB file can hold thousands of hits, the answer stays readable
+        shown = sorted(self.findings, key=lambda f: (f.tier != HIGH, f.line))[:MAX_LISTED_FINDINGS]
+        out = {"key": self.key, "source": self.source, "tier": self.tier, "detectors": self.detectors,
+               "fingerprint": self.fingerprint, "findings": [f.public() for f in shown]}
+        if len(self.findings) > len(shown):
+            out["more_findings"] = len(self.findings) - len(shown)
+        return out
 
 
 class Fingerprinter:
@@ -330,7 +335,8 @@ class Detector:
                 continue
             if in_cert or _PEM_ANY.search(line):
                 continue
-            findings.extend(self._scan_line(key, i, line))
+            for piece in _pieces(line):
+                findings.extend(self._scan_line(key, i, piece))
         for hit in self.rules.scan(text, key):
             if hit.rule_id == "private-key":
                 continue  # covered line-exactly above
@@ -343,8 +349,6 @@ class Detector:
     # internals ------------------------------------------------------------------------------
     def _scan_line(self, key: str, i: int, line: str) -> list[Finding]:
         out: list[Finding] = []
-        if len(line) > 4096:
-            line = line[:4096]  # minified blobs: provider rules still see the whole text
         for m in _URL_USERINFO.finditer(line):
             user, pw = m.group(1), m.group(2)
             if pw and pw.lower() not in _WEAK_URL_PASSWORDS and value_kind(pw) in ("credential", "short"):
@@ -397,6 +401,24 @@ class Detector:
             if _RANK[f.tier] > _RANK[tier]:
                 tier = f.tier
         return KeyVerdict(key, source, tier, findings, fp)
+
+
+def _pieces(line: str, size: int = 2048):
+    """A minified file on one line, cut after separators into pieces the line checks can handle."""
+    if len(line) <= 4096:
+        yield line
+        return
+    buf = ""
+    for part in re.split(r"(?<=[,;{}\[\]])", line):
+        if buf and len(buf) + len(part) > size:
+            yield buf
+            buf = ""
+        buf += part
+        while len(buf) > 4 * size:  # no separators at all: plain cut
+            yield buf[: 2 * size]
+            buf = buf[2 * size:]
+    if buf:
+        yield buf
 
 
 def _pem_body_len(lines: list[str], begin_line: int) -> int:

@@ -137,3 +137,19 @@ def test_go_inline_case_flag_is_translated_to_a_scoped_group(detect):
 ])
 def test_code_and_example_values_are_not_moved(detector, line, tier):
     assert detector.scan_key("settings.conf", line).tier == tier
+
+
+def test_a_credential_inside_a_one_line_1mib_json_is_found_and_the_answer_stays_small(detector):
+    import random
+    import string
+    rnd = random.Random(7)
+    obj = {f"k{i}": "".join(rnd.choices(string.ascii_lowercase, k=12)) for i in range(40000)}
+    obj["k20000"] = {"password": "Zq8wLm3nTr5vXy"}
+    v = detector.scan_key("config.json", json.dumps(obj))
+    assert v.tier == "high" and [f.detector for f in v.findings if f.tier == "high"] == ["keyname"]
+    many = "\n".join(f"token{i}=Zq8wLm{i}nTr5vXy{i}" for i in range(500))
+    v = detector.scan_key("many.env", many)
+    pub = v.public()
+    assert len(v.findings) >= 500
+    assert len(pub["findings"]) == 20 and pub["more_findings"] == len(v.findings) - 20
+    assert all(f["tier"] == "high" for f in pub["findings"])  # the listed ones are the strongest
