@@ -73,7 +73,8 @@ _SPLIT = re.compile(r"[^A-Za-z0-9]+")
 
 def name_tokens(name: str) -> list[str]:
     name = _CAMEL.sub("_", name)
-    return [t for t in _SPLIT.split(name.lower()) if t]
+    # digits separate words too: token2, oauth2_secret, DB1_PASSWORD
+    return [t for t in _SPLIT.split(re.sub(r"\d+", "_", name).lower()) if t]
 
 
 def credential_name(name: str) -> bool:
@@ -83,7 +84,8 @@ def credential_name(name: str) -> bool:
     toks = name_tokens(name)
     if not toks:
         return False
-    if "_".join(toks) in _STRONG_NAMES or "".join(toks) in _STRONG_NAMES:
+    norm = re.sub(r"[^a-z0-9]+", "_", _CAMEL.sub("_", name).lower()).strip("_")
+    if norm in _STRONG_NAMES or norm.replace("_", "") in _STRONG_NAMES:
         return True
     if _REFERENCE_NAMES.search(name.replace("-", "_").replace(".", "_")):
         return False

@@ -153,3 +153,12 @@ def test_a_credential_inside_a_one_line_1mib_json_is_found_and_the_answer_stays_
     assert len(v.findings) >= 500
     assert len(pub["findings"]) == 20 and pub["more_findings"] == len(v.findings) - 20
     assert all(f["tier"] == "high" for f in pub["findings"])  # the listed ones are the strongest
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("aws_s3_access_key_id", True), ("aws-access-key-id", True), ("awsAccessKeyId", True), ("token2", True),
+    ("DB1_PASSWORD", True), ("oauth2ClientSecret", True), ("SECRET_NAME", False), ("password_min_length", False),
+    ("secretKeyRef", False), ("existingSecret", False), ("publicToken", False), ("csrf_token", False),
+])
+def test_credential_names(detect, name, expected):
+    assert detect.credential_name(name) is expected
