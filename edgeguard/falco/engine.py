@@ -16,6 +16,7 @@ import calendar
 import gc
 import json
 import re
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,20 +217,34 @@ def _too_large(evt) -> bool:
     return len(s) > evt.limit or (len(s) * 4 > evt.limit and len(s.encode("utf-8")) > evt.limit)
 
 
+_gc_lock = threading.Lock()
+_gc_batches = 0          # batches running now, on any thread
+_gc_was_enabled = False  # the GC's state when the first of them started
+
+
 @contextmanager
 def batch_gc_paused():
-    """Pause the cyclic GC while a decoded batch is processed.
+    """Pause the cyclic GC while decoded batches are processed.
 
     Audit JSON is acyclic, so reference counting frees it; full collections
-    would otherwise walk the whole decoded batch again and again.
+    would otherwise walk the whole decoded batch again and again. The GC switch
+    is process-wide and batches overlap on the server's threads, so it is
+    counted: the first batch to start turns it off, the last to end turns it
+    back on (only if it was on before).
     """
-    was = gc.isenabled()
-    gc.disable()
+    global _gc_batches, _gc_was_enabled
+    with _gc_lock:
+        if _gc_batches == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_batches += 1
     try:
         yield
     finally:
-        if was:
-            gc.enable()
+        with _gc_lock:
+            _gc_batches -= 1
+            if _gc_batches == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 _time_cache: dict = {}
