@@ -94,30 +94,43 @@ def _rules_plan():
 
 
 def engine() -> Engine:
-    """The compiled ruleset; recompiled only when a rules file, the extra-rules secret or a setting changes."""
+    """The compiled ruleset; recompiled only when a rules file, the extra-rules secret or a setting changes.
+
+    The signature is recorded together with the outcome, so an engine is never paired with rules it
+    was not built from. Any failure leaves no engine (503 with the reason; the API server retries):
+    serving the previous ruleset would silently ignore the operator's change. A rules error is
+    remembered for its signature; any other error is retried on the next request, as it may be
+    transient and no rules change would ever clear it.
+    """
     sig, sources = _rules_plan()
     with STATE.lock:
         if sig == STATE.signature:
             if STATE.engine is None:
                 raise http.HTTPError(503, f"rules failed to load: {STATE.error}")
             return STATE.engine
-        STATE.signature = sig
         try:
             ruleset = loader.load(sources())
             eng = Engine(ruleset, rule_matching=config.env_str("rule_matching", "first"),
                          min_priority=config.env_str("min_priority", "debug"))
         except (loader.RulesLoadError, ValueError) as exc:
-            STATE.engine, STATE.error = None, str(exc)
-            log.error("rules.load_failed", reason=str(exc))
-            raise http.HTTPError(503, f"rules failed to load: {exc}") from None
+            _load_failed(sig, str(exc))
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the caller gets a reason, not stale rules
+            _load_failed(None, f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
         for w in ruleset.warnings:
             log.warning("rules.warning", file=w.file, item=w.item, code=w.code, message=w.message)
-        STATE.engine, STATE.error = eng, None
+        STATE.signature, STATE.engine, STATE.error = sig, eng, None
         gc.collect()
         gc.freeze()  # compiled rules live as long as the process: keep them out of future collections
         log.info("rules.loaded", rules=len(ruleset.rules), enabled=len(eng.rules),
                  files=[f["name"] for f in ruleset.files])
         return eng
+
+
+def _load_failed(sig, reason: str):
+    """Drop the engine, record ``reason`` (for ``sig``, or for no signature so the next request retries), 503."""
+    STATE.signature, STATE.engine, STATE.error = sig, None, reason
+    log.error("rules.load_failed", reason=reason)
+    raise http.HTTPError(503, f"rules failed to load: {reason}")
 
 
 def _dedup_key(evt):
