@@ -155,9 +155,10 @@ def _dedup_key(evt):
     return f"{aid}\x00{stage if isinstance(stage, str) else ''}"
 
 
-def _remember(key, rules=_DONE):
+def _remember(key, rules=_DONE, limit: int | None = None):
     """Record (under STATE.handoff) that ``key``'s alerts were handed off: all of them, or ``rules`` so far."""
-    limit = config.env_int("dedup_max_events", 50000, minimum=0)
+    if limit is None:
+        limit = config.env_int("dedup_max_events", 50000, minimum=0)
     handed = STATE.handed
     handed[key] = rules
     handed.move_to_end(key)
@@ -260,6 +261,7 @@ def _claim(pending, owner):
     """
     mine, still, dups = [], [], 0
     handed, inflight = STATE.handed, STATE.inflight
+    limit = config.env_int("dedup_max_events", 50000, minimum=0)
     for g in pending:
         k = g.key
         if k is None:
@@ -276,7 +278,7 @@ def _claim(pending, owner):
             g.prior = prior
             g.alerts = [a for a in g.alerts if a.rule not in prior]
         if not g.alerts:
-            _remember(k)
+            _remember(k, limit=limit)
             continue
         inflight[k] = owner
         mine.append(g)
