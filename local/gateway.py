@@ -23,7 +23,6 @@ import base64
 import hmac
 import os
 import queue
-import re
 import secrets as pysecrets
 import signal
 import socket
