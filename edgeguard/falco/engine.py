@@ -62,8 +62,13 @@ def stage_timestamp_ns(text) -> int:
     return secs * 1_000_000_000 + (int(frac.ljust(9, "0")) if frac else 0)
 
 
+def _not_json(name: str):
+    # Python accepts NaN/Infinity; JSON (and the plugin's Go decoder, and edgeguard.http) does not.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 _WS = re.compile(r"[ \t\n\r]*")
-_DEC = json.JSONDecoder()
+_DEC = json.JSONDecoder(parse_constant=_not_json)
 
 
 def decode_payload(text: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
@@ -72,7 +77,7 @@ def decode_payload(text: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
     The plugin's size limit applies to each event's compact JSON, which is never longer than its
     raw text, so an item whose raw text fits needs no re-encoding to be measured. Items are decoded
     one by one with the C decoder, which is as fast as decoding the whole document. Invalid JSON
-    raises ``json.JSONDecodeError`` as ``json.loads`` does.
+    raises ``json.JSONDecodeError`` as ``json.loads`` does; NaN and Infinity raise ValueError.
     """
     fits: set = set()
     try:
@@ -81,7 +86,8 @@ def decode_payload(text: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
             raise ValueError("extra data")
         return obj, fits
     except (ValueError, IndexError):
-        return json.loads(text), set()  # the standard error for invalid JSON, or the plain result
+        # the standard error for invalid JSON, or the plain result
+        return json.loads(text, parse_constant=_not_json), set()
 
 
 def _fits(text, start, end, limit):

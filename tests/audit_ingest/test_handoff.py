@@ -192,3 +192,45 @@ def test_hand_off_config_error_is_a_clear_503_and_nothing_is_remembered(ingest, 
     monkeypatch.setattr(mod.gateway, "invoke", real)
     status, reply = post(mod, make_event, eventlist(anon(350)))
     assert status == 200 and reply["forwarded"] == 1
+
+
+def test_missing_forwarder_token_secret_is_a_503_naming_it(ingest, make_event, forwarder):
+    mod = ingest()
+    (mod.secrets_dir / "alert-forwarder-token").unlink()
+    status, reply = post(mod, make_event, eventlist(anon(360)))
+    assert status == 503 and "alert-forwarder-token" in reply["error"]
+    assert forwarder.requests == []
+    (mod.secrets_dir / "alert-forwarder-token").write_text("forwarder-test-token-456")
+    status, reply = post(mod, make_event, eventlist(anon(360)))
+    assert status == 200 and reply["forwarded"] == 1
+
+
+NAN_RULE = """
+- rule: Replicas shown
+  desc: an output field that takes a number from the request
+  condition: ka.target.resource=namespaces
+  output: replicas=%jevt.value[/requestObject/spec/replicas]
+  priority: INFO
+  source: k8s_audit
+"""
+
+
+def test_nan_or_infinity_in_a_json_body_is_a_400_like_the_shared_parser(ingest, make_event, forwarder):
+    # NaN is not JSON: the plugin's Go decoder refuses it, and so does edgeguard.http for NDJSON bodies.
+    mod = ingest(extra_rules=NAN_RULE, env={"rule_matching": "all"})
+    for const in ("NaN", "Infinity", "-Infinity"):
+        body = json.dumps(eventlist(anon(370))).replace('"spec": {}', '"spec": {"replicas": %s}' % const)
+        assert const in body
+        status, reply = post(mod, make_event, body)
+        assert status == 400 and const in reply["error"], reply
+        ndjson = post(mod, make_event, body, content_type="application/x-ndjson")
+        assert ndjson[0] == 400
+    assert forwarder.requests == []
+
+
+def test_integer_too_long_to_convert_is_a_400(ingest, make_event, forwarder):
+    mod = ingest()
+    body = json.dumps(eventlist(anon(380))).replace('"spec": {}', '"spec": {"n": %s}' % ("9" * 5000))
+    status, reply = post(mod, make_event, body)
+    assert status == 400 and "invalid JSON" in reply["error"]
+    assert forwarder.requests == []
