@@ -470,9 +470,10 @@ class Store:
             # Once deletion started, finalizers may only be removed, never added (apiserver rule).
             added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
             if added:
-                raise errors.forbidden(res, name, "", "update", old["metadata"].get("namespace"),
-                                       why=f'{res} "{name}" is forbidden: no new finalizers can be added if the '
-                                           f'object is being deleted, found new finalizers {sorted(added)!r}')
+                found = ", ".join(f'"{f}"' for f in sorted(added))
+                raise errors.invalid(res, name, [("metadata.finalizers", "FieldValueForbidden",
+                                                  "Forbidden: no new finalizers can be added if the object is "
+                                                  f"being deleted, found new finalizers []string{{{found}}}")])
         self._validate(res, new, old)
         causes = podspec.validate_update(res.group, res.plural, new, old)
         if causes:
