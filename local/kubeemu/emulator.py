@@ -325,9 +325,15 @@ class KubeEmulator:
             self._denies.clear()
             self._hooks.clear()
 
-    def hold_rollouts(self, hold: bool = True) -> None:
-        """Freeze (True) or resume (False) the workload controller; resuming completes pending rollouts."""
-        self.store.set_hold(hold)
+    def hold_rollouts(self, hold: bool = True, namespace: str | None = None, name: str | None = None) -> None:
+        """Freeze (True) or resume (False) the workload controller; resuming completes pending rollouts.
+
+        With namespace and name only that workload is frozen (repeat to add more); hold_rollouts(False)
+        releases everything.
+        """
+        if (namespace is None) != (name is None):
+            raise ValueError("give both namespace and name, or neither")
+        self.store.set_hold(hold, None if name is None else (namespace, name))
 
     def stall_rollout(self, namespace: str, name: str, kind: str = "deployments") -> None:
         """Mark a Deployment's rollout failed (Progressing=False, ProgressDeadlineExceeded)."""

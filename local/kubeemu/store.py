@@ -63,6 +63,7 @@ class Store:
         self.log: deque[tuple[int, Resource, str, dict]] = deque(maxlen=EVENT_LOG_SIZE)
         self._listeners: list[Listener] = []
         self.hold_rollouts = False
+        self._hold_only: set[Key] | None = None  # None: every workload is held while hold_rollouts
         self._held: set[tuple[str, str, Key]] = set()
         # Called with (token, namespace, serviceaccount) whenever the emulated token controller mints a token.
         self.on_token: Callable[[str, str, str], None] | None = None
@@ -618,15 +619,22 @@ class Store:
 
     # -- the tiny workload controller -----------------------------------------------------------------------
 
-    def set_hold(self, hold: bool) -> None:
+    def set_hold(self, hold: bool, only: Key | None = None) -> None:
         with self.lock:
-            self.hold_rollouts = hold
-            if not hold:
-                for group, plural, key in sorted(self._held, key=str):
-                    res = next(r for r in self.registry.resources if r.group == group and r.plural == plural)
-                    if key in self._bucket(res):
-                        self._reconcile(res, key)
-                self._held.clear()
+            if hold:
+                if only is None:
+                    self._hold_only = None
+                elif not self.hold_rollouts or self._hold_only is not None:
+                    self._hold_only = (self._hold_only or set()) | {only}
+                self.hold_rollouts = True
+                return
+            self.hold_rollouts = False
+            self._hold_only = None
+            for group, plural, key in sorted(self._held, key=str):
+                res = next(r for r in self.registry.resources if r.group == group and r.plural == plural)
+                if key in self._bucket(res):
+                    self._reconcile(res, key)
+            self._held.clear()
 
     def _reconcile(self, res: Resource, key: Key) -> None:
         if res.group != "apps" or res.plural not in WORKLOADS:
@@ -634,7 +642,7 @@ class Store:
         obj = self._bucket(res).get(key)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return
-        held = self.hold_rollouts
+        held = self.hold_rollouts and (self._hold_only is None or key in self._hold_only)
         if held:
             self._held.add((res.group, res.plural, key))
         status = _rollout_status(res, obj, self._node_count(), complete=not held)
