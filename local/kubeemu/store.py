@@ -370,6 +370,11 @@ class Store:
     def patch(self, res: Resource, namespace: str | None, name: str, content_type: str, body: bytes,
               subresource: str | None = None, dry_run: bool = False) -> dict:
         ctype = (content_type or "").split(";")[0].strip().lower()
+        if ctype not in ("application/merge-patch+json", "application/strategic-merge-patch+json",
+                         "application/json-patch+json", "application/apply-patch+yaml"):
+            raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                                "application/json-patch+json, application/merge-patch+json, "
+                                "application/apply-patch+yaml, application/strategic-merge-patch+json")
         try:
             doc = json.loads(body or b"null") if ctype != "application/apply-patch+yaml" else None
         except ValueError as e:
@@ -387,13 +392,8 @@ class Store:
                     if not isinstance(doc, dict):
                         raise patching.PatchError("a strategic merge patch must be a JSON object")
                     new = patching.strategic_merge_patch(old, doc)
-                elif ctype == "application/json-patch+json":
-                    new = patching.json_patch(old, doc)
                 else:
-                    raise ApiError(415, "the body of the request was in an unknown format - accepted media "
-                                        "types include: application/json-patch+json, "
-                                        "application/merge-patch+json, application/apply-patch+yaml, "
-                                        "application/strategic-merge-patch+json")
+                    new = patching.json_patch(old, doc)
             except patching.PatchError as e:
                 raise ApiError(400, str(e)) from None
             except patching.PatchApplyError as e:
@@ -421,7 +421,10 @@ class Store:
         old = self._bucket(res).get(self._key(res, namespace, name))
         if old is None:
             return self.create(res, namespace, doc, dry_run=dry_run)
-        new = patching.strategic_merge_patch(old, doc)
+        try:
+            new = patching.strategic_merge_patch(old, doc)
+        except patching.PatchError as e:
+            raise ApiError(400, str(e)) from None
         return self._replace(res, copy.deepcopy(old), new, subresource, dry_run)
 
     def _current(self, res: Resource, namespace: str | None, name: str) -> dict:

@@ -246,3 +246,12 @@ def test_statefulset_spec_outside_template_and_replicas_is_forbidden(kube_client
     assert api_error(apps.patch_namespaced_stateful_set, "db", "default",
                      {"spec": {"serviceName": "other"}}).status == 422
     apps.patch_namespaced_stateful_set("db", "default", {"spec": {"replicas": 3}})
+
+
+def test_patch_with_unknown_content_type_is_415(kube_emulator):
+    import requests
+
+    kube_emulator.seed({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "default"}})
+    r = requests.patch(f"{kube_emulator.url}/api/v1/namespaces/default/configmaps/c", data=b"not json",
+                       headers={"Content-Type": "application/json"}, timeout=5)
+    assert r.status_code == 415 and r.json()["reason"] == "UnsupportedMediaType"
