@@ -47,6 +47,8 @@ _SUBRESOURCE_INFO: dict[str, tuple[str | None, list[str], dict]] = {
     "token": ("TokenRequest", ["create"], {"group": "authentication.k8s.io", "version": "v1"}),
     "approval": (None, ["get", "patch", "update"], {}),
 }
+_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml",
+                "application/strategic-merge-patch+json")
 _NOT_FOUND = ApiError(404, "the server could not find the requested resource", "NotFound", {})
 _NAMESPACE_SUBRESOURCES = ("status", "finalize")
 
@@ -351,6 +353,9 @@ def _decode(body: bytes, content_type: str | None, verb: str) -> Any:
     if verb not in ("create", "update", "patch", "delete", "deletecollection") or not body:
         return None
     ctype = (content_type or "application/json").split(";")[0].strip().lower()
+    if verb == "patch" and ctype not in _PATCH_TYPES:
+        raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                            + ", ".join(_PATCH_TYPES))
     if ctype in ("application/yaml", "application/apply-patch+yaml"):
         import yaml
 
