@@ -187,9 +187,15 @@ class Store:
                     and not (obj["metadata"].get("annotations") or {}).get(SA_NAME_ANNOTATION)):
                 causes.append((f"metadata.annotations[{SA_NAME_ANNOTATION}]", "FieldValueRequired",
                                "Required value"))
+            if res.plural == "secrets":
+                causes += _secret_type_causes(obj)
             if res.plural == "secrets" and old is not None and obj.get("type") != old.get("type"):
                 causes.append(("type", "FieldValueInvalid",
                                f'Invalid value: "{obj.get("type")}": field is immutable'))
+        if (old is not None and res.group == "rbac.authorization.k8s.io"
+                and res.plural in ("rolebindings", "clusterrolebindings") and obj.get("roleRef") != old.get("roleRef")):
+            causes.append(("roleRef", "FieldValueInvalid", f"Invalid value: {obj.get('roleRef')!r}: cannot change "
+                                                           f"roleRef"))
         if causes:
             raise errors.invalid(res, name, causes)
 
@@ -743,6 +749,28 @@ class Store:
             obj["metadata"]["resourceVersion"] = self._next_rv()
             self._bucket(res)[key] = obj
             self._emit(res, "MODIFIED", obj)
+
+
+# Keys the apiserver requires per built-in Secret type (ValidateSecret); other types are free-form.
+_SECRET_TYPE_KEYS = {
+    "kubernetes.io/tls": (("tls.crt", "tls.key"), all),
+    "kubernetes.io/dockerconfigjson": ((".dockerconfigjson",), all),
+    "kubernetes.io/dockercfg": ((".dockercfg",), all),
+    "kubernetes.io/basic-auth": (("username", "password"), any),
+    "kubernetes.io/ssh-auth": (("ssh-privatekey",), all),
+}
+
+
+def _secret_type_causes(obj: dict) -> list[tuple[str, str, str]]:
+    rule = _SECRET_TYPE_KEYS.get(obj.get("type") or "")
+    if rule is None:
+        return []
+    keys, quantifier = rule
+    data = obj.get("data") or {}
+    if quantifier(k in data for k in keys):
+        return []
+    missing = [k for k in keys if k not in data]
+    return [(f"data[{missing[0]}]", "FieldValueRequired", "Required value")]
 
 
 def _template_hash(obj: dict) -> str:
