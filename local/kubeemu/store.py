@@ -9,7 +9,6 @@ import base64
 import binascii
 import copy
 import datetime
-import hashlib
 import json
 import re
 import secrets as _random
@@ -19,11 +18,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import errors, patch as patching, podspec
-from . import meta as objmeta
+from . import errors, patch as patching, podspec, rollout, validation
 from .errors import ApiError
+from .clock import now
 from .resources import WORKLOADS, Registry, Resource
-from .selectors import SelectorError, parse_fields, parse_labels
+from .selectors import SelectorError, match_label_selector, parse_fields, parse_labels
 
 Key = tuple[str | None, str]  # (namespace, name)
 Listener = Callable[[Resource, str, dict], None]
@@ -43,10 +42,6 @@ SA_TOKEN_TYPE = "kubernetes.io/service-account-token"
 SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
 # Not a real CA: the emulator serves plain HTTP; the token controller still fills ca.crt as a real one does.
 FAKE_CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nkubeemu-has-no-tls\n-----END CERTIFICATE-----\n").decode()
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _empty(v: Any) -> Any:
@@ -167,11 +162,11 @@ class Store:
 
     def _validate(self, res: Resource, obj: dict, old: dict | None) -> None:
         name = obj["metadata"]["name"]
-        causes: list[tuple[str, str, str]] = objmeta.validate_meta(obj["metadata"])
+        causes: list[tuple[str, str, str]] = validation.validate_meta(obj["metadata"])
         if res.plural == "events" and res.group == "":
-            causes += objmeta.validate_core_event(obj)
+            causes += validation.validate_core_event(obj)
         if res.plural == "events" and res.group == "events.k8s.io" and old is None:
-            causes += objmeta.validate_events_v1(obj)
+            causes += validation.validate_events_v1(obj)
         if res.group in ("", "apps", "batch"):
             causes += podspec.validate(res.plural, obj)
         if res.plural in ("configmaps", "secrets") and res.group == "":
@@ -188,7 +183,7 @@ class Store:
                 causes.append((f"metadata.annotations[{SA_NAME_ANNOTATION}]", "FieldValueRequired",
                                "Required value"))
             if res.plural == "secrets":
-                causes += _secret_type_causes(obj)
+                causes += validation.secret_type_causes(obj)
             if res.plural == "secrets" and old is not None and obj.get("type") != old.get("type"):
                 causes.append(("type", "FieldValueInvalid",
                                f'Invalid value: "{obj.get("type")}": field is immutable'))
@@ -614,7 +609,7 @@ class Store:
             pdbs, _ = self.list(self.registry.lookup("poddisruptionbudgets"), namespace)
             for pdb in pdbs:
                 sel = (pdb.get("spec") or {}).get("selector") or {}
-                if not _match_label_selector(sel, (pod["metadata"].get("labels") or {})):
+                if not match_label_selector(sel, (pod["metadata"].get("labels") or {})):
                     continue
                 allowed = (pdb.get("status") or {}).get("disruptionsAllowed")
                 if allowed is not None and allowed < 1:
@@ -654,7 +649,7 @@ class Store:
         held = self.hold_rollouts and (self._hold_only is None or key in self._hold_only)
         if held:
             self._held.add((res.group, res.plural, key))
-        status = _rollout_status(res, obj, self._node_count(), complete=not held)
+        status = rollout.rollout_status(res, obj, self._node_count(), complete=not held)
         if status == obj.get("status"):
             return
         new = copy.deepcopy(obj)
@@ -743,109 +738,9 @@ class Store:
             status = obj.setdefault("status", {})
             conds = [c for c in status.get("conditions") or [] if c.get("type") != "Progressing"]
             conds.append({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-                          "message": f'ReplicaSet "{name}-{_template_hash(obj)}" has timed out progressing.',
+                          "message": f'ReplicaSet "{name}-{rollout.template_hash(obj)}" has timed out progressing.',
                           "lastUpdateTime": now(), "lastTransitionTime": now()})
             status["conditions"] = conds
             obj["metadata"]["resourceVersion"] = self._next_rv()
             self._bucket(res)[key] = obj
             self._emit(res, "MODIFIED", obj)
-
-
-# Keys the apiserver requires per built-in Secret type (ValidateSecret); other types are free-form.
-_SECRET_TYPE_KEYS = {
-    "kubernetes.io/tls": (("tls.crt", "tls.key"), all),
-    "kubernetes.io/dockerconfigjson": ((".dockerconfigjson",), all),
-    "kubernetes.io/dockercfg": ((".dockercfg",), all),
-    "kubernetes.io/basic-auth": (("username", "password"), any),
-    "kubernetes.io/ssh-auth": (("ssh-privatekey",), all),
-}
-
-
-def _secret_type_causes(obj: dict) -> list[tuple[str, str, str]]:
-    rule = _SECRET_TYPE_KEYS.get(obj.get("type") or "")
-    if rule is None:
-        return []
-    keys, quantifier = rule
-    data = obj.get("data") or {}
-    if quantifier(k in data for k in keys):
-        return []
-    missing = [k for k in keys if k not in data]
-    return [(f"data[{missing[0]}]", "FieldValueRequired", "Required value")]
-
-
-def _template_hash(obj: dict) -> str:
-    tpl = json.dumps((obj.get("spec") or {}).get("template") or {}, sort_keys=True)
-    return hashlib.sha256(tpl.encode()).hexdigest()[:10]
-
-
-def _match_label_selector(sel: dict, labels: dict) -> bool:
-    for k, v in (sel.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for expr in sel.get("matchExpressions") or []:
-        k, op, vals = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        if op == "In" and labels.get(k) not in vals:
-            return False
-        if op == "NotIn" and k in labels and labels[k] in vals:
-            return False
-        if op == "Exists" and k not in labels:
-            return False
-        if op == "DoesNotExist" and k in labels:
-            return False
-    return True
-
-
-def _rollout_status(res: Resource, obj: dict, nodes: int, complete: bool) -> dict:
-    spec = obj.get("spec") or {}
-    gen = obj["metadata"].get("generation", 1)
-    old = obj.get("status") or {}
-    name = obj["metadata"]["name"]
-    rs_name = f"{name}-{_template_hash(obj)}"
-    ts = now()
-    if res.plural == "daemonsets":
-        want = nodes
-        st: dict[str, Any] = {"observedGeneration": gen, "desiredNumberScheduled": want,
-                              "currentNumberScheduled": want, "numberMisscheduled": 0}
-        if complete:
-            st.update(numberReady=want, numberAvailable=want, updatedNumberScheduled=want)
-        else:
-            st.update(numberReady=old.get("numberReady", 0), numberAvailable=old.get("numberAvailable", 0),
-                      updatedNumberScheduled=0, numberUnavailable=want)
-        return {k: v for k, v in st.items() if v != 0 or k in ("desiredNumberScheduled", "numberMisscheduled",
-                                                                  "currentNumberScheduled", "numberReady")}
-    want = int(spec.get("replicas", 1))
-    st = {"observedGeneration": gen, "replicas": want}
-    if complete:
-        st.update(updatedReplicas=want, readyReplicas=want, availableReplicas=want)
-    else:
-        st.update(updatedReplicas=0, readyReplicas=old.get("readyReplicas", 0),
-                  availableReplicas=old.get("availableReplicas", 0),
-                  unavailableReplicas=max(0, want - old.get("availableReplicas", 0)))
-    if res.plural == "deployments":
-        conds = []
-        avail = complete or old.get("availableReplicas", 0) >= want
-        conds.append({"type": "Available", "status": "True" if avail else "False",
-                      "reason": "MinimumReplicasAvailable" if avail else "MinimumReplicasUnavailable",
-                      "message": "Deployment has minimum availability." if avail
-                      else "Deployment does not have minimum availability.",
-                      "lastUpdateTime": ts, "lastTransitionTime": ts})
-        if complete:
-            conds.append({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                          "message": f'ReplicaSet "{rs_name}" has successfully progressed.',
-                          "lastUpdateTime": ts, "lastTransitionTime": ts})
-        else:
-            conds.append({"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
-                          "message": f'ReplicaSet "{rs_name}" is progressing.',
-                          "lastUpdateTime": ts, "lastTransitionTime": ts})
-        st["conditions"] = conds
-    elif res.plural == "statefulsets":
-        rev = f"{name}-{_template_hash(obj)}"
-        st["updateRevision"] = rev
-        st["currentRevision"] = rev if complete else old.get("currentRevision", rev)
-        st["currentReplicas"] = want if complete else old.get("currentReplicas", 0)
-        st["collisionCount"] = 0
-    elif res.plural == "replicasets":
-        st["fullyLabeledReplicas"] = want
-        st.pop("updatedReplicas", None)
-    # The apiserver omits zero-valued optional counters.
-    return {k: v for k, v in st.items() if v != 0 or k in ("replicas", "observedGeneration", "collisionCount")}
