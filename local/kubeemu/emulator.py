@@ -111,6 +111,7 @@ class KubeEmulator:
         self._faults: list[Fault] = []
         self._hooks: list[Callable[..., Any]] = []
         self.request_log: list[RequestRecord] = []
+        self._auditor = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handler: ApiHandler | None = None
@@ -134,6 +135,8 @@ class KubeEmulator:
         return self
 
     def stop(self) -> None:
+        if self._auditor is not None:
+            self._auditor.flush(5.0)
         if self._thread is None:
             return
         loop, stop = self._loop, self._stop_async
@@ -358,6 +361,65 @@ class KubeEmulator:
             except Exception as e:
                 raise ApiError(500, f"Internal error occurred: request aborted by a before() hook: "
                                     f"{type(e).__name__}") from None
+
+    # -- audit ------------------------------------------------------------------------------------------------
+
+    def enable_audit(self, policy: dict | str | Path | None = None, webhook: str | None = None,
+                     token: str | None = None, batch_max_size: int = 100, batch_max_wait: float = 0.5) -> None:
+        """Emit audit.k8s.io/v1 events for served requests, as kube-apiserver with an audit policy does.
+
+        policy: a Policy dict or YAML file (default: everything at RequestResponse, Secrets and tokens at
+        Metadata). webhook: URL that gets EventList POSTs in batches (bearer `token` if given), like
+        --audit-webhook-config-file in batch mode. Events are also kept in `audit_events`.
+        """
+        from . import audit
+
+        old = self._auditor
+        self._auditor = audit.Auditor(audit.Policy(policy), webhook, token, batch_max_size, batch_max_wait)
+        if old is not None:
+            old.close()
+
+    def disable_audit(self) -> None:
+        old, self._auditor = self._auditor, None
+        if old is not None:
+            old.close()
+
+    @property
+    def audit_events(self) -> list[dict]:
+        return list(self._auditor.events) if self._auditor is not None else []
+
+    @property
+    def audit_errors(self) -> list[str]:
+        return list(self._auditor.errors) if self._auditor is not None else []
+
+    def flush_audit(self, timeout: float = 10.0) -> bool:
+        """Block until queued audit events reached the webhook (True) or the timeout passed (False)."""
+        return self._auditor.flush(timeout) if self._auditor is not None else True
+
+    def _audit(self, ctx, verb: str, status: int, payload: Any, stage: str) -> None:
+        auditor = self._auditor
+        if auditor is None:
+            return
+        from . import audit
+
+        route, raw = ctx.route, ctx.raw
+        user = ctx.user or User("system:anonymous", ("system:unauthenticated",))
+        rule = auditor.policy.rule_for(
+            user=user.name, groups=user.groups, verb=verb, group=route.res.group if route else None,
+            resource=route.res.plural if route else None, subresource=route.subresource if route else None,
+            namespace=route.namespace if route else None, name=route.name if route else None, path=raw.path)
+        if rule is None or rule["level"] == "None":
+            return
+        if stage in auditor.policy.omit_stages or stage in (rule.get("omitStages") or []):
+            return
+        failed = status >= 400 or status == 0
+        event = audit.build_event(
+            level=rule["level"], stage=stage, method=raw.method, request_uri=str(raw.rel_url), verb=verb,
+            user=user.name, groups=user.groups, source_ip=raw.remote, user_agent=raw.headers.get("User-Agent"),
+            route=route, code=status, status_body=payload if failed and isinstance(payload, dict) else None,
+            request_object=ctx.data, response_object=None if failed or stage != "ResponseComplete" else payload,
+            received=ctx.received, allowed=ctx.allowed)
+        auditor.emit(event)
 
     # -- observation ------------------------------------------------------------------------------------------
 
