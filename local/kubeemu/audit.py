@@ -168,8 +168,10 @@ class Auditor:
         self._idle.set()
 
     def _post(self, batch: list[dict]) -> None:
+        # List items go without kind/apiVersion on the wire (the log backend's JSON lines carry them).
+        items = [{k: v for k, v in e.items() if k not in ("kind", "apiVersion")} for e in batch]
         body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {},
-                           "items": batch}).encode()
+                           "items": items}).encode()
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"

@@ -103,7 +103,7 @@ class KubeEmulator:
             groups=("system:serviceaccounts", f"system:serviceaccounts:{ns}"))
         self._lock = threading.RLock()
         self._tokens: dict[str, User] = {}
-        self.add_user(admin_token, "kubeemu-admin", groups=("system:masters",))
+        self.add_user(admin_token, "system:admin", groups=("system:masters",))  # k3s's admin identity
         self.admin_token = admin_token
         self.rbac = rbac
         self.strict_auth = strict_auth

@@ -25,7 +25,7 @@ def test_create_is_audited_with_object_ref_bodies_user_and_status(kube_clients):
                                "uid": cm.metadata.uid, "resourceVersion": cm.metadata.resource_version,
                                "apiVersion": "v1"}
     assert ev["requestURI"] == "/api/v1/namespaces/default/configmaps"
-    assert ev["user"]["username"] == "kubeemu-admin" and "system:masters" in ev["user"]["groups"]
+    assert ev["user"]["username"] == "system:admin" and "system:masters" in ev["user"]["groups"]
     assert ev["sourceIPs"] == ["127.0.0.1"] and ev["userAgent"]
     assert ev["responseStatus"] == {"metadata": {}, "code": 201}
     assert ev["requestObject"]["data"] == {"k": "v"} and ev["responseObject"]["metadata"]["uid"] == cm.metadata.uid
@@ -120,6 +120,7 @@ def test_webhook_gets_event_lists_in_batches_with_the_bearer_token(kube_clients,
     names = [i["objectRef"]["name"] for p in posts for i in p[2]["items"] if i["verb"] == "create"]
     assert names == ["c0", "c1", "c2"]
     assert len(posts) < 3  # batched, not one POST per event
+    assert all("kind" not in i and "apiVersion" not in i for p in posts for i in p[2]["items"])  # bare items
     assert emu.audit_errors == []
 
 
