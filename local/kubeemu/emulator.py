@@ -471,7 +471,8 @@ class KubeEmulator:
             self._loop.call_soon_threadsafe(handler.declare, res)
 
     def seed(self, obj: dict) -> dict:
-        """Store an object as an admin would have created it (namespace auto-created; given status kept)."""
+        """Store an object directly (no HTTP, no faults, no content validation): uid, resourceVersion,
+        creationTimestamp and generation are stamped, the namespace is created if missing, a given status kept."""
         return self.store.seed(obj)
 
     def load_manifests(self, source: str | Path) -> list[dict]:
