@@ -216,12 +216,13 @@ def build_event(*, level: str, stage: str, method: str, request_uri: str, verb: 
             name = (request_object.get("metadata") or {}).get("name")
         if name:
             ref["name"] = name
-        if isinstance(response_object, dict) and response_object.get("kind") != "Status":
-            meta = response_object.get("metadata") or {}
-            if meta.get("uid") and name:
-                ref["uid"] = meta["uid"]
-            if meta.get("resourceVersion") and name:
-                ref["resourceVersion"] = meta["resourceVersion"]
+        # uid/resourceVersion come from the request object, as LogRequestObject fills them (absent on create).
+        req_meta = (request_object.get("metadata") or {}) if isinstance(request_object, dict) else {}
+        if isinstance(req_meta, dict):
+            if req_meta.get("uid"):
+                ref["uid"] = req_meta["uid"]
+            if req_meta.get("resourceVersion"):
+                ref["resourceVersion"] = req_meta["resourceVersion"]
         if route.res.group:
             ref["apiGroup"] = route.res.group
         ref["apiVersion"] = route.res.version
