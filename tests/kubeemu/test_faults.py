@@ -92,7 +92,7 @@ def test_fail_timeout_hangs_past_the_client_timeout(kube_clients):
     t0 = time.monotonic()
     with pytest.raises(urllib3.exceptions.HTTPError):
         core.read_namespaced_config_map("c", "default", _request_timeout=0.3)
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 4.5  # each attempt was cut short by the client, not by the 5 s delay
     assert fault.hits >= 2
     emu.clear_faults()
     assert core.read_namespaced_config_map("c", "default").metadata.name == "c"
