@@ -194,14 +194,14 @@ class Auditor:
 
 
 def build_event(*, level: str, stage: str, method: str, request_uri: str, verb: str, user: str,
-                groups: tuple[str, ...], source_ip: str | None, user_agent: str | None, route: Any,
+                groups: tuple[str, ...], source_ips: list[str], user_agent: str | None, route: Any,
                 code: int, status_body: dict | None, request_object: Any, response_object: Any,
                 received: datetime.datetime, allowed: bool, audit_id: str | None = None) -> dict:
     ev: dict[str, Any] = {
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": level,
         "auditID": audit_id or str(uuid.uuid4()), "stage": stage, "requestURI": request_uri, "verb": verb,
         "user": {"username": user, "groups": list(groups)},
-        "sourceIPs": [source_ip] if source_ip else [],
+        "sourceIPs": source_ips,
     }
     if user_agent:
         ev["userAgent"] = user_agent

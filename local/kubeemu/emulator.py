@@ -415,7 +415,7 @@ class KubeEmulator:
         failed = status >= 400 or status == 0
         event = audit.build_event(
             level=rule["level"], stage=stage, method=raw.method, request_uri=str(raw.rel_url), verb=verb,
-            user=user.name, groups=user.groups, source_ip=raw.remote, user_agent=raw.headers.get("User-Agent"),
+            user=user.name, groups=user.groups, source_ips=_source_ips(raw), user_agent=raw.headers.get("User-Agent"),
             route=route, code=status, status_body=payload if failed and isinstance(payload, dict) else None,
             request_object=ctx.data, response_object=None if failed or stage != "ResponseComplete" else payload,
             received=ctx.received, allowed=ctx.allowed)
@@ -620,6 +620,17 @@ class KubeEmulator:
         if not allowed:
             out["status"]["reason"] = "denied by the emulator's deny rules or RBAC objects"
         return out
+
+
+def _source_ips(raw) -> list[str]:
+    # The apiserver's order: X-Forwarded-For entries, X-Real-Ip, then the peer address (only that is trustworthy).
+    ips = [ip.strip() for ip in raw.headers.get("X-Forwarded-For", "").split(",") if ip.strip()]
+    real = raw.headers.get("X-Real-Ip", "").strip()
+    if real and real not in ips:
+        ips.append(real)
+    if raw.remote and raw.remote not in ips:
+        ips.append(raw.remote)
+    return ips
 
 
 def _delete_options(data: Any, query: dict) -> dict:

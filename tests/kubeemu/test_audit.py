@@ -141,3 +141,14 @@ def test_unreachable_webhook_drops_the_batch_and_reports_it(kube_clients):
     assert emu.flush_audit(10)
     assert emu.audit_errors and "dropped 1 events" in emu.audit_errors[-1]
     assert len(emu.audit_events) == 1  # still kept in memory
+
+
+def test_source_ips_list_forwarded_addresses_before_the_peer(kube_emulator):
+    import requests
+
+    kube_emulator.enable_audit()
+    requests.get(f"{kube_emulator.url}/api/v1/namespaces/default/configmaps", timeout=5,
+                 headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.2", "Authorization": "Bearer x"})
+    (ev,) = kube_emulator.audit_events
+    assert ev["sourceIPs"] == ["203.0.113.7", "10.0.0.2", "127.0.0.1"]
+    assert ev["objectRef"] == {"resource": "configmaps", "namespace": "default", "apiVersion": "v1"}  # a list

@@ -17,8 +17,9 @@ def test_immutable_configmap_data_change_is_422_forbidden(kube_clients):
     assert exc.status == 422 and exc.status_body["reason"] == "Invalid"
     assert exc.status_body["message"] == ('ConfigMap "c" is invalid: data: Forbidden: field is immutable when '
                                           '`immutable` is set')
-    assert exc.status_body["details"]["causes"] == [{"reason": "FieldValueForbidden", "field": "data",
-                                                     "message": "Forbidden: field is immutable when `immutable` is set"}]
+    assert exc.status_body["details"]["causes"] == [
+        {"reason": "FieldValueForbidden", "field": "data",
+         "message": "Forbidden: field is immutable when `immutable` is set"}]
     exc = api_error(core.replace_namespaced_config_map, "c", "default",
                     {"metadata": {"name": "c"}, "data": {"k": "v"}})  # drops immutable
     assert exc.status == 422 and "immutable: Forbidden" in exc.status_body["message"]
