@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO / "bootstrap"))
 
 from edgeguard_bootstrap import cli  # noqa: E402
 
+SITE = [p for p in sys.path if p.endswith("site-packages")]
 TOOLS = ("uname", "k3s", "systemctl", "kubectl", "helm", "faas-cli", "dpkg-query", "apt-get", "curl", "gpg",
          "arkade")
 
@@ -54,8 +55,10 @@ class Node:
         self.gateway = gateway_url
         for tool in TOOLS:
             exe = self.bin / tool
-            exe.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
-                           "import fakecmd\nfakecmd.main()\n")
+            # -S keeps each fake's start-up short (the suite spawns a few thousand); site-packages
+            # go on the path by hand for the two handlers that import yaml.
+            exe.write_text(f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
+                           f"sys.path.extend({SITE!r})\nimport fakecmd\nfakecmd.main()\n")
             exe.chmod(0o755)
         self.set_world(self.default_world())
         self.files({
@@ -74,6 +77,19 @@ class Node:
             "secrets": {},
             "audit_on_restart": True,
         }
+
+    def seed_tokens(self) -> None:
+        """What `openfaas` leaves behind that k3s-audit and falco read: node copies + OpenFaaS secrets."""
+        import secrets as pysecrets
+        store = self.root / "var/lib/edgeguard/secrets"
+        store.mkdir(parents=True, mode=0o700)
+        world = self.world()
+        for name in ("audit-ingest-token", "alert-forwarder-token"):
+            value = pysecrets.token_urlsafe(32).encode()
+            (store / name).write_bytes(value)
+            (store / name).chmod(0o600)
+            world["secrets"][name] = base64.b64encode(value).decode()
+        self.set_world(world)
 
     def files(self, mapping: dict[str, str]) -> None:
         for path, text in mapping.items():
