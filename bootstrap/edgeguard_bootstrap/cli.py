@@ -24,6 +24,8 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--gateway", default=DEFAULT_GATEWAY,
                         help=f"OpenFaaS gateway as seen from this node (default {DEFAULT_GATEWAY})")
     common.add_argument("--repo", type=Path, default=REPO, help="edgeguard checkout (stack.yml, deploy/rbac)")
+    common.add_argument("--image", action="store_true",
+                        help="prepare an OS image under --root: write files only, list the commands for first boot")
     common.add_argument("--driver", choices=("modern_ebpf", "kmod"),
                         help="Falco driver instead of the one preflight picks (e.g. when preparing an image)")
 
@@ -64,7 +66,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, *, out=None, stdin=None, env: dict | None = None) -> int:
     args = parser().parse_args(argv)
-    ctx = Ctx(args.root, dry_run=args.dry_run, force=args.force, yes=args.yes, out=out, stdin=stdin, env=env)
+    if args.image and args.root == "/":
+        print("--image writes into an image: give its mount point with --root", file=out or sys.stderr)
+        return 2
+    ctx = Ctx(args.root, dry_run=args.dry_run, force=args.force, yes=args.yes, out=out, stdin=stdin, env=env,
+              image=args.image)
     where = f" under --root {args.root}" if args.root != "/" else ""
     ctx.say(f"edgeguard-bootstrap {args.command}{where}" + (" (dry run: nothing is changed)" if args.dry_run else ""))
     try:
@@ -85,6 +91,10 @@ def main(argv: list[str] | None = None, *, out=None, stdin=None, env: dict | Non
 
 def summary(ctx: Ctx) -> None:
     ctx.say("")
+    if ctx.deferred:
+        ctx.say("run these on the node at first boot (bootstrap did not run them: --image):")
+        for command in ctx.deferred:
+            ctx.say(f"  {command}")
     if ctx.changes == 0:
         ctx.say("no changes")
     elif ctx.dry_run:
@@ -95,6 +105,8 @@ def summary(ctx: Ctx) -> None:
 
 def dispatch(ctx: Ctx, args) -> int:
     cmd = args.command
+    if ctx.image and cmd in ("preflight", "revert"):
+        raise BootstrapError(f"`{cmd}` needs the live node; it cannot run with --image")
     if cmd == "preflight":
         ctx.section("preflight")
         checks = facts.preflight_checks(ctx, args.gateway, args.driver)
@@ -107,6 +119,8 @@ def dispatch(ctx: Ctx, args) -> int:
         ctx.say(ORDER_NOTE)
         ctx.section("preflight")
         ctx.require(facts.preflight_checks(ctx, args.gateway, args.driver), "preflight")
+    if ctx.image and cmd in ("openfaas", "all"):
+        raise BootstrapError(f"`{cmd}` needs the live node or cluster; with --image use k3s-audit and falco")
     if cmd in ("openfaas", "all"):
         openfaas.run(ctx, gateway=args.gateway, repo=args.repo, deploy=args.deploy,
                      cron_connector=args.cron_connector, api_server=args.api_server,

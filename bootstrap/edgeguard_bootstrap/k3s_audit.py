@@ -89,6 +89,9 @@ def run(ctx: Ctx, *, gateway: str, audit_url: str | None = None, check: str = "a
                               why=f"webhook kubeconfig: {url} with audit-ingest's bearer token")
     changed |= ctx.ensure_dir(LOG_DIR, 0o700, "local audit log (fallback record when the webhook drops a batch)")
     changed |= ctx.write_file(DROPIN, dropin_text(), mode=0o600, why="kube-apiserver-arg+ audit flags")
+    if ctx.image:
+        ctx.note("image: k3s reads these files when it first starts; no restart and no audit probe now")
+        return
     restarted = restart_k3s(ctx, changed)
     if ctx.dry_run:
         if changed:
