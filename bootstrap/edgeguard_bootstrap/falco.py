@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 
-from . import facts, secretstore, yamlout
+from . import facts, secretstore, tools, yamlout
 from .engine import BootstrapError, Check, Ctx, sha256
 
 CHART_REPO = ("falcosecurity", "https://falcosecurity.github.io/charts")
@@ -84,6 +84,8 @@ def checks(ctx: Ctx, mode: str, driver: str | None) -> list[Check]:
 def run(ctx: Ctx, *, mode: str, gateway: str, falco_gateway: str | None = None, driver: str | None = None,
         deb: str | None = None, headers_package: str | None = None) -> None:
     ctx.section(f"falco --mode {mode}: Falco with JSON alerts to alert-forwarder")
+    if mode == "helm" and not ctx.image:
+        tools.ensure(ctx, ("helm",))
     ctx.require(checks(ctx, mode, driver))
     if ctx.image and not driver:
         raise BootstrapError("--image needs --driver modern_ebpf|kmod: the image's kernel is not this machine's")

@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from . import facts, secretstore, yamlout
+from . import facts, secretstore, tools, yamlout
 from .engine import BootstrapError, Check, Ctx
 
 NS = facts.FUNCTION_NAMESPACE
@@ -180,6 +180,7 @@ def read_sa_token(ctx: Ctx, sa: str, timeout: float) -> tuple[str, str] | None:
 def run(ctx: Ctx, *, gateway: str, repo: Path, deploy: bool = False, cron_connector: bool = False,
         api_server: str = API_SERVER, token_timeout: float = 60.0) -> None:
     ctx.section("openfaas: function secrets, ServiceAccount credentials, cron-connector")
+    tools.ensure(ctx, ("faas-cli",))
     ctx.require(checks(ctx, gateway, repo))
     remote = remote_secrets(ctx)
     for name in secretstore.TOKENS + secretstore.KEYS + tuple(secretstore.PLACEHOLDERS):

@@ -200,3 +200,12 @@ def test_the_repos_rbac_manifests_define_the_service_accounts_bootstrap_uses(sa)
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     accounts = {(d["metadata"]["name"], d["metadata"].get("namespace")) for d in docs if d["kind"] == "ServiceAccount"}
     assert (sa, "openfaas-fn") in accounts
+
+
+def test_missing_faas_cli_is_installed_with_arkade_first(node):
+    (node.bin / "faas-cli").rename(node.tmp / "faas-cli-real")
+    code, out = node.run("openfaas")
+    assert code == 0, out
+    assert node.mutating_calls()[0] == ["arkade", "get", "faas-cli"]
+    assert node.path("/usr/local/bin/faas-cli").stat().st_mode & 0o777 == 0o755
+    assert ["faas-cli", "secret", "list", "--gateway", node.gateway] in node.calls()
