@@ -103,6 +103,11 @@ def run(ctx: Ctx, *, gateway: str, audit_url: str | None = None, check: str = "a
         return
     if restarted:
         wait_ready(ctx)
+    deployed = facts.deployed_functions(ctx)
+    if deployed is not None and "audit-ingest" not in deployed:
+        ctx.say("  !! audit-ingest is not deployed, so the delivery probe is skipped: after `faas-cli up`, run "
+                "`edgeguard-bootstrap k3s-audit --check`")
+        return
     verify_delivery(ctx, gateway, token, timeout=check_timeout, poll=poll)
 
 

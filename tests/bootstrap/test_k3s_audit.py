@@ -180,3 +180,15 @@ def test_existing_dropin_of_the_same_name_is_backed_up(node):
     backups = list(node.path("/var/lib/edgeguard/backups").rglob("60-edgeguard-audit.yaml"))
     assert len(backups) == 1 and backups[0].read_text().endswith("audit-log-path=/old\n")
     assert "-  - audit-log-path=/old" in out
+
+
+def test_probe_is_skipped_with_advice_when_audit_ingest_is_not_deployed(node):
+    with_tokens(node)
+    node.update_world(deployments=["alert-forwarder"])
+    code, out = node.run("k3s-audit", "--yes")
+    assert code == 0, out
+    assert "audit-ingest is not deployed" in out and "k3s-audit --check" in out
+    assert not any(c[:2] == ["kubectl", "create"] for c in node.calls())
+    node.update_world(deployments=["audit-ingest"])
+    code, out = node.run("k3s-audit", "--check", "--check-timeout", "5")
+    assert code == 0 and "audit events reach audit-ingest" in out
