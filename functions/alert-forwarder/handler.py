@@ -1,7 +1,205 @@
-"""alert-forwarder: not built yet (see its issue)."""
-from .edgeguard import http
+"""alert-forwarder: route Falco alerts to people, to the action centre and to remediation, and lose none.
+
+Endpoints (all need the `alert-forwarder-token` bearer token; POST / also takes `?token=` because Falco's
+http_output cannot set headers):
+
+  POST /         one Falco alert, a JSON array of alerts, or NDJSON; 202 once routed (and spooled)
+  POST /flush    retry spooled deliveries now, one probe per failing destination (`?due_only=1`: only those
+                 whose back-off has passed)
+  POST /test     send a test alert through the routes (`?dry_run=1` only explains where it would go)
+  GET  /metrics  Prometheus text
+  GET  /         health and configuration, without secrets
+
+OpenFaaS's cron-connector calls `POST /` with an empty body and no credentials; when the `cron_flush`
+environment variable is true that request is treated as a flush (it carries no data and returns only counts).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from .edgeguard import auth, config, http, log
+from .edgeguard.falco.alert import parse_alert
+from .edgeguard.routes import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
+from .forwarder import Forwarder, Settings
+
+TOKEN_SECRET = "alert-forwarder-token"
+DESTINATIONS_SECRET = "alert-forwarder-destinations"
+HERE = Path(__file__).resolve().parent
+
+
+def _settings() -> Settings:
+    ack = (config.env_str("ack_mode", "durable") or "durable").lower()
+    if ack not in ("durable", "fast"):
+        raise config.ConfigError(f"environment variable ack_mode={ack!r} must be 'durable' or 'fast'")
+    return Settings(
+        spool_dir=config.env_str("spool_dir", "/tmp/edgeguard-spool"),
+        spool_max_entries=config.env_int("spool_max_entries", 10000, minimum=1),
+        spool_max_age=config.env_float("spool_max_age_seconds", 86400.0),
+        spool_fsync=config.env_bool("spool_fsync", True),
+        ack_mode=ack,
+        queue_max=config.env_int("queue_max", 1000, minimum=1),
+        tick_interval=config.env_float("retry_tick_seconds", 1.0),
+        flush_budget=config.env_float("flush_budget_seconds", 20.0),
+    )
+
+
+def build_forwarder(**kwargs) -> Forwarder:
+    """Load routes (secret override, else the shipped file), destination secrets and settings.
+
+    Any problem raises ConfigError/RoutesError naming the place, so the pod fails at start-up.
+    """
+    routes_secret = config.env_str("routes_secret", "alert-forwarder-routes")
+    text = config.read_secret_bytes(routes_secret) if routes_secret else None
+    if text is not None:
+        source = f"secret {routes_secret}"
+        text = text.decode("utf-8")
+    else:
+        path = Path(config.env_str("routes_file", str(HERE / "routes.yaml")))
+        source = str(path.name if path.parent == HERE else path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise config.ConfigError(f"cannot read routes file {path}: {exc.strerror}") from None
+    table = load_routes_text(text, source)
+    raw = config.read_secret(DESTINATIONS_SECRET)
+    secrets = parse_destination_secrets(raw, DESTINATIONS_SECRET)
+    for entry in secrets.values():
+        for key in ("url", "token", "hmac_key", "client_key"):
+            if entry.get(key):
+                log.register_secret(entry[key])
+        for v in (entry.get("headers") or {}).values():
+            log.register_secret(v)
+    for name in unknown_secret_entries(table, secrets):
+        log.warning("config.unused_destination_secret", destination=name)
+    fwd = Forwarder(table, secrets, kwargs.pop("settings", None) or _settings(), source=source, **kwargs)
+    log.info("config.loaded", routes=source, routes_count=len(table.all_routes()),
+             enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled),
+             disabled=sorted(n for n, d in fwd.destinations.items() if not d.enabled),
+             spool_depth=fwd.spool.depth())
+    return fwd
+
+
+try:
+    FORWARDER = build_forwarder()
+except (RoutesError, config.ConfigError) as _exc:
+    # Fail loudly: of-watchdog restarts the pod and the log says exactly what to fix.
+    log.error("config.invalid", error=str(_exc))
+    raise
+
+MAX_BODY = config.env_int("max_body_bytes", 4 * 1024 * 1024, minimum=1024)
+MAX_BATCH = config.env_int("max_batch", 10000, minimum=1)
+CRON_FLUSH = config.env_bool("cron_flush", False)
+_cron_lock = threading.Lock()
+_cron_last = [0.0]
+
+
+def _validate(doc) -> list[dict]:
+    items = doc if isinstance(doc, list) else [doc]
+    if not items:
+        raise http.HTTPError(400, "empty batch: send one alert object or a non-empty array")
+    if len(items) > MAX_BATCH:
+        raise http.HTTPError(413, f"batch of {len(items)} alerts is over the limit of {MAX_BATCH}")
+    alerts = []
+    for i, obj in enumerate(items):
+        try:
+            alerts.append(parse_alert(obj).to_dict())
+        except ValueError as exc:
+            where = f"alert[{i}]: " if isinstance(doc, list) else ""
+            raise http.HTTPError(400, f"{where}{exc}; nothing was forwarded", index=i) from None
+    return alerts
+
+
+def _ingest(event) -> dict:
+    auth.require_bearer(event, TOKEN_SECRET, allow_query_token=True)
+    doc = http.parse_json(event, max_bytes=MAX_BODY, allow_ndjson=True)
+    alerts = _validate(doc)
+    report = FORWARDER.ingest(alerts)
+    report["spool_depth"] = FORWARDER.spool.depth()
+    return http.json_response(report, 202)
+
+
+def _cron_flush(event) -> dict:
+    now = time.monotonic()
+    with _cron_lock:
+        # Unauthenticated, so at most one per 10 s: it must not become a way to hammer receivers.
+        if now - _cron_last[0] < 10.0:
+            return http.json_response({"flush": "skipped", "reason": "flushed less than 10s ago"}, 200)
+        _cron_last[0] = now
+    counts = FORWARDER.flush(ignore_schedule=True)
+    log.info("spool.cron_flush", **counts)
+    return http.json_response({"flush": counts}, 200)
+
+
+def _is_cron_call(event) -> bool:
+    body = getattr(event, "body", b"") or b""
+    return (CRON_FLUSH and not body.strip() and http.header(event, "Authorization") is None
+            and http.query(event, "token") is None)
+
+
+def _test(event, context) -> dict:
+    auth.require_bearer(event, TOKEN_SECRET)
+    overrides = http.parse_json(event, max_bytes=MAX_BODY, allow_empty=True) if (getattr(event, "body", b"") or b"").strip() else None
+    now_ns = time.time_ns()
+    from .edgeguard.falco.alert import format_time
+
+    priority = http.query(event, "priority", "Warning")
+    alert = {"hostname": getattr(context, "hostname", None) or "alert-forwarder", "output_fields": {"test": "true"},
+             "priority": priority, "rule": "Test rule", "source": "internal", "tags": ["example", "test"],
+             "time": format_time(now_ns)}
+    alert["output"] = f"{format_time(now_ns)[11:29]}: {priority} This is a test from edgeguard alert-forwarder"
+    if overrides is not None:
+        if not isinstance(overrides, dict):
+            raise http.HTTPError(400, "the /test body must be a JSON object of alert fields to override")
+        alert.update(overrides)
+    [alert] = _validate(alert)
+    explanation = FORWARDER.explain(alert)
+    if http.query_flag(event, "dry_run"):
+        return http.json_response({"dry_run": True, "alert": alert, **explanation}, 200)
+    report = FORWARDER.ingest([alert])
+    return http.json_response({"test": True, **report}, 202)
 
 
 @http.guarded
 def handle(event, context):
-    raise http.HTTPError(501, "alert-forwarder is not built yet")
+    m = http.method(event)
+    p = http.path(event).rstrip("/") or "/"
+    FORWARDER.maybe_tick()
+    endpoint = p if p in ("/", "/flush", "/test", "/metrics") else "other"
+    resp = None
+    try:
+        if p == "/" and m == "POST":
+            resp = _cron_flush(event) if _is_cron_call(event) else _ingest(event)
+        elif p == "/" and m in ("GET", "HEAD"):
+            auth.require_bearer(event, TOKEN_SECRET)
+            resp = http.json_response(FORWARDER.status())
+        elif p == "/metrics":
+            http.require_method(event, ("GET",))
+            auth.require_bearer(event, TOKEN_SECRET)
+            resp = http.text_response(FORWARDER.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        elif p == "/flush":
+            http.require_method(event, ("POST",))
+            auth.require_bearer(event, TOKEN_SECRET)
+            resp = http.json_response({"flush": FORWARDER.flush(ignore_schedule=not http.query_flag(event, "due_only"))})
+        elif p == "/test":
+            http.require_method(event, ("POST",))
+            resp = _test(event, context)
+        elif p == "/":
+            http.require_method(event, ("GET", "POST"))
+        else:
+            raise http.HTTPError(404, f"no such endpoint {p}; use /, /flush, /test or /metrics")
+        return resp
+    except http.HTTPError as err:
+        FORWARDER.metrics.inc("requests_total", {"endpoint": endpoint, "code": err.status})
+        if 400 <= err.status < 500:
+            FORWARDER.metrics.inc("rejected_total", {"reason": _reason(err)})
+        raise
+    finally:
+        if resp is not None:
+            FORWARDER.metrics.inc("requests_total", {"endpoint": endpoint, "code": resp["statusCode"]})
+
+
+def _reason(err: http.HTTPError) -> str:
+    return {401: "unauthorized", 405: "method", 413: "too_large", 415: "content_type", 404: "not_found",
+            503: "unconfigured"}.get(err.status, "invalid")

@@ -9,7 +9,7 @@ import hmac
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,7 @@ class KubeEmulator:
 
     def __init__(self, *, rbac: bool = False, strict_auth: bool = False, admin_token: str = ADMIN_TOKEN):
         self.store = Store(Registry())
+        self.store.on_register = self._declare
         self.store.on_token = lambda token, ns, sa: self.add_user(
             token, f"system:serviceaccount:{ns}:{sa}",
             groups=("system:serviceaccounts", f"system:serviceaccounts:{ns}"))
@@ -165,7 +166,7 @@ class KubeEmulator:
     async def _serve(self) -> None:
         self._stop_async = asyncio.Event()
         handler = ApiHandler(emu=self, stopping=self._stop_async)
-        handler.register_discovery()
+        handler.register_discovery()  # includes types registered before start()
         self._handler = handler
         async with handler:
             server = aiohttp.web.Server(handler, handler_cancellation=True)
@@ -281,8 +282,6 @@ class KubeEmulator:
         if resource in ("*", None):
             return _Match(frozenset(verbs), None, None, namespace, name)
         base, _, sub = resource.partition("/")
-        if "." in base and not sub:
-            pass
         res = self.store.registry.lookup(base)
         if sub and sub != "*" and sub not in res.subresources:
             raise ValueError(f"{res} has no subresource {sub!r}")
@@ -302,11 +301,12 @@ class KubeEmulator:
              applied: bool = False, message: str | None = None) -> Fault:
         """Answer the next `times` matching requests with `status` (None = forever).
 
-        status="timeout" hangs `delay` seconds (default 30, ended early by stop()) then answers 504.
+        status="timeout" hangs `delay` seconds (default 30, ended early by stop()) then answers 504;
+        status="reset" drops the connection without an answer (recorded with status 0).
         applied=True applies the request first, then answers the fault (a write whose reply was lost).
         """
-        if status != "timeout" and not (isinstance(status, int) and 400 <= status <= 599):
-            raise ValueError("status must be an HTTP error code (400-599) or 'timeout'")
+        if status not in ("timeout", "reset") and not (isinstance(status, int) and 400 <= status <= 599):
+            raise ValueError("status must be an HTTP error code (400-599), 'timeout' or 'reset'")
         fault = Fault(self._match(verb, resource, namespace, name), status, times, delay, applied, message)
         with self._lock:
             self._faults.append(fault)
@@ -388,6 +388,19 @@ class KubeEmulator:
 
     def resource(self, kind_or_plural: str) -> Resource:
         return self.store.registry.lookup(kind_or_plural)
+
+    def register_resource(self, group: str, version: str, plural: str, kind: str, namespaced: bool = True,
+                          short_names: Iterable[str] = (), subresources: Iterable[str] = ("status",)) -> Resource:
+        """Serve a custom type (as if its CRD were installed); creating a CRD object does the same."""
+        res = Resource(group, version, plural, kind, namespaced, tuple(short_names), tuple(subresources),
+                       generation=True)
+        self.store.register(res)
+        return res
+
+    def _declare(self, res: Resource) -> None:
+        handler = self._handler
+        if handler is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(handler.declare, res)
 
     def seed(self, obj: dict) -> dict:
         """Store an object as an admin would have created it (namespace auto-created; given status kept)."""

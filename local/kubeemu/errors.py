@@ -17,13 +17,16 @@ class ApiError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.reason = reason or _REASONS.get(code, "Unknown")
+        # reason="" means: no reason, as for errors the apiserver passes through unclassified.
+        self.reason = _REASONS.get(code, "Unknown") if reason is None else reason
         self.details = details
         self.headers = headers or {}
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                "message": self.message, "reason": self.reason, "code": self.code}
+                                "message": self.message, "code": self.code}
+        if self.reason:
+            body["reason"] = self.reason
         if self.details:
             body["details"] = self.details
         return body

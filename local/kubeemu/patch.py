@@ -152,7 +152,7 @@ def _pointer(ptr: str) -> list[str]:
     if ptr == "":
         return []
     if not ptr.startswith("/"):
-        raise PatchError(f"invalid JSON pointer {ptr!r}")
+        raise PatchApplyError(f"invalid JSON pointer {ptr!r}")
     return [p.replace("~1", "/").replace("~0", "~") for p in ptr[1:].split("/")]
 
 
@@ -211,15 +211,17 @@ def _remove(doc: Any, ptr: str) -> Any:
 
 
 def json_patch(doc: Any, ops: Any) -> Any:
-    if not isinstance(ops, list):
-        raise PatchError("a JSON patch must be a list of operations")
+    # As the apiserver: a body that does not decode as a list of operations is 400; every failure while
+    # applying the operations (unknown op, missing value, bad path, failed test) is 422.
+    if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
+        raise PatchError("a JSON patch must be a list of operation objects")
     doc = copy.deepcopy(doc)
     for op in ops:
-        if not isinstance(op, dict) or not isinstance(op.get("op"), str) or not isinstance(op.get("path"), str):
-            raise PatchError(f"invalid JSON patch operation {op!r}")
-        kind, ptr = op["op"], op["path"]
+        kind, ptr = op.get("op"), op.get("path")
+        if not isinstance(kind, str) or not isinstance(ptr, str):
+            raise PatchApplyError(f"invalid JSON patch operation {op!r}: needs string 'op' and 'path'")
         if kind in ("add", "replace", "test") and "value" not in op:
-            raise PatchError(f"operation {kind!r} lacks a value")
+            raise PatchApplyError(f"operation {kind!r} lacks a value")
         if kind == "add":
             doc = _add(doc, ptr, op["value"])
         elif kind == "remove":
@@ -237,11 +239,11 @@ def json_patch(doc: Any, ops: Any) -> Any:
         elif kind in ("move", "copy"):
             src = op.get("from")
             if not isinstance(src, str):
-                raise PatchError(f"operation {kind!r} lacks 'from'")
+                raise PatchApplyError(f"operation {kind!r} lacks 'from'")
             value = copy.deepcopy(_walk(doc, _pointer(src), src))
             if kind == "move":
                 _remove(doc, src)
             doc = _add(doc, ptr, value)
         else:
-            raise PatchError(f"unknown JSON patch operation {kind!r}")
+            raise PatchApplyError(f"Unexpected kind: {kind}")
     return doc

@@ -120,3 +120,49 @@ def _container(c: Any, where: str, volumes: set[str], seen: set[str]) -> list[Ca
             causes.append((f"{f}.mountPath", "FieldValueInvalid", f'Invalid value: "{mp}": must be unique'))
         paths.add(mp)
     return causes
+
+
+# Fields of a running Pod's spec that an update may change (ValidatePodUpdate); everything else is 422.
+_POD_MUTABLE_MSG = ("Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+                    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions "
+                    "to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it "
+                    "was previously negative)")
+_STS_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
+                "minReadySeconds", "revisionHistoryLimit")
+
+
+def _pod_spec_sans_mutable(spec: Any) -> Any:
+    if not isinstance(spec, dict):
+        return spec
+    out = {k: v for k, v in spec.items() if k not in ("activeDeadlineSeconds", "tolerations",
+                                                       "terminationGracePeriodSeconds")}
+    for kind in ("containers", "initContainers"):
+        if isinstance(out.get(kind), list):
+            out[kind] = [{k: v for k, v in c.items() if k != "image"} if isinstance(c, dict) else c
+                         for c in out[kind]]
+    return out
+
+
+def validate_update(group: str, plural: str, new: dict, old: dict) -> list[Cause]:
+    """Immutable fields of existing objects: Pod specs, workload selectors, StatefulSet spec, Job templates."""
+    ns, os_ = new.get("spec") or {}, old.get("spec") or {}
+    if group == "" and plural == "pods":
+        if _pod_spec_sans_mutable(ns) != _pod_spec_sans_mutable(os_):
+            return [("spec", "FieldValueForbidden", _POD_MUTABLE_MSG)]
+        return []
+    causes: list[Cause] = []
+    if (group, plural) in (("apps", "deployments"), ("apps", "statefulsets"), ("apps", "daemonsets"),
+                           ("apps", "replicasets"), ("batch", "jobs")):
+        if ns.get("selector") != os_.get("selector") and not (plural == "jobs" and ns.get("selector") is None):
+            causes.append(("spec.selector", "FieldValueInvalid", "Invalid value: field is immutable"))
+    if (group, plural) == ("apps", "statefulsets"):
+        rest_new = {k: v for k, v in ns.items() if k not in _STS_MUTABLE}
+        rest_old = {k: v for k, v in os_.items() if k not in _STS_MUTABLE}
+        if rest_new != rest_old:
+            causes.append(("spec", "FieldValueForbidden",
+                           "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', "
+                           "'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and "
+                           "'minReadySeconds' are forbidden"))
+    if (group, plural) == ("batch", "jobs") and ns.get("template") != os_.get("template"):
+        causes.append(("spec.template", "FieldValueInvalid", "Invalid value: field is immutable"))
+    return causes

@@ -99,6 +99,9 @@ BUILTIN: tuple[Resource, ...] = (
     # networking.k8s.io/v1
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",), generation=True),
     Resource("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), ("status",), generation=True),
+    # apiextensions.k8s.io/v1: creating a CRD makes its resource servable
+    Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
+             ("crd", "crds"), ("status",), generation=True),
     # authorization.k8s.io/v1: answered from the emulator's deny rules / RBAC, never stored
     Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
              verbs=("create",)),

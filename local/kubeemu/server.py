@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -61,10 +62,17 @@ class ApiHandler(KubernetesScaffold):
     watch_queues: set = attrs.field(factory=set)
 
     def register_discovery(self) -> None:
+        # Health probes, declared with kmock's own DSL (they are plain, non-resource endpoints).
+        for probe in ("/healthz", "/readyz", "/livez"):
+            self[f"get {probe}"] << b"ok"
         for r in self.emu.store.registry.resources:
-            self.resources[f"{r.group}/{r.version}/{r.plural}" if r.group else f"v1/{r.plural}"] = ResourceInfo(
-                namespaced=r.namespaced, kind=r.kind, singular=r.singular, verbs=set(r.verbs),
-                shortnames=set(r.short_names), subresources=set(r.subresources))
+            self.declare(r)
+
+    def declare(self, r: Resource) -> None:
+        """Make a type visible in kmock's group discovery (/apis, /apis/<group>)."""
+        self.resources[f"{r.group}/{r.version}/{r.plural}" if r.group else f"v1/{r.plural}"] = ResourceInfo(
+            namespaced=r.namespaced, kind=r.kind, singular=r.singular, verbs=set(r.verbs),
+            shortnames=set(r.short_names), subresources=set(r.subresources))
 
     async def _serve_version(self, request) -> dict:
         # kmock repeats a resource's short names and verbs on its subresources, which makes kubectl refuse
@@ -175,27 +183,45 @@ class ApiHandler(KubernetesScaffold):
             emu._run_hooks(route, data)
             fault = emu._take_fault(route)
             if fault is not None:
-                return await self._faulted(raw, route, query, body, data, fault)
+                return await self._faulted(raw, route, query, body, data, fault, user)
             if route.verb == "watch":
-                return await self._watch(raw, route, query)
+                return await self._watch(raw, route, query, user)
             status, payload = emu._dispatch(route, query, body, data, raw.headers.get("Content-Type", ""), user)
         except ApiError as e:
             emu._record(route.verb, raw.path, e.code, route, user)
             return _status_response(e)
+        except Exception as e:  # an emulator bug must still look like an apiserver 500 to the client
+            logging.getLogger(__name__).exception("kubeemu failed on %s %s", raw.method, raw.path)
+            emu._record(route.verb, raw.path, 500, route, user)
+            return _status_response(ApiError(500, f"Internal error occurred: {type(e).__name__}"))
         emu._record(route.verb, raw.path, status, route, user)
         return aiohttp.web.json_response(payload, status=status)
 
-    async def _faulted(self, raw, route: Route, query: dict, body: bytes, data: Any, fault) -> aiohttp.web.StreamResponse:
+    async def _faulted(self, raw, route: Route, query: dict, body: bytes, data: Any, fault,
+                       user) -> aiohttp.web.StreamResponse:
         emu: KubeEmulator = self.emu
         if fault.applied and route.verb not in ("watch",):
             try:
-                emu._dispatch(route, query, body, data, raw.headers.get("Content-Type", ""))
+                emu._dispatch(route, query, body, data, raw.headers.get("Content-Type", ""), user)
             except ApiError:
                 pass  # the injected answer replaces whatever the real one was
         if fault.delay or fault.status == "timeout":
             await self.sleep(fault.delay if fault.delay is not None else 30.0)
+        if fault.status == "reset":
+            # The connection drops with no answer at all (crashed apiserver, broken proxy).
+            emu._record(route.verb, raw.path, 0, route, user)
+            if raw.transport is not None:
+                raw.transport.abort()
+            raise asyncio.CancelledError
         code = 504 if fault.status == "timeout" else int(fault.status)
-        name = route.name or ""
+        name = route.name or ((data or {}).get("metadata") or {}).get("name") or "" if isinstance(data, dict) \
+            else (route.name or "")
+        if code == 409 and route.verb == "create" and not route.subresource and fault.message is None:
+            # A conflict on create is the apiserver's AlreadyExists.
+            emu._record(route.verb, raw.path, code, route, user)
+            return _status_response(ApiError(409, f'{route.res} "{name}" already exists', "AlreadyExists",
+                                             {"name": name, "kind": route.res.plural,
+                                              **({"group": route.res.group} if route.res.group else {})}))
         messages = {409: f'Operation cannot be fulfilled on {route.res} "{name}": the object has been modified; '
                          f'please apply your changes to the latest version and try again',
                     429: "Too many requests, please try again later.",
@@ -207,7 +233,7 @@ class ApiHandler(KubernetesScaffold):
                        details={"name": name, "kind": route.res.plural, **({"group": route.res.group}
                                                                           if route.res.group else {})},
                        headers={"Retry-After": "1"} if code in (429, 503) else None)
-        emu._record(route.verb, raw.path, code, route, None)
+        emu._record(route.verb, raw.path, code, route, user)
         return _status_response(err)
 
     async def sleep(self, seconds: float) -> None:
@@ -226,7 +252,8 @@ class ApiHandler(KubernetesScaffold):
 
     # -- watch ---------------------------------------------------------------------------------------------
 
-    async def _watch(self, raw: aiohttp.web.BaseRequest, route: Route, query: dict) -> aiohttp.web.StreamResponse:
+    async def _watch(self, raw: aiohttp.web.BaseRequest, route: Route, query: dict,
+                     user) -> aiohttp.web.StreamResponse:
         emu: KubeEmulator = self.emu
         store = emu.store
         field_selector = query.get("fieldSelector")
@@ -239,7 +266,10 @@ class ApiHandler(KubernetesScaffold):
 
         def listener(r: Resource, kind: str, obj: dict) -> None:
             if r.group == res.group and r.plural == res.plural:
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, obj))
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, (kind, obj))
+                except RuntimeError:  # the loop is closing; the watch is ending anyway
+                    pass
 
         rv = query.get("resourceVersion") or ""
         initial: list[tuple[str, dict]] = []
@@ -262,7 +292,7 @@ class ApiHandler(KubernetesScaffold):
             store.add_listener(listener)
         self.watch_queues.add(queue)
         response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-        emu._record("watch", raw.path, 200, route, None)
+        emu._record("watch", raw.path, 200, route, user)
         try:
             await response.prepare(raw)
             if gone is not None:
@@ -329,9 +359,9 @@ def _decode(body: bytes, content_type: str | None, verb: str) -> Any:
         except yaml.YAMLError as e:
             raise ApiError(400, f"the request body is not valid YAML: {e}") from None
     if ctype != "application/json" and not ctype.endswith("+json"):
-        raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
-                            f"application/json, application/yaml (the emulator does not decode protobuf: "
-                            f"with kubectl use `create -f`/`apply -f` rather than generators)")
+        raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                            "application/json, application/yaml (the emulator does not decode protobuf: "
+                            "with kubectl use `create -f`/`apply -f` rather than generators)")
     try:
         return json.loads(body)
     except ValueError as e:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import errors, patch as patching, podspec
+from . import meta as objmeta
 from .errors import ApiError
 from .resources import WORKLOADS, Registry, Resource
 from .selectors import SelectorError, parse_fields, parse_labels
@@ -37,7 +38,7 @@ _IMMUTABLE_MSG = "Forbidden: field is immutable when `immutable` is set"
 _KEEP_STATUS_ON_CREATE = ("nodes", "namespaces")
 # Object types whose name is a DNS-1123 label rather than a subdomain.
 _LABEL_NAMED = ("namespaces", "services")
-EVENT_LOG_SIZE = 4096
+EVENT_LOG_SIZE = 4096  # events kept for watch resumption (the apiserver's cache keeps 100 per type)
 SA_TOKEN_TYPE = "kubernetes.io/service-account-token"
 SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
 # Not a real CA: the emulator serves plain HTTP; the token controller still fills ca.crt as a real one does.
@@ -65,6 +66,8 @@ class Store:
         self._held: set[tuple[str, str, Key]] = set()
         # Called with (token, namespace, serviceaccount) whenever the emulated token controller mints a token.
         self.on_token: Callable[[str, str, str], None] | None = None
+        # Called with a Resource whenever a CustomResourceDefinition makes a new type servable.
+        self.on_register: Callable[[Resource], None] | None = None
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
 
@@ -96,10 +99,11 @@ class Store:
         return str(self._rv)
 
     def _emit(self, res: Resource, kind: str, obj: dict) -> None:
-        snapshot = copy.deepcopy(obj)
-        self.log.append((int(obj["metadata"]["resourceVersion"]), res, kind, snapshot))
+        # Stored dicts are never mutated in place (every write stores a fresh dict, every read deep-copies),
+        # so the event log and watchers can share them instead of holding one more copy per event.
+        self.log.append((int(obj["metadata"]["resourceVersion"]), res, kind, obj))
         for fn in list(self._listeners):
-            fn(res, kind, snapshot)
+            fn(res, kind, obj)
 
     def _key(self, res: Resource, namespace: str | None, name: str) -> Key:
         return (namespace if res.namespaced else None, name)
@@ -162,11 +166,11 @@ class Store:
 
     def _validate(self, res: Resource, obj: dict, old: dict | None) -> None:
         name = obj["metadata"]["name"]
-        causes: list[tuple[str, str, str]] = []
-        for fld in ("labels", "annotations"):
-            v = obj["metadata"].get(fld)
-            if v is not None and (not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values())):
-                causes.append((f"metadata.{fld}", "FieldValueInvalid", "Invalid value: values must be strings"))
+        causes: list[tuple[str, str, str]] = objmeta.validate_meta(obj["metadata"])
+        if res.plural == "events" and res.group == "":
+            causes += objmeta.validate_core_event(obj)
+        if res.plural == "events" and res.group == "events.k8s.io" and old is None:
+            causes += objmeta.validate_events_v1(obj)
         if res.group in ("", "apps", "batch"):
             causes += podspec.validate(res.plural, obj)
         if res.plural in ("configmaps", "secrets") and res.group == "":
@@ -275,6 +279,9 @@ class Store:
             if not matches:
                 raise KeyError(f"unknown kind {api_version}/{kind}")
             res = matches[0]
+        obj = copy.deepcopy(obj)
+        # An object copied from get() carries server fields; seeding re-creates it, so they are dropped.
+        (obj.get("metadata") or {}).pop("resourceVersion", None)
         with self.lock:
             ns = (obj.get("metadata") or {}).get("namespace") or ("default" if res.namespaced else None)
             if res.namespaced and self.find(self.registry.lookup("namespaces"), None, ns) is None:
@@ -295,7 +302,7 @@ class Store:
         else:
             meta.pop("namespace", None)
         if meta.get("resourceVersion"):
-            raise ApiError(500, "resourceVersion should not be set on objects to be created")
+            raise ApiError(500, "resourceVersion should not be set on objects to be created", reason="")
         with self.lock:
             if res.namespaced:
                 ns_res = self.registry.lookup("namespaces")
@@ -341,6 +348,8 @@ class Store:
                 self._reconcile(res, key)
             if res.group == "" and res.plural == "secrets" and obj.get("type") == SA_TOKEN_TYPE:
                 self._fill_sa_token(key)
+            if res.plural == "customresourcedefinitions":
+                self._establish_crd(res, key)
             return result
 
     def update(self, res: Resource, namespace: str | None, name: str, body: Any, subresource: str | None = None,
@@ -380,10 +389,10 @@ class Store:
                 elif ctype == "application/json-patch+json":
                     new = patching.json_patch(old, doc)
                 else:
-                    raise ApiError(415, f"the body of the request was in an unknown format - accepted media "
-                                        f"types include: application/json-patch+json, "
-                                        f"application/merge-patch+json, application/apply-patch+yaml, "
-                                        f"application/strategic-merge-patch+json")
+                    raise ApiError(415, "the body of the request was in an unknown format - accepted media "
+                                        "types include: application/json-patch+json, "
+                                        "application/merge-patch+json, application/apply-patch+yaml, "
+                                        "application/strategic-merge-patch+json")
             except patching.PatchError as e:
                 raise ApiError(400, str(e)) from None
             except patching.PatchApplyError as e:
@@ -465,6 +474,9 @@ class Store:
                                        why=f'{res} "{name}" is forbidden: no new finalizers can be added if the '
                                            f'object is being deleted, found new finalizers {sorted(added)!r}')
         self._validate(res, new, old)
+        causes = podspec.validate_update(res.group, res.plural, new, old)
+        if causes:
+            raise errors.invalid(res, name, causes)
         spec_changed = res.generation and (new.get("spec") != old.get("spec"))
         if spec_changed:
             meta["generation"] = int(old["metadata"].get("generation") or 1) + 1
@@ -478,6 +490,7 @@ class Store:
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             del self._bucket(res)[key]
             self._emit(res, "DELETED", new)
+            self._collect_dependents(meta["uid"], orphan=False)
             return copy.deepcopy(new)
         self._bucket(res)[key] = new
         self._emit(res, "MODIFIED", new)
@@ -488,7 +501,7 @@ class Store:
 
     def delete(self, res: Resource, namespace: str | None, name: str, options: dict | None = None,
                dry_run: bool = False) -> tuple[int, dict]:
-        """Returns (HTTP status, body) as the apiserver would: 200 when gone, 202 when finalizers hold it."""
+        """Returns (HTTP status, body) as the apiserver would (the object while finalizers hold it)."""
         options = options or {}
         pre = options.get("preconditions") or {}
         with self.lock:
@@ -516,7 +529,8 @@ class Store:
                     old["metadata"]["resourceVersion"] = self._next_rv()
                     self._bucket(res)[key] = old
                     self._emit(res, "MODIFIED", old)
-                return 202, copy.deepcopy(old)
+                # The apiserver answers 202 here only when orphanDependents=false was asked for (compat).
+                return (202 if options.get("orphanDependents") in (False, "false") else 200), copy.deepcopy(old)
             if is_ns:
                 # The namespace controller empties it; here that happens at once.
                 for inner in self.registry.resources:
@@ -524,7 +538,7 @@ class Store:
                     if not inner.namespaced or not bucket:
                         continue
                     for k in [k for k in bucket if k[0] == name]:
-                        gone = bucket.pop(k)
+                        gone = copy.deepcopy(bucket.pop(k))
                         gone["metadata"]["resourceVersion"] = self._next_rv()
                         self._emit(inner, "DELETED", gone)
                 old["metadata"]["deletionTimestamp"] = now()
@@ -532,12 +546,38 @@ class Store:
             del self._bucket(res)[key]
             old["metadata"]["resourceVersion"] = self._next_rv()
             self._emit(res, "DELETED", old)
+            self._collect_dependents(old["metadata"]["uid"], orphan=options.get("propagationPolicy") == "Orphan"
+                                     or options.get("orphanDependents") in (True, "true"))
             if (res.plural == "pods" and res.group == "") or is_ns:
                 return 200, copy.deepcopy(old)
             return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                          "details": {k: v for k, v in (("name", name), ("group", res.group),
                                                        ("kind", res.plural), ("uid", old["metadata"]["uid"]))
                                      if v}}
+
+    def _collect_dependents(self, owner_uid: str, orphan: bool) -> None:
+        """The garbage collector, run at once: dependents of a deleted owner are deleted (or orphaned)."""
+        for dep_res in list(self.registry.resources):
+            bucket = self._objects.get((dep_res.group, dep_res.plural)) or {}
+            for key, obj in list(bucket.items()):
+                refs = obj["metadata"].get("ownerReferences") or []
+                if not any(r.get("uid") == owner_uid for r in refs):
+                    continue
+                if key not in bucket:
+                    continue  # already removed by a cascade above
+                rest = [r for r in refs if r.get("uid") != owner_uid]
+                if orphan or rest:
+                    # A dependent with another owner survives; it only loses the reference.
+                    new = copy.deepcopy(obj)
+                    if rest:
+                        new["metadata"]["ownerReferences"] = rest
+                    else:
+                        new["metadata"].pop("ownerReferences", None)
+                    new["metadata"]["resourceVersion"] = self._next_rv()
+                    bucket[key] = new
+                    self._emit(dep_res, "MODIFIED", new)
+                else:
+                    self.delete(dep_res, key[0], key[1])
 
     def delete_collection(self, res: Resource, namespace: str | None, label_selector: str | None,
                           field_selector: str | None, options: dict | None = None, dry_run: bool = False) -> dict:
@@ -557,7 +597,7 @@ class Store:
             raise ApiError(400, "the body of an eviction must be a policy/v1 Eviction")
         ev_meta = body.get("metadata") or {}
         if ev_meta.get("name") and ev_meta["name"] != name:
-            raise ApiError(400, f"name in URL does not match name in Eviction object")
+            raise ApiError(400, "name in URL does not match name in Eviction object")
         with self.lock:
             pod = self._current(pods, namespace, name)
             pdbs, _ = self.list(self.registry.lookup("poddisruptionbudgets"), namespace)
@@ -601,6 +641,34 @@ class Store:
             return
         new = copy.deepcopy(obj)
         new["status"] = status
+        new["metadata"]["resourceVersion"] = self._next_rv()
+        self._bucket(res)[key] = new
+        self._emit(res, "MODIFIED", new)
+
+    def register(self, res: Resource) -> None:
+        with self.lock:
+            self.registry.add(res)
+        if self.on_register is not None:
+            self.on_register(res)
+
+    def _establish_crd(self, res: Resource, key: Key) -> None:
+        """The apiextensions controller: serve the CRD's storage version and mark it Established."""
+        crd = self._bucket(res).get(key)
+        spec = crd.get("spec") or {}
+        names = spec.get("names") or {}
+        versions = [v for v in spec.get("versions") or [] if v.get("served", True)]
+        storage = next((v for v in versions if v.get("storage")), versions[0] if versions else None)
+        if not (spec.get("group") and names.get("plural") and names.get("kind") and storage):
+            return
+        subresources = tuple(k for k in ((storage.get("subresources") or {}).keys()) if k in ("status", "scale"))
+        self.register(Resource(spec["group"], storage["name"], names["plural"], names["kind"],
+                               spec.get("scope", "Namespaced") == "Namespaced", tuple(names.get("shortNames") or ()),
+                               subresources, generation=True))
+        new = copy.deepcopy(crd)
+        ts = now()
+        new["status"] = {"acceptedNames": names, "storedVersions": [storage["name"]], "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "lastTransitionTime": ts},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "lastTransitionTime": ts}]}
         new["metadata"]["resourceVersion"] = self._next_rv()
         self._bucket(res)[key] = new
         self._emit(res, "MODIFIED", new)

@@ -1,1 +1,1 @@
-from tests.kubeemu.fixtures import kube_clients, kube_emulator  # noqa: F401
+from tests.kubeemu.fixtures import kube_clients, kube_emulator, kube_emulator_factory  # noqa: F401  (re-export for pytest)

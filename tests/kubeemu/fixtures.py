@@ -33,3 +33,22 @@ def kube_clients(kube_emulator):
         yield kube_emulator, kubernetes.client.CoreV1Api(client), kubernetes.client.AppsV1Api(client)
     finally:
         client.close()
+
+
+@pytest.fixture
+def kube_emulator_factory():
+    """Factory for emulators with options, e.g. ``kube_emulator_factory(rbac=True, strict_auth=True)``;
+    every emulator it made is stopped after the test."""
+    made = []
+
+    def make(**options):
+        emu = KubeEmulator(**options)
+        emu.start()
+        made.append(emu)
+        return emu
+
+    try:
+        yield make
+    finally:
+        for emu in made:
+            emu.stop()

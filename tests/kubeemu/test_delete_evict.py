@@ -113,3 +113,20 @@ def test_pod_delete_returns_the_pod(kube_clients):
     emu.seed(_pod("p"))
     out = core.delete_namespaced_pod("p", "default")
     assert out.kind == "Pod" and out.metadata.name == "p"
+
+
+def test_garbage_collector_deletes_dependents_and_orphan_keeps_them(kube_clients):
+    emu, core, _ = kube_clients
+    owner = core.create_namespaced_config_map("default", {"metadata": {"name": "owner"}})
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}
+    core.create_namespaced_secret("default", {"metadata": {"name": "dep", "ownerReferences": [ref]}})
+    core.create_namespaced_secret("default", {"metadata": {"name": "two-owners", "ownerReferences": [
+        ref, {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "00000000-0000-0000-0000-000000000001"}]}})
+    core.delete_namespaced_config_map("owner", "default")
+    assert emu.get("secrets", "default", "dep") is None
+    assert [r["name"] for r in emu.get("secrets", "default", "two-owners")["metadata"]["ownerReferences"]] == ["x"]
+    owner = core.create_namespaced_config_map("default", {"metadata": {"name": "owner"}})
+    ref["uid"] = owner.metadata.uid
+    core.create_namespaced_secret("default", {"metadata": {"name": "dep", "ownerReferences": [ref]}})
+    core.delete_namespaced_config_map("owner", "default", propagation_policy="Orphan")
+    assert "ownerReferences" not in emu.get("secrets", "default", "dep")["metadata"]

@@ -120,3 +120,50 @@ def test_csr_approval_subresource_updates_conditions(kube_emulator):
     got = certs.read_certificate_signing_request("node-csr-1")
     assert got.status.conditions[0].type == "Approved"
     client.close()
+
+
+def test_edgeguard_kube_client_reaches_the_emulator_through_a_kubeconfig_secret(kube_emulator, tmp_path,
+                                                                                 monkeypatch):
+    from edgeguard import kube
+
+    kube_emulator.write_kubeconfig(tmp_path / "configmap-secret-scrubber-kubeconfig", user_token="sa-token")
+    monkeypatch.setenv("EDGEGUARD_SECRETS_DIR", str(tmp_path))
+    kube.reset()
+    try:
+        client = kube.api_client("configmap-secret-scrubber-kubeconfig")
+        kubernetes.client.CoreV1Api(client).create_namespaced_config_map("default", {"metadata": {"name": "via"}})
+    finally:
+        kube.reset()
+    assert kube_emulator.get("configmaps", "default", "via") is not None
+
+
+def test_custom_resource_definition_makes_its_type_servable(kube_emulator):
+    client = kube_emulator.api_client()
+    ext = kubernetes.client.ApiextensionsV1Api(client)
+    ext.create_custom_resource_definition({"metadata": {"name": "rules.falco.example"}, "spec": {
+        "group": "falco.example", "scope": "Namespaced",
+        "names": {"plural": "rules", "singular": "rule", "kind": "Rule", "shortNames": ["fr"]},
+        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+            "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}})
+    crd = ext.read_custom_resource_definition("rules.falco.example")
+    assert {c.type: c.status for c in crd.status.conditions}["Established"] == "True"
+    custom = kubernetes.client.CustomObjectsApi(client)
+    custom.create_namespaced_custom_object("falco.example", "v1", "default", "rules", {
+        "apiVersion": "falco.example/v1", "kind": "Rule", "metadata": {"name": "r1"}, "spec": {"x": 1}})
+    got = custom.get_namespaced_custom_object("falco.example", "v1", "default", "rules", "r1")
+    assert got["metadata"]["generation"] == 1 and got["spec"] == {"x": 1}
+    assert kube_emulator.get("fr", "default", "r1") is not None
+    groups = {g.name for g in kubernetes.client.ApisApi(client).get_api_versions().groups}
+    assert "falco.example" in groups
+    client.close()
+
+
+def test_register_resource_serves_a_custom_type(kube_emulator):
+    kube_emulator.register_resource("edgeguard.io", "v1alpha1", "enrollments", "Enrollment", namespaced=False)
+    client = kube_emulator.api_client()
+    custom = kubernetes.client.CustomObjectsApi(client)
+    assert custom.list_cluster_custom_object("edgeguard.io", "v1alpha1", "enrollments")["items"] == []
+    custom.create_cluster_custom_object("edgeguard.io", "v1alpha1", "enrollments", {
+        "apiVersion": "edgeguard.io/v1alpha1", "kind": "Enrollment", "metadata": {"name": "n1"}})
+    assert kube_emulator.get("enrollments", None, "n1")["metadata"]["uid"]
+    client.close()

@@ -67,6 +67,15 @@ def test_fail_injects_status_n_times_without_applying(kube_clients, status, reas
     assert fault.hits == 2 and fault.remaining == 0
 
 
+def test_fail_409_on_create_is_already_exists(kube_clients):
+    emu, core, _ = kube_clients
+    emu.fail("create", "configmaps", status=409)
+    exc = api_error(core.create_namespaced_config_map, "default", {"metadata": {"name": "c"}})
+    assert exc.status == 409 and exc.status_body["reason"] == "AlreadyExists"
+    assert exc.status_body["details"]["name"] == "c"
+    assert emu.get("configmaps", "default", "c") is None
+
+
 def test_fail_applied_writes_then_loses_the_reply(kube_clients):
     emu, core, _ = kube_clients
     emu.fail("create", "secrets", status=500, applied=True)
@@ -142,14 +151,34 @@ def test_requests_log_records_verb_path_and_status(kube_clients):
                             ("delete", "/api/v1/namespaces/default/configmaps/c", 200)]
 
 
-def test_strict_auth_rejects_unknown_tokens_with_401():
-    from local.kubeemu import KubeEmulator
+def test_strict_auth_rejects_unknown_tokens_with_401(kube_emulator_factory):
+    emu = kube_emulator_factory(strict_auth=True)
+    client = emu.api_client(user_token="who-knows")
+    assert api_error(kubernetes.client.CoreV1Api(client).list_namespace).status == 401
+    client.close()
+    emu.add_user("good", "alice")
+    client = emu.api_client(user_token="good")
+    kubernetes.client.CoreV1Api(client).list_namespace()
+    client.close()
 
-    with KubeEmulator(strict_auth=True) as emu:
-        client = emu.api_client(user_token="who-knows")
-        assert api_error(kubernetes.client.CoreV1Api(client).list_namespace).status == 401
-        client.close()
-        emu.add_user("good", "alice")
-        client = emu.api_client(user_token="good")
-        kubernetes.client.CoreV1Api(client).list_namespace()
-        client.close()
+
+def test_an_internal_emulator_error_is_answered_as_a_500_status(kube_clients, monkeypatch):
+    emu, core, _ = kube_clients
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(emu, "_dispatch", broken)
+    exc = api_error(core.list_namespaced_config_map, "default")
+    assert exc.status == 500 and exc.status_body["kind"] == "Status"
+    assert "Traceback" not in exc.body
+
+
+def test_fail_reset_drops_the_connection_after_applying(kube_clients):
+    emu, core, _ = kube_clients
+    emu.fail("create", "secrets", status="reset", applied=True)
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        core.create_namespaced_secret("default", {"metadata": {"name": "s"}})
+    assert emu.get("secrets", "default", "s") is not None
+    assert ("create", "/api/v1/namespaces/default/secrets", 0) in emu.requests
+    core.list_namespaced_secret("default")  # the client recovers on a new connection

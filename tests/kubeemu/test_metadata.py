@@ -94,6 +94,7 @@ def test_create_with_resource_version_is_rejected_like_the_apiserver(kube_client
                     {"metadata": {"name": "x", "resourceVersion": "12"}})
     assert exc.status == 500
     assert "resourceVersion should not be set" in exc.status_body["message"]
+    assert "reason" not in exc.status_body  # passed through unclassified, as the apiserver does
 
 
 def test_invalid_name_is_422_invalid(kube_clients):
@@ -152,3 +153,39 @@ def test_unknown_resource_path_is_404(kube_emulator):
     r = requests.get(f"{kube_emulator.url}/api/v1/namespaces/default/widgets", timeout=5)
     assert r.status_code == 404
     assert r.json()["kind"] == "Status"
+
+
+def test_label_and_annotation_syntax_is_validated_like_the_apiserver(kube_clients):
+    emu, core, _ = kube_clients
+    for meta in ({"labels": {"edgeguard.io/fingerprint": "sha256:abc"}},  # ':' is not allowed in a value
+                 {"labels": {"a": "x" * 64}},
+                 {"labels": {"bad key!": "v"}},
+                 {"annotations": {"-bad": "v"}},
+                 {"annotations": {"big": "x" * (256 * 1024)}}):
+        exc = api_error(core.create_namespaced_config_map, "default", {"metadata": {"name": "c", **meta}})
+        assert exc.status == 422, meta
+    ok = core.create_namespaced_config_map("default", {"metadata": {
+        "name": "c", "labels": {"app.kubernetes.io/managed-by": "Helm", "empty": ""},
+        "annotations": {"edgeguard.io/moved-keys": "AWS_KEY,token", "x": "any: text, even {json}"}}})
+    assert ok.metadata.labels["empty"] == ""
+
+
+def test_core_event_involved_object_namespace_must_match(kube_clients):
+    _, core, _ = kube_clients
+    core.create_namespace({"metadata": {"name": "apps"}})
+    exc = api_error(core.create_namespaced_event, "apps", {"metadata": {"name": "e"}, "reason": "R",
+                                                           "involvedObject": {"kind": "ConfigMap", "name": "c"}})
+    assert exc.status == 422 and exc.status_body["details"]["causes"][0]["field"] == "involvedObject.namespace"
+    core.create_namespaced_event("apps", {"metadata": {"name": "e"}, "reason": "R", "involvedObject": {
+        "kind": "ConfigMap", "name": "c", "namespace": "apps"}})
+
+
+def test_events_k8s_io_event_requires_the_new_api_fields(kube_emulator):
+    client = kube_emulator.api_client()
+    ev = kubernetes.client.EventsV1Api(client)
+    exc = api_error(ev.create_namespaced_event, "default", {"metadata": {"name": "e"}, "reason": "R",
+                                                           "eventTime": "2026-01-01T00:00:00.000000Z",
+                                                           "type": "Info"})
+    fields = {c["field"] for c in exc.status_body["details"]["causes"]}
+    assert fields == {"reportingController", "reportingInstance", "action", "type"}
+    client.close()

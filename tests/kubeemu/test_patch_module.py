@@ -42,9 +42,11 @@ def test_json_patch_rfc6902_operations():
     ([{"op": "replace", "path": "/missing", "value": 2}], PatchApplyError),
     ([{"op": "remove", "path": "/list/5"}], PatchApplyError),
     ([{"op": "add", "path": "/list/01", "value": 0}], PatchApplyError),
-    ([{"op": "add", "path": "nope", "value": 0}], PatchError),
-    ([{"op": "add", "path": "/a"}], PatchError),
+    ([{"op": "add", "path": "nope", "value": 0}], PatchApplyError),
+    ([{"op": "add", "path": "/a"}], PatchApplyError),
+    ([{"op": "jump", "path": "/a"}], PatchApplyError),
     ({"op": "add"}, PatchError),
+    (["add"], PatchError),
 ])
 def test_json_patch_errors(ops, error):
     with pytest.raises(error):

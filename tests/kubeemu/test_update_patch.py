@@ -195,7 +195,9 @@ def test_malformed_patches_are_4xx_and_change_nothing(kube_clients):
     emu, core, _ = kube_clients
     core.create_namespaced_config_map("default", {"metadata": {"name": "c"}, "data": {"a": "1"}})
     before = emu.get("configmaps", "default", "c")
-    assert api_error(core.patch_namespaced_config_map, "c", "default", [{"op": "jump", "path": "/x"}]).status == 400
+    assert api_error(core.patch_namespaced_config_map, "c", "default", [{"op": "jump", "path": "/x"}]).status == 422
+    assert api_error(core.patch_namespaced_config_map, "c", "default", {"data": "not a map"},
+                     _content_type="application/json-patch+json").status == 400
     assert api_error(core.patch_namespaced_config_map, "c", "default",
                      [{"op": "remove", "path": "/data/nope"}]).status == 422
     assert api_error(core.patch_namespaced_config_map, "c", "default", {"metadata": {"name": "other"}}).status == 422
@@ -205,3 +207,42 @@ def test_malformed_patches_are_4xx_and_change_nothing(kube_clients):
 def test_patch_on_missing_object_is_404(kube_clients):
     _, core, _ = kube_clients
     assert api_error(core.patch_namespaced_config_map, "nope", "default", {"data": {}}).status == 404
+
+
+def test_pod_spec_is_immutable_except_images_and_tolerations(kube_clients):
+    emu, core, _ = kube_clients
+    emu.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+              "spec": {"containers": [{"name": "c", "image": "i:1", "env": [{"name": "A", "value": "1"}]}]}})
+    exc = api_error(core.patch_namespaced_pod, "p", "default", {"spec": {"containers": [
+        {"name": "c", "env": [{"name": "A", "value": "2"}]}]}})
+    assert exc.status == 422 and "pod updates may not change fields" in exc.status_body["message"]
+    core.patch_namespaced_pod("p", "default", {"spec": {"containers": [{"name": "c", "image": "i:2"}]}})
+    core.patch_namespaced_pod("p", "default", {"metadata": {"labels": {"a": "b"}}})
+    assert emu.get("pods", "default", "p")["spec"]["containers"][0]["image"] == "i:2"
+
+
+def test_job_template_and_workload_selectors_are_immutable(kube_clients):
+    emu, _, apps = kube_clients
+    client = emu.api_client()
+    batch = kubernetes.client.BatchV1Api(client)
+    batch.create_namespaced_job("default", {"metadata": {"name": "j"}, "spec": {"template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "c", "image": "i", "env": [{"name": "A", "value": "1"}]}]}}}})
+    exc = api_error(batch.patch_namespaced_job, "j", "default", {"spec": {"template": {"spec": {"containers": [
+        {"name": "c", "env": [{"name": "A", "value": "2"}]}]}}}})
+    assert exc.status == 422 and exc.status_body["details"]["causes"][0]["field"] == "spec.template"
+    apps.create_namespaced_deployment("default", deployment("web"))
+    exc = api_error(apps.patch_namespaced_deployment, "web", "default",
+                    {"spec": {"selector": {"matchLabels": {"app": "other"}}}})
+    assert exc.status == 422
+    client.close()
+
+
+def test_statefulset_spec_outside_template_and_replicas_is_forbidden(kube_clients):
+    _, _, apps = kube_clients
+    sts = deployment("db")
+    sts.update(kind="StatefulSet")
+    sts["spec"]["serviceName"] = "db"
+    apps.create_namespaced_stateful_set("default", sts)
+    assert api_error(apps.patch_namespaced_stateful_set, "db", "default",
+                     {"spec": {"serviceName": "other"}}).status == 422
+    apps.patch_namespaced_stateful_set("db", "default", {"spec": {"replicas": 3}})

@@ -6,7 +6,6 @@ import threading
 import kubernetes
 
 from local.kubeemu import KubeEmulator
-from tests.kubeemu.helpers import deployment
 
 
 def _collect(fn, n, **kwargs):
@@ -140,4 +139,27 @@ def test_discovery_lists_served_groups(kube_emulator):
     assert {"apps", "batch", "rbac.authorization.k8s.io", "events.k8s.io", "policy"} <= groups
     res = kubernetes.client.CoreV1Api(client).get_api_resources()
     assert {"configmaps", "pods/eviction", "nodes"} <= {r.name for r in res.resources}
+    eviction = next(r for r in res.resources if r.name == "pods/eviction")
+    assert (eviction.kind, eviction.group, eviction.verbs, eviction.short_names) == ("Eviction", "policy",
+                                                                                      ["create"], None)
+    assert kubernetes.client.VersionApi(client).get_code().git_version.startswith("v1.")
     client.close()
+    import requests
+
+    assert requests.get(kube_emulator.url + "/readyz", timeout=5).text == "ok"
+
+
+def test_watch_from_a_compacted_resource_version_gets_410_expired(kube_clients):
+    import collections
+
+    import pytest
+
+    emu, core, _ = kube_clients
+    rv = core.list_namespaced_config_map("default").metadata.resource_version
+    emu.store.log = collections.deque(emu.store.log, maxlen=3)
+    for i in range(5):
+        core.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
+    with pytest.raises(kubernetes.client.ApiException) as info:
+        list(kubernetes.watch.Watch().stream(core.list_namespaced_config_map, namespace="default",
+                                             resource_version=rv, timeout_seconds=2))
+    assert info.value.status == 410

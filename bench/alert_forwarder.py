@@ -1,0 +1,181 @@
+"""alert-forwarder throughput and added latency, through ``handle()`` into a local HTTP receiver.
+
+The handler is loaded from an assembled build context (as in the image) and
+called from 4 threads (waitress's default). Each call posts one Falco alert, as
+http_output does. The receiver runs in its own process so it does not share the
+forwarder's GIL. Figures:
+
+* alerts/s: alerts posted / time until the receiver has them all;
+* ack p50/p99: how long ``handle()`` takes to answer (what Falco waits for);
+* added p50/p99: from the call entering ``handle()`` to the receiver reading the
+  request (time.perf_counter is CLOCK_MONOTONIC, shared across processes).
+
+Run alone: ``.venv/bin/python -m bench alert_forwarder``.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+
+TOKEN = "bench-token-0123456789"
+
+
+def _receiver(port_q, done_q, expected):
+    got = {}
+    lock = threading.Lock()
+    finished = threading.Event()
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(n)
+            t = time.perf_counter()
+            key = self.headers.get("Idempotency-Key")
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            with lock:
+                got.setdefault(key, t)
+                if len(got) >= expected:
+                    finished.set()
+
+        def log_message(self, *a):
+            pass
+
+    class S(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 256
+
+    srv = S(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port_q.put(srv.server_address[1])
+    finished.wait(120)
+    done_q.put(got)
+
+
+def _load_handler(tmp: Path, env: dict, secrets: dict):
+    from local import buildctx, stackfile
+
+    stack = stackfile.load()
+    fn = stack.functions["alert-forwarder"]
+    ctx = buildctx.assemble(fn, stack, tmp / "build")
+    sdir = tmp / "secrets"
+    sdir.mkdir()
+    for k, v in secrets.items():
+        (sdir / k).write_text(v)
+    os.environ.update({**fn.environment, **env, "EDGEGUARD_SECRETS_DIR": str(sdir), "OPENFAAS_NAME": "alert-forwarder"})
+    pkg = f"_bench_af_{os.getpid()}_{int(time.time() * 1000)}"
+    spec = importlib.util.spec_from_file_location(pkg, ctx / "function" / "__init__.py",
+                                                  submodule_search_locations=[str(ctx / "function")])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[pkg] = mod
+    spec.loader.exec_module(mod)
+    return importlib.import_module(f"{pkg}.handler")
+
+
+def _alert(i: int) -> bytes:
+    from edgeguard.falco.alert import dumps
+
+    return dumps({"hostname": "edge-1", "output": f"10:11:12.123456789: Warning A shell was spawned (pid={i})",
+                  "output_fields": {"evt.time": 1714558272123456789, "k8s.ns.name": "default",
+                                    "k8s.pod.name": "nginx", "proc.pid": i, "proc.cmdline": "bash"},
+                  "priority": "Warning", "rule": "Terminal shell in container", "source": "syscall",
+                  "tags": ["container", "shell"], "time": "2024-05-01T10:11:12.123456789Z"}).encode()
+
+
+def run(mode: str, n: int = 3000, threads: int = 4, concurrency: int = 4, rate: float | None = None) -> dict:
+    from werkzeug.datastructures import Headers, ImmutableMultiDict
+
+    port_q, done_q = mp.Queue(), mp.Queue()
+    proc = mp.Process(target=_receiver, args=(port_q, done_q, n), daemon=True)
+    proc.start()
+    port = port_q.get(timeout=10)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        routes = ("destinations:\n  hook: {type: webhook, timeout: 5s, concurrency: %d}\n"
+                  "routes:\n  - {name: all, to: [hook]}\n" % concurrency)
+        mod = _load_handler(tmp, {"spool_dir": str(tmp / "spool"), "ack_mode": mode},
+                            {"alert-forwarder-token": TOKEN, "alert-forwarder-routes": routes,
+                             "alert-forwarder-destinations": json.dumps({"hook": {"url": f"http://127.0.0.1:{port}/"}})})
+        bodies = [_alert(i) for i in range(n)]
+        ctx = SimpleNamespace(hostname="bench")
+        start_at = [0.0] * n
+        ack = [0.0] * n
+        key_of = [""] * n
+        headers = Headers([("Content-Type", "application/json")])
+        query = ImmutableMultiDict([("token", TOKEN)])
+
+        errors = []
+
+        def worker(idx):
+            try:
+                send(idx)
+            except Exception as exc:  # noqa: BLE001 - reported after join
+                errors.append(exc)
+
+        def send(idx):
+            for i in range(idx, n, threads):
+                if rate:
+                    delay = t0 + i / rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                ev = SimpleNamespace(body=bodies[i], headers=headers, method="POST", query=query, path="/")
+                t = time.perf_counter()
+                resp = mod.handle(ev, ctx)
+                ack[i] = time.perf_counter() - t
+                start_at[i] = t
+                if resp["statusCode"] != 202:
+                    raise RuntimeError(resp)
+                key_of[i] = json.loads(resp["body"])["alerts"][0]["idempotency_key"]
+
+        t0 = time.perf_counter()
+        ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        t_ack = time.perf_counter() - t0
+        if errors:
+            mod.FORWARDER.close()
+            proc.kill()
+            raise RuntimeError(f"handler failed: {errors[0]}")
+        got = done_q.get(timeout=120)
+        t_end = max(got.values()) - t0
+        mod.FORWARDER.close()
+    proc.join(5)
+    added = sorted((got[k] - s) * 1000 for k, s in zip(key_of, start_at) if k in got)
+    acks = sorted(a * 1000 for a in ack)
+    return {"mode": mode, "n": n, "delivered": len(got), "alerts_per_s": n / t_end, "ack_per_s": n / t_ack,
+            "ack_p50": statistics.median(acks), "ack_p99": acks[int(len(acks) * 0.99) - 1],
+            "added_p50": statistics.median(added), "added_p99": added[int(len(added) * 0.99) - 1]}
+
+
+def main() -> None:
+    for mode in ("durable", "fast"):
+        r = run(mode, n=3000, threads=4)
+        print(f"alert-forwarder ack_mode={mode}, saturated (4 caller threads, {r['n']} alerts, one per POST): "
+              f"{r['alerts_per_s']:.0f} alerts/s delivered ({r['delivered']}/{r['n']}); "
+              f"ack p50 {r['ack_p50']:.2f} ms p99 {r['ack_p99']:.2f} ms; added p50 {r['added_p50']:.2f} ms "
+              f"p99 {r['added_p99']:.2f} ms (includes queueing at saturation)", flush=True)
+        r = run(mode, n=1500, threads=1, rate=500)
+        print(f"alert-forwarder ack_mode={mode}, one caller like Falco's output thread at 500 alerts/s "
+              f"({r['n']} alerts): ack p50 {r['ack_p50']:.2f} ms p99 {r['ack_p99']:.2f} ms; "
+              f"added latency (enters handler -> receiver has it) p50 {r['added_p50']:.2f} ms "
+              f"p99 {r['added_p99']:.2f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Per-route suppression of repeated alerts, with a summary of what was held back.
+
+The first alert of a key opens a window and passes. Repeats inside the window
+are counted, not sent. When the window closes (noticed by the periodic tick, or
+by the next alert of that key) a summary alert "N repeats suppressed" is
+emitted, so the count of what happened is never lost (see falco#1456: keep the
+evidence, trim the noise). The clock is injectable so windows can be tested
+without sleeping.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .edgeguard.falco.alert import format_time
+from .edgeguard.routes import alert_value
+
+SUMMARY_TAG = "edgeguard_dedup_summary"
+
+
+@dataclass
+class _Window:
+    start: float
+    end: float
+    first: dict
+    last_time: str
+    suppressed: int = 0
+
+
+@dataclass
+class Summary:
+    route: str
+    alert: dict
+
+
+def dedup_key(alert: dict, fields: tuple[str, ...]) -> tuple:
+    out = []
+    for f in fields:
+        v = alert_value(alert, f)
+        out.append(tuple(v) if isinstance(v, list) else (v if isinstance(v, (str, int, float, bool)) or v is None
+                                                          else repr(v)))
+    return tuple(out)
+
+
+class Deduper:
+    def __init__(self, clock: Callable[[], float] = time.time, max_keys: int = 20000):
+        self.clock = clock
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._windows: dict[tuple, _Window] = {}
+
+    def check(self, route: str, window: float, key_fields: tuple[str, ...], alert: dict) -> tuple[bool, list[Summary]]:
+        """(send this alert?, summaries of windows that closed for this key)."""
+        now = self.clock()
+        k = (route, key_fields, dedup_key(alert, key_fields))
+        summaries: list[Summary] = []
+        with self._lock:
+            w = self._windows.get(k)
+            if w is not None and now >= w.end:
+                if w.suppressed:
+                    summaries.append(self._summary(route, key_fields, w, now))
+                del self._windows[k]
+                w = None
+            if w is None:
+                if len(self._windows) >= self.max_keys:
+                    summaries.extend(self._evict_oldest(now))
+                self._windows[k] = _Window(start=now, end=now + window, first=alert,
+                                           last_time=alert.get("time", ""))
+                return True, summaries
+            w.suppressed += 1
+            w.last_time = alert.get("time", w.last_time)
+            return False, summaries
+
+    def expire(self) -> list[Summary]:
+        """Close every window whose time is up; summaries for those that suppressed something."""
+        now = self.clock()
+        out = []
+        with self._lock:
+            done = [k for k, w in self._windows.items() if now >= w.end]
+            for k in done:
+                w = self._windows.pop(k)
+                if w.suppressed:
+                    out.append(self._summary(k[0], k[1], w, now))
+        return out
+
+    def open_windows(self) -> int:
+        with self._lock:
+            return len(self._windows)
+
+    def _evict_oldest(self, now: float) -> list[Summary]:
+        k = min(self._windows, key=lambda key: self._windows[key].start)
+        w = self._windows.pop(k)
+        return [self._summary(k[0], k[1], w, now)] if w.suppressed else []
+
+    @staticmethod
+    def _summary(route: str, key_fields: tuple[str, ...], w: _Window, now: float) -> Summary:
+        first = w.first
+        window = w.end - w.start
+        fields = {}
+        for f in key_fields:
+            if f.startswith("output_fields."):
+                v = alert_value(first, f)
+                if v is not None:
+                    fields[f[len("output_fields."):]] = v
+        fields.update({
+            "edgeguard.suppressed": w.suppressed,
+            "edgeguard.window_seconds": round(window, 3),
+            "edgeguard.route": route,
+            "edgeguard.first_time": first.get("time"),
+            "edgeguard.last_time": w.last_time,
+        })
+        rule = first.get("rule", "")
+        n = w.suppressed
+        output = (f"{format_time(int(now * 1e9))[11:29]}: {first.get('priority', '')} {n} repeat"
+                  f"{'s' if n != 1 else ''} of \"{rule}\" suppressed by route {route} within {window:g}s "
+                  f"(first {first.get('time')}, last {w.last_time})")
+        alert = {
+            "hostname": first.get("hostname", ""),
+            "output": output,
+            "output_fields": fields,
+            "priority": first.get("priority", "Informational"),
+            "rule": rule,
+            "source": first.get("source", ""),
+            "tags": sorted(set(first.get("tags") or []) | {SUMMARY_TAG}),
+            "time": format_time(int(now * 1e9)),
+        }
+        return Summary(route=route, alert=alert)

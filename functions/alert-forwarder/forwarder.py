@@ -1,0 +1,445 @@
+"""The forwarding engine: route, dedup, deliver with retries, spool what could not be delivered.
+
+Falco waits for our answer on its single output thread and never retries, so
+``ingest`` only routes and records: in ``durable`` ack mode every delivery is
+first written to the spool (fsync'd), then handed to that destination's worker
+threads; the 2xx goes back before any destination is contacted. A delivery
+that fails within its budget stays in the spool with a next-attempt time and is
+retried by the background tick, by later requests and by ``flush``. One slow or
+dead destination only ever holds up its own workers.
+"""
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .dedup import Deduper
+from .destinations import Result, idempotency_key, make_sender
+from .edgeguard import log
+from .edgeguard.falco.alert import priority_number
+from .edgeguard.routes import RouteTable, resolve_destinations
+from .metrics import Metrics
+from .spool import Entry, Spool, new_entry_id
+
+
+@dataclass
+class Settings:
+    spool_dir: str = "/tmp/edgeguard-spool"
+    spool_max_entries: int = 10000
+    spool_max_age: float = 86400.0
+    spool_fsync: bool = True
+    ack_mode: str = "durable"          # durable: spool before 2xx; fast: spool only what failed
+    queue_max: int = 1000
+    tick_interval: float = 1.0
+    flush_budget: float = 20.0
+    spool_backoff_max: float = 300.0
+    start_threads: bool = True
+
+
+@dataclass
+class Destination:
+    name: str
+    opts: dict
+    sender: object
+    enabled: bool
+    disabled_reason: str | None
+    timeout: float
+    retries: int
+    backoff: float
+    backoff_max: float
+    budget: float
+    concurrency: int
+    min_priority: int | None
+    queue: queue.Queue = field(default_factory=queue.Queue)
+    down_until: float = 0.0
+    consecutive_failures: int = 0
+    last_error: str = ""
+    last_success: float = 0.0
+
+
+class Forwarder:
+    def __init__(self, table: RouteTable, dest_secrets: dict[str, dict], settings: Settings | None = None, *,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+                 source: str = "routes.yaml"):
+        self.table = table
+        self.settings = settings or Settings()
+        self.clock = clock
+        self.sleep = sleep
+        self.source = source
+        self.metrics = Metrics()
+        self.dedup = Deduper(clock=clock)
+        self.destinations: dict[str, Destination] = {}
+        for name, opts in resolve_destinations(table, dest_secrets).items():
+            self.destinations[name] = Destination(
+                name=name, opts=opts, sender=make_sender(name, opts), enabled=opts["enabled"],
+                disabled_reason=opts["disabled_reason"], timeout=float(opts.get("timeout", 5.0)),
+                retries=int(opts.get("retries", 3)), backoff=float(opts.get("backoff", 0.2)),
+                backoff_max=float(opts.get("backoff_max", 10.0)), budget=float(opts.get("budget", 10.0)),
+                concurrency=int(opts.get("concurrency", 2)),
+                min_priority=priority_number(opts["min_priority"]) if opts.get("min_priority") else None,
+                queue=queue.Queue(maxsize=self.settings.queue_max))
+        self.spool = Spool(self.settings.spool_dir, max_entries=self.settings.spool_max_entries,
+                           max_age=self.settings.spool_max_age, fsync=self.settings.spool_fsync,
+                           on_drop=self._on_spool_drop, clock=clock)
+        self.metrics.add_collector(self._collect)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_tick = 0.0
+        self._tick_lock = threading.Lock()
+        self.started = clock()
+        if self.settings.start_threads:
+            self.start()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        for dest in self.destinations.values():
+            if not dest.enabled:
+                continue
+            for i in range(dest.concurrency):
+                t = threading.Thread(target=self._worker, args=(dest,), name=f"deliver-{dest.name}-{i}", daemon=True)
+                t.start()
+                self._threads.append(t)
+        t = threading.Thread(target=self._ticker, name="forwarder-tick", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for dest in self.destinations.values():
+            for _ in range(dest.concurrency):
+                try:
+                    dest.queue.put_nowait(None)
+                except queue.Full:
+                    pass
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        for dest in self.destinations.values():
+            dest.sender.close()
+        self.spool.close()
+
+    # -- ingest ---------------------------------------------------------------------------
+    def ingest(self, alerts: list[dict], *, detail_limit: int = 100) -> dict:
+        """Route already-validated alerts; return what happened to each (up to ``detail_limit``)."""
+        details = []
+        pending: list[tuple[Destination, Entry]] = []
+        for i, alert in enumerate(alerts):
+            d = self._route_one(alert, pending)
+            if i < detail_limit:
+                details.append(d)
+        self._commit(pending)
+        self.maybe_tick()
+        return {"accepted": len(alerts), "alerts": details, "details_truncated": len(alerts) > detail_limit}
+
+    def explain(self, alert: dict) -> dict:
+        routes = self.table.match(alert)
+        names = {d for r in routes for d in r.to}
+        return {"passes_min_priority": self.table.passes_min_priority(alert),
+                "routes": [r.name for r in routes],
+                "destinations": sorted(n for n in names if self.destinations[n].enabled),
+                "disabled_destinations": sorted(n for n in names if not self.destinations[n].enabled)}
+
+    def _route_one(self, alert: dict, pending: list) -> dict:
+        m = self.metrics
+        m.inc("alerts_total", {"priority": alert["priority"], "rule": alert["rule"], "source": alert.get("source", "")})
+        key = idempotency_key(alert)
+        out = {"rule": alert["rule"], "priority": alert["priority"], "idempotency_key": key,
+               "routes": [], "destinations": [], "suppressed_by": []}
+        if not self.table.passes_min_priority(alert):
+            m.inc("filtered_total", {"priority": alert["priority"]})
+            out["filtered"] = f"below min_priority {self.table.min_priority}"
+            return out
+        routes = self.table.match(alert)
+        sent_to: set[str] = set()
+        for route in routes:
+            out["routes"].append(route.name)
+            if route.dedup is not None:
+                send, summaries = self.dedup.check(route.name, route.dedup.window, route.dedup.key, alert)
+                for s in summaries:
+                    self._emit_summary(s.route, s.alert, pending)
+                if not send:
+                    m.inc("dedup_suppressed_total", {"route": route.name})
+                    out["suppressed_by"].append(route.name)
+                    continue
+            if route.to:
+                m.inc("routed_total", {"route": route.name})
+            elif route is self.table.default:
+                m.inc("unrouted_total")
+            for dname in route.to:
+                if dname in sent_to:  # two matching routes naming one destination: deliver once
+                    continue
+                sent_to.add(dname)
+                if self._submit(dname, alert, key, "alert", route.name, pending):
+                    out["destinations"].append(dname)
+        return out
+
+    def _emit_summary(self, route_name: str, alert: dict, pending: list) -> None:
+        route = next((r for r in self.table.all_routes() if r.name == route_name), None)
+        if route is None:
+            return
+        self.metrics.inc("dedup_summaries_total", {"route": route_name})
+        key = idempotency_key(alert)
+        for dname in route.to:
+            self._submit(dname, alert, key, "summary", route_name, pending)
+
+    def _submit(self, dname: str, alert: dict, key: str, kind: str, route: str, pending: list) -> bool:
+        dest = self.destinations[dname]
+        if not dest.enabled:
+            self.metrics.inc("dropped_total", {"destination": dname, "reason": "disabled"})
+            return False
+        if dest.min_priority is not None:
+            try:
+                if priority_number(alert["priority"]) > dest.min_priority:
+                    return False
+            except ValueError:
+                return False
+        now = self.clock()
+        pending.append((dest, Entry(id=new_entry_id(now), destination=dname, key=key, payload=alert, kind=kind,
+                                    route=route, created=now, next_attempt=now)))
+        return True
+
+    def _commit(self, pending: list[tuple[Destination, Entry]]) -> None:
+        """Make one request's deliveries durable with one journal write (and one fsync), then queue them."""
+        if not pending:
+            return
+        now = self.clock()
+        durable = self.settings.ack_mode == "durable"
+        parked, claimed, direct = [], [], []
+        for dest, entry in pending:
+            if dest.down_until > now:
+                # Known to be failing: don't spend a worker on it, the tick retries it when the back-off ends.
+                entry.next_attempt = dest.down_until
+                parked.append((dest, entry))
+            elif durable:
+                claimed.append((dest, entry))
+            else:
+                direct.append((dest, entry))
+        if parked:
+            self.spool.put_many([e for _, e in parked])
+            for dest, _ in parked:
+                self.metrics.inc("spooled_total", {"destination": dest.name})
+        if claimed:
+            self.spool.put_many([e for _, e in claimed], claim=True)
+        for dest, entry in claimed + direct:
+            try:
+                dest.queue.put_nowait(entry)
+            except queue.Full:
+                if durable:
+                    self.spool.release(entry.id)
+                else:
+                    self.spool.put(entry)
+                self.metrics.inc("spooled_total", {"destination": dest.name})
+
+    # -- delivery -------------------------------------------------------------------------
+    def _worker(self, dest: Destination) -> None:
+        while not self._stop.is_set():
+            entry = dest.queue.get()
+            if entry is None:
+                return
+            if self.settings.ack_mode == "durable" and not self.spool.contains(entry.id):
+                dest.queue.task_done()  # dropped from a full spool while it waited: counted there
+                continue
+            try:
+                self._deliver(dest, entry, inline_retries=entry.attempts == 0)
+            except Exception as exc:  # noqa: BLE001 - a worker must survive any one bad delivery
+                log.error("delivery.crashed", destination=dest.name, error=type(exc).__name__)
+                self._reschedule(dest, entry, Result(False, None, True, None, type(exc).__name__))
+            finally:
+                dest.queue.task_done()
+
+    def _attempt(self, dest: Destination, entry: Entry) -> Result:
+        if entry.attempts > 0:
+            self.metrics.inc("retried_total", {"destination": dest.name})
+        entry.attempts += 1
+        res = dest.sender.send(entry.payload, entry.key)
+        if res.ok:
+            dest.consecutive_failures = 0
+            dest.down_until = 0.0
+            dest.last_success = self.clock()
+            self.metrics.inc("delivered_total", {"destination": dest.name})
+            self.metrics.observe("delivery_seconds", max(0.0, self.clock() - entry.created),
+                                 {"destination": dest.name})
+        else:
+            self.metrics.inc("failed_total", {"destination": dest.name})
+            dest.last_error = res.error
+        return res
+
+    def _deliver(self, dest: Destination, entry: Entry, *, inline_retries: bool) -> bool:
+        """Send one entry; retry inline within the destination's budget; spool it if that is not enough."""
+        start = self.clock()
+        tries = 0
+        while True:
+            if tries == 0 and dest.down_until > self.clock():
+                # Another delivery just found it failing: wait for the back-off instead of piling on.
+                return self._reschedule(dest, entry, None, wait=dest.down_until - self.clock())
+            res = self._attempt(dest, entry)
+            tries += 1
+            if res.ok:
+                self._finish(entry)
+                return True
+            if not res.retryable:
+                log.warning("delivery.rejected", destination=dest.name, status=res.status, error=res.error,
+                            idempotency_key=entry.key)
+                self.metrics.inc("dropped_total", {"destination": dest.name, "reason": "rejected"})
+                self._finish(entry)
+                return False
+            wait = res.retry_after if res.retry_after is not None else self._backoff(dest, tries)
+            remaining = dest.budget - (self.clock() - start)
+            if not inline_retries or tries > dest.retries or wait > remaining or self._stop.is_set():
+                return self._reschedule(dest, entry, res, wait=wait)
+            self.sleep(wait)
+
+    def _backoff(self, dest: Destination, attempt: int) -> float:
+        # Full jitter: spreads retries of many alerts so a recovering receiver is not stampeded.
+        cap = min(dest.backoff_max, dest.backoff * (2 ** (attempt - 1)))
+        return random.uniform(cap / 2, cap)
+
+    def _reschedule(self, dest: Destination, entry: Entry, res: Result | None, *, wait: float | None = None) -> bool:
+        """Leave ``entry`` in the spool for a later attempt; ``res`` is None when no attempt was made."""
+        now = self.clock()
+        if res is not None:
+            dest.consecutive_failures += 1
+            spool_wait = min(self.settings.spool_backoff_max, dest.backoff * (2 ** min(entry.attempts, 20)))
+            spool_wait = random.uniform(spool_wait / 2, spool_wait)
+            wait = max(wait or 0.0, spool_wait)
+            entry.last_error = res.error
+        wait = max(wait or 0.0, 0.0)
+        entry.next_attempt = now + wait
+        if res is not None:
+            dest.down_until = max(dest.down_until, entry.next_attempt)
+        if self.spool.contains(entry.id):
+            self.spool.update(entry)
+            self.spool.release(entry.id)
+        else:
+            self.spool.put(entry)
+        self.metrics.inc("spooled_total", {"destination": dest.name})
+        if res is not None:
+            log.warning("delivery.deferred", destination=dest.name, error=res.error, status=res.status,
+                        attempts=entry.attempts, retry_in=round(wait, 3), idempotency_key=entry.key)
+        return False
+
+    def _finish(self, entry: Entry) -> None:
+        self.spool.remove(entry.id)
+
+    def _on_spool_drop(self, destination: str, reason: str) -> None:
+        self.metrics.inc("dropped_total", {"destination": destination, "reason": reason})
+        log.warning("spool.dropped", destination=destination, reason=reason)
+
+    # -- background -----------------------------------------------------------------------
+    def _ticker(self) -> None:
+        while not self._stop.wait(self.settings.tick_interval):
+            try:
+                self.tick()
+            except Exception as exc:  # noqa: BLE001 - the retry loop must keep running
+                log.error("tick.crashed", error=type(exc).__name__, message=str(exc)[:200])
+
+    def maybe_tick(self) -> None:
+        """Cheap enough to call on every request: at most one tick per tick_interval."""
+        now = self.clock()
+        if now - self._last_tick >= self.settings.tick_interval:
+            self.tick()
+
+    def tick(self) -> None:
+        if not self._tick_lock.acquire(blocking=False):
+            return
+        try:
+            self._last_tick = self.clock()
+            pending: list = []
+            for s in self.dedup.expire():
+                self._emit_summary(s.route, s.alert, pending)
+            self._commit(pending)
+            self._enqueue_due()
+        finally:
+            self._tick_lock.release()
+
+    def _enqueue_due(self) -> int:
+        usable = {n for n, d in self.destinations.items()
+                  if d.enabled and d.down_until <= self.clock() and not d.queue.full()}
+        if not usable:
+            return 0
+        n = 0
+        for entry in self.spool.claim_due(accept=lambda dname: dname in usable, limit=self.settings.queue_max):
+            dest = self.destinations.get(entry.destination)
+            if dest is None or not dest.enabled:
+                self.spool.release(entry.id)
+                continue
+            try:
+                dest.queue.put_nowait(entry)
+                n += 1
+            except queue.Full:
+                self.spool.release(entry.id)
+        return n
+
+    def flush(self, *, ignore_schedule: bool = False) -> dict:
+        """Try spooled deliveries now, in the calling thread, within ``flush_budget``."""
+        deadline = time.monotonic() + self.settings.flush_budget
+        counts = {"attempted": 0, "delivered": 0, "deferred": 0, "rejected": 0, "skipped_destination_down": 0}
+        failed_now: set[str] = set()
+        entries = self.spool.claim_due(ignore_schedule=ignore_schedule,
+                                       accept=lambda d: d in self.destinations and self.destinations[d].enabled)
+        for entry in entries:
+            dest = self.destinations[entry.destination]
+            if time.monotonic() > deadline or entry.destination in failed_now:
+                # One failed probe per destination per flush: the rest would fail the same way.
+                self.spool.release(entry.id)
+                counts["skipped_destination_down"] += entry.destination in failed_now
+                continue
+            counts["attempted"] += 1
+            res = self._attempt(dest, entry)
+            if res.ok:
+                self._finish(entry)
+                counts["delivered"] += 1
+            elif not res.retryable:
+                self.metrics.inc("dropped_total", {"destination": dest.name, "reason": "rejected"})
+                self._finish(entry)
+                counts["rejected"] += 1
+            else:
+                failed_now.add(entry.destination)
+                self._reschedule(dest, entry, res, wait=res.retry_after)
+                counts["deferred"] += 1
+        counts["spool_depth"] = self.spool.depth()
+        return counts
+
+    # -- status ---------------------------------------------------------------------------
+    def _collect(self, m: Metrics) -> None:
+        m.set("spool_depth", self.spool.depth())
+        by = self.spool.depth_by_destination()
+        now = self.clock()
+        for name, dest in self.destinations.items():
+            m.set("spool_depth_by_destination", by.get(name, 0), {"destination": name})
+            m.set("queue_depth", dest.queue.qsize(), {"destination": name})
+            m.set("destination_up", 0 if dest.down_until > now or not dest.enabled else 1, {"destination": name})
+        m.set("spool_oldest_age_seconds", round(self.spool.oldest_age(), 3))
+
+    def status(self) -> dict:
+        now = self.clock()
+        dests = {}
+        for name, d in self.destinations.items():
+            info = {"type": d.opts["type"], "enabled": d.enabled, "timeout_s": d.timeout, "retries": d.retries,
+                    "budget_s": d.budget, "concurrency": d.concurrency,
+                    "state": "disabled" if not d.enabled else ("backing_off" if d.down_until > now else "ok"),
+                    "queued": d.queue.qsize(), "last_error": d.last_error or None}
+            if d.disabled_reason:
+                info["disabled_reason"] = d.disabled_reason
+            if d.opts["type"] == "openfaas":
+                info.update(function=d.opts["function"], async_=d.opts.get("async", True),
+                            token_secret=d.opts.get("token_secret"), callback=bool(d.opts.get("callback_url")))
+            if d.opts["type"] == "webhook":
+                info.update(body=d.opts.get("body", "alert"), signed=bool(d.opts.get("hmac_key")),
+                            custom_ca=d.opts.get("ca_cert") is not None or d.opts.get("ca_file") is not None,
+                            mtls=bool(d.opts.get("client_cert")),
+                            header_names=sorted(set(d.opts.get("headers") or {})))
+            dests[name] = info
+        routes = [{"name": r.name, "at": r.where, "matchers": [m.text for m in r.matchers], "to": r.to,
+                   "continue": r.cont, "dedup": ({"window_s": r.dedup.window, "key": list(r.dedup.key)}
+                                                 if r.dedup else None)} for r in self.table.all_routes()]
+        return {"status": "ok", "routes_source": self.source, "min_priority": self.table.min_priority,
+                "ack_mode": self.settings.ack_mode, "routes": routes, "destinations": dests,
+                "spool": {"dir": self.settings.spool_dir, "depth": self.spool.depth(),
+                          "max_entries": self.settings.spool_max_entries, "max_age_s": self.settings.spool_max_age,
+                          "oldest_age_s": round(self.spool.oldest_age(), 3), "corrupt_entries": self.spool.corrupt},
+                "dedup_open_windows": self.dedup.open_windows(), "uptime_s": round(now - self.started, 1)}

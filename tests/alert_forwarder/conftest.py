@@ -1,0 +1,299 @@
+"""Fixtures for alert-forwarder tests: the function package as faas-cli lays it out, and real HTTP receivers.
+
+Receivers are real servers on 127.0.0.1 with scripted behaviour (slow, failing, 429 with Retry-After,
+down/up), so retries, timeouts and spooling are exercised over real sockets.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import types
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FUNCTION_DIR = REPO / "functions" / "alert-forwarder"
+
+
+def assemble_package(tmp: Path) -> tuple[Path, str]:
+    """Copy the handler folder and edgeguard/ the way faas-cli's build context has them; return (root, pkg)."""
+    pkg = f"af_{uuid.uuid4().hex[:10]}"
+    dest = tmp / pkg
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(FUNCTION_DIR, dest, ignore=ignore)
+    shutil.copytree(REPO / "edgeguard", dest / "edgeguard", ignore=ignore)
+    (dest / "__init__.py").touch()
+    return tmp, pkg
+
+
+class Package:
+    def __init__(self, root: Path, name: str):
+        self.root, self.name = root, name
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+
+    def module(self, mod: str):
+        return importlib.import_module(f"{self.name}.{mod}")
+
+    def __getattr__(self, mod):
+        return self.module(mod)
+
+
+@pytest.fixture
+def pkg(tmp_path):
+    root, name = assemble_package(tmp_path / "pkgs")
+    p = Package(root, name)
+    yield p
+    for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+        del sys.modules[key]
+
+
+TOKEN = "af-test-token-0123456789"
+
+
+@pytest.fixture
+def load_handler(tmp_path, load_function):
+    """Start a fresh copy of the function (import = start-up) with a private spool and the test token."""
+    loaded = []
+
+    def load(env: dict | None = None, secrets: dict | None = None):
+        full_env = {"spool_dir": str(tmp_path / f"spool-{len(loaded)}")}
+        full_env.update(env or {})
+        mod = load_function("alert-forwarder", env=full_env,
+                            secrets={"alert-forwarder-token": TOKEN + "\n", **(secrets or {})})
+        loaded.append(mod)
+        return mod
+
+    yield load
+    for mod in loaded:
+        fwd = getattr(mod, "FORWARDER", None)
+        if fwd is not None:
+            fwd.close(timeout=2)
+
+
+def event(method="POST", path="/", body=b"", headers=None, query=None):
+    from tests.conftest import make_event
+
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    return make_event(method, path, body, headers, query)
+
+
+def auth_headers(extra=None):
+    h = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    h.update(extra or {})
+    return h
+
+
+CTX = types.SimpleNamespace(hostname="alert-forwarder-test")
+
+
+def falco_alert(rule="Terminal shell in container", priority="Notice", source="syscall", **fields):
+    """A syscall alert shaped exactly like Falco 0.41 json_output (sorted keys, ns time)."""
+    of = {"container.id": "3ad7b26ded6d", "container.name": "nginx", "evt.time": 1714558272123456789,
+          "k8s.ns.name": "default", "k8s.pod.name": "nginx-7c5ddbdf54-x2x9z", "proc.cmdline": "bash",
+          "proc.name": "bash", "user.name": "root"}
+    of.update(fields)
+    return {"hostname": "edge-node-1",
+            "output": f"10:11:12.123456789: {priority} A shell was spawned in a container with an attached "
+                      f"terminal (user=root user_loginuid=-1 {of['container.name']} (id={of['container.id']}) "
+                      f"shell=bash parent=runc cmdline={of['proc.cmdline']} terminal=34816 container_id="
+                      f"{of['container.id']} image=nginx)",
+            "output_fields": of, "priority": priority, "rule": rule, "source": source,
+            "tags": ["T1059", "container", "maturity_stable", "mitre_execution", "shell"],
+            "time": "2024-05-01T10:11:12.123456789Z"}
+
+
+# ----------------------------------------------------------------------------- receivers
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict
+    body: bytes
+    at: float
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+    body: bytes = b"ok"
+    delay: float = 0.0
+
+
+class Receiver:
+    """A scripted HTTP(S) server. ``script`` is a list of Reply used in order, then ``default``."""
+
+    def __init__(self, *, tls: ssl.SSLContext | None = None, port: int = 0):
+        self.requests: list[Received] = []
+        self.script: list[Reply] = []
+        self.default = Reply()
+        self.tls = tls
+        self._lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
+        self.port = port
+        self.server = None
+        self.start()
+
+    @property
+    def url(self):
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def next_reply(self) -> Reply:
+        with self._lock:
+            return self.script.pop(0) if self.script else self.default
+
+    def start(self):
+        recv = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with recv._lock:
+                    recv._conns.add(self.connection)
+
+            def finish(self):
+                with recv._lock:
+                    recv._conns.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
+
+            def _handle(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                reply = recv.next_reply()
+                if reply.delay:
+                    time.sleep(reply.delay)
+                with recv._lock:
+                    recv.requests.append(Received(self.command, self.path, dict(self.headers.items()), body,
+                                                  time.monotonic()))
+                try:
+                    self.send_response(reply.status)
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except OSError:
+                    pass
+
+            do_POST = do_PUT = do_PATCH = do_GET = _handle
+
+            def log_message(self, *a):
+                pass
+
+        class S(ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+            request_queue_size = 128
+
+        self.server = S(("127.0.0.1", self.port), H)
+        if self.tls:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self):
+        """Go down hard: refuse new connections and cut the kept-alive ones."""
+        self.server.shutdown()
+        self.server.server_close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.requests) >= n:
+                    return list(self.requests)
+            time.sleep(0.01)
+        raise AssertionError(f"receiver got {len(self.requests)} requests, expected {n}")
+
+
+@pytest.fixture
+def receiver():
+    servers = []
+
+    def make(**kw) -> Receiver:
+        r = Receiver(**kw)
+        servers.append(r)
+        return r
+
+    yield make
+    for r in servers:
+        try:
+            r.stop()
+        except Exception:
+            pass
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(pred, timeout=10.0, interval=0.01, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (openssl CLI)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available")
+    d = tmp_path_factory.mktemp("certs")
+
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=edgeguard-test-ca")
+    (d / "srv.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    (d / "cli.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for name, ext in (("srv", "srv.ext"), ("cli", "cli.ext")):
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", ext)
+    return d
+
+
+@pytest.fixture
+def h():
+    """Helper functions for test modules (importlib import mode keeps conftest out of `import`)."""
+    return types.SimpleNamespace(event=event, auth_headers=auth_headers, falco_alert=falco_alert, Reply=Reply,
+                                 wait_until=wait_until, free_port=free_port, TOKEN=TOKEN, CTX=CTX,
+                                 Receiver=Receiver)

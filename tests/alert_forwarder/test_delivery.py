@@ -1,0 +1,402 @@
+"""Delivery against real HTTP receivers on 127.0.0.1: failing, slow, 429, flapping, down; every destination type."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import ssl
+import textwrap
+import time
+
+import pytest
+
+from edgeguard.falco.alert import dumps
+
+
+@pytest.fixture
+def make_fwd(pkg, tmp_path):
+    made = []
+
+    def make(routes: str, secrets: dict | None = None, clock=None, **settings):
+        routes_mod = pkg.module("edgeguard.routes")
+        fwd_mod = pkg.module("forwarder")
+        table = routes_mod.load_routes_text(textwrap.dedent(routes))
+        s = fwd_mod.Settings(spool_dir=str(tmp_path / f"spool-{len(made)}"), **settings)
+        kw = {"clock": clock} if clock else {}
+        f = fwd_mod.Forwarder(table, secrets or {}, s, **kw)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close(timeout=2)
+
+
+def hook_routes(opts: str = "", route_extra: str = "") -> str:
+    return f"""
+    destinations:
+      hook: {{type: webhook, timeout: 0.5s, retries: 3, backoff: 0.05s, budget: 3s{opts}}}
+    routes:
+      - {{name: all, to: [hook]{route_extra}}}
+    """
+
+
+def metric(fwd, name, **labels):
+    return fwd.metrics.total(name, **labels)
+
+
+def keys(reqs):
+    return [r.headers.get("Idempotency-Key") for r in reqs]
+
+
+def test_failing_receiver_is_retried_with_backoff_then_delivered_once(make_fwd, receiver, h):
+    r = receiver()
+    r.script = [h.Reply(500), h.Reply(502)]
+    f = make_fwd(hook_routes(), {"hook": {"url": r.url + "/in"}})
+    al = h.falco_alert()
+    f.ingest([al])
+    reqs = r.wait_for(3)
+    h.wait_until(lambda: metric(f, "delivered_total", destination="hook") == 1, what="delivered")
+    time.sleep(0.2)
+    assert len(r.requests) == 3
+    assert len(set(keys(reqs))) == 1 and keys(reqs)[0] == hashlib.sha256(dumps(al).encode()).hexdigest()[:32]
+    assert reqs[2].json() == al  # the alert exactly as Falco sent it
+    assert metric(f, "failed_total", destination="hook") == 2
+    assert metric(f, "retried_total", destination="hook") == 2
+    assert f.spool.depth() == 0
+
+
+def test_slow_receiver_hits_the_timeout_and_the_alert_waits_in_the_spool(make_fwd, receiver, h):
+    r = receiver()
+    r.default = h.Reply(200, delay=1.5)
+    f = make_fwd(hook_routes().replace("retries: 3", "retries: 1").replace("budget: 3s", "budget: 1s"),
+                 {"hook": {"url": r.url}}, tick_interval=3600)  # only the explicit flush retries here
+    t0 = time.monotonic()
+    out = f.ingest([h.falco_alert()])
+    assert time.monotonic() - t0 < 0.3  # the caller never waits for the destination
+    assert out["alerts"][0]["destinations"] == ["hook"]
+    h.wait_until(lambda: metric(f, "spooled_total", destination="hook") == 1, what="spooled")
+    assert metric(f, "failed_total", destination="hook") == 2  # first try + one retry, both timed out
+    assert f.spool.depth() == 1
+    [e] = f.spool.claim_due(ignore_schedule=True)
+    assert "timeout" in e.last_error and e.attempts == 2
+    f.spool.release(e.id)
+    r.default = h.Reply(200)
+    assert f.flush(ignore_schedule=True)["delivered"] == 1
+    assert f.spool.depth() == 0
+
+
+def test_429_retry_after_is_honoured_before_retrying(make_fwd, receiver, h):
+    r = receiver()
+    r.script = [h.Reply(429, {"Retry-After": "1"})]
+    f = make_fwd(hook_routes(), {"hook": {"url": r.url}})
+    f.ingest([h.falco_alert()])
+    reqs = r.wait_for(2, timeout=5)
+    assert reqs[1].at - reqs[0].at >= 0.95
+    h.wait_until(lambda: metric(f, "delivered_total", destination="hook") == 1)
+
+
+def test_retry_after_beyond_the_budget_spools_until_then(make_fwd, receiver, h):
+    r = receiver()
+    r.script = [h.Reply(503, {"Retry-After": "120"})]
+    f = make_fwd(hook_routes(), {"hook": {"url": r.url}}, tick_interval=3600)
+    f.ingest([h.falco_alert()])
+    h.wait_until(lambda: f.spool.depth() == 1 and metric(f, "spooled_total", destination="hook") == 1)
+    assert len(r.requests) == 1
+    [e] = f.spool.claim_due(ignore_schedule=True)
+    assert e.next_attempt - time.time() > 110
+    f.spool.release(e.id)
+    assert f.spool.claim_due() == []  # not due yet: the receiver asked for two minutes
+    # New alerts for a destination in back-off go straight to the spool: no hammering.
+    f.ingest([h.falco_alert(rule="Other")])
+    time.sleep(0.2)
+    assert len(r.requests) == 1 and f.spool.depth() == 2
+    assert f.status()["destinations"]["hook"]["state"] == "backing_off"
+
+
+def test_retry_after_http_date_is_understood(pkg):
+    d = pkg.destinations
+    now = 1_700_000_000.0
+    assert d.parse_retry_after("Tue, 14 Nov 2023 22:13:40 GMT", now=now) == pytest.approx(20, abs=1)
+    assert d.parse_retry_after("7") == 7.0
+    assert d.parse_retry_after("soon") is None
+    res = d.classify(429, {}, b'{"message": "You are being rate limited.", "retry_after": 0.25}')
+    assert res.retryable and res.retry_after == 0.25  # Discord's JSON body form
+
+
+def test_client_error_is_not_retried_and_is_counted_as_rejected(make_fwd, receiver, h):
+    r = receiver()
+    r.default = h.Reply(400, body=b"bad payload")
+    f = make_fwd(hook_routes(), {"hook": {"url": r.url}})
+    f.ingest([h.falco_alert()])
+    h.wait_until(lambda: metric(f, "dropped_total", destination="hook", reason="rejected") == 1)
+    time.sleep(0.2)
+    assert len(r.requests) == 1 and f.spool.depth() == 0
+
+
+def test_receiver_down_then_back_delivers_each_alert_exactly_once(make_fwd, receiver, h):
+    r = receiver()
+    port = r.port
+    r.stop()
+    f = make_fwd(hook_routes(), {"hook": {"url": f"http://127.0.0.1:{port}/in"}})
+    alerts = [h.falco_alert(**{"proc.cmdline": f"bash -c {i}"}) for i in range(5)]
+    f.ingest(alerts)
+    h.wait_until(lambda: f.spool.depth() == 5 and all(not d.queue.qsize() for d in f.destinations.values()),
+                 what="all spooled")
+    h.wait_until(lambda: metric(f, "spooled_total", destination="hook") >= 5)
+    back = receiver(port=port)
+    res = f.flush(ignore_schedule=True)
+    assert res["delivered"] == 5 and res["spool_depth"] == 0
+    assert sorted(keys(back.requests)) == sorted(hashlib.sha256(dumps(a).encode()).hexdigest()[:32] for a in alerts)
+
+
+def test_status_flapping_receiver_gets_every_alert_accepted_exactly_once(make_fwd, receiver, h):
+    script = [503, 200, 503, 503, 200] * 8
+    r = receiver()
+    r.script = [h.Reply(st) for st in script]
+    f = make_fwd(hook_routes().replace("backoff: 0.05s", "backoff: 0.02s"), {"hook": {"url": r.url}},
+                 tick_interval=0.05, spool_backoff_max=0.2)
+    alerts = [h.falco_alert(**{"proc.pid": i}) for i in range(12)]
+    f.ingest(alerts)
+    h.wait_until(lambda: metric(f, "delivered_total", destination="hook") == 12 and f.spool.depth() == 0,
+                 timeout=20, what="all delivered")
+    time.sleep(0.2)
+    # Replies were handed out in arrival order, so request i got script[i].
+    statuses = script + [200] * len(r.requests)
+    ok_keys = [req.headers["Idempotency-Key"] for req, st in zip(r.requests, statuses) if st == 200]
+    assert sorted(ok_keys) == sorted(hashlib.sha256(dumps(a).encode()).hexdigest()[:32] for a in alerts)
+
+
+def test_connection_flapping_receiver_loses_nothing(make_fwd, receiver, h):
+    servers = [receiver()]
+    port = servers[0].port
+    f = make_fwd(hook_routes().replace("backoff: 0.05s", "backoff: 0.02s"), {"hook": {"url": servers[0].url}},
+                 tick_interval=0.05, spool_backoff_max=0.3)
+    alerts = [h.falco_alert(**{"proc.pid": i}) for i in range(30)]
+    up = True
+    for i in range(0, 30, 5):
+        f.ingest(alerts[i:i + 5])
+        time.sleep(0.05)
+        if up:
+            servers[-1].stop()
+        else:
+            servers.append(receiver(port=port))
+        up = not up
+    if not up:
+        servers.append(receiver(port=port))
+    h.wait_until(lambda: f.spool.depth() == 0 and metric(f, "delivered_total", destination="hook") == 30,
+                 timeout=30, what="all delivered after flapping")
+    got = {k for s in servers for k in keys(s.requests)}
+    assert got == {hashlib.sha256(dumps(a).encode()).hexdigest()[:32] for a in alerts}
+
+
+def test_full_spool_drops_the_oldest_and_counts_it(make_fwd, h):
+    f = make_fwd(hook_routes(), {"hook": {"url": "http://127.0.0.1:9/never"}}, spool_max_entries=3)
+    f.ingest([h.falco_alert(**{"proc.pid": i}) for i in range(5)])
+    h.wait_until(lambda: metric(f, "dropped_total", destination="hook", reason="spool_full") == 2, what="drops")
+    assert f.spool.depth() == 3
+    assert "edgeguard_alert_forwarder_spool_depth 3" in f.metrics.render()
+
+
+def test_a_slow_destination_does_not_hold_up_another(make_fwd, receiver, h):
+    slow, fast = receiver(), receiver()
+    slow.default = h.Reply(200, delay=2)
+    f = make_fwd("""
+    destinations:
+      slow: {type: webhook, timeout: 5s}
+      fast: {type: webhook}
+    routes:
+      - {to: [slow, fast]}
+    """, {"slow": {"url": slow.url}, "fast": {"url": fast.url}})
+    t0 = time.monotonic()
+    f.ingest([h.falco_alert(**{"proc.pid": i}) for i in range(6)])
+    fast.wait_for(6, timeout=1.5)
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_idempotency_key_is_stable_and_distinct(pkg, h):
+    k = pkg.destinations.idempotency_key
+    a1 = h.falco_alert()
+    assert k(a1) == k(json.loads(json.dumps(a1))) == k(dict(reversed(list(a1.items()))))
+    assert k(a1) != k(h.falco_alert(**{"proc.pid": 2}))
+
+
+# ----------------------------------------------------------------------------- webhook features
+
+def test_webhook_hmac_signature_token_and_custom_headers(make_fwd, receiver, h):
+    r = receiver()
+    f = make_fwd(hook_routes(", headers: {X-Site: edge-7}, method: PUT"),
+                 {"hook": {"url": r.url, "hmac_key": "hmac-key-123456", "token": "bearer-abcdef-123",
+                           "headers": {"X-Api-Key": "apikey-987654"}}})
+    f.ingest([h.falco_alert()])
+    [req] = r.wait_for(1)
+    assert req.method == "PUT"
+    assert req.headers["X-Site"] == "edge-7" and req.headers["X-Api-Key"] == "apikey-987654"
+    assert req.headers["Authorization"] == "Bearer bearer-abcdef-123"
+    ts = req.headers["X-Edgeguard-Timestamp"]
+    want = hmac.new(b"hmac-key-123456", ts.encode() + b"." + req.body, hashlib.sha256).hexdigest()
+    assert req.headers["X-Edgeguard-Signature"] == "sha256=" + want
+    assert abs(int(ts) - time.time()) < 10
+
+
+def test_webhook_template_body(make_fwd, receiver, h):
+    r = receiver()
+    routes = """
+    destinations:
+      hook:
+        type: webhook
+        body: template
+        template:
+          summary: "[{{ priority }}] {{ rule }} on {{ hostname }}"
+          namespace: "{{ output_fields.k8s.ns.name }}"
+          pid: "{{ output_fields.proc.pid }}"
+          tags: "{{ tags }}"
+          event_id: "{{ idempotency_key }}"
+          raw: "{{ alert }}"
+    routes:
+      - {to: [hook]}
+    """
+    f = make_fwd(routes, {"hook": {"url": r.url}})
+    al = h.falco_alert(**{"proc.pid": 4242})
+    f.ingest([al])
+    body = r.wait_for(1)[0].json()
+    assert body["summary"] == "[Notice] Terminal shell in container on edge-node-1"
+    assert body["namespace"] == "default" and body["pid"] == 4242 and body["tags"] == al["tags"]
+    assert body["event_id"] == r.requests[0].headers["Idempotency-Key"]
+    assert body["raw"] == al
+
+
+def _tls_server_ctx(certs, require_client=False):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs / "srv.crt", certs / "srv.key")
+    if require_client:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(certs / "ca.crt")
+    return ctx
+
+
+def test_tls_is_verified_and_a_private_ca_can_be_given(make_fwd, receiver, certs, h):
+    r = receiver(tls=_tls_server_ctx(certs))
+    untrusted = make_fwd(hook_routes().replace("retries: 3", "retries: 0"), {"hook": {"url": r.url}},
+                         tick_interval=3600)
+    untrusted.ingest([h.falco_alert()])
+    h.wait_until(lambda: metric(untrusted, "spooled_total", destination="hook") == 1)
+    [e] = untrusted.spool.claim_due(ignore_schedule=True)
+    assert "TLS" in e.last_error
+    assert r.requests == []
+    trusted = make_fwd(hook_routes(), {"hook": {"url": r.url, "ca_cert": (certs / "ca.crt").read_text()}})
+    trusted.ingest([h.falco_alert()])
+    assert r.wait_for(1)[0].json()["rule"] == "Terminal shell in container"
+
+
+def test_mutual_tls_client_certificate(make_fwd, receiver, certs, h):
+    r = receiver(tls=_tls_server_ctx(certs, require_client=True))
+    ca = (certs / "ca.crt").read_text()
+    without = make_fwd(hook_routes().replace("retries: 3", "retries: 0"), {"hook": {"url": r.url, "ca_cert": ca}})
+    without.ingest([h.falco_alert()])
+    h.wait_until(lambda: metric(without, "failed_total", destination="hook") == 1)
+    assert r.requests == []
+    with_cert = make_fwd(hook_routes(), {"hook": {"url": r.url, "ca_cert": ca,
+                                                  "client_cert": (certs / "cli.crt").read_text(),
+                                                  "client_key": (certs / "cli.key").read_text()}})
+    with_cert.ingest([h.falco_alert()])
+    r.wait_for(1)
+    h.wait_until(lambda: metric(with_cert, "delivered_total", destination="hook") == 1)
+
+
+# ----------------------------------------------------------------------------- chat + function destinations
+
+def test_slack_teams_discord_messages(make_fwd, receiver, h):
+    r = receiver()
+    f = make_fwd("""
+    destinations:
+      sl: {type: slack, channel: "#sec"}
+      te: {type: teams}
+      tm: {type: teams, format: messagecard}
+      di: {type: discord}
+    routes:
+      - {to: [sl, te, tm, di]}
+    """, {n: {"url": f"{r.url}/{n}"} for n in ("sl", "te", "tm", "di")})
+    f.ingest([h.falco_alert(priority="Critical")])
+    reqs = {q.path.strip("/"): q.json() for q in r.wait_for(4)}
+    sl = reqs["sl"]
+    att = sl["attachments"][0]
+    assert sl["channel"] == "#sec" and att["color"] == "#ff5400"
+    titles = [x["title"] for x in att["fields"]]
+    assert titles[:4] == ["rule", "priority", "source", "hostname"] and "k8s.pod.name" in titles
+    assert att["text"].startswith("10:11:12.123456789: Critical A shell was spawned")
+    te = reqs["te"]["attachments"][0]["content"]
+    assert te["type"] == "AdaptiveCard" and te["body"][0]["text"] == "Critical: Terminal shell in container"
+    assert {"title": "k8s.ns.name", "value": "default"} in te["body"][2]["facts"]
+    assert reqs["tm"]["@type"] == "MessageCard" and reqs["tm"]["themeColor"] == "ff5400"
+    emb = reqs["di"]["embeds"][0]
+    assert emb["color"] == 0xFF5400 and emb["title"] == "Critical: Terminal shell in container"
+    assert emb["timestamp"] == "2024-05-01T10:11:12.123456789Z"
+
+
+def test_openfaas_destination_async_through_gateway_with_token_and_callback(make_fwd, receiver, h, tmp_path,
+                                                                            monkeypatch):
+    gw = receiver()
+    gw.default = h.Reply(202, body=b"")
+    monkeypatch.setenv("gateway_url", gw.url)
+    sec = tmp_path / "fsecrets"
+    sec.mkdir()
+    (sec / "configmap-secret-scrubber-token").write_text("scrubber-token-abcdef\n")
+    monkeypatch.setenv("EDGEGUARD_SECRETS_DIR", str(sec))
+    f = make_fwd("""
+    destinations:
+      scrub: {type: openfaas, function: configmap-secret-scrubber, async: true,
+              token_secret: configmap-secret-scrubber-token, callback_url: "http://gateway:8080/function/results"}
+      sync: {type: openfaas, function: other-fn, async: false}
+    routes:
+      - {to: [scrub, sync]}
+    """)
+    al = h.falco_alert(rule="Create/Modify Configmap With Private Credentials", source="k8s_audit")
+    f.ingest([al])
+    reqs = {q.path: q for q in gw.wait_for(2)}
+    a = reqs["/async-function/configmap-secret-scrubber"]
+    assert a.headers["Authorization"] == "Bearer scrubber-token-abcdef"
+    assert a.headers["X-Callback-Url"] == "http://gateway:8080/function/results"
+    assert a.body == dumps(al).encode() and a.headers["Idempotency-Key"]
+    s = reqs["/function/other-fn"]
+    assert "Authorization" not in s.headers and "X-Callback-Url" not in s.headers
+    h.wait_until(lambda: metric(f, "delivered_total") == 2)
+
+
+def test_dedup_through_the_forwarder_sends_one_then_a_summary(make_fwd, receiver, h):
+    r = receiver()
+    now = [1_800_000_000.0]
+    f = make_fwd(hook_routes(route_extra=", dedup: {window: 60s, key: [rule, output_fields.k8s.pod.name]}"),
+                 {"hook": {"url": r.url}}, clock=lambda: now[0], start_threads=True)
+    for _ in range(3):
+        out = f.ingest([h.falco_alert()])
+    assert out["alerts"][0]["suppressed_by"] == ["all"]
+    r.wait_for(1)
+    now[0] += 61
+    f.tick()
+    reqs = r.wait_for(2)
+    summary = reqs[1].json()
+    assert summary["output_fields"]["edgeguard.suppressed"] == 2
+    assert summary["rule"] == "Terminal shell in container"
+    assert metric(f, "dedup_suppressed_total", route="all") == 2
+    assert metric(f, "dedup_summaries_total", route="all") == 1
+
+
+def test_fast_ack_mode_only_spools_failures(make_fwd, receiver, h):
+    r = receiver()
+    f = make_fwd(hook_routes(), {"hook": {"url": r.url}}, ack_mode="fast")
+    f.ingest([h.falco_alert()])
+    r.wait_for(1)
+    h.wait_until(lambda: metric(f, "delivered_total", destination="hook") == 1)
+    assert f.spool.depth() == 0 and b'"op":"put"' not in (f.spool.dir / "spool.wal").read_bytes()
+    r.stop()
+    f.ingest([h.falco_alert(rule="x")])
+    h.wait_until(lambda: f.spool.depth() == 1, what="failure spooled")
+
+
+def test_disabled_destination_is_counted_not_sent(make_fwd, h):
+    f = make_fwd("destinations: {ac: {type: webhook}}\nroutes:\n  - {to: [ac]}\n")
+    out = f.ingest([h.falco_alert()])
+    assert out["alerts"][0]["destinations"] == []
+    assert metric(f, "dropped_total", destination="ac", reason="disabled") == 1
+    assert f.spool.depth() == 0

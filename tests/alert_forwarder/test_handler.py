@@ -1,0 +1,278 @@
+"""The function's HTTP contract: auth, input forms, bad input, endpoints, start-up validation."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgeguard.falco.alert import dumps
+
+
+def body_of(resp):
+    return json.loads(resp["body"])
+
+
+def post(mod, h, body, headers=None, query=None, path="/"):
+    return mod.handle(h.event("POST", path, body, headers if headers is not None else h.auth_headers(), query), h.CTX)
+
+
+def count(mod, name, **labels):
+    return mod.FORWARDER.metrics.total(name, **labels)
+
+
+# ----------------------------------------------------------------------------- auth
+
+def test_falco_http_output_post_with_query_token_is_accepted_and_routed_to_console(load_handler, h):
+    mod = load_handler()
+    al = h.falco_alert(priority="Warning")
+    # Exactly as http_output sends it: the compact JSON, no trailing newline, no Authorization header.
+    resp = post(mod, h, dumps(al).encode(), headers={"Content-Type": "application/json",
+                                                      "User-Agent": "falcosecurity/falco"}, query={"token": h.TOKEN})
+    assert resp["statusCode"] == 202
+    out = body_of(resp)
+    assert out["accepted"] == 1
+    assert out["alerts"][0]["destinations"] == ["console"]  # the action-centre route matched but is not configured
+    assert out["alerts"][0]["routes"] == ["action-centre", "console-warning"]
+    h.wait_until(lambda: count(mod, "delivered_total", destination="console") == 1)
+
+
+@pytest.mark.parametrize("headers, query, status", [
+    ({"Content-Type": "application/json"}, None, 401),
+    ({"Content-Type": "application/json", "Authorization": "Bearer wrong-token"}, None, 401),
+    ({"Content-Type": "application/json"}, {"token": "wrong-token"}, 401),
+    ({"Content-Type": "application/json", "Authorization": "Basic YWRtaW46YWRtaW4="}, None, 401),
+])
+def test_unauthenticated_posts_are_refused_and_nothing_is_forwarded(load_handler, h, headers, query, status):
+    mod = load_handler()
+    resp = post(mod, h, h.falco_alert(priority="Critical"), headers=headers, query=query)
+    assert resp["statusCode"] == status
+    assert count(mod, "alerts_total") == 0 and mod.FORWARDER.spool.depth() == 0
+    assert count(mod, "rejected_total", reason="unauthorized") == 1
+
+
+def test_query_token_is_only_for_the_falco_ingest_endpoint(load_handler, h):
+    mod = load_handler()
+    for method, path in (("GET", "/metrics"), ("GET", "/"), ("POST", "/flush"), ("POST", "/test")):
+        resp = mod.handle(h.event(method, path, b"", {}, {"token": h.TOKEN}), h.CTX)
+        assert resp["statusCode"] == 401, path
+
+
+def test_missing_token_secret_fails_closed(load_handler, h):
+    mod = load_handler()
+    (mod.secrets_dir / "alert-forwarder-token").unlink()
+    resp = post(mod, h, h.falco_alert())
+    assert resp["statusCode"] == 503 and "alert-forwarder-token" in body_of(resp)["error"]
+
+
+def test_tokens_and_destination_secrets_never_reach_logs_or_responses(load_handler, h, capfd):
+    secrets = {"alert-forwarder-destinations":
+               "action-centre:\n  url: http://127.0.0.1:9/hook?apikey=url-secret-xyz123\n"
+               "  hmac_key: hmac-secret-abc987\n  token: bearer-secret-def456\n"}
+    mod = load_handler(secrets=secrets)
+    post(mod, h, h.falco_alert(priority="Critical"), headers={"Content-Type": "application/json"},
+         query={"token": h.TOKEN})
+    post(mod, h, h.falco_alert(), headers={"Content-Type": "application/json"}, query={"token": "guess-" + h.TOKEN})
+    status = mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX)
+    metrics = mod.handle(h.event("GET", "/metrics", b"", h.auth_headers()), h.CTX)
+    h.wait_until(lambda: count(mod, "spooled_total", destination="action-centre") >= 1, what="delivery attempt")
+    captured = capfd.readouterr()
+    text = captured.out + captured.err + status["body"] + metrics["body"]
+    for secret in (h.TOKEN, "url-secret-xyz123", "hmac-secret-abc987", "bearer-secret-def456"):
+        assert secret not in text
+    st = body_of(status)
+    assert st["destinations"]["action-centre"]["enabled"] is True
+    assert st["destinations"]["action-centre"]["signed"] is True
+
+
+# ----------------------------------------------------------------------------- input forms
+
+def test_json_array_batch_from_audit_ingest(load_handler, h):
+    mod = load_handler()
+    batch = [h.falco_alert(priority=p, **{"k8s.pod.name": f"pod-{i}"}) for i, p in enumerate(["Warning", "Error", "Notice"])]
+    resp = post(mod, h, batch)
+    assert resp["statusCode"] == 202 and body_of(resp)["accepted"] == 3
+    assert [a["destinations"] for a in body_of(resp)["alerts"]] == [["console"], ["console"], []]
+    assert count(mod, "alerts_total") == 3
+
+
+def test_ndjson_batch(load_handler, h):
+    mod = load_handler()
+    lines = "\n".join(dumps(h.falco_alert(priority="Error", **{"k8s.pod.name": f"p{i}"})) for i in range(4)) + "\n"
+    resp = post(mod, h, lines.encode(), headers=h.auth_headers({"Content-Type": "application/x-ndjson"}))
+    assert resp["statusCode"] == 202 and body_of(resp)["accepted"] == 4
+
+
+def test_priority_is_case_insensitive_and_normalised(load_handler, h):
+    mod = load_handler()
+    resp = post(mod, h, h.falco_alert(priority="warning"))
+    assert body_of(resp)["alerts"][0]["priority"] == "Warning"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def _alert_without(h, key):
+    a = h.falco_alert()
+    del a[key]
+    return a
+
+
+@pytest.mark.parametrize("make_body, content_type, status, reason", [
+    (lambda h: b'{"rule": "x", ', "application/json", 400, "invalid JSON"),
+    (lambda h: b"", "application/json", 400, "empty"),
+    (lambda h: json.dumps(_alert_without(h, "rule")).encode(), "application/json", 400, "missing the required key 'rule'"),
+    (lambda h: json.dumps(_alert_without(h, "time")).encode(), "application/json", 400, "'time'"),
+    (lambda h: json.dumps({**h.falco_alert(), "priority": "warn"}).encode(), "application/json", 400,
+     "unknown priority 'warn'"),
+    (lambda h: json.dumps({**h.falco_alert(), "priority": 4}).encode(), "application/json", 400, "'priority' must be"),
+    (lambda h: json.dumps({**h.falco_alert(), "time": "yesterday"}).encode(), "application/json", 400, "RFC 3339"),
+    (lambda h: json.dumps({**h.falco_alert(), "tags": "shell"}).encode(), "application/json", 400, "tags"),
+    (lambda h: json.dumps({**h.falco_alert(), "output_fields": [1]}).encode(), "application/json", 400,
+     "output_fields"),
+    (lambda h: json.dumps([]).encode(), "application/json", 400, "empty batch"),
+    (lambda h: json.dumps(["x"]).encode(), "application/json", 400, "alert[0]"),
+    (lambda h: json.dumps(h.falco_alert()).encode(), "text/plain", 415, "Content-Type"),
+    (lambda h: json.dumps({**h.falco_alert(), "output": "x" * 5000}).encode(), "application/json", 413, "limit"),
+])
+def test_bad_input_gets_a_4xx_reason_and_nothing_is_forwarded(load_handler, h, make_body, content_type, status,
+                                                               reason):
+    mod = load_handler(env={"max_body_bytes": "4096"})
+    resp = post(mod, h, make_body(h), headers=h.auth_headers({"Content-Type": content_type}))
+    assert resp["statusCode"] == status
+    assert reason in body_of(resp)["error"]
+    assert count(mod, "alerts_total") == 0 and mod.FORWARDER.spool.depth() == 0
+    assert "Traceback" not in resp["body"]
+
+
+def test_one_bad_alert_in_a_batch_rejects_the_whole_batch(load_handler, h, receiver):
+    r = receiver()
+    mod = load_handler(secrets={"alert-forwarder-destinations": f"action-centre: {{url: '{r.url}'}}\n"})
+    batch = [h.falco_alert(priority="Critical"), {**h.falco_alert(), "priority": "Severe"}]
+    resp = post(mod, h, batch)
+    assert resp["statusCode"] == 400
+    out = body_of(resp)
+    assert out["index"] == 1 and out["error"].startswith("alert[1]: unknown priority 'Severe'")
+    assert "nothing was forwarded" in out["error"]
+    import time
+    time.sleep(0.3)
+    assert r.requests == [] and mod.FORWARDER.spool.depth() == 0
+
+
+def test_unknown_path_and_method(load_handler, h):
+    mod = load_handler()
+    assert mod.handle(h.event("GET", "/nope", b"", h.auth_headers()), h.CTX)["statusCode"] == 404
+    resp = mod.handle(h.event("DELETE", "/metrics", b"", h.auth_headers()), h.CTX)
+    assert resp["statusCode"] == 405
+
+
+# ----------------------------------------------------------------------------- endpoints
+
+def test_get_root_reports_health_and_config_without_secrets(load_handler, h):
+    mod = load_handler()
+    resp = mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX)
+    assert resp["statusCode"] == 200
+    st = body_of(resp)
+    assert st["status"] == "ok" and st["routes_source"] == "routes.yaml" and st["ack_mode"] == "durable"
+    assert [r["name"] for r in st["routes"]] == ["scrub-configmap-credentials", "action-centre", "console-warning",
+                                                 "default"]
+    ac = st["destinations"]["action-centre"]
+    assert ac["enabled"] is False and "alert-forwarder-destinations" in ac["disabled_reason"]
+    assert st["spool"]["depth"] == 0
+
+
+def test_metrics_endpoint_is_prometheus_text(load_handler, h):
+    mod = load_handler()
+    post(mod, h, h.falco_alert(priority="Error"))
+    post(mod, h, b"{", headers=h.auth_headers())
+    h.wait_until(lambda: count(mod, "delivered_total", destination="console") == 1)
+    resp = mod.handle(h.event("GET", "/metrics", b"", h.auth_headers()), h.CTX)
+    assert resp["statusCode"] == 200 and resp["headers"]["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = resp["body"]
+    assert ('edgeguard_alert_forwarder_alerts_total{priority="Error",rule="Terminal shell in container",'
+            'source="syscall"} 1') in text
+    assert 'edgeguard_alert_forwarder_delivered_total{destination="console"} 1' in text
+    assert 'edgeguard_alert_forwarder_rejected_total{reason="invalid"} 1' in text
+    assert 'edgeguard_alert_forwarder_dropped_total{destination="action-centre",reason="disabled"} 1' in text
+    assert "# TYPE edgeguard_alert_forwarder_spool_depth gauge" in text
+    assert "edgeguard_alert_forwarder_spool_depth 0" in text
+
+
+def test_test_endpoint_sends_a_test_alert_through_the_routes(load_handler, h):
+    mod = load_handler()
+    dry = mod.handle(h.event("POST", "/test", b"", h.auth_headers(), {"dry_run": "1"}), h.CTX)
+    assert dry["statusCode"] == 200 and body_of(dry)["destinations"] == ["console"]
+    assert count(mod, "alerts_total") == 0
+    resp = mod.handle(h.event("POST", "/test", b"", h.auth_headers()), h.CTX)
+    assert resp["statusCode"] == 202
+    assert body_of(resp)["alerts"][0]["rule"] == "Test rule"
+    h.wait_until(lambda: count(mod, "delivered_total", destination="console") == 1)
+    low = mod.handle(h.event("POST", "/test", b"", h.auth_headers(), {"priority": "Debug", "dry_run": "1"}), h.CTX)
+    assert body_of(low)["destinations"] == []
+    bad = mod.handle(h.event("POST", "/test", b"", h.auth_headers(), {"priority": "loud"}), h.CTX)
+    assert bad["statusCode"] == 400
+
+
+def test_flush_endpoint_and_cron_connector_call(load_handler, h, receiver):
+    r = receiver()
+    port = r.port
+    r.stop()
+    mod = load_handler(env={"cron_flush": "true", "retry_tick_seconds": "3600"},
+                       secrets={"alert-forwarder-destinations": f"action-centre: {{url: 'http://127.0.0.1:{port}'}}\n"})
+    post(mod, h, h.falco_alert(priority="Notice"))
+    h.wait_until(lambda: count(mod, "spooled_total", destination="action-centre") == 1)
+    assert mod.handle(h.event("POST", "/flush", b"", {}), h.CTX)["statusCode"] == 401
+    back = receiver(port=port)
+    # What cron-connector sends: POST to the function root, empty body, no credentials.
+    resp = mod.handle(h.event("POST", "/", b"", {"User-Agent": "Go-http-client/1.1"}), h.CTX)
+    assert resp["statusCode"] == 200
+    assert body_of(resp)["flush"]["delivered"] == 1
+    assert len(back.requests) == 1
+    again = mod.handle(h.event("POST", "/", b"", {}), h.CTX)
+    assert body_of(again)["flush"] == "skipped"  # unauthenticated flushes are rate-limited
+    resp = mod.handle(h.event("POST", "/flush", b"", h.auth_headers()), h.CTX)
+    assert resp["statusCode"] == 200 and body_of(resp)["flush"]["spool_depth"] == 0
+
+
+def test_cron_flush_is_off_unless_enabled(load_handler, h):
+    mod = load_handler(env={"cron_flush": "false"})  # stack.yml turns it on; the code default is off
+    resp = mod.handle(h.event("POST", "/", b"", {}), h.CTX)
+    assert resp["statusCode"] == 401
+
+
+def test_shipped_route_sends_configmap_credentials_alert_to_the_scrubber(load_handler, h, receiver):
+    gw = receiver()
+    gw.default = h.Reply(202, body=b"")
+    mod = load_handler(env={"gateway_url": gw.url},
+                       secrets={"configmap-secret-scrubber-token": "scrubber-token-0000111\n"})
+    al = h.falco_alert(rule="Create/Modify Configmap With Private Credentials", priority="Warning",
+                       source="k8s_audit")
+    resp = post(mod, h, al)
+    assert body_of(resp)["alerts"][0]["destinations"] == ["configmap-secret-scrubber", "console"]
+    [req] = gw.wait_for(1)
+    assert req.path == "/async-function/configmap-secret-scrubber"
+    assert req.headers["Authorization"] == "Bearer scrubber-token-0000111"
+    assert json.loads(req.body) == al
+
+
+# ----------------------------------------------------------------------------- start-up validation
+
+def test_bad_routes_secret_fails_start_up_naming_the_place(load_handler, capfd):
+    bad = "destinations: {c: {type: console}}\nroutes:\n  - {to: [c]}\n  - {to: [c]}\n  - matchers: [{priority: warn}]\n    to: [c]\n"
+    with pytest.raises(ValueError) as ei:  # the function copy's own RoutesError class
+        load_handler(secrets={"alert-forwarder-routes": bad})
+    assert type(ei.value).__name__ == "RoutesError"
+    assert str(ei.value).startswith("secret alert-forwarder-routes: routes[2].matchers[0]: unknown priority 'warn'")
+    assert "config.invalid" in capfd.readouterr().err
+
+
+def test_bad_destinations_secret_fails_start_up(load_handler):
+    with pytest.raises(ValueError) as ei:
+        load_handler(secrets={"alert-forwarder-destinations": "action-centre: {url: 'gopher://x', colour: red}\n"})
+    assert "alert-forwarder-destinations.action-centre" in str(ei.value)
+
+
+def test_routes_secret_replaces_the_shipped_routes(load_handler, h):
+    mod = load_handler(secrets={"alert-forwarder-routes":
+                                "destinations: {out: {type: console}}\nroutes:\n  - {name: everything, to: [out]}\n"})
+    st = body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))
+    assert st["routes_source"] == "secret alert-forwarder-routes"
+    assert body_of(post(mod, h, h.falco_alert(priority="Debug")))["alerts"][0]["destinations"] == ["out"]

@@ -1,0 +1,111 @@
+"""The function served over real HTTP in its own process: curl in, every destination type out; spool across restart."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+import requests
+
+from edgeguard.falco.alert import dumps
+
+ALL_TYPES_ROUTES = """
+destinations:
+  console: {type: console}
+  slack: {type: slack}
+  teams: {type: teams}
+  discord: {type: discord}
+  hook: {type: webhook}
+  scrubber: {type: openfaas, function: configmap-secret-scrubber, async: true,
+             token_secret: configmap-secret-scrubber-token}
+routes:
+  - {name: everywhere, to: [console, slack, teams, discord, hook, scrubber]}
+"""
+
+
+def idem(alert):
+    return hashlib.sha256(dumps(alert).encode()).hexdigest()[:32]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_alert_posted_with_curl_reaches_every_destination_type(serve_function, receiver, h, tmp_path):
+    r = receiver()
+    r.default = h.Reply(202, body=b"")
+    dests = {n: {"url": f"{r.url}/{n}"} for n in ("slack", "teams", "discord", "hook")}
+    sf = serve_function("alert-forwarder", env={"spool_dir": str(tmp_path / "spool"), "gateway_url": r.url},
+                        secrets={"alert-forwarder-token": h.TOKEN, "alert-forwarder-routes": ALL_TYPES_ROUTES,
+                                 "alert-forwarder-destinations": json.dumps(dests),
+                                 "configmap-secret-scrubber-token": "scrubber-token-55555"})
+    al = h.falco_alert(priority="Error")
+    f = tmp_path / "alert.json"
+    f.write_text(dumps(al))
+    out = subprocess.run(["curl", "-sS", "-X", "POST", "-H", "Content-Type: application/json",
+                          "--data-binary", f"@{f}", f"{sf.url}/?token={h.TOKEN}"],
+                         capture_output=True, text=True, timeout=30)
+    resp = json.loads(out.stdout)
+    assert resp["accepted"] == 1
+    assert sorted(resp["alerts"][0]["destinations"]) == sorted(["console", "slack", "teams", "discord", "hook",
+                                                                 "scrubber"])
+    reqs = {q.path: q for q in r.wait_for(5)}
+    assert set(reqs) == {"/slack", "/teams", "/discord", "/hook", "/async-function/configmap-secret-scrubber"}
+    assert all(q.headers["Idempotency-Key"] == idem(al) for q in reqs.values())
+    assert reqs["/hook"].json() == al
+    assert json.loads(reqs["/async-function/configmap-secret-scrubber"].body) == al
+    assert reqs["/async-function/configmap-secret-scrubber"].headers["Authorization"] == "Bearer scrubber-token-55555"
+    h.wait_until(lambda: '"event": "alert"' in sf.logs(), what="console line")
+    console = [json.loads(line) for line in sf.logs().splitlines() if '"event": "alert"' in line]
+    assert console[0]["rule"] == al["rule"] and console[0]["idempotency_key"] == idem(al)
+    assert h.TOKEN not in sf.logs()
+
+
+def test_spooled_alert_survives_a_restart_and_is_delivered_exactly_once(serve_function, receiver, h, tmp_path):
+    """Done-when: receiver down -> alert in the spool -> function restarted -> receiver back -> delivered once."""
+    r = receiver()
+    port = r.port
+    r.stop()  # the action centre is unreachable
+    spool = tmp_path / "spool"
+    sf = serve_function("alert-forwarder", env={"spool_dir": str(spool), "retry_tick_seconds": "0.2"},
+                        secrets={"alert-forwarder-token": h.TOKEN,
+                                 "alert-forwarder-destinations": f"action-centre: {{url: 'http://127.0.0.1:{port}/ac'}}\n"})
+    auth = {"Authorization": f"Bearer {h.TOKEN}"}
+    al = h.falco_alert(priority="Notice")
+    resp = requests.post(sf.url + "/", data=dumps(al), params={"token": h.TOKEN},
+                         headers={"Content-Type": "application/json"}, timeout=5)
+    assert resp.status_code == 202
+
+    def spooled():
+        m = requests.get(sf.url + "/metrics", headers=auth, timeout=5).text
+        return 'edgeguard_alert_forwarder_spooled_total{destination="action-centre"}' in m
+
+    h.wait_until(spooled, timeout=15, what="alert spooled")
+    records = [json.loads(line) for line in (spool / "spool.wal").read_text().splitlines()]
+    [entry] = [r["e"] for r in records if r["op"] == "put"]
+    assert entry["destination"] == "action-centre" and entry["key"] == idem(al) and entry["payload"] == al
+
+    first_pid = sf.proc.pid
+    sf.stop(kill=True)  # SIGKILL: no shutdown hook gets to save anything
+    back = receiver(port=port)  # the receiver returns while the function is down
+    sf.start()
+    assert sf.proc.pid != first_pid
+    status = requests.get(sf.url + "/", headers=auth, timeout=5).json()
+    assert status["spool"]["depth"] in (0, 1)  # the background retry may already have run
+    back.wait_for(1, timeout=20)
+    h.wait_until(lambda: requests.get(sf.url + "/", headers=auth, timeout=5).json()["spool"]["depth"] == 0,
+                 timeout=10, what="spool emptied")
+    time.sleep(1.0)  # further ticks must not send it again
+    assert len(back.requests) == 1
+    req = back.requests[0]
+    assert req.path == "/ac" and req.headers["Idempotency-Key"] == idem(al) and req.json() == al
+    assert requests.get(sf.url + "/", headers=auth, timeout=5).json()["spool"]["depth"] == 0
+
+
+def test_bad_routes_make_the_served_function_exit_with_the_place(serve_function, h, tmp_path):
+    with pytest.raises(RuntimeError) as ei:
+        serve_function("alert-forwarder", env={"spool_dir": str(tmp_path / "s")},
+                       secrets={"alert-forwarder-token": h.TOKEN, "alert-forwarder-routes":
+                                "destinations: {c: {type: console}}\nroutes:\n  - {to: [c]}\n  - {to: [c]}\n"
+                                "  - matchers: [{priority: warn}]\n    to: [c]\n"})
+    assert "routes[2].matchers[0]: unknown priority 'warn'" in str(ei.value)
