@@ -8,7 +8,8 @@ from pathlib import Path
 from . import facts, falco, k3s_audit, openfaas, revert
 from .engine import BootstrapError, Ctx, Refused, print_table
 
-DEFAULT_GATEWAY = "http://127.0.0.1:31112"  # gateway-external NodePort, reachable from the server host
+DEFAULT_GATEWAY = "http://127.0.0.1:31112"
+K3S_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"  # gateway-external NodePort, reachable from the server host
 REPO = Path(__file__).resolve().parent.parent.parent
 
 ORDER_NOTE = ("order: preflight, openfaas (secrets first: Falco's URL and the webhook kubeconfig carry tokens it "
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None, *, out=None, stdin=None, env: dict | Non
               image=args.image)
     where = f" under --root {args.root}" if args.root != "/" else ""
     ctx.say(f"edgeguard-bootstrap {args.command}{where}" + (" (dry run: nothing is changed)" if args.dry_run else ""))
+    admin = ctx.host(K3S_KUBECONFIG)
+    if not args.image and not ctx.env.get("KUBECONFIG") and admin.is_file():
+        # k3s's kubectl finds this file by itself, helm does not (and sudo drops KUBECONFIG).
+        ctx.env["KUBECONFIG"] = str(admin)
+        ctx.say(f"using KUBECONFIG={K3S_KUBECONFIG} (k3s's admin kubeconfig) for kubectl and helm")
     try:
         code = dispatch(ctx, args)
     except Refused as exc:

@@ -210,3 +210,13 @@ def test_missing_helm_is_installed_with_arkade(node):
     node.clear_calls()
     code, out = node.run("falco")
     assert "no changes" in out and node.mutating_calls() == []
+
+
+def test_helm_gets_k3s_admin_kubeconfig_when_none_is_set(node):
+    with_tokens(node)
+    node.files({"/etc/rancher/k3s/k3s.yaml": "apiVersion: v1\nkind: Config\n"})
+    code, out = node.run("falco")
+    assert code == 0, out
+    assert "using KUBECONFIG=/etc/rancher/k3s/k3s.yaml" in out
+    upgrade = [r for r in node.call_records() if r["argv"][:2] == ["helm", "upgrade"]][0]
+    assert upgrade["env"]["KUBECONFIG"] == str(node.path("/etc/rancher/k3s/k3s.yaml"))
