@@ -8,8 +8,9 @@ from pathlib import Path
 from . import facts, falco, k3s_audit, openfaas, revert
 from .engine import BootstrapError, Ctx, Refused, print_table
 
-DEFAULT_GATEWAY = "http://127.0.0.1:31112"
-K3S_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"  # gateway-external NodePort, reachable from the server host
+DEFAULT_GATEWAY = "http://127.0.0.1:31112"  # gateway-external NodePort, reachable from the server host
+K3S_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
+LOCK_FILE = "/var/lib/edgeguard/.bootstrap.lock"
 REPO = Path(__file__).resolve().parent.parent.parent
 
 ORDER_NOTE = ("order: preflight, openfaas (secrets first: Falco's URL and the webhook kubeconfig carry tokens it "
@@ -79,7 +80,9 @@ def main(argv: list[str] | None = None, *, out=None, stdin=None, env: dict | Non
         # k3s's kubectl finds this file by itself, helm does not (and sudo drops KUBECONFIG).
         ctx.env["KUBECONFIG"] = str(admin)
         ctx.say(f"using KUBECONFIG={K3S_KUBECONFIG} (k3s's admin kubeconfig) for kubectl and helm")
+    lock = None
     try:
+        lock = None if args.dry_run else take_lock(ctx)
         code = dispatch(ctx, args)
     except Refused as exc:
         ctx.say(f"\n{exc}")
@@ -91,8 +94,28 @@ def main(argv: list[str] | None = None, *, out=None, stdin=None, env: dict | Non
     except KeyboardInterrupt:
         ctx.say("\ninterrupted")
         return 130
+    finally:
+        if lock is not None:
+            import os
+            os.close(lock)
     summary(ctx)
     return code
+
+
+def take_lock(ctx: Ctx):
+    """One bootstrap at a time: two runs would interleave backups and state."""
+    import fcntl
+    import os
+
+    path = ctx.host(LOCK_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise BootstrapError(f"another edgeguard-bootstrap is running (lock {LOCK_FILE})") from None
+    return fd  # held until the process exits
 
 
 def summary(ctx: Ctx) -> None:
