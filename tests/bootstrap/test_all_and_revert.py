@@ -170,3 +170,15 @@ def test_launcher_works_on_older_distribution_pythons(node, version):
 def test_launcher_is_executable():
     assert os.access(LAUNCHER, os.X_OK)
     assert LAUNCHER.read_text().startswith("#!/usr/bin/env python3\n")
+
+
+def test_revert_does_not_restart_k3s_for_audit_files_already_removed_by_hand(node):
+    node.seed_tokens()
+    node.run("k3s-audit", "--skip-check")
+    for p in (k3s_audit.DROPIN, k3s_audit.POLICY, k3s_audit.WEBHOOK):
+        node.path(p).unlink()
+    node.clear_calls()
+    code, out = node.run("revert", "--yes")
+    assert code == 0, out
+    assert "already gone" in out
+    assert ["systemctl", "restart", "k3s"] not in node.calls()
