@@ -154,8 +154,8 @@ def run_host(ctx: Ctx, driver: str, url: str, deb: str | None, headers_package: 
     elif driver == "kmod":
         release = facts.uname(ctx, "-r")
         headers = headers_package or f"linux-headers-{release}"
-        if ctx.host(f"/lib/modules/{release}/build").exists():
-            ctx.unchanged(f"kernel headers for {release} present")
+        if ctx.host(f"/lib/modules/{release}/build").exists() and ctx.which("dkms"):
+            ctx.unchanged(f"kernel headers for {release} and dkms present")
         else:
             ctx.run(["apt-get", "install", "-y", "dkms", "make", headers],
                     env={"DEBIAN_FRONTEND": "noninteractive"}, why="kmod is built by DKMS against the headers")
