@@ -226,7 +226,7 @@ def cron(ctx: Ctx, install: bool) -> None:
         ctx.run(["arkade", "install", "cron-connector"], why="periodic POST to alert-forwarder to flush its spool")
         ctx.record({"kind": "helm", "release": "cron-connector", "namespace": "openfaas"})
         return
-    ctx.note("cron-connector is not installed. alert-forwarder retries its spool on later alerts; to also "
-             "flush it on a schedule, run `arkade install cron-connector` (or re-run with --cron-connector) "
-             "and give alert-forwarder the annotations topic: cron-function and schedule: \"*/5 * * * *\" "
-             "as docs/alert-forwarder.md describes.")
+    ctx.note("cron-connector is not installed. stack.yml already annotates alert-forwarder with "
+             "topic: cron-function and a schedule, but nothing acts on them without cron-connector; "
+             "alert-forwarder then retries its spool only on later alerts. Install it with "
+             "`arkade install cron-connector` (or re-run with --cron-connector); see docs/alert-forwarder.md.")
