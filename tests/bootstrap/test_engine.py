@@ -179,3 +179,13 @@ def test_a_second_concurrent_run_is_refused(node):
         os.close(fd)
     code, out = node.run("openfaas")
     assert code == 0, out
+
+
+def test_guard_catches_system_writes():
+    """conftest's autouse guard is live: system paths cannot be written by any test here."""
+    with pytest.raises(AssertionError):
+        os.open("/etc/edgeguard-guard-probe", os.O_WRONLY | os.O_CREAT)
+    with pytest.raises(AssertionError):
+        open("/var/lib/edgeguard-guard-probe", "w")
+    with pytest.raises(AssertionError):
+        os.mkdir("/etc/edgeguard-guard-probe")
