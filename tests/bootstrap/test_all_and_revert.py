@@ -153,18 +153,28 @@ def test_launcher_runs_on_system_python_with_the_standard_library_only(node, tmp
     assert proc.stderr == ""
 
 
-@pytest.mark.parametrize("version", ["3.9", "3.10"])
-def test_launcher_works_on_older_distribution_pythons(node, version):
-    exe = Path(f"/root/.pyenv/versions").glob(f"{version}.*/bin/python{version}")
-    exe = next(iter(sorted(exe)), None) or next((Path(p) / f"python{version}" for p in ("/usr/bin",)
-                                               if (Path(p) / f"python{version}").exists()), None)
+def _python(version: str) -> Path | None:
+    import shutil
+    for candidate in sorted(Path("/root/.pyenv/versions").glob(f"{version}.*/bin/python{version}")):
+        return candidate
+    found = shutil.which(f"python{version}")
+    return Path(found) if found else None
+
+
+@pytest.mark.parametrize("version", ["3.9", "3.10", "3.12", "3.13"])
+def test_launcher_runs_all_for_real_then_idempotently_on_distribution_pythons(node, version):
+    # 3.9: Raspberry Pi OS bullseye, 3.10: Ubuntu 22.04, 3.11: bookworm (the suite's own), 3.12: Ubuntu 24.04.
+    exe = _python(version)
     if exe is None:
         pytest.skip(f"python{version} not available here")
     env = dict(node.env(), PATH=f"{node.bin}:/usr/bin:/bin")
-    proc = subprocess.run([str(exe), "-S", str(LAUNCHER), "all", "--dry-run", "--root", str(node.root),
-                           "--gateway", node.gateway, "--repo", str(node.repo)],
-                          capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    base = [str(exe), "-S", str(LAUNCHER), "all", "--yes", "--check-timeout", "10", "--root", str(node.root),
+            "--gateway", node.gateway, "--repo", str(node.repo)]
+    first = subprocess.run(base, capture_output=True, text=True, env=env, timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "audit events reach audit-ingest" in first.stdout
+    second = subprocess.run(base, capture_output=True, text=True, env=env, timeout=120)
+    assert second.returncode == 0 and second.stdout.rstrip().endswith("no changes"), second.stdout
 
 
 def test_launcher_is_executable():
