@@ -192,3 +192,27 @@ def test_probe_is_skipped_with_advice_when_audit_ingest_is_not_deployed(node):
     node.update_world(deployments=["audit-ingest"])
     code, out = node.run("k3s-audit", "--check", "--check-timeout", "5")
     assert code == 0 and "audit events reach audit-ingest" in out
+
+
+def test_policy_uses_only_valid_levels_stages_and_rule_keys():
+    # kubernetes-validate has no schema for audit.k8s.io/v1 Policy (not an API resource), so check the
+    # shape against the Policy type (k8s apiserver/pkg/apis/audit/v1/types.go) directly.
+    import kubernetes_validate
+    policy = yaml.safe_load(k3s_audit.TEMPLATE.read_text())
+    try:
+        kubernetes_validate.validate(policy, kubernetes_validate.latest_version(), strict=True)
+        raise AssertionError("kubernetes-validate gained an audit Policy schema: use it here instead")
+    except kubernetes_validate.SchemaNotFoundError:
+        pass
+    levels = {"None", "Metadata", "Request", "RequestResponse"}
+    stages = {"RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"}
+    rule_keys = {"level", "users", "userGroups", "verbs", "resources", "namespaces", "nonResourceURLs",
+                 "omitStages", "omitManagedFields"}
+    assert set(policy) <= {"apiVersion", "kind", "metadata", "rules", "omitStages", "omitManagedFields"}
+    assert set(policy["omitStages"]) <= stages
+    assert policy["rules"], "a policy with 0 rules is illegal"
+    for rule in policy["rules"]:
+        assert set(rule) <= rule_keys and rule["level"] in levels
+        assert set(rule.get("omitStages", [])) <= stages
+        for res in rule.get("resources", []):
+            assert set(res) <= {"group", "resources", "resourceNames"}
