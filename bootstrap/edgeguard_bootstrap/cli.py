@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     of_opts.add_argument("--cron-connector", action="store_true", help="arkade install cron-connector if missing")
     of_opts.add_argument("--api-server", default=openfaas.API_SERVER,
                          help="API server URL in the functions' kubeconfigs")
+    of_opts.add_argument("--rotate", action="append", default=[], metavar="SECRET",
+                         help="replace this token or key with a new random one (repeatable)")
     of_opts.add_argument("--token-timeout", type=float, default=60.0,
                          help="seconds to wait for the ServiceAccount token controller")
 
@@ -153,7 +155,7 @@ def dispatch(ctx: Ctx, args) -> int:
     if cmd in ("openfaas", "all"):
         openfaas.run(ctx, gateway=args.gateway, repo=args.repo, deploy=args.deploy,
                      cron_connector=args.cron_connector, api_server=args.api_server,
-                     token_timeout=args.token_timeout)
+                     token_timeout=args.token_timeout, rotate=tuple(args.rotate))
     if cmd in ("k3s-audit", "all"):
         k3s_audit.run(ctx, gateway=args.gateway, audit_url=args.audit_url, check=args.check,
                       check_timeout=args.check_timeout)

@@ -192,3 +192,34 @@ def test_revert_does_not_restart_k3s_for_audit_files_already_removed_by_hand(nod
     assert code == 0, out
     assert "already gone" in out
     assert ["systemctl", "restart", "k3s"] not in node.calls()
+
+
+def test_rotating_a_token_updates_openfaas_the_webhook_and_falco_in_one_run(node):
+    code, out = node.run("all", "--yes", "--check-timeout", "5")
+    assert code == 0, out
+    old = node.secret("audit-ingest-token")
+    old_fwd = node.secret("alert-forwarder-token")
+    node.clear_calls()
+    code, out = node.run("all", "--yes", "--check-timeout", "5", "--rotate", "audit-ingest-token",
+                         "--rotate", "alert-forwarder-token")
+    assert code == 0, out
+    new = node.secret("audit-ingest-token")
+    new_fwd = node.secret("alert-forwarder-token")
+    assert new != old and new_fwd != old_fwd
+    assert node.path(secretstore.path("audit-ingest-token")).read_bytes() == new
+    assert yaml.safe_load(node.path(k3s_audit.WEBHOOK).read_text())["users"][0]["user"]["token"] == new.decode()
+    url = yaml.safe_load(node.path(falco.VALUES).read_text())["falco"]["http_output"]["url"]
+    assert url.endswith("?token=" + new_fwd.decode())
+    calls = node.mutating_calls()
+    assert [c[:4] for c in calls if c[:3] == ["faas-cli", "secret", "update"]] == [
+        ["faas-cli", "secret", "update", "audit-ingest-token"], ["faas-cli", "secret", "update", "alert-forwarder-token"]]
+    assert ["systemctl", "restart", "k3s"] in calls
+    assert any(c[:2] == ["helm", "upgrade"] for c in calls)
+    for value in (old, new, old_fwd, new_fwd):
+        assert value.decode() not in out
+    assert "audit events reach audit-ingest" in out
+
+
+def test_rotate_refuses_names_it_cannot_generate(node):
+    code, out = node.run("openfaas", "--rotate", "node-enroll-kubeconfig")
+    assert code == 2 and "--rotate takes" in out and node.mutating_calls() == []
