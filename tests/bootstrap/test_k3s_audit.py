@@ -216,3 +216,13 @@ def test_policy_uses_only_valid_levels_stages_and_rule_keys():
         assert set(rule.get("omitStages", [])) <= stages
         for res in rule.get("resources", []):
             assert set(res) <= {"group", "resources", "resourceNames"}
+
+
+def test_unreachable_gateway_only_blocks_when_the_probe_would_need_it(node):
+    with_tokens(node)
+    node.gateway = "http://127.0.0.1:9"  # nothing listens there
+    code, out = node.run("k3s-audit", "--yes")
+    assert code == 1 and "gateway" in out and "refusing" in out
+    code, out = node.run("k3s-audit", "--yes", "--skip-check")
+    assert code == 0, out
+    assert "only the skipped delivery probe needs it" in out
