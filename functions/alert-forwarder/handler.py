@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from .edgeguard import auth, config, http, log
-from .edgeguard.falco.alert import parse_alert
+from .edgeguard.falco.alert import format_time, parse_alert
 from .edgeguard.routes import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
 from .forwarder import Forwarder, Settings
 
@@ -40,7 +40,7 @@ def _settings() -> Settings:
         spool_fsync=config.env_bool("spool_fsync", True),
         ack_mode=ack,
         queue_max=config.env_int("queue_max", 1000, minimum=1),
-        tick_interval=config.env_float("retry_tick_seconds", 1.0),
+        tick_interval=max(0.05, config.env_float("retry_tick_seconds", 1.0)),
         flush_budget=config.env_float("flush_budget_seconds", 20.0),
     )
 
@@ -52,6 +52,8 @@ def build_forwarder(**kwargs) -> Forwarder:
     """
     routes_secret = config.env_str("routes_secret", "alert-forwarder-routes")
     text = config.read_secret_bytes(routes_secret) if routes_secret else None
+    if text is not None and not text.strip():
+        text = None  # an empty secret (created as a placeholder) means "use the shipped routes"
     if text is not None:
         source = f"secret {routes_secret}"
         text = text.decode("utf-8")
@@ -82,15 +84,14 @@ def build_forwarder(**kwargs) -> Forwarder:
 
 
 try:
+    MAX_BODY = config.env_int("max_body_bytes", 4 * 1024 * 1024, minimum=1024)
+    MAX_BATCH = config.env_int("max_batch", 10000, minimum=1)
+    CRON_FLUSH = config.env_bool("cron_flush", False)
     FORWARDER = build_forwarder()
 except (RoutesError, config.ConfigError) as _exc:
     # Fail loudly: of-watchdog restarts the pod and the log says exactly what to fix.
     log.error("config.invalid", error=str(_exc))
     raise
-
-MAX_BODY = config.env_int("max_body_bytes", 4 * 1024 * 1024, minimum=1024)
-MAX_BATCH = config.env_int("max_batch", 10000, minimum=1)
-CRON_FLUSH = config.env_bool("cron_flush", False)
 _cron_lock = threading.Lock()
 _cron_last = [0.0]
 
@@ -142,8 +143,6 @@ def _test(event, context) -> dict:
     auth.require_bearer(event, TOKEN_SECRET)
     overrides = http.parse_json(event, max_bytes=MAX_BODY, allow_empty=True) if (getattr(event, "body", b"") or b"").strip() else None
     now_ns = time.time_ns()
-    from .edgeguard.falco.alert import format_time
-
     priority = http.query(event, "priority", "Warning")
     alert = {"hostname": getattr(context, "hostname", None) or "alert-forwarder", "output_fields": {"test": "true"},
              "priority": priority, "rule": "Test rule", "source": "internal", "tags": ["example", "test"],
@@ -154,9 +153,8 @@ def _test(event, context) -> dict:
             raise http.HTTPError(400, "the /test body must be a JSON object of alert fields to override")
         alert.update(overrides)
     [alert] = _validate(alert)
-    explanation = FORWARDER.explain(alert)
     if http.query_flag(event, "dry_run"):
-        return http.json_response({"dry_run": True, "alert": alert, **explanation}, 200)
+        return http.json_response({"dry_run": True, "alert": alert, **FORWARDER.explain(alert)}, 200)
     report = FORWARDER.ingest([alert])
     return http.json_response({"test": True, **report}, 202)
 

@@ -400,3 +400,27 @@ def test_disabled_destination_is_counted_not_sent(make_fwd, h):
     assert out["alerts"][0]["destinations"] == []
     assert metric(f, "dropped_total", destination="ac", reason="disabled") == 1
     assert f.spool.depth() == 0
+
+
+def test_openfaas_token_from_the_destinations_secret_and_per_destination_min_priority(make_fwd, receiver, h,
+                                                                                      monkeypatch):
+    gw = receiver()
+    monkeypatch.setenv("gateway_url", gw.url)
+    f = make_fwd("""
+    destinations:
+      fn: {type: openfaas, function: responder, async: false, min_priority: Error}
+    routes:
+      - {to: [fn]}
+    """, {"fn": {"token": "fn-token-from-secret-1"}})
+    out = f.ingest([h.falco_alert(priority="Warning"), h.falco_alert(priority="Critical")])
+    assert [a["destinations"] for a in out["alerts"]] == [[], ["fn"]]
+    [req] = gw.wait_for(1)
+    assert req.path == "/function/responder" and req.headers["Authorization"] == "Bearer fn-token-from-secret-1"
+    assert req.json()["priority"] == "Critical"
+
+
+def test_route_with_disabled_destination_in_routes_file(make_fwd, h):
+    f = make_fwd("destinations: {c: {type: console, enabled: false}}\nroutes:\n  - {to: [c]}\n")
+    assert f.status()["destinations"]["c"]["disabled_reason"] == "disabled in routes"
+    f.ingest([h.falco_alert()])
+    assert metric(f, "dropped_total", destination="c", reason="disabled") == 1

@@ -276,3 +276,30 @@ def test_routes_secret_replaces_the_shipped_routes(load_handler, h):
     st = body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))
     assert st["routes_source"] == "secret alert-forwarder-routes"
     assert body_of(post(mod, h, h.falco_alert(priority="Debug")))["alerts"][0]["destinations"] == ["out"]
+
+
+def test_empty_routes_secret_falls_back_to_the_shipped_routes(load_handler, h):
+    mod = load_handler(secrets={"alert-forwarder-routes": "\n"})
+    st = body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))
+    assert st["routes_source"] == "routes.yaml"
+
+
+def test_invalid_environment_fails_start_up(load_handler):
+    with pytest.raises(ValueError) as ei:
+        load_handler(env={"ack_mode": "eventually"})
+    assert "ack_mode" in str(ei.value)
+
+
+def test_falco_gets_its_answer_while_the_destination_hangs(load_handler, h, receiver):
+    import time
+
+    r = receiver()
+    r.default = h.Reply(200, delay=3)
+    mod = load_handler(secrets={"alert-forwarder-destinations": f"action-centre: {{url: '{r.url}'}}\n"})
+    times = []
+    for i in range(5):
+        t = time.monotonic()
+        resp = post(mod, h, h.falco_alert(priority="Notice", **{"proc.pid": i}))
+        times.append(time.monotonic() - t)
+        assert resp["statusCode"] == 202
+    assert max(times) < 0.5
