@@ -85,6 +85,7 @@ class Forwarder:
         self.spool = Spool(self.settings.spool_dir, max_entries=self.settings.spool_max_entries,
                            max_age=self.settings.spool_max_age, fsync=self.settings.spool_fsync,
                            on_drop=self._on_spool_drop, clock=clock)
+        self._drop_orphans()
         self.metrics.add_collector(self._collect)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -93,6 +94,14 @@ class Forwarder:
         self.started = clock()
         if self.settings.start_threads:
             self.start()
+
+    def _drop_orphans(self) -> None:
+        """Spooled deliveries for destinations the (new) routes no longer declare can never be sent."""
+        for e in self.spool.snapshot():
+            if e.destination not in self.destinations and self.spool.remove(e.id, reason="unknown_destination"):
+                self.metrics.inc("dropped_total", {"destination": e.destination, "reason": "unknown_destination"})
+                log.warning("spool.dropped", destination=e.destination, reason="unknown_destination",
+                            idempotency_key=e.key)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -314,6 +323,8 @@ class Forwarder:
         if self.spool.contains(entry.id):
             self.spool.update(entry)
             self.spool.release(entry.id)
+        elif self.settings.ack_mode == "durable":
+            return False  # dropped from a full spool meanwhile (and counted there): don't resurrect it
         else:
             self.spool.put(entry)
         self.metrics.inc("spooled_total", {"destination": dest.name})

@@ -424,3 +424,23 @@ def test_route_with_disabled_destination_in_routes_file(make_fwd, h):
     assert f.status()["destinations"]["c"]["disabled_reason"] == "disabled in routes"
     f.ingest([h.falco_alert()])
     assert metric(f, "dropped_total", destination="c", reason="disabled") == 1
+
+
+def test_spooled_deliveries_for_a_removed_destination_are_dropped_at_start(make_fwd, h, tmp_path):
+    f = make_fwd(hook_routes(), {"hook": {"url": "http://127.0.0.1:9/never"}}, tick_interval=3600)
+    f.ingest([h.falco_alert()])
+    h.wait_until(lambda: metric(f, "spooled_total", destination="hook") == 1)
+    f.close()
+    spool_dir = f.settings.spool_dir
+    again = make_fwd("destinations: {c: {type: console}}\nroutes:\n  - {to: [c]}\n")
+    again.spool.close()
+    # Same directory, new routes without 'hook'.
+    from importlib import import_module
+
+    fwd_mod = import_module(type(again).__module__)
+    third = fwd_mod.Forwarder(again.table, {}, fwd_mod.Settings(spool_dir=spool_dir, start_threads=False))
+    try:
+        assert third.spool.depth() == 0
+        assert metric(third, "dropped_total", destination="hook", reason="unknown_destination") == 1
+    finally:
+        third.close()
