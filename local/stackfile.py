@@ -68,6 +68,15 @@ class Stack:
     functions: dict
 
 
+def _scalar_text(value) -> str:
+    """The text yaml.v3 would put in faas-cli's map[string]string (PyYAML has already typed it)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def load(path: Path = STACK_FILE, env: dict | None = None) -> Stack:
     raw_text = Path(path).read_text(encoding="utf-8")
     doc = yaml.safe_load(envsubst(raw_text, env))
@@ -78,7 +87,7 @@ def load(path: Path = STACK_FILE, env: dict | None = None) -> Stack:
     for name, spec in doc["functions"].items():
         functions[name] = Function(
             name=name, handler=(base / spec["handler"]).resolve(), image=spec["image"], lang=spec["lang"],
-            environment={k: str(v) for k, v in (spec.get("environment") or {}).items()},
+            environment={k: _scalar_text(v) for k, v in (spec.get("environment") or {}).items()},
             secrets=list(spec.get("secrets") or []), labels=dict(spec.get("labels") or {}),
             annotations=dict(spec.get("annotations") or {}), raw=spec)
     copy = list((doc.get("configuration") or {}).get("copy") or [])

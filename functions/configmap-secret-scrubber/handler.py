@@ -1,7 +1,288 @@
-"""configmap-secret-scrubber: not built yet (see its issue)."""
-from .edgeguard import http
+"""configmap-secret-scrubber: find credentials in ConfigMaps and move them into Secrets.
+
+Triggers: a Falco alert ("Create/Modify Configmap With Private Credentials") from
+alert-forwarder; a JSON request ``{"namespace","name"}``, ``{"namespace"}`` or
+``{"all_namespaces": true}``; ``GET`` with the same query parameters returns a
+report and changes nothing. Default mode is ``report``; ``mode=move`` moves the
+high-confidence keys (see remediate.py for the order of steps).
+The answer and the logs carry key names, detector ids and keyed fingerprints,
+never a value.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+from .edgeguard import auth, config, http, kube, log
+from .detect import Detector
+from .kapi import Kube, KubeError
+from .remediate import Scrubber, Settings
+
+TOKEN_SECRET = "configmap-secret-scrubber-token"
+KUBECONFIG_SECRET = "configmap-secret-scrubber-kubeconfig"
+DEFAULT_RULES = ("Create/Modify Configmap With Private Credentials",)
+DEFAULT_REPORT_ONLY = "kube-system,kube-public,kube-node-lease"
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_REQUEST_FIELDS = {"namespace", "name", "all_namespaces", "dry_run"}
+
+
+def _csv(name: str, default: str = "") -> list[str]:
+    return [x.strip() for x in (config.env_str(name, default) or "").split(",") if x.strip()]
+
+
+class Limits:
+    def __init__(self):
+        self.mode = (config.env_str("mode", "report") or "report").strip().lower()
+        if self.mode not in ("report", "move"):
+            raise config.ConfigError(f"environment variable mode={self.mode!r} must be 'report' or 'move'")
+        self.allow = _csv("namespaces_allow")
+        self.deny = set(_csv("namespaces_deny"))
+        self.report_only = set(_csv("report_only_namespaces", DEFAULT_REPORT_ONLY))
+        self.max_configmaps = config.env_int("max_configmaps_per_run", 200, minimum=1)
+        self.max_moves = config.env_int("max_moves_per_run", 10, minimum=0)
+        self.rules = set(_csv("trigger_rules")) or set(DEFAULT_RULES)
+        self.max_body = config.env_int("max_body_bytes", 1048576, minimum=1024)
+
+    def allowed(self, ns: str) -> bool:
+        if ns in self.deny:
+            return False
+        return not self.allow or ns in self.allow
+
+    def report_only_reason(self, ns: str) -> str | None:
+        if ns in self.report_only:
+            return f"namespace {ns} is report-only (report_only_namespaces)"
+        return None
+
+
+class RateLimiter:
+    """Token bucket shared by all requests of this replica: a burst of alerts must not become a burst of writes."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.tokens = None
+        self.last = time.monotonic()
+
+    def take(self, per_minute: int) -> float:
+        """0 if allowed now, else seconds until the next token."""
+        with self.lock:
+            now = time.monotonic()
+            if self.tokens is None:
+                self.tokens = float(per_minute)
+            self.tokens = min(float(per_minute), self.tokens + (now - self.last) * per_minute / 60.0)
+            self.last = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return 0.0
+            return (1 - self.tokens) * 60.0 / per_minute
+
+
+_rate = RateLimiter()
+# One move at a time per replica: a duplicated alert (at-least-once delivery) must not race itself.
+# The workflow is safe under races anyway (resourceVersion tests); this just avoids pointless conflicts.
+_move_lock = threading.Lock()
+
+
+def _scrubber(limits: Limits) -> Scrubber:
+    api = kube.api_client(KUBECONFIG_SECRET)
+    k = Kube(api, timeout=config.env_float("kube_timeout_seconds", 10.0))
+    key = config.read_secret_bytes(TOKEN_SECRET) or b""
+    settings = Settings(
+        mode=limits.mode,
+        secret_name_template=config.env_str("secret_name_template", "{configmap}-credentials"),
+        rollout_timeout=config.env_float("rollout_timeout_seconds", 60.0),
+        rollout_poll=config.env_float("rollout_poll_seconds", 1.0),
+        allow_immutable=config.env_bool("allow_immutable", False),
+        replacement_name_template=config.env_str("replacement_name_template", "{configmap}-v2"),
+        deadline=time.monotonic() + config.env_float("run_budget_seconds", 40.0),
+    )
+    for t in ("secret_name_template", "replacement_name_template"):
+        if "{configmap}" not in getattr(settings, t):
+            raise config.ConfigError(f"{t} must contain {{configmap}}")
+    return Scrubber(k, Detector(key.strip()), settings)
+
+
+# --- request parsing -----------------------------------------------------------------------------
+
+def _check_name(value, what: str, pattern: re.Pattern) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise http.HTTPError(400, f"'{what}' must be a Kubernetes {what} name (lower-case DNS name)")
+    return value
+
+
+def _target_from_alert(doc: dict, limits: Limits) -> dict | None:
+    rule = doc.get("rule")
+    if not isinstance(rule, str):
+        raise http.HTTPError(400, "alert has no 'rule'")
+    if rule not in limits.rules:
+        return None
+    fields = doc.get("output_fields")
+    if not isinstance(fields, dict):
+        raise http.HTTPError(400, "alert has no 'output_fields' object")
+    name = fields.get("ka.req.configmap.name") or fields.get("ka.target.name")
+    if not name or name == "<NA>":
+        raise http.HTTPError(400, "alert names no ConfigMap (ka.req.configmap.name / ka.target.name)")
+    ns = fields.get("ka.target.namespace")
+    target = {"name": _check_name(name, "name", _NAME)}
+    if ns and ns != "<NA>":
+        target["namespace"] = _check_name(ns, "namespace", _NAMESPACE)
+    return target
+
+
+def _target_from_request(doc: dict) -> dict:
+    unknown = set(doc) - _REQUEST_FIELDS
+    if unknown:
+        raise http.HTTPError(400, f"unknown field(s): {', '.join(sorted(unknown))}; use namespace, name, "
+                                  "all_namespaces, dry_run", accepted=sorted(_REQUEST_FIELDS))
+    target: dict = {}
+    if "all_namespaces" in doc:
+        if not isinstance(doc["all_namespaces"], bool):
+            raise http.HTTPError(400, "'all_namespaces' must be true or false")
+        if doc["all_namespaces"]:
+            if "namespace" in doc or "name" in doc:
+                raise http.HTTPError(400, "'all_namespaces' cannot be combined with 'namespace' or 'name'")
+            target["all_namespaces"] = True
+    if "dry_run" in doc and not isinstance(doc["dry_run"], bool):
+        raise http.HTTPError(400, "'dry_run' must be true or false")
+    if "namespace" in doc:
+        target["namespace"] = _check_name(doc["namespace"], "namespace", _NAMESPACE)
+    if "name" in doc:
+        target["name"] = _check_name(doc["name"], "name", _NAME)
+    if not target:
+        raise http.HTTPError(400, "say what to scan: {\"namespace\",\"name\"}, {\"namespace\"} or "
+                                  "{\"all_namespaces\": true}")
+    return target
+
+
+def _target_from_query(event) -> dict:
+    doc = {}
+    for f in ("namespace", "name"):
+        v = http.query(event, f)
+        if v is not None:
+            doc[f] = v
+    if http.query(event, "all_namespaces") is not None:
+        doc["all_namespaces"] = http.query_flag(event, "all_namespaces")
+    return _target_from_request(doc)
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+def _run(target: dict, mode: str, limits: Limits, trigger: str) -> dict:
+    scrubber = _scrubber(limits)
+    k = scrubber.kube
+    result = {"mode": mode, "trigger": trigger, "target": target, "configmaps": [], "errors": []}
+    # candidates: (namespace, name, listed object or None)
+    candidates: list[tuple[str, str, dict | None]] = []
+    skipped = []
+    try:
+        if "name" in target and "namespace" in target:
+            candidates.append((target["namespace"], target["name"], None))
+        elif "name" in target:
+            # the upstream rule's output has no namespace: look the name up where we may act
+            for cm in k.list("ConfigMap", None, field_selector=f"metadata.name={target['name']}"):
+                candidates.append((cm["metadata"]["namespace"], cm["metadata"]["name"], cm))
+            if not candidates:
+                result["errors"].append(f"no ConfigMap named {target['name']} in any namespace")
+        elif "namespace" in target:
+            for cm in k.list("ConfigMap", target["namespace"]):
+                candidates.append((target["namespace"], cm["metadata"]["name"], cm))
+        else:
+            for cm in k.list("ConfigMap", None):
+                candidates.append((cm["metadata"]["namespace"], cm["metadata"]["name"], cm))
+    except KubeError as err:
+        raise http.HTTPError(502, f"Kubernetes API: {err}", api_status=err.status) from None
+    allowed = []
+    for ns, name, obj in candidates:
+        if limits.allowed(ns):
+            allowed.append((ns, name, obj))
+        else:
+            skipped.append(f"{ns}/{name}")
+    if skipped:
+        result["skipped_by_namespace_policy"] = skipped
+    if len(allowed) > limits.max_configmaps:
+        result["truncated"] = {"examined": limits.max_configmaps, "not_examined": len(allowed) - limits.max_configmaps,
+                               "reason": "max_configmaps_per_run"}
+        allowed = allowed[: limits.max_configmaps]
+    moves = 0
+    statuses: dict[str, int] = {}
+    deferred = []
+    for ns, name, obj in sorted(allowed, key=lambda t: (t[0], t[1])):
+        if time.monotonic() >= scrubber.settings.deadline:
+            deferred.append(f"{ns}/{name}")  # answer within exec_timeout; the next run continues
+            continue
+        report_only = limits.report_only_reason(ns)
+        if mode == "move" and not report_only and moves >= limits.max_moves:
+            report_only = f"max_moves_per_run ({limits.max_moves}) reached"
+        try:
+            out = scrubber.process(ns, name, mode=mode, report_only=report_only)
+        except KubeError as err:
+            out = None
+            statuses["error"] = statuses.get("error", 0) + 1
+            result["configmaps"].append({"namespace": ns, "name": name, "status": "error",
+                                         "reasons": [f"Kubernetes API: {err.verb} {err.what}: "
+                                                     f"{err.status or 'no response'}"],
+                                         "note": "stopped safely; every value is still in the ConfigMap or the Secret; re-run"})
+            log.warning("configmap.error", namespace=ns, configmap=name, verb=err.verb, what=err.what,
+                        status=err.status)
+        if out is not None:
+            statuses[out.status] = statuses.get(out.status, 0) + 1
+            if out.status == "moved":
+                moves += 1
+            if out.status != "clean" or "name" in target:
+                result["configmaps"].append(out.public())
+            log.info("configmap.processed", namespace=ns, configmap=name, status=out.status,
+                     keys=[k["key"] for k in out.keys], actions=[k.get("action") for k in out.keys])
+    if deferred:
+        result["deferred"] = {"configmaps": deferred, "reason": "run_budget_seconds reached; run again"}
+    result["summary"] = {"examined": len(allowed) - len(deferred), "by_status": statuses,
+                         "rotate": sorted(f"{c['namespace']}/{c['name']}:{k['key']}" for c in result["configmaps"]
+                                          for k in c.get("keys", []) if k.get("rotate"))}
+    if not result["errors"]:
+        del result["errors"]
+    return result
 
 
 @http.guarded
 def handle(event, context):
-    raise http.HTTPError(501, "configmap-secret-scrubber is not built yet")
+    method = http.require_method(event, ("GET", "POST"))
+    auth.require_bearer(event, TOKEN_SECRET)
+    try:
+        limits = Limits()
+    except config.ConfigError as err:
+        raise http.HTTPError(500, f"misconfigured: {err}") from None
+    per_minute = config.env_int("rate_limit_per_minute", 30, minimum=1)
+    wait = _rate.take(per_minute)
+    if wait:
+        raise http.HTTPError(429, "rate limit reached; retry later", headers={"Retry-After": str(int(wait) + 1)},
+                             limit_per_minute=per_minute)
+    if method == "GET":
+        target = _target_from_query(event)
+        mode, trigger = "report", "get"
+    else:
+        doc = http.parse_json(event, max_bytes=limits.max_body)
+        if not isinstance(doc, dict):
+            raise http.HTTPError(400, "request body must be a JSON object")
+        if "rule" in doc or "output_fields" in doc:
+            # never keep or log the alert's copy of the data: only the object's coordinates are used
+            target = _target_from_alert(doc, limits)
+            if target is None:
+                return http.json_response({"ignored": True, "reason": "rule is not one this function handles"})
+            trigger = "falco"
+            mode = limits.mode
+        else:
+            target = _target_from_request(doc)
+            trigger = "request"
+            mode = "report" if doc.get("dry_run") else limits.mode
+    try:
+        if mode == "move":
+            with _move_lock:
+                result = _run(target, mode, limits, trigger)
+        else:
+            result = _run(target, mode, limits, trigger)
+    except kube.KubeConfigError as err:
+        raise http.HTTPError(503, str(err)) from None
+    except config.ConfigError as err:
+        raise http.HTTPError(500, f"misconfigured: {err}") from None
+    return http.json_response(result)

@@ -111,3 +111,12 @@ def test_secrets_are_dns_names_and_kube_credentials_only_where_the_api_is_used(n
     assert reqs <= ALLOWED_DEPS, f"unexpected runtime dependencies {reqs - ALLOWED_DEPS}"
     uses_api = any(s.endswith("-kubeconfig") for s in fn.secrets)
     assert ("kubernetes" in reqs) == uses_api
+
+
+def test_environment_values_keep_faas_clis_text(tmp_path):
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "stack.yml").write_text(
+        "version: 1.0\nprovider: {name: openfaas}\nfunctions:\n  f:\n    lang: python3-http\n    handler: ./fn\n"
+        "    image: x\n    environment: {empty: ${UNSET_VAR_FOR_TEST:-}, flag: true, n: 3}\n")
+    env = stackfile.load(tmp_path / "stack.yml", env={}).functions["f"].environment
+    assert env == {"empty": "", "flag": "true", "n": "3"}

@@ -1,0 +1,1 @@
+"""edgeguard-bootstrap: node set-up for the edgeguard bundle (standard library only)."""

@@ -1,0 +1,124 @@
+"""edgeguard-bootstrap: set up Falco, the k3s audit webhook and OpenFaaS for edgeguard."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import facts, falco, k3s_audit, openfaas, revert
+from .engine import BootstrapError, Ctx, Refused, print_table
+
+DEFAULT_GATEWAY = "http://127.0.0.1:31112"  # gateway-external NodePort, reachable from the server host
+REPO = Path(__file__).resolve().parent.parent.parent
+
+ORDER_NOTE = ("order: preflight, openfaas (secrets first: Falco's URL and the webhook kubeconfig carry tokens it "
+              "creates), k3s-audit, falco")
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dry-run", action="store_true", help="print the plan and a diff of every file; change nothing")
+    common.add_argument("--root", default="/", help="filesystem root (tests, preparing an SD-card image)")
+    common.add_argument("--force", action="store_true", help="go on after a failed check")
+    common.add_argument("--yes", "-y", action="store_true", help="restart k3s without asking")
+    common.add_argument("--gateway", default=DEFAULT_GATEWAY,
+                        help=f"OpenFaaS gateway as seen from this node (default {DEFAULT_GATEWAY})")
+    common.add_argument("--repo", type=Path, default=REPO, help="edgeguard checkout (stack.yml, deploy/rbac)")
+    common.add_argument("--driver", choices=("modern_ebpf", "kmod"),
+                        help="Falco driver instead of the one preflight picks (e.g. when preparing an image)")
+
+    falco_opts = argparse.ArgumentParser(add_help=False)
+    falco_opts.add_argument("--mode", dest="falco_mode", choices=("helm", "host"), default="helm",
+                            help="helm: falcosecurity/falco chart (default on k3s); host: apt package + systemd")
+    falco_opts.add_argument("--deb", help="host mode: install this Falco .deb instead of using the apt repository")
+    falco_opts.add_argument("--headers-package", help="host mode, kmod: kernel headers package name")
+    falco_opts.add_argument("--falco-gateway",
+                            help="gateway URL Falco posts to (default: in-cluster DNS for helm, --gateway for host)")
+
+    audit_opts = argparse.ArgumentParser(add_help=False)
+    audit_opts.add_argument("--audit-url", help="URL the API server posts to (default <gateway>/function/audit-ingest)")
+    audit_opts.add_argument("--check", dest="check", action="store_const", const="always", default="auto",
+                            help="probe audit delivery even if nothing changed")
+    audit_opts.add_argument("--skip-check", dest="check", action="store_const", const="never",
+                            help="do not probe audit delivery")
+    audit_opts.add_argument("--check-timeout", type=float, default=90.0, help="seconds to wait for the probe")
+
+    of_opts = argparse.ArgumentParser(add_help=False)
+    of_opts.add_argument("--deploy", action="store_true", help="run faas-cli up -f stack.yml at the end")
+    of_opts.add_argument("--cron-connector", action="store_true", help="arkade install cron-connector if missing")
+    of_opts.add_argument("--api-server", default=openfaas.API_SERVER,
+                         help="API server URL in the functions' kubeconfigs")
+    of_opts.add_argument("--token-timeout", type=float, default=60.0,
+                         help="seconds to wait for the ServiceAccount token controller")
+
+    p = argparse.ArgumentParser(prog="edgeguard-bootstrap", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("preflight", parents=[common], help="check the node; non-zero exit on any fail")
+    sub.add_parser("falco", parents=[common, falco_opts], help="install Falco posting to alert-forwarder")
+    sub.add_parser("k3s-audit", parents=[common, audit_opts], help="audit policy + webhook to audit-ingest")
+    sub.add_parser("openfaas", parents=[common, of_opts], help="function secrets, RBAC credentials, cron-connector")
+    sub.add_parser("all", parents=[common, falco_opts, audit_opts, of_opts], help=ORDER_NOTE)
+    sub.add_parser("revert", parents=[common], help="undo what bootstrap wrote")
+    return p
+
+
+def main(argv: list[str] | None = None, *, out=None, stdin=None, env: dict | None = None) -> int:
+    args = parser().parse_args(argv)
+    ctx = Ctx(args.root, dry_run=args.dry_run, force=args.force, yes=args.yes, out=out, stdin=stdin, env=env)
+    where = f" under --root {args.root}" if args.root != "/" else ""
+    ctx.say(f"edgeguard-bootstrap {args.command}{where}" + (" (dry run: nothing is changed)" if args.dry_run else ""))
+    try:
+        code = dispatch(ctx, args)
+    except Refused as exc:
+        ctx.say(f"\n{exc}")
+        return 1
+    except BootstrapError as exc:
+        ctx.say(f"\nerror: {exc}")
+        summary(ctx)
+        return 2
+    except KeyboardInterrupt:
+        ctx.say("\ninterrupted")
+        return 130
+    summary(ctx)
+    return code
+
+
+def summary(ctx: Ctx) -> None:
+    ctx.say("")
+    if ctx.changes == 0:
+        ctx.say("no changes")
+    elif ctx.dry_run:
+        ctx.say(f"{ctx.changes} change(s) planned; nothing was changed (dry run)")
+    else:
+        ctx.say(f"{ctx.changes} change(s) made")
+
+
+def dispatch(ctx: Ctx, args) -> int:
+    cmd = args.command
+    if cmd == "preflight":
+        ctx.section("preflight")
+        checks = facts.preflight_checks(ctx, args.gateway, args.driver)
+        print_table(ctx, checks)
+        return 1 if any(c.status == "fail" for c in checks) else 0
+    if cmd == "revert":
+        revert.run(ctx, gateway=args.gateway)
+        return 0
+    if cmd == "all":
+        ctx.say(ORDER_NOTE)
+        ctx.section("preflight")
+        ctx.require(facts.preflight_checks(ctx, args.gateway, args.driver), "preflight")
+    if cmd in ("openfaas", "all"):
+        openfaas.run(ctx, gateway=args.gateway, repo=args.repo, deploy=args.deploy,
+                     cron_connector=args.cron_connector, api_server=args.api_server,
+                     token_timeout=args.token_timeout)
+    if cmd in ("k3s-audit", "all"):
+        k3s_audit.run(ctx, gateway=args.gateway, audit_url=args.audit_url, check=args.check,
+                      check_timeout=args.check_timeout)
+    if cmd in ("falco", "all"):
+        falco.run(ctx, mode=args.falco_mode, gateway=args.gateway, falco_gateway=args.falco_gateway,
+                  driver=args.driver, deb=args.deb, headers_package=args.headers_package)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

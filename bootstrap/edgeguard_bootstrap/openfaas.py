@@ -1,0 +1,231 @@
+"""openfaas: function secrets, API credentials for the two functions that call
+Kubernetes, cron-connector, and optionally `faas-cli up`."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from pathlib import Path
+
+from . import facts, secretstore, yamlout
+from .engine import BootstrapError, Check, Ctx
+
+NS = facts.FUNCTION_NAMESPACE
+API_SERVER = "https://kubernetes.default.svc:443"
+SA_TOKENS_MANIFEST = "/var/lib/edgeguard/manifests/serviceaccount-tokens.yaml"
+# ServiceAccount -> OpenFaaS secret that carries its kubeconfig. CE ignores
+# com.openfaas.serviceaccount, so the function gets the credential as a secret.
+SERVICE_ACCOUNTS = {
+    "configmap-secret-scrubber": "configmap-secret-scrubber-kubeconfig",
+    "node-enroll": "node-enroll-kubeconfig",
+}
+RBAC_FILES = tuple(f"deploy/rbac/{sa}.yaml" for sa in SERVICE_ACCOUNTS)
+
+
+def token_secret_name(sa: str) -> str:
+    # Not "<sa>-token": that name is taken by the function's OpenFaaS bearer-token secret.
+    return f"{sa}-sa-token"
+
+
+def defined_in(rbac_text: str, sa: str) -> bool:
+    """Whether a function's own RBAC file already declares the token Secret we would create.
+
+    Two sources applying the same object would make every `kubectl diff` report a change.
+    """
+    name = re.escape(token_secret_name(sa))
+    return bool(re.search(rf"^\s*name:\s*[\"']?{name}[\"']?\s*$", rbac_text, re.M)) \
+        and "kubernetes.io/service-account-token" in rbac_text
+
+
+def sa_token_manifest(skip: tuple = ()) -> str | None:
+    docs = []
+    for sa in SERVICE_ACCOUNTS:
+        if sa in skip:
+            continue
+        docs.append(yamlout.dump({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": token_secret_name(sa),
+                "namespace": NS,
+                "labels": {"app.kubernetes.io/managed-by": "edgeguard-bootstrap"},
+                "annotations": {"kubernetes.io/service-account.name": sa},
+            },
+            # A non-expiring token: an edge site can be offline for months, and
+            # deleting this Secret revokes it.
+            "type": "kubernetes.io/service-account-token",
+        }))
+    if not docs:
+        return None
+    return "# ServiceAccount token Secrets (edgeguard-bootstrap openfaas)\n" + "---\n".join(docs)
+
+
+def function_kubeconfig(sa: str, token: str, ca_b64: str, server: str = API_SERVER) -> str:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "in-cluster", "cluster": {"server": server, "certificate-authority-data": ca_b64}}],
+        "users": [{"name": sa, "user": {"token": token}}],
+        "contexts": [{"name": sa, "context": {"cluster": "in-cluster", "user": sa, "namespace": NS}}],
+        "current-context": sa,
+        "preferences": {},
+    }
+    return yamlout.dump(doc, f"ServiceAccount {NS}/{sa} (edgeguard-bootstrap openfaas)")
+
+
+def checks(ctx: Ctx, gateway: str, repo: Path) -> list[Check]:
+    result = [facts.check_tool(ctx, "kubectl", "k3s installs it as a link to k3s"),
+              facts.check_tool(ctx, "faas-cli", "install it: arkade get faas-cli")]
+    if ctx.which("kubectl"):
+        result.append(facts.check_cluster(ctx))
+    gw = facts.check_gateway(ctx, gateway)
+    result.append(gw)
+    if gw.status == "pass" and ctx.which("faas-cli"):
+        proc = ctx.query(["faas-cli", "secret", "list", "--gateway", gateway], timeout=30)
+        if proc.returncode == 0:
+            result.append(Check("faas-cli login", "pass", "faas-cli can use the gateway's secret API"))
+        else:
+            result.append(Check("faas-cli login", "fail", "faas-cli secret list failed; log in first: kubectl get "
+                                "secret -n openfaas basic-auth -o jsonpath='{.data.basic-auth-password}' | base64 -d "
+                                f"| faas-cli login --username admin --password-stdin --gateway {gateway}"))
+    missing = [f for f in RBAC_FILES if not (repo / f).is_file()]
+    if missing:
+        result.append(Check("rbac manifests", "fail", f"missing in {repo}: {', '.join(missing)}"))
+    else:
+        result.append(Check("rbac manifests", "pass", ", ".join(RBAC_FILES)))
+    return result
+
+
+def remote_secrets(ctx: Ctx) -> dict[str, bytes]:
+    proc = ctx.query(["kubectl", "get", "secrets", "-n", NS, "-o", "json"], timeout=30)
+    if proc.returncode != 0:
+        if ctx.dry_run:
+            return {}
+        raise BootstrapError(f"cannot list secrets in {NS}: {proc.stderr.strip()[-200:]}")
+    out: dict[str, bytes] = {}
+    for item in json.loads(proc.stdout or "{}").get("items", []):
+        name = item.get("metadata", {}).get("name")
+        data = item.get("data") or {}
+        # faas-cli stores the value under a key equal to the secret's name.
+        raw = data.get(name)
+        if name in secretstore.ALL and raw is not None:
+            value = base64.b64decode(raw)
+            out[name] = value
+            ctx.add_secret(value)
+    return out
+
+
+def ensure_secret(ctx: Ctx, name: str, remote: dict[str, bytes], gateway: str, desired: bytes | None = None) -> None:
+    """Make the OpenFaaS secret and the node copy hold the same value.
+
+    An existing OpenFaaS secret wins over the node copy (it is what the
+    functions use), except for values bootstrap derives (kubeconfigs).
+    """
+    local = secretstore.local(ctx, name)
+    if desired is not None:
+        value, origin = desired, "derived"
+    elif name in remote:
+        value, origin = remote[name], "kept from OpenFaaS"
+    elif local is not None:
+        value, origin = local, "node copy"
+    else:
+        value, origin = secretstore.generate(name), "generated"
+    secretstore.store(ctx, name, value, why=f"node copy of {name} ({origin})")
+    src = str(ctx.host(secretstore.path(name)))
+    if name not in remote:
+        ctx.run(["faas-cli", "secret", "create", name, f"--from-file={src}", "--gateway", gateway],
+                why=f"OpenFaaS secret {name}")
+        ctx.record({"kind": "faas-secret", "name": name})
+    elif remote[name] != value:
+        ctx.run(["faas-cli", "secret", "update", name, f"--from-file={src}", "--gateway", gateway],
+                why=f"OpenFaaS secret {name} differs from the derived value")
+    else:
+        ctx.unchanged(f"OpenFaaS secret {name} up to date")
+    ctx.say(f"    {name}: stored in {secretstore.path(name)} and as OpenFaaS secret {NS}/{name}")
+
+
+def apply_manifest(ctx: Ctx, path: str, why: str) -> None:
+    """kubectl diff first, so an unchanged manifest is not re-applied (idempotent runs)."""
+    diff = ctx.query(["kubectl", "diff", "-f", path], timeout=60)
+    if diff.returncode == 0:
+        ctx.unchanged(f"{path} already applied")
+        return
+    if diff.returncode == 1:
+        ctx.say("\n".join("    " + line for line in ctx.redact(diff.stdout).rstrip().splitlines()))
+    elif not ctx.dry_run:
+        raise BootstrapError(f"kubectl diff -f {path} failed: {diff.stderr.strip()[-300:]}")
+    else:
+        ctx.note(f"kubectl diff -f {path} not possible yet: {diff.stderr.strip()[-160:]}")
+    ctx.run(["kubectl", "apply", "-f", path], why=why)
+    ctx.record({"kind": "kubectl", "file": path})
+
+
+def read_sa_token(ctx: Ctx, sa: str, timeout: float) -> tuple[str, str] | None:
+    """(token, base64 CA) once the token controller has filled the Secret."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = ctx.query(["kubectl", "get", "secret", token_secret_name(sa), "-n", NS, "-o", "json"], timeout=30)
+        if proc.returncode == 0:
+            data = json.loads(proc.stdout).get("data") or {}
+            if data.get("token") and data.get("ca.crt"):
+                token = base64.b64decode(data["token"]).decode()
+                ctx.add_secret(token)
+                return token, data["ca.crt"]
+        if ctx.dry_run or time.monotonic() > deadline:
+            return None
+        time.sleep(1)
+
+
+def run(ctx: Ctx, *, gateway: str, repo: Path, deploy: bool = False, cron_connector: bool = False,
+        api_server: str = API_SERVER, token_timeout: float = 60.0) -> None:
+    ctx.section("openfaas: function secrets, ServiceAccount credentials, cron-connector")
+    ctx.require(checks(ctx, gateway, repo))
+    remote = remote_secrets(ctx)
+    for name in secretstore.TOKENS + secretstore.KEYS + tuple(secretstore.PLACEHOLDERS):
+        ensure_secret(ctx, name, remote, gateway)
+
+    for rel in RBAC_FILES:
+        apply_manifest(ctx, str(repo / rel), f"RBAC for {Path(rel).stem}")
+    skip = tuple(sa for sa in SERVICE_ACCOUNTS if (repo / f"deploy/rbac/{sa}.yaml").is_file()
+                 and defined_in((repo / f"deploy/rbac/{sa}.yaml").read_text("utf-8", "replace"), sa))
+    for sa in skip:
+        ctx.unchanged(f"token Secret {NS}/{token_secret_name(sa)} comes with deploy/rbac/{sa}.yaml")
+    manifest = sa_token_manifest(skip)
+    if manifest is not None:
+        ctx.write_file(SA_TOKENS_MANIFEST, manifest, why="token Secrets of the ServiceAccounts")
+        apply_manifest(ctx, str(ctx.host(SA_TOKENS_MANIFEST)), "ServiceAccount token Secrets")
+    for sa, secret_name in SERVICE_ACCOUNTS.items():
+        found = read_sa_token(ctx, sa, token_timeout)
+        if found is None:
+            if ctx.dry_run:
+                ctx.change(f"build {secret_name} from Secret {NS}/{token_secret_name(sa)} (token + CA) "
+                           f"once the token controller fills it; server {api_server}")
+                ctx.change(f"run: faas-cli secret create {secret_name} "
+                           f"--from-file={ctx.host(secretstore.path(secret_name))} --gateway {gateway}")
+                continue
+            raise BootstrapError(f"Secret {NS}/{token_secret_name(sa)} has no token after {int(token_timeout)}s: "
+                                 f"does ServiceAccount {NS}/{sa} exist (see {repo}/deploy/rbac/{sa}.yaml)?")
+        token, ca = found
+        kubeconfig = function_kubeconfig(sa, token, ca, api_server).encode()
+        ensure_secret(ctx, secret_name, remote, gateway, desired=kubeconfig)
+
+    cron(ctx, install=cron_connector)
+    if deploy:
+        ctx.run(["faas-cli", "up", "-f", str(repo / "stack.yml")], env={"OPENFAAS_URL": gateway}, cwd=str(repo),
+                why="build, push and deploy the four functions")
+
+
+def cron(ctx: Ctx, install: bool) -> None:
+    proc = ctx.query(["kubectl", "get", "deployment", "cron-connector", "-n", "openfaas", "-o", "name"], timeout=30)
+    if proc.returncode == 0 and proc.stdout.strip():
+        ctx.unchanged("cron-connector installed (it calls functions annotated topic: cron-function)")
+        return
+    if install:
+        ctx.run(["arkade", "install", "cron-connector"], why="periodic POST to alert-forwarder to flush its spool")
+        ctx.record({"kind": "helm", "release": "cron-connector", "namespace": "openfaas"})
+        return
+    ctx.note("cron-connector is not installed. alert-forwarder retries its spool on later alerts; to also "
+             "flush it on a schedule, run `arkade install cron-connector` (or re-run with --cron-connector) "
+             "and give alert-forwarder the annotations topic: cron-function and schedule: \"*/5 * * * *\" "
+             "as docs/alert-forwarder.md describes.")

@@ -1,0 +1,72 @@
+"""The node-local copy of the bundle's secrets.
+
+The k3s webhook kubeconfig needs audit-ingest's token and Falco's URL needs
+alert-forwarder's, so the values must exist on the node, not only in
+OpenFaaS. They live in one 0700 directory, one 0600 file per secret, named
+like the OpenFaaS secret. Values are never printed; only these paths are.
+"""
+from __future__ import annotations
+
+import secrets
+
+from .engine import BootstrapError, Ctx
+
+STORE = "/var/lib/edgeguard/secrets"
+
+TOKENS = ("audit-ingest-token", "alert-forwarder-token", "configmap-secret-scrubber-token",
+          "node-enroll-admin-token")
+KEYS = ("node-enroll-key",)
+PLACEHOLDERS = {
+    # A comment-only YAML document loads as "no extra rules".
+    "audit-ingest-extra-rules": (
+        "# Extra Falco rules for audit-ingest (Falco rules YAML), empty on purpose.\n"
+        "# Edit this file, then: faas-cli secret update audit-ingest-extra-rules --from-file=<this file>\n"),
+    "alert-forwarder-destinations": (
+        "# Secret settings of alert-forwarder's destinations (webhook URLs, tokens), none yet.\n"
+        "# See docs/alert-forwarder.md; then: faas-cli secret update alert-forwarder-destinations --from-file=<this file>\n"
+        "{}\n"),
+}
+KUBECONFIGS = ("configmap-secret-scrubber-kubeconfig", "node-enroll-kubeconfig")
+ALL = TOKENS + KEYS + tuple(PLACEHOLDERS) + KUBECONFIGS
+
+
+def path(name: str) -> str:
+    return f"{STORE}/{name}"
+
+
+def generate(name: str) -> bytes:
+    if name in TOKENS:
+        return secrets.token_urlsafe(32).encode()
+    if name in KEYS:
+        # HMAC-SHA256 key: 256 random bits, hex so it survives copy and paste.
+        return secrets.token_hex(32).encode()
+    if name in PLACEHOLDERS:
+        return PLACEHOLDERS[name].encode()
+    raise ValueError(f"no generator for {name}")
+
+
+def local(ctx: Ctx, name: str) -> bytes | None:
+    """This run's value (planned or written) else the stored file."""
+    planned = ctx.memo.get("secrets", {}).get(name)
+    if planned is not None:
+        return planned
+    value = ctx.read(path(name))
+    if value is not None:
+        ctx.add_secret(value)
+    return value
+
+
+def store(ctx: Ctx, name: str, value: bytes, why: str = "") -> bool:
+    ctx.memo.setdefault("secrets", {})[name] = value
+    ctx.add_secret(value)
+    ctx.ensure_dir(STORE, 0o700, "node-local copies of the bundle's secrets") if not ctx.memo.get("store_dir") else None
+    ctx.memo["store_dir"] = True
+    return ctx.write_file(path(name), value, secret=True, why=why, dir_mode=0o700)
+
+
+def require_token(ctx: Ctx, name: str) -> str:
+    value = local(ctx, name)
+    if not value or not value.strip():
+        raise BootstrapError(f"{name} is not in {STORE}; run `edgeguard-bootstrap openfaas` first "
+                             "(it creates the function secrets and keeps a node-local copy)")
+    return value.decode("utf-8").strip()

@@ -1,0 +1,224 @@
+"""gitleaks' default rules (shipped as data in data/gitleaks.toml) applied with Python ``re``.
+
+gitleaks writes Go RE2 patterns; two constructs need translating for Python:
+``\\z`` and a ``(?i)`` flag in the middle of a pattern (Python only accepts global
+flags at the start, so the flag becomes a scoped group up to the end of the
+enclosing group, reopened after each ``|`` because RE2 keeps the flag across
+alternatives).
+"""
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RULES_FILE = Path(__file__).with_name("data") / "gitleaks.toml"
+
+
+def translate(rx: str) -> str:
+    rx = rx.replace("\\z", "\\Z")
+    out: list[str] = []
+    depth = 0
+    # stack of depths at which a scoped (?i: is open
+    open_at: list[int] = []
+    i, n = 0, len(rx)
+    in_class = False
+    while i < n:
+        c = rx[i]
+        if c == "\\":
+            out.append(rx[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            in_class = True
+            out.append(c)
+            # a ']' right after '[' or '[^' is literal
+            if rx[i + 1:i + 2] == "^":
+                out.append("^")
+                i += 1
+            if rx[i + 1:i + 2] == "]":
+                out.append("]")
+                i += 1
+            i += 1
+            continue
+        if rx.startswith("(?i)", i):
+            if i == 0:
+                out.append("(?i)")
+            elif not (out and out[0] == "(?i)" and depth == 0 and not open_at):
+                out.append("(?i:")
+                open_at.append(depth)
+            i += 4
+            continue
+        if c == "(":
+            depth += 1
+            out.append(c)
+            i += 1
+            continue
+        if c == ")":
+            while open_at and open_at[-1] == depth:
+                out.append(")")
+                open_at.pop()
+            depth -= 1
+            out.append(c)
+            i += 1
+            continue
+        if c == "|" and open_at and open_at[-1] == depth:
+            out.append(")|(?i:")
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    while open_at:
+        out.append(")")
+        open_at.pop()
+    return "".join(out)
+
+
+def shannon(s: str) -> float:
+    if not s:
+        return 0.0
+    counts = Counter(s)
+    n = len(s)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+@dataclass
+class Allowlist:
+    target: str = "secret"  # secret | match | line
+    regexes: list = field(default_factory=list)
+    stopwords: tuple = ()
+    paths: list = field(default_factory=list)
+    condition_and: bool = False
+
+    def allows(self, secret: str, match: str, line: str, path: str) -> bool:
+        checks = []
+        if self.regexes:
+            subject = {"match": match, "line": line}.get(self.target, secret)
+            checks.append(any(r.search(subject) for r in self.regexes))
+        if self.stopwords:
+            low = secret.lower()
+            checks.append(any(w in low for w in self.stopwords))
+        if self.paths:
+            checks.append(any(p.search(path) for p in self.paths))
+        if not checks:
+            return False
+        return all(checks) if self.condition_and else any(checks)
+
+
+@dataclass
+class Rule:
+    id: str
+    regex: re.Pattern | None
+    keywords: tuple
+    entropy: float | None
+    secret_group: int | None
+    path: re.Pattern | None
+    allowlists: list
+
+
+@dataclass
+class Hit:
+    rule_id: str
+    secret: str
+    start: int
+    end: int
+
+
+def _compile(rx: str) -> re.Pattern:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "possible nested set" FutureWarnings from RE2-style classes
+        return re.compile(translate(rx))
+
+
+def _allowlist(spec: dict) -> Allowlist:
+    return Allowlist(
+        target=spec.get("regexTarget", "secret"),
+        regexes=[_compile(r) for r in spec.get("regexes", [])],
+        stopwords=tuple(w.lower() for w in spec.get("stopwords", [])),
+        paths=[_compile(p) for p in spec.get("paths", [])],
+        condition_and=spec.get("condition", "OR").upper() == "AND",
+    )
+
+
+class Ruleset:
+    def __init__(self, doc: dict):
+        glob = doc.get("allowlist") or {}
+        # Global path allowlists describe repository files (lock files, vendored code) and
+        # do not apply to ConfigMap keys, so only the value-shaped parts are kept.
+        self.global_allow = _allowlist({k: v for k, v in glob.items() if k != "paths"})
+        self.rules: list[Rule] = []
+        self.path_rules: list[Rule] = []
+        for spec in doc.get("rules", []):
+            rule = Rule(
+                id=spec["id"],
+                regex=_compile(spec["regex"]) if spec.get("regex") else None,
+                keywords=tuple(k.lower() for k in spec.get("keywords", [])),
+                entropy=spec.get("entropy"),
+                secret_group=spec.get("secretGroup"),
+                path=_compile(spec["path"]) if spec.get("path") else None,
+                allowlists=[_allowlist(a) for a in spec.get("allowlists", [])],
+            )
+            (self.rules if rule.regex is not None else self.path_rules).append(rule)
+
+    def scan(self, text: str, path: str = "") -> list[Hit]:
+        low = text.lower()
+        hits: list[Hit] = []
+        for rule in self.rules:
+            if rule.keywords and not any(k in low for k in rule.keywords):
+                continue
+            if rule.path is not None and not rule.path.search(path):
+                continue
+            for m in rule.regex.finditer(text):
+                secret, (s, e) = self._secret(rule, m)
+                if not secret:
+                    continue
+                if rule.entropy is not None and shannon(secret) <= rule.entropy:
+                    continue
+                line = _line_of(text, m.start(), m.end())
+                if self.global_allow.allows(secret, m.group(0), line, path):
+                    continue
+                if any(a.allows(secret, m.group(0), line, path) for a in rule.allowlists):
+                    continue
+                hits.append(Hit(rule.id, secret, s, e))
+        return hits
+
+    def path_hits(self, path: str) -> list[str]:
+        return [r.id for r in self.path_rules if r.path is not None and r.path.search(path)]
+
+    @staticmethod
+    def _secret(rule: Rule, m: re.Match) -> tuple[str, tuple[int, int]]:
+        if rule.secret_group is not None and m.lastindex and rule.secret_group <= m.lastindex:
+            g = rule.secret_group
+            return m.group(g) or "", m.span(g)
+        if m.lastindex:
+            for g in range(1, m.lastindex + 1):
+                if m.group(g):
+                    return m.group(g), m.span(g)
+        return m.group(0), m.span(0)
+
+
+def _line_of(text: str, start: int, end: int) -> str:
+    a = text.rfind("\n", 0, start) + 1
+    b = text.find("\n", end)
+    return text[a: b if b >= 0 else len(text)]
+
+
+_default: Ruleset | None = None
+
+
+def default_ruleset() -> Ruleset:
+    global _default
+    if _default is None:
+        with RULES_FILE.open("rb") as fh:
+            _default = Ruleset(tomllib.load(fh))
+    return _default

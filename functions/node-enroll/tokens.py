@@ -1,0 +1,195 @@
+"""k3s bootstrap tokens: generation, the kube-system Secret that backs them, and the secure join token.
+
+Layout follows what ``k3s token create`` writes (k3s pkg/kubeadm BootstrapTokenToSecret):
+Secret ``kube-system/bootstrap-token-<id>`` of type ``bootstrap.kubernetes.io/token`` with
+token-id, token-secret, expiration (RFC3339 UTC), usage-bootstrap-authentication,
+usage-bootstrap-signing, auth-extra-groups and description. Our own bookkeeping goes in
+metadata labels/annotations, which the token authenticator ignores.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from . import cabundle
+
+NAMESPACE = "kube-system"
+SECRET_TYPE = "bootstrap.kubernetes.io/token"
+NAME_PREFIX = "bootstrap-token-"
+MANAGED_LABEL = ("app.kubernetes.io/managed-by", "edgeguard-node-enroll")
+MANAGED_SELECTOR = f"{MANAGED_LABEL[0]}={MANAGED_LABEL[1]}"
+DEFAULT_GROUP = "system:bootstrappers:k3s:default-node-token"
+
+ANN = "node-enroll.edgeguard.io/"
+ANN_HOSTNAME = ANN + "hostname"
+ANN_ARCH = ANN + "arch"
+ANN_MACHINE = ANN + "machine-id-sha256"
+ANN_LABELS = ANN + "labels"
+ANN_TAINTS = ANN + "taints"
+ANN_CREATED = ANN + "created-at"
+ANN_SOURCE = ANN + "source-address"
+
+TOKEN_ID_RE = re.compile(r"^[a-z0-9]{6}$")
+TOKEN_SECRET_RE = re.compile(r"^[a-z0-9]{16}$")
+CA_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+GROUP_RE = re.compile(r"^system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]$")
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+class CAError(ValueError):
+    pass
+
+
+def new_token_id() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(6))
+
+
+def new_token_secret() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(16))
+
+
+def ca_hash(ca_bundle: bytes) -> str:
+    """The hash k3s agents compare against GET /cacerts (see cabundle.py)."""
+    try:
+        return cabundle.ca_hash(ca_bundle)
+    except cabundle.CAError as exc:
+        raise CAError(str(exc)) from None
+
+
+def secure_token(ca_hash_hex: str, token_id: str, token_secret: str) -> str:
+    return f"K10{ca_hash_hex}::{token_id}.{token_secret}"
+
+
+def rfc3339(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> datetime | None:
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError):
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return parsed.astimezone(timezone.utc) if parsed.tzinfo else None
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _unb64(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+@dataclass
+class Enrollment:
+    token_id: str
+    token_secret: str | None
+    hostname: str
+    arch: str | None
+    machine_hash: str | None
+    labels: dict
+    taints: list
+    expires_at: datetime | None
+    created_at: str | None
+    source: str | None
+
+    @property
+    def secret_name(self) -> str:
+        return NAME_PREFIX + self.token_id
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+def machine_hash(machine_id: str) -> str:
+    # machine-id(5) asks that the raw id not leak; store only a digest.
+    return hashlib.sha256(machine_id.encode("utf-8")).hexdigest()
+
+
+def build_secret(*, token_id: str, token_secret: str, hostname: str, arch: str, machine_id: str,
+                 labels: dict, taints: list, expires_at: datetime, now: datetime, source: str | None,
+                 groups: str = DEFAULT_GROUP) -> dict:
+    data = {
+        "token-id": token_id,
+        "token-secret": token_secret,
+        "expiration": rfc3339(expires_at),
+        "usage-bootstrap-authentication": "true",
+        "usage-bootstrap-signing": "true",
+        "auth-extra-groups": groups,
+        "description": f"edgeguard node-enroll token for node {hostname} ({arch})",
+    }
+    annotations = {
+        ANN_HOSTNAME: hostname,
+        ANN_ARCH: arch,
+        ANN_MACHINE: machine_hash(machine_id),
+        ANN_LABELS: json.dumps(labels, sort_keys=True, separators=(",", ":")),
+        ANN_TAINTS: json.dumps(list(taints), separators=(",", ":")),
+        ANN_CREATED: rfc3339(now),
+    }
+    if source:
+        annotations[ANN_SOURCE] = source
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": NAME_PREFIX + token_id,
+            "namespace": NAMESPACE,
+            "labels": {MANAGED_LABEL[0]: MANAGED_LABEL[1]},
+            "annotations": annotations,
+        },
+        "type": SECRET_TYPE,
+        "data": {k: _b64(v) for k, v in data.items()},
+    }
+
+
+def enrollment_from_secret(obj: dict) -> Enrollment | None:
+    """Read back one of our Secrets (as a plain dict); None if it is not a usable bootstrap token."""
+    meta = obj.get("metadata") or {}
+    if obj.get("type") != SECRET_TYPE:
+        return None
+    data = {k: _unb64(v) for k, v in (obj.get("data") or {}).items()}
+    tid, tsecret = data.get("token-id"), data.get("token-secret")
+    if not tid or not TOKEN_ID_RE.match(tid) or meta.get("name") != NAME_PREFIX + tid:
+        return None
+    if not tsecret or not TOKEN_SECRET_RE.match(tsecret):
+        return None
+    expires_at = parse_rfc3339(data.get("expiration") or "")
+    if expires_at is None:  # ours always expire; anything else was not written by us
+        return None
+    ann = meta.get("annotations") or {}
+    try:
+        labels = json.loads(ann.get(ANN_LABELS) or "{}")
+        taints = json.loads(ann.get(ANN_TAINTS) or "[]")
+    except ValueError:
+        labels, taints = {}, []
+    return Enrollment(
+        token_id=tid,
+        token_secret=tsecret,
+        hostname=ann.get(ANN_HOSTNAME) or "",
+        arch=ann.get(ANN_ARCH),
+        machine_hash=ann.get(ANN_MACHINE),
+        labels=labels if isinstance(labels, dict) else {},
+        taints=taints if isinstance(taints, list) else [],
+        expires_at=expires_at,
+        created_at=ann.get(ANN_CREATED),
+        source=ann.get(ANN_SOURCE),
+    )
+
+
+def ttl_expiry(now: datetime, ttl_seconds: int) -> datetime:
+    return (now + timedelta(seconds=ttl_seconds)).replace(microsecond=0)

@@ -1,0 +1,28 @@
+"""audit-ingest served over real HTTP from its assembled build context (as faas-cli would build the image)."""
+from __future__ import annotations
+
+import json
+
+import requests
+
+from .conftest import FWD_TOKEN, SAMPLES, TOKEN
+
+
+def test_served_function_detects_forwards_and_dedups(serve_function, forwarder):
+    fn = serve_function("audit-ingest", env={"gateway_url": forwarder.url, "FALCO_HOSTNAME": "edge-1"},
+                        secrets={"audit-ingest-token": TOKEN, "alert-forwarder-token": FWD_TOKEN})
+    hdrs = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    body = (SAMPLES / "eventlist_built_from_regression_traces.json").read_bytes()
+    r = requests.post(fn.url + "/", data=body, headers=hdrs, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["forwarded"] == 3
+    assert sorted(a["rule"] for a in forwarder.alerts()) == ["Attach/Exec Pod", "ClusterRole With Wildcard Created",
+                                                             "Create Privileged Pod"]
+    r = requests.post(fn.url + "/", data=body, headers=hdrs, timeout=30)   # the API server's retry
+    assert r.status_code == 200 and r.json()["duplicates"] == 3 and len(forwarder.requests) == 1
+    r = requests.post(fn.url + "/", data=b"{}", headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 401 and "error" in r.json()
+    r = requests.get(fn.url + "/", headers=hdrs, timeout=30)
+    assert r.status_code == 200 and r.json()["ruleset"]["rules_loaded"] == 48
+    assert TOKEN not in fn.logs() and FWD_TOKEN not in fn.logs()
+    assert json.loads(forwarder.requests[0]["body"])[0]["hostname"] == "edge-1"

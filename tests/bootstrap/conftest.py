@@ -1,0 +1,184 @@
+"""Fixtures for the bootstrap tests: a fake node root, a fake PATH, a loopback gateway."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO / "bootstrap"))
+
+from edgeguard_bootstrap import cli  # noqa: E402
+
+TOOLS = ("uname", "k3s", "systemctl", "kubectl", "helm", "faas-cli", "dpkg-query", "apt-get", "curl", "gpg",
+         "arkade")
+
+RBAC = {
+    "configmap-secret-scrubber": ["configmaps", "secrets"],
+    "node-enroll": ["secrets"],
+}
+
+
+def rbac_manifest(sa: str, resources: list[str]) -> str:
+    # Stand-ins with the shape the function helpers' deploy/rbac files have.
+    return (f"apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {sa}\n  namespace: openfaas-fn\n---\n"
+            f"apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: {sa}\n  namespace: default\n"
+            f"rules:\n- apiGroups: [\"\"]\n  resources: {json.dumps(resources)}\n  verbs: [get, list]\n")
+
+
+class Node:
+    """A fake node: --root dir, fake PATH executables, world state, call log, gateway."""
+
+    def __init__(self, tmp: Path, gateway_url: str):
+        self.tmp = tmp
+        self.root = tmp / "root"
+        self.root.mkdir()
+        self.bin = tmp / "bin"
+        self.bin.mkdir()
+        self.repo = tmp / "repo"
+        (self.repo / "deploy" / "rbac").mkdir(parents=True)
+        for sa, res in RBAC.items():
+            (self.repo / "deploy" / "rbac" / f"{sa}.yaml").write_text(rbac_manifest(sa, res))
+        (self.repo / "stack.yml").write_text((REPO / "stack.yml").read_text())
+        self.world_path = tmp / "world.json"
+        self.log_path = tmp / "calls.jsonl"
+        self.log_path.write_text("")
+        self.gateway = gateway_url
+        for tool in TOOLS:
+            exe = self.bin / tool
+            exe.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
+                           "import fakecmd\nfakecmd.main()\n")
+            exe.chmod(0o755)
+        self.set_world(self.default_world())
+        self.files({
+            "/etc/os-release": 'NAME="Ubuntu"\nID=ubuntu\nVERSION_ID="24.04"\nPRETTY_NAME="Ubuntu 24.04.1 LTS"\n',
+            "/sys/kernel/btf/vmlinux": "BTF",
+            "/sys/fs/cgroup/cgroup.controllers": "cpuset cpu io memory hugetlb pids rdma misc\n",
+        })
+
+    @staticmethod
+    def default_world() -> dict:
+        return {
+            "uname": {"-r": "6.8.0-1012-raspi", "-m": "aarch64"},
+            "k3s_version": "k3s version v1.30.4+k3s1 (98262b5d)\ngo version go1.22.5",
+            "active": {"k3s": True},
+            "deployments": ["audit-ingest", "alert-forwarder", "configmap-secret-scrubber", "node-enroll"],
+            "secrets": {},
+            "audit_on_restart": True,
+        }
+
+    def files(self, mapping: dict[str, str]) -> None:
+        for path, text in mapping.items():
+            p = self.root / path.lstrip("/")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+
+    def world(self) -> dict:
+        return json.loads(self.world_path.read_text())
+
+    def set_world(self, world: dict) -> None:
+        self.world_path.write_text(json.dumps(world))
+
+    def update_world(self, **changes) -> None:
+        w = self.world()
+        w.update(changes)
+        self.set_world(w)
+
+    def env(self) -> dict:
+        return {"PATH": str(self.bin), "FAKE_WORLD": str(self.world_path), "FAKE_LOG": str(self.log_path),
+                "HOME": str(self.tmp)}
+
+    def run(self, *args: str, stdin=None) -> tuple[int, str]:
+        out = io.StringIO()
+        argv = list(args) + ["--root", str(self.root), "--gateway", self.gateway, "--repo", str(self.repo)]
+        code = cli.main(argv, out=out, stdin=stdin or io.StringIO(""), env=self.env())
+        return code, out.getvalue()
+
+    def calls(self) -> list[list[str]]:
+        return [json.loads(line)["argv"] for line in self.log_path.read_text().splitlines() if line]
+
+    def call_records(self) -> list[dict]:
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line]
+
+    def clear_calls(self) -> None:
+        self.log_path.write_text("")
+
+    def mutating_calls(self) -> list[list[str]]:
+        readonly = {("uname",), ("k3s", "--version"), ("systemctl", "is-active"), ("systemctl", "is-enabled"),
+                    ("kubectl", "get"), ("kubectl", "diff"), ("helm", "repo", "list"), ("helm", "list"),
+                    ("helm", "get"), ("faas-cli", "secret", "list"), ("dpkg-query",),
+                    ("gpg", "--show-keys")}
+        return [c for c in self.calls()
+                if not any(tuple(c[:len(r)]) == r for r in readonly)]
+
+    def path(self, node_path: str) -> Path:
+        return self.root / node_path.lstrip("/")
+
+    def secret(self, name: str) -> bytes:
+        return base64.b64decode(self.world()["secrets"][name])
+
+
+class _Gateway(BaseHTTPRequestHandler):
+    node: Node | None = None
+
+    def log_message(self, *a):  # keep test output clean
+        pass
+
+    def do_GET(self):
+        node = type(self).node
+        if self.path == "/healthz":
+            self._send(200, b"OK")
+            return
+        if self.path == "/function/audit-ingest":
+            world = node.world()
+            token = base64.b64decode(world["secrets"].get("audit-ingest-token", "")).decode()
+            if not token or self.headers.get("Authorization") != f"Bearer {token}":
+                self._send(401, b'{"error": "unauthorized"}')
+                return
+            body = {"status": "ok", "rules": {"loaded": 42}, "counts": {"events": world.get("audit_events", 0),
+                                                                       "alerts": 0}}
+            self._send(200, json.dumps(body).encode())
+            return
+        self._send(404, b"not found")
+
+    def _send(self, code, body):
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def node(tmp_path):
+    handler = type("Gateway", (_Gateway,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    n = Node(tmp_path, f"http://127.0.0.1:{server.server_address[1]}")
+    handler.node = n
+    try:
+        yield n
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _no_real_etc(monkeypatch):
+    # Belt and braces: any attempt to write outside a tmp root fails the test.
+    real_open = os.open
+
+    def guarded(path, flags, *a, **k):
+        p = os.fspath(path)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and p.startswith(("/etc", "/var/lib", "/usr")):
+            raise AssertionError(f"test tried to write {p}")
+        return real_open(path, flags, *a, **k)
+    monkeypatch.setattr(os, "open", guarded)

@@ -1,0 +1,248 @@
+"""One recording fake for every host command bootstrap runs.
+
+Each fake executable on the test PATH runs this with its own name. Every call
+is appended to $FAKE_LOG (argv, the env vars bootstrap sets, cwd); the reply
+comes from a small simulated node/cluster kept in $FAKE_WORLD (JSON), so a
+second bootstrap run sees what the first one did.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import sys
+
+
+WATCHED_ENV = ("DEBIAN_FRONTEND", "FALCO_FRONTEND", "FALCO_DRIVER_CHOICE", "OPENFAAS_URL")
+
+
+def load():
+    with open(os.environ["FAKE_WORLD"]) as f:
+        return json.load(f)
+
+
+def save(world):
+    tmp = os.environ["FAKE_WORLD"] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(world, f)
+    os.replace(tmp, os.environ["FAKE_WORLD"])
+
+
+def out(text="", rc=0, err=""):
+    if text:
+        sys.stdout.write(text)
+    if err:
+        sys.stderr.write(err)
+    sys.exit(rc)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def main():
+    tool = os.path.basename(sys.argv[0])
+    args = sys.argv[1:]
+    with open(os.environ["FAKE_LOG"], "a") as log:
+        log.write(json.dumps({"argv": [tool, *args], "cwd": os.getcwd(),
+                              "env": {k: os.environ[k] for k in WATCHED_ENV if k in os.environ}}) + "\n")
+    world = load()
+    override = world.get("fail", {}).get(" ".join([tool, *args]))
+    if override is not None:
+        out(override.get("stdout", ""), override.get("rc", 1), override.get("stderr", "forced failure\n"))
+    handler = globals().get("do_" + tool.replace("-", "_"))
+    if handler is None:
+        out(rc=127, err=f"{tool}: no fake\n")
+    handler(world, args)
+    out()
+
+
+def do_uname(world, args):
+    out(world["uname"][args[0]] + "\n")
+
+
+def do_k3s(world, args):
+    if args == ["--version"] and world.get("k3s_version"):
+        out(world["k3s_version"] + "\n")
+    out(rc=127, err="k3s: not installed\n")
+
+
+def do_systemctl(world, args):
+    verb, unit = args[0], args[-1]
+    active = world.setdefault("active", {})
+    enabled = world.setdefault("enabled", {})
+    if verb == "is-active":
+        out(("active" if active.get(unit) else "inactive") + "\n", 0 if active.get(unit) else 3)
+    if verb == "is-enabled":
+        out(("enabled" if enabled.get(unit) else "disabled") + "\n", 0 if enabled.get(unit) else 1)
+    if verb == "enable" and "--now" in args:
+        enabled[unit] = active[unit] = True
+    elif verb == "disable" and "--now" in args:
+        enabled[unit] = active[unit] = False
+    elif verb == "restart":
+        world.setdefault("restarts", {})[unit] = world.get("restarts", {}).get(unit, 0) + 1
+        if unit == "k3s" and world.get("audit_on_restart"):
+            world["audit_enabled"] = True
+    else:
+        out(rc=2, err=f"systemctl fake: unexpected {args}\n")
+    save(world)
+
+
+def do_kubectl(world, args):
+    if args == ["get", "--raw", "/readyz"]:
+        if world.get("api_ready", True):
+            out("ok")
+        out(rc=1, err="The connection to the server 127.0.0.1:6443 was refused\n")
+    if args == ["get", "deployments", "-n", "openfaas-fn", "-o", "json"]:
+        out(json.dumps({"items": [{"metadata": {"name": n}} for n in world.get("deployments", [])]}))
+    if args == ["get", "secrets", "-n", "openfaas-fn", "-o", "json"]:
+        items = [{"metadata": {"name": n}, "data": {n: v}} for n, v in world.get("secrets", {}).items()]
+        out(json.dumps({"items": items}))
+    if args[:2] == ["get", "secret"] and args[3:] == ["-n", "openfaas-fn", "-o", "json"]:
+        token = world.get("sa_tokens", {}).get(args[2])
+        if token:
+            out(json.dumps({"data": {"token": b64(token.encode()), "ca.crt": b64(b"-----BEGIN CERTIFICATE-----\n")}}))
+        out(rc=1, err=f'Error from server (NotFound): secrets "{args[2]}" not found\n')
+    if args[:2] in (["diff", "-f"], ["apply", "-f"]):
+        path = args[2]
+        if not os.path.exists(path):
+            out(rc=2, err=f"error: the path \"{path}\" does not exist\n")
+        applied = world.setdefault("applied", {})
+        if args[0] == "diff":
+            if applied.get(path) == sha(path):
+                out()
+            out(f"diff -u -N /tmp/LIVE/{os.path.basename(path)} /tmp/MERGED/{os.path.basename(path)}\n+ (new)\n", 1)
+        applied[path] = sha(path)
+        import yaml  # lazily: most fake calls do not need it, and each call is a fresh process
+        with open(path) as f:
+            for doc in yaml.safe_load_all(f):
+                if doc and doc.get("kind") == "ServiceAccount":
+                    world.setdefault("service_accounts", []).append(doc["metadata"]["name"])
+                if doc and doc.get("type") == "kubernetes.io/service-account-token":
+                    sa = doc["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+                    if sa in world.get("service_accounts", []):
+                        world.setdefault("sa_tokens", {})[doc["metadata"]["name"]] = f"eyJfake-{sa}-token-value"
+        save(world)
+        out("configured\n")
+    if args[:3] == ["delete", "--ignore-not-found", "-f"]:
+        world.setdefault("applied", {}).pop(args[3], None)
+        save(world)
+        out("deleted\n")
+    if args == ["get", "deployment", "cron-connector", "-n", "openfaas", "-o", "name"]:
+        if world.get("cron_connector"):
+            out("deployment.apps/cron-connector\n")
+        out(rc=1, err='Error from server (NotFound): deployments.apps "cron-connector" not found\n')
+    if args[:2] == ["create", "configmap"]:
+        if world.get("audit_enabled"):
+            world["audit_events"] = world.get("audit_events", 0) + 1
+            save(world)
+        out(f"configmap/{args[2]} created\n")
+    if args[:2] == ["delete", "configmap"]:
+        out(f"configmap \"{args[2]}\" deleted\n")
+    out(rc=2, err=f"kubectl fake: unexpected {args}\n")
+
+
+def do_helm(world, args):
+    releases = world.setdefault("releases", {})
+    if args == ["repo", "list", "-o", "json"]:
+        out(json.dumps([{"name": n, "url": u} for n, u in world.get("repos", {}).items()]))
+    if args[:2] == ["repo", "add"]:
+        world.setdefault("repos", {})[args[2]] = args[3]
+    elif args[:2] == ["repo", "update"]:
+        pass
+    elif args[0] == "list":
+        ns = args[args.index("-n") + 1]
+        out(json.dumps([dict(r, name=n) for n, r in releases.items() if r["namespace"] == ns]))
+    elif args[:2] == ["get", "values"]:
+        rel = releases.get(args[2])
+        if not rel:
+            out(rc=1, err="Error: release: not found\n")
+        out(json.dumps(rel["values"]))
+    elif args[:2] == ["upgrade", "--install"]:
+        import yaml
+        with open(args[args.index("--values") + 1]) as f:
+            values = yaml.safe_load(f)
+        releases[args[2]] = {"namespace": args[args.index("--namespace") + 1], "status": "deployed",
+                             "chart": f"falco-{args[args.index('--version') + 1]}", "values": values}
+    elif args[0] == "uninstall":
+        releases.pop(args[1], None)
+        if args[1] == "cron-connector":
+            world["cron_connector"] = False
+    else:
+        out(rc=2, err=f"helm fake: unexpected {args}\n")
+    save(world)
+
+
+def do_faas_cli(world, args):
+    secrets = world.setdefault("secrets", {})
+    if args[:2] == ["secret", "list"]:
+        if world.get("faas_login", True):
+            out("NAME\n")
+        out(rc=1, err="unauthorized access, run \"faas-cli login\"\n")
+    if args[:2] in (["secret", "create"], ["secret", "update"]):
+        name = args[2]
+        path = args[3].split("=", 1)[1]
+        if (os.stat(path).st_mode & 0o777) != 0o600:
+            out(rc=3, err=f"fake: {path} is not 0600\n")
+        if args[1] == "create" and name in secrets:
+            out(rc=1, err="secret exists\n")
+        with open(path, "rb") as f:
+            secrets[name] = b64(f.read())
+    elif args[:2] == ["secret", "remove"]:
+        secrets.pop(args[2], None)
+    elif args[0] == "up":
+        world["deployments"] = ["audit-ingest", "alert-forwarder", "configmap-secret-scrubber", "node-enroll"]
+    else:
+        out(rc=2, err=f"faas-cli fake: unexpected {args}\n")
+    save(world)
+
+
+def do_dpkg_query(world, args):
+    if world.get("dpkg", {}).get(args[-1]):
+        out("install ok installed")
+    out(rc=1, err=f"dpkg-query: no packages found matching {args[-1]}\n")
+
+
+def do_apt_get(world, args):
+    if args[:2] == ["install", "-y"] and "falco" in args[2] or args[2:] == ["falco"]:
+        world.setdefault("dpkg", {})["falco"] = True
+    elif args[:2] == ["remove", "-y"]:
+        world.setdefault("dpkg", {})[args[2]] = False
+    save(world)
+
+
+def do_curl(world, args):
+    with open(args[args.index("-o") + 1], "w") as f:
+        f.write("-----BEGIN PGP PUBLIC KEY BLOCK-----\nfake\n-----END PGP PUBLIC KEY BLOCK-----\n")
+
+
+def do_gpg(world, args):
+    if args[:2] == ["--show-keys", "--with-colons"]:
+        out(f"pub:-:4096:1:4365106822B35B1B:1700000000:::-:::scESC::::::23::0:\n"
+            f"fpr:::::::::{world.get('key_fpr', '478B2FBBC75F4237B731DA4365106822B35B1B1F')}:\n")
+    if args[0] == "--dearmor":
+        with open(args[args.index("-o") + 1], "wb") as f:
+            f.write(b"\x99\x02fake-keyring")
+        out()
+    out(rc=2, err=f"gpg fake: unexpected {args}\n")
+
+
+def do_arkade(world, args):
+    if args == ["install", "cron-connector"]:
+        # arkade installs apps as Helm releases.
+        world["cron_connector"] = True
+        world.setdefault("releases", {})["cron-connector"] = {
+            "namespace": "openfaas", "status": "deployed", "chart": "cron-connector-0.6.0", "values": {}}
+        save(world)
+        out()
+    out(rc=2, err=f"arkade fake: unexpected {args}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""falco: Helm values against the chart and Falco's schema; host package, drop-in and units."""
+from __future__ import annotations
+
+import json
+import urllib.parse
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from edgeguard_bootstrap import falco
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CHART_VALUES = yaml.safe_load((DATA / "k3s" / "falco-chart-values.yaml").read_text())
+SCHEMA = json.loads((DATA / "falco-config-schema.json").read_text())
+
+
+def with_tokens(node):
+    code, out = node.run("openfaas")
+    assert code == 0, out
+    node.clear_calls()
+
+
+def key_paths(obj, prefix=()):
+    """Every mapping key path; lists are leaves (the chart defines their items' shape)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield prefix + (k,)
+            yield from key_paths(v, prefix + (k,))
+
+
+def chart_has(path):
+    node = CHART_VALUES
+    for k in path:
+        if not isinstance(node, dict) or k not in node:
+            return False
+        node = node[k]
+    return True
+
+
+@pytest.mark.parametrize("driver", ["modern_ebpf", "kmod"])
+def test_helm_values_use_only_keys_in_the_chart_values_yaml(driver):
+    values = falco.helm_values(driver, "http://gw/function/alert-forwarder?token=t")
+    missing = [".".join(p) for p in key_paths(values) if not chart_has(p)]
+    assert missing == []
+    assert values["driver"]["kind"] in ("modern_ebpf", "kmod")
+
+
+def test_falco_section_of_values_and_host_dropin_validate_against_falcos_schema():
+    url = falco.alert_url("http://127.0.0.1:31112", "abc_DEF-123")
+    jsonschema.validate(falco.falco_settings(url), SCHEMA)
+    jsonschema.validate(yaml.safe_load(falco.dropin(url)), SCHEMA)
+    jsonschema.validate(falco.helm_values("kmod", url)["falco"], SCHEMA)
+
+
+def test_schema_check_would_catch_a_wrong_key():
+    bad = dict(falco.falco_settings("http://x/"), http_output={"enabled": True, "uri": "http://x/"})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, SCHEMA)
+
+
+def test_alert_url_carries_the_token_in_the_query():
+    url = falco.alert_url("http://gw:8080/", "to+k/en")
+    parts = urllib.parse.urlsplit(url)
+    assert parts.path == "/function/alert-forwarder"
+    assert urllib.parse.parse_qs(parts.query) == {"token": ["to+k/en"]}
+
+
+def test_helm_mode_writes_values_and_runs_exact_helm_commands(node):
+    with_tokens(node)
+    code, out = node.run("falco")
+    assert code == 0, out
+    values_path = node.path(falco.VALUES)
+    assert values_path.stat().st_mode & 0o777 == 0o600
+    token = node.secret("alert-forwarder-token").decode()
+    values = yaml.safe_load(values_path.read_text())
+    assert values["driver"]["kind"] == "modern_ebpf"
+    assert values["falco"]["http_output"]["url"] == (
+        f"http://gateway.openfaas.svc.cluster.local:8080/function/alert-forwarder?token={token}")
+    assert values["falco"]["json_output"] is True
+    tolerated = {(t.get("key"), t.get("effect")) for t in values["tolerations"]}
+    assert ("node-role.kubernetes.io/control-plane", "NoSchedule") in tolerated
+    assert token not in out
+    assert node.mutating_calls() == [
+        ["helm", "repo", "add", "falcosecurity", "https://falcosecurity.github.io/charts"],
+        ["helm", "repo", "update", "falcosecurity"],
+        ["helm", "upgrade", "--install", "falco", "falcosecurity/falco", "--namespace", "falco",
+         "--create-namespace", "--version", "9.1.0", "--values", str(values_path), "--wait", "--timeout", "10m"],
+    ]
+    node.clear_calls()
+    code, out = node.run("falco")
+    assert code == 0 and "no changes" in out
+    assert node.mutating_calls() == []
+    assert ["helm", "get", "values", "falco", "-n", "falco", "-o", "json"] in node.calls()
+
+
+def test_helm_mode_picks_kmod_without_btf_and_upgrades_when_values_change(node):
+    with_tokens(node)
+    node.run("falco")
+    node.path("/sys/kernel/btf/vmlinux").unlink()
+    node.clear_calls()
+    code, out = node.run("falco")
+    assert code == 0, out
+    assert "driver: kmod" in out
+    assert yaml.safe_load(node.path(falco.VALUES).read_text())["driver"]["kind"] == "kmod"
+    assert "-  kind: modern_ebpf" in out and "+  kind: kmod" in out
+    assert [c[:3] for c in node.mutating_calls()] == [["helm", "repo", "update"], ["helm", "upgrade", "--install"]]
+
+
+def test_helm_mode_refuses_without_helm(node):
+    with_tokens(node)
+    (node.bin / "helm").unlink()
+    code, out = node.run("falco")
+    assert code == 1 and "refusing" in out and not node.path(falco.VALUES).exists()
+
+
+def test_host_mode_from_the_apt_repository_with_modern_ebpf(node):
+    with_tokens(node)
+    code, out = node.run("falco", "--mode", "host")
+    assert code == 0, out
+    records = [r for r in node.call_records() if r["argv"] in node.mutating_calls()]
+    argvs = [r["argv"] for r in records]
+    asc = str(node.path(falco.KEY_DOWNLOAD))
+    assert argvs == [
+        ["curl", "-fsSL", "-o", asc, "https://falco.org/repo/falcosecurity-packages.asc"],
+        ["gpg", "--dearmor", "--yes", "-o", str(node.path(falco.KEYRING)), asc],
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "falco"],
+        ["systemctl", "enable", "--now", "falco-modern-bpf.service"],
+    ]
+    install = records[3]
+    assert install["env"] == {"DEBIAN_FRONTEND": "noninteractive", "FALCO_FRONTEND": "noninteractive",
+                              "FALCO_DRIVER_CHOICE": "modern_ebpf"}
+    assert ["gpg", "--show-keys", "--with-colons", asc] in node.calls()
+    assert node.path(falco.APT_SOURCE).read_text() == (
+        "deb [signed-by=/usr/share/keyrings/falco-archive-keyring.gpg] "
+        "https://download.falco.org/packages/deb stable main\n")
+    dropin = node.path(falco.DROPIN)
+    assert dropin.stat().st_mode & 0o777 == 0o600
+    doc = yaml.safe_load(dropin.read_text())
+    jsonschema.validate(doc, SCHEMA)
+    token = node.secret("alert-forwarder-token").decode()
+    assert doc["http_output"]["url"] == f"{node.gateway}/function/alert-forwarder?token={token}"
+    assert token not in out
+    node.clear_calls()
+    code, out = node.run("falco", "--mode", "host")
+    assert code == 0 and "no changes" in out and node.mutating_calls() == []
+
+
+def test_host_mode_refuses_a_key_with_the_wrong_fingerprint(node):
+    with_tokens(node)
+    node.update_world(key_fpr="0" * 40)
+    code, out = node.run("falco", "--mode", "host")
+    assert code == 2 and "refusing to trust it" in out
+    assert ["apt-get", "update"] not in node.calls()
+    assert not node.path(falco.KEYRING).exists()
+
+
+def test_host_mode_kmod_installs_headers_and_uses_the_kmod_unit(node):
+    with_tokens(node)
+    node.path("/sys/kernel/btf/vmlinux").unlink()
+    node.update_world(enabled={"falco-modern-bpf.service": True}, active={"k3s": True,
+                                                                         "falco-modern-bpf.service": True})
+    code, out = node.run("falco", "--mode", "host", "--deb", "/srv/falco_0.44.1_arm64.deb")
+    assert code == 0, out
+    records = {tuple(r["argv"]): r for r in node.call_records()}
+    assert node.mutating_calls() == [
+        ["apt-get", "install", "-y", "dkms", "make", "linux-headers-6.8.0-1012-raspi"],
+        ["apt-get", "install", "-y", "/srv/falco_0.44.1_arm64.deb"],
+        ["systemctl", "disable", "--now", "falco-modern-bpf.service"],
+        ["systemctl", "enable", "--now", "falco-kmod.service"],
+    ]
+    assert records[("apt-get", "install", "-y", "/srv/falco_0.44.1_arm64.deb")]["env"]["FALCO_DRIVER_CHOICE"] == "kmod"
+
+
+def test_host_mode_restarts_the_unit_when_only_the_dropin_changes(node):
+    with_tokens(node)
+    node.run("falco", "--mode", "host")
+    node.clear_calls()
+    code, out = node.run("falco", "--mode", "host", "--falco-gateway", "http://10.1.1.1:31112")
+    assert code == 0, out
+    assert node.mutating_calls() == [["systemctl", "restart", "falco-modern-bpf.service"]]
+
+
+def test_dry_run_plans_the_host_install_without_touching_anything(node):
+    with_tokens(node)
+    code, out = node.run("falco", "--mode", "host", "--dry-run")
+    assert code == 0
+    assert "would verify" not in out  # the plan names the fingerprint it requires
+    assert falco.KEY_FINGERPRINT in out
+    assert "run: apt-get update" in out and "FALCO_DRIVER_CHOICE=modern_ebpf apt-get install -y falco" in out
+    assert node.mutating_calls() == []
+    assert not node.path(falco.DROPIN).exists()

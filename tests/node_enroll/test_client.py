@@ -1,0 +1,91 @@
+"""The node-side client (functions/node-enroll/client/edgeguard-enroll.py) against the function over real HTTP."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.node_enroll import k3s_model
+from tests.node_enroll.helpers import BASE_ENV, CA_PEM, KEY, sub
+from tests.node_enroll.scriptrun import run_script
+
+CLIENT = Path(__file__).resolve().parents[2] / "functions" / "node-enroll" / "client" / "edgeguard-enroll.py"
+
+
+@pytest.fixture(scope="module")
+def client():
+    spec = importlib.util.spec_from_file_location("edgeguard_enroll_client", CLIENT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_client_signature_is_accepted_by_the_function_verifier(client, enroll_fn):
+    signing = sub(enroll_fn(), "signing")
+    body, h = client.build_request(key=KEY, hostname="pi-1", arch="arm64", machine_id="m" * 32, labels={},
+                                   rotate=False, now=1_700_000_000, nonce="abcdefghijklmnopqrstuvwx")
+    assert signing.signature_matches(KEY, h["X-Enroll-Timestamp"], h["X-Enroll-Nonce"], body, h["X-Enroll-Signature"])
+    assert json.loads(body) == {"hostname": "pi-1", "arch": "arm64", "machine_id": "m" * 32}
+
+
+def test_client_nonces_are_fresh_each_time(client):
+    nonces = {client.build_request(key=KEY, hostname="a", arch="arm64", machine_id="m" * 32, labels={},
+                                   rotate=False)[1]["X-Enroll-Nonce"] for _ in range(50)}
+    assert len(nonces) == 50
+
+
+def test_mask_hides_the_secret_half(client):
+    assert client.mask("K10" + "a" * 64 + "::abc123.0123456789abcdef") == "K10" + "a" * 64 + "::abc123.****************"
+
+
+@pytest.fixture
+def served(serve_function, kube_emulator):
+    fn = serve_function("node-enroll", env=BASE_ENV,
+                        secrets={"node-enroll-key": KEY + "\n", "node-enroll-admin-token": "admin-xxxxxxxx",
+                                 "node-enroll-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())})
+    return fn, kube_emulator
+
+
+def test_client_enrolls_over_http_and_writes_a_runnable_join_script(client, served, tmp_path, capsys):
+    fn, emu = served
+    (tmp_path / "key").write_text(KEY + "\n")
+    (tmp_path / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    out = tmp_path / "join.sh"
+    rc = client.main(["--url", fn.url + "/enroll", "--key-file", str(tmp_path / "key"), "--hostname", "Pi-Client-1",
+                      "--arch", "aarch64", "--machine-id-file", str(tmp_path / "machine-id"),
+                      "--label", "node.edgeguard.io/site=north", "--script-out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert out.stat().st_mode & 0o777 == 0o700
+    run = run_script(out.read_text(), tmp_path)
+    assert run.rc == 0, run.stderr
+    token = run.env["K3S_TOKEN"]
+    tid = k3s_model.TOKEN_RE.match(token)["id"]
+    assert k3s_model.rejection(emu.get("secrets", "kube-system", f"bootstrap-token-{tid}"), token, CA_PEM) is None
+    assert "--node-name pi-client-1" in run.env["INSTALL_K3S_EXEC"]
+    assert "--node-label node.edgeguard.io/site=north" in run.env["INSTALL_K3S_EXEC"]
+
+
+def test_client_json_mode_prints_the_answer_with_the_token_masked(client, served, tmp_path, capsys):
+    fn, _ = served
+    (tmp_path / "key").write_text(KEY)
+    (tmp_path / "mid").write_text("f" * 32)
+    rc = client.main(["--url", fn.url + "/enroll", "--key-file", str(tmp_path / "key"), "--hostname", "pi-2",
+                      "--arch", "arm64", "--machine-id-file", str(tmp_path / "mid")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    doc = json.loads(out)
+    assert doc["token"].endswith(".****************") and doc["node"] == "pi-2"
+
+
+def test_client_reports_refusal_without_retrying_auth_failures(client, served, tmp_path, capsys):
+    fn, emu = served
+    (tmp_path / "key").write_text("not-the-fleet-key")
+    (tmp_path / "mid").write_text("f" * 32)
+    rc = client.main(["--url", fn.url + "/enroll", "--key-file", str(tmp_path / "key"), "--hostname", "pi-3",
+                      "--arch", "arm64", "--machine-id-file", str(tmp_path / "mid")])
+    assert rc == 1
+    assert "HTTP 401" in capsys.readouterr().err
+    assert emu.list("secrets", "kube-system") == []

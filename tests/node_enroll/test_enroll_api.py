@@ -1,0 +1,428 @@
+"""POST /enroll end to end: the real kubernetes client against the in-process API emulator."""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import yaml
+
+from tests.node_enroll import k3s_model
+from tests.node_enroll.helpers import (CA_HASH, CA_PEM, KEY, SERVER, call, enroll, enroll_doc, kubeconfig_with_ca,
+                                       signed, sub)
+from tests.node_enroll.scriptrun import run_script
+
+
+def secrets_of(emu):
+    return [s for s in emu.list("secrets", "kube-system") if s["metadata"]["name"].startswith("bootstrap-token-")]
+
+
+def the_secret(emu, token_id):
+    return emu.get("secrets", "kube-system", f"bootstrap-token-{token_id}")
+
+
+def test_enroll_writes_a_bootstrap_token_secret_that_k3s_accepts_key_by_key(kenroll, make_event):
+    fn, emu = kenroll()
+    status, headers, doc = enroll(fn, make_event)
+    assert status == 201, doc
+    secret = the_secret(emu, doc["token_id"])
+    assert k3s_model.rejection(secret, doc["token"], CA_PEM) is None
+    data = k3s_model.decoded(secret)
+    assert set(data) == k3s_model.K3S_SECRET_KEYS
+    assert secret["type"] == "bootstrap.kubernetes.io/token"
+    assert secret["metadata"]["name"] == "bootstrap-token-" + data["token-id"]
+    assert data["usage-bootstrap-authentication"] == "true"
+    assert data["usage-bootstrap-signing"] == "true"
+    assert data["auth-extra-groups"] == "system:bootstrappers:k3s:default-node-token"
+    assert data["description"] == "edgeguard node-enroll token for node pi-north-01 (arm64)"
+    expires = datetime.strptime(data["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert abs((expires - datetime.now(timezone.utc)) - timedelta(hours=1)) < timedelta(seconds=10)
+    assert doc["expires_at"] == data["expiration"]
+    assert headers["Cache-Control"] == "no-store"
+
+
+def test_response_carries_secure_token_server_labels_taints_and_expiry(kenroll, make_event):
+    fn, emu = kenroll()
+    status, _, doc = enroll(fn, make_event, enroll_doc(labels={"node.edgeguard.io/site": "north"}))
+    assert status == 201
+    assert k3s_model.TOKEN_RE.match(doc["token"]) and doc["token"].startswith("K10" + CA_HASH + "::")
+    assert doc["server"] == SERVER and doc["ca_hash"] == CA_HASH and doc["ca_hash_source"] == "k3s_ca_file"
+    assert doc["labels"] == {"node.edgeguard.io/site": "north", "edgeguard.io/enrolled-by": "node-enroll"}
+    assert doc["taints"] == [] and doc["reused"] is False and doc["node"] == "pi-north-01" and doc["arch"] == "arm64"
+    assert doc["install"]["INSTALL_K3S_EXEC"].startswith("agent --node-name pi-north-01 ")
+
+
+def test_only_bootstrap_token_secrets_are_touched_never_other_secrets(kenroll, make_event):
+    fn, emu = kenroll()
+    emu.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k3s-serving", "namespace": "kube-system"},
+              "type": "kubernetes.io/tls", "data": {"tls.key": "c2VjcmV0"}})
+    emu.clear_requests()
+    status, _, doc = enroll(fn, make_event)
+    assert status == 201
+    secret_calls = [(v, p) for v, p, _ in emu.requests if "/secrets" in p]
+    assert all(p.startswith("/api/v1/namespaces/kube-system/secrets") for _, p in secret_calls)
+    assert not any("k3s-serving" in p for _, p in secret_calls)
+    assert "c2VjcmV0" not in json.dumps(doc)
+
+
+@pytest.mark.parametrize("how", ["accept", "query"])
+def test_script_answer_installs_agent_with_the_same_token(kenroll, make_event, tmp_path, how):
+    fn, emu = kenroll()
+    _, _, first = enroll(fn, make_event)
+    kw = {"headers": {"Accept": "text/x-shellscript"}} if how == "accept" else {"query": {"format": "sh"}}
+    status, headers, script = enroll(fn, make_event, **kw)
+    assert status == 200 and headers["Content-Type"].startswith("text/x-shellscript")
+    run = run_script(script, tmp_path)
+    assert run.rc == 0, run.stderr
+    assert run.env["K3S_TOKEN"] == first["token"] and run.env["K3S_URL"] == SERVER
+    assert run.env["INSTALL_K3S_EXEC"] == first["install"]["INSTALL_K3S_EXEC"]
+    assert [c[0] for c in run.calls] == ["id", "curl", "sh", "systemctl"]
+    assert len(secrets_of(emu)) == 1
+
+
+def test_host_mode_script_runs_bootstrap_falco_against_the_public_gateway(kenroll, make_event, tmp_path):
+    fn, _ = kenroll(env={"falco_mode": "host", "public_gateway_url": "https://gw.edge.example:31112"})
+    status, _, script = enroll(fn, make_event, query={"format": "sh"})
+    assert status == 201
+    run = run_script(script, tmp_path)
+    assert run.rc == 0, run.stderr
+    assert run.calls[-1] == ["edgeguard-bootstrap", "falco", "--mode", "host", "--gateway",
+                             "https://gw.edge.example:31112", "--yes"]
+
+
+def test_host_mode_without_public_gateway_is_a_config_error_and_creates_nothing(kenroll, make_event):
+    fn, emu = kenroll(env={"falco_mode": "host"})
+    status, _, doc = enroll(fn, make_event, query={"format": "sh"})
+    assert status == 503 and "public_gateway_url" in doc["error"]
+    assert secrets_of(emu) == []
+
+
+# ------------------------------------------------------------------ authentication
+
+def test_replayed_request_is_refused_and_creates_nothing_new(kenroll, make_event):
+    fn, emu = kenroll()
+    body, h = signed(enroll_doc())
+    assert call(fn, make_event, body=body, headers=h)[0] == 201
+    status, _, doc = call(fn, make_event, body=body, headers=h)
+    assert status == 401 and "replayed" in doc["error"]
+    assert len(secrets_of(emu)) == 1
+
+
+@pytest.mark.parametrize("case,fragment", [
+    ("wrong_key", "signature does not match"),
+    ("tampered_body", "signature does not match"),
+    ("old", "behind the server clock"),
+    ("future", "ahead of the server clock"),
+    ("no_signature", "signed request required"),
+    ("bad_nonce", "X-Enroll-Nonce"),
+    ("bad_sig_format", "v1=<64 lowercase hex>"),
+])
+def test_forged_stale_or_unsigned_requests_are_refused(kenroll, make_event, case, fragment):
+    fn, emu = kenroll()
+    doc = enroll_doc()
+    kw = {}
+    if case == "wrong_key":
+        kw["key"] = KEY + "-not"
+    if case == "old":
+        kw["timestamp"] = int(time.time()) - 301
+    if case == "future":
+        kw["timestamp"] = int(time.time()) + 400
+    if case == "bad_nonce":
+        kw["nonce"] = "short"
+    body, h = signed(doc, **kw)
+    if case == "tampered_body":
+        body = body.replace(b"pi-north-01", b"pi-evil-666")
+    if case == "no_signature":
+        del h["X-Enroll-Signature"]
+    if case == "bad_sig_format":
+        h["X-Enroll-Signature"] = "sha256=abc"
+    status, headers, answer = call(fn, make_event, body=body, headers=h)
+    assert status == 401 and fragment in answer["error"], answer
+    assert "WWW-Authenticate" in headers
+    assert secrets_of(emu) == []
+    assert emu.requests == []  # refused before the cluster is even asked
+
+
+def test_missing_enrollment_key_fails_closed(kenroll, make_event):
+    fn, emu = kenroll(secrets={"node-enroll-key": None})
+    status, _, doc = enroll(fn, make_event)
+    assert status == 503 and "node-enroll-key" in doc["error"]
+    assert secrets_of(emu) == []
+
+
+# ------------------------------------------------------------------ bad input
+
+@pytest.mark.parametrize("doc,status,fragment", [
+    ({"hostname": "pi-1"}, 400, "missing field"),
+    (enroll_doc(hostname="Not A Name"), 400, "valid node name"),
+    (enroll_doc(arch="sparc"), 400, "unsupported arch"),
+    (enroll_doc(labels={"node-role.kubernetes.io/worker": "true"}), 422, "node-role"),
+    (enroll_doc(labels={"team": "a"}), 422, "allowed prefix"),
+    (enroll_doc(surprise=1), 400, "unknown field"),
+    ("[1, 2", 400, "invalid JSON"),
+])
+def test_bad_input_gets_a_clear_4xx_and_nothing_is_created(kenroll, make_event, doc, status, fragment):
+    fn, emu = kenroll()
+    body, h = signed(doc)
+    got, _, answer = call(fn, make_event, body=body, headers=h)
+    assert got == status and fragment in answer["error"], answer
+    assert secrets_of(emu) == []
+
+
+def test_wrong_content_type_and_oversized_bodies_are_refused(kenroll, make_event):
+    fn, emu = kenroll(env={"max_body_bytes": "2048"})
+    body, h = signed(enroll_doc())
+    h["Content-Type"] = "text/plain"
+    assert call(fn, make_event, body=body, headers=h)[0] == 415
+    big, h = signed(enroll_doc(labels={f"node.edgeguard.io/k{i}": "v" * 60 for i in range(40)}))
+    assert call(fn, make_event, body=big, headers=h)[0] == 413
+    assert secrets_of(emu) == []
+
+
+def test_unknown_route_and_wrong_method(kenroll, make_event):
+    fn, _ = kenroll()
+    assert call(fn, make_event, method="GET", path="/enroll")[0] == 405
+    assert call(fn, make_event, method="GET", path="/nope")[0] == 404
+
+
+# ------------------------------------------------------------------ allowlist
+
+ALLOWLIST = json.dumps([
+    {"hostname": "pi-north-*", "labels": {"edge.example.com/site": "north"},
+     "taints": ["edge.example.com/dedicated=edge:NoSchedule"]},
+])
+
+
+def test_allowlist_maps_the_node_to_labels_and_taints_everywhere(kenroll, make_event, tmp_path):
+    fn, emu = kenroll(env={"allowlist": ALLOWLIST})
+    status, _, doc = enroll(fn, make_event)
+    assert status == 201
+    assert doc["labels"]["edge.example.com/site"] == "north"
+    assert doc["taints"] == ["edge.example.com/dedicated=edge:NoSchedule"]
+    ann = the_secret(emu, doc["token_id"])["metadata"]["annotations"]
+    assert json.loads(ann["node-enroll.edgeguard.io/taints"]) == doc["taints"]
+    _, _, script = enroll(fn, make_event, query={"format": "sh"})
+    run = run_script(script, tmp_path)
+    assert "--node-label edge.example.com/site=north" in run.env["INSTALL_K3S_EXEC"]
+    assert "--node-taint edge.example.com/dedicated=edge:NoSchedule" in run.env["INSTALL_K3S_EXEC"]
+
+
+def test_node_outside_the_allowlist_is_refused(kenroll, make_event):
+    fn, emu = kenroll(env={"allowlist": ALLOWLIST})
+    status, _, doc = enroll(fn, make_event, enroll_doc(hostname="rogue-1"))
+    assert status == 403 and "allowlist" in doc["error"]
+    assert secrets_of(emu) == []
+
+
+def test_allowlist_file_is_read(kenroll, make_event, tmp_path):
+    f = tmp_path / "allow.yaml"
+    f.write_text(yaml.safe_dump(json.loads(ALLOWLIST)))
+    fn, _ = kenroll(env={"allowlist_file": str(f)})
+    assert enroll(fn, make_event, enroll_doc(hostname="south-1"))[0] == 403
+
+
+def test_broken_allowlist_is_reported_as_misconfiguration(kenroll, make_event):
+    fn, emu = kenroll(env={"allowlist": "- {labels: {a.example.com/b: c}}"})
+    status, _, doc = enroll(fn, make_event)
+    assert status == 503 and "needs a hostname pattern" in doc["error"]
+
+
+# ------------------------------------------------------------------ idempotency, rotation, caps
+
+def test_same_machine_within_ttl_gets_its_existing_token_back(kenroll, make_event):
+    fn, emu = kenroll()
+    s1, _, first = enroll(fn, make_event)
+    s2, _, again = enroll(fn, make_event)
+    assert (s1, s2) == (201, 200)
+    assert again["token"] == first["token"] and again["reused"] is True
+    assert len(secrets_of(emu)) == 1
+
+
+def test_rotate_issues_a_new_token_and_revokes_the_old_one(kenroll, make_event):
+    fn, emu = kenroll()
+    _, _, first = enroll(fn, make_event)
+    status, _, rotated = enroll(fn, make_event, enroll_doc(rotate=True))
+    assert status == 201 and rotated["token"] != first["token"]
+    assert rotated["revoked"] == [first["token_id"]]
+    assert the_secret(emu, first["token_id"]) is None
+    assert k3s_model.rejection(None, first["token"], CA_PEM) == "no Secret for this token id"
+    assert k3s_model.rejection(the_secret(emu, rotated["token_id"]), rotated["token"], CA_PEM) is None
+
+
+def test_same_machine_asking_for_other_settings_must_rotate(kenroll, make_event):
+    fn, emu = kenroll()
+    enroll(fn, make_event)
+    status, _, doc = enroll(fn, make_event, enroll_doc(labels={"node.edgeguard.io/site": "b"}))
+    assert status == 409 and "rotate" in doc["error"]
+    assert len(secrets_of(emu)) == 1
+
+
+def test_another_machine_cannot_take_a_hostname_with_an_outstanding_token(kenroll, make_event):
+    fn, emu = kenroll()
+    enroll(fn, make_event)
+    status, _, doc = enroll(fn, make_event, enroll_doc(machine_id="f" * 32))
+    assert status == 409 and "another machine" in doc["error"]
+    assert len(secrets_of(emu)) == 1
+
+
+def test_hostname_of_an_existing_node_is_refused(kenroll, make_event):
+    fn, emu = kenroll()
+    emu.seed({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "pi-north-01"}})
+    status, _, doc = enroll(fn, make_event)
+    assert status == 409 and "already in the cluster" in doc["error"]
+    assert secrets_of(emu) == []
+
+
+def test_expired_token_is_not_reused_and_does_not_count(kenroll, make_event):
+    fn, emu = kenroll(env={"max_outstanding_tokens": "1"})
+    tokens = sub(fn, "tokens")
+    past = datetime.now(timezone.utc) - timedelta(hours=2)
+    emu.seed(tokens.build_secret(token_id="old111", token_secret="a" * 16, hostname="pi-north-01", arch="arm64",
+                                 machine_id=enroll_doc()["machine_id"], labels={}, taints=[],
+                                 expires_at=past + timedelta(hours=1), now=past, source=None))
+    status, _, doc = enroll(fn, make_event)
+    assert status == 201 and doc["token_id"] != "old111" and doc["reused"] is False
+
+
+def test_cap_on_outstanding_tokens(kenroll, make_event):
+    fn, emu = kenroll(env={"max_outstanding_tokens": "2"})
+    for i in range(2):
+        assert enroll(fn, make_event, enroll_doc(hostname=f"pi-{i}", machine_id=f"{i}" * 32))[0] == 201
+    status, headers, doc = enroll(fn, make_event, enroll_doc(hostname="pi-9", machine_id="9" * 32))
+    assert status == 429 and "outstanding" in doc["error"] and headers["Retry-After"]
+    assert len(secrets_of(emu)) == 2
+
+
+def test_token_of_a_joined_node_is_consumed(kenroll, make_event):
+    fn, emu = kenroll()
+    _, _, first = enroll(fn, make_event)
+    emu.seed({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "pi-north-01"}})
+    assert enroll(fn, make_event, enroll_doc(hostname="pi-2", machine_id="2" * 32))[0] == 201
+    assert the_secret(emu, first["token_id"]) is None
+
+
+def test_rate_limit_per_source_address(kenroll, make_event):
+    fn, emu = kenroll(env={"rate_limit_per_minute": "2"})
+    results = [enroll(fn, make_event, enroll_doc(hostname=f"pi-{i}", machine_id=f"{i}" * 32))[0] for i in range(3)]
+    assert results == [201, 201, 429]
+    other = enroll(fn, make_event, enroll_doc(hostname="pi-7", machine_id="7" * 32),
+                   headers={"X-Forwarded-For": "198.51.100.9"})
+    assert other[0] == 201
+    assert len(secrets_of(emu)) == 3
+
+
+def test_unsigned_floods_do_not_use_up_the_global_budget(kenroll, make_event):
+    fn, _ = kenroll(env={"rate_limit_global_per_minute": "2", "rate_limit_per_minute": "100"})
+    for i in range(5):
+        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Forwarded-For": f"203.0.113.{i}"})
+        assert call(fn, make_event, body=body, headers=h)[0] == 401
+    assert enroll(fn, make_event)[0] == 201
+
+
+# ------------------------------------------------------------------ CA, API failures, logs
+
+def test_ca_hash_comes_from_the_kubeconfig_secret_when_not_configured(kenroll, kube_emulator, make_event):
+    kc = yaml.safe_load(kubeconfig_with_ca(server=kube_emulator.url))
+    kc["users"] = kube_emulator.kubeconfig_dict()["users"]
+    kc["contexts"][0]["context"]["user"] = kc["users"][0]["name"]
+    fn, _ = kenroll(env={"k3s_ca_file": ""}, kubeconfig=yaml.safe_dump(kc))
+    status, _, doc = enroll(fn, make_event)
+    assert status == 201, doc
+    assert doc["ca_hash"] == CA_HASH and doc["ca_hash_source"] == "secret node-enroll-kubeconfig"
+
+
+def test_no_ca_anywhere_fails_closed_without_a_token(kenroll, make_event):
+    fn, emu = kenroll(env={"k3s_ca_file": ""})
+    status, _, doc = enroll(fn, make_event)
+    assert status == 503 and "k3s_ca_hash" in doc["error"]
+    assert secrets_of(emu) == []
+
+
+def test_missing_server_url_is_reported(kenroll, make_event):
+    fn, emu = kenroll(env={"k3s_server_url": ""})
+    status, _, doc = enroll(fn, make_event)
+    assert status == 503 and "k3s_server_url" in doc["error"]
+
+
+def test_api_refusal_is_a_502_with_an_rbac_hint(kenroll, make_event):
+    fn, emu = kenroll()
+    emu.deny("create", "secrets")
+    status, _, doc = enroll(fn, make_event)
+    assert status == 502 and "403" in doc["error"] and "rbac" in doc["error"].lower()
+
+
+def test_token_id_collision_is_retried(kenroll, make_event):
+    fn, emu = kenroll()
+    emu.fail("create", "secrets", status=409, times=1)
+    status, _, doc = enroll(fn, make_event)
+    assert status == 201 and len(secrets_of(emu)) == 1
+
+
+def test_audit_log_names_the_enrollment_but_never_a_token(kenroll, make_event):
+    fn, emu = kenroll()
+    _, _, doc = enroll(fn, make_event)
+    _, _, again = enroll(fn, make_event)
+    _, _, script = enroll(fn, make_event, query={"format": "sh"})
+    body, h = signed(enroll_doc(), key="nope-nope-nope")
+    call(fn, make_event, body=body, headers=h)
+    logs = fn.log_buffer.getvalue()
+    records = [json.loads(line) for line in logs.splitlines()]
+    events = [r["event"] for r in records]
+    assert "enroll.issued" in events and "enroll.reused" in events and "enroll.refused" in events
+    issued = next(r for r in records if r["event"] == "enroll.issued")
+    assert issued["node"] == "pi-north-01" and issued["bootstrap_id"] == doc["token_id"]
+    secret_half = doc["token"].rsplit(".", 1)[1]
+    assert secret_half not in logs and doc["token"] not in logs and KEY not in logs
+
+
+def test_no_kubernetes_credentials_is_a_clear_503(enroll_fn, make_event, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    fn = enroll_fn()
+    status, _, doc = enroll(fn, make_event)
+    assert status == 503 and "node-enroll-kubeconfig" in doc["error"]
+
+
+def test_nearly_expired_token_is_replaced_rather_than_reused(kenroll, make_event):
+    fn, emu = kenroll()
+    tokens = sub(fn, "tokens")
+    now = datetime.now(timezone.utc)
+    emu.seed(tokens.build_secret(token_id="old222", token_secret="b" * 16, hostname="pi-north-01", arch="arm64",
+                                 machine_id=enroll_doc()["machine_id"],
+                                 labels={"edgeguard.io/enrolled-by": "node-enroll"}, taints=[],
+                                 expires_at=now + timedelta(seconds=60), now=now - timedelta(minutes=59), source=None))
+    status, _, doc = enroll(fn, make_event)
+    assert status == 201 and doc["revoked"] == ["old222"] and doc["token_id"] != "old222"
+    assert the_secret(emu, "old222") is None
+
+
+def test_concurrent_enrollments_of_one_machine_yield_one_token(kenroll, make_event):
+    from concurrent.futures import ThreadPoolExecutor
+
+    fn, emu = kenroll()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: enroll(fn, make_event), range(8)))
+    statuses = sorted(r[0] for r in results)
+    assert statuses == [200] * 7 + [201]
+    assert len({r[2]["token"] for r in results}) == 1
+    assert len(secrets_of(emu)) == 1
+
+
+def test_kubernetes_is_imported_only_when_a_request_needs_the_cluster(tmp_path, make_event):
+    import subprocess
+    import sys
+
+    from local import buildctx, stackfile
+
+    stack = stackfile.load()
+    ctx = buildctx.assemble(stack.functions["node-enroll"], stack, tmp_path)
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import function.handler as h; "
+        "from types import SimpleNamespace as N; "
+        "r = h.handle(N(body=b'{}', headers={'Content-Type': 'application/json'}, method='POST', path='/enroll', "
+        "query={}), None); "
+        "print(r['statusCode'], 'kubernetes' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(ctx)], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "EDGEGUARD_SECRETS_DIR": str(tmp_path / "none")})
+    assert out.stdout.split() == ["503", "False"], out.stderr  # unsigned request refused, no kubernetes import

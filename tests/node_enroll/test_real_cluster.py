@@ -1,0 +1,86 @@
+"""Opt-in: node-enroll against a real cluster (KUBECONFIG set and EDGEGUARD_REAL_CLUSTER=1).
+
+Proves on a live API server what the emulator cannot: the kube-apiserver's bootstrap-token
+authenticator accepts the token node-enroll mints, rejects it once revoked, and (on k3s) the CA hash
+equals sha256 of what GET /cacerts serves. Creates only bootstrap-token Secrets labelled
+app.kubernetes.io/managed-by=edgeguard-node-enroll and removes them again.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.node_enroll import k3s_model
+from tests.node_enroll.helpers import admin, call, enroll, enroll_doc
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(not (os.environ.get("KUBECONFIG") and os.environ.get("EDGEGUARD_REAL_CLUSTER") == "1"),
+                       reason="needs KUBECONFIG and EDGEGUARD_REAL_CLUSTER=1"),
+]
+
+
+@pytest.fixture
+def cluster():
+    from kubernetes import client, config as kconfig
+
+    cfg = client.Configuration()
+    kconfig.load_kube_config(config_file=os.environ["KUBECONFIG"], client_configuration=cfg)
+    if not cfg.ssl_ca_cert:
+        pytest.skip("the kubeconfig has no cluster CA data to hash")
+    api = client.CoreV1Api(client.ApiClient(cfg))
+    yield cfg, api
+    for s in api.list_namespaced_secret("kube-system",
+                                        label_selector="app.kubernetes.io/managed-by=edgeguard-node-enroll").items:
+        if (s.metadata.annotations or {}).get("node-enroll.edgeguard.io/hostname", "").startswith("edgeguard-e2e-"):
+            api.delete_namespaced_secret(s.metadata.name, "kube-system")
+
+
+def whoami(cfg, bearer: str) -> requests.Response:
+    return requests.post(f"{cfg.host}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                         json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+                         headers={"Authorization": f"Bearer {bearer}"}, verify=cfg.ssl_ca_cert, timeout=15)
+
+
+def test_real_api_server_accepts_the_minted_token_and_refuses_it_after_revocation(cluster, enroll_fn, make_event):
+    cfg, api = cluster
+    server = os.environ.get("EDGEGUARD_K3S_SERVER_URL", cfg.host)
+    fn = enroll_fn(env={"k3s_ca_file": "", "k3s_server_url": server},
+                   secrets={"node-enroll-kubeconfig": Path(os.environ["KUBECONFIG"]).read_text()})
+    host = f"edgeguard-e2e-{secrets.token_hex(3)}"
+    status, _, doc = enroll(fn, make_event, enroll_doc(hostname=host, machine_id=secrets.token_hex(16)))
+    assert status == 201, doc
+    ca_pem = Path(cfg.ssl_ca_cert).read_bytes()
+    raw = api.read_namespaced_secret(f"bootstrap-token-{doc['token_id']}", "kube-system")
+    secret = {"metadata": {"name": raw.metadata.name, "namespace": raw.metadata.namespace}, "type": raw.type,
+              "data": raw.data}
+    assert k3s_model.rejection(secret, doc["token"], ca_pem) is None
+
+    bearer = doc["token"].split("::", 1)[1]
+    r = whoami(cfg, bearer)
+    assert r.status_code == 201, r.text
+    user = r.json()["status"]["userInfo"]
+    assert user["username"] == f"system:bootstrap:{doc['token_id']}"
+    assert "system:bootstrappers" in user["groups"]
+
+    status, _, res = call(fn, make_event, method="DELETE", path=f"/nodes/{host}", headers=admin())
+    assert status == 200 and res["revoked"] == [doc["token_id"]]
+    assert whoami(cfg, bearer).status_code == 401
+
+
+def test_ca_hash_matches_k3s_cacerts(cluster, enroll_fn, make_event):
+    cfg, _ = cluster
+    r = requests.get(f"{cfg.host}/cacerts", verify=cfg.ssl_ca_cert, timeout=15)
+    if r.status_code != 200:
+        pytest.skip("not a k3s server (no /cacerts)")
+    fn = enroll_fn(env={"k3s_ca_file": ""},
+                   secrets={"node-enroll-kubeconfig": Path(os.environ["KUBECONFIG"]).read_text()})
+    status, _, doc = enroll(fn, make_event, enroll_doc(hostname=f"edgeguard-e2e-{secrets.token_hex(3)}",
+                                                       machine_id=secrets.token_hex(16)))
+    assert status == 201, doc
+    assert doc["ca_hash"] == hashlib.sha256(r.content).hexdigest()

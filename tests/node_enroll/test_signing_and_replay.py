@@ -1,0 +1,168 @@
+"""Request signing, replay/skew protection and rate limiting (pure parts of node-enroll)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.node_enroll.helpers import KEY, signed, sub
+
+
+@pytest.fixture
+def mods(enroll_fn):
+    fn = enroll_fn()
+    return sub(fn, "signing"), sub(fn, "replay"), sub(fn, "ratelimit")
+
+
+def test_signature_made_by_independent_implementation_is_accepted(mods):
+    signing, _, _ = mods
+    body, h = signed({"hostname": "pi-1"}, timestamp=1_700_000_000, nonce="n" * 20)
+    assert signing.signature_matches(KEY, h["X-Enroll-Timestamp"], h["X-Enroll-Nonce"], body, h["X-Enroll-Signature"])
+
+
+@pytest.mark.parametrize("field", ["body", "timestamp", "nonce", "key"])
+def test_any_change_to_signed_material_breaks_the_signature(mods, field):
+    signing, _, _ = mods
+    body, h = signed(b'{"hostname":"pi-1"}', timestamp=1_700_000_000, nonce="n" * 20)
+    ts, nonce, key = h["X-Enroll-Timestamp"], h["X-Enroll-Nonce"], KEY
+    if field == "body":
+        body = b'{"hostname":"pi-2"}'
+    elif field == "timestamp":
+        ts = str(int(ts) + 1)
+    elif field == "nonce":
+        nonce = "m" * 20
+    else:
+        key = KEY + "x"
+    assert not signing.signature_matches(key, ts, nonce, body, h["X-Enroll-Signature"])
+
+
+def test_canonical_string_is_the_documented_four_lines(mods):
+    signing, _, _ = mods
+    c = signing.canonical("1700000000", "abcdefghijklmnop", b"{}")
+    assert c == (b"edgeguard-enroll-v1\n1700000000\nabcdefghijklmnop\n"
+                 b"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a")
+
+
+class Clock:
+    def __init__(self, t):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def test_replayed_nonce_is_refused(mods):
+    _, replay, _ = mods
+    g = replay.ReplayGuard(max_skew=300, clock=Clock(1000.0), started_at=0)
+    g.check_and_record(1000, "a" * 16)
+    with pytest.raises(replay.ReplayRejected) as exc:
+        g.check_and_record(1000, "a" * 16)
+    assert exc.value.status == 401 and "replayed" in exc.value.reason
+
+
+@pytest.mark.parametrize("offset,ok", [(-300, True), (300, True), (-301, False), (301, False), (-3600, False)])
+def test_clock_skew_over_five_minutes_is_refused(mods, offset, ok):
+    _, replay, _ = mods
+    g = replay.ReplayGuard(max_skew=300, clock=Clock(10_000.0), started_at=0)
+    if ok:
+        g.check_and_record(10_000 + offset, "b" * 16)
+    else:
+        with pytest.raises(replay.ReplayRejected) as exc:
+            g.check_and_record(10_000 + offset, "b" * 16)
+        assert exc.value.status == 401 and "clock" in exc.value.reason
+
+
+def test_requests_signed_before_the_process_started_are_refused(mods):
+    _, replay, _ = mods
+    g = replay.ReplayGuard(max_skew=300, clock=Clock(5000.0), started_at=4990.0)
+    with pytest.raises(replay.ReplayRejected, match="before the service"):
+        g.check_and_record(4980, "c" * 16)
+    g.check_and_record(4995, "d" * 16)
+
+
+def test_nonce_cache_forgets_only_nonces_that_can_no_longer_pass_the_skew_check(mods):
+    _, replay, _ = mods
+    clock = Clock(1000.0)
+    g = replay.ReplayGuard(max_skew=300, max_entries=100, clock=clock, started_at=0)
+    g.check_and_record(1000, "e" * 16)
+    clock.t = 1290.0  # still within skew of ts=1000: must still be remembered
+    with pytest.raises(replay.ReplayRejected):
+        g.check_and_record(1000, "e" * 16)
+    clock.t = 1302.0
+    g.check_and_record(1301, "f" * 16)  # triggers expiry
+    assert len(g) == 1  # "e" forgotten, and ts=1000 would now fail the skew check anyway
+    with pytest.raises(replay.ReplayRejected, match="clock"):
+        g.check_and_record(1000, "e" * 16)
+
+
+def test_full_nonce_cache_refuses_instead_of_forgetting_live_nonces(mods):
+    _, replay, _ = mods
+    g = replay.ReplayGuard(max_skew=300, max_entries=3, clock=Clock(1000.0), started_at=0)
+    for i in range(3):
+        g.check_and_record(1000, f"nonce-{i:011d}")
+    with pytest.raises(replay.ReplayRejected) as exc:
+        g.check_and_record(1000, "nonce-99999999999")
+    assert exc.value.status == 503
+    with pytest.raises(replay.ReplayRejected, match="replayed"):
+        g.check_and_record(1000, "nonce-00000000000")
+
+
+@pytest.mark.parametrize("xff,hops,expected", [
+    (None, 0, "unknown"),
+    ("", 0, "unknown"),
+    ("203.0.113.7", 0, "203.0.113.7"),
+    ("203.0.113.7:51234", 0, "203.0.113.7"),
+    ("1.2.3.4, 198.51.100.2", 0, "198.51.100.2"),  # client-supplied left part ignored
+    ("1.2.3.4, 198.51.100.2", 1, "1.2.3.4"),
+    ("[2001:db8::1]:443", 0, "2001:db8::1"),
+    ("2001:db8::1", 0, "2001:db8::1"),
+    ("not-an-ip", 0, "unknown"),
+])
+def test_source_address_is_taken_from_the_trusted_end_of_x_forwarded_for(mods, xff, hops, expected):
+    _, _, rl = mods
+    assert rl.client_address(xff, hops) == expected
+
+
+def test_rate_limit_per_source_then_refill(mods):
+    _, _, rl = mods
+    clock = Clock(0.0)
+    lim = rl.RateLimiter(per_minute=2, burst=2, global_per_minute=100, global_burst=100, clock=clock)
+    assert lim.acquire("a") == 0 and lim.acquire("a") == 0
+    wait = lim.acquire("a")
+    assert wait == 30  # one token per 30 s
+    assert lim.acquire("b") == 0  # other sources unaffected
+    clock.t = 30.0
+    assert lim.acquire("a") == 0
+
+
+def test_global_rate_limit_caps_all_sources_together(mods):
+    _, _, rl = mods
+    lim = rl.RateLimiter(per_minute=10, burst=10, global_per_minute=5, global_burst=5, clock=Clock(0.0))
+    results = [(lim.acquire(f"10.0.0.{i}"), lim.acquire_global()) for i in range(8)]
+    assert all(r[0] == 0 for r in results)  # each spoofed source is fresh...
+    assert [r[1] for r in results[:5]] == [0.0] * 5 and all(r[1] > 0 for r in results[5:])  # ...the total is not
+
+
+def test_rate_limiter_remembers_a_bounded_number_of_sources(mods):
+    _, _, rl = mods
+    lim = rl.RateLimiter(per_minute=1, burst=1, global_per_minute=10**6, global_burst=10**6, max_keys=50,
+                         clock=Clock(0.0))
+    for i in range(500):
+        lim.acquire(f"s{i}")
+    assert len(lim._buckets) == 50
+
+
+def test_documented_openssl_recipe_produces_the_same_signature(mods, tmp_path):
+    import shutil
+    import subprocess
+
+    if not (shutil.which("openssl") and shutil.which("sha256sum")):
+        pytest.skip("openssl/sha256sum not installed")
+    signing, _, _ = mods
+    body = '{"hostname":"pi-north-01","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef"}'
+    (tmp_path / "key").write_text(KEY + "\n")
+    recipe = ("sig=$(printf 'edgeguard-enroll-v1\\n%s\\n%s\\n%s' \"$ts\" \"$nonce\" "
+              "\"$(printf %s \"$body\" | sha256sum | cut -d' ' -f1)\" "
+              "| openssl dgst -sha256 -hmac \"$(cat \"$keyfile\")\" -r | cut -d' ' -f1); printf %s \"$sig\"")
+    out = subprocess.run(["bash", "-c", recipe], capture_output=True, text=True, timeout=20, check=True,
+                         env={"PATH": "/usr/bin:/bin", "ts": "1700000000", "nonce": "abcdefghijklmnop",
+                              "body": body, "keyfile": str(tmp_path / "key")}).stdout
+    assert "v1=" + out == signing.sign(KEY, "1700000000", "abcdefghijklmnop", body.encode())
