@@ -36,7 +36,7 @@ class Settings:
     queue_max: int = 1000
     tick_interval: float = 1.0
     flush_budget: float = 20.0
-    spool_backoff_max: float = 300.0
+    spool_backoff_max: float = 60.0      # longest wait between retries of a spooled delivery
     start_threads: bool = True
 
 

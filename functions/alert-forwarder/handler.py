@@ -42,6 +42,7 @@ def _settings() -> Settings:
         queue_max=config.env_int("queue_max", 1000, minimum=1),
         tick_interval=max(0.05, config.env_float("retry_tick_seconds", 1.0)),
         flush_budget=config.env_float("flush_budget_seconds", 20.0),
+        spool_backoff_max=max(0.1, config.env_float("spool_retry_max_seconds", 60.0)),
     )
 
 
