@@ -23,6 +23,7 @@ from .edgeguard import auth, config, http, log
 from .edgeguard.falco.alert import format_time, parse_alert
 from .edgeguard.routes import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
 from .forwarder import Forwarder, Settings
+from .spool import SpoolBusy
 
 TOKEN_SECRET = "alert-forwarder-token"
 DESTINATIONS_SECRET = "alert-forwarder-destinations"
@@ -89,7 +90,7 @@ try:
     MAX_BATCH = config.env_int("max_batch", 10000, minimum=1)
     CRON_FLUSH = config.env_bool("cron_flush", False)
     FORWARDER = build_forwarder()
-except (RoutesError, config.ConfigError) as _exc:
+except (RoutesError, config.ConfigError, SpoolBusy) as _exc:
     # Fail loudly: of-watchdog restarts the pod and the log says exactly what to fix.
     log.error("config.invalid", error=str(_exc))
     raise

@@ -57,6 +57,10 @@ def new_entry_id(created: float) -> str:
     return f"{int(created * 1e6):017d}-{uuid.uuid4().hex[:12]}"
 
 
+class SpoolBusy(RuntimeError):
+    pass
+
+
 def _line(record: dict) -> bytes:
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
@@ -82,9 +86,22 @@ class Spool:
         self._synced = 0
         self._syncing = False
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = self._take_lock()
         self._replay()
         self._fd = None
         self._compact()
+
+    def _take_lock(self) -> int:
+        """One process per spool: two appenders would interleave and compact each other's journal away."""
+        import fcntl
+
+        fd = os.open(self.dir / "spool.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SpoolBusy(f"spool directory {self.dir} is in use by another process") from None
+        return fd
 
     # -- start-up -------------------------------------------------------------------------
     def _replay(self) -> None:
@@ -147,6 +164,9 @@ class Spool:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
 
     # -- journal --------------------------------------------------------------------------
     def _append(self, data: bytes) -> None:

@@ -237,3 +237,11 @@ def test_concurrent_puts_share_fsyncs_and_all_survive(pkg, tmp_path):
         t.join()
     s.close()
     assert {e.id for e in pkg.spool.Spool(tmp_path / "sp").snapshot()} == set(ids)
+
+
+def test_a_second_process_cannot_share_the_spool(pkg, tmp_path):
+    s = pkg.spool.Spool(tmp_path / "sp")
+    with pytest.raises(pkg.spool.SpoolBusy):
+        pkg.spool.Spool(tmp_path / "sp")  # flock is per open file description, so this models a second process
+    s.close()
+    pkg.spool.Spool(tmp_path / "sp").close()
