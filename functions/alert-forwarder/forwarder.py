@@ -59,12 +59,14 @@ class Destination:
     consecutive_failures: int = 0
     last_error: str = ""
     last_success: float = 0.0
+    workers: int = 0
 
 
 class Forwarder:
     def __init__(self, table: RouteTable, dest_secrets: dict[str, dict], settings: Settings | None = None, *,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 source: str = "routes.yaml"):
+                 source: str = "routes.yaml", secrets_source: Callable[[], str | None] | None = None,
+                 secrets_parser: Callable[[str | None], dict] | None = None, secrets_raw: str | None = None):
         self.table = table
         self.settings = settings or Settings()
         self.clock = clock
@@ -72,16 +74,19 @@ class Forwarder:
         self.source = source
         self.metrics = Metrics()
         self.dedup = Deduper(clock=clock)
+        # OpenFaaS updates mounted secrets in place: watching the destinations secret lets an operator
+        # switch on the action centre (or rotate a webhook URL) without restarting the function.
+        self._secrets_source = secrets_source
+        self._secrets_parser = secrets_parser
+        self._secrets_raw = secrets_raw
+        self.reloads = 0
         self.destinations: dict[str, Destination] = {}
         for name, opts in resolve_destinations(table, dest_secrets).items():
-            self.destinations[name] = Destination(
-                name=name, opts=opts, sender=make_sender(name, opts), enabled=opts["enabled"],
-                disabled_reason=opts["disabled_reason"], timeout=float(opts.get("timeout", 5.0)),
-                retries=int(opts.get("retries", 3)), backoff=float(opts.get("backoff", 0.2)),
-                backoff_max=float(opts.get("backoff_max", 10.0)), budget=float(opts.get("budget", 10.0)),
-                concurrency=int(opts.get("concurrency", 2)),
-                min_priority=priority_number(opts["min_priority"]) if opts.get("min_priority") else None,
-                queue=queue.Queue(maxsize=self.settings.queue_max))
+            self.destinations[name] = Destination(name=name, opts=opts, sender=make_sender(name, opts),
+                                                  enabled=False, disabled_reason=None, timeout=5.0, retries=3,
+                                                  backoff=0.2, backoff_max=10.0, budget=10.0, concurrency=2,
+                                                  min_priority=None, queue=queue.Queue(maxsize=self.settings.queue_max))
+            self._apply_opts(self.destinations[name], opts)
         self.spool = Spool(self.settings.spool_dir, max_entries=self.settings.spool_max_entries,
                            max_age=self.settings.spool_max_age, fsync=self.settings.spool_fsync,
                            on_drop=self._on_spool_drop, clock=clock)
@@ -91,9 +96,59 @@ class Forwarder:
         self._threads: list[threading.Thread] = []
         self._last_tick = 0.0
         self._tick_lock = threading.Lock()
+        self._running = False
         self.started = clock()
         if self.settings.start_threads:
             self.start()
+
+    @staticmethod
+    def _apply_opts(dest: Destination, opts: dict) -> None:
+        dest.opts = opts
+        dest.enabled = opts["enabled"]
+        dest.disabled_reason = opts["disabled_reason"]
+        dest.timeout = float(opts.get("timeout", 5.0))
+        dest.retries = int(opts.get("retries", 3))
+        dest.backoff = float(opts.get("backoff", 0.2))
+        dest.backoff_max = float(opts.get("backoff_max", 10.0))
+        dest.budget = float(opts.get("budget", 10.0))
+        dest.concurrency = int(opts.get("concurrency", 2))
+        dest.min_priority = priority_number(opts["min_priority"]) if opts.get("min_priority") else None
+
+    def reload_destination_secrets(self, secrets: dict[str, dict]) -> list[str]:
+        """Apply new destination secrets; return the names of destinations that changed."""
+        changed = []
+        for name, opts in resolve_destinations(self.table, secrets).items():
+            dest = self.destinations[name]
+            if opts == dest.opts:
+                continue
+            old = dest.sender
+            dest.sender = make_sender(name, opts)
+            self._apply_opts(dest, opts)
+            dest.down_until = 0.0
+            dest.last_error = ""
+            old.close()
+            if self._running and dest.enabled:
+                self._start_workers(dest)
+            changed.append(name)
+        return changed
+
+    def _check_secrets(self) -> None:
+        if self._secrets_source is None or self._secrets_parser is None:
+            return
+        raw = self._secrets_source()
+        if raw == self._secrets_raw:
+            return
+        self._secrets_raw = raw
+        try:
+            secrets = self._secrets_parser(raw)
+        except ValueError as exc:
+            # Keep delivering with the last good settings; the message names the place, never a value.
+            log.error("config.reload_failed", error=str(exc))
+            return
+        changed = self.reload_destination_secrets(secrets)
+        self.reloads += 1
+        log.info("config.reloaded", changed=changed,
+                 enabled=sorted(n for n, d in self.destinations.items() if d.enabled))
 
     def _drop_orphans(self) -> None:
         """Spooled deliveries for destinations the (new) routes no longer declare can never be sent."""
@@ -105,21 +160,25 @@ class Forwarder:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
+        self._running = True
         for dest in self.destinations.values():
-            if not dest.enabled:
-                continue
-            for i in range(dest.concurrency):
-                t = threading.Thread(target=self._worker, args=(dest,), name=f"deliver-{dest.name}-{i}", daemon=True)
-                t.start()
-                self._threads.append(t)
+            if dest.enabled:
+                self._start_workers(dest)
         t = threading.Thread(target=self._ticker, name="forwarder-tick", daemon=True)
         t.start()
         self._threads.append(t)
 
+    def _start_workers(self, dest: Destination) -> None:
+        for i in range(dest.workers, dest.concurrency):
+            t = threading.Thread(target=self._worker, args=(dest,), name=f"deliver-{dest.name}-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        dest.workers = max(dest.workers, dest.concurrency)
+
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
         for dest in self.destinations.values():
-            for _ in range(dest.concurrency):
+            for _ in range(dest.workers):
                 try:
                     dest.queue.put_nowait(None)
                 except queue.Full:
@@ -359,6 +418,7 @@ class Forwarder:
             return
         try:
             self._last_tick = self.clock()
+            self._check_secrets()
             pending: list = []
             for s in self.dedup.expire():
                 self._emit_summary(s.route, s.alert, pending)

@@ -47,6 +47,17 @@ def _settings() -> Settings:
     )
 
 
+def _parse_destination_secrets(raw: str | None) -> dict:
+    secrets = parse_destination_secrets(raw, DESTINATIONS_SECRET)
+    for entry in secrets.values():
+        for key in ("url", "token", "hmac_key", "client_key"):
+            if entry.get(key):
+                log.register_secret(entry[key])
+        for v in (entry.get("headers") or {}).values():
+            log.register_secret(v)
+    return secrets
+
+
 def build_forwarder(**kwargs) -> Forwarder:
     """Load routes (secret override, else the shipped file), destination secrets and settings.
 
@@ -68,16 +79,12 @@ def build_forwarder(**kwargs) -> Forwarder:
             raise config.ConfigError(f"cannot read routes file {path}: {exc.strerror}") from None
     table = load_routes_text(text, source)
     raw = config.read_secret(DESTINATIONS_SECRET)
-    secrets = parse_destination_secrets(raw, DESTINATIONS_SECRET)
-    for entry in secrets.values():
-        for key in ("url", "token", "hmac_key", "client_key"):
-            if entry.get(key):
-                log.register_secret(entry[key])
-        for v in (entry.get("headers") or {}).values():
-            log.register_secret(v)
+    secrets = _parse_destination_secrets(raw)
     for name in unknown_secret_entries(table, secrets):
         log.warning("config.unused_destination_secret", destination=name)
-    fwd = Forwarder(table, secrets, kwargs.pop("settings", None) or _settings(), source=source, **kwargs)
+    fwd = Forwarder(table, secrets, kwargs.pop("settings", None) or _settings(), source=source,
+                    secrets_source=lambda: config.read_secret(DESTINATIONS_SECRET),
+                    secrets_parser=_parse_destination_secrets, secrets_raw=raw, **kwargs)
     log.info("config.loaded", routes=source, routes_count=len(table.all_routes()),
              enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled),
              disabled=sorted(n for n, d in fwd.destinations.items() if not d.enabled),

@@ -303,3 +303,20 @@ def test_falco_gets_its_answer_while_the_destination_hangs(load_handler, h, rece
         times.append(time.monotonic() - t)
         assert resp["statusCode"] == 202
     assert max(times) < 0.5
+
+
+def test_configuring_the_action_centre_url_switches_it_on_without_a_restart(load_handler, h, receiver, capfd):
+    r = receiver()
+    mod = load_handler(env={"retry_tick_seconds": "0.1"})
+    status = lambda: body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))  # noqa: E731
+    assert status()["destinations"]["action-centre"]["enabled"] is False
+    secret = mod.secrets_dir / "alert-forwarder-destinations"
+    secret.write_text("action-centre: {url: 'not a url'}\n")  # a bad edit is refused, the old settings stay
+    h.wait_until(lambda: "config.reload_failed" in capfd.readouterr().err, what="reload failure logged")
+    assert status()["destinations"]["action-centre"]["enabled"] is False
+    secret.write_text(f"action-centre:\n  url: {r.url}/ac\n  hmac_key: rotated-key-000111\n")
+    h.wait_until(lambda: status()["destinations"]["action-centre"]["enabled"], what="reload")
+    post(mod, h, h.falco_alert(priority="Notice"))
+    [req] = r.wait_for(1)
+    assert req.path == "/ac" and req.headers["X-Edgeguard-Signature"].startswith("sha256=")
+    assert "rotated-key-000111" not in capfd.readouterr().err
