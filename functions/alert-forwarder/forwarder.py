@@ -66,7 +66,9 @@ class Forwarder:
     def __init__(self, table: RouteTable, dest_secrets: dict[str, dict], settings: Settings | None = None, *,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
                  source: str = "routes.yaml", secrets_source: Callable[[], str | None] | None = None,
-                 secrets_parser: Callable[[str | None], dict] | None = None, secrets_raw: str | None = None):
+                 secrets_parser: Callable[[str | None], dict] | None = None, secrets_raw: str | None = None,
+                 routes_source: Callable[[], tuple[str, str]] | None = None,
+                 routes_parser: Callable[[str, str], RouteTable] | None = None, routes_raw: str | None = None):
         self.table = table
         self.settings = settings or Settings()
         self.clock = clock
@@ -79,6 +81,11 @@ class Forwarder:
         self._secrets_source = secrets_source
         self._secrets_parser = secrets_parser
         self._secrets_raw = secrets_raw
+        self._secrets = dest_secrets
+        self._routes_source = routes_source
+        self._routes_parser = routes_parser
+        self._routes_raw = routes_raw
+        self._reconfig_lock = threading.Lock()
         self.reloads = 0
         self.destinations: dict[str, Destination] = {}
         for name, opts in resolve_destinations(table, dest_secrets).items():
@@ -114,40 +121,76 @@ class Forwarder:
         dest.concurrency = int(opts.get("concurrency", 2))
         dest.min_priority = priority_number(opts["min_priority"]) if opts.get("min_priority") else None
 
-    def reload_destination_secrets(self, secrets: dict[str, dict]) -> list[str]:
-        """Apply new destination secrets; return the names of destinations that changed."""
+    def reconfigure(self, table: RouteTable, secrets: dict[str, dict]) -> list[str]:
+        """Switch to new routes and/or destination secrets; return the destinations that changed.
+
+        Destinations are updated in place (their queues and spooled entries carry over); one that the new
+        routes no longer declare is disabled, and its spooled deliveries wait for it to come back or expire.
+        """
         changed = []
-        for name, opts in resolve_destinations(self.table, secrets).items():
-            dest = self.destinations[name]
-            if opts == dest.opts:
-                continue
-            old = dest.sender
-            dest.sender = make_sender(name, opts)
-            self._apply_opts(dest, opts)
-            dest.down_until = 0.0
-            dest.last_error = ""
-            old.close()
-            if self._running and dest.enabled:
-                self._start_workers(dest)
-            changed.append(name)
+        with self._reconfig_lock:
+            resolved = resolve_destinations(table, secrets)
+            for name, opts in resolved.items():
+                dest = self.destinations.get(name)
+                if dest is not None and opts == dest.opts:
+                    continue
+                if dest is None:
+                    dest = Destination(name=name, opts={}, sender=make_sender(name, opts), enabled=False,
+                                       disabled_reason=None, timeout=5.0, retries=3, backoff=0.2, backoff_max=10.0,
+                                       budget=10.0, concurrency=2, min_priority=None,
+                                       queue=queue.Queue(maxsize=self.settings.queue_max))
+                    old = None
+                else:
+                    old = dest.sender
+                    dest.sender = make_sender(name, opts)
+                self._apply_opts(dest, opts)
+                dest.down_until = 0.0
+                dest.last_error = ""
+                self.destinations[name] = dest
+                if old is not None:
+                    old.close()
+                if self._running and dest.enabled:
+                    self._start_workers(dest)
+                changed.append(name)
+            for name, dest in self.destinations.items():
+                if name not in resolved and dest.enabled:
+                    dest.enabled, dest.disabled_reason = False, "no longer declared in the routes"
+                    changed.append(name)
+            self.table = table
+            self._secrets = secrets
         return changed
 
-    def _check_secrets(self) -> None:
-        if self._secrets_source is None or self._secrets_parser is None:
+    def reload_destination_secrets(self, secrets: dict[str, dict]) -> list[str]:
+        return self.reconfigure(self.table, secrets)
+
+    def _check_config(self) -> None:
+        """Apply edits of the mounted routes / destinations secrets; refuse invalid ones, keep the last good."""
+        table, secrets, what = self.table, self._secrets, []
+        if self._routes_source is not None and self._routes_parser is not None:
+            source, raw = self._routes_source()
+            if raw != self._routes_raw:
+                self._routes_raw = raw
+                try:
+                    table = self._routes_parser(raw, source)
+                    self.source = source
+                    what.append("routes")
+                except ValueError as exc:
+                    log.error("config.reload_failed", what="routes", error=str(exc))
+        if self._secrets_source is not None and self._secrets_parser is not None:
+            raw = self._secrets_source()
+            if raw != self._secrets_raw:
+                self._secrets_raw = raw
+                try:
+                    secrets = self._secrets_parser(raw)
+                    what.append("destinations")
+                except ValueError as exc:
+                    # The message names the place, never a value.
+                    log.error("config.reload_failed", what="destinations", error=str(exc))
+        if not what:
             return
-        raw = self._secrets_source()
-        if raw == self._secrets_raw:
-            return
-        self._secrets_raw = raw
-        try:
-            secrets = self._secrets_parser(raw)
-        except ValueError as exc:
-            # Keep delivering with the last good settings; the message names the place, never a value.
-            log.error("config.reload_failed", error=str(exc))
-            return
-        changed = self.reload_destination_secrets(secrets)
+        changed = self.reconfigure(table, secrets)
         self.reloads += 1
-        log.info("config.reloaded", changed=changed,
+        log.info("config.reloaded", what=what, changed=changed,
                  enabled=sorted(n for n, d in self.destinations.items() if d.enabled))
 
     def _drop_orphans(self) -> None:
@@ -418,7 +461,7 @@ class Forwarder:
             return
         try:
             self._last_tick = self.clock()
-            self._check_secrets()
+            self._check_config()
             pending: list = []
             for s in self.dedup.expire():
                 self._emit_summary(s.route, s.alert, pending)

@@ -58,25 +58,35 @@ def _parse_destination_secrets(raw: str | None) -> dict:
     return secrets
 
 
+def _routes_text() -> tuple[str, str]:
+    """(where the routes come from, their text): the routes secret when mounted and not empty, else the file."""
+    routes_secret = config.env_str("routes_secret", "alert-forwarder-routes")
+    data = config.read_secret_bytes(routes_secret) if routes_secret else None
+    if data is not None and data.strip():
+        return f"secret {routes_secret}", data.decode("utf-8")
+    # An empty secret (created as a placeholder) means "use the shipped routes".
+    path = Path(config.env_str("routes_file", str(HERE / "routes.yaml")))
+    source = str(path.name if path.parent == HERE else path)
+    try:
+        return source, path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise config.ConfigError(f"cannot read routes file {path}: {exc.strerror}") from None
+
+
+def _routes_text_or_last() -> tuple[str, str]:
+    try:
+        return _routes_text()
+    except (config.ConfigError, UnicodeDecodeError) as exc:
+        return "unreadable", str(exc)  # parsing this fails and is logged as a refused reload
+
+
 def build_forwarder(**kwargs) -> Forwarder:
     """Load routes (secret override, else the shipped file), destination secrets and settings.
 
     Any problem raises ConfigError/RoutesError naming the place, so the pod fails at start-up.
+    Later edits of either secret are applied live when valid (see Forwarder.reconfigure).
     """
-    routes_secret = config.env_str("routes_secret", "alert-forwarder-routes")
-    text = config.read_secret_bytes(routes_secret) if routes_secret else None
-    if text is not None and not text.strip():
-        text = None  # an empty secret (created as a placeholder) means "use the shipped routes"
-    if text is not None:
-        source = f"secret {routes_secret}"
-        text = text.decode("utf-8")
-    else:
-        path = Path(config.env_str("routes_file", str(HERE / "routes.yaml")))
-        source = str(path.name if path.parent == HERE else path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise config.ConfigError(f"cannot read routes file {path}: {exc.strerror}") from None
+    source, text = _routes_text()
     table = load_routes_text(text, source)
     raw = config.read_secret(DESTINATIONS_SECRET)
     secrets = _parse_destination_secrets(raw)
@@ -84,7 +94,9 @@ def build_forwarder(**kwargs) -> Forwarder:
         log.warning("config.unused_destination_secret", destination=name)
     fwd = Forwarder(table, secrets, kwargs.pop("settings", None) or _settings(), source=source,
                     secrets_source=lambda: config.read_secret(DESTINATIONS_SECRET),
-                    secrets_parser=_parse_destination_secrets, secrets_raw=raw, **kwargs)
+                    secrets_parser=_parse_destination_secrets, secrets_raw=raw,
+                    routes_source=_routes_text_or_last, routes_parser=lambda t, src: load_routes_text(t, src),
+                    routes_raw=text, **kwargs)
     log.info("config.loaded", routes=source, routes_count=len(table.all_routes()),
              enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled),
              disabled=sorted(n for n, d in fwd.destinations.items() if not d.enabled),

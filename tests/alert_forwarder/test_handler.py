@@ -320,3 +320,24 @@ def test_configuring_the_action_centre_url_switches_it_on_without_a_restart(load
     [req] = r.wait_for(1)
     assert req.path == "/ac" and req.headers["X-Edgeguard-Signature"].startswith("sha256=")
     assert "rotated-key-000111" not in capfd.readouterr().err
+
+
+def test_routes_secret_edits_apply_live_and_bad_edits_are_refused(load_handler, h, receiver, capfd):
+    r = receiver()
+    mod = load_handler(env={"retry_tick_seconds": "0.1"})
+    status = lambda: body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))  # noqa: E731
+    (mod.secrets_dir / "alert-forwarder-destinations").write_text(f"hook: {{url: '{r.url}/new'}}\n")
+    (mod.secrets_dir / "alert-forwarder-routes").write_text(
+        "destinations: {hook: {type: webhook}}\nroutes:\n  - {name: all-to-hook, to: [hook]}\n")
+    h.wait_until(lambda: status()["routes_source"] == "secret alert-forwarder-routes", what="routes reload")
+    st = status()
+    assert [x["name"] for x in st["routes"]] == ["all-to-hook", "default"]
+    assert st["destinations"]["hook"]["enabled"] is True
+    assert st["destinations"]["console"]["enabled"] is False  # no longer declared
+    out = body_of(post(mod, h, h.falco_alert(priority="Debug")))
+    assert out["alerts"][0]["destinations"] == ["hook"]
+    assert r.wait_for(1)[0].path == "/new"
+    (mod.secrets_dir / "alert-forwarder-routes").write_text("routes:\n  - matchers: [{priority: warn}]\n    to: [hook]\n")
+    h.wait_until(lambda: "routes[0].matchers[0]: unknown priority 'warn'" in capfd.readouterr().err,
+                 what="refused reload logged")
+    assert [x["name"] for x in status()["routes"]] == ["all-to-hook", "default"]
