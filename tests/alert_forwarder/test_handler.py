@@ -341,3 +341,15 @@ def test_routes_secret_edits_apply_live_and_bad_edits_are_refused(load_handler, 
     h.wait_until(lambda: "routes[0].matchers[0]: unknown priority 'warn'" in capfd.readouterr().err,
                  what="refused reload logged")
     assert [x["name"] for x in status()["routes"]] == ["all-to-hook", "default"]
+
+
+def test_falcosidekick_enriched_payload_is_accepted_and_forwarded_intact(load_handler, h, receiver):
+    r = receiver()
+    mod = load_handler(secrets={"alert-forwarder-destinations": f"action-centre: {{url: '{r.url}'}}\n"})
+    al = h.falco_alert(priority="Critical")
+    al["uuid"] = "0c6d2f5e-9a55-4e0c-bd5f-0d2e0c1b7c11"  # added by falcosidekick
+    al["message"] = "A shell was spawned"              # json_include_message_property
+    resp = post(mod, h, al)
+    assert resp["statusCode"] == 202
+    got = r.wait_for(1)[0].json()
+    assert got == al
