@@ -420,6 +420,8 @@ class Forwarder:
             entry.last_error = res.error
         wait = max(wait or 0.0, 0.0)
         entry.next_attempt = now + wait
+        if res is not None and res.retry_after is not None:
+            entry.not_before = now + res.retry_after
         if res is not None:
             dest.down_until = max(dest.down_until, entry.next_attempt)
         if self.spool.contains(entry.id):

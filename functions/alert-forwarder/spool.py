@@ -43,6 +43,7 @@ class Entry:
     attempts: int = 0
     next_attempt: float = 0.0
     last_error: str = ""
+    not_before: float = 0.0       # from a receiver's Retry-After: even a forced flush waits for it
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -123,6 +124,7 @@ class Spool:
                     e = self._entries.get(rec["id"])
                     if e is not None:
                         e.attempts, e.next_attempt, e.last_error = rec["attempts"], rec["next_attempt"], rec["error"]
+                        e.not_before = rec.get("not_before", 0.0)
                 elif op == "del":
                     self._entries.pop(rec["id"], None)
             except (ValueError, KeyError, TypeError):
@@ -254,7 +256,8 @@ class Spool:
                 return
             self._entries[entry.id] = entry
             self._append(_line({"op": "upd", "id": entry.id, "attempts": entry.attempts,
-                                "next_attempt": entry.next_attempt, "error": entry.last_error}))
+                                "next_attempt": entry.next_attempt, "error": entry.last_error,
+                                "not_before": entry.not_before}))
 
     def remove(self, eid: str, reason: str = "delivered") -> bool:
         with self._lock:
@@ -277,7 +280,7 @@ class Spool:
                 if self.max_age and now - e.created > self.max_age:
                     expired.append((eid, e.destination))
                     continue
-                if not ignore_schedule and e.next_attempt > now:
+                if (not ignore_schedule and e.next_attempt > now) or e.not_before > now:
                     continue
                 if accept is not None and not accept(e.destination):
                     continue
