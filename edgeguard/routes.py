@@ -18,6 +18,7 @@ Model (Alertmanager's, with Falco's fields instead of labels):
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -473,7 +474,11 @@ def render_template(tpl: Any, alert: dict, extra: dict) -> Any:
 
     def sub(m):
         v = value(m.group(1))
-        return "" if v is None else (_as_text(v) if not isinstance(v, dict) else str(v))
+        if v is None:
+            return ""
+        if isinstance(v, dict):
+            return json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return _as_text(v)
 
     return _PLACEHOLDER.sub(sub, tpl)
 

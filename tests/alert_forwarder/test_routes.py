@@ -264,3 +264,18 @@ def test_console_script_is_declared():
 
     data = tomllib.loads((SHIPPED.parents[2] / "pyproject.toml").read_text())
     assert data["project"]["scripts"]["edgeguard-routes"] == "edgeguard.routes_cli:main"
+
+
+def test_template_rendering_keeps_types_and_interpolates_text():
+    from edgeguard.routes import render_template
+
+    a = alert(**{"k8s.ns.name": "prod", "proc.pid": 7, "fd.ports": [80, 443]})
+    tpl = {"t": "{{ priority }} in {{ output_fields.k8s.ns.name }} pid={{ output_fields.proc.pid }} "
+                "ports={{ output_fields.fd.ports }} missing=[{{ output_fields.nope }}]",
+           "pid": "{{ output_fields.proc.pid }}", "fields": "{{ output_fields }}", "key": "{{ idempotency_key }}",
+           "nested": ["{{ rule }}", {"x": "{{ tags }}"}], "text_obj": "f={{ output_fields }}"}
+    out = render_template(tpl, a, {"idempotency_key": "abc"})
+    assert out["t"] == "Warning in prod pid=7 ports=(80,443) missing=[]"
+    assert out["pid"] == 7 and out["fields"] == a["output_fields"] and out["key"] == "abc"
+    assert out["nested"] == ["Terminal shell in container", {"x": []}]
+    assert out["text_obj"].startswith('f={"fd.ports":[80,443]')
