@@ -40,6 +40,8 @@ from . import buildctx, stackfile
 
 ROOT = stackfile.ROOT
 RUNTIME = Path(__file__).resolve().parent / "runtime.py"
+# A throwaway self-signed CA (its key was discarded) standing in for k3s's server CA on the in-memory API.
+DEMO_CA = Path(__file__).resolve().parent / "demo-server-ca.crt"
 CE_ASYNC_LIMIT = 256_000
 BASIC_AUTH_USER = "admin"
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
@@ -248,7 +250,16 @@ class LocalStack:
         from kubernetes import config as kconfig
         return kconfig.new_client_from_config_dict(yaml.safe_load(self.kubeconfig_text))
 
+    def _local_env(self) -> dict:
+        """Host-side settings a pod gets from its platform: a private spool, a server CA for the emulator."""
+        env = {"alert-forwarder": {"spool_dir": str(self.state_dir / "spool" / "alert-forwarder")}}
+        if self.emulator is not None:
+            # The in-memory API is plain HTTP, so its kubeconfig carries no CA for node-enroll to hash.
+            env["node-enroll"] = {"k3s_ca_file": str(DEMO_CA)}
+        return env
+
     def _start_functions(self) -> None:
+        local_env = self._local_env()
         build_dir = self.state_dir / "build"
         for fn in self._selected():
             context = buildctx.assemble(fn, self.stack, build_dir)
@@ -270,6 +281,7 @@ class LocalStack:
                 "gateway_url": self.url, "EDGEGUARD_SECRETS_DIR": str(fn_secrets), "OPENFAAS_NAME": fn.name,
                 "HOSTNAME": f"{fn.name}-local", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
             })
+            env.update(local_env.get(fn.name, {}))
             env.update(self.env_overrides.get(fn.name, {}))
             fp = FunctionProcess(fn, context, fn_secrets, env, self.state_dir / "logs" / f"{fn.name}.log", self.echo_logs)
             fp.start()
