@@ -160,9 +160,6 @@ class Forwarder:
             self._secrets = secrets
         return changed
 
-    def reload_destination_secrets(self, secrets: dict[str, dict]) -> list[str]:
-        return self.reconfigure(self.table, secrets)
-
     def _check_config(self) -> None:
         """Apply edits of the mounted routes / destinations secrets; refuse invalid ones, keep the last good."""
         table, secrets, what = self.table, self._secrets, []
@@ -538,7 +535,9 @@ class Forwarder:
             info = {"type": d.opts["type"], "enabled": d.enabled, "timeout_s": d.timeout, "retries": d.retries,
                     "budget_s": d.budget, "concurrency": d.concurrency,
                     "state": "disabled" if not d.enabled else ("backing_off" if d.down_until > now else "ok"),
-                    "queued": d.queue.qsize(), "last_error": d.last_error or None}
+                    "queued": d.queue.qsize(), "last_error": d.last_error or None,
+                    "consecutive_failures": d.consecutive_failures,
+                    "last_success_s_ago": round(now - d.last_success, 1) if d.last_success else None}
             if d.disabled_reason:
                 info["disabled_reason"] = d.disabled_reason
             if d.opts["type"] == "openfaas":
@@ -558,4 +557,5 @@ class Forwarder:
                 "spool": {"dir": self.settings.spool_dir, "depth": self.spool.depth(),
                           "max_entries": self.settings.spool_max_entries, "max_age_s": self.settings.spool_max_age,
                           "oldest_age_s": round(self.spool.oldest_age(), 3), "corrupt_entries": self.spool.corrupt},
-                "dedup_open_windows": self.dedup.open_windows(), "uptime_s": round(now - self.started, 1)}
+                "dedup_open_windows": self.dedup.open_windows(), "config_reloads": self.reloads,
+                "uptime_s": round(now - self.started, 1)}

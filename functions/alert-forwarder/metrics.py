@@ -76,10 +76,6 @@ class Metrics:
             h[1] += 1
             h[2] += value
 
-    def get(self, name: str, labels: dict | None = None) -> float:
-        with self._lock:
-            return self._values[name].get(self._labels(name, labels), 0.0)
-
     def total(self, name: str, **match) -> float:
         names = DEFINITIONS[name][2]
         with self._lock:

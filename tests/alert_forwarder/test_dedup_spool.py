@@ -1,8 +1,6 @@
 """Dedup windows under a controllable clock, and the durable spool (restart, bound, crash leftovers)."""
 from __future__ import annotations
 
-import json
-import os
 
 import pytest
 
