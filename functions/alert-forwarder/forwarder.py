@@ -552,7 +552,12 @@ class Forwarder:
         routes = [{"name": r.name, "at": r.where, "matchers": [m.text for m in r.matchers], "to": r.to,
                    "continue": r.cont, "dedup": ({"window_s": r.dedup.window, "key": list(r.dedup.key)}
                                                  if r.dedup else None)} for r in self.table.all_routes()]
-        return {"status": "ok", "routes_source": self.source, "min_priority": self.table.min_priority,
+        problems = [f"destination {n} is backing off after failures" for n, d in dests.items()
+                    if d["state"] == "backing_off"]
+        oldest = self.spool.oldest_age()
+        if oldest > 300:
+            problems.append(f"oldest spooled delivery is {oldest:.0f}s old")
+        return {"status": "degraded" if problems else "ok", "problems": problems, "routes_source": self.source, "min_priority": self.table.min_priority,
                 "ack_mode": self.settings.ack_mode, "routes": routes, "destinations": dests,
                 "spool": {"dir": self.settings.spool_dir, "depth": self.spool.depth(),
                           "max_entries": self.settings.spool_max_entries, "max_age_s": self.settings.spool_max_age,

@@ -111,7 +111,9 @@ def test_retry_after_beyond_the_budget_spools_until_then(make_fwd, receiver, h):
     f.ingest([h.falco_alert(rule="Other")])
     time.sleep(0.2)
     assert len(r.requests) == 1 and f.spool.depth() == 2
-    assert f.status()["destinations"]["hook"]["state"] == "backing_off"
+    st = f.status()
+    assert st["destinations"]["hook"]["state"] == "backing_off"
+    assert st["status"] == "degraded" and st["problems"] == ["destination hook is backing off after failures"]
 
 
 def test_retry_after_http_date_is_understood(pkg):
