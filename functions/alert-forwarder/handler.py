@@ -184,7 +184,8 @@ def _test(event, context) -> dict:
 def handle(event, context):
     m = http.method(event)
     p = http.path(event).rstrip("/") or "/"
-    FORWARDER.maybe_tick()
+    if p != "/" or m != "POST":
+        FORWARDER.maybe_tick()  # ingest ticks itself, after routing
     endpoint = p if p in ("/", "/flush", "/test", "/metrics") else "other"
     resp = None
     try:

@@ -18,6 +18,7 @@ and the background retry never deliver the same entry twice.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -53,9 +54,14 @@ class Entry:
         return cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
 
 
+_PROCESS = uuid.uuid4().hex[:8]
+_counter = itertools.count()
+
+
 def new_entry_id(created: float) -> str:
-    # Time first so ids sort oldest first.
-    return f"{int(created * 1e6):017d}-{uuid.uuid4().hex[:12]}"
+    # Time first so ids sort oldest first; a per-process tag and counter keep them unique without
+    # paying for os.urandom on every alert.
+    return f"{int(created * 1e6):017d}-{_PROCESS}-{next(_counter):x}"
 
 
 class SpoolBusy(RuntimeError):
@@ -305,8 +311,7 @@ class Spool:
             return eid in self._entries
 
     def depth(self) -> int:
-        with self._lock:
-            return len(self._entries)
+        return len(self._entries)  # a single len() is atomic in CPython: no need to queue behind writers
 
     def depth_by_destination(self) -> dict[str, int]:
         out: dict[str, int] = {}
