@@ -35,7 +35,7 @@ SECRET_KEYS = ("url", "webhook_url", "token", "hmac_key", "password", "ca_cert",
 _COMMON_OPTS = {"type", "enabled", "timeout", "retries", "backoff", "backoff_max", "budget", "concurrency",
                 "min_priority"}
 _TYPE_OPTS = {
-    "console": {"stream"},
+    "console": set(),
     "slack": {"channel", "username", "icon_url", "fields"},
     "teams": {"format", "fields"},
     "discord": {"username", "fields"},
