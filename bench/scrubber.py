@@ -163,7 +163,22 @@ def throughput(lines: int = 10000) -> dict:
     t0 = time.perf_counter()
     det.scan_configmap(cm)
     keys_s = time.perf_counter() - t0
+    # worst cases: 1 MiB of minified JSON on one line; 1 MiB of random key=value lines
+    import json
+    import random
+    import string
+    rnd = random.Random(1)
+    blob = json.dumps({f"k{i}": "".join(rnd.choices(string.ascii_letters + string.digits, k=40))
+                       for i in range(20000)})[: 1 << 20]
+    t0 = time.perf_counter()
+    det.scan_key("minified.json", blob)
+    json_s = time.perf_counter() - t0
+    props = "\n".join(f"key{i}={''.join(rnd.choices(string.ascii_letters, k=30))}" for i in range(30000))[: 1 << 20]
+    t0 = time.perf_counter()
+    det.scan_key("random.properties", props)
+    props_s = time.perf_counter() - t0
     return {"file_lines": lines, "file_seconds": file_s, "us_per_line": file_s / lines * 1e6,
+            "mib_json_seconds": json_s, "mib_props_seconds": props_s,
             "keys": len(cm["data"]), "keys_seconds": keys_s, "us_per_key": keys_s / len(cm["data"]) * 1e6,
             "bytes": len(body)}
 
@@ -214,6 +229,8 @@ def main() -> None:
     print(f"throughput: one {t['bytes']} B value of {t['file_lines']} lines in {t['file_seconds']:.2f} s "
           f"({t['us_per_line']:.0f} us/line); {t['keys']} env-style keys in {t['keys_seconds']:.2f} s "
           f"({t['us_per_key']:.0f} us/key)")
+    print(f"worst cases: 1 MiB minified JSON on one line {t['mib_json_seconds']:.2f} s; "
+          f"1 MiB of random key=value lines {t['mib_props_seconds']:.2f} s")
     m = move_timing()
     if m:
         print(f"move against the in-process API emulator: {m['moves']} ConfigMaps in {m['seconds']:.2f} s "

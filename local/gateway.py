@@ -34,6 +34,7 @@ import time
 import uuid
 from pathlib import Path
 
+import requests
 import yaml
 
 from . import buildctx, stackfile
@@ -386,8 +387,6 @@ class LocalStack:
         return Response(text + "\n", status, {"X-OpenFaaS-Internal": "gateway", "Content-Type": "text/plain"})
 
     def _forward(self, fp: FunctionProcess, method: str, path: str, qs: bytes, headers, body: bytes, call_id: str):
-        import requests
-
         fp.invocations += 1
         url = fp.url + path + (("?" + qs.decode("latin-1")) if qs else "")
         hdrs = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
@@ -402,8 +401,7 @@ class LocalStack:
         return r.status_code, list(r.raw.headers.items()), r.content
 
     def _async_worker(self) -> None:
-        import requests
-
+        # requests is imported at module level: importing it here raced with the main thread's import.
         while not self._stopping.is_set():
             try:
                 name, path, qs, headers, body, call_id = self._async_q.get(timeout=0.2)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import fields as F
-from .parser import TRANSFORMERS
 
 STR_FIELD_OPS = {"=", "==", "!=", "<", "<=", ">", ">=", "contains", "icontains", "startswith", "endswith", "glob",
                  "iglob", "pmatch", "in", "intersects", "regex", "exists"}

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import calendar
 import gc
+import json
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import loader
-from .alert import PRIORITIES, default_hostname, make_alert, priority_number
+import time as _time
+
+from .alert import PRIORITIES, Alert, default_hostname, format_time, priority_number
 from .compiler import index_fetchers
 from .fields import AuditEvent, _local_hms
 
@@ -56,6 +59,96 @@ def stage_timestamp_ns(text) -> int:
             _sec_cache.clear()
         _sec_cache[k] = secs
     return secs * 1_000_000_000 + (int(frac.ljust(9, "0")) if frac else 0)
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_DEC = json.JSONDecoder()
+
+
+def decode_payload(text: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+    """``json.loads(text)`` plus the ids of the audit items whose raw text is known to fit ``max_event_bytes``.
+
+    The plugin's size limit applies to each event's compact JSON, which is never longer than its
+    raw text, so an item whose raw text fits needs no re-encoding to be measured. Items are decoded
+    one by one with the C decoder, which is as fast as decoding the whole document. Invalid JSON
+    raises ``json.JSONDecodeError`` as ``json.loads`` does.
+    """
+    fits: set = set()
+    try:
+        obj, end = _scan(text, _WS.match(text, 0).end(), fits, max_event_bytes, 0)
+        if _WS.match(text, end).end() != len(text):
+            raise ValueError("extra data")
+        return obj, fits
+    except (ValueError, IndexError):
+        return json.loads(text), set()  # the standard error for invalid JSON, or the plain result
+
+
+def _fits(text, start, end, limit):
+    n = end - start
+    return n * 4 <= limit or (n <= limit and len(text[start:end].encode("utf-8")) <= limit)
+
+
+def _scan_array(text, i, fits, limit, depth):
+    """An array at ``text[i]``: nested arrays are walked, every other element decoded whole and measured."""
+    out = []
+    i = _WS.match(text, i + 1).end()
+    if text[i] == "]":
+        return out, i + 1
+    while True:
+        start = i
+        if text[i] == "[" and depth < 4:
+            el, i = _scan_array(text, i, fits, limit, depth + 1)
+        elif text[i] == "{" and depth == 0:
+            el, i = _scan_object(text, i, fits, limit)   # a top-level array may hold EventLists
+        else:
+            el, i = _DEC.raw_decode(text, i)
+        if type(el) is dict and _fits(text, start, i, limit):
+            fits.add(id(el))
+        out.append(el)
+        i = _WS.match(text, i).end()
+        if text[i] == ",":
+            i = _WS.match(text, i + 1).end()
+            continue
+        if text[i] == "]":
+            return out, i + 1
+        raise ValueError("bad array")
+
+
+def _scan_object(text, i, fits, limit):
+    """An object whose ``items`` array (an EventList's) is decoded item by item; other values whole."""
+    obj: dict = {}
+    i = _WS.match(text, i + 1).end()
+    if text[i] == "}":
+        return obj, i + 1
+    while True:
+        if text[i] != '"':
+            raise ValueError("bad key")
+        key, i = _DEC.raw_decode(text, i)
+        i = _WS.match(text, i).end()
+        if text[i] != ":":
+            raise ValueError("bad object")
+        i = _WS.match(text, i + 1).end()
+        if key == "items" and text[i] == "[":
+            val, i = _scan_array(text, i, fits, limit, 4)   # depth 4: items are decoded whole
+        else:
+            val, i = _DEC.raw_decode(text, i)
+        obj[key] = val
+        i = _WS.match(text, i).end()
+        if text[i] == ",":
+            i = _WS.match(text, i + 1).end()
+            continue
+        if text[i] == "}":
+            return obj, i + 1
+        raise ValueError("bad object")
+
+
+def _scan(text, i, fits, limit, depth):
+    c = text[i]
+    if c == "[":
+        return _scan_array(text, i, fits, limit, depth)
+    if c == "{":
+        return _scan_object(text, i, fits, limit)
+    return _DEC.raw_decode(text, i)
 
 
 @dataclass
@@ -94,8 +187,8 @@ def _split(obj, items: list, batch: Batch):
 
 
 def split_payload(obj, *, batch: Batch | None = None, raw_size: int | None = None,
-                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, start_num: int = 0) -> Batch:
-    """Turn one decoded payload into events (appended to ``batch``)."""
+                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, start_num: int = 0, fits=frozenset()) -> Batch:
+    """Turn one decoded payload into events (appended to ``batch``); ``fits`` comes from decode_payload."""
     batch = batch or Batch()
     items: list = []
     _split(obj, items, batch)
@@ -114,7 +207,7 @@ def split_payload(obj, *, batch: Batch | None = None, raw_size: int | None = Non
             batch.errors.append(str(exc))
             continue
         num += 1
-        batch.events.append(AuditEvent(it, ts, num, None, limit))
+        batch.events.append(AuditEvent(it, ts, num, None, 0 if id(it) in fits else limit))
     return batch
 
 
@@ -137,6 +230,21 @@ def batch_gc_paused():
     finally:
         if was:
             gc.enable()
+
+
+_time_cache: dict = {}
+
+
+def _times(ns: int):
+    """(local HH:MM:SS.nnnnnnnnn, UTC alert time) for an event timestamp; the second-resolution parts cached."""
+    secs, frac = divmod(ns, 1_000_000_000)
+    key = (secs, _time.timezone, _time.daylight)
+    hit = _time_cache.get(key)
+    if hit is None:
+        if len(_time_cache) > 4096:
+            _time_cache.clear()
+        hit = _time_cache[key] = (_local_hms(secs * 1_000_000_000)[:8], format_time(secs * 1_000_000_000)[:19])
+    return f"{hit[0]}.{frac:09d}", f"{hit[1]}.{frac:09d}Z"
 
 
 class Engine:
@@ -193,9 +301,10 @@ class Engine:
         pname = PRIORITIES[rule.priority]
         output_fields = {"evt.time": evt.ts}
         output_fields.update(rule.output.fields(evt))
-        return make_alert(rule=rule.name, priority=pname, output=f"{_local_hms(evt.ts)}: {pname} {message}",
-                          time_ns=evt.ts, source="k8s_audit", output_fields=output_fields, tags=rule.tags,
-                          hostname=self.hostname)
+        local, utc = _times(evt.ts)
+        # Same object make_alert() builds (tags already sorted/unique), with the time texts cached per second.
+        return Alert(rule=rule.name, priority=pname, output=f"{local}: {pname} {message}", time=utc,
+                     source="k8s_audit", hostname=self.hostname, tags=list(rule.tags), output_fields=output_fields)
 
     def evaluate(self, evt) -> list:
         return [self.alert(r, evt) for r in self.match(evt)]

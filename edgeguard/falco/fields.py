@@ -44,7 +44,14 @@ class AuditEvent:
 def _cstr(s: str) -> str:
     # libsinsp compares and prints C strings: a NUL ends the value.
     if "\x00" in s:
-        return s[: s.index("\x00")]
+        s = s[: s.index("\x00")]
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate from a "\ud800" escape is not UTF-8: replace it with U+FFFD as Falco 0.44 does
+            # (0.41 raised while serialising the alert), so an alert can always be sent.
+            s = s.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return s
 
 

@@ -338,8 +338,8 @@ class Collector:
     def _read_list(self, item, line):
         name = _val(item, "list")
         if not _LIST_NAME.fullmatch(name):
-            self.warn("LOAD_INVALID_LIST_NAME", f"List has an invalid name. List names should match a regular "
-                                                f"expression: ([^()\"'[:space:]=,]+)")
+            self.warn("LOAD_INVALID_LIST_NAME", "List has an invalid name. List names should match a regular "
+                                                "expression: ([^()\"'[:space:]=,]+)")
         items = _seq(item, "items")
         append = _bool(item, "append", False)
         ov = self._override_map(item, ("items",))
@@ -591,7 +591,6 @@ class Collector:
     # -- compile ------------------------------------------------------------------------------------
     def compile(self) -> Ruleset:
         warnings: list = []
-        file = self._file
         lists_by_index = sorted(self.lists.values(), key=lambda x: x.index)
         for li in lists_by_index:
             li.used = False
@@ -715,7 +714,6 @@ class Collector:
             if not li.used:
                 warnings.append(LoadWarning(li.file, f"list '{li.name}'", "LOAD_UNUSED_LIST", "List not referred to "
                                             "by any other rule/macro"))
-        _ = file
         return Ruleset(compiled, skipped, list(self.files),
                        _vtext(self.required_engine) if self.required_engine else None,
                        [{"file": f, "alternatives": [{"name": n, "version": v} for n, v in g]}

@@ -20,7 +20,8 @@ from pathlib import Path
 from .edgeguard import auth, config, gateway, http, log
 from .edgeguard.falco import loader
 from .edgeguard.falco.alert import format_time
-from .edgeguard.falco.engine import DEFAULT_RULES, NOT_AUDIT, Engine, batch_gc_paused, split_payload
+from .edgeguard.falco.engine import (DEFAULT_RULES, NOT_AUDIT, Engine, batch_gc_paused, decode_payload,
+                                     split_payload)
 
 TOKEN_SECRET = "audit-ingest-token"
 FORWARD_TOKEN_SECRET = "alert-forwarder-token"
@@ -38,7 +39,8 @@ class _State:
         self.signature = None
         self.handed: OrderedDict = OrderedDict()
         self.counters = {k: 0 for k in ("requests", "events", "alerts", "alerts_forwarded", "skipped_not_audit",
-                                        "dropped", "duplicates", "forward_failures", "rejected")}
+                                        "dropped", "duplicates", "forward_failures", "rejected",
+                                        "evaluation_errors")}
 
     def count(self, **inc):
         with self.lock:
@@ -157,6 +159,31 @@ def _health():
     })
 
 
+def _decode(event, max_body: int, max_event: int):
+    """The JSON body with per-item raw sizes (see decode_payload); NDJSON and every error via http.parse_json."""
+    body = http.read_body(event, max_bytes=max_body)
+    if http.media_type(event) in http.JSON_TYPES and body.strip():
+        try:
+            payload, fits = decode_payload(body.decode("utf-8"), max_event)
+            return payload, len(body), fits
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            pass  # http.parse_json below answers with the precise 400
+    return http.parse_json(event, max_bytes=max_body, allow_ndjson=True), len(body), frozenset()
+
+
+def _evaluate(eng, evt) -> list:
+    """One event's alerts. A failure is logged and counted, never a 5xx: the API server would resend the
+    same batch forever and block every later event behind it."""
+    try:
+        return eng.evaluate(evt)
+    except Exception as exc:  # noqa: BLE001
+        STATE.count(evaluation_errors=1)
+        aid = evt.obj.get("auditID")
+        log.error("event.evaluation_failed", error=type(exc).__name__, message=str(exc)[:200],
+                  audit_id=aid if isinstance(aid, str) else None)
+        return []
+
+
 def _finish_summary(summary, batch):
     oversize = batch.oversize
     errors = list(batch.errors) + ["event larger than maxEventSize"] * (1 if oversize else 0)
@@ -218,15 +245,14 @@ def _handle(event, context):
     if m == "GET":
         return _health()
     eng = engine()
-    max_body = config.env_int("max_body_bytes", 16 * 1024 * 1024, minimum=1)
+    max_body = config.env_int("max_body_bytes", 12582912, minimum=1)
+    max_event = config.env_int("max_event_bytes", 262144, minimum=1)
     try:
-        payload = http.parse_json(event, max_bytes=max_body, allow_ndjson=True)
+        payload, raw_size, fits = _decode(event, max_body, max_event)
     except http.HTTPError:
         STATE.count(rejected=1)
         raise
-    raw_size = len(getattr(event, "body", b"") or b"")
-    batch = split_payload(payload, raw_size=raw_size,
-                          max_event_bytes=config.env_int("max_event_bytes", 262144, minimum=1))
+    batch = split_payload(payload, raw_size=raw_size, max_event_bytes=max_event, fits=fits)
     STATE.count(skipped_not_audit=batch.skipped, dropped=batch.dropped)
     if not batch.events and not batch.dropped and batch.skipped:
         STATE.count(rejected=1)
@@ -235,7 +261,7 @@ def _handle(event, context):
     summary = {"events": len(batch.events), "skipped": batch.skipped, "dropped": batch.dropped}
 
     if dry_run:
-        alerts = [a for e in batch.events for a in eng.evaluate(e)]
+        alerts = [a for e in batch.events for a in _evaluate(eng, e)]
         _finish_summary(summary, batch)
         STATE.count(events=len(batch.events), alerts=len(alerts), dropped=summary["dropped"] - batch.dropped)
         summary.update(dry_run=True, alert_count=len(alerts), alerts=[a.to_dict() for a in alerts])
@@ -256,7 +282,7 @@ def _handle(event, context):
                 if k is not None:
                     keys.append(k)
         for e in fresh:
-            alerts.extend(eng.evaluate(e))
+            alerts.extend(_evaluate(eng, e))
         _finish_summary(summary, batch)
         STATE.count(events=len(fresh), alerts=len(alerts), duplicates=dups, dropped=summary["dropped"] - batch.dropped)
         if alerts:

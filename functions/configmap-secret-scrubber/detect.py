@@ -28,6 +28,7 @@ from .gitleaks import default_ruleset, shannon
 
 HIGH = "high"
 SUSPECT = "suspect"
+MAX_LISTED_FINDINGS = 20
 _RANK = {None: 0, SUSPECT: 1, HIGH: 2}
 
 # --- key names ------------------------------------------------------------------------------
@@ -72,7 +73,8 @@ _SPLIT = re.compile(r"[^A-Za-z0-9]+")
 
 def name_tokens(name: str) -> list[str]:
     name = _CAMEL.sub("_", name)
-    return [t for t in _SPLIT.split(name.lower()) if t]
+    # digits separate words too: token2, oauth2_secret, DB1_PASSWORD
+    return [t for t in _SPLIT.split(re.sub(r"\d+", "_", name).lower()) if t]
 
 
 def credential_name(name: str) -> bool:
@@ -82,7 +84,8 @@ def credential_name(name: str) -> bool:
     toks = name_tokens(name)
     if not toks:
         return False
-    if "_".join(toks) in _STRONG_NAMES or "".join(toks) in _STRONG_NAMES:
+    norm = re.sub(r"[^a-z0-9]+", "_", _CAMEL.sub("_", name).lower()).strip("_")
+    if norm in _STRONG_NAMES or norm.replace("_", "") in _STRONG_NAMES:
         return True
     if _REFERENCE_NAMES.search(name.replace("-", "_").replace(".", "_")):
         return False
@@ -126,7 +129,15 @@ _TEMPLATED = re.compile(r"\$\{[A-Za-z_][\w.]*(:?[-=?+][^}]*)?\}|\{\{-?\s*[\w.$|\
 # filler and documentation values: xxxxxxxx, 11111111, AKIA...EXAMPLE, {Name}, ALL_CAPS_NAME, 12345678
 _FILLER = re.compile(r"(.)\1{7,}|EXAMPLE$|^\{[A-Za-z_]\w*\}$|^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$")
 _SEQUENTIAL = re.compile(r"(?i)12345678|abcdefgh")
-_NUMERIC = re.compile(r"^[-+]?\d+([.,]\d+)?\s*(ms|s|m|h|d|w|y|b|k|kb|mb|gb|ki|mi|gi|%)?$", re.I)
+# code, not configuration: obj.field (unquoted), type names
+_CODE_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+_TYPE_NAMES = {"string", "str", "bool", "boolean", "int", "integer", "number", "any", "object", "char", "byte",
+               "bytes", "[]byte", "none", "string?", "optional[str]"}
+_WORD = re.compile(r"\b[A-Za-z]{2,}\b")
+# snake_case or camelCase words without digits: a variable name or a made-up example value
+# ("root_user_password", "top_secret", "processToken"); reported, never moved
+_IDENTIFIER = re.compile(r"^[a-z]+(_[a-z]+)+$|^[a-z]+([A-Z][a-z]+)+$")
+_NUMERIC = re.compile(r"^[-+]?(0x[0-9a-f]+|\d+([.,]\d+)?\s*(ms|s|m|h|d|w|y|b|k|kb|mb|gb|ki|mi|gi|%)?)$", re.I)
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _DIGEST = re.compile(r"^(sha1|sha256|sha384|sha512|md5):[0-9a-f]+$", re.I)
 _PATH = re.compile(r"^(~|\.{1,2})?/[\w.@/+-]*$|^[A-Za-z]:\\")
@@ -146,9 +157,15 @@ def _strip_value(v: str) -> str:
 
 def value_kind(value: str) -> str:
     """Why a value is not a credential ('empty', 'placeholder', ...), or 'credential'."""
+    raw = value.strip().rstrip(",;").strip()
+    quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"`"
     v = _strip_value(value)
     if not v:
         return "empty"
+    if not quoted and (_CODE_REF.match(v) or v.lower() in _TYPE_NAMES or v.endswith(("(", "{"))):
+        return "reference"  # code: a member access, a type annotation, a function literal
+    if v.startswith("$") or re.match(r"^\{[A-Za-z_][\w.]*\}$", v):
+        return "placeholder"  # shell/env expansion, {props.x} / {Name} format references
     if v in ("|", ">", "|-", ">-", "|+", ">+", "{", "[", "{}", "[]"):
         return "structure"
     if _PLACEHOLDER.match(v):
@@ -165,10 +182,12 @@ def value_kind(value: str) -> str:
         return "path"
     if _URL.match(v) and not _URL_USERINFO.search(v):
         return "url"
-    if _WORDS.match(v):
+    if _WORDS.match(v) or (v.count(" ") >= 3 and len(_WORD.findall(v)) >= 3):
         return "prose"
     if len(v) < 4:
         return "short"
+    if _IDENTIFIER.match(v):
+        return "identifier"
     return "credential"
 
 
@@ -217,9 +236,13 @@ class KeyVerdict:
         return sorted({f.detector for f in self.findings})
 
     def public(self) -> dict:
-        return {"key": self.key, "source": self.source, "tier": self.tier, "detectors": self.detectors,
-                "fingerprint": self.fingerprint,
-                "findings": [f.public() for f in self.findings]}
+        # high tier first; a 1 MiB file can hold thousands of hits, the answer stays readable
+        shown = sorted(self.findings, key=lambda f: (f.tier != HIGH, f.line))[:MAX_LISTED_FINDINGS]
+        out = {"key": self.key, "source": self.source, "tier": self.tier, "detectors": self.detectors,
+               "fingerprint": self.fingerprint, "findings": [f.public() for f in shown]}
+        if len(self.findings) > len(shown):
+            out["more_findings"] = len(self.findings) - len(shown)
+        return out
 
 
 class Fingerprinter:
@@ -278,7 +301,7 @@ class Detector:
             kind = value_kind(stripped)
             if kind == "credential":
                 findings.append(Finding(key, 1, "keyname", HIGH, self.fp(stripped)))
-            elif kind in ("short", "prose"):
+            elif kind in ("short", "prose", "identifier"):
                 findings.append(Finding(key, 1, f"keyname-{kind}-value", SUSPECT, self.fp(stripped)))
         findings.extend(self.scan_text(key, value))
         return self._verdict(key, source, findings, self.fp(value))
@@ -314,7 +337,8 @@ class Detector:
                 continue
             if in_cert or _PEM_ANY.search(line):
                 continue
-            findings.extend(self._scan_line(key, i, line))
+            for piece in _pieces(line):
+                findings.extend(self._scan_line(key, i, piece))
         for hit in self.rules.scan(text, key):
             if hit.rule_id == "private-key":
                 continue  # covered line-exactly above
@@ -327,8 +351,6 @@ class Detector:
     # internals ------------------------------------------------------------------------------
     def _scan_line(self, key: str, i: int, line: str) -> list[Finding]:
         out: list[Finding] = []
-        if len(line) > 4096:
-            line = line[:4096]  # minified blobs: provider rules still see the whole text
         for m in _URL_USERINFO.finditer(line):
             user, pw = m.group(1), m.group(2)
             if pw and pw.lower() not in _WEAK_URL_PASSWORDS and value_kind(pw) in ("credential", "short"):
@@ -363,7 +385,7 @@ class Detector:
             kind = value_kind(value)
             if kind == "credential":
                 out.append(Finding(key, i, "keyname", HIGH, self.fp(_strip_value(value))))
-            elif kind in ("short", "prose"):
+            elif kind in ("short", "prose", "identifier"):
                 out.append(Finding(key, i, f"keyname-{kind}-value", SUSPECT, self.fp(_strip_value(value))))
         if not out:
             for m in _TOKEN.finditer(line):
@@ -381,6 +403,24 @@ class Detector:
             if _RANK[f.tier] > _RANK[tier]:
                 tier = f.tier
         return KeyVerdict(key, source, tier, findings, fp)
+
+
+def _pieces(line: str, size: int = 2048):
+    """A minified file on one line, cut after separators into pieces the line checks can handle."""
+    if len(line) <= 4096:
+        yield line
+        return
+    buf = ""
+    for part in re.split(r"(?<=[,;{}\[\]])", line):
+        if buf and len(buf) + len(part) > size:
+            yield buf
+            buf = ""
+        buf += part
+        while len(buf) > 4 * size:  # no separators at all: plain cut
+            yield buf[: 2 * size]
+            buf = buf[2 * size:]
+    if buf:
+        yield buf
 
 
 def _pem_body_len(lines: list[str], begin_line: int) -> int:

@@ -173,30 +173,28 @@ def _run(target: dict, mode: str, limits: Limits, trigger: str) -> dict:
     scrubber = _scrubber(limits)
     k = scrubber.kube
     result = {"mode": mode, "trigger": trigger, "target": target, "configmaps": [], "errors": []}
-    # candidates: (namespace, name, listed object or None)
-    candidates: list[tuple[str, str, dict | None]] = []
+    # candidates: (namespace, name); each ConfigMap is read again when it is processed
+    candidates: list[tuple[str, str]] = []
     skipped = []
     try:
         if "name" in target and "namespace" in target:
-            candidates.append((target["namespace"], target["name"], None))
-        elif "name" in target:
-            # the upstream rule's output has no namespace: look the name up where we may act
-            for cm in k.list("ConfigMap", None, field_selector=f"metadata.name={target['name']}"):
-                candidates.append((cm["metadata"]["namespace"], cm["metadata"]["name"], cm))
-            if not candidates:
-                result["errors"].append(f"no ConfigMap named {target['name']} in any namespace")
-        elif "namespace" in target:
-            for cm in k.list("ConfigMap", target["namespace"]):
-                candidates.append((target["namespace"], cm["metadata"]["name"], cm))
+            candidates.append((target["namespace"], target["name"]))
         else:
-            for cm in k.list("ConfigMap", None):
-                candidates.append((cm["metadata"]["namespace"], cm["metadata"]["name"], cm))
+            if "name" in target:
+                # the upstream rule's output has no namespace: look the name up where we may act
+                listing = k.each("ConfigMap", None, field_selector=f"metadata.name={target['name']}")
+            else:
+                listing = k.each("ConfigMap", target.get("namespace"))
+            for cm in listing:
+                candidates.append((cm["metadata"]["namespace"], cm["metadata"]["name"]))
+            if "name" in target and not candidates:
+                result["errors"].append(f"no ConfigMap named {target['name']} in any namespace")
     except KubeError as err:
         raise http.HTTPError(502, f"Kubernetes API: {err}", api_status=err.status) from None
     allowed = []
-    for ns, name, obj in candidates:
+    for ns, name in sorted(candidates):
         if limits.allowed(ns):
-            allowed.append((ns, name, obj))
+            allowed.append((ns, name))
         else:
             skipped.append(f"{ns}/{name}")
     if skipped:
@@ -208,7 +206,7 @@ def _run(target: dict, mode: str, limits: Limits, trigger: str) -> dict:
     moves = 0
     statuses: dict[str, int] = {}
     deferred = []
-    for ns, name, obj in sorted(allowed, key=lambda t: (t[0], t[1])):
+    for ns, name in allowed:
         if time.monotonic() >= scrubber.settings.deadline:
             deferred.append(f"{ns}/{name}")  # answer within exec_timeout; the next run continues
             continue

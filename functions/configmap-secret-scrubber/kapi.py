@@ -78,7 +78,11 @@ class Kube:
 
     def list(self, kind: str, namespace: str | None = None, field_selector: str | None = None,
              limit: int = 500) -> list[dict]:
-        items: list[dict] = []
+        return list(self.each(kind, namespace, field_selector, limit))
+
+    def each(self, kind: str, namespace: str | None = None, field_selector: str | None = None,
+             limit: int = 100):
+        """Items page by page, so a sweep never holds every ConfigMap's data at once."""
         cont = None
         while True:
             q = [("limit", str(limit))]
@@ -88,10 +92,10 @@ class Kube:
                 q.append(("continue", cont))
             doc = self._call("GET", self.path(kind, namespace), query=q, verb="list",
                              what=f"{kind} in {namespace or 'all namespaces'}")
-            items.extend(doc.get("items") or [])
+            yield from doc.get("items") or []
             cont = (doc.get("metadata") or {}).get("continue")
             if not cont:
-                return items
+                return
 
     def create(self, kind: str, namespace: str, body: dict) -> dict:
         return self._call("POST", self.path(kind, namespace), body=body,

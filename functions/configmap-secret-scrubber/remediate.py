@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import consumers as cons
-from .detect import HIGH, SUSPECT, Detector
+from .detect import HIGH, Detector
 from .kapi import JSON_PATCH, MERGE_PATCH, FIELD_MANAGER, Kube, KubeError
 
 DOMAIN = "scrubber.edgeguard.io"
@@ -405,13 +405,26 @@ class Scrubber:
                 self.kube.patch(c.kind, md["namespace"], md["name"], ops, JSON_PATCH)
                 return True
             except KubeError as err:
-                if not err.conflict:
+                if not self._lost_race(err, c.kind, md["namespace"], md["name"], md["resourceVersion"]):
                     raise
                 fresh = self.kube.get(c.kind, md["namespace"], md["name"])
                 if fresh is None:
                     return False
                 c.obj = fresh
         raise KubeError(409, "object kept changing; gave up rewiring", "patch", f"{c.kind} {c.name}")
+
+    def _lost_race(self, err: KubeError, kind: str, ns: str, name: str, rv: str) -> bool:
+        """True when a JSON patch failed because the object changed since we read it.
+
+        A failed ``test`` op is 422 on current API servers, and some versions word the message
+        generically ("the server rejected our request..."), so a 422 is settled by re-reading.
+        """
+        if err.conflict:
+            return True
+        if err.status != 422:
+            return False
+        cur = self.kube.get(kind, ns, name)
+        return cur is None or (cur.get("metadata") or {}).get("resourceVersion") != rv
 
     def wait_rollouts(self, namespace: str, controllers: list) -> list[str]:
         deadline = self.monotonic() + self.settings.rollout_timeout
@@ -460,7 +473,7 @@ class Scrubber:
                 self.kube.patch("ConfigMap", namespace, name, ops, JSON_PATCH)
                 return True, ""
             except KubeError as err:
-                if not err.conflict:
+                if not self._lost_race(err, "ConfigMap", namespace, name, md["resourceVersion"]):
                     raise
         return False, "ConfigMap kept changing; keys kept"
 

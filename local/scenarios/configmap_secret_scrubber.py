@@ -47,8 +47,10 @@ def _deployment() -> dict:
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": DEPLOYMENT}},
                      "template": {"metadata": {"labels": {"app": DEPLOYMENT}},
                                   "spec": {"containers": [{
-                                      "name": "aws", "image": "amazon/aws-cli:2.17.0",
-                                      "command": ["sleep", "infinity"],
+                                      # small image: on a real edge cluster the rollout must finish
+                                      # within the scrubber's rollout_timeout_seconds
+                                      "name": "aws", "image": "busybox:1.36",
+                                      "command": ["sh", "-c", "test -n \"$AWS_ACCESS_KEY_ID\" && sleep 3600"],
                                       "env": [{"name": "AWS_ACCESS_KEY_ID", "valueFrom": {
                                           "configMapKeyRef": {"name": CM, "key": KEY}}}]}]}}}}
 

@@ -148,6 +148,30 @@ def test_single_event_array_and_ndjson_are_accepted(ingest, make_event, forwarde
     assert post(mod, make_event, nd, content_type="application/x-ndjson")[1]["alert_count"] == 2
 
 
+def test_lone_surrogate_in_an_event_is_replaced_not_a_crash(ingest, make_event, forwarder):
+    mod = ingest()
+    body = json.dumps(eventlist(anon(90))).replace('"/api/v1/namespaces"', '"/api/v1/namespaces\\ud800"')
+    status, reply = post(mod, make_event, body)
+    assert status == 200 and reply["forwarded"] == 1
+    (alert,) = forwarder.alerts()
+    uri = alert["output_fields"]["ka.uri"]
+    assert uri.startswith("/api/v1/namespaces") and set(uri[len("/api/v1/namespaces"):]) == {"\ufffd"}
+    assert "uri=/api/v1/namespaces\ufffd" in alert["output"]
+
+
+def test_an_event_that_breaks_evaluation_is_counted_not_retried_forever(ingest, make_event, forwarder,
+                                                                       monkeypatch):
+    mod = ingest()
+    eng = mod.engine()
+    real = eng.evaluate
+    monkeypatch.setattr(eng, "evaluate", lambda e: (_ for _ in ()).throw(RuntimeError("boom"))
+                        if e.obj.get("auditID") == "anon-91" else real(e))
+    status, reply = post(mod, make_event, eventlist(anon(91), anon(92)))
+    assert status == 200 and reply["forwarded"] == 1
+    _, h = health(mod, make_event)
+    assert h["counters"]["evaluation_errors"] == 1
+
+
 # ---- hand-off -------------------------------------------------------------------------------------
 def test_alerts_are_handed_to_alert_forwarder_as_one_json_array(ingest, make_event, forwarder):
     mod = ingest()

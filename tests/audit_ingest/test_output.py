@@ -100,3 +100,11 @@ def test_stage_timestamp_with_offset_and_short_fraction(utc):
     for bad in ("2024-05-01 10:11:12Z", "yesterday", None, 12):
         with pytest.raises(ValueError):
             stage_timestamp_ns(bad)
+
+
+def test_alert_time_texts_match_the_alert_helpers(utc):
+    from edgeguard.falco.alert import format_time
+    from edgeguard.falco.engine import _times
+    for ns in (0, 1714558272123456789, 1714558272000000001, 1714558272999999999):
+        assert _times(ns) == (time.strftime("%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}",
+                              format_time(ns))

@@ -26,3 +26,40 @@ def test_served_function_detects_forwards_and_dedups(serve_function, forwarder):
     assert r.status_code == 200 and r.json()["ruleset"]["rules_loaded"] == 48
     assert TOKEN not in fn.logs() and FWD_TOKEN not in fn.logs()
     assert json.loads(forwarder.requests[0]["body"])[0]["hostname"] == "edge-1"
+
+
+class _Ctx:
+    """The scenario context's surface (local/scenarios/__init__.py) recording what the scenario reports."""
+
+    def __init__(self, gateway, tokens):
+        self.gateway, self._tokens, self.results, self.shown = gateway, tokens, [], []
+
+    def token(self, name):
+        return self._tokens[name]
+
+    def say(self, text):
+        pass
+
+    def show(self, title, obj):
+        self.shown.append((title, obj))
+
+    def ok(self, msg):
+        self.results.append(("ok", msg))
+
+    def fail(self, msg):
+        self.results.append(("fail", msg))
+
+
+def test_demo_scenario_reports_the_anonymous_request_alert(serve_function, forwarder):
+    from local.scenarios import audit_ingest as scenario
+
+    fn = serve_function("audit-ingest", env={"gateway_url": forwarder.url},
+                        secrets={"audit-ingest-token": TOKEN, "alert-forwarder-token": FWD_TOKEN})
+    ctx = _Ctx(fn.url, {"audit-ingest-token": TOKEN})
+    scenario.run(ctx)
+    assert ctx.results and ctx.results[0][0] == "ok", ctx.results
+    assert "Anonymous Request Allowed" in ctx.results[0][1]
+    assert forwarder.requests == []          # dry_run: nothing handed off
+    ctx = _Ctx(fn.url, {"audit-ingest-token": "wrong"})
+    scenario.run(ctx)
+    assert ctx.results[0][0] == "fail" and "401" in ctx.results[0][1]

@@ -17,7 +17,7 @@ def test_gateway_serves_until_sigterm_and_prints_how_to_curl_it():
     proc = subprocess.Popen([sys.executable, "-m", "local.gateway", "--port", str(port), "--kube", "none"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
                 if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
@@ -44,7 +44,7 @@ def test_functions_die_with_a_killed_gateway(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "local.gateway", "--port", str(port), "--kube", "none"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
                 r = requests.get(f"http://127.0.0.1:{port}/system/functions", timeout=1)

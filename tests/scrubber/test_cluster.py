@@ -70,7 +70,11 @@ def test_seed_configmap_moves_on_a_real_cluster_and_the_deployment_rolls_out_fro
     dep = apps.read_namespaced_deployment("web", ns)
     env = dep.spec.template.spec.containers[0].env[0]
     assert env.value_from.secret_key_ref.name == "aws-creds-credentials"
-    assert dep.status.updated_replicas == 1 and dep.status.available_replicas == 1
+    deadline = time.monotonic() + 120  # the new pod reads the key from the Secret: it must become available
+    while (dep.status.available_replicas or 0) < 1 or (dep.status.updated_replicas or 0) < 1:
+        assert time.monotonic() < deadline, dep.status
+        time.sleep(2)
+        dep = apps.read_namespaced_deployment("web", ns)
     # re-run: nothing left to do
     status, body, _ = call(mod, "POST", {"namespace": ns, "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "clean"

@@ -122,3 +122,43 @@ def test_go_inline_case_flag_is_translated_to_a_scoped_group(detect):
     assert gl.translate(r"x(?i)a|b") == r"x(?i:a)|(?i:b)"
     rs = gl.default_ruleset()
     assert len(rs.rules) == 221 and [r.id for r in rs.path_rules] == ["pkcs12-file"]
+
+
+@pytest.mark.parametrize("line,tier", [
+    ("password: conf.Password", None),                       # code: member access
+    ("password: string;", None),                             # code: a type annotation
+    ("password = function( elem ) {", None),
+    ("KEY_SPEC_REQKEY_AUTH_KEY = -0x7", None),
+    ("-e MYSQL_ROOT_PASSWORD=$DB_PASSWORD -p $DB_PORT:3306", None),
+    ("joomla_database_password: top_secret", "suspect"),     # a made-up example value: reported only
+    ("token: processToken", "suspect"),
+    ("password: S3cure!zdw41CoX", "high"),
+    ('"Apitoken": "{\\"qln\\":\\"855w7444h13518y23gxp4989jd343524\\"}",', "high"),
+])
+def test_code_and_example_values_are_not_moved(detector, line, tier):
+    assert detector.scan_key("settings.conf", line).tier == tier
+
+
+def test_a_credential_inside_a_one_line_1mib_json_is_found_and_the_answer_stays_small(detector):
+    import random
+    import string
+    rnd = random.Random(7)
+    obj = {f"k{i}": "".join(rnd.choices(string.ascii_lowercase, k=12)) for i in range(40000)}
+    obj["k20000"] = {"password": "Zq8wLm3nTr5vXy"}
+    v = detector.scan_key("config.json", json.dumps(obj))
+    assert v.tier == "high" and [f.detector for f in v.findings if f.tier == "high"] == ["keyname"]
+    many = "\n".join(f"token{i}=Zq8wLm{i}nTr5vXy{i}" for i in range(500))
+    v = detector.scan_key("many.env", many)
+    pub = v.public()
+    assert len(v.findings) >= 500
+    assert len(pub["findings"]) == 20 and pub["more_findings"] == len(v.findings) - 20
+    assert all(f["tier"] == "high" for f in pub["findings"])  # the listed ones are the strongest
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("aws_s3_access_key_id", True), ("aws-access-key-id", True), ("awsAccessKeyId", True), ("token2", True),
+    ("DB1_PASSWORD", True), ("oauth2ClientSecret", True), ("SECRET_NAME", False), ("password_min_length", False),
+    ("secretKeyRef", False), ("existingSecret", False), ("publicToken", False), ("csrf_token", False),
+])
+def test_credential_names(detect, name, expected):
+    assert detect.credential_name(name) is expected

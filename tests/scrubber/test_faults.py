@@ -298,3 +298,31 @@ def test_dying_anywhere_while_replacing_an_immutable_configmap_loses_nothing(kub
         assert emu.get("configmaps", ns, "aws-creds") is None
         assert emu.get("configmaps", ns, "aws-creds-v2")["data"] == PLAIN
         emu.clear_faults()
+
+
+def test_a_generic_422_from_a_lost_race_is_retried_and_a_real_422_is_not(kube_emulator, scrubber_fn, call):
+    """Some API servers word a failed `test` op generically; the scrubber re-reads to tell a race from an error."""
+    emu = kube_emulator
+    seed(emu, "r")
+    mod = scrubber_fn(mode="move")
+    bumped = []
+
+    def touch_configmap(verb, resource, namespace, name, body):
+        if verb == "patch" and resource == "configmaps" and not bumped:
+            bumped.append(True)
+            cm = emu.get("configmaps", "r", "aws-creds")
+            cm["metadata"].setdefault("labels", {})["touched"] = "yes"  # new resourceVersion, same values
+            emu.store.update(emu.resource("configmaps"), "r", "aws-creds", cm)
+
+    emu.before(touch_configmap)
+    emu.fail("patch", "configmaps", status=422, times=1, namespace="r",
+             message="the server rejected our request due to an error in our request")
+    status, body, _ = call(mod, "POST", {"namespace": "r", "name": "aws-creds"})
+    assert body["configmaps"][0]["status"] == "moved", body
+    assert emu.get("configmaps", "r", "aws-creds")["metadata"]["labels"]["touched"] == "yes"
+
+    emu.clear_faults()
+    seed(emu, "v")
+    emu.fail("patch", "configmaps", status=422, times=1, namespace="v", message="Invalid value")
+    status, body, _ = call(mod, "POST", {"namespace": "v", "name": "aws-creds"})
+    assert body["configmaps"][0]["status"] == "error" and readable(emu, "v") == []

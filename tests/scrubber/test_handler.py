@@ -474,3 +474,32 @@ def test_configmap_recreated_after_a_move_merges_into_the_same_secret(scrubber_f
     sec = kube_emulator.get("secrets", "demo", "aws-creds-credentials")
     assert {k: base64.b64decode(v) for k, v in sec["data"].items()} == {
         "aws_access_key_id": SEED_VALUE.encode(), "DB_PASSWORD": b"Zq8wLm3nTr5vXy"}
+
+
+def test_large_sweeps_are_listed_page_by_page(scrubber_fn, call, kube_emulator):
+    for i in range(230):
+        kube_emulator.seed(configmap(f"c{i:03d}", {"LOG_LEVEL": "info"} if i % 50 else {"API_TOKEN": f"tok-{i}-Zq8wLm3nTr5v"}))
+    status, body, _ = call(scrubber_fn(max_configmaps_per_run="1000"), "GET", query={"namespace": "demo"})
+    assert body["summary"]["examined"] == 230
+    assert body["summary"]["by_status"] == {"clean": 225, "would_move": 5}
+    lists = [p for v, p, _ in kube_emulator.requests if v == "list" and "/configmaps" in p]
+    assert len(lists) >= 3  # limit=100 pages
+
+
+def test_without_kubernetes_credentials_the_answer_is_503_not_a_crash(load_function, call, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    mod = load_function("configmap-secret-scrubber", env={"rate_limit_per_minute": "1000"},
+                        secrets={"configmap-secret-scrubber-token": TOKEN})
+    status, body, _ = call(mod, "GET", query={"namespace": "demo"})
+    assert status == 503 and "configmap-secret-scrubber-kubeconfig" in body["error"]
+
+
+def test_trigger_rules_setting_chooses_which_falco_rules_start_a_run(scrubber_fn, call, kube_emulator):
+    seed_aws(kube_emulator)
+    mod = scrubber_fn(mode="move", trigger_rules="My ConfigMap Rule")
+    status, body, _ = call(mod, "POST", alert("aws-creds", "demo"))
+    assert body == {"ignored": True, "reason": "rule is not one this function handles"}
+    a = alert("aws-creds", "demo")
+    a["rule"] = "My ConfigMap Rule"
+    status, body, _ = call(mod, "POST", a)
+    assert body["configmaps"][0]["status"] == "moved"
