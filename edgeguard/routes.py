@@ -250,6 +250,12 @@ class Dedup:
 
 
 @dataclass
+class Throttle:
+    max: int
+    window: float
+
+
+@dataclass
 class Route:
     name: str
     where: str
@@ -258,6 +264,7 @@ class Route:
     cont: bool
     dedup: Dedup | None
     routes: list["Route"]
+    throttle: Throttle | None = None
 
     def matches(self, alert: dict) -> bool:
         return all(m(alert) for m in self.matchers)
@@ -308,8 +315,8 @@ def _walk(routes: list[Route], alert: dict) -> list[Route]:
     return hits
 
 
-_ROUTE_KEYS = {"name", "matchers", "to", "continue", "dedup", "routes"}
-_TOP_KEYS = {"min_priority", "routes", "default", "destinations", "dedup_defaults"}
+_ROUTE_KEYS = {"name", "matchers", "to", "continue", "dedup", "throttle", "routes"}
+_TOP_KEYS = {"min_priority", "routes", "default", "destinations"}
 
 
 def _parse_to(value: Any, where: str, destinations: dict) -> list[str]:
@@ -349,6 +356,26 @@ def _parse_dedup(value: Any, where: str) -> Dedup | None:
     return Dedup(window=window, key=tuple(key))
 
 
+def _parse_throttle(value: Any, where: str) -> Throttle | None:
+    if value is None or value is False:
+        return None
+    if not isinstance(value, dict):
+        raise RoutesError(where, "expected a mapping with 'max' and 'window'")
+    unknown = set(value) - {"max", "window"}
+    if unknown:
+        raise RoutesError(f"{where}.{sorted(unknown)[0]}", "unknown key (expected max, window)")
+    for key in ("max", "window"):
+        if key not in value:
+            raise RoutesError(where, f"'{key}' is required (e.g. max: 20, window: 1m)")
+    mx = value["max"]
+    if not isinstance(mx, int) or isinstance(mx, bool) or mx < 1:
+        raise RoutesError(f"{where}.max", f"expected an integer >= 1, got {mx!r}")
+    window = parse_duration(value["window"], f"{where}.window")
+    if window <= 0:
+        raise RoutesError(f"{where}.window", "must be greater than zero")
+    return Throttle(max=mx, window=window)
+
+
 def _parse_route(spec: Any, where: str, destinations: dict) -> Route:
     if not isinstance(spec, dict):
         raise RoutesError(where, f"a route must be a mapping, got {type(spec).__name__}")
@@ -373,7 +400,8 @@ def _parse_route(spec: Any, where: str, destinations: dict) -> Route:
     if not isinstance(name, str) or not name:
         raise RoutesError(f"{where}.name", "expected a non-empty string")
     return Route(name=name, where=where, matchers=matchers, to=to, cont=cont,
-                 dedup=_parse_dedup(spec.get("dedup"), f"{where}.dedup"), routes=children)
+                 dedup=_parse_dedup(spec.get("dedup"), f"{where}.dedup"), routes=children,
+                 throttle=_parse_throttle(spec.get("throttle"), f"{where}.throttle"))
 
 
 def parse_destination(name: str, spec: Any, where: str) -> dict:
@@ -514,13 +542,15 @@ def parse_routes(doc: Any) -> RouteTable:
     if isinstance(default_spec, (str, list)):
         default_spec = {"to": default_spec}
     if not isinstance(default_spec, dict):
-        raise RoutesError("default", "expected a destination list or a mapping with 'to' (and optional 'dedup')")
-    unknown = set(default_spec) - {"to", "dedup", "name"}
+        raise RoutesError("default", "expected a destination list or a mapping with 'to' (and optional 'dedup', "
+                                     "'throttle')")
+    unknown = set(default_spec) - {"to", "dedup", "throttle", "name"}
     if unknown:
-        raise RoutesError(f"default.{sorted(unknown)[0]}", "unknown key (expected to, dedup)")
+        raise RoutesError(f"default.{sorted(unknown)[0]}", "unknown key (expected to, dedup, throttle)")
     default = Route(name=default_spec.get("name", "default"), where="default", matchers=[],
                     to=_parse_to(default_spec.get("to"), "default.to", destinations), cont=False,
-                    dedup=_parse_dedup(default_spec.get("dedup"), "default.dedup"), routes=[])
+                    dedup=_parse_dedup(default_spec.get("dedup"), "default.dedup"), routes=[],
+                    throttle=_parse_throttle(default_spec.get("throttle"), "default.throttle"))
     names = {}
     for r in RouteTable(min_priority, routes, default, destinations).all_routes():
         if r.name in names:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .dedup import Deduper
+from .dedup import Deduper, Throttler
 from .destinations import Result, idempotency_key, make_sender
 from .edgeguard import log
 from .edgeguard.falco.alert import priority_number
@@ -76,6 +76,7 @@ class Forwarder:
         self.source = source
         self.metrics = Metrics()
         self.dedup = Deduper(clock=clock)
+        self.throttle = Throttler(clock=clock)
         # OpenFaaS updates mounted secrets in place: watching the destinations secret lets an operator
         # switch on the action centre (or rotate a webhook URL) without restarting the function.
         self._secrets_source = secrets_source
@@ -256,7 +257,7 @@ class Forwarder:
         m.inc("alerts_total", {"priority": alert["priority"], "rule": alert["rule"], "source": alert.get("source", "")})
         key = idempotency_key(alert)
         out = {"rule": alert["rule"], "priority": alert["priority"], "idempotency_key": key,
-               "routes": [], "destinations": [], "suppressed_by": []}
+               "routes": [], "destinations": [], "suppressed_by": [], "throttled_by": []}
         if not self.table.passes_min_priority(alert):
             m.inc("filtered_total", {"priority": alert["priority"]})
             out["filtered"] = f"below min_priority {self.table.min_priority}"
@@ -273,6 +274,14 @@ class Forwarder:
                     m.inc("dedup_suppressed_total", {"route": route.name})
                     out["suppressed_by"].append(route.name)
                     continue
+            if route.throttle is not None:
+                send, summaries = self.throttle.check(route.name, route.throttle.max, route.throttle.window, alert)
+                for s in summaries:
+                    self._emit_summary(s.route, s.alert, pending, kind="throttle")
+                if not send:
+                    m.inc("throttled_total", {"route": route.name})
+                    out["throttled_by"].append(route.name)
+                    continue
             if route.to:
                 m.inc("routed_total", {"route": route.name})
             elif route is self.table.default:
@@ -285,11 +294,11 @@ class Forwarder:
                     out["destinations"].append(dname)
         return out
 
-    def _emit_summary(self, route_name: str, alert: dict, pending: list) -> None:
+    def _emit_summary(self, route_name: str, alert: dict, pending: list, kind: str = "dedup") -> None:
         route = next((r for r in self.table.all_routes() if r.name == route_name), None)
         if route is None:
             return
-        self.metrics.inc("dedup_summaries_total", {"route": route_name})
+        self.metrics.inc(f"{kind}_summaries_total", {"route": route_name})
         key = idempotency_key(alert)
         for dname in route.to:
             self._submit(dname, alert, key, "summary", route_name, pending)
@@ -464,6 +473,8 @@ class Forwarder:
             pending: list = []
             for s in self.dedup.expire():
                 self._emit_summary(s.route, s.alert, pending)
+            for s in self.throttle.expire():
+                self._emit_summary(s.route, s.alert, pending, kind="throttle")
             self._commit(pending)
             self._enqueue_due()
         finally:
@@ -551,7 +562,9 @@ class Forwarder:
             dests[name] = info
         routes = [{"name": r.name, "at": r.where, "matchers": [m.text for m in r.matchers], "to": r.to,
                    "continue": r.cont, "dedup": ({"window_s": r.dedup.window, "key": list(r.dedup.key)}
-                                                 if r.dedup else None)} for r in self.table.all_routes()]
+                                                 if r.dedup else None),
+                   "throttle": ({"max": r.throttle.max, "window_s": r.throttle.window} if r.throttle else None)}
+                  for r in self.table.all_routes()]
         problems = [f"destination {n} is backing off after failures" for n, d in dests.items()
                     if d["state"] == "backing_off"]
         oldest = self.spool.oldest_age()

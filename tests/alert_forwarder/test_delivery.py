@@ -446,3 +446,20 @@ def test_spooled_deliveries_for_a_removed_destination_are_dropped_at_start(make_
         assert metric(third, "dropped_total", destination="hook", reason="unknown_destination") == 1
     finally:
         third.close()
+
+
+def test_throttled_route_delivers_max_then_a_digest(make_fwd, receiver, h):
+    r = receiver()
+    now = [1_800_000_000.0]
+    f = make_fwd(hook_routes(route_extra=", throttle: {max: 2, window: 30s}"), {"hook": {"url": r.url}},
+                 clock=lambda: now[0])
+    out = f.ingest([h.falco_alert(**{"k8s.pod.name": f"p{i}"}) for i in range(5)])
+    assert [a["throttled_by"] for a in out["alerts"]] == [[], [], ["all"], ["all"], ["all"]]
+    r.wait_for(2)
+    now[0] += 30
+    f.tick()
+    reqs = r.wait_for(3)
+    digest = reqs[2].json()
+    assert digest["rule"] == "edgeguard: route all throttled"
+    assert digest["output_fields"]["edgeguard.suppressed"] == 3
+    assert metric(f, "throttled_total", route="all") == 3 and metric(f, "throttle_summaries_total", route="all") == 1

@@ -60,6 +60,10 @@ DESTS = "destinations: {a: {type: console}, b: {type: console}, c: {type: consol
     ("routes:\n  - {name: same, to: [a]}\n  - {name: same, to: [b]}\n" + DESTS, "routes[1].name", "already used"),
     ("default: {to: [zz]}\n" + DESTS, "default.to[0]", "unknown destination"),
     ("routs: []\n", "routs", "unknown top-level key"),
+    ("routes:\n  - to: [a]\n    throttle: {max: 0, window: 1m}\n" + DESTS, "routes[0].throttle.max", ">= 1"),
+    ("routes:\n  - to: [a]\n    throttle: {max: 5}\n" + DESTS, "routes[0].throttle", "'window' is required"),
+    ("default: {to: [a], throttle: {max: 5, window: 1m, burst: 2}}\n" + DESTS, "default.throttle.burst",
+     "unknown key"),
 ])
 def test_bad_routes_name_the_exact_place(doc, where, problem):
     with pytest.raises(RoutesError) as ei:
