@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import config
 from .falco.alert import PRIORITIES, priority_number
 
 DESTINATION_TYPES = ("console", "slack", "teams", "discord", "webhook", "openfaas")
@@ -62,23 +63,12 @@ class RoutesError(ValueError):
 
 # ----------------------------------------------------------------------------- durations
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
 def parse_duration(value: Any, where: str) -> float:
-    """Seconds from ``30``, ``2.5``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``."""
-    if isinstance(value, bool):
-        raise RoutesError(where, f"expected a duration like 30s or 5m, got {value!r}")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise RoutesError(where, f"duration must not be negative, got {value!r}")
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNIT[m.group(2)]
-    raise RoutesError(where, f"expected a duration like 30s or 5m, got {value!r}")
+    """Seconds from ``30``, ``2.5``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h30m"`` (edgeguard's one parser)."""
+    try:
+        return config.parse_duration(value, where)
+    except config.ConfigError:
+        raise RoutesError(where, f"expected a duration like 30s, 5m or 1h30m, got {value!r}") from None
 
 
 # ----------------------------------------------------------------------------- matchers

@@ -19,7 +19,7 @@ from typing import Callable
 
 from .dedup import Deduper, Throttler
 from .destinations import Result, idempotency_key, make_sender
-from .edgeguard import log
+from .edgeguard import config, log
 from .edgeguard.falco.alert import priority_number
 from .edgeguard.routes import RouteTable, resolve_destinations
 from .metrics import Metrics
@@ -552,8 +552,10 @@ class Forwarder:
             if d.disabled_reason:
                 info["disabled_reason"] = d.disabled_reason
             if d.opts["type"] == "openfaas":
-                info.update(function=d.opts["function"], async_=d.opts.get("async", True),
-                            token_secret=d.opts.get("token_secret"), callback=bool(d.opts.get("callback_url")))
+                ts = d.opts.get("token_secret")
+                info.update(function=d.opts["function"], async_=d.opts.get("async", True), token_secret=ts,
+                            token_configured=bool(d.opts.get("token")) or bool(ts and config.read_secret(ts)),
+                            callback=bool(d.opts.get("callback_url")))
             if d.opts["type"] == "webhook":
                 info.update(body=d.opts.get("body", "alert"), signed=bool(d.opts.get("hmac_key")),
                             custom_ca=d.opts.get("ca_cert") is not None or d.opts.get("ca_file") is not None,

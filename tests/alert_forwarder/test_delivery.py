@@ -463,3 +463,23 @@ def test_throttled_route_delivers_max_then_a_digest(make_fwd, receiver, h):
     assert digest["rule"] == "edgeguard: route all throttled"
     assert digest["output_fields"]["edgeguard.suppressed"] == 3
     assert metric(f, "throttled_total", route="all") == 3 and metric(f, "throttle_summaries_total", route="all") == 1
+
+
+def test_openfaas_destination_without_its_token_secret_keeps_the_alert_spooled(make_fwd, receiver, h, tmp_path,
+                                                                              monkeypatch):
+    gw = receiver()
+    monkeypatch.setenv("gateway_url", gw.url)
+    monkeypatch.setenv("EDGEGUARD_SECRETS_DIR", str(tmp_path / "no-secrets"))
+    f = make_fwd("""
+    destinations:
+      scrub: {type: openfaas, function: configmap-secret-scrubber, token_secret: configmap-secret-scrubber-token,
+              retries: 0}
+    routes:
+      - {to: [scrub]}
+    """, tick_interval=3600)
+    assert f.status()["destinations"]["scrub"]["token_configured"] is False
+    f.ingest([h.falco_alert()])
+    h.wait_until(lambda: metric(f, "spooled_total", destination="scrub") == 1)
+    assert gw.requests == []  # never called unauthenticated
+    [e] = f.spool.snapshot()
+    assert "configmap-secret-scrubber-token" in e.last_error
