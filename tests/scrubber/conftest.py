@@ -7,12 +7,7 @@ import json
 import pytest
 import yaml
 
-try:
-    from tests.kubeemu.fixtures import kube_emulator  # noqa: F401  (re-exported fixture)
-except ImportError:  # the emulator lands on main separately; until then these tests skip, loudly
-    @pytest.fixture
-    def kube_emulator():
-        pytest.skip("local.kubeemu (the Kubernetes API emulator) is not on this branch yet")
+from tests.kubeemu.fixtures import kube_emulator  # noqa: F401  (re-exported fixture)
 
 TOKEN = "scrubber-test-token-0123456789"
 FN = "configmap-secret-scrubber"

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+import kubernetes_validate
 import yaml
+
+from local.kubeemu import KubeEmulator
 
 from .conftest import FN, TOKEN, bare_pod, configmap, deployment, pod_spec, workload
 
@@ -26,7 +28,6 @@ def granted() -> set[tuple[str, str]]:
 
 
 def test_manifest_is_valid_and_binds_the_role_to_the_function_service_account():
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
     kinds = {d["kind"]: d for d in docs()}
     assert set(kinds) == {"ServiceAccount", "Secret", "ClusterRole", "ClusterRoleBinding"}
     for d in docs():
@@ -50,8 +51,7 @@ def _resource_of(path: str) -> str:
 
 
 def test_function_works_with_exactly_the_granted_verbs_and_uses_all_of_them(load_function, call):
-    kubeemu = pytest.importorskip("local.kubeemu")
-    emu = kubeemu.KubeEmulator(rbac=True)
+    emu = KubeEmulator(rbac=True)
     emu.start()
     try:
         for d in docs():
@@ -100,14 +100,13 @@ IMMUTABLE = MANIFEST.with_name("configmap-secret-scrubber-immutable.yaml")
 
 
 def test_immutable_opt_in_needs_exactly_the_extra_create_and_delete(load_function, call):
-    kubeemu = pytest.importorskip("local.kubeemu")
     extra_docs = [d for d in yaml.safe_load_all(IMMUTABLE.read_text()) if d]
     (extra_role,) = [d for d in extra_docs if d["kind"] == "ClusterRole"]
     extra = {(v, r) for rule in extra_role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert extra == {("create", "configmaps"), ("delete", "configmaps")}
     env = {"mode": "move", "allow_immutable": "true", "rollout_poll_seconds": "0.02", "rate_limit_per_minute": "1000"}
     for with_extra in (False, True):
-        emu = kubeemu.KubeEmulator(rbac=True)
+        emu = KubeEmulator(rbac=True)
         emu.start()
         try:
             for d in docs() + (extra_docs if with_extra else []):
