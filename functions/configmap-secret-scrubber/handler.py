@@ -45,6 +45,7 @@ class Limits:
         self.max_moves = config.env_int("max_moves_per_run", 10, minimum=0)
         self.rules = set(_csv("trigger_rules")) or set(DEFAULT_RULES)
         self.max_body = config.env_int("max_body_bytes", 1048576, minimum=1024)
+        self.rate_per_minute = config.env_int("rate_limit_per_minute", 30, minimum=1)
 
     def allowed(self, ns: str) -> bool:
         if ns in self.deny:
@@ -250,11 +251,7 @@ def handle(event, context):
         limits = Limits()
     except config.ConfigError as err:
         raise http.HTTPError(500, f"misconfigured: {err}") from None
-    per_minute = config.env_int("rate_limit_per_minute", 30, minimum=1)
-    wait = _rate.take(per_minute)
-    if wait:
-        raise http.HTTPError(429, "rate limit reached; retry later", headers={"Retry-After": str(int(wait) + 1)},
-                             limit_per_minute=per_minute)
+    # validate before taking a rate token: a malformed request must not use up a legitimate caller's budget
     if method == "GET":
         target = _target_from_query(event)
         mode, trigger = "report", "get"
@@ -273,6 +270,10 @@ def handle(event, context):
             target = _target_from_request(doc)
             trigger = "request"
             mode = "report" if doc.get("dry_run") else limits.mode
+    wait = _rate.take(limits.rate_per_minute)
+    if wait:
+        raise http.HTTPError(429, "rate limit reached; retry later", headers={"Retry-After": str(int(wait) + 1)},
+                             limit_per_minute=limits.rate_per_minute)
     try:
         if mode == "move":
             with _move_lock:

@@ -365,6 +365,18 @@ def test_rate_limit_answers_429_with_retry_after(scrubber_fn, call, kube_emulato
     assert status == 429 and int(resp["headers"]["Retry-After"]) >= 1
 
 
+def test_malformed_requests_and_ignored_alerts_do_not_use_up_the_rate_limit(scrubber_fn, call, kube_emulator):
+    mod = scrubber_fn(rate_limit_per_minute="1")
+    for _ in range(3):
+        assert call(mod, "POST", raw=b"{not json")[0] == 400
+        assert call(mod, "POST", {"namespace": "Demo_NS"})[0] == 400
+        assert call(mod, "GET", query={"name": "../x"})[0] == 400
+        assert call(mod, "POST", dict(alert("aws-creds", "demo"), rule="Some Other Rule"))[1]["ignored"] is True
+    assert call(mod, "GET", query={"namespace": "demo"})[0] == 200  # the one token is still there
+    status, _, resp = call(mod, "GET", query={"namespace": "demo"})
+    assert status == 429 and int(resp["headers"]["Retry-After"]) >= 1
+
+
 def test_api_forbidden_is_reported_without_changes(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
     kube_emulator.deny("list", "deployments", namespace="demo")
