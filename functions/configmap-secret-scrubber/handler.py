@@ -5,11 +5,12 @@ alert-forwarder; a JSON request ``{"namespace","name"}``, ``{"namespace"}`` or
 ``{"all_namespaces": true}``; ``GET`` with the same query parameters returns a
 report and changes nothing. Default mode is ``report``; ``mode=move`` moves the
 high-confidence keys (see remediate.py for the order of steps).
-The answer and the logs carry key names, detector ids and keyed fingerprints,
-never a value.
+The answer and the logs carry key names, detector ids and fingerprints keyed
+with the function's own secret (never the caller token), never a value.
 """
 from __future__ import annotations
 
+import hmac
 import re
 import threading
 import time
@@ -21,6 +22,10 @@ from .remediate import Scrubber, Settings
 
 TOKEN_SECRET = "configmap-secret-scrubber-token"
 KUBECONFIG_SECRET = "configmap-secret-scrubber-kubeconfig"
+# Its own key: the caller token is shared with alert-forwarder, and whoever holds the HMAC key
+# can test password guesses against a fingerprint offline.
+FINGERPRINT_SECRET = "configmap-secret-scrubber-fingerprint-key"
+MIN_FINGERPRINT_KEY_BYTES = 16
 DEFAULT_RULES = ("Create/Modify Configmap With Private Credentials",)
 DEFAULT_REPORT_ONLY = "kube-system,kube-public,kube-node-lease"
 
@@ -86,10 +91,26 @@ _rate = RateLimiter()
 _move_lock = threading.Lock()
 
 
-def _scrubber(limits: Limits) -> Scrubber:
+def _fingerprint_key() -> bytes:
+    """The HMAC key for fingerprints; 503 (fail closed) when it is missing, short or the caller token."""
+    key = (config.read_secret_bytes(FINGERPRINT_SECRET) or b"").strip()
+    if not key:
+        raise http.HTTPError(503, f"secret '{FINGERPRINT_SECRET}' is missing or empty; value fingerprints "
+                                  "are keyed with it and there is no fallback key")
+    log.register_secret(key.decode("utf-8", "replace"))
+    if len(key) < MIN_FINGERPRINT_KEY_BYTES:
+        raise http.HTTPError(503, f"secret '{FINGERPRINT_SECRET}' is shorter than {MIN_FINGERPRINT_KEY_BYTES} "
+                                  "bytes; use a random value (e.g. openssl rand -hex 32)")
+    token = (config.read_secret_bytes(TOKEN_SECRET) or b"").strip()
+    if hmac.compare_digest(key, token):
+        raise http.HTTPError(503, f"secret '{FINGERPRINT_SECRET}' must not equal the caller token "
+                                  f"'{TOKEN_SECRET}' (other functions hold that one)")
+    return key
+
+
+def _scrubber(limits: Limits, fingerprint_key: bytes) -> Scrubber:
     api = kube.api_client(KUBECONFIG_SECRET)
     k = Kube(api, timeout=config.env_float("kube_timeout_seconds", 10.0))
-    key = config.read_secret_bytes(TOKEN_SECRET) or b""
     settings = Settings(
         mode=limits.mode,
         secret_name_template=config.env_str("secret_name_template", "{configmap}-credentials"),
@@ -102,7 +123,7 @@ def _scrubber(limits: Limits) -> Scrubber:
     for t in ("secret_name_template", "replacement_name_template"):
         if "{configmap}" not in getattr(settings, t):
             raise config.ConfigError(f"{t} must contain {{configmap}}")
-    return Scrubber(k, Detector(key.strip()), settings)
+    return Scrubber(k, Detector(fingerprint_key), settings)
 
 
 # --- request parsing -----------------------------------------------------------------------------
@@ -170,8 +191,8 @@ def _target_from_query(event) -> dict:
 
 # --- the run ---------------------------------------------------------------------------------------
 
-def _run(target: dict, mode: str, limits: Limits, trigger: str) -> dict:
-    scrubber = _scrubber(limits)
+def _run(target: dict, mode: str, limits: Limits, trigger: str, fingerprint_key: bytes) -> dict:
+    scrubber = _scrubber(limits, fingerprint_key)
     k = scrubber.kube
     result = {"mode": mode, "trigger": trigger, "target": target, "configmaps": [], "errors": []}
     # candidates: (namespace, name); each ConfigMap is read again when it is processed
@@ -270,6 +291,7 @@ def handle(event, context):
             target = _target_from_request(doc)
             trigger = "request"
             mode = "report" if doc.get("dry_run") else limits.mode
+    fingerprint_key = _fingerprint_key()
     wait = _rate.take(limits.rate_per_minute)
     if wait:
         raise http.HTTPError(429, "rate limit reached; retry later", headers={"Retry-After": str(int(wait) + 1)},
@@ -277,9 +299,9 @@ def handle(event, context):
     try:
         if mode == "move":
             with _move_lock:
-                result = _run(target, mode, limits, trigger)
+                result = _run(target, mode, limits, trigger, fingerprint_key)
         else:
-            result = _run(target, mode, limits, trigger)
+            result = _run(target, mode, limits, trigger, fingerprint_key)
     except kube.KubeConfigError as err:
         raise http.HTTPError(503, str(err)) from None
     except config.ConfigError as err:

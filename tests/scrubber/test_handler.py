@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 
 import pytest
 
-from .conftest import TOKEN, bare_pod, configmap, deployment, pod_spec, workload, writes
+from .conftest import FINGERPRINT_KEY, TOKEN, bare_pod, configmap, deployment, pod_spec, workload, writes
 
 SEED_VALUE = "AKES20LNOA"
 CREDS = {"DB_PASSWORD": "IfWqrAz2KrHhSyrntT1L", "GITHUB_TOKEN": "ghp_DcArQZclrjt92jX1DcKyWwFvL0DEcY7E30M4",
@@ -106,6 +108,40 @@ def test_get_reports_key_names_detectors_and_fingerprints_and_changes_nothing(sc
     assert {c["name"] for c in body["configmaps"]} == {"app-env", "aws-creds"}
     assert_no_values(resp["body"])
     assert writes(kube_emulator) == []
+
+
+def test_fingerprints_are_keyed_with_the_dedicated_secret_not_the_bearer_token(scrubber_fn, call, kube_emulator):
+    kube_emulator.seed(configmap("app-env", CREDS))
+    status, body, _ = call(scrubber_fn(), "GET", query={"namespace": "demo", "name": "app-env"})
+    fp = {k["key"]: k["fingerprint"] for k in body["configmaps"][0]["keys"]}["DB_PASSWORD"]
+    value = CREDS["DB_PASSWORD"].encode()
+    assert fp == "hmac-sha256:" + hmac.new(FINGERPRINT_KEY.encode(), value, hashlib.sha256).hexdigest()[:12]
+    for guess_key in (TOKEN.encode(), b"configmap-secret-scrubber"):  # the caller token, the old public fallback
+        assert fp != "hmac-sha256:" + hmac.new(guess_key, value, hashlib.sha256).hexdigest()[:12]
+
+
+@pytest.mark.parametrize("key,fragment", [
+    (None, "missing or empty"),
+    ("\n", "missing or empty"),
+    ("short-key", "shorter than 16 bytes"),
+    (TOKEN + "\n", "must not equal the caller token"),
+])
+def test_fingerprint_key_missing_empty_short_or_equal_to_the_token_fails_closed_with_503(
+        load_function, call, kube_emulator, key, fragment):
+    import yaml
+    seed_aws(kube_emulator)
+    secrets = {"configmap-secret-scrubber-token": TOKEN,
+               "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())}
+    if key is not None:
+        secrets["configmap-secret-scrubber-fingerprint-key"] = key
+    mod = load_function("configmap-secret-scrubber", env={"mode": "move", "rate_limit_per_minute": "1000"},
+                        secrets=secrets)
+    for method, body, query in (("GET", None, {"namespace": "demo"}), ("POST", alert("aws-creds", "demo"), None)):
+        status, answer, resp = call(mod, method, body, query=query)
+        assert status == 503 and "configmap-secret-scrubber-fingerprint-key" in answer["error"], answer
+        assert fragment in answer["error"]
+        assert TOKEN not in resp["body"]
+    assert kube_emulator.requests == []
 
 
 def test_default_mode_is_report(scrubber_fn, call, kube_emulator):
@@ -501,7 +537,8 @@ def test_large_sweeps_are_listed_page_by_page(scrubber_fn, call, kube_emulator):
 def test_without_kubernetes_credentials_the_answer_is_503_not_a_crash(load_function, call, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     mod = load_function("configmap-secret-scrubber", env={"rate_limit_per_minute": "1000"},
-                        secrets={"configmap-secret-scrubber-token": TOKEN})
+                        secrets={"configmap-secret-scrubber-token": TOKEN,
+                                 "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY})
     status, body, _ = call(mod, "GET", query={"namespace": "demo"})
     assert status == 503 and "configmap-secret-scrubber-kubeconfig" in body["error"]
 

@@ -13,7 +13,7 @@ import yaml
 
 from local.kubeemu import KubeEmulator
 
-from .conftest import FN, TOKEN, bare_pod, configmap, deployment, pod_spec, workload
+from .conftest import FINGERPRINT_KEY, FN, TOKEN, bare_pod, configmap, deployment, pod_spec, workload
 
 MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "configmap-secret-scrubber.yaml"
 
@@ -60,7 +60,7 @@ def test_function_works_with_exactly_the_granted_verbs_and_uses_all_of_them(load
         token = emu.service_account_token("openfaas-fn", "configmap-secret-scrubber")
         mod = load_function(FN, env={"mode": "move", "rollout_poll_seconds": "0.02", "rollout_timeout_seconds": "3",
                                      "rate_limit_per_minute": "1000"},
-                            secrets={"configmap-secret-scrubber-token": TOKEN,
+                            secrets={"configmap-secret-scrubber-token": TOKEN,"configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
                                      "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(
                                          emu.kubeconfig_dict(user_token=token))})
         # every consumer kind, moved
@@ -115,6 +115,7 @@ def test_immutable_opt_in_needs_exactly_the_extra_create_and_delete(load_functio
             token = emu.service_account_token("openfaas-fn", "configmap-secret-scrubber")
             mod = load_function(FN, env=env, secrets={
                 "configmap-secret-scrubber-token": TOKEN,
+                "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
                 "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(emu.kubeconfig_dict(user_token=token))})
             emu.seed(configmap("aws-creds", {"aws_access_key_id": "AKES20LNOA", "region": "x"}, immutable=True))
             emu.seed(deployment(spec=pod_spec(env=True, env_from=True)))
