@@ -27,7 +27,9 @@ KUBECONFIG_SECRET = "configmap-secret-scrubber-kubeconfig"
 FINGERPRINT_SECRET = "configmap-secret-scrubber-fingerprint-key"
 MIN_FINGERPRINT_KEY_BYTES = 16
 DEFAULT_RULES = ("Create/Modify Configmap With Private Credentials",)
-DEFAULT_REPORT_ONLY = "kube-system,kube-public,kube-node-lease"
+# Also enforced by RBAC: the write Role is never bound in these (deploy/rbac/configmap-secret-scrubber-namespace.yaml).
+# openfaas-fn holds every function's OpenFaaS secrets.
+DEFAULT_REPORT_ONLY = "kube-system,kube-public,kube-node-lease,openfaas,openfaas-fn"
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -189,6 +191,13 @@ def _target_from_query(event) -> dict:
     return _target_from_request(doc)
 
 
+def _write_refused(err: KubeError) -> bool:
+    """A 403 on a call the per-namespace Role grants (cluster-wide reads are list, and get on ConfigMaps)."""
+    if err.status != 403 or err.verb == "list":
+        return False
+    return not (err.verb == "get" and err.what.startswith("ConfigMap "))
+
+
 # --- the run ---------------------------------------------------------------------------------------
 
 def _run(target: dict, mode: str, limits: Limits, trigger: str, fingerprint_key: bytes) -> dict:
@@ -240,9 +249,14 @@ def _run(target: dict, mode: str, limits: Limits, trigger: str, fingerprint_key:
         except KubeError as err:
             out = None
             statuses["error"] = statuses.get("error", 0) + 1
+            reason = f"Kubernetes API: {err.verb} {err.what}: {err.status or 'no response'}"
+            if _write_refused(err):
+                reason += (f"; the scrubber may not write in namespace {ns}: apply "
+                           "deploy/rbac/configmap-secret-scrubber-namespace.yaml there (and "
+                           "configmap-secret-scrubber-immutable.yaml for allow_immutable), or list it in "
+                           "report_only_namespaces")
             result["configmaps"].append({"namespace": ns, "name": name, "status": "error",
-                                         "reasons": [f"Kubernetes API: {err.verb} {err.what}: "
-                                                     f"{err.status or 'no response'}"],
+                                         "reasons": [reason],
                                          "note": "stopped safely; every value is still in the ConfigMap or the Secret; re-run"})
             log.warning("configmap.error", namespace=ns, configmap=name, verb=err.verb, what=err.what,
                         status=err.status)

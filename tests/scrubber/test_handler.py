@@ -401,6 +401,15 @@ def test_rate_limit_answers_429_with_retry_after(scrubber_fn, call, kube_emulato
     assert status == 429 and int(resp["headers"]["Retry-After"]) >= 1
 
 
+@pytest.mark.parametrize("ns", ["kube-system", "kube-public", "kube-node-lease", "openfaas", "openfaas-fn"])
+def test_system_and_openfaas_namespaces_are_report_only_by_default(scrubber_fn, call, kube_emulator, ns):
+    seed_aws(kube_emulator, ns=ns)
+    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": ns, "name": "aws-creds"})
+    (cm,) = body["configmaps"]
+    assert cm["status"] == "would_move" and "report-only" in cm["reasons"][0], cm
+    assert writes(kube_emulator) == []
+
+
 def test_malformed_requests_and_ignored_alerts_do_not_use_up_the_rate_limit(scrubber_fn, call, kube_emulator):
     mod = scrubber_fn(rate_limit_per_minute="1")
     for _ in range(3):
