@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -106,3 +107,34 @@ def env_bool(name: str, default: bool) -> bool:
 def gateway_url() -> str:
     """Base URL of the OpenFaaS gateway as seen from inside a function pod."""
     return env_str("gateway_url", "http://gateway.openfaas.svc.cluster.local:8080").rstrip("/")
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value, name: str = "duration") -> float:
+    """Seconds from ``30``, ``2.5``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"2d"``.
+
+    The forms of Go's durations that OpenFaaS users already write (exec_timeout,
+    schedule windows), plus bare numbers meaning seconds. Negative or empty is an error.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is not a duration like 30s, 5m or 1h30m")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ConfigError(f"{name}={value!r} must not be negative")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            return float(text)
+        parts = _DURATION_PART.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    raise ConfigError(f"{name}={value!r} is not a duration like 30s, 5m or 1h30m")
+
+
+def env_duration(name: str, default) -> float:
+    raw = os.environ.get(name)
+    return parse_duration(default if raw is None or raw == "" else raw, name)

@@ -20,7 +20,8 @@ def invoke(function: str, body: bytes | str, *, token_secret: str | None = None,
     """POST ``body`` to ``/function/<name>`` or ``/async-function/<name>``.
 
     ``token_secret`` names the OpenFaaS secret holding the callee's bearer token.
-    Raises ``requests.RequestException`` on transport failure; HTTP errors are returned.
+    Raises ``requests.RequestException`` on transport failure and ``config.ConfigError``
+    when the named token secret is missing; HTTP errors are returned.
     """
     import requests  # runtime dependency of every function
 
@@ -31,8 +32,10 @@ def invoke(function: str, body: bytes | str, *, token_secret: str | None = None,
         hdrs.update(headers)
     if token_secret:
         token = config.read_secret(token_secret)
-        if token:
-            hdrs["Authorization"] = f"Bearer {token}"
+        if not token:
+            # Sending the call unauthenticated would only earn a 401 that looks like the callee's fault.
+            raise config.ConfigError(f"OpenFaaS secret '{token_secret}' (the token for {function}) is missing or empty")
+        hdrs["Authorization"] = f"Bearer {token}"
     if callback_url:
         hdrs["X-Callback-Url"] = callback_url
     data = body.encode("utf-8") if isinstance(body, str) else body

@@ -128,13 +128,20 @@ def parse_json(event, *, max_bytes: int, allow_ndjson: bool = False, allow_empty
     return _loads(text, "")
 
 
+def _reject_constant(name: str):
+    # Python's json accepts NaN/Infinity, which are not JSON: passed on, they break every receiver.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _loads(text: str, where: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise HTTPError(400, f"{where}invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise HTTPError(400, f"{where}invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer over Python's 4300-digit conversion limit
+        raise HTTPError(400, f"{where}invalid JSON: {str(exc)[:120]}") from None
 
 
 def require_method(event, allowed: Iterable[str]) -> str:

@@ -4,53 +4,96 @@ OpenFaaS CE ignores ``com.openfaas.serviceaccount``, so each such function gets 
 dedicated ServiceAccount's kubeconfig as an OpenFaaS secret (bootstrap creates
 it). Without it, in-cluster config is the fallback. ``kubernetes`` is imported
 here lazily: it costs ~45 MB RSS and most requests never need it.
+
+The client is rebuilt when the secret's content changes, so a rotated or
+re-issued ServiceAccount credential takes effect without a pod restart.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 
 import yaml
 
-from . import config
+from . import config, log
 
-_clients: dict[str, object] = {}
+_clients: dict[str, tuple[str, object]] = {}
 _lock = threading.Lock()
+_IN_CLUSTER = "in-cluster"
 
 
 class KubeConfigError(RuntimeError):
-    pass
+    """The function has no usable Kubernetes credentials; the message names the secret, never its content."""
+
+
+def load_kubeconfig(kubeconfig_secret: str) -> dict | None:
+    """The kubeconfig mapping stored in the named secret, or None when the secret is absent or empty.
+
+    Credentials inside it are registered with the log redactor. A kubeconfig that
+    turns TLS verification off is refused: the API server's identity must be checked.
+    """
+    raw = config.read_secret_bytes(kubeconfig_secret)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        doc = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise KubeConfigError(f"secret '{kubeconfig_secret}' is not valid YAML") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("clusters"), list) or not isinstance(doc.get("users"), list):
+        raise KubeConfigError(f"secret '{kubeconfig_secret}' is not a kubeconfig (needs clusters and users lists)")
+    for entry in doc["users"]:
+        user = (entry or {}).get("user") or {} if isinstance(entry, dict) else {}
+        for key in ("token", "client-key-data", "password"):
+            if isinstance(user.get(key), str):
+                log.register_secret(user[key])
+    for entry in doc["clusters"]:
+        cluster = (entry or {}).get("cluster") or {} if isinstance(entry, dict) else {}
+        if cluster.get("insecure-skip-tls-verify"):
+            raise KubeConfigError(f"secret '{kubeconfig_secret}' sets insecure-skip-tls-verify; "
+                                  "give it the cluster's certificate-authority-data instead")
+    return doc
 
 
 def api_client(kubeconfig_secret: str):
-    """A cached ``kubernetes.client.ApiClient`` built from the named secret, else in-cluster config."""
+    """A ``kubernetes.client.ApiClient`` from the named secret, else in-cluster config.
+
+    Cached per secret and rebuilt when the secret's bytes change. Raises
+    KubeConfigError (never a library exception) when no client can be built.
+    """
+    raw = config.read_secret_bytes(kubeconfig_secret)
+    fingerprint = hashlib.sha256(raw).hexdigest() if raw and raw.strip() else _IN_CLUSTER
     with _lock:
-        client = _clients.get(kubeconfig_secret)
-        if client is None:
-            client = _clients[kubeconfig_secret] = _build(kubeconfig_secret)
+        cached = _clients.get(kubeconfig_secret)
+        if cached and cached[0] == fingerprint:
+            return cached[1]
+        client = _build(kubeconfig_secret, fingerprint)
+        _clients[kubeconfig_secret] = (fingerprint, client)
         return client
 
 
 def reset() -> None:
-    """Forget cached clients (tests, rotated credentials)."""
+    """Forget cached clients."""
     with _lock:
         _clients.clear()
 
 
-def _build(kubeconfig_secret: str):
+def _build(kubeconfig_secret: str, fingerprint: str):
     from kubernetes import client, config as kconfig
 
-    raw = config.read_secret_bytes(kubeconfig_secret)
-    if raw is not None and raw.strip():
+    if fingerprint != _IN_CLUSTER:
+        doc = load_kubeconfig(kubeconfig_secret)
         try:
-            doc = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise KubeConfigError(f"secret '{kubeconfig_secret}' is not a valid kubeconfig: {exc.__class__.__name__}") from None
-        if not isinstance(doc, dict):
-            raise KubeConfigError(f"secret '{kubeconfig_secret}' is not a kubeconfig mapping")
-        return kconfig.new_client_from_config_dict(doc)
+            return kconfig.new_client_from_config_dict(doc)
+        except Exception as exc:  # ConfigException, binascii.Error, AttributeError... all mean "unusable"
+            # The library's message can quote the file; name only the secret and the kind of failure.
+            raise KubeConfigError(f"secret '{kubeconfig_secret}' is not a usable kubeconfig "
+                                  f"({type(exc).__name__})") from None
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        kconfig.load_incluster_config()
+        try:
+            kconfig.load_incluster_config()
+        except Exception as exc:
+            raise KubeConfigError(f"in-cluster Kubernetes config failed ({type(exc).__name__})") from None
         return client.ApiClient()
     raise KubeConfigError(
         f"no Kubernetes credentials: mount the OpenFaaS secret '{kubeconfig_secret}' or run in-cluster")

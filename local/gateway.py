@@ -23,7 +23,6 @@ import base64
 import hmac
 import os
 import queue
-import re
 import secrets as pysecrets
 import signal
 import socket
@@ -36,6 +35,8 @@ from pathlib import Path
 
 import requests
 import yaml
+
+from edgeguard import config
 
 from . import buildctx, stackfile
 
@@ -53,14 +54,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _duration_seconds(text: str, default: float) -> float:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text or "")
-    if not m:
-        return default
-    value, unit = float(m.group(1)), m.group(2) or "s"
-    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
 
 
 def _die_with_parent() -> None:
@@ -113,7 +106,7 @@ class FunctionProcess:
         self.echo_logs = echo_logs
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
-        self.exec_timeout = _duration_seconds(fn.environment.get("exec_timeout", ""), 30.0)
+        self.exec_timeout = config.parse_duration(fn.environment.get("exec_timeout") or "30s", "exec_timeout")
         self.invocations = 0
 
     @property

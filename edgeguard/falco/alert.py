@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import math
 import os
 import re
 import socket
@@ -71,8 +72,11 @@ def default_hostname() -> str:
 
 
 def dumps(obj: dict) -> str:
-    """Serialise like Falco's nlohmann ``dump()``: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Serialise like Falco's nlohmann ``dump()``: sorted keys, no spaces, UTF-8 kept.
+
+    NaN and Infinity raise ValueError: they are not JSON and no receiver would take them.
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 @dataclass
@@ -108,6 +112,18 @@ def make_alert(*, rule: str, priority: str, output: str, time_ns: int, source: s
                  tags=sorted(set(tags)), output_fields=dict(output_fields or {}))
 
 
+def _finite(value, depth: int = 0) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth > 32:
+        return True
+    if isinstance(value, dict):
+        return all(_finite(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v, depth + 1) for v in value)
+    return True
+
+
 _KNOWN = {"rule", "priority", "output", "time", "source", "hostname", "tags", "output_fields"}
 
 
@@ -138,6 +154,8 @@ def parse_alert(obj: Any) -> Alert:
         fields = {}
     if not isinstance(fields, dict):
         raise ValueError("alert key 'output_fields' must be an object")
+    if not _finite(fields):
+        raise ValueError("alert key 'output_fields' holds NaN or Infinity, which JSON cannot carry")
     extra = {k: v for k, v in obj.items() if k not in _KNOWN}
     return Alert(rule=obj["rule"], priority=priority, output=obj["output"], time=obj["time"], source=source,
                  hostname=hostname, tags=list(tags), output_fields=fields, extra=extra)

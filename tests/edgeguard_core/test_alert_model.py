@@ -62,3 +62,11 @@ def test_hostname_follows_falcos_environment_order(monkeypatch):
 def test_parse_alert_names_the_problem(obj, words):
     with pytest.raises(ValueError, match=words):
         alert.parse_alert(obj)
+
+
+def test_non_finite_numbers_are_refused_on_the_way_in_and_out():
+    good = {"rule": "r", "priority": "Warning", "output": "o", "time": "2024-05-01T10:11:12Z"}
+    with pytest.raises(ValueError, match="NaN or Infinity"):
+        alert.parse_alert({**good, "output_fields": {"n": {"deep": [float("nan")]}}})
+    with pytest.raises(ValueError):
+        alert.dumps({"n": float("inf")})

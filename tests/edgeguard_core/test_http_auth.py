@@ -155,3 +155,26 @@ def test_env_parsing_errors_name_the_variable(monkeypatch):
         config.env_bool("X_BOOL", False)
     monkeypatch.setenv("X_BOOL", "TRUE")
     assert config.env_bool("X_BOOL", False) is True
+
+
+@pytest.mark.parametrize("body,words", [
+    (b'{"a": ' + b"1" * 5000 + b"}", "invalid JSON"),  # over Python's int conversion limit: ValueError, not JSONDecodeError
+    (b'{"a": NaN}', "NaN is not valid JSON"),
+    (b'[Infinity]', "Infinity is not valid JSON"),
+    (b'{"a": -Infinity}', "-Infinity is not valid JSON"),
+])
+def test_values_json_cannot_carry_are_400_not_500(body, words):
+    with pytest.raises(http.HTTPError) as e:
+        http.parse_json(ev(body), max_bytes=10_000)
+    assert e.value.status == 400 and words in e.value.reason
+
+
+def test_invoke_refuses_to_call_unauthenticated_when_the_token_secret_is_missing(secret_dir, monkeypatch):
+    from edgeguard import gateway
+
+    class Boom:
+        def post(self, *a, **kw):
+            raise AssertionError("no request may be sent without the callee's token")
+
+    with pytest.raises(config.ConfigError, match="absent-token"):
+        gateway.invoke("alert-forwarder", b"[]", token_secret="absent-token", session=Boom())
