@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from tests.kubeemu.fixtures import kube_emulator  # noqa: F401  (re-exported fixture)
+from tests.kubeemu.fixtures import kube_emulator, kube_emulator_factory  # noqa: F401  (re-exported fixtures)
 
 TOKEN = "scrubber-test-token-0123456789"
 FINGERPRINT_KEY = "scrubber-fingerprint-key-9f8e7d6c5b4a"

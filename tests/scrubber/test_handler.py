@@ -552,6 +552,41 @@ def test_without_kubernetes_credentials_the_answer_is_503_not_a_crash(load_funct
     assert status == 503 and "configmap-secret-scrubber-kubeconfig" in body["error"]
 
 
+@pytest.mark.parametrize("kubeconfig", ["{not: [yaml", "just a string\n", "apiVersion: v1\nkind: Config\n",
+                                        "clusters: 3\ncontexts: []\ncurrent-context: x\n"])
+def test_malformed_kubeconfig_secret_answers_503_with_the_reason(load_function, call, kubeconfig):
+    mod = load_function("configmap-secret-scrubber", env={"rate_limit_per_minute": "1000"},
+                        secrets={"configmap-secret-scrubber-token": TOKEN,
+                                 "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
+                                 "configmap-secret-scrubber-kubeconfig": kubeconfig})
+    for method, body, query in (("GET", None, {"namespace": "demo"}), ("POST", {"namespace": "demo"}, None)):
+        status, answer, resp = call(mod, method, body, query=query)
+        assert status == 503, answer
+        assert "configmap-secret-scrubber-kubeconfig" in answer["error"]
+        assert "Traceback" not in resp["body"]
+
+
+def test_a_changed_kubeconfig_secret_is_used_by_the_next_request(scrubber_fn, call, kube_emulator,
+                                                                  kube_emulator_factory):
+    import os
+
+    import yaml
+    other = kube_emulator_factory()
+    kube_emulator.seed(configmap("on-the-first-cluster", {"LOG_LEVEL": "info"}))
+    other.seed(configmap("on-the-second-cluster", {"LOG_LEVEL": "info"}))
+    mod = scrubber_fn()
+    status, body, _ = call(mod, "GET", query={"namespace": "demo", "name": "on-the-first-cluster"})
+    assert body["configmaps"][0]["status"] == "clean", body
+    path = mod.secrets_dir / "configmap-secret-scrubber-kubeconfig"
+    path.write_text(yaml.safe_dump(other.kubeconfig_dict()))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a new mtime, as a secret update makes
+    first_calls = len(kube_emulator.requests)
+    status, body, _ = call(mod, "GET", query={"namespace": "demo", "name": "on-the-second-cluster"})
+    assert body["configmaps"][0]["status"] == "clean", body
+    assert len(kube_emulator.requests) == first_calls and other.requests
+
+
 def test_trigger_rules_setting_chooses_which_falco_rules_start_a_run(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
     mod = scrubber_fn(mode="move", trigger_rules="My ConfigMap Rule")
