@@ -16,6 +16,7 @@ import threading
 import time
 
 from .edgeguard import auth, config, http, kube, log
+from .edgeguard.ratelimit import TokenBucket
 from .detect import Detector
 from .kapi import Kube, KubeError
 from .remediate import Scrubber, Settings
@@ -65,29 +66,23 @@ class Limits:
         return None
 
 
-class RateLimiter:
-    """Token bucket shared by all requests of this replica: a burst of alerts must not become a burst of writes."""
+class _Rate:
+    """One token bucket per replica: a burst of alerts must not become a burst of writes."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.tokens = None
-        self.last = time.monotonic()
+        self.bucket: TokenBucket | None = None
 
     def take(self, per_minute: int) -> float:
-        """0 if allowed now, else seconds until the next token."""
+        """0 if allowed now, else seconds until the next token (a changed setting starts a new bucket)."""
         with self.lock:
-            now = time.monotonic()
-            if self.tokens is None:
-                self.tokens = float(per_minute)
-            self.tokens = min(float(per_minute), self.tokens + (now - self.last) * per_minute / 60.0)
-            self.last = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return 0.0
-            return (1 - self.tokens) * 60.0 / per_minute
+            if self.bucket is None or self.bucket.burst != per_minute:
+                self.bucket = TokenBucket(per_minute / 60.0, per_minute)
+            bucket = self.bucket
+        return bucket.take()
 
 
-_rate = RateLimiter()
+_rate = _Rate()
 # One move at a time per replica: a duplicated alert (at-least-once delivery) must not race itself.
 # The workflow is safe under races anyway (resourceVersion tests); this just avoids pointless conflicts.
 _move_lock = threading.Lock()
