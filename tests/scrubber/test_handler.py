@@ -553,7 +553,11 @@ def test_without_kubernetes_credentials_the_answer_is_503_not_a_crash(load_funct
 
 
 @pytest.mark.parametrize("kubeconfig", ["{not: [yaml", "just a string\n", "apiVersion: v1\nkind: Config\n",
-                                        "clusters: 3\ncontexts: []\ncurrent-context: x\n"])
+                                        "clusters: 3\ncontexts: []\ncurrent-context: x\n",
+                                        "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n"
+                                        "  cluster: {server: 'https://127.0.0.1:6443', insecure-skip-tls-verify: true}\n"
+                                        "users:\n- name: u\n  user: {token: abc}\ncontexts:\n- name: c\n"
+                                        "  context: {cluster: k, user: u}\n"])
 def test_malformed_kubeconfig_secret_answers_503_with_the_reason(load_function, call, kubeconfig):
     mod = load_function("configmap-secret-scrubber", env={"rate_limit_per_minute": "1000"},
                         secrets={"configmap-secret-scrubber-token": TOKEN,
