@@ -163,6 +163,98 @@ def run(mode: str, n: int = 3000, threads: int = 4, concurrency: int = 4, rate: 
             "added_p50": statistics.median(added), "added_p99": added[int(len(added) * 0.99) - 1]}
 
 
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process from /proc (Linux), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_http(n: int = 2000, threads: int = 4, batch: int = 1) -> dict:
+    """The same, but over HTTP through the python3-http runtime (Flask + waitress, 4 threads) in its own process."""
+    import socket
+    import subprocess
+
+    import requests
+
+    from local import buildctx, stackfile
+
+    port_q, done_q = mp.Queue(), mp.Queue()
+    proc = mp.Process(target=_receiver, args=(port_q, done_q, n), daemon=True)
+    proc.start()
+    rport = port_q.get(timeout=10)
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        stack = stackfile.load()
+        fn = stack.functions["alert-forwarder"]
+        ctx = buildctx.assemble(fn, stack, tmp / "build")
+        sdir = tmp / "secrets"
+        sdir.mkdir()
+        (sdir / "alert-forwarder-token").write_text(TOKEN)
+        (sdir / "alert-forwarder-routes").write_text(
+            "destinations:\n  hook: {type: webhook, concurrency: 4}\nroutes:\n  - {name: all, to: [hook]}\n")
+        (sdir / "alert-forwarder-destinations").write_text(json.dumps({"hook": {"url": f"http://127.0.0.1:{rport}/"}}))
+        with socket.socket() as sk:
+            sk.bind(("127.0.0.1", 0))
+            port = sk.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG")}
+        env.update(fn.environment)
+        env.update({"EDGEGUARD_SECRETS_DIR": str(sdir), "spool_dir": str(tmp / "spool"), "OPENFAAS_NAME": fn.name})
+        server = subprocess.Popen([sys.executable, str(root / "local" / "runtime.py"), "--context", str(ctx),
+                                   "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise RuntimeError("runtime did not start")
+                    time.sleep(0.05)
+            alerts = [_alert(i) for i in range(n)]
+            # batch > 1: JSON arrays, as audit-ingest sends them.
+            bodies = alerts if batch == 1 else [b"[" + b",".join(alerts[i:i + batch]) + b"]"
+                                                for i in range(0, n, batch)]
+            lat = [0.0] * len(bodies)
+            errors = []
+
+            def send(idx):
+                s = requests.Session()
+                try:
+                    for i in range(idx, len(bodies), threads):
+                        t = time.perf_counter()
+                        r = s.post(f"http://127.0.0.1:{port}/", data=bodies[i], params={"token": TOKEN},
+                                   headers={"Content-Type": "application/json"}, timeout=10)
+                        lat[i] = (time.perf_counter() - t) * 1000
+                        if r.status_code != 202:
+                            raise RuntimeError(f"HTTP {r.status_code}")
+                except Exception as exc:  # noqa: BLE001 - reported after join
+                    errors.append(exc)
+
+            cpu0 = _cpu_seconds(server.pid)
+            t0 = time.perf_counter()
+            ts = [threading.Thread(target=send, args=(k,)) for k in range(threads)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            if errors:
+                raise RuntimeError(f"POST failed: {errors[0]}")
+            got = done_q.get(timeout=120)
+            t_end = max(got.values()) - t0
+            cpu = _cpu_seconds(server.pid) - cpu0
+        finally:
+            server.terminate()
+            server.wait(10)
+            proc.join(5)
+    lat.sort()
+    return {"n": n, "delivered": len(got), "alerts_per_s": n / t_end, "per_cpu_s": n / cpu if cpu else 0.0,
+            "rt_p50": statistics.median(lat),
+            "rt_p99": lat[int(len(lat) * 0.99) - 1]}
+
+
 def main() -> None:
     for mode in ("durable", "fast"):
         r = run(mode, n=3000, threads=4)
@@ -175,6 +267,13 @@ def main() -> None:
               f"({r['n']} alerts): ack p50 {r['ack_p50']:.2f} ms p99 {r['ack_p99']:.2f} ms; "
               f"added latency (enters handler -> receiver has it) p50 {r['added_p50']:.2f} ms "
               f"p99 {r['added_p99']:.2f} ms", flush=True)
+    for batch in (1, 50):
+        r = run_http(n=2000 if batch == 1 else 5000, batch=batch)
+        what = "one alert per POST" if batch == 1 else f"JSON arrays of {batch} (audit-ingest style)"
+        print(f"alert-forwarder over HTTP through the python3-http runtime (Flask + waitress, 4 threads), durable, "
+              f"4 client threads, {what}: {r['alerts_per_s']:.0f} alerts/s delivered ({r['delivered']}/{r['n']}), "
+              f"{r['per_cpu_s']:.0f} alerts per CPU-second of the function process; "
+              f"client round trip p50 {r['rt_p50']:.2f} ms p99 {r['rt_p99']:.2f} ms", flush=True)
 
 
 if __name__ == "__main__":

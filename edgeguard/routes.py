@@ -18,10 +18,12 @@ Model (Alertmanager's, with Falco's fields instead of labels):
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import config
 from .falco.alert import PRIORITIES, priority_number
 
 DESTINATION_TYPES = ("console", "slack", "teams", "discord", "webhook", "openfaas")
@@ -34,7 +36,7 @@ SECRET_KEYS = ("url", "webhook_url", "token", "hmac_key", "password", "ca_cert",
 _COMMON_OPTS = {"type", "enabled", "timeout", "retries", "backoff", "backoff_max", "budget", "concurrency",
                 "min_priority"}
 _TYPE_OPTS = {
-    "console": {"stream"},
+    "console": set(),
     "slack": {"channel", "username", "icon_url", "fields"},
     "teams": {"format", "fields"},
     "discord": {"username", "fields"},
@@ -61,23 +63,12 @@ class RoutesError(ValueError):
 
 # ----------------------------------------------------------------------------- durations
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
 def parse_duration(value: Any, where: str) -> float:
-    """Seconds from ``30``, ``2.5``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``."""
-    if isinstance(value, bool):
-        raise RoutesError(where, f"expected a duration like 30s or 5m, got {value!r}")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise RoutesError(where, f"duration must not be negative, got {value!r}")
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNIT[m.group(2)]
-    raise RoutesError(where, f"expected a duration like 30s or 5m, got {value!r}")
+    """Seconds from ``30``, ``2.5``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h30m"`` (edgeguard's one parser)."""
+    try:
+        return config.parse_duration(value, where)
+    except config.ConfigError:
+        raise RoutesError(where, f"expected a duration like 30s, 5m or 1h30m, got {value!r}") from None
 
 
 # ----------------------------------------------------------------------------- matchers
@@ -249,6 +240,12 @@ class Dedup:
 
 
 @dataclass
+class Throttle:
+    max: int
+    window: float
+
+
+@dataclass
 class Route:
     name: str
     where: str
@@ -257,6 +254,7 @@ class Route:
     cont: bool
     dedup: Dedup | None
     routes: list["Route"]
+    throttle: Throttle | None = None
 
     def matches(self, alert: dict) -> bool:
         return all(m(alert) for m in self.matchers)
@@ -307,8 +305,8 @@ def _walk(routes: list[Route], alert: dict) -> list[Route]:
     return hits
 
 
-_ROUTE_KEYS = {"name", "matchers", "to", "continue", "dedup", "routes"}
-_TOP_KEYS = {"min_priority", "routes", "default", "destinations", "dedup_defaults"}
+_ROUTE_KEYS = {"name", "matchers", "to", "continue", "dedup", "throttle", "routes"}
+_TOP_KEYS = {"min_priority", "routes", "default", "destinations"}
 
 
 def _parse_to(value: Any, where: str, destinations: dict) -> list[str]:
@@ -348,6 +346,26 @@ def _parse_dedup(value: Any, where: str) -> Dedup | None:
     return Dedup(window=window, key=tuple(key))
 
 
+def _parse_throttle(value: Any, where: str) -> Throttle | None:
+    if value is None or value is False:
+        return None
+    if not isinstance(value, dict):
+        raise RoutesError(where, "expected a mapping with 'max' and 'window'")
+    unknown = set(value) - {"max", "window"}
+    if unknown:
+        raise RoutesError(f"{where}.{sorted(unknown)[0]}", "unknown key (expected max, window)")
+    for key in ("max", "window"):
+        if key not in value:
+            raise RoutesError(where, f"'{key}' is required (e.g. max: 20, window: 1m)")
+    mx = value["max"]
+    if not isinstance(mx, int) or isinstance(mx, bool) or mx < 1:
+        raise RoutesError(f"{where}.max", f"expected an integer >= 1, got {mx!r}")
+    window = parse_duration(value["window"], f"{where}.window")
+    if window <= 0:
+        raise RoutesError(f"{where}.window", "must be greater than zero")
+    return Throttle(max=mx, window=window)
+
+
 def _parse_route(spec: Any, where: str, destinations: dict) -> Route:
     if not isinstance(spec, dict):
         raise RoutesError(where, f"a route must be a mapping, got {type(spec).__name__}")
@@ -372,7 +390,8 @@ def _parse_route(spec: Any, where: str, destinations: dict) -> Route:
     if not isinstance(name, str) or not name:
         raise RoutesError(f"{where}.name", "expected a non-empty string")
     return Route(name=name, where=where, matchers=matchers, to=to, cont=cont,
-                 dedup=_parse_dedup(spec.get("dedup"), f"{where}.dedup"), routes=children)
+                 dedup=_parse_dedup(spec.get("dedup"), f"{where}.dedup"), routes=children,
+                 throttle=_parse_throttle(spec.get("throttle"), f"{where}.throttle"))
 
 
 def parse_destination(name: str, spec: Any, where: str) -> dict:
@@ -473,7 +492,11 @@ def render_template(tpl: Any, alert: dict, extra: dict) -> Any:
 
     def sub(m):
         v = value(m.group(1))
-        return "" if v is None else (_as_text(v) if not isinstance(v, dict) else str(v))
+        if v is None:
+            return ""
+        if isinstance(v, dict):
+            return json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return _as_text(v)
 
     return _PLACEHOLDER.sub(sub, tpl)
 
@@ -509,13 +532,15 @@ def parse_routes(doc: Any) -> RouteTable:
     if isinstance(default_spec, (str, list)):
         default_spec = {"to": default_spec}
     if not isinstance(default_spec, dict):
-        raise RoutesError("default", "expected a destination list or a mapping with 'to' (and optional 'dedup')")
-    unknown = set(default_spec) - {"to", "dedup", "name"}
+        raise RoutesError("default", "expected a destination list or a mapping with 'to' (and optional 'dedup', "
+                                     "'throttle')")
+    unknown = set(default_spec) - {"to", "dedup", "throttle", "name"}
     if unknown:
-        raise RoutesError(f"default.{sorted(unknown)[0]}", "unknown key (expected to, dedup)")
+        raise RoutesError(f"default.{sorted(unknown)[0]}", "unknown key (expected to, dedup, throttle)")
     default = Route(name=default_spec.get("name", "default"), where="default", matchers=[],
                     to=_parse_to(default_spec.get("to"), "default.to", destinations), cont=False,
-                    dedup=_parse_dedup(default_spec.get("dedup"), "default.dedup"), routes=[])
+                    dedup=_parse_dedup(default_spec.get("dedup"), "default.dedup"), routes=[],
+                    throttle=_parse_throttle(default_spec.get("throttle"), "default.throttle"))
     names = {}
     for r in RouteTable(min_priority, routes, default, destinations).all_routes():
         if r.name in names:

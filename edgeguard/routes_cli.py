@@ -45,6 +45,7 @@ def cmd_validate(args) -> int:
     for r in routes:
         matchers = " and ".join(m.text for m in r.matchers) or ("(everything else)" if r.where == "default" else "(all)")
         dedup = f", dedup {r.dedup.window:g}s" if r.dedup else ""
+        dedup += f", throttle {r.throttle.max}/{r.throttle.window:g}s" if r.throttle else ""
         cont = ", continue" if r.cont else ""
         print(f"  {r.where} {r.name}: {matchers} -> {', '.join(r.to) or '(nowhere)'}{dedup}{cont}")
     if args.destinations:

@@ -155,7 +155,7 @@ class LocalStack:
 
     def __init__(self, port: int = 8080, state_dir: Path | None = None, *, env_overrides: dict | None = None,
                  echo_logs: bool = False, kube: str = "auto", stack: stackfile.Stack | None = None,
-                 functions: list[str] | None = None):
+                 functions: list[str] | None = None, audit_webhook: bool = False):
         self.port = port
         self.state_dir = Path(state_dir or ROOT / ".local-state")
         self.env_overrides = env_overrides or {}
@@ -163,6 +163,7 @@ class LocalStack:
         self.kube_mode = kube
         self.stack = stack or stackfile.load()
         self.only = functions
+        self.audit_webhook = audit_webhook
         self.store = SecretStore(self.state_dir / "secrets")
         self.functions: dict[str, FunctionProcess] = {}
         self.emulator = None
@@ -183,6 +184,7 @@ class LocalStack:
             self._start_kube()
             self._start_functions()
             self._start_gateway()
+            self._start_audit()
         except BaseException:
             self.stop()
             raise
@@ -219,7 +221,8 @@ class LocalStack:
         return [fn for name, fn in self.stack.functions.items() if self.only is None or name in self.only]
 
     def _start_kube(self) -> None:
-        if not self._needs_kube() or self.kube_mode == "none":
+        wanted = self._needs_kube() or self.kube_mode == "emulator" or self.audit_webhook
+        if not wanted or self.kube_mode == "none":
             return
         kubeconfig = os.environ.get("KUBECONFIG")
         if self.kube_mode in ("auto", "real") and kubeconfig and Path(kubeconfig).is_file():
@@ -236,7 +239,22 @@ class LocalStack:
         self.emulator = KubeEmulator()
         self.emulator.start()
         self.kubeconfig_text = yaml.safe_dump(self.emulator.kubeconfig_dict())
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.emulator.write_kubeconfig(self.state_dir / "kubeconfig")
         self.kube_description = f"in-memory Kubernetes API at {self.emulator.url}"
+
+    def _start_audit(self) -> None:
+        """Make the in-memory API post its audit events to audit-ingest, as k3s's audit webhook does."""
+        if not self.audit_webhook or self.emulator is None or "audit-ingest" not in self.functions:
+            return
+        self.emulator.enable_audit(webhook=f"{self.url}/function/audit-ingest",
+                                   token=self.secret("audit-ingest-token"), batch_max_wait=1.0)
+        self.kube_description += ", audit webhook -> audit-ingest"
+
+    @property
+    def kubeconfig_path(self) -> Path | None:
+        """An admin kubeconfig for the in-memory API (for kubectl), written when it starts."""
+        return self.state_dir / "kubeconfig" if self.emulator is not None else None
 
     def kube_api_client(self):
         if self.kubeconfig_text is None:
@@ -435,8 +453,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Run edgeguard's functions behind a local OpenFaaS-style gateway.")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--kube", choices=["auto", "emulator", "real", "none"], default="auto")
+    parser.add_argument("--no-audit", action="store_true",
+                        help="do not send the in-memory API's audit events to audit-ingest")
     args = parser.parse_args(argv)
-    stack = LocalStack(args.port, echo_logs=True, kube=args.kube)
+    stack = LocalStack(args.port, echo_logs=True, kube=args.kube, audit_webhook=not args.no_audit)
     try:
         stack.start()
     except RuntimeError as exc:
@@ -447,6 +467,10 @@ def main(argv=None) -> int:
     print(f"  functions: {', '.join(stack.functions)}")
     print(f"  kubernetes: {stack.kube_description}")
     print(f"  secrets (one file each, like faas-cli secret create): {secrets_dir}")
+    if stack.kubeconfig_path:
+        print(f"  kubectl: export KUBECONFIG={stack.kubeconfig_path}   (the in-memory API; its audit events go to "
+              "audit-ingest, so `kubectl create configmap aws-creds --from-literal aws_access_key_id=AKIA...` "
+              "flows through every function)")
     print("  try:")
     print(f"    TOKEN=$(cat {secrets_dir}/audit-ingest-token)")
     print(f"    curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\")

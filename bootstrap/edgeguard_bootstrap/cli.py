@@ -9,6 +9,8 @@ from . import facts, falco, k3s_audit, openfaas, revert
 from .engine import BootstrapError, Ctx, Refused, print_table
 
 DEFAULT_GATEWAY = "http://127.0.0.1:31112"  # gateway-external NodePort, reachable from the server host
+K3S_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
+LOCK_FILE = "/var/lib/edgeguard/.bootstrap.lock"
 REPO = Path(__file__).resolve().parent.parent.parent
 
 ORDER_NOTE = ("order: preflight, openfaas (secrets first: Falco's URL and the webhook kubeconfig carry tokens it "
@@ -24,6 +26,8 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--gateway", default=DEFAULT_GATEWAY,
                         help=f"OpenFaaS gateway as seen from this node (default {DEFAULT_GATEWAY})")
     common.add_argument("--repo", type=Path, default=REPO, help="edgeguard checkout (stack.yml, deploy/rbac)")
+    common.add_argument("--image", action="store_true",
+                        help="prepare an OS image under --root: write files only, list the commands for first boot")
     common.add_argument("--driver", choices=("modern_ebpf", "kmod"),
                         help="Falco driver instead of the one preflight picks (e.g. when preparing an image)")
 
@@ -48,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     of_opts.add_argument("--cron-connector", action="store_true", help="arkade install cron-connector if missing")
     of_opts.add_argument("--api-server", default=openfaas.API_SERVER,
                          help="API server URL in the functions' kubeconfigs")
+    of_opts.add_argument("--rotate", action="append", default=[], metavar="SECRET",
+                         help="replace this token or key with a new random one (repeatable)")
     of_opts.add_argument("--token-timeout", type=float, default=60.0,
                          help="seconds to wait for the ServiceAccount token controller")
 
@@ -64,10 +70,21 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, *, out=None, stdin=None, env: dict | None = None) -> int:
     args = parser().parse_args(argv)
-    ctx = Ctx(args.root, dry_run=args.dry_run, force=args.force, yes=args.yes, out=out, stdin=stdin, env=env)
+    if args.image and args.root == "/":
+        print("--image writes into an image: give its mount point with --root", file=out or sys.stderr)
+        return 2
+    ctx = Ctx(args.root, dry_run=args.dry_run, force=args.force, yes=args.yes, out=out, stdin=stdin, env=env,
+              image=args.image)
     where = f" under --root {args.root}" if args.root != "/" else ""
     ctx.say(f"edgeguard-bootstrap {args.command}{where}" + (" (dry run: nothing is changed)" if args.dry_run else ""))
+    admin = ctx.host(K3S_KUBECONFIG)
+    if not args.image and not ctx.env.get("KUBECONFIG") and admin.is_file():
+        # k3s's kubectl finds this file by itself, helm does not (and sudo drops KUBECONFIG).
+        ctx.env["KUBECONFIG"] = str(admin)
+        ctx.say(f"using KUBECONFIG={K3S_KUBECONFIG} (k3s's admin kubeconfig) for kubectl and helm")
+    lock = None
     try:
+        lock = None if args.dry_run else take_lock(ctx)
         code = dispatch(ctx, args)
     except Refused as exc:
         ctx.say(f"\n{exc}")
@@ -79,12 +96,36 @@ def main(argv: list[str] | None = None, *, out=None, stdin=None, env: dict | Non
     except KeyboardInterrupt:
         ctx.say("\ninterrupted")
         return 130
+    finally:
+        if lock is not None:
+            import os
+            os.close(lock)
     summary(ctx)
     return code
 
 
+def take_lock(ctx: Ctx):
+    """One bootstrap at a time: two runs would interleave backups and state."""
+    import fcntl
+    import os
+
+    path = ctx.host(LOCK_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise BootstrapError(f"another edgeguard-bootstrap is running (lock {LOCK_FILE})") from None
+    return fd  # held until the process exits
+
+
 def summary(ctx: Ctx) -> None:
     ctx.say("")
+    if ctx.deferred:
+        ctx.say("run these on the node at first boot (bootstrap did not run them: --image):")
+        for command in ctx.deferred:
+            ctx.say(f"  {command}")
     if ctx.changes == 0:
         ctx.say("no changes")
     elif ctx.dry_run:
@@ -95,6 +136,8 @@ def summary(ctx: Ctx) -> None:
 
 def dispatch(ctx: Ctx, args) -> int:
     cmd = args.command
+    if ctx.image and cmd in ("preflight", "revert"):
+        raise BootstrapError(f"`{cmd}` needs the live node; it cannot run with --image")
     if cmd == "preflight":
         ctx.section("preflight")
         checks = facts.preflight_checks(ctx, args.gateway, args.driver)
@@ -107,10 +150,12 @@ def dispatch(ctx: Ctx, args) -> int:
         ctx.say(ORDER_NOTE)
         ctx.section("preflight")
         ctx.require(facts.preflight_checks(ctx, args.gateway, args.driver), "preflight")
+    if ctx.image and cmd in ("openfaas", "all"):
+        raise BootstrapError(f"`{cmd}` needs the live node or cluster; with --image use k3s-audit and falco")
     if cmd in ("openfaas", "all"):
         openfaas.run(ctx, gateway=args.gateway, repo=args.repo, deploy=args.deploy,
                      cron_connector=args.cron_connector, api_server=args.api_server,
-                     token_timeout=args.token_timeout)
+                     token_timeout=args.token_timeout, rotate=tuple(args.rotate))
     if cmd in ("k3s-audit", "all"):
         k3s_audit.run(ctx, gateway=args.gateway, audit_url=args.audit_url, check=args.check,
                       check_timeout=args.check_timeout)

@@ -44,9 +44,13 @@ def sha256(data: bytes) -> str:
 
 class Ctx:
     def __init__(self, root: str = "/", *, dry_run: bool = False, force: bool = False, yes: bool = False,
-                 out=None, stdin=None, env: dict | None = None):
+                 out=None, stdin=None, env: dict | None = None, image: bool = False):
         self.root = Path(root)
         self.dry_run = dry_run
+        # --image: files go into an OS image under --root; commands belong to the node's
+        # first boot, not to the machine preparing the image, so none is run.
+        self.image = image
+        self.deferred: list[str] = []
         self.force = force
         self.yes = yes
         self.out = out or sys.stdout
@@ -102,6 +106,9 @@ class Ctx:
         if not failed:
             return True
         names = ", ".join(c.name for c in failed)
+        if self.image:
+            self.say(f"  note: these checks describe this machine, not the image ({names} failed); going on")
+            return False
         if self.dry_run:
             # Nothing changes in a dry run, so show the rest of the plan too.
             self.say(f"  !! failed {title} ({names}): a real run stops here unless --force; the plan goes on")
@@ -244,7 +251,9 @@ class Ctx:
     # ---- commands --------------------------------------------------------
     def query(self, argv: list[str], *, input: str | None = None, env: dict | None = None,
               timeout: float = 120) -> subprocess.CompletedProcess:
-        """A read-only command: it runs even in --dry-run."""
+        """A read-only command: it runs even in --dry-run (never with --image)."""
+        if self.image:
+            return subprocess.CompletedProcess(argv, 125, "", f"{argv[0]}: not run (--image)")
         return self._exec(argv, input=input, env=env, timeout=timeout)
 
     def run(self, argv: list[str], *, why: str = "", input: str | None = None, env: dict | None = None,
@@ -253,6 +262,11 @@ class Ctx:
         shown = " ".join(shlex.quote(a) for a in argv)
         if env:
             shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shown
+        if self.image:
+            host_paths = self.redact(shown.replace(str(self.root).rstrip("/") + "/", "/"))
+            self.say(f"  [first boot] {host_paths}" + (f"  ({why})" if why else ""))
+            self.deferred.append(host_paths)
+            return None
         self.change(f"run: {shown}" + (f"  ({why})" if why else ""))
         if self.dry_run:
             return None

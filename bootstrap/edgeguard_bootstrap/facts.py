@@ -193,11 +193,15 @@ def check_driver(ctx: Ctx, override: str | None = None) -> Check:
     if driver == "modern_ebpf":
         return Check("falco driver", "pass", f"modern_ebpf: {why}")
     release = uname(ctx, "-r")
-    headers = ctx.host(f"/lib/modules/{release}/build").exists()
-    if headers:
-        return Check("falco driver", "pass", f"kmod: {why}; kernel headers present")
-    return Check("falco driver", "warn", f"kmod: {why}; kernel headers not installed yet "
-                                         f"(falco --mode host installs dkms and linux-headers-{release})")
+    missing = []
+    if not ctx.host(f"/lib/modules/{release}/build").exists():
+        missing.append(f"kernel headers (linux-headers-{release})")
+    if not ctx.which("dkms"):
+        missing.append("dkms")
+    if not missing:
+        return Check("falco driver", "pass", f"kmod: {why}; kernel headers and dkms present")
+    return Check("falco driver", "warn", f"kmod: {why}; not installed yet: {', '.join(missing)} "
+                                         "(falco --mode host installs them)")
 
 
 def check_tool(ctx: Ctx, name: str, hint: str, status_if_missing: str = "fail") -> Check:

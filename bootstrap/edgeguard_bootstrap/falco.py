@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 
-from . import facts, secretstore, yamlout
+from . import facts, secretstore, tools, yamlout
 from .engine import BootstrapError, Check, Ctx, sha256
 
 CHART_REPO = ("falcosecurity", "https://falcosecurity.github.io/charts")
@@ -84,7 +84,11 @@ def checks(ctx: Ctx, mode: str, driver: str | None) -> list[Check]:
 def run(ctx: Ctx, *, mode: str, gateway: str, falco_gateway: str | None = None, driver: str | None = None,
         deb: str | None = None, headers_package: str | None = None) -> None:
     ctx.section(f"falco --mode {mode}: Falco with JSON alerts to alert-forwarder")
+    if mode == "helm" and not ctx.image:
+        tools.ensure(ctx, ("helm",))
     ctx.require(checks(ctx, mode, driver))
+    if ctx.image and not driver:
+        raise BootstrapError("--image needs --driver modern_ebpf|kmod: the image's kernel is not this machine's")
     kind, why = facts.driver_choice(ctx, driver)
     ctx.say(f"  driver: {kind} ({why})")
     token = secretstore.require_token(ctx, "alert-forwarder-token")
@@ -144,11 +148,14 @@ def release_matches(ctx: Ctx, values: dict) -> bool:
 def run_host(ctx: Ctx, driver: str, url: str, deb: str | None, headers_package: str | None) -> None:
     installed = ctx.query(["dpkg-query", "-W", "-f=${Status}", "falco"])
     is_installed = installed.returncode == 0 and "install ok installed" in installed.stdout
-    if driver == "kmod":
+    if driver == "kmod" and ctx.image and not headers_package:
+        # The image's kernel release is only known on the node itself.
+        ctx.deferred.append('DEBIAN_FRONTEND=noninteractive apt-get install -y dkms make "linux-headers-$(uname -r)"')
+    elif driver == "kmod":
         release = facts.uname(ctx, "-r")
         headers = headers_package or f"linux-headers-{release}"
-        if ctx.host(f"/lib/modules/{release}/build").exists():
-            ctx.unchanged(f"kernel headers for {release} present")
+        if ctx.host(f"/lib/modules/{release}/build").exists() and ctx.which("dkms"):
+            ctx.unchanged(f"kernel headers for {release} and dkms present")
         else:
             ctx.run(["apt-get", "install", "-y", "dkms", "make", headers],
                     env={"DEBIAN_FRONTEND": "noninteractive"}, why="kmod is built by DKMS against the headers")
@@ -188,7 +195,10 @@ def add_apt_repo(ctx: Ctx) -> None:
             if not ctx.host(d).is_dir():
                 ctx.ensure_dir(d, 0o755)
         ctx.run(["curl", "-fsSL", "-o", str(ctx.host(KEY_DOWNLOAD)), KEY_URL], why="Falco's package signing key")
-        if not ctx.dry_run:
+        if ctx.image:
+            ctx.deferred.append(f"gpg --show-keys --with-colons {KEY_DOWNLOAD}   "
+                                f"# continue only if the fingerprint is {KEY_FINGERPRINT}")
+        elif not ctx.dry_run:
             shown = ctx.query(["gpg", "--show-keys", "--with-colons", str(ctx.host(KEY_DOWNLOAD))])
             fprs = [line.split(":")[9] for line in shown.stdout.splitlines() if line.startswith("fpr:")]
             if KEY_FINGERPRINT not in fprs:
@@ -198,7 +208,7 @@ def add_apt_repo(ctx: Ctx) -> None:
         else:
             ctx.note(f"the key's fingerprint must be {KEY_FINGERPRINT}, or bootstrap stops")
         ctx.run(["gpg", "--dearmor", "--yes", "-o", str(ctx.host(KEYRING)), str(ctx.host(KEY_DOWNLOAD))])
-        if not ctx.dry_run:
+        if not ctx.dry_run and not ctx.image:
             ctx.host(KEY_DOWNLOAD).unlink()
         written = ctx.read(KEYRING)
         if written is not None:

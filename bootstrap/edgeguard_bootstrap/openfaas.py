@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from . import facts, secretstore, yamlout
+from . import facts, secretstore, tools, yamlout
 from .engine import BootstrapError, Check, Ctx
 
 NS = facts.FUNCTION_NAMESPACE
@@ -124,7 +124,7 @@ def ensure_secret(ctx: Ctx, name: str, remote: dict[str, bytes], gateway: str, d
     """
     local = secretstore.local(ctx, name)
     if desired is not None:
-        value, origin = desired, "derived"
+        value, origin = desired, "derived" if name in secretstore.KUBECONFIGS else "rotated"
     elif name in remote:
         value, origin = remote[name], "kept from OpenFaaS"
     elif local is not None:
@@ -139,7 +139,7 @@ def ensure_secret(ctx: Ctx, name: str, remote: dict[str, bytes], gateway: str, d
         ctx.record({"kind": "faas-secret", "name": name})
     elif remote[name] != value:
         ctx.run(["faas-cli", "secret", "update", name, f"--from-file={src}", "--gateway", gateway],
-                why=f"OpenFaaS secret {name} differs from the derived value")
+                why=f"OpenFaaS secret {name} gets the {origin} value")
     else:
         ctx.unchanged(f"OpenFaaS secret {name} up to date")
     ctx.say(f"    {name}: stored in {secretstore.path(name)} and as OpenFaaS secret {NS}/{name}")
@@ -177,13 +177,25 @@ def read_sa_token(ctx: Ctx, sa: str, timeout: float) -> tuple[str, str] | None:
         time.sleep(1)
 
 
+ROTATABLE = secretstore.TOKENS + secretstore.KEYS
+
+
 def run(ctx: Ctx, *, gateway: str, repo: Path, deploy: bool = False, cron_connector: bool = False,
-        api_server: str = API_SERVER, token_timeout: float = 60.0) -> None:
+        api_server: str = API_SERVER, token_timeout: float = 60.0, rotate: tuple = ()) -> None:
     ctx.section("openfaas: function secrets, ServiceAccount credentials, cron-connector")
+    unknown = [n for n in rotate if n not in ROTATABLE]
+    if unknown:
+        raise BootstrapError(f"--rotate takes {', '.join(ROTATABLE)}; not {', '.join(unknown)}")
+    tools.ensure(ctx, ("faas-cli",))
     ctx.require(checks(ctx, gateway, repo))
     remote = remote_secrets(ctx)
     for name in secretstore.TOKENS + secretstore.KEYS + tuple(secretstore.PLACEHOLDERS):
-        ensure_secret(ctx, name, remote, gateway)
+        # A rotated token flows on within the same run: k3s-audit and falco read the new node copy.
+        ensure_secret(ctx, name, remote, gateway, desired=secretstore.generate(name) if name in rotate else None)
+    if rotate:
+        ctx.note("rotated: " + ", ".join(rotate) + ". Run `edgeguard-bootstrap all` (or k3s-audit / falco) so the "
+                 "webhook kubeconfig and Falco's URL carry the new values; functions read secrets as OpenFaaS "
+                 "updates them")
 
     for rel in RBAC_FILES:
         apply_manifest(ctx, str(repo / rel), f"RBAC for {Path(rel).stem}")
@@ -225,7 +237,7 @@ def cron(ctx: Ctx, install: bool) -> None:
         ctx.run(["arkade", "install", "cron-connector"], why="periodic POST to alert-forwarder to flush its spool")
         ctx.record({"kind": "helm", "release": "cron-connector", "namespace": "openfaas"})
         return
-    ctx.note("cron-connector is not installed. alert-forwarder retries its spool on later alerts; to also "
-             "flush it on a schedule, run `arkade install cron-connector` (or re-run with --cron-connector) "
-             "and give alert-forwarder the annotations topic: cron-function and schedule: \"*/5 * * * *\" "
-             "as docs/alert-forwarder.md describes.")
+    ctx.note("cron-connector is not installed. stack.yml already annotates alert-forwarder with "
+             "topic: cron-function and a schedule, but nothing acts on them without cron-connector; "
+             "alert-forwarder then retries its spool only on later alerts. Install it with "
+             "`arkade install cron-connector` (or re-run with --cron-connector); see docs/alert-forwarder.md.")

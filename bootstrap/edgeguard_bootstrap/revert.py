@@ -24,7 +24,11 @@ def run(ctx: Ctx, *, gateway: str) -> None:
         current = ctx.read(path)
         if current is None:
             ctx.unchanged(f"{path} already gone")
-        elif entry.get("sha256") and sha256(current) != entry["sha256"] and not ctx.force:
+            if not ctx.dry_run:
+                ctx.state["files"].pop(path, None)
+                ctx.save_state()
+            continue
+        if entry.get("sha256") and sha256(current) != entry["sha256"] and not ctx.force:
             ctx.say(f"  !! {path} changed since bootstrap wrote it; left in place (--force reverts it anyway)")
             continue
         elif entry.get("backup"):

@@ -59,8 +59,9 @@ def local(ctx: Ctx, name: str) -> bytes | None:
 def store(ctx: Ctx, name: str, value: bytes, why: str = "") -> bool:
     ctx.memo.setdefault("secrets", {})[name] = value
     ctx.add_secret(value)
-    ctx.ensure_dir(STORE, 0o700, "node-local copies of the bundle's secrets") if not ctx.memo.get("store_dir") else None
-    ctx.memo["store_dir"] = True
+    if not ctx.memo.get("store_dir"):
+        ctx.ensure_dir(STORE, 0o700, "node-local copies of the bundle's secrets")
+        ctx.memo["store_dir"] = True
     return ctx.write_file(path(name), value, secret=True, why=why, dir_mode=0o700)
 
 

@@ -1,8 +1,7 @@
 """A small YAML writer for the files bootstrap generates.
 
-PyYAML is not guaranteed on a fresh node (Raspberry Pi OS Lite does not ship
-python3-yaml), and bootstrap must run on the system python3 before anything is
-installed. We only ever *write* YAML from plain dicts/lists/scalars, so a
+PyYAML is not part of the standard library and not guaranteed on a fresh node,
+and bootstrap must run on the system python3 before anything is installed. We only ever *write* YAML from plain dicts/lists/scalars, so a
 conservative block-style emitter is enough: any string that could be read back
 as something else is written double-quoted with JSON escapes, which are valid
 YAML double-quoted escapes.

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .edgeguard.falco.alert import format_time
+from .edgeguard.falco.alert import PRIORITIES, format_time, priority_number
 from .edgeguard.routes import alert_value
 
 SUMMARY_TAG = "edgeguard_dedup_summary"
@@ -124,6 +124,92 @@ class Deduper:
             "rule": rule,
             "source": first.get("source", ""),
             "tags": sorted(set(first.get("tags") or []) | {SUMMARY_TAG}),
+            "time": format_time(int(now * 1e9)),
+        }
+        return Summary(route=route, alert=alert)
+
+
+THROTTLE_TAG = "edgeguard_throttle_summary"
+
+
+@dataclass
+class _Bucket:
+    start: float
+    end: float
+    sent: int = 0
+    suppressed: int = 0
+    top_priority: int = 7
+    by_rule: dict | None = None
+    hostnames: set | None = None
+    max: int = 0
+
+
+class Throttler:
+    """At most ``max`` alerts per route per window, whatever their key; the rest become one digest.
+
+    Dedup folds repeats of one thing; this caps a flood of different things (a scan, a misbehaving node)
+    so a chat channel stays readable. The digest says how many alerts of which rules were held back.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, _Bucket] = {}
+
+    def check(self, route: str, max_: int, window: float, alert: dict) -> tuple[bool, list[Summary]]:
+        now = self.clock()
+        out: list[Summary] = []
+        with self._lock:
+            b = self._buckets.get(route)
+            if b is not None and now >= b.end:
+                if b.suppressed:
+                    out.append(self._summary(route, max_, b, now))
+                b = None
+            if b is None:
+                b = self._buckets[route] = _Bucket(start=now, end=now + window, by_rule={}, hostnames=set())
+            if b.sent < max_:
+                b.sent += 1
+                return True, out
+            b.suppressed += 1
+            b.by_rule[alert.get("rule", "")] = b.by_rule.get(alert.get("rule", ""), 0) + 1
+            if alert.get("hostname"):
+                b.hostnames.add(alert["hostname"])
+            try:
+                b.top_priority = min(b.top_priority, priority_number(alert.get("priority", "Debug")))
+            except ValueError:
+                pass
+            b.max = max_
+            return False, out
+
+    def expire(self) -> list[Summary]:
+        now = self.clock()
+        out = []
+        with self._lock:
+            for route in [r for r, b in self._buckets.items() if now >= b.end]:
+                b = self._buckets.pop(route)
+                if b.suppressed:
+                    out.append(self._summary(route, b.max, b, now))
+        return out
+
+    @staticmethod
+    def _summary(route: str, max_: int, b: _Bucket, now: float) -> Summary:
+        window = b.end - b.start
+        prio = PRIORITIES[b.top_priority]
+        rules = ", ".join(f"{r} x{n}" for r, n in sorted(b.by_rule.items(), key=lambda kv: (-kv[1], kv[0])))
+        n = b.suppressed
+        output = (f"{format_time(int(now * 1e9))[11:29]}: {prio} {n} alert{'s' if n != 1 else ''} held back by "
+                  f"route {route} (at most {max_} per {window:g}s): {rules}")
+        alert = {
+            "hostname": sorted(b.hostnames)[0] if len(b.hostnames) == 1 else "",
+            "output": output,
+            "output_fields": {"edgeguard.suppressed": n, "edgeguard.window_seconds": round(window, 3),
+                              "edgeguard.route": route, "edgeguard.max": max_,
+                              "edgeguard.by_rule": dict(sorted(b.by_rule.items())),
+                              "edgeguard.hostnames": sorted(b.hostnames)},
+            "priority": prio,
+            "rule": f"edgeguard: route {route} throttled",
+            "source": "internal",
+            "tags": [THROTTLE_TAG],
             "time": format_time(int(now * 1e9)),
         }
         return Summary(route=route, alert=alert)

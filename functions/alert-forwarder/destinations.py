@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from . import httpclient
-from .edgeguard import gateway, log
+from .edgeguard import config, gateway, log
 from .edgeguard.falco.alert import dumps, priority_number
 from .edgeguard.routes import render_template
 
@@ -320,6 +320,10 @@ class OpenFaaSSender(Sender):
                                  headers=headers,
                                  callback_url=self.opts.get("callback_url"), timeout=self.timeout,
                                  session=self.session())
+        except config.ConfigError as exc:
+            # The callee's token secret is not mounted: keep the alert spooled until it is (the message names
+            # the secret, never a value).
+            return Result(False, None, True, None, str(exc))
         except requests.exceptions.Timeout:
             return Result(False, None, True, None, f"timeout after {self.timeout:g}s")
         except requests.exceptions.RequestException as exc:

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .dedup import Deduper
+from .dedup import Deduper, Throttler
 from .destinations import Result, idempotency_key, make_sender
-from .edgeguard import log
+from .edgeguard import config, log
 from .edgeguard.falco.alert import priority_number
 from .edgeguard.routes import RouteTable, resolve_destinations
 from .metrics import Metrics
@@ -36,7 +36,7 @@ class Settings:
     queue_max: int = 1000
     tick_interval: float = 1.0
     flush_budget: float = 20.0
-    spool_backoff_max: float = 300.0
+    spool_backoff_max: float = 60.0      # longest wait between retries of a spooled delivery
     start_threads: bool = True
 
 
@@ -59,12 +59,16 @@ class Destination:
     consecutive_failures: int = 0
     last_error: str = ""
     last_success: float = 0.0
+    workers: int = 0
 
 
 class Forwarder:
     def __init__(self, table: RouteTable, dest_secrets: dict[str, dict], settings: Settings | None = None, *,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 source: str = "routes.yaml"):
+                 source: str = "routes.yaml", secrets_source: Callable[[], str | None] | None = None,
+                 secrets_parser: Callable[[str | None], dict] | None = None, secrets_raw: str | None = None,
+                 routes_source: Callable[[], tuple[str, str]] | None = None,
+                 routes_parser: Callable[[str, str], RouteTable] | None = None, routes_raw: str | None = None):
         self.table = table
         self.settings = settings or Settings()
         self.clock = clock
@@ -72,45 +76,150 @@ class Forwarder:
         self.source = source
         self.metrics = Metrics()
         self.dedup = Deduper(clock=clock)
+        self.throttle = Throttler(clock=clock)
+        # OpenFaaS updates mounted secrets in place: watching the destinations secret lets an operator
+        # switch on the action centre (or rotate a webhook URL) without restarting the function.
+        self._secrets_source = secrets_source
+        self._secrets_parser = secrets_parser
+        self._secrets_raw = secrets_raw
+        self._secrets = dest_secrets
+        self._routes_source = routes_source
+        self._routes_parser = routes_parser
+        self._routes_raw = routes_raw
+        self._reconfig_lock = threading.Lock()
+        self.reloads = 0
         self.destinations: dict[str, Destination] = {}
         for name, opts in resolve_destinations(table, dest_secrets).items():
-            self.destinations[name] = Destination(
-                name=name, opts=opts, sender=make_sender(name, opts), enabled=opts["enabled"],
-                disabled_reason=opts["disabled_reason"], timeout=float(opts.get("timeout", 5.0)),
-                retries=int(opts.get("retries", 3)), backoff=float(opts.get("backoff", 0.2)),
-                backoff_max=float(opts.get("backoff_max", 10.0)), budget=float(opts.get("budget", 10.0)),
-                concurrency=int(opts.get("concurrency", 2)),
-                min_priority=priority_number(opts["min_priority"]) if opts.get("min_priority") else None,
-                queue=queue.Queue(maxsize=self.settings.queue_max))
+            self.destinations[name] = Destination(name=name, opts=opts, sender=make_sender(name, opts),
+                                                  enabled=False, disabled_reason=None, timeout=5.0, retries=3,
+                                                  backoff=0.2, backoff_max=10.0, budget=10.0, concurrency=2,
+                                                  min_priority=None, queue=queue.Queue(maxsize=self.settings.queue_max))
+            self._apply_opts(self.destinations[name], opts)
         self.spool = Spool(self.settings.spool_dir, max_entries=self.settings.spool_max_entries,
                            max_age=self.settings.spool_max_age, fsync=self.settings.spool_fsync,
                            on_drop=self._on_spool_drop, clock=clock)
+        self._drop_orphans()
         self.metrics.add_collector(self._collect)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_tick = 0.0
         self._tick_lock = threading.Lock()
+        self._running = False
         self.started = clock()
         if self.settings.start_threads:
             self.start()
 
+    @staticmethod
+    def _apply_opts(dest: Destination, opts: dict) -> None:
+        dest.opts = opts
+        dest.enabled = opts["enabled"]
+        dest.disabled_reason = opts["disabled_reason"]
+        dest.timeout = float(opts.get("timeout", 5.0))
+        dest.retries = int(opts.get("retries", 3))
+        dest.backoff = float(opts.get("backoff", 0.2))
+        dest.backoff_max = float(opts.get("backoff_max", 10.0))
+        dest.budget = float(opts.get("budget", 10.0))
+        dest.concurrency = int(opts.get("concurrency", 2))
+        dest.min_priority = priority_number(opts["min_priority"]) if opts.get("min_priority") else None
+
+    def reconfigure(self, table: RouteTable, secrets: dict[str, dict]) -> list[str]:
+        """Switch to new routes and/or destination secrets; return the destinations that changed.
+
+        Destinations are updated in place (their queues and spooled entries carry over); one that the new
+        routes no longer declare is disabled, and its spooled deliveries wait for it to come back or expire.
+        """
+        changed = []
+        with self._reconfig_lock:
+            resolved = resolve_destinations(table, secrets)
+            for name, opts in resolved.items():
+                dest = self.destinations.get(name)
+                if dest is not None and opts == dest.opts:
+                    continue
+                if dest is None:
+                    dest = Destination(name=name, opts={}, sender=make_sender(name, opts), enabled=False,
+                                       disabled_reason=None, timeout=5.0, retries=3, backoff=0.2, backoff_max=10.0,
+                                       budget=10.0, concurrency=2, min_priority=None,
+                                       queue=queue.Queue(maxsize=self.settings.queue_max))
+                    old = None
+                else:
+                    old = dest.sender
+                    dest.sender = make_sender(name, opts)
+                self._apply_opts(dest, opts)
+                dest.down_until = 0.0
+                dest.last_error = ""
+                self.destinations[name] = dest
+                if old is not None:
+                    old.close()
+                if self._running and dest.enabled:
+                    self._start_workers(dest)
+                changed.append(name)
+            for name, dest in self.destinations.items():
+                if name not in resolved and dest.enabled:
+                    dest.enabled, dest.disabled_reason = False, "no longer declared in the routes"
+                    changed.append(name)
+            self.table = table
+            self._secrets = secrets
+        return changed
+
+    def _check_config(self) -> None:
+        """Apply edits of the mounted routes / destinations secrets; refuse invalid ones, keep the last good."""
+        table, secrets, what = self.table, self._secrets, []
+        if self._routes_source is not None and self._routes_parser is not None:
+            source, raw = self._routes_source()
+            if raw != self._routes_raw:
+                self._routes_raw = raw
+                try:
+                    table = self._routes_parser(raw, source)
+                    self.source = source
+                    what.append("routes")
+                except ValueError as exc:
+                    log.error("config.reload_failed", what="routes", error=str(exc))
+        if self._secrets_source is not None and self._secrets_parser is not None:
+            raw = self._secrets_source()
+            if raw != self._secrets_raw:
+                self._secrets_raw = raw
+                try:
+                    secrets = self._secrets_parser(raw)
+                    what.append("destinations")
+                except ValueError as exc:
+                    # The message names the place, never a value.
+                    log.error("config.reload_failed", what="destinations", error=str(exc))
+        if not what:
+            return
+        changed = self.reconfigure(table, secrets)
+        self.reloads += 1
+        log.info("config.reloaded", what=what, changed=changed,
+                 enabled=sorted(n for n, d in self.destinations.items() if d.enabled))
+
+    def _drop_orphans(self) -> None:
+        """Spooled deliveries for destinations the (new) routes no longer declare can never be sent."""
+        for e in self.spool.snapshot():
+            if e.destination not in self.destinations and self.spool.remove(e.id, reason="unknown_destination"):
+                self.metrics.inc("dropped_total", {"destination": e.destination, "reason": "unknown_destination"})
+                log.warning("spool.dropped", destination=e.destination, reason="unknown_destination",
+                            idempotency_key=e.key)
+
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
+        self._running = True
         for dest in self.destinations.values():
-            if not dest.enabled:
-                continue
-            for i in range(dest.concurrency):
-                t = threading.Thread(target=self._worker, args=(dest,), name=f"deliver-{dest.name}-{i}", daemon=True)
-                t.start()
-                self._threads.append(t)
+            if dest.enabled:
+                self._start_workers(dest)
         t = threading.Thread(target=self._ticker, name="forwarder-tick", daemon=True)
         t.start()
         self._threads.append(t)
 
+    def _start_workers(self, dest: Destination) -> None:
+        for i in range(dest.workers, dest.concurrency):
+            t = threading.Thread(target=self._worker, args=(dest,), name=f"deliver-{dest.name}-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        dest.workers = max(dest.workers, dest.concurrency)
+
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
         for dest in self.destinations.values():
-            for _ in range(dest.concurrency):
+            for _ in range(dest.workers):
                 try:
                     dest.queue.put_nowait(None)
                 except queue.Full:
@@ -148,7 +257,7 @@ class Forwarder:
         m.inc("alerts_total", {"priority": alert["priority"], "rule": alert["rule"], "source": alert.get("source", "")})
         key = idempotency_key(alert)
         out = {"rule": alert["rule"], "priority": alert["priority"], "idempotency_key": key,
-               "routes": [], "destinations": [], "suppressed_by": []}
+               "routes": [], "destinations": [], "suppressed_by": [], "throttled_by": []}
         if not self.table.passes_min_priority(alert):
             m.inc("filtered_total", {"priority": alert["priority"]})
             out["filtered"] = f"below min_priority {self.table.min_priority}"
@@ -165,6 +274,14 @@ class Forwarder:
                     m.inc("dedup_suppressed_total", {"route": route.name})
                     out["suppressed_by"].append(route.name)
                     continue
+            if route.throttle is not None:
+                send, summaries = self.throttle.check(route.name, route.throttle.max, route.throttle.window, alert)
+                for s in summaries:
+                    self._emit_summary(s.route, s.alert, pending, kind="throttle")
+                if not send:
+                    m.inc("throttled_total", {"route": route.name})
+                    out["throttled_by"].append(route.name)
+                    continue
             if route.to:
                 m.inc("routed_total", {"route": route.name})
             elif route is self.table.default:
@@ -177,11 +294,11 @@ class Forwarder:
                     out["destinations"].append(dname)
         return out
 
-    def _emit_summary(self, route_name: str, alert: dict, pending: list) -> None:
+    def _emit_summary(self, route_name: str, alert: dict, pending: list, kind: str = "dedup") -> None:
         route = next((r for r in self.table.all_routes() if r.name == route_name), None)
         if route is None:
             return
-        self.metrics.inc("dedup_summaries_total", {"route": route_name})
+        self.metrics.inc(f"{kind}_summaries_total", {"route": route_name})
         key = idempotency_key(alert)
         for dname in route.to:
             self._submit(dname, alert, key, "summary", route_name, pending)
@@ -309,11 +426,15 @@ class Forwarder:
             entry.last_error = res.error
         wait = max(wait or 0.0, 0.0)
         entry.next_attempt = now + wait
+        if res is not None and res.retry_after is not None:
+            entry.not_before = now + res.retry_after
         if res is not None:
             dest.down_until = max(dest.down_until, entry.next_attempt)
         if self.spool.contains(entry.id):
             self.spool.update(entry)
             self.spool.release(entry.id)
+        elif self.settings.ack_mode == "durable":
+            return False  # dropped from a full spool meanwhile (and counted there): don't resurrect it
         else:
             self.spool.put(entry)
         self.metrics.inc("spooled_total", {"destination": dest.name})
@@ -348,9 +469,12 @@ class Forwarder:
             return
         try:
             self._last_tick = self.clock()
+            self._check_config()
             pending: list = []
             for s in self.dedup.expire():
                 self._emit_summary(s.route, s.alert, pending)
+            for s in self.throttle.expire():
+                self._emit_summary(s.route, s.alert, pending, kind="throttle")
             self._commit(pending)
             self._enqueue_due()
         finally:
@@ -422,12 +546,16 @@ class Forwarder:
             info = {"type": d.opts["type"], "enabled": d.enabled, "timeout_s": d.timeout, "retries": d.retries,
                     "budget_s": d.budget, "concurrency": d.concurrency,
                     "state": "disabled" if not d.enabled else ("backing_off" if d.down_until > now else "ok"),
-                    "queued": d.queue.qsize(), "last_error": d.last_error or None}
+                    "queued": d.queue.qsize(), "last_error": d.last_error or None,
+                    "consecutive_failures": d.consecutive_failures,
+                    "last_success_s_ago": round(now - d.last_success, 1) if d.last_success else None}
             if d.disabled_reason:
                 info["disabled_reason"] = d.disabled_reason
             if d.opts["type"] == "openfaas":
-                info.update(function=d.opts["function"], async_=d.opts.get("async", True),
-                            token_secret=d.opts.get("token_secret"), callback=bool(d.opts.get("callback_url")))
+                ts = d.opts.get("token_secret")
+                info.update(function=d.opts["function"], async_=d.opts.get("async", True), token_secret=ts,
+                            token_configured=bool(d.opts.get("token")) or bool(ts and config.read_secret(ts)),
+                            callback=bool(d.opts.get("callback_url")))
             if d.opts["type"] == "webhook":
                 info.update(body=d.opts.get("body", "alert"), signed=bool(d.opts.get("hmac_key")),
                             custom_ca=d.opts.get("ca_cert") is not None or d.opts.get("ca_file") is not None,
@@ -436,10 +564,18 @@ class Forwarder:
             dests[name] = info
         routes = [{"name": r.name, "at": r.where, "matchers": [m.text for m in r.matchers], "to": r.to,
                    "continue": r.cont, "dedup": ({"window_s": r.dedup.window, "key": list(r.dedup.key)}
-                                                 if r.dedup else None)} for r in self.table.all_routes()]
-        return {"status": "ok", "routes_source": self.source, "min_priority": self.table.min_priority,
+                                                 if r.dedup else None),
+                   "throttle": ({"max": r.throttle.max, "window_s": r.throttle.window} if r.throttle else None)}
+                  for r in self.table.all_routes()]
+        problems = [f"destination {n} is backing off after failures" for n, d in dests.items()
+                    if d["state"] == "backing_off"]
+        oldest = self.spool.oldest_age()
+        if oldest > 300:
+            problems.append(f"oldest spooled delivery is {oldest:.0f}s old")
+        return {"status": "degraded" if problems else "ok", "problems": problems, "routes_source": self.source, "min_priority": self.table.min_priority,
                 "ack_mode": self.settings.ack_mode, "routes": routes, "destinations": dests,
                 "spool": {"dir": self.settings.spool_dir, "depth": self.spool.depth(),
                           "max_entries": self.settings.spool_max_entries, "max_age_s": self.settings.spool_max_age,
                           "oldest_age_s": round(self.spool.oldest_age(), 3), "corrupt_entries": self.spool.corrupt},
-                "dedup_open_windows": self.dedup.open_windows(), "uptime_s": round(now - self.started, 1)}
+                "dedup_open_windows": self.dedup.open_windows(), "config_reloads": self.reloads,
+                "uptime_s": round(now - self.started, 1)}

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 from .edgeguard import auth, config, http, log
-from .edgeguard.falco.alert import parse_alert
+from .edgeguard.falco.alert import format_time, parse_alert
 from .edgeguard.routes import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
 from .forwarder import Forwarder, Settings
+from .spool import SpoolBusy
 
 TOKEN_SECRET = "alert-forwarder-token"
 DESTINATIONS_SECRET = "alert-forwarder-destinations"
@@ -40,30 +41,13 @@ def _settings() -> Settings:
         spool_fsync=config.env_bool("spool_fsync", True),
         ack_mode=ack,
         queue_max=config.env_int("queue_max", 1000, minimum=1),
-        tick_interval=config.env_float("retry_tick_seconds", 1.0),
+        tick_interval=max(0.05, config.env_float("retry_tick_seconds", 1.0)),
         flush_budget=config.env_float("flush_budget_seconds", 20.0),
+        spool_backoff_max=max(0.1, config.env_float("spool_retry_max_seconds", 60.0)),
     )
 
 
-def build_forwarder(**kwargs) -> Forwarder:
-    """Load routes (secret override, else the shipped file), destination secrets and settings.
-
-    Any problem raises ConfigError/RoutesError naming the place, so the pod fails at start-up.
-    """
-    routes_secret = config.env_str("routes_secret", "alert-forwarder-routes")
-    text = config.read_secret_bytes(routes_secret) if routes_secret else None
-    if text is not None:
-        source = f"secret {routes_secret}"
-        text = text.decode("utf-8")
-    else:
-        path = Path(config.env_str("routes_file", str(HERE / "routes.yaml")))
-        source = str(path.name if path.parent == HERE else path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise config.ConfigError(f"cannot read routes file {path}: {exc.strerror}") from None
-    table = load_routes_text(text, source)
-    raw = config.read_secret(DESTINATIONS_SECRET)
+def _parse_destination_secrets(raw: str | None) -> dict:
     secrets = parse_destination_secrets(raw, DESTINATIONS_SECRET)
     for entry in secrets.values():
         for key in ("url", "token", "hmac_key", "client_key"):
@@ -71,9 +55,48 @@ def build_forwarder(**kwargs) -> Forwarder:
                 log.register_secret(entry[key])
         for v in (entry.get("headers") or {}).values():
             log.register_secret(v)
+    return secrets
+
+
+def _routes_text() -> tuple[str, str]:
+    """(where the routes come from, their text): the routes secret when mounted and not empty, else the file."""
+    routes_secret = config.env_str("routes_secret", "alert-forwarder-routes")
+    data = config.read_secret_bytes(routes_secret) if routes_secret else None
+    if data is not None and data.strip():
+        return f"secret {routes_secret}", data.decode("utf-8")
+    # An empty secret (created as a placeholder) means "use the shipped routes".
+    path = Path(config.env_str("routes_file", str(HERE / "routes.yaml")))
+    source = str(path.name if path.parent == HERE else path)
+    try:
+        return source, path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise config.ConfigError(f"cannot read routes file {path}: {exc.strerror}") from None
+
+
+def _routes_text_or_last() -> tuple[str, str]:
+    try:
+        return _routes_text()
+    except (config.ConfigError, UnicodeDecodeError) as exc:
+        return "unreadable", str(exc)  # parsing this fails and is logged as a refused reload
+
+
+def build_forwarder(**kwargs) -> Forwarder:
+    """Load routes (secret override, else the shipped file), destination secrets and settings.
+
+    Any problem raises ConfigError/RoutesError naming the place, so the pod fails at start-up.
+    Later edits of either secret are applied live when valid (see Forwarder.reconfigure).
+    """
+    source, text = _routes_text()
+    table = load_routes_text(text, source)
+    raw = config.read_secret(DESTINATIONS_SECRET)
+    secrets = _parse_destination_secrets(raw)
     for name in unknown_secret_entries(table, secrets):
         log.warning("config.unused_destination_secret", destination=name)
-    fwd = Forwarder(table, secrets, kwargs.pop("settings", None) or _settings(), source=source, **kwargs)
+    fwd = Forwarder(table, secrets, kwargs.pop("settings", None) or _settings(), source=source,
+                    secrets_source=lambda: config.read_secret(DESTINATIONS_SECRET),
+                    secrets_parser=_parse_destination_secrets, secrets_raw=raw,
+                    routes_source=_routes_text_or_last, routes_parser=lambda t, src: load_routes_text(t, src),
+                    routes_raw=text, **kwargs)
     log.info("config.loaded", routes=source, routes_count=len(table.all_routes()),
              enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled),
              disabled=sorted(n for n, d in fwd.destinations.items() if not d.enabled),
@@ -82,15 +105,14 @@ def build_forwarder(**kwargs) -> Forwarder:
 
 
 try:
+    MAX_BODY = config.env_int("max_body_bytes", 4 * 1024 * 1024, minimum=1024)
+    MAX_BATCH = config.env_int("max_batch", 10000, minimum=1)
+    CRON_FLUSH = config.env_bool("cron_flush", False)
     FORWARDER = build_forwarder()
-except (RoutesError, config.ConfigError) as _exc:
+except (RoutesError, config.ConfigError, SpoolBusy) as _exc:
     # Fail loudly: of-watchdog restarts the pod and the log says exactly what to fix.
     log.error("config.invalid", error=str(_exc))
     raise
-
-MAX_BODY = config.env_int("max_body_bytes", 4 * 1024 * 1024, minimum=1024)
-MAX_BATCH = config.env_int("max_batch", 10000, minimum=1)
-CRON_FLUSH = config.env_bool("cron_flush", False)
 _cron_lock = threading.Lock()
 _cron_last = [0.0]
 
@@ -142,8 +164,6 @@ def _test(event, context) -> dict:
     auth.require_bearer(event, TOKEN_SECRET)
     overrides = http.parse_json(event, max_bytes=MAX_BODY, allow_empty=True) if (getattr(event, "body", b"") or b"").strip() else None
     now_ns = time.time_ns()
-    from .edgeguard.falco.alert import format_time
-
     priority = http.query(event, "priority", "Warning")
     alert = {"hostname": getattr(context, "hostname", None) or "alert-forwarder", "output_fields": {"test": "true"},
              "priority": priority, "rule": "Test rule", "source": "internal", "tags": ["example", "test"],
@@ -154,9 +174,8 @@ def _test(event, context) -> dict:
             raise http.HTTPError(400, "the /test body must be a JSON object of alert fields to override")
         alert.update(overrides)
     [alert] = _validate(alert)
-    explanation = FORWARDER.explain(alert)
     if http.query_flag(event, "dry_run"):
-        return http.json_response({"dry_run": True, "alert": alert, **explanation}, 200)
+        return http.json_response({"dry_run": True, "alert": alert, **FORWARDER.explain(alert)}, 200)
     report = FORWARDER.ingest([alert])
     return http.json_response({"test": True, **report}, 202)
 
@@ -165,7 +184,8 @@ def _test(event, context) -> dict:
 def handle(event, context):
     m = http.method(event)
     p = http.path(event).rstrip("/") or "/"
-    FORWARDER.maybe_tick()
+    if p != "/" or m != "POST":
+        FORWARDER.maybe_tick()  # ingest ticks itself, after routing
     endpoint = p if p in ("/", "/flush", "/test", "/metrics") else "other"
     resp = None
     try:

@@ -20,6 +20,8 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "routed_total": ("counter", "Alerts handed to a route's destinations, by route.", ("route",)),
     "dedup_suppressed_total": ("counter", "Repeats suppressed by a route's dedup window.", ("route",)),
     "dedup_summaries_total": ("counter", "'N repeats suppressed' summaries emitted.", ("route",)),
+    "throttled_total": ("counter", "Alerts held back by a route's throttle (max per window).", ("route",)),
+    "throttle_summaries_total": ("counter", "Digests of throttled alerts emitted.", ("route",)),
     "delivered_total": ("counter", "Deliveries acknowledged by the destination.", ("destination",)),
     "failed_total": ("counter", "Delivery attempts that failed (transport error or HTTP error).", ("destination",)),
     "retried_total": ("counter", "Delivery attempts that were retries of an earlier failure.", ("destination",)),
@@ -75,10 +77,6 @@ class Metrics:
                     h[0][i] += 1
             h[1] += 1
             h[2] += value
-
-    def get(self, name: str, labels: dict | None = None) -> float:
-        with self._lock:
-            return self._values[name].get(self._labels(name, labels), 0.0)
 
     def total(self, name: str, **match) -> float:
         names = DEFINITIONS[name][2]

@@ -18,6 +18,7 @@ and the background retry never deliver the same entry twice.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -43,6 +44,7 @@ class Entry:
     attempts: int = 0
     next_attempt: float = 0.0
     last_error: str = ""
+    not_before: float = 0.0       # from a receiver's Retry-After: even a forced flush waits for it
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -52,9 +54,18 @@ class Entry:
         return cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
 
 
+_PROCESS = uuid.uuid4().hex[:8]
+_counter = itertools.count()
+
+
 def new_entry_id(created: float) -> str:
-    # Time first so ids sort oldest first.
-    return f"{int(created * 1e6):017d}-{uuid.uuid4().hex[:12]}"
+    # Time first so ids sort oldest first; a per-process tag and counter keep them unique without
+    # paying for os.urandom on every alert.
+    return f"{int(created * 1e6):017d}-{_PROCESS}-{next(_counter):x}"
+
+
+class SpoolBusy(RuntimeError):
+    pass
 
 
 def _line(record: dict) -> bytes:
@@ -82,9 +93,22 @@ class Spool:
         self._synced = 0
         self._syncing = False
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = self._take_lock()
         self._replay()
         self._fd = None
         self._compact()
+
+    def _take_lock(self) -> int:
+        """One process per spool: two appenders would interleave and compact each other's journal away."""
+        import fcntl
+
+        fd = os.open(self.dir / "spool.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SpoolBusy(f"spool directory {self.dir} is in use by another process") from None
+        return fd
 
     # -- start-up -------------------------------------------------------------------------
     def _replay(self) -> None:
@@ -106,6 +130,7 @@ class Spool:
                     e = self._entries.get(rec["id"])
                     if e is not None:
                         e.attempts, e.next_attempt, e.last_error = rec["attempts"], rec["next_attempt"], rec["error"]
+                        e.not_before = rec.get("not_before", 0.0)
                 elif op == "del":
                     self._entries.pop(rec["id"], None)
             except (ValueError, KeyError, TypeError):
@@ -147,6 +172,9 @@ class Spool:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
 
     # -- journal --------------------------------------------------------------------------
     def _append(self, data: bytes) -> None:
@@ -234,7 +262,8 @@ class Spool:
                 return
             self._entries[entry.id] = entry
             self._append(_line({"op": "upd", "id": entry.id, "attempts": entry.attempts,
-                                "next_attempt": entry.next_attempt, "error": entry.last_error}))
+                                "next_attempt": entry.next_attempt, "error": entry.last_error,
+                                "not_before": entry.not_before}))
 
     def remove(self, eid: str, reason: str = "delivered") -> bool:
         with self._lock:
@@ -257,7 +286,7 @@ class Spool:
                 if self.max_age and now - e.created > self.max_age:
                     expired.append((eid, e.destination))
                     continue
-                if not ignore_schedule and e.next_attempt > now:
+                if (not ignore_schedule and e.next_attempt > now) or e.not_before > now:
                     continue
                 if accept is not None and not accept(e.destination):
                     continue
@@ -282,8 +311,7 @@ class Spool:
             return eid in self._entries
 
     def depth(self) -> int:
-        with self._lock:
-            return len(self._entries)
+        return len(self._entries)  # a single len() is atomic in CPython: no need to queue behind writers
 
     def depth_by_destination(self) -> dict[str, int]:
         out: dict[str, int] = {}

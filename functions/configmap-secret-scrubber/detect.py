@@ -246,10 +246,20 @@ class KeyVerdict:
 
 
 class Fingerprinter:
-    """Short keyed hash: a plain sha256 of a weak password ('changeme') is reversible by lookup."""
+    """Short keyed hash: a plain sha256 of a weak password ('changeme') is reversible by lookup.
+
+    The key must be secret and known only to this function (the handler reads it from its own
+    OpenFaaS secret). With a public or shared key anyone holding a fingerprint could test
+    password guesses offline, so there is no default: no key, no fingerprints.
+    12 hex (48 bits) is enough for what a fingerprint is for, telling whether two keys or two
+    runs saw the same value (collision odds ~n^2/2^49: 2e-7 for 10,000 values); it is not an
+    identifier, and keeping it short gives a key-holder little to match against either.
+    """
 
     def __init__(self, key: bytes):
-        self.key = key or b"configmap-secret-scrubber"
+        if not key:
+            raise ValueError("a fingerprint key is required")
+        self.key = bytes(key)
 
     def __call__(self, value: str | bytes) -> str:
         data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
@@ -257,7 +267,7 @@ class Fingerprinter:
 
 
 class Detector:
-    def __init__(self, fingerprint_key: bytes = b""):
+    def __init__(self, fingerprint_key: bytes):
         self.rules = default_ruleset()
         self.fp = Fingerprinter(fingerprint_key)
 

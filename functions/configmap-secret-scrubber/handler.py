@@ -5,24 +5,32 @@ alert-forwarder; a JSON request ``{"namespace","name"}``, ``{"namespace"}`` or
 ``{"all_namespaces": true}``; ``GET`` with the same query parameters returns a
 report and changes nothing. Default mode is ``report``; ``mode=move`` moves the
 high-confidence keys (see remediate.py for the order of steps).
-The answer and the logs carry key names, detector ids and keyed fingerprints,
-never a value.
+The answer and the logs carry key names, detector ids and fingerprints keyed
+with the function's own secret (never the caller token), never a value.
 """
 from __future__ import annotations
 
+import hmac
 import re
 import threading
 import time
 
 from .edgeguard import auth, config, http, kube, log
+from .edgeguard.ratelimit import TokenBucket
 from .detect import Detector
 from .kapi import Kube, KubeError
 from .remediate import Scrubber, Settings
 
 TOKEN_SECRET = "configmap-secret-scrubber-token"
 KUBECONFIG_SECRET = "configmap-secret-scrubber-kubeconfig"
+# Its own key: the caller token is shared with alert-forwarder, and whoever holds the HMAC key
+# can test password guesses against a fingerprint offline.
+FINGERPRINT_SECRET = "configmap-secret-scrubber-fingerprint-key"
+MIN_FINGERPRINT_KEY_BYTES = 16
 DEFAULT_RULES = ("Create/Modify Configmap With Private Credentials",)
-DEFAULT_REPORT_ONLY = "kube-system,kube-public,kube-node-lease"
+# Also enforced by RBAC: the write Role is never bound in these (deploy/rbac/configmap-secret-scrubber-namespace.yaml).
+# openfaas-fn holds every function's OpenFaaS secrets.
+DEFAULT_REPORT_ONLY = "kube-system,kube-public,kube-node-lease,openfaas,openfaas-fn"
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -45,6 +53,7 @@ class Limits:
         self.max_moves = config.env_int("max_moves_per_run", 10, minimum=0)
         self.rules = set(_csv("trigger_rules")) or set(DEFAULT_RULES)
         self.max_body = config.env_int("max_body_bytes", 1048576, minimum=1024)
+        self.rate_per_minute = config.env_int("rate_limit_per_minute", 30, minimum=1)
 
     def allowed(self, ns: str) -> bool:
         if ns in self.deny:
@@ -57,38 +66,48 @@ class Limits:
         return None
 
 
-class RateLimiter:
-    """Token bucket shared by all requests of this replica: a burst of alerts must not become a burst of writes."""
+class _Rate:
+    """One token bucket per replica: a burst of alerts must not become a burst of writes."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.tokens = None
-        self.last = time.monotonic()
+        self.bucket: TokenBucket | None = None
 
     def take(self, per_minute: int) -> float:
-        """0 if allowed now, else seconds until the next token."""
+        """0 if allowed now, else seconds until the next token (a changed setting starts a new bucket)."""
         with self.lock:
-            now = time.monotonic()
-            if self.tokens is None:
-                self.tokens = float(per_minute)
-            self.tokens = min(float(per_minute), self.tokens + (now - self.last) * per_minute / 60.0)
-            self.last = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return 0.0
-            return (1 - self.tokens) * 60.0 / per_minute
+            if self.bucket is None or self.bucket.burst != per_minute:
+                self.bucket = TokenBucket(per_minute / 60.0, per_minute)
+            bucket = self.bucket
+        return bucket.take()
 
 
-_rate = RateLimiter()
+_rate = _Rate()
 # One move at a time per replica: a duplicated alert (at-least-once delivery) must not race itself.
 # The workflow is safe under races anyway (resourceVersion tests); this just avoids pointless conflicts.
 _move_lock = threading.Lock()
 
 
-def _scrubber(limits: Limits) -> Scrubber:
+def _fingerprint_key() -> bytes:
+    """The HMAC key for fingerprints; 503 (fail closed) when it is missing, short or the caller token."""
+    key = (config.read_secret_bytes(FINGERPRINT_SECRET) or b"").strip()
+    if not key:
+        raise http.HTTPError(503, f"secret '{FINGERPRINT_SECRET}' is missing or empty; value fingerprints "
+                                  "are keyed with it and there is no fallback key")
+    log.register_secret(key.decode("utf-8", "replace"))
+    if len(key) < MIN_FINGERPRINT_KEY_BYTES:
+        raise http.HTTPError(503, f"secret '{FINGERPRINT_SECRET}' is shorter than {MIN_FINGERPRINT_KEY_BYTES} "
+                                  "bytes; use a random value (e.g. openssl rand -hex 32)")
+    token = (config.read_secret_bytes(TOKEN_SECRET) or b"").strip()
+    if hmac.compare_digest(key, token):
+        raise http.HTTPError(503, f"secret '{FINGERPRINT_SECRET}' must not equal the caller token "
+                                  f"'{TOKEN_SECRET}' (other functions hold that one)")
+    return key
+
+
+def _scrubber(limits: Limits, fingerprint_key: bytes) -> Scrubber:
     api = kube.api_client(KUBECONFIG_SECRET)
     k = Kube(api, timeout=config.env_float("kube_timeout_seconds", 10.0))
-    key = config.read_secret_bytes(TOKEN_SECRET) or b""
     settings = Settings(
         mode=limits.mode,
         secret_name_template=config.env_str("secret_name_template", "{configmap}-credentials"),
@@ -101,7 +120,7 @@ def _scrubber(limits: Limits) -> Scrubber:
     for t in ("secret_name_template", "replacement_name_template"):
         if "{configmap}" not in getattr(settings, t):
             raise config.ConfigError(f"{t} must contain {{configmap}}")
-    return Scrubber(k, Detector(key.strip()), settings)
+    return Scrubber(k, Detector(fingerprint_key), settings)
 
 
 # --- request parsing -----------------------------------------------------------------------------
@@ -167,10 +186,17 @@ def _target_from_query(event) -> dict:
     return _target_from_request(doc)
 
 
+def _write_refused(err: KubeError) -> bool:
+    """A 403 on a call the per-namespace Role grants (cluster-wide reads are list, and get on ConfigMaps)."""
+    if err.status != 403 or err.verb == "list":
+        return False
+    return not (err.verb == "get" and err.what.startswith("ConfigMap "))
+
+
 # --- the run ---------------------------------------------------------------------------------------
 
-def _run(target: dict, mode: str, limits: Limits, trigger: str) -> dict:
-    scrubber = _scrubber(limits)
+def _run(target: dict, mode: str, limits: Limits, trigger: str, fingerprint_key: bytes) -> dict:
+    scrubber = _scrubber(limits, fingerprint_key)
     k = scrubber.kube
     result = {"mode": mode, "trigger": trigger, "target": target, "configmaps": [], "errors": []}
     # candidates: (namespace, name); each ConfigMap is read again when it is processed
@@ -218,9 +244,14 @@ def _run(target: dict, mode: str, limits: Limits, trigger: str) -> dict:
         except KubeError as err:
             out = None
             statuses["error"] = statuses.get("error", 0) + 1
+            reason = f"Kubernetes API: {err.verb} {err.what}: {err.status or 'no response'}"
+            if _write_refused(err):
+                reason += (f"; the scrubber may not write in namespace {ns}: apply "
+                           "deploy/rbac/configmap-secret-scrubber-namespace.yaml there (and "
+                           "configmap-secret-scrubber-immutable.yaml for allow_immutable), or list it in "
+                           "report_only_namespaces")
             result["configmaps"].append({"namespace": ns, "name": name, "status": "error",
-                                         "reasons": [f"Kubernetes API: {err.verb} {err.what}: "
-                                                     f"{err.status or 'no response'}"],
+                                         "reasons": [reason],
                                          "note": "stopped safely; every value is still in the ConfigMap or the Secret; re-run"})
             log.warning("configmap.error", namespace=ns, configmap=name, verb=err.verb, what=err.what,
                         status=err.status)
@@ -250,11 +281,7 @@ def handle(event, context):
         limits = Limits()
     except config.ConfigError as err:
         raise http.HTTPError(500, f"misconfigured: {err}") from None
-    per_minute = config.env_int("rate_limit_per_minute", 30, minimum=1)
-    wait = _rate.take(per_minute)
-    if wait:
-        raise http.HTTPError(429, "rate limit reached; retry later", headers={"Retry-After": str(int(wait) + 1)},
-                             limit_per_minute=per_minute)
+    # validate before taking a rate token: a malformed request must not use up a legitimate caller's budget
     if method == "GET":
         target = _target_from_query(event)
         mode, trigger = "report", "get"
@@ -273,12 +300,17 @@ def handle(event, context):
             target = _target_from_request(doc)
             trigger = "request"
             mode = "report" if doc.get("dry_run") else limits.mode
+    fingerprint_key = _fingerprint_key()
+    wait = _rate.take(limits.rate_per_minute)
+    if wait:
+        raise http.HTTPError(429, "rate limit reached; retry later", headers={"Retry-After": str(int(wait) + 1)},
+                             limit_per_minute=limits.rate_per_minute)
     try:
         if mode == "move":
             with _move_lock:
-                result = _run(target, mode, limits, trigger)
+                result = _run(target, mode, limits, trigger, fingerprint_key)
         else:
-            result = _run(target, mode, limits, trigger)
+            result = _run(target, mode, limits, trigger, fingerprint_key)
     except kube.KubeConfigError as err:
         raise http.HTTPError(503, str(err)) from None
     except config.ConfigError as err:

@@ -103,7 +103,7 @@ class KubeEmulator:
             groups=("system:serviceaccounts", f"system:serviceaccounts:{ns}"))
         self._lock = threading.RLock()
         self._tokens: dict[str, User] = {}
-        self.add_user(admin_token, "kubeemu-admin", groups=("system:masters",))
+        self.add_user(admin_token, "system:admin", groups=("system:masters",))  # k3s's admin identity
         self.admin_token = admin_token
         self.rbac = rbac
         self.strict_auth = strict_auth
@@ -111,6 +111,7 @@ class KubeEmulator:
         self._faults: list[Fault] = []
         self._hooks: list[Callable[..., Any]] = []
         self.request_log: list[RequestRecord] = []
+        self._auditor = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handler: ApiHandler | None = None
@@ -134,6 +135,8 @@ class KubeEmulator:
         return self
 
     def stop(self) -> None:
+        if self._auditor is not None:
+            self._auditor.flush(5.0)
         if self._thread is None:
             return
         loop, stop = self._loop, self._stop_async
@@ -325,9 +328,15 @@ class KubeEmulator:
             self._denies.clear()
             self._hooks.clear()
 
-    def hold_rollouts(self, hold: bool = True) -> None:
-        """Freeze (True) or resume (False) the workload controller; resuming completes pending rollouts."""
-        self.store.set_hold(hold)
+    def hold_rollouts(self, hold: bool = True, namespace: str | None = None, name: str | None = None) -> None:
+        """Freeze (True) or resume (False) the workload controller; resuming completes pending rollouts.
+
+        With namespace and name only that workload is frozen (repeat to add more); hold_rollouts(False)
+        releases everything.
+        """
+        if (namespace is None) != (name is None):
+            raise ValueError("give both namespace and name, or neither")
+        self.store.set_hold(hold, None if name is None else (namespace, name))
 
     def stall_rollout(self, namespace: str, name: str, kind: str = "deployments") -> None:
         """Mark a Deployment's rollout failed (Progressing=False, ProgressDeadlineExceeded)."""
@@ -352,6 +361,65 @@ class KubeEmulator:
             except Exception as e:
                 raise ApiError(500, f"Internal error occurred: request aborted by a before() hook: "
                                     f"{type(e).__name__}") from None
+
+    # -- audit ------------------------------------------------------------------------------------------------
+
+    def enable_audit(self, policy: dict | str | Path | None = None, webhook: str | None = None,
+                     token: str | None = None, batch_max_size: int = 100, batch_max_wait: float = 0.5) -> None:
+        """Emit audit.k8s.io/v1 events for served requests, as kube-apiserver with an audit policy does.
+
+        policy: a Policy dict or YAML file (default: everything at RequestResponse, Secrets and tokens at
+        Metadata). webhook: URL that gets EventList POSTs in batches (bearer `token` if given), like
+        --audit-webhook-config-file in batch mode. Events are also kept in `audit_events`.
+        """
+        from . import audit
+
+        old = self._auditor
+        self._auditor = audit.Auditor(audit.Policy(policy), webhook, token, batch_max_size, batch_max_wait)
+        if old is not None:
+            old.close()
+
+    def disable_audit(self) -> None:
+        old, self._auditor = self._auditor, None
+        if old is not None:
+            old.close()
+
+    @property
+    def audit_events(self) -> list[dict]:
+        return list(self._auditor.events) if self._auditor is not None else []
+
+    @property
+    def audit_errors(self) -> list[str]:
+        return list(self._auditor.errors) if self._auditor is not None else []
+
+    def flush_audit(self, timeout: float = 10.0) -> bool:
+        """Block until queued audit events reached the webhook (True) or the timeout passed (False)."""
+        return self._auditor.flush(timeout) if self._auditor is not None else True
+
+    def _audit(self, ctx, verb: str, status: int, payload: Any, stage: str) -> None:
+        auditor = self._auditor
+        if auditor is None:
+            return
+        from . import audit
+
+        route, raw = ctx.route, ctx.raw
+        user = ctx.user or User("system:anonymous", ("system:unauthenticated",))
+        rule = auditor.policy.rule_for(
+            user=user.name, groups=user.groups, verb=verb, group=route.res.group if route else None,
+            resource=route.res.plural if route else None, subresource=route.subresource if route else None,
+            namespace=route.namespace if route else None, name=route.name if route else None, path=raw.path)
+        if rule is None or rule["level"] == "None":
+            return
+        if stage in auditor.policy.omit_stages or stage in (rule.get("omitStages") or []):
+            return
+        failed = status >= 400 or status == 0
+        event = audit.build_event(
+            level=rule["level"], stage=stage, method=raw.method, request_uri=str(raw.rel_url), verb=verb,
+            user=user.name, groups=user.groups, source_ips=_source_ips(raw), user_agent=raw.headers.get("User-Agent"),
+            route=route, code=status, status_body=payload if failed and isinstance(payload, dict) else None,
+            request_object=ctx.data, response_object=None if failed or stage != "ResponseComplete" else payload,
+            received=ctx.received, allowed=ctx.allowed)
+        auditor.emit(event)
 
     # -- observation ------------------------------------------------------------------------------------------
 
@@ -403,7 +471,8 @@ class KubeEmulator:
             self._loop.call_soon_threadsafe(handler.declare, res)
 
     def seed(self, obj: dict) -> dict:
-        """Store an object as an admin would have created it (namespace auto-created; given status kept)."""
+        """Store an object directly (no HTTP, no faults, no content validation): uid, resourceVersion,
+        creationTimestamp and generation are stamped, the namespace is created if missing, a given status kept."""
         return self.store.seed(obj)
 
     def load_manifests(self, source: str | Path) -> list[dict]:
@@ -551,6 +620,17 @@ class KubeEmulator:
         if not allowed:
             out["status"]["reason"] = "denied by the emulator's deny rules or RBAC objects"
         return out
+
+
+def _source_ips(raw) -> list[str]:
+    # The apiserver's order: X-Forwarded-For entries, X-Real-Ip, then the peer address (only that is trustworthy).
+    ips = [ip.strip() for ip in raw.headers.get("X-Forwarded-For", "").split(",") if ip.strip()]
+    real = raw.headers.get("X-Real-Ip", "").strip()
+    if real and real not in ips:
+        ips.append(real)
+    if raw.remote and raw.remote not in ips:
+        ips.append(raw.remote)
+    return ips
 
 
 def _delete_options(data: Any, query: dict) -> dict:

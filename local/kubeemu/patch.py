@@ -72,8 +72,8 @@ def strategic_merge_patch(target: Any, patch: Any, path: tuple[str, ...] = ()) -
 
     Supported: map merge with null deletion, `$patch: replace|delete` on maps, merge-by-key lists (table above)
     with `$patch: delete` items and `$patch: replace` list markers, primitive merge lists (finalizers),
-    `$deleteFromPrimitiveList/<field>`. `$setElementOrder/<field>` and `$retainKeys` are accepted and ignored
-    (order: existing items first, new items appended; retainKeys only matters for volume source unions).
+    `$deleteFromPrimitiveList/<field>`, `$retainKeys` (clears the fields it does not list).
+    `$setElementOrder/<field>` is accepted and ignored (existing items keep their order, new ones are appended).
     Every other list is replaced, as the apiserver does for atomic lists.
     """
     if not isinstance(patch, dict):
@@ -88,6 +88,9 @@ def strategic_merge_patch(target: Any, patch: Any, path: tuple[str, ...] = ()) -
     if directive is not None:
         raise PatchError(f"unknown patch directive {directive!r}")
     result = copy.deepcopy(target)
+    retain = patch.get("$retainKeys")
+    if retain is not None and (not isinstance(retain, list) or not all(isinstance(k, str) for k in retain)):
+        raise PatchError("$retainKeys must be a list of strings")
     for key, value in patch.items():
         if key.startswith("$setElementOrder/") or key == "$retainKeys":
             continue
@@ -111,6 +114,9 @@ def strategic_merge_patch(target: Any, patch: Any, path: tuple[str, ...] = ()) -
             result[key] = _merge_list(result.get(key), value, path, key)
         else:
             result[key] = copy.deepcopy(value)
+    if retain is not None:
+        # Union types (volume sources, deployment strategy): fields not retained are cleared.
+        result = {k: v for k, v in result.items() if k in retain}
     return result
 
 

@@ -104,3 +104,20 @@ def parse_fields(text: str | None, res: Resource) -> Matcher:
         else:
             reqs.append(lambda o, lb=label, v=value: _field_value(o, lb) == v)
     return lambda obj: all(r(obj) for r in reqs)
+
+
+def match_label_selector(sel: dict, labels: dict) -> bool:
+    for k, v in (sel.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in sel.get("matchExpressions") or []:
+        k, op, vals = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In" and labels.get(k) not in vals:
+            return False
+        if op == "NotIn" and k in labels and labels[k] in vals:
+            return False
+        if op == "Exists" and k not in labels:
+            return False
+        if op == "DoesNotExist" and k in labels:
+            return False
+    return True

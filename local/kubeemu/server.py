@@ -17,11 +17,23 @@ import aiohttp.web
 import attrs
 from kmock import KubernetesScaffold, ResourceInfo
 
+from . import audit
 from .errors import ApiError
 from .resources import Resource
 
 if TYPE_CHECKING:  # pragma: no cover
     from .emulator import KubeEmulator
+
+
+@dataclass
+class _Ctx:
+    """One request on its way through the handler (what the request log and the audit event need)."""
+    raw: aiohttp.web.BaseRequest
+    received: Any
+    route: "Route | None" = None
+    user: Any = None
+    data: Any = None
+    allowed: bool = True
 
 
 @dataclass
@@ -47,6 +59,8 @@ _SUBRESOURCE_INFO: dict[str, tuple[str | None, list[str], dict]] = {
     "token": ("TokenRequest", ["create"], {"group": "authentication.k8s.io", "version": "v1"}),
     "approval": (None, ["get", "patch", "update"], {}),
 }
+_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml",
+                "application/strategic-merge-patch+json")
 _NOT_FOUND = ApiError(404, "the server could not find the requested resource", "NotFound", {})
 _NAMESPACE_SUBRESOURCES = ("status", "finalize")
 
@@ -157,49 +171,65 @@ class ApiHandler(KubernetesScaffold):
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         emu: KubeEmulator = self.emu
+        ctx = _Ctx(raw, audit.utcnow())
         try:
             body = await raw.read()
         except aiohttp.web.HTTPRequestEntityTooLarge:
-            emu._record(raw.method.lower(), raw.path, 413, None, None)
-            return _status_response(ApiError(413, "Request entity too large: limit is 3145728"))
+            return self._fail(ctx, ApiError(413, "Request entity too large: limit is 3145728"))
         query = dict(raw.query)
         try:
-            route = self.route(raw.method, raw.path, query)
+            ctx.route = self.route(raw.method, raw.path, query)
         except ApiError as e:
-            emu._record(raw.method.lower(), raw.path, e.code, None, None)
-            return _status_response(e)
+            return self._fail(ctx, e)
+        ctx.user = emu._authenticate(raw.headers.get("Authorization"))
+        route = ctx.route
         if route is None:
             if raw.path != "/" and raw.path.endswith("/"):
                 raw = raw.clone(rel_url=raw.rel_url.with_path(raw.path.rstrip("/")))
             response = await super().__call__(raw)  # kmock: discovery, /version, unknown endpoints
-            emu._record(raw.method.lower(), raw.path, response.status, None, None)
+            self._done(ctx, response.status, None)
             return response
-        user = emu._authenticate(raw.headers.get("Authorization"))
         try:
-            if user is None:
+            if ctx.user is None:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
-            emu._authorize(user, route)
-            data = _decode(body, raw.headers.get("Content-Type"), route.verb)
-            emu._run_hooks(route, data)
+            try:
+                emu._authorize(ctx.user, route)
+            except ApiError:
+                ctx.allowed = False
+                raise
+            ctx.data = _decode(body, raw.headers.get("Content-Type"), route.verb)
+            emu._run_hooks(route, ctx.data)
             fault = emu._take_fault(route)
             if fault is not None:
-                return await self._faulted(raw, route, query, body, data, fault, user)
+                return await self._faulted(ctx, query, body, fault)
             if route.verb == "watch":
-                return await self._watch(raw, route, query, user)
-            status, payload = emu._dispatch(route, query, body, data, raw.headers.get("Content-Type", ""), user)
+                return await self._watch(ctx, query)
+            status, payload = emu._dispatch(route, query, body, ctx.data, raw.headers.get("Content-Type", ""),
+                                            ctx.user)
         except ApiError as e:
-            emu._record(route.verb, raw.path, e.code, route, user)
-            return _status_response(e)
+            return self._fail(ctx, e)
         except Exception as e:  # an emulator bug must still look like an apiserver 500 to the client
             logging.getLogger(__name__).exception("kubeemu failed on %s %s", raw.method, raw.path)
-            emu._record(route.verb, raw.path, 500, route, user)
-            return _status_response(ApiError(500, f"Internal error occurred: {type(e).__name__}"))
-        emu._record(route.verb, raw.path, status, route, user)
+            return self._fail(ctx, ApiError(500, f"Internal error occurred: {type(e).__name__}"))
+        self._done(ctx, status, payload)
         return aiohttp.web.json_response(payload, status=status)
 
-    async def _faulted(self, raw, route: Route, query: dict, body: bytes, data: Any, fault,
-                       user) -> aiohttp.web.StreamResponse:
+    def _done(self, ctx: "_Ctx", status: int, payload: Any, stage: str = "ResponseComplete") -> None:
+        """Every served request ends here: the request log and the audit trail."""
+        route, raw = ctx.route, ctx.raw
+        verb = route.verb if route is not None else raw.method.lower()
+        if stage == "ResponseComplete":
+            self.emu._record(verb, raw.path, status, route, ctx.user)
+        self.emu._audit(ctx, verb, status, payload, stage)
+
+    def _fail(self, ctx: "_Ctx", err: ApiError) -> aiohttp.web.Response:
+        body = err.status()
+        self._done(ctx, err.code, body)
+        return _status_response(err)
+
+    async def _faulted(self, ctx: "_Ctx", query: dict, body: bytes, fault) -> aiohttp.web.StreamResponse:
         emu: KubeEmulator = self.emu
+        raw, route, data, user = ctx.raw, ctx.route, ctx.data, ctx.user
         if fault.applied and route.verb not in ("watch",):
             try:
                 emu._dispatch(route, query, body, data, raw.headers.get("Content-Type", ""), user)
@@ -209,7 +239,7 @@ class ApiHandler(KubernetesScaffold):
             await self.sleep(fault.delay if fault.delay is not None else 30.0)
         if fault.status == "reset":
             # The connection drops with no answer at all (crashed apiserver, broken proxy).
-            emu._record(route.verb, raw.path, 0, route, user)
+            self._done(ctx, 0, None)
             if raw.transport is not None:
                 raw.transport.abort()
             raise asyncio.CancelledError
@@ -218,10 +248,9 @@ class ApiHandler(KubernetesScaffold):
             else (route.name or "")
         if code == 409 and route.verb == "create" and not route.subresource and fault.message is None:
             # A conflict on create is the apiserver's AlreadyExists.
-            emu._record(route.verb, raw.path, code, route, user)
-            return _status_response(ApiError(409, f'{route.res} "{name}" already exists', "AlreadyExists",
-                                             {"name": name, "kind": route.res.plural,
-                                              **({"group": route.res.group} if route.res.group else {})}))
+            return self._fail(ctx, ApiError(409, f'{route.res} "{name}" already exists', "AlreadyExists",
+                                            {"name": name, "kind": route.res.plural,
+                                             **({"group": route.res.group} if route.res.group else {})}))
         messages = {409: f'Operation cannot be fulfilled on {route.res} "{name}": the object has been modified; '
                          f'please apply your changes to the latest version and try again',
                     429: "Too many requests, please try again later.",
@@ -233,8 +262,7 @@ class ApiHandler(KubernetesScaffold):
                        details={"name": name, "kind": route.res.plural, **({"group": route.res.group}
                                                                           if route.res.group else {})},
                        headers={"Retry-After": "1"} if code in (429, 503) else None)
-        emu._record(route.verb, raw.path, code, route, user)
-        return _status_response(err)
+        return self._fail(ctx, err)
 
     async def sleep(self, seconds: float) -> None:
         """Sleep that ends early when the emulator stops (so stop() never waits on a hung request)."""
@@ -252,9 +280,9 @@ class ApiHandler(KubernetesScaffold):
 
     # -- watch ---------------------------------------------------------------------------------------------
 
-    async def _watch(self, raw: aiohttp.web.BaseRequest, route: Route, query: dict,
-                     user) -> aiohttp.web.StreamResponse:
+    async def _watch(self, ctx: "_Ctx", query: dict) -> aiohttp.web.StreamResponse:
         emu: KubeEmulator = self.emu
+        raw, route = ctx.raw, ctx.route
         store = emu.store
         field_selector = query.get("fieldSelector")
         if route.name:  # a watch on a named URL is a watch on metadata.name
@@ -292,7 +320,8 @@ class ApiHandler(KubernetesScaffold):
             store.add_listener(listener)
         self.watch_queues.add(queue)
         response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-        emu._record("watch", raw.path, 200, route, user)
+        emu._record("watch", raw.path, 200, route, ctx.user)
+        emu._audit(ctx, "watch", 200, None, "ResponseStarted")
         try:
             await response.prepare(raw)
             if gone is not None:
@@ -317,6 +346,7 @@ class ApiHandler(KubernetesScaffold):
         finally:
             store.remove_listener(listener)
             self.watch_queues.discard(queue)
+        emu._audit(ctx, "watch", 200, None, "ResponseComplete")
         try:
             await response.write_eof()
         except (ConnectionResetError, RuntimeError):
@@ -351,6 +381,9 @@ def _decode(body: bytes, content_type: str | None, verb: str) -> Any:
     if verb not in ("create", "update", "patch", "delete", "deletecollection") or not body:
         return None
     ctype = (content_type or "application/json").split(";")[0].strip().lower()
+    if verb == "patch" and ctype not in _PATCH_TYPES:
+        raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                            + ", ".join(_PATCH_TYPES))
     if ctype in ("application/yaml", "application/apply-patch+yaml"):
         import yaml
 

@@ -9,7 +9,6 @@ import base64
 import binascii
 import copy
 import datetime
-import hashlib
 import json
 import re
 import secrets as _random
@@ -19,11 +18,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import errors, patch as patching, podspec
-from . import meta as objmeta
+from . import errors, patch as patching, podspec, rollout, validation
 from .errors import ApiError
+from .clock import now
 from .resources import WORKLOADS, Registry, Resource
-from .selectors import SelectorError, parse_fields, parse_labels
+from .selectors import SelectorError, match_label_selector, parse_fields, parse_labels
 
 Key = tuple[str | None, str]  # (namespace, name)
 Listener = Callable[[Resource, str, dict], None]
@@ -45,10 +44,6 @@ SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
 FAKE_CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nkubeemu-has-no-tls\n-----END CERTIFICATE-----\n").decode()
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _empty(v: Any) -> Any:
     # etcd round-trips drop empty maps, so {} and absent compare equal, as the apiserver sees them.
     return v or None
@@ -63,6 +58,7 @@ class Store:
         self.log: deque[tuple[int, Resource, str, dict]] = deque(maxlen=EVENT_LOG_SIZE)
         self._listeners: list[Listener] = []
         self.hold_rollouts = False
+        self._hold_only: set[Key] | None = None  # None: every workload is held while hold_rollouts
         self._held: set[tuple[str, str, Key]] = set()
         # Called with (token, namespace, serviceaccount) whenever the emulated token controller mints a token.
         self.on_token: Callable[[str, str, str], None] | None = None
@@ -166,11 +162,11 @@ class Store:
 
     def _validate(self, res: Resource, obj: dict, old: dict | None) -> None:
         name = obj["metadata"]["name"]
-        causes: list[tuple[str, str, str]] = objmeta.validate_meta(obj["metadata"])
+        causes: list[tuple[str, str, str]] = validation.validate_meta(obj["metadata"])
         if res.plural == "events" and res.group == "":
-            causes += objmeta.validate_core_event(obj)
+            causes += validation.validate_core_event(obj)
         if res.plural == "events" and res.group == "events.k8s.io" and old is None:
-            causes += objmeta.validate_events_v1(obj)
+            causes += validation.validate_events_v1(obj)
         if res.group in ("", "apps", "batch"):
             causes += podspec.validate(res.plural, obj)
         if res.plural in ("configmaps", "secrets") and res.group == "":
@@ -186,9 +182,15 @@ class Store:
                     and not (obj["metadata"].get("annotations") or {}).get(SA_NAME_ANNOTATION)):
                 causes.append((f"metadata.annotations[{SA_NAME_ANNOTATION}]", "FieldValueRequired",
                                "Required value"))
+            if res.plural == "secrets":
+                causes += validation.secret_type_causes(obj)
             if res.plural == "secrets" and old is not None and obj.get("type") != old.get("type"):
                 causes.append(("type", "FieldValueInvalid",
                                f'Invalid value: "{obj.get("type")}": field is immutable'))
+        if (old is not None and res.group == "rbac.authorization.k8s.io"
+                and res.plural in ("rolebindings", "clusterrolebindings") and obj.get("roleRef") != old.get("roleRef")):
+            causes.append(("roleRef", "FieldValueInvalid", f"Invalid value: {obj.get('roleRef')!r}: cannot change "
+                                                           f"roleRef"))
         if causes:
             raise errors.invalid(res, name, causes)
 
@@ -268,7 +270,8 @@ class Store:
     # -- writes ------------------------------------------------------------------------------------------
 
     def seed(self, obj: dict, res: Resource | None = None) -> dict:
-        """Store an object as if an admin created it: stamps metadata, keeps the given status."""
+        """Store an object directly: metadata is stamped and defaults applied, but content is not validated
+        (a test may need an object the API would refuse today); the given status is kept."""
         if res is None:
             api_version = obj.get("apiVersion", "v1")
             group = api_version.split("/")[0] if "/" in api_version else ""
@@ -286,10 +289,10 @@ class Store:
             ns = (obj.get("metadata") or {}).get("namespace") or ("default" if res.namespaced else None)
             if res.namespaced and self.find(self.registry.lookup("namespaces"), None, ns) is None:
                 self.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-            return self.create(res, ns, obj, keep_status=True)
+            return self.create(res, ns, obj, keep_status=True, validate=False)
 
     def create(self, res: Resource, namespace: str | None, body: Any, dry_run: bool = False,
-               keep_status: bool = False) -> dict:
+               keep_status: bool = False, validate: bool = True) -> dict:
         obj = self._check_body(res, body)
         meta = obj.setdefault("metadata", {})
         if res.namespaced:
@@ -337,7 +340,8 @@ class Store:
             if res.plural == "namespaces" and res.group == "":
                 obj["status"] = {"phase": "Active"}
             self._normalise(res, obj)
-            self._validate(res, obj, None)
+            if validate:
+                self._validate(res, obj, None)
             if dry_run:
                 return obj
             meta["resourceVersion"] = self._next_rv()
@@ -369,6 +373,11 @@ class Store:
     def patch(self, res: Resource, namespace: str | None, name: str, content_type: str, body: bytes,
               subresource: str | None = None, dry_run: bool = False) -> dict:
         ctype = (content_type or "").split(";")[0].strip().lower()
+        if ctype not in ("application/merge-patch+json", "application/strategic-merge-patch+json",
+                         "application/json-patch+json", "application/apply-patch+yaml"):
+            raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                                "application/json-patch+json, application/merge-patch+json, "
+                                "application/apply-patch+yaml, application/strategic-merge-patch+json")
         try:
             doc = json.loads(body or b"null") if ctype != "application/apply-patch+yaml" else None
         except ValueError as e:
@@ -386,13 +395,8 @@ class Store:
                     if not isinstance(doc, dict):
                         raise patching.PatchError("a strategic merge patch must be a JSON object")
                     new = patching.strategic_merge_patch(old, doc)
-                elif ctype == "application/json-patch+json":
-                    new = patching.json_patch(old, doc)
                 else:
-                    raise ApiError(415, "the body of the request was in an unknown format - accepted media "
-                                        "types include: application/json-patch+json, "
-                                        "application/merge-patch+json, application/apply-patch+yaml, "
-                                        "application/strategic-merge-patch+json")
+                    new = patching.json_patch(old, doc)
             except patching.PatchError as e:
                 raise ApiError(400, str(e)) from None
             except patching.PatchApplyError as e:
@@ -420,7 +424,10 @@ class Store:
         old = self._bucket(res).get(self._key(res, namespace, name))
         if old is None:
             return self.create(res, namespace, doc, dry_run=dry_run)
-        new = patching.strategic_merge_patch(old, doc)
+        try:
+            new = patching.strategic_merge_patch(old, doc)
+        except patching.PatchError as e:
+            raise ApiError(400, str(e)) from None
         return self._replace(res, copy.deepcopy(old), new, subresource, dry_run)
 
     def _current(self, res: Resource, namespace: str | None, name: str) -> dict:
@@ -470,9 +477,10 @@ class Store:
             # Once deletion started, finalizers may only be removed, never added (apiserver rule).
             added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
             if added:
-                raise errors.forbidden(res, name, "", "update", old["metadata"].get("namespace"),
-                                       why=f'{res} "{name}" is forbidden: no new finalizers can be added if the '
-                                           f'object is being deleted, found new finalizers {sorted(added)!r}')
+                found = ", ".join(f'"{f}"' for f in sorted(added))
+                raise errors.invalid(res, name, [("metadata.finalizers", "FieldValueForbidden",
+                                                  "Forbidden: no new finalizers can be added if the object is "
+                                                  f"being deleted, found new finalizers []string{{{found}}}")])
         self._validate(res, new, old)
         causes = podspec.validate_update(res.group, res.plural, new, old)
         if causes:
@@ -603,7 +611,7 @@ class Store:
             pdbs, _ = self.list(self.registry.lookup("poddisruptionbudgets"), namespace)
             for pdb in pdbs:
                 sel = (pdb.get("spec") or {}).get("selector") or {}
-                if not _match_label_selector(sel, (pod["metadata"].get("labels") or {})):
+                if not match_label_selector(sel, (pod["metadata"].get("labels") or {})):
                     continue
                 allowed = (pdb.get("status") or {}).get("disruptionsAllowed")
                 if allowed is not None and allowed < 1:
@@ -617,15 +625,22 @@ class Store:
 
     # -- the tiny workload controller -----------------------------------------------------------------------
 
-    def set_hold(self, hold: bool) -> None:
+    def set_hold(self, hold: bool, only: Key | None = None) -> None:
         with self.lock:
-            self.hold_rollouts = hold
-            if not hold:
-                for group, plural, key in sorted(self._held, key=str):
-                    res = next(r for r in self.registry.resources if r.group == group and r.plural == plural)
-                    if key in self._bucket(res):
-                        self._reconcile(res, key)
-                self._held.clear()
+            if hold:
+                if only is None:
+                    self._hold_only = None
+                elif not self.hold_rollouts or self._hold_only is not None:
+                    self._hold_only = (self._hold_only or set()) | {only}
+                self.hold_rollouts = True
+                return
+            self.hold_rollouts = False
+            self._hold_only = None
+            for group, plural, key in sorted(self._held, key=str):
+                res = next(r for r in self.registry.resources if r.group == group and r.plural == plural)
+                if key in self._bucket(res):
+                    self._reconcile(res, key)
+            self._held.clear()
 
     def _reconcile(self, res: Resource, key: Key) -> None:
         if res.group != "apps" or res.plural not in WORKLOADS:
@@ -633,10 +648,10 @@ class Store:
         obj = self._bucket(res).get(key)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return
-        held = self.hold_rollouts
+        held = self.hold_rollouts and (self._hold_only is None or key in self._hold_only)
         if held:
             self._held.add((res.group, res.plural, key))
-        status = _rollout_status(res, obj, self._node_count(), complete=not held)
+        status = rollout.rollout_status(res, obj, self._node_count(), complete=not held)
         if status == obj.get("status"):
             return
         new = copy.deepcopy(obj)
@@ -725,87 +740,9 @@ class Store:
             status = obj.setdefault("status", {})
             conds = [c for c in status.get("conditions") or [] if c.get("type") != "Progressing"]
             conds.append({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-                          "message": f'ReplicaSet "{name}-{_template_hash(obj)}" has timed out progressing.',
+                          "message": f'ReplicaSet "{name}-{rollout.template_hash(obj)}" has timed out progressing.',
                           "lastUpdateTime": now(), "lastTransitionTime": now()})
             status["conditions"] = conds
             obj["metadata"]["resourceVersion"] = self._next_rv()
             self._bucket(res)[key] = obj
             self._emit(res, "MODIFIED", obj)
-
-
-def _template_hash(obj: dict) -> str:
-    tpl = json.dumps((obj.get("spec") or {}).get("template") or {}, sort_keys=True)
-    return hashlib.sha256(tpl.encode()).hexdigest()[:10]
-
-
-def _match_label_selector(sel: dict, labels: dict) -> bool:
-    for k, v in (sel.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for expr in sel.get("matchExpressions") or []:
-        k, op, vals = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        if op == "In" and labels.get(k) not in vals:
-            return False
-        if op == "NotIn" and k in labels and labels[k] in vals:
-            return False
-        if op == "Exists" and k not in labels:
-            return False
-        if op == "DoesNotExist" and k in labels:
-            return False
-    return True
-
-
-def _rollout_status(res: Resource, obj: dict, nodes: int, complete: bool) -> dict:
-    spec = obj.get("spec") or {}
-    gen = obj["metadata"].get("generation", 1)
-    old = obj.get("status") or {}
-    name = obj["metadata"]["name"]
-    rs_name = f"{name}-{_template_hash(obj)}"
-    ts = now()
-    if res.plural == "daemonsets":
-        want = nodes
-        st: dict[str, Any] = {"observedGeneration": gen, "desiredNumberScheduled": want,
-                              "currentNumberScheduled": want, "numberMisscheduled": 0}
-        if complete:
-            st.update(numberReady=want, numberAvailable=want, updatedNumberScheduled=want)
-        else:
-            st.update(numberReady=old.get("numberReady", 0), numberAvailable=old.get("numberAvailable", 0),
-                      updatedNumberScheduled=0, numberUnavailable=want)
-        return {k: v for k, v in st.items() if v != 0 or k in ("desiredNumberScheduled", "numberMisscheduled",
-                                                                  "currentNumberScheduled", "numberReady")}
-    want = int(spec.get("replicas", 1))
-    st = {"observedGeneration": gen, "replicas": want}
-    if complete:
-        st.update(updatedReplicas=want, readyReplicas=want, availableReplicas=want)
-    else:
-        st.update(updatedReplicas=0, readyReplicas=old.get("readyReplicas", 0),
-                  availableReplicas=old.get("availableReplicas", 0),
-                  unavailableReplicas=max(0, want - old.get("availableReplicas", 0)))
-    if res.plural == "deployments":
-        conds = []
-        avail = complete or old.get("availableReplicas", 0) >= want
-        conds.append({"type": "Available", "status": "True" if avail else "False",
-                      "reason": "MinimumReplicasAvailable" if avail else "MinimumReplicasUnavailable",
-                      "message": "Deployment has minimum availability." if avail
-                      else "Deployment does not have minimum availability.",
-                      "lastUpdateTime": ts, "lastTransitionTime": ts})
-        if complete:
-            conds.append({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                          "message": f'ReplicaSet "{rs_name}" has successfully progressed.',
-                          "lastUpdateTime": ts, "lastTransitionTime": ts})
-        else:
-            conds.append({"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
-                          "message": f'ReplicaSet "{rs_name}" is progressing.',
-                          "lastUpdateTime": ts, "lastTransitionTime": ts})
-        st["conditions"] = conds
-    elif res.plural == "statefulsets":
-        rev = f"{name}-{_template_hash(obj)}"
-        st["updateRevision"] = rev
-        st["currentRevision"] = rev if complete else old.get("currentRevision", rev)
-        st["currentReplicas"] = want if complete else old.get("currentReplicas", 0)
-        st["collisionCount"] = 0
-    elif res.plural == "replicasets":
-        st["fullyLabeledReplicas"] = want
-        st.pop("updatedReplicas", None)
-    # The apiserver omits zero-valued optional counters.
-    return {k: v for k, v in st.items() if v != 0 or k in ("replicas", "observedGeneration", "collisionCount")}

@@ -1,8 +1,6 @@
 """Dedup windows under a controllable clock, and the durable spool (restart, bound, crash leftovers)."""
 from __future__ import annotations
 
-import json
-import os
 
 import pytest
 
@@ -237,3 +235,48 @@ def test_concurrent_puts_share_fsyncs_and_all_survive(pkg, tmp_path):
         t.join()
     s.close()
     assert {e.id for e in pkg.spool.Spool(tmp_path / "sp").snapshot()} == set(ids)
+
+
+def test_a_second_process_cannot_share_the_spool(pkg, tmp_path):
+    s = pkg.spool.Spool(tmp_path / "sp")
+    with pytest.raises(pkg.spool.SpoolBusy):
+        pkg.spool.Spool(tmp_path / "sp")  # flock is per open file description, so this models a second process
+    s.close()
+    pkg.spool.Spool(tmp_path / "sp").close()
+
+
+# ----------------------------------------------------------------------------- throttle
+
+def test_throttle_passes_max_per_window_then_sends_one_digest(pkg):
+    from edgeguard.falco.alert import parse_alert
+
+    clock = Clock()
+    t = pkg.dedup.Throttler(clock=clock)
+    sent = [t.check("chat", 3, 60, a(pod=f"p{i}", rule="R1" if i % 2 else "R2"))[0] for i in range(8)]
+    assert sent == [True, True, True, False, False, False, False, False]
+    crit = dict(a(pod="x", rule="R3"), priority="Critical", hostname="h2")
+    assert t.check("chat", 3, 60, crit)[0] is False
+    assert t.check("other", 3, 60, a())[0] is True  # buckets are per route
+    clock.advance(59)
+    assert t.expire() == []
+    clock.advance(1)
+    summaries = t.expire()
+    [s] = [x for x in summaries if x.route == "chat"]
+    f = s.alert["output_fields"]
+    assert f["edgeguard.suppressed"] == 6 and f["edgeguard.max"] == 3
+    assert f["edgeguard.by_rule"] == {"R1": 3, "R2": 2, "R3": 1}
+    assert f["edgeguard.hostnames"] == ["h", "h2"]
+    assert s.alert["priority"] == "Critical"  # the most severe alert held back
+    assert "6 alerts held back by route chat (at most 3 per 60s): R1 x3, R2 x2, R3 x1" in s.alert["output"]
+    parse_alert(s.alert)
+    assert t.check("chat", 3, 60, a())[0] is True  # a new window
+
+
+def test_throttle_digest_comes_with_the_next_alert_after_the_window(pkg):
+    clock = Clock()
+    t = pkg.dedup.Throttler(clock=clock)
+    t.check("r", 1, 10, a())
+    t.check("r", 1, 10, a(pod="p2"))
+    clock.advance(10)
+    send, summaries = t.check("r", 1, 10, a(pod="p3"))
+    assert send is True and [s.alert["output_fields"]["edgeguard.suppressed"] for s in summaries] == [1]

@@ -103,15 +103,17 @@ def test_retry_after_beyond_the_budget_spools_until_then(make_fwd, receiver, h):
     f.ingest([h.falco_alert()])
     h.wait_until(lambda: f.spool.depth() == 1 and metric(f, "spooled_total", destination="hook") == 1)
     assert len(r.requests) == 1
-    [e] = f.spool.claim_due(ignore_schedule=True)
-    assert e.next_attempt - time.time() > 110
-    f.spool.release(e.id)
+    [e] = f.spool.snapshot()
+    assert e.next_attempt - time.time() > 110 and e.not_before - time.time() > 110
     assert f.spool.claim_due() == []  # not due yet: the receiver asked for two minutes
+    assert f.flush(ignore_schedule=True)["attempted"] == 0  # even a forced flush honours Retry-After
     # New alerts for a destination in back-off go straight to the spool: no hammering.
     f.ingest([h.falco_alert(rule="Other")])
     time.sleep(0.2)
     assert len(r.requests) == 1 and f.spool.depth() == 2
-    assert f.status()["destinations"]["hook"]["state"] == "backing_off"
+    st = f.status()
+    assert st["destinations"]["hook"]["state"] == "backing_off"
+    assert st["status"] == "degraded" and st["problems"] == ["destination hook is backing off after failures"]
 
 
 def test_retry_after_http_date_is_understood(pkg):
@@ -400,3 +402,84 @@ def test_disabled_destination_is_counted_not_sent(make_fwd, h):
     assert out["alerts"][0]["destinations"] == []
     assert metric(f, "dropped_total", destination="ac", reason="disabled") == 1
     assert f.spool.depth() == 0
+
+
+def test_openfaas_token_from_the_destinations_secret_and_per_destination_min_priority(make_fwd, receiver, h,
+                                                                                      monkeypatch):
+    gw = receiver()
+    monkeypatch.setenv("gateway_url", gw.url)
+    f = make_fwd("""
+    destinations:
+      fn: {type: openfaas, function: responder, async: false, min_priority: Error}
+    routes:
+      - {to: [fn]}
+    """, {"fn": {"token": "fn-token-from-secret-1"}})
+    out = f.ingest([h.falco_alert(priority="Warning"), h.falco_alert(priority="Critical")])
+    assert [a["destinations"] for a in out["alerts"]] == [[], ["fn"]]
+    [req] = gw.wait_for(1)
+    assert req.path == "/function/responder" and req.headers["Authorization"] == "Bearer fn-token-from-secret-1"
+    assert req.json()["priority"] == "Critical"
+
+
+def test_route_with_disabled_destination_in_routes_file(make_fwd, h):
+    f = make_fwd("destinations: {c: {type: console, enabled: false}}\nroutes:\n  - {to: [c]}\n")
+    assert f.status()["destinations"]["c"]["disabled_reason"] == "disabled in routes"
+    f.ingest([h.falco_alert()])
+    assert metric(f, "dropped_total", destination="c", reason="disabled") == 1
+
+
+def test_spooled_deliveries_for_a_removed_destination_are_dropped_at_start(make_fwd, h, tmp_path):
+    f = make_fwd(hook_routes(), {"hook": {"url": "http://127.0.0.1:9/never"}}, tick_interval=3600)
+    f.ingest([h.falco_alert()])
+    h.wait_until(lambda: metric(f, "spooled_total", destination="hook") == 1)
+    f.close()
+    spool_dir = f.settings.spool_dir
+    again = make_fwd("destinations: {c: {type: console}}\nroutes:\n  - {to: [c]}\n")
+    again.spool.close()
+    # Same directory, new routes without 'hook'.
+    from importlib import import_module
+
+    fwd_mod = import_module(type(again).__module__)
+    third = fwd_mod.Forwarder(again.table, {}, fwd_mod.Settings(spool_dir=spool_dir, start_threads=False))
+    try:
+        assert third.spool.depth() == 0
+        assert metric(third, "dropped_total", destination="hook", reason="unknown_destination") == 1
+    finally:
+        third.close()
+
+
+def test_throttled_route_delivers_max_then_a_digest(make_fwd, receiver, h):
+    r = receiver()
+    now = [1_800_000_000.0]
+    f = make_fwd(hook_routes(route_extra=", throttle: {max: 2, window: 30s}"), {"hook": {"url": r.url}},
+                 clock=lambda: now[0])
+    out = f.ingest([h.falco_alert(**{"k8s.pod.name": f"p{i}"}) for i in range(5)])
+    assert [a["throttled_by"] for a in out["alerts"]] == [[], [], ["all"], ["all"], ["all"]]
+    r.wait_for(2)
+    now[0] += 30
+    f.tick()
+    reqs = r.wait_for(3)
+    digest = reqs[2].json()
+    assert digest["rule"] == "edgeguard: route all throttled"
+    assert digest["output_fields"]["edgeguard.suppressed"] == 3
+    assert metric(f, "throttled_total", route="all") == 3 and metric(f, "throttle_summaries_total", route="all") == 1
+
+
+def test_openfaas_destination_without_its_token_secret_keeps_the_alert_spooled(make_fwd, receiver, h, tmp_path,
+                                                                              monkeypatch):
+    gw = receiver()
+    monkeypatch.setenv("gateway_url", gw.url)
+    monkeypatch.setenv("EDGEGUARD_SECRETS_DIR", str(tmp_path / "no-secrets"))
+    f = make_fwd("""
+    destinations:
+      scrub: {type: openfaas, function: configmap-secret-scrubber, token_secret: configmap-secret-scrubber-token,
+              retries: 0}
+    routes:
+      - {to: [scrub]}
+    """, tick_interval=3600)
+    assert f.status()["destinations"]["scrub"]["token_configured"] is False
+    f.ingest([h.falco_alert()])
+    h.wait_until(lambda: metric(f, "spooled_total", destination="scrub") == 1)
+    assert gw.requests == []  # never called unauthenticated
+    [e] = f.spool.snapshot()
+    assert "configmap-secret-scrubber-token" in e.last_error

@@ -276,3 +276,80 @@ def test_routes_secret_replaces_the_shipped_routes(load_handler, h):
     st = body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))
     assert st["routes_source"] == "secret alert-forwarder-routes"
     assert body_of(post(mod, h, h.falco_alert(priority="Debug")))["alerts"][0]["destinations"] == ["out"]
+
+
+def test_empty_routes_secret_falls_back_to_the_shipped_routes(load_handler, h):
+    mod = load_handler(secrets={"alert-forwarder-routes": "\n"})
+    st = body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))
+    assert st["routes_source"] == "routes.yaml"
+
+
+def test_invalid_environment_fails_start_up(load_handler):
+    with pytest.raises(ValueError) as ei:
+        load_handler(env={"ack_mode": "eventually"})
+    assert "ack_mode" in str(ei.value)
+
+
+def test_falco_gets_its_answer_while_the_destination_hangs(load_handler, h, receiver):
+    import time
+
+    r = receiver()
+    r.default = h.Reply(200, delay=3)
+    mod = load_handler(secrets={"alert-forwarder-destinations": f"action-centre: {{url: '{r.url}'}}\n"})
+    times = []
+    for i in range(5):
+        t = time.monotonic()
+        resp = post(mod, h, h.falco_alert(priority="Notice", **{"proc.pid": i}))
+        times.append(time.monotonic() - t)
+        assert resp["statusCode"] == 202
+    assert max(times) < 0.5
+
+
+def test_configuring_the_action_centre_url_switches_it_on_without_a_restart(load_handler, h, receiver, capfd):
+    r = receiver()
+    mod = load_handler(env={"retry_tick_seconds": "0.1"})
+    status = lambda: body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))  # noqa: E731
+    assert status()["destinations"]["action-centre"]["enabled"] is False
+    secret = mod.secrets_dir / "alert-forwarder-destinations"
+    secret.write_text("action-centre: {url: 'not a url'}\n")  # a bad edit is refused, the old settings stay
+    h.wait_until(lambda: "config.reload_failed" in capfd.readouterr().err, what="reload failure logged")
+    assert status()["destinations"]["action-centre"]["enabled"] is False
+    secret.write_text(f"action-centre:\n  url: {r.url}/ac\n  hmac_key: rotated-key-000111\n")
+    h.wait_until(lambda: status()["destinations"]["action-centre"]["enabled"], what="reload")
+    post(mod, h, h.falco_alert(priority="Notice"))
+    [req] = r.wait_for(1)
+    assert req.path == "/ac" and req.headers["X-Edgeguard-Signature"].startswith("sha256=")
+    assert "rotated-key-000111" not in capfd.readouterr().err
+
+
+def test_routes_secret_edits_apply_live_and_bad_edits_are_refused(load_handler, h, receiver, capfd):
+    r = receiver()
+    mod = load_handler(env={"retry_tick_seconds": "0.1"})
+    status = lambda: body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))  # noqa: E731
+    (mod.secrets_dir / "alert-forwarder-destinations").write_text(f"hook: {{url: '{r.url}/new'}}\n")
+    (mod.secrets_dir / "alert-forwarder-routes").write_text(
+        "destinations: {hook: {type: webhook}}\nroutes:\n  - {name: all-to-hook, to: [hook]}\n")
+    h.wait_until(lambda: status()["routes_source"] == "secret alert-forwarder-routes", what="routes reload")
+    st = status()
+    assert [x["name"] for x in st["routes"]] == ["all-to-hook", "default"]
+    assert st["destinations"]["hook"]["enabled"] is True
+    assert st["destinations"]["console"]["enabled"] is False  # no longer declared
+    out = body_of(post(mod, h, h.falco_alert(priority="Debug")))
+    assert out["alerts"][0]["destinations"] == ["hook"]
+    assert r.wait_for(1)[0].path == "/new"
+    (mod.secrets_dir / "alert-forwarder-routes").write_text("routes:\n  - matchers: [{priority: warn}]\n    to: [hook]\n")
+    h.wait_until(lambda: "routes[0].matchers[0]: unknown priority 'warn'" in capfd.readouterr().err,
+                 what="refused reload logged")
+    assert [x["name"] for x in status()["routes"]] == ["all-to-hook", "default"]
+
+
+def test_falcosidekick_enriched_payload_is_accepted_and_forwarded_intact(load_handler, h, receiver):
+    r = receiver()
+    mod = load_handler(secrets={"alert-forwarder-destinations": f"action-centre: {{url: '{r.url}'}}\n"})
+    al = h.falco_alert(priority="Critical")
+    al["uuid"] = "0c6d2f5e-9a55-4e0c-bd5f-0d2e0c1b7c11"  # added by falcosidekick
+    al["message"] = "A shell was spawned"              # json_include_message_property
+    resp = post(mod, h, al)
+    assert resp["statusCode"] == 202
+    got = r.wait_for(1)[0].json()
+    assert got == al

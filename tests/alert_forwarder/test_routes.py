@@ -60,6 +60,10 @@ DESTS = "destinations: {a: {type: console}, b: {type: console}, c: {type: consol
     ("routes:\n  - {name: same, to: [a]}\n  - {name: same, to: [b]}\n" + DESTS, "routes[1].name", "already used"),
     ("default: {to: [zz]}\n" + DESTS, "default.to[0]", "unknown destination"),
     ("routs: []\n", "routs", "unknown top-level key"),
+    ("routes:\n  - to: [a]\n    throttle: {max: 0, window: 1m}\n" + DESTS, "routes[0].throttle.max", ">= 1"),
+    ("routes:\n  - to: [a]\n    throttle: {max: 5}\n" + DESTS, "routes[0].throttle", "'window' is required"),
+    ("default: {to: [a], throttle: {max: 5, window: 1m, burst: 2}}\n" + DESTS, "default.throttle.burst",
+     "unknown key"),
 ])
 def test_bad_routes_name_the_exact_place(doc, where, problem):
     with pytest.raises(RoutesError) as ei:
@@ -264,3 +268,18 @@ def test_console_script_is_declared():
 
     data = tomllib.loads((SHIPPED.parents[2] / "pyproject.toml").read_text())
     assert data["project"]["scripts"]["edgeguard-routes"] == "edgeguard.routes_cli:main"
+
+
+def test_template_rendering_keeps_types_and_interpolates_text():
+    from edgeguard.routes import render_template
+
+    a = alert(**{"k8s.ns.name": "prod", "proc.pid": 7, "fd.ports": [80, 443]})
+    tpl = {"t": "{{ priority }} in {{ output_fields.k8s.ns.name }} pid={{ output_fields.proc.pid }} "
+                "ports={{ output_fields.fd.ports }} missing=[{{ output_fields.nope }}]",
+           "pid": "{{ output_fields.proc.pid }}", "fields": "{{ output_fields }}", "key": "{{ idempotency_key }}",
+           "nested": ["{{ rule }}", {"x": "{{ tags }}"}], "text_obj": "f={{ output_fields }}"}
+    out = render_template(tpl, a, {"idempotency_key": "abc"})
+    assert out["t"] == "Warning in prod pid=7 ports=(80,443) missing=[]"
+    assert out["pid"] == 7 and out["fields"] == a["output_fields"] and out["key"] == "abc"
+    assert out["nested"] == ["Terminal shell in container", {"x": []}]
+    assert out["text_obj"].startswith('f={"fd.ports":[80,443]')

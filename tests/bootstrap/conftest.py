@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO / "bootstrap"))
 
 from edgeguard_bootstrap import cli  # noqa: E402
 
+SITE = [p for p in sys.path if p.endswith("site-packages")]
 TOOLS = ("uname", "k3s", "systemctl", "kubectl", "helm", "faas-cli", "dpkg-query", "apt-get", "curl", "gpg",
          "arkade")
 
@@ -54,8 +55,10 @@ class Node:
         self.gateway = gateway_url
         for tool in TOOLS:
             exe = self.bin / tool
-            exe.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
-                           "import fakecmd\nfakecmd.main()\n")
+            # -S keeps each fake's start-up short (the suite spawns a few thousand); site-packages
+            # go on the path by hand for the two handlers that import yaml.
+            exe.write_text(f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
+                           f"sys.path.extend({SITE!r})\nimport fakecmd\nfakecmd.main()\n")
             exe.chmod(0o755)
         self.set_world(self.default_world())
         self.files({
@@ -74,6 +77,19 @@ class Node:
             "secrets": {},
             "audit_on_restart": True,
         }
+
+    def seed_tokens(self) -> None:
+        """What `openfaas` leaves behind that k3s-audit and falco read: node copies + OpenFaaS secrets."""
+        import secrets as pysecrets
+        store = self.root / "var/lib/edgeguard/secrets"
+        store.mkdir(parents=True, mode=0o700)
+        world = self.world()
+        for name in ("audit-ingest-token", "alert-forwarder-token"):
+            value = pysecrets.token_urlsafe(32).encode()
+            (store / name).write_bytes(value)
+            (store / name).chmod(0o600)
+            world["secrets"][name] = base64.b64encode(value).decode()
+        self.set_world(world)
 
     def files(self, mapping: dict[str, str]) -> None:
         for path, text in mapping.items():
@@ -171,14 +187,44 @@ def node(tmp_path):
         server.server_close()
 
 
-@pytest.fixture(autouse=True)
-def _no_real_etc(monkeypatch):
-    # Belt and braces: any attempt to write outside a tmp root fails the test.
-    real_open = os.open
+PROTECTED = ("/etc", "/var", "/usr", "/boot", "/lib", "/opt", "/sys", "/proc")
 
-    def guarded(path, flags, *a, **k):
-        p = os.fspath(path)
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and p.startswith(("/etc", "/var/lib", "/usr")):
-            raise AssertionError(f"test tried to write {p}")
-        return real_open(path, flags, *a, **k)
-    monkeypatch.setattr(os, "open", guarded)
+
+def _protected(path) -> bool:
+    p = os.path.abspath(os.fspath(path))
+    return any(p == d or p.startswith(d + "/") for d in PROTECTED) and not p.startswith("/var/tmp")
+
+
+@pytest.fixture(autouse=True)
+def _no_real_system_paths(monkeypatch):
+    """Belt and braces: writing, creating, replacing or removing anything in the machine's system
+    directories fails the test (bootstrap must only touch --root)."""
+    import builtins
+
+    real_os_open, real_open = os.open, builtins.open
+
+    def guarded_os_open(path, flags, *a, **k):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and _protected(path):
+            raise AssertionError(f"test tried to write {path}")
+        return real_os_open(path, flags, *a, **k)
+
+    def guarded_open(file, mode="r", *a, **k):
+        if isinstance(file, (str, bytes, os.PathLike)) and any(c in mode for c in "wax+") and _protected(file):
+            raise AssertionError(f"test tried to write {file}")
+        return real_open(file, mode, *a, **k)
+
+    def guard(name):
+        real = getattr(os, name)
+
+        def wrapper(*args, **kwargs):
+            for arg in args[:2]:
+                if isinstance(arg, (str, os.PathLike)) and _protected(arg):
+                    raise AssertionError(f"test tried os.{name} on {arg}")
+            return real(*args, **kwargs)
+        monkeypatch.setattr(os, name, wrapper)
+
+    monkeypatch.setattr(os, "open", guarded_os_open)
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    for name in ("mkdir", "replace", "rename", "unlink", "rmdir", "chmod"):
+        guard(name)
+

@@ -153,20 +153,73 @@ def test_launcher_runs_on_system_python_with_the_standard_library_only(node, tmp
     assert proc.stderr == ""
 
 
-@pytest.mark.parametrize("version", ["3.9", "3.10"])
-def test_launcher_works_on_older_distribution_pythons(node, version):
-    exe = Path(f"/root/.pyenv/versions").glob(f"{version}.*/bin/python{version}")
-    exe = next(iter(sorted(exe)), None) or next((Path(p) / f"python{version}" for p in ("/usr/bin",)
-                                               if (Path(p) / f"python{version}").exists()), None)
+def _python(version: str) -> Path | None:
+    import shutil
+    for candidate in sorted(Path("/root/.pyenv/versions").glob(f"{version}.*/bin/python{version}")):
+        return candidate
+    found = shutil.which(f"python{version}")
+    return Path(found) if found else None
+
+
+@pytest.mark.parametrize("version", ["3.9", "3.10", "3.12", "3.13"])
+def test_launcher_runs_all_for_real_then_idempotently_on_distribution_pythons(node, version):
+    # 3.9: Raspberry Pi OS bullseye, 3.10: Ubuntu 22.04, 3.11: bookworm (the suite's own), 3.12: Ubuntu 24.04.
+    exe = _python(version)
     if exe is None:
         pytest.skip(f"python{version} not available here")
     env = dict(node.env(), PATH=f"{node.bin}:/usr/bin:/bin")
-    proc = subprocess.run([str(exe), "-S", str(LAUNCHER), "all", "--dry-run", "--root", str(node.root),
-                           "--gateway", node.gateway, "--repo", str(node.repo)],
-                          capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    base = [str(exe), "-S", str(LAUNCHER), "all", "--yes", "--check-timeout", "10", "--root", str(node.root),
+            "--gateway", node.gateway, "--repo", str(node.repo)]
+    first = subprocess.run(base, capture_output=True, text=True, env=env, timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "audit events reach audit-ingest" in first.stdout
+    second = subprocess.run(base, capture_output=True, text=True, env=env, timeout=120)
+    assert second.returncode == 0 and second.stdout.rstrip().endswith("no changes"), second.stdout
 
 
 def test_launcher_is_executable():
     assert os.access(LAUNCHER, os.X_OK)
     assert LAUNCHER.read_text().startswith("#!/usr/bin/env python3\n")
+
+
+def test_revert_does_not_restart_k3s_for_audit_files_already_removed_by_hand(node):
+    node.seed_tokens()
+    node.run("k3s-audit", "--skip-check")
+    for p in (k3s_audit.DROPIN, k3s_audit.POLICY, k3s_audit.WEBHOOK):
+        node.path(p).unlink()
+    node.clear_calls()
+    code, out = node.run("revert", "--yes")
+    assert code == 0, out
+    assert "already gone" in out
+    assert ["systemctl", "restart", "k3s"] not in node.calls()
+
+
+def test_rotating_a_token_updates_openfaas_the_webhook_and_falco_in_one_run(node):
+    code, out = node.run("all", "--yes", "--check-timeout", "5")
+    assert code == 0, out
+    old = node.secret("audit-ingest-token")
+    old_fwd = node.secret("alert-forwarder-token")
+    node.clear_calls()
+    code, out = node.run("all", "--yes", "--check-timeout", "5", "--rotate", "audit-ingest-token",
+                         "--rotate", "alert-forwarder-token")
+    assert code == 0, out
+    new = node.secret("audit-ingest-token")
+    new_fwd = node.secret("alert-forwarder-token")
+    assert new != old and new_fwd != old_fwd
+    assert node.path(secretstore.path("audit-ingest-token")).read_bytes() == new
+    assert yaml.safe_load(node.path(k3s_audit.WEBHOOK).read_text())["users"][0]["user"]["token"] == new.decode()
+    url = yaml.safe_load(node.path(falco.VALUES).read_text())["falco"]["http_output"]["url"]
+    assert url.endswith("?token=" + new_fwd.decode())
+    calls = node.mutating_calls()
+    assert [c[:4] for c in calls if c[:3] == ["faas-cli", "secret", "update"]] == [
+        ["faas-cli", "secret", "update", "audit-ingest-token"], ["faas-cli", "secret", "update", "alert-forwarder-token"]]
+    assert ["systemctl", "restart", "k3s"] in calls
+    assert any(c[:2] == ["helm", "upgrade"] for c in calls)
+    for value in (old, new, old_fwd, new_fwd):
+        assert value.decode() not in out
+    assert "audit events reach audit-ingest" in out
+
+
+def test_rotate_refuses_names_it_cannot_generate(node):
+    code, out = node.run("openfaas", "--rotate", "node-enroll-kubeconfig")
+    assert code == 2 and "--rotate takes" in out and node.mutating_calls() == []

@@ -159,3 +159,33 @@ def test_corrupt_state_file_is_reported_not_overwritten(tmp_path):
     with pytest.raises(BootstrapError):
         make(tmp_path)
     assert p.read_text() == "{not json"
+
+
+def test_a_second_concurrent_run_is_refused(node):
+    import fcntl
+
+    from edgeguard_bootstrap.cli import LOCK_FILE
+    lock = node.path(LOCK_FILE)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        code, out = node.run("openfaas")
+        assert code == 2 and "another edgeguard-bootstrap is running" in out
+        assert node.mutating_calls() == []
+        code, out = node.run("openfaas", "--dry-run")  # a dry run changes nothing, so it may run alongside
+        assert code == 0
+    finally:
+        os.close(fd)
+    code, out = node.run("openfaas")
+    assert code == 0, out
+
+
+def test_guard_catches_system_writes():
+    """conftest's autouse guard is live: system paths cannot be written by any test here."""
+    with pytest.raises(AssertionError):
+        os.open("/etc/edgeguard-guard-probe", os.O_WRONLY | os.O_CREAT)
+    with pytest.raises(AssertionError):
+        open("/var/lib/edgeguard-guard-probe", "w")
+    with pytest.raises(AssertionError):
+        os.mkdir("/etc/edgeguard-guard-probe")

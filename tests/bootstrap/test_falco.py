@@ -17,9 +17,8 @@ SCHEMA = json.loads((DATA / "falco-config-schema.json").read_text())
 
 
 def with_tokens(node):
-    code, out = node.run("openfaas")
-    assert code == 0, out
-    node.clear_calls()
+    """The node copies of the tokens that `openfaas` writes (tested in test_openfaas.py)."""
+    node.seed_tokens()
 
 
 def key_paths(obj, prefix=()):
@@ -108,11 +107,14 @@ def test_helm_mode_picks_kmod_without_btf_and_upgrades_when_values_change(node):
     assert [c[:3] for c in node.mutating_calls()] == [["helm", "repo", "update"], ["helm", "upgrade", "--install"]]
 
 
-def test_helm_mode_refuses_without_helm(node):
+def test_helm_mode_stops_without_helm_or_arkade(node):
     with_tokens(node)
     (node.bin / "helm").unlink()
+    (node.bin / "arkade").unlink()
     code, out = node.run("falco")
-    assert code == 1 and "refusing" in out and not node.path(falco.VALUES).exists()
+    assert code == 2 and "helm not found and arkade is not installed" in out
+    assert "curl -sSL https://get.arkade.dev | sudo sh" in out
+    assert not node.path(falco.VALUES).exists() and node.mutating_calls() == []
 
 
 def test_host_mode_from_the_apt_repository_with_modern_ebpf(node):
@@ -192,3 +194,29 @@ def test_dry_run_plans_the_host_install_without_touching_anything(node):
     assert "run: apt-get update" in out and "FALCO_DRIVER_CHOICE=modern_ebpf apt-get install -y falco" in out
     assert node.mutating_calls() == []
     assert not node.path(falco.DROPIN).exists()
+
+
+def test_missing_helm_is_installed_with_arkade(node):
+    with_tokens(node)
+    (node.bin / "helm").unlink()
+    code, out = node.run("falco")
+    assert code == 0, out
+    assert node.mutating_calls()[0] == ["arkade", "get", "helm"]
+    installed = node.path("/usr/local/bin/helm")
+    assert installed.stat().st_mode & 0o777 == 0o755
+    assert ["helm", "upgrade", "--install", "falco", "falcosecurity/falco", "--namespace", "falco",
+            "--create-namespace", "--version", "9.1.0", "--values", str(node.path(falco.VALUES)), "--wait",
+            "--timeout", "10m"] in node.mutating_calls()
+    node.clear_calls()
+    code, out = node.run("falco")
+    assert "no changes" in out and node.mutating_calls() == []
+
+
+def test_helm_gets_k3s_admin_kubeconfig_when_none_is_set(node):
+    with_tokens(node)
+    node.files({"/etc/rancher/k3s/k3s.yaml": "apiVersion: v1\nkind: Config\n"})
+    code, out = node.run("falco")
+    assert code == 0, out
+    assert "using KUBECONFIG=/etc/rancher/k3s/k3s.yaml" in out
+    upgrade = [r for r in node.call_records() if r["argv"][:2] == ["helm", "upgrade"]][0]
+    assert upgrade["env"]["KUBECONFIG"] == str(node.path("/etc/rancher/k3s/k3s.yaml"))

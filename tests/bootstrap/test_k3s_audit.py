@@ -23,10 +23,8 @@ KNOWN_FLAGS = {
 
 
 def with_tokens(node):
-    """k3s-audit reads audit-ingest-token from the node store that `openfaas` fills."""
-    code, out = node.run("openfaas")
-    assert code == 0, out
-    node.clear_calls()
+    """The node copies of the tokens that `openfaas` writes (tested in test_openfaas.py)."""
+    node.seed_tokens()
 
 
 def test_writes_policy_webhook_and_dropin_then_restarts_and_sees_an_event(node):
@@ -182,3 +180,49 @@ def test_existing_dropin_of_the_same_name_is_backed_up(node):
     backups = list(node.path("/var/lib/edgeguard/backups").rglob("60-edgeguard-audit.yaml"))
     assert len(backups) == 1 and backups[0].read_text().endswith("audit-log-path=/old\n")
     assert "-  - audit-log-path=/old" in out
+
+
+def test_probe_is_skipped_with_advice_when_audit_ingest_is_not_deployed(node):
+    with_tokens(node)
+    node.update_world(deployments=["alert-forwarder"])
+    code, out = node.run("k3s-audit", "--yes")
+    assert code == 0, out
+    assert "audit-ingest is not deployed" in out and "k3s-audit --check" in out
+    assert not any(c[:2] == ["kubectl", "create"] for c in node.calls())
+    node.update_world(deployments=["audit-ingest"])
+    code, out = node.run("k3s-audit", "--check", "--check-timeout", "5")
+    assert code == 0 and "audit events reach audit-ingest" in out
+
+
+def test_policy_uses_only_valid_levels_stages_and_rule_keys():
+    # kubernetes-validate has no schema for audit.k8s.io/v1 Policy (not an API resource), so check the
+    # shape against the Policy type (k8s apiserver/pkg/apis/audit/v1/types.go) directly.
+    import kubernetes_validate
+    policy = yaml.safe_load(k3s_audit.TEMPLATE.read_text())
+    try:
+        kubernetes_validate.validate(policy, kubernetes_validate.latest_version(), strict=True)
+        raise AssertionError("kubernetes-validate gained an audit Policy schema: use it here instead")
+    except kubernetes_validate.SchemaNotFoundError:
+        pass
+    levels = {"None", "Metadata", "Request", "RequestResponse"}
+    stages = {"RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"}
+    rule_keys = {"level", "users", "userGroups", "verbs", "resources", "namespaces", "nonResourceURLs",
+                 "omitStages", "omitManagedFields"}
+    assert set(policy) <= {"apiVersion", "kind", "metadata", "rules", "omitStages", "omitManagedFields"}
+    assert set(policy["omitStages"]) <= stages
+    assert policy["rules"], "a policy with 0 rules is illegal"
+    for rule in policy["rules"]:
+        assert set(rule) <= rule_keys and rule["level"] in levels
+        assert set(rule.get("omitStages", [])) <= stages
+        for res in rule.get("resources", []):
+            assert set(res) <= {"group", "resources", "resourceNames"}
+
+
+def test_unreachable_gateway_only_blocks_when_the_probe_would_need_it(node):
+    with_tokens(node)
+    node.gateway = "http://127.0.0.1:9"  # nothing listens there
+    code, out = node.run("k3s-audit", "--yes")
+    assert code == 1 and "gateway" in out and "refusing" in out
+    code, out = node.run("k3s-audit", "--yes", "--skip-check")
+    assert code == 0, out
+    assert "only the skipped delivery probe needs it" in out

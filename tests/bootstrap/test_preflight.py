@@ -50,11 +50,15 @@ def test_driver_override_wins(node):
     assert facts.driver_choice(ctx_for(node), "kmod") == ("kmod", "--driver kmod given")
 
 
-def test_kmod_without_headers_warns_with_the_package_to_install(node):
+def test_kmod_without_headers_or_dkms_warns_with_what_to_install(node):
     node.path("/sys/kernel/btf/vmlinux").unlink()
     check = facts.check_driver(ctx_for(node))
-    assert check.status == "warn" and "linux-headers-6.8.0-1012-raspi" in check.detail
+    assert check.status == "warn" and "linux-headers-6.8.0-1012-raspi" in check.detail and "dkms" in check.detail
     node.path("/lib/modules/6.8.0-1012-raspi/build").mkdir(parents=True)
+    check = facts.check_driver(ctx_for(node))
+    assert check.status == "warn" and "headers" not in check.detail.split("not installed yet")[1]
+    (node.bin / "dkms").write_text("#!/bin/sh\n")
+    (node.bin / "dkms").chmod(0o755)
     assert facts.check_driver(ctx_for(node)).status == "pass"
 
 

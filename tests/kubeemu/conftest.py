@@ -1,1 +1,1 @@
-from tests.kubeemu.fixtures import kube_clients, kube_emulator, kube_emulator_factory  # noqa: F401  (re-export for pytest)
+from tests.kubeemu.fixtures import kube_clients, kube_emulator, kube_emulator_factory  # noqa: F401  (re-export)

@@ -17,8 +17,9 @@ def test_immutable_configmap_data_change_is_422_forbidden(kube_clients):
     assert exc.status == 422 and exc.status_body["reason"] == "Invalid"
     assert exc.status_body["message"] == ('ConfigMap "c" is invalid: data: Forbidden: field is immutable when '
                                           '`immutable` is set')
-    assert exc.status_body["details"]["causes"] == [{"reason": "FieldValueForbidden", "field": "data",
-                                                     "message": "Forbidden: field is immutable when `immutable` is set"}]
+    assert exc.status_body["details"]["causes"] == [
+        {"reason": "FieldValueForbidden", "field": "data",
+         "message": "Forbidden: field is immutable when `immutable` is set"}]
     exc = api_error(core.replace_namespaced_config_map, "c", "default",
                     {"metadata": {"name": "c"}, "data": {"k": "v"}})  # drops immutable
     assert exc.status == 422 and "immutable: Forbidden" in exc.status_body["message"]
@@ -83,3 +84,17 @@ def test_configmap_over_one_mebibyte_is_422(kube_clients):
     exc = api_error(core.create_namespaced_config_map, "default", {"metadata": {"name": "c"},
                                                                    "data": {"k": "x" * (1024 * 1024 + 1)}})
     assert exc.status == 422 and "Too long" in exc.status_body["message"]
+
+
+def test_typed_secrets_need_their_keys(kube_clients):
+    _, core, _ = kube_clients
+    exc = api_error(core.create_namespaced_secret, "default", {"metadata": {"name": "t"}, "type": "kubernetes.io/tls",
+                                                               "stringData": {"tls.crt": "x"}})
+    assert exc.status == 422 and exc.status_body["details"]["causes"][0]["field"] == "data[tls.key]"
+    core.create_namespaced_secret("default", {"metadata": {"name": "t"}, "type": "kubernetes.io/tls",
+                                              "stringData": {"tls.crt": "x", "tls.key": "y"}})
+    core.create_namespaced_secret("default", {"metadata": {"name": "b"}, "type": "kubernetes.io/basic-auth",
+                                              "stringData": {"password": "p"}})
+    core.create_namespaced_secret("kube-system", {"metadata": {"name": "bootstrap-token-abcdef"},
+                                                  "type": "bootstrap.kubernetes.io/token",
+                                                  "stringData": {"token-id": "abcdef"}})  # no apiserver rules

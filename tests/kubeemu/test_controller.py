@@ -76,3 +76,16 @@ def test_metadata_only_change_does_not_trigger_a_rollout(kube_clients):
     after = apps.read_namespaced_deployment("web", "default")
     assert after.metadata.resource_version == out.metadata.resource_version  # no controller write followed
     assert after.metadata.generation == before.metadata.generation == 1
+
+
+def test_hold_rollouts_for_one_workload_lets_the_others_complete(kube_clients):
+    emu, _, apps = kube_clients
+    for n in ("stuck", "fine"):
+        apps.create_namespaced_deployment("default", deployment(n))
+    emu.hold_rollouts(True, namespace="default", name="stuck")
+    for n in ("stuck", "fine"):
+        apps.patch_namespaced_deployment(n, "default", _template_patch("nginx:2"))
+    assert not apps.read_namespaced_deployment("stuck", "default").status.updated_replicas
+    assert apps.read_namespaced_deployment("fine", "default").status.updated_replicas == 2
+    emu.hold_rollouts(False)
+    assert apps.read_namespaced_deployment("stuck", "default").status.updated_replicas == 2

@@ -54,9 +54,15 @@ def test_dry_run_delete_and_create_change_nothing(kube_clients):
 def test_finalizers_hold_deletion_until_removed(kube_clients):
     emu, core, _ = kube_clients
     core.create_namespaced_config_map("default", {"metadata": {"name": "c", "finalizers": ["edgeguard/x"]}})
-    core.delete_namespaced_config_map("c", "default")
+    answer = core.delete_namespaced_config_map("c", "default")
     held = emu.get("configmaps", "default", "c")
     assert held["metadata"]["deletionTimestamp"]
+    assert answer["metadata"]["deletionTimestamp"]  # the held object comes back, with 200
+    assert emu.requests[-1] == ("delete", "/api/v1/namespaces/default/configmaps/c", 200)
+    exc = api_error(core.patch_namespaced_config_map, "c", "default",
+                    {"metadata": {"finalizers": ["edgeguard/x", "another/y"]}})
+    assert exc.status == 422  # no new finalizers on an object being deleted
+    assert exc.status_body["details"]["causes"][0]["field"] == "metadata.finalizers"
     core.patch_namespaced_config_map("c", "default", {"metadata": {"finalizers": None}},
                                      _content_type="application/merge-patch+json")
     assert emu.get("configmaps", "default", "c") is None

@@ -167,3 +167,27 @@ def test_register_resource_serves_a_custom_type(kube_emulator):
         "apiVersion": "edgeguard.io/v1alpha1", "kind": "Enrollment", "metadata": {"name": "n1"}})
     assert kube_emulator.get("enrollments", None, "n1")["metadata"]["uid"]
     client.close()
+
+
+def test_module_cli_serves_seeded_manifests_until_sigterm(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: seeded, namespace: demo}\n")
+    kc = tmp_path / "kc"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "local.kubeemu", "--kubeconfig", str(kc), str(manifest)],
+                            cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "kubeemu serving" in proc.stdout.readline()
+        client = kubernetes.config.new_client_from_config(str(kc))
+        assert kubernetes.client.CoreV1Api(client).read_namespaced_config_map("seeded", "demo").metadata.uid
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        assert proc.wait(10) == 0 and time.monotonic() - t0 < 5

@@ -189,3 +189,13 @@ def test_events_k8s_io_event_requires_the_new_api_fields(kube_emulator):
     fields = {c["field"] for c in exc.status_body["details"]["causes"]}
     assert fields == {"reportingController", "reportingInstance", "action", "type"}
     client.close()
+
+
+def test_seed_stores_content_the_api_would_refuse(kube_clients):
+    emu, core, _ = kube_clients
+    body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "legacy", "namespace": "kube-system"}}
+    emu.seed(body)  # a fixture may need it; a real apiserver would answer 422
+    assert emu.get("secrets", "kube-system", "legacy")["metadata"]["uid"]
+    assert api_error(core.create_namespaced_secret, "kube-system",
+                     {**body, "metadata": {"name": "fresh"}}).status == 422

@@ -127,3 +127,15 @@ def test_subject_access_review_for_another_user(kube_emulator):
 
     assert (can("alice"), can("mallory")) == (True, False)
     client.close()
+
+
+def test_binding_role_ref_cannot_change(kube_emulator):
+    client = kube_emulator.api_client()
+    rbac = kubernetes.client.RbacAuthorizationV1Api(client)
+    rbac.create_namespaced_role_binding("default", {"metadata": {"name": "b"}, "subjects": [], "roleRef": {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "one"}})
+    exc = api_error(rbac.patch_namespaced_role_binding, "b", "default", {"roleRef": {"name": "two"}})
+    assert exc.status == 422 and "cannot change roleRef" in exc.status_body["message"]
+    rbac.patch_namespaced_role_binding("b", "default", {"subjects": [{"kind": "User", "name": "u",
+                                                                      "apiGroup": "rbac.authorization.k8s.io"}]})
+    client.close()

@@ -246,3 +246,26 @@ def test_statefulset_spec_outside_template_and_replicas_is_forbidden(kube_client
     assert api_error(apps.patch_namespaced_stateful_set, "db", "default",
                      {"spec": {"serviceName": "other"}}).status == 422
     apps.patch_namespaced_stateful_set("db", "default", {"spec": {"replicas": 3}})
+
+
+def test_patch_with_unknown_content_type_is_415(kube_emulator):
+    import requests
+
+    kube_emulator.seed({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "default"}})
+    r = requests.patch(f"{kube_emulator.url}/api/v1/namespaces/default/configmaps/c", data=b"not json",
+                       headers={"Content-Type": "application/json"}, timeout=5)
+    assert r.status_code == 415 and r.json()["reason"] == "UnsupportedMediaType"
+
+
+def test_switching_a_volume_source_needs_retain_keys_like_the_apiserver(kube_clients):
+    emu, _, apps = kube_clients
+    body = deployment("web", volumes=[{"name": "cfg", "configMap": {"name": "app-env"}}])
+    body["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [{"name": "cfg", "mountPath": "/cfg"}]
+    apps.create_namespaced_deployment("default", body)
+    plain = {"spec": {"template": {"spec": {"volumes": [{"name": "cfg", "secret": {"secretName": "app-env"}}]}}}}
+    assert api_error(apps.patch_namespaced_deployment, "web", "default", plain).status == 422  # two sources
+    retained = {"spec": {"template": {"spec": {"volumes": [
+        {"name": "cfg", "secret": {"secretName": "app-env"}, "$retainKeys": ["name", "secret"]}]}}}}
+    apps.patch_namespaced_deployment("web", "default", retained)
+    assert emu.get("deployments", "default", "web")["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "cfg", "secret": {"secretName": "app-env"}}]

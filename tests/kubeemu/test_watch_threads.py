@@ -163,3 +163,16 @@ def test_watch_from_a_compacted_resource_version_gets_410_expired(kube_clients):
         list(kubernetes.watch.Watch().stream(core.list_namespaced_config_map, namespace="default",
                                              resource_version=rv, timeout_seconds=2))
     assert info.value.status == 410
+
+
+def test_restart_keeps_the_stored_state_like_an_apiserver_restart():
+    emu = KubeEmulator().start()
+    try:
+        emu.seed({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept", "namespace": "default"}})
+        emu.stop()
+        emu.start()
+        client = emu.api_client()
+        assert kubernetes.client.CoreV1Api(client).read_namespaced_config_map("kept", "default").metadata.uid
+        client.close()
+    finally:
+        emu.stop()

@@ -7,14 +7,10 @@ import json
 import pytest
 import yaml
 
-try:
-    from tests.kubeemu.fixtures import kube_emulator  # noqa: F401  (re-exported fixture)
-except ImportError:  # the emulator lands on main separately; until then these tests skip, loudly
-    @pytest.fixture
-    def kube_emulator():
-        pytest.skip("local.kubeemu (the Kubernetes API emulator) is not on this branch yet")
+from tests.kubeemu.fixtures import kube_emulator, kube_emulator_factory  # noqa: F401  (re-exported fixtures)
 
 TOKEN = "scrubber-test-token-0123456789"
+FINGERPRINT_KEY = "scrubber-fingerprint-key-9f8e7d6c5b4a"
 FN = "configmap-secret-scrubber"
 
 
@@ -97,6 +93,7 @@ def scrubber_fn(load_function, kube_emulator):
                "rate_limit_per_minute": "1000", **{k: str(v) for k, v in env.items()}}
         return load_function(FN, env=env, secrets={
             "configmap-secret-scrubber-token": TOKEN + "\n",
+            "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY + "\n",
             "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())})
 
     return load

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FN, TOKEN, deployment, pod_spec
+from .conftest import FINGERPRINT_KEY, FN, TOKEN, deployment, pod_spec
 
 pytestmark = pytest.mark.cluster
 
@@ -54,6 +54,7 @@ def test_seed_configmap_moves_on_a_real_cluster_and_the_deployment_rolls_out_fro
     mod = load_function(FN, env={"mode": "move", "rollout_timeout_seconds": "90", "rollout_poll_seconds": "2",
                                  "rate_limit_per_minute": "1000"},
                         secrets={"configmap-secret-scrubber-token": TOKEN,
+                                 "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
                                  "configmap-secret-scrubber-kubeconfig": Path(os.environ["KUBECONFIG"]).read_text()})
     status, body, resp = call(mod, "POST", {"namespace": ns, "name": "aws-creds"})
     assert status == 200, body

@@ -67,6 +67,16 @@ def test_fingerprint_is_keyed_and_stable(detect):
     assert hashlib.sha256(b"changeme").hexdigest()[:12] not in a("changeme")
 
 
+@pytest.mark.parametrize("key", [b"", None])
+def test_detector_has_no_fallback_fingerprint_key(detect, key):
+    with pytest.raises((ValueError, TypeError)):
+        detect.Fingerprinter(key)
+    with pytest.raises((ValueError, TypeError)):
+        detect.Detector(key)
+    with pytest.raises(TypeError):
+        detect.Detector()
+
+
 @pytest.mark.parametrize("key,value", [
     ("aws_access_key_id", "AKES20LNOA"),             # the seed's literal
     ("DB_PASSWORD", "IfWqrAz2KrHhSyrntT1L"),

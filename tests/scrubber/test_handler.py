@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 
 import pytest
 
-from .conftest import TOKEN, bare_pod, configmap, deployment, pod_spec, workload, writes
+from .conftest import FINGERPRINT_KEY, TOKEN, bare_pod, configmap, deployment, pod_spec, workload, writes
 
 SEED_VALUE = "AKES20LNOA"
 CREDS = {"DB_PASSWORD": "IfWqrAz2KrHhSyrntT1L", "GITHUB_TOKEN": "ghp_DcArQZclrjt92jX1DcKyWwFvL0DEcY7E30M4",
@@ -106,6 +108,40 @@ def test_get_reports_key_names_detectors_and_fingerprints_and_changes_nothing(sc
     assert {c["name"] for c in body["configmaps"]} == {"app-env", "aws-creds"}
     assert_no_values(resp["body"])
     assert writes(kube_emulator) == []
+
+
+def test_fingerprints_are_keyed_with_the_dedicated_secret_not_the_bearer_token(scrubber_fn, call, kube_emulator):
+    kube_emulator.seed(configmap("app-env", CREDS))
+    status, body, _ = call(scrubber_fn(), "GET", query={"namespace": "demo", "name": "app-env"})
+    fp = {k["key"]: k["fingerprint"] for k in body["configmaps"][0]["keys"]}["DB_PASSWORD"]
+    value = CREDS["DB_PASSWORD"].encode()
+    assert fp == "hmac-sha256:" + hmac.new(FINGERPRINT_KEY.encode(), value, hashlib.sha256).hexdigest()[:12]
+    for guess_key in (TOKEN.encode(), b"configmap-secret-scrubber"):  # the caller token, the old public fallback
+        assert fp != "hmac-sha256:" + hmac.new(guess_key, value, hashlib.sha256).hexdigest()[:12]
+
+
+@pytest.mark.parametrize("key,fragment", [
+    (None, "missing or empty"),
+    ("\n", "missing or empty"),
+    ("short-key", "shorter than 16 bytes"),
+    (TOKEN + "\n", "must not equal the caller token"),
+])
+def test_fingerprint_key_missing_empty_short_or_equal_to_the_token_fails_closed_with_503(
+        load_function, call, kube_emulator, key, fragment):
+    import yaml
+    seed_aws(kube_emulator)
+    secrets = {"configmap-secret-scrubber-token": TOKEN,
+               "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())}
+    if key is not None:
+        secrets["configmap-secret-scrubber-fingerprint-key"] = key
+    mod = load_function("configmap-secret-scrubber", env={"mode": "move", "rate_limit_per_minute": "1000"},
+                        secrets=secrets)
+    for method, body, query in (("GET", None, {"namespace": "demo"}), ("POST", alert("aws-creds", "demo"), None)):
+        status, answer, resp = call(mod, method, body, query=query)
+        assert status == 503 and "configmap-secret-scrubber-fingerprint-key" in answer["error"], answer
+        assert fragment in answer["error"]
+        assert TOKEN not in resp["body"]
+    assert kube_emulator.requests == []
 
 
 def test_default_mode_is_report(scrubber_fn, call, kube_emulator):
@@ -365,6 +401,27 @@ def test_rate_limit_answers_429_with_retry_after(scrubber_fn, call, kube_emulato
     assert status == 429 and int(resp["headers"]["Retry-After"]) >= 1
 
 
+@pytest.mark.parametrize("ns", ["kube-system", "kube-public", "kube-node-lease", "openfaas", "openfaas-fn"])
+def test_system_and_openfaas_namespaces_are_report_only_by_default(scrubber_fn, call, kube_emulator, ns):
+    seed_aws(kube_emulator, ns=ns)
+    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": ns, "name": "aws-creds"})
+    (cm,) = body["configmaps"]
+    assert cm["status"] == "would_move" and "report-only" in cm["reasons"][0], cm
+    assert writes(kube_emulator) == []
+
+
+def test_malformed_requests_and_ignored_alerts_do_not_use_up_the_rate_limit(scrubber_fn, call, kube_emulator):
+    mod = scrubber_fn(rate_limit_per_minute="1")
+    for _ in range(3):
+        assert call(mod, "POST", raw=b"{not json")[0] == 400
+        assert call(mod, "POST", {"namespace": "Demo_NS"})[0] == 400
+        assert call(mod, "GET", query={"name": "../x"})[0] == 400
+        assert call(mod, "POST", dict(alert("aws-creds", "demo"), rule="Some Other Rule"))[1]["ignored"] is True
+    assert call(mod, "GET", query={"namespace": "demo"})[0] == 200  # the one token is still there
+    status, _, resp = call(mod, "GET", query={"namespace": "demo"})
+    assert status == 429 and int(resp["headers"]["Retry-After"]) >= 1
+
+
 def test_api_forbidden_is_reported_without_changes(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
     kube_emulator.deny("list", "deployments", namespace="demo")
@@ -489,9 +546,49 @@ def test_large_sweeps_are_listed_page_by_page(scrubber_fn, call, kube_emulator):
 def test_without_kubernetes_credentials_the_answer_is_503_not_a_crash(load_function, call, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     mod = load_function("configmap-secret-scrubber", env={"rate_limit_per_minute": "1000"},
-                        secrets={"configmap-secret-scrubber-token": TOKEN})
+                        secrets={"configmap-secret-scrubber-token": TOKEN,
+                                 "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY})
     status, body, _ = call(mod, "GET", query={"namespace": "demo"})
     assert status == 503 and "configmap-secret-scrubber-kubeconfig" in body["error"]
+
+
+@pytest.mark.parametrize("kubeconfig", ["{not: [yaml", "just a string\n", "apiVersion: v1\nkind: Config\n",
+                                        "clusters: 3\ncontexts: []\ncurrent-context: x\n",
+                                        "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n"
+                                        "  cluster: {server: 'https://127.0.0.1:6443', insecure-skip-tls-verify: true}\n"
+                                        "users:\n- name: u\n  user: {token: abc}\ncontexts:\n- name: c\n"
+                                        "  context: {cluster: k, user: u}\n"])
+def test_malformed_kubeconfig_secret_answers_503_with_the_reason(load_function, call, kubeconfig):
+    mod = load_function("configmap-secret-scrubber", env={"rate_limit_per_minute": "1000"},
+                        secrets={"configmap-secret-scrubber-token": TOKEN,
+                                 "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
+                                 "configmap-secret-scrubber-kubeconfig": kubeconfig})
+    for method, body, query in (("GET", None, {"namespace": "demo"}), ("POST", {"namespace": "demo"}, None)):
+        status, answer, resp = call(mod, method, body, query=query)
+        assert status == 503, answer
+        assert "configmap-secret-scrubber-kubeconfig" in answer["error"]
+        assert "Traceback" not in resp["body"]
+
+
+def test_a_changed_kubeconfig_secret_is_used_by_the_next_request(scrubber_fn, call, kube_emulator,
+                                                                  kube_emulator_factory):
+    import os
+
+    import yaml
+    other = kube_emulator_factory()
+    kube_emulator.seed(configmap("on-the-first-cluster", {"LOG_LEVEL": "info"}))
+    other.seed(configmap("on-the-second-cluster", {"LOG_LEVEL": "info"}))
+    mod = scrubber_fn()
+    status, body, _ = call(mod, "GET", query={"namespace": "demo", "name": "on-the-first-cluster"})
+    assert body["configmaps"][0]["status"] == "clean", body
+    path = mod.secrets_dir / "configmap-secret-scrubber-kubeconfig"
+    path.write_text(yaml.safe_dump(other.kubeconfig_dict()))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a new mtime, as a secret update makes
+    first_calls = len(kube_emulator.requests)
+    status, body, _ = call(mod, "GET", query={"namespace": "demo", "name": "on-the-second-cluster"})
+    assert body["configmaps"][0]["status"] == "clean", body
+    assert len(kube_emulator.requests) == first_calls and other.requests
 
 
 def test_trigger_rules_setting_chooses_which_falco_rules_start_a_run(scrubber_fn, call, kube_emulator):

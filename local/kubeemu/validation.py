@@ -1,4 +1,4 @@
-"""ObjectMeta and Event validation as the apiserver applies it (label/annotation syntax, sizes, event rules)."""
+"""Per-type validation rules of the apiserver that are pure functions of the object (no store access)."""
 from __future__ import annotations
 
 import re
@@ -74,3 +74,25 @@ def validate_events_v1(obj: dict) -> list[Cause]:
         causes.append(("type", "FieldValueNotSupported",
                        f'Unsupported value: "{obj.get("type") or ""}": supported values: "Normal", "Warning"'))
     return causes
+
+
+# Keys the apiserver requires per built-in Secret type (ValidateSecret); other types are free-form.
+_SECRET_TYPE_KEYS = {
+    "kubernetes.io/tls": (("tls.crt", "tls.key"), all),
+    "kubernetes.io/dockerconfigjson": ((".dockerconfigjson",), all),
+    "kubernetes.io/dockercfg": ((".dockercfg",), all),
+    "kubernetes.io/basic-auth": (("username", "password"), any),
+    "kubernetes.io/ssh-auth": (("ssh-privatekey",), all),
+}
+
+
+def secret_type_causes(obj: dict) -> list[tuple[str, str, str]]:
+    rule = _SECRET_TYPE_KEYS.get(obj.get("type") or "")
+    if rule is None:
+        return []
+    keys, quantifier = rule
+    data = obj.get("data") or {}
+    if quantifier(k in data for k in keys):
+        return []
+    missing = [k for k in keys if k not in data]
+    return [(f"data[{missing[0]}]", "FieldValueRequired", "Required value")]

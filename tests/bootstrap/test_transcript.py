@@ -1,0 +1,111 @@
+"""The complete, exact transcript of every command bootstrap runs for `all`, host-mode falco and `revert`.
+
+Together with the per-step tests this asserts every external command invocation, read-only ones
+included. Placeholders: {root} (--root), {repo} (--repo), {gw} (--gateway), {probe} (random probe name).
+"""
+from __future__ import annotations
+
+import re
+
+ALL = [
+    'uname -m',
+    'uname -r',
+    'k3s --version',
+    'systemctl is-active k3s',
+    'kubectl get --raw /readyz',
+    'kubectl get deployments -n openfaas-fn -o json',
+    'kubectl get --raw /readyz',
+    'faas-cli secret list --gateway {gw}',
+    'kubectl get secrets -n openfaas-fn -o json',
+    'faas-cli secret create audit-ingest-token --from-file={root}/var/lib/edgeguard/secrets/audit-ingest-token --gateway {gw}',
+    'faas-cli secret create alert-forwarder-token --from-file={root}/var/lib/edgeguard/secrets/alert-forwarder-token --gateway {gw}',
+    'faas-cli secret create configmap-secret-scrubber-token --from-file={root}/var/lib/edgeguard/secrets/configmap-secret-scrubber-token --gateway {gw}',
+    'faas-cli secret create node-enroll-admin-token --from-file={root}/var/lib/edgeguard/secrets/node-enroll-admin-token --gateway {gw}',
+    'faas-cli secret create node-enroll-key --from-file={root}/var/lib/edgeguard/secrets/node-enroll-key --gateway {gw}',
+    'faas-cli secret create audit-ingest-extra-rules --from-file={root}/var/lib/edgeguard/secrets/audit-ingest-extra-rules --gateway {gw}',
+    'faas-cli secret create alert-forwarder-destinations --from-file={root}/var/lib/edgeguard/secrets/alert-forwarder-destinations --gateway {gw}',
+    'kubectl diff -f {repo}/deploy/rbac/configmap-secret-scrubber.yaml',
+    'kubectl apply -f {repo}/deploy/rbac/configmap-secret-scrubber.yaml',
+    'kubectl diff -f {repo}/deploy/rbac/node-enroll.yaml',
+    'kubectl apply -f {repo}/deploy/rbac/node-enroll.yaml',
+    'kubectl diff -f {root}/var/lib/edgeguard/manifests/serviceaccount-tokens.yaml',
+    'kubectl apply -f {root}/var/lib/edgeguard/manifests/serviceaccount-tokens.yaml',
+    'kubectl get secret configmap-secret-scrubber-sa-token -n openfaas-fn -o json',
+    'faas-cli secret create configmap-secret-scrubber-kubeconfig --from-file={root}/var/lib/edgeguard/secrets/configmap-secret-scrubber-kubeconfig --gateway {gw}',
+    'kubectl get secret node-enroll-sa-token -n openfaas-fn -o json',
+    'faas-cli secret create node-enroll-kubeconfig --from-file={root}/var/lib/edgeguard/secrets/node-enroll-kubeconfig --gateway {gw}',
+    'kubectl get deployment cron-connector -n openfaas -o name',
+    'arkade install cron-connector',
+    'k3s --version',
+    'systemctl restart k3s',
+    'kubectl get --raw /readyz',
+    'kubectl get deployments -n openfaas-fn -o json',
+    'kubectl create configmap {probe} -n default --from-literal=probe=edgeguard-bootstrap',
+    'kubectl delete configmap {probe} -n default --wait=false',
+    'kubectl get --raw /readyz',
+    'helm repo list -o json',
+    'helm repo add falcosecurity https://falcosecurity.github.io/charts',
+    'helm list -n falco -o json',
+    'helm repo update falcosecurity',
+    'helm upgrade --install falco falcosecurity/falco --namespace falco --create-namespace --version 9.1.0 --values {root}/var/lib/edgeguard/falco-values.yaml --wait --timeout 10m',
+]
+
+HOST = [
+    'uname -m',
+    'uname -r',
+    'dpkg-query -W -f=${Status} falco',
+    'curl -fsSL -o {root}/var/lib/edgeguard/falcosecurity-packages.asc https://falco.org/repo/falcosecurity-packages.asc',
+    'gpg --show-keys --with-colons {root}/var/lib/edgeguard/falcosecurity-packages.asc',
+    'gpg --dearmor --yes -o {root}/usr/share/keyrings/falco-archive-keyring.gpg {root}/var/lib/edgeguard/falcosecurity-packages.asc',
+    'apt-get update',
+    'apt-get install -y falco',
+    'systemctl is-enabled falco-kmod.service',
+    'systemctl is-enabled falco-modern-bpf.service',
+    'systemctl is-active falco-modern-bpf.service',
+    'systemctl enable --now falco-modern-bpf.service',
+]
+
+REVERT = [
+    'systemctl disable --now falco-modern-bpf.service',
+    'apt-get remove -y falco',
+    'helm list -n falco -o json',
+    'helm uninstall falco -n falco',
+    'helm list -n openfaas -o json',
+    'helm uninstall cron-connector -n openfaas',
+    'faas-cli secret remove node-enroll-kubeconfig --gateway {gw}',
+    'faas-cli secret remove configmap-secret-scrubber-kubeconfig --gateway {gw}',
+    'kubectl delete --ignore-not-found -f {root}/var/lib/edgeguard/manifests/serviceaccount-tokens.yaml',
+    'kubectl delete --ignore-not-found -f {repo}/deploy/rbac/node-enroll.yaml',
+    'kubectl delete --ignore-not-found -f {repo}/deploy/rbac/configmap-secret-scrubber.yaml',
+    'faas-cli secret remove alert-forwarder-destinations --gateway {gw}',
+    'faas-cli secret remove audit-ingest-extra-rules --gateway {gw}',
+    'faas-cli secret remove node-enroll-key --gateway {gw}',
+    'faas-cli secret remove node-enroll-admin-token --gateway {gw}',
+    'faas-cli secret remove configmap-secret-scrubber-token --gateway {gw}',
+    'faas-cli secret remove alert-forwarder-token --gateway {gw}',
+    'faas-cli secret remove audit-ingest-token --gateway {gw}',
+    'systemctl restart k3s',
+]
+
+
+
+def transcript(node) -> list[str]:
+    out = []
+    for argv in node.calls():
+        s = " ".join(argv).replace(str(node.root), "{root}").replace(str(node.repo), "{repo}")
+        out.append(re.sub(r"edgeguard-audit-probe-[0-9a-f]{8}", "{probe}", s.replace(node.gateway, "{gw}")))
+    return out
+
+
+def test_every_command_of_all_host_falco_and_revert_in_order(node):
+    code, out = node.run("all", "--yes", "--check-timeout", "5", "--cron-connector")
+    assert code == 0, out
+    assert transcript(node) == ALL
+    node.clear_calls()
+    code, out = node.run("falco", "--mode", "host")
+    assert code == 0, out
+    assert transcript(node) == HOST
+    node.clear_calls()
+    code, out = node.run("revert", "--yes")
+    assert code == 0, out
+    assert transcript(node) == REVERT
