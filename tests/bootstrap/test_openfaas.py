@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import base64
+import ssl
+import subprocess
+import tempfile
 
 import kubernetes_validate
 import pytest
@@ -235,3 +238,39 @@ def test_placeholders_load_in_the_functions_own_parsers():
     assert parse_destination_secrets(secretstore.generate("alert-forwarder-destinations").decode()) == {}
     ruleset = loader.load([("secret:audit-ingest-extra-rules", secretstore.generate("audit-ingest-extra-rules").decode())])
     assert ruleset is not None
+
+
+def test_function_kubeconfigs_are_accepted_by_the_functions_own_loader(node, monkeypatch):
+    """What bootstrap stores is what edgeguard.kube (inside the functions) loads and connects with."""
+    from edgeguard import kube
+
+    node.run("openfaas")
+    # A real PEM, so the client's TLS set-up is exercised too (the fake's CA is only a header line).
+    with tempfile.TemporaryDirectory() as d:
+        key, crt = f"{d}/k.pem", f"{d}/c.pem"
+        made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
+                       "-days", "1", "-subj", "/CN=edgeguard-test-ca"], capture_output=True)
+        if made.returncode != 0:
+            pytest.skip("openssl not available")
+        ca_b64 = base64.b64encode(open(crt, "rb").read()).decode()
+    secrets_dir = node.tmp / "fn-secrets"
+    secrets_dir.mkdir()
+    for sa, secret_name in openfaas.SERVICE_ACCOUNTS.items():
+        text = openfaas.function_kubeconfig(sa, f"eyJ-{sa}", ca_b64)
+        (secrets_dir / secret_name).write_text(text)
+    monkeypatch.setenv("EDGEGUARD_SECRETS_DIR", str(secrets_dir))
+    kube.reset()
+    for sa, secret_name in openfaas.SERVICE_ACCOUNTS.items():
+        doc = kube.load_kubeconfig(secret_name)
+        assert doc["current-context"] == sa
+        client = kube.api_client(secret_name)
+        assert client.configuration.host == "https://kubernetes.default.svc:443"
+        assert client.configuration.verify_ssl is True
+        assert client.configuration.api_key["BearerToken"] == f"Bearer eyJ-{sa}"
+        ssl.create_default_context(cafile=client.configuration.ssl_ca_cert)  # the CA file it wrote is a real CA
+    kube.reset()
+    # And the very bytes bootstrap handed to faas-cli load the same way.
+    for secret_name in openfaas.SERVICE_ACCOUNTS.values():
+        (secrets_dir / secret_name).write_bytes(node.secret(secret_name))
+        assert kube.load_kubeconfig(secret_name)["users"][0]["user"]["token"].startswith("eyJfake-")
+    kube.reset()
