@@ -15,7 +15,8 @@ STORE = "/var/lib/edgeguard/secrets"
 
 TOKENS = ("audit-ingest-token", "alert-forwarder-token", "configmap-secret-scrubber-token",
           "node-enroll-admin-token")
-KEYS = ("node-enroll-key",)
+# HMAC keys. The scrubber's fingerprint key is its own value, never its bearer token: others hold that.
+KEYS = ("node-enroll-key", "configmap-secret-scrubber-fingerprint-key")
 PLACEHOLDERS = {
     # A comment-only YAML document loads as "no extra rules".
     "audit-ingest-extra-rules": (
