@@ -102,7 +102,7 @@ def remote_secrets(ctx: Ctx) -> dict[str, bytes]:
     if proc.returncode != 0:
         if ctx.dry_run:
             return {}
-        raise BootstrapError(f"cannot list secrets in {NS}: {proc.stderr.strip()[-200:]}")
+        raise BootstrapError(f"cannot list secrets in {NS}: {ctx.tail(proc.stderr, 200)}")
     out: dict[str, bytes] = {}
     for item in json.loads(proc.stdout or "{}").get("items", []):
         name = item.get("metadata", {}).get("name")
@@ -112,7 +112,7 @@ def remote_secrets(ctx: Ctx) -> dict[str, bytes]:
         if name in secretstore.ALL and raw is not None:
             value = base64.b64decode(raw)
             out[name] = value
-            ctx.add_secret(value)
+            secretstore.register(ctx, name, value)
     return out
 
 
@@ -154,9 +154,9 @@ def apply_manifest(ctx: Ctx, path: str, why: str) -> None:
     if diff.returncode == 1:
         ctx.say("\n".join("    " + line for line in ctx.redact(diff.stdout).rstrip().splitlines()))
     elif not ctx.dry_run:
-        raise BootstrapError(f"kubectl diff -f {path} failed: {diff.stderr.strip()[-300:]}")
+        raise BootstrapError(f"kubectl diff -f {path} failed: {ctx.tail(diff.stderr, 300)}")
     else:
-        ctx.note(f"kubectl diff -f {path} not possible yet: {diff.stderr.strip()[-160:]}")
+        ctx.note(f"kubectl diff -f {path} not possible yet: {ctx.tail(diff.stderr, 160)}")
     ctx.run(["kubectl", "apply", "-f", path], why=why)
     ctx.record({"kind": "kubectl", "file": path})
 
