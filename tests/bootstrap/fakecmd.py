@@ -148,6 +148,23 @@ def do_kubectl(world, args):
                         world.setdefault("sa_tokens", {})[doc["metadata"]["name"]] = f"eyJfake-{sa}-token-value"
         save(world)
         out("configured\n")
+    if args[:2] == ["get", "namespace"] and args[3:] == ["-o", "name"]:
+        if args[2] in world.get("namespaces", []):
+            out(f"namespace/{args[2]}\n")
+        out(rc=1, err=f'Error from server (NotFound): namespaces "{args[2]}" not found\n')
+    if args[:2] == ["get", "clusterrolebinding,clusterrole"] and args[3:] == ["-o", "name", "--ignore-not-found"]:
+        # Real kubectl prints bindings first, in the order of the kinds asked for.
+        found = [f"{kind}.rbac.authorization.k8s.io/{args[2]}" for kind in ("clusterrolebinding", "clusterrole")
+                 if f"{kind}/{args[2]}" in world.get("cluster_objects", [])]
+        out("".join(line + "\n" for line in found))
+    if args[:2] == ["delete", "clusterrolebinding,clusterrole"] and args[3:] == ["--ignore-not-found"]:
+        objects = world.setdefault("cluster_objects", [])
+        for kind in ("clusterrolebinding", "clusterrole"):
+            if f"{kind}/{args[2]}" in objects:
+                objects.remove(f"{kind}/{args[2]}")
+                sys.stdout.write(f'{kind}.rbac.authorization.k8s.io "{args[2]}" deleted\n')
+        save(world)
+        out()
     if args[:3] == ["delete", "--ignore-not-found", "-f"]:
         world.setdefault("applied", {}).pop(args[3], None)
         save(world)

@@ -29,6 +29,7 @@ ALL = [
     'kubectl apply -f {repo}/deploy/rbac/configmap-secret-scrubber.yaml',
     'kubectl diff -f {repo}/deploy/rbac/node-enroll.yaml',
     'kubectl apply -f {repo}/deploy/rbac/node-enroll.yaml',
+    'kubectl get clusterrolebinding,clusterrole edgeguard:configmap-secret-scrubber-immutable -o name --ignore-not-found',
     'kubectl diff -f {root}/var/lib/edgeguard/manifests/serviceaccount-tokens.yaml',
     'kubectl apply -f {root}/var/lib/edgeguard/manifests/serviceaccount-tokens.yaml',
     'kubectl get secret configmap-secret-scrubber-sa-token -n openfaas-fn -o json',
