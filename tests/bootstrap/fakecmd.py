@@ -132,20 +132,32 @@ def do_kubectl(world, args):
         if not os.path.exists(path):
             out(rc=2, err=f"error: the path \"{path}\" does not exist\n")
         applied = world.setdefault("applied", {})
+        import yaml  # lazily: most fake calls do not need it, and each call is a fresh process
+        with open(path) as f:
+            docs = [d for d in yaml.safe_load_all(f) if d]
+        namespaces = world.setdefault("namespaces", [])
+        # Like the API server: an object in a missing namespace is refused (diff: exit 2, as kubectl's
+        # errors are; apply: objects before it in the file are kept, a Namespace earlier in it counts).
+        for doc in docs:
+            if doc.get("kind") == "Namespace" and args[0] == "apply" and doc["metadata"]["name"] not in namespaces:
+                namespaces.append(doc["metadata"]["name"])
+            ns = doc.get("metadata", {}).get("namespace")
+            if ns and ns not in namespaces:
+                if args[0] == "apply":
+                    save(world)
+                out(rc=2 if args[0] == "diff" else 1, err=f'Error from server (NotFound): namespaces "{ns}" not found\n')
         if args[0] == "diff":
             if applied.get(path) == sha(path):
                 out()
             out(f"diff -u -N /tmp/LIVE/{os.path.basename(path)} /tmp/MERGED/{os.path.basename(path)}\n+ (new)\n", 1)
         applied[path] = sha(path)
-        import yaml  # lazily: most fake calls do not need it, and each call is a fresh process
-        with open(path) as f:
-            for doc in yaml.safe_load_all(f):
-                if doc and doc.get("kind") == "ServiceAccount":
-                    world.setdefault("service_accounts", []).append(doc["metadata"]["name"])
-                if doc and doc.get("type") == "kubernetes.io/service-account-token":
-                    sa = doc["metadata"]["annotations"]["kubernetes.io/service-account.name"]
-                    if sa in world.get("service_accounts", []):
-                        world.setdefault("sa_tokens", {})[doc["metadata"]["name"]] = f"eyJfake-{sa}-token-value"
+        for doc in docs:
+            if doc.get("kind") == "ServiceAccount":
+                world.setdefault("service_accounts", []).append(doc["metadata"]["name"])
+            if doc.get("type") == "kubernetes.io/service-account-token":
+                sa = doc["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+                if sa in world.get("service_accounts", []):
+                    world.setdefault("sa_tokens", {})[doc["metadata"]["name"]] = f"eyJfake-{sa}-token-value"
         save(world)
         out("configured\n")
     if args[:2] == ["get", "namespace"] and args[3:] == ["-o", "name"]:

@@ -294,3 +294,28 @@ def test_scrubber_fingerprint_key_is_a_separate_random_key(node):
     assert len(bytes.fromhex(key.decode())) == 32  # >= 16 bytes, as the scrubber requires
     assert key != node.secret("configmap-secret-scrubber-token")
     assert store_path(node, "configmap-secret-scrubber-fingerprint-key").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_rbac_file_that_creates_its_own_namespace_is_applied_then_stays_unchanged(node):
+    """kubectl diff cannot dry-run objects in a namespace the same file creates (kubernetes#114141)."""
+    rbac = node.repo / "deploy/rbac/node-enroll.yaml"
+    rbac.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: edgeguard-enroll\n---\n" + rbac.read_text()
+                    + "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: records\n"
+                      "  namespace: edgeguard-enroll\nrules: []\n")
+    code, out = node.run("openfaas")
+    assert code == 0, out
+    assert "namespace edgeguard-enroll does not exist yet, so kubectl diff cannot compare" in out
+    assert ["kubectl", "apply", "-f", str(rbac)] in node.mutating_calls()
+    assert "edgeguard-enroll" in node.world()["namespaces"]
+    node.clear_calls()
+    code, out = node.run("openfaas")
+    assert code == 0 and "no changes" in out and node.mutating_calls() == []
+
+
+def test_an_rbac_file_for_a_namespace_nobody_creates_fails_with_kubectls_error(node):
+    rbac = node.repo / "deploy/rbac/node-enroll.yaml"
+    rbac.write_text(rbac.read_text() + "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n"
+                    "  name: records\n  namespace: nowhere\nrules: []\n")
+    code, out = node.run("openfaas")
+    assert code == 2
+    assert f"`kubectl apply -f {rbac}` failed with exit status 1" in out and 'namespaces "nowhere" not found' in out
