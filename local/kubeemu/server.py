@@ -1,8 +1,9 @@
 """HTTP front of the emulator: a kmock KubernetesScaffold whose resource requests go to our Store.
 
-kmock gives the aiohttp handler protocol, API discovery (/api, /apis, /version) and Status error rendering.
-Resource URLs are routed here instead of kmock's object store because that store merges on PUT, has no
-resourceVersion/uid, and its path parser cannot parse `/api/v1/namespaces`.
+kmock gives the aiohttp handler protocol, /version, /api, /apis and /apis/<group> discovery, its DSL (used for
+the health probes) and Status rendering. Resource URLs are routed here instead of kmock's object store because
+that store merges on PUT, has no resourceVersion/uid, and its path parser cannot parse `/api/v1/namespaces`;
+per-version resource lists are ours too (kmock repeats short names on subresources, which confuses kubectl).
 """
 from __future__ import annotations
 
