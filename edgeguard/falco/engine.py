@@ -16,6 +16,7 @@ import calendar
 import gc
 import json
 import re
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,8 +62,13 @@ def stage_timestamp_ns(text) -> int:
     return secs * 1_000_000_000 + (int(frac.ljust(9, "0")) if frac else 0)
 
 
+def _not_json(name: str):
+    # Python accepts NaN/Infinity; JSON (and the plugin's Go decoder, and edgeguard.http) does not.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 _WS = re.compile(r"[ \t\n\r]*")
-_DEC = json.JSONDecoder()
+_DEC = json.JSONDecoder(parse_constant=_not_json)
 
 
 def decode_payload(text: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
@@ -71,7 +77,7 @@ def decode_payload(text: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
     The plugin's size limit applies to each event's compact JSON, which is never longer than its
     raw text, so an item whose raw text fits needs no re-encoding to be measured. Items are decoded
     one by one with the C decoder, which is as fast as decoding the whole document. Invalid JSON
-    raises ``json.JSONDecodeError`` as ``json.loads`` does.
+    raises ``json.JSONDecodeError`` as ``json.loads`` does; NaN and Infinity raise ValueError.
     """
     fits: set = set()
     try:
@@ -80,7 +86,8 @@ def decode_payload(text: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
             raise ValueError("extra data")
         return obj, fits
     except (ValueError, IndexError):
-        return json.loads(text), set()  # the standard error for invalid JSON, or the plain result
+        # the standard error for invalid JSON, or the plain result
+        return json.loads(text, parse_constant=_not_json), set()
 
 
 def _fits(text, start, end, limit):
@@ -216,20 +223,34 @@ def _too_large(evt) -> bool:
     return len(s) > evt.limit or (len(s) * 4 > evt.limit and len(s.encode("utf-8")) > evt.limit)
 
 
+_gc_lock = threading.Lock()
+_gc_batches = 0          # batches running now, on any thread
+_gc_was_enabled = False  # the GC's state when the first of them started
+
+
 @contextmanager
 def batch_gc_paused():
-    """Pause the cyclic GC while a decoded batch is processed.
+    """Pause the cyclic GC while decoded batches are processed.
 
     Audit JSON is acyclic, so reference counting frees it; full collections
-    would otherwise walk the whole decoded batch again and again.
+    would otherwise walk the whole decoded batch again and again. The GC switch
+    is process-wide and batches overlap on the server's threads, so it is
+    counted: the first batch to start turns it off, the last to end turns it
+    back on (only if it was on before).
     """
-    was = gc.isenabled()
-    gc.disable()
+    global _gc_batches, _gc_was_enabled
+    with _gc_lock:
+        if _gc_batches == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_batches += 1
     try:
         yield
     finally:
-        if was:
-            gc.enable()
+        with _gc_lock:
+            _gc_batches -= 1
+            if _gc_batches == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 _time_cache: dict = {}

@@ -5,8 +5,11 @@ against Falco's rules (bundled upstream set + rules.d/*.yaml + the optional
 extra rules secret); alerts go to alert-forwarder as one JSON array. The reply
 is 2xx only after that hand-off succeeded, so the API server's retries give
 at-least-once delivery; handed-off (auditID, stage) pairs are remembered
-(bounded) so a retried batch does not alert twice. ``?dry_run=1`` returns the
-alerts instead of forwarding them. GET returns health, ruleset facts and counters.
+(bounded), part by part, so a retried batch does not alert twice, even after a
+hand-off that failed part-way. One batch at a time is decoded and evaluated (a
+12 MiB batch is ~60 MB in memory); hand-offs run concurrently. ``?dry_run=1``
+returns the alerts instead of forwarding them. GET returns health, ruleset facts
+and counters.
 """
 from __future__ import annotations
 
@@ -30,17 +33,27 @@ HERE = Path(__file__).resolve().parent
 _STARTED_NS = time.time_ns()
 
 
+_DONE = None  # the value in STATE.handed of an event whose alerts were all handed off
+
+
 class _State:
     def __init__(self):
         self.lock = threading.Lock()
-        self.handoff_lock = threading.Lock()
         self.engine: Engine | None = None
         self.error: str | None = None
         self.signature = None
+        # Guards ``handed`` and ``inflight`` only; held for check-and-reserve, never across a hand-off.
+        self.handoff = threading.Condition()
+        # (auditID, stage) key -> _DONE, or the frozenset of rules whose alerts were handed off so far
+        # (an event's alerts can span parts of a hand-off that failed part-way). Bounded LRU.
         self.handed: OrderedDict = OrderedDict()
+        # key -> owner token of the request handing that event's alerts off right now, so a concurrent
+        # retry of the same batch waits for the outcome instead of sending them a second time.
+        self.inflight: dict = {}
+        self.slots: threading.BoundedSemaphore | None = None
         self.counters = {k: 0 for k in ("requests", "events", "alerts", "alerts_forwarded", "skipped_not_audit",
                                         "dropped", "duplicates", "forward_failures", "rejected",
-                                        "evaluation_errors")}
+                                        "evaluation_errors", "busy")}
 
     def count(self, **inc):
         with self.lock:
@@ -94,30 +107,43 @@ def _rules_plan():
 
 
 def engine() -> Engine:
-    """The compiled ruleset; recompiled only when a rules file, the extra-rules secret or a setting changes."""
+    """The compiled ruleset; recompiled only when a rules file, the extra-rules secret or a setting changes.
+
+    The signature is recorded together with the outcome, so an engine is never paired with rules it
+    was not built from. Any failure leaves no engine (503 with the reason; the API server retries):
+    serving the previous ruleset would silently ignore the operator's change. A rules error is
+    remembered for its signature; any other error is retried on the next request, as it may be
+    transient and no rules change would ever clear it.
+    """
     sig, sources = _rules_plan()
     with STATE.lock:
         if sig == STATE.signature:
             if STATE.engine is None:
                 raise http.HTTPError(503, f"rules failed to load: {STATE.error}")
             return STATE.engine
-        STATE.signature = sig
         try:
             ruleset = loader.load(sources())
             eng = Engine(ruleset, rule_matching=config.env_str("rule_matching", "first"),
                          min_priority=config.env_str("min_priority", "debug"))
         except (loader.RulesLoadError, ValueError) as exc:
-            STATE.engine, STATE.error = None, str(exc)
-            log.error("rules.load_failed", reason=str(exc))
-            raise http.HTTPError(503, f"rules failed to load: {exc}") from None
+            _load_failed(sig, str(exc))
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the caller gets a reason, not stale rules
+            _load_failed(None, f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
         for w in ruleset.warnings:
             log.warning("rules.warning", file=w.file, item=w.item, code=w.code, message=w.message)
-        STATE.engine, STATE.error = eng, None
+        STATE.signature, STATE.engine, STATE.error = sig, eng, None
         gc.collect()
         gc.freeze()  # compiled rules live as long as the process: keep them out of future collections
         log.info("rules.loaded", rules=len(ruleset.rules), enabled=len(eng.rules),
                  files=[f["name"] for f in ruleset.files])
         return eng
+
+
+def _load_failed(sig, reason: str):
+    """Drop the engine, record ``reason`` (for ``sig``, or for no signature so the next request retries), 503."""
+    STATE.signature, STATE.engine, STATE.error = sig, None, reason
+    log.error("rules.load_failed", reason=reason)
+    raise http.HTTPError(503, f"rules failed to load: {reason}")
 
 
 def _dedup_key(evt):
@@ -129,12 +155,13 @@ def _dedup_key(evt):
     return f"{aid}\x00{stage if isinstance(stage, str) else ''}"
 
 
-def _remember(keys):
-    limit = config.env_int("dedup_max_events", 50000, minimum=0)
+def _remember(key, rules=_DONE, limit: int | None = None):
+    """Record (under STATE.handoff) that ``key``'s alerts were handed off: all of them, or ``rules`` so far."""
+    if limit is None:
+        limit = config.env_int("dedup_max_events", 50000, minimum=0)
     handed = STATE.handed
-    for k in keys:
-        handed[k] = None
-        handed.move_to_end(k)
+    handed[key] = rules
+    handed.move_to_end(key)
     while len(handed) > limit:
         handed.popitem(last=False)
 
@@ -192,46 +219,144 @@ def _finish_summary(summary, batch):
         summary["errors"] = sorted(set(errors))[:10]
 
 
-def _chunks(alerts, limit: int):
-    """JSON-array bodies of at most ``limit`` bytes (OpenFaaS CE's queue refuses async bodies over 256,000)."""
-    cur, size = [], 2
-    for a in alerts:
-        j = a.to_json()
-        n = len(j.encode("utf-8")) + 1
-        if cur and size + n > limit:
-            yield "[" + ",".join(cur) + "]"
-            cur, size = [], 2
-        cur.append(j)
-        size += n
+class _Group:
+    """The alerts of one event (key None: an event without auditID, which is never remembered)."""
+    __slots__ = ("key", "alerts", "prior")
+
+    def __init__(self, key, alerts):
+        self.key = key
+        self.alerts = alerts
+        self.prior = frozenset()  # rules already handed off by an earlier, partly failed request
+
+
+def _chunks(groups, limit: int):
+    """(JSON-array body, [(key, rule) in it]) parts of at most ``limit`` bytes.
+
+    OpenFaaS CE's queue refuses async bodies over 256,000 bytes. An event's alerts stay in one part
+    when they fit, so a part-way failure rarely leaves an event half handed off.
+    """
+    cur, parts, size = [], [], 2
+    for g in groups:
+        js = [(a.rule, a.to_json()) for a in g.alerts]
+        sizes = [len(j.encode("utf-8")) + 1 for _, j in js]
+        if cur and size + sum(sizes) > limit:
+            yield "[" + ",".join(cur) + "]", parts
+            cur, parts, size = [], [], 2
+        for (rule, j), n in zip(js, sizes):
+            if cur and size + n > limit:
+                yield "[" + ",".join(cur) + "]", parts
+                cur, parts, size = [], [], 2
+            cur.append(j)
+            parts.append((g.key, rule))
+            size += n
     if cur:
-        yield "[" + ",".join(cur) + "]"
+        yield "[" + ",".join(cur) + "]", parts
 
 
-def _forward(alerts) -> int:
-    """Hand the alerts to alert-forwarder; raise HTTPError 502 unless every part was accepted."""
+def _claim(pending, owner):
+    """Under STATE.handoff: reserve the groups no other request is handing off.
+
+    Returns (mine, still pending, duplicates). Alerts already handed off by an earlier request are
+    removed; an event left with none is remembered as done.
+    """
+    mine, still, dups = [], [], 0
+    handed, inflight = STATE.handed, STATE.inflight
+    limit = config.env_int("dedup_max_events", 50000, minimum=0)
+    for g in pending:
+        k = g.key
+        if k is None:
+            mine.append(g)
+            continue
+        if inflight.get(k, owner) is not owner:
+            still.append(g)
+            continue
+        prior = handed.get(k, frozenset())
+        if prior is _DONE:
+            dups += 1
+            continue
+        if prior:
+            g.prior = prior
+            g.alerts = [a for a in g.alerts if a.rule not in prior]
+        if not g.alerts:
+            _remember(k, limit=limit)
+            continue
+        inflight[k] = owner
+        mine.append(g)
+    return mine, still, dups
+
+
+def _release(groups, owner):
+    with STATE.handoff:
+        for g in groups:
+            if g.key is not None and STATE.inflight.get(g.key) is owner:
+                del STATE.inflight[g.key]
+        STATE.handoff.notify_all()
+
+
+def _forward(groups, owner) -> int:
+    """Hand the groups' alerts to alert-forwarder, part by part; the number of alerts accepted.
+
+    What each accepted part carried is remembered at once, so when a later part fails (502), the
+    API server's retry sends only the remainder. Reservations are released whatever happens.
+    """
     fn = config.env_str("forward_function", "alert-forwarder")
     async_ = config.env_bool("forward_async", True)
     limit = config.env_int("forward_max_bytes", 250_000, minimum=1024)
-    calls = 0
-    for body in _chunks(alerts, limit):
-        # A single alert too big for the async queue goes through the synchronous route instead.
-        use_async = async_ and len(body.encode("utf-8")) <= limit
-        try:
-            res = gateway.invoke(fn, body, token_secret=FORWARD_TOKEN_SECRET, async_=use_async,
-                                 timeout=config.env_float("forward_timeout", 10.0))
-        except Exception as exc:  # noqa: BLE001 - any transport failure means "not handed off"
-            raise http.HTTPError(502, f"alert hand-off to {fn} failed: {type(exc).__name__}") from None
-        if not 200 <= res.status < 300:
-            raise http.HTTPError(502, f"alert hand-off to {fn} failed: HTTP {res.status}",
-                                 forward_status=res.status)
-        calls += 1
-    return calls
+    timeout = config.env_float("forward_timeout", 10.0)
+    by_key = {g.key: g for g in groups if g.key is not None}
+    sent: dict = {}
+    accepted = 0
+    try:
+        for body, parts in _chunks(groups, limit):
+            # A single alert too big for the async queue goes through the synchronous route instead.
+            use_async = async_ and len(body.encode("utf-8")) <= limit
+            try:
+                res = gateway.invoke(fn, body, token_secret=FORWARD_TOKEN_SECRET, async_=use_async, timeout=timeout)
+            except config.ConfigError as exc:
+                # Not a transient failure: say what to fix instead of a bare 502 the API server retries blindly.
+                raise http.HTTPError(503, f"alert hand-off to {fn} is not configured: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - any transport failure means "not handed off"
+                raise http.HTTPError(502, f"alert hand-off to {fn} failed: {type(exc).__name__}") from None
+            if not 200 <= res.status < 300:
+                raise http.HTTPError(502, f"alert hand-off to {fn} failed: HTTP {res.status}",
+                                     forward_status=res.status)
+            accepted += len(parts)
+            STATE.count(alerts_forwarded=len(parts))
+            with STATE.handoff:
+                for k, rule in parts:
+                    if k is not None:
+                        sent.setdefault(k, set()).add(rule)
+                for k in {k for k, _ in parts if k is not None}:
+                    g = by_key[k]
+                    if sent[k] >= {a.rule for a in g.alerts}:
+                        _remember(k)
+                        del STATE.inflight[k]
+                    else:
+                        _remember(k, g.prior | sent[k])
+                STATE.handoff.notify_all()
+    except http.HTTPError:
+        STATE.count(forward_failures=1)
+        raise
+    finally:
+        _release(groups, owner)
+    return accepted
+
+
+def _busy(reason: str, wait: float):
+    STATE.count(busy=1)
+    return http.HTTPError(503, reason, headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+
+
+def _slots() -> threading.BoundedSemaphore:
+    with STATE.lock:
+        if STATE.slots is None:
+            STATE.slots = threading.BoundedSemaphore(config.env_int("max_concurrent_batches", 1, minimum=1))
+        return STATE.slots
 
 
 @http.guarded
 def handle(event, context):
-    with batch_gc_paused():
-        return _handle(event, context)
+    return _handle(event, context)
 
 
 def _handle(event, context):
@@ -245,6 +370,48 @@ def _handle(event, context):
     if m == "GET":
         return _health()
     eng = engine()
+    wait = config.env_float("batch_wait_seconds", 5.0)
+    # A 12 MiB batch decodes to ~60 MB: a decoded batch per server thread would exceed the pod's memory,
+    # and the GIL gives no speed-up anyway. The API server retries a 503.
+    slots = _slots()
+    if not slots.acquire(timeout=max(0.0, wait)):
+        raise _busy("busy: another batch is being decoded and evaluated; retry", wait)
+    try:
+        with batch_gc_paused():
+            summary, groups, dups = _evaluate_batch(event, eng)
+    finally:
+        slots.release()
+    if summary.get("dry_run"):
+        return http.json_response(summary)
+
+    # Only the alerts are kept from here on; the hand-off runs outside the batch slot.
+    owner = object()
+    pending, forwarded, rules = groups, 0, set()
+    while pending:
+        with STATE.handoff:
+            mine, pending, d = _claim(pending, owner)
+            dups += d
+            deadline = time.monotonic() + wait
+            while not mine and pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _busy(f"{len(pending)} events of this batch are being handed off by another "
+                                "request; retry", wait)
+                STATE.handoff.wait(left)
+                mine, pending, d = _claim(pending, owner)
+                dups += d
+        if mine:
+            forwarded += _forward(mine, owner)
+            rules.update(a.rule for g in mine for a in g.alerts)
+    STATE.count(duplicates=dups)
+    log.info("batch.done", events=summary["events"], alerts=forwarded, duplicates=dups,
+             skipped=summary["skipped"], dropped=summary["dropped"])
+    summary.update(alert_count=forwarded, duplicates=dups, forwarded=forwarded, rules=sorted(rules))
+    return http.json_response(summary)
+
+
+def _evaluate_batch(event, eng):
+    """Decode and evaluate one request body: (summary, alert groups of events not yet handed off, duplicates)."""
     max_body = config.env_int("max_body_bytes", 12582912, minimum=1)
     max_event = config.env_int("max_event_bytes", 262144, minimum=1)
     try:
@@ -253,49 +420,37 @@ def _handle(event, context):
         STATE.count(rejected=1)
         raise
     batch = split_payload(payload, raw_size=raw_size, max_event_bytes=max_event, fits=fits)
+    del payload
     STATE.count(skipped_not_audit=batch.skipped, dropped=batch.dropped)
     if not batch.events and not batch.dropped and batch.skipped:
         STATE.count(rejected=1)
         raise http.HTTPError(400, NOT_AUDIT, skipped=batch.skipped)
-    dry_run = http.query_flag(event, "dry_run")
     summary = {"events": len(batch.events), "skipped": batch.skipped, "dropped": batch.dropped}
 
-    if dry_run:
+    if http.query_flag(event, "dry_run"):
         alerts = [a for e in batch.events for a in _evaluate(eng, e)]
         _finish_summary(summary, batch)
         STATE.count(events=len(batch.events), alerts=len(alerts), dropped=summary["dropped"] - batch.dropped)
         summary.update(dry_run=True, alert_count=len(alerts), alerts=[a.to_dict() for a in alerts])
-        return http.json_response(summary)
+        return summary, [], 0
 
-    # Check, hand off and remember under one lock so concurrent retries of a batch cannot both forward.
-    with STATE.handoff_lock:
-        alerts, keys, dups = [], [], 0
-        with STATE.lock:
-            handed = STATE.handed
-            fresh = []
-            for e in batch.events:
-                k = _dedup_key(e)
-                if k is not None and k in handed:
-                    dups += 1
-                    continue
-                fresh.append(e)
-                if k is not None:
-                    keys.append(k)
-        for e in fresh:
-            alerts.extend(_evaluate(eng, e))
-        _finish_summary(summary, batch)
-        STATE.count(events=len(fresh), alerts=len(alerts), duplicates=dups, dropped=summary["dropped"] - batch.dropped)
-        if alerts:
-            try:
-                _forward(alerts)
-            except http.HTTPError:
-                STATE.count(forward_failures=1)
-                raise
-            STATE.count(alerts_forwarded=len(alerts))
-        with STATE.lock:
-            _remember(keys)
-    log.info("batch.done", events=len(batch.events), alerts=len(alerts), duplicates=dups,
-             skipped=batch.skipped, dropped=summary["dropped"])
-    summary.update(alert_count=len(alerts), duplicates=dups, forwarded=len(alerts),
-                   rules=sorted({a.rule for a in alerts}))
-    return http.json_response(summary)
+    # Check only (cheap, under the lock): events already handed off are not evaluated again.
+    fresh, seen, dups = [], set(), 0
+    with STATE.handoff:
+        handed = STATE.handed
+        for e in batch.events:
+            k = _dedup_key(e)
+            if k is not None and (k in seen or handed.get(k, frozenset()) is _DONE):
+                dups += 1
+                continue
+            if k is not None:
+                seen.add(k)
+            fresh.append((k, e))
+    groups, n_alerts = [], 0
+    for k, e in fresh:
+        alerts = _evaluate(eng, e)
+        n_alerts += len(alerts)
+        groups.append(_Group(k, alerts))
+    _finish_summary(summary, batch)
+    STATE.count(events=len(fresh), alerts=n_alerts, dropped=summary["dropped"] - batch.dropped)
+    return summary, groups, dups

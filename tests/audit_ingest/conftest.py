@@ -62,14 +62,22 @@ class FakeForwarder:
     def __init__(self):
         self.requests: list[dict] = []
         self.status = 202
+        self.statuses: list[int] = []   # if set, the answers of the next requests, in order (then ``status``)
+        self.hold: threading.Event | None = None  # if set, requests wait for it before answering
+        self.arrived = threading.Event()          # set when a request came in
         outer = self
 
         class H(BaseHTTPRequestHandler):
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n)
-                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                self.send_response(outer.status)
+                status = outer.statuses.pop(0) if outer.statuses else outer.status
+                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
+                                       "status": status})
+                outer.arrived.set()
+                if outer.hold is not None:
+                    outer.hold.wait(10)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("X-Call-Id", f"call-{len(outer.requests)}")
                 self.end_headers()
@@ -83,13 +91,16 @@ class FakeForwarder:
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
-    def alerts(self) -> list[dict]:
+    def alerts(self, accepted_only: bool = False) -> list[dict]:
         out = []
         for r in self.requests:
-            out.extend(json.loads(r["body"]))
+            if not accepted_only or 200 <= r["status"] < 300:
+                out.extend(json.loads(r["body"]))
         return out
 
     def close(self):
+        if self.hold is not None:
+            self.hold.set()
         self.server.shutdown()
         self.server.server_close()
 

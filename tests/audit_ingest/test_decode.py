@@ -40,3 +40,10 @@ def test_items_known_to_fit_skip_the_size_measurement():
     obj, fits = decode_payload(text, max_event_bytes=1000)
     batch = split_payload(obj, raw_size=len(text), max_event_bytes=1000, fits=fits)
     assert [e.limit for e in batch.events] == [0, 1000]
+
+
+@pytest.mark.parametrize("const", ["NaN", "Infinity", "-Infinity"])
+def test_decoder_refuses_nan_and_infinity_as_json_does_not_allow_them(const):
+    for text in (f'{{"kind": "EventList", "items": [{{"a": {const}}}]}}', f"[{const}]", const):
+        with pytest.raises(ValueError):
+            decode_payload(text)
