@@ -233,9 +233,54 @@ def test_flush_endpoint_and_cron_connector_call(load_handler, h, receiver):
 
 
 def test_cron_flush_is_off_unless_enabled(load_handler, h):
-    mod = load_handler(env={"cron_flush": "false"})  # stack.yml turns it on; the code default is off
+    mod = load_handler(env={"cron_flush": "false"})
     resp = mod.handle(h.event("POST", "/", b"", {}), h.CTX)
     assert resp["statusCode"] == 401
+
+
+def _count_calls(obj, name):
+    calls = []
+    real = getattr(obj, name)
+
+    def wrapper(*a, **kw):
+        calls.append(name)
+        return real(*a, **kw)
+
+    setattr(obj, name, wrapper)
+    return calls
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/"), ("GET", "/"), ("GET", "/metrics"), ("POST", "/flush"),
+                                          ("POST", "/test")])
+def test_anonymous_requests_get_401_and_cause_no_flush_or_tick(load_handler, h, receiver, method, path):
+    r = receiver()
+    port = r.port
+    r.stop()
+    # Default settings (what stack.yml now deploys): no cron_flush. The background tick is parked so only a
+    # request could drive the spool.
+    mod = load_handler(env={"retry_tick_seconds": "3600"},
+                       secrets={"alert-forwarder-destinations": f"action-centre: {{url: 'http://127.0.0.1:{port}'}}\n"})
+    post(mod, h, h.falco_alert(priority="Notice"))
+    h.wait_until(lambda: count(mod, "spooled_total", destination="action-centre") == 1)
+    back = receiver(port=port)
+    mod.FORWARDER._last_tick = -1e9  # a tick would be due now, if anything triggered one
+    work = _count_calls(mod.FORWARDER, "flush")
+    ticks = _count_calls(mod.FORWARDER, "maybe_tick")
+    resp = mod.handle(h.event(method, path, b"", {"User-Agent": "Go-http-client/1.1"}), h.CTX)
+    assert resp["statusCode"] == 401
+    assert work == [] and ticks == []
+    assert mod.FORWARDER.spool.depth() == 1 and back.requests == []
+
+
+def test_stack_yml_does_not_enable_the_anonymous_cron_flush():
+    import yaml
+    from pathlib import Path
+
+    stack = yaml.safe_load((Path(__file__).resolve().parents[2] / "stack.yml").read_text())
+    fn = stack["functions"]["alert-forwarder"]
+    assert str((fn.get("environment") or {}).get("cron_flush", "false")).lower() not in ("true", "1", "yes", "on")
+    # Without cron_flush a cron-connector call could only ever be refused, so no schedule is deployed.
+    assert "schedule" not in (fn.get("annotations") or {})
 
 
 def test_shipped_route_sends_configmap_credentials_alert_to_the_scrubber(load_handler, h, receiver):
