@@ -35,7 +35,7 @@ def make_fwd(pkg, tmp_path):
 def hook_routes(opts: str = "", route_extra: str = "") -> str:
     return f"""
     destinations:
-      hook: {{type: webhook, timeout: 0.5s, retries: 3, backoff: 0.05s, budget: 3s{opts}}}
+      hook: {{type: webhook, insecure_http: true, timeout: 0.5s, retries: 3, backoff: 0.05s, budget: 3s{opts}}}
     routes:
       - {{name: all, to: [hook]{route_extra}}}
     """
@@ -205,8 +205,8 @@ def test_a_slow_destination_does_not_hold_up_another(make_fwd, receiver, h):
     slow.default = h.Reply(200, delay=2)
     f = make_fwd("""
     destinations:
-      slow: {type: webhook, timeout: 5s}
-      fast: {type: webhook}
+      slow: {type: webhook, insecure_http: true, timeout: 5s}
+      fast: {type: webhook, insecure_http: true}
     routes:
       - {to: [slow, fast]}
     """, {"slow": {"url": slow.url}, "fast": {"url": fast.url}})
@@ -258,7 +258,7 @@ def test_webhook_template_body(make_fwd, receiver, h):
     routes:
       - {to: [hook]}
     """
-    f = make_fwd(routes, {"hook": {"url": r.url}})
+    f = make_fwd(routes, {"hook": {"url": r.url, "insecure_http": True}})
     al = h.falco_alert(**{"proc.pid": 4242})
     f.ingest([al])
     body = r.wait_for(1)[0].json()
@@ -318,7 +318,7 @@ def test_slack_teams_discord_messages(make_fwd, receiver, h):
       di: {type: discord}
     routes:
       - {to: [sl, te, tm, di]}
-    """, {n: {"url": f"{r.url}/{n}"} for n in ("sl", "te", "tm", "di")})
+    """, {n: {"url": f"{r.url}/{n}", "insecure_http": True} for n in ("sl", "te", "tm", "di")})
     f.ingest([h.falco_alert(priority="Critical")])
     reqs = {q.path.strip("/"): q.json() for q in r.wait_for(4)}
     sl = reqs["sl"]
