@@ -22,6 +22,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from . import config
 from .falco.alert import PRIORITIES, priority_number
@@ -603,6 +604,10 @@ def parse_destination_secrets(text: str | None, source: str = "alert-forwarder-d
                 raise RoutesError(f"{where}.{key}", "expected a non-empty string")
         if "url" in entry and not re.match(r"^https?://", entry["url"].strip()):
             raise RoutesError(f"{where}.url", "expected an http:// or https:// URL")
+        if "url" in entry and "@" in urlsplit(entry["url"].strip()).netloc:
+            # The client would not send them, and a URL is logged more readily than a header.
+            raise RoutesError(f"{where}.url", "credentials in the URL (user:pass@) are not supported: put them in "
+                                              "'token' or 'headers' of this secret entry")
         if ("client_cert" in entry) != ("client_key" in entry):
             raise RoutesError(where, "mTLS needs both client_cert and client_key")
         out[str(name)] = {k: (v.strip() if isinstance(v, str) else v) for k, v in entry.items()}

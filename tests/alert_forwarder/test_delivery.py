@@ -483,3 +483,20 @@ def test_openfaas_destination_without_its_token_secret_keeps_the_alert_spooled(m
     assert gw.requests == []  # never called unauthenticated
     [e] = f.spool.snapshot()
     assert "configmap-secret-scrubber-token" in e.last_error
+
+
+def test_response_bodies_are_read_at_most_64_kib_and_the_connection_stays_usable(pkg, receiver, h):
+    httpclient = pkg.module("httpclient")
+    r = receiver()
+    r.script = [h.Reply(status=200, body=b"x" * (3 * 1024 * 1024)), h.Reply(status=202, body=b"small")]
+    c = httpclient.Client(r.url, timeout=5)
+    big = c.request("POST", b"{}", {})
+    assert big.status == 200 and len(big.body) == 64 * 1024
+    small = c.request("POST", b"{}", {})  # not confused by the unread rest of the big body
+    assert small.status == 202 and small.body == b"small"
+
+
+def test_client_refuses_urls_with_credentials(pkg):
+    httpclient = pkg.module("httpclient")
+    with pytest.raises(ValueError, match="user:pass@"):
+        httpclient.Client("https://u:p@hooks.example/x", timeout=1)

@@ -310,3 +310,11 @@ def test_insecure_http_must_be_a_boolean():
 def test_openfaas_destination_goes_to_the_in_cluster_gateway_over_http():
     t = table("destinations: {f: {type: openfaas, function: configmap-secret-scrubber}}\nroutes: [{to: [f]}]\n")
     assert resolve_destinations(t, {})["f"]["enabled"]
+
+
+@pytest.mark.parametrize("url", ["https://user:pa55word@hooks.example/x", "https://token-only@hooks.example/x"])
+def test_credentials_in_a_destination_url_are_refused_without_echoing_them(url):
+    with pytest.raises(RoutesError) as exc:
+        parse_destination_secrets(f"hook: {{url: '{url}'}}\n")
+    assert "hook.url" in str(exc.value) and "user:pass@" in str(exc.value)
+    assert "pa55word" not in str(exc.value) and "token-only" not in str(exc.value)
