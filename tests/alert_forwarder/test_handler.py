@@ -417,3 +417,16 @@ def test_live_edit_to_a_plain_http_url_is_refused_and_the_last_good_config_kept(
     mod.FORWARDER.tick()
     assert mod.FORWARDER.destinations["action-centre"].opts["url"] == "https://ac.example/x"
     assert '"event": "config.reload_failed"' in capfd.readouterr().err
+
+
+def test_caller_chosen_rule_names_cannot_grow_metrics_series_without_bound(load_handler, h):
+    mod = load_handler()
+    batch = [h.falco_alert(rule=f"made-up rule {i}", priority="Debug", source=f"src-{i}") for i in range(500)]
+    assert post(mod, h, batch)["statusCode"] == 202
+    text = mod.handle(h.event("GET", "/metrics", b"", h.auth_headers()), h.CTX)["body"]
+    text = text.decode() if isinstance(text, bytes) else text
+    series = [ln for ln in text.splitlines() if ln.startswith("edgeguard_alert_forwarder_alerts_total{")]
+    assert len(series) <= 201
+    assert count(mod, "alerts_total") == 500  # nothing lost, only grouped
+    assert count(mod, "alerts_total", rule="other", source="other") == 300
+    assert count(mod, "alerts_total", rule="made-up rule 0", source="src-0") == 1
