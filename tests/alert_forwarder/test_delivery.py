@@ -6,6 +6,7 @@ import hmac
 import json
 import ssl
 import textwrap
+import threading
 import time
 
 import pytest
@@ -68,14 +69,16 @@ def test_failing_receiver_is_retried_with_backoff_then_delivered_once(make_fwd, 
 
 def test_slow_receiver_hits_the_timeout_and_the_alert_waits_in_the_spool(make_fwd, receiver, h):
     r = receiver()
-    r.default = h.Reply(200, delay=1.5)
+    hold = threading.Event()  # the receiver never answers until the test is done with the timeouts
+    r.default = h.Reply(200, gate=hold)
     f = make_fwd(hook_routes().replace("retries: 3", "retries: 1").replace("budget: 3s", "budget: 1s"),
                  {"hook": {"url": r.url}}, tick_interval=3600)  # only the explicit flush retries here
-    t0 = time.monotonic()
     out = f.ingest([h.falco_alert()])
-    assert time.monotonic() - t0 < 0.3  # the caller never waits for the destination
+    assert not hold.is_set() and r.requests == []  # ingest returned before any answer could exist
     assert out["alerts"][0]["destinations"] == ["hook"]
     h.wait_until(lambda: metric(f, "spooled_total", destination="hook") == 1, what="spooled")
+    assert r.arrived == 2 and r.requests == []  # both attempts reached it and were cut off by the 0.5 s timeout
+    hold.set()
     assert metric(f, "failed_total", destination="hook") == 2  # first try + one retry, both timed out
     assert f.spool.depth() == 1
     [e] = f.spool.claim_due(ignore_schedule=True)
@@ -202,7 +205,8 @@ def test_full_spool_drops_the_oldest_and_counts_it(make_fwd, h):
 
 def test_a_slow_destination_does_not_hold_up_another(make_fwd, receiver, h):
     slow, fast = receiver(), receiver()
-    slow.default = h.Reply(200, delay=2)
+    hold = threading.Event()
+    slow.default = h.Reply(200, gate=hold)
     f = make_fwd("""
     destinations:
       slow: {type: webhook, insecure_http: true, timeout: 5s}
@@ -210,10 +214,14 @@ def test_a_slow_destination_does_not_hold_up_another(make_fwd, receiver, h):
     routes:
       - {to: [slow, fast]}
     """, {"slow": {"url": slow.url}, "fast": {"url": fast.url}})
-    t0 = time.monotonic()
     f.ingest([h.falco_alert(**{"proc.pid": i}) for i in range(6)])
-    fast.wait_for(6, timeout=1.5)
-    assert time.monotonic() - t0 < 1.5
+    fast.wait_for(6)
+    h.wait_until(lambda: metric(f, "delivered_total", destination="fast") == 6)
+    h.wait_until(lambda: slow.arrived >= 1)
+    # All six reached "fast" while "slow" had answered nothing (its workers are still stuck in requests).
+    assert slow.requests == [] and metric(f, "delivered_total", destination="slow") == 0
+    hold.set()
+    h.wait_until(lambda: metric(f, "delivered_total", destination="slow") == 6)
 
 
 def test_idempotency_key_is_stable_and_distinct(pkg, h):
