@@ -22,6 +22,7 @@ from .replay import ReplayGuard, ReplayRejected
 from .store import KubeFailure, Store
 
 SCRIPT_TYPE = "text/x-shellscript"
+RECORD_RETENTION = timedelta(days=1)
 NO_STORE = {"Cache-Control": "no-store"}
 
 _STARTED = time.time()  # requests signed before this process existed are refused (see replay.py)
@@ -74,7 +75,11 @@ def handle(event, context):
     except policy.PolicyError as exc:
         raise HTTPError(exc.status, exc.reason, **exc.extra) from None
     except KubeFailure as exc:
-        hint = " (check deploy/rbac/node-enroll.yaml)" if exc.status == 403 else ""
+        hint = ""
+        if exc.status == 403:
+            hint = " (check deploy/rbac/node-enroll.yaml)"
+        elif exc.status == 404 and "record" in exc.action:
+            hint = f" (namespace {tokens.RECORD_NAMESPACE} missing? kubectl apply -f deploy/rbac/node-enroll.yaml)"
         raise HTTPError(502, f"Kubernetes API: {exc.action} failed with {exc.status or 'no answer'} "
                              f"{exc.reason}{hint}", api_status=exc.status) from None
     raise HTTPError(404, f"no route {route}; use POST /enroll, GET /nodes or DELETE /nodes/<name>")
@@ -159,14 +164,19 @@ def _issue(req, decision, cfg, source, as_script, server, ca, ca_source):
     now = _now()
     mhash = tokens.machine_hash(req.machine_id)
     nodes = {(n.get("metadata") or {}).get("name"): n for n in store.list_nodes()}
-    live = [e for e in store.list_enrollments() if not e.expired(now)]
+    enrollments = store.list_enrollments()
+    live = [e for e in enrollments if not e.expired(now)]
 
     # One-time use: a token whose node has joined is no longer needed, so it goes.
     consumed = [e for e in live if e.hostname in nodes]
     for e in consumed:
-        store.delete_secret(e.secret_name)
+        store.revoke(e)
         log.info("enroll.token_consumed", node=e.hostname, bootstrap_id=e.token_id)
     live = [e for e in live if e not in consumed]
+    # Nothing else deletes our records; expired ones are kept a while so GET /nodes can show them.
+    for e in enrollments:
+        if e.expires_at is not None and e.expires_at + RECORD_RETENTION <= now:
+            store.revoke(e)
 
     if req.hostname in nodes:
         raise HTTPError(409, f"a node named {req.hostname!r} is already in the cluster; k3s refuses a second host "
@@ -186,6 +196,11 @@ def _issue(req, decision, cfg, source, as_script, server, ca, ca_source):
         if (current.hostname, current.labels, current.taints) != (req.hostname, decision.labels, list(decision.taints)):
             raise HTTPError(409, f"this machine already holds an outstanding token for node {current.hostname!r} "
                                  "with other settings; send \"rotate\": true to replace it", node=current.hostname)
+        # The record is written before the kube-system Secret, so a crash in between leaves a
+        # record whose token k3s does not know: re-create it. 409 means a Secret with this id
+        # exists; without `get` there we cannot and do not check more than that (see docs).
+        if store.publish(current):
+            log.warning("enroll.token_restored", node=req.hostname, bootstrap_id=current.token_id)
         log.info("enroll.reused", node=req.hostname, arch=req.arch, bootstrap_id=current.token_id,
                  expires_at=tokens.rfc3339(current.expires_at), source=source)
         return _answer(as_script, current, ca, ca_source, server, cfg, reused=True, revoked=[])
@@ -193,7 +208,7 @@ def _issue(req, decision, cfg, source, as_script, server, ca, ca_source):
     revoked = []
     if mine:  # rotate asked for, or only nearly expired tokens left
         for e in mine:
-            if store.delete_secret(e.secret_name):
+            if store.revoke(e):
                 revoked.append(e.token_id)
         live = [e for e in live if e not in mine]
     if len(live) >= cfg.max_outstanding:
@@ -211,13 +226,18 @@ def _issue(req, decision, cfg, source, as_script, server, ca, ca_source):
                                    machine_id=req.machine_id, labels=decision.labels, taints=list(decision.taints),
                                    expires_at=expires, now=now, source=source if source != ratelimit.UNKNOWN else None,
                                    groups=cfg.bootstrap_groups)
-        try:
-            store.create_secret(body)
-        except KubeFailure as exc:
-            if exc.status == 409:
-                continue
-            raise
-        created = tokens.enrollment_from_secret(body)
+        # Record first, token second: if we die in between, the record is there to count against
+        # the cap and to be re-published (or revoked) later; the reverse would leave a live token
+        # that nothing of ours can see, since we may not read kube-system.
+        record = tokens.build_record(body)
+        if not store.create_record(record):
+            continue
+        candidate = tokens.enrollment_from_secret(record)
+        if not store.publish(candidate):
+            # A fresh id taken in kube-system is someone else's token (ours always have a record).
+            store.revoke_record_only(candidate)
+            continue
+        created = candidate
         break
     if created is None:
         raise HTTPError(503, "could not find a free bootstrap token id; retry")
@@ -334,7 +354,7 @@ def delete_node(event, name: str):
     store = Store()
     revoked = []
     for e in store.list_enrollments():
-        if e.hostname == name and store.delete_secret(e.secret_name):
+        if e.hostname == name and store.revoke(e):
             revoked.append(e.token_id)
     node = store.get_node(name)
     if not revoked and node is None:
