@@ -87,10 +87,13 @@ def handle(event, context):
 
 # ------------------------------------------------------------------ POST /enroll
 
-def _verify_signature(event, body: bytes, guard: ReplayGuard, source: str) -> None:
-    key = config.read_secret(settings.KEY_SECRET)
-    if not key:
-        raise HTTPError(503, f"enrollment is not configured: OpenFaaS secret '{settings.KEY_SECRET}' is missing or empty")
+def _unavailable(exc: Exception) -> HTTPError:
+    # The caller is not authenticated yet: the detail goes to the operator's log, not to them.
+    log.error("enroll.misconfigured", reason=str(exc))
+    return HTTPError(503, "enrollment is unavailable: node-enroll is misconfigured (the reason is in its log)")
+
+
+def _verify_signature(event, body: bytes, key: str, guard: ReplayGuard, source: str) -> None:
     ts = http.header(event, signing.TIMESTAMP_HEADER)
     nonce = http.header(event, signing.NONCE_HEADER)
     sig = http.header(event, signing.SIGNATURE_HEADER)
@@ -134,16 +137,26 @@ def _wants_script(event) -> bool:
 
 
 def enroll(event):
-    cfg = settings.load()
-    guard, limiter = _protections()
-    source = ratelimit.client_address(http.header(event, "X-Forwarded-For"), cfg.forwarded_for_hops)
+    # Only what checking the signature needs is read before it; everything else (settings.load,
+    # the CA hash) comes after, so an unauthenticated caller learns nothing about the configuration.
+    try:
+        key = config.read_secret(settings.KEY_SECRET)
+        if not key:
+            raise ConfigError(f"OpenFaaS secret '{settings.KEY_SECRET}' is missing or empty")
+        max_body = settings.max_body_bytes()
+        hops = settings.forwarded_for_hops()
+        guard, limiter = _protections()
+    except ConfigError as exc:
+        raise _unavailable(exc) from None
+    source = ratelimit.client_address(http.header(event, "X-Forwarded-For"), hops)
     wait = limiter.acquire(source)
     if wait:
         log.warning("enroll.rate_limited", source=source, scope="source", retry_after=int(wait))
         raise HTTPError(429, f"too many enrollment requests; retry in {int(wait)}s",
                         headers={"Retry-After": str(int(wait))})
-    body = http.read_body(event, max_bytes=cfg.max_body_bytes)
-    _verify_signature(event, body, guard, source)
+    body = http.read_body(event, max_bytes=max_body)
+    _verify_signature(event, body, key, guard, source)
+    cfg = settings.load()
     wait = limiter.acquire_global()
     if wait:
         log.warning("enroll.rate_limited", source=source, scope="global", retry_after=int(wait))

@@ -196,11 +196,36 @@ def test_forged_stale_or_unsigned_requests_are_refused(kenroll, make_event, case
     assert emu.requests == []  # refused before the cluster is even asked
 
 
-def test_missing_enrollment_key_fails_closed(kenroll, make_event):
+def test_missing_enrollment_key_fails_closed_and_names_it_only_in_the_log(kenroll, make_event):
     fn, emu = kenroll(secrets={"node-enroll-key": None})
     status, _, doc = enroll(fn, make_event)
-    assert status == 503 and "node-enroll-key" in doc["error"]
+    assert status == 503 and "node-enroll-key" not in json.dumps(doc)
+    assert "node-enroll-key" in fn.log_buffer.getvalue()
     assert secrets_of(emu) == []
+
+
+@pytest.mark.parametrize("env,detail", [
+    ({"k3s_server_url": ""}, "k3s_server_url"),
+    ({"k3s_ca_file": "/nonexistent/ca.crt"}, "/nonexistent/ca.crt"),
+    ({"token_ttl": "forever"}, "token_ttl"),
+    ({"allowlist": "- {labels: {a.example.com/b: c}}"}, "hostname pattern"),
+    ({"rate_limit_per_minute": "lots"}, "rate_limit_per_minute"),
+])
+def test_unauthenticated_callers_get_a_generic_503_without_configuration_details(kenroll, make_event, env, detail):
+    fn, emu = kenroll(env=env)
+    for body, headers in (signed(enroll_doc(), key="wrong-key-wrong-key"), (b"{}", {"Content-Type": "application/json"})):
+        status, _, doc = call(fn, make_event, body=body, headers=headers)
+        assert status in (401, 503), doc
+        assert detail not in json.dumps(doc) and "misconfigured:" not in json.dumps(doc)
+    assert secrets_of(emu) == []
+
+
+def test_signed_callers_still_get_the_misconfiguration_detail(kenroll, make_event):
+    fn, _ = kenroll(env={"k3s_server_url": ""})
+    body, h = signed(enroll_doc(), key="wrong-key-wrong-key")
+    assert call(fn, make_event, body=body, headers=h)[0] == 401
+    status, _, doc = enroll(fn, make_event)
+    assert status == 503 and "k3s_server_url" in doc["error"]
 
 
 # ------------------------------------------------------------------ bad input
