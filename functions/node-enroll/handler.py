@@ -31,14 +31,14 @@ _lock = threading.Lock()
 # list-then-create below cannot hand one machine two tokens or overshoot the cap.
 _enroll_lock = threading.Lock()
 _guard: ReplayGuard | None = None
-_limiter: ratelimit.RateLimiter | None = None
+_limiter: ratelimit.EnrollLimits | None = None
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _protections() -> tuple[ReplayGuard, ratelimit.RateLimiter]:
+def _protections() -> tuple[ReplayGuard, ratelimit.EnrollLimits]:
     global _guard, _limiter
     with _lock:
         if _guard is None:
@@ -46,10 +46,10 @@ def _protections() -> tuple[ReplayGuard, ratelimit.RateLimiter]:
                                  max_entries=config.env_int("nonce_cache_size", 10000, minimum=10),
                                  started_at=_STARTED)
         if _limiter is None:
-            per_min = config.env_int("rate_limit_per_minute", 10, minimum=1)
-            global_per_min = config.env_int("rate_limit_global_per_minute", 60, minimum=1)
-            _limiter = ratelimit.RateLimiter(per_minute=per_min, burst=per_min,
-                                             global_per_minute=global_per_min, global_burst=global_per_min)
+            _limiter = ratelimit.EnrollLimits(
+                per_minute=config.env_int("rate_limit_per_minute", 10, minimum=1),
+                global_per_minute=config.env_int("rate_limit_global_per_minute", 60, minimum=1),
+                unsigned_per_minute=config.env_int("rate_limit_unsigned_per_minute", 60, minimum=1))
         return _guard, _limiter
 
 
@@ -93,35 +93,42 @@ def _unavailable(exc: Exception) -> HTTPError:
     return HTTPError(503, "enrollment is unavailable: node-enroll is misconfigured (the reason is in its log)")
 
 
-def _verify_signature(event, body: bytes, key: str, guard: ReplayGuard, source: str) -> None:
+def _verify_signature(event, body: bytes, key: str, guard: ReplayGuard) -> None:
+    """Raises _Refused (the caller answers 401) or HTTPError for a full replay cache."""
     ts = http.header(event, signing.TIMESTAMP_HEADER)
     nonce = http.header(event, signing.NONCE_HEADER)
     sig = http.header(event, signing.SIGNATURE_HEADER)
     if not (ts and nonce and sig):
-        raise _auth_failure(source, f"signed request required: send {signing.TIMESTAMP_HEADER}, "
-                                    f"{signing.NONCE_HEADER} and {signing.SIGNATURE_HEADER}")
+        raise _Refused(f"signed request required: send {signing.TIMESTAMP_HEADER}, "
+                       f"{signing.NONCE_HEADER} and {signing.SIGNATURE_HEADER}")
     ts, nonce, sig = ts.strip(), nonce.strip(), sig.strip()
     if not signing.TIMESTAMP_RE.match(ts):
-        raise _auth_failure(source, f"{signing.TIMESTAMP_HEADER} must be unix seconds")
+        raise _Refused(f"{signing.TIMESTAMP_HEADER} must be unix seconds")
     if not signing.NONCE_RE.match(nonce):
-        raise _auth_failure(source, f"{signing.NONCE_HEADER} must be 16-128 characters of [A-Za-z0-9_-]")
+        raise _Refused(f"{signing.NONCE_HEADER} must be 16-128 characters of [A-Za-z0-9_-]")
     if not signing.SIGNATURE_RE.match(sig):
-        raise _auth_failure(source, f"{signing.SIGNATURE_HEADER} must be v1=<64 lowercase hex>")
+        raise _Refused(f"{signing.SIGNATURE_HEADER} must be v1=<64 lowercase hex>")
     if not signing.signature_matches(key, ts, nonce, body, sig):
-        raise _auth_failure(source, "signature does not match")
+        raise _Refused("signature does not match")
     # Only signatures made with the key reach the replay cache, so nobody without
     # the key can fill it.
     try:
         guard.check_and_record(int(ts), nonce)
     except ReplayRejected as exc:
         if exc.status == 401:
-            raise _auth_failure(source, exc.reason) from None
+            raise _Refused(exc.reason) from None
         raise HTTPError(exc.status, exc.reason, headers={"Retry-After": "60"}) from None
 
 
-def _auth_failure(source: str, reason: str) -> HTTPError:
-    log.warning("enroll.refused", source=source, reason=reason)
-    return HTTPError(401, reason, headers={"WWW-Authenticate": 'EdgeguardEnroll realm="edgeguard", scheme="v1"'})
+class _Refused(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _rate_limited(source: str, scope: str, wait: int, what: str) -> HTTPError:
+    log.warning("enroll.rate_limited", source=source, scope=scope, retry_after=wait)
+    return HTTPError(429, f"{what}; retry in {wait}s", headers={"Retry-After": str(wait)})
 
 
 def _wants_script(event) -> bool:
@@ -148,20 +155,25 @@ def enroll(event):
         guard, limiter = _protections()
     except ConfigError as exc:
         raise _unavailable(exc) from None
-    source = ratelimit.client_address(http.header(event, "X-Forwarded-For"), hops)
-    wait = limiter.acquire(source)
-    if wait:
-        log.warning("enroll.rate_limited", source=source, scope="source", retry_after=int(wait))
-        raise HTTPError(429, f"too many enrollment requests; retry in {int(wait)}s",
-                        headers={"Retry-After": str(int(wait))})
+    source = ratelimit.client_address(http.header(event, "X-Forwarded-For"), hops)  # advisory, see ratelimit.py
     body = http.read_body(event, max_bytes=max_body)
-    _verify_signature(event, body, key, guard, source)
-    cfg = settings.load()
-    wait = limiter.acquire_global()
+    try:
+        _verify_signature(event, body, key, guard)
+    except _Refused as refused:
+        # Charged to the one shared bucket, never to the claimed address: that could be a real node's.
+        wait = limiter.unsigned()
+        if wait:
+            raise _rate_limited(source, "unsigned", wait, "too many unauthenticated enrollment requests") from None
+        log.warning("enroll.refused", source=source, reason=refused.reason)
+        raise HTTPError(401, refused.reason,
+                        headers={"WWW-Authenticate": 'EdgeguardEnroll realm="edgeguard", scheme="v1"'}) from None
+    wait = limiter.source(source)
     if wait:
-        log.warning("enroll.rate_limited", source=source, scope="global", retry_after=int(wait))
-        raise HTTPError(429, f"too many enrollments right now; retry in {int(wait)}s",
-                        headers={"Retry-After": str(int(wait))})
+        raise _rate_limited(source, "source", wait, "too many enrollment requests")
+    wait = limiter.overall()
+    if wait:
+        raise _rate_limited(source, "global", wait, "too many enrollments right now")
+    cfg = settings.load()
     as_script = _wants_script(event)
     req = policy.parse_request(http.parse_json(event, max_bytes=cfg.max_body_bytes))
     decision = policy.decide(req, allowlist=cfg.allowlist, allowed_prefixes=cfg.allowed_prefixes)

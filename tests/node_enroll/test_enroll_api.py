@@ -388,6 +388,27 @@ def test_rate_limit_per_source_address(kenroll, make_event):
     assert len(secrets_of(emu)) == 3
 
 
+def test_unsigned_requests_claiming_a_nodes_address_cannot_drain_its_bucket(kenroll, make_event):
+    fn, _ = kenroll(env={"rate_limit_per_minute": "2"})
+    for _ in range(5):  # an attacker writes the real node's address into X-Forwarded-For
+        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Forwarded-For": "192.0.2.10"})
+        assert call(fn, make_event, body=body, headers=h)[0] == 401
+    assert enroll(fn, make_event)[0] == 201  # the node at 192.0.2.10 still enrolls
+
+
+def test_unsigned_requests_share_one_bucket_whatever_address_they_claim(kenroll, make_event):
+    fn, emu = kenroll(env={"rate_limit_unsigned_per_minute": "3", "rate_limit_per_minute": "100"})
+    results = []
+    for i in range(5):
+        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Forwarded-For": f"203.0.113.{i}"})
+        status, headers, _ = call(fn, make_event, body=body, headers=h)
+        results.append(status)
+    assert results == [401, 401, 401, 429, 429] and int(headers["Retry-After"]) >= 1
+    assert enroll(fn, make_event)[0] == 201  # signed requests are not charged to it
+    limited = [json.loads(line) for line in fn.log_buffer.getvalue().splitlines() if "enroll.rate_limited" in line]
+    assert [r["scope"] for r in limited] == ["unsigned", "unsigned"]
+
+
 def test_unsigned_floods_do_not_use_up_the_global_budget(kenroll, make_event):
     fn, _ = kenroll(env={"rate_limit_global_per_minute": "2", "rate_limit_per_minute": "100"})
     for i in range(5):
