@@ -1,8 +1,9 @@
 """HTTP front of the emulator: a kmock KubernetesScaffold whose resource requests go to our Store.
 
-kmock gives the aiohttp handler protocol, API discovery (/api, /apis, /version) and Status error rendering.
-Resource URLs are routed here instead of kmock's object store because that store merges on PUT, has no
-resourceVersion/uid, and its path parser cannot parse `/api/v1/namespaces`.
+kmock gives the aiohttp handler protocol, /version, /api, /apis and /apis/<group> discovery, its DSL (used for
+the health probes) and Status rendering. Resource URLs are routed here instead of kmock's object store because
+that store merges on PUT, has no resourceVersion/uid, and its path parser cannot parse `/api/v1/namespaces`;
+per-version resource lists are ours too (kmock repeats short names on subresources, which confuses kubectl).
 """
 from __future__ import annotations
 
@@ -381,6 +382,13 @@ def _decode(body: bytes, content_type: str | None, verb: str) -> Any:
     if verb not in ("create", "update", "patch", "delete", "deletecollection") or not body:
         return None
     ctype = (content_type or "application/json").split(";")[0].strip().lower()
+    if ctype == "application/vnd.kubernetes.protobuf" and verb in ("create", "update"):
+        from .protobuf import ProtobufError, decode
+
+        try:
+            return decode(body)
+        except ProtobufError as e:
+            raise ApiError(415, str(e), "UnsupportedMediaType") from None
     if verb == "patch" and ctype not in _PATCH_TYPES:
         raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
                             + ", ".join(_PATCH_TYPES))
@@ -393,8 +401,8 @@ def _decode(body: bytes, content_type: str | None, verb: str) -> Any:
             raise ApiError(400, f"the request body is not valid YAML: {e}") from None
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
-                            "application/json, application/yaml (the emulator does not decode protobuf: "
-                            "with kubectl use `create -f`/`apply -f` rather than generators)")
+                            "application/json, application/yaml, application/vnd.kubernetes.protobuf (ConfigMap, "
+                            "Secret, Namespace, ServiceAccount only)")
     try:
         return json.loads(body)
     except ValueError as e:

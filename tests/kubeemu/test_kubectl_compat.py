@@ -50,3 +50,18 @@ def test_kubectl_drain_cordons_and_evicts_all_but_daemonset_pods(kubectl, kube_e
     assert emu.get("pods", "default", "web-x") is None
     assert emu.get("pods", "falco", "falco-x") is not None
     assert ("create", "/api/v1/namespaces/default/pods/web-x/eviction", 201) in emu.requests
+
+
+def test_kubectl_create_generators_send_protobuf_that_is_decoded(kubectl, kube_emulator):
+    out = kubectl("create", "configmap", "aws-creds", "--from-literal=aws_access_key_id=AKIA1234",
+                  "--from-literal=region=eu-west-1")
+    assert out.returncode == 0, out.stderr
+    assert kube_emulator.get("cm", "default", "aws-creds")["data"] == {"aws_access_key_id": "AKIA1234",
+                                                                       "region": "eu-west-1"}
+    assert kubectl("create", "secret", "generic", "s", "--from-literal=password=p@ss").returncode == 0
+    assert kube_emulator.get("secrets", "default", "s")["data"] == {"password": "cEBzcw=="}
+    assert kubectl("create", "namespace", "shop").returncode == 0
+    assert kubectl("create", "serviceaccount", "bot", "-n", "shop").returncode == 0
+    assert kube_emulator.get("sa", "shop", "bot") is not None
+    refused = kubectl("create", "deployment", "web", "--image=nginx")
+    assert refused.returncode != 0 and "not decoded by the emulator" in refused.stderr

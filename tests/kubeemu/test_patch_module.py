@@ -80,3 +80,4 @@ def test_strategic_merge_directives():
         {"name": "c", "env": [{"$patch": "replace"}, {"name": "Z"}]}]})["containers"][0]["env"] == [{"name": "Z"}]
     with pytest.raises(PatchError):
         strategic_merge_patch({}, {"containers": [{"image": "no-name"}]})
+
