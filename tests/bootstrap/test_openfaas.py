@@ -319,3 +319,26 @@ def test_an_rbac_file_for_a_namespace_nobody_creates_fails_with_kubectls_error(n
     code, out = node.run("openfaas")
     assert code == 2
     assert f"`kubectl apply -f {rbac}` failed with exit status 1" in out and 'namespaces "nowhere" not found' in out
+
+
+def test_the_repos_node_enroll_manifest_applies_on_a_fresh_cluster_converges_and_reverts(node):
+    import shutil
+    from pathlib import Path
+    real = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "node-enroll.yaml"
+    target = node.repo / "deploy" / "rbac" / "node-enroll.yaml"
+    shutil.copy(real, target)
+    namespaces = {d["metadata"]["namespace"] for d in yaml.safe_load_all(real.read_text())
+                  if d and d["metadata"].get("namespace")}
+    code, out = node.run("openfaas")
+    assert code == 0, out
+    assert ["kubectl", "diff", "-f", str(target)] in node.calls()
+    assert ["kubectl", "apply", "-f", str(target)] in node.mutating_calls()
+    assert namespaces <= set(node.world()["namespaces"])
+    assert b"eyJfake-node-enroll-token-value" in node.secret("node-enroll-kubeconfig")
+    node.clear_calls()
+    code, out = node.run("openfaas")
+    assert "no changes" in out and node.mutating_calls() == []
+    node.clear_calls()
+    code, out = node.run("revert", "--yes")
+    assert code == 0, out
+    assert ["kubectl", "delete", "--ignore-not-found", "-f", str(target)] in node.mutating_calls()
