@@ -109,7 +109,7 @@ def run(mode: str, n: int = 3000, threads: int = 4, concurrency: int = 4, rate: 
                   "routes:\n  - {name: all, to: [hook]}\n" % concurrency)
         mod = _load_handler(tmp, {"spool_dir": str(tmp / "spool"), "ack_mode": mode},
                             {"alert-forwarder-token": TOKEN, "alert-forwarder-routes": routes,
-                             "alert-forwarder-destinations": json.dumps({"hook": {"url": f"http://127.0.0.1:{port}/"}})})
+                             "alert-forwarder-destinations": json.dumps({"hook": {"url": f"http://127.0.0.1:{port}/", "insecure_http": True}})})
         bodies = [_alert(i) for i in range(n)]
         ctx = SimpleNamespace(hostname="bench")
         start_at = [0.0] * n
@@ -194,7 +194,7 @@ def run_http(n: int = 2000, threads: int = 4, batch: int = 1) -> dict:
         (sdir / "alert-forwarder-token").write_text(TOKEN)
         (sdir / "alert-forwarder-routes").write_text(
             "destinations:\n  hook: {type: webhook, concurrency: 4}\nroutes:\n  - {name: all, to: [hook]}\n")
-        (sdir / "alert-forwarder-destinations").write_text(json.dumps({"hook": {"url": f"http://127.0.0.1:{rport}/"}}))
+        (sdir / "alert-forwarder-destinations").write_text(json.dumps({"hook": {"url": f"http://127.0.0.1:{rport}/", "insecure_http": True}}))
         with socket.socket() as sk:
             sk.bind(("127.0.0.1", 0))
             port = sk.getsockname()[1]

@@ -22,6 +22,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from . import config
 from .falco.alert import PRIORITIES, priority_number
@@ -37,10 +38,10 @@ _COMMON_OPTS = {"type", "enabled", "timeout", "retries", "backoff", "backoff_max
                 "min_priority"}
 _TYPE_OPTS = {
     "console": set(),
-    "slack": {"channel", "username", "icon_url", "fields"},
-    "teams": {"format", "fields"},
-    "discord": {"username", "fields"},
-    "webhook": {"method", "body", "template", "headers", "signature_header", "ca_file"},
+    "slack": {"channel", "username", "icon_url", "fields", "insecure_http"},
+    "teams": {"format", "fields", "insecure_http"},
+    "discord": {"username", "fields", "insecure_http"},
+    "webhook": {"method", "body", "template", "headers", "signature_header", "ca_file", "insecure_http"},
     "openfaas": {"function", "async", "token_secret", "callback_url", "path"},
 }
 
@@ -419,7 +420,7 @@ def parse_destination(name: str, spec: Any, where: str) -> dict:
             out["min_priority"] = PRIORITIES[priority_number(out["min_priority"])]
         except ValueError:
             raise RoutesError(f"{where}.min_priority", f"unknown priority {out['min_priority']!r}") from None
-    for key in ("enabled", "async"):
+    for key in ("enabled", "async", "insecure_http"):
         if key in out and not isinstance(out[key], bool):
             raise RoutesError(f"{where}.{key}", f"expected true or false, got {out[key]!r}")
     if dtype == "openfaas":
@@ -566,7 +567,7 @@ def load_routes_text(text: str, source: str = "routes.yaml") -> RouteTable:
 
 # ----------------------------------------------------------------------------- destination secrets
 
-_SECRET_ENTRY_KEYS = {"url", "token", "hmac_key", "headers", "ca_cert", "client_cert", "client_key"}
+_SECRET_ENTRY_KEYS = {"url", "token", "hmac_key", "headers", "ca_cert", "client_cert", "client_key", "insecure_http"}
 _NEEDS_URL = ("slack", "teams", "discord", "webhook")
 
 
@@ -593,13 +594,20 @@ def parse_destination_secrets(text: str | None, source: str = "alert-forwarder-d
         for key, val in entry.items():
             if key not in _SECRET_ENTRY_KEYS:
                 raise RoutesError(f"{where}.{key}", f"unknown key (allowed: {', '.join(sorted(_SECRET_ENTRY_KEYS))})")
-            if key == "headers":
+            if key == "insecure_http":
+                if not isinstance(val, bool):
+                    raise RoutesError(f"{where}.insecure_http", "expected true or false")
+            elif key == "headers":
                 if not isinstance(val, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in val.items()):
                     raise RoutesError(f"{where}.headers", "expected a mapping of header name to string value")
             elif not isinstance(val, str) or not val.strip():
                 raise RoutesError(f"{where}.{key}", "expected a non-empty string")
         if "url" in entry and not re.match(r"^https?://", entry["url"].strip()):
             raise RoutesError(f"{where}.url", "expected an http:// or https:// URL")
+        if "url" in entry and "@" in urlsplit(entry["url"].strip()).netloc:
+            # The client would not send them, and a URL is logged more readily than a header.
+            raise RoutesError(f"{where}.url", "credentials in the URL (user:pass@) are not supported: put them in "
+                                              "'token' or 'headers' of this secret entry")
         if ("client_cert" in entry) != ("client_key" in entry):
             raise RoutesError(where, "mTLS needs both client_cert and client_key")
         out[str(name)] = {k: (v.strip() if isinstance(v, str) else v) for k, v in entry.items()}
@@ -625,10 +633,19 @@ def resolve_destinations(table: RouteTable, secrets: dict[str, dict]) -> dict[st
             reason = "disabled in routes"
         elif d["type"] in _NEEDS_URL and not d.get("url"):
             enabled, reason = False, f"no url in the alert-forwarder-destinations secret for '{name}'"
+        if d["type"] in _NEEDS_URL and d.get("url") and insecure_url(d["url"]) and d.get("insecure_http") is not True:
+            # Tokens, HMAC-signed bodies and the alerts themselves would cross the network in cleartext.
+            raise RoutesError(f"{name}.url", "plain http:// sends the alert and any token or signature in "
+                                             "cleartext; use https://, or set insecure_http: true on this "
+                                             "destination to accept that")
         d["enabled"] = enabled
         d["disabled_reason"] = reason
         out[name] = d
     return out
+
+
+def insecure_url(url: str) -> bool:
+    return url.strip().lower().startswith("http://")
 
 
 def unknown_secret_entries(table: RouteTable, secrets: dict[str, dict]) -> list[str]:

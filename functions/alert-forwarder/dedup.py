@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -49,7 +50,9 @@ class Deduper:
         self.clock = clock
         self.max_keys = max_keys
         self._lock = threading.Lock()
-        self._windows: dict[tuple, _Window] = {}
+        # Insertion order is opening order (a window is only ever added when it opens), so the oldest window is
+        # always first: evicting it at max_keys is O(1), under the lock every ingest takes.
+        self._windows: OrderedDict[tuple, _Window] = OrderedDict()
 
     def check(self, route: str, window: float, key_fields: tuple[str, ...], alert: dict) -> tuple[bool, list[Summary]]:
         """(send this alert?, summaries of windows that closed for this key)."""
@@ -90,8 +93,7 @@ class Deduper:
             return len(self._windows)
 
     def _evict_oldest(self, now: float) -> list[Summary]:
-        k = min(self._windows, key=lambda key: self._windows[key].start)
-        w = self._windows.pop(k)
+        k, w = self._windows.popitem(last=False)
         return [self._summary(k[0], k[1], w, now)] if w.suppressed else []
 
     @staticmethod

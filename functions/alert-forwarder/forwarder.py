@@ -21,7 +21,7 @@ from .dedup import Deduper, Throttler
 from .destinations import Result, idempotency_key, make_sender
 from .edgeguard import config, log
 from .edgeguard.falco.alert import priority_number
-from .edgeguard.routes import RouteTable, resolve_destinations
+from .edgeguard.routes import RouteTable, insecure_url, resolve_destinations
 from .metrics import Metrics
 from .spool import Entry, Spool, new_entry_id
 
@@ -95,6 +95,7 @@ class Forwarder:
                                                   backoff=0.2, backoff_max=10.0, budget=10.0, concurrency=2,
                                                   min_priority=None, queue=queue.Queue(maxsize=self.settings.queue_max))
             self._apply_opts(self.destinations[name], opts)
+            self._warn_insecure(name, opts)
         self.spool = Spool(self.settings.spool_dir, max_entries=self.settings.spool_max_entries,
                            max_age=self.settings.spool_max_age, fsync=self.settings.spool_fsync,
                            on_drop=self._on_spool_drop, clock=clock)
@@ -108,6 +109,12 @@ class Forwarder:
         self.started = clock()
         if self.settings.start_threads:
             self.start()
+
+    @staticmethod
+    def _warn_insecure(name: str, opts: dict) -> None:
+        if opts.get("url") and insecure_url(opts["url"]) and opts["type"] != "openfaas":
+            log.warning("config.insecure_http", destination=name,
+                        problem="insecure_http: true: alerts, tokens and signatures go out in cleartext")
 
     @staticmethod
     def _apply_opts(dest: Destination, opts: dict) -> None:
@@ -145,6 +152,7 @@ class Forwarder:
                     old = dest.sender
                     dest.sender = make_sender(name, opts)
                 self._apply_opts(dest, opts)
+                self._warn_insecure(name, opts)
                 dest.down_until = 0.0
                 dest.last_error = ""
                 self.destinations[name] = dest
@@ -186,7 +194,12 @@ class Forwarder:
                     log.error("config.reload_failed", what="destinations", error=str(exc))
         if not what:
             return
-        changed = self.reconfigure(table, secrets)
+        try:
+            changed = self.reconfigure(table, secrets)
+        except ValueError as exc:
+            # e.g. a plain http:// URL without insecure_http: refused before anything changed.
+            log.error("config.reload_failed", what=what, error=str(exc))
+            return
         self.reloads += 1
         log.info("config.reloaded", what=what, changed=changed,
                  enabled=sorted(n for n, d in self.destinations.items() if d.enabled))

@@ -10,8 +10,10 @@ http_output cannot set headers):
   GET  /metrics  Prometheus text
   GET  /         health and configuration, without secrets
 
-OpenFaaS's cron-connector calls `POST /` with an empty body and no credentials; when the `cron_flush`
-environment variable is true that request is treated as a flush (it carries no data and returns only counts).
+OpenFaaS CE's cron-connector can only send `POST /` with an empty body and no credentials. By default that is a
+401 like any anonymous request. Only if the `cron_flush` environment variable is deliberately set to true is
+that one request shape treated as a flush (it carries no data, returns only counts, and runs at most once per
+10 s); the background tick already retries the spool every second while the pod runs.
 """
 from __future__ import annotations
 
@@ -160,8 +162,14 @@ def _is_cron_call(event) -> bool:
             and http.query(event, "token") is None)
 
 
-def _test(event, context) -> dict:
+def _authenticated(event) -> None:
+    """Bearer check, then the opportunistic retry tick: an anonymous request must cause no spool work."""
     auth.require_bearer(event, TOKEN_SECRET)
+    FORWARDER.maybe_tick()  # ingest ticks itself, after routing
+
+
+def _test(event, context) -> dict:
+    _authenticated(event)
     overrides = http.parse_json(event, max_bytes=MAX_BODY, allow_empty=True) if (getattr(event, "body", b"") or b"").strip() else None
     now_ns = time.time_ns()
     priority = http.query(event, "priority", "Warning")
@@ -184,23 +192,21 @@ def _test(event, context) -> dict:
 def handle(event, context):
     m = http.method(event)
     p = http.path(event).rstrip("/") or "/"
-    if p != "/" or m != "POST":
-        FORWARDER.maybe_tick()  # ingest ticks itself, after routing
     endpoint = p if p in ("/", "/flush", "/test", "/metrics") else "other"
     resp = None
     try:
         if p == "/" and m == "POST":
             resp = _cron_flush(event) if _is_cron_call(event) else _ingest(event)
         elif p == "/" and m in ("GET", "HEAD"):
-            auth.require_bearer(event, TOKEN_SECRET)
+            _authenticated(event)
             resp = http.json_response(FORWARDER.status())
         elif p == "/metrics":
             http.require_method(event, ("GET",))
-            auth.require_bearer(event, TOKEN_SECRET)
+            _authenticated(event)
             resp = http.text_response(FORWARDER.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
         elif p == "/flush":
             http.require_method(event, ("POST",))
-            auth.require_bearer(event, TOKEN_SECRET)
+            _authenticated(event)
             resp = http.json_response({"flush": FORWARDER.flush(ignore_schedule=not http.query_flag(event, "due_only"))})
         elif p == "/test":
             http.require_method(event, ("POST",))

@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 
+# Receivers answer with a status; the body is only looked at for a 429's retry_after. A hostile or broken
+# receiver must not make us buffer megabytes per delivery.
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
 class TransportError(Exception):
     def __init__(self, kind: str, detail: str = ""):
         super().__init__(f"{kind}: {detail}" if detail else kind)
@@ -37,11 +42,13 @@ class Client:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("expected an http:// or https:// URL")
+        if "@" in parts.netloc:
+            raise ValueError("credentials in the URL (user:pass@) are not supported; use headers or token")
         self.https = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.https else 80)
         self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.host_header = parts.netloc.rsplit("@", 1)[-1]
+        self.host_header = parts.netloc
         self.timeout = timeout
         self.user_agent = user_agent
         self.ssl_context = None
@@ -80,7 +87,7 @@ class Client:
             try:
                 c.request(method, self.target, body=body, headers=hdrs)
                 resp = c.getresponse()
-                data = resp.read()
+                data = resp.read(MAX_RESPONSE_BYTES + 1)
             except (socket.timeout, TimeoutError) as exc:
                 self._drop()
                 raise TransportError("timeout", str(exc)) from None
@@ -96,7 +103,8 @@ class Client:
             except OSError as exc:
                 self._drop()
                 raise TransportError("connect", type(exc).__name__) from None
-            if resp.will_close:
+            if resp.will_close or len(data) > MAX_RESPONSE_BYTES:
+                # The unread rest of an oversized body would corrupt the next response on this connection.
                 self._drop()
-            return Response(resp.status, resp.headers, data)
+            return Response(resp.status, resp.headers, data[:MAX_RESPONSE_BYTES])
         raise TransportError("connect", "connection closed")  # pragma: no cover - loop always returns or raises

@@ -36,6 +36,13 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "delivery_seconds": ("histogram", "Time from alert receipt to acknowledged delivery.", ("destination",)),
 }
 
+# Labels whose values come from callers (any rule name, any source): past MAX_SERIES distinct series of such a
+# metric, new combinations are counted under "other" so a flood of made-up rule names cannot grow the
+# exposition (and this process's memory) without bound.
+CALLER_LABELS: dict[str, tuple[str, ...]] = {"alerts_total": ("rule", "source")}
+MAX_SERIES = 200
+OTHER = "other"
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -59,6 +66,10 @@ class Metrics:
         key = self._labels(name, labels)
         with self._lock:
             series = self._values[name]
+            capped = CALLER_LABELS.get(name)
+            if capped and key not in series and len(series) >= MAX_SERIES:
+                names = DEFINITIONS[name][2]
+                key = tuple(OTHER if n in capped else v for n, v in zip(names, key))
             series[key] = series.get(key, 0.0) + value
 
     def set(self, name: str, value: float, labels: dict | None = None) -> None:

@@ -135,13 +135,15 @@ class Reply:
     headers: dict = field(default_factory=dict)
     body: bytes = b"ok"
     delay: float = 0.0
+    gate: threading.Event | None = None  # hold the answer until the test sets it (ordering, not timing)
 
 
 class Receiver:
     """A scripted HTTP(S) server. ``script`` is a list of Reply used in order, then ``default``."""
 
     def __init__(self, *, tls: ssl.SSLContext | None = None, port: int = 0):
-        self.requests: list[Received] = []
+        self.requests: list[Received] = []  # answered requests, recorded just before the answer
+        self.arrived = 0  # requests read, including ones still held by a gate
         self.script: list[Reply] = []
         self.default = Reply()
         self.tls = tls
@@ -182,6 +184,10 @@ class Receiver:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 reply = recv.next_reply()
+                with recv._lock:
+                    recv.arrived += 1
+                if reply.gate is not None:
+                    reply.gate.wait(30)
                 if reply.delay:
                     time.sleep(reply.delay)
                 with recv._lock:

@@ -26,6 +26,37 @@ def a(pod="p1", rule="Terminal shell in container", t="2024-05-01T10:11:12.00000
 
 # ----------------------------------------------------------------------------- dedup
 
+
+class _CountingTime(float):
+    """A clock value that counts how often it is compared: eviction must not compare every open window."""
+    compared = 0
+
+    def __lt__(self, other):
+        _CountingTime.compared += 1
+        return float.__lt__(self, other)
+
+    def __gt__(self, other):
+        _CountingTime.compared += 1
+        return float.__gt__(self, other)
+
+
+def test_eviction_at_max_keys_drops_the_oldest_window_without_scanning_all(pkg):
+    t = [1_700_000_000.0]
+    d = pkg.dedup.Deduper(clock=lambda: _CountingTime(t[0]), max_keys=1000)
+    for i in range(1000):
+        t[0] += 0.001
+        d.check("r", 60, KEY, a(pod=f"p{i}"))
+    assert d.check("r", 60, KEY, a(pod="p0")) == (False, [])  # p0 repeats: its window is open, counted
+    _CountingTime.compared = 0
+    sent, summaries = d.check("r", 60, KEY, a(pod="new-1"))
+    assert sent and [s.alert["output_fields"]["k8s.pod.name"] for s in summaries] == ["p0"]  # oldest, with its count
+    sent, summaries = d.check("r", 60, KEY, a(pod="new-2"))
+    assert sent and summaries == []  # p1 evicted next, silently: it suppressed nothing
+    assert _CountingTime.compared < 10
+    assert d.open_windows() == 1000
+    assert d.check("r", 60, KEY, a(pod="p1")) == (True, [])  # p1's window is gone, p2's is not
+    assert d.check("r", 60, KEY, a(pod="p3"))[0] is False
+
 def test_repeats_inside_window_are_suppressed_and_other_keys_pass(pkg):
     clock = Clock()
     d = pkg.dedup.Deduper(clock=clock)

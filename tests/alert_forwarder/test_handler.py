@@ -66,7 +66,7 @@ def test_missing_token_secret_fails_closed(load_handler, h):
 
 def test_tokens_and_destination_secrets_never_reach_logs_or_responses(load_handler, h, capfd):
     secrets = {"alert-forwarder-destinations":
-               "action-centre:\n  url: http://127.0.0.1:9/hook?apikey=url-secret-xyz123\n"
+               "action-centre:\n  url: http://127.0.0.1:9/hook?apikey=url-secret-xyz123\n  insecure_http: true\n"
                "  hmac_key: hmac-secret-abc987\n  token: bearer-secret-def456\n"}
     mod = load_handler(secrets=secrets)
     post(mod, h, h.falco_alert(priority="Critical"), headers={"Content-Type": "application/json"},
@@ -145,7 +145,7 @@ def test_bad_input_gets_a_4xx_reason_and_nothing_is_forwarded(load_handler, h, m
 
 def test_one_bad_alert_in_a_batch_rejects_the_whole_batch(load_handler, h, receiver):
     r = receiver()
-    mod = load_handler(secrets={"alert-forwarder-destinations": f"action-centre: {{url: '{r.url}'}}\n"})
+    mod = load_handler(secrets={"alert-forwarder-destinations": f"action-centre: {{url: '{r.url}', insecure_http: true}}\n"})
     batch = [h.falco_alert(priority="Critical"), {**h.falco_alert(), "priority": "Severe"}]
     resp = post(mod, h, batch)
     assert resp["statusCode"] == 400
@@ -216,7 +216,7 @@ def test_flush_endpoint_and_cron_connector_call(load_handler, h, receiver):
     port = r.port
     r.stop()
     mod = load_handler(env={"cron_flush": "true", "retry_tick_seconds": "3600"},
-                       secrets={"alert-forwarder-destinations": f"action-centre: {{url: 'http://127.0.0.1:{port}'}}\n"})
+                       secrets={"alert-forwarder-destinations": f"action-centre: {{url: 'http://127.0.0.1:{port}', insecure_http: true}}\n"})
     post(mod, h, h.falco_alert(priority="Notice"))
     h.wait_until(lambda: count(mod, "spooled_total", destination="action-centre") == 1)
     assert mod.handle(h.event("POST", "/flush", b"", {}), h.CTX)["statusCode"] == 401
@@ -233,9 +233,54 @@ def test_flush_endpoint_and_cron_connector_call(load_handler, h, receiver):
 
 
 def test_cron_flush_is_off_unless_enabled(load_handler, h):
-    mod = load_handler(env={"cron_flush": "false"})  # stack.yml turns it on; the code default is off
+    mod = load_handler(env={"cron_flush": "false"})
     resp = mod.handle(h.event("POST", "/", b"", {}), h.CTX)
     assert resp["statusCode"] == 401
+
+
+def _count_calls(obj, name):
+    calls = []
+    real = getattr(obj, name)
+
+    def wrapper(*a, **kw):
+        calls.append(name)
+        return real(*a, **kw)
+
+    setattr(obj, name, wrapper)
+    return calls
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/"), ("GET", "/"), ("GET", "/metrics"), ("POST", "/flush"),
+                                          ("POST", "/test")])
+def test_anonymous_requests_get_401_and_cause_no_flush_or_tick(load_handler, h, receiver, method, path):
+    r = receiver()
+    port = r.port
+    r.stop()
+    # Default settings (what stack.yml now deploys): no cron_flush. The background tick is parked so only a
+    # request could drive the spool.
+    mod = load_handler(env={"retry_tick_seconds": "3600"},
+                       secrets={"alert-forwarder-destinations": f"action-centre: {{url: 'http://127.0.0.1:{port}', insecure_http: true}}\n"})
+    post(mod, h, h.falco_alert(priority="Notice"))
+    h.wait_until(lambda: count(mod, "spooled_total", destination="action-centre") == 1)
+    back = receiver(port=port)
+    mod.FORWARDER._last_tick = -1e9  # a tick would be due now, if anything triggered one
+    work = _count_calls(mod.FORWARDER, "flush")
+    ticks = _count_calls(mod.FORWARDER, "maybe_tick")
+    resp = mod.handle(h.event(method, path, b"", {"User-Agent": "Go-http-client/1.1"}), h.CTX)
+    assert resp["statusCode"] == 401
+    assert work == [] and ticks == []
+    assert mod.FORWARDER.spool.depth() == 1 and back.requests == []
+
+
+def test_stack_yml_does_not_enable_the_anonymous_cron_flush():
+    import yaml
+    from pathlib import Path
+
+    stack = yaml.safe_load((Path(__file__).resolve().parents[2] / "stack.yml").read_text())
+    fn = stack["functions"]["alert-forwarder"]
+    assert str((fn.get("environment") or {}).get("cron_flush", "false")).lower() not in ("true", "1", "yes", "on")
+    # Without cron_flush a cron-connector call could only ever be refused, so no schedule is deployed.
+    assert "schedule" not in (fn.get("annotations") or {})
 
 
 def test_shipped_route_sends_configmap_credentials_alert_to_the_scrubber(load_handler, h, receiver):
@@ -291,18 +336,20 @@ def test_invalid_environment_fails_start_up(load_handler):
 
 
 def test_falco_gets_its_answer_while_the_destination_hangs(load_handler, h, receiver):
-    import time
+    import threading
 
     r = receiver()
-    r.default = h.Reply(200, delay=3)
-    mod = load_handler(secrets={"alert-forwarder-destinations": f"action-centre: {{url: '{r.url}'}}\n"})
-    times = []
+    hold = threading.Event()
+    r.default = h.Reply(200, gate=hold)
+    mod = load_handler(secrets={"alert-forwarder-destinations": f"action-centre: {{url: '{r.url}', insecure_http: true}}\n"})
     for i in range(5):
-        t = time.monotonic()
         resp = post(mod, h, h.falco_alert(priority="Notice", **{"proc.pid": i}))
-        times.append(time.monotonic() - t)
         assert resp["statusCode"] == 202
-    assert max(times) < 0.5
+    # Every 202 came back while the receiver was holding every answer.
+    assert not hold.is_set() and r.requests == []
+    h.wait_until(lambda: r.arrived >= 1)
+    hold.set()
+    h.wait_until(lambda: count(mod, "delivered_total", destination="action-centre") == 5)
 
 
 def test_configuring_the_action_centre_url_switches_it_on_without_a_restart(load_handler, h, receiver, capfd):
@@ -314,7 +361,7 @@ def test_configuring_the_action_centre_url_switches_it_on_without_a_restart(load
     secret.write_text("action-centre: {url: 'not a url'}\n")  # a bad edit is refused, the old settings stay
     h.wait_until(lambda: "config.reload_failed" in capfd.readouterr().err, what="reload failure logged")
     assert status()["destinations"]["action-centre"]["enabled"] is False
-    secret.write_text(f"action-centre:\n  url: {r.url}/ac\n  hmac_key: rotated-key-000111\n")
+    secret.write_text(f"action-centre:\n  url: {r.url}/ac\n  insecure_http: true\n  hmac_key: rotated-key-000111\n")
     h.wait_until(lambda: status()["destinations"]["action-centre"]["enabled"], what="reload")
     post(mod, h, h.falco_alert(priority="Notice"))
     [req] = r.wait_for(1)
@@ -326,7 +373,7 @@ def test_routes_secret_edits_apply_live_and_bad_edits_are_refused(load_handler, 
     r = receiver()
     mod = load_handler(env={"retry_tick_seconds": "0.1"})
     status = lambda: body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))  # noqa: E731
-    (mod.secrets_dir / "alert-forwarder-destinations").write_text(f"hook: {{url: '{r.url}/new'}}\n")
+    (mod.secrets_dir / "alert-forwarder-destinations").write_text(f"hook: {{url: '{r.url}/new', insecure_http: true}}\n")
     (mod.secrets_dir / "alert-forwarder-routes").write_text(
         "destinations: {hook: {type: webhook}}\nroutes:\n  - {name: all-to-hook, to: [hook]}\n")
     h.wait_until(lambda: status()["routes_source"] == "secret alert-forwarder-routes", what="routes reload")
@@ -345,7 +392,7 @@ def test_routes_secret_edits_apply_live_and_bad_edits_are_refused(load_handler, 
 
 def test_falcosidekick_enriched_payload_is_accepted_and_forwarded_intact(load_handler, h, receiver):
     r = receiver()
-    mod = load_handler(secrets={"alert-forwarder-destinations": f"action-centre: {{url: '{r.url}'}}\n"})
+    mod = load_handler(secrets={"alert-forwarder-destinations": f"action-centre: {{url: '{r.url}', insecure_http: true}}\n"})
     al = h.falco_alert(priority="Critical")
     al["uuid"] = "0c6d2f5e-9a55-4e0c-bd5f-0d2e0c1b7c11"  # added by falcosidekick
     al["message"] = "A shell was spawned"              # json_include_message_property
@@ -353,3 +400,35 @@ def test_falcosidekick_enriched_payload_is_accepted_and_forwarded_intact(load_ha
     assert resp["statusCode"] == 202
     got = r.wait_for(1)[0].json()
     assert got == al
+
+
+def test_plain_http_action_centre_url_fails_start_up_and_opt_in_logs_a_warning(load_handler, capfd):
+    with pytest.raises(Exception, match=r"action-centre.url.*insecure_http"):
+        load_handler(secrets={"alert-forwarder-destinations": "action-centre: {url: 'http://ac.example/x'}\n"})
+    capfd.readouterr()
+    mod = load_handler(secrets={"alert-forwarder-destinations":
+                                "action-centre: {url: 'http://ac.example/x', insecure_http: true}\n"})
+    assert mod.FORWARDER.destinations["action-centre"].enabled
+    err = capfd.readouterr().err
+    assert '"event": "config.insecure_http"' in err and '"destination": "action-centre"' in err
+
+
+def test_live_edit_to_a_plain_http_url_is_refused_and_the_last_good_config_kept(load_handler, h, receiver, capfd):
+    mod = load_handler(secrets={"alert-forwarder-destinations": "action-centre: {url: 'https://ac.example/x'}\n"})
+    (mod.secrets_dir / "alert-forwarder-destinations").write_text("action-centre: {url: 'http://ac.example/x'}\n")
+    mod.FORWARDER.tick()
+    assert mod.FORWARDER.destinations["action-centre"].opts["url"] == "https://ac.example/x"
+    assert '"event": "config.reload_failed"' in capfd.readouterr().err
+
+
+def test_caller_chosen_rule_names_cannot_grow_metrics_series_without_bound(load_handler, h):
+    mod = load_handler()
+    batch = [h.falco_alert(rule=f"made-up rule {i}", priority="Debug", source=f"src-{i}") for i in range(500)]
+    assert post(mod, h, batch)["statusCode"] == 202
+    text = mod.handle(h.event("GET", "/metrics", b"", h.auth_headers()), h.CTX)["body"]
+    text = text.decode() if isinstance(text, bytes) else text
+    series = [ln for ln in text.splitlines() if ln.startswith("edgeguard_alert_forwarder_alerts_total{")]
+    assert len(series) <= 201
+    assert count(mod, "alerts_total") == 500  # nothing lost, only grouped
+    assert count(mod, "alerts_total", rule="other", source="other") == 300
+    assert count(mod, "alerts_total", rule="made-up rule 0", source="src-0") == 1

@@ -283,3 +283,38 @@ def test_template_rendering_keeps_types_and_interpolates_text():
     assert out["pid"] == 7 and out["fields"] == a["output_fields"] and out["key"] == "abc"
     assert out["nested"] == ["Terminal shell in container", {"x": []}]
     assert out["text_obj"].startswith('f={"fd.ports":[80,443]')
+
+
+# ----------------------------------------------------------------------------- cleartext webhooks
+
+@pytest.mark.parametrize("dtype", ["slack", "teams", "discord", "webhook"])
+def test_plain_http_webhook_url_is_refused_unless_insecure_http_is_set(dtype):
+    t = table(f"destinations: {{d: {{type: {dtype}}}}}\nroutes: [{{to: [d]}}]\n")
+    with pytest.raises(RoutesError) as exc:
+        resolve_destinations(t, {"d": {"url": "http://hooks.example/s3cr3t-path"}})
+    assert "d.url" in str(exc.value) and "insecure_http" in str(exc.value) and "s3cr3t" not in str(exc.value)
+    assert resolve_destinations(t, {"d": {"url": "https://hooks.example/x"}})["d"]["enabled"]
+    # Explicit opt-in, either on the destination in the routes or next to the URL in the secret.
+    opted = table(f"destinations: {{d: {{type: {dtype}, insecure_http: true}}}}\nroutes: [{{to: [d]}}]\n")
+    assert resolve_destinations(opted, {"d": {"url": "http://hooks.example/x"}})["d"]["enabled"]
+    assert resolve_destinations(t, {"d": {"url": "HTTP://hooks.example/x", "insecure_http": True}})["d"]["enabled"]
+
+
+def test_insecure_http_must_be_a_boolean():
+    with pytest.raises(RoutesError, match=r"destinations.d.insecure_http"):
+        table('destinations: {d: {type: webhook, insecure_http: "yes"}}\n')
+    with pytest.raises(RoutesError, match=r"d.insecure_http"):
+        parse_destination_secrets("d: {url: 'http://h/x', insecure_http: 'yes'}\n")
+
+
+def test_openfaas_destination_goes_to_the_in_cluster_gateway_over_http():
+    t = table("destinations: {f: {type: openfaas, function: configmap-secret-scrubber}}\nroutes: [{to: [f]}]\n")
+    assert resolve_destinations(t, {})["f"]["enabled"]
+
+
+@pytest.mark.parametrize("url", ["https://user:pa55word@hooks.example/x", "https://token-only@hooks.example/x"])
+def test_credentials_in_a_destination_url_are_refused_without_echoing_them(url):
+    with pytest.raises(RoutesError) as exc:
+        parse_destination_secrets(f"hook: {{url: '{url}'}}\n")
+    assert "hook.url" in str(exc.value) and "user:pass@" in str(exc.value)
+    assert "pa55word" not in str(exc.value) and "token-only" not in str(exc.value)

@@ -34,7 +34,7 @@ def idem(alert):
 def test_alert_posted_with_curl_reaches_every_destination_type(serve_function, receiver, h, tmp_path):
     r = receiver()
     r.default = h.Reply(202, body=b"")
-    dests = {n: {"url": f"{r.url}/{n}"} for n in ("slack", "teams", "discord", "hook")}
+    dests = {n: {"url": f"{r.url}/{n}", "insecure_http": True} for n in ("slack", "teams", "discord", "hook")}
     sf = serve_function("alert-forwarder", env={"spool_dir": str(tmp_path / "spool"), "gateway_url": r.url},
                         secrets={"alert-forwarder-token": h.TOKEN, "alert-forwarder-routes": ALL_TYPES_ROUTES,
                                  "alert-forwarder-destinations": json.dumps(dests),
@@ -69,7 +69,7 @@ def test_spooled_alert_survives_a_restart_and_is_delivered_exactly_once(serve_fu
     spool = tmp_path / "spool"
     sf = serve_function("alert-forwarder", env={"spool_dir": str(spool), "retry_tick_seconds": "0.2"},
                         secrets={"alert-forwarder-token": h.TOKEN,
-                                 "alert-forwarder-destinations": f"action-centre: {{url: 'http://127.0.0.1:{port}/ac'}}\n"})
+                                 "alert-forwarder-destinations": f"action-centre: {{url: 'http://127.0.0.1:{port}/ac', insecure_http: true}}\n"})
     auth = {"Authorization": f"Bearer {h.TOKEN}"}
     al = h.falco_alert(priority="Notice")
     resp = requests.post(sf.url + "/", data=dumps(al), params={"token": h.TOKEN},

@@ -104,11 +104,10 @@ def test_start_stop_and_context_manager_give_fresh_state_on_a_new_port():
 
 
 def test_stop_is_prompt_with_an_open_watch_and_a_hung_request(kube_emulator):
-    import time
-
     core_client = kube_emulator.api_client()
     core = kubernetes.client.CoreV1Api(core_client)
-    kube_emulator.fail("list", "secrets", status="timeout", delay=30)
+    # An hour-long hang: if stop() waited for it, its 10 s join would give up with the server thread alive.
+    fault = kube_emulator.fail("list", "secrets", status="timeout", delay=3600)
     threading.Thread(target=lambda: list(kubernetes.watch.Watch().stream(
         core.list_namespaced_config_map, namespace="default")), daemon=True).start()
 
@@ -118,11 +117,18 @@ def test_stop_is_prompt_with_an_open_watch_and_a_hung_request(kube_emulator):
         except Exception:
             pass
 
-    threading.Thread(target=hung, daemon=True).start()
-    time.sleep(0.3)
-    t0 = time.monotonic()
+    requester = threading.Thread(target=hung, daemon=True)
+    requester.start()
+    for _ in range(1000):  # until the request is inside the hang
+        if fault.hits:
+            break
+        threading.Event().wait(0.01)
+    assert fault.hits == 1
+    server = kube_emulator._thread
     kube_emulator.stop()
-    assert time.monotonic() - t0 < 2
+    assert not server.is_alive()  # the hour-long hang and the open watch were ended, not waited out
+    requester.join(30)
+    assert not requester.is_alive()  # the hung caller got its answer (an error) instead of hanging on
     core_client.close()
 
 
