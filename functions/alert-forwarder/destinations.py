@@ -178,6 +178,7 @@ class Sender:
         self.timeout = float(opts.get("timeout", 5.0))
         self._local = threading.local()
         self._client = None
+        self._client_lock = threading.Lock()
 
     def session(self):
         # One pooled connection set per worker thread: requests.Session is not thread-safe.
@@ -190,9 +191,13 @@ class Sender:
         return s
 
     def client(self) -> httpclient.Client:
+        # Built on first use (a disabled destination has no URL), by whichever worker comes first: the lock
+        # keeps two workers from each building one and leaking the other's connections.
         if self._client is None:
-            self._client = httpclient.Client(self.opts["url"], timeout=self.timeout, user_agent=USER_AGENT,
-                                             **self.tls_options())
+            with self._client_lock:
+                if self._client is None:
+                    self._client = httpclient.Client(self.opts["url"], timeout=self.timeout, user_agent=USER_AGENT,
+                                                     **self.tls_options())
         return self._client
 
     def tls_options(self) -> dict:
