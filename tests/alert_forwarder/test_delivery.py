@@ -553,3 +553,27 @@ def test_concurrent_first_use_builds_one_http_client_per_sender(pkg, monkeypatch
     for t in threads:
         t.join(10)
     assert len(built) == 1 and got[0] is got[1]
+
+
+def test_openfaas_and_webhook_destinations_share_one_http_stack_that_ignores_proxy_env(make_fwd, receiver, h,
+                                                                                       monkeypatch):
+    # One HTTP client for every destination type: same TLS, proxy and retry behaviour. Neither goes through a
+    # proxy named in the environment (here a dead one), both reach the receiver directly.
+    gw = receiver()
+    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("gateway_url", gw.url)
+    f = make_fwd("""
+    destinations:
+      fn: {type: openfaas, function: other-fn, async: false, retries: 0}
+      hook: {type: webhook, insecure_http: true, retries: 0}
+    routes:
+      - {to: [fn, hook]}
+    """, {"fn": {"token": "fn-token-123456"}, "hook": {"url": gw.url + "/hook"}})
+    f.ingest([h.falco_alert()])
+    reqs = {q.path: q for q in gw.wait_for(2)}
+    assert set(reqs) == {"/function/other-fn", "/hook"}
+    assert reqs["/function/other-fn"].headers["User-Agent"] == reqs["/hook"].headers["User-Agent"]
+    assert reqs["/function/other-fn"].headers["Authorization"] == "Bearer fn-token-123456"
