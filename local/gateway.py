@@ -469,7 +469,7 @@ def main(argv=None) -> int:
     print(f"  secrets (one file each, like faas-cli secret create): {secrets_dir}")
     if stack.kubeconfig_path:
         print(f"  kubectl: export KUBECONFIG={stack.kubeconfig_path}   (the in-memory API; its audit events go to "
-              "audit-ingest; it speaks JSON only, so use `kubectl create --validate=false -f`; see README)")
+              "audit-ingest; `kubectl apply` needs --validate=false there; see README)")
     print("  try:")
     print(f"    TOKEN=$(cat {secrets_dir}/audit-ingest-token)")
     print(f"    curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\")

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import facts, falco, k3s_audit, openfaas, revert
+from . import facts, falco, k3s_audit, openfaas, revert, scrubber_rbac
 from .engine import BootstrapError, Ctx, Refused, print_table
 
 DEFAULT_GATEWAY = "http://127.0.0.1:31112"  # gateway-external NodePort, reachable from the server host
@@ -54,6 +54,14 @@ def parser() -> argparse.ArgumentParser:
                          help="API server URL in the functions' kubeconfigs")
     of_opts.add_argument("--rotate", action="append", default=[], metavar="SECRET",
                          help="replace this token or key with a new random one (repeatable)")
+    of_opts.add_argument("--scrubber-namespaces", action="append", metavar="NS[,NS]",
+                         help="namespaces where configmap-secret-scrubber may move credentials (renders "
+                              "deploy/rbac/configmap-secret-scrubber-namespace.yaml for each; default none: "
+                              "it only reports). Never kube-system, kube-public, kube-node-lease, openfaas, "
+                              "openfaas-fn")
+    of_opts.add_argument("--scrubber-immutable-namespaces", action="append", metavar="NS[,NS]",
+                         help="of those, where it may also replace immutable ConfigMaps (allow_immutable=true; "
+                              "renders deploy/rbac/configmap-secret-scrubber-immutable.yaml)")
     of_opts.add_argument("--token-timeout", type=float, default=60.0,
                          help="seconds to wait for the ServiceAccount token controller")
 
@@ -146,6 +154,10 @@ def dispatch(ctx: Ctx, args) -> int:
     if cmd == "revert":
         revert.run(ctx, gateway=args.gateway)
         return 0
+    if cmd in ("openfaas", "all"):
+        # Before any check runs: a refused namespace is a usage error, not something to --force past.
+        scrubber_ns, scrubber_imm = scrubber_rbac.parse_options(args.scrubber_namespaces,
+                                                                args.scrubber_immutable_namespaces)
     if cmd == "all":
         ctx.say(ORDER_NOTE)
         ctx.section("preflight")
@@ -155,7 +167,8 @@ def dispatch(ctx: Ctx, args) -> int:
     if cmd in ("openfaas", "all"):
         openfaas.run(ctx, gateway=args.gateway, repo=args.repo, deploy=args.deploy,
                      cron_connector=args.cron_connector, api_server=args.api_server,
-                     token_timeout=args.token_timeout, rotate=tuple(args.rotate))
+                     token_timeout=args.token_timeout, rotate=tuple(args.rotate),
+                     scrubber_namespaces=scrubber_ns, scrubber_immutable_namespaces=scrubber_imm)
     if cmd in ("k3s-audit", "all"):
         k3s_audit.run(ctx, gateway=args.gateway, audit_url=args.audit_url, check=args.check,
                       check_timeout=args.check_timeout)

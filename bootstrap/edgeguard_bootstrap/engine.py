@@ -71,7 +71,10 @@ class Ctx:
         if value:
             text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
             text = text.strip()
-            if len(text) >= 4:
+            # Every value, however short: bootstrap's own are long random strings, and an operator's short
+            # one (kept from OpenFaaS) must not be the one that leaks. Masking a common short string in the
+            # output costs readability only.
+            if text:
                 self._secrets.add(text)
 
     def redact(self, text: str) -> str:
@@ -79,6 +82,11 @@ class Ctx:
         for value in sorted(self._secrets, key=len, reverse=True):
             text = text.replace(value, HIDDEN)
         return text
+
+    def tail(self, text: str | None, n: int) -> str:
+        """The end of a command's output for a message: masked BEFORE it is cut, so a cut never splits a
+        secret into an unrecognisable (and so unmasked) piece."""
+        return self.redact((text or "").strip())[-n:]
 
     def say(self, text: str = "") -> None:
         print(self.redact(text), file=self.out)
@@ -272,7 +280,7 @@ class Ctx:
             return None
         proc = self._exec(argv, input=input, env=env, timeout=timeout, cwd=cwd)
         if check and proc.returncode != 0:
-            detail = (proc.stderr or proc.stdout or "").strip()[-800:]
+            detail = self.tail(proc.stderr or proc.stdout, 800)
             raise BootstrapError(self.redact(f"`{shown}` failed with exit status {proc.returncode}: {detail}"))
         return proc
 

@@ -184,7 +184,7 @@ def verify_delivery(ctx: Ctx, gateway: str, token: str, *, timeout: float, poll:
         ctx.say("  [probe] " + " ".join(argv))
         proc = ctx.query(argv, timeout=30)
         if proc.returncode != 0:
-            raise BootstrapError(f"audit probe `{' '.join(argv)}` failed: {proc.stderr.strip()[-300:]}")
+            raise BootstrapError(f"audit probe `{' '.join(argv)}` failed: {ctx.tail(proc.stderr, 300)}")
     deadline = time.monotonic() + timeout
     while True:
         after = event_counters(ctx, gateway, token)

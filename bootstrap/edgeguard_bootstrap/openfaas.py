@@ -8,7 +8,8 @@ import re
 import time
 from pathlib import Path
 
-from . import facts, secretstore, tools, yamlout
+from . import facts, scrubber_rbac, secretstore, tools, yamlout
+from .kubeapply import apply_manifest
 from .engine import BootstrapError, Check, Ctx
 
 NS = facts.FUNCTION_NAMESPACE
@@ -102,7 +103,7 @@ def remote_secrets(ctx: Ctx) -> dict[str, bytes]:
     if proc.returncode != 0:
         if ctx.dry_run:
             return {}
-        raise BootstrapError(f"cannot list secrets in {NS}: {proc.stderr.strip()[-200:]}")
+        raise BootstrapError(f"cannot list secrets in {NS}: {ctx.tail(proc.stderr, 200)}")
     out: dict[str, bytes] = {}
     for item in json.loads(proc.stdout or "{}").get("items", []):
         name = item.get("metadata", {}).get("name")
@@ -112,7 +113,7 @@ def remote_secrets(ctx: Ctx) -> dict[str, bytes]:
         if name in secretstore.ALL and raw is not None:
             value = base64.b64decode(raw)
             out[name] = value
-            ctx.add_secret(value)
+            secretstore.register(ctx, name, value)
     return out
 
 
@@ -145,22 +146,6 @@ def ensure_secret(ctx: Ctx, name: str, remote: dict[str, bytes], gateway: str, d
     ctx.say(f"    {name}: stored in {secretstore.path(name)} and as OpenFaaS secret {NS}/{name}")
 
 
-def apply_manifest(ctx: Ctx, path: str, why: str) -> None:
-    """kubectl diff first, so an unchanged manifest is not re-applied (idempotent runs)."""
-    diff = ctx.query(["kubectl", "diff", "-f", path], timeout=60)
-    if diff.returncode == 0:
-        ctx.unchanged(f"{path} already applied")
-        return
-    if diff.returncode == 1:
-        ctx.say("\n".join("    " + line for line in ctx.redact(diff.stdout).rstrip().splitlines()))
-    elif not ctx.dry_run:
-        raise BootstrapError(f"kubectl diff -f {path} failed: {diff.stderr.strip()[-300:]}")
-    else:
-        ctx.note(f"kubectl diff -f {path} not possible yet: {diff.stderr.strip()[-160:]}")
-    ctx.run(["kubectl", "apply", "-f", path], why=why)
-    ctx.record({"kind": "kubectl", "file": path})
-
-
 def read_sa_token(ctx: Ctx, sa: str, timeout: float) -> tuple[str, str] | None:
     """(token, base64 CA) once the token controller has filled the Secret."""
     deadline = time.monotonic() + timeout
@@ -181,13 +166,15 @@ ROTATABLE = secretstore.TOKENS + secretstore.KEYS
 
 
 def run(ctx: Ctx, *, gateway: str, repo: Path, deploy: bool = False, cron_connector: bool = False,
-        api_server: str = API_SERVER, token_timeout: float = 60.0, rotate: tuple = ()) -> None:
+        api_server: str = API_SERVER, token_timeout: float = 60.0, rotate: tuple = (),
+        scrubber_namespaces: tuple = (), scrubber_immutable_namespaces: tuple = ()) -> None:
     ctx.section("openfaas: function secrets, ServiceAccount credentials, cron-connector")
     unknown = [n for n in rotate if n not in ROTATABLE]
     if unknown:
         raise BootstrapError(f"--rotate takes {', '.join(ROTATABLE)}; not {', '.join(unknown)}")
     tools.ensure(ctx, ("faas-cli",))
-    ctx.require(checks(ctx, gateway, repo))
+    ctx.require(checks(ctx, gateway, repo)
+                + scrubber_rbac.checks(ctx, repo, scrubber_namespaces, scrubber_immutable_namespaces))
     remote = remote_secrets(ctx)
     for name in secretstore.TOKENS + secretstore.KEYS + tuple(secretstore.PLACEHOLDERS):
         # A rotated token flows on within the same run: k3s-audit and falco read the new node copy.
@@ -199,6 +186,7 @@ def run(ctx: Ctx, *, gateway: str, repo: Path, deploy: bool = False, cron_connec
 
     for rel in RBAC_FILES:
         apply_manifest(ctx, str(repo / rel), f"RBAC for {Path(rel).stem}")
+    scrubber_rbac.run(ctx, repo, scrubber_namespaces, scrubber_immutable_namespaces)
     skip = tuple(sa for sa in SERVICE_ACCOUNTS if (repo / f"deploy/rbac/{sa}.yaml").is_file()
                  and defined_in((repo / f"deploy/rbac/{sa}.yaml").read_text("utf-8", "replace"), sa))
     for sa in skip:

@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 import os
 
-from . import k3s_audit
+from . import k3s_audit, secretstore
 from .engine import STATE_FILE, Ctx, sha256
 
 
 def run(ctx: Ctx, *, gateway: str) -> None:
     ctx.section("revert: undo what edgeguard-bootstrap did")
+    # Known before any command runs, so a failing faas-cli or kubectl that echoes a value is masked too.
+    for name in secretstore.ALL:
+        secretstore.local(ctx, name)
     actions = list(ctx.state.get("actions", []))
     files = dict(ctx.state.get("files", {}))
     if not actions and not files and not ctx.state.get("dirs"):

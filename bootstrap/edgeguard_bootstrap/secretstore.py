@@ -7,6 +7,7 @@ like the OpenFaaS secret. Values are never printed; only these paths are.
 """
 from __future__ import annotations
 
+import re
 import secrets
 
 from .engine import BootstrapError, Ctx
@@ -15,7 +16,8 @@ STORE = "/var/lib/edgeguard/secrets"
 
 TOKENS = ("audit-ingest-token", "alert-forwarder-token", "configmap-secret-scrubber-token",
           "node-enroll-admin-token")
-KEYS = ("node-enroll-key",)
+# HMAC keys. The scrubber's fingerprint key is its own value, never its bearer token: others hold that.
+KEYS = ("node-enroll-key", "configmap-secret-scrubber-fingerprint-key")
 PLACEHOLDERS = {
     # A comment-only YAML document loads as "no extra rules".
     "audit-ingest-extra-rules": (
@@ -45,20 +47,33 @@ def generate(name: str) -> bytes:
     raise ValueError(f"no generator for {name}")
 
 
+_TOKEN_LINE = re.compile(r"^\s*token:\s*[\"']?([^\s\"']+)", re.M)
+
+
+def register(ctx: Ctx, name: str, value: bytes | None) -> None:
+    """Mask this value in all output, and for a kubeconfig also the bearer token inside it: a failing CLI
+    may print the token alone."""
+    if value is None:
+        return
+    ctx.add_secret(value)
+    if name in KUBECONFIGS:
+        for token in _TOKEN_LINE.findall(value.decode("utf-8", "replace")):
+            ctx.add_secret(token)
+
+
 def local(ctx: Ctx, name: str) -> bytes | None:
     """This run's value (planned or written) else the stored file."""
     planned = ctx.memo.get("secrets", {}).get(name)
     if planned is not None:
         return planned
     value = ctx.read(path(name))
-    if value is not None:
-        ctx.add_secret(value)
+    register(ctx, name, value)
     return value
 
 
 def store(ctx: Ctx, name: str, value: bytes, why: str = "") -> bool:
     ctx.memo.setdefault("secrets", {})[name] = value
-    ctx.add_secret(value)
+    register(ctx, name, value)
     if not ctx.memo.get("store_dir"):
         ctx.ensure_dir(STORE, 0o700, "node-local copies of the bundle's secrets")
         ctx.memo["store_dir"] = True

@@ -22,6 +22,7 @@ from .replay import ReplayGuard, ReplayRejected
 from .store import KubeFailure, Store
 
 SCRIPT_TYPE = "text/x-shellscript"
+RECORD_RETENTION = timedelta(days=1)
 NO_STORE = {"Cache-Control": "no-store"}
 
 _STARTED = time.time()  # requests signed before this process existed are refused (see replay.py)
@@ -30,14 +31,14 @@ _lock = threading.Lock()
 # list-then-create below cannot hand one machine two tokens or overshoot the cap.
 _enroll_lock = threading.Lock()
 _guard: ReplayGuard | None = None
-_limiter: ratelimit.RateLimiter | None = None
+_limiter: ratelimit.EnrollLimits | None = None
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _protections() -> tuple[ReplayGuard, ratelimit.RateLimiter]:
+def _protections() -> tuple[ReplayGuard, ratelimit.EnrollLimits]:
     global _guard, _limiter
     with _lock:
         if _guard is None:
@@ -45,10 +46,10 @@ def _protections() -> tuple[ReplayGuard, ratelimit.RateLimiter]:
                                  max_entries=config.env_int("nonce_cache_size", 10000, minimum=10),
                                  started_at=_STARTED)
         if _limiter is None:
-            per_min = config.env_int("rate_limit_per_minute", 10, minimum=1)
-            global_per_min = config.env_int("rate_limit_global_per_minute", 60, minimum=1)
-            _limiter = ratelimit.RateLimiter(per_minute=per_min, burst=per_min,
-                                             global_per_minute=global_per_min, global_burst=global_per_min)
+            _limiter = ratelimit.EnrollLimits(
+                per_minute=config.env_int("rate_limit_per_minute", 10, minimum=1),
+                global_per_minute=config.env_int("rate_limit_global_per_minute", 60, minimum=1),
+                unsigned_per_minute=config.env_int("rate_limit_unsigned_per_minute", 60, minimum=1))
         return _guard, _limiter
 
 
@@ -74,7 +75,11 @@ def handle(event, context):
     except policy.PolicyError as exc:
         raise HTTPError(exc.status, exc.reason, **exc.extra) from None
     except KubeFailure as exc:
-        hint = " (check deploy/rbac/node-enroll.yaml)" if exc.status == 403 else ""
+        hint = ""
+        if exc.status == 403:
+            hint = " (check deploy/rbac/node-enroll.yaml)"
+        elif exc.status == 404 and "record" in exc.action:
+            hint = f" (namespace {tokens.RECORD_NAMESPACE} missing? kubectl apply -f deploy/rbac/node-enroll.yaml)"
         raise HTTPError(502, f"Kubernetes API: {exc.action} failed with {exc.status or 'no answer'} "
                              f"{exc.reason}{hint}", api_status=exc.status) from None
     raise HTTPError(404, f"no route {route}; use POST /enroll, GET /nodes or DELETE /nodes/<name>")
@@ -82,38 +87,48 @@ def handle(event, context):
 
 # ------------------------------------------------------------------ POST /enroll
 
-def _verify_signature(event, body: bytes, guard: ReplayGuard, source: str) -> None:
-    key = config.read_secret(settings.KEY_SECRET)
-    if not key:
-        raise HTTPError(503, f"enrollment is not configured: OpenFaaS secret '{settings.KEY_SECRET}' is missing or empty")
+def _unavailable(exc: Exception) -> HTTPError:
+    # The caller is not authenticated yet: the detail goes to the operator's log, not to them.
+    log.error("enroll.misconfigured", reason=str(exc))
+    return HTTPError(503, "enrollment is unavailable: node-enroll is misconfigured (the reason is in its log)")
+
+
+def _verify_signature(event, body: bytes, key: str, guard: ReplayGuard) -> None:
+    """Raises _Refused (the caller answers 401) or HTTPError for a full replay cache."""
     ts = http.header(event, signing.TIMESTAMP_HEADER)
     nonce = http.header(event, signing.NONCE_HEADER)
     sig = http.header(event, signing.SIGNATURE_HEADER)
     if not (ts and nonce and sig):
-        raise _auth_failure(source, f"signed request required: send {signing.TIMESTAMP_HEADER}, "
-                                    f"{signing.NONCE_HEADER} and {signing.SIGNATURE_HEADER}")
+        raise _Refused(f"signed request required: send {signing.TIMESTAMP_HEADER}, "
+                       f"{signing.NONCE_HEADER} and {signing.SIGNATURE_HEADER}")
     ts, nonce, sig = ts.strip(), nonce.strip(), sig.strip()
     if not signing.TIMESTAMP_RE.match(ts):
-        raise _auth_failure(source, f"{signing.TIMESTAMP_HEADER} must be unix seconds")
+        raise _Refused(f"{signing.TIMESTAMP_HEADER} must be unix seconds")
     if not signing.NONCE_RE.match(nonce):
-        raise _auth_failure(source, f"{signing.NONCE_HEADER} must be 16-128 characters of [A-Za-z0-9_-]")
+        raise _Refused(f"{signing.NONCE_HEADER} must be 16-128 characters of [A-Za-z0-9_-]")
     if not signing.SIGNATURE_RE.match(sig):
-        raise _auth_failure(source, f"{signing.SIGNATURE_HEADER} must be v1=<64 lowercase hex>")
+        raise _Refused(f"{signing.SIGNATURE_HEADER} must be v1=<64 lowercase hex>")
     if not signing.signature_matches(key, ts, nonce, body, sig):
-        raise _auth_failure(source, "signature does not match")
+        raise _Refused("signature does not match")
     # Only signatures made with the key reach the replay cache, so nobody without
     # the key can fill it.
     try:
         guard.check_and_record(int(ts), nonce)
     except ReplayRejected as exc:
         if exc.status == 401:
-            raise _auth_failure(source, exc.reason) from None
+            raise _Refused(exc.reason) from None
         raise HTTPError(exc.status, exc.reason, headers={"Retry-After": "60"}) from None
 
 
-def _auth_failure(source: str, reason: str) -> HTTPError:
-    log.warning("enroll.refused", source=source, reason=reason)
-    return HTTPError(401, reason, headers={"WWW-Authenticate": 'EdgeguardEnroll realm="edgeguard", scheme="v1"'})
+class _Refused(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _rate_limited(source: str, scope: str, wait: int, what: str) -> HTTPError:
+    log.warning("enroll.rate_limited", source=source, scope=scope, retry_after=wait)
+    return HTTPError(429, f"{what}; retry in {wait}s", headers={"Retry-After": str(wait)})
 
 
 def _wants_script(event) -> bool:
@@ -129,21 +144,36 @@ def _wants_script(event) -> bool:
 
 
 def enroll(event):
+    # Only what checking the signature needs is read before it; everything else (settings.load,
+    # the CA hash) comes after, so an unauthenticated caller learns nothing about the configuration.
+    try:
+        key = config.read_secret(settings.KEY_SECRET)
+        if not key:
+            raise ConfigError(f"OpenFaaS secret '{settings.KEY_SECRET}' is missing or empty")
+        max_body = settings.max_body_bytes()
+        hops = settings.forwarded_for_hops()
+        guard, limiter = _protections()
+    except ConfigError as exc:
+        raise _unavailable(exc) from None
+    source = ratelimit.client_address(http.header(event, "X-Forwarded-For"), hops)  # advisory, see ratelimit.py
+    body = http.read_body(event, max_bytes=max_body)
+    try:
+        _verify_signature(event, body, key, guard)
+    except _Refused as refused:
+        # Charged to the one shared bucket, never to the claimed address: that could be a real node's.
+        wait = limiter.unsigned()
+        if wait:
+            raise _rate_limited(source, "unsigned", wait, "too many unauthenticated enrollment requests") from None
+        log.warning("enroll.refused", source=source, reason=refused.reason)
+        raise HTTPError(401, refused.reason,
+                        headers={"WWW-Authenticate": 'EdgeguardEnroll realm="edgeguard", scheme="v1"'}) from None
+    wait = limiter.source(source)
+    if wait:
+        raise _rate_limited(source, "source", wait, "too many enrollment requests")
+    wait = limiter.overall()
+    if wait:
+        raise _rate_limited(source, "global", wait, "too many enrollments right now")
     cfg = settings.load()
-    guard, limiter = _protections()
-    source = ratelimit.client_address(http.header(event, "X-Forwarded-For"), cfg.forwarded_for_hops)
-    wait = limiter.acquire(source)
-    if wait:
-        log.warning("enroll.rate_limited", source=source, scope="source", retry_after=int(wait))
-        raise HTTPError(429, f"too many enrollment requests; retry in {int(wait)}s",
-                        headers={"Retry-After": str(int(wait))})
-    body = http.read_body(event, max_bytes=cfg.max_body_bytes)
-    _verify_signature(event, body, guard, source)
-    wait = limiter.acquire_global()
-    if wait:
-        log.warning("enroll.rate_limited", source=source, scope="global", retry_after=int(wait))
-        raise HTTPError(429, f"too many enrollments right now; retry in {int(wait)}s",
-                        headers={"Retry-After": str(int(wait))})
     as_script = _wants_script(event)
     req = policy.parse_request(http.parse_json(event, max_bytes=cfg.max_body_bytes))
     decision = policy.decide(req, allowlist=cfg.allowlist, allowed_prefixes=cfg.allowed_prefixes)
@@ -159,14 +189,19 @@ def _issue(req, decision, cfg, source, as_script, server, ca, ca_source):
     now = _now()
     mhash = tokens.machine_hash(req.machine_id)
     nodes = {(n.get("metadata") or {}).get("name"): n for n in store.list_nodes()}
-    live = [e for e in store.list_enrollments() if not e.expired(now)]
+    enrollments = store.list_enrollments()
+    live = [e for e in enrollments if not e.expired(now)]
 
     # One-time use: a token whose node has joined is no longer needed, so it goes.
     consumed = [e for e in live if e.hostname in nodes]
     for e in consumed:
-        store.delete_secret(e.secret_name)
+        store.revoke(e)
         log.info("enroll.token_consumed", node=e.hostname, bootstrap_id=e.token_id)
     live = [e for e in live if e not in consumed]
+    # Nothing else deletes our records; expired ones are kept a while so GET /nodes can show them.
+    for e in enrollments:
+        if e.expires_at is not None and e.expires_at + RECORD_RETENTION <= now:
+            store.revoke(e)
 
     if req.hostname in nodes:
         raise HTTPError(409, f"a node named {req.hostname!r} is already in the cluster; k3s refuses a second host "
@@ -186,6 +221,11 @@ def _issue(req, decision, cfg, source, as_script, server, ca, ca_source):
         if (current.hostname, current.labels, current.taints) != (req.hostname, decision.labels, list(decision.taints)):
             raise HTTPError(409, f"this machine already holds an outstanding token for node {current.hostname!r} "
                                  "with other settings; send \"rotate\": true to replace it", node=current.hostname)
+        # The record is written before the kube-system Secret, so a crash in between leaves a
+        # record whose token k3s does not know: re-create it. 409 means a Secret with this id
+        # exists; without `get` there we cannot and do not check more than that (see docs).
+        if store.publish(current):
+            log.warning("enroll.token_restored", node=req.hostname, bootstrap_id=current.token_id)
         log.info("enroll.reused", node=req.hostname, arch=req.arch, bootstrap_id=current.token_id,
                  expires_at=tokens.rfc3339(current.expires_at), source=source)
         return _answer(as_script, current, ca, ca_source, server, cfg, reused=True, revoked=[])
@@ -193,7 +233,7 @@ def _issue(req, decision, cfg, source, as_script, server, ca, ca_source):
     revoked = []
     if mine:  # rotate asked for, or only nearly expired tokens left
         for e in mine:
-            if store.delete_secret(e.secret_name):
+            if store.revoke(e):
                 revoked.append(e.token_id)
         live = [e for e in live if e not in mine]
     if len(live) >= cfg.max_outstanding:
@@ -211,13 +251,18 @@ def _issue(req, decision, cfg, source, as_script, server, ca, ca_source):
                                    machine_id=req.machine_id, labels=decision.labels, taints=list(decision.taints),
                                    expires_at=expires, now=now, source=source if source != ratelimit.UNKNOWN else None,
                                    groups=cfg.bootstrap_groups)
-        try:
-            store.create_secret(body)
-        except KubeFailure as exc:
-            if exc.status == 409:
-                continue
-            raise
-        created = tokens.enrollment_from_secret(body)
+        # Record first, token second: if we die in between, the record is there to count against
+        # the cap and to be re-published (or revoked) later; the reverse would leave a live token
+        # that nothing of ours can see, since we may not read kube-system.
+        record = tokens.build_record(body)
+        if not store.create_record(record):
+            continue
+        candidate = tokens.enrollment_from_secret(record)
+        if not store.publish(candidate):
+            # A fresh id taken in kube-system is someone else's token (ours always have a record).
+            store.revoke_record_only(candidate)
+            continue
+        created = candidate
         break
     if created is None:
         raise HTTPError(503, "could not find a free bootstrap token id; retry")
@@ -334,7 +379,7 @@ def delete_node(event, name: str):
     store = Store()
     revoked = []
     for e in store.list_enrollments():
-        if e.hostname == name and store.delete_secret(e.secret_name):
+        if e.hostname == name and store.revoke(e):
             revoked.append(e.token_id)
     node = store.get_node(name)
     if not revoked and node is None:

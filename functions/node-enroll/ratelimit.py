@@ -1,21 +1,27 @@
-"""Per-source and global rate limits for POST /enroll.
+"""Rate limits for POST /enroll, and the (advisory) source address they are keyed on.
 
 The source address comes from X-Forwarded-For, which only proxies we run can
 vouch for. The OpenFaaS gateway sets the header only when the request lacks
-one, so without an ingress in front a client can put anything there. Hence:
-the address is taken ``forwarded_for_hops`` entries from the right (0 = the
-entry the outermost proxy we run added). Every request is charged to its
-source; correctly signed ones are also charged to a global bucket, so a key
-holder spoofing addresses cannot mint tokens at will, while unsigned floods
-cannot use up the global budget that real nodes need.
+one, so without an ingress in front a client can put anything there: the
+address is advisory. Hence nothing is charged to it before the signature has
+verified (else anyone could drain a real node's bucket by writing its address),
+and it is taken ``forwarded_for_hops`` entries from the right (0 = the entry the
+outermost proxy we run added). Three buckets:
+
+* unsigned: every request whose signature fails shares one bucket, whatever
+  address it claims; when empty such requests get 429 instead of 401;
+* per source: correctly signed requests, per address;
+* global: correctly signed requests together, so a key holder spoofing
+  addresses cannot mint tokens at will, while unsigned floods cannot use up
+  the budget real nodes need.
 """
 from __future__ import annotations
 
 import ipaddress
 import math
-import threading
 import time
-from collections import OrderedDict
+
+from .edgeguard.ratelimit import KeyedRateLimiter, TokenBucket
 
 UNKNOWN = "unknown"
 
@@ -44,65 +50,31 @@ def _normalise(raw: str) -> str:
         return UNKNOWN
 
 
-class TokenBucket:
-    __slots__ = ("tokens", "stamp")
+class EnrollLimits:
+    """The three buckets; each method answers 0 if allowed, otherwise whole seconds to wait (>= 1)."""
 
-    def __init__(self, tokens: float, stamp: float):
-        self.tokens = tokens
-        self.stamp = stamp
-
-
-class RateLimiter:
-    """Token buckets: ``per_minute`` refill, ``burst`` capacity; at most ``max_keys`` sources remembered."""
-
-    def __init__(self, *, per_minute: float, burst: int, global_per_minute: float, global_burst: int,
+    def __init__(self, *, per_minute: float, global_per_minute: float, unsigned_per_minute: float,
                  max_keys: int = 4096, clock=time.monotonic):
-        self.rate = per_minute / 60.0
-        self.burst = burst
-        self.global_rate = global_per_minute / 60.0
-        self.global_burst = global_burst
-        self.max_keys = max_keys
-        self._clock = clock
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-        self._global = TokenBucket(float(global_burst), clock())
-        self._lock = threading.Lock()
+        # At most max_keys sources are remembered; forgetting one only gives it a full
+        # bucket again, and the global bucket still holds.
+        self._per_source = KeyedRateLimiter(per_key_rate=per_minute / 60.0, per_key_burst=per_minute,
+                                            max_keys=max_keys, clock=clock)
+        self._global = TokenBucket(global_per_minute / 60.0, global_per_minute, clock)
+        self._unsigned = TokenBucket(unsigned_per_minute / 60.0, unsigned_per_minute, clock)
 
-    def acquire(self, key: str) -> float:
-        """Charge the per-source bucket: 0.0 if allowed, otherwise the seconds to wait."""
-        now = self._clock()
-        with self._lock:
-            bucket = self._buckets.get(key)
-            if bucket is None:
-                bucket = TokenBucket(float(self.burst), now)
-                self._buckets[key] = bucket
-                if len(self._buckets) > self.max_keys:
-                    # Forgetting the least recently seen source only lets it start
-                    # again with a full bucket; the global bucket still holds.
-                    self._buckets.popitem(last=False)
-            else:
-                self._buckets.move_to_end(key)
-            return self._take(bucket, self.rate, self.burst, now)
+    def source(self, key: str) -> int:
+        return _seconds(self._per_source.take(key))
 
-    def acquire_global(self) -> float:
-        """Charge the bucket shared by all sources (signed requests only, so strangers cannot drain it)."""
-        now = self._clock()
-        with self._lock:
-            return self._take(self._global, self.global_rate, self.global_burst, now)
+    def overall(self) -> int:
+        return _seconds(self._global.take())
 
-    def _take(self, bucket: TokenBucket, rate: float, cap: int, now: float) -> float:
-        self._refill(bucket, rate, cap, now)
-        if bucket.tokens < 1:
-            return _wait(bucket, rate)
-        bucket.tokens -= 1
-        return 0.0
-
-    @staticmethod
-    def _refill(bucket: TokenBucket, rate: float, cap: int, now: float) -> None:
-        bucket.tokens = min(float(cap), bucket.tokens + (now - bucket.stamp) * rate)
-        bucket.stamp = now
+    def unsigned(self) -> int:
+        return _seconds(self._unsigned.take())
 
 
-def _wait(bucket: TokenBucket, rate: float) -> float:
-    if rate <= 0:
-        return 60.0
-    return max(1.0, math.ceil((1 - bucket.tokens) / rate))
+def _seconds(wait: float) -> int:
+    if not wait:
+        return 0
+    if math.isinf(wait):
+        return 60
+    return max(1, math.ceil(wait))

@@ -76,15 +76,23 @@ def load() -> Settings:
     _check_script(script)
     return Settings(
         ttl=ttl,
-        max_body_bytes=config.env_int("max_body_bytes", 65536, minimum=1024),
+        max_body_bytes=max_body_bytes(),
         max_outstanding=config.env_int("max_outstanding_tokens", 20, minimum=1),
         allowed_prefixes=prefixes,
         allowlist=allowlist,
         bootstrap_groups=groups,
-        forwarded_for_hops=config.env_int("forwarded_for_hops", 0, minimum=0),
+        forwarded_for_hops=forwarded_for_hops(),
         falco_pod_selector=config.env_str("falco_pod_selector", "app.kubernetes.io/name=falco"),
         script=script,
     )
+
+
+def max_body_bytes() -> int:
+    return config.env_int("max_body_bytes", 65536, minimum=1024)
+
+
+def forwarded_for_hops() -> int:
+    return config.env_int("forwarded_for_hops", 0, minimum=0)
 
 
 def _check_script(script: joinscript.ScriptSettings) -> None:

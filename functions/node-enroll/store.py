@@ -1,7 +1,9 @@
 """Everything node-enroll does to the Kubernetes API, and nothing else.
 
 Verbs used (mirrored by deploy/rbac/node-enroll.yaml):
-  secrets (kube-system): list, create, delete
+  secrets (edgeguard-enroll, our records): list, create, delete
+  secrets (kube-system): create, delete -- never get or list: those would return every
+    Secret of the control plane. What we need to read back is in our records.
   nodes: list, get, patch (cordon), delete
   pods (all namespaces): list
   pods/eviction: create
@@ -61,9 +63,9 @@ class Store:
         except ValueError:
             raise KubeFailure(action, 0, "invalid JSON from the API server") from None
 
-    # ---- bootstrap-token secrets
+    # ---- enrollment records (edgeguard-enroll) and bootstrap-token Secrets (kube-system)
     def list_enrollments(self) -> list:
-        resp = self._read("list secrets", self.core.list_namespaced_secret, tokens.NAMESPACE,
+        resp = self._read("list enrollment records", self.core.list_namespaced_secret, tokens.RECORD_NAMESPACE,
                           label_selector=tokens.MANAGED_SELECTOR)
         out = []
         for item in resp.get("items") or []:
@@ -72,15 +74,44 @@ class Store:
                 out.append(e)
         return out
 
-    def create_secret(self, body: dict) -> None:
-        self._call("create secret", self.core.create_namespaced_secret, tokens.NAMESPACE, body,
-                   _preload_content=False)
+    def create_record(self, body: dict) -> bool:
+        """True if created, False if a record of that token id exists already."""
+        return self._create("create enrollment record", tokens.RECORD_NAMESPACE, body)
 
-    def delete_secret(self, name: str) -> bool:
-        """True if deleted, False if it was already gone."""
+    def publish(self, e: tokens.Enrollment) -> bool:
+        """Create kube-system/bootstrap-token-<id> from the record: True if created, False if it exists.
+
+        Without ``get`` in kube-system an existing Secret cannot be inspected; callers
+        must not infer anything from it beyond "a token with this id exists".
+        """
+        return self._create("create bootstrap token", tokens.NAMESPACE, tokens.bootstrap_from_record(e.record))
+
+    def revoke(self, e: tokens.Enrollment) -> bool:
+        """Delete the kube-system token, then our record; True if either still existed.
+
+        In this order a crash in between leaves the record, so the next revoke, rotate or
+        consume finds it and finishes; the reverse could orphan a live token we can no longer see.
+        """
+        gone_token = self._delete("delete bootstrap token", tokens.NAMESPACE, e.secret_name)
+        gone_record = self._delete("delete enrollment record", tokens.RECORD_NAMESPACE, e.record_name)
+        return gone_token or gone_record
+
+    def revoke_record_only(self, e: tokens.Enrollment) -> None:
+        """Drop a record whose token id turned out to belong to a Secret that is not ours."""
+        self._delete("delete enrollment record", tokens.RECORD_NAMESPACE, e.record_name)
+
+    def _create(self, action: str, namespace: str, body: dict) -> bool:
         try:
-            self._call("delete secret", self.core.delete_namespaced_secret, name, tokens.NAMESPACE,
-                       _preload_content=False)
+            self._call(action, self.core.create_namespaced_secret, namespace, body, _preload_content=False)
+            return True
+        except KubeFailure as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def _delete(self, action: str, namespace: str, name: str) -> bool:
+        try:
+            self._call(action, self.core.delete_namespaced_secret, name, namespace, _preload_content=False)
             return True
         except KubeFailure as exc:
             if exc.status == 404:

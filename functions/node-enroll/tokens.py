@@ -1,10 +1,16 @@
-"""k3s bootstrap tokens: generation, the kube-system Secret that backs them, and the secure join token.
+"""k3s bootstrap tokens: generation, the kube-system Secret that backs them, our own record of each
+token, and the secure join token.
 
 Layout follows what ``k3s token create`` writes (k3s pkg/kubeadm BootstrapTokenToSecret):
 Secret ``kube-system/bootstrap-token-<id>`` of type ``bootstrap.kubernetes.io/token`` with
 token-id, token-secret, expiration (RFC3339 UTC), usage-bootstrap-authentication,
-usage-bootstrap-signing, auth-extra-groups and description. Our own bookkeeping goes in
-metadata labels/annotations, which the token authenticator ignores.
+usage-bootstrap-signing, auth-extra-groups and description.
+
+node-enroll may only create and delete Secrets in kube-system (reading there would expose
+every Secret of the cluster's control plane), so everything it needs to read back lives in
+a record: Secret ``edgeguard-enroll/enroll-<id>`` holding the same data plus our
+bookkeeping (hostname, machine-id digest, labels, taints) in annotations. The record is
+the source of truth; the kube-system Secret is derived from it (``bootstrap_from_record``).
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import json
 import re
 import secrets
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from . import cabundle
@@ -22,6 +28,9 @@ from . import cabundle
 NAMESPACE = "kube-system"
 SECRET_TYPE = "bootstrap.kubernetes.io/token"
 NAME_PREFIX = "bootstrap-token-"
+RECORD_NAMESPACE = "edgeguard-enroll"
+RECORD_TYPE = "edgeguard.io/node-enroll-record"
+RECORD_PREFIX = "enroll-"
 MANAGED_LABEL = ("app.kubernetes.io/managed-by", "edgeguard-node-enroll")
 MANAGED_SELECTOR = f"{MANAGED_LABEL[0]}={MANAGED_LABEL[1]}"
 DEFAULT_GROUP = "system:bootstrappers:k3s:default-node-token"
@@ -107,10 +116,16 @@ class Enrollment:
     expires_at: datetime | None
     created_at: str | None
     source: str | None
+    # The Secret it was read from, to rebuild the kube-system Secret without reading kube-system.
+    record: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def secret_name(self) -> str:
         return NAME_PREFIX + self.token_id
+
+    @property
+    def record_name(self) -> str:
+        return RECORD_PREFIX + self.token_id
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -157,14 +172,49 @@ def build_secret(*, token_id: str, token_secret: str, hostname: str, arch: str, 
     }
 
 
+def build_record(bootstrap: dict) -> dict:
+    """Our record of a bootstrap-token Secret: same data and annotations, in our own namespace."""
+    meta = bootstrap["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": RECORD_PREFIX + meta["name"][len(NAME_PREFIX):],
+            "namespace": RECORD_NAMESPACE,
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": dict(meta.get("annotations") or {}),
+        },
+        "type": RECORD_TYPE,
+        "data": dict(bootstrap["data"]),
+    }
+
+
+def bootstrap_from_record(record: dict) -> dict:
+    """The kube-system Secret k3s needs, rebuilt from our record (re-creating a lost one)."""
+    meta = record["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": NAME_PREFIX + meta["name"][len(RECORD_PREFIX):],
+            "namespace": NAMESPACE,
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": dict(meta.get("annotations") or {}),
+        },
+        "type": SECRET_TYPE,
+        "data": dict(record["data"]),
+    }
+
+
 def enrollment_from_secret(obj: dict) -> Enrollment | None:
-    """Read back one of our Secrets (as a plain dict); None if it is not a usable bootstrap token."""
+    """Read back one of our records or bootstrap-token Secrets (as a plain dict); None if unusable."""
     meta = obj.get("metadata") or {}
-    if obj.get("type") != SECRET_TYPE:
+    prefix = {SECRET_TYPE: NAME_PREFIX, RECORD_TYPE: RECORD_PREFIX}.get(obj.get("type"))
+    if prefix is None:
         return None
     data = {k: _unb64(v) for k, v in (obj.get("data") or {}).items()}
     tid, tsecret = data.get("token-id"), data.get("token-secret")
-    if not tid or not TOKEN_ID_RE.match(tid) or meta.get("name") != NAME_PREFIX + tid:
+    if not tid or not TOKEN_ID_RE.match(tid) or meta.get("name") != prefix + tid:
         return None
     if not tsecret or not TOKEN_SECRET_RE.match(tsecret):
         return None
@@ -188,6 +238,7 @@ def enrollment_from_secret(obj: dict) -> Enrollment | None:
         expires_at=expires_at,
         created_at=ann.get(ANN_CREATED),
         source=ann.get(ANN_SOURCE),
+        record=obj,
     )
 
 

@@ -8,6 +8,7 @@ import secrets
 from pathlib import Path
 
 CLIENT = Path(__file__).resolve().parents[2] / "functions" / "node-enroll" / "client" / "edgeguard-enroll.py"
+RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "node-enroll.yaml"
 TOKEN_RE = re.compile(r"^K10[0-9a-f]{64}::[a-z0-9]{6}\.[a-z0-9]{16}$")
 NODE = "edge-pi-07"
 
@@ -26,8 +27,25 @@ def _masked_script_lines(script: str, token: str, mask) -> str:
     return "\n".join(lines).replace(token, mask(token))
 
 
+def _apply_records_namespace(ctx) -> None:
+    """What `kubectl apply -f deploy/rbac/node-enroll.yaml` does at install time for the records namespace."""
+    import yaml
+    from kubernetes import client as k8s
+    from kubernetes.client.rest import ApiException
+
+    for doc in yaml.safe_load_all(RBAC.read_text()):
+        if doc and doc["kind"] == "Namespace":
+            try:
+                k8s.CoreV1Api(ctx.kube).create_namespace(doc)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+
+
 def run(ctx) -> None:
     client = _client()
+    if ctx.kube is not None:
+        _apply_records_namespace(ctx)
     key = ctx.token("node-enroll-key")
     machine_id = secrets.token_hex(16)
     labels = {"node.edgeguard.io/site": "demo-site"}

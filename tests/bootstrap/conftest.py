@@ -22,6 +22,9 @@ SITE = [p for p in sys.path if p.endswith("site-packages")]
 TOOLS = ("uname", "k3s", "systemctl", "kubectl", "helm", "faas-cli", "dpkg-query", "apt-get", "curl", "gpg",
          "arkade")
 
+SCRUBBER_TEMPLATES = ("deploy/rbac/configmap-secret-scrubber-namespace.yaml",
+                      "deploy/rbac/configmap-secret-scrubber-immutable.yaml")
+
 RBAC = {
     "configmap-secret-scrubber": ["configmaps", "secrets"],
     "node-enroll": ["secrets"],
@@ -49,6 +52,9 @@ class Node:
         for sa, res in RBAC.items():
             (self.repo / "deploy" / "rbac" / f"{sa}.yaml").write_text(rbac_manifest(sa, res))
         (self.repo / "stack.yml").write_text((REPO / "stack.yml").read_text())
+        for template in SCRUBBER_TEMPLATES:
+            # The scrubber's per-namespace templates as they are: bootstrap renders them, it does not write them.
+            (self.repo / template).write_text((REPO / template).read_text())
         self.world_path = tmp / "world.json"
         self.log_path = tmp / "calls.jsonl"
         self.log_path.write_text("")
@@ -76,6 +82,8 @@ class Node:
             "deployments": ["audit-ingest", "alert-forwarder", "configmap-secret-scrubber", "node-enroll"],
             "secrets": {},
             "audit_on_restart": True,
+            "namespaces": ["default", "kube-system", "kube-public", "kube-node-lease", "openfaas", "openfaas-fn"],
+            "cluster_objects": [],
         }
 
     def seed_tokens(self) -> None:

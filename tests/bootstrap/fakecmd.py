@@ -53,6 +53,10 @@ def main():
         log.write(json.dumps({"argv": [tool, *args], "cwd": os.getcwd(),
                               "env": {k: os.environ[k] for k in WATCHED_ENV if k in os.environ}}) + "\n")
     world = load()
+    for prefix in world.get("leaky_fail", []):
+        # A worst-case CLI: it fails and dumps every value it can see (secrets it holds, files it was given).
+        if " ".join([tool, *args]).startswith(prefix):
+            out(rc=2, err="failed; it knew: " + " | ".join(known_values(world, args)) + "\n")
     override = world.get("fail", {}).get(" ".join([tool, *args]))
     if override is not None:
         out(override.get("stdout", ""), override.get("rc", 1), override.get("stderr", "forced failure\n"))
@@ -61,6 +65,20 @@ def main():
         out(rc=127, err=f"{tool}: no fake\n")
     handler(world, args)
     out()
+
+
+def known_values(world, args):
+    values = [base64.b64decode(v).decode("utf-8", "replace") for v in world.get("secrets", {}).values()]
+    values += list(world.get("sa_tokens", {}).values())
+    files = [a.split("=", 1)[1] for a in args if a.startswith("--from-file=")]
+    files += [args[i + 1] for i, a in enumerate(args[:-1]) if a == "-f"]
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                values.append(f.read())
+        except OSError:
+            pass
+    return values
 
 
 def do_uname(world, args):
@@ -130,6 +148,23 @@ def do_kubectl(world, args):
                         world.setdefault("sa_tokens", {})[doc["metadata"]["name"]] = f"eyJfake-{sa}-token-value"
         save(world)
         out("configured\n")
+    if args[:2] == ["get", "namespace"] and args[3:] == ["-o", "name"]:
+        if args[2] in world.get("namespaces", []):
+            out(f"namespace/{args[2]}\n")
+        out(rc=1, err=f'Error from server (NotFound): namespaces "{args[2]}" not found\n')
+    if args[:2] == ["get", "clusterrolebinding,clusterrole"] and args[3:] == ["-o", "name", "--ignore-not-found"]:
+        # Real kubectl prints bindings first, in the order of the kinds asked for.
+        found = [f"{kind}.rbac.authorization.k8s.io/{args[2]}" for kind in ("clusterrolebinding", "clusterrole")
+                 if f"{kind}/{args[2]}" in world.get("cluster_objects", [])]
+        out("".join(line + "\n" for line in found))
+    if args[:2] == ["delete", "clusterrolebinding,clusterrole"] and args[3:] == ["--ignore-not-found"]:
+        objects = world.setdefault("cluster_objects", [])
+        for kind in ("clusterrolebinding", "clusterrole"):
+            if f"{kind}/{args[2]}" in objects:
+                objects.remove(f"{kind}/{args[2]}")
+                sys.stdout.write(f'{kind}.rbac.authorization.k8s.io "{args[2]}" deleted\n')
+        save(world)
+        out()
     if args[:3] == ["delete", "--ignore-not-found", "-f"]:
         world.setdefault("applied", {}).pop(args[3], None)
         save(world)

@@ -274,3 +274,23 @@ def test_function_kubeconfigs_are_accepted_by_the_functions_own_loader(node, mon
         (secrets_dir / secret_name).write_bytes(node.secret(secret_name))
         assert kube.load_kubeconfig(secret_name)["users"][0]["user"]["token"].startswith("eyJfake-")
     kube.reset()
+
+
+def test_creates_exactly_the_secrets_every_function_in_stack_yml_lists(node):
+    """stack.yml is the contract: `faas-cli up` fails on any listed secret that does not exist."""
+    from pathlib import Path
+    stack = yaml.safe_load((Path(__file__).resolve().parents[2] / "stack.yml").read_text())
+    listed = {name for fn in stack["functions"].values() for name in fn.get("secrets") or ()}
+    code, out = node.run("openfaas")
+    assert code == 0, out
+    created = {c[3] for c in node.mutating_calls() if c[:3] == ["faas-cli", "secret", "create"]}
+    assert created == listed
+    assert set(secretstore.ALL) == listed
+
+
+def test_scrubber_fingerprint_key_is_a_separate_random_key(node):
+    node.run("openfaas")
+    key = node.secret("configmap-secret-scrubber-fingerprint-key")
+    assert len(bytes.fromhex(key.decode())) == 32  # >= 16 bytes, as the scrubber requires
+    assert key != node.secret("configmap-secret-scrubber-token")
+    assert store_path(node, "configmap-secret-scrubber-fingerprint-key").stat().st_mode & 0o777 == 0o600

@@ -7,7 +7,7 @@ import yaml
 
 import pytest
 
-from tests.node_enroll.helpers import ADMIN, BASE_ENV, KEY, sub
+from tests.node_enroll.helpers import ADMIN, BASE_ENV, KEY, seed_records_namespace, sub
 
 from tests.kubeemu.fixtures import kube_emulator  # noqa: F401  (re-exported so pytest sees it)
 
@@ -36,6 +36,7 @@ def kenroll(enroll_fn, kube_emulator):
 
     def load(env=None, secrets=None, kubeconfig=None):
         kc = kubeconfig or yaml.safe_dump(kube_emulator.kubeconfig_dict())
+        seed_records_namespace(kube_emulator)
         fn = enroll_fn(env=env, secrets={"node-enroll-kubeconfig": kc, **(secrets or {})})
         return fn, kube_emulator
 

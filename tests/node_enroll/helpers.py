@@ -27,6 +27,28 @@ BASE_ENV = {
 }
 
 
+RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "node-enroll.yaml"
+
+
+def seed_records_namespace(emu) -> None:
+    """The Namespace node-enroll keeps its records in, exactly as the RBAC manifest declares it."""
+    for doc in yaml.safe_load_all(RBAC.read_text()):
+        if doc and doc["kind"] == "Namespace":
+            emu.seed(doc)
+
+
+def seed_enrollment(emu, fn, **kw) -> None:
+    """An enrollment as node-enroll leaves it: its record plus the kube-system bootstrap token."""
+    tokens = sub(fn, "tokens")
+    body = tokens.build_secret(**kw)
+    emu.seed(tokens.build_record(body))
+    emu.seed(body)
+
+
+def records_of(emu):
+    return [s for s in emu.list("secrets", "edgeguard-enroll") if s["metadata"]["name"].startswith("enroll-")]
+
+
 def sub(handler, name: str):
     """A sibling module of the loaded handler (same package, same module state)."""
     return importlib.import_module(f"{handler.__package__}.{name}")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.node_enroll import k3s_model
-from tests.node_enroll.helpers import BASE_ENV, CA_PEM, KEY, sub
+from tests.node_enroll.helpers import BASE_ENV, CA_PEM, KEY, seed_records_namespace, sub
 from tests.node_enroll.scriptrun import run_script
 
 CLIENT = Path(__file__).resolve().parents[2] / "functions" / "node-enroll" / "client" / "edgeguard-enroll.py"
@@ -43,6 +43,7 @@ def test_mask_hides_the_secret_half(client):
 
 @pytest.fixture
 def served(serve_function, kube_emulator):
+    seed_records_namespace(kube_emulator)
     fn = serve_function("node-enroll", env=BASE_ENV,
                         secrets={"node-enroll-key": KEY + "\n", "node-enroll-admin-token": "admin-xxxxxxxx",
                                  "node-enroll-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())})

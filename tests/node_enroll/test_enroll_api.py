@@ -10,7 +10,7 @@ import yaml
 
 from tests.node_enroll import k3s_model
 from tests.node_enroll.helpers import (CA_HASH, CA_PEM, KEY, SERVER, call, enroll, enroll_doc, kubeconfig_with_ca,
-                                       signed, sub)
+                                       records_of, seed_enrollment, signed, sub)
 from tests.node_enroll.scriptrun import run_script
 
 
@@ -53,17 +53,69 @@ def test_response_carries_secure_token_server_labels_taints_and_expiry(kenroll, 
     assert doc["install"]["INSTALL_K3S_EXEC"].startswith("agent --node-name pi-north-01 ")
 
 
-def test_only_bootstrap_token_secrets_are_touched_never_other_secrets(kenroll, make_event):
+def test_kube_system_secrets_are_only_ever_created_or_deleted_never_read(kenroll, make_event):
     fn, emu = kenroll()
     emu.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k3s-serving", "namespace": "kube-system"},
               "type": "kubernetes.io/tls", "data": {"tls.key": "c2VjcmV0"}})
     emu.clear_requests()
     status, _, doc = enroll(fn, make_event)
     assert status == 201
+    assert enroll(fn, make_event)[0] == 200
+    assert enroll(fn, make_event, enroll_doc(rotate=True))[0] == 201
     secret_calls = [(v, p) for v, p, _ in emu.requests if "/secrets" in p]
-    assert all(p.startswith("/api/v1/namespaces/kube-system/secrets") for _, p in secret_calls)
+    in_kube_system = [(v, p) for v, p in secret_calls if p.startswith("/api/v1/namespaces/kube-system/secrets")]
+    elsewhere = [(v, p) for v, p in secret_calls if (v, p) not in in_kube_system]
+    assert in_kube_system and {v for v, _ in in_kube_system} <= {"create", "delete"}
+    assert all(p.startswith("/api/v1/namespaces/edgeguard-enroll/secrets") for _, p in elsewhere)
     assert not any("k3s-serving" in p for _, p in secret_calls)
     assert "c2VjcmV0" not in json.dumps(doc)
+
+
+def test_enrollment_is_recorded_in_the_records_namespace_and_reuse_comes_from_the_record(kenroll, make_event):
+    fn, emu = kenroll()
+    _, _, doc = enroll(fn, make_event)
+    (record,) = records_of(emu)
+    assert record["metadata"]["name"] == f"enroll-{doc['token_id']}"
+    assert record["type"] == "edgeguard.io/node-enroll-record"
+    assert k3s_model.decoded(record)["token-secret"] == doc["token"].rsplit(".", 1)[1]
+    # The kube-system copy is not read back: even gone, the record answers the re-enrollment...
+    emu.store.delete(emu.resource("secrets"), "kube-system", f"bootstrap-token-{doc['token_id']}")
+    status, _, again = enroll(fn, make_event)
+    assert status == 200 and again["token"] == doc["token"]
+    # ...and the token k3s needs is put back, so a crash between the two writes converges.
+    assert k3s_model.rejection(the_secret(emu, doc["token_id"]), doc["token"], CA_PEM) is None
+
+
+def test_crash_after_the_record_before_the_token_converges_on_re_enrollment(kenroll, make_event):
+    fn, emu = kenroll()
+    emu.fail("create", "secrets", status=500, times=1, namespace="kube-system")
+    assert enroll(fn, make_event)[0] == 502
+    assert len(records_of(emu)) == 1 and secrets_of(emu) == []
+    status, _, doc = enroll(fn, make_event)
+    assert status == 200 and doc["reused"] is True
+    assert k3s_model.rejection(the_secret(emu, doc["token_id"]), doc["token"], CA_PEM) is None
+
+
+def test_token_id_taken_in_kube_system_by_a_foreign_secret_is_not_used(kenroll, make_event):
+    fn, emu = kenroll()
+    emu.fail("create", "secrets", status=409, times=1, namespace="kube-system")
+    status, _, doc = enroll(fn, make_event)
+    assert status == 201
+    (record,) = records_of(emu)
+    assert record["metadata"]["name"] == f"enroll-{doc['token_id']}"
+    assert k3s_model.rejection(the_secret(emu, doc["token_id"]), doc["token"], CA_PEM) is None
+
+
+def test_long_expired_records_are_removed(kenroll, make_event):
+    fn, emu = kenroll()
+    past = datetime.now(timezone.utc) - timedelta(days=3)
+    seed_enrollment(emu, fn, token_id="old333", token_secret="c" * 16, hostname="pi-gone", arch="arm64",
+                    machine_id="3" * 32, labels={}, taints=[], expires_at=past + timedelta(hours=1), now=past,
+                    source=None)
+    assert enroll(fn, make_event)[0] == 201
+    assert [r["metadata"]["name"] for r in records_of(emu)] != [] and \
+        "enroll-old333" not in [r["metadata"]["name"] for r in records_of(emu)]
+    assert the_secret(emu, "old333") is None
 
 
 @pytest.mark.parametrize("how", ["accept", "query"])
@@ -144,11 +196,36 @@ def test_forged_stale_or_unsigned_requests_are_refused(kenroll, make_event, case
     assert emu.requests == []  # refused before the cluster is even asked
 
 
-def test_missing_enrollment_key_fails_closed(kenroll, make_event):
+def test_missing_enrollment_key_fails_closed_and_names_it_only_in_the_log(kenroll, make_event):
     fn, emu = kenroll(secrets={"node-enroll-key": None})
     status, _, doc = enroll(fn, make_event)
-    assert status == 503 and "node-enroll-key" in doc["error"]
+    assert status == 503 and "node-enroll-key" not in json.dumps(doc)
+    assert "node-enroll-key" in fn.log_buffer.getvalue()
     assert secrets_of(emu) == []
+
+
+@pytest.mark.parametrize("env,detail", [
+    ({"k3s_server_url": ""}, "k3s_server_url"),
+    ({"k3s_ca_file": "/nonexistent/ca.crt"}, "/nonexistent/ca.crt"),
+    ({"token_ttl": "forever"}, "token_ttl"),
+    ({"allowlist": "- {labels: {a.example.com/b: c}}"}, "hostname pattern"),
+    ({"rate_limit_per_minute": "lots"}, "rate_limit_per_minute"),
+])
+def test_unauthenticated_callers_get_a_generic_503_without_configuration_details(kenroll, make_event, env, detail):
+    fn, emu = kenroll(env=env)
+    for body, headers in (signed(enroll_doc(), key="wrong-key-wrong-key"), (b"{}", {"Content-Type": "application/json"})):
+        status, _, doc = call(fn, make_event, body=body, headers=headers)
+        assert status in (401, 503), doc
+        assert detail not in json.dumps(doc) and "misconfigured:" not in json.dumps(doc)
+    assert secrets_of(emu) == []
+
+
+def test_signed_callers_still_get_the_misconfiguration_detail(kenroll, make_event):
+    fn, _ = kenroll(env={"k3s_server_url": ""})
+    body, h = signed(enroll_doc(), key="wrong-key-wrong-key")
+    assert call(fn, make_event, body=body, headers=h)[0] == 401
+    status, _, doc = enroll(fn, make_event)
+    assert status == 503 and "k3s_server_url" in doc["error"]
 
 
 # ------------------------------------------------------------------ bad input
@@ -276,11 +353,10 @@ def test_hostname_of_an_existing_node_is_refused(kenroll, make_event):
 
 def test_expired_token_is_not_reused_and_does_not_count(kenroll, make_event):
     fn, emu = kenroll(env={"max_outstanding_tokens": "1"})
-    tokens = sub(fn, "tokens")
     past = datetime.now(timezone.utc) - timedelta(hours=2)
-    emu.seed(tokens.build_secret(token_id="old111", token_secret="a" * 16, hostname="pi-north-01", arch="arm64",
+    seed_enrollment(emu, fn, token_id="old111", token_secret="a" * 16, hostname="pi-north-01", arch="arm64",
                                  machine_id=enroll_doc()["machine_id"], labels={}, taints=[],
-                                 expires_at=past + timedelta(hours=1), now=past, source=None))
+                                 expires_at=past + timedelta(hours=1), now=past, source=None)
     status, _, doc = enroll(fn, make_event)
     assert status == 201 and doc["token_id"] != "old111" and doc["reused"] is False
 
@@ -310,6 +386,27 @@ def test_rate_limit_per_source_address(kenroll, make_event):
                    headers={"X-Forwarded-For": "198.51.100.9"})
     assert other[0] == 201
     assert len(secrets_of(emu)) == 3
+
+
+def test_unsigned_requests_claiming_a_nodes_address_cannot_drain_its_bucket(kenroll, make_event):
+    fn, _ = kenroll(env={"rate_limit_per_minute": "2"})
+    for _ in range(5):  # an attacker writes the real node's address into X-Forwarded-For
+        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Forwarded-For": "192.0.2.10"})
+        assert call(fn, make_event, body=body, headers=h)[0] == 401
+    assert enroll(fn, make_event)[0] == 201  # the node at 192.0.2.10 still enrolls
+
+
+def test_unsigned_requests_share_one_bucket_whatever_address_they_claim(kenroll, make_event):
+    fn, emu = kenroll(env={"rate_limit_unsigned_per_minute": "3", "rate_limit_per_minute": "100"})
+    results = []
+    for i in range(5):
+        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Forwarded-For": f"203.0.113.{i}"})
+        status, headers, _ = call(fn, make_event, body=body, headers=h)
+        results.append(status)
+    assert results == [401, 401, 401, 429, 429] and int(headers["Retry-After"]) >= 1
+    assert enroll(fn, make_event)[0] == 201  # signed requests are not charged to it
+    limited = [json.loads(line) for line in fn.log_buffer.getvalue().splitlines() if "enroll.rate_limited" in line]
+    assert [r["scope"] for r in limited] == ["unsigned", "unsigned"]
 
 
 def test_unsigned_floods_do_not_use_up_the_global_budget(kenroll, make_event):
@@ -352,6 +449,13 @@ def test_api_refusal_is_a_502_with_an_rbac_hint(kenroll, make_event):
     assert status == 502 and "403" in doc["error"] and "rbac" in doc["error"].lower()
 
 
+def test_missing_records_namespace_is_a_502_naming_the_manifest(enroll_fn, kube_emulator, make_event):
+    fn = enroll_fn(secrets={"node-enroll-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())})
+    status, _, doc = enroll(fn, make_event)
+    assert status == 502 and "edgeguard-enroll" in doc["error"] and "deploy/rbac/node-enroll.yaml" in doc["error"]
+    assert secrets_of(kube_emulator) == []
+
+
 def test_token_id_collision_is_retried(kenroll, make_event):
     fn, emu = kenroll()
     emu.fail("create", "secrets", status=409, times=1)
@@ -385,12 +489,11 @@ def test_no_kubernetes_credentials_is_a_clear_503(enroll_fn, make_event, monkeyp
 
 def test_nearly_expired_token_is_replaced_rather_than_reused(kenroll, make_event):
     fn, emu = kenroll()
-    tokens = sub(fn, "tokens")
     now = datetime.now(timezone.utc)
-    emu.seed(tokens.build_secret(token_id="old222", token_secret="b" * 16, hostname="pi-north-01", arch="arm64",
+    seed_enrollment(emu, fn, token_id="old222", token_secret="b" * 16, hostname="pi-north-01", arch="arm64",
                                  machine_id=enroll_doc()["machine_id"],
                                  labels={"edgeguard.io/enrolled-by": "node-enroll"}, taints=[],
-                                 expires_at=now + timedelta(seconds=60), now=now - timedelta(minutes=59), source=None))
+                                 expires_at=now + timedelta(seconds=60), now=now - timedelta(minutes=59), source=None)
     status, _, doc = enroll(fn, make_event)
     assert status == 201 and doc["revoked"] == ["old222"] and doc["token_id"] != "old222"
     assert the_secret(emu, "old222") is None

@@ -190,11 +190,11 @@ def test_rbac_manifest_grants_everything_the_function_uses(enroll_fn, rbac_emu, 
     assert not [r for r in rbac_emu.requests if r[2] == 403]
 
 
-def _without(docs, kind, resource, verb):
+def _without(docs, kind, name, resource, verb):
     out = []
     for d in docs:
         d = yaml.safe_load(yaml.safe_dump(d))
-        if d["kind"] == kind:
+        if d["kind"] == kind and d["metadata"]["name"] == name:
             for rule in d["rules"]:
                 if resource in rule["resources"]:
                     rule["verbs"] = [v for v in rule["verbs"] if v != verb]
@@ -202,28 +202,66 @@ def _without(docs, kind, resource, verb):
     return out
 
 
-@pytest.mark.parametrize("kind,resource,verb", [
-    ("Role", "secrets", "list"), ("Role", "secrets", "create"), ("Role", "secrets", "delete"),
-    ("ClusterRole", "nodes", "get"), ("ClusterRole", "nodes", "list"), ("ClusterRole", "nodes", "patch"),
-    ("ClusterRole", "nodes", "delete"), ("ClusterRole", "pods", "list"), ("ClusterRole", "pods/eviction", "create"),
+RECORDS_ROLE, TOKENS_ROLE, CLUSTER_ROLE = ("edgeguard-node-enroll-records", "edgeguard-node-enroll-bootstrap-tokens",
+                                          "edgeguard-node-enroll")
+
+
+@pytest.mark.parametrize("kind,name,resource,verb", [
+    ("Role", RECORDS_ROLE, "secrets", "list"), ("Role", RECORDS_ROLE, "secrets", "create"),
+    ("Role", RECORDS_ROLE, "secrets", "delete"),
+    ("Role", TOKENS_ROLE, "secrets", "create"), ("Role", TOKENS_ROLE, "secrets", "delete"),
+    ("ClusterRole", CLUSTER_ROLE, "nodes", "get"), ("ClusterRole", CLUSTER_ROLE, "nodes", "list"),
+    ("ClusterRole", CLUSTER_ROLE, "nodes", "patch"), ("ClusterRole", CLUSTER_ROLE, "nodes", "delete"),
+    ("ClusterRole", CLUSTER_ROLE, "pods", "list"), ("ClusterRole", CLUSTER_ROLE, "pods/eviction", "create"),
 ])
-def test_every_granted_verb_is_needed(enroll_fn, rbac_emu, make_event, kind, resource, verb):
-    fn = load_with_sa(enroll_fn, rbac_emu, _without(rbac_docs(), kind, resource, verb))
+def test_every_granted_verb_is_needed(enroll_fn, rbac_emu, make_event, kind, name, resource, verb):
+    fn = load_with_sa(enroll_fn, rbac_emu, _without(rbac_docs(), kind, name, resource, verb))
     statuses = full_cycle(fn, rbac_emu, make_event)
     assert any(s == 502 for s in statuses), statuses
     assert any(r[2] == 403 for r in rbac_emu.requests)
 
 
+def test_service_account_cannot_read_kube_system_secrets(enroll_fn, rbac_emu, make_event):
+    from kubernetes import client, config as kconfig
+    from kubernetes.client.rest import ApiException
+
+    load_with_sa(enroll_fn, rbac_emu, rbac_docs())
+    rbac_emu.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k3s-serving", "namespace": "kube-system"},
+                   "type": "kubernetes.io/tls", "data": {"tls.key": "c2VjcmV0"}})
+    cfg = client.Configuration()
+    token = rbac_emu.service_account_token("openfaas-fn", "node-enroll")
+    kconfig.load_kube_config_from_dict(rbac_emu.kubeconfig_dict(user_token=token), client_configuration=cfg)
+    core = client.CoreV1Api(client.ApiClient(cfg))
+    attempts = {
+        "list kube-system": lambda: core.list_namespaced_secret("kube-system"),
+        "get kube-system": lambda: core.read_namespaced_secret("k3s-serving", "kube-system"),
+        "list all namespaces": lambda: core.list_secret_for_all_namespaces(),
+        "watch kube-system": lambda: core.list_namespaced_secret("kube-system", watch=True, timeout_seconds=1),
+        "patch kube-system": lambda: core.patch_namespaced_secret("k3s-serving", "kube-system", {"data": {}}),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(ApiException) as err:
+            attempt()
+        assert err.value.status == 403, what
+
+
 def test_rbac_manifest_is_exactly_these_rules():
-    rules = {d["kind"]: d.get("rules") for d in rbac_docs()}
-    assert rules["Role"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "create", "delete"]}]
-    assert rules["ClusterRole"] == [
+    docs = rbac_docs()
+    roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d["rules"] for d in docs if d["kind"] == "Role"}
+    assert roles == {
+        ("edgeguard-enroll", RECORDS_ROLE): [{"apiGroups": [""], "resources": ["secrets"],
+                                             "verbs": ["list", "create", "delete"]}],
+        ("kube-system", TOKENS_ROLE): [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]}],
+    }
+    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert cluster_role["rules"] == [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch", "delete"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
         {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
     ]
-    role = next(d for d in rbac_docs() if d["kind"] == "Role")
-    assert role["metadata"]["namespace"] == "kube-system"
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"] == ["edgeguard-enroll"]
+    bindings = {(d["metadata"].get("namespace"), d["roleRef"]["name"]) for d in docs if d["kind"].endswith("Binding")}
+    assert bindings == {("edgeguard-enroll", RECORDS_ROLE), ("kube-system", TOKENS_ROLE), (None, CLUSTER_ROLE)}
 
 
 def test_rbac_manifest_validates_against_kubernetes_schemas():

@@ -2,8 +2,9 @@
 
 Proves on a live API server what the emulator cannot: the kube-apiserver's bootstrap-token
 authenticator accepts the token node-enroll mints, rejects it once revoked, and (on k3s) the CA hash
-equals sha256 of what GET /cacerts serves. Creates only bootstrap-token Secrets labelled
-app.kubernetes.io/managed-by=edgeguard-node-enroll and removes them again.
+equals sha256 of what GET /cacerts serves. Creates only bootstrap-token Secrets and node-enroll's records
+(namespace edgeguard-enroll, created if missing) labelled app.kubernetes.io/managed-by=edgeguard-node-enroll
+and removes them again.
 """
 from __future__ import annotations
 
@@ -34,11 +35,16 @@ def cluster():
     if not cfg.ssl_ca_cert:
         pytest.skip("the kubeconfig has no cluster CA data to hash")
     api = client.CoreV1Api(client.ApiClient(cfg))
+    try:  # the records namespace, as `kubectl apply -f deploy/rbac/node-enroll.yaml` creates it
+        api.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edgeguard-enroll"}})
+    except client.rest.ApiException as exc:
+        if exc.status != 409:
+            raise
     yield cfg, api
-    for s in api.list_namespaced_secret("kube-system",
-                                        label_selector="app.kubernetes.io/managed-by=edgeguard-node-enroll").items:
-        if (s.metadata.annotations or {}).get("node-enroll.edgeguard.io/hostname", "").startswith("edgeguard-e2e-"):
-            api.delete_namespaced_secret(s.metadata.name, "kube-system")
+    for ns in ("kube-system", "edgeguard-enroll"):
+        for s in api.list_namespaced_secret(ns, label_selector="app.kubernetes.io/managed-by=edgeguard-node-enroll").items:
+            if (s.metadata.annotations or {}).get("node-enroll.edgeguard.io/hostname", "").startswith("edgeguard-e2e-"):
+                api.delete_namespaced_secret(s.metadata.name, ns)
 
 
 def whoami(cfg, bearer: str) -> requests.Response:

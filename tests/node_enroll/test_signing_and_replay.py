@@ -121,33 +121,43 @@ def test_source_address_is_taken_from_the_trusted_end_of_x_forwarded_for(mods, x
     assert rl.client_address(xff, hops) == expected
 
 
+def limits(rl, clock, *, per=10, overall=10**6, unsigned=10**6, **kw):
+    return rl.EnrollLimits(per_minute=per, global_per_minute=overall, unsigned_per_minute=unsigned, clock=clock, **kw)
+
+
 def test_rate_limit_per_source_then_refill(mods):
     _, _, rl = mods
     clock = Clock(0.0)
-    lim = rl.RateLimiter(per_minute=2, burst=2, global_per_minute=100, global_burst=100, clock=clock)
-    assert lim.acquire("a") == 0 and lim.acquire("a") == 0
-    wait = lim.acquire("a")
+    lim = limits(rl, clock, per=2)
+    assert lim.source("a") == 0 and lim.source("a") == 0
+    wait = lim.source("a")
     assert wait == 30  # one token per 30 s
-    assert lim.acquire("b") == 0  # other sources unaffected
+    assert lim.source("b") == 0  # other sources unaffected
     clock.t = 30.0
-    assert lim.acquire("a") == 0
+    assert lim.source("a") == 0
 
 
 def test_global_rate_limit_caps_all_sources_together(mods):
     _, _, rl = mods
-    lim = rl.RateLimiter(per_minute=10, burst=10, global_per_minute=5, global_burst=5, clock=Clock(0.0))
-    results = [(lim.acquire(f"10.0.0.{i}"), lim.acquire_global()) for i in range(8)]
+    lim = limits(rl, Clock(0.0), per=10, overall=5)
+    results = [(lim.source(f"10.0.0.{i}"), lim.overall()) for i in range(8)]
     assert all(r[0] == 0 for r in results)  # each spoofed source is fresh...
-    assert [r[1] for r in results[:5]] == [0.0] * 5 and all(r[1] > 0 for r in results[5:])  # ...the total is not
+    assert [r[1] for r in results[:5]] == [0] * 5 and all(r[1] > 0 for r in results[5:])  # ...the total is not
+
+
+def test_unsigned_bucket_is_shared_and_separate_from_the_signed_ones(mods):
+    _, _, rl = mods
+    lim = limits(rl, Clock(0.0), per=1, overall=1, unsigned=3)
+    assert [lim.unsigned() for _ in range(4)] == [0, 0, 0, 20]
+    assert lim.source("192.0.2.10") == 0 and lim.overall() == 0
 
 
 def test_rate_limiter_remembers_a_bounded_number_of_sources(mods):
     _, _, rl = mods
-    lim = rl.RateLimiter(per_minute=1, burst=1, global_per_minute=10**6, global_burst=10**6, max_keys=50,
-                         clock=Clock(0.0))
+    lim = limits(rl, Clock(0.0), per=1, max_keys=50)
     for i in range(500):
-        lim.acquire(f"s{i}")
-    assert len(lim._buckets) == 50
+        lim.source(f"s{i}")
+    assert len(lim._per_source._keys) == 50
 
 
 def test_documented_openssl_recipe_produces_the_same_signature(mods, tmp_path):
