@@ -96,7 +96,52 @@ def _alert(i: int) -> bytes:
                   "tags": ["container", "shell"], "time": "2024-05-01T10:11:12.123456789Z"}).encode()
 
 
-def run(mode: str, n: int = 3000, threads: int = 4, concurrency: int = 4, rate: float | None = None) -> dict:
+class _RequestsClient:
+    """The measured alternative to httpclient.Client: requests.Session per worker thread, pooled HTTPAdapter,
+    verify=True (or the private CA), cert for mTLS, no urllib3 retries, proxies from the environment ignored."""
+
+    def __init__(self, hc, url, timeout, user_agent, ca_file=None, client_cert=None):
+        self.hc, self.url, self.timeout, self.user_agent = hc, url, timeout, user_agent
+        self.verify, self.cert = ca_file or True, client_cert
+        self._local = threading.local()
+
+    def request(self, method, body, headers):
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        s = getattr(self._local, "s", None)
+        if s is None:
+            s = self._local.s = requests.Session()
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
+            s.headers["User-Agent"] = self.user_agent
+            s.trust_env = False
+        try:
+            r = s.request(method, self.url, data=body, headers=headers, timeout=self.timeout, verify=self.verify,
+                          cert=self.cert, allow_redirects=False)
+        except requests.exceptions.Timeout as exc:
+            raise self.hc.TransportError("timeout", type(exc).__name__) from None
+        except requests.exceptions.RequestException as exc:
+            raise self.hc.TransportError("connect", type(exc).__name__) from None
+        return self.hc.Response(r.status_code, r.headers, r.content[:self.hc.MAX_RESPONSE_BYTES])
+
+
+def _use_requests(mod) -> None:
+    dest = importlib.import_module(mod.__package__ + ".destinations")
+    hc = dest.httpclient
+
+    def client(self):
+        with self._client_lock:
+            if self._client is None:
+                self._client = _RequestsClient(hc, self.url(), self.timeout, dest.USER_AGENT, **self.tls_options())
+        return self._client
+
+    dest.Sender.client = client
+
+
+def run(mode: str, n: int = 3000, threads: int = 4, concurrency: int = 4, rate: float | None = None,
+        client: str = "httpclient") -> dict:
     from werkzeug.datastructures import Headers, ImmutableMultiDict
 
     port_q, done_q = mp.Queue(), mp.Queue()
@@ -110,6 +155,8 @@ def run(mode: str, n: int = 3000, threads: int = 4, concurrency: int = 4, rate: 
         mod = _load_handler(tmp, {"spool_dir": str(tmp / "spool"), "ack_mode": mode},
                             {"alert-forwarder-token": TOKEN, "alert-forwarder-routes": routes,
                              "alert-forwarder-destinations": json.dumps({"hook": {"url": f"http://127.0.0.1:{port}/", "insecure_http": True}})})
+        if client == "requests":
+            _use_requests(mod)
         bodies = [_alert(i) for i in range(n)]
         ctx = SimpleNamespace(hostname="bench")
         start_at = [0.0] * n
@@ -274,6 +321,20 @@ def main() -> None:
               f"4 client threads, {what}: {r['alerts_per_s']:.0f} alerts/s delivered ({r['delivered']}/{r['n']}), "
               f"{r['per_cpu_s']:.0f} alerts per CPU-second of the function process; "
               f"client round trip p50 {r['rt_p50']:.2f} ms p99 {r['rt_p99']:.2f} ms", flush=True)
+
+
+def compare_clients(rounds: int = 3) -> None:
+    """Webhook delivery on httpclient vs on requests.Session, durable mode (docs/alert-forwarder.md, HTTP client).
+
+    Run: ``.venv/bin/python -c 'from bench.alert_forwarder import compare_clients; compare_clients()'``
+    """
+    for _ in range(rounds):
+        for client in ("httpclient", "requests"):
+            r = run("durable", n=3000, threads=4, client=client)
+            q = run("durable", n=1500, threads=1, rate=500, client=client)
+            print(f"{client:10s} saturated: {r['alerts_per_s']:.0f} alerts/s delivered ({r['delivered']}/{r['n']}), "
+                  f"added p50 {r['added_p50']:.2f} ms p99 {r['added_p99']:.2f} ms; one caller at 500/s: added p50 "
+                  f"{q['added_p50']:.2f} ms p99 {q['added_p99']:.2f} ms", flush=True)
 
 
 if __name__ == "__main__":

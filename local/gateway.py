@@ -238,6 +238,11 @@ class LocalStack:
             return
         self.emulator = KubeEmulator()
         self.emulator.start()
+        # As `bootstrap openfaas` would: the functions' ServiceAccounts, roles and namespaces (not the
+        # per-namespace templates, which need a namespace filled in).
+        for manifest in sorted((ROOT / "deploy" / "rbac").glob("*.yaml")):
+            if "__NAMESPACE__" not in manifest.read_text():
+                self.emulator.load_manifests(manifest)
         self.kubeconfig_text = yaml.safe_dump(self.emulator.kubeconfig_dict())
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.emulator.write_kubeconfig(self.state_dir / "kubeconfig")

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from . import httpclient
-from .edgeguard import config, gateway, log
+from .edgeguard import config, log
 from .edgeguard.falco.alert import dumps, priority_number
 from .edgeguard.routes import render_template
 
@@ -178,22 +178,20 @@ class Sender:
         self.timeout = float(opts.get("timeout", 5.0))
         self._local = threading.local()
         self._client = None
-
-    def session(self):
-        # One pooled connection set per worker thread: requests.Session is not thread-safe.
-        s = getattr(self._local, "session", None)
-        if s is None:
-            import requests
-
-            s = self._local.session = requests.Session()
-            s.headers["User-Agent"] = USER_AGENT
-        return s
+        self._client_lock = threading.Lock()
 
     def client(self) -> httpclient.Client:
+        # Built on first use (a disabled destination has no URL), by whichever worker comes first: the lock
+        # keeps two workers from each building one and leaking the other's connections.
         if self._client is None:
-            self._client = httpclient.Client(self.opts["url"], timeout=self.timeout, user_agent=USER_AGENT,
-                                             **self.tls_options())
+            with self._client_lock:
+                if self._client is None:
+                    self._client = httpclient.Client(self.url(), timeout=self.timeout, user_agent=USER_AGENT,
+                                                     **self.tls_options())
         return self._client
+
+    def url(self) -> str:
+        return self.opts["url"]
 
     def tls_options(self) -> dict:
         return {}
@@ -305,30 +303,28 @@ class WebhookSender(Sender):
 
 
 class OpenFaaSSender(Sender):
-    def send(self, alert: dict, key: str) -> Result:
-        import requests
+    """Through the gateway, on the same HTTP client as the webhooks (one TLS/proxy/retry behaviour)."""
 
-        async_ = self.opts.get("async", True)
-        headers = {"Idempotency-Key": key, "X-Edgeguard-Event-Id": key, "User-Agent": USER_AGENT}
-        token_secret = self.opts.get("token_secret")
+    def url(self) -> str:
+        route = "async-function" if self.opts.get("async", True) else "function"
+        return f"{config.gateway_url()}/{route}/{self.opts['function']}{self.opts.get('path', '')}"
+
+    def send(self, alert: dict, key: str) -> Result:
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key, "X-Edgeguard-Event-Id": key}
         if self.opts.get("token"):  # a token given in the destinations secret wins over token_secret
             headers["Authorization"] = f"Bearer {self.opts['token']}"
-            token_secret = None
-        try:
-            inv = gateway.invoke(self.opts["function"], dumps(alert), token_secret=token_secret,
-                                 async_=async_, path=self.opts.get("path", ""),
-                                 headers=headers,
-                                 callback_url=self.opts.get("callback_url"), timeout=self.timeout,
-                                 session=self.session())
-        except config.ConfigError as exc:
-            # The callee's token secret is not mounted: keep the alert spooled until it is (the message names
-            # the secret, never a value).
-            return Result(False, None, True, None, str(exc))
-        except requests.exceptions.Timeout:
-            return Result(False, None, True, None, f"timeout after {self.timeout:g}s")
-        except requests.exceptions.RequestException as exc:
-            return Result(False, None, True, None, f"transport error: {type(exc).__name__}")
-        return classify(inv.status, inv.headers, inv.body[:512] if inv.status == 429 else b"")
+        elif self.opts.get("token_secret"):
+            # Read on every call: a rotated secret applies at once.
+            token = config.read_secret(self.opts["token_secret"])
+            if not token:
+                # Keep the alert spooled until the secret is mounted (the message names it, never a value); an
+                # unauthenticated call would only earn a 401 that looks like the callee's fault.
+                return Result(False, None, True, None, f"OpenFaaS secret '{self.opts['token_secret']}' (the token "
+                                                       f"for {self.opts['function']}) is missing or empty")
+            headers["Authorization"] = f"Bearer {token}"
+        if self.opts.get("callback_url"):
+            headers["X-Callback-Url"] = self.opts["callback_url"]
+        return self._post(dumps(alert).encode("utf-8"), headers)
 
 
 SENDERS = {"console": ConsoleSender, "slack": SlackSender, "teams": TeamsSender, "discord": DiscordSender,

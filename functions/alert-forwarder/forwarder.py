@@ -60,6 +60,29 @@ class Destination:
     last_error: str = ""
     last_success: float = 0.0
     workers: int = 0
+    # The health fields above are written by every worker thread of this destination, by flush and by
+    # reconfigure: read-modify-writes (+= 1, max()) must not interleave.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record_success(self, now: float) -> None:
+        with self.lock:
+            self.consecutive_failures = 0
+            self.down_until = 0.0
+            self.last_success = now
+
+    def record_error(self, error: str) -> None:
+        with self.lock:
+            self.last_error = error
+
+    def record_backoff(self, until: float) -> None:
+        with self.lock:
+            self.consecutive_failures += 1
+            self.down_until = max(self.down_until, until)
+
+    def reset_health(self) -> None:
+        with self.lock:
+            self.down_until = 0.0
+            self.last_error = ""
 
 
 class Forwarder:
@@ -153,8 +176,7 @@ class Forwarder:
                     dest.sender = make_sender(name, opts)
                 self._apply_opts(dest, opts)
                 self._warn_insecure(name, opts)
-                dest.down_until = 0.0
-                dest.last_error = ""
+                dest.reset_health()
                 self.destinations[name] = dest
                 if old is not None:
                     old.close()
@@ -387,15 +409,13 @@ class Forwarder:
         entry.attempts += 1
         res = dest.sender.send(entry.payload, entry.key)
         if res.ok:
-            dest.consecutive_failures = 0
-            dest.down_until = 0.0
-            dest.last_success = self.clock()
+            dest.record_success(self.clock())
             self.metrics.inc("delivered_total", {"destination": dest.name})
             self.metrics.observe("delivery_seconds", max(0.0, self.clock() - entry.created),
                                  {"destination": dest.name})
         else:
             self.metrics.inc("failed_total", {"destination": dest.name})
-            dest.last_error = res.error
+            dest.record_error(res.error)
         return res
 
     def _deliver(self, dest: Destination, entry: Entry, *, inline_retries: bool) -> bool:
@@ -403,9 +423,10 @@ class Forwarder:
         start = self.clock()
         tries = 0
         while True:
-            if tries == 0 and dest.down_until > self.clock():
+            down_until = dest.down_until
+            if tries == 0 and down_until > self.clock():
                 # Another delivery just found it failing: wait for the back-off instead of piling on.
-                return self._reschedule(dest, entry, None, wait=dest.down_until - self.clock())
+                return self._reschedule(dest, entry, None, wait=down_until - self.clock())
             res = self._attempt(dest, entry)
             tries += 1
             if res.ok:
@@ -432,7 +453,6 @@ class Forwarder:
         """Leave ``entry`` in the spool for a later attempt; ``res`` is None when no attempt was made."""
         now = self.clock()
         if res is not None:
-            dest.consecutive_failures += 1
             spool_wait = min(self.settings.spool_backoff_max, dest.backoff * (2 ** min(entry.attempts, 20)))
             spool_wait = random.uniform(spool_wait / 2, spool_wait)
             wait = max(wait or 0.0, spool_wait)
@@ -442,7 +462,7 @@ class Forwarder:
         if res is not None and res.retry_after is not None:
             entry.not_before = now + res.retry_after
         if res is not None:
-            dest.down_until = max(dest.down_until, entry.next_attempt)
+            dest.record_backoff(entry.next_attempt)
         if self.spool.contains(entry.id):
             self.spool.update(entry)
             self.spool.release(entry.id)

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 from dataclasses import dataclass
 
-import yaml
-
-from .edgeguard import config
+from .edgeguard import config, kube
 from .edgeguard.config import ConfigError
 from . import joinscript, policy, tokens
 
@@ -21,20 +18,6 @@ KEY_SECRET = "node-enroll-key"
 ADMIN_SECRET = "node-enroll-admin-token"
 KUBECONFIG_SECRET = "node-enroll-kubeconfig"
 INCLUSTER_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
-
-_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def parse_duration(text: str, name: str) -> int:
-    raw = text.strip()
-    if raw.isdigit():
-        return int(raw)
-    m = _DURATION_RE.match(raw)
-    if not raw or not m or not any(m.groups()):
-        raise ConfigError(f"{name}={text!r} is not a duration like 3600, 90m or 1h30m")
-    h, mi, s = (int(g or 0) for g in m.groups())
-    return h * 3600 + mi * 60 + s
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -50,7 +33,7 @@ class Settings:
 
 
 def load() -> Settings:
-    ttl = parse_duration(config.env_str("token_ttl", "1h"), "token_ttl")
+    ttl = int(config.parse_duration(config.env_str("token_ttl", "1h"), "token_ttl"))
     if not 60 <= ttl <= 7 * 86400:
         raise ConfigError(f"token_ttl must be between 1m and 168h (got {ttl}s)")
     try:
@@ -166,18 +149,13 @@ def _hash(data: bytes, where: str) -> str:
 
 
 def _kubeconfig_ca() -> bytes | None:
-    raw = config.read_secret_bytes(KUBECONFIG_SECRET)
-    if not raw or not raw.strip():
+    # load_kubeconfig also refuses insecure-skip-tls-verify and registers credentials for redaction.
+    doc = kube.load_kubeconfig(KUBECONFIG_SECRET)
+    if doc is None:
         return None
-    try:
-        doc = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise ConfigError(f"secret {KUBECONFIG_SECRET} is not valid YAML") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"secret {KUBECONFIG_SECRET} is not a kubeconfig")
     current = doc.get("current-context")
     ctx = next((c.get("context") or {} for c in doc.get("contexts") or [] if c.get("name") == current), {})
-    clusters = doc.get("clusters") or []
+    clusters = doc["clusters"]
     cluster = next((c.get("cluster") or {} for c in clusters if c.get("name") == ctx.get("cluster")), None)
     if cluster is None and len(clusters) == 1:
         cluster = clusters[0].get("cluster") or {}

@@ -508,3 +508,72 @@ def test_client_refuses_urls_with_credentials(pkg):
     httpclient = pkg.module("httpclient")
     with pytest.raises(ValueError, match="user:pass@"):
         httpclient.Client("https://u:p@hooks.example/x", timeout=1)
+
+
+
+def test_failure_and_success_bookkeeping_wait_for_the_destination_lock(make_fwd, h, pkg):
+    f = make_fwd(hook_routes(), {"hook": {"url": "http://127.0.0.1:9/never"}}, tick_interval=3600,
+                 start_threads=False)
+    dest = f.destinations["hook"]
+    Result = pkg.destinations.Result
+    e = pkg.spool.Entry(id="e1", destination="hook", key="k", payload=h.falco_alert(), kind="alert", route="all",
+                        created=0.0, next_attempt=0.0)
+    f.spool.put(e)
+    done = threading.Event()
+    with dest.lock:  # as another worker updating the same destination would
+        t = threading.Thread(target=lambda: (f._reschedule(dest, e, Result(False, None, True, None, "boom")),
+                                             done.set()))
+        t.start()
+        assert not done.wait(0.2)
+        assert dest.consecutive_failures == 0 and dest.down_until == 0.0  # nothing changed under our feet
+    t.join(10)
+    assert done.is_set() and dest.consecutive_failures == 1 and dest.down_until == e.next_attempt > 0
+
+
+def test_concurrent_first_use_builds_one_http_client_per_sender(pkg, monkeypatch):
+    destinations = pkg.destinations
+    real = destinations.httpclient.Client
+    built = []
+    two_in = threading.Barrier(2, timeout=1.0)
+
+    def slow_client(*a, **kw):
+        built.append(1)
+        try:
+            two_in.wait()  # only passes if a second thread is constructing at the same time
+        except threading.BrokenBarrierError:
+            pass
+        return real(*a, **kw)
+
+    monkeypatch.setattr(destinations.httpclient, "Client", slow_client)
+    sender = destinations.make_sender("hook", {"type": "webhook", "url": "https://hooks.example/x"})
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(sender.client())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(built) == 1 and got[0] is got[1]
+
+
+def test_openfaas_and_webhook_destinations_share_one_http_stack_that_ignores_proxy_env(make_fwd, receiver, h,
+                                                                                       monkeypatch):
+    # One HTTP client for every destination type: same TLS, proxy and retry behaviour. Neither goes through a
+    # proxy named in the environment (here a dead one), both reach the receiver directly.
+    gw = receiver()
+    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("gateway_url", gw.url)
+    f = make_fwd("""
+    destinations:
+      fn: {type: openfaas, function: other-fn, async: false, retries: 0}
+      hook: {type: webhook, insecure_http: true, retries: 0}
+    routes:
+      - {to: [fn, hook]}
+    """, {"fn": {"token": "fn-token-123456"}, "hook": {"url": gw.url + "/hook"}})
+    f.ingest([h.falco_alert()])
+    reqs = {q.path: q for q in gw.wait_for(2)}
+    assert set(reqs) == {"/function/other-fn", "/hook"}
+    assert reqs["/function/other-fn"].headers["User-Agent"] == reqs["/hook"].headers["User-Agent"]
+    assert reqs["/function/other-fn"].headers["Authorization"] == "Bearer fn-token-123456"

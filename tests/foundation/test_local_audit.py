@@ -33,3 +33,10 @@ def test_a_configmap_with_a_key_created_through_the_api_raises_the_falco_alert(s
         time.sleep(0.2)
     assert counters.get("events", 0) > 0, counters
     assert counters.get("alerts", 0) > 0, counters
+
+
+def test_the_in_memory_api_holds_the_functions_rbac_objects_as_bootstrap_would_apply_them(stack):
+    emu = stack.emulator
+    assert emu.get("namespaces", None, "edgeguard-enroll") is not None
+    assert emu.get("serviceaccounts", "openfaas-fn", "node-enroll") is not None
+    assert emu.get("serviceaccounts", "openfaas-fn", "configmap-secret-scrubber") is not None

@@ -529,3 +529,44 @@ def test_kubernetes_is_imported_only_when_a_request_needs_the_cluster(tmp_path, 
     out = subprocess.run([sys.executable, "-c", probe, str(ctx)], capture_output=True, text=True, timeout=60,
                          env={"PATH": "/usr/bin:/bin", "EDGEGUARD_SECRETS_DIR": str(tmp_path / "none")})
     assert out.stdout.split() == ["503", "False"], out.stderr  # unsigned request refused, no kubernetes import
+
+
+# ------------------------------------------------------------------ shared code (edgeguard.config / kube)
+
+def test_kubernetes_pin_is_the_client_generation_the_dev_env_tests():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    pin = next(line.split("#")[0].strip() for line in (root / "requirements-dev.txt").read_text().splitlines()
+               if line.startswith("kubernetes>") or line.startswith("kubernetes="))
+    reqs = (root / "functions" / "node-enroll" / "requirements.txt").read_text().splitlines()
+    assert [line for line in reqs if line.startswith("kubernetes")] == [pin]
+
+
+@pytest.mark.parametrize("ttl,seconds", [("2d", 2 * 86400), ("1h30m", 5400), ("900", 900)])
+def test_token_ttl_accepts_the_shared_duration_forms(kenroll, make_event, ttl, seconds):
+    fn, _ = kenroll(env={"token_ttl": ttl})
+    before = datetime.now(timezone.utc)
+    status, _, doc = enroll(fn, make_event)
+    assert status == 201
+    expires = datetime.strptime(doc["expires_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert abs((expires - before).total_seconds() - seconds) < 5
+
+
+def test_ca_hash_kubeconfig_is_read_through_the_shared_loader(kenroll, kube_emulator,
+                                                              make_event):
+    kc = yaml.safe_load(kubeconfig_with_ca(server=kube_emulator.url))
+    kc["users"] = kube_emulator.kubeconfig_dict()["users"]
+    kc["contexts"][0]["context"]["user"] = kc["users"][0]["name"]
+    fn, _ = kenroll(env={"k3s_ca_file": ""}, kubeconfig=yaml.safe_dump(kc))
+    calls = []
+    kube = sub(fn, "edgeguard.kube")
+    real = kube.load_kubeconfig
+    settings = sub(fn, "settings")
+    settings.kube.load_kubeconfig = lambda name: calls.append(name) or real(name)
+    try:
+        status, _, doc = enroll(fn, make_event)
+    finally:
+        settings.kube.load_kubeconfig = real
+    assert status == 201 and doc["ca_hash"] == CA_HASH
+    assert calls and calls[0] == "node-enroll-kubeconfig"
