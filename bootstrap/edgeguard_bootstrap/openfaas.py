@@ -222,10 +222,11 @@ def cron(ctx: Ctx, install: bool) -> None:
         ctx.unchanged("cron-connector installed (it calls functions annotated topic: cron-function)")
         return
     if install:
-        ctx.run(["arkade", "install", "cron-connector"], why="periodic POST to alert-forwarder to flush its spool")
+        ctx.run(["arkade", "install", "cron-connector"], why="schedules functions annotated topic: cron-function (alert-forwarder only with cron_flush)")
         ctx.record({"kind": "helm", "release": "cron-connector", "namespace": "openfaas"})
         return
-    ctx.note("cron-connector is not installed. stack.yml already annotates alert-forwarder with "
-             "topic: cron-function and a schedule, but nothing acts on them without cron-connector; "
-             "alert-forwarder then retries its spool only on later alerts. Install it with "
-             "`arkade install cron-connector` (or re-run with --cron-connector); see docs/alert-forwarder.md.")
+    ctx.note("cron-connector is not installed, and edgeguard does not need it: alert-forwarder retries its spool "
+             "itself (a background tick), and stack.yml gives it no cron annotations because cron-connector's "
+             "call carries no token. Only if you set alert-forwarder's cron_flush: \"true\" and add the "
+             "annotations (docs/alert-forwarder.md, \"cron-connector\") install it: `arkade install "
+             "cron-connector`, or re-run with --cron-connector.")
