@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import requests
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 FN = ROOT / "functions" / "node-enroll"
@@ -75,9 +74,6 @@ def end_to_end(n: int = 100) -> None:
             if stack.emulator is None:
                 print(f"end-to-end skipped: {stack.kube_description}")
                 return
-            for doc in yaml.safe_load_all((ROOT / "deploy" / "rbac" / "node-enroll.yaml").read_text()):
-                if doc and doc["kind"] == "Namespace":  # as the install's kubectl apply would
-                    stack.emulator.seed(doc)
             key = stack.secret("node-enroll-key")
             admin = stack.secret("node-enroll-admin-token")
             url = f"{stack.url}/function/node-enroll/enroll"
