@@ -22,8 +22,8 @@ _stream = None  # tests may point this at a buffer
 
 
 def register_secret(value: str) -> None:
-    """Mask this exact value in every later log line (short values are ignored to avoid noise)."""
-    if value and len(value) >= 6:
+    """Mask this exact value in every later log line, however short: a leak matters more than noise."""
+    if value:
         with _lock:
             _secrets.add(value)
 

@@ -178,3 +178,11 @@ def test_invoke_refuses_to_call_unauthenticated_when_the_token_secret_is_missing
 
     with pytest.raises(config.ConfigError, match="absent-token"):
         gateway.invoke("alert-forwarder", b"[]", token_secret="absent-token", session=Boom())
+
+
+def test_even_a_short_secret_value_is_masked(monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr(log, "_stream", buf)
+    log.register_secret("k9z")
+    log.info("x", detail="token k9z rejected")
+    assert "k9z" not in buf.getvalue()
