@@ -184,8 +184,13 @@ def _repository(image: str) -> str:
     return image.split(":", 1)[0].split("@", 1)[0]
 
 
-def _strict_container_key(kind, key, transform=None):
-    """name/image: every selected container must have the key, else the field errors (absent)."""
+_ABSENT = object()
+
+
+def _per_container(kind, collect):
+    """The skeleton every ``containers[*]`` field shares: pick the ``[idx]`` container (or all), and let
+    ``collect(container, obj, out)`` append its values; it returns ``_ABSENT`` when the whole field must
+    be absent (the plugin's error path)."""
     def factory(arg):
         idx = _idx(arg)
 
@@ -195,35 +200,33 @@ def _strict_container_key(kind, key, transform=None):
                 return None
             out = []
             for c in _selected(arr, idx):
-                if not isinstance(c, dict) or key not in c:
+                if collect(c, o, out) is _ABSENT:
                     return None
-                v = as_string(c[key])
-                out.append(transform(v) if transform else v)
             return _tuple_or_none(out)
         return _ka(ex)
     return factory
+
+
+def _strict_container_key(kind, key, transform=None):
+    """name/image: every selected container must have the key, else the field errors (absent)."""
+    def collect(c, o, out):
+        if not isinstance(c, dict) or key not in c:
+            return _ABSENT
+        v = as_string(c[key])
+        out.append(transform(v) if transform else v)
+    return _per_container(kind, collect)
 
 
 def _joined_container_key(kind, key):
     """command/args: each container's string array joined by single spaces; containers without it skipped."""
-    def factory(arg):
-        idx = _idx(arg)
-
-        def ex(o):
-            arr = _containers(o, kind)
-            if arr is None:
-                return None
-            out = []
-            for c in _selected(arr, idx):
-                if not isinstance(c, dict) or key not in c:
-                    continue
-                parts = c[key]
-                if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
-                    return None
-                out.append(_cstr(" ".join(parts)))
-            return _tuple_or_none(out)
-        return _ka(ex)
-    return factory
+    def collect(c, o, out):
+        if not isinstance(c, dict) or key not in c:
+            return None
+        parts = c[key]
+        if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+            return _ABSENT
+        out.append(_cstr(" ".join(parts)))
+    return _per_container(kind, collect)
 
 
 def _container_path(kind, *keys):
@@ -232,49 +235,28 @@ def _container_path(kind, *keys):
 
 def _eff_run_as(kind, key):
     """Quirk kept from the plugin: reads spec.<key> and containers[*].<key>, not securityContext."""
-    def factory(arg):
-        idx = _idx(arg)
-
-        def ex(o):
-            arr = _containers(o, kind)
-            if arr is None:
-                return None
+    def collect(c, o, out):
+        if isinstance(c, dict) and key in c:
+            out.append(as_string(c[key]))
+        else:
             spec = o["requestObject"]["spec"]
-            default = as_string(spec[key]) if key in spec else "0"
-            out = []
-            for c in _selected(arr, idx):
-                if isinstance(c, dict) and key in c:
-                    out.append(as_string(c[key]))
-                else:
-                    out.append(default)
-            return _tuple_or_none(out)
-        return _ka(ex)
-    return factory
+            out.append(as_string(spec[key]) if key in spec else "0")
+    return _per_container(kind, collect)
 
 
 def _host_port(kind):
-    def factory(arg):
-        idx = _idx(arg)
-
-        def ex(o):
-            arr = _containers(o, kind)
-            if arr is None:
-                return None
-            out = []
-            for c in _selected(arr, idx):
-                ports = c.get("ports") if isinstance(c, dict) else None
-                if not isinstance(ports, list):
-                    continue
-                for p in ports:
-                    if not isinstance(p, dict):
-                        continue
-                    if "hostPort" in p:
-                        out.append(as_string(p["hostPort"]))
-                    elif "containerPort" in p:
-                        out.append(as_string(p["containerPort"]))
-            return _tuple_or_none(out)
-        return _ka(ex)
-    return factory
+    def collect(c, o, out):
+        ports = c.get("ports") if isinstance(c, dict) else None
+        if not isinstance(ports, list):
+            return None
+        for p in ports:
+            if not isinstance(p, dict):
+                continue
+            if "hostPort" in p:
+                out.append(as_string(p["hostPort"]))
+            elif "containerPort" in p:
+                out.append(as_string(p["containerPort"]))
+    return _per_container(kind, collect)
 
 
 def _register_container_fields(kind, prefix, with_host_port=True):
