@@ -8,24 +8,11 @@ import pytest
 
 from edgeguard.falco import loader
 from edgeguard.falco.compiler import constraints
-from edgeguard.falco.engine import DEFAULT_RULES, Batch, Engine, split_payload
+from edgeguard.falco.engine import DEFAULT_RULES, Engine
 from edgeguard.falco.fields import AuditEvent
 from edgeguard.falco.parser import parse
 
-from .conftest import REGRESSION, SAMPLES
-
-
-def corpus():
-    batch = Batch()
-    for f in sorted((REGRESSION / "events").glob("*.json")) + sorted(SAMPLES.glob("*.json*")):
-        text = f.read_text()
-        try:
-            payloads = [json.loads(text)]
-        except json.JSONDecodeError:
-            payloads = [json.loads(line) for line in text.splitlines() if line.strip()]
-        for p in payloads:
-            split_payload(p, batch=batch)
-    return [e.obj for e in batch.events]
+from bench.audit_ingest import corpus  # one reader of the regression traces and samples
 
 
 def variants():
