@@ -232,6 +232,9 @@ class Detector:
         det = f"gitleaks:{hit.rule_id}"
         if hit.rule_id.startswith("generic-"):
             return Finding(key, line, det, SUSPECT, self.fp(secret)) if kind == "credential" else None
+        # a provider secret may itself be a URL (Slack/Discord webhooks): "url" and "path" only mean
+        # "not a credential" for the value of a credential-named setting
+        kind = "credential" if kind in ("url", "path") else kind
         if kind in NOT_A_VALUE:
             return None
         strong = kind == "credential" and formats.prefixed(self._keywords.get(hit.rule_id, ()), secret)

@@ -50,6 +50,13 @@ def test_github_token_is_high_only_when_its_crc32_checksum_holds(detector, detec
     assert tier(detector, f"export GH={GH_BAD_CHECKSUM}") == "suspect"
 
 
+def test_a_provider_secret_that_is_a_url_is_high(detector):
+    # Slack webhooks are URLs: the "plain URL is not a credential" rule is for credential-named settings only
+    assert tier(detector, "alert_url: https://hooks.slack.com/services/T0FAKE1Q9/B0FAKE8H5/q8Zr2LmXw4Tn7Vb1Kc9Pd3Sy") \
+        == "high"
+    assert tier(detector, "docs_url: https://api.slack.com/messaging/webhooks") is None
+
+
 def test_jwt_is_high_only_when_it_decodes_and_is_not_the_jwt_io_sample(detector):
     assert tier(detector, f"session: {JWT}") == "high"
     assert tier(detector, f"session: {JWT_SAMPLE}") == "suspect"
