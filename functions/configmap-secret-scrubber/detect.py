@@ -1,19 +1,21 @@
 """Credential detection for ConfigMap data: which keys hold a credential, and how sure we are.
 
-Findings never carry the value: only key, line number, detector id, tier and a
-keyed fingerprint. Two tiers:
+Findings never carry the value: only key, line number, detector id, tier and a keyed
+fingerprint. Two tiers, and the high one is precision-first by construction:
 
-* ``high``: provider token (gitleaks rule), PEM private key, password in a URL,
-  ``Authorization`` header, or a credential-named setting whose value passes the
-  shape checks (not empty, placeholder, template, reference, path, number, ...).
-  Eligible for automatic moving.
-* ``suspect``: a credential-named setting with a placeholder-looking value, a
-  generic high-entropy token, or gitleaks' generic rule alone. Reported only.
+* ``high`` (moved automatically in ``move`` mode) needs evidence that stands on its own:
+  a provider format matched on its own prefix (with its checksum where the format has one:
+  GitHub and npm tokens; a decodable header for JWTs), a PEM private key with a body, a URL
+  or ``Authorization: Basic`` header carrying a password, a bearer token, or a setting whose
+  *name* announces a credential together with a *value* whose shape agrees with it
+  (``shapes.agrees``).
+* ``suspect`` (reported, never moved) is everything weaker: a credential name with a short,
+  weak, example, prose or disagreeing value, a commented-out setting, a provider rule that
+  only matched on a nearby word, a failed checksum, a test-mode key, gitleaks' generic rule,
+  a long high-entropy token.
 
-Why our own key-name layer on top of gitleaks: ConfigMap leaks are mostly
-env-style (the *key* says PASSWORD, the value is a bare string), which line
-scanners cannot see without context; and K8s idioms (``secretName``, ``*_FILE``,
-``*SecretKeyRef``) are references, not credentials.
+Placeholders, templates (``${X}``, ``{{ .Values.x }}``), references to other secrets
+(``secretKeyRef:``, ``vault:``, ``secretName``), paths, plain URLs and numbers give no finding.
 """
 from __future__ import annotations
 
@@ -24,191 +26,52 @@ import hmac
 import re
 from dataclasses import dataclass
 
+from . import formats
 from .gitleaks import default_ruleset, shannon
+from .shapes import (NOT_A_VALUE, TOKEN, URL_USERINFO, agrees, credential_name, example_host, example_name,  # noqa: F401
+                     name_class, name_tokens, strip_value, token_like, url_password_kind, value_kind)
 
 HIGH = "high"
 SUSPECT = "suspect"
 MAX_LISTED_FINDINGS = 20
 _RANK = {None: 0, SUSPECT: 1, HIGH: 2}
 
-# --- key names ------------------------------------------------------------------------------
-
-# Single tokens that name a credential on their own.
-_STRONG_TOKENS = {
-    "password", "passwd", "pwd", "pass", "passphrase", "passwort", "secret", "token", "apikey",
-    "credential", "credentials", "creds", "privatekey", "requirepass", "masterauth", "dsn",
-    "accesskey", "secretkey", "authtoken", "accesstoken", "refreshtoken", "bearertoken",
-    "clientsecret", "connectionstring", "sasl_password", "htpasswd", "psk",
-}
-# Two-token phrases that name a credential ("api key", "private key", ...).
-_STRONG_PAIRS = {
-    ("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key"), ("signing", "key"),
-    ("encryption", "key"), ("master", "key"), ("account", "key"), ("auth", "key"), ("client", "secret"),
-    ("session", "key"), ("shared", "key"), ("license", "key"), ("storage", "key"), ("app", "key"),
-    ("connection", "string"), ("service", "key"), ("hmac", "key"), ("webhook", "key"), ("jwt", "key"),
-}
-# A trailing token that turns the name into metadata about a credential, not the credential.
-_META_SUFFIX = {
-    "name", "names", "file", "files", "path", "paths", "dir", "url", "uri", "urls", "ref", "reference",
-    "ttl", "length", "len", "size", "min", "max", "minimum", "maximum", "header", "type", "expiry",
-    "expires", "expiration", "timeout", "enabled", "enable", "disabled", "policy", "count", "format",
-    "mount", "version", "rotation", "algorithm", "algo", "prefix", "suffix", "hint", "field", "regex",
-    "pattern", "mode", "location", "endpoint", "host", "hosts", "port", "user", "username", "id", "ids",
-    "kind", "provider", "source", "store", "keystore", "env", "var", "variable", "key_ref", "selector",
-    "template", "label", "annotation", "secretref", "keyref", "required", "lifetime", "duration",
-    "period", "interval", "strength", "complexity", "reset", "hash", "hashed", "salt_rounds", "rounds",
-    "cost", "digest", "method", "scheme", "flow", "scope", "scopes", "audience", "issuer", "claims",
-    "limit", "limits", "retries", "attempts", "storage", "cache", "backend", "class", "manager",
-}
-# Exact names that are credentials even though their last token is metadata-like.
-_STRONG_NAMES = {"aws_access_key_id", "access_key_id", "aws_s3_access_key_id", "accesskeyid", "auth"}
-# Kubernetes/Helm idioms that look like credential names but hold references.
-_REFERENCE_NAMES = re.compile(
-    r"(?i)(secret_?name|existing_?secret|secret_?key_?ref|secret_?ref|value_?from|secret_?provider|"
-    r"secretname|secrets?_?(dir|path|file|mount)|use_?secret|secret_?store)")
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_SPLIT = re.compile(r"[^A-Za-z0-9]+")
-
-
-def name_tokens(name: str) -> list[str]:
-    name = _CAMEL.sub("_", name)
-    # digits separate words too: token2, oauth2_secret, DB1_PASSWORD
-    return [t for t in _SPLIT.split(re.sub(r"\d+", "_", name).lower()) if t]
-
-
-def credential_name(name: str) -> bool:
-    """True when a setting's name says it holds a credential (not a reference or metadata about one)."""
-    if not name:
-        return False
-    toks = name_tokens(name)
-    if not toks:
-        return False
-    norm = re.sub(r"[^a-z0-9]+", "_", _CAMEL.sub("_", name).lower()).strip("_")
-    if norm in _STRONG_NAMES or norm.replace("_", "") in _STRONG_NAMES:
-        return True
-    if _REFERENCE_NAMES.search(name.replace("-", "_").replace(".", "_")):
-        return False
-    if toks[-1] in _META_SUFFIX:
-        return False
-    if {"public", "csrf", "xsrf", "pub"} & set(toks):
-        return False  # public keys/tokens and CSRF tokens are not credentials
-    joined = "".join(toks)
-    for t in toks:
-        if t in _STRONG_TOKENS:
-            return True
-    for a, b in zip(toks, toks[1:]):
-        if (a, b) in _STRONG_PAIRS:
-            return True
-    # compounds written without separators: dbpassword, adminpass, apikey, clientsecret
-    return bool(re.search(r"(passw(or)?d|passphrase|secret|apikey|accesskey|privatekey|authtoken|token)$", joined))
-
-
-# --- values ----------------------------------------------------------------------------------
-
-_PLACEHOLDER = re.compile(
-    r"""(?ix)^(
-        \$\{[^}]*\}? | \$\([^)]*\)? | \$[A-Za-z_][A-Za-z0-9_]* |     # ${VAR} $(cmd) $VAR
-        \{\{.*\}\} | \{%.*%\} | \(\(.*\)\) |                           # templating
-        <[^<>]*> | \[[^\[\]]*\] | %[A-Za-z_]+% | @[A-Za-z_]+@ |         # <your-password> [..] %VAR% @VAR@
-        [*xX#.?_-]{3,} | (.)\2{3,} |                                   # ***** xxxx
-        (your|my|the|some|example|sample|dummy|fake|test|default)[-_ ]?\w*[-_ ]?(password|passwd|secret|token|key|here|value) |
-        (password|passwd|secret|token|apikey|api[-_]key|redacted|removed|hidden|none|null|nil|undefined|
-         true|false|yes|no|on|off|todo|tbd|fixme|replace[-_ ]?me|change[-_ ]?this|placeholder|
-         example|sample|dummy|fake|xxx+|n/?a|empty|masked|secret[-_]?here|insert[-_ ].*|enter[-_ ].*)
-    )$""")
-_REFERENCE_VALUE = re.compile(
-    r"""(?ix)^(
-        (secretKeyRef|configMapKeyRef|valueFrom|secret|vault|ref|env|file|arn:aws:secretsmanager|
-         arn:aws:ssm|projects/[^/]+/secrets|azurekeyvault|akv|gcp|sm|ssm|k8s|kubernetes)(:|://)\S* |
-        (os\.)?(getenv|environ)\b.* | process\.env\..* | System\.getenv.* | ENV\[.* |   # code reading env
-        [\w.]+\(.*\)                                                   # a function call
-    )$""")
-# a value that is rendered elsewhere: ${VAR}, ${VAR:-default}, {{ .Values.x }}, {{ env "X" }}
-_TEMPLATED = re.compile(r"\$\{[A-Za-z_][\w.]*(:?[-=?+][^}]*)?\}|\{\{-?\s*[\w.$|\"' ()-]+\s*-?\}\}")
-# filler and documentation values: xxxxxxxx, 11111111, AKIA...EXAMPLE, {Name}, ALL_CAPS_NAME, 12345678
-_FILLER = re.compile(r"(.)\1{7,}|EXAMPLE$|^\{[A-Za-z_]\w*\}$|^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$")
-_SEQUENTIAL = re.compile(r"(?i)12345678|abcdefgh")
-# code, not configuration: obj.field (unquoted), type names
-_CODE_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
-_TYPE_NAMES = {"string", "str", "bool", "boolean", "int", "integer", "number", "any", "object", "char", "byte",
-               "bytes", "[]byte", "none", "string?", "optional[str]"}
-_WORD = re.compile(r"\b[A-Za-z]{2,}\b")
-# snake_case or camelCase words without digits: a variable name or a made-up example value
-# ("root_user_password", "top_secret", "processToken"); reported, never moved
-_IDENTIFIER = re.compile(r"^[a-z]+(_[a-z]+)+$|^[a-z]+([A-Z][a-z]+)+$")
-_NUMERIC = re.compile(r"^[-+]?(0x[0-9a-f]+|\d+([.,]\d+)?\s*(ms|s|m|h|d|w|y|b|k|kb|mb|gb|ki|mi|gi|%)?)$", re.I)
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
-_DIGEST = re.compile(r"^(sha1|sha256|sha384|sha512|md5):[0-9a-f]+$", re.I)
-_PATH = re.compile(r"^(~|\.{1,2})?/[\w.@/+-]*$|^[A-Za-z]:\\")
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$", re.I)
-_URL_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://([^\s:/@'\"]*):([^\s/'\"]*)@[^\s@/'\"]", re.I)
-_WORDS = re.compile(r"^[A-Za-z][a-z]*( [A-Za-z][a-z]*){2,}[.!]?$")
-
-
-def _strip_value(v: str) -> str:
-    v = v.strip()
-    if v.endswith((",", ";")):
-        v = v[:-1].rstrip()
-    if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"`":
-        v = v[1:-1]
-    return v.strip()
-
-
-def value_kind(value: str) -> str:
-    """Why a value is not a credential ('empty', 'placeholder', ...), or 'credential'."""
-    raw = value.strip().rstrip(",;").strip()
-    quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"`"
-    v = _strip_value(value)
-    if not v:
-        return "empty"
-    if not quoted and (_CODE_REF.match(v) or v.lower() in _TYPE_NAMES or v.endswith(("(", "{"))):
-        return "reference"  # code: a member access, a type annotation, a function literal
-    if v.startswith("$") or re.match(r"^\{[A-Za-z_][\w.]*\}$", v):
-        return "placeholder"  # shell/env expansion, {props.x} / {Name} format references
-    if v in ("|", ">", "|-", ">-", "|+", ">+", "{", "[", "{}", "[]"):
-        return "structure"
-    if _PLACEHOLDER.match(v):
-        return "placeholder"
-    if _TEMPLATED.search(v) or _FILLER.search(v) or _SEQUENTIAL.search(v):
-        return "placeholder"
-    if _REFERENCE_VALUE.match(v):
-        return "reference"
-    if _NUMERIC.match(v):
-        return "number"
-    if _UUID.match(v) or _DIGEST.match(v):
-        return "identifier"
-    if _PATH.match(v):
-        return "path"
-    if _URL.match(v) and not _URL_USERINFO.search(v):
-        return "url"
-    if _WORDS.match(v) or (v.count(" ") >= 3 and len(_WORD.findall(v)) >= 3):
-        return "prose"
-    if len(v) < 4:
-        return "short"
-    if _IDENTIFIER.match(v):
-        return "identifier"
-    return "credential"
-
-
 # --- line parsing ------------------------------------------------------------------------------
 
+# a commented-out line: documentation or a default, not the setting in use
+_COMMENT = re.compile(r"^\s*(?:#+|//+|;+|<!--|--\s)\s*")
 # key = value | key: value | key := value | "key": "value" | key value (nginx/redis/ini directives)
-_ASSIGN = re.compile(r"""^\s*(?:export\s+|-\s+)?["']?([A-Za-z_][\w.\-\[\]/]*)["']?\s*(?::=|=>|=|:)\s*(.*)$""")
+_ASSIGN = re.compile(r"""^\s*(?:export\s+|-\s+|\$|:)?["']?([A-Za-z_][\w.\-\[\]/>]*)["']?\s*(?::=|=>|=|:)\s*(.*)$""")
 _JSON_PAIR = re.compile(r""""([A-Za-z_][\w.\-]*)"\s*:\s*"((?:[^"\\]|\\.)*)\"""")
 _DIRECTIVE = re.compile(r"""^\s*([A-Za-z_][\w.\-]*)\s+(\S+)\s*;?\s*$""")
+# <add key="DbPassword" value="..."/>, <password>...</password>
+_XML_KEY_VALUE = re.compile(r"""(?i)\bkey\s*=\s*"([^"]+)"\s+value\s*=\s*"([^"]*)\"""")
+_XML_ELEMENT = re.compile(r"""<([A-Za-z_][\w.\-]*)>([^<>\s][^<>]*)</\1>""")
 # several name=value pairs on one line: ODBC/ADO connection strings, CLI env prefixes, k=v lists
 _INLINE_PAIR = re.compile(r"""(?:^|[;\s"'&,])([A-Za-z_][\w.\-]*)\s*=\s*("[^"]*"|'[^']*'|[^;&\s"',]+)""")
-_CLI_SECRET_FLAG = re.compile(r"""(?:^|\s)(?:-p|--password|--token|--secret|--api-key|--client-secret)(?:=|\s+)("[^"]*"|'[^']*'|\S+)""")
-_AUTH_HEADER = re.compile(r"""(?i)authorization["']?\s*[:=]?\s*["']?\s*(basic|bearer|token|digest)\s+([A-Za-z0-9+/=._~-]{8,})""")
-_URL_QUERY_CRED = re.compile(r"""(?i)[?&;](password|passwd|pwd|pass|secret|token|access_token|api_?key|sig|signature|client_secret|auth)=([^&\s'"#;]+)""")
-_URL_TOKEN_USER = re.compile(r"""(?i)[a-z][a-z0-9+.-]*://([A-Za-z0-9_\-]{20,})@[^\s@/'"]""")
+_CLI_SECRET_FLAG = re.compile(
+    r"""(?:^|\s)(-p|--password|--token|--secret|--api-key|--client-secret)(?:=|\s+)("[^"]*"|'[^']*'|\S+)""")
+_CLI_FLAG_NAME = {"-p": "password", "--password": "password", "--token": "token", "--secret": "secret",
+                  "--api-key": "api_key", "--client-secret": "client_secret"}
+# curl and friends: -u user:password, -H "X-Api-Key: value"
+_CLI_USER = re.compile(r"""(?:^|\s)(?:-u|--user)(?:=|\s+)("[^"]*"|'[^']*'|[^\s"']+)""")
+_CLI_HEADER = re.compile(r"""(?:^|\s)(?:-H|--header)(?:=|\s+)["']([A-Za-z][\w-]*)\s*:\s*([^"']+)["']""")
+_AUTH_HEADER = re.compile(
+    r"""(?i)authorization["']?\s*[:=]?\s*["']?\s*(basic|bearer|token)\s+([A-Za-z0-9+/=._~-]{8,})""")
+_URL_QUERY_CRED = re.compile(
+    r"""(?i)[?&;](password|passwd|pwd|pass|secret|token|access_token|api_?key|sig|signature|client_secret|auth)"""
+    r"""=([^&\s'"#;]+)""")
+_URL_TOKEN_USER = re.compile(r"""(?i)[a-z][a-z0-9+.-]*://([A-Za-z0-9_\-]{20,})@([^\s@/'":?#]+)""")
 _PEM_PRIVATE = re.compile(r"-----BEGIN ((RSA|DSA|EC|OPENSSH|ENCRYPTED|PGP) )?PRIVATE KEY( BLOCK)?-----")
 _PEM_ANY = re.compile(r"-----(BEGIN|END) [A-Z0-9 ]+-----")
 _TOKEN = re.compile(r"[A-Za-z0-9+/=_\-]{24,}")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
-
-_WEAK_URL_PASSWORDS = {"pass", "password", "passwd", "pwd", "secret", "pw", "xxx", "****", "changeit"}
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_HASH_CONTEXT = re.compile(r"(?i)(sha\d+|md5|digest|integrity|checksum|\.tgz|\.tar\.gz|\.zip)[:=@#-]?\s*[\"']?$")
+# a ConfigMap key that is documentation: config.yaml.example, app.env.sample
+_EXAMPLE_FILE = re.compile(r"(?i)[._-](example|sample|dist|template|tmpl)$")
+# Name-value rule ids: high when the value agrees with the name, else "<rule>-<why>" at suspect.
+KEYNAME, URL_QUERY, CLI_FLAG = "keyname", "url-query-credential", "cli-secret-flag"
 
 
 @dataclass(frozen=True)
@@ -269,6 +132,7 @@ class Fingerprinter:
 class Detector:
     def __init__(self, fingerprint_key: bytes):
         self.rules = default_ruleset()
+        self._keywords = {r.id: r.keywords for r in self.rules.rules}
         self.fp = Fingerprinter(fingerprint_key)
 
     # public API ---------------------------------------------------------------------------
@@ -300,21 +164,18 @@ class Detector:
             findings.append(Finding(key, 0, "keystore-file", HIGH, self.fp(raw)))
         if b"PRIVATE KEY" in raw:
             findings.append(Finding(key, 0, "pem-private-key", HIGH, self.fp(raw)))
-        return self._verdict(key, "binaryData", findings, self.fp(raw))
+        return self._verdict(key, "binaryData", _cap_if(findings, _example_key(key)), self.fp(raw))
 
     def scan_key(self, key: str, value: str, source: str = "data") -> KeyVerdict:
         findings: list[Finding] = []
         stripped = value.strip()
-        single = "\n" not in stripped
-        # env-style: the ConfigMap key is the setting name
-        if single and credential_name(key):
-            kind = value_kind(stripped)
-            if kind == "credential":
-                findings.append(Finding(key, 1, "keyname", HIGH, self.fp(stripped)))
-            elif kind in ("short", "prose", "identifier"):
-                findings.append(Finding(key, 1, f"keyname-{kind}-value", SUSPECT, self.fp(stripped)))
+        if "\n" not in stripped:
+            # env-style: the ConfigMap key is the setting name
+            f = self._name_value(key, 1, key, stripped, False, KEYNAME)
+            if f:
+                findings.append(f)
         findings.extend(self.scan_text(key, value))
-        return self._verdict(key, source, findings, self.fp(value))
+        return self._verdict(key, source, _cap_if(findings, _example_key(key)), self.fp(value))
 
     def scan_text(self, key: str, text: str) -> list[Finding]:
         """Line-aware scan of a value (env line, or an embedded file of any common config format)."""
@@ -336,45 +197,105 @@ class Detector:
                     hi = mid - 1
             return lo + 1
 
-        in_cert = False
+        in_pem = False
+        commented_lines = set()
         for i, line in enumerate(lines, 1):
+            m = _COMMENT.match(line)
+            if m:
+                commented_lines.add(i)
             if "-----BEGIN" in line:
                 if _PEM_PRIVATE.search(line) and _pem_body_len(lines, i) >= 64:
-                    findings.append(Finding(key, i, "pem-private-key", HIGH, self.fp(line.strip())))
-                in_cert = True  # key bodies and certificates are base64 noise for line checks
+                    tier, det = (SUSPECT, "pem-private-key-commented") if m else (HIGH, "pem-private-key")
+                    findings.append(Finding(key, i, det, tier, self.fp(line.strip())))
+                in_pem = True  # key bodies and certificates are base64 noise for line checks
             if "-----END" in line:
-                in_cert = False
+                in_pem = False
                 continue
-            if in_cert or _PEM_ANY.search(line):
+            if in_pem or _PEM_ANY.search(line):
                 continue
-            for piece in _pieces(line):
-                findings.extend(self._scan_line(key, i, piece))
+            body = line[m.end():] if m else line
+            for piece in _pieces(body):
+                findings.extend(self._scan_line(key, i, piece, bool(m)))
         for hit in self.rules.scan(text, key):
             if hit.rule_id == "private-key":
                 continue  # covered line-exactly above
-            tier = SUSPECT if hit.rule_id.startswith("generic-") else HIGH
-            if tier == SUSPECT and value_kind(hit.secret) != "credential":
-                continue
-            findings.append(Finding(key, line_no(hit.start), f"gitleaks:{hit.rule_id}", tier, self.fp(hit.secret)))
+            f = self._provider(key, line_no(hit.start), hit)
+            if f:
+                findings.append(f)
         return _dedup(findings)
 
     # internals ------------------------------------------------------------------------------
-    def _scan_line(self, key: str, i: int, line: str) -> list[Finding]:
+    def _provider(self, key: str, line: int, hit) -> Finding | None:
+        """Tier of a gitleaks hit: high only for a format matched on its own prefix that checks out."""
+        secret = hit.secret
+        kind = value_kind(secret)
+        det = f"gitleaks:{hit.rule_id}"
+        if hit.rule_id.startswith("generic-"):
+            return Finding(key, line, det, SUSPECT, self.fp(secret)) if kind == "credential" else None
+        # a provider secret may itself be a URL (Slack/Discord webhooks): "url" and "path" only mean
+        # "not a credential" for the value of a credential-named setting
+        kind = "credential" if kind in ("url", "path") else kind
+        if kind in NOT_A_VALUE:
+            return None
+        strong = kind == "credential" and formats.prefixed(self._keywords.get(hit.rule_id, ()), secret)
+        if strong and formats.CRC32_TOKEN.search(secret):
+            strong = formats.crc32_token_ok(secret)
+        if strong and hit.rule_id == "jwt":
+            strong = formats.jwt_kind(secret) == "jwt"
+        if strong and formats.test_mode(secret):
+            strong = False
+        return Finding(key, line, det, HIGH if strong else SUSPECT, self.fp(secret))
+
+    def _name_value(self, key: str, i: int, name: str, value: str, commented: bool, rule: str) -> Finding | None:
+        """A setting: high when the name announces a credential and the value's shape agrees."""
+        last = re.split(r"\.|->", name)[-1]
+        cls = name_class(last) or name_class(name)
+        if cls is None:
+            return None
+        kind = value_kind(value)
+        if kind in NOT_A_VALUE:
+            return None
+        v = strip_value(value)
+        if kind != "credential":
+            return Finding(key, i, f"{rule}-{kind}-value", SUSPECT, self.fp(v))
+        if not agrees(cls, v):
+            if cls == TOKEN and v.isalpha() and len(v) < 16:
+                return None  # "key": "host": a token-named field holding a word is a label, not a weak token
+            return Finding(key, i, f"{rule}-shape-disagrees", SUSPECT, self.fp(v))
+        if commented:
+            return Finding(key, i, f"{rule}-commented", SUSPECT, self.fp(v))
+        if example_name(name):
+            return Finding(key, i, f"{rule}-example-name", SUSPECT, self.fp(v))
+        return Finding(key, i, rule, HIGH, self.fp(v))
+
+    def _scan_line(self, key: str, i: int, line: str, commented: bool) -> list[Finding]:
         out: list[Finding] = []
-        for m in _URL_USERINFO.finditer(line):
-            user, pw = m.group(1), m.group(2)
-            if pw and pw.lower() not in _WEAK_URL_PASSWORDS and value_kind(pw) in ("credential", "short"):
-                out.append(Finding(key, i, "url-userinfo", HIGH, self.fp(pw)))
+        for m in URL_USERINFO.finditer(line):
+            pw, host = m.group(2), m.group(3)
+            kind = url_password_kind(pw)
+            if kind == "credential":
+                if commented or example_host(host):
+                    out.append(Finding(key, i, "url-userinfo-example" if not commented else "url-userinfo-commented",
+                                       SUSPECT, self.fp(pw)))
+                else:
+                    out.append(Finding(key, i, "url-userinfo", HIGH, self.fp(pw)))
+            elif kind in ("weak", "example", "hash"):
+                out.append(Finding(key, i, f"url-userinfo-{kind}", SUSPECT, self.fp(pw)))
         for m in _URL_TOKEN_USER.finditer(line):
-            if shannon(m.group(1)) > 3.0:
-                out.append(Finding(key, i, "url-token-userinfo", HIGH, self.fp(m.group(1))))
+            tok, host = m.group(1), m.group(2)
+            if token_like(tok) and shannon(tok) > 3.0:
+                strong = not commented and not example_host(host)
+                out.append(Finding(key, i, "url-token-userinfo", HIGH if strong else SUSPECT, self.fp(tok)))
         for m in _URL_QUERY_CRED.finditer(line):
-            if value_kind(m.group(2)) == "credential":
-                out.append(Finding(key, i, "url-query-credential", HIGH, self.fp(m.group(2))))
+            f = self._name_value(key, i, m.group(1), m.group(2), commented, URL_QUERY)
+            if f:
+                out.append(f)
         for m in _AUTH_HEADER.finditer(line):
-            if value_kind(m.group(2)) == "credential":
-                out.append(Finding(key, i, "authorization-header", HIGH, self.fp(m.group(2))))
+            out.append(self._auth_header(key, i, m.group(1).lower(), m.group(2), commented))
         pairs = [(m.group(1), m.group(2)) for m in _JSON_PAIR.finditer(line)]
+        pairs.extend((m.group(1), m.group(2)) for m in _XML_KEY_VALUE.finditer(line))
+        if "</" in line:
+            pairs.extend((m.group(1), m.group(2)) for m in _XML_ELEMENT.finditer(line))
         if not pairs:
             m = _ASSIGN.match(line)
             if m:
@@ -386,26 +307,54 @@ class Detector:
         if ";" in line or line.count("=") > 1:
             seen = {n for n, _ in pairs}
             pairs.extend((m.group(1), m.group(2)) for m in _INLINE_PAIR.finditer(line) if m.group(1) not in seen)
+        if "-u" in line or "--user" in line:
+            for m in _CLI_USER.finditer(line):
+                f = self._cli_user(key, i, strip_value(m.group(1)), commented)
+                if f:
+                    out.append(f)
+        if "-H" in line or "--header" in line:
+            pairs.extend((m.group(1), m.group(2)) for m in _CLI_HEADER.finditer(line)
+                         if m.group(1).lower() != "authorization")  # that one is _AUTH_HEADER's
         for m in _CLI_SECRET_FLAG.finditer(line):
-            if value_kind(m.group(1)) == "credential":
-                out.append(Finding(key, i, "cli-secret-flag", HIGH, self.fp(_strip_value(m.group(1)))))
+            f = self._name_value(key, i, _CLI_FLAG_NAME[m.group(1)], m.group(2), commented, CLI_FLAG)
+            if f:
+                out.append(f)
         for name, value in pairs:
-            if not credential_name(name.split(".")[-1]) and not credential_name(name):
-                continue
-            kind = value_kind(value)
-            if kind == "credential":
-                out.append(Finding(key, i, "keyname", HIGH, self.fp(_strip_value(value))))
-            elif kind in ("short", "prose", "identifier"):
-                out.append(Finding(key, i, f"keyname-{kind}-value", SUSPECT, self.fp(_strip_value(value))))
+            f = self._name_value(key, i, name, value, commented, KEYNAME)
+            if f:
+                out.append(f)
         if not out:
             for m in _TOKEN.finditer(line):
                 tok = m.group(0).strip("=")
-                if len(tok) < 24 or _UUID.match(tok) or re.search(r"(?i)(sha\d+|md5|digest)[:=@]$", line[:m.start()]):
+                if len(tok) < 24 or _UUID.match(tok) or _HASH_CONTEXT.search(line[:m.start()]):
                     continue
                 limit = 3.0 if _HEX.match(tok) else 4.2
                 if len(tok) >= 32 and shannon(tok) > limit and re.search(r"\d", tok) and re.search(r"[A-Za-z]", tok):
                     out.append(Finding(key, i, "high-entropy", SUSPECT, self.fp(tok)))
         return out
+
+    def _cli_user(self, key: str, i: int, userpass: str, commented: bool) -> Finding | None:
+        """``curl -u user:password``: the part after the colon is a password, judged like a password setting."""
+        if ":" not in userpass or value_kind(userpass) in NOT_A_VALUE:
+            return None
+        return self._name_value(key, i, "password", userpass.split(":", 1)[1], commented, "cli-user-password")
+
+    def _auth_header(self, key: str, i: int, scheme: str, cred: str, commented: bool) -> Finding:
+        if scheme == "basic":
+            pair = formats.basic_auth(cred)
+            if pair is None:
+                return Finding(key, i, "authorization-basic-undecodable", SUSPECT, self.fp(cred))
+            kind = url_password_kind(pair[1])
+            if kind != "credential":
+                return Finding(key, i, f"authorization-basic-{kind}", SUSPECT, self.fp(cred))
+            det = "authorization-basic"
+        else:
+            if not token_like(cred) or value_kind(cred) != "credential":
+                return Finding(key, i, "authorization-bearer-shape-disagrees", SUSPECT, self.fp(cred))
+            det = "authorization-bearer"
+        if commented:
+            return Finding(key, i, det + "-commented", SUSPECT, self.fp(cred))
+        return Finding(key, i, det, HIGH, self.fp(cred))
 
     def _verdict(self, key, source, findings, fp) -> KeyVerdict:
         tier = None
@@ -413,6 +362,18 @@ class Detector:
             if _RANK[f.tier] > _RANK[tier]:
                 tier = f.tier
         return KeyVerdict(key, source, tier, findings, fp)
+
+
+def _example_key(key: str) -> bool:
+    return bool(_EXAMPLE_FILE.search(key)) or example_name(key)
+
+
+def _cap_if(findings: list[Finding], cap: bool) -> list[Finding]:
+    """In a documentation key (``app.env.example``) nothing is moved: every finding is at most suspect."""
+    if not cap:
+        return findings
+    return [Finding(f.key, f.line, f.detector + "-example-key", SUSPECT, f.fingerprint) if f.tier == HIGH else f
+            for f in findings]
 
 
 def _pieces(line: str, size: int = 2048):

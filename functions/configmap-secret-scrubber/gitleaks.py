@@ -176,6 +176,8 @@ class Ruleset:
                 multiline=any(t in (spec.get("regex") or "") for t in ("(?s", "\\n", "\\r", "[\\s\\S")),
             )
             (self.rules if rule.regex is not None else self.path_rules).append(rule)
+        # every distinct keyword once per scan, instead of once per rule that lists it
+        self._keywords = sorted({k for r in self.rules for k in r.keywords})
 
     def scan(self, text: str, path: str = "") -> list[Hit]:
         """Hits of every rule. Single-line rules run only on windows around their keywords.
@@ -185,10 +187,11 @@ class Ruleset:
         the keyword, which gitleaks requires anyway.
         """
         low = text.lower()
+        present = {k for k in self._keywords if k in low}
         hits: list[Hit] = []
         line_starts = None
         for rule in self.rules:
-            if rule.keywords and not any(k in low for k in rule.keywords):
+            if rule.keywords and present.isdisjoint(rule.keywords):
                 continue
             if rule.path is not None and not rule.path.search(path):
                 continue
