@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from . import httpclient
 from .edgeguard import config, log
 from .edgeguard.falco.alert import dumps, priority_number
-from .edgeguard.routes import render_template
+from .edgeguard.routing.templates import render_template
 
 USER_AGENT = "edgeguard-alert-forwarder/0.1"
 

@@ -21,7 +21,7 @@ from .dedup import Deduper, Throttler
 from .destinations import Result, idempotency_key, make_sender
 from .edgeguard import config, log
 from .edgeguard.falco.alert import priority_number
-from .edgeguard.routes import RouteTable, insecure_url, resolve_destinations
+from .edgeguard.routing import RouteTable, insecure_url, resolve_destinations
 from .metrics import Metrics
 from .spool import Entry, Spool, new_entry_id
 

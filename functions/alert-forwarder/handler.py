@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .edgeguard import auth, config, http, log
 from .edgeguard.falco.alert import format_time, parse_alert
-from .edgeguard.routes import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
+from .edgeguard.routing import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
 from .forwarder import Forwarder, Settings
 from .spool import SpoolBusy
 

@@ -19,7 +19,7 @@ def make_fwd(pkg, tmp_path):
     made = []
 
     def make(routes: str, secrets: dict | None = None, clock=None, **settings):
-        routes_mod = pkg.module("edgeguard.routes")
+        routes_mod = pkg.module("edgeguard.routing")
         fwd_mod = pkg.module("forwarder")
         table = routes_mod.load_routes_text(textwrap.dedent(routes))
         s = fwd_mod.Settings(spool_dir=str(tmp_path / f"spool-{len(made)}"), **settings)
