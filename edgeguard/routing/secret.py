@@ -8,13 +8,13 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from .destinations import TYPES
 from .errors import RoutesError
 
 if TYPE_CHECKING:
     from .routes import RouteTable
 
 _SECRET_ENTRY_KEYS = {"url", "token", "hmac_key", "headers", "ca_cert", "client_cert", "client_key", "insecure_http"}
-_NEEDS_URL = ("slack", "teams", "discord", "webhook")
 
 
 def parse_destination_secrets(text: str | None, source: str = "alert-forwarder-destinations") -> dict[str, dict]:
@@ -77,9 +77,9 @@ def resolve_destinations(table: RouteTable, secrets: dict[str, dict]) -> dict[st
         reason = None
         if not enabled:
             reason = "disabled in routes"
-        elif d["type"] in _NEEDS_URL and not d.get("url"):
+        elif TYPES[d["type"]].needs_url and not d.get("url"):
             enabled, reason = False, f"no url in the alert-forwarder-destinations secret for '{name}'"
-        if d["type"] in _NEEDS_URL and d.get("url") and insecure_url(d["url"]) and d.get("insecure_http") is not True:
+        if TYPES[d["type"]].needs_url and d.get("url") and insecure_url(d["url"]) and d.get("insecure_http") is not True:
             # Tokens, HMAC-signed bodies and the alerts themselves would cross the network in cleartext.
             raise RoutesError(f"{name}.url", "plain http:// sends the alert and any token or signature in "
                                              "cleartext; use https://, or set insecure_http: true on this "

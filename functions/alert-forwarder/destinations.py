@@ -113,7 +113,7 @@ def slack_payload(alert: dict, opts: dict) -> dict:
     text = _message_text(alert)
     payload = {
         "text": f"*{prio}*: {alert.get('rule', '')}",
-        "username": opts.get("username", "edgeguard"),
+        "username": opts["username"],
         "attachments": [{"fallback": text, "color": COLOURS.get(prio, "#cccccc"), "text": text,
                          "fields": fields, "footer": "edgeguard alert-forwarder"}],
     }
@@ -166,7 +166,7 @@ def discord_payload(alert: dict, opts: dict) -> dict:
              "footer": {"text": "edgeguard alert-forwarder"}}
     if alert.get("time"):
         embed["timestamp"] = alert["time"]
-    return {"username": opts.get("username", "edgeguard"), "embeds": [embed]}
+    return {"username": opts["username"], "embeds": [embed]}
 
 
 # ----------------------------------------------------------------------------- senders
@@ -276,7 +276,7 @@ class WebhookSender(Sender):
         return path
 
     def body(self, alert: dict, key: str) -> bytes:
-        if self.opts.get("body", "alert") == "template":
+        if self.opts["body"] == "template":
             extra = {"idempotency_key": key, "priority_number": priority_number(alert.get("priority", "Debug"))}
             return json.dumps(render_template(self.opts["template"], alert, extra), ensure_ascii=False).encode("utf-8")
         return dumps(alert).encode("utf-8")
@@ -290,9 +290,9 @@ class WebhookSender(Sender):
         if self.opts.get("hmac_key"):
             ts = str(int(time.time()))
             headers["X-Edgeguard-Timestamp"] = ts
-            headers[self.opts.get("signature_header", "X-Edgeguard-Signature")] = sign(
+            headers[self.opts["signature_header"]] = sign(
                 self.opts["hmac_key"].encode("utf-8"), ts, body)
-        return self._post(body, headers, method=self.opts.get("method", "POST"))
+        return self._post(body, headers, method=self.opts["method"])
 
     def close(self) -> None:
         if self._tmpdir:
@@ -306,8 +306,8 @@ class OpenFaaSSender(Sender):
     """Through the gateway, on the same HTTP client as the webhooks (one TLS/proxy/retry behaviour)."""
 
     def url(self) -> str:
-        route = "async-function" if self.opts.get("async", True) else "function"
-        return f"{config.gateway_url()}/{route}/{self.opts['function']}{self.opts.get('path', '')}"
+        route = "async-function" if self.opts["async"] else "function"
+        return f"{config.gateway_url()}/{route}/{self.opts['function']}{self.opts['path']}"
 
     def send(self, alert: dict, key: str) -> Result:
         headers = {"Content-Type": "application/json", "Idempotency-Key": key, "X-Edgeguard-Event-Id": key}

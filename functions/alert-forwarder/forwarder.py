@@ -22,6 +22,7 @@ from .destinations import Result, idempotency_key, make_sender
 from .edgeguard import config, log
 from .edgeguard.falco.alert import priority_number
 from .edgeguard.routing import RouteTable, insecure_url, resolve_destinations
+from .edgeguard.routing.destinations import TYPES
 from .metrics import Metrics
 from .spool import Entry, Spool, new_entry_id
 
@@ -135,7 +136,7 @@ class Forwarder:
 
     @staticmethod
     def _warn_insecure(name: str, opts: dict) -> None:
-        if opts.get("url") and insecure_url(opts["url"]) and opts["type"] != "openfaas":
+        if TYPES[opts["type"]].needs_url and opts.get("url") and insecure_url(opts["url"]):
             log.warning("config.insecure_http", destination=name,
                         problem="insecure_http: true: alerts, tokens and signatures go out in cleartext")
 
@@ -586,11 +587,11 @@ class Forwarder:
                 info["disabled_reason"] = d.disabled_reason
             if d.opts["type"] == "openfaas":
                 ts = d.opts.get("token_secret")
-                info.update(function=d.opts["function"], async_=d.opts.get("async", True), token_secret=ts,
+                info.update(function=d.opts["function"], async_=d.opts["async"], token_secret=ts,
                             token_configured=bool(d.opts.get("token")) or bool(ts and config.read_secret(ts)),
                             callback=bool(d.opts.get("callback_url")))
             if d.opts["type"] == "webhook":
-                info.update(body=d.opts.get("body", "alert"), signed=bool(d.opts.get("hmac_key")),
+                info.update(body=d.opts["body"], signed=bool(d.opts.get("hmac_key")),
                             custom_ca=d.opts.get("ca_cert") is not None or d.opts.get("ca_file") is not None,
                             mtls=bool(d.opts.get("client_cert")),
                             header_names=sorted(set(d.opts.get("headers") or {})))

@@ -316,6 +316,14 @@ def test_mutual_tls_client_certificate(make_fwd, receiver, certs, h):
 
 # ----------------------------------------------------------------------------- chat + function destinations
 
+def test_every_destination_type_of_the_routing_spec_has_exactly_one_sender(pkg):
+    # One place per type: edgeguard.routing's spec says what a type accepts, one sender here sends it.
+    spec = pkg.module("edgeguard.routing.destinations").TYPES
+    assert set(spec) == set(pkg.destinations.SENDERS)
+    for name, kind in spec.items():
+        assert set(kind.defaults) <= kind.options, f"{name}: a default for an option the type does not accept"
+
+
 def test_slack_teams_discord_messages(make_fwd, receiver, h):
     r = receiver()
     f = make_fwd("""
