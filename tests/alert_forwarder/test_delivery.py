@@ -529,7 +529,7 @@ def test_failure_and_success_bookkeeping_wait_for_the_destination_lock(make_fwd,
     f.spool.put(e)
     done = threading.Event()
     with dest.lock:  # as another worker updating the same destination would
-        t = threading.Thread(target=lambda: (f._reschedule(dest, e, Result(False, None, True, None, "boom")),
+        t = threading.Thread(target=lambda: (f.delivery._reschedule(dest, e, Result(False, None, True, None, "boom")),
                                              done.set()))
         t.start()
         assert not done.wait(0.2)
