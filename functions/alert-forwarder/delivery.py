@@ -12,11 +12,13 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from .destinations import Result
+from .destinations import Result, Sender, make_sender
 from .edgeguard import log
+from .edgeguard.falco.alert import priority_number
+from .edgeguard.routing import insecure_url
+from .edgeguard.routing.destinations import TYPES
 from .metrics import Metrics
 from .spool import Entry, Spool
 
@@ -24,29 +26,43 @@ if TYPE_CHECKING:
     from .forwarder import Settings
 
 
-@dataclass
 class Destination:
-    name: str
-    opts: dict
-    sender: object
-    enabled: bool
-    disabled_reason: str | None
-    timeout: float
-    retries: int
-    backoff: float
-    backoff_max: float
-    budget: float
-    concurrency: int
-    min_priority: int | None
-    queue: queue.Queue = field(default_factory=queue.Queue)
-    down_until: float = 0.0
-    consecutive_failures: int = 0
-    last_error: str = ""
-    last_success: float = 0.0
-    workers: int = 0
-    # The health fields above are written by every worker thread of this destination, by flush and by
-    # reconfigure: read-modify-writes (+= 1, max()) must not interleave.
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    """One destination: its options and sender, its queue, its health. Delivery defaults live here only."""
+
+    DEFAULTS = {"timeout": 5.0, "retries": 3, "backoff": 0.2, "backoff_max": 10.0, "budget": 10.0, "concurrency": 2}
+
+    def __init__(self, name: str, opts: dict, *, queue_max: int):
+        self.name = name
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_max)
+        self.down_until = 0.0
+        self.consecutive_failures = 0
+        self.last_error = ""
+        self.last_success = 0.0
+        self.workers = 0
+        # The health fields above are written by every worker thread of this destination, by flush and by
+        # reconfigure: read-modify-writes (+= 1, max()) must not interleave.
+        self.lock = threading.Lock()
+        self.sender: Sender | None = None
+        self.apply(opts)
+
+    def apply(self, opts: dict) -> Sender | None:
+        """Take (new) resolved options with a sender built for them; return the sender they replace, to close."""
+        timeout = float(opts.get("timeout", self.DEFAULTS["timeout"]))
+        old, self.sender = self.sender, make_sender(self.name, opts, timeout=timeout)
+        self.opts = opts
+        self.enabled = opts["enabled"]
+        self.disabled_reason = opts["disabled_reason"]
+        self.timeout = timeout
+        self.retries = int(opts.get("retries", self.DEFAULTS["retries"]))
+        self.backoff = float(opts.get("backoff", self.DEFAULTS["backoff"]))
+        self.backoff_max = float(opts.get("backoff_max", self.DEFAULTS["backoff_max"]))
+        self.budget = float(opts.get("budget", self.DEFAULTS["budget"]))
+        self.concurrency = int(opts.get("concurrency", self.DEFAULTS["concurrency"]))
+        self.min_priority = priority_number(opts["min_priority"]) if opts.get("min_priority") else None
+        if TYPES[opts["type"]].needs_url and opts.get("url") and insecure_url(opts["url"]):
+            log.warning("config.insecure_http", destination=self.name,
+                        problem="insecure_http: true: alerts, tokens and signatures go out in cleartext")
+        return old
 
     def record_success(self, now: float) -> None:
         with self.lock:

@@ -172,10 +172,10 @@ def discord_payload(alert: dict, opts: dict) -> dict:
 # ----------------------------------------------------------------------------- senders
 
 class Sender:
-    def __init__(self, name: str, opts: dict):
+    def __init__(self, name: str, opts: dict, *, timeout: float):
         self.name = name
         self.opts = opts
-        self.timeout = float(opts.get("timeout", 5.0))
+        self.timeout = timeout
         self._local = threading.local()
         self._client = None
         self._client_lock = threading.Lock()
@@ -249,8 +249,8 @@ def sign(key: bytes, timestamp: str, body: bytes) -> str:
 
 
 class WebhookSender(Sender):
-    def __init__(self, name: str, opts: dict):
-        super().__init__(name, opts)
+    def __init__(self, name: str, opts: dict, *, timeout: float):
+        super().__init__(name, opts, timeout=timeout)
         self._tmpdir = None
         self.ca_file = None
         self.cert = None
@@ -331,5 +331,5 @@ SENDERS = {"console": ConsoleSender, "slack": SlackSender, "teams": TeamsSender,
            "webhook": WebhookSender, "openfaas": OpenFaaSSender}
 
 
-def make_sender(name: str, opts: dict) -> Sender:
-    return SENDERS[opts["type"]](name, opts)
+def make_sender(name: str, opts: dict, *, timeout: float) -> Sender:
+    return SENDERS[opts["type"]](name, opts, timeout=timeout)

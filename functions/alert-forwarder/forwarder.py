@@ -10,7 +10,6 @@ dead destination only ever holds up its own workers (``delivery.Delivery``).
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -18,11 +17,10 @@ from typing import Callable
 
 from .dedup import Deduper, Throttler
 from .delivery import Delivery, Destination
-from .destinations import idempotency_key, make_sender
+from .destinations import idempotency_key
 from .edgeguard import config, log
 from .edgeguard.falco.alert import priority_number
-from .edgeguard.routing import RouteTable, insecure_url, resolve_destinations
-from .edgeguard.routing.destinations import TYPES
+from .edgeguard.routing import RouteTable, resolve_destinations
 from .metrics import Metrics
 from .spool import Entry, Spool, new_entry_id
 
@@ -71,12 +69,7 @@ class Forwarder:
         self.reloads = 0
         self.destinations: dict[str, Destination] = {}
         for name, opts in resolve_destinations(table, dest_secrets).items():
-            self.destinations[name] = Destination(name=name, opts=opts, sender=make_sender(name, opts),
-                                                  enabled=False, disabled_reason=None, timeout=5.0, retries=3,
-                                                  backoff=0.2, backoff_max=10.0, budget=10.0, concurrency=2,
-                                                  min_priority=None, queue=queue.Queue(maxsize=self.settings.queue_max))
-            self._apply_opts(self.destinations[name], opts)
-            self._warn_insecure(name, opts)
+            self.destinations[name] = Destination(name, opts, queue_max=self.settings.queue_max)
         self.spool = Spool(self.settings.spool_dir, max_entries=self.settings.spool_max_entries,
                            max_age=self.settings.spool_max_age, fsync=self.settings.spool_fsync,
                            on_drop=self._on_spool_drop, clock=clock)
@@ -90,25 +83,6 @@ class Forwarder:
         self.started = clock()
         if self.settings.start_threads:
             self.start()
-
-    @staticmethod
-    def _warn_insecure(name: str, opts: dict) -> None:
-        if TYPES[opts["type"]].needs_url and opts.get("url") and insecure_url(opts["url"]):
-            log.warning("config.insecure_http", destination=name,
-                        problem="insecure_http: true: alerts, tokens and signatures go out in cleartext")
-
-    @staticmethod
-    def _apply_opts(dest: Destination, opts: dict) -> None:
-        dest.opts = opts
-        dest.enabled = opts["enabled"]
-        dest.disabled_reason = opts["disabled_reason"]
-        dest.timeout = float(opts.get("timeout", 5.0))
-        dest.retries = int(opts.get("retries", 3))
-        dest.backoff = float(opts.get("backoff", 0.2))
-        dest.backoff_max = float(opts.get("backoff_max", 10.0))
-        dest.budget = float(opts.get("budget", 10.0))
-        dest.concurrency = int(opts.get("concurrency", 2))
-        dest.min_priority = priority_number(opts["min_priority"]) if opts.get("min_priority") else None
 
     def reconfigure(self, table: RouteTable, secrets: dict[str, dict]) -> list[str]:
         """Switch to new routes and/or destination secrets; return the destinations that changed.
@@ -124,16 +98,9 @@ class Forwarder:
                 if dest is not None and opts == dest.opts:
                     continue
                 if dest is None:
-                    dest = Destination(name=name, opts={}, sender=make_sender(name, opts), enabled=False,
-                                       disabled_reason=None, timeout=5.0, retries=3, backoff=0.2, backoff_max=10.0,
-                                       budget=10.0, concurrency=2, min_priority=None,
-                                       queue=queue.Queue(maxsize=self.settings.queue_max))
-                    old = None
+                    dest, old = Destination(name, opts, queue_max=self.settings.queue_max), None
                 else:
-                    old = dest.sender
-                    dest.sender = make_sender(name, opts)
-                self._apply_opts(dest, opts)
-                self._warn_insecure(name, opts)
+                    old = dest.apply(opts)
                 dest.reset_health()
                 self.destinations[name] = dest
                 if old is not None:

@@ -553,7 +553,7 @@ def test_concurrent_first_use_builds_one_http_client_per_sender(pkg, monkeypatch
         return real(*a, **kw)
 
     monkeypatch.setattr(destinations.httpclient, "Client", slow_client)
-    sender = destinations.make_sender("hook", {"type": "webhook", "url": "https://hooks.example/x"})
+    sender = destinations.make_sender("hook", {"type": "webhook", "url": "https://hooks.example/x"}, timeout=5.0)
     got = []
     threads = [threading.Thread(target=lambda: got.append(sender.client())) for _ in range(2)]
     for t in threads:
