@@ -44,10 +44,7 @@ class Settings:
 class Forwarder:
     def __init__(self, table: RouteTable, dest_secrets: dict[str, dict], settings: Settings | None = None, *,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 source: str = "routes.yaml", secrets_source: Callable[[], str | None] | None = None,
-                 secrets_parser: Callable[[str | None], dict] | None = None, secrets_raw: str | None = None,
-                 routes_source: Callable[[], tuple[str, str]] | None = None,
-                 routes_parser: Callable[[str, str], RouteTable] | None = None, routes_raw: str | None = None):
+                 source: str = "routes.yaml", on_tick: Callable[[Forwarder], None] | None = None):
         self.table = table
         self.settings = settings or Settings()
         self.clock = clock
@@ -56,15 +53,8 @@ class Forwarder:
         self.metrics = Metrics()
         self.dedup = Deduper(clock=clock)
         self.throttle = Throttler(clock=clock)
-        # OpenFaaS updates mounted secrets in place: watching the destinations secret lets an operator
-        # switch on the action centre (or rotate a webhook URL) without restarting the function.
-        self._secrets_source = secrets_source
-        self._secrets_parser = secrets_parser
-        self._secrets_raw = secrets_raw
-        self._secrets = dest_secrets
-        self._routes_source = routes_source
-        self._routes_parser = routes_parser
-        self._routes_raw = routes_raw
+        self.secrets = dest_secrets
+        self.on_tick = on_tick  # e.g. the handler's config watcher, which calls reconfigure
         self._reconfig_lock = threading.Lock()
         self.reloads = 0
         self.destinations: dict[str, Destination] = {}
@@ -84,8 +74,9 @@ class Forwarder:
         if self.settings.start_threads:
             self.start()
 
-    def reconfigure(self, table: RouteTable, secrets: dict[str, dict]) -> list[str]:
-        """Switch to new routes and/or destination secrets; return the destinations that changed.
+    def reconfigure(self, table: RouteTable, secrets: dict[str, dict], *, source: str | None = None) -> list[str]:
+        """Switch to new routes (read from ``source``) and/or destination secrets; return the destinations that
+        changed. A ValueError (e.g. a plain http:// URL without insecure_http) is raised before anything changed.
 
         Destinations are updated in place (their queues and spooled entries carry over); one that the new
         routes no longer declare is disabled, and its spooled deliveries wait for it to come back or expire.
@@ -113,43 +104,11 @@ class Forwarder:
                     dest.enabled, dest.disabled_reason = False, "no longer declared in the routes"
                     changed.append(name)
             self.table = table
-            self._secrets = secrets
+            self.secrets = secrets
+            if source is not None:
+                self.source = source
+            self.reloads += 1
         return changed
-
-    def _check_config(self) -> None:
-        """Apply edits of the mounted routes / destinations secrets; refuse invalid ones, keep the last good."""
-        table, secrets, what = self.table, self._secrets, []
-        if self._routes_source is not None and self._routes_parser is not None:
-            source, raw = self._routes_source()
-            if raw != self._routes_raw:
-                self._routes_raw = raw
-                try:
-                    table = self._routes_parser(raw, source)
-                    self.source = source
-                    what.append("routes")
-                except ValueError as exc:
-                    log.error("config.reload_failed", what="routes", error=str(exc))
-        if self._secrets_source is not None and self._secrets_parser is not None:
-            raw = self._secrets_source()
-            if raw != self._secrets_raw:
-                self._secrets_raw = raw
-                try:
-                    secrets = self._secrets_parser(raw)
-                    what.append("destinations")
-                except ValueError as exc:
-                    # The message names the place, never a value.
-                    log.error("config.reload_failed", what="destinations", error=str(exc))
-        if not what:
-            return
-        try:
-            changed = self.reconfigure(table, secrets)
-        except ValueError as exc:
-            # e.g. a plain http:// URL without insecure_http: refused before anything changed.
-            log.error("config.reload_failed", what=what, error=str(exc))
-            return
-        self.reloads += 1
-        log.info("config.reloaded", what=what, changed=changed,
-                 enabled=sorted(n for n, d in self.destinations.items() if d.enabled))
 
     def _drop_orphans(self) -> None:
         """Spooled deliveries for destinations the (new) routes no longer declare can never be sent."""
@@ -287,7 +246,8 @@ class Forwarder:
             return
         try:
             self._last_tick = self.clock()
-            self._check_config()
+            if self.on_tick is not None:
+                self.on_tick(self)
             pending: list = []
             for s in self.dedup.expire():
                 self._emit_summary(s.route, s.alert, pending)
