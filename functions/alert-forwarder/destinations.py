@@ -16,8 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from . import httpclient
-from .edgeguard import config, log
+from .edgeguard import config, httpclient, log
 from .edgeguard.falco.alert import dumps, priority_number
 from .edgeguard.routing.templates import render_template
 

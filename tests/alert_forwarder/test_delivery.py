@@ -502,7 +502,7 @@ def test_openfaas_destination_without_its_token_secret_keeps_the_alert_spooled(m
 
 
 def test_response_bodies_are_read_at_most_64_kib_and_the_connection_stays_usable(pkg, receiver, h):
-    httpclient = pkg.module("httpclient")
+    httpclient = pkg.module("edgeguard.httpclient")
     r = receiver()
     r.script = [h.Reply(status=200, body=b"x" * (3 * 1024 * 1024)), h.Reply(status=202, body=b"small")]
     c = httpclient.Client(r.url, timeout=5)
@@ -513,7 +513,7 @@ def test_response_bodies_are_read_at_most_64_kib_and_the_connection_stays_usable
 
 
 def test_client_refuses_urls_with_credentials(pkg):
-    httpclient = pkg.module("httpclient")
+    httpclient = pkg.module("edgeguard.httpclient")
     with pytest.raises(ValueError, match="user:pass@"):
         httpclient.Client("https://u:p@hooks.example/x", timeout=1)
 
