@@ -9,7 +9,7 @@
 Both the function and the CLI load through here, so they report the same error for the same mistake.
 """
 from .destinations import DESTINATION_TYPES, TYPES, DestinationType, parse_destination
-from .errors import RoutesError, parse_duration
+from .document import RoutesError, parse_duration
 from .routes import Route, RouteTable, load_routes_text, parse_routes
 from .secret import insecure_url, parse_destination_secrets, resolve_destinations, unknown_secret_entries
 from .templates import render_template, validate_template

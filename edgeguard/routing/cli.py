@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..falco.alert import parse_alert
-from .errors import RoutesError
+from .document import RoutesError
 from .routes import load_routes_text
 from .secret import parse_destination_secrets, resolve_destinations, unknown_secret_entries
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..falco.alert import PRIORITIES, priority_number
-from .errors import RoutesError, parse_duration
+from .document import RoutesError, parse_duration
 from .templates import validate_template
 
 

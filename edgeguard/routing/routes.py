@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from ..falco.alert import PRIORITIES, priority_number
 from .destinations import parse_destination
-from .errors import RoutesError, parse_duration
+from .document import RoutesError, load_yaml, parse_duration
 from .fields import as_text
 
 DEFAULT_DEDUP_KEY = ("rule", "hostname", "output_fields.k8s.ns.name", "output_fields.k8s.pod.name",
@@ -266,14 +266,22 @@ def _parse_to(value: Any, where: str, destinations: dict) -> list[str]:
     return list(names)
 
 
-def _parse_dedup(value: Any, where: str) -> Dedup | None:
+def _switch(value: Any, where: str, keys: tuple[str, ...], shape: str) -> dict | None:
+    """A dedup/throttle mapping with only ``keys``, or None when it is left out or false."""
     if value is None or value is False:
         return None
     if not isinstance(value, dict):
-        raise RoutesError(where, "expected a mapping with 'window' and optional 'key'")
-    unknown = set(value) - {"window", "key"}
+        raise RoutesError(where, f"expected a mapping with {shape}")
+    unknown = set(value) - set(keys)
     if unknown:
-        raise RoutesError(f"{where}.{sorted(unknown)[0]}", "unknown key (expected window, key)")
+        raise RoutesError(f"{where}.{sorted(unknown)[0]}", f"unknown key (expected {', '.join(keys)})")
+    return value
+
+
+def _parse_dedup(value: Any, where: str) -> Dedup | None:
+    value = _switch(value, where, ("window", "key"), "'window' and optional 'key'")
+    if value is None:
+        return None
     if "window" not in value:
         raise RoutesError(where, "'window' is required (e.g. 5m)")
     window = parse_duration(value["window"], f"{where}.window")
@@ -290,13 +298,9 @@ def _parse_dedup(value: Any, where: str) -> Dedup | None:
 
 
 def _parse_throttle(value: Any, where: str) -> Throttle | None:
-    if value is None or value is False:
+    value = _switch(value, where, ("max", "window"), "'max' and 'window'")
+    if value is None:
         return None
-    if not isinstance(value, dict):
-        raise RoutesError(where, "expected a mapping with 'max' and 'window'")
-    unknown = set(value) - {"max", "window"}
-    if unknown:
-        raise RoutesError(f"{where}.{sorted(unknown)[0]}", "unknown key (expected max, window)")
     for key in ("max", "window"):
         if key not in value:
             raise RoutesError(where, f"'{key}' is required (e.g. max: 20, window: 1m)")
@@ -386,14 +390,7 @@ def parse_routes(doc: Any) -> RouteTable:
 
 
 def load_routes_text(text: str, source: str = "routes.yaml") -> RouteTable:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise RoutesError(source, f"not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    doc = load_yaml(text, source)
     try:
         return parse_routes(doc)
     except RoutesError as exc:

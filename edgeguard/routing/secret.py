@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .destinations import TYPES
-from .errors import RoutesError
+from .document import RoutesError, load_yaml
 
 if TYPE_CHECKING:
     from .routes import RouteTable
@@ -19,17 +19,9 @@ _SECRET_ENTRY_KEYS = {"url", "token", "hmac_key", "headers", "ca_cert", "client_
 
 def parse_destination_secrets(text: str | None, source: str = "alert-forwarder-destinations") -> dict[str, dict]:
     """The destinations secret: a YAML/JSON map of destination name to its secret values."""
-    import yaml
-
     if text is None or not text.strip():
         return {}
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # The YAML error text can quote the secret content: report only the position.
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise RoutesError(source, f"not valid YAML/JSON{at}") from None
+    doc = load_yaml(text, source, secret=True)
     if not isinstance(doc, dict):
         raise RoutesError(source, "expected a mapping of destination name to {url, token, hmac_key, headers, ...}")
     out = {}

@@ -5,7 +5,7 @@ import json
 import re
 from typing import Any
 
-from .errors import RoutesError
+from .document import RoutesError
 from .fields import alert_value, as_text
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")

@@ -89,11 +89,8 @@ class Delivery:
     def __init__(self, destinations: dict[str, Destination], spool: Spool, metrics: Metrics, settings: Settings, *,
                  clock: Callable[[], float], sleep: Callable[[float], None]):
         self.destinations = destinations  # the forwarder's, updated in place by reconfigure
-        self.spool = spool
-        self.metrics = metrics
-        self.settings = settings
-        self.clock = clock
-        self.sleep = sleep
+        self.spool, self.metrics, self.settings = spool, metrics, settings
+        self.clock, self.sleep = clock, sleep
         self.running = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
