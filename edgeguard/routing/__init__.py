@@ -4,6 +4,8 @@
 * ``destinations``: the ``destinations`` section of the routes document, one spec per destination type;
 * ``templates``: webhook body templates;
 * ``secret``: the ``alert-forwarder-destinations`` secret and its merge with the declared destinations;
+* ``fields``: an alert's values by path, for matchers, templates and dedup keys;
+* ``document``: YAML, durations and ``RoutesError`` (every message starts with the exact place);
 * ``cli``: ``edgeguard-routes validate|explain``.
 
 Both the function and the CLI load through here, so they report the same error for the same mistake.
