@@ -1,10 +1,11 @@
 """Delivery: each destination's worker threads, attempts, retries with backoff, rescheduling and flush.
 
 The forwarder decides what goes where; this is its retry stage (as Alertmanager's
-RetryStage wraps one integration): it takes spooled entries, sends them with the
-destination's sender, retries inline within the destination's budget, and leaves
-what still failed in the spool with a next-attempt time. Only the spool knows an
-entry is pending; a worker only ever holds up its own destination.
+RetryStage wraps one integration): it queues the forwarder's entries to their
+destination's workers, sends them with the destination's sender, retries inline
+within the destination's budget, and leaves what still failed in the spool with
+a next-attempt time, for the tick (``enqueue_due``) or ``flush``. A worker only
+ever holds up its own destination.
 """
 from __future__ import annotations
 
