@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .edgeguard.falco.alert import PRIORITIES, format_time, priority_number
-from .edgeguard.routes import alert_value
+from .edgeguard.routing.fields import alert_value
 
 SUMMARY_TAG = "edgeguard_dedup_summary"
 

@@ -15,11 +15,11 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
-from . import httpclient
-from .edgeguard import config, log
+from .edgeguard import config, gateway, httpclient, log
 from .edgeguard.falco.alert import dumps, priority_number
-from .edgeguard.routes import render_template
+from .edgeguard.routing.templates import render_template
 
 USER_AGENT = "edgeguard-alert-forwarder/0.1"
 
@@ -113,7 +113,7 @@ def slack_payload(alert: dict, opts: dict) -> dict:
     text = _message_text(alert)
     payload = {
         "text": f"*{prio}*: {alert.get('rule', '')}",
-        "username": opts.get("username", "edgeguard"),
+        "username": opts["username"],
         "attachments": [{"fallback": text, "color": COLOURS.get(prio, "#cccccc"), "text": text,
                          "fields": fields, "footer": "edgeguard alert-forwarder"}],
     }
@@ -166,29 +166,30 @@ def discord_payload(alert: dict, opts: dict) -> dict:
              "footer": {"text": "edgeguard alert-forwarder"}}
     if alert.get("time"):
         embed["timestamp"] = alert["time"]
-    return {"username": opts.get("username", "edgeguard"), "embeds": [embed]}
+    return {"username": opts["username"], "embeds": [embed]}
 
 
 # ----------------------------------------------------------------------------- senders
 
 class Sender:
-    def __init__(self, name: str, opts: dict):
+    def __init__(self, name: str, opts: dict, *, timeout: float):
         self.name = name
         self.opts = opts
-        self.timeout = float(opts.get("timeout", 5.0))
-        self._local = threading.local()
+        self.timeout = timeout
         self._client = None
         self._client_lock = threading.Lock()
 
-    def client(self) -> httpclient.Client:
+    def client(self):
         # Built on first use (a disabled destination has no URL), by whichever worker comes first: the lock
         # keeps two workers from each building one and leaking the other's connections.
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
-                    self._client = httpclient.Client(self.url(), timeout=self.timeout, user_agent=USER_AGENT,
-                                                     **self.tls_options())
+                    self._client = self._build_client()
         return self._client
+
+    def _build_client(self):
+        return httpclient.Client(self.url(), timeout=self.timeout, user_agent=USER_AGENT, **self.tls_options())
 
     def url(self) -> str:
         return self.opts["url"]
@@ -203,8 +204,11 @@ class Sender:
         pass
 
     def _post(self, body: bytes, headers: dict, method: str = "POST") -> Result:
+        return self._result(lambda: self.client().request(method, body, headers))
+
+    def _result(self, call: Callable[[], httpclient.Response | gateway.Invocation]) -> Result:
         try:
-            resp = self.client().request(method, body, headers)
+            resp = call()
         except httpclient.TransportError as exc:
             if exc.kind == "timeout":
                 return Result(False, None, True, None, f"timeout after {self.timeout:g}s")
@@ -249,8 +253,8 @@ def sign(key: bytes, timestamp: str, body: bytes) -> str:
 
 
 class WebhookSender(Sender):
-    def __init__(self, name: str, opts: dict):
-        super().__init__(name, opts)
+    def __init__(self, name: str, opts: dict, *, timeout: float):
+        super().__init__(name, opts, timeout=timeout)
         self._tmpdir = None
         self.ca_file = None
         self.cert = None
@@ -276,7 +280,7 @@ class WebhookSender(Sender):
         return path
 
     def body(self, alert: dict, key: str) -> bytes:
-        if self.opts.get("body", "alert") == "template":
+        if self.opts["body"] == "template":
             extra = {"idempotency_key": key, "priority_number": priority_number(alert.get("priority", "Debug"))}
             return json.dumps(render_template(self.opts["template"], alert, extra), ensure_ascii=False).encode("utf-8")
         return dumps(alert).encode("utf-8")
@@ -290,9 +294,9 @@ class WebhookSender(Sender):
         if self.opts.get("hmac_key"):
             ts = str(int(time.time()))
             headers["X-Edgeguard-Timestamp"] = ts
-            headers[self.opts.get("signature_header", "X-Edgeguard-Signature")] = sign(
+            headers[self.opts["signature_header"]] = sign(
                 self.opts["hmac_key"].encode("utf-8"), ts, body)
-        return self._post(body, headers, method=self.opts.get("method", "POST"))
+        return self._post(body, headers, method=self.opts["method"])
 
     def close(self) -> None:
         if self._tmpdir:
@@ -303,33 +307,28 @@ class WebhookSender(Sender):
 
 
 class OpenFaaSSender(Sender):
-    """Through the gateway, on the same HTTP client as the webhooks (one TLS/proxy/retry behaviour)."""
+    """Through edgeguard's gateway client (audit-ingest's hand-off uses it too), on the webhooks' HTTP client."""
 
-    def url(self) -> str:
-        route = "async-function" if self.opts.get("async", True) else "function"
-        return f"{config.gateway_url()}/{route}/{self.opts['function']}{self.opts.get('path', '')}"
+    def _build_client(self) -> gateway.Gateway:
+        o = self.opts
+        # A token given in the destinations secret wins over token_secret (read on every call).
+        return gateway.Gateway(o["function"], async_=o["async"], path=o["path"], timeout=self.timeout,
+                               token=o.get("token"), token_secret=o.get("token_secret"),
+                               callback_url=o.get("callback_url"), user_agent=USER_AGENT)
 
     def send(self, alert: dict, key: str) -> Result:
-        headers = {"Content-Type": "application/json", "Idempotency-Key": key, "X-Edgeguard-Event-Id": key}
-        if self.opts.get("token"):  # a token given in the destinations secret wins over token_secret
-            headers["Authorization"] = f"Bearer {self.opts['token']}"
-        elif self.opts.get("token_secret"):
-            # Read on every call: a rotated secret applies at once.
-            token = config.read_secret(self.opts["token_secret"])
-            if not token:
-                # Keep the alert spooled until the secret is mounted (the message names it, never a value); an
-                # unauthenticated call would only earn a 401 that looks like the callee's fault.
-                return Result(False, None, True, None, f"OpenFaaS secret '{self.opts['token_secret']}' (the token "
-                                                       f"for {self.opts['function']}) is missing or empty")
-            headers["Authorization"] = f"Bearer {token}"
-        if self.opts.get("callback_url"):
-            headers["X-Callback-Url"] = self.opts["callback_url"]
-        return self._post(dumps(alert).encode("utf-8"), headers)
+        body, headers = dumps(alert).encode("utf-8"), {"Idempotency-Key": key, "X-Edgeguard-Event-Id": key}
+        try:
+            return self._result(lambda: self.client().invoke(body, headers))
+        except config.ConfigError as exc:
+            # The token secret is not mounted: keep the alert spooled until it is (the message names it, never a
+            # value). The gateway client refused to call unauthenticated.
+            return Result(False, None, True, None, str(exc))
 
 
 SENDERS = {"console": ConsoleSender, "slack": SlackSender, "teams": TeamsSender, "discord": DiscordSender,
            "webhook": WebhookSender, "openfaas": OpenFaaSSender}
 
 
-def make_sender(name: str, opts: dict) -> Sender:
-    return SENDERS[opts["type"]](name, opts)
+def make_sender(name: str, opts: dict, *, timeout: float) -> Sender:
+    return SENDERS[opts["type"]](name, opts, timeout=timeout)

@@ -1,4 +1,4 @@
-"""The forwarding engine: route, dedup, deliver with retries, spool what could not be delivered.
+"""The forwarding engine: route, dedup and throttle, then hand each delivery to the spool and ``delivery.py``.
 
 Falco waits for our answer on its single output thread and never retries, so
 ``ingest`` only routes and records: in ``durable`` ack mode every delivery is
@@ -6,22 +6,21 @@ first written to the spool (fsync'd), then handed to that destination's worker
 threads; the 2xx goes back before any destination is contacted. A delivery
 that fails within its budget stays in the spool with a next-attempt time and is
 retried by the background tick, by later requests and by ``flush``. One slow or
-dead destination only ever holds up its own workers.
+dead destination only ever holds up its own workers (``delivery.Delivery``).
 """
 from __future__ import annotations
 
-import queue
-import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from .dedup import Deduper, Throttler
-from .destinations import Result, idempotency_key, make_sender
+from .delivery import Delivery, Destination
+from .destinations import idempotency_key
 from .edgeguard import config, log
 from .edgeguard.falco.alert import priority_number
-from .edgeguard.routes import RouteTable, insecure_url, resolve_destinations
+from .edgeguard.routing import RouteTable, resolve_destinations
 from .metrics import Metrics
 from .spool import Entry, Spool, new_entry_id
 
@@ -40,58 +39,12 @@ class Settings:
     start_threads: bool = True
 
 
-@dataclass
-class Destination:
-    name: str
-    opts: dict
-    sender: object
-    enabled: bool
-    disabled_reason: str | None
-    timeout: float
-    retries: int
-    backoff: float
-    backoff_max: float
-    budget: float
-    concurrency: int
-    min_priority: int | None
-    queue: queue.Queue = field(default_factory=queue.Queue)
-    down_until: float = 0.0
-    consecutive_failures: int = 0
-    last_error: str = ""
-    last_success: float = 0.0
-    workers: int = 0
-    # The health fields above are written by every worker thread of this destination, by flush and by
-    # reconfigure: read-modify-writes (+= 1, max()) must not interleave.
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def record_success(self, now: float) -> None:
-        with self.lock:
-            self.consecutive_failures = 0
-            self.down_until = 0.0
-            self.last_success = now
-
-    def record_error(self, error: str) -> None:
-        with self.lock:
-            self.last_error = error
-
-    def record_backoff(self, until: float) -> None:
-        with self.lock:
-            self.consecutive_failures += 1
-            self.down_until = max(self.down_until, until)
-
-    def reset_health(self) -> None:
-        with self.lock:
-            self.down_until = 0.0
-            self.last_error = ""
 
 
 class Forwarder:
     def __init__(self, table: RouteTable, dest_secrets: dict[str, dict], settings: Settings | None = None, *,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 source: str = "routes.yaml", secrets_source: Callable[[], str | None] | None = None,
-                 secrets_parser: Callable[[str | None], dict] | None = None, secrets_raw: str | None = None,
-                 routes_source: Callable[[], tuple[str, str]] | None = None,
-                 routes_parser: Callable[[str, str], RouteTable] | None = None, routes_raw: str | None = None):
+                 source: str = "routes.yaml", on_tick: Callable[[Forwarder], None] | None = None):
         self.table = table
         self.settings = settings or Settings()
         self.clock = clock
@@ -100,60 +53,30 @@ class Forwarder:
         self.metrics = Metrics()
         self.dedup = Deduper(clock=clock)
         self.throttle = Throttler(clock=clock)
-        # OpenFaaS updates mounted secrets in place: watching the destinations secret lets an operator
-        # switch on the action centre (or rotate a webhook URL) without restarting the function.
-        self._secrets_source = secrets_source
-        self._secrets_parser = secrets_parser
-        self._secrets_raw = secrets_raw
-        self._secrets = dest_secrets
-        self._routes_source = routes_source
-        self._routes_parser = routes_parser
-        self._routes_raw = routes_raw
+        self.secrets = dest_secrets
+        self.on_tick = on_tick  # e.g. the handler's config watcher, which calls reconfigure
         self._reconfig_lock = threading.Lock()
         self.reloads = 0
         self.destinations: dict[str, Destination] = {}
         for name, opts in resolve_destinations(table, dest_secrets).items():
-            self.destinations[name] = Destination(name=name, opts=opts, sender=make_sender(name, opts),
-                                                  enabled=False, disabled_reason=None, timeout=5.0, retries=3,
-                                                  backoff=0.2, backoff_max=10.0, budget=10.0, concurrency=2,
-                                                  min_priority=None, queue=queue.Queue(maxsize=self.settings.queue_max))
-            self._apply_opts(self.destinations[name], opts)
-            self._warn_insecure(name, opts)
+            self.destinations[name] = Destination(name, opts, queue_max=self.settings.queue_max)
         self.spool = Spool(self.settings.spool_dir, max_entries=self.settings.spool_max_entries,
                            max_age=self.settings.spool_max_age, fsync=self.settings.spool_fsync,
                            on_drop=self._on_spool_drop, clock=clock)
+        self.delivery = Delivery(self.destinations, self.spool, self.metrics, self.settings, clock=clock, sleep=sleep)
         self._drop_orphans()
         self.metrics.add_collector(self._collect)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_tick = 0.0
         self._tick_lock = threading.Lock()
-        self._running = False
         self.started = clock()
         if self.settings.start_threads:
             self.start()
 
-    @staticmethod
-    def _warn_insecure(name: str, opts: dict) -> None:
-        if opts.get("url") and insecure_url(opts["url"]) and opts["type"] != "openfaas":
-            log.warning("config.insecure_http", destination=name,
-                        problem="insecure_http: true: alerts, tokens and signatures go out in cleartext")
-
-    @staticmethod
-    def _apply_opts(dest: Destination, opts: dict) -> None:
-        dest.opts = opts
-        dest.enabled = opts["enabled"]
-        dest.disabled_reason = opts["disabled_reason"]
-        dest.timeout = float(opts.get("timeout", 5.0))
-        dest.retries = int(opts.get("retries", 3))
-        dest.backoff = float(opts.get("backoff", 0.2))
-        dest.backoff_max = float(opts.get("backoff_max", 10.0))
-        dest.budget = float(opts.get("budget", 10.0))
-        dest.concurrency = int(opts.get("concurrency", 2))
-        dest.min_priority = priority_number(opts["min_priority"]) if opts.get("min_priority") else None
-
-    def reconfigure(self, table: RouteTable, secrets: dict[str, dict]) -> list[str]:
-        """Switch to new routes and/or destination secrets; return the destinations that changed.
+    def reconfigure(self, table: RouteTable, secrets: dict[str, dict], *, source: str | None = None) -> list[str]:
+        """Switch to new routes (read from ``source``) and/or destination secrets; return the destinations that
+        changed. A ValueError (e.g. a plain http:// URL without insecure_http) is raised before anything changed.
 
         Destinations are updated in place (their queues and spooled entries carry over); one that the new
         routes no longer declare is disabled, and its spooled deliveries wait for it to come back or expire.
@@ -166,65 +89,26 @@ class Forwarder:
                 if dest is not None and opts == dest.opts:
                     continue
                 if dest is None:
-                    dest = Destination(name=name, opts={}, sender=make_sender(name, opts), enabled=False,
-                                       disabled_reason=None, timeout=5.0, retries=3, backoff=0.2, backoff_max=10.0,
-                                       budget=10.0, concurrency=2, min_priority=None,
-                                       queue=queue.Queue(maxsize=self.settings.queue_max))
-                    old = None
+                    dest, old = Destination(name, opts, queue_max=self.settings.queue_max), None
                 else:
-                    old = dest.sender
-                    dest.sender = make_sender(name, opts)
-                self._apply_opts(dest, opts)
-                self._warn_insecure(name, opts)
+                    old = dest.apply(opts)
                 dest.reset_health()
                 self.destinations[name] = dest
                 if old is not None:
                     old.close()
-                if self._running and dest.enabled:
-                    self._start_workers(dest)
+                if self.delivery.running and dest.enabled:
+                    self.delivery.start_workers(dest)
                 changed.append(name)
             for name, dest in self.destinations.items():
                 if name not in resolved and dest.enabled:
                     dest.enabled, dest.disabled_reason = False, "no longer declared in the routes"
                     changed.append(name)
             self.table = table
-            self._secrets = secrets
+            self.secrets = secrets
+            if source is not None:
+                self.source = source
+            self.reloads += 1
         return changed
-
-    def _check_config(self) -> None:
-        """Apply edits of the mounted routes / destinations secrets; refuse invalid ones, keep the last good."""
-        table, secrets, what = self.table, self._secrets, []
-        if self._routes_source is not None and self._routes_parser is not None:
-            source, raw = self._routes_source()
-            if raw != self._routes_raw:
-                self._routes_raw = raw
-                try:
-                    table = self._routes_parser(raw, source)
-                    self.source = source
-                    what.append("routes")
-                except ValueError as exc:
-                    log.error("config.reload_failed", what="routes", error=str(exc))
-        if self._secrets_source is not None and self._secrets_parser is not None:
-            raw = self._secrets_source()
-            if raw != self._secrets_raw:
-                self._secrets_raw = raw
-                try:
-                    secrets = self._secrets_parser(raw)
-                    what.append("destinations")
-                except ValueError as exc:
-                    # The message names the place, never a value.
-                    log.error("config.reload_failed", what="destinations", error=str(exc))
-        if not what:
-            return
-        try:
-            changed = self.reconfigure(table, secrets)
-        except ValueError as exc:
-            # e.g. a plain http:// URL without insecure_http: refused before anything changed.
-            log.error("config.reload_failed", what=what, error=str(exc))
-            return
-        self.reloads += 1
-        log.info("config.reloaded", what=what, changed=changed,
-                 enabled=sorted(n for n, d in self.destinations.items() if d.enabled))
 
     def _drop_orphans(self) -> None:
         """Spooled deliveries for destinations the (new) routes no longer declare can never be sent."""
@@ -236,34 +120,17 @@ class Forwarder:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        self._running = True
-        for dest in self.destinations.values():
-            if dest.enabled:
-                self._start_workers(dest)
+        self.delivery.start()
         t = threading.Thread(target=self._ticker, name="forwarder-tick", daemon=True)
         t.start()
         self._threads.append(t)
 
-    def _start_workers(self, dest: Destination) -> None:
-        for i in range(dest.workers, dest.concurrency):
-            t = threading.Thread(target=self._worker, args=(dest,), name=f"deliver-{dest.name}-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
-        dest.workers = max(dest.workers, dest.concurrency)
-
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        for dest in self.destinations.values():
-            for _ in range(dest.workers):
-                try:
-                    dest.queue.put_nowait(None)
-                except queue.Full:
-                    pass
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        for dest in self.destinations.values():
-            dest.sender.close()
+        self.delivery.close(deadline)
         self.spool.close()
 
     # -- ingest ---------------------------------------------------------------------------
@@ -275,7 +142,7 @@ class Forwarder:
             d = self._route_one(alert, pending)
             if i < detail_limit:
                 details.append(d)
-        self._commit(pending)
+        self.delivery.commit(pending)
         self.maybe_tick()
         return {"accepted": len(alerts), "alerts": details, "details_truncated": len(alerts) > detail_limit}
 
@@ -354,130 +221,7 @@ class Forwarder:
                                     route=route, created=now, next_attempt=now)))
         return True
 
-    def _commit(self, pending: list[tuple[Destination, Entry]]) -> None:
-        """Make one request's deliveries durable with one journal write (and one fsync), then queue them."""
-        if not pending:
-            return
-        now = self.clock()
-        durable = self.settings.ack_mode == "durable"
-        parked, claimed, direct = [], [], []
-        for dest, entry in pending:
-            if dest.down_until > now:
-                # Known to be failing: don't spend a worker on it, the tick retries it when the back-off ends.
-                entry.next_attempt = dest.down_until
-                parked.append((dest, entry))
-            elif durable:
-                claimed.append((dest, entry))
-            else:
-                direct.append((dest, entry))
-        if parked:
-            self.spool.put_many([e for _, e in parked])
-            for dest, _ in parked:
-                self.metrics.inc("spooled_total", {"destination": dest.name})
-        if claimed:
-            self.spool.put_many([e for _, e in claimed], claim=True)
-        for dest, entry in claimed + direct:
-            try:
-                dest.queue.put_nowait(entry)
-            except queue.Full:
-                if durable:
-                    self.spool.release(entry.id)
-                else:
-                    self.spool.put(entry)
-                self.metrics.inc("spooled_total", {"destination": dest.name})
 
-    # -- delivery -------------------------------------------------------------------------
-    def _worker(self, dest: Destination) -> None:
-        while not self._stop.is_set():
-            entry = dest.queue.get()
-            if entry is None:
-                return
-            if self.settings.ack_mode == "durable" and not self.spool.contains(entry.id):
-                dest.queue.task_done()  # dropped from a full spool while it waited: counted there
-                continue
-            try:
-                self._deliver(dest, entry, inline_retries=entry.attempts == 0)
-            except Exception as exc:  # noqa: BLE001 - a worker must survive any one bad delivery
-                log.error("delivery.crashed", destination=dest.name, error=type(exc).__name__)
-                self._reschedule(dest, entry, Result(False, None, True, None, type(exc).__name__))
-            finally:
-                dest.queue.task_done()
-
-    def _attempt(self, dest: Destination, entry: Entry) -> Result:
-        if entry.attempts > 0:
-            self.metrics.inc("retried_total", {"destination": dest.name})
-        entry.attempts += 1
-        res = dest.sender.send(entry.payload, entry.key)
-        if res.ok:
-            dest.record_success(self.clock())
-            self.metrics.inc("delivered_total", {"destination": dest.name})
-            self.metrics.observe("delivery_seconds", max(0.0, self.clock() - entry.created),
-                                 {"destination": dest.name})
-        else:
-            self.metrics.inc("failed_total", {"destination": dest.name})
-            dest.record_error(res.error)
-        return res
-
-    def _deliver(self, dest: Destination, entry: Entry, *, inline_retries: bool) -> bool:
-        """Send one entry; retry inline within the destination's budget; spool it if that is not enough."""
-        start = self.clock()
-        tries = 0
-        while True:
-            down_until = dest.down_until
-            if tries == 0 and down_until > self.clock():
-                # Another delivery just found it failing: wait for the back-off instead of piling on.
-                return self._reschedule(dest, entry, None, wait=down_until - self.clock())
-            res = self._attempt(dest, entry)
-            tries += 1
-            if res.ok:
-                self._finish(entry)
-                return True
-            if not res.retryable:
-                log.warning("delivery.rejected", destination=dest.name, status=res.status, error=res.error,
-                            idempotency_key=entry.key)
-                self.metrics.inc("dropped_total", {"destination": dest.name, "reason": "rejected"})
-                self._finish(entry)
-                return False
-            wait = res.retry_after if res.retry_after is not None else self._backoff(dest, tries)
-            remaining = dest.budget - (self.clock() - start)
-            if not inline_retries or tries > dest.retries or wait > remaining or self._stop.is_set():
-                return self._reschedule(dest, entry, res, wait=wait)
-            self.sleep(wait)
-
-    def _backoff(self, dest: Destination, attempt: int) -> float:
-        # Full jitter: spreads retries of many alerts so a recovering receiver is not stampeded.
-        cap = min(dest.backoff_max, dest.backoff * (2 ** (attempt - 1)))
-        return random.uniform(cap / 2, cap)
-
-    def _reschedule(self, dest: Destination, entry: Entry, res: Result | None, *, wait: float | None = None) -> bool:
-        """Leave ``entry`` in the spool for a later attempt; ``res`` is None when no attempt was made."""
-        now = self.clock()
-        if res is not None:
-            spool_wait = min(self.settings.spool_backoff_max, dest.backoff * (2 ** min(entry.attempts, 20)))
-            spool_wait = random.uniform(spool_wait / 2, spool_wait)
-            wait = max(wait or 0.0, spool_wait)
-            entry.last_error = res.error
-        wait = max(wait or 0.0, 0.0)
-        entry.next_attempt = now + wait
-        if res is not None and res.retry_after is not None:
-            entry.not_before = now + res.retry_after
-        if res is not None:
-            dest.record_backoff(entry.next_attempt)
-        if self.spool.contains(entry.id):
-            self.spool.update(entry)
-            self.spool.release(entry.id)
-        elif self.settings.ack_mode == "durable":
-            return False  # dropped from a full spool meanwhile (and counted there): don't resurrect it
-        else:
-            self.spool.put(entry)
-        self.metrics.inc("spooled_total", {"destination": dest.name})
-        if res is not None:
-            log.warning("delivery.deferred", destination=dest.name, error=res.error, status=res.status,
-                        attempts=entry.attempts, retry_in=round(wait, 3), idempotency_key=entry.key)
-        return False
-
-    def _finish(self, entry: Entry) -> None:
-        self.spool.remove(entry.id)
 
     def _on_spool_drop(self, destination: str, reason: str) -> None:
         self.metrics.inc("dropped_total", {"destination": destination, "reason": reason})
@@ -502,64 +246,21 @@ class Forwarder:
             return
         try:
             self._last_tick = self.clock()
-            self._check_config()
+            if self.on_tick is not None:
+                self.on_tick(self)
             pending: list = []
             for s in self.dedup.expire():
                 self._emit_summary(s.route, s.alert, pending)
             for s in self.throttle.expire():
                 self._emit_summary(s.route, s.alert, pending, kind="throttle")
-            self._commit(pending)
-            self._enqueue_due()
+            self.delivery.commit(pending)
+            self.delivery.enqueue_due()
         finally:
             self._tick_lock.release()
 
-    def _enqueue_due(self) -> int:
-        usable = {n for n, d in self.destinations.items()
-                  if d.enabled and d.down_until <= self.clock() and not d.queue.full()}
-        if not usable:
-            return 0
-        n = 0
-        for entry in self.spool.claim_due(accept=lambda dname: dname in usable, limit=self.settings.queue_max):
-            dest = self.destinations.get(entry.destination)
-            if dest is None or not dest.enabled:
-                self.spool.release(entry.id)
-                continue
-            try:
-                dest.queue.put_nowait(entry)
-                n += 1
-            except queue.Full:
-                self.spool.release(entry.id)
-        return n
 
     def flush(self, *, ignore_schedule: bool = False) -> dict:
-        """Try spooled deliveries now, in the calling thread, within ``flush_budget``."""
-        deadline = time.monotonic() + self.settings.flush_budget
-        counts = {"attempted": 0, "delivered": 0, "deferred": 0, "rejected": 0, "skipped_destination_down": 0}
-        failed_now: set[str] = set()
-        entries = self.spool.claim_due(ignore_schedule=ignore_schedule,
-                                       accept=lambda d: d in self.destinations and self.destinations[d].enabled)
-        for entry in entries:
-            dest = self.destinations[entry.destination]
-            if time.monotonic() > deadline or entry.destination in failed_now:
-                # One failed probe per destination per flush: the rest would fail the same way.
-                self.spool.release(entry.id)
-                counts["skipped_destination_down"] += entry.destination in failed_now
-                continue
-            counts["attempted"] += 1
-            res = self._attempt(dest, entry)
-            if res.ok:
-                self._finish(entry)
-                counts["delivered"] += 1
-            elif not res.retryable:
-                self.metrics.inc("dropped_total", {"destination": dest.name, "reason": "rejected"})
-                self._finish(entry)
-                counts["rejected"] += 1
-            else:
-                failed_now.add(entry.destination)
-                self._reschedule(dest, entry, res, wait=res.retry_after)
-                counts["deferred"] += 1
-        counts["spool_depth"] = self.spool.depth()
-        return counts
+        return self.delivery.flush(ignore_schedule=ignore_schedule)
 
     # -- status ---------------------------------------------------------------------------
     def _collect(self, m: Metrics) -> None:
@@ -586,11 +287,11 @@ class Forwarder:
                 info["disabled_reason"] = d.disabled_reason
             if d.opts["type"] == "openfaas":
                 ts = d.opts.get("token_secret")
-                info.update(function=d.opts["function"], async_=d.opts.get("async", True), token_secret=ts,
+                info.update(function=d.opts["function"], async_=d.opts["async"], token_secret=ts,
                             token_configured=bool(d.opts.get("token")) or bool(ts and config.read_secret(ts)),
                             callback=bool(d.opts.get("callback_url")))
             if d.opts["type"] == "webhook":
-                info.update(body=d.opts.get("body", "alert"), signed=bool(d.opts.get("hmac_key")),
+                info.update(body=d.opts["body"], signed=bool(d.opts.get("hmac_key")),
                             custom_ca=d.opts.get("ca_cert") is not None or d.opts.get("ca_file") is not None,
                             mtls=bool(d.opts.get("client_cert")),
                             header_names=sorted(set(d.opts.get("headers") or {})))

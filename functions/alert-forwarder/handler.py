@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .edgeguard import auth, config, http, log
 from .edgeguard.falco.alert import format_time, parse_alert
-from .edgeguard.routes import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
+from .edgeguard.routing import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
 from .forwarder import Forwarder, Settings
 from .spool import SpoolBusy
 
@@ -82,11 +82,53 @@ def _routes_text_or_last() -> tuple[str, str]:
         return "unreadable", str(exc)  # parsing this fails and is logged as a refused reload
 
 
+class ConfigWatcher:
+    """Applies edits of the mounted routes and destinations secrets; refuses invalid ones, keeps the last good.
+
+    OpenFaaS updates mounted secrets in place: watching them lets an operator switch on the action centre (or
+    rotate a webhook URL) without restarting the function. The forwarder calls ``check`` on every tick.
+    """
+
+    def __init__(self, routes_raw: str, secrets_raw: str | None):
+        self.routes_raw = routes_raw
+        self.secrets_raw = secrets_raw
+
+    def check(self, fwd: Forwarder) -> None:
+        table, secrets, source, what = fwd.table, fwd.secrets, None, []
+        where, raw = _routes_text_or_last()
+        if raw != self.routes_raw:
+            self.routes_raw = raw
+            try:
+                table, source = load_routes_text(raw, where), where
+                what.append("routes")
+            except ValueError as exc:
+                log.error("config.reload_failed", what="routes", error=str(exc))
+        raw = config.read_secret(DESTINATIONS_SECRET)
+        if raw != self.secrets_raw:
+            self.secrets_raw = raw
+            try:
+                secrets = _parse_destination_secrets(raw)
+                what.append("destinations")
+            except ValueError as exc:
+                # The message names the place, never a value.
+                log.error("config.reload_failed", what="destinations", error=str(exc))
+        if not what:
+            return
+        try:
+            changed = fwd.reconfigure(table, secrets, source=source)
+        except ValueError as exc:
+            # e.g. a plain http:// URL without insecure_http: refused before anything changed.
+            log.error("config.reload_failed", what=what, error=str(exc))
+            return
+        log.info("config.reloaded", what=what, changed=changed,
+                 enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled))
+
+
 def build_forwarder(**kwargs) -> Forwarder:
     """Load routes (secret override, else the shipped file), destination secrets and settings.
 
     Any problem raises ConfigError/RoutesError naming the place, so the pod fails at start-up.
-    Later edits of either secret are applied live when valid (see Forwarder.reconfigure).
+    Later edits of either secret are applied live when valid (ConfigWatcher).
     """
     source, text = _routes_text()
     table = load_routes_text(text, source)
@@ -95,10 +137,7 @@ def build_forwarder(**kwargs) -> Forwarder:
     for name in unknown_secret_entries(table, secrets):
         log.warning("config.unused_destination_secret", destination=name)
     fwd = Forwarder(table, secrets, kwargs.pop("settings", None) or _settings(), source=source,
-                    secrets_source=lambda: config.read_secret(DESTINATIONS_SECRET),
-                    secrets_parser=_parse_destination_secrets, secrets_raw=raw,
-                    routes_source=_routes_text_or_last, routes_parser=lambda t, src: load_routes_text(t, src),
-                    routes_raw=text, **kwargs)
+                    on_tick=ConfigWatcher(text, raw).check, **kwargs)
     log.info("config.loaded", routes=source, routes_count=len(table.all_routes()),
              enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled),
              disabled=sorted(n for n, d in fwd.destinations.items() if not d.enabled),

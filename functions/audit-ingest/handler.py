@@ -315,6 +315,8 @@ def _forward(groups, owner) -> int:
             except config.ConfigError as exc:
                 # Not a transient failure: say what to fix instead of a bare 502 the API server retries blindly.
                 raise http.HTTPError(503, f"alert hand-off to {fn} is not configured: {exc}") from None
+            except gateway.TransportError as exc:  # "timeout: ..." or "connect: <error type>", never a value
+                raise http.HTTPError(502, f"alert hand-off to {fn} failed: {exc}") from None
             except Exception as exc:  # noqa: BLE001 - any transport failure means "not handed off"
                 raise http.HTTPError(502, f"alert hand-off to {fn} failed: {type(exc).__name__}") from None
             if not 200 <= res.status < 300:

@@ -22,26 +22,23 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-FUNCTION_DIR = REPO / "functions" / "alert-forwarder"
+from local import buildctx, stackfile
 
 
 def assemble_package(tmp: Path) -> tuple[Path, str]:
-    """Copy the handler folder and edgeguard/ the way faas-cli's build context has them; return (root, pkg)."""
+    """The function's build context as faas-cli lays it out; its ``function/`` folder renamed to a unique package
+    name, so each test imports a fresh copy of its modules (their state included). Returns (root, package)."""
+    stack = stackfile.load()
+    ctx = buildctx.assemble(stack.functions["alert-forwarder"], stack, tmp)
     pkg = f"af_{uuid.uuid4().hex[:10]}"
-    dest = tmp / pkg
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(FUNCTION_DIR, dest, ignore=ignore)
-    shutil.copytree(REPO / "edgeguard", dest / "edgeguard", ignore=ignore)
-    (dest / "__init__.py").touch()
-    return tmp, pkg
+    (ctx / "function").rename(ctx / pkg)
+    return ctx, pkg
 
 
 class Package:
     def __init__(self, root: Path, name: str):
         self.root, self.name = root, name
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
+        sys.path.insert(0, str(root))
 
     def module(self, mod: str):
         return importlib.import_module(f"{self.name}.{mod}")
@@ -55,6 +52,7 @@ def pkg(tmp_path):
     root, name = assemble_package(tmp_path / "pkgs")
     p = Package(root, name)
     yield p
+    sys.path.remove(str(root))
     for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
         del sys.modules[key]
 
@@ -97,6 +95,11 @@ def auth_headers(extra=None):
 
 
 CTX = types.SimpleNamespace(hostname="alert-forwarder-test")
+
+
+def call(mod, method="GET", path="/", body=b"", headers=None, query=None) -> dict:
+    """The template's call of ``handle(event, context)``; with the test token unless ``headers`` are given."""
+    return mod.handle(event(method, path, body, auth_headers() if headers is None else headers, query), CTX)
 
 
 def falco_alert(rule="Terminal shell in container", priority="Notice", source="syscall", **fields):
@@ -299,6 +302,6 @@ def certs(tmp_path_factory):
 @pytest.fixture
 def h():
     """Helper functions for test modules (importlib import mode keeps conftest out of `import`)."""
-    return types.SimpleNamespace(event=event, auth_headers=auth_headers, falco_alert=falco_alert, Reply=Reply,
-                                 wait_until=wait_until, free_port=free_port, TOKEN=TOKEN, CTX=CTX,
+    return types.SimpleNamespace(call=call, event=event, auth_headers=auth_headers, falco_alert=falco_alert,
+                                 Reply=Reply, wait_until=wait_until, free_port=free_port, TOKEN=TOKEN, CTX=CTX,
                                  Receiver=Receiver)

@@ -19,7 +19,7 @@ def make_fwd(pkg, tmp_path):
     made = []
 
     def make(routes: str, secrets: dict | None = None, clock=None, **settings):
-        routes_mod = pkg.module("edgeguard.routes")
+        routes_mod = pkg.module("edgeguard.routing")
         fwd_mod = pkg.module("forwarder")
         table = routes_mod.load_routes_text(textwrap.dedent(routes))
         s = fwd_mod.Settings(spool_dir=str(tmp_path / f"spool-{len(made)}"), **settings)
@@ -316,6 +316,14 @@ def test_mutual_tls_client_certificate(make_fwd, receiver, certs, h):
 
 # ----------------------------------------------------------------------------- chat + function destinations
 
+def test_every_destination_type_of_the_routing_spec_has_exactly_one_sender(pkg):
+    # One place per type: edgeguard.routing's spec says what a type accepts, one sender here sends it.
+    spec = pkg.module("edgeguard.routing.destinations").TYPES
+    assert set(spec) == set(pkg.destinations.SENDERS)
+    for name, kind in spec.items():
+        assert set(kind.defaults) <= kind.options, f"{name}: a default for an option the type does not accept"
+
+
 def test_slack_teams_discord_messages(make_fwd, receiver, h):
     r = receiver()
     f = make_fwd("""
@@ -494,7 +502,7 @@ def test_openfaas_destination_without_its_token_secret_keeps_the_alert_spooled(m
 
 
 def test_response_bodies_are_read_at_most_64_kib_and_the_connection_stays_usable(pkg, receiver, h):
-    httpclient = pkg.module("httpclient")
+    httpclient = pkg.module("edgeguard.httpclient")
     r = receiver()
     r.script = [h.Reply(status=200, body=b"x" * (3 * 1024 * 1024)), h.Reply(status=202, body=b"small")]
     c = httpclient.Client(r.url, timeout=5)
@@ -505,7 +513,7 @@ def test_response_bodies_are_read_at_most_64_kib_and_the_connection_stays_usable
 
 
 def test_client_refuses_urls_with_credentials(pkg):
-    httpclient = pkg.module("httpclient")
+    httpclient = pkg.module("edgeguard.httpclient")
     with pytest.raises(ValueError, match="user:pass@"):
         httpclient.Client("https://u:p@hooks.example/x", timeout=1)
 
@@ -521,7 +529,7 @@ def test_failure_and_success_bookkeeping_wait_for_the_destination_lock(make_fwd,
     f.spool.put(e)
     done = threading.Event()
     with dest.lock:  # as another worker updating the same destination would
-        t = threading.Thread(target=lambda: (f._reschedule(dest, e, Result(False, None, True, None, "boom")),
+        t = threading.Thread(target=lambda: (f.delivery._reschedule(dest, e, Result(False, None, True, None, "boom")),
                                              done.set()))
         t.start()
         assert not done.wait(0.2)
@@ -545,7 +553,7 @@ def test_concurrent_first_use_builds_one_http_client_per_sender(pkg, monkeypatch
         return real(*a, **kw)
 
     monkeypatch.setattr(destinations.httpclient, "Client", slow_client)
-    sender = destinations.make_sender("hook", {"type": "webhook", "url": "https://hooks.example/x"})
+    sender = destinations.make_sender("hook", {"type": "webhook", "url": "https://hooks.example/x"}, timeout=5.0)
     got = []
     threads = [threading.Thread(target=lambda: got.append(sender.client())) for _ in range(2)]
     for t in threads:

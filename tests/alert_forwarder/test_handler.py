@@ -13,7 +13,7 @@ def body_of(resp):
 
 
 def post(mod, h, body, headers=None, query=None, path="/"):
-    return mod.handle(h.event("POST", path, body, headers if headers is not None else h.auth_headers(), query), h.CTX)
+    return h.call(mod, "POST", path, body, headers=headers, query=query)
 
 
 def count(mod, name, **labels):
@@ -53,7 +53,7 @@ def test_unauthenticated_posts_are_refused_and_nothing_is_forwarded(load_handler
 def test_query_token_is_only_for_the_falco_ingest_endpoint(load_handler, h):
     mod = load_handler()
     for method, path in (("GET", "/metrics"), ("GET", "/"), ("POST", "/flush"), ("POST", "/test")):
-        resp = mod.handle(h.event(method, path, b"", {}, {"token": h.TOKEN}), h.CTX)
+        resp = h.call(mod, method, path, headers={}, query={"token": h.TOKEN})
         assert resp["statusCode"] == 401, path
 
 
@@ -72,8 +72,8 @@ def test_tokens_and_destination_secrets_never_reach_logs_or_responses(load_handl
     post(mod, h, h.falco_alert(priority="Critical"), headers={"Content-Type": "application/json"},
          query={"token": h.TOKEN})
     post(mod, h, h.falco_alert(), headers={"Content-Type": "application/json"}, query={"token": "guess-" + h.TOKEN})
-    status = mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX)
-    metrics = mod.handle(h.event("GET", "/metrics", b"", h.auth_headers()), h.CTX)
+    status = h.call(mod, "GET", "/")
+    metrics = h.call(mod, "GET", "/metrics")
     h.wait_until(lambda: count(mod, "spooled_total", destination="action-centre") >= 1, what="delivery attempt")
     captured = capfd.readouterr()
     text = captured.out + captured.err + status["body"] + metrics["body"]
@@ -159,8 +159,8 @@ def test_one_bad_alert_in_a_batch_rejects_the_whole_batch(load_handler, h, recei
 
 def test_unknown_path_and_method(load_handler, h):
     mod = load_handler()
-    assert mod.handle(h.event("GET", "/nope", b"", h.auth_headers()), h.CTX)["statusCode"] == 404
-    resp = mod.handle(h.event("DELETE", "/metrics", b"", h.auth_headers()), h.CTX)
+    assert h.call(mod, "GET", "/nope")["statusCode"] == 404
+    resp = h.call(mod, "DELETE", "/metrics")
     assert resp["statusCode"] == 405
 
 
@@ -168,7 +168,7 @@ def test_unknown_path_and_method(load_handler, h):
 
 def test_get_root_reports_health_and_config_without_secrets(load_handler, h):
     mod = load_handler()
-    resp = mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX)
+    resp = h.call(mod, "GET", "/")
     assert resp["statusCode"] == 200
     st = body_of(resp)
     assert st["status"] == "ok" and st["routes_source"] == "routes.yaml" and st["ack_mode"] == "durable"
@@ -184,7 +184,7 @@ def test_metrics_endpoint_is_prometheus_text(load_handler, h):
     post(mod, h, h.falco_alert(priority="Error"))
     post(mod, h, b"{", headers=h.auth_headers())
     h.wait_until(lambda: count(mod, "delivered_total", destination="console") == 1)
-    resp = mod.handle(h.event("GET", "/metrics", b"", h.auth_headers()), h.CTX)
+    resp = h.call(mod, "GET", "/metrics")
     assert resp["statusCode"] == 200 and resp["headers"]["Content-Type"].startswith("text/plain; version=0.0.4")
     text = resp["body"]
     assert ('edgeguard_alert_forwarder_alerts_total{priority="Error",rule="Terminal shell in container",'
@@ -198,16 +198,16 @@ def test_metrics_endpoint_is_prometheus_text(load_handler, h):
 
 def test_test_endpoint_sends_a_test_alert_through_the_routes(load_handler, h):
     mod = load_handler()
-    dry = mod.handle(h.event("POST", "/test", b"", h.auth_headers(), {"dry_run": "1"}), h.CTX)
+    dry = h.call(mod, "POST", "/test", query={"dry_run": "1"})
     assert dry["statusCode"] == 200 and body_of(dry)["destinations"] == ["console"]
     assert count(mod, "alerts_total") == 0
-    resp = mod.handle(h.event("POST", "/test", b"", h.auth_headers()), h.CTX)
+    resp = h.call(mod, "POST", "/test")
     assert resp["statusCode"] == 202
     assert body_of(resp)["alerts"][0]["rule"] == "Test rule"
     h.wait_until(lambda: count(mod, "delivered_total", destination="console") == 1)
-    low = mod.handle(h.event("POST", "/test", b"", h.auth_headers(), {"priority": "Debug", "dry_run": "1"}), h.CTX)
+    low = h.call(mod, "POST", "/test", query={"priority": "Debug", "dry_run": "1"})
     assert body_of(low)["destinations"] == []
-    bad = mod.handle(h.event("POST", "/test", b"", h.auth_headers(), {"priority": "loud"}), h.CTX)
+    bad = h.call(mod, "POST", "/test", query={"priority": "loud"})
     assert bad["statusCode"] == 400
 
 
@@ -219,22 +219,22 @@ def test_flush_endpoint_and_cron_connector_call(load_handler, h, receiver):
                        secrets={"alert-forwarder-destinations": f"action-centre: {{url: 'http://127.0.0.1:{port}', insecure_http: true}}\n"})
     post(mod, h, h.falco_alert(priority="Notice"))
     h.wait_until(lambda: count(mod, "spooled_total", destination="action-centre") == 1)
-    assert mod.handle(h.event("POST", "/flush", b"", {}), h.CTX)["statusCode"] == 401
+    assert h.call(mod, "POST", "/flush", headers={})["statusCode"] == 401
     back = receiver(port=port)
     # What cron-connector sends: POST to the function root, empty body, no credentials.
-    resp = mod.handle(h.event("POST", "/", b"", {"User-Agent": "Go-http-client/1.1"}), h.CTX)
+    resp = h.call(mod, "POST", "/", headers={"User-Agent": "Go-http-client/1.1"})
     assert resp["statusCode"] == 200
     assert body_of(resp)["flush"]["delivered"] == 1
     assert len(back.requests) == 1
-    again = mod.handle(h.event("POST", "/", b"", {}), h.CTX)
+    again = h.call(mod, "POST", "/", headers={})
     assert body_of(again)["flush"] == "skipped"  # unauthenticated flushes are rate-limited
-    resp = mod.handle(h.event("POST", "/flush", b"", h.auth_headers()), h.CTX)
+    resp = h.call(mod, "POST", "/flush")
     assert resp["statusCode"] == 200 and body_of(resp)["flush"]["spool_depth"] == 0
 
 
 def test_cron_flush_is_off_unless_enabled(load_handler, h):
     mod = load_handler(env={"cron_flush": "false"})
-    resp = mod.handle(h.event("POST", "/", b"", {}), h.CTX)
+    resp = h.call(mod, "POST", "/", headers={})
     assert resp["statusCode"] == 401
 
 
@@ -266,7 +266,7 @@ def test_anonymous_requests_get_401_and_cause_no_flush_or_tick(load_handler, h, 
     mod.FORWARDER._last_tick = -1e9  # a tick would be due now, if anything triggered one
     work = _count_calls(mod.FORWARDER, "flush")
     ticks = _count_calls(mod.FORWARDER, "maybe_tick")
-    resp = mod.handle(h.event(method, path, b"", {"User-Agent": "Go-http-client/1.1"}), h.CTX)
+    resp = h.call(mod, method, path, headers={"User-Agent": "Go-http-client/1.1"})
     assert resp["statusCode"] == 401
     assert work == [] and ticks == []
     assert mod.FORWARDER.spool.depth() == 1 and back.requests == []
@@ -318,14 +318,14 @@ def test_bad_destinations_secret_fails_start_up(load_handler):
 def test_routes_secret_replaces_the_shipped_routes(load_handler, h):
     mod = load_handler(secrets={"alert-forwarder-routes":
                                 "destinations: {out: {type: console}}\nroutes:\n  - {name: everything, to: [out]}\n"})
-    st = body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))
+    st = body_of(h.call(mod, "GET", "/"))
     assert st["routes_source"] == "secret alert-forwarder-routes"
     assert body_of(post(mod, h, h.falco_alert(priority="Debug")))["alerts"][0]["destinations"] == ["out"]
 
 
 def test_empty_routes_secret_falls_back_to_the_shipped_routes(load_handler, h):
     mod = load_handler(secrets={"alert-forwarder-routes": "\n"})
-    st = body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))
+    st = body_of(h.call(mod, "GET", "/"))
     assert st["routes_source"] == "routes.yaml"
 
 
@@ -355,7 +355,7 @@ def test_falco_gets_its_answer_while_the_destination_hangs(load_handler, h, rece
 def test_configuring_the_action_centre_url_switches_it_on_without_a_restart(load_handler, h, receiver, capfd):
     r = receiver()
     mod = load_handler(env={"retry_tick_seconds": "0.1"})
-    status = lambda: body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))  # noqa: E731
+    status = lambda: body_of(h.call(mod, "GET", "/"))  # noqa: E731
     assert status()["destinations"]["action-centre"]["enabled"] is False
     secret = mod.secrets_dir / "alert-forwarder-destinations"
     secret.write_text("action-centre: {url: 'not a url'}\n")  # a bad edit is refused, the old settings stay
@@ -372,7 +372,7 @@ def test_configuring_the_action_centre_url_switches_it_on_without_a_restart(load
 def test_routes_secret_edits_apply_live_and_bad_edits_are_refused(load_handler, h, receiver, capfd):
     r = receiver()
     mod = load_handler(env={"retry_tick_seconds": "0.1"})
-    status = lambda: body_of(mod.handle(h.event("GET", "/", b"", h.auth_headers()), h.CTX))  # noqa: E731
+    status = lambda: body_of(h.call(mod, "GET", "/"))  # noqa: E731
     (mod.secrets_dir / "alert-forwarder-destinations").write_text(f"hook: {{url: '{r.url}/new', insecure_http: true}}\n")
     (mod.secrets_dir / "alert-forwarder-routes").write_text(
         "destinations: {hook: {type: webhook}}\nroutes:\n  - {name: all-to-hook, to: [hook]}\n")
@@ -425,7 +425,7 @@ def test_caller_chosen_rule_names_cannot_grow_metrics_series_without_bound(load_
     mod = load_handler()
     batch = [h.falco_alert(rule=f"made-up rule {i}", priority="Debug", source=f"src-{i}") for i in range(500)]
     assert post(mod, h, batch)["statusCode"] == 202
-    text = mod.handle(h.event("GET", "/metrics", b"", h.auth_headers()), h.CTX)["body"]
+    text = h.call(mod, "GET", "/metrics")["body"]
     text = text.decode() if isinstance(text, bytes) else text
     series = [ln for ln in text.splitlines() if ln.startswith("edgeguard_alert_forwarder_alerts_total{")]
     assert len(series) <= 201

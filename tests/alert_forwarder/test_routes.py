@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgeguard import routes_cli
-from edgeguard.routes import RoutesError, load_routes_text, parse_destination_secrets, parse_routes, resolve_destinations
+from edgeguard.routing import cli as routes_cli
+from edgeguard.routing import RoutesError, load_routes_text, parse_destination_secrets, parse_routes, resolve_destinations
 
 SHIPPED = Path(__file__).resolve().parents[2] / "functions" / "alert-forwarder" / "routes.yaml"
 
@@ -267,11 +267,11 @@ def test_console_script_is_declared():
     import tomllib
 
     data = tomllib.loads((SHIPPED.parents[2] / "pyproject.toml").read_text())
-    assert data["project"]["scripts"]["edgeguard-routes"] == "edgeguard.routes_cli:main"
+    assert data["project"]["scripts"]["edgeguard-routes"] == "edgeguard.routing.cli:main"
 
 
 def test_template_rendering_keeps_types_and_interpolates_text():
-    from edgeguard.routes import render_template
+    from edgeguard.routing import render_template
 
     a = alert(**{"k8s.ns.name": "prod", "proc.pid": 7, "fd.ports": [80, 443]})
     tpl = {"t": "{{ priority }} in {{ output_fields.k8s.ns.name }} pid={{ output_fields.proc.pid }} "

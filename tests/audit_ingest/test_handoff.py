@@ -205,6 +205,14 @@ def test_missing_forwarder_token_secret_is_a_503_naming_it(ingest, make_event, f
     assert status == 200 and reply["forwarded"] == 1
 
 
+def test_unreachable_forwarder_is_a_502_naming_the_transport_failure(ingest, make_event, forwarder):
+    mod = ingest()
+    forwarder.close()  # nothing listens behind the gateway URL any more
+    status, reply = post(mod, make_event, eventlist(anon(365)))
+    assert status == 502 and "alert hand-off to alert-forwarder failed: connect: ConnectionRefusedError" in reply["error"]
+    assert health(mod, make_event)[1]["counters"]["forward_failures"] == 1
+
+
 NAN_RULE = """
 - rule: Replicas shown
   desc: an output field that takes a number from the request

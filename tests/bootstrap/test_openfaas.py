@@ -237,7 +237,7 @@ def test_with_the_repos_real_rbac_manifests_openfaas_converges(node):
 
 def test_placeholders_load_in_the_functions_own_parsers():
     from edgeguard.falco import loader
-    from edgeguard.routes import parse_destination_secrets
+    from edgeguard.routing import parse_destination_secrets
 
     assert parse_destination_secrets(secretstore.generate("alert-forwarder-destinations").decode()) == {}
     ruleset = loader.load([("secret:audit-ingest-extra-rules", secretstore.generate("audit-ingest-extra-rules").decode())])

@@ -170,14 +170,14 @@ def test_values_json_cannot_carry_are_400_not_500(body, words):
 
 
 def test_invoke_refuses_to_call_unauthenticated_when_the_token_secret_is_missing(secret_dir, monkeypatch):
-    from edgeguard import gateway
+    from edgeguard import gateway, httpclient
 
-    class Boom:
-        def post(self, *a, **kw):
-            raise AssertionError("no request may be sent without the callee's token")
+    def boom(*a, **kw):
+        raise AssertionError("no request may be sent without the callee's token")
 
+    monkeypatch.setattr(httpclient.Client, "request", boom)
     with pytest.raises(config.ConfigError, match="absent-token"):
-        gateway.invoke("alert-forwarder", b"[]", token_secret="absent-token", session=Boom())
+        gateway.invoke("alert-forwarder", b"[]", token_secret="absent-token")
 
 
 def test_even_a_short_secret_value_is_masked(monkeypatch):

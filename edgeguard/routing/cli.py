@@ -14,8 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-from .falco.alert import parse_alert
-from .routes import RoutesError, load_routes_text, parse_destination_secrets, resolve_destinations, unknown_secret_entries
+from ..falco.alert import parse_alert
+from .document import RoutesError
+from .routes import load_routes_text
+from .secret import parse_destination_secrets, resolve_destinations, unknown_secret_entries
 
 
 def _load(path: str):

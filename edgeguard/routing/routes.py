@@ -12,38 +12,20 @@ Model (Alertmanager's, with Falco's fields instead of labels):
   Unless a matching node says ``continue: true``, its siblings are not tried.
 * ``default`` lists the destinations used when no top-level route matched.
 * ``min_priority`` drops less severe alerts before any routing.
-* ``destinations`` declares named destinations and their non-secret options;
-  URLs, tokens and keys come from the ``alert-forwarder-destinations`` secret,
-  never from this file (a secret-looking key here is an error).
+
+Destinations are declared in the same document (``destinations.py``); their
+secret values come from the destinations secret (``secret.py``).
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
-from . import config
-from .falco.alert import PRIORITIES, priority_number
-
-DESTINATION_TYPES = ("console", "slack", "teams", "discord", "webhook", "openfaas")
-
-# Keys that hold secret material: only the destinations secret may carry them.
-SECRET_KEYS = ("url", "webhook_url", "token", "hmac_key", "password", "ca_cert", "client_cert", "client_key",
-               "secret_headers")
-
-# Options each destination type accepts in routes.yaml (besides `type`, `enabled`, delivery tuning).
-_COMMON_OPTS = {"type", "enabled", "timeout", "retries", "backoff", "backoff_max", "budget", "concurrency",
-                "min_priority"}
-_TYPE_OPTS = {
-    "console": set(),
-    "slack": {"channel", "username", "icon_url", "fields", "insecure_http"},
-    "teams": {"format", "fields", "insecure_http"},
-    "discord": {"username", "fields", "insecure_http"},
-    "webhook": {"method", "body", "template", "headers", "signature_header", "ca_file", "insecure_http"},
-    "openfaas": {"function", "async", "token_secret", "callback_url", "path"},
-}
+from ..falco.alert import PRIORITIES, priority_number
+from .destinations import parse_destination
+from .document import RoutesError, load_yaml, parse_duration
+from .fields import as_text
 
 DEFAULT_DEDUP_KEY = ("rule", "hostname", "output_fields.k8s.ns.name", "output_fields.k8s.pod.name",
                      "output_fields.container.id", "output_fields.proc.cmdline", "output_fields.ka.user.name",
@@ -53,47 +35,7 @@ DEFAULT_DEDUP_KEY = ("rule", "hostname", "output_fields.k8s.ns.name", "output_fi
 _ALERT_KEYS = ("rule", "priority", "source", "hostname", "output", "time")
 
 
-class RoutesError(ValueError):
-    """A routes document is unusable; the message starts with the exact place."""
-
-    def __init__(self, where: str, problem: str):
-        super().__init__(f"{where}: {problem}" if where else problem)
-        self.where = where
-        self.problem = problem
-
-
-# ----------------------------------------------------------------------------- durations
-
-def parse_duration(value: Any, where: str) -> float:
-    """Seconds from ``30``, ``2.5``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h30m"`` (edgeguard's one parser)."""
-    try:
-        return config.parse_duration(value, where)
-    except config.ConfigError:
-        raise RoutesError(where, f"expected a duration like 30s, 5m or 1h30m, got {value!r}") from None
-
-
 # ----------------------------------------------------------------------------- matchers
-
-def alert_value(alert: dict, path: str) -> Any:
-    """Value of ``rule``/``priority``/... or ``output_fields.<key>`` (the key may contain dots)."""
-    if path.startswith("output_fields."):
-        fields = alert.get("output_fields") or {}
-        return fields.get(path[len("output_fields."):])
-    if path == "tags":
-        return alert.get("tags") or []
-    return alert.get(path)
-
-
-def _as_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        # Falco renders list fields as "(a,b)" in output; match on that same text.
-        return "(" + ",".join(str(v) for v in value) + ")"
-    return str(value)
-
 
 _VALUE_OPS = ("equals", "not_equals", "regex", "not_regex", "in", "not_in", "exists")
 
@@ -120,10 +62,10 @@ def _value_predicate(spec: Any, where: str, subject: str) -> tuple[Callable[[Any
     """A predicate over one alert value from a scalar (exact) or ``{op: arg}`` mapping."""
     if isinstance(spec, (str, int, float)) and not isinstance(spec, bool):
         want = str(spec)
-        return (lambda v: _as_text(v) == want), f"{subject} = {want!r}"
+        return (lambda v: as_text(v) == want), f"{subject} = {want!r}"
     if isinstance(spec, bool):
         want = "true" if spec else "false"
-        return (lambda v: _as_text(v) == want), f"{subject} = {want}"
+        return (lambda v: as_text(v) == want), f"{subject} = {want}"
     if not isinstance(spec, dict) or len(spec) != 1:
         raise RoutesError(where, f"{subject}: expected a value or a mapping with one of {', '.join(_VALUE_OPS)}")
     (op, arg), = spec.items()
@@ -135,13 +77,13 @@ def _value_predicate(spec: Any, where: str, subject: str) -> tuple[Callable[[Any
     if op in ("regex", "not_regex"):
         rx = _compile_regex(arg, f"{where}")
         if op == "regex":
-            return (lambda v: (t := _as_text(v)) is not None and rx.fullmatch(t) is not None), f"{subject} =~ {arg!r}"
-        return (lambda v: (t := _as_text(v)) is None or rx.fullmatch(t) is None), f"{subject} !~ {arg!r}"
+            return (lambda v: (t := as_text(v)) is not None and rx.fullmatch(t) is not None), f"{subject} =~ {arg!r}"
+        return (lambda v: (t := as_text(v)) is None or rx.fullmatch(t) is None), f"{subject} !~ {arg!r}"
     if op in ("in", "not_in"):
         items = set(_string_list(arg, where, f"{subject}: '{op}'"))
         if op == "in":
-            return (lambda v: _as_text(v) in items), f"{subject} in {sorted(items)}"
-        return (lambda v: _as_text(v) not in items), f"{subject} not in {sorted(items)}"
+            return (lambda v: as_text(v) in items), f"{subject} in {sorted(items)}"
+        return (lambda v: as_text(v) not in items), f"{subject} not in {sorted(items)}"
     if op == "exists":
         if not isinstance(arg, bool):
             raise RoutesError(where, f"{subject}: 'exists' takes true or false")
@@ -324,14 +266,22 @@ def _parse_to(value: Any, where: str, destinations: dict) -> list[str]:
     return list(names)
 
 
-def _parse_dedup(value: Any, where: str) -> Dedup | None:
+def _switch(value: Any, where: str, keys: tuple[str, ...], shape: str) -> dict | None:
+    """A dedup/throttle mapping with only ``keys``, or None when it is left out or false."""
     if value is None or value is False:
         return None
     if not isinstance(value, dict):
-        raise RoutesError(where, "expected a mapping with 'window' and optional 'key'")
-    unknown = set(value) - {"window", "key"}
+        raise RoutesError(where, f"expected a mapping with {shape}")
+    unknown = set(value) - set(keys)
     if unknown:
-        raise RoutesError(f"{where}.{sorted(unknown)[0]}", "unknown key (expected window, key)")
+        raise RoutesError(f"{where}.{sorted(unknown)[0]}", f"unknown key (expected {', '.join(keys)})")
+    return value
+
+
+def _parse_dedup(value: Any, where: str) -> Dedup | None:
+    value = _switch(value, where, ("window", "key"), "'window' and optional 'key'")
+    if value is None:
+        return None
     if "window" not in value:
         raise RoutesError(where, "'window' is required (e.g. 5m)")
     window = parse_duration(value["window"], f"{where}.window")
@@ -348,13 +298,9 @@ def _parse_dedup(value: Any, where: str) -> Dedup | None:
 
 
 def _parse_throttle(value: Any, where: str) -> Throttle | None:
-    if value is None or value is False:
+    value = _switch(value, where, ("max", "window"), "'max' and 'window'")
+    if value is None:
         return None
-    if not isinstance(value, dict):
-        raise RoutesError(where, "expected a mapping with 'max' and 'window'")
-    unknown = set(value) - {"max", "window"}
-    if unknown:
-        raise RoutesError(f"{where}.{sorted(unknown)[0]}", "unknown key (expected max, window)")
     for key in ("max", "window"):
         if key not in value:
             raise RoutesError(where, f"'{key}' is required (e.g. max: 20, window: 1m)")
@@ -393,113 +339,6 @@ def _parse_route(spec: Any, where: str, destinations: dict) -> Route:
     return Route(name=name, where=where, matchers=matchers, to=to, cont=cont,
                  dedup=_parse_dedup(spec.get("dedup"), f"{where}.dedup"), routes=children,
                  throttle=_parse_throttle(spec.get("throttle"), f"{where}.throttle"))
-
-
-def parse_destination(name: str, spec: Any, where: str) -> dict:
-    if not isinstance(spec, dict):
-        raise RoutesError(where, "a destination must be a mapping with at least 'type'")
-    dtype = spec.get("type")
-    if dtype not in DESTINATION_TYPES:
-        raise RoutesError(f"{where}.type", f"unknown destination type {dtype!r} (expected one of {', '.join(DESTINATION_TYPES)})")
-    for key in spec:
-        if key in SECRET_KEYS:
-            raise RoutesError(f"{where}.{key}", "secret values (URLs, tokens, keys, certificates) belong in the "
-                                                "OpenFaaS secret 'alert-forwarder-destinations', not in the routes file")
-        if key not in _COMMON_OPTS and key not in _TYPE_OPTS[dtype]:
-            allowed = sorted((_COMMON_OPTS | _TYPE_OPTS[dtype]) - {"type"})
-            raise RoutesError(f"{where}.{key}", f"unknown option for a {dtype} destination (allowed: {', '.join(allowed)})")
-    out = dict(spec)
-    for key in ("timeout", "backoff", "backoff_max", "budget"):
-        if key in out:
-            out[key] = parse_duration(out[key], f"{where}.{key}")
-    for key, lo in (("retries", 0), ("concurrency", 1)):
-        if key in out and (not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < lo):
-            raise RoutesError(f"{where}.{key}", f"expected an integer >= {lo}, got {out[key]!r}")
-    if "min_priority" in out:
-        try:
-            out["min_priority"] = PRIORITIES[priority_number(out["min_priority"])]
-        except ValueError:
-            raise RoutesError(f"{where}.min_priority", f"unknown priority {out['min_priority']!r}") from None
-    for key in ("enabled", "async", "insecure_http"):
-        if key in out and not isinstance(out[key], bool):
-            raise RoutesError(f"{where}.{key}", f"expected true or false, got {out[key]!r}")
-    if dtype == "openfaas":
-        fn = out.get("function")
-        if not isinstance(fn, str) or not re.fullmatch(r"[-a-zA-Z_0-9.]+", fn or ""):
-            raise RoutesError(f"{where}.function", "an openfaas destination needs a valid 'function' name")
-    if dtype == "webhook":
-        method = str(out.get("method", "POST")).upper()
-        if method not in ("POST", "PUT", "PATCH"):
-            raise RoutesError(f"{where}.method", f"expected POST, PUT or PATCH, got {out.get('method')!r}")
-        out["method"] = method
-        body = out.get("body", "alert")
-        if body not in ("alert", "template"):
-            raise RoutesError(f"{where}.body", f"expected 'alert' or 'template', got {body!r}")
-        if body == "template" and "template" not in out:
-            raise RoutesError(where, "body: template needs a 'template'")
-        if "template" in out:
-            validate_template(out["template"], f"{where}.template")
-    if dtype in ("webhook",) and "headers" in out:
-        h = out["headers"]
-        if not isinstance(h, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in h.items()):
-            raise RoutesError(f"{where}.headers", "expected a mapping of header name to string value")
-    if dtype == "teams" and out.get("format", "adaptive") not in ("adaptive", "messagecard"):
-        raise RoutesError(f"{where}.format", "expected 'adaptive' or 'messagecard'")
-    if "fields" in out and (not isinstance(out["fields"], list) or not all(isinstance(f, str) for f in out["fields"])):
-        raise RoutesError(f"{where}.fields", "expected a list of output field names")
-    out["name"] = name
-    return out
-
-
-_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
-TEMPLATE_VARS = ("alert", "rule", "priority", "priority_number", "source", "hostname", "output", "time", "tags",
-                 "output_fields", "idempotency_key")
-
-
-def validate_template(tpl: Any, where: str) -> None:
-    if isinstance(tpl, dict):
-        for k, v in tpl.items():
-            validate_template(v, f"{where}.{k}")
-    elif isinstance(tpl, list):
-        for i, v in enumerate(tpl):
-            validate_template(v, f"{where}[{i}]")
-    elif isinstance(tpl, str):
-        for m in _PLACEHOLDER.finditer(tpl):
-            var = m.group(1)
-            if var not in TEMPLATE_VARS and not var.startswith("output_fields."):
-                raise RoutesError(where, f"unknown template variable {var!r} (expected one of "
-                                         f"{', '.join(TEMPLATE_VARS)} or output_fields.<name>)")
-
-
-def render_template(tpl: Any, alert: dict, extra: dict) -> Any:
-    """Fill ``{{ var }}`` placeholders; a string that is only a placeholder keeps the value's JSON type."""
-    if isinstance(tpl, dict):
-        return {k: render_template(v, alert, extra) for k, v in tpl.items()}
-    if isinstance(tpl, list):
-        return [render_template(v, alert, extra) for v in tpl]
-    if not isinstance(tpl, str):
-        return tpl
-
-    def value(var: str) -> Any:
-        if var == "alert":
-            return alert
-        if var in extra:
-            return extra[var]
-        return alert_value(alert, var)
-
-    whole = _PLACEHOLDER.fullmatch(tpl.strip())
-    if whole:
-        return value(whole.group(1))
-
-    def sub(m):
-        v = value(m.group(1))
-        if v is None:
-            return ""
-        if isinstance(v, dict):
-            return json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return _as_text(v)
-
-    return _PLACEHOLDER.sub(sub, tpl)
 
 
 def parse_routes(doc: Any) -> RouteTable:
@@ -551,102 +390,9 @@ def parse_routes(doc: Any) -> RouteTable:
 
 
 def load_routes_text(text: str, source: str = "routes.yaml") -> RouteTable:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise RoutesError(source, f"not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    doc = load_yaml(text, source)
     try:
         return parse_routes(doc)
     except RoutesError as exc:
         raise RoutesError(f"{source}: {exc.where}" if exc.where else source, exc.problem) from None
 
-
-# ----------------------------------------------------------------------------- destination secrets
-
-_SECRET_ENTRY_KEYS = {"url", "token", "hmac_key", "headers", "ca_cert", "client_cert", "client_key", "insecure_http"}
-_NEEDS_URL = ("slack", "teams", "discord", "webhook")
-
-
-def parse_destination_secrets(text: str | None, source: str = "alert-forwarder-destinations") -> dict[str, dict]:
-    """The destinations secret: a YAML/JSON map of destination name to its secret values."""
-    import yaml
-
-    if text is None or not text.strip():
-        return {}
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # The YAML error text can quote the secret content: report only the position.
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise RoutesError(source, f"not valid YAML/JSON{at}") from None
-    if not isinstance(doc, dict):
-        raise RoutesError(source, "expected a mapping of destination name to {url, token, hmac_key, headers, ...}")
-    out = {}
-    for name, entry in doc.items():
-        where = f"{source}.{name}"
-        if not isinstance(entry, dict):
-            raise RoutesError(where, "expected a mapping (url, token, hmac_key, headers, ca_cert, client_cert, client_key)")
-        for key, val in entry.items():
-            if key not in _SECRET_ENTRY_KEYS:
-                raise RoutesError(f"{where}.{key}", f"unknown key (allowed: {', '.join(sorted(_SECRET_ENTRY_KEYS))})")
-            if key == "insecure_http":
-                if not isinstance(val, bool):
-                    raise RoutesError(f"{where}.insecure_http", "expected true or false")
-            elif key == "headers":
-                if not isinstance(val, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in val.items()):
-                    raise RoutesError(f"{where}.headers", "expected a mapping of header name to string value")
-            elif not isinstance(val, str) or not val.strip():
-                raise RoutesError(f"{where}.{key}", "expected a non-empty string")
-        if "url" in entry and not re.match(r"^https?://", entry["url"].strip()):
-            raise RoutesError(f"{where}.url", "expected an http:// or https:// URL")
-        if "url" in entry and "@" in urlsplit(entry["url"].strip()).netloc:
-            # The client would not send them, and a URL is logged more readily than a header.
-            raise RoutesError(f"{where}.url", "credentials in the URL (user:pass@) are not supported: put them in "
-                                              "'token' or 'headers' of this secret entry")
-        if ("client_cert" in entry) != ("client_key" in entry):
-            raise RoutesError(where, "mTLS needs both client_cert and client_key")
-        out[str(name)] = {k: (v.strip() if isinstance(v, str) else v) for k, v in entry.items()}
-    return out
-
-
-def resolve_destinations(table: RouteTable, secrets: dict[str, dict]) -> dict[str, dict]:
-    """Merge each declared destination with its secret values and decide whether it is usable.
-
-    A destination whose type needs a URL and has none is disabled (not an error):
-    the shipped action-centre webhook waits like that until someone configures it.
-    """
-    out = {}
-    for name, spec in table.destinations.items():
-        d = dict(spec)
-        sec = secrets.get(name, {})
-        d.update(sec)
-        if "headers" in spec and "headers" in sec:
-            d["headers"] = {**spec["headers"], **sec["headers"]}
-        enabled = d.get("enabled", True)
-        reason = None
-        if not enabled:
-            reason = "disabled in routes"
-        elif d["type"] in _NEEDS_URL and not d.get("url"):
-            enabled, reason = False, f"no url in the alert-forwarder-destinations secret for '{name}'"
-        if d["type"] in _NEEDS_URL and d.get("url") and insecure_url(d["url"]) and d.get("insecure_http") is not True:
-            # Tokens, HMAC-signed bodies and the alerts themselves would cross the network in cleartext.
-            raise RoutesError(f"{name}.url", "plain http:// sends the alert and any token or signature in "
-                                             "cleartext; use https://, or set insecure_http: true on this "
-                                             "destination to accept that")
-        d["enabled"] = enabled
-        d["disabled_reason"] = reason
-        out[name] = d
-    return out
-
-
-def insecure_url(url: str) -> bool:
-    return url.strip().lower().startswith("http://")
-
-
-def unknown_secret_entries(table: RouteTable, secrets: dict[str, dict]) -> list[str]:
-    return sorted(set(secrets) - set(table.destinations))

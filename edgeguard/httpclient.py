@@ -1,4 +1,4 @@
-"""The one HTTP(S) client of alert-forwarder (webhooks, chat and the OpenFaaS gateway), on the standard library.
+"""edgeguard's one HTTP(S) client (webhooks, chat and the OpenFaaS gateway), on the standard library.
 
 Measured against a requests.Session variant (pooled HTTPAdapter, verify, cert;
 ``compare_clients()`` in bench/alert_forwarder.py): requests delivers ~1,000
