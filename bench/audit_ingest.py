@@ -30,7 +30,7 @@ BATCH = 400
 
 def corpus() -> list[dict]:
     """Every audit event item in the regression traces and samples (webhook items have no kind)."""
-    from edgeguard.falco.engine import Batch, split_payload
+    from edgeguard.falco.source import Batch, split_payload
 
     batch = Batch()
     files = sorted((DATA / "regression" / "events").glob("*.json")) + sorted((DATA / "samples").glob("*.json*"))
@@ -57,7 +57,8 @@ def mix(n: int, tag: str = "") -> list[dict]:
 
 def bench_engine() -> None:
     from edgeguard.falco import loader
-    from edgeguard.falco.engine import DEFAULT_RULES, Engine, batch_gc_paused, decode_payload, split_payload
+    from edgeguard.falco.engine import DEFAULT_RULES, Engine
+    from edgeguard.falco.source import batch_gc_paused, decode_payload, split_payload
 
     engine = Engine(loader.load([DEFAULT_RULES]))
     body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": mix(N_EVENTS)})

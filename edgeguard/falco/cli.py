@@ -15,7 +15,8 @@ import sys
 from collections import Counter
 
 from . import loader
-from .engine import DEFAULT_RULES, Batch, Engine, split_payload
+from .engine import DEFAULT_RULES, Engine
+from .source import Batch, split_payload
 
 EXIT_OK = 0
 EXIT_ERROR = 2

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from edgeguard.falco import cli, loader
-from edgeguard.falco.engine import Batch, Engine, split_payload
+from edgeguard.falco.engine import Engine
+from edgeguard.falco.source import Batch, split_payload
 
 from .conftest import (REGRESSION, SAMPLE_EXPECT, SAMPLES, check_expectations, post, regression_tests,
                        rules_files)
