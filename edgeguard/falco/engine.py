@@ -55,10 +55,6 @@ class Engine:
         self._fetch = tuple(f for _, f in self._keys)
         self._cand: dict = {}
 
-    @classmethod
-    def from_files(cls, paths=None, **kw) -> "Engine":
-        return cls(loader.load(loader.rules_paths(paths) if paths else [DEFAULT_RULES]), **kw)
-
     def candidates(self, evt) -> tuple:
         key = tuple([f(evt) for f in self._fetch])
         cand = self._cand.get(key)
