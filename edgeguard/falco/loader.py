@@ -17,7 +17,7 @@ import yaml
 from .alert import PRIORITIES, priority_number
 from .compiler import CompileError, compile_field, compile_node, constraints
 from .output import OutputFormat
-from .parser import ALL_OPS, ParseError, Parser, _FIELDNAME, parse, quote_item, substitute_list, to_text
+from .parser import ALL_OPS, ParseError, parse, parse_field, quote_item, substitute_list, to_text
 
 ENGINE_VERSION = (0, 50, 0)          # the rules engine version of Falco 0.41
 PLUGINS = {"k8saudit": (0, 18, 0), "json": (0, 7, 4)}
@@ -760,17 +760,9 @@ def _describe(entry: dict) -> str:
 
 
 def _check_lhs_field(text: str):
-    p = Parser(text)
     try:
-        xf = p.transformer_name()
-        if xf:
-            node = p.transformer_rest(xf)
-        else:
-            name = p.rx(_FIELDNAME)
-            if not name:
-                raise _err(f"'{text}' is not a supported filter field", "LOAD_ERR_VALIDATE")
-            node = p.field_rest(name)
-        if p.p != len(text):
+        node = parse_field(text)
+        if node is None:
             raise _err(f"'{text}' is not a supported filter field", "LOAD_ERR_VALIDATE")
         compile_field(node)
     except (ParseError, CompileError) as exc:

@@ -334,6 +334,25 @@ def parse(text: str):
     return Parser(text).parse()
 
 
+def parse_field(text: str):
+    """The whole of ``text`` as one field check's left side: ``ka.user.name``, ``ka.req.pod.volumes.hostpath[/x]``,
+    ``tolower(ka.verb)``. Exception ``fields`` are checked this way.
+
+    Returns the field node, or None when ``text`` does not start with a field or has more after it.
+    A malformed field (``ka.x[`` with no ``]``) raises ParseError.
+    """
+    p = Parser(text)
+    xf = p.transformer_name()
+    if xf:
+        node = p.transformer_rest(xf)
+    else:
+        name = p.rx(_FIELDNAME)
+        if not name:
+            return None
+        node = p.field_rest(name)
+    return node if p.p == len(text) else None
+
+
 def to_text(node) -> str:
     """Readable form of an AST (for messages and tests)."""
     kind = node[0]
