@@ -20,7 +20,6 @@ STR_FIELD_OPS = {"=", "==", "!=", "<", "<=", ">", ">=", "contains", "icontains",
                  "iglob", "pmatch", "in", "intersects", "regex", "exists"}
 NUM_FIELD_OPS = {"=", "==", "!=", "<", "<=", ">", ">=", "in", "intersects", "exists"}
 LIST_FIELD_OPS = {"in", "intersects", "exists"}
-NA_CHECK_OPS = {"=", "==", "!=", "in", "intersects", "pmatch"}
 
 
 class CompileError(ValueError):
@@ -270,7 +269,7 @@ def _scalar_op(op: str, R):
     raise CompileError(f"operator '{op}' is not supported here")
 
 
-def compile_check(node, warnings: list | None = None):
+def compile_check(node):
     _, lhs_node, op, rhs_node = node
     lhs = compile_field(lhs_node)
     fetch = lhs.fetch
@@ -338,23 +337,6 @@ def compile_check(node, warnings: list | None = None):
         consts = list(rhs_node[1])
         if op not in ("in", "intersects", "pmatch"):
             raise CompileError(f"'{op}' operator does not accept a list of values")
-    if warnings is not None and lhs.base_key.startswith(("ka.", "jevt.", "json.")) and op in NA_CHECK_OPS \
-            and "<NA>" in consts:
-        warnings.append(("LOAD_UNSAFE_NA_CHECK",
-                         f"'{lhs.text} {op} <NA>': comparing a field with <NA> is unsafe and never matches "
-                         "an absent value; use 'exists'"))
-    if warnings is not None:
-        for c in consts:
-            if c in F.FIELDS or c.split("[", 1)[0] in F.FIELDS:
-                warnings.append(("LOAD_COMPILE_CONDITION",
-                                 f"string '{c}' may be a valid field misused as a const string value"))
-            elif re.fullmatch(r"(?:val|tolower|toupper|b64|basename|len)\(.*\)", c):
-                warnings.append(("LOAD_COMPILE_CONDITION",
-                                 f"string '{c}' may be a valid field transformer misused as a const string value"))
-        if op == "regex" and consts and re.fullmatch(r"\^?\.?\*?[A-Za-z0-9_/:. -]*(?:\.\*)?\$?", consts[0]):
-            warnings.append(("LOAD_COMPILE_CONDITION",
-                             f"regex '{consts[0]}' has no special characters: '=', 'contains', 'startswith' or "
-                             "'endswith' is faster"))
     values = [_const(c, lhs.type) for c in consts]
 
     if op in ("in", "intersects"):
@@ -408,7 +390,7 @@ def compile_check(node, warnings: list | None = None):
     return check
 
 
-def compile_node(node, warnings: list | None = None, memo: dict | None = None):
+def compile_node(node, memo: dict | None = None):
     """AST -> closure. ``memo`` shares closures of identical (macro) subtrees by identity."""
     if memo is not None:
         hit = memo.get(id(node))
@@ -416,7 +398,7 @@ def compile_node(node, warnings: list | None = None, memo: dict | None = None):
             return hit[1]
     kind = node[0]
     if kind == "and":
-        fns = [compile_node(c, warnings, memo) for c in node[1]]
+        fns = [compile_node(c, memo) for c in node[1]]
         if len(fns) == 2:
             a, b = fns
             fn = lambda e: a(e) and b(e)  # noqa: E731
@@ -430,7 +412,7 @@ def compile_node(node, warnings: list | None = None, memo: dict | None = None):
                         return False
                 return True
     elif kind == "or":
-        fns = [compile_node(c, warnings, memo) for c in node[1]]
+        fns = [compile_node(c, memo) for c in node[1]]
         if len(fns) == 2:
             a, b = fns
             fn = lambda e: a(e) or b(e)  # noqa: E731
@@ -441,10 +423,10 @@ def compile_node(node, warnings: list | None = None, memo: dict | None = None):
                         return True
                 return False
     elif kind == "not":
-        inner = compile_node(node[1], warnings, memo)
+        inner = compile_node(node[1], memo)
         fn = lambda e: not inner(e)  # noqa: E731
     elif kind == "check":
-        fn = compile_check(node, warnings)
+        fn = compile_check(node)
     elif kind == "id":
         raise CompileError(f"Undefined macro '{node[1]}' used in filter.")
     else:

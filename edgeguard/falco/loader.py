@@ -16,6 +16,7 @@ import yaml
 
 from .alert import PRIORITIES, priority_number
 from .compiler import CompileError, compile_field, compile_node, constraints
+from .lint import condition_warnings
 from .output import OutputFormat
 from .parser import ALL_OPS, ParseError, parse, parse_field, quote_item, substitute_list, to_text
 
@@ -687,9 +688,9 @@ class Collector:
                 ast = resolve(ast, lambda o: True, ())
             except CompileError as exc:
                 raise RulesLoadError(r.file, item, "LOAD_ERR_VALIDATE", str(exc), r.line)
-            rule_warnings: list = []
+            rule_warnings = condition_warnings(ast, skip=memo)
             try:
-                fn = compile_node(ast, rule_warnings, memo)
+                fn = compile_node(ast, memo)
             except CompileError as exc:
                 if r.skip_unknown and _unknown_filter(str(exc)):
                     warnings.append(LoadWarning(r.file, item, "LOAD_UNKNOWN_FILTER", str(exc)))
