@@ -225,16 +225,19 @@ class Parser:
                 return t
         return None
 
+    def field_operand(self):
+        """A field or a transformed field at the cursor, or None (nothing consumed) when there is none."""
+        xf = self.transformer_name()
+        if xf:
+            return self.transformer_rest(xf)
+        name = self.rx(_FIELDNAME)
+        return self.field_rest(name) if name else None
+
     def transformer_rest(self, tname):
         self.blank()
-        inner_xf = self.transformer_name()
-        if inner_xf:
-            inner = self.transformer_rest(inner_xf)
-        else:
-            name = self.rx(_FIELDNAME)
-            if not name:
-                raise self.err(f"expected a field or a transformer inside '{tname}('")
-            inner = self.field_rest(name)
+        inner = self.field_operand()
+        if inner is None:
+            raise self.err(f"expected a field or a transformer inside '{tname}('")
         self.blank()
         if not self.lit(")"):
             raise self.err("expected a ')' token")
@@ -342,15 +345,8 @@ def parse_field(text: str):
     A malformed field (``ka.x[`` with no ``]``) raises ParseError.
     """
     p = Parser(text)
-    xf = p.transformer_name()
-    if xf:
-        node = p.transformer_rest(xf)
-    else:
-        name = p.rx(_FIELDNAME)
-        if not name:
-            return None
-        node = p.field_rest(name)
-    return node if p.p == len(text) else None
+    node = p.field_operand()
+    return node if node is not None and p.p == len(text) else None
 
 
 def to_text(node) -> str:

@@ -84,6 +84,16 @@ def _fits(text, start, end, limit):
     return n * 4 <= limit or (n <= limit and len(text[start:end].encode("utf-8")) <= limit)
 
 
+def _after_element(text, i, close):
+    """After an array element or object member: (start of the next one, True), or (after ``close``, False)."""
+    i = _WS.match(text, i).end()
+    if text[i] == ",":
+        return _WS.match(text, i + 1).end(), True
+    if text[i] == close:
+        return i + 1, False
+    raise ValueError(f"expected ',' or {close!r}")
+
+
 def _scan_array(text, i, fits, limit, depth):
     """An array at ``text[i]``: nested arrays are walked, every other element decoded whole and measured."""
     out = []
@@ -101,13 +111,9 @@ def _scan_array(text, i, fits, limit, depth):
         if type(el) is dict and _fits(text, start, i, limit):
             fits.add(id(el))
         out.append(el)
-        i = _WS.match(text, i).end()
-        if text[i] == ",":
-            i = _WS.match(text, i + 1).end()
-            continue
-        if text[i] == "]":
-            return out, i + 1
-        raise ValueError("bad array")
+        i, more = _after_element(text, i, "]")
+        if not more:
+            return out, i
 
 
 def _scan_object(text, i, fits, limit):
@@ -129,13 +135,9 @@ def _scan_object(text, i, fits, limit):
         else:
             val, i = _DEC.raw_decode(text, i)
         obj[key] = val
-        i = _WS.match(text, i).end()
-        if text[i] == ",":
-            i = _WS.match(text, i + 1).end()
-            continue
-        if text[i] == "}":
-            return obj, i + 1
-        raise ValueError("bad object")
+        i, more = _after_element(text, i, "}")
+        if not more:
+            return obj, i
 
 
 def _scan(text, i, fits, limit, depth):

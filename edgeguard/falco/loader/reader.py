@@ -112,8 +112,12 @@ def _describe(entry: dict) -> str:
 APPENDABLE = ("condition", "output", "desc", "tags", "exceptions")
 REPLACEABLE = ("condition", "output", "desc", "priority", "tags", "exceptions", "enabled", "warn_evttypes",
                "skip-if-unknown-filter")
-_LIST_NAME = re.compile(r"[^()\"'\s=,]+")
-_MACRO_NAME = re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*")
+_NAMING = {   # kind: (its value's key, valid names, warning code, warning)
+    "list": ("items", re.compile(r"[^()\"'\s=,]+"), "LOAD_INVALID_LIST_NAME",
+             "List has an invalid name. List names should match a regular expression: ([^()\"'[:space:]=,]+)"),
+    "macro": ("condition", re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*"), "LOAD_INVALID_MACRO_NAME",
+              "Macro has an invalid name. Macro names should match a regular expression: ([a-zA-Z]+[a-zA-Z0-9_]*)"),
+}
 
 
 class Reader:
@@ -162,9 +166,9 @@ class Reader:
         if "required_plugin_versions" in item:
             return self._read_plugin_versions(item)
         if "list" in item:
-            return self._read_list(item, line)
+            return self._read_list_or_macro(item, line, "list")
         if "macro" in item:
-            return self._read_macro(item, line)
+            return self._read_list_or_macro(item, line, "macro")
         if "rule" in item:
             return self._read_rule(item, line)
         self.warn("LOAD_UNKNOWN_ITEM", "Unknown top level item")
@@ -204,41 +208,25 @@ class Reader:
                 raise err(f"Unexpected key '{k}' under 'override'")
         return ov
 
-    def _read_list(self, item, line):
-        name = _val(item, "list")
-        if not _LIST_NAME.fullmatch(name):
-            self.warn("LOAD_INVALID_LIST_NAME", "List has an invalid name. List names should match a regular "
-                                                "expression: ([^()\"'[:space:]=,]+)")
-        items = _seq(item, "items")
+    def _read_list_or_macro(self, item, line, kind):
+        key, name_rx, code, message = _NAMING[kind]
+        name = _val(item, kind)
+        if not name_rx.fullmatch(name):
+            self.warn(code, message)
+        value = _seq(item, key) if kind == "list" else _val(item, key)
         append = _bool(item, "append", False)
-        ov = self._override_map(item, ("items",))
+        ov = self._override_map(item, (key,))
         if append and ov is not None:
             raise err("Keys 'override' and 'append: true' cannot be used together. Add an 'append' entry "
-                      "(e.g. 'items: append') under 'override' instead.")
+                      f"(e.g. '{key}: append') under 'override' instead.")
         if append:
-            self.warn("LOAD_DEPRECATED_ITEM", "The 'append' key is deprecated. Use 'override: {items: append}'.")
-        if append or (ov and ov.get("items") == "append"):
-            self.col.append_list(name, items)
-            return
-        self.col.define_list(ListInfo(name, self.diag.file, line, items=list(items)))
-
-    def _read_macro(self, item, line):
-        name = _val(item, "macro")
-        if not _MACRO_NAME.fullmatch(name):
-            self.warn("LOAD_INVALID_MACRO_NAME", "Macro has an invalid name. Macro names should match a regular "
-                                                 "expression: ([a-zA-Z]+[a-zA-Z0-9_]*)")
-        cond = _val(item, "condition")
-        append = _bool(item, "append", False)
-        ov = self._override_map(item, ("condition",))
-        if append and ov is not None:
-            raise err("Keys 'override' and 'append: true' cannot be used together. Add an 'append' entry "
-                      "(e.g. 'condition: append') under 'override' instead.")
-        if append:
-            self.warn("LOAD_DEPRECATED_ITEM", "The 'append' key is deprecated. Use 'override: {condition: append}'.")
-        if append or (ov and ov.get("condition") == "append"):
-            self.col.append_macro(name, cond)
-            return
-        self.col.define_macro(MacroInfo(name, self.diag.file, line, cond=cond))
+            self.warn("LOAD_DEPRECATED_ITEM", f"The 'append' key is deprecated. Use 'override: {{{key}: append}}'.")
+        if append or (ov and ov.get(key) == "append"):
+            (self.col.append_list if kind == "list" else self.col.append_macro)(name, value)
+        elif kind == "list":
+            self.col.define_list(ListInfo(name, self.diag.file, line, items=list(value)))
+        else:
+            self.col.define_macro(MacroInfo(name, self.diag.file, line, cond=value))
 
     # -- rules --------------------------------------------------------------------------------------
     def _read_exceptions(self, item, rule_source, *, validate: bool):
@@ -310,16 +298,16 @@ class Reader:
             app = [k for k, op in ov.items() if op == "append"]
             rep = [k for k, op in ov.items() if op == "replace"]
             if app:
-                self._append_rule(name, source, item, app)
+                self._update_rule(name, source, item, app, "append")
             if rep:
-                self._replace_rule(name, source, item, rep)
+                self._update_rule(name, source, item, rep, "replace")
             return
         if append:
             self.warn("LOAD_DEPRECATED_ITEM", "The 'append' key is deprecated. Use 'override' instead.")
             keys = [k for k in ("condition", "exceptions") if k in item]
             if not keys:
                 raise err("Appended rule must have exceptions or condition property")
-            self._append_rule(name, source, item, keys)
+            self._update_rule(name, source, item, keys, "append")
             return
         if not any(k in item for k in ("condition", "output", "desc", "priority")):
             if "enabled" not in item:
@@ -343,37 +331,37 @@ class Reader:
         info.exceptions = self._read_exceptions(item, info.source, validate=True)
         self.col.define_rule(info)
 
-    def _append_rule(self, name, source, item, keys):
-        prev = self.col.existing_rule(name, source, "Rule uses 'append' or 'override.<key>: append' but no rule by "
-                                                    "that name already exists")
+    def _update_rule(self, name, source, item, keys, op):
+        """An ``append`` (also the legacy ``append: true``) or ``replace`` of ``keys`` of an existing rule."""
+        prev = self.col.existing_rule(name, source, _NO_RULE_TO_UPDATE[op])
         for k in keys:
-            if k in ("condition", "output", "desc"):
-                value = _val(item, k, optional=True) or ""
-            elif k == "tags":
-                value = _seq(item, "tags", optional=True) or []
+            value = self._update_value(item, k, op, prev)
+            if op == "append":
+                self.col.append_to_rule(prev, k, value, self.diag)
             else:
-                value = self._read_exceptions(item, prev.source, validate=False)
-            self.col.append_to_rule(prev, k, value, self.diag)
+                self.col.replace_in_rule(prev, k, value)
         self.col.updated(prev)
 
-    def _replace_rule(self, name, source, item, keys):
-        prev = self.col.existing_rule(name, source, "An replace to a rule was requested but no rule by that name "
-                                                    "already exists")
-        for k in keys:
-            if k in ("condition", "output", "desc"):
-                value = _val(item, k)
-            elif k == "priority":
-                value = _priority(_val(item, k))
-            elif k == "tags":
-                value = set(_seq(item, "tags", optional=True) or [])
-            elif k == "exceptions":
-                value = self._read_exceptions(item, prev.source, validate=False)
-                for e in value:
+    def _update_value(self, item, k, op, prev):
+        if k in ("condition", "output", "desc"):
+            return (_val(item, k, optional=True) or "") if op == "append" else _val(item, k)
+        if k == "tags":
+            return set(_seq(item, "tags", optional=True) or [])
+        if k == "exceptions":
+            excs = self._read_exceptions(item, prev.source, validate=False)
+            if op == "replace":
+                for e in excs:
                     if e["fields"] is None:
                         raise err("Item has no mapping for key 'fields'")
-            elif k == "skip-if-unknown-filter":
-                value = _bool(item, k, False)
-            else:                                   # enabled, warn_evttypes
-                value = _bool(item, k, True)
-            self.col.replace_in_rule(prev, k, value)
-        self.col.updated(prev)
+            return excs
+        if k == "priority":
+            return _priority(_val(item, k))
+        if k == "skip-if-unknown-filter":
+            return _bool(item, k, False)
+        return _bool(item, k, True)                 # enabled, warn_evttypes
+
+
+_NO_RULE_TO_UPDATE = {
+    "append": "Rule uses 'append' or 'override.<key>: append' but no rule by that name already exists",
+    "replace": "An replace to a rule was requested but no rule by that name already exists",
+}
