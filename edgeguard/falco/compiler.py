@@ -12,6 +12,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Callable
 
 from . import fields as F
@@ -39,13 +40,9 @@ class FieldExpr:
 
 
 def _fetcher(key: str, ex):
-    def fetch(e):
-        c = e.c
-        if key in c:
-            return c[key]
-        v = c[key] = ex(e)
-        return v
-    return fetch
+    """The field's value from the event's cache (extracted on first use): a C-level getter."""
+    F.EXTRACTORS.setdefault(key, ex)
+    return itemgetter(key)
 
 
 _LOWER = {i: i + 32 for i in range(65, 91)}
@@ -273,6 +270,8 @@ def compile_check(node):
     _, lhs_node, op, rhs_node = node
     lhs = compile_field(lhs_node)
     fetch = lhs.fetch
+    if " " in op:
+        return _compile_modified(lhs, op, rhs_node)
     if op == "exists":
         return lambda e: fetch(e) is not None
     if op in ("bcontains", "bstartswith"):
@@ -387,6 +386,38 @@ def compile_check(node):
     def check(e):
         v = fetch(e)
         return v is not None and pred(v)
+    return check
+
+
+def _compile_modified(lhs: FieldExpr, op: str, rhs_node):
+    """``f startswith oneof (a, b)``: sugar for the plain check against each value, combined by the modifier:
+    ``anyof`` at least one holds, ``allof`` every one holds, ``oneof`` exactly one holds."""
+    base, mod = op.split()
+    if base in ("bcontains", "bstartswith"):
+        raise CompileError(f"'{base}' operator not supported on field '{lhs.text}' of type '{lhs.type}' "
+                           "(only byte-buffer fields accept it; every k8s_audit field is a string)")
+    if lhs.is_list:
+        raise CompileError(f"'{op}' operator not supported list filters ({lhs.text})")
+    if lhs.type != F.STR:
+        raise CompileError(f"'{op}' operator not supported on field '{lhs.text}' of type '{lhs.type}'")
+    fetch = lhs.fetch
+    values = [_const(c, lhs.type) for c in rhs_node[1]]
+    if base in ("=", "==") and mod == "anyof":
+        members = frozenset(values)
+        return lambda e: fetch(e) in members      # None is never a member
+    preds = tuple(_scalar_op(base, R) for R in values)
+    if mod == "anyof":
+        def check(e):
+            v = fetch(e)
+            return v is not None and any(p(v) for p in preds)
+    elif mod == "allof":
+        def check(e):
+            v = fetch(e)
+            return v is not None and all(p(v) for p in preds)
+    else:
+        def check(e):
+            v = fetch(e)
+            return v is not None and sum(1 for p in preds if p(v)) == 1
     return check
 
 

@@ -1,20 +1,25 @@
 """Evaluate audit events against a compiled ruleset and build Falco alerts.
 
-Events come from the k8saudit source (``source.py``). Matching keeps Falco's
-semantics (definition order; ``first`` stops at the first match, ``all``
-reports every match). To be fast, rules are pre-filtered by the exact-value
-constraints of their top-level conjuncts (stage, verb, resource, subresource)
-so most rules are rejected by one dict lookup per event.
+Events come from the k8saudit source (``source.py``). Which rules are evaluated, and in which order, follows
+Falco's ruleset: rules at or above the ``priority`` threshold, enabled in definition order, then the
+configured ``rules:`` selection applied entry by entry (a rule enabled by selection joins the end of the
+evaluation list). ``first`` stops at the first match, ``all`` reports every match. To be fast, rules are
+pre-filtered by the exact-value constraints of their top-level conjuncts (stage, verb, resource,
+subresource), so most rules are rejected by one dict lookup per event.
 """
 from __future__ import annotations
 
+import json
 import time as _time
+from operator import itemgetter
 from pathlib import Path
 
 from . import loader
-from .alert import PRIORITIES, Alert, default_hostname, format_time, priority_number
+from .alert import PRIORITIES, Alert, default_hostname, dumps, format_time, priority_number
 from .compiler import index_fetchers
+from .configuration import EngineConfig, matches_wildcard
 from .fields import _local_hms
+from .output import typed_value
 from .source import too_large
 
 RULES_DIR = Path(__file__).with_name("rules")
@@ -36,27 +41,127 @@ def _times(ns: int):
     return f"{hit[0]}.{frac:09d}", f"{hit[1]}.{frac:09d}Z"
 
 
+def load_engine(sources, config: EngineConfig | None = None, *, hostname: str | None = None,
+                check_plugins: bool = True) -> "Engine":
+    """Load rules from ``sources`` (paths or (name, text) pairs, in order) and build the engine ``config`` asks for."""
+    config = config or EngineConfig()
+    ruleset = loader.load(sources, check_plugins=check_plugins, append_output=config.append_output)
+    return Engine(ruleset, config=config, hostname=hostname)
+
+
+def evaluation_order(rules, config: EngineConfig) -> list:
+    """The rules Falco evaluates, in its order: see the module docstring."""
+    threshold = priority_number(config.priority)
+    eligible = [r for r in rules if r.priority <= threshold]   # less severe rules are not added at all
+    order = [r for r in eligible if r.enabled]
+    for sel in config.rules:
+        hit = [r for r in eligible
+               if (sel.rule and matches_wildcard(sel.rule, r.name)) or (sel.tag and sel.tag in r.tags)]
+        if sel.enable:
+            have = {id(r) for r in order}
+            order.extend(r for r in hit if id(r) not in have)
+        else:
+            drop = {id(r) for r in hit}
+            order = [r for r in order if id(r) not in drop]
+    return order
+
+
+_enc = json.encoder.encode_basestring   # the escaping json.dumps(ensure_ascii=False) applies to strings
+
+
+def _json_value(v) -> str:
+    """``dumps(v)`` for the values alerts carry, without building a document."""
+    if v.__class__ is str:
+        return _enc(v)
+    if v is None:
+        return "null"
+    if v.__class__ is list:
+        return "[" + ",".join([_enc(x) if x.__class__ is str else _json_value(x) for x in v]) + "]"
+    if v.__class__ is int:
+        return int.__repr__(v)
+    return dumps(v)
+
+
+class _RuleOutput:
+    """What a rule's alerts are built from, prepared once: its output_fields plan and its fixed JSON parts."""
+
+    __slots__ = ("fmt", "pname", "tags", "plan", "json_fields", "head", "tail")
+
+    def __init__(self, rule, hostname: str):
+        self.fmt = rule.output
+        self.pname = PRIORITIES[rule.priority]
+        self.tags = list(rule.tags)
+        # output_fields as Falco writes it: evt.time, the output's tokens, then the append_output extra fields.
+        plan: dict = {"evt.time": ("ts", None)}
+        for key, getter, is_time in rule.output.field_getters():
+            plan[key] = ("ts", None) if is_time else ("typed", getter)
+        for key, fmt, raw in rule.extra_fields:
+            if raw:
+                getter = next((g for k, g, t in fmt.field_getters() if k == key and not t), None)
+                plan[key] = ("ts", None) if any(k == key and t for k, _, t in fmt.field_getters()) else \
+                    ("typed", getter) if getter is not None else ("none", None)
+            else:
+                plan[key] = ("text", fmt.render)
+        self.plan = tuple((k, kind, g) for k, (kind, g) in plan.items())
+        self.json_fields = tuple((_enc(k) + ":", kind, g) for k, kind, g in sorted(self.plan, key=lambda x: x[0]))
+        self.head = '{"hostname":' + _enc(hostname) + ',"output":'
+        self.tail = (',"priority":' + _enc(self.pname) + ',"rule":' + _enc(rule.name) + ',"source":"k8s_audit",'
+                     '"tags":' + dumps(self.tags) + ',"time":"')
+
+    def fields(self, evt) -> dict:
+        out = {}
+        for key, kind, g in self.plan:
+            out[key] = evt.ts if kind == "ts" else typed_value(g(evt)) if kind == "typed" else \
+                g(evt) if kind == "text" else None
+        return out
+
+    def json_fields_text(self, evt) -> str:
+        parts = []
+        for prefix, kind, g in self.json_fields:
+            if kind == "typed":
+                v = g(evt)
+                parts.append(prefix + (_enc(v) if v.__class__ is str else _json_value(typed_value(v))))
+            elif kind == "ts":
+                parts.append(prefix + int.__repr__(evt.ts))
+            elif kind == "text":
+                parts.append(prefix + _enc(g(evt)))
+            else:
+                parts.append(prefix + "null")
+        return ",".join(parts)
+
+
 class Engine:
-    def __init__(self, ruleset: loader.Ruleset, *, rule_matching: str = "first", min_priority: str = "debug",
-                 hostname: str | None = None):
+    def __init__(self, ruleset: loader.Ruleset, *, rule_matching: str | None = None, min_priority: str | None = None,
+                 hostname: str | None = None, config: EngineConfig | None = None):
+        config = config or EngineConfig()
+        rule_matching = rule_matching if rule_matching is not None else config.rule_matching
         if rule_matching not in ("first", "all"):
             raise ValueError(f"rule_matching must be 'first' or 'all', not {rule_matching!r}")
+        if min_priority is not None:
+            priority_number(min_priority)
+            config = EngineConfig(rule_matching, min_priority, config.rules, config.append_output, config.origins)
+        self.config = config
         self.ruleset = ruleset
         self.rule_matching = rule_matching
         self.first = rule_matching == "first"
-        threshold = priority_number(min_priority)
-        self.rules = [r for r in ruleset.rules if r.enabled and r.priority <= threshold]
+        self.rules = evaluation_order(ruleset.rules, config)
         self.hostname = hostname if hostname is not None else default_hostname()
+        self._out = {id(r): _RuleOutput(r, self.hostname) for r in self.rules}
         used = set()
         for r in self.rules:
             used.update(r.constraints)
-        self._keys = [(k, f) for k, f in index_fetchers() if k in used]
-        self._key_names = tuple(k for k, _ in self._keys)
-        self._fetch = tuple(f for _, f in self._keys)
+        self._key_names = tuple(k for k, _ in index_fetchers() if k in used)
+        if len(self._key_names) > 1:
+            self._index_key = itemgetter(*self._key_names)
+        elif self._key_names:
+            only = itemgetter(self._key_names[0])
+            self._index_key = lambda e: (only(e),)
+        else:
+            self._index_key = lambda e: ()
         self._cand: dict = {}
 
     def candidates(self, evt) -> tuple:
-        key = tuple([f(evt) for f in self._fetch])
+        key = self._index_key(evt)
         cand = self._cand.get(key)
         if cand is None:
             vals = dict(zip(self._key_names, key))
@@ -81,15 +186,23 @@ class Engine:
             return []
         return out
 
-    def alert(self, rule, evt):
-        message = rule.output.render(evt)
-        pname = PRIORITIES[rule.priority]
-        output_fields = {"evt.time": evt.ts}
-        output_fields.update(rule.output.fields(evt))
+    def _message(self, ro, evt):
         local, utc = _times(evt.ts)
+        return f"{local}: {ro.pname} {ro.fmt.render(evt)}", utc
+
+    def alert(self, rule, evt):
+        ro = self._out.get(id(rule)) or _RuleOutput(rule, self.hostname)
+        output, utc = self._message(ro, evt)
         # Same object make_alert() builds (tags already sorted/unique), with the time texts cached per second.
-        return Alert(rule=rule.name, priority=pname, output=f"{local}: {pname} {message}", time=utc,
-                     source="k8s_audit", hostname=self.hostname, tags=list(rule.tags), output_fields=output_fields)
+        return Alert(rule=rule.name, priority=ro.pname, output=output, time=utc, source="k8s_audit",
+                     hostname=self.hostname, tags=list(ro.tags), output_fields=ro.fields(evt))
+
+    def alert_json(self, rule, evt) -> str:
+        """``alert(rule, evt).to_json()``, byte for byte, built straight from the prepared parts."""
+        ro = self._out.get(id(rule)) or _RuleOutput(rule, self.hostname)
+        output, utc = self._message(ro, evt)
+        return (ro.head + _enc(output) + ',"output_fields":{' + ro.json_fields_text(evt) + "}" + ro.tail + utc
+                + '"}')
 
     def evaluate(self, evt) -> list:
         return [self.alert(r, evt) for r in self.match(evt)]

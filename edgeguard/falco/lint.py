@@ -14,6 +14,7 @@ from .parser import to_text
 
 NA_CHECK_OPS = {"=", "==", "!=", "in", "intersects", "pmatch"}
 _TRANSFORMER_CALL = re.compile(r"(?:val|tolower|toupper|b64|basename|len)\(.*\)")
+_TRIM = " \t\n\r\f\v"
 _PLAIN_REGEX = re.compile(r"\^?\.?\*?[A-Za-z0-9_/:. -]*(?:\.\*)?\$?")
 
 
@@ -60,6 +61,7 @@ def _check(node, out):
                     f"'{text} {op} <NA>': comparing a field with <NA> is unsafe and never matches "
                     "an absent value; use 'exists'"))
     for c in consts:
+        c = c.strip(_TRIM)      # libsinsp trims the value before asking whether it names a field
         if c in F.FIELDS or c.split("[", 1)[0] in F.FIELDS:
             out.append(("LOAD_COMPILE_CONDITION", f"string '{c}' may be a valid field misused as a const string value"))
         elif _TRANSFORMER_CALL.fullmatch(c):

@@ -31,8 +31,11 @@ def rules_paths(paths) -> list[Path]:
     return out
 
 
-def load(sources, *, check_plugins: bool = True) -> Ruleset:
-    """Load rules from ``sources``: paths, or (name, text) pairs, in order. Raises RulesLoadError."""
+def load(sources, *, check_plugins: bool = True, append_output=()) -> Ruleset:
+    """Load rules from ``sources``: paths, or (name, text) pairs, in order. Raises RulesLoadError.
+
+    ``append_output`` (configuration.AppendOutput entries) adds extra output and fields at compile time.
+    """
     col = Collector()
     diag = Diagnostics()
     reader = Reader(col, diag)
@@ -45,14 +48,24 @@ def load(sources, *, check_plugins: bool = True) -> Ruleset:
             try:
                 text = Path(src).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                raise RulesLoadError(name, "file", "LOAD_ERR_FILE_READ", str(exc)) from None
+                err = RulesLoadError(name, "file", "LOAD_ERR_FILE_READ", str(exc))
+                err.warnings = list(diag.warnings)
+                raise err from None
         reader.read(name, text)
-        ruleset = compile_ruleset(col, diag.warnings)
+        ruleset = _compile(col, diag, append_output)
     if ruleset is None:
-        ruleset = compile_ruleset(col, diag.warnings)
+        ruleset = _compile(col, diag, append_output)
     if check_plugins:
         col.check_plugins()
     return ruleset
+
+
+def _compile(col, diag, append_output):
+    try:
+        return compile_ruleset(col, diag.warnings, append_output)
+    except RulesLoadError as exc:
+        exc.warnings = list(diag.warnings)
+        raise
 
 
 __all__ = ["load", "Ruleset", "CompiledRule", "RulesLoadError", "LoadWarning", "rules_paths", "PRIORITIES",

@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass, field
 
 from ..compiler import CompileError, compile_field
-from ..parser import ALL_OPS, ParseError, parse_field
-from .errors import Diagnostics, RulesLoadError, err
+from ..parser import ALL_OPS, ParseError, parse_field, split_modifier
+from .errors import (ERROR_NO_PREVIOUS_LIST, ERROR_NO_PREVIOUS_MACRO, ERROR_NO_PREVIOUS_RULE_APPEND,
+                     ERROR_NO_PREVIOUS_RULE_REPLACE, Diagnostics, RulesLoadError, err)
 
-ENGINE_VERSION = (0, 50, 0)          # the rules engine version of Falco 0.41
+ENGINE_VERSION = (0, 62, 0)          # the rules engine version of Falco 0.44
 PLUGINS = {"k8saudit": (0, 18, 0), "json": (0, 7, 4)}
 SOURCE = "k8s_audit"
 
@@ -68,6 +69,8 @@ class RuleInfo(Info):
     exceptions: list = field(default_factory=list)
     warn_evttypes: bool = True
     skip_unknown: bool = False
+    capture: bool = False
+    capture_duration: int = 0       # ms; 0: the capture configuration's default
 
 
 class Collector:
@@ -103,6 +106,13 @@ class Collector:
             self.required_engine = ver
 
     def require_plugins(self, file, group):
+        names = set()
+        for n, v in group:
+            if parse_version(v) is None or "." not in v:
+                raise err(f"Invalid required version '{v}' for plugin '{n}'", "LOAD_ERR_VALIDATE")
+            if n in names:
+                raise err(f"Defined multiple alternative version requirements for plugin '{n}'", "LOAD_ERR_VALIDATE")
+            names.add(n)
         self.plugin_reqs.append((file, group))
 
     def check_plugins(self):
@@ -125,8 +135,7 @@ class Collector:
     def append_list(self, name, items):
         prev = self.lists.get(name)
         if prev is None:
-            raise err("List uses 'append' or 'override.items: append' but no list by that name already exists",
-                      "LOAD_ERR_VALIDATE")
+            raise err(ERROR_NO_PREVIOUS_LIST, "LOAD_ERR_VALIDATE")
         prev.items = prev.items + items
         prev.visibility = self._next()
 
@@ -136,8 +145,7 @@ class Collector:
     def append_macro(self, name, cond):
         prev = self.macros.get(name)
         if prev is None:
-            raise err("Macro uses 'append' or 'override.condition: append' but no macro by that name already "
-                      "exists", "LOAD_ERR_VALIDATE")
+            raise err(ERROR_NO_PREVIOUS_MACRO, "LOAD_ERR_VALIDATE")
         prev.cond = prev.cond + " " + cond
         prev.visibility = self._next()
 
@@ -146,15 +154,21 @@ class Collector:
         prev = self.rules.get(info.name)
         if prev is not None and prev.source and prev.source != info.source:
             raise err("Rule has been re-defined with a different source", "LOAD_ERR_VALIDATE")
+        for e in info.exceptions:
+            self.validate_exception(e, info.source)
         self._define(self.rules, info)
 
-    def existing_rule(self, name, source, missing):
-        """The rule an append, replace or ``enabled`` item changes; ``missing`` is the error if there is none."""
+    def existing_rule(self, name, source, op, has_values=True):
+        """The rule an append or replace item changes (find_prev_rule, then Falco's checks of the update)."""
         prev = self.rules.get(name)
-        if prev is None:
-            raise err(missing, "LOAD_ERR_VALIDATE")
-        if source and prev.source and source != prev.source:
+        if prev is not None and source and prev.source and source != prev.source:
             raise err("Rule has been re-defined with a different source", "LOAD_ERR_VALIDATE")
+        if prev is None:
+            raise err(ERROR_NO_PREVIOUS_RULE_APPEND if op == "append" else ERROR_NO_PREVIOUS_RULE_REPLACE,
+                      "LOAD_ERR_VALIDATE")
+        if not has_values:
+            raise err("Appended rule must have exceptions or condition property" if op == "append"
+                      else "The rule must have at least one field that can be replaced", "LOAD_ERR_VALIDATE")
         return prev
 
     def append_to_rule(self, prev: RuleInfo, key, value, diag: Diagnostics):
@@ -171,18 +185,16 @@ class Collector:
     def _append_exception(self, prev: RuleInfo, e, diag: Diagnostics):
         same = next((x for x in prev.exceptions if x["name"] == e["name"]), None)
         if same is not None:
-            if e["fields"] is not None or e["comps"] is not None:
-                raise err("Can not append exception fields/comps to existing exception, only values",
-                          "LOAD_ERR_VALIDATE")
-            if not e["values"]:
-                diag.warn("LOAD_APPEND_NO_VALUES", f"Overriding/appending exception '{e['name']}' with no values")
-                return
-            same["values"] = (same["values"] or []) + e["values"]
+            if e["fields"] is not None:
+                raise err("Can not append exception fields to existing exception, only values", "LOAD_ERR_VALIDATE")
+            if e["comps"] is not None:
+                raise err("Can not append exception comps to existing exception, only values", "LOAD_ERR_VALIDATE")
+            same["values"] = (same["values"] or []) + (e["values"] or [])
         else:
             if e["fields"] is None:
-                raise err("Item has no mapping for key 'fields'")
+                raise err("Rule exception must have fields property with a list of fields", "LOAD_ERR_VALIDATE")
             if not e["values"]:
-                raise err(f"Appended exception '{e['name']}' must have values", "LOAD_ERR_VALIDATE")
+                raise err("Rule exception must have values property with a list of values", "LOAD_ERR_VALIDATE")
             self.validate_exception(e, prev.source)
             prev.exceptions.append(e)
 
@@ -201,27 +213,39 @@ class Collector:
 
     # -- exceptions ---------------------------------------------------------------------------------
     def validate_exception(self, e, source):
-        if e["fields"] is None:
-            raise err("Item has no mapping for key 'fields'")
+        """validate_exception_info: default comps, comps trimmed and checked, fields checked for the source."""
         if isinstance(e["fields"], list):
             if e["comps"] is None:
                 e["comps"] = ["="] * len(e["fields"])
             if not isinstance(e["comps"], list) or len(e["comps"]) != len(e["fields"]):
                 raise err("Fields and comps lists must have equal length", "LOAD_ERR_VALIDATE")
+            e["comps"] = [_normalize_comp(c) for c in e["comps"]]
             for c in e["comps"]:
-                if c not in ALL_OPS:
+                if c not in ALL_OPS and not _is_modifier_op(c):
                     raise err(f"'{c}' is not a supported comparison operator", "LOAD_ERR_VALIDATE")
             flds = e["fields"]
         else:
             if e["comps"] is None:
                 e["comps"] = "in"
-            if isinstance(e["comps"], list) or e["comps"] not in ("in", "pmatch", "intersects"):
-                raise err(f"'{e['comps']}' is not a supported comparison operator for a single field exception: "
-                          "use in, pmatch or intersects", "LOAD_ERR_VALIDATE")
+            if isinstance(e["comps"], list):
+                raise err("Fields and comps must both be strings", "LOAD_ERR_VALIDATE")
+            e["comps"] = _normalize_comp(e["comps"])
+            if e["comps"] not in ("in", "pmatch", "intersects") and not _is_modifier_op(e["comps"]):
+                raise err("When fields is a single value, comps must be one of (in, pmatch, intersects) or a "
+                          "modifier operator (e.g. startswith oneof)", "LOAD_ERR_VALIDATE")
             flds = [e["fields"]]
         if source == SOURCE:
             for f in flds:
                 _check_lhs_field(f)
+
+
+def _normalize_comp(c: str) -> str:
+    return c.strip(" \t\r\n")
+
+
+def _is_modifier_op(c: str) -> bool:
+    """A string operator with a list modifier (``startswith oneof``), as libsinsp's parser takes it."""
+    return split_modifier(c) is not None
 
 
 def _check_lhs_field(text: str):
@@ -230,5 +254,5 @@ def _check_lhs_field(text: str):
         if node is None:
             raise err(f"'{text}' is not a supported filter field", "LOAD_ERR_VALIDATE")
         compile_field(node)
-    except (ParseError, CompileError) as exc:
-        raise err(f"'{text}' is not a supported filter field: {exc}", "LOAD_ERR_VALIDATE") from None
+    except (ParseError, CompileError):
+        raise err(f"'{text}' is not a supported filter field", "LOAD_ERR_VALIDATE") from None

@@ -8,13 +8,13 @@ reported last.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..compiler import CompileError, compile_node, constraints
 from ..lint import condition_warnings
 from ..output import OutputFormat
-from ..parser import ParseError, parse, quote_item, substitute_list
+from ..parser import ParseError, parse, quote_item, split_modifier, substitute_list
 from .collector import SOURCE, Collector, RuleInfo, vtext
 from .errors import ItemError, LoadWarning, RulesLoadError
 
@@ -33,6 +33,11 @@ class CompiledRule:
     constraints: dict
     condition: str
     file: str
+    ast: Any = None                 # the macro-resolved condition
+    extra_fields: tuple = ()        # (key, OutputFormat, raw) from append_output
+    capture: bool = False
+    capture_duration: int = 0
+    info: dict = field(default_factory=dict)   # the rule as written (for edgeguard-rules list)
 
 
 @dataclass
@@ -134,7 +139,7 @@ class _Macros:
                     stack.append(ref)
 
 
-def compile_ruleset(col: Collector, read_warnings: list) -> Ruleset:
+def compile_ruleset(col: Collector, read_warnings: list, append_output=()) -> Ruleset:
     warnings: list = []
     lists = _Lists(col)
     macros = _Macros(col, lists)
@@ -147,7 +152,7 @@ def compile_ruleset(col: Collector, read_warnings: list) -> Ruleset:
             warnings.append(LoadWarning(r.file, f"rule '{r.name}'", "LOAD_UNKNOWN_SOURCE",
                                         f"Unknown source {r.source}, skipping"))
             continue
-        rule = _compile_rule(r, lists, macros, memo, warnings)
+        rule = _compile_rule(r, lists, macros, memo, warnings, append_output)
         if rule is not None:
             compiled.append(rule)
     macros.mark_used_transitively()
@@ -166,14 +171,22 @@ def compile_ruleset(col: Collector, read_warnings: list) -> Ruleset:
                    read_warnings + warnings, len(col.lists), len(col.macros))
 
 
-def _compile_rule(r: RuleInfo, lists: _Lists, macros: _Macros, memo: dict, warnings: list):
+def _compile_rule(r: RuleInfo, lists: _Lists, macros: _Macros, memo: dict, warnings: list, append_output=()):
     """compile_rule_infos for one rule: None when skip-if-unknown-filter drops it."""
     item = f"rule '{r.name}'"
     output = r.output
+    extra_fields: dict = {}
+    for extra in append_output:
+        if extra.applies_to(r.name, r.source, r.tags):
+            if extra.extra_output:
+                output = output + " " + extra.extra_output
+            for ef in extra.extra_fields:
+                extra_fields[ef.key] = ef
     if "%container.info" in output:
         output = output.replace("%container.info", "").strip()
-        warnings.append(LoadWarning(r.file, item, "LOAD_DEPRECATED_ITEM", "%container.info is deprecated "
-                                    "and was removed from the output"))
+        warnings.append(LoadWarning(r.file, item, "LOAD_DEPRECATED_ITEM", "%container.info is deprecated and no "
+                                    "more useful, and will be dropped by Falco 1.0.0. The container plugin will "
+                                    "automatically add required fields to the output message."))
     try:
         fmt = OutputFormat(output)
     except CompileError as exc:
@@ -181,6 +194,12 @@ def _compile_rule(r: RuleInfo, lists: _Lists, macros: _Macros, memo: dict, warni
             warnings.append(LoadWarning(r.file, item, "LOAD_UNKNOWN_FILTER", str(exc)))
             return None
         raise RulesLoadError(r.file, item, "LOAD_ERR_COMPILE_OUTPUT", str(exc), r.line)
+    extras = []
+    for ef in extra_fields.values():
+        try:
+            extras.append((ef.key, OutputFormat(ef.format), ef.raw))
+        except CompileError as exc:
+            raise RulesLoadError(r.file, item, "LOAD_ERR_COMPILE_OUTPUT", str(exc), r.line)
     try:
         text = lists.substitute(exceptions_condition(r.cond, r.exceptions))
     except ItemError as exc:
@@ -203,8 +222,13 @@ def _compile_rule(r: RuleInfo, lists: _Lists, macros: _Macros, memo: dict, warni
         raise RulesLoadError(r.file, item, "LOAD_ERR_COMPILE_CONDITION", str(exc), r.line)
     for code, msg in rule_warnings:
         warnings.append(LoadWarning(r.file, item, code, msg))
+    info = {"name": r.name, "condition": r.cond, "description": r.desc, "output": r.output,
+            "priority": r.priority, "source": r.source, "enabled": r.enabled, "tags": sorted(r.tags),
+            "exceptions": [e["name"] for e in r.exceptions], "capture": r.capture,
+            "capture_duration": r.capture_duration}
     return CompiledRule(r.name, r.index, r.priority, r.source, tuple(sorted(r.tags)), r.enabled,
-                        r.desc, fn, fmt, constraints(ast), text, r.file)
+                        r.desc, fn, fmt, constraints(ast), text, r.file, ast, tuple(extras), r.capture,
+                        r.capture_duration, info)
 
 
 def _identifiers(node):
@@ -248,7 +272,7 @@ def exceptions_condition(cond: str, excs: list) -> str:
                 for f, c, it in zip(fields, comps, tup):
                     if isinstance(it, list):
                         s = "(" + ", ".join(quote_item(x) for x in it) + ")"
-                    elif c in ("in", "intersects", "pmatch"):
+                    elif c in ("in", "intersects", "pmatch") or split_modifier(c):
                         s = it if it.startswith("(") else "(" + it + ")"
                     else:
                         s = quote_item(it)

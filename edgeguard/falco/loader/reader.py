@@ -12,7 +12,8 @@ import yaml
 
 from ..alert import priority_number
 from .collector import Collector, ListInfo, MacroInfo, RuleInfo, parse_version
-from .errors import Diagnostics, ItemError, RulesLoadError, err
+from .errors import (ERROR_OVERRIDE_APPEND, WARNING_APPEND, WARNING_ENABLED, Diagnostics, ItemError, RulesLoadError,
+                     err)
 
 
 class _LineDict(dict):
@@ -90,6 +91,16 @@ def _seq(item, key, *, optional=False):
     return out
 
 
+def _uint(item, key):
+    """An optional unsigned integer (yaml-cpp ``as<uint64_t>``): decimal digits only."""
+    v = _val(item, key, optional=True)
+    if v is None:
+        return None
+    if not re.fullmatch(r"[0-9]+", v) or int(v) >= 1 << 64:
+        raise err(f"Can't decode YAML scalar value for key '{key}': '{v}' is not an unsigned integer")
+    return int(v)
+
+
 def _priority(text):
     try:
         if text.strip() != text:
@@ -111,7 +122,13 @@ def _describe(entry: dict) -> str:
 
 APPENDABLE = ("condition", "output", "desc", "tags", "exceptions")
 REPLACEABLE = ("condition", "output", "desc", "priority", "tags", "exceptions", "enabled", "warn_evttypes",
-               "skip-if-unknown-filter")
+               "skip-if-unknown-filter", "capture", "capture_duration")
+KNOWN_KEYS = {
+    "list": ("list", "items", "append", "override"),
+    "macro": ("macro", "condition", "append", "override"),
+    "rule": ("rule", "condition", "output", "desc", "priority", "source", "enabled", "tags", "exceptions",
+             "warn_evttypes", "skip-if-unknown-filter", "append", "override", "capture", "capture_duration"),
+}
 _NAMING = {   # kind: (its value's key, valid names, warning code, warning)
     "list": ("items", re.compile(r"[^()\"'\s=,]+"), "LOAD_INVALID_LIST_NAME",
              "List has an invalid name. List names should match a regular expression: ([^()\"'[:space:]=,]+)"),
@@ -134,25 +151,31 @@ class Reader:
         try:
             docs = list(yaml.load_all(text, Loader=_Loader))
         except yaml.YAMLError as exc:
-            raise RulesLoadError(name, "rules content", "LOAD_ERR_YAML_PARSE", str(exc).replace("\n", " "))
+            raise self._error(name, "rules content", "LOAD_ERR_YAML_PARSE", str(exc).replace("\n", " "))
         for doc in docs:
             if doc is None:
                 continue
             if not isinstance(doc, list):
                 reason = "Rules content is not yaml array of objects" if isinstance(doc, dict) \
                     else "Rules content is not yaml"
-                raise RulesLoadError(name, "rules content", "LOAD_ERR_YAML_VALIDATE", reason)
+                raise self._error(name, "rules content", "LOAD_ERR_YAML_VALIDATE", reason)
             for entry in doc:
                 if entry is None:
                     continue
                 if not isinstance(entry, dict):
-                    raise RulesLoadError(name, "rules content", "LOAD_ERR_YAML_VALIDATE",
-                                         "Unexpected element type. Each element should be a yaml associative array.")
+                    raise self._error(name, "rules content", "LOAD_ERR_YAML_VALIDATE",
+                                      "Unexpected element type. Each element should be a yaml associative array.")
                 self.diag.item = _describe(entry)
                 try:
                     self._read_item(entry)
                 except ItemError as exc:
-                    raise RulesLoadError(name, self.diag.item, exc.code, exc.reason, getattr(entry, "line", None))
+                    raise self._error(name, self.diag.item, exc.code, exc.reason, getattr(entry, "line", None))
+
+    def _error(self, file, item, code, reason, line=None):
+        """The load error, carrying every warning given before it (Falco reports both)."""
+        exc = RulesLoadError(file, item, code, reason, line)
+        exc.warnings = list(self.diag.warnings)
+        return exc
 
     def _read_item(self, item):
         line = getattr(item, "line", 0)
@@ -176,52 +199,61 @@ class Reader:
     def _read_plugin_versions(self, item):
         reqs = item["required_plugin_versions"]
         if not isinstance(reqs, list):
-            raise err("Value is not a sequence (key 'required_plugin_versions')")
+            raise err("Value of required_plugin_versions must be a sequence")
         for r in reqs:
             if not isinstance(r, dict):
-                raise err("Unexpected element type in 'required_plugin_versions': a map with name and version "
-                          "is required")
+                raise err("Plugin version must be a mapping")
             group = [(_val(r, "name"), _val(r, "version"))]
-            for alt in r.get("alternatives") or []:
+            alts = r.get("alternatives")
+            if alts is not None and not isinstance(alts, list):
+                raise err("Value of plugin version alternatives must be a sequence")
+            for alt in alts or []:
                 if not isinstance(alt, dict):
-                    raise err("Unexpected element type in 'alternatives'")
+                    raise err("Plugin version alternative must be a mapping")
                 group.append((_val(alt, "name"), _val(alt, "version")))
-            names = set()
-            for n, v in group:
-                if parse_version(v) is None or "." not in v:
-                    raise err(f"Plugin version string {v} not valid")
-                if n in names:
-                    raise err(f"Defined multiple alternative version requirements for plugin {n}")
-                names.add(n)
             self.col.require_plugins(self.diag.file, group)
 
-    def _override_map(self, item, allowed_keys):
+    def _unknown_keys(self, item, kind):
+        for k in item:
+            if k not in KNOWN_KEYS[kind]:
+                self.warn("LOAD_UNKNOWN_KEY", f"Unknown key '{k}'")
+
+    def _overrides(self, item, appendable, replaceable):
+        """decode_overrides: the keys to append and to replace, in the order given."""
         ov = item.get("override")
         if ov is None:
-            return None
+            return [], []
         if not isinstance(ov, dict):
             raise err("Value is not a map (key 'override')")
+        app, rep = [], []
         for k, op in ov.items():
-            if op not in ("append", "replace"):
-                raise err(f"Invalid override operation for key '{k}': '{op}'. Allowed values are: append, replace")
-            if k not in allowed_keys:
-                raise err(f"Unexpected key '{k}' under 'override'")
-        return ov
+            if op == "append":
+                if k not in appendable:
+                    raise err(f"Key '{k}' cannot be appended to, use 'replace' instead")
+                app.append(k)
+            elif op == "replace":
+                if k not in replaceable:
+                    raise err(f"Key '{k}' cannot be replaced")
+                rep.append(k)
+            else:
+                allowed = ("append " if k in appendable else "") + ("replace " if k in replaceable else "")
+                raise err(f"Invalid override operation for key '{k}': '{op}'. Allowed values are: {allowed}")
+        return app, rep
 
     def _read_list_or_macro(self, item, line, kind):
         key, name_rx, code, message = _NAMING[kind]
         name = _val(item, kind)
         if not name_rx.fullmatch(name):
             self.warn(code, message)
+        self._unknown_keys(item, kind)
         value = _seq(item, key) if kind == "list" else _val(item, key)
         append = _bool(item, "append", False)
-        ov = self._override_map(item, (key,))
-        if append and ov is not None:
-            raise err("Keys 'override' and 'append: true' cannot be used together. Add an 'append' entry "
-                      f"(e.g. '{key}: append') under 'override' instead.")
         if append:
-            self.warn("LOAD_DEPRECATED_ITEM", f"The 'append' key is deprecated. Use 'override: {{{key}: append}}'.")
-        if append or (ov and ov.get(key) == "append"):
+            self.warn("LOAD_DEPRECATED_ITEM", WARNING_APPEND)
+        app, rep = self._overrides(item, (key,), (key,))
+        if append and (app or rep):
+            raise err(ERROR_OVERRIDE_APPEND)
+        if append or app:
             (self.col.append_list if kind == "list" else self.col.append_macro)(name, value)
         elif kind == "list":
             self.col.define_list(ListInfo(name, self.diag.file, line, items=list(value)))
@@ -229,33 +261,34 @@ class Reader:
             self.col.define_macro(MacroInfo(name, self.diag.file, line, cond=value))
 
     # -- rules --------------------------------------------------------------------------------------
-    def _read_exceptions(self, item, rule_source, *, validate: bool):
+    def _read_exceptions(self, item, *, append: bool):
+        """read_rule_exceptions: ``fields`` may be left out only when appending (values to an exception)."""
         raw = item.get("exceptions")
         if raw is None:
             return []
         if not isinstance(raw, list):
-            raise err("Value is not a sequence (key 'exceptions')")
+            raise err("Rule exceptions must be a sequence")
         out = []
-        names = set()
         for ex in raw:
             if not isinstance(ex, dict):
-                raise err("Unexpected element type in 'exceptions': each exception must be a map")
+                raise err("Rule exception must be a mapping")
             name = _val(ex, "name")
-            if name in names:
+            if any(e["name"] == name for e in out):
                 self.warn("LOAD_EXCEPTION_NAME_NOT_UNIQUE", f"Multiple definitions of exception '{name}' in the "
                                                             "same rule")
-            names.add(name)
             e = {"name": name, "fields": None, "comps": None, "values": None}
-            if "fields" in ex and ex["fields"] is not None:
+            if ex.get("fields") is not None:
                 f = ex["fields"]
                 e["fields"] = _seq(ex, "fields") if isinstance(f, list) else _val(ex, "fields")
-            if "comps" in ex and ex["comps"] is not None:
+            elif not append:
+                raise err("Item has no mapping for key 'fields'")
+            if ex.get("comps") is not None:
                 c = ex["comps"]
                 e["comps"] = _seq(ex, "comps") if isinstance(c, list) else _val(ex, "comps")
             if "values" in ex and ex["values"] is not None:
                 vals = ex["values"]
                 if not isinstance(vals, list):
-                    raise err("Value is not a sequence (key 'values')")
+                    raise err("Rule exception values must be a sequence")
                 for v in vals:
                     if isinstance(v, dict):
                         raise err("Expected values array to contain a list of strings or lists")
@@ -266,55 +299,40 @@ class Reader:
                                 raise err("Expected values array to contain a list of strings or lists")
                 e["values"] = [([("" if y is None else y) for y in v] if isinstance(v, list)
                                 else ("" if v is None else v)) for v in vals]
+            elif append:
+                self.warn("LOAD_APPEND_NO_VALUES", "Overriding/appending exception with no values")
             out.append(e)
-            if validate:
-                self.col.validate_exception(e, rule_source)
         return out
 
     def _read_rule(self, item, line):
         name = _val(item, "rule")
-        source = _val(item, "source", optional=True) or ""
-        ov = item.get("override")
+        self._unknown_keys(item, "rule")
         append = _bool(item, "append", False)
-        if ov is not None:
-            if append:
-                raise err("Keys 'override' and 'append: true' cannot be used together. Add an 'append' entry "
-                          "(e.g. 'condition: append') under 'override' instead.")
-            if not isinstance(ov, dict):
-                raise err("Value is not a map (key 'override')")
-            for k, op in ov.items():
-                if op not in ("append", "replace"):
-                    raise err(f"Invalid override operation for key '{k}': '{op}'. Allowed values are: "
-                              "append, replace")
-                if op == "append" and k not in APPENDABLE:
-                    raise err(f"Key '{k}' cannot be appended to, use 'replace' instead")
-                if op == "replace" and k not in REPLACEABLE:
-                    raise err(f"Key '{k}' cannot be replaced")
-                if k not in item:
-                    raise err(f"An {op} override for '{k}' was specified but '{k}' is not defined")
-            for k in item:
-                if k in set(APPENDABLE) | set(REPLACEABLE) and k not in ov:
-                    raise err(f"Unexpected key '{k}': no corresponding entry under 'override' is defined.")
-            app = [k for k, op in ov.items() if op == "append"]
-            rep = [k for k, op in ov.items() if op == "replace"]
+        if append:
+            self.warn("LOAD_DEPRECATED_ITEM", WARNING_APPEND)
+        app, rep = self._overrides(item, APPENDABLE, REPLACEABLE)
+        if append and (app or rep):
+            raise err(ERROR_OVERRIDE_APPEND)
+        # An update names the rule it changes; an empty source there means "any", as in Falco.
+        source = item.get("source") if isinstance(item.get("source"), str) else ""
+        if app or rep:
+            expected = [k for k in item if k in APPENDABLE or k in REPLACEABLE]
             if app:
-                self._update_rule(name, source, item, app, "append")
+                self._update_rule(name, source, item, app, "append", expected)
             if rep:
-                self._update_rule(name, source, item, rep, "replace")
+                self._update_rule(name, source, item, rep, "replace", expected)
+            for k in expected:
+                raise err(f"Unexpected key '{k}': no corresponding entry under 'override' is defined.")
             return
         if append:
-            self.warn("LOAD_DEPRECATED_ITEM", "The 'append' key is deprecated. Use 'override' instead.")
-            keys = [k for k in ("condition", "exceptions") if k in item]
-            if not keys:
-                raise err("Appended rule must have exceptions or condition property")
-            self._update_rule(name, source, item, keys, "append")
+            self._update_rule(name, source, item, [k for k in ("condition", "exceptions") if k in item], "append")
             return
         if not any(k in item for k in ("condition", "output", "desc", "priority")):
-            if "enabled" not in item:
-                raise err("Item has no mapping for key 'condition'")
-            self.warn("LOAD_DEPRECATED_ITEM", "The 'enabled' key without other keys is deprecated. Use "
-                                              "'override: {enabled: replace}'.")
-            self.col.enable_rule(name, _bool(item, "enabled", True))
+            enabled = _bool(item, "enabled", None)
+            if enabled is None:
+                raise err("Item has no mapping for key 'enabled'")
+            self.warn("LOAD_DEPRECATED_ITEM", WARNING_ENABLED)
+            self.col.enable_rule(name, enabled)
             return
         info = RuleInfo(name, self.diag.file, line)
         info.cond = _val(item, "condition")
@@ -323,45 +341,45 @@ class Reader:
             raise err("Value must be non-empty (key 'output')")
         info.desc = _val(item, "desc")
         info.priority = _priority(_val(item, "priority"))
-        info.source = source or "syscall"
+        info.source = _val(item, "source", optional=True) or "syscall"
         info.enabled = _bool(item, "enabled", True)
         info.warn_evttypes = _bool(item, "warn_evttypes", True)
         info.skip_unknown = _bool(item, "skip-if-unknown-filter", False)
+        info.capture = _bool(item, "capture", False)
+        info.capture_duration = _uint(item, "capture_duration") or 0
         info.tags = set(_seq(item, "tags", optional=True) or [])
-        info.exceptions = self._read_exceptions(item, info.source, validate=True)
+        info.exceptions = self._read_exceptions(item, append=False)
         self.col.define_rule(info)
 
-    def _update_rule(self, name, source, item, keys, op):
-        """An ``append`` (also the legacy ``append: true``) or ``replace`` of ``keys`` of an existing rule."""
-        prev = self.col.existing_rule(name, source, _NO_RULE_TO_UPDATE[op])
+    def _update_rule(self, name, source, item, keys, op, expected=None):
+        """An ``append`` (also the legacy ``append: true``) or ``replace`` of ``keys`` of an existing rule.
+
+        ``expected`` holds the overridable keys the item defines; each one used here is struck off it.
+        """
+        values = []
         for k in keys:
-            value = self._update_value(item, k, op, prev)
+            if expected is not None:
+                if k not in expected:
+                    raise err(f"An {op} override for '{k}' was specified but '{k}' is not defined")
+                expected.remove(k)
+            values.append((k, self._update_value(item, k, op)))
+        prev = self.col.existing_rule(name, source, op, bool(values))
+        for k, value in values:
             if op == "append":
                 self.col.append_to_rule(prev, k, value, self.diag)
             else:
                 self.col.replace_in_rule(prev, k, value)
         self.col.updated(prev)
 
-    def _update_value(self, item, k, op, prev):
+    def _update_value(self, item, k, op):
         if k in ("condition", "output", "desc"):
-            return (_val(item, k, optional=True) or "") if op == "append" else _val(item, k)
+            return _val(item, k)
         if k == "tags":
             return set(_seq(item, "tags", optional=True) or [])
         if k == "exceptions":
-            excs = self._read_exceptions(item, prev.source, validate=False)
-            if op == "replace":
-                for e in excs:
-                    if e["fields"] is None:
-                        raise err("Item has no mapping for key 'fields'")
-            return excs
+            return self._read_exceptions(item, append=op == "append")
         if k == "priority":
             return _priority(_val(item, k))
-        if k == "skip-if-unknown-filter":
-            return _bool(item, k, False)
-        return _bool(item, k, True)                 # enabled, warn_evttypes
-
-
-_NO_RULE_TO_UPDATE = {
-    "append": "Rule uses 'append' or 'override.<key>: append' but no rule by that name already exists",
-    "replace": "An replace to a rule was requested but no rule by that name already exists",
-}
+        if k == "capture_duration":
+            return _uint(item, k)
+        return _bool(item, k, k != "skip-if-unknown-filter" and k != "capture")
