@@ -71,3 +71,68 @@ def _check(node, out):
         out.append(("LOAD_COMPILE_CONDITION",
                     f"regex '{consts[0]}' has no special characters: '=', 'contains', 'startswith' or "
                     "'endswith' is faster"))
+
+
+# ---- rules that can never fire under rule_matching: first -------------------------------------------
+def shadowed_rules(rules) -> list[tuple]:
+    """(rule, earlier rule) for each rule whose every match an earlier rule in ``rules`` (the evaluation order)
+    also matches: under ``rule_matching: first`` the earlier rule always alerts instead.
+
+    The test is syntactic and sound: it only claims what it can prove from the conditions (after macro
+    resolution), e.g. the later rule repeats the earlier rule's conjuncts and adds more.
+    """
+    out = []
+    for i, later in enumerate(rules):
+        for earlier in rules[:i]:
+            if later.ast is not None and earlier.ast is not None and _implies(later.ast, earlier.ast):
+                out.append((later, earlier))
+                break
+    return out
+
+
+_EQ_OPS = ("=", "==")
+
+
+def _implies(b, a) -> bool:
+    """Every event satisfying ``b`` satisfies ``a``."""
+    if b is a or b == a:
+        return True
+    if a[0] == "and":
+        return all(_implies(b, c) for c in a[1])
+    if a[0] == "or":
+        if b[0] == "or":
+            return all(_implies(c, a) for c in b[1])
+        return any(_implies(b, c) for c in a[1])
+    if b[0] == "and":
+        return any(_implies(c, a) for c in b[1])
+    if b[0] == "or":
+        return all(_implies(c, a) for c in b[1])
+    return _atom_implies(b, a)
+
+
+def _atom_implies(b, a) -> bool:
+    if b[0] != "check" or a[0] != "check" or b[1] != a[1] or b[1][0] != "field":
+        return False
+    _, _, bop, brhs = b
+    _, _, aop, arhs = a
+    if aop == "exists":
+        return True                        # any check on an absent field is false
+    bvals = _values(bop, brhs)
+    avals = _values(aop, arhs)
+    if bvals is None or avals is None:
+        return False
+    if aop in _EQ_OPS + ("in",) and bop in _EQ_OPS + ("in",):
+        return bvals <= avals              # scalar: one of; list field: every element in (both read as subsets)
+    if aop == "intersects" and bop in ("intersects", "in") + _EQ_OPS:
+        return bvals <= avals and bool(bvals)
+    if bop in _EQ_OPS and aop in ("startswith", "endswith", "contains"):
+        (pat,) = avals if len(avals) == 1 else (None,)
+        test = {"startswith": str.startswith, "endswith": str.endswith, "contains": str.__contains__}[aop]
+        return pat is not None and all(test(v, pat) for v in bvals)
+    return False
+
+
+def _values(op, rhs):
+    if rhs is None or rhs[0] not in ("value", "list") or " " in op:
+        return None
+    return frozenset([rhs[1]] if rhs[0] == "value" else rhs[1])

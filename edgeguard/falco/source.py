@@ -19,6 +19,11 @@ from dataclasses import dataclass, field
 
 from .fields import AuditEvent
 
+try:                        # optional: a faster decoder for JSON lines (pip install edgeguard[fast])
+    import orjson as _orjson
+except ImportError:         # pragma: no cover - exercised by the tests that force the json path
+    _orjson = None
+
 NOT_AUDIT = "data not recognized as a k8s audit event"
 DEFAULT_MAX_EVENT_BYTES = 262144  # the plugin's maxEventSize default (sdk.DefaultEvtSize)
 
@@ -147,6 +152,27 @@ def _scan(text, i, fits, limit, depth):
     if c == "{":
         return _scan_object(text, i, fits, limit)
     return _DEC.raw_decode(text, i)
+
+
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
+
+
+def loads_line(raw: bytes, *, fast: bool = True):
+    """``json.loads`` of one JSON line, the same result, faster when orjson is installed.
+
+    orjson differs from json in three ways, each sent back to json.loads here so nothing changes:
+    integers beyond 64 bits (orjson turns them into floats: any run of 19+ digits takes the json path),
+    lone surrogate escapes like ``"\\ud800"`` (orjson refuses them) and NaN/Infinity/1e400 (orjson refuses
+    them; json.loads takes them, as replay always did). Invalid UTF-8 raises UnicodeDecodeError, invalid
+    JSON json.JSONDecodeError.
+    """
+    if fast and _orjson is not None and _LONG_NUMBER not in raw.translate(_DIGITS_TO_ZERO):
+        try:
+            return _orjson.loads(raw)
+        except _orjson.JSONDecodeError:
+            pass
+    return json.loads(raw.decode("utf-8"))
 
 
 @dataclass

@@ -42,7 +42,7 @@ def test_regression_engine(test):
 
 @pytest.mark.parametrize("test", TESTS, ids=IDS)
 def test_regression_cli(test, capsys):
-    args = ["replay"]
+    args = ["replay", "--no-defaults"]   # the test's own rules files only, as Falco loads them
     for r in rules_files(test):
         args += ["--rules", str(r)]
     rc = cli.main(args + [str(REGRESSION / test["events"])])

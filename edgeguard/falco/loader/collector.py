@@ -133,21 +133,24 @@ class Collector:
         self._define(self.lists, info)
 
     def append_list(self, name, items):
-        prev = self.lists.get(name)
-        if prev is None:
-            raise err(ERROR_NO_PREVIOUS_LIST, "LOAD_ERR_VALIDATE")
+        prev = self._previous(self.lists, name, ERROR_NO_PREVIOUS_LIST)
         prev.items = prev.items + items
-        prev.visibility = self._next()
+        self.updated(prev)
 
     def define_macro(self, info: MacroInfo):
         self._define(self.macros, info)
 
     def append_macro(self, name, cond):
-        prev = self.macros.get(name)
-        if prev is None:
-            raise err(ERROR_NO_PREVIOUS_MACRO, "LOAD_ERR_VALIDATE")
+        prev = self._previous(self.macros, name, ERROR_NO_PREVIOUS_MACRO)
         prev.cond = prev.cond + " " + cond
-        prev.visibility = self._next()
+        self.updated(prev)
+
+    @staticmethod
+    def _previous(table: dict, name, missing):
+        prev = table.get(name)
+        if prev is None:
+            raise err(missing, "LOAD_ERR_VALIDATE")
+        return prev
 
     # -- rules --------------------------------------------------------------------------------------
     def define_rule(self, info: RuleInfo):

@@ -50,6 +50,8 @@ class Ruleset:
     warnings: list
     lists: int
     macros: int
+    list_infos: list = field(default_factory=list)     # [{name, items, used}] in definition order
+    macro_infos: list = field(default_factory=list)    # [{name, condition, used}]
 
 
 class _Lists:
@@ -168,7 +170,9 @@ def compile_ruleset(col: Collector, read_warnings: list, append_output=()) -> Ru
                    vtext(col.required_engine) if col.required_engine else None,
                    [{"file": f, "alternatives": [{"name": n, "version": v} for n, v in g]}
                     for f, g in col.plugin_reqs],
-                   read_warnings + warnings, len(col.lists), len(col.macros))
+                   read_warnings + warnings, len(col.lists), len(col.macros),
+                   [{"name": li.name, "items": list(li.items), "used": li.used} for li in lists.by_index],
+                   [{"name": m.name, "condition": m.cond, "used": m.used} for m in macros.by_index])
 
 
 def _compile_rule(r: RuleInfo, lists: _Lists, macros: _Macros, memo: dict, warnings: list, append_output=()):
@@ -224,7 +228,7 @@ def _compile_rule(r: RuleInfo, lists: _Lists, macros: _Macros, memo: dict, warni
         warnings.append(LoadWarning(r.file, item, code, msg))
     info = {"name": r.name, "condition": r.cond, "description": r.desc, "output": r.output,
             "priority": r.priority, "source": r.source, "enabled": r.enabled, "tags": sorted(r.tags),
-            "exceptions": [e["name"] for e in r.exceptions], "capture": r.capture,
+            "exceptions": [dict(e) for e in r.exceptions], "capture": r.capture,
             "capture_duration": r.capture_duration}
     return CompiledRule(r.name, r.index, r.priority, r.source, tuple(sorted(r.tags)), r.enabled,
                         r.desc, fn, fmt, constraints(ast), text, r.file, ast, tuple(extras), r.capture,
