@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 from . import describe as describe_mod
@@ -47,11 +46,8 @@ def _config(args) -> EngineConfig:
             raise ConfigError(f"{args.config}: cannot read: {exc}") from None
         config = EngineConfig.from_yaml(text, args.config)
     config = config.with_cli_selection(args.disable or (), args.disable_tag or (), args.enable_tag or ())
-    if args.rule_matching:
-        config = replace(config, rule_matching=args.rule_matching)
-    if args.priority:
-        config = config.merged(EngineConfig.from_mapping({"priority": args.priority}, "--priority"))
-    return config
+    options = {"rule_matching": args.rule_matching, "priority": args.priority}
+    return config.merged(EngineConfig.from_mapping({k: v for k, v in options.items() if v}, "command line"))
 
 
 def _engine(args, extra):

@@ -61,6 +61,7 @@ class EngineConfig:
     rules: tuple = ()
     append_output: tuple = ()
     origins: tuple = field(default=(), compare=False)
+    given: frozenset = field(default=frozenset(), compare=False)   # the scalar keys a mapping set
 
     @classmethod
     def from_mapping(cls, m, origin: str = "config") -> "EngineConfig":
@@ -73,6 +74,7 @@ class EngineConfig:
             kw["rule_matching"] = _rule_matching(m["rule_matching"], f"{origin}: rule_matching")
         if m.get("priority") is not None:
             kw["priority"] = _priority(m["priority"], f"{origin}: priority")
+        kw["given"] = frozenset(k for k in ("rule_matching", "priority") if k in kw)
         if m.get("rules") is not None:
             kw["rules"] = tuple(_selections(m["rules"], f"{origin}: rules"))
         if m.get("append_output") is not None:
@@ -88,13 +90,11 @@ class EngineConfig:
         return cls.from_mapping(doc, origin)
 
     def merged(self, later: "EngineConfig") -> "EngineConfig":
-        """``later`` on top of this: its scalars win when set, its ``rules``/``append_output`` entries come after."""
+        """``later`` on top of this: the scalars it sets win, its ``rules``/``append_output`` entries come after."""
         kw: dict = {"rules": self.rules + later.rules, "append_output": self.append_output + later.append_output,
-                    "origins": self.origins + later.origins}
-        default = EngineConfig()
-        kw["rule_matching"] = later.rule_matching if later.rule_matching != default.rule_matching \
-            else self.rule_matching
-        kw["priority"] = later.priority if later.priority != default.priority else self.priority
+                    "origins": self.origins + later.origins, "given": self.given | later.given}
+        for key in ("rule_matching", "priority"):
+            kw[key] = getattr(later if key in later.given else self, key)
         return replace(self, **kw)
 
     def with_cli_selection(self, disable_substrings=(), disable_tags=(), enable_tags=()) -> "EngineConfig":

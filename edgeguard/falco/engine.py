@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time as _time
+from dataclasses import replace
 from operator import itemgetter
 from pathlib import Path
 
@@ -191,7 +192,8 @@ class Engine:
             raise ValueError(f"rule_matching must be 'first' or 'all', not {rule_matching!r}")
         if min_priority is not None:
             priority_number(min_priority)
-            config = EngineConfig(rule_matching, min_priority, config.rules, config.append_output, config.origins)
+        config = replace(config, rule_matching=rule_matching,
+                         priority=min_priority if min_priority is not None else config.priority)
         self.config = config
         self.ruleset = ruleset
         self.rule_matching = rule_matching

@@ -114,6 +114,8 @@ def test_a_later_config_adds_entries_and_overrides_scalars():
     b = cfg("rule_matching: all\nrules:\n  - enable:\n      rule: k8s_noisy_rule\n")
     m = a.merged(b)
     assert (m.priority, m.rule_matching) == ("notice", "all")
+    # a later setting wins when it is given, even if it is the default
+    assert m.merged(cfg("rule_matching: first\n")).rule_matching == "first"
     assert m.rules == (Selection(False, tag="noisy"), Selection(True, rule="k8s_noisy_rule"))
 
 
