@@ -12,6 +12,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Callable
 
 from . import fields as F
@@ -20,7 +21,6 @@ STR_FIELD_OPS = {"=", "==", "!=", "<", "<=", ">", ">=", "contains", "icontains",
                  "iglob", "pmatch", "in", "intersects", "regex", "exists"}
 NUM_FIELD_OPS = {"=", "==", "!=", "<", "<=", ">", ">=", "in", "intersects", "exists"}
 LIST_FIELD_OPS = {"in", "intersects", "exists"}
-NA_CHECK_OPS = {"=", "==", "!=", "in", "intersects", "pmatch"}
 
 
 class CompileError(ValueError):
@@ -40,13 +40,9 @@ class FieldExpr:
 
 
 def _fetcher(key: str, ex):
-    def fetch(e):
-        c = e.c
-        if key in c:
-            return c[key]
-        v = c[key] = ex(e)
-        return v
-    return fetch
+    """The field's value from the event's cache (extracted on first use): a C-level getter."""
+    F.EXTRACTORS.setdefault(key, ex)
+    return itemgetter(key)
 
 
 _LOWER = {i: i + 32 for i in range(65, 91)}
@@ -270,10 +266,12 @@ def _scalar_op(op: str, R):
     raise CompileError(f"operator '{op}' is not supported here")
 
 
-def compile_check(node, warnings: list | None = None):
+def compile_check(node):
     _, lhs_node, op, rhs_node = node
     lhs = compile_field(lhs_node)
     fetch = lhs.fetch
+    if " " in op:
+        return _compile_modified(lhs, op, rhs_node)
     if op == "exists":
         return lambda e: fetch(e) is not None
     if op in ("bcontains", "bstartswith"):
@@ -338,23 +336,6 @@ def compile_check(node, warnings: list | None = None):
         consts = list(rhs_node[1])
         if op not in ("in", "intersects", "pmatch"):
             raise CompileError(f"'{op}' operator does not accept a list of values")
-    if warnings is not None and lhs.base_key.startswith(("ka.", "jevt.", "json.")) and op in NA_CHECK_OPS \
-            and "<NA>" in consts:
-        warnings.append(("LOAD_UNSAFE_NA_CHECK",
-                         f"'{lhs.text} {op} <NA>': comparing a field with <NA> is unsafe and never matches "
-                         "an absent value; use 'exists'"))
-    if warnings is not None:
-        for c in consts:
-            if c in F.FIELDS or c.split("[", 1)[0] in F.FIELDS:
-                warnings.append(("LOAD_COMPILE_CONDITION",
-                                 f"string '{c}' may be a valid field misused as a const string value"))
-            elif re.fullmatch(r"(?:val|tolower|toupper|b64|basename|len)\(.*\)", c):
-                warnings.append(("LOAD_COMPILE_CONDITION",
-                                 f"string '{c}' may be a valid field transformer misused as a const string value"))
-        if op == "regex" and consts and re.fullmatch(r"\^?\.?\*?[A-Za-z0-9_/:. -]*(?:\.\*)?\$?", consts[0]):
-            warnings.append(("LOAD_COMPILE_CONDITION",
-                             f"regex '{consts[0]}' has no special characters: '=', 'contains', 'startswith' or "
-                             "'endswith' is faster"))
     values = [_const(c, lhs.type) for c in consts]
 
     if op in ("in", "intersects"):
@@ -408,7 +389,39 @@ def compile_check(node, warnings: list | None = None):
     return check
 
 
-def compile_node(node, warnings: list | None = None, memo: dict | None = None):
+def _compile_modified(lhs: FieldExpr, op: str, rhs_node):
+    """``f startswith oneof (a, b)``: sugar for the plain check against each value, combined by the modifier:
+    ``anyof`` at least one holds, ``allof`` every one holds, ``oneof`` exactly one holds."""
+    base, mod = op.split()
+    if base in ("bcontains", "bstartswith"):
+        raise CompileError(f"'{base}' operator not supported on field '{lhs.text}' of type '{lhs.type}' "
+                           "(only byte-buffer fields accept it; every k8s_audit field is a string)")
+    if lhs.is_list:
+        raise CompileError(f"'{op}' operator not supported list filters ({lhs.text})")
+    if lhs.type != F.STR:
+        raise CompileError(f"'{op}' operator not supported on field '{lhs.text}' of type '{lhs.type}'")
+    fetch = lhs.fetch
+    values = [_const(c, lhs.type) for c in rhs_node[1]]
+    if base in ("=", "==") and mod == "anyof":
+        members = frozenset(values)
+        return lambda e: fetch(e) in members      # None is never a member
+    preds = tuple(_scalar_op(base, R) for R in values)
+    if mod == "anyof":
+        def check(e):
+            v = fetch(e)
+            return v is not None and any(p(v) for p in preds)
+    elif mod == "allof":
+        def check(e):
+            v = fetch(e)
+            return v is not None and all(p(v) for p in preds)
+    else:
+        def check(e):
+            v = fetch(e)
+            return v is not None and sum(1 for p in preds if p(v)) == 1
+    return check
+
+
+def compile_node(node, memo: dict | None = None):
     """AST -> closure. ``memo`` shares closures of identical (macro) subtrees by identity."""
     if memo is not None:
         hit = memo.get(id(node))
@@ -416,7 +429,7 @@ def compile_node(node, warnings: list | None = None, memo: dict | None = None):
             return hit[1]
     kind = node[0]
     if kind == "and":
-        fns = [compile_node(c, warnings, memo) for c in node[1]]
+        fns = [compile_node(c, memo) for c in node[1]]
         if len(fns) == 2:
             a, b = fns
             fn = lambda e: a(e) and b(e)  # noqa: E731
@@ -430,7 +443,7 @@ def compile_node(node, warnings: list | None = None, memo: dict | None = None):
                         return False
                 return True
     elif kind == "or":
-        fns = [compile_node(c, warnings, memo) for c in node[1]]
+        fns = [compile_node(c, memo) for c in node[1]]
         if len(fns) == 2:
             a, b = fns
             fn = lambda e: a(e) or b(e)  # noqa: E731
@@ -441,10 +454,10 @@ def compile_node(node, warnings: list | None = None, memo: dict | None = None):
                         return True
                 return False
     elif kind == "not":
-        inner = compile_node(node[1], warnings, memo)
+        inner = compile_node(node[1], memo)
         fn = lambda e: not inner(e)  # noqa: E731
     elif kind == "check":
-        fn = compile_check(node, warnings)
+        fn = compile_check(node)
     elif kind == "id":
         raise CompileError(f"Undefined macro '{node[1]}' used in filter.")
     else:

@@ -19,19 +19,34 @@ U64 = "uint64"
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-class AuditEvent:
-    """One audit event as the plugins see it: the decoded object, its timestamp and a per-event field cache."""
+# field key -> extractor(evt); registered when a condition or output first uses the field.
+EXTRACTORS: dict = {}
 
-    __slots__ = ("obj", "ts", "num", "c", "_compact", "limit", "oversize")
+
+class AuditEvent(dict):
+    """One audit event as the plugins see it: the decoded object and its timestamp. The event is also its own
+    field cache: ``evt[key]`` extracts a field on first use only, so a field used by twenty rules costs one
+    extraction, and a compiled check reads it with a C-level ``itemgetter``."""
+
+    __slots__ = ("obj", "ts", "num", "_compact", "limit", "oversize")
 
     def __init__(self, obj: dict, ts: int, num: int = 0, compact: str | None = None, limit: int = 0):
         self.obj = obj
         self.ts = ts
         self.num = num
-        self.c: dict = {}
         self._compact = compact
         self.limit = limit          # max event size in bytes still to be checked (0: known to fit)
         self.oversize = False
+
+    def __missing__(self, key):
+        v = self[key] = EXTRACTORS[key](self)
+        return v
+
+    def __bool__(self):             # an event is never "empty", whatever is cached
+        return True
+
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
 
     @property
     def compact(self) -> str:
@@ -65,6 +80,8 @@ def as_string(v: Any) -> str:
         return "true"
     if v is False:
         return "false"
+    if v.__class__ is int:
+        return int.__repr__(v)          # what the JSON encoder writes for an int, without its machinery
     return _cstr(_compact(v))
 
 
@@ -110,11 +127,44 @@ def _ka(fn):
     return gated
 
 
+def _text(v) -> str:
+    """as_string, with the common case (plain ASCII text without NUL) answered at once."""
+    if v.__class__ is str and v.isascii() and "\x00" not in v:
+        return v
+    return as_string(v)
+
+
 def _scalar_path(*keys):
+    """A ka.* field at a fixed path. Most fields are one or two keys deep: those get a straight-line extractor,
+    since field extraction is most of the engine's time."""
     def factory(arg):
+        if len(keys) == 1:
+            (k0,) = keys
+
+            def ex1(evt):
+                o = evt.obj
+                if "auditID" not in o:
+                    return None
+                v = o.get(k0, _MISSING)
+                return None if v is _MISSING else _text(v)
+            return ex1
+        if len(keys) == 2:
+            k0, k1 = keys
+
+            def ex2(evt):
+                o = evt.obj
+                if "auditID" not in o:
+                    return None
+                v = o.get(k0)
+                if v.__class__ is not dict:
+                    return None
+                v = v.get(k1, _MISSING)
+                return None if v is _MISSING else _text(v)
+            return ex2
+
         def ex(o):
             v = _get(o, keys)
-            return None if v is _MISSING else as_string(v)
+            return None if v is _MISSING else _text(v)
         return _ka(ex)
     return factory
 
@@ -524,6 +574,14 @@ def _json_value(arg):
         return lambda evt: _cstr(evt.compact)
     tokens = tuple(t.replace("~1", "/").replace("~0", "~") for t in ptr.split("/"))
 
+    if len(tokens) == 1 and not tokens[0].isdigit():
+        (t0,) = tokens
+
+        def ex1(evt):                 # jevt.value[/stage] and the like: one key of the event
+            v = evt.obj.get(t0, _MISSING)
+            return None if v is _MISSING else _text(v)
+        return ex1
+
     def ex(evt):
         node = evt.obj
         for t in tokens:
@@ -538,7 +596,7 @@ def _json_value(arg):
                 node = node[i]
             else:
                 return None
-        return as_string(node)
+        return _text(node)
     return ex
 
 

@@ -39,10 +39,14 @@ def _render_value(v) -> str:
     return str(v)
 
 
-def _typed(v):
+def typed_value(v):
+    """A field value as output_fields carries it: lists as arrays."""
     if isinstance(v, tuple):
         return list(v)
     return v
+
+
+_typed = typed_value
 
 
 def _parse_token(fmt: str, pos: int):
@@ -114,17 +118,23 @@ class OutputFormat:
             self.parts.append("".join(lit))
         self.tokens = [p for p in self.parts if isinstance(p, Token)]
 
+        # The rendered text: the literals in place, each token's slot filled per event.
+        self._template = [p if p.__class__ is str else "" for p in self.parts]
+        self._slots = tuple((i, p.expr.fetch, p.width) for i, p in enumerate(self.parts) if p.__class__ is not str)
+
     def render(self, evt) -> str:
-        out = []
-        for p in self.parts:
-            if p.__class__ is str:
-                out.append(p)
-                continue
-            s = _render_value(p.expr.fetch(evt))
-            if p.width:
-                s = s[:p.width].ljust(p.width)
-            out.append(s)
+        out = self._template[:]
+        for i, fetch, width in self._slots:
+            v = fetch(evt)
+            s = v if v.__class__ is str else _render_value(v)
+            if width:
+                s = s[:width].ljust(width)
+            out[i] = s
         return "".join(out)
+
+    def field_getters(self):
+        """(output_fields key, getter of the untransformed value, whether it is a time field) per token."""
+        return [(t.key, t.base_fetch, t.key in _TIME_FIELDS) for t in self.tokens]
 
     def fields(self, evt) -> dict:
         out = {}

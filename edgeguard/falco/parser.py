@@ -17,6 +17,10 @@ STR_OPS = ("==", "=", "!=", "glob", "iglob", "contains", "icontains", "bcontains
            "endswith", "regex")
 LIST_OPS = ("intersects", "in", "pmatch")
 ALL_OPS = ("exists",) + NUM_OPS + STR_OPS + LIST_OPS
+# List modifiers of the string operators (libs' s_binary_str_ops): ``startswith oneof (a, b)``.
+MODIFIERS = ("oneof", "anyof", "allof")
+MODIFIABLE_OPS = ("==", "=", "!=", "contains", "icontains", "bcontains", "startswith", "bstartswith", "endswith",
+                  "glob", "iglob", "regex")
 _OPS_TEXT = ", ".join(f"'{o}'" for o in ALL_OPS)
 _XF_TEXT = "'val', " + ", ".join(f"'{t}'" for t in TRANSFORMERS)
 
@@ -225,16 +229,19 @@ class Parser:
                 return t
         return None
 
+    def field_operand(self):
+        """A field or a transformed field at the cursor, or None (nothing consumed) when there is none."""
+        xf = self.transformer_name()
+        if xf:
+            return self.transformer_rest(xf)
+        name = self.rx(_FIELDNAME)
+        return self.field_rest(name) if name else None
+
     def transformer_rest(self, tname):
         self.blank()
-        inner_xf = self.transformer_name()
-        if inner_xf:
-            inner = self.transformer_rest(inner_xf)
-        else:
-            name = self.rx(_FIELDNAME)
-            if not name:
-                raise self.err(f"expected a field or a transformer inside '{tname}('")
-            inner = self.field_rest(name)
+        inner = self.field_operand()
+        if inner is None:
+            raise self.err(f"expected a field or a transformer inside '{tname}('")
         self.blank()
         if not self.lit(")"):
             raise self.err("expected a ')' token")
@@ -286,6 +293,9 @@ class Parser:
         o = self.op(STR_OPS)
         if o:
             self.blank()
+            mod = self.modifier() if o in MODIFIABLE_OPS else None
+            if mod:
+                return ("check", lhs, f"{o} {mod}", ("list", self.list_rest()))
             rhs = self.rhs_field()
             if rhs:
                 return ("check", lhs, o, rhs)
@@ -308,6 +318,18 @@ class Parser:
                 return ("check", lhs, o, ("list", [ident]))
             raise self.err(f"expected a list or a field with a valid transformer: {_XF_TEXT}")
         raise self.err(f"expected a valid check operator: one of {_OPS_TEXT}")
+
+    def modifier(self):
+        """``oneof``/``anyof``/``allof`` before a parenthesised list (consumed with the '('), else None."""
+        for m in MODIFIERS:
+            if self.s.startswith(m, self.p):
+                save = self.p
+                self.p += len(m)
+                self.blank()
+                if self.lit("("):
+                    return m
+                self.p = save      # a plain string value that happens to be the word
+        return None
 
     def list_rest(self):
         items = []
@@ -332,6 +354,26 @@ class Parser:
 
 def parse(text: str):
     return Parser(text).parse()
+
+
+def parse_field(text: str):
+    """The whole of ``text`` as one field check's left side: ``ka.user.name``, ``ka.req.pod.volumes.hostpath[/x]``,
+    ``tolower(ka.verb)``. Exception ``fields`` are checked this way.
+
+    Returns the field node, or None when ``text`` does not start with a field or has more after it.
+    A malformed field (``ka.x[`` with no ``]``) raises ParseError.
+    """
+    p = Parser(text)
+    node = p.field_operand()
+    return node if node is not None and p.p == len(text) else None
+
+
+def split_modifier(op: str):
+    """(operator, modifier) of a modified string operator such as ``startswith oneof``, else None."""
+    parts = op.split()
+    if len(parts) == 2 and parts[0] in MODIFIABLE_OPS and parts[1] in MODIFIERS:
+        return parts[0], parts[1]
+    return None
 
 
 def to_text(node) -> str:

@@ -23,8 +23,8 @@ from pathlib import Path
 from .edgeguard import auth, config, gateway, http, log
 from .edgeguard.falco import loader
 from .edgeguard.falco.alert import format_time
-from .edgeguard.falco.engine import (DEFAULT_RULES, NOT_AUDIT, Engine, batch_gc_paused, decode_payload,
-                                     split_payload)
+from .edgeguard.falco.engine import DEFAULT_RULES, Engine
+from .edgeguard.falco.source import NOT_AUDIT, batch_gc_paused, decode_payload, split_payload
 
 TOKEN_SECRET = "audit-ingest-token"
 FORWARD_TOKEN_SECRET = "alert-forwarder-token"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gc
 import threading
 
-from edgeguard.falco.engine import batch_gc_paused
+from edgeguard.falco.source import batch_gc_paused
 
 
 def _hold_batch(entered: threading.Event, leave: threading.Event):

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from edgeguard.falco import cli, loader
-from edgeguard.falco.engine import Batch, Engine, split_payload
+from edgeguard.falco.engine import Engine
+from edgeguard.falco.source import Batch, split_payload
 
 from .conftest import (REGRESSION, SAMPLE_EXPECT, SAMPLES, check_expectations, post, regression_tests,
                        rules_files)
@@ -41,7 +42,7 @@ def test_regression_engine(test):
 
 @pytest.mark.parametrize("test", TESTS, ids=IDS)
 def test_regression_cli(test, capsys):
-    args = ["replay"]
+    args = ["replay", "--no-defaults"]   # the test's own rules files only, as Falco loads them
     for r in rules_files(test):
         args += ["--rules", str(r)]
     rc = cli.main(args + [str(REGRESSION / test["events"])])

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from edgeguard.falco.engine import decode_payload, split_payload
+from edgeguard.falco.source import decode_payload, split_payload
 
 from .conftest import SAMPLES
 

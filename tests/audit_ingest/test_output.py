@@ -7,7 +7,8 @@ import pytest
 
 from edgeguard.falco import loader
 from edgeguard.falco.compiler import CompileError
-from edgeguard.falco.engine import DEFAULT_RULES, Engine, split_payload
+from edgeguard.falco.engine import DEFAULT_RULES, Engine
+from edgeguard.falco.source import split_payload
 from edgeguard.falco.output import OutputFormat
 
 from .conftest import event
@@ -95,7 +96,7 @@ def test_json_alert_matches_falco_byte_for_byte(utc, monkeypatch):
 
 
 def test_stage_timestamp_with_offset_and_short_fraction(utc):
-    from edgeguard.falco.engine import stage_timestamp_ns
+    from edgeguard.falco.source import stage_timestamp_ns
     assert stage_timestamp_ns("2024-05-01T12:11:12.5+02:00") == 1714558272_500000000
     for bad in ("2024-05-01 10:11:12Z", "yesterday", None, 12):
         with pytest.raises(ValueError):

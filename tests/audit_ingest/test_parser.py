@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeguard.falco.parser import ParseError, parse, substitute_list, to_text
+from edgeguard.falco.parser import ParseError, parse, parse_field, substitute_list, to_text
 
 
 def F(name, arg=None):
@@ -92,6 +92,23 @@ def test_or_binds_looser_than_and_and_appends_are_textual():
 def test_deep_nesting_is_an_error_not_a_crash():
     with pytest.raises(ParseError):
         parse("(" * 1200 + "a" + ")" * 1200)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("ka.user.name", ("field", "ka.user.name", None)),
+    ("ka.req.pod.volumes.hostpath[/var]", ("field", "ka.req.pod.volumes.hostpath", "/var")),
+    ("tolower(ka.verb)", ("xf", "tolower", ("field", "ka.verb", None))),
+    ("ka.verb extra", None),      # more after the field
+    ("verb", None),               # an identifier, not a field
+    ("", None),
+])
+def test_parse_field_reads_one_whole_field(text, expected):
+    assert parse_field(text) == expected
+
+
+def test_parse_field_malformed_argument_is_a_parse_error():
+    with pytest.raises(ParseError):
+        parse_field("ka.x[")
 
 
 # ---- textual list substitution (rule_loader_compiler.cpp::resolve_list) ------------------------------
