@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     print("edgeguard demo: the seed scenarios through a local OpenFaaS-style gateway")
     print(RULE)
     started = time.monotonic()
-    stack = gateway.LocalStack(args.port, env_overrides={"configmap-secret-scrubber": {"mode": "move"}})
+    stack = gateway.LocalStack(args.port, env_overrides={"configmap-secret-scrubber": {"scrub_mode": "move"}})
     try:
         stack.start()
     except RuntimeError as exc:
