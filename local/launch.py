@@ -19,7 +19,9 @@ it is SIGTERMed when the process that started it dies.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -36,6 +38,9 @@ from . import buildctx, components, shrinkwrap, stackfile
 RUNTIME_PY = Path(__file__).resolve().parent / "runtime.py"
 INDEX_PORT = "port=5000"
 _KEEP_FROM_HOST = ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
+# of-watchdog (prefix_logs, default true) writes each line of the function's output as
+# "2026/12/04 18:23:15 stderr: <line>"; the stand-in passes lines unchanged.
+_WATCHDOG_PREFIX = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (?:stderr|stdout): ")
 
 
 def free_port() -> int:
@@ -146,6 +151,18 @@ class FunctionProcess:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def log_records(self) -> list[dict]:
+        """The function's JSON log lines (edgeguard/log.py), with the watchdog's prefix taken off."""
+        records = []
+        for line in self.logs().splitlines():
+            text = _WATCHDOG_PREFIX.sub("", line, count=1).strip()
+            if text.startswith("{"):
+                try:
+                    records.append(json.loads(text))
+                except ValueError:
+                    pass
+        return records
 
 
 def _accepts(port: int) -> bool:

@@ -113,6 +113,9 @@ class ServedFunction:
     def logs(self) -> str:
         return self.process.logs()
 
+    def log_records(self) -> list[dict]:
+        return self.process.log_records()
+
 
 @pytest.fixture(scope="session")
 def function_runtime():

@@ -146,6 +146,28 @@ def test_logs_redact_sensitive_keys_and_known_secret_values(secret_dir, monkeypa
     assert line["event"] == "x" and line["level"] == "info"
 
 
+def test_a_log_line_stays_under_the_watchdogs_64_kib_line_limit_with_the_cut_marked(secret_dir, monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr(log, "_stream", buf)
+    config.read_secret("fn-token")
+    log.warning("alert", output="x" * 200_000 + "s3cr3t-token-value", keys=[f"k{i}" for i in range(50_000)], rule="R")
+    line = buf.getvalue()
+    assert len(line.encode()) <= log.MAX_LINE_BYTES
+    rec = json.loads(line)
+    assert rec["event"] == "alert" and rec["rule"] == "R"
+    assert rec["output"].startswith("x" * 100) and "more chars]" in rec["output"]
+    assert rec["keys"][0] == "k0" and rec["keys"][-1].endswith("more items]")
+    assert "s3cr3t-token-value" not in line
+    buf.truncate(0), buf.seek(0)
+    log.info("many", **{f"field_{i}": "v" * 200 for i in range(2000)})
+    rec = json.loads(buf.getvalue())
+    assert len(buf.getvalue().encode()) <= log.MAX_LINE_BYTES and rec["event"] == "many"
+    assert rec["truncated_fields"][:2] == ["field_0", "field_1"]
+    buf.truncate(0), buf.seek(0)
+    log.info("small", a="b" * 100)
+    assert json.loads(buf.getvalue())["a"] == "b" * 100  # short lines are untouched
+
+
 def test_env_parsing_errors_name_the_variable(monkeypatch):
     monkeypatch.setenv("X_INT", "ten")
     with pytest.raises(config.ConfigError, match="X_INT"):
