@@ -193,3 +193,12 @@ def pytest_make_collect_report(collector):
 
 def pytest_report_header(config):
     return f"edgeguard function runtime: {launch.Runtime().describe()}"
+
+
+def pytest_configure(config):
+    """In CI the served functions must run on the real runtime, not quietly on the stand-in."""
+    if os.environ.get("EDGEGUARD_REQUIRE_REAL_COMPONENTS") == "1":
+        runtime = launch.Runtime()
+        if not runtime.watchdog:
+            raise pytest.UsageError("EDGEGUARD_REQUIRE_REAL_COMPONENTS=1, but served functions would run on the "
+                                    f"stand-in runtime: {runtime.describe()}")
