@@ -104,10 +104,26 @@ def test_missing_or_wrong_credentials_are_401(secret_dir, headers, query):
     assert "s3cr3t" not in e.value.reason
 
 
-def test_query_token_only_where_the_caller_cannot_set_headers(secret_dir):
-    auth.require_bearer(make_event(query={"token": "s3cr3t-token-value"}), "fn-token", allow_query_token=True)
-    with pytest.raises(http.HTTPError):
-        auth.require_bearer(make_event(query={"token": "nope"}), "fn-token", allow_query_token=True)
+def basic(user: str, password: str) -> dict:
+    import base64
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_basic_auth_password_only_where_the_caller_cannot_set_headers(secret_dir):
+    auth.require_bearer(make_event(headers=basic("falco", "s3cr3t-token-value")), "fn-token", allow_basic=True)
+    for headers in (basic("falco", "nope"), basic("s3cr3t-token-value", ""), {"Authorization": "Basic !!notb64"}):
+        with pytest.raises(http.HTTPError) as e:
+            auth.require_bearer(make_event(headers=headers), "fn-token", allow_basic=True)
+        assert e.value.status == 401
+    with pytest.raises(http.HTTPError):  # not where it was not asked for
+        auth.require_bearer(make_event(headers=basic("falco", "s3cr3t-token-value")), "fn-token")
+
+
+def test_a_token_in_the_query_string_is_refused_because_the_watchdog_logs_urls(secret_dir):
+    for allow_basic in (False, True):
+        with pytest.raises(http.HTTPError) as e:
+            auth.require_bearer(make_event(query={"token": "s3cr3t-token-value"}), "fn-token", allow_basic=allow_basic)
+        assert e.value.status == 401 and "query string" in e.value.reason and "s3cr3t" not in e.value.reason
 
 
 def test_missing_secret_fails_closed_with_503(secret_dir):
