@@ -193,7 +193,10 @@ class WatchdogProcess(FunctionProcess):
         self.watchdog = watchdog
         self.python_dir = python_dir
         index = self.context / "index.py"
-        self._index_text = index.read_text()
+        as_built = self.context.parent / f".{self.context.name}-index.py"  # index.py as faas-cli wrote it
+        if not as_built.exists():
+            as_built.write_text(index.read_text())
+        self._index_text = as_built.read_text()
         if self._index_text.count(INDEX_PORT) != 1:
             raise RuntimeError(f"{index}: expected exactly one '{INDEX_PORT}' to move to a free port")
         (self.context / "function" / "__init__.py").touch()  # the Dockerfile's `touch ./function/__init__.py`
