@@ -117,6 +117,9 @@ class ServedFunction:
         return self.process.log_records()
 
 
+_SERVED: dict[str, int] = {}  # function processes serve_function started, by runtime (for the summary)
+
+
 @pytest.fixture(scope="session")
 def function_runtime():
     """How served functions run in this session: the real of-watchdog when its tools are found (local/components.py)."""
@@ -146,6 +149,7 @@ def serve_function(tmp_path, function_runtime):
         process = function_runtime.process(name, ctx, full_env, tmp_path / f"{name}-{n}.log", scratch=tmp_path)
         sf = ServedFunction(process, secrets_dir)
         served.append(sf)
+        _SERVED[process.kind] = _SERVED.get(process.kind, 0) + 1
         return sf.start()
 
     yield serve
@@ -193,6 +197,14 @@ def pytest_make_collect_report(collector):
 
 def pytest_report_header(config):
     return f"edgeguard function runtime: {launch.Runtime().describe()}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say in every log (even with -q) which runtime the served functions ran under."""
+    runtime = launch.Runtime()
+    started = ", ".join(f"{n} under {kind}" for kind, n in sorted(_SERVED.items())) or "none"
+    terminalreporter.write_line(f"edgeguard served-function runtime: {runtime.describe()}")
+    terminalreporter.write_line(f"edgeguard function processes started by serve_function: {started}")
 
 
 def pytest_configure(config):
