@@ -249,7 +249,10 @@ class LocalStack:
             })
             env.update(local_env.get(fn.name, {}))
             env.update(self.env_overrides.get(fn.name, {}))
-            process = self.runtime.process(fn.name, contexts[fn.name], env, self.state_dir / "logs" / f"{fn.name}.log",
+            log_path = self.state_dir / "logs" / f"{fn.name}.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_bytes(b"")  # one run per file: what a later grep finds is this run's
+            process = self.runtime.process(fn.name, contexts[fn.name], env, log_path,
                                            echo_logs=self.echo_logs, scratch=self.state_dir)
             self.functions[fn.name] = Deployment(fn, process, fn_secrets)
             process.start()

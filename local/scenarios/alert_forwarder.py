@@ -73,8 +73,9 @@ def run(ctx) -> None:
         ctx.fail("the console delivery did not show up in /metrics within 10 s")
         return
 
+    wrong = base64.b64encode(b"falco:not-the-token").decode()
     r = ctx.call("alert-forwarder", "", body=_falco_json(FALCO_ALERT),
-                 headers={"Content-Type": "application/json"}, params={"token": "not-the-token"})
+                 headers={"Content-Type": "application/json", "Authorization": f"Basic {wrong}"})
     if r.status_code == 401:
         ctx.ok("a wrong token is refused with 401 and nothing is forwarded")
     else:

@@ -36,3 +36,14 @@ def test_demo_reports_every_scenario_and_cleans_up(tmp_path):
     assert not leftovers, f"function processes outlived the demo: {leftovers}"
     runtime = gateway.launch.Runtime()
     assert f"runtime     {runtime.describe()}" in out
+    # Under the real runtime these are the watchdogs' own logs, request lines included: no token may be there.
+    logs = {p.name: p.read_text(errors="replace") for p in (ROOT / ".local-state" / "logs").glob("*.log")}
+    assert set(logs) == {"audit-ingest.log", "alert-forwarder.log", "configmap-secret-scrubber.log", "node-enroll.log"}
+    if runtime.watchdog:
+        assert all(re.search(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (POST|GET|DELETE) /", text, re.M)
+                   for text in logs.values()), "the watchdog logs every request line"
+    for secret in (ROOT / ".local-state" / "secrets").iterdir():
+        value = secret.read_text().strip()
+        if value and (secret.name.endswith(("-token", "-key")) or secret.name == "basic-auth-password"):
+            leaked = [name for name, text in logs.items() if value in text]
+            assert not leaked, f"secret {secret.name} appears in {leaked}"
