@@ -101,18 +101,30 @@ class FunctionProcess:
     def start(self) -> "FunctionProcess":
         cmd, env, cwd = self._command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        # Straight to the file, not through a pipe we read: if the starter dies, a watchdog writing to a
+        # broken pipe dies of SIGPIPE before it can pass SIGTERM on, and its python child lives on.
+        with open(self.log_path, "ab") as log:
+            offset = log.tell()
+            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+        if self.echo_logs:
+            threading.Thread(target=self._echo, args=(self.proc, offset), daemon=True).start()
         return self
 
-    def _pump(self, proc: subprocess.Popen) -> None:
-        with open(self.log_path, "ab") as log:
-            for line in proc.stdout:
-                log.write(line)
-                log.flush()
-                if self.echo_logs:
+    def _echo(self, proc: subprocess.Popen, offset: int) -> None:
+        """Copy what the function logs to our stderr (make up), following the log file."""
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            while True:
+                line = log.readline()
+                if line.endswith(b"\n"):
                     sys.stderr.write(f"[{self.name}] {line.decode('utf-8', 'replace')}")
+                    continue
+                if proc.poll() is not None:
+                    return
+                log.seek(log.tell() - len(line))
+                time.sleep(0.1)
 
     def _ready(self) -> bool:
         raise NotImplementedError
