@@ -113,3 +113,11 @@ def test_health_says_ok_before_the_function_listens_so_readiness_waits_for_the_f
         assert requests.get(process.url + "/", timeout=5).text == "up"
     finally:
         process.stop()
+
+
+def test_no_body_limit_at_the_watchdog_but_headers_over_1_mib_get_its_431(probe):
+    big = b"x" * (13 << 20)  # above audit-ingest's 12 MiB max_body_bytes: that limit is the function's own
+    r = requests.post(probe.url + "/", data=big, timeout=60)
+    assert r.status_code == 200 and len(r.json()["body"]) == len(big)
+    r = requests.get(probe.url + "/headers", headers={"X-Big": "a" * (2 << 20)}, timeout=10)
+    assert r.status_code == 431 and "Request Header Fields Too Large" in r.text
