@@ -30,7 +30,8 @@ def idem(alert):
     return hashlib.sha256(dumps(alert).encode()).hexdigest()[:32]
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+@pytest.mark.skipif(shutil.which("curl") is None,
+                    reason="needs real component: curl (libcurl, what Falco's http_output sends with)")
 def test_alert_posted_with_curl_reaches_every_destination_type(serve_function, receiver, h, tmp_path):
     r = receiver()
     r.default = h.Reply(202, body=b"")
