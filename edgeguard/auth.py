@@ -2,9 +2,17 @@
 
 Tokens live in OpenFaaS secrets and are compared in constant time. A missing or
 empty secret fails closed (503): an unconfigured function must not be open.
+
+Never in the query string: of-watchdog logs every request as
+``POST /?token=... - 202 ACCEPTED``, so a token there lands in the pod's log. A
+caller that cannot set headers (Falco's http_output) puts it in the URL's user part
+instead (``http://falco:<token>@gateway...``): libcurl, like every HTTP client, sends
+that as ``Authorization: Basic``, and no request line carries it.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 
 from . import config
@@ -22,16 +30,19 @@ def expected_token(secret_name: str) -> str:
     return token
 
 
-def presented_token(event, *, allow_query_token: bool = False) -> str | None:
+def presented_token(event, *, allow_basic: bool = False) -> str | None:
     auth = header(event, "Authorization")
-    if auth:
-        scheme, _, value = auth.strip().partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
+    if not auth:
         return None
-    if allow_query_token:
-        # Only for callers that cannot set headers (Falco's http_output). Never logged.
-        return query(event, "token")
+    scheme, _, value = auth.strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if allow_basic and scheme.lower() == "basic":
+        try:
+            _user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, ValueError):
+            return None
+        return password if sep and password else None
     return None
 
 
@@ -39,12 +50,19 @@ def tokens_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
-def require_bearer(event, secret_name: str, *, allow_query_token: bool = False) -> None:
-    """Raise HTTPError 401/503 unless the request carries the token stored in ``secret_name``."""
+def require_bearer(event, secret_name: str, *, allow_basic: bool = False) -> None:
+    """Raise HTTPError 401/503 unless the request carries the token stored in ``secret_name``.
+
+    ``allow_basic``: also take it as the password of HTTP Basic auth (for Falco's http_output).
+    """
     expected = expected_token(secret_name)
-    got = presented_token(event, allow_query_token=allow_query_token)
+    how = "an 'Authorization: Bearer <token>' header" + (
+        " or Basic auth with the token as password (a URL like http://falco:<token>@host/...)" if allow_basic else "")
+    if query(event, "token") is not None:
+        raise _unauthorized("a token in the query string is refused: of-watchdog writes request URLs to the "
+                            f"function's log; send {how}")
+    got = presented_token(event, allow_basic=allow_basic)
     if got is None:
-        hint = "an 'Authorization: Bearer <token>' header" + (" or a 'token' query parameter" if allow_query_token else "")
-        raise _unauthorized(f"authentication required: send {hint}")
+        raise _unauthorized(f"authentication required: send {how}")
     if not tokens_equal(got, expected):
         raise _unauthorized("invalid token")

@@ -16,6 +16,12 @@ import time
 _SENSITIVE_KEY = re.compile(r"(?i)(token|secret|password|passwd|authorization|api[-_]?key|private[-_]?key|credential)")
 REDACTED = "[redacted]"
 
+# of-watchdog reads the function's stderr with a line scanner of 64 KiB (bufio.MaxScanTokenSize, its
+# log_buffer_size): after one longer line it stops reading, the pipe fills, and every later write blocks,
+# so the function hangs. Lines are kept well below that: long values are cut, with a note of how much.
+MAX_LINE_BYTES = 16 * 1024
+_KEEP = ("ts", "level", "fn", "event")
+
 _secrets: set[str] = set()
 _lock = threading.Lock()
 _stream = None  # tests may point this at a buffer
@@ -59,11 +65,38 @@ def log(event: str, level: str = "info", **fields) -> None:
         "event": event,
     }
     record.update(_clean(fields))
-    line = json.dumps(record, ensure_ascii=False, default=str)
+    line = _fit(record)
     stream = _stream or sys.stderr
     with _lock:
         stream.write(line + "\n")
         stream.flush()
+
+
+def _shorten(value, limit: int):
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + f"…[{len(value) - limit} more chars]"
+    if isinstance(value, dict):
+        return {k: _shorten(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_shorten(v, limit) for v in value[:max(1, limit // 16)]]
+        if len(value) > len(items):
+            items.append(f"…[{len(value) - len(items)} more items]")
+        return items
+    return value
+
+
+def _fit(record: dict) -> str:
+    """The record as one JSON line of at most MAX_LINE_BYTES, long values cut first (longest budget first)."""
+    line = json.dumps(record, ensure_ascii=False, default=str)
+    limit = 4096
+    while len(line.encode("utf-8")) > MAX_LINE_BYTES and limit >= 16:
+        line = json.dumps(_shorten(record, limit), ensure_ascii=False, default=str)
+        limit //= 4
+    if len(line.encode("utf-8")) > MAX_LINE_BYTES:  # too many fields: keep the event, name what was dropped
+        kept = {k: record[k] for k in _KEEP if k in record}
+        kept["truncated_fields"] = [str(k)[:64] for k in record if k not in _KEEP][:64]
+        line = json.dumps(_shorten(kept, 64), ensure_ascii=False, default=str)
+    return line
 
 
 def info(event: str, **fields) -> None:

@@ -1,12 +1,21 @@
 """Assemble a function's build context as ``faas-cli build --shrinkwrap`` does.
 
-faas-cli copies the template into ``build/<fn>/``, the handler folder into
-``build/<fn>/function/`` and every ``configuration.copy`` path into
-``build/<fn>/function/<path>``. The template's Dockerfile then installs
+faas-cli copies the template into ``build/<fn>/`` (its ``function/`` scaffold
+included: ``handler.py``, ``handler_test.py``, ``requirements.txt``, ``tox.ini``),
+then the handler folder over ``build/<fn>/function/`` and every
+``configuration.copy`` path into ``build/<fn>/function/<path>``. The template's
+Dockerfile then touches ``function/__init__.py``, installs
 ``function/requirements.txt`` and copies ``function/`` to ``/home/app/function``,
-where ``index.py`` imports ``function.handler``. We have no Docker here, so the
-"template" part of the context is our own runtime (``local/runtime.py``), and
-the ``function/`` part is laid out byte for byte as faas-cli lays it.
+where ``index.py`` imports ``function.handler``.
+
+Given the template folder, the ``function/`` tree written here is byte for byte
+faas-cli's plus that ``__init__.py`` (tests/foundation/test_build_context.py
+checks it against the real faas-cli when both are there). Without one, the
+template's scaffold files are simply absent: nothing at run time reads them
+(``handler_test.py`` and ``tox.ini`` only serve the opt-in in-build tests), and
+the rest of the tree is the same. Only ``function/`` is written; the served
+runtime is then ``local/runtime.py``, or the template's own ``index.py`` in a
+context that ``local/shrinkwrap.py`` has the real faas-cli write.
 """
 from __future__ import annotations
 
@@ -19,13 +28,21 @@ from . import stackfile
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
 
 
-def assemble(fn: stackfile.Function, stack: stackfile.Stack, out_dir: Path) -> Path:
-    """Write ``out_dir/<fn>/function/`` and return ``out_dir/<fn>``."""
+def assemble(fn: stackfile.Function, stack: stackfile.Stack, out_dir: Path, *, template: Path | None = None) -> Path:
+    """Write ``out_dir/<fn>/function/`` and return ``out_dir/<fn>``.
+
+    ``template`` is the python3-http template folder; its ``function/`` scaffold goes
+    in first and the handler's files over it, in faas-cli's order.
+    """
     ctx = Path(out_dir) / fn.name
     if ctx.exists():
         shutil.rmtree(ctx)
     function_dir = ctx / "function"
-    shutil.copytree(fn.handler, function_dir, ignore=_IGNORE)
+    if template is not None and (Path(template) / "function").is_dir():
+        shutil.copytree(Path(template) / "function", function_dir, ignore=_IGNORE, copy_function=shutil.copyfile)
+        for d in [function_dir, *(p for p in function_dir.rglob("*") if p.is_dir())]:
+            d.chmod(d.stat().st_mode | 0o700)  # copytree copied the (read-only) template's folder modes
+    shutil.copytree(fn.handler, function_dir, ignore=_IGNORE, dirs_exist_ok=True)
     base = stack.path.resolve().parent
     for rel in stack.copy:
         src = (base / rel).resolve()
@@ -42,6 +59,6 @@ def assemble(fn: stackfile.Function, stack: stackfile.Stack, out_dir: Path) -> P
     return ctx
 
 
-def assemble_all(out_dir: Path, stack: stackfile.Stack | None = None) -> dict[str, Path]:
+def assemble_all(out_dir: Path, stack: stackfile.Stack | None = None, *, template: Path | None = None) -> dict[str, Path]:
     stack = stack or stackfile.load()
-    return {name: assemble(fn, stack, out_dir) for name, fn in stack.functions.items()}
+    return {name: assemble(fn, stack, out_dir, template=template) for name, fn in stack.functions.items()}

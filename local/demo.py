@@ -54,8 +54,9 @@ def main(argv=None) -> int:
     print("edgeguard demo: the seed scenarios through a local OpenFaaS-style gateway")
     print(RULE)
     started = time.monotonic()
-    stack = gateway.LocalStack(args.port, env_overrides={"configmap-secret-scrubber": {"mode": "move"}})
     try:
+        stack = gateway.LocalStack(args.port, env_overrides={"configmap-secret-scrubber": {"scrub_mode": "move"}})
+        print(f"runtime     {stack.runtime.describe()}", flush=True)
         stack.start()
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,12 +1,15 @@
 """A local stand-in for the OpenFaaS CE gateway, serving every function of stack.yml.
 
-Each function runs in its own process from its assembled build context (as a
-pod would run its image), with only the secrets stack.yml lists for it and the
-environment stack.yml declares. The gateway implements the routes and
-behaviours our functions depend on (shared/reference/openfaas.md §5):
+Each function runs in its own process group (as a pod runs its image), with only
+the secrets stack.yml lists for it and the environment stack.yml declares: under
+the real of-watchdog over a faas-cli shrinkwrap context when those tools are
+found, else under local/runtime.py (local/launch.py, local/components.py). The
+gateway implements the routes and behaviours our functions depend on
+(shared/reference/openfaas.md §5):
 
-* ``/function/<name>[/<path>]``: synchronous proxy, any method; the function's
-  ``exec_timeout`` is enforced with a 504 as of-watchdog does.
+* ``/function/<name>[/<path>]``: synchronous proxy, any method. The real watchdog
+  answers 504 itself at the function's ``exec_timeout``; in front of the
+  stand-in runtime the gateway does it, with the watchdog's empty 504.
 * ``/async-function/<name>[/<path>]``: POST only; 202 with ``X-Call-Id``; one
   worker (CE's queue-worker concurrency is 1), no retries, ``X-Callback-Url``
   honoured; bodies over 256,000 bytes are refused as CE refuses them.
@@ -26,7 +29,6 @@ import queue
 import secrets as pysecrets
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -38,31 +40,20 @@ import yaml
 
 from edgeguard import config
 
-from . import buildctx, stackfile
+from . import launch, stackfile
 
 ROOT = stackfile.ROOT
-RUNTIME = Path(__file__).resolve().parent / "runtime.py"
 # A throwaway self-signed CA (its key was discarded) standing in for k3s's server CA on the in-memory API.
 DEMO_CA = Path(__file__).resolve().parent / "demo-server-ca.crt"
 CE_ASYNC_LIMIT = 256_000
+# faas-provider's proxy client timeout under the CE chart (gateway.upstreamTimeout); the watchdog answers first.
+GATEWAY_UPSTREAM_TIMEOUT = 60.0
 BASIC_AUTH_USER = "admin"
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
                 "content-length", "proxy-authorization", "proxy-authenticate"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """Runs in the child: ask Linux to SIGTERM it when the gateway dies, even by SIGKILL."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+free_port = launch.free_port
 
 
 class SecretStore:
@@ -95,59 +86,27 @@ class SecretStore:
             f.write(value)
 
 
-class FunctionProcess:
-    def __init__(self, fn: stackfile.Function, context: Path, secrets_dir: Path, env: dict, log_path: Path,
-                 echo_logs: bool):
+class Deployment:
+    """A function as the gateway sees it: its stack.yml entry, its mounted secrets and its process."""
+
+    def __init__(self, fn: stackfile.Function, process: launch.FunctionProcess, secrets_dir: Path):
         self.fn = fn
-        self.context = context
+        self.process = process
         self.secrets_dir = secrets_dir
-        self.env = env
-        self.log_path = log_path
-        self.echo_logs = echo_logs
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
         self.exec_timeout = config.parse_duration(fn.environment.get("exec_timeout") or "30s", "exec_timeout")
         self.invocations = 0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.process.url
 
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, str(RUNTIME), "--context", str(self.context), "--port", str(self.port)],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent)
-        threading.Thread(target=self._pump, daemon=True).start()
+    @property
+    def proc(self):
+        return self.process.proc
 
-    def _pump(self) -> None:
-        with open(self.log_path, "ab") as log:
-            for line in self.proc.stdout:
-                log.write(line)
-                log.flush()
-                if self.echo_logs:
-                    sys.stderr.write(f"[{self.fn.name}] {line.decode('utf-8', 'replace')}")
-
-    def wait_ready(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"function {self.fn.name} exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"function {self.fn.name} did not start listening in time; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+    @property
+    def log_path(self) -> Path:
+        return self.process.log_path
 
 
 class LocalStack:
@@ -155,7 +114,8 @@ class LocalStack:
 
     def __init__(self, port: int = 8080, state_dir: Path | None = None, *, env_overrides: dict | None = None,
                  echo_logs: bool = False, kube: str = "auto", stack: stackfile.Stack | None = None,
-                 functions: list[str] | None = None, audit_webhook: bool = False):
+                 functions: list[str] | None = None, audit_webhook: bool = False,
+                 runtime: launch.Runtime | None = None):
         self.port = port
         self.state_dir = Path(state_dir or ROOT / ".local-state")
         self.env_overrides = env_overrides or {}
@@ -165,7 +125,8 @@ class LocalStack:
         self.only = functions
         self.audit_webhook = audit_webhook
         self.store = SecretStore(self.state_dir / "secrets")
-        self.functions: dict[str, FunctionProcess] = {}
+        self.runtime = runtime or launch.Runtime()
+        self.functions: dict[str, Deployment] = {}
         self.emulator = None
         self.kubeconfig_text: str | None = None
         self.kube_description = "none"
@@ -192,8 +153,8 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stopping.set()
-        for fp in self.functions.values():
-            fp.stop()
+        for dep in self.functions.values():
+            dep.process.stop()
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -277,35 +238,43 @@ class LocalStack:
 
     def _start_functions(self) -> None:
         local_env = self._local_env()
-        build_dir = self.state_dir / "build"
-        for fn in self._selected():
-            context = buildctx.assemble(fn, self.stack, build_dir)
-            fn_secrets = self.state_dir / "mounted-secrets" / fn.name
-            fn_secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
-            for old in fn_secrets.iterdir():
-                old.unlink()
-            for name in fn.secrets:
-                if name.endswith("-kubeconfig"):
-                    if self.kubeconfig_text is None:
-                        continue  # as in-cluster without credentials: the function reports it
-                    self.store.ensure(name, self.kubeconfig_text)
-                else:
-                    self.store.ensure(name)
-                os.symlink(self.store.path(name), fn_secrets / name)
-            env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")}
-            env.update(fn.environment)
+        selected = self._selected()
+        contexts = self.runtime.build_contexts(self.stack, self.state_dir / "build", [fn.name for fn in selected])
+        for fn in selected:
+            fn_secrets = self._mount_secrets(fn)
+            env = self.runtime.base_env(fn)
             env.update({
                 "gateway_url": self.url, "EDGEGUARD_SECRETS_DIR": str(fn_secrets), "OPENFAAS_NAME": fn.name,
-                "HOSTNAME": f"{fn.name}-local", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+                "HOSTNAME": f"{fn.name}-local", "PYTHONDONTWRITEBYTECODE": "1",
             })
             env.update(local_env.get(fn.name, {}))
             env.update(self.env_overrides.get(fn.name, {}))
-            fp = FunctionProcess(fn, context, fn_secrets, env, self.state_dir / "logs" / f"{fn.name}.log", self.echo_logs)
-            fp.start()
-            self.functions[fn.name] = fp
-        deadline = time.monotonic() + 30
-        for fp in self.functions.values():
-            fp.wait_ready(deadline)
+            log_path = self.state_dir / "logs" / f"{fn.name}.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_bytes(b"")  # one run per file: what a later grep finds is this run's
+            process = self.runtime.process(fn.name, contexts[fn.name], env, log_path,
+                                           echo_logs=self.echo_logs, scratch=self.state_dir)
+            self.functions[fn.name] = Deployment(fn, process, fn_secrets)
+            process.start()
+        deadline = time.monotonic() + 60
+        for dep in self.functions.values():
+            dep.process.wait_ready(deadline)
+
+    def _mount_secrets(self, fn: stackfile.Function) -> Path:
+        """/var/openfaas/secrets for one function: only the secrets stack.yml lists for it."""
+        fn_secrets = self.state_dir / "mounted-secrets" / fn.name
+        fn_secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for old in fn_secrets.iterdir():
+            old.unlink()
+        for name in fn.secrets:
+            if name.endswith("-kubeconfig"):
+                if self.kubeconfig_text is None:
+                    continue  # as in-cluster without credentials: the function reports it
+                self.store.ensure(name, self.kubeconfig_text)
+            else:
+                self.store.ensure(name)
+            os.symlink(self.store.path(name), fn_secrets / name)
+        return fn_secrets
 
     def _start_gateway(self) -> None:
         from waitress.server import create_server
@@ -373,7 +342,7 @@ class LocalStack:
         def unauthorized():
             return Response("Unauthorized\n", 401, {"WWW-Authenticate": 'Basic realm="Restricted"'})
 
-        def describe(fp: FunctionProcess) -> dict:
+        def describe(fp: Deployment) -> dict:
             return {"name": fp.fn.name, "image": fp.fn.image, "namespace": "openfaas-fn",
                     "invocationCount": fp.invocations, "replicas": 1,
                     "availableReplicas": 1 if fp.proc and fp.proc.poll() is None else 0,
@@ -402,16 +371,20 @@ class LocalStack:
         from flask import Response
         return Response(text + "\n", status, {"X-OpenFaaS-Internal": "gateway", "Content-Type": "text/plain"})
 
-    def _forward(self, fp: FunctionProcess, method: str, path: str, qs: bytes, headers, body: bytes, call_id: str):
+    def _forward(self, fp: Deployment, method: str, path: str, qs: bytes, headers, body: bytes, call_id: str):
         fp.invocations += 1
         url = fp.url + path + (("?" + qs.decode("latin-1")) if qs else "")
         hdrs = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
         hdrs["X-Call-Id"] = call_id
-        hdrs.setdefault("X-Forwarded-For", "127.0.0.1")
+        hdrs.setdefault("X-Forwarded-For", "127.0.0.1")  # faas-provider sets it when absent (the watchdog drops it)
+        timeout = GATEWAY_UPSTREAM_TIMEOUT if self.runtime.enforces_exec_timeout else fp.exec_timeout
         try:
-            r = requests.request(method, url, headers=hdrs, data=body, timeout=fp.exec_timeout, allow_redirects=False)
+            r = requests.request(method, url, headers=hdrs, data=body, timeout=timeout, allow_redirects=False)
         except requests.Timeout:
-            return 504, [("X-OpenFaaS-Internal", "of-watchdog")], f"function timed out after {fp.exec_timeout}s\n".encode()
+            if self.runtime.enforces_exec_timeout:
+                return 500, [("X-OpenFaaS-Internal", "proxy")], f"Can't reach service for: {fp.fn.name}.\n".encode()
+            # Standing in for of-watchdog's exec_timeout: it answers 504 with an empty body.
+            return 504, [("X-OpenFaaS-Internal", "of-watchdog")], b""
         except requests.ConnectionError:
             return 503, [("X-OpenFaaS-Internal", "gateway")], f"No endpoints available for: {fp.fn.name}.\n".encode()
         return r.status_code, list(r.raw.headers.items()), r.content
@@ -461,8 +434,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-audit", action="store_true",
                         help="do not send the in-memory API's audit events to audit-ingest")
     args = parser.parse_args(argv)
-    stack = LocalStack(args.port, echo_logs=True, kube=args.kube, audit_webhook=not args.no_audit)
     try:
+        stack = LocalStack(args.port, echo_logs=True, kube=args.kube, audit_webhook=not args.no_audit)
+        print(f"starting functions under {stack.runtime.name} ...", flush=True)
         stack.start()
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -470,7 +444,10 @@ def main(argv=None) -> int:
     secrets_dir = stack.store.dir
     print(f"edgeguard local gateway on {stack.url} (Ctrl-C to stop)")
     print(f"  functions: {', '.join(stack.functions)}")
+    print(f"  runtime: {stack.runtime.describe()}")
     print(f"  kubernetes: {stack.kube_description}")
+    print(f"  logs (one file per function{', the watchdog log included' if stack.runtime.watchdog else ''}): "
+          f"{stack.state_dir / 'logs'}")
     print(f"  secrets (one file each, like faas-cli secret create): {secrets_dir}")
     if stack.kubeconfig_path:
         print(f"  kubectl: export KUBECONFIG={stack.kubeconfig_path}   (the in-memory API; its audit events go to "

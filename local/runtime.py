@@ -8,6 +8,12 @@ dict) and ``event.path``, and ``context.hostname``; the return value is mapped
 exactly as the alpine template maps it; waitress serves with its defaults
 (4 threads).
 
+What of-watchdog does in front of index.py is the gateway's part (local/gateway.py: the
+exec_timeout 504), except one thing done here: the watchdog drops the forwarding headers
+(X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto, Forwarded) before the handler sees
+them, so this runtime drops them too (tests/foundation/test_watchdog_behaviour.py shows it
+on the real watchdog).
+
 Run as a script (``python local/runtime.py --context build/<fn> --port N``) so
 that, as in the image, the working directory is the context and ``function`` is
 a top-level package. A guard makes ``import edgeguard`` fail here as it would in
@@ -63,10 +69,22 @@ def format_response(res):
     return (body, status)
 
 
+_DROPPED_BY_WATCHDOG = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO", "HTTP_FORWARDED")
+
+
+def _as_behind_the_watchdog(wsgi_app):
+    def app(environ, start_response):
+        for key in _DROPPED_BY_WATCHDOG:
+            environ.pop(key, None)
+        return wsgi_app(environ, start_response)
+    return app
+
+
 def create_app(handler_module):
     from flask import Flask, request
 
     app = Flask("edgeguard-runtime")
+    app.wsgi_app = _as_behind_the_watchdog(app.wsgi_app)
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
     @app.route("/<path:path>", methods=["GET", "PUT", "POST", "PATCH", "DELETE"])

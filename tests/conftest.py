@@ -5,8 +5,6 @@ import importlib
 import importlib.util
 import itertools
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from local import buildctx, stackfile
+from local import buildctx, components, launch, stackfile
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -82,74 +80,77 @@ def load_function(tmp_path, monkeypatch):
             del sys.modules[mod]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ServedFunction:
-    """A function's build context served over HTTP by the python3-http runtime in its own process."""
+    """A function served over HTTP in its own process group, by the session's runtime (local/launch.py)."""
 
-    def __init__(self, name: str, context: Path, env: dict, log_path: Path):
-        self.name, self.context, self.env, self.log_path = name, context, env, log_path
-        self.proc = None
-        self.port = None
+    def __init__(self, process: launch.FunctionProcess, secrets_dir: Path):
+        self.process, self.secrets_dir = process, secrets_dir
+        self.name, self.context, self.env, self.log_path = process.name, process.context, process.env, process.log_path
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.process.url
+
+    @property
+    def port(self) -> int:
+        return self.process.port
+
+    @property
+    def proc(self):
+        return self.process.proc
 
     def start(self) -> "ServedFunction":
-        self.port = _free_port()
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "local" / "runtime.py"), "--context", str(self.context),
-                                      "--port", str(self.port)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not listen in time")
+        self.process.start().wait_ready(time.monotonic() + 30)
+        return self
 
     def stop(self, kill: bool = False) -> None:
-        if self.proc and self.proc.poll() is None:
-            (self.proc.kill if kill else self.proc.terminate)()
-            self.proc.wait(10)
+        self.process.stop(kill=kill)
 
     def restart(self) -> "ServedFunction":
         self.stop()
         return self.start()
 
     def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.process.logs()
+
+    def log_records(self) -> list[dict]:
+        return self.process.log_records()
+
+
+_SERVED: dict[str, int] = {}  # function processes serve_function started, by runtime (for the summary)
+
+
+@pytest.fixture(scope="session")
+def function_runtime():
+    """How served functions run in this session: the real of-watchdog when its tools are found (local/components.py)."""
+    return launch.Runtime()
 
 
 @pytest.fixture
-def serve_function(tmp_path):
-    """Factory: serve a function over real HTTP in a subprocess; stopped at teardown."""
-    served: list[ServedFunction] = []
-    stack = stackfile.load()
+def serve_function(tmp_path, function_runtime):
+    """Factory: serve a function over real HTTP in a subprocess; stopped at teardown.
 
-    def serve(name: str, env: dict | None = None, secrets: dict | None = None) -> ServedFunction:
+    ``stack`` serves from another stack file (e.g. an old stack.yml); ``env`` goes over
+    stack.yml's environment as a pod's platform settings would.
+    """
+    served: list[ServedFunction] = []
+
+    def serve(name: str, env: dict | None = None, secrets: dict | None = None,
+              stack: stackfile.Stack | None = None) -> ServedFunction:
+        stack = stack or stackfile.load()
         fn = stack.functions[name]
         n = next(_counter)
-        ctx = buildctx.assemble(fn, stack, tmp_path / f"served-{n}")
+        ctx = function_runtime.build_contexts(stack, tmp_path / f"served-{n}", [name])[name]
         secrets_dir = write_secrets(tmp_path / f"served-secrets-{name}-{n}", secrets)
-        full_env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TZ")}
-        full_env.update(fn.environment)
+        full_env = function_runtime.base_env(fn)
         full_env.update({"EDGEGUARD_SECRETS_DIR": str(secrets_dir), "OPENFAAS_NAME": name,
-                         "HOSTNAME": f"{name}-test", "PYTHONUNBUFFERED": "1"})
+                         "HOSTNAME": f"{name}-test", "PYTHONDONTWRITEBYTECODE": "1"})
         full_env.update({k: str(v) for k, v in (env or {}).items()})
-        sf = ServedFunction(name, ctx, full_env, tmp_path / f"{name}-{n}.log").start()
-        sf.secrets_dir = secrets_dir
+        process = function_runtime.process(name, ctx, full_env, tmp_path / f"{name}-{n}.log", scratch=tmp_path)
+        sf = ServedFunction(process, secrets_dir)
         served.append(sf)
-        return sf
+        _SERVED[process.kind] = _SERVED.get(process.kind, 0) + 1
+        return sf.start()
 
     yield serve
     for sf in served:
@@ -164,3 +165,52 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cluster" in item.keywords:
             item.add_marker(skip)
+
+
+def _real_component_skip(report) -> str | None:
+    if not report.skipped:
+        return None
+    text = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+    return text if components.REAL_PREFIX in text else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With EDGEGUARD_REQUIRE_REAL_COMPONENTS=1 (CI), a test skipped for a missing real component fails."""
+    outcome = yield
+    report = outcome.get_result()
+    reason = _real_component_skip(report)
+    if reason and os.environ.get("EDGEGUARD_REQUIRE_REAL_COMPONENTS") == "1":
+        report.outcome = "failed"
+        report.longrepr = f"EDGEGUARD_REQUIRE_REAL_COMPONENTS=1, but this test was skipped: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
+    reason = _real_component_skip(report)
+    if reason and os.environ.get("EDGEGUARD_REQUIRE_REAL_COMPONENTS") == "1":
+        report.outcome = "failed"
+        report.longrepr = f"EDGEGUARD_REQUIRE_REAL_COMPONENTS=1, but {collector.nodeid} was skipped: {reason}"
+
+
+def pytest_report_header(config):
+    return f"edgeguard function runtime: {launch.Runtime().describe()}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say in every log (even with -q) which runtime the served functions ran under."""
+    runtime = launch.Runtime()
+    started = ", ".join(f"{n} under {kind}" for kind, n in sorted(_SERVED.items())) or "none"
+    terminalreporter.write_line(f"edgeguard served-function runtime: {runtime.describe()}")
+    terminalreporter.write_line(f"edgeguard function processes started by serve_function: {started}")
+
+
+def pytest_configure(config):
+    """In CI the served functions must run on the real runtime, not quietly on the stand-in."""
+    if os.environ.get("EDGEGUARD_REQUIRE_REAL_COMPONENTS") == "1":
+        runtime = launch.Runtime()
+        if not runtime.watchdog:
+            raise pytest.UsageError("EDGEGUARD_REQUIRE_REAL_COMPONENTS=1, but served functions would run on the "
+                                    f"stand-in runtime: {runtime.describe()}")

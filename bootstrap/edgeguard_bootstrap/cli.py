@@ -148,7 +148,7 @@ def dispatch(ctx: Ctx, args) -> int:
         raise BootstrapError(f"`{cmd}` needs the live node; it cannot run with --image")
     if cmd == "preflight":
         ctx.section("preflight")
-        checks = facts.preflight_checks(ctx, args.gateway, args.driver)
+        checks = facts.preflight_checks(ctx, args.gateway, args.driver, args.repo)
         print_table(ctx, checks)
         return 1 if any(c.status == "fail" for c in checks) else 0
     if cmd == "revert":
@@ -161,7 +161,7 @@ def dispatch(ctx: Ctx, args) -> int:
     if cmd == "all":
         ctx.say(ORDER_NOTE)
         ctx.section("preflight")
-        ctx.require(facts.preflight_checks(ctx, args.gateway, args.driver), "preflight")
+        ctx.require(facts.preflight_checks(ctx, args.gateway, args.driver, args.repo), "preflight")
     if ctx.image and cmd in ("openfaas", "all"):
         raise BootstrapError(f"`{cmd}` needs the live node or cluster; with --image use k3s-audit and falco")
     if cmd in ("openfaas", "all"):

@@ -9,7 +9,9 @@ import json
 import re
 import urllib.error
 import urllib.request
+from pathlib import Path
 
+from . import runtime_env
 from .engine import Check, Ctx
 
 FUNCTIONS = ("audit-ingest", "alert-forwarder", "configmap-secret-scrubber", "node-enroll")
@@ -260,7 +262,25 @@ def check_functions(ctx: Ctx) -> Check:
     return Check("functions", "pass", "all four functions deployed")
 
 
-def preflight_checks(ctx: Ctx, gateway: str, driver: str | None = None) -> list[Check]:
+def check_stack_environment(repo: Path | None) -> Check:
+    """The stack.yml that `openfaas --deploy` hands to faas-cli sets none of the runtime's own variables."""
+    stack = Path(repo) / "stack.yml" if repo else None
+    if stack is None or not stack.is_file():
+        return Check("stack.yml", "warn", f"no stack.yml in {repo} (--repo): its environment was not checked")
+    found = {fn: runtime_env.collisions(keys)
+             for fn, keys in runtime_env.stack_environment_keys(stack.read_text("utf-8", "replace")).items()}
+    bad = {fn: keys for fn, keys in found.items() if keys}
+    if not bad:
+        return Check("stack.yml", "pass", "no function environment sets a variable of-watchdog or the template owns")
+    lines = [f"{fn}: environment sets {', '.join(keys)}, which of-watchdog or the python3-http template owns"
+             for fn, keys in sorted(bad.items())]
+    if any("mode" in keys for keys in bad.values()):
+        lines.append("the watchdog panics \"unknown watchdog mode\" and the function never starts: "
+                     "the scrubber's setting is now scrub_mode: rename mode: to scrub_mode: (README, breaking changes)")
+    return Check("stack.yml", "fail", "\n".join(lines))
+
+
+def preflight_checks(ctx: Ctx, gateway: str, driver: str | None = None, repo: Path | None = None) -> list[Check]:
     checks = [check_arch(ctx), check_os(ctx), check_driver(ctx, driver), check_cgroups(ctx), check_k3s(ctx)]
     if k3s_role(ctx) == "server":
         checks.append(check_k3s_args(ctx))
@@ -274,4 +294,6 @@ def preflight_checks(ctx: Ctx, gateway: str, driver: str | None = None) -> list[
     checks.append(check_gateway(ctx, gateway))
     if cluster.status == "pass":
         checks.append(check_functions(ctx))
+    if repo is not None:
+        checks.append(check_stack_environment(repo))
     return checks

@@ -33,8 +33,11 @@ SYSCALL_EVENT_DROPS = {"threshold": 0.1, "rate": 0.01, "max_burst": 1}
 
 
 def alert_url(gateway: str, token: str) -> str:
-    # Falco's http_output cannot send headers, so the token rides in the query.
-    return f"{gateway.rstrip('/')}/function/alert-forwarder?{urllib.parse.urlencode({'token': token})}"
+    """http_output's URL, the token in its user part: Falco cannot set headers, and libcurl sends the user
+    part as Basic auth. Never in the query: of-watchdog logs every request line, query included."""
+    parts = urllib.parse.urlsplit(gateway.rstrip("/"))
+    netloc = f"falco:{urllib.parse.quote(token, safe='')}@{parts.netloc}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path + "/function/alert-forwarder", "", ""))
 
 
 def falco_settings(url: str) -> dict:
@@ -92,7 +95,7 @@ def run(ctx: Ctx, *, mode: str, gateway: str, falco_gateway: str | None = None, 
     kind, why = facts.driver_choice(ctx, driver)
     ctx.say(f"  driver: {kind} ({why})")
     token = secretstore.require_token(ctx, "alert-forwarder-token")
-    ctx.note(f"http_output carries alert-forwarder-token as ?token= (stored in "
+    ctx.note(f"http_output carries alert-forwarder-token in its URL's user part, sent as Basic auth (stored in "
              f"{secretstore.path('alert-forwarder-token')})")
     if mode == "helm":
         run_helm(ctx, kind, alert_url(falco_gateway or IN_CLUSTER_GATEWAY, token))

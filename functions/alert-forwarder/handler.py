@@ -1,7 +1,8 @@
 """alert-forwarder: route Falco alerts to people, to the action centre and to remediation, and lose none.
 
-Endpoints (all need the `alert-forwarder-token` bearer token; POST / also takes `?token=` because Falco's
-http_output cannot set headers):
+Endpoints (all need the `alert-forwarder-token` bearer token; POST / also takes it as the password of Basic
+auth, because Falco's http_output cannot set headers: its URL carries it as http://falco:<token>@host/...,
+which libcurl sends as Basic. Never `?token=`: of-watchdog logs request URLs):
 
   POST /         one Falco alert, a JSON array of alerts, or NDJSON; 202 once routed (and spooled)
   POST /flush    retry spooled deliveries now, one probe per failing destination (`?due_only=1`: only those
@@ -175,7 +176,7 @@ def _validate(doc) -> list[dict]:
 
 
 def _ingest(event) -> dict:
-    auth.require_bearer(event, TOKEN_SECRET, allow_query_token=True)
+    auth.require_bearer(event, TOKEN_SECRET, allow_basic=True)
     doc = http.parse_json(event, max_bytes=MAX_BODY, allow_ndjson=True)
     alerts = _validate(doc)
     report = FORWARDER.ingest(alerts)

@@ -3,7 +3,7 @@
 Triggers: a Falco alert ("Create/Modify Configmap With Private Credentials") from
 alert-forwarder; a JSON request ``{"namespace","name"}``, ``{"namespace"}`` or
 ``{"all_namespaces": true}``; ``GET`` with the same query parameters returns a
-report and changes nothing. Default mode is ``report``; ``mode=move`` moves the
+report and changes nothing. Default mode is ``report``; ``scrub_mode=move`` moves the
 high-confidence keys (see remediate.py for the order of steps).
 The answer and the logs carry key names, detector ids and fingerprints keyed
 with the function's own secret (never the caller token), never a value.
@@ -43,9 +43,10 @@ def _csv(name: str, default: str = "") -> list[str]:
 
 class Limits:
     def __init__(self):
-        self.mode = (config.env_str("mode", "report") or "report").strip().lower()
+        # Not `mode`: of-watchdog reads that itself (the template sets mode=http), see docs "Settings".
+        self.mode = (config.env_str("scrub_mode", "report") or "report").strip().lower()
         if self.mode not in ("report", "move"):
-            raise config.ConfigError(f"environment variable mode={self.mode!r} must be 'report' or 'move'")
+            raise config.ConfigError(f"environment variable scrub_mode={self.mode!r} must be 'report' or 'move'")
         self.allow = _csv("namespaces_allow")
         self.deny = set(_csv("namespaces_deny"))
         self.report_only = set(_csv("report_only_namespaces", DEFAULT_REPORT_ONLY))

@@ -1,6 +1,7 @@
 """alert-forwarder demo: a Falco syscall alert posted exactly as http_output posts it, routed to the console."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -41,10 +42,12 @@ def run(ctx) -> None:
     before = _delivered(metrics.text, "console") if metrics.status_code == 200 else 0
 
     ctx.say("Falco's http_output posts one JSON alert per request and cannot set headers, so the token rides in\n"
-            "the query string: POST /function/alert-forwarder?token=... with Content-Type application/json.")
+            "its URL's user part, http://falco:<token>@.../function/alert-forwarder, which libcurl sends as Basic\n"
+            "auth (never ?token=: of-watchdog logs every request line).")
+    basic = base64.b64encode(f"falco:{token}".encode()).decode()
     r = ctx.call("alert-forwarder", "", body=_falco_json(FALCO_ALERT),
-                 headers={"Content-Type": "application/json", "User-Agent": "falcosecurity/falco"},
-                 params={"token": token})
+                 headers={"Content-Type": "application/json", "User-Agent": "falcosecurity/falco",
+                          "Authorization": f"Basic {basic}"})
     if r.status_code != 202:
         ctx.fail(f"alert-forwarder answered {r.status_code}: {r.text[:300]}")
         return
@@ -70,8 +73,9 @@ def run(ctx) -> None:
         ctx.fail("the console delivery did not show up in /metrics within 10 s")
         return
 
+    wrong = base64.b64encode(b"falco:not-the-token").decode()
     r = ctx.call("alert-forwarder", "", body=_falco_json(FALCO_ALERT),
-                 headers={"Content-Type": "application/json"}, params={"token": "not-the-token"})
+                 headers={"Content-Type": "application/json", "Authorization": f"Basic {wrong}"})
     if r.status_code == 401:
         ctx.ok("a wrong token is refused with 401 and nothing is forwarded")
     else:

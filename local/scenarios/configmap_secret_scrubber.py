@@ -2,7 +2,7 @@
 
 The ConfigMap and a Deployment reading it are created in the demo cluster; the audit event that
 kubectl's request produces goes to audit-ingest, which raises "Create/Modify Configmap With Private
-Credentials" and hands it to alert-forwarder, which routes it to configmap-secret-scrubber (mode=move
+Credentials" and hands it to alert-forwarder, which routes it to configmap-secret-scrubber (scrub_mode=move
 in the local gateway). We then watch the cluster until the key has moved. Only key names are shown.
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The function's HTTP contract: auth, input forms, bad input, endpoints, start-up validation."""
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -22,12 +23,14 @@ def count(mod, name, **labels):
 
 # ----------------------------------------------------------------------------- auth
 
-def test_falco_http_output_post_with_query_token_is_accepted_and_routed_to_console(load_handler, h):
+def test_falco_http_output_post_with_the_token_in_the_url_user_part_is_accepted_and_routed(load_handler, h):
     mod = load_handler()
     al = h.falco_alert(priority="Warning")
-    # Exactly as http_output sends it: the compact JSON, no trailing newline, no Authorization header.
-    resp = post(mod, h, dumps(al).encode(), headers={"Content-Type": "application/json",
-                                                      "User-Agent": "falcosecurity/falco"}, query={"token": h.TOKEN})
+    # As http_output sends it with url http://falco:<token>@.../function/alert-forwarder: the compact JSON, no
+    # trailing newline, and libcurl's Basic header made from the URL's user part.
+    creds = base64.b64encode(f"falco:{h.TOKEN}".encode()).decode()
+    resp = post(mod, h, dumps(al).encode(), headers={"Content-Type": "application/json", "Authorization": f"Basic {creds}",
+                                                      "User-Agent": "falcosecurity/falco"})
     assert resp["statusCode"] == 202
     out = body_of(resp)
     assert out["accepted"] == 1
@@ -40,6 +43,7 @@ def test_falco_http_output_post_with_query_token_is_accepted_and_routed_to_conso
     ({"Content-Type": "application/json"}, None, 401),
     ({"Content-Type": "application/json", "Authorization": "Bearer wrong-token"}, None, 401),
     ({"Content-Type": "application/json"}, {"token": "wrong-token"}, 401),
+    ({"Content-Type": "application/json"}, {"token": "af-test-token-0123456789"}, 401),  # the right one, logged
     ({"Content-Type": "application/json", "Authorization": "Basic YWRtaW46YWRtaW4="}, None, 401),
 ])
 def test_unauthenticated_posts_are_refused_and_nothing_is_forwarded(load_handler, h, headers, query, status):
@@ -50,9 +54,12 @@ def test_unauthenticated_posts_are_refused_and_nothing_is_forwarded(load_handler
     assert count(mod, "rejected_total", reason="unauthorized") == 1
 
 
-def test_query_token_is_only_for_the_falco_ingest_endpoint(load_handler, h):
+def test_basic_auth_is_only_for_the_falco_ingest_endpoint(load_handler, h):
     mod = load_handler()
+    creds = {"Authorization": "Basic " + base64.b64encode(f"falco:{h.TOKEN}".encode()).decode()}
     for method, path in (("GET", "/metrics"), ("GET", "/"), ("POST", "/flush"), ("POST", "/test")):
+        resp = h.call(mod, method, path, headers=creds)
+        assert resp["statusCode"] == 401, path
         resp = h.call(mod, method, path, headers={}, query={"token": h.TOKEN})
         assert resp["statusCode"] == 401, path
 
@@ -69,9 +76,10 @@ def test_tokens_and_destination_secrets_never_reach_logs_or_responses(load_handl
                "action-centre:\n  url: http://127.0.0.1:9/hook?apikey=url-secret-xyz123\n  insecure_http: true\n"
                "  hmac_key: hmac-secret-abc987\n  token: bearer-secret-def456\n"}
     mod = load_handler(secrets=secrets)
-    post(mod, h, h.falco_alert(priority="Critical"), headers={"Content-Type": "application/json"},
-         query={"token": h.TOKEN})
-    post(mod, h, h.falco_alert(), headers={"Content-Type": "application/json"}, query={"token": "guess-" + h.TOKEN})
+    falco = "Basic " + base64.b64encode(f"falco:{h.TOKEN}".encode()).decode()
+    guess = "Basic " + base64.b64encode(f"falco:guess-{h.TOKEN}".encode()).decode()
+    post(mod, h, h.falco_alert(priority="Critical"), headers={"Content-Type": "application/json", "Authorization": falco})
+    post(mod, h, h.falco_alert(), headers={"Content-Type": "application/json", "Authorization": guess})
     status = h.call(mod, "GET", "/")
     metrics = h.call(mod, "GET", "/metrics")
     h.wait_until(lambda: count(mod, "spooled_total", destination="action-centre") >= 1, what="delivery attempt")

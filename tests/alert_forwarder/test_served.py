@@ -30,7 +30,8 @@ def idem(alert):
     return hashlib.sha256(dumps(alert).encode()).hexdigest()[:32]
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+@pytest.mark.skipif(shutil.which("curl") is None,
+                    reason="needs real component: curl (libcurl, what Falco's http_output sends with)")
 def test_alert_posted_with_curl_reaches_every_destination_type(serve_function, receiver, h, tmp_path):
     r = receiver()
     r.default = h.Reply(202, body=b"")
@@ -42,9 +43,10 @@ def test_alert_posted_with_curl_reaches_every_destination_type(serve_function, r
     al = h.falco_alert(priority="Error")
     f = tmp_path / "alert.json"
     f.write_text(dumps(al))
+    # Falco's http_output is libcurl given a URL: the token rides in its user part, which curl sends as Basic.
+    url = sf.url.replace("http://", f"http://falco:{h.TOKEN}@") + "/"
     out = subprocess.run(["curl", "-sS", "-X", "POST", "-H", "Content-Type: application/json",
-                          "--data-binary", f"@{f}", f"{sf.url}/?token={h.TOKEN}"],
-                         capture_output=True, text=True, timeout=30)
+                          "--data-binary", f"@{f}", url], capture_output=True, text=True, timeout=30)
     resp = json.loads(out.stdout)
     assert resp["accepted"] == 1
     assert sorted(resp["alerts"][0]["destinations"]) == sorted(["console", "slack", "teams", "discord", "hook",
@@ -56,7 +58,7 @@ def test_alert_posted_with_curl_reaches_every_destination_type(serve_function, r
     assert json.loads(reqs["/async-function/configmap-secret-scrubber"].body) == al
     assert reqs["/async-function/configmap-secret-scrubber"].headers["Authorization"] == "Bearer scrubber-token-55555"
     h.wait_until(lambda: '"event": "alert"' in sf.logs(), what="console line")
-    console = [json.loads(line) for line in sf.logs().splitlines() if '"event": "alert"' in line]
+    console = [rec for rec in sf.log_records() if rec["event"] == "alert"]
     assert console[0]["rule"] == al["rule"] and console[0]["idempotency_key"] == idem(al)
     assert h.TOKEN not in sf.logs()
 
@@ -72,7 +74,7 @@ def test_spooled_alert_survives_a_restart_and_is_delivered_exactly_once(serve_fu
                                  "alert-forwarder-destinations": f"action-centre: {{url: 'http://127.0.0.1:{port}/ac', insecure_http: true}}\n"})
     auth = {"Authorization": f"Bearer {h.TOKEN}"}
     al = h.falco_alert(priority="Notice")
-    resp = requests.post(sf.url + "/", data=dumps(al), params={"token": h.TOKEN},
+    resp = requests.post(sf.url + "/", data=dumps(al), auth=("falco", h.TOKEN),
                          headers={"Content-Type": "application/json"}, timeout=5)
     assert resp.status_code == 202
 
@@ -109,3 +111,23 @@ def test_bad_routes_make_the_served_function_exit_with_the_place(serve_function,
                                 "destinations: {c: {type: console}}\nroutes:\n  - {to: [c]}\n  - {to: [c]}\n"
                                 "  - matchers: [{priority: warn}]\n    to: [c]\n"})
     assert "routes[2].matchers[0]: unknown priority 'warn'" in str(ei.value)
+
+
+def test_an_alert_too_long_for_one_watchdog_log_line_does_not_wedge_the_function(serve_function, h, tmp_path):
+    """of-watchdog reads the function's stderr line by line with a 64 KiB scanner; one longer line and it stops
+    reading, so every later log write blocks once the pipe is full and the function hangs (504s). The console
+    destination logs the alert's output: a 100 kB output must not take the function down."""
+    sf = serve_function("alert-forwarder", env={"spool_dir": str(tmp_path / "spool")},
+                        secrets={"alert-forwarder-token": h.TOKEN,
+                                 "alert-forwarder-routes": "destinations: {c: {type: console}}\nroutes:\n  - {to: [c]}\n"})
+    auth = {"Authorization": f"Bearer {h.TOKEN}", "Content-Type": "application/json"}
+    huge = h.falco_alert(priority="Error", **{"proc.cmdline": "x" * 100_000})
+    assert requests.post(sf.url + "/", data=dumps(huge), headers=auth, timeout=10).status_code == 202
+    for i in range(12):  # well past the 64 KiB pipe buffer if lines were no longer read
+        al = h.falco_alert(priority="Error", **{"proc.cmdline": f"sh -c {i}" + " y" * 3000})
+        assert requests.post(sf.url + "/", data=dumps(al), headers=auth, timeout=10).status_code == 202, i
+    h.wait_until(lambda: sum(r.get("event") == "alert" for r in sf.log_records()) == 13, timeout=10,
+                 what="13 console lines")
+    longest = max(len(line) for line in sf.logs().splitlines())
+    assert longest < 64 * 1024, longest
+    assert "Error reading stderr" not in sf.logs()

@@ -40,7 +40,7 @@ def chart_has(path):
 
 @pytest.mark.parametrize("driver", ["modern_ebpf", "kmod"])
 def test_helm_values_use_only_keys_in_the_chart_values_yaml(driver):
-    values = falco.helm_values(driver, "http://gw/function/alert-forwarder?token=t")
+    values = falco.helm_values(driver, "http://falco:t@gw/function/alert-forwarder")
     missing = [".".join(p) for p in key_paths(values) if not chart_has(p)]
     assert missing == []
     assert values["driver"]["kind"] in ("modern_ebpf", "kmod")
@@ -59,11 +59,12 @@ def test_schema_check_would_catch_a_wrong_key():
         jsonschema.validate(bad, SCHEMA)
 
 
-def test_alert_url_carries_the_token_in_the_query():
-    url = falco.alert_url("http://gw:8080/", "to+k/en")
+def test_alert_url_carries_the_token_in_its_user_part_never_in_the_query():
+    url = falco.alert_url("http://gw:8080/", "to+k/en@:x")
     parts = urllib.parse.urlsplit(url)
-    assert parts.path == "/function/alert-forwarder"
-    assert urllib.parse.parse_qs(parts.query) == {"token": ["to+k/en"]}
+    assert parts.path == "/function/alert-forwarder" and parts.query == ""  # of-watchdog logs request lines
+    assert (parts.username, urllib.parse.unquote(parts.password), parts.hostname, parts.port) == (
+        "falco", "to+k/en@:x", "gw", 8080)
 
 
 def test_helm_mode_writes_values_and_runs_exact_helm_commands(node):
@@ -76,7 +77,7 @@ def test_helm_mode_writes_values_and_runs_exact_helm_commands(node):
     values = yaml.safe_load(values_path.read_text())
     assert values["driver"]["kind"] == "modern_ebpf"
     assert values["falco"]["http_output"]["url"] == (
-        f"http://gateway.openfaas.svc.cluster.local:8080/function/alert-forwarder?token={token}")
+        f"http://falco:{token}@gateway.openfaas.svc.cluster.local:8080/function/alert-forwarder")
     assert values["falco"]["json_output"] is True
     tolerated = {(t.get("key"), t.get("effect")) for t in values["tolerations"]}
     assert ("node-role.kubernetes.io/control-plane", "NoSchedule") in tolerated
@@ -143,7 +144,7 @@ def test_host_mode_from_the_apt_repository_with_modern_ebpf(node):
     doc = yaml.safe_load(dropin.read_text())
     jsonschema.validate(doc, SCHEMA)
     token = node.secret("alert-forwarder-token").decode()
-    assert doc["http_output"]["url"] == f"{node.gateway}/function/alert-forwarder?token={token}"
+    assert doc["http_output"]["url"] == node.gateway.replace("://", f"://falco:{token}@") + "/function/alert-forwarder"
     assert token not in out
     node.clear_calls()
     code, out = node.run("falco", "--mode", "host")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 
@@ -178,3 +179,18 @@ def test_preflight_exit_status_is_non_zero_on_any_fail(node):
     code, out = node.run("preflight")
     assert code == 1
     assert "cluster" in out and "FAIL" in out
+
+
+def test_preflight_fails_a_stack_yml_whose_function_environment_sets_the_watchdogs_mode(node):
+    stack = node.repo / "stack.yml"
+    stack.write_text(stack.read_text().replace("      scrub_mode: report\n", "      mode: report\n"))
+    code, out = node.run("preflight")
+    assert code == 1
+    assert "  stack.yml " in out and "configmap-secret-scrubber: environment sets mode" in out
+    assert "unknown watchdog mode" in out and "scrub_mode" in out
+
+
+def test_preflight_passes_the_shipped_stack_yml(node):
+    code, out = node.run("preflight")
+    assert code == 0, out
+    assert re.search(r"  stack\.yml .*no function environment sets a variable", out), out

@@ -104,10 +104,26 @@ def test_missing_or_wrong_credentials_are_401(secret_dir, headers, query):
     assert "s3cr3t" not in e.value.reason
 
 
-def test_query_token_only_where_the_caller_cannot_set_headers(secret_dir):
-    auth.require_bearer(make_event(query={"token": "s3cr3t-token-value"}), "fn-token", allow_query_token=True)
-    with pytest.raises(http.HTTPError):
-        auth.require_bearer(make_event(query={"token": "nope"}), "fn-token", allow_query_token=True)
+def basic(user: str, password: str) -> dict:
+    import base64
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_basic_auth_password_only_where_the_caller_cannot_set_headers(secret_dir):
+    auth.require_bearer(make_event(headers=basic("falco", "s3cr3t-token-value")), "fn-token", allow_basic=True)
+    for headers in (basic("falco", "nope"), basic("s3cr3t-token-value", ""), {"Authorization": "Basic !!notb64"}):
+        with pytest.raises(http.HTTPError) as e:
+            auth.require_bearer(make_event(headers=headers), "fn-token", allow_basic=True)
+        assert e.value.status == 401
+    with pytest.raises(http.HTTPError):  # not where it was not asked for
+        auth.require_bearer(make_event(headers=basic("falco", "s3cr3t-token-value")), "fn-token")
+
+
+def test_a_token_in_the_query_string_is_refused_because_the_watchdog_logs_urls(secret_dir):
+    for allow_basic in (False, True):
+        with pytest.raises(http.HTTPError) as e:
+            auth.require_bearer(make_event(query={"token": "s3cr3t-token-value"}), "fn-token", allow_basic=allow_basic)
+        assert e.value.status == 401 and "query string" in e.value.reason and "s3cr3t" not in e.value.reason
 
 
 def test_missing_secret_fails_closed_with_503(secret_dir):
@@ -144,6 +160,28 @@ def test_logs_redact_sensitive_keys_and_known_secret_values(secret_dir, monkeypa
     assert line["token"] == "[redacted]" and line["nested"] == {"password": "[redacted]", "ok": 1}
     assert "s3cr3t-token-value" not in buf.getvalue()
     assert line["event"] == "x" and line["level"] == "info"
+
+
+def test_a_log_line_stays_under_the_watchdogs_64_kib_line_limit_with_the_cut_marked(secret_dir, monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr(log, "_stream", buf)
+    config.read_secret("fn-token")
+    log.warning("alert", output="x" * 200_000 + "s3cr3t-token-value", keys=[f"k{i}" for i in range(50_000)], rule="R")
+    line = buf.getvalue()
+    assert len(line.encode()) <= log.MAX_LINE_BYTES
+    rec = json.loads(line)
+    assert rec["event"] == "alert" and rec["rule"] == "R"
+    assert rec["output"].startswith("x" * 100) and "more chars]" in rec["output"]
+    assert rec["keys"][0] == "k0" and rec["keys"][-1].endswith("more items]")
+    assert "s3cr3t-token-value" not in line
+    buf.truncate(0), buf.seek(0)
+    log.info("many", **{f"field_{i}": "v" * 200 for i in range(2000)})
+    rec = json.loads(buf.getvalue())
+    assert len(buf.getvalue().encode()) <= log.MAX_LINE_BYTES and rec["event"] == "many"
+    assert rec["truncated_fields"][:2] == ["field_0", "field_1"]
+    buf.truncate(0), buf.seek(0)
+    log.info("small", a="b" * 100)
+    assert json.loads(buf.getvalue())["a"] == "b" * 100  # short lines are untouched
 
 
 def test_env_parsing_errors_name_the_variable(monkeypatch):

@@ -53,7 +53,8 @@ def test_unknown_function_is_404(stack):
 
 def test_exec_timeout_gives_504_like_the_watchdog(stack):
     r = requests.get(stack.url + "/function/slow/sleep?s=3")
-    assert r.status_code == 504 and r.headers["X-OpenFaaS-Internal"] == "of-watchdog"
+    # from the real watchdog, or from the gateway standing in for it: the same empty 504
+    assert r.status_code == 504 and r.headers["X-OpenFaaS-Internal"] == "of-watchdog" and r.content == b""
 
 
 def test_function_sees_only_its_own_secrets(stack):

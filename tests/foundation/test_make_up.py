@@ -34,6 +34,8 @@ def test_gateway_serves_until_sigterm_and_prints_how_to_curl_it():
         assert proc.returncode == 0
         assert f"http://127.0.0.1:{port}" in out and "curl" in out
         assert "audit-ingest-token)" in out  # tells where the token is, never the token itself
+        runtime = gateway.launch.Runtime()
+        assert f"  runtime: {'real: of-watchdog' if runtime.watchdog else 'stand-in: local/runtime.py'}" in out
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -51,9 +53,10 @@ def test_functions_die_with_a_killed_gateway(tmp_path):
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
-        children = [p.parent.name for p in Path("/proc").glob("[0-9]*/stat")
-                    if _ppid(p) == proc.pid]
+        children = _descendants(proc.pid)  # under of-watchdog: the watchdogs and their python index.py
         assert children, "the gateway should have started function processes"
+        if gateway.launch.Runtime().watchdog:
+            assert any(_cmdline(c) == "python index.py" for c in children), [_cmdline(c) for c in children]
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 10
@@ -63,6 +66,22 @@ def test_functions_die_with_a_killed_gateway(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _descendants(pid: int) -> list[str]:
+    found, frontier = [], {pid}
+    while frontier:
+        kids = [p.parent.name for p in Path("/proc").glob("[0-9]*/stat") if _ppid(p) in frontier]
+        found += kids
+        frontier = {int(k) for k in kids}
+    return found
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
 
 
 def _ppid(stat: Path) -> int:

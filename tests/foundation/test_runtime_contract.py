@@ -48,6 +48,13 @@ def test_event_attributes_reach_the_handler(probe):
                         "header": "p", "call_id": None, "ua": r.json()["ua"]}
 
 
+def test_forwarding_headers_are_dropped_as_of_watchdog_drops_them(probe):
+    seen = requests.get(probe + "/headers", headers={"X-Forwarded-For": "198.51.100.7", "Forwarded": "for=x",
+                                                     "X-Forwarded-Host": "h", "X-Real-Ip": "198.51.100.8"}).json()
+    assert "X-Forwarded-For" not in seen["headers"] and "Forwarded" not in seen["headers"]
+    assert "X-Forwarded-Host" not in seen["headers"] and seen["headers"]["X-Real-Ip"] == "198.51.100.8"
+
+
 def test_context_hostname_comes_from_the_environment(probe):
     assert requests.get(probe + "/context").json() == {"hostname": "probe-pod"}
 

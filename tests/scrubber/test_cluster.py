@@ -51,7 +51,7 @@ def test_seed_configmap_moves_on_a_real_cluster_and_the_deployment_rolls_out_fro
     spec = pod_spec(env=True, env_from=True, volume=True)
     spec["containers"][0].update(image="busybox:1.36", command=["sh", "-c", "test -n \"$CRED\" && sleep 3600"])
     apps.create_namespaced_deployment(ns, deployment("web", ns=ns, spec=spec, replicas=1))
-    mod = load_function(FN, env={"mode": "move", "rollout_timeout_seconds": "90", "rollout_poll_seconds": "2",
+    mod = load_function(FN, env={"scrub_mode": "move", "rollout_timeout_seconds": "90", "rollout_poll_seconds": "2",
                                  "rate_limit_per_minute": "1000"},
                         secrets={"configmap-secret-scrubber-token": TOKEN,
                                  "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,

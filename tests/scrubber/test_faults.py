@@ -88,7 +88,7 @@ def clean_run_calls(emu, call, scrubber_fn):
     """(verb, resource) of every request a fault-free move makes, in order."""
     seed(emu, "probe")
     emu.clear_requests()
-    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": "probe", "name": "aws-creds"})
+    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "probe", "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "moved", body
     calls = []
     for verb, path, _ in emu.requests:
@@ -108,7 +108,7 @@ def test_a_fault_at_any_api_call_loses_no_value_and_reruns_converge(kube_emulato
     emu = kube_emulator
     calls = clean_run_calls(emu, call, scrubber_fn)
     assert ("patch", "configmaps") in calls and ("create", "secrets") in calls and ("patch", "deployments") in calls
-    mod = scrubber_fn(mode="move", kube_timeout_seconds="0.25")
+    mod = scrubber_fn(scrub_mode="move", kube_timeout_seconds="0.25")
     tried = 0
     for i, (verb, resource) in enumerate(calls):
         if applied and verb in ("get", "list"):
@@ -135,7 +135,7 @@ def test_a_fault_at_any_api_call_loses_no_value_and_reruns_converge(kube_emulato
 def test_a_fault_that_persists_never_loses_a_value(kube_emulator, scrubber_fn, call):
     emu = kube_emulator
     calls = clean_run_calls(emu, call, scrubber_fn)
-    mod = scrubber_fn(mode="move")
+    mod = scrubber_fn(scrub_mode="move")
     for i, (verb, resource) in enumerate(calls):
         ns = f"p{i}"
         seed(emu, ns)
@@ -150,7 +150,7 @@ def test_a_fault_that_persists_never_loses_a_value(kube_emulator, scrubber_fn, c
 
 def test_dying_between_any_two_calls_loses_no_value_and_reruns_converge(kube_emulator, scrubber_fn, call):
     emu = kube_emulator
-    mod = scrubber_fn(mode="move")
+    mod = scrubber_fn(scrub_mode="move")
     remediate = submodule(mod, "remediate")
     kapi = submodule(mod, "kapi")
     detect = submodule(mod, "detect")
@@ -207,7 +207,7 @@ def test_concurrent_edit_of_the_configmap_during_the_move_keeps_the_new_value(ku
     """Someone changes a credential between our copy and our removal: we must not remove their new value."""
     emu = kube_emulator
     seed(emu, "c")
-    mod = scrubber_fn(mode="move")
+    mod = scrubber_fn(scrub_mode="move")
     edited = []
 
     def edit_before_removal(verb, resource, namespace, name, body):
@@ -249,7 +249,7 @@ def readable_immutable(emu, ns) -> list[str]:
 
 def test_dying_anywhere_while_replacing_an_immutable_configmap_loses_nothing(kube_emulator, scrubber_fn):
     emu = kube_emulator
-    mod = scrubber_fn(mode="move")
+    mod = scrubber_fn(scrub_mode="move")
     remediate, kapi, detect = (submodule(mod, n) for n in ("remediate", "kapi", "detect"))
 
     class Dying:
@@ -304,7 +304,7 @@ def test_a_generic_422_from_a_lost_race_is_retried_and_a_real_422_is_not(kube_em
     """Some API servers word a failed `test` op generically; the scrubber re-reads to tell a race from an error."""
     emu = kube_emulator
     seed(emu, "r")
-    mod = scrubber_fn(mode="move")
+    mod = scrubber_fn(scrub_mode="move")
     bumped = []
 
     def touch_configmap(verb, resource, namespace, name, body):

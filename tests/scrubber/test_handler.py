@@ -71,7 +71,7 @@ def test_missing_token_secret_fails_closed(load_function, call, make_event):
 def test_bad_input_gets_a_4xx_with_a_reason_and_changes_nothing(scrubber_fn, call, kube_emulator, body, raw,
                                                                    ctype, status, fragment):
     seed_aws(kube_emulator)
-    mod = scrubber_fn(mode="move")
+    mod = scrubber_fn(scrub_mode="move")
     got, answer, _ = call(mod, "POST", body, raw=raw, content_type=ctype)
     assert got == status and fragment in answer["error"]
     assert writes(kube_emulator) == []
@@ -83,8 +83,8 @@ def test_wrong_method_is_405(scrubber_fn, call):
 
 
 def test_invalid_mode_setting_is_reported_not_guessed(scrubber_fn, call, kube_emulator):
-    status, body, _ = call(scrubber_fn(mode="yolo"), "POST", {"namespace": "demo"})
-    assert status == 500 and "mode" in body["error"] and writes(kube_emulator) == []
+    status, body, _ = call(scrubber_fn(scrub_mode="yolo"), "POST", {"namespace": "demo"})
+    assert status == 500 and "scrub_mode" in body["error"] and writes(kube_emulator) == []
 
 
 # --- report mode ----------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def test_invalid_mode_setting_is_reported_not_guessed(scrubber_fn, call, kube_em
 def test_get_reports_key_names_detectors_and_fingerprints_and_changes_nothing(scrubber_fn, call, kube_emulator):
     kube_emulator.seed(configmap("app-env", CREDS))
     seed_aws(kube_emulator)
-    mod = scrubber_fn(mode="move")  # even in move mode, GET only reports
+    mod = scrubber_fn(scrub_mode="move")  # even in move mode, GET only reports
     status, body, resp = call(mod, "GET", query={"namespace": "demo", "name": "app-env"})
     assert status == 200 and body["mode"] == "report"
     (cm,) = body["configmaps"]
@@ -134,7 +134,7 @@ def test_fingerprint_key_missing_empty_short_or_equal_to_the_token_fails_closed_
                "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())}
     if key is not None:
         secrets["configmap-secret-scrubber-fingerprint-key"] = key
-    mod = load_function("configmap-secret-scrubber", env={"mode": "move", "rate_limit_per_minute": "1000"},
+    mod = load_function("configmap-secret-scrubber", env={"scrub_mode": "move", "rate_limit_per_minute": "1000"},
                         secrets=secrets)
     for method, body, query in (("GET", None, {"namespace": "demo"}), ("POST", alert("aws-creds", "demo"), None)):
         status, answer, resp = call(mod, method, body, query=query)
@@ -154,7 +154,7 @@ def test_default_mode_is_report(scrubber_fn, call, kube_emulator):
 
 def test_dry_run_request_reports_even_in_move_mode(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
-    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": "demo", "name": "aws-creds",
+    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "aws-creds",
                                                               "dry_run": True})
     assert body["mode"] == "report" and writes(kube_emulator) == []
 
@@ -164,7 +164,7 @@ def test_dry_run_request_reports_even_in_move_mode(scrubber_fn, call, kube_emula
 def test_seed_aws_creds_key_moves_to_a_secret_and_the_deployment_reads_it_from_there(scrubber_fn, call,
                                                                                       kube_emulator, capsys):
     seed_aws(kube_emulator)
-    mod = scrubber_fn(mode="move")
+    mod = scrubber_fn(scrub_mode="move")
     status, body, resp = call(mod, "POST", alert("aws-creds", "demo"))
     assert status == 200, body
     (cm_report,) = body["configmaps"]
@@ -210,7 +210,7 @@ def test_seed_aws_creds_key_moves_to_a_secret_and_the_deployment_reads_it_from_t
 
 def test_rerun_after_a_move_changes_nothing(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
-    mod = scrubber_fn(mode="move")
+    mod = scrubber_fn(scrub_mode="move")
     call(mod, "POST", {"namespace": "demo", "name": "aws-creds"})
     kube_emulator.clear_requests()
     status, body, _ = call(mod, "POST", {"namespace": "demo", "name": "aws-creds"})
@@ -223,7 +223,7 @@ def test_binary_data_keys_move_with_their_exact_bytes(scrubber_fn, call, kube_em
     text = b"[db]\npassword = Zq8wLm3nTr5v\n"
     kube_emulator.seed(configmap("bin", {"a": "1"}, binary={"creds.ini": base64.b64encode(text).decode(),
                                                            "blob.bin": base64.b64encode(raw).decode()}))
-    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": "demo", "name": "bin"})
+    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "bin"})
     assert body["configmaps"][0]["status"] == "moved"
     sec = kube_emulator.get("secrets", "demo", "bin-credentials")
     assert base64.b64decode(sec["data"]["creds.ini"]) == text
@@ -233,7 +233,7 @@ def test_binary_data_keys_move_with_their_exact_bytes(scrubber_fn, call, kube_em
 
 def test_suspect_keys_are_reported_but_never_moved(scrubber_fn, call, kube_emulator):
     kube_emulator.seed(configmap("weird", {"DB_PASSWORD": "abc", "LOG_LEVEL": "debug"}))
-    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": "demo", "name": "weird"})
+    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "weird"})
     (cm,) = body["configmaps"]
     assert cm["status"] == "suspect" and cm["keys"][0]["tier"] == "suspect"
     assert writes(kube_emulator) == []
@@ -244,7 +244,7 @@ def test_other_controllers_are_rewired_too(scrubber_fn, call, kube_emulator, kin
     kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE}))
     kube_emulator.seed(workload(kind, "w", pod_spec(env=True, volume=True, items=[
         {"key": "aws_access_key_id", "path": "aws/key", "mode": 0o400}])))
-    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
+    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "moved", body
     obj = kube_emulator.get(kind.lower() + "s", "demo", "w")
     spec = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"] if kind == "CronJob" else obj["spec"]["template"]["spec"]
@@ -258,7 +258,7 @@ def test_other_controllers_are_rewired_too(scrubber_fn, call, kube_emulator, kin
 def test_projected_volume_gets_a_secret_source_next_to_the_configmap(scrubber_fn, call, kube_emulator):
     kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE, "region": "x"}))
     kube_emulator.seed(deployment(spec=pod_spec(env=False, projected=True)))
-    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
+    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "moved"
     srcs = kube_emulator.get("deployments", "demo", "web")["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
     assert [list(s) for s in srcs] == [["configMap"], ["secret"], ["downwardAPI"]]
@@ -270,7 +270,7 @@ def test_unrelated_workloads_are_left_alone(scrubber_fn, call, kube_emulator):
     kube_emulator.seed(deployment("region-only", spec=pod_spec(key="region")))
     before = {n: kube_emulator.get("deployments", "demo", n)["metadata"]["resourceVersion"]
               for n in ("other", "region-only")}
-    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
+    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "moved"
     after = {n: kube_emulator.get("deployments", "demo", n)["metadata"]["resourceVersion"] for n in before}
     assert before == after
@@ -281,7 +281,7 @@ def test_unrelated_workloads_are_left_alone(scrubber_fn, call, kube_emulator):
 def _blocked(kube_emulator, scrubber_fn, call, fragment, name="aws-creds"):
     snapshot = {(r, o["metadata"]["name"]): o["metadata"]["resourceVersion"]
                 for r in ("configmaps", "secrets", "deployments") for o in kube_emulator.list(r, "demo")}
-    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": "demo", "name": name})
+    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": name})
     (cm,) = body["configmaps"]
     assert cm["status"] == "blocked", cm
     assert any(fragment in r for r in cm["reasons"]), cm["reasons"]
@@ -301,7 +301,7 @@ def test_bare_pod_consumer_blocks_the_move(scrubber_fn, call, kube_emulator):
 def test_finished_bare_pod_does_not_block(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
     kube_emulator.seed(bare_pod(phase="Succeeded"))
-    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
+    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "moved"
 
 
@@ -357,7 +357,7 @@ def test_alert_without_namespace_searches_allowed_namespaces_by_name(scrubber_fn
     seed_aws(kube_emulator, ns="team-a")
     kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE}, ns="kube-system"))
     kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE}, ns="secret-ns"))
-    mod = scrubber_fn(mode="move", namespaces_deny="secret-ns")
+    mod = scrubber_fn(scrub_mode="move", namespaces_deny="secret-ns")
     status, body, _ = call(mod, "POST", alert("aws-creds", ns=None))
     by_ns = {c["namespace"]: c for c in body["configmaps"]}
     assert by_ns["team-a"]["status"] == "moved"
@@ -371,7 +371,7 @@ def test_alert_without_namespace_searches_allowed_namespaces_by_name(scrubber_fn
 def test_alert_for_another_rule_is_ignored(scrubber_fn, call, kube_emulator):
     a = alert("aws-creds", "demo")
     a["rule"] = "Anonymous Request Allowed"
-    status, body, _ = call(scrubber_fn(mode="move"), "POST", a)
+    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", a)
     assert status == 200 and body["ignored"] is True and kube_emulator.requests == []
 
 
@@ -380,7 +380,7 @@ def test_sweeps_cover_a_namespace_or_all_allowed_namespaces_within_limits(scrubb
         for i in range(3):
             kube_emulator.seed(configmap(f"cm{i}", {"DB_PASSWORD": f"Pw{i}-q8ZtLm3nTr5v", "x": "y"}, ns=ns))
         kube_emulator.seed(configmap("clean", {"LOG_LEVEL": "info"}, ns=ns))
-    mod = scrubber_fn(mode="move", max_moves_per_run="2", namespaces_allow="a,b")
+    mod = scrubber_fn(scrub_mode="move", max_moves_per_run="2", namespaces_allow="a,b")
     status, body, _ = call(mod, "POST", {"namespace": "a"})
     statuses = sorted(c["status"] for c in body["configmaps"])
     assert statuses == ["moved", "moved", "would_move"]
@@ -388,7 +388,7 @@ def test_sweeps_cover_a_namespace_or_all_allowed_namespaces_within_limits(scrubb
     status, body, _ = call(mod, "POST", {"all_namespaces": True})
     assert sorted((c["namespace"], c["status"]) for c in body["configmaps"]) == [
         ("a", "moved"), ("b", "moved"), ("b", "would_move"), ("b", "would_move")]
-    mod = scrubber_fn(mode="report", max_configmaps_per_run="3")
+    mod = scrubber_fn(scrub_mode="report", max_configmaps_per_run="3")
     status, body, _ = call(mod, "GET", query={"all_namespaces": "true"})
     assert body["truncated"]["not_examined"] == 5 and body["summary"]["examined"] == 3
 
@@ -404,7 +404,7 @@ def test_rate_limit_answers_429_with_retry_after(scrubber_fn, call, kube_emulato
 @pytest.mark.parametrize("ns", ["kube-system", "kube-public", "kube-node-lease", "openfaas", "openfaas-fn"])
 def test_system_and_openfaas_namespaces_are_report_only_by_default(scrubber_fn, call, kube_emulator, ns):
     seed_aws(kube_emulator, ns=ns)
-    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": ns, "name": "aws-creds"})
+    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": ns, "name": "aws-creds"})
     (cm,) = body["configmaps"]
     assert cm["status"] == "would_move" and "report-only" in cm["reasons"][0], cm
     assert writes(kube_emulator) == []
@@ -425,19 +425,19 @@ def test_malformed_requests_and_ignored_alerts_do_not_use_up_the_rate_limit(scru
 def test_api_forbidden_is_reported_without_changes(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
     kube_emulator.deny("list", "deployments", namespace="demo")
-    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
+    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
     (cm,) = body["configmaps"]
     assert cm["status"] == "error" and "403" in cm["reasons"][0]
     assert writes(kube_emulator) == []
     kube_emulator.deny("list", "configmaps")
-    status, body, _ = call(scrubber_fn(mode="move"), "POST", {"namespace": "demo"})
+    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo"})
     assert status == 502 and "403" in body["error"]
 
 
 def test_rollout_that_does_not_progress_keeps_the_keys_until_a_rerun(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
     kube_emulator.hold_rollouts(True)
-    mod = scrubber_fn(mode="move", rollout_timeout_seconds="0.3")
+    mod = scrubber_fn(scrub_mode="move", rollout_timeout_seconds="0.3")
     status, body, _ = call(mod, "POST", {"namespace": "demo", "name": "aws-creds"})
     cm = body["configmaps"][0]
     assert cm["status"] == "pending_rollout" and "Deployment web" in cm["reasons"][0]
@@ -450,7 +450,7 @@ def test_rollout_that_does_not_progress_keeps_the_keys_until_a_rerun(scrubber_fn
 
 def test_secret_name_template_is_configurable(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
-    call(scrubber_fn(mode="move", secret_name_template="moved-{configmap}"), "POST",
+    call(scrubber_fn(scrub_mode="move", secret_name_template="moved-{configmap}"), "POST",
          {"namespace": "demo", "name": "aws-creds"})
     assert kube_emulator.get("secrets", "demo", "moved-aws-creds") is not None
 
@@ -460,12 +460,12 @@ def test_run_budget_defers_the_rest_of_a_sweep_to_the_next_run(scrubber_fn, call
         kube_emulator.seed(configmap(f"cm{i}", {"DB_PASSWORD": f"Pw{i}-q8ZtLm3nTr5v"}))
         kube_emulator.seed(deployment(f"web{i}", spec=pod_spec(cm=f"cm{i}", key="DB_PASSWORD")))
     kube_emulator.hold_rollouts(True)  # the first ConfigMap's rollout eats the whole budget
-    mod = scrubber_fn(mode="move", run_budget_seconds="0.5", rollout_timeout_seconds="30")
+    mod = scrubber_fn(scrub_mode="move", run_budget_seconds="0.5", rollout_timeout_seconds="30")
     status, body, _ = call(mod, "POST", {"namespace": "demo"})
     assert [c["status"] for c in body["configmaps"]] == ["pending_rollout"]
     assert body["deferred"]["configmaps"] == ["demo/cm1", "demo/cm2"]
     kube_emulator.hold_rollouts(False)
-    mod = scrubber_fn(mode="move")
+    mod = scrubber_fn(scrub_mode="move")
     status, body, _ = call(mod, "POST", {"namespace": "demo"})
     assert sorted(c["status"] for c in body["configmaps"]) == ["moved", "moved", "moved"]
 
@@ -477,7 +477,7 @@ def test_immutable_configmap_is_replaced_when_opted_in(scrubber_fn, call, kube_e
     spec["containers"][0]["env"].append({"name": "REGION", "valueFrom": {"configMapKeyRef": {
         "name": "aws-creds", "key": "region"}}})
     kube_emulator.seed(deployment(spec=spec))
-    status, body, resp = call(scrubber_fn(mode="move", allow_immutable="true"), "POST",
+    status, body, resp = call(scrubber_fn(scrub_mode="move", allow_immutable="true"), "POST",
                               {"namespace": "demo", "name": "aws-creds"})
     (cm,) = body["configmaps"]
     assert cm["status"] == "moved", cm
@@ -497,7 +497,7 @@ def test_immutable_configmap_is_replaced_when_opted_in(scrubber_fn, call, kube_e
         "aws-creds-v2", "aws-creds-credentials"]
     assert_no_values(resp["body"])
     # re-run: the original is gone, the replacement is clean
-    status, body, _ = call(scrubber_fn(mode="move", allow_immutable="true"), "POST", {"namespace": "demo"})
+    status, body, _ = call(scrubber_fn(scrub_mode="move", allow_immutable="true"), "POST", {"namespace": "demo"})
     assert body["summary"]["by_status"] == {"clean": 1}
 
 
@@ -521,7 +521,7 @@ def test_paused_deployment_blocks_the_move(scrubber_fn, call, kube_emulator):
 
 def test_configmap_recreated_after_a_move_merges_into_the_same_secret(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
-    mod = scrubber_fn(mode="move")
+    mod = scrubber_fn(scrub_mode="move")
     assert call(mod, "POST", {"namespace": "demo", "name": "aws-creds"})[1]["configmaps"][0]["status"] == "moved"
     # someone deletes and re-creates the ConfigMap with another credential: new uid, same name
     kube_emulator.store.delete(kube_emulator.resource("configmaps"), "demo", "aws-creds")
@@ -593,7 +593,7 @@ def test_a_changed_kubeconfig_secret_is_used_by_the_next_request(scrubber_fn, ca
 
 def test_trigger_rules_setting_chooses_which_falco_rules_start_a_run(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
-    mod = scrubber_fn(mode="move", trigger_rules="My ConfigMap Rule")
+    mod = scrubber_fn(scrub_mode="move", trigger_rules="My ConfigMap Rule")
     status, body, _ = call(mod, "POST", alert("aws-creds", "demo"))
     assert body == {"ignored": True, "reason": "rule is not one this function handles"}
     a = alert("aws-creds", "demo")

@@ -130,7 +130,7 @@ def seed_everywhere(emu):
 
 
 def test_reports_and_sweeps_need_exactly_the_read_only_cluster_role(load_function, call):
-    emu, env, secrets = start(load(CLUSTER), mode="move")  # GET and dry_run report even in move mode
+    emu, env, secrets = start(load(CLUSTER), scrub_mode="move")  # GET and dry_run report even in move mode
     try:
         seed_everywhere(emu)
         mod = load_function(FN, env=env, secrets=secrets)
@@ -147,7 +147,7 @@ def test_reports_and_sweeps_need_exactly_the_read_only_cluster_role(load_functio
 
 def test_moves_in_namespaces_with_the_rolebinding_work_with_exactly_the_granted_verbs(load_function, call):
     bound = ("demo", "team")
-    emu, env, secrets = start(load(CLUSTER) + [d for ns in bound for d in render(NAMESPACED, ns)], mode="move")
+    emu, env, secrets = start(load(CLUSTER) + [d for ns in bound for d in render(NAMESPACED, ns)], scrub_mode="move")
     try:
         mod = load_function(FN, env=env, secrets=secrets)
         # every consumer kind, moved
@@ -187,7 +187,7 @@ def test_moves_in_namespaces_with_the_rolebinding_work_with_exactly_the_granted_
 @pytest.mark.parametrize("namespace", ["kube-system", "openfaas-fn", "unbound"])
 def test_move_where_no_rolebinding_exists_is_refused_by_rbac_even_if_the_python_check_is_bypassed(
         load_function, call, monkeypatch, namespace):
-    emu, env, secrets = start(load(CLUSTER) + render(NAMESPACED, "demo"), mode="move",
+    emu, env, secrets = start(load(CLUSTER) + render(NAMESPACED, "demo"), scrub_mode="move",
                               report_only_namespaces="none-at-all")
     try:
         seed_everywhere(emu)
@@ -219,7 +219,7 @@ def test_immutable_opt_in_needs_exactly_the_extra_create_and_delete_in_that_name
     extra = rules_of(render(IMMUTABLE, "demo"), "Role")
     for with_extra in (False, True):
         docs = load(CLUSTER) + render(NAMESPACED, "demo") + (render(IMMUTABLE, "demo") if with_extra else [])
-        emu, env, secrets = start(docs, mode="move", allow_immutable="true")
+        emu, env, secrets = start(docs, scrub_mode="move", allow_immutable="true")
         try:
             mod = load_function(FN, env=env, secrets=secrets)
             emu.seed(configmap("aws-creds", {"aws_access_key_id": "AKES20LNOA", "region": "x"}, immutable=True))

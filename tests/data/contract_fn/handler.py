@@ -26,6 +26,8 @@ def handle(event, context):
     if p == "/sleep":
         time.sleep(float(event.query.get("s", "2")))
         return {"statusCode": 200, "body": "slept"}
+    if p == "/headers":
+        return {"statusCode": 200, "body": {"headers": dict(event.headers.items())}}
     if p == "/context":
         return {"statusCode": 200, "body": {"hostname": context.hostname}}
     return {"statusCode": 200, "body": {
