@@ -10,6 +10,7 @@ import re
 import urllib.error
 import urllib.request
 
+from .audit_tls import check_traefik
 from .engine import Check, Ctx
 
 FUNCTIONS = ("audit-ingest", "alert-forwarder", "configmap-secret-scrubber", "node-enroll")
@@ -274,4 +275,6 @@ def preflight_checks(ctx: Ctx, gateway: str, driver: str | None = None) -> list[
     checks.append(check_gateway(ctx, gateway))
     if cluster.status == "pass":
         checks.append(check_functions(ctx))
+        # A warning here: k3s-audit with --audit-ca does not need Traefik, and k3s-audit itself refuses without.
+        checks.append(check_traefik(ctx, "warn"))
     return checks
