@@ -6,12 +6,16 @@ import base64
 import io
 import re
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from edgeguard_bootstrap import audit_tls, k3s_audit
+from edgeguard_bootstrap.engine import BootstrapError, Ctx
 from local import tlsfront
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "k3s"
@@ -325,7 +329,6 @@ def test_an_http_webhook_kubeconfig_on_the_node_is_named_as_the_cause(node):
     with_tokens(node)
     front = k3s_audit.Front("http://127.0.0.1:31112/function/audit-ingest", None, None, managed=False)
     node.files({k3s_audit.WEBHOOK: k3s_audit.webhook_kubeconfig(front.url, "t")})
-    from edgeguard_bootstrap.engine import Ctx
     ctx = Ctx(str(node.root), env=node.env(), out=io.StringIO())
     text = k3s_audit.no_credentials(ctx, 3)
     assert "401 to 3 audit batch(es)" in text and f"points at the http URL {front.url}" in text
@@ -434,3 +437,33 @@ def test_unreachable_gateway_only_blocks_when_the_probe_would_need_it(node):
     code, out = node.run("k3s-audit", "--yes", "--skip-check")
     assert code == 0, out
     assert "only the skipped delivery probe needs it" in out
+
+
+def test_probe_against_the_real_audit_ingest_needs_an_authenticated_batch_not_just_its_own_gets(node, serve_function):
+    # The real handler counts every request, the probe's own GETs included: the probe that compared "any
+    # counter about requests" reported "audit events reach audit-ingest: counters.requests 1 -> 2" here,
+    # with no API server at all.
+    token = "probe-test-token-0123456789"
+    fn = serve_function("audit-ingest", secrets={"audit-ingest-token": token, "alert-forwarder-token": "x" * 20,
+                                                 "audit-ingest-extra-rules": ""})
+    front = k3s_audit.Front(fn.url + "/", None, None, managed=False)
+    ctx = Ctx(str(node.root), env=node.env(), out=io.StringIO())
+    with pytest.raises(BootstrapError, match="no authenticated audit batch reached audit-ingest within 2s"):
+        k3s_audit.verify_delivery(ctx, front, token, timeout=2, poll=0.5)
+    # A batch without a token, as the API server sends it to an http:// URL, right after the probe's
+    # ConfigMap: the probe names it.
+    def api_server_over_http():
+        deadline = time.monotonic() + 10
+        while not any(c[:3] == ["kubectl", "create", "configmap"] for c in node.calls()):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        requests.post(fn.url + "/", data=b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}',
+                      headers={"Content-Type": "application/json"}, timeout=10)
+    node.clear_calls()
+    poster = threading.Thread(target=api_server_over_http)
+    poster.start()
+    with pytest.raises(BootstrapError, match=r"answered 401 to 1 audit batch\(es\) that came without credentials"):
+        k3s_audit.verify_delivery(ctx, front, token, timeout=10, poll=0.2)
+    poster.join()
+    assert token not in ctx.out.getvalue() and token not in fn.logs()
