@@ -133,6 +133,7 @@ class LocalStack:
         self._server = None
         self._async_q: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
+        self.tls_front = None
 
     @property
     def url(self) -> str:
@@ -153,6 +154,9 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.tls_front is not None:
+            self.tls_front.stop()
+            self.tls_front = None
         for dep in self.functions.values():
             dep.process.stop()
         if self._server is not None:
@@ -161,6 +165,14 @@ class LocalStack:
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
+
+    def start_tls_front(self, site, port: int = 0):
+        """What k3s's Traefik does for audit-ingest: TLS with bootstrap's certificate (a tlsfront.Site from
+        its Ingress and Secret), proxying the Ingress's paths to this gateway (Service gateway:8080)."""
+        from . import tlsfront
+        self.tls_front = tlsfront.TLSFront(site, {("gateway", 8080): self.url}, port=port,
+                                           log_path=self.state_dir / "logs" / "tlsfront.log").start()
+        return self.tls_front
 
     def __enter__(self):
         return self.start()

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import facts, falco, k3s_audit, openfaas, revert, scrubber_rbac
+from . import audit_tls, facts, falco, k3s_audit, openfaas, revert, scrubber_rbac
 from .engine import BootstrapError, Ctx, Refused, print_table
 
 DEFAULT_GATEWAY = "http://127.0.0.1:31112"  # gateway-external NodePort, reachable from the server host
@@ -40,7 +40,17 @@ def parser() -> argparse.ArgumentParser:
                             help="gateway URL Falco posts to (default: in-cluster DNS for helm, --gateway for host)")
 
     audit_opts = argparse.ArgumentParser(add_help=False)
-    audit_opts.add_argument("--audit-url", help="URL the API server posts to (default <gateway>/function/audit-ingest)")
+    audit_opts.add_argument("--audit-url",
+                            help="https URL the API server posts to (default: k3s's Traefik on this node, "
+                                 f"{audit_tls.DEFAULT_URL}, with bootstrap's own CA and an Ingress for "
+                                 "/function/audit-ingest only). http is refused: client-go sends no token over it")
+    audit_opts.add_argument("--audit-ca", metavar="PEM",
+                            help="your own https front instead of Traefik: the CA certificate(s) that sign its "
+                                 "certificate (embedded in the webhook kubeconfig); bootstrap makes no CA, "
+                                 "Secret or Ingress then")
+    audit_opts.add_argument("--audit-tls-server-name", metavar="NAME",
+                            help="with --audit-ca: the name in your front's certificate, sent as SNI and verified "
+                                 "(needed when --audit-url uses an IP address the certificate does not list)")
     audit_opts.add_argument("--check", dest="check", action="store_const", const="always", default="auto",
                             help="probe audit delivery even if nothing changed")
     audit_opts.add_argument("--skip-check", dest="check", action="store_const", const="never",
@@ -170,7 +180,8 @@ def dispatch(ctx: Ctx, args) -> int:
                      token_timeout=args.token_timeout, rotate=tuple(args.rotate),
                      scrubber_namespaces=scrubber_ns, scrubber_immutable_namespaces=scrubber_imm)
     if cmd in ("k3s-audit", "all"):
-        k3s_audit.run(ctx, gateway=args.gateway, audit_url=args.audit_url, check=args.check,
+        k3s_audit.run(ctx, gateway=args.gateway, audit_url=args.audit_url, audit_ca=args.audit_ca,
+                      audit_server_name=args.audit_tls_server_name, check=args.check,
                       check_timeout=args.check_timeout)
     if cmd in ("falco", "all"):
         falco.run(ctx, mode=args.falco_mode, gateway=args.gateway, falco_gateway=args.falco_gateway,

@@ -284,6 +284,18 @@ class Ctx:
             raise BootstrapError(self.redact(f"`{shown}` failed with exit status {proc.returncode}: {detail}"))
         return proc
 
+    def tool(self, argv: list[str], *, cwd: str, why: str = "", timeout: float = 120) -> subprocess.CompletedProcess:
+        """A local tool that writes only into the private directory `cwd` (openssl making keys): it changes
+        nothing on the node by itself, so it runs for real and with --image (its files go into the image);
+        callers do not call it in --dry-run. Its output is never shown (it may hold key material)."""
+        shown = " ".join(shlex.quote(a) for a in argv)
+        self.say(f"  [run] {self.redact(shown)}" + (f"  ({why})" if why else ""))
+        proc = self._exec(argv, timeout=timeout, cwd=cwd)
+        if proc.returncode != 0:
+            raise BootstrapError(f"`{self.redact(shown)}` failed with exit status {proc.returncode}: "
+                                 f"{self.tail(proc.stderr, 300)}")
+        return proc
+
     def _exec(self, argv, *, input=None, env=None, timeout=120, cwd=None) -> subprocess.CompletedProcess:
         full_env = dict(self.env)
         if env:

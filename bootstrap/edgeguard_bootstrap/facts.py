@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from . import runtime_env
+from .audit_tls import check_traefik
 from .engine import Check, Ctx
 
 FUNCTIONS = ("audit-ingest", "alert-forwarder", "configmap-secret-scrubber", "node-enroll")
@@ -294,6 +295,8 @@ def preflight_checks(ctx: Ctx, gateway: str, driver: str | None = None, repo: Pa
     checks.append(check_gateway(ctx, gateway))
     if cluster.status == "pass":
         checks.append(check_functions(ctx))
+        # A warning here: k3s-audit with --audit-ca does not need Traefik, and k3s-audit itself refuses without.
+        checks.append(check_traefik(ctx, "warn"))
     if repo is not None:
         checks.append(check_stack_environment(repo))
     return checks

@@ -12,6 +12,9 @@ _MISSING_NS = re.compile(r'namespaces "([a-z0-9-]+)" not found')
 
 def apply_manifest(ctx: Ctx, path: str, why: str) -> None:
     """kubectl diff first, so an unchanged manifest is not re-applied (idempotent runs)."""
+    if ctx.image:
+        ctx.run(["kubectl", "apply", "-f", path], why=why)  # listed for the node's first boot
+        return
     diff = ctx.query(["kubectl", "diff", "-f", path], timeout=60)
     if diff.returncode == 0:
         ctx.unchanged(f"{path} already applied")

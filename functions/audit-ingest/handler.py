@@ -51,9 +51,13 @@ class _State:
         # retry of the same batch waits for the outcome instead of sending them a second time.
         self.inflight: dict = {}
         self.slots: threading.BoundedSemaphore | None = None
+        # authenticated_batches / unauthenticated / invalid_token let bootstrap's delivery probe tell an
+        # authenticated webhook batch from one the API server sent without credentials (client-go sends
+        # the kubeconfig's token only to an https server).
         self.counters = {k: 0 for k in ("requests", "events", "alerts", "alerts_forwarded", "skipped_not_audit",
                                         "dropped", "duplicates", "forward_failures", "rejected",
-                                        "evaluation_errors", "busy")}
+                                        "evaluation_errors", "busy", "authenticated_batches",
+                                        "unauthenticated", "invalid_token")}
 
     def count(self, **inc):
         with self.lock:
@@ -366,11 +370,14 @@ def _handle(event, context):
     try:
         m = http.require_method(event, ("GET", "POST"))
         auth.require_bearer(event, TOKEN_SECRET)
-    except http.HTTPError:
+    except http.HTTPError as err:
         STATE.count(rejected=1)
+        if err.status == 401:
+            STATE.count(**{"unauthenticated" if auth.presented_token(event) is None else "invalid_token": 1})
         raise
     if m == "GET":
         return _health()
+    STATE.count(authenticated_batches=1)
     eng = engine()
     wait = config.env_float("batch_wait_seconds", 5.0)
     # A 12 MiB batch decodes to ~60 MB: a decoded batch per server thread would exceed the pod's memory,

@@ -54,6 +54,25 @@ def test_post_without_valid_bearer_token_is_401_and_nothing_forwarded(ingest, ma
     assert forwarder.requests == []
 
 
+def test_counters_tell_authenticated_batches_from_unauthenticated_and_wrong_token_ones(ingest, make_event, forwarder):
+    # What bootstrap's delivery probe reads: a batch the API server posted without credentials (an http://
+    # webhook URL, where client-go drops the token) must not look like a delivered one.
+    mod = ingest()
+    post(mod, make_event, eventlist(anon(1)), token=None)
+    post(mod, make_event, eventlist(anon(2)), token="")
+    post(mod, make_event, eventlist(anon(3)), headers={"Authorization": "Basic YTpi"}, token=None)
+    post(mod, make_event, eventlist(anon(4)), token="wrong-token")
+    c = health(mod, make_event)[1]["counters"]
+    assert (c["unauthenticated"], c["invalid_token"], c["authenticated_batches"]) == (3, 1, 0)
+    assert c["events"] == 0 and forwarder.requests == []
+    post(mod, make_event, eventlist(anon(5)))
+    post(mod, make_event, b"not json")  # authenticated, then refused: still an authenticated batch
+    health(mod, make_event)  # GETs are not batches
+    c = health(mod, make_event)[1]["counters"]
+    assert (c["unauthenticated"], c["invalid_token"], c["authenticated_batches"]) == (3, 1, 2)
+    assert c["events"] == 1
+
+
 def test_get_requires_the_token_too(ingest, make_event):
     mod = ingest()
     res = mod.handle(make_event("GET"), None)

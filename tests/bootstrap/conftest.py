@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,11 +17,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "bootstrap"))
 
-from edgeguard_bootstrap import cli  # noqa: E402
+from edgeguard_bootstrap import audit_tls, cli  # noqa: E402
+from local import tlsfront  # noqa: E402
 
 SITE = [p for p in sys.path if p.endswith("site-packages")]
 TOOLS = ("uname", "k3s", "systemctl", "kubectl", "helm", "faas-cli", "dpkg-query", "apt-get", "curl", "gpg",
-         "arkade")
+         "arkade", "openssl")
+REAL_OPENSSL = shutil.which("openssl")
 
 SCRUBBER_TEMPLATES = ("deploy/rbac/configmap-secret-scrubber-namespace.yaml",
                       "deploy/rbac/configmap-secret-scrubber-immutable.yaml")
@@ -43,6 +46,9 @@ class Node:
 
     def __init__(self, tmp: Path, gateway_url: str):
         self.tmp = tmp
+        # k3s-audit and all post to this https front (the role k3s's Traefik plays on port 443); None = the
+        # command's own default URL.
+        self.audit_url: str | None = None
         self.root = tmp / "root"
         self.root.mkdir()
         self.bin = tmp / "bin"
@@ -84,6 +90,7 @@ class Node:
             "audit_on_restart": True,
             "namespaces": ["default", "kube-system", "kube-public", "kube-node-lease", "openfaas", "openfaas-fn"],
             "cluster_objects": [],
+            "ingress_classes": ["traefik"],
         }
 
     def seed_tokens(self) -> None:
@@ -117,12 +124,25 @@ class Node:
         self.set_world(w)
 
     def env(self) -> dict:
-        return {"PATH": str(self.bin), "FAKE_WORLD": str(self.world_path), "FAKE_LOG": str(self.log_path),
-                "HOME": str(self.tmp)}
+        env = {"PATH": str(self.bin), "FAKE_WORLD": str(self.world_path), "FAKE_LOG": str(self.log_path),
+               "HOME": str(self.tmp)}
+        if REAL_OPENSSL:
+            env["FAKE_REAL_OPENSSL"] = REAL_OPENSSL
+        return env
+
+    def applied_site(self):
+        """What Traefik would serve: bootstrap's Ingress and TLS Secret, once `kubectl apply` has run on them."""
+        applied = self.world().get("applied", {})
+        ingress, secret = self.path(audit_tls.INGRESS_MANIFEST), self.path(audit_tls.SECRET_MANIFEST)
+        if str(ingress) not in applied or str(secret) not in applied:
+            return None
+        return tlsfront.Site.from_manifests(secret, ingress)
 
     def run(self, *args: str, stdin=None) -> tuple[int, str]:
         out = io.StringIO()
         argv = list(args) + ["--root", str(self.root), "--gateway", self.gateway, "--repo", str(self.repo)]
+        if self.audit_url and args and args[0] in ("k3s-audit", "all") and "--audit-url" not in args:
+            argv += ["--audit-url", self.audit_url]
         code = cli.main(argv, out=out, stdin=stdin or io.StringIO(""), env=self.env())
         return code, out.getvalue()
 
@@ -139,7 +159,7 @@ class Node:
         readonly = {("uname",), ("k3s", "--version"), ("systemctl", "is-active"), ("systemctl", "is-enabled"),
                     ("kubectl", "get"), ("kubectl", "diff"), ("helm", "repo", "list"), ("helm", "list"),
                     ("helm", "get"), ("faas-cli", "secret", "list"), ("dpkg-query",),
-                    ("gpg", "--show-keys")}
+                    ("gpg", "--show-keys"), ("openssl", "verify"), ("openssl", "x509", "-checkend")}
         return [c for c in self.calls()
                 if not any(tuple(c[:len(r)]) == r for r in readonly)]
 
@@ -167,8 +187,16 @@ class _Gateway(BaseHTTPRequestHandler):
             if not token or self.headers.get("Authorization") != f"Bearer {token}":
                 self._send(401, b'{"error": "unauthorized"}')
                 return
-            body = {"status": "ok", "rules": {"loaded": 42}, "counts": {"events": world.get("audit_events", 0),
-                                                                       "alerts": 0}}
+            # audit-ingest's GET: "requests" grows with every call, this GET included, so only
+            # authenticated_batches proves a delivery.
+            world["requests"] = world.get("requests", 0) + 1
+            node.set_world(world)
+            counters = {k: world.get(k, 0) for k in ("requests", "authenticated_batches", "unauthenticated",
+                                                     "invalid_token")}
+            counters["events"] = world.get("audit_events", 0)
+            body = {"status": "ok", "ruleset": {"rules_loaded": 48}, "counters": counters}
+            if world.get("legacy_counters"):  # an audit-ingest from before the authentication counters
+                body["counters"] = {"requests": counters["requests"], "events": counters["events"]}
             self._send(200, json.dumps(body).encode())
             return
         self._send(404, b"not found")
@@ -188,9 +216,14 @@ def node(tmp_path):
     thread.start()
     n = Node(tmp_path, f"http://127.0.0.1:{server.server_address[1]}")
     handler.node = n
+    front = tlsfront.TLSFront(n.applied_site, {("gateway", 8080): n.gateway},
+                              log_path=tmp_path / "tlsfront.log").start()
+    n.front = front
+    n.audit_url = f"{front.url}{audit_tls.PATH}"
     try:
         yield n
     finally:
+        front.stop()
         server.shutdown()
         server.server_close()
 

@@ -185,9 +185,18 @@ def do_kubectl(world, args):
         if world.get("cron_connector"):
             out("deployment.apps/cron-connector\n")
         out(rc=1, err='Error from server (NotFound): deployments.apps "cron-connector" not found\n')
+    if args[:2] == ["get", "ingressclass"] and args[3:] == ["-o", "name"]:
+        if args[2] in world.get("ingress_classes", []):
+            out(f"ingressclass.networking.k8s.io/{args[2]}\n")
+        out(rc=1, err=f'Error from server (NotFound): ingressclasses.networking.k8s.io "{args[2]}" not found\n')
     if args[:2] == ["create", "configmap"]:
         if world.get("audit_enabled"):
+            # The batch with the probe's event, as audit-ingest counts it: with the kubeconfig's token (https),
+            # without any (an http:// webhook URL), or with a token it does not accept.
             world["audit_events"] = world.get("audit_events", 0) + 1
+            counter = {"token": "authenticated_batches", "none": "unauthenticated",
+                       "wrong": "invalid_token"}[world.get("audit_auth", "token")]
+            world[counter] = world.get(counter, 0) + 1
             save(world)
         out(f"configmap/{args[2]} created\n")
     if args[:2] == ["delete", "configmap"]:
@@ -278,6 +287,14 @@ def do_gpg(world, args):
             f.write(b"\x99\x02fake-keyring")
         out()
     out(rc=2, err=f"gpg fake: unexpected {args}\n")
+
+
+def do_openssl(world, args):
+    # The real openssl, recorded like every other call: bootstrap's keys and certificates are real ones.
+    real = os.environ.get("FAKE_REAL_OPENSSL")
+    if not real:
+        out(rc=127, err="openssl: not installed on the machine running the tests\n")
+    os.execv(real, [real, *args])
 
 
 def do_arkade(world, args):

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from edgeguard_bootstrap import falco, k3s_audit, openfaas, secretstore
+from edgeguard_bootstrap import audit_tls, falco, k3s_audit, openfaas, secretstore
 from edgeguard_bootstrap.engine import STATE_FILE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,9 +57,10 @@ def test_dry_run_shows_the_plan_even_when_checks_fail(node):
 def test_real_run_writes_valid_files_and_the_second_run_reports_no_changes(node):
     code, out = node.run("all", "--yes", "--check-timeout", "5")
     assert code == 0, out
-    assert "audit events reach audit-ingest" in out
+    assert "authenticated audit batches reach audit-ingest" in out
     # Valid files:
     manifest = list(yaml.safe_load_all(node.path(openfaas.SA_TOKENS_MANIFEST).read_text()))
+    manifest += [yaml.safe_load(node.path(p).read_text()) for p in (audit_tls.SECRET_MANIFEST, audit_tls.INGRESS_MANIFEST)]
     for doc in manifest:
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
     schema = json.loads((DATA / "falco-config-schema.json").read_text())
@@ -98,6 +99,8 @@ def test_revert_undoes_files_commands_and_restores_backups(node):
     assert ["kubectl", "delete", "--ignore-not-found", "-f", str(node.path(openfaas.SA_TOKENS_MANIFEST))] in calls
     assert ["kubectl", "delete", "--ignore-not-found", "-f",
             str(node.repo / "deploy/rbac/configmap-secret-scrubber.yaml")] in calls
+    for manifest in (audit_tls.INGRESS_MANIFEST, audit_tls.SECRET_MANIFEST):  # the https front's objects
+        assert ["kubectl", "delete", "--ignore-not-found", "-f", str(node.path(manifest))] in calls
     removed = [c[3] for c in calls if c[:3] == ["faas-cli", "secret", "remove"]]
     assert sorted(removed) == sorted(created)
     assert calls[-1] == ["systemctl", "restart", "k3s"]
@@ -107,6 +110,7 @@ def test_revert_undoes_files_commands_and_restores_backups(node):
               secretstore.path("audit-ingest-token")):
         assert not node.path(p).exists(), p
     assert not node.path(secretstore.STORE).exists()
+    assert not node.path(audit_tls.TLS_DIR).exists()  # CA, keys, certificate and manifests
     assert node.world()["secrets"] == {}
     state = json.loads(node.path(STATE_FILE).read_text())
     assert state["actions"] == [] and state["files"] == {}
@@ -169,10 +173,10 @@ def test_launcher_runs_all_for_real_then_idempotently_on_distribution_pythons(no
         pytest.skip(f"python{version} not available here")
     env = dict(node.env(), PATH=f"{node.bin}:/usr/bin:/bin")
     base = [str(exe), "-S", str(LAUNCHER), "all", "--yes", "--check-timeout", "10", "--root", str(node.root),
-            "--gateway", node.gateway, "--repo", str(node.repo)]
+            "--gateway", node.gateway, "--repo", str(node.repo), "--audit-url", node.audit_url]
     first = subprocess.run(base, capture_output=True, text=True, env=env, timeout=120)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "audit events reach audit-ingest" in first.stdout
+    assert "authenticated audit batches reach audit-ingest" in first.stdout
     second = subprocess.run(base, capture_output=True, text=True, env=env, timeout=120)
     assert second.returncode == 0 and second.stdout.rstrip().endswith("no changes"), second.stdout
 
@@ -217,7 +221,7 @@ def test_rotating_a_token_updates_openfaas_the_webhook_and_falco_in_one_run(node
     assert any(c[:2] == ["helm", "upgrade"] for c in calls)
     for value in (old, new, old_fwd, new_fwd):
         assert value.decode() not in out
-    assert "audit events reach audit-ingest" in out
+    assert "authenticated audit batches reach audit-ingest" in out
 
 
 def test_rotate_refuses_names_it_cannot_generate(node):

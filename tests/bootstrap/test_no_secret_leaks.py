@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 
-from edgeguard_bootstrap import engine, secretstore
+from edgeguard_bootstrap import audit_tls, engine, secretstore
 
 # An operator's own, short token, kept from OpenFaaS: short values must be masked too.
 SHORT = "Q7x"
@@ -22,6 +22,12 @@ def values_seen(node) -> set[str]:
     store = node.path(secretstore.STORE)
     if store.is_dir():
         found |= {p.read_text() for p in store.iterdir() if p.is_file()}
+    for key in (audit_tls.CA_KEY, audit_tls.KEY):  # the https front's private keys, in every form they take
+        path = node.path(key)
+        if path.is_file():
+            pem = path.read_text()
+            found |= {pem, base64.b64encode(pem.encode()).decode()}
+            found |= {line for line in pem.splitlines() if line and not line.startswith("-----")}
     return {v.strip() for v in found if v.strip()}
 
 
@@ -68,6 +74,10 @@ def test_no_secret_value_in_any_output_across_dry_run_run_rerun_errors_and_rever
     node.update_world(leaky_fail=["kubectl diff"])
     code, out = rec.run("failed diff", "openfaas")
     assert code == 2 and "failed" in out, out
+    # kubectl fails on the TLS Secret's manifest and prints the file, the private key's base64 included.
+    node.update_world(leaky_fail=["kubectl diff -f " + str(node.path(audit_tls.SECRET_MANIFEST))])
+    code, out = rec.run("failed tls secret diff", "k3s-audit", "--skip-check")
+    assert code == 2 and "kubectl diff -f" in out and engine.HIDDEN in out, out
 
     # Revert, failing first (it has loaded no secret from OpenFaaS, only what is on the node), then for real.
     node.update_world(leaky_fail=["faas-cli secret remove"])

@@ -18,7 +18,7 @@ def test_preflight_on_a_good_node_passes_and_runs_only_read_only_commands(node):
     code, out = node.run("preflight")
     assert code == 0, out
     for name in ("arch", "os", "falco driver", "cgroups", "k3s", "k3s args", "kubectl", "helm", "faas-cli",
-                 "cluster", "gateway", "functions"):
+                 "cluster", "gateway", "functions", "audit https front"):
         assert f"  {name} " in out
     assert "FAIL" not in out
     assert node.calls() == [
@@ -28,8 +28,18 @@ def test_preflight_on_a_good_node_passes_and_runs_only_read_only_commands(node):
         ["systemctl", "is-active", "k3s"],
         ["kubectl", "get", "--raw", "/readyz"],
         ["kubectl", "get", "deployments", "-n", "openfaas-fn", "-o", "json"],
+        ["kubectl", "get", "ingressclass", "traefik", "-o", "name"],
     ]
     assert "no changes" in out
+
+
+def test_preflight_names_a_k3s_without_traefik_and_what_to_pass_instead(node):
+    node.update_world(ingress_classes=[])
+    code, out = node.run("preflight")
+    assert code == 0, out  # a warning: k3s-audit --audit-ca needs no Traefik; k3s-audit refuses without either
+    line = next(line for line in out.splitlines() if "audit https front" in line)
+    assert "WARN" in line and "--disable traefik" in line
+    assert "--audit-url https://<host>[:port]/function/audit-ingest --audit-ca <CA PEM file>" in out
 
 
 @pytest.mark.parametrize("release,btf,driver", [

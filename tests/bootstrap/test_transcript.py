@@ -1,7 +1,8 @@
 """The complete, exact transcript of every command bootstrap runs for `all`, host-mode falco and `revert`.
 
 Together with the per-step tests this asserts every external command invocation, read-only ones
-included. Placeholders: {root} (--root), {repo} (--repo), {gw} (--gateway), {probe} (random probe name).
+included. Placeholders: {root} (--root), {repo} (--repo), {gw} (--gateway), {probe} (random probe name),
+{serial} (the certificate's random serial number).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ ALL = [
     'systemctl is-active k3s',
     'kubectl get --raw /readyz',
     'kubectl get deployments -n openfaas-fn -o json',
+    'kubectl get ingressclass traefik -o name',
     'kubectl get --raw /readyz',
     'faas-cli secret list --gateway {gw}',
     'kubectl get secrets -n openfaas-fn -o json',
@@ -39,6 +41,14 @@ ALL = [
     'kubectl get deployment cron-connector -n openfaas -o name',
     'arkade install cron-connector',
     'k3s --version',
+    'kubectl get ingressclass traefik -o name',
+    'openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 3650 -subj /CN=edgeguard audit-ingest CA -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign',
+    'openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout tls.key -out tls.csr -subj /CN=audit-ingest.edgeguard.internal',
+    'openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -set_serial {serial} -days 825 -extfile ext.cnf -out tls.crt',
+    'kubectl diff -f {root}/var/lib/edgeguard/audit-tls/secret.yaml',
+    'kubectl apply -f {root}/var/lib/edgeguard/audit-tls/secret.yaml',
+    'kubectl diff -f {root}/var/lib/edgeguard/audit-tls/ingress.yaml',
+    'kubectl apply -f {root}/var/lib/edgeguard/audit-tls/ingress.yaml',
     'systemctl restart k3s',
     'kubectl get --raw /readyz',
     'kubectl get deployments -n openfaas-fn -o json',
@@ -72,6 +82,8 @@ REVERT = [
     'apt-get remove -y falco',
     'helm list -n falco -o json',
     'helm uninstall falco -n falco',
+    'kubectl delete --ignore-not-found -f {root}/var/lib/edgeguard/audit-tls/ingress.yaml',
+    'kubectl delete --ignore-not-found -f {root}/var/lib/edgeguard/audit-tls/secret.yaml',
     'helm list -n openfaas -o json',
     'helm uninstall cron-connector -n openfaas',
     'faas-cli secret remove node-enroll-kubeconfig --gateway {gw}',
@@ -96,6 +108,7 @@ def transcript(node) -> list[str]:
     out = []
     for argv in node.calls():
         s = " ".join(argv).replace(str(node.root), "{root}").replace(str(node.repo), "{repo}")
+        s = re.sub(r"-set_serial 0x[0-9a-f]{32}", "-set_serial {serial}", s)
         out.append(re.sub(r"edgeguard-audit-probe-[0-9a-f]{8}", "{probe}", s.replace(node.gateway, "{gw}")))
     return out
 
