@@ -16,6 +16,8 @@ import pytest
 
 from local import buildctx, stackfile
 
+pytest_plugins = ["tests.realkube"]  # the real control plane for the `cluster` tests
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 _counter = itertools.count()
@@ -154,13 +156,3 @@ def serve_function(tmp_path):
     yield serve
     for sf in served:
         sf.stop(kill=True)
-
-
-def pytest_collection_modifyitems(config, items):
-    """``cluster`` tests talk to a real cluster: opt in with KUBECONFIG and EDGEGUARD_REAL_CLUSTER=1."""
-    if os.environ.get("KUBECONFIG") and os.environ.get("EDGEGUARD_REAL_CLUSTER") == "1":
-        return
-    skip = pytest.mark.skip(reason="real-cluster test: set KUBECONFIG and EDGEGUARD_REAL_CLUSTER=1")
-    for item in items:
-        if "cluster" in item.keywords:
-            item.add_marker(skip)

@@ -1,8 +1,9 @@
-"""Opt-in: the seed flow against a real cluster (KUBECONFIG set and EDGEGUARD_REAL_CLUSTER=1).
+"""The seed flow against a real kube-apiserver (tests/realkube.py: the launched v1.24 control plane, or your
+cluster with KUBECONFIG and EDGEGUARD_REAL_CLUSTER=1), with the admin's kubeconfig as the function's.
 
 Runs in a throw-away namespace it creates and deletes (the kubeconfig needs rights to create
 namespaces, or set EDGEGUARD_TEST_NAMESPACE to an existing, empty one). The function is loaded
-from its build context and talks to the cluster with that kubeconfig.
+from its build context. The least-privilege run of the same flow is tests/scrubber/test_real_rbac.py.
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import base64
 import os
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -20,10 +20,10 @@ pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
-def cluster_ns():
-    from kubernetes import client, config
+def cluster_ns(real_kube):
+    from kubernetes import client
 
-    api = config.new_client_from_config(os.environ["KUBECONFIG"])
+    api = real_kube.api_client()
     v1 = client.CoreV1Api(api)
     ns = os.environ.get("EDGEGUARD_TEST_NAMESPACE")
     created = False
@@ -40,7 +40,7 @@ def cluster_ns():
 
 def test_seed_configmap_moves_on_a_real_cluster_and_the_deployment_rolls_out_from_the_secret(cluster_ns,
                                                                                               load_function,
-                                                                                              call):
+                                                                                              call, real_kube):
     from kubernetes import client
 
     api, ns = cluster_ns
@@ -55,7 +55,7 @@ def test_seed_configmap_moves_on_a_real_cluster_and_the_deployment_rolls_out_fro
                                  "rate_limit_per_minute": "1000"},
                         secrets={"configmap-secret-scrubber-token": TOKEN,
                                  "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
-                                 "configmap-secret-scrubber-kubeconfig": Path(os.environ["KUBECONFIG"]).read_text()})
+                                 "configmap-secret-scrubber-kubeconfig": real_kube.kubeconfig_text})
     status, body, resp = call(mod, "POST", {"namespace": ns, "name": "aws-creds"})
     assert status == 200, body
     assert body["configmaps"][0]["status"] in ("moved", "pending_rollout"), body
@@ -79,3 +79,4 @@ def test_seed_configmap_moves_on_a_real_cluster_and_the_deployment_rolls_out_fro
     # re-run: nothing left to do
     status, body, _ = call(mod, "POST", {"namespace": ns, "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "clean"
+
