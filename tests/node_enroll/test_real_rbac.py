@@ -144,7 +144,7 @@ def test_drain_cordons_evicts_through_the_real_eviction_api_and_deletes_the_node
         assert exc.status == 404
 
 
-def _matrix(sa_core, sa_rbac, probe, node):
+def rbac_matrix(sa_core, sa_rbac, probe, node):
     sec = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rbac-probe"}, "stringData": {"a": "b"}}
     patch = {"metadata": {"labels": {"edgeguard-rbac-probe": "x"}}}
     dry = {"dry_run": "All"}
@@ -212,7 +212,7 @@ def test_every_action_outside_node_enrolls_role_is_refused_by_the_real_api_serve
 
     probe, _ = probes
     sa = bootstrapped.cluster.api_client(bootstrapped.kubeconfig(FN))
-    denied, allowed = _matrix(client.CoreV1Api(sa), client.RbacAuthorizationV1Api(sa), probe, "sim-node-1")
+    denied, allowed = rbac_matrix(client.CoreV1Api(sa), client.RbacAuthorizationV1Api(sa), probe, "sim-node-1")
     got = {what: api_status(call_, *args, **kw) for what, call_, args, kw in denied + allowed}
     assert {w: got[w] for w, *_ in denied} == {w: DENIED for w, *_ in denied}
     assert all(got[w] in (200, 201) for w, *_ in allowed), {w: got[w] for w, *_ in allowed}

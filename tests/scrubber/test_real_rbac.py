@@ -223,7 +223,7 @@ def test_kube_system_is_refused_by_rbac_even_when_the_function_is_told_it_may_mo
         core.delete_namespaced_config_map(name, "kube-system")
 
 
-def _matrix(sa_core, sa_apps, sa_rbac, probe):
+def rbac_matrix(sa_core, sa_apps, sa_rbac, probe):
     """(what, call) pairs for the scrubber's ServiceAccount; ``probe`` is a Secret/ConfigMap name that exists."""
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rbac-probe"}, "data": {"a": "b"}}
     sec = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rbac-probe"}, "stringData": {"a": "b"}}
@@ -288,7 +288,7 @@ def test_every_action_outside_the_scrubbers_role_is_refused_by_the_real_api_serv
         admin_apps.create_namespaced_deployment(ns, deployment(probe, ns=ns, replicas=0))
     try:
         sa = c.api_client(bootstrapped.kubeconfig(FN))
-        denied, allowed = _matrix(client.CoreV1Api(sa), client.AppsV1Api(sa), client.RbacAuthorizationV1Api(sa),
+        denied, allowed = rbac_matrix(client.CoreV1Api(sa), client.AppsV1Api(sa), client.RbacAuthorizationV1Api(sa),
                                   probe)
         got = {what: api_status(call, *args, **kw) for what, call, args, kw in denied + allowed}
         assert {w: got[w] for w, *_ in denied} == {w: DENIED for w, *_ in denied}
