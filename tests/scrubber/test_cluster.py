@@ -140,3 +140,38 @@ def test_keys_stay_in_the_configmap_until_the_rewired_pods_are_ready(own_kube, c
     status, body, _ = call(mod, "POST", {"namespace": ns, "name": name})
     assert body["configmaps"][0]["status"] == "moved", body
     assert not v1.read_namespaced_config_map(name, ns).data
+
+
+def test_a_configmap_edited_between_read_and_patch_is_re_read_not_clobbered(cluster_ns, load_function, call,
+                                                                             real_kube):
+    """The contraction is a JSON patch guarded by a `test` of resourceVersion. kube-apiserver v1.24 refuses a
+    stale one with a bare 422 ("the server rejected our request...", no details), so the scrubber must tell the
+    lost race by re-reading: the edit made in between survives and the move still completes."""
+    from kubernetes import client
+
+    from .conftest import submodule
+
+    api, ns = cluster_ns
+    v1 = client.CoreV1Api(api)
+    v1.create_namespaced_config_map(ns, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "aws-creds"},
+                                         "data": {"aws_access_key_id": "AKES20LNOA", "region": "eu-west-1"}})
+    mod = load_function(FN, env={"mode": "move", "rate_limit_per_minute": "1000"}, secrets={
+        "configmap-secret-scrubber-token": TOKEN, "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
+        "configmap-secret-scrubber-kubeconfig": real_kube.kubeconfig_text})
+    kube = submodule(mod, "kapi").Kube
+    real_patch, answers = kube.patch, []
+
+    def patch_after_someone_else(self, kind, namespace, name, body, content_type):
+        if kind == "ConfigMap" and not answers:
+            v1.patch_namespaced_config_map(name, namespace, {"data": {"added-meanwhile": "yes"}})
+        try:
+            return real_patch(self, kind, namespace, name, body, content_type)
+        except submodule(mod, "kapi").KubeError as err:
+            answers.append((err.status, err.reason))
+            raise
+
+    kube.patch = patch_after_someone_else
+    status, body, _ = call(mod, "POST", {"namespace": ns, "name": "aws-creds"})
+    assert status == 200 and body["configmaps"][0]["status"] == "moved", body
+    assert answers == [(422, "the server rejected our request due to an error in our request")]
+    assert v1.read_namespaced_config_map("aws-creds", ns).data == {"region": "eu-west-1", "added-meanwhile": "yes"}
