@@ -149,6 +149,19 @@ def api_status(call, *args, **kwargs) -> int:
         return exc.status
 
 
+def wait_authenticated(cluster: "RealCluster", token: str, want: bool, timeout: float = 30) -> tuple[bool, float]:
+    """(whether ``token`` authenticates, seconds it took to get there) once the answer is ``want`` or the time
+    is up. A revoked token is not refused at once: kube-apiserver keeps a successful token authentication
+    for a while (about 10 s measured on v1.24), and the bootstrap-token authenticator reads Secrets through an
+    informer."""
+    started = time.monotonic()
+    while True:
+        got = bool(cluster.token_review(token).get("authenticated"))
+        if got == want or time.monotonic() - started > timeout:
+            return got, time.monotonic() - started
+        time.sleep(0.2)
+
+
 class Launcher:
     """``kube/cluster start DIR`` and, whatever happens, ``kube/cluster stop DIR``."""
 

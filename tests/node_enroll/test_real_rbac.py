@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from tests.node_enroll.helpers import admin, call, enroll, enroll_doc
-from tests.realkube import api_status
+from tests.realkube import api_status, wait_authenticated
 
 pytestmark = pytest.mark.cluster
 
@@ -31,17 +31,6 @@ def node_enroll(bootstrapped, enroll_fn):
 
 def bearer_of(doc) -> str:
     return doc["token"].split("::", 1)[1]
-
-
-def authenticates(cluster, bearer: str, want: bool, timeout: float = 10) -> bool:
-    """Whether the API server authenticates ``bearer``, once it agrees with ``want`` or the time is up (the
-    bootstrap-token authenticator reads Secrets through an informer)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = bool(cluster.token_review(bearer).get("authenticated"))
-        if got == want or time.monotonic() > deadline:
-            return got
-        time.sleep(0.2)
 
 
 def test_enroll_list_and_revoke_work_with_the_sa_kubeconfig(node_enroll, make_event, bootstrapped):
@@ -65,7 +54,8 @@ def test_enroll_list_and_revoke_work_with_the_sa_kubeconfig(node_enroll, make_ev
 
     status, _, res = call(node_enroll, make_event, method="DELETE", path=f"/nodes/{host}", headers=admin())
     assert status == 200 and res["revoked"] == [doc["token_id"]], res
-    assert authenticates(cluster, bearer_of(doc), want=False) is False
+    refused, after = wait_authenticated(cluster, bearer_of(doc), want=False)
+    assert refused is False, f"still authenticated {after:.0f}s after revocation"
 
 
 @pytest.fixture

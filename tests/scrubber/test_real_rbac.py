@@ -9,7 +9,6 @@ like the write, and changes nothing even if it were allowed).
 from __future__ import annotations
 
 import base64
-import time
 import uuid
 
 import pytest
