@@ -68,8 +68,8 @@ def missing_components() -> list[str]:
         missing.append(f"kube/cluster ({tools_dir()}; set EDGEGUARD_TOOLS)")
     if etcd_binary() is None:
         missing.append("etcd (apt-get install etcd-server, or ETCD=/path/to/etcd)")
-    if shutil.which("kubectl") is None:
-        missing.append("kubectl (on PATH)")
+    # the launcher itself calls these (kubectl and curl to wait for readiness, openssl for its CA)
+    missing += [f"{tool} (on PATH)" for tool in ("kubectl", "curl", "openssl") if shutil.which(tool) is None]
     return missing
 
 
