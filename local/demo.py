@@ -48,14 +48,29 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--only", action="append", help="run only these scenarios (module names)")
+    parser.add_argument("--kube", choices=["auto", "emulator", "real"], default="auto",
+                        help="real: the cluster of $KUBECONFIG (auto: that one if set, else the in-memory API)")
+    parser.add_argument("--kubeconfig-secret", action="append", default=[], metavar="SECRET=FILE",
+                        help="give the function secret SECRET (e.g. node-enroll-kubeconfig) this kubeconfig "
+                             "instead of the demo's admin one (repeatable)")
     args = parser.parse_args(argv)
+    kubeconfigs = {}
+    for item in args.kubeconfig_secret:
+        name, sep, path = item.partition("=")
+        if not sep or not name.endswith("-kubeconfig"):
+            parser.error(f"--kubeconfig-secret {item!r}: expected <name>-kubeconfig=FILE")
+        try:
+            kubeconfigs[name] = open(path, encoding="utf-8").read()
+        except OSError as exc:
+            parser.error(f"--kubeconfig-secret {name}: {exc.strerror}: {path}")
 
     print(RULE)
     print("edgeguard demo: the seed scenarios through a local OpenFaaS-style gateway")
     print(RULE)
     started = time.monotonic()
     try:
-        stack = gateway.LocalStack(args.port, env_overrides={"configmap-secret-scrubber": {"scrub_mode": "move"}})
+        stack = gateway.LocalStack(args.port, env_overrides={"configmap-secret-scrubber": {"scrub_mode": "move"}},
+                                   kube=args.kube, kubeconfigs=kubeconfigs)
         print(f"runtime     {stack.runtime.describe()}", flush=True)
         stack.start()
     except RuntimeError as exc:
@@ -65,6 +80,8 @@ def main(argv=None) -> int:
     try:
         print(f"gateway     {stack.url}  (functions: {', '.join(stack.functions)})")
         print(f"kubernetes  {stack.kube_description}")
+        if kubeconfigs:
+            print(f"            {', '.join(sorted(kubeconfigs))}: the kubeconfig files given (not the admin's)")
         print(f"logs        {stack.state_dir / 'logs'}")
         ctx = Context(stack)
         for i, (module_name, title) in enumerate(SCENARIOS, 1):

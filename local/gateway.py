@@ -18,6 +18,9 @@ gateway implements the routes and behaviours our functions depend on
 
 Kubernetes: functions that list a ``*-kubeconfig`` secret get the cluster of
 ``$KUBECONFIG`` when it is set, otherwise an in-memory API (local/kubeemu.py).
+That admin kubeconfig goes to every such secret unless ``kubeconfigs`` names
+another for it (e.g. the ServiceAccount kubeconfigs ``edgeguard-bootstrap
+openfaas`` makes, to run a function with its least-privilege credentials).
 """
 from __future__ import annotations
 
@@ -115,7 +118,7 @@ class LocalStack:
     def __init__(self, port: int = 8080, state_dir: Path | None = None, *, env_overrides: dict | None = None,
                  echo_logs: bool = False, kube: str = "auto", stack: stackfile.Stack | None = None,
                  functions: list[str] | None = None, audit_webhook: bool = False,
-                 runtime: launch.Runtime | None = None):
+                 runtime: launch.Runtime | None = None, kubeconfigs: dict[str, str] | None = None):
         self.port = port
         self.state_dir = Path(state_dir or ROOT / ".local-state")
         self.env_overrides = env_overrides or {}
@@ -124,6 +127,7 @@ class LocalStack:
         self.stack = stack or stackfile.load()
         self.only = functions
         self.audit_webhook = audit_webhook
+        self.kubeconfigs = dict(kubeconfigs or {})  # secret name -> kubeconfig text, instead of the admin's
         self.store = SecretStore(self.state_dir / "secrets")
         self.runtime = runtime or launch.Runtime()
         self.functions: dict[str, Deployment] = {}
@@ -280,9 +284,10 @@ class LocalStack:
             old.unlink()
         for name in fn.secrets:
             if name.endswith("-kubeconfig"):
-                if self.kubeconfig_text is None:
+                text = self.kubeconfigs.get(name, self.kubeconfig_text)
+                if text is None:
                     continue  # as in-cluster without credentials: the function reports it
-                self.store.ensure(name, self.kubeconfig_text)
+                self.store.ensure(name, text)
             else:
                 self.store.ensure(name)
             os.symlink(self.store.path(name), fn_secrets / name)

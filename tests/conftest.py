@@ -14,6 +14,8 @@ import pytest
 
 from local import buildctx, components, launch, stackfile
 
+pytest_plugins = ["tests.realkube"]  # the real control plane for the `cluster` tests
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 _counter = itertools.count()
@@ -155,18 +157,6 @@ def serve_function(tmp_path, function_runtime):
     yield serve
     for sf in served:
         sf.stop(kill=True)
-
-
-def pytest_collection_modifyitems(config, items):
-    """``cluster`` tests talk to a real cluster: opt in with KUBECONFIG and EDGEGUARD_REAL_CLUSTER=1."""
-    if os.environ.get("KUBECONFIG") and os.environ.get("EDGEGUARD_REAL_CLUSTER") == "1":
-        return
-    skip = pytest.mark.skip(reason="real-cluster test: set KUBECONFIG and EDGEGUARD_REAL_CLUSTER=1")
-    for item in items:
-        # own_control_plane tests start their own API server (with flags a shared one would not have)
-        # and skip themselves, naming the tool, when it is missing.
-        if "cluster" in item.keywords and "own_control_plane" not in item.keywords:
-            item.add_marker(skip)
 
 
 def _real_component_skip(report) -> str | None:

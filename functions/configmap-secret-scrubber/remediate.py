@@ -597,6 +597,12 @@ class Scrubber:
 
 
 def rollout_pending(obj: dict, kind: str) -> str | None:
+    """Why the rollout is not finished yet, by the rules of `kubectl rollout status`, or None.
+
+    "Updated" is not enough: a StatefulSet or DaemonSet replaces a pod before the new one is ready, and a
+    Recreate Deployment stops every old pod first, so all replicas can be updated while none runs (the real
+    controllers report exactly that when a node cannot pull the image). Readiness of the new pods is the signal.
+    """
     md, spec, st = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     if int(st.get("observedGeneration") or 0) < int(md.get("generation") or 0):
         return "controller has not observed the new template yet"
@@ -604,11 +610,22 @@ def rollout_pending(obj: dict, kind: str) -> str | None:
         want = int(st.get("desiredNumberScheduled") or 0)
         if int(st.get("updatedNumberScheduled") or 0) < want:
             return f"{st.get('updatedNumberScheduled') or 0}/{want} pods updated"
+        if int(st.get("numberAvailable") or 0) < want:
+            return f"{st.get('numberAvailable') or 0}/{want} updated pods available"
         return None
     want = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
     updated = int(st.get("updatedReplicas") or 0)
     if updated < want:
         return f"{updated}/{want} replicas updated"
-    if kind == "Deployment" and int(st.get("replicas") or updated) > updated:
-        return "old replicas still running"
+    if kind == "Deployment":
+        if int(st.get("replicas") or updated) > updated:
+            return "old replicas still running"
+        if int(st.get("availableReplicas") or 0) < updated:
+            return f"{st.get('availableReplicas') or 0}/{updated} updated replicas available"
+        return None
+    if kind == "StatefulSet":
+        if int(st.get("readyReplicas") or 0) < want:
+            return f"{st.get('readyReplicas') or 0}/{want} replicas ready"
+        if st.get("updateRevision") and st.get("currentRevision") != st.get("updateRevision"):
+            return "rolling update to the new revision not complete"
     return None

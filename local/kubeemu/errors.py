@@ -27,7 +27,7 @@ class ApiError(Exception):
                                 "message": self.message, "code": self.code}
         if self.reason:
             body["reason"] = self.reason
-        if self.details:
+        if self.details is not None:
             body["details"] = self.details
         return body
 

@@ -1,7 +1,9 @@
 """The built-in rollout controller for Deployments/StatefulSets/DaemonSets, and hold_rollouts()."""
 from __future__ import annotations
 
-from tests.kubeemu.helpers import deployment
+import pytest
+
+from tests.kubeemu.helpers import REAL_STUCK, deployment
 
 
 def _template_patch(image):
@@ -27,7 +29,8 @@ def test_hold_rollouts_freezes_progress_until_released(kube_clients):
     apps.patch_namespaced_deployment("web", "default", _template_patch("nginx:2"))
     d = apps.read_namespaced_deployment("web", "default")
     assert d.metadata.generation == 2
-    assert not d.status.updated_replicas
+    # maxSurge 25% of 2 -> 1 new pod, not ready; maxUnavailable 25% of 2 -> 0: both old pods stay
+    assert (d.status.replicas, d.status.updated_replicas, d.status.available_replicas) == (3, 1, 2)
     progressing = next(c for c in d.status.conditions if c.type == "Progressing")
     assert progressing.reason == "ReplicaSetUpdated"
     emu.hold_rollouts(False)
@@ -85,7 +88,36 @@ def test_hold_rollouts_for_one_workload_lets_the_others_complete(kube_clients):
     emu.hold_rollouts(True, namespace="default", name="stuck")
     for n in ("stuck", "fine"):
         apps.patch_namespaced_deployment(n, "default", _template_patch("nginx:2"))
-    assert not apps.read_namespaced_deployment("stuck", "default").status.updated_replicas
+    assert apps.read_namespaced_deployment("stuck", "default").status.replicas == 3  # old ones still there
     assert apps.read_namespaced_deployment("fine", "default").status.updated_replicas == 2
     emu.hold_rollouts(False)
     assert apps.read_namespaced_deployment("stuck", "default").status.updated_replicas == 2
+
+
+@pytest.mark.parametrize("kind,replicas,extra,real", REAL_STUCK, ids=lambda v: str(v)[:20])
+def test_a_held_rollout_reports_the_counts_the_real_controllers_report(kube_clients, kind, replicas, extra, real):
+    """Updated pods run ahead of ready ones (a StatefulSet, a DaemonSet or a Recreate Deployment can show every
+    replica updated and none ready): code that decides "rolled out" must be tested against that, not against
+    nothing updated at all."""
+    emu, _, apps = kube_clients
+    emu.seed({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "sim-node-1"}})
+    obj = deployment("w", replicas=replicas or 1)
+    obj["kind"] = kind
+    obj["spec"].update(extra)
+    if kind == "StatefulSet":
+        obj["spec"]["serviceName"] = "w"
+    if kind == "DaemonSet":
+        del obj["spec"]["replicas"]
+    create = {"Deployment": apps.create_namespaced_deployment, "StatefulSet": apps.create_namespaced_stateful_set,
+              "DaemonSet": apps.create_namespaced_daemon_set}[kind]
+    create("default", obj)
+    emu.hold_rollouts(True)
+    plural = kind.lower() + "s"
+    patch = {"Deployment": apps.patch_namespaced_deployment, "StatefulSet": apps.patch_namespaced_stateful_set,
+             "DaemonSet": apps.patch_namespaced_daemon_set}[kind]
+    patch("w", "default", _template_patch("nginx:2"))
+    status = emu.get(plural, "default", "w")["status"]
+    assert {k: status.get(k) for k in real} == real
+    assert not {k for k in status if k.endswith(("Replicas", "Scheduled")) or k.startswith("number")} - set(real)
+    if kind == "StatefulSet":
+        assert status["currentRevision"] != status["updateRevision"]
