@@ -120,7 +120,7 @@ def test_keys_stay_in_the_configmap_until_the_rewired_pods_are_ready(own_kube, c
     try:
         for n in nodes:
             v1.patch_node(n, {"metadata": {"labels": {OFFLINE: "true"}}})
-        mod = load_function(FN, env={"mode": "move", "rollout_timeout_seconds": "6", "rollout_poll_seconds": "0.5",
+        mod = load_function(FN, env={"scrub_mode": "move", "rollout_timeout_seconds": "6", "rollout_poll_seconds": "0.5",
                                      "rate_limit_per_minute": "1000"}, secrets=secrets)
         status, body, _ = call(mod, "POST", {"namespace": ns, "name": name})
         assert status == 200, body
@@ -155,7 +155,7 @@ def test_a_configmap_edited_between_read_and_patch_is_re_read_not_clobbered(clus
     v1 = client.CoreV1Api(api)
     v1.create_namespaced_config_map(ns, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "aws-creds"},
                                          "data": {"aws_access_key_id": "AKES20LNOA", "region": "eu-west-1"}})
-    mod = load_function(FN, env={"mode": "move", "rate_limit_per_minute": "1000"}, secrets={
+    mod = load_function(FN, env={"scrub_mode": "move", "rate_limit_per_minute": "1000"}, secrets={
         "configmap-secret-scrubber-token": TOKEN, "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
         "configmap-secret-scrubber-kubeconfig": real_kube.kubeconfig_text})
     kube = submodule(mod, "kapi").Kube

@@ -95,7 +95,7 @@ def test_report_reads_every_namespace_and_names_the_consumers_with_the_sa_kubeco
     granted, other = seed(GRANTED), seed(SCRUBBER_NOT_GRANTED)
     before = {n: snapshot(bootstrapped.cluster, ns, n) for ns, n in ((GRANTED, granted),
                                                                       (SCRUBBER_NOT_GRANTED, other))}
-    mod = scrubber(mode="report")
+    mod = scrubber(scrub_mode="report")
     status, body, resp = call(mod, "POST", {"all_namespaces": True})
     assert status == 200, body
     found = {(c["namespace"], c["name"]): c for c in body["configmaps"]}
@@ -112,7 +112,7 @@ def test_move_in_a_granted_namespace_rewires_and_rolls_out_on_the_simulated_node
                                                                                  bootstrapped):
     name = seed(GRANTED)
     core, apps = bootstrapped.cluster.core(), bootstrapped.cluster.apps()
-    mod = scrubber(mode="move")
+    mod = scrubber(scrub_mode="move")
     status, body, resp = call(mod, "POST", {"namespace": GRANTED, "name": name})
     assert status == 200, body
     assert body["configmaps"][0]["status"] == "moved", body
@@ -144,7 +144,7 @@ def test_move_rewires_every_controller_kind_the_real_api_server_rolls_out(scrubb
     batch.create_namespaced_cron_job(GRANTED, workload("CronJob", f"{name}-backup", spec, ns=GRANTED,
                                                        suspend=True))
     try:
-        status, body, _ = call(scrubber(mode="move"), "POST", {"namespace": GRANTED, "name": name})
+        status, body, _ = call(scrubber(scrub_mode="move"), "POST", {"namespace": GRANTED, "name": name})
         assert status == 200 and body["configmaps"][0]["status"] == "moved", body
         secret_ref = {"name": f"{name}-credentials", "key": "aws_access_key_id"}
         sts = apps.read_namespaced_stateful_set(f"{name}-db", GRANTED)
@@ -174,7 +174,7 @@ def test_an_immutable_configmap_is_replaced_where_bootstrap_granted_the_opt_in(s
     apps.create_namespaced_deployment(ns, deployment(name, ns=ns, replicas=1,
                                                      spec=pod_spec(cm=name, env=True, env_from=True)))
     try:
-        status, body, _ = call(scrubber(mode="move", allow_immutable="true"), "POST", {"namespace": ns, "name": name})
+        status, body, _ = call(scrubber(scrub_mode="move", allow_immutable="true"), "POST", {"namespace": ns, "name": name})
         assert status == 200 and body["configmaps"][0]["status"] == "moved", body
         assert api_status(core.read_namespaced_config_map, name, ns) == 404
         replacement = core.read_namespaced_config_map(f"{name}-v2", ns)
@@ -194,7 +194,7 @@ def test_an_immutable_configmap_is_replaced_where_bootstrap_granted_the_opt_in(s
 def test_move_where_bootstrap_gave_no_write_role_is_refused_by_the_api_server(scrubber, seed, call, bootstrapped):
     name = seed(SCRUBBER_NOT_GRANTED)
     before = snapshot(bootstrapped.cluster, SCRUBBER_NOT_GRANTED, name)
-    mod = scrubber(mode="move")
+    mod = scrubber(scrub_mode="move")
     status, body, _ = call(mod, "POST", {"namespace": SCRUBBER_NOT_GRANTED, "name": name})
     assert status == 200, body
     out = body["configmaps"][0]
@@ -213,7 +213,7 @@ def test_kube_system_is_refused_by_rbac_even_when_the_function_is_told_it_may_mo
                                                       "data": {"aws_access_key_id": VALUE}})
     try:
         before = snapshot(bootstrapped.cluster, "kube-system", name)
-        mod = scrubber(mode="move", report_only_namespaces="openfaas-fn")  # kube-system left out by mistake
+        mod = scrubber(scrub_mode="move", report_only_namespaces="openfaas-fn")  # kube-system left out by mistake
         status, body, _ = call(mod, "POST", {"namespace": "kube-system", "name": name})
         assert status == 200, body
         assert body["configmaps"][0]["status"] == "error" and ": 403" in body["configmaps"][0]["reasons"][0], body
