@@ -12,7 +12,7 @@ import json
 import uuid
 from typing import Any, Callable, Iterable
 
-from . import log
+from . import jsonsafe, log
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
@@ -98,11 +98,13 @@ def read_body(event, *, max_bytes: int) -> bytes:
     return body
 
 
-def parse_json(event, *, max_bytes: int, allow_ndjson: bool = False, allow_empty: bool = False) -> Any:
-    """Decode a JSON (or, if allowed, NDJSON) request body.
+def parse_json(event, *, max_bytes: int, allow_ndjson: bool = False, allow_empty: bool = False,
+               max_depth: int = jsonsafe.MAX_DEPTH) -> Any:
+    """Decode a JSON (or, if allowed, NDJSON) request body and hold it to jsonsafe's rule.
 
-    Raises HTTPError 413 (too large), 415 (wrong Content-Type) or 400 (not JSON).
-    NDJSON bodies come back as a list of the decoded lines.
+    Raises HTTPError 413 (too large), 415 (wrong Content-Type) or 400 (not JSON, or a value no function
+    should pass on: a lone surrogate, a non-finite or out-of-range number, nesting past ``max_depth``;
+    the answer's ``path`` names where). NDJSON bodies come back as a list of the decoded lines.
     """
     body = read_body(event, max_bytes=max_bytes)
     mtype = media_type(event)
@@ -119,13 +121,27 @@ def parse_json(event, *, max_bytes: int, allow_ndjson: bool = False, allow_empty
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise HTTPError(400, f"request body is not valid UTF-8 (byte {exc.start})") from None
+    surrogates, numbers = jsonsafe.prefilter(text)
     if is_ndjson:
         items = []
         for lineno, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                items.append(_loads(line, f"line {lineno}: "))
+                item = _loads(line, f"line {lineno}: ")
+                sanitize(item, root=f"$[{len(items)}]", max_depth=max_depth, surrogates=surrogates, numbers=numbers)
+                items.append(item)
         return items
-    return _loads(text, "")
+    doc = _loads(text, "")
+    sanitize(doc, max_depth=max_depth, surrogates=surrogates, numbers=numbers)
+    return doc
+
+
+def sanitize(value: Any, *, root: str = "$", max_depth: int = jsonsafe.MAX_DEPTH, surrogates: bool = True,
+             numbers: bool = True) -> None:
+    """jsonsafe.check as a 400 answer naming the JSON path."""
+    try:
+        jsonsafe.check(value, root=root, max_depth=max_depth, surrogates=surrogates, numbers=numbers)
+    except jsonsafe.UnsafeJSON as exc:
+        raise HTTPError(400, f"invalid JSON value at {exc.where}: {exc.what}", path=exc.where) from None
 
 
 def _reject_constant(name: str):
