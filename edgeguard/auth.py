@@ -66,3 +66,19 @@ def require_bearer(event, secret_name: str, *, allow_basic: bool = False) -> Non
         raise _unauthorized(f"authentication required: send {how}")
     if not tokens_equal(got, expected):
         raise _unauthorized("invalid token")
+
+
+METRICS_SECRET = "edgeguard-metrics-token"
+
+
+def require_metrics_reader(event, secret_name: str) -> None:
+    """``GET /metrics``: the function's own token, or the read-only ``edgeguard-metrics-token`` when mounted.
+
+    Prometheus then holds one credential that can read every function's metrics and do nothing else (the
+    functions' own tokens can forge alerts or start scrubber runs).
+    """
+    reader = config.read_secret(METRICS_SECRET)
+    got = presented_token(event)
+    if reader and got is not None and tokens_equal(got, reader):
+        return
+    require_bearer(event, secret_name)

@@ -5,10 +5,12 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import Callable, Generic, TypeVar
 
 from . import log
 
 DEFAULT_SECRETS_DIR = "/var/openfaas/secrets"
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -138,3 +140,30 @@ def parse_duration(value, name: str = "duration") -> float:
 def env_duration(name: str, default) -> float:
     raw = os.environ.get(name)
     return parse_duration(default if raw is None or raw == "" else raw, name)
+
+
+class Startup(Generic[T]):
+    """Settings read once, when the function starts; a bad value is a 503 naming it on every request.
+
+    Every function reads its environment and settings secrets this one way: the loader runs at import,
+    validates everything and raises ConfigError naming the variable. Crashing instead would only show up
+    as a restart loop with the reason buried in the pod's log; a 503 tells every caller (curl, the API
+    server's webhook log, Falco's retries) what to fix, and the function stays up to serve ``/metrics``.
+    """
+
+    def __init__(self, function: str, loader: Callable[[], T]):
+        self.function = function
+        self.error: str | None = None
+        self._value: T | None = None
+        try:
+            self._value = loader()
+        except ConfigError as exc:
+            self.error = str(exc)
+            log.error("config.invalid", error=self.error)
+
+    def get(self) -> T:
+        if self.error is not None:
+            from .http import HTTPError  # http does not import config: no cycle, but keep the edge one-way
+
+            raise HTTPError(503, f"{self.function} is misconfigured: {self.error}", misconfigured=True)
+        return self._value  # type: ignore[return-value]

@@ -51,3 +51,23 @@ def test_keyed_limiter_forgets_the_oldest_key_beyond_its_bound():
         assert rl.take(k) == 0
     assert rl.take("a") == 0         # a was forgotten: bounded memory, fresh bucket
     assert rl.take("c") > 0
+
+
+def test_startup_settings_are_read_once_and_a_bad_value_is_a_503_naming_it(monkeypatch):
+    from edgeguard import http
+
+    calls = []
+
+    def load():
+        calls.append(1)
+        return config.env_int("max_things", 5, minimum=1)
+
+    monkeypatch.setenv("max_things", "7")
+    good = config.Startup("fn", load)
+    assert good.get() == 7 and good.get() == 7 and len(calls) == 1
+    monkeypatch.setenv("max_things", "lots")
+    bad = config.Startup("fn", load)
+    with pytest.raises(http.HTTPError) as info:
+        bad.get()
+    assert info.value.status == 503 and "fn is misconfigured" in info.value.reason
+    assert "max_things='lots'" in info.value.reason and info.value.extra == {"misconfigured": True}

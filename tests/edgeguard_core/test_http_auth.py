@@ -224,3 +224,25 @@ def test_even_a_short_secret_value_is_masked(monkeypatch):
     log.register_secret("k9z")
     log.info("x", detail="token k9z rejected")
     assert "k9z" not in buf.getvalue()
+
+
+def test_metrics_reader_takes_the_read_only_metrics_token_or_the_functions_own(tmp_path, monkeypatch):
+    from edgeguard import auth, http
+    from tests.conftest import make_event
+
+    monkeypatch.setenv("EDGEGUARD_SECRETS_DIR", str(tmp_path))
+    (tmp_path / "fn-token").write_text("own-token\n")
+
+    def call(token):
+        return auth.require_metrics_reader(make_event("GET", "/metrics", b"", {"Authorization": f"Bearer {token}"}),
+                                           "fn-token")
+
+    call("own-token")
+    with pytest.raises(http.HTTPError) as info:
+        call("metrics-token")  # not mounted: only the function's own token works
+    assert info.value.status == 401
+    (tmp_path / auth.METRICS_SECRET).write_text("metrics-token\n")
+    call("metrics-token")
+    call("own-token")
+    with pytest.raises(http.HTTPError):
+        call("metrics-tokenX")
