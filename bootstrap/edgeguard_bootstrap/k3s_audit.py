@@ -6,7 +6,7 @@ import secrets as pysecrets
 import time
 from pathlib import Path
 
-from . import facts, secretstore, yamlout
+from . import audit_policy, facts, secretstore, yamlout
 from .engine import BootstrapError, Check, Ctx
 
 SERVER_DIR = "/var/lib/rancher/k3s/server"
@@ -86,8 +86,9 @@ def run(ctx: Ctx, *, gateway: str, audit_url: str | None = None, check: str = "a
     token = secretstore.require_token(ctx, "audit-ingest-token")
     ctx.note(f"the webhook authenticates with audit-ingest-token (stored in {secretstore.path('audit-ingest-token')})")
     changed = False
-    changed |= ctx.write_file(POLICY, TEMPLATE.read_bytes(), mode=0o600,
-                              why="Falco's recommended audit policy (falcosecurity/plugins k8saudit)")
+    changed |= ctx.write_file(POLICY, audit_policy.edge_policy(), mode=0o600,
+                              why="Falco's recommended audit policy (falcosecurity/plugins k8saudit) after "
+                                  "edgeguard's level: None rules for k3s's own noise")
     changed |= ctx.write_file(WEBHOOK, webhook_kubeconfig(url, token), mode=0o600,
                               why=f"webhook kubeconfig: {url} with audit-ingest's bearer token")
     changed |= ctx.ensure_dir(LOG_DIR, 0o700, "local audit log (fallback record when the webhook drops a batch)")
