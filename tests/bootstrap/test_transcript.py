@@ -61,6 +61,7 @@ HOST = [
     'gpg --dearmor --yes -o {root}/usr/share/keyrings/falco-archive-keyring.gpg {root}/var/lib/edgeguard/falcosecurity-packages.asc',
     'apt-get update',
     'apt-get install -y falco',
+    'systemctl is-enabled falcoctl-artifact-follow.service',
     'systemctl is-enabled falco-kmod.service',
     'systemctl is-enabled falco-modern-bpf.service',
     'systemctl is-active falco-modern-bpf.service',
