@@ -194,7 +194,8 @@ def measure(rk, name: str, policy: Path, seconds: float, workdir: Path) -> dict:
         minutes = (b - a) / 60
         by_source = collections.Counter(source(e) for e in got)
         result[label] = {"per_min": len(got) / minutes, "minutes": minutes,
-                         "by_source": {k: v / minutes for k, v in by_source.items()}}
+                         "by_source": {k: v / minutes for k, v in by_source.items()},
+                         "workload_events": by_source.get(source({"user": WORKLOAD_USER}), 0)}
     result["kubectl_calls"] = calls
     result["renew_errors"] = errors
     return result
@@ -222,8 +223,10 @@ def main() -> None:
             b, a = (results[n][label]["by_source"].get(s, 0.0) for n in names)
             print(f"      {s:66s} {b:7.1f} -> {a:7.1f}")
     for n in names:
-        print(f"  [{n}] workload kubectl calls: {results[n]['kubectl_calls']}, lease renewal errors: "
-              f"{results[n]['renew_errors']}")
+        calls = results[n]["kubectl_calls"]
+        per_call = results[n]["workload"]["workload_events"] / calls if calls else 0.0
+        print(f"  [{n}] workload kubectl calls: {calls} ({per_call:.2f} workload events per call; the machine's "
+              f"load sets how many calls fit in the window), lease renewal errors: {results[n]['renew_errors']}")
 
 
 if __name__ == "__main__":

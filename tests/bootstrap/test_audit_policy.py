@@ -24,7 +24,7 @@ from edgeguard.falco import loader
 from edgeguard.falco.engine import DEFAULT_RULES, Batch, Engine, split_payload
 from edgeguard_bootstrap import audit_policy
 
-from . import auditmatch, realkube
+from . import auditmatch
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
@@ -189,18 +189,6 @@ def _anonymous_get(server: str, ca: Path, path: str) -> int:
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
-
-
-@pytest.fixture(scope="module")
-def real_cluster(tmp_path_factory):
-    why = realkube.missing()
-    if why:
-        pytest.skip(why)
-    d = tmp_path_factory.mktemp("edge-audit")
-    policy = d / "edge-audit-policy.yaml"
-    policy.write_bytes(audit_policy.edge_policy())
-    with realkube.AuditReceiver() as rx, realkube.Cluster(d / "cluster", rx.url, policy) as cluster:
-        yield cluster, rx
 
 
 def test_real_api_server_drops_k3s_noise_and_keeps_what_the_rules_read(real_cluster):

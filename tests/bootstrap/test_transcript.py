@@ -29,6 +29,7 @@ ALL = [
     'kubectl apply -f {repo}/deploy/rbac/configmap-secret-scrubber.yaml',
     'kubectl diff -f {repo}/deploy/rbac/node-enroll.yaml',
     'kubectl apply -f {repo}/deploy/rbac/node-enroll.yaml',
+    'kubectl get --raw /apis/admissionregistration.k8s.io/v1',
     'kubectl get clusterrolebinding,clusterrole edgeguard:configmap-secret-scrubber-immutable -o name --ignore-not-found',
     'kubectl diff -f {root}/var/lib/edgeguard/manifests/serviceaccount-tokens.yaml',
     'kubectl apply -f {root}/var/lib/edgeguard/manifests/serviceaccount-tokens.yaml',
@@ -36,6 +37,7 @@ ALL = [
     'faas-cli secret create configmap-secret-scrubber-kubeconfig --from-file={root}/var/lib/edgeguard/secrets/configmap-secret-scrubber-kubeconfig --gateway {gw}',
     'kubectl get secret node-enroll-sa-token -n openfaas-fn -o json',
     'faas-cli secret create node-enroll-kubeconfig --from-file={root}/var/lib/edgeguard/secrets/node-enroll-kubeconfig --gateway {gw}',
+    'helm list -n openfaas -o json',
     'kubectl get deployment cron-connector -n openfaas -o name',
     'arkade install cron-connector',
     'k3s --version',
@@ -50,6 +52,14 @@ ALL = [
     'helm list -n falco -o json',
     'helm repo update falcosecurity',
     'helm upgrade --install falco falcosecurity/falco --namespace falco --create-namespace --version 9.1.0 --values {root}/var/lib/edgeguard/falco-values.yaml --wait --timeout 10m',
+    'k3s --version',
+    'k3s --version',
+    'kubectl get deployments,daemonsets,statefulsets -n openfaas -o json',
+    'kubectl get deployments,daemonsets,statefulsets -n openfaas-fn -o json',
+    'kubectl get deployments,daemonsets,statefulsets -n falco -o json',
+    'systemctl restart k3s',
+    'kubectl get --raw /readyz',
+    'k3s ctr -n k8s.io images list',
 ]
 
 HOST = [
