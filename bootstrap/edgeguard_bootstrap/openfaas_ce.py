@@ -77,6 +77,8 @@ def applied_values(ctx: Ctx, name: str) -> dict | None:
 
 def check(ctx: Ctx) -> Check:
     """preflight: whether the CE release carries the edge values (a warning: `openfaas` applies them)."""
+    if not ctx.which("helm"):
+        return Check("openfaas values", "warn", "helm not found: cannot read the OpenFaaS CE release's values")
     rel = release(ctx)
     if rel is None:
         return Check("openfaas values", "warn", "no deployed Helm release of openfaas/openfaas in namespace "
@@ -91,6 +93,11 @@ def check(ctx: Ctx) -> Check:
 
 
 def run(ctx: Ctx) -> None:
+    if not ctx.which("helm"):
+        ctx.write_file(VALUES, values_text(), why="OpenFaaS CE values for a 2 GB node")
+        ctx.say(f"  !! helm not found: the edge values for OpenFaaS CE are in {VALUES}; apply them with "
+                "`helm upgrade <release> openfaas/openfaas -n openfaas --reuse-values -f` that file")
+        return
     rel = release(ctx)
     if rel is None:
         ctx.say("  !! no deployed Helm release of openfaas/openfaas in namespace openfaas: the edge values "

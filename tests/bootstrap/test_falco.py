@@ -289,3 +289,15 @@ def test_host_mode_turns_an_enabled_falcoctl_follow_unit_off(node):
     node.clear_calls()
     code, out = node.run("falco", "--mode", "host")
     assert "no changes" in out and node.mutating_calls() == []
+
+
+def test_the_real_api_server_admits_system_node_critical_outside_kube_system(real_cluster):
+    # Critical priority classes may be used in any namespace from Kubernetes 1.17 on; here the real
+    # v1.24 API server admits a pod like the Falco DaemonSet's in the falco namespace (server-side dry run).
+    cluster, _ = real_cluster
+    cluster.kubectl("create", "namespace", "falco-priority-test")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "falco-probe", "namespace": "falco-priority-test"},
+           "spec": {"priorityClassName": falco.PRIORITY_CLASS,
+                    "containers": [{"name": "falco", "image": "docker.io/falcosecurity/falco:0.44.1"}]}}
+    proc = cluster.kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(pod))
+    assert json.loads(proc.stdout)["spec"]["priority"] == 2000001000
