@@ -7,7 +7,7 @@ from pathlib import Path
 from .engine import Check, Ctx
 from .kubeapply import apply_manifest
 
-MANIFEST = "deploy/rbac/node-enroll-admission.yaml"
+MANIFEST = "deploy/admission/node-enroll.yaml"
 POLICY = "edgeguard-node-enroll-bootstrap-tokens-only"
 API = "/apis/admissionregistration.k8s.io/v1"
 

@@ -25,7 +25,7 @@ TOOLS = ("uname", "k3s", "systemctl", "kubectl", "helm", "faas-cli", "dpkg-query
 
 SCRUBBER_TEMPLATES = ("deploy/rbac/configmap-secret-scrubber-namespace.yaml",
                       "deploy/rbac/configmap-secret-scrubber-immutable.yaml",
-                      "deploy/rbac/node-enroll-admission.yaml")
+                      "deploy/admission/node-enroll.yaml")
 
 RBAC = {
     "configmap-secret-scrubber": ["configmaps", "secrets"],
@@ -56,6 +56,7 @@ class Node:
         (self.repo / "stack.yml").write_text((REPO / "stack.yml").read_text())
         for template in SCRUBBER_TEMPLATES:
             # The scrubber's per-namespace templates as they are: bootstrap renders them, it does not write them.
+            (self.repo / template).parent.mkdir(parents=True, exist_ok=True)
             (self.repo / template).write_text((REPO / template).read_text())
         self.world_path = tmp / "world.json"
         self.log_path = tmp / "calls.jsonl"

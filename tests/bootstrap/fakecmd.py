@@ -148,7 +148,7 @@ def do_kubectl(world, args):
         out(json.dumps({"kind": "APIResourceList", "groupVersion": "admissionregistration.k8s.io/v1",
                         "resources": resources}))
     if args[:2] == ["get", "validatingadmissionpolicy"] and args[3:] == ["-o", "name"]:
-        if any(p.endswith("node-enroll-admission.yaml") for p in world.get("applied", {})):
+        if any(p.endswith("deploy/admission/node-enroll.yaml") for p in world.get("applied", {})):
             out(f"validatingadmissionpolicy.admissionregistration.k8s.io/{args[2]}\n")
         out(rc=1, err=f'Error from server (NotFound): validatingadmissionpolicies "{args[2]}" not found\n')
     if args == ["get", "nodes", "-o", "json"]:
