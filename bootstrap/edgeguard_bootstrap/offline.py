@@ -148,9 +148,11 @@ def mirrored(ctx: Ctx) -> set[str] | None:
             continue
         if inside and re.match(r"^\S", line):
             inside = False
-        m = re.match(r"^(\s+)[\"']?([^\"'\s:#][^\"'\s]*?|\*)[\"']?\s*:", line) if inside else None
+        # A key is quoted, or plain up to the first ':' followed by a space or the line's end, so
+        # "registry.local:5000:" is the registry registry.local:5000.
+        m = re.match(r"""^( +)(?:"([^"]+)"|'([^']+)'|([^\s"'#][^\s]*?))\s*:(?:\s|$)""", line) if inside else None
         if m and len(m.group(1)) <= 2:
-            found.add(m.group(2))
+            found.add(m.group(2) or m.group(3) or m.group(4))
     return found
 
 

@@ -60,6 +60,8 @@ def test_stack_images_expand_like_faas_cli(node):
     ("mirrors:\n  docker.io:\n  ghcr.io:\n    endpoint:\n      - https://m.example\n", {"docker.io", "ghcr.io"}),
     ('mirrors:\n  "*":\nconfigs:\n  "registry.example:5000":\n    auth: {username: u}\n', {"*"}),
     ("configs:\n  ghcr.io:\n    tls: {insecure_skip_verify: true}\n", set()),
+    ("mirrors:\n  registry.local:5000:\n    endpoint: [\"http://registry.local:5000\"]\n  'quay.io': {}\n",
+     {"registry.local:5000", "quay.io"}),
 ])
 def test_mirrored_registries_are_read_from_registries_yaml(node, text, want):
     node.files({offline.REGISTRIES: text})
