@@ -67,11 +67,11 @@ def _realkube():
     return mod
 
 
-def _policies() -> dict[str, Path]:
+def _policies(workdir: Path) -> dict[str, Path]:
     sys.path.insert(0, str(REPO / "bootstrap"))
     from edgeguard_bootstrap import audit_policy
 
-    edge = Path(tempfile.mkdtemp(prefix="edgeguard-policy-")) / "edge-audit-policy.yaml"
+    edge = workdir / "edge-audit-policy.yaml"
     edge.write_bytes(audit_policy.edge_policy())
     return {"upstream (falcosecurity/plugins)": audit_policy.UPSTREAM, "edge (bootstrap writes)": edge}
 
@@ -210,7 +210,7 @@ def main() -> None:
     seconds = float(os.environ.get("EDGEGUARD_AUDIT_BENCH_SECONDS", "120"))
     results = {}
     with tempfile.TemporaryDirectory(prefix="edgeguard-audit-bench-") as d:
-        for i, (name, policy) in enumerate(_policies().items()):
+        for i, (name, policy) in enumerate(_policies(Path(d)).items()):
             results[name] = measure(rk, name, policy, seconds, Path(d) / f"cluster-{i}")
     print(f"audit events per minute delivered to the webhook ({seconds:.0f} s idle, then {seconds:.0f} s of "
           "demo-like workload; kube-apiserver v1.24, batch mode):")
