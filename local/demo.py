@@ -91,10 +91,19 @@ def main(argv=None) -> int:
             summary.append((i, title, run_scenario(ctx, module_name)))
     finally:
         stack.stop()
+    leaks = stack.leak_watch().check()
+    checked = ", ".join(p.name for p in stack.leak_watch().files())
     print(f"\n{RULE}\nSummary ({time.monotonic() - started:.1f}s; everything the demo started is stopped)")
     for i, title, outcome in summary:
         print(f"  {i}. {outcome:<14} {title}")
-    return 1 if any(o.startswith("FAILED") for _, _, o in summary) else 0
+    # What `kubectl logs` would show an operator: the gateway's access log, the queue-worker's, the watchdogs'.
+    if leaks:
+        print(f"  LEAK           secret values in the platform logs ({stack.logs_dir}):")
+        for leak in leaks:
+            print(f"                   {leak}")
+    else:
+        print(f"  no secret value in any platform log ({checked})")
+    return 1 if leaks or any(o.startswith("FAILED") for _, _, o in summary) else 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,13 @@ gateway implements the routes and behaviours our functions depend on
 * ``/healthz``; ``/system/functions`` and ``/system/function/<name>`` behind
   basic auth (user ``admin``).
 
+Logs (``<state>/logs/``), written as the real components write theirs, because what they write is
+what an operator with ``kubectl logs`` reads (local/leakcheck.py checks that no secret is there):
+``gateway.log`` has the gateway's line per request, full URL and query string included
+(faas gateway ``LoggingNotifier``: ``Forwarded [POST] to /function/x?q=1 - [202] - 0.0012s``);
+``queue-worker.log`` has each queued message as CE's nats-queue-worker prints it (``[#N] Received on
+[faas-request]: '...'``, the message JSON with every header), then its invocation.
+
 Kubernetes: functions that list a ``*-kubeconfig`` secret get the cluster of
 ``$KUBECONFIG`` when it is set, otherwise an in-memory API (local/kubeemu.py).
 That admin kubeconfig goes to every such secret unless ``kubeconfigs`` names
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hmac
+import json
 import os
 import queue
 import secrets as pysecrets
@@ -36,6 +44,8 @@ import sys
 import threading
 import time
 import uuid
+import weakref
+from http import HTTPStatus
 from pathlib import Path
 
 import requests
@@ -115,6 +125,9 @@ class Deployment:
 class LocalStack:
     """Everything ``make up`` runs: secrets, Kubernetes, function processes and the gateway."""
 
+    # Every stack started in this process (the test suite checks their logs for secrets after each test).
+    started: "weakref.WeakSet[LocalStack]" = weakref.WeakSet()
+
     def __init__(self, port: int = 8080, state_dir: Path | None = None, *, env_overrides: dict | None = None,
                  echo_logs: bool = False, kube: str = "auto", stack: stackfile.Stack | None = None,
                  functions: list[str] | None = None, audit_webhook: bool = False,
@@ -138,13 +151,23 @@ class LocalStack:
         self._async_q: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
         self.tls_front = None
+        self.logs_dir = self.state_dir / "logs"
+        self.access_log = self.logs_dir / "gateway.log"
+        self.queue_log = self.logs_dir / "queue-worker.log"
+        self._log_lock = threading.Lock()
+        self._queued = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
+
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> "LocalStack":
+        LocalStack.started.add(self)
         try:
             self._check_port()
             self._start_kube()
@@ -297,12 +320,57 @@ class LocalStack:
         from waitress.server import create_server
 
         self.store.ensure("basic-auth-password")
-        self._server = create_server(self._app(), host="127.0.0.1", port=self.port, threads=8)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        for path in (self.access_log, self.queue_log):
+            path.write_bytes(b"")  # one run per file, as for the functions' logs
+        self._server = create_server(self._logged(self._app()), host="127.0.0.1", port=self.port, threads=8)
         threading.Thread(target=self._server.run, daemon=True).start()
         threading.Thread(target=self._async_worker, daemon=True).start()
 
     def secret(self, name: str) -> str:
         return self.store.get(name)
+
+    def leak_watch(self):
+        """Checks the run's logs (gateway, queue-worker, watchdogs, TLS front) for its secrets' values."""
+        from . import leakcheck
+        if getattr(self, "_leak_watch", None) is None:
+            self._leak_watch = leakcheck.LogWatch(self.logs_dir, [self.store.dir])
+        return self._leak_watch
+
+    # --- logs ------------------------------------------------------------------------------------
+    def _write_log(self, path: Path, who: str, lines: list[str]) -> None:
+        with self._log_lock:
+            with open(path, "a", encoding="utf-8", errors="replace") as f:
+                for line in lines:
+                    f.write(line + "\n")
+            if self.echo_logs:
+                for line in lines:
+                    sys.stderr.write(f"[{who}] {line}\n")
+
+    def log_access(self, method: str, url: str, status: int, seconds: float) -> None:
+        """The gateway's LoggingNotifier line (Go's log prefix, then method, r.URL.String(), status, duration)."""
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+        self._write_log(self.access_log, "gateway",
+                        [f"{stamp} Forwarded [{method}] to {url} - [{status}] - {seconds:.4f}s"])
+
+    def _logged(self, wsgi_app):
+        """Every request to a gateway route goes to the access log once its answer is written."""
+        def app(environ, start_response):
+            started, status = time.monotonic(), [0]
+
+            def start(status_line, headers, exc_info=None):
+                status[0] = int(status_line.split(" ", 1)[0])
+                return start_response(status_line, headers, exc_info)
+
+            try:
+                yield from wsgi_app(environ, start)
+            finally:
+                path = environ.get("PATH_INFO", "")
+                if path.startswith(("/function/", "/async-function/", "/system/", "/healthz")):
+                    uri = environ.get("REQUEST_URI") or (path + ("?" + environ["QUERY_STRING"]
+                                                                 if environ.get("QUERY_STRING") else ""))
+                    self.log_access(environ.get("REQUEST_METHOD", "?"), uri, status[0], time.monotonic() - started)
+        return app
 
     # --- gateway ---------------------------------------------------------------------------------
     def _app(self):
@@ -345,7 +413,10 @@ class LocalStack:
             if len(body) > CE_ASYNC_LIMIT:
                 return ce_headers(self._internal(500, "Error queuing request: request body too large for OpenFaaS CE"),
                                   call_id, started)
-            self._async_q.put((name, "/" + rest, request.query_string, list(request.headers.items()), body, call_id))
+            headers = list(request.headers.items())
+            if not any(k.lower() == "x-call-id" for k, _ in headers):
+                headers.append(("X-Call-Id", call_id))  # the gateway's call-ID middleware sets it on the request
+            self._async_q.put((name, "/" + rest, request.query_string, headers, body, call_id))
             return ce_headers(Response(b"", 202), call_id, started)
 
         def basic_auth_ok() -> bool:
@@ -406,6 +477,31 @@ class LocalStack:
             return 503, [("X-OpenFaaS-Internal", "gateway")], f"No endpoints available for: {fp.fn.name}.\n".encode()
         return r.status_code, list(r.raw.headers.items()), r.content
 
+    def _queue_message(self, name: str, path: str, qs: bytes, headers: list, body: bytes) -> bytes:
+        """The message the gateway puts on the queue (faas gateway/queue.Request as JSON: headers and all)."""
+        header: dict = {}
+        for k, v in headers:
+            header.setdefault("-".join(w.capitalize() for w in k.split("-")), []).append(v)
+        callback = dict(headers).get("X-Callback-Url")
+        return json.dumps({"Header": header, "Host": f"127.0.0.1:{self.port}",
+                           "Body": base64.b64encode(body).decode("ascii"), "Method": "POST", "Path": path,
+                           "QueryString": qs.decode("latin-1"), "Function": name, "QueueName": "",
+                           "CallbackUrl": {"Scheme": callback.split(":", 1)[0], "Host": "", "Path": callback}
+                           if callback else None}, separators=(",", ":")).encode()
+
+    @staticmethod
+    def _proto_text(data: bytes) -> str:
+        """Bytes as Go's protobuf text format prints them (the queue-worker logs a stan.Msg with %s)."""
+        out = []
+        for b in data:
+            if b in (0x22, 0x5C):
+                out.append("\\" + chr(b))
+            elif 0x20 <= b < 0x7F:
+                out.append(chr(b))
+            else:
+                out.append(f"\\{b:03o}")
+        return "".join(out)
+
     def _async_worker(self) -> None:
         # requests is imported at module level: importing it here raced with the main thread's import.
         while not self._stopping.is_set():
@@ -413,22 +509,42 @@ class LocalStack:
                 name, path, qs, headers, body, call_id = self._async_q.get(timeout=0.2)
             except queue.Empty:
                 continue
-            fp = self.functions.get(name)
-            started = time.monotonic()
-            hdrs = dict(headers)
-            callback = hdrs.pop("X-Callback-Url", None)
-            hdrs["User-Agent"] = "openfaas-ce/nats-queue-worker"
-            # The CE queue-worker always POSTs to /function/<name> and never retries.
-            status, resp_headers, resp_body = self._forward(fp, "POST", path, qs, hdrs, body, call_id)
-            if callback:
-                cb_headers = {k: v for k, v in resp_headers if k.lower() not in _HOP_HEADERS}
-                cb_headers.update({"X-Call-Id": call_id, "X-Function-Status": str(status), "X-Function-Name": name,
-                                   "X-Duration-Seconds": f"{time.monotonic() - started:.6f}"})
-                try:
-                    requests.post(callback, data=resp_body, headers=cb_headers, timeout=10)
-                except requests.RequestException:
-                    pass  # CE does not retry callbacks either
-            self._async_q.task_done()
+            try:
+                self._deliver_queued(name, path, qs, headers, body, call_id)
+            finally:
+                self._async_q.task_done()
+
+    def _deliver_queued(self, name, path, qs, headers, body, call_id) -> None:
+        fp = self.functions.get(name)
+        started = time.monotonic()
+        self._queued += 1
+        message = self._queue_message(name, path, qs, headers, body)
+        self._write_log(self.queue_log, "queue-worker", [
+            f"[#{self._queued}] Received on [faas-request]: 'sequence:{self._queued} subject:\"faas-request\" "
+            f"data:\"{self._proto_text(message)}\" timestamp:{time.time_ns()} '",
+            f"Invoking: {name}, {len(body)} bytes."])
+        hdrs = dict(headers)
+        callback = hdrs.pop("X-Callback-Url", None)
+        hdrs["User-Agent"] = "openfaas-ce/nats-queue-worker"
+        # The CE queue-worker always POSTs to /function/<name> and never retries.
+        t = time.monotonic()
+        status, resp_headers, resp_body = self._forward(fp, "POST", path, qs, hdrs, body, call_id)
+        # CE's queue-worker invokes through the gateway (gateway_invoke=true), which logs that call too.
+        self.log_access("POST", f"/function/{name}{path if path != '/' else ''}"
+                        + (f"?{qs.decode('latin-1')}" if qs else ""), status, time.monotonic() - t)
+        lines = [f"Invoked: {name} [{status}] in {time.monotonic() - t:f}s", f"Wrote {len(resp_body)} Bytes",
+                 f"{status} {HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ''}".strip()]
+        if callback:
+            lines.append(f"Callback to: {callback}")
+            cb_headers = {k: v for k, v in resp_headers if k.lower() not in _HOP_HEADERS}
+            cb_headers.update({"X-Call-Id": call_id, "X-Function-Status": str(status), "X-Function-Name": name,
+                               "X-Duration-Seconds": f"{time.monotonic() - started:.6f}"})
+            try:
+                cb = requests.post(callback, data=resp_body, headers=cb_headers, timeout=10)
+                lines.append(f"Posted result: {cb.status_code}")
+            except requests.RequestException as exc:
+                lines.append(f"error posting result to URL {callback} {type(exc).__name__}")  # CE does not retry
+        self._write_log(self.queue_log, "queue-worker", lines)
 
     def drain_async(self, timeout: float = 30) -> bool:
         """Wait until every queued async call has been delivered (demo and tests)."""

@@ -5,6 +5,7 @@ import pytest
 import requests
 
 from local import gateway
+from tests import leaks
 
 
 @pytest.fixture
@@ -16,6 +17,7 @@ def stack(tmp_path):
     ls.stop()
 
 
+@pytest.mark.xfail(strict=True, reason=leaks.AUDIT_HANDOFF)
 def test_a_configmap_with_a_key_created_through_the_api_raises_the_falco_alert(stack):
     from kubernetes import client
 

@@ -1,4 +1,5 @@
 """The local gateway offers the OpenFaaS CE routes our functions and users rely on."""
+import re
 import shutil
 import threading
 import time
@@ -111,3 +112,47 @@ def test_system_functions_needs_basic_auth(stack):
     ok = requests.get(stack.url + "/system/functions", auth=("admin", stack.secret("basic-auth-password")))
     assert ok.status_code == 200
     assert {f["name"] for f in ok.json()} == {"probe", "slow"}
+
+
+def _wait_for(path: Path, pattern: str, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text()
+        if re.search(pattern, text, re.M):
+            return text
+        time.sleep(0.05)
+    raise AssertionError(f"{pattern!r} not in {path}:\n{path.read_text()[-2000:]}")
+
+
+def test_access_log_has_method_full_url_and_status_like_the_real_gateway(stack):
+    requests.post(stack.url + "/function/probe/a/b?q=1&x=y", data=b"x")
+    # faas gateway LoggingNotifier: log.Printf("Forwarded [%s] to %s - [%d] - %.4fs", method, r.URL.String(), ...)
+    _wait_for(stack.access_log, r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d Forwarded \[POST\] to /function/probe/a/b\?q=1&x=y "
+                                r"- \[200\] - \d+\.\d{4}s$")
+
+
+def test_queue_worker_logs_each_message_with_its_headers_and_the_gateway_logs_its_call(stack):
+    r = requests.post(stack.url + "/async-function/probe/queued?q=2", data=b'{"a":1}', headers={"X-Probe": "seen"})
+    assert r.status_code == 202 and stack.drain_async()
+    text = _wait_for(stack.queue_log, r"^Invoked: probe \[200\] in [0-9.]+s$")
+    received = [ln for ln in text.splitlines() if ln.startswith("[#") and '\\"X-Probe\\":[\\"seen\\"]' in ln]
+    assert len(received) == 1 and received[0].split("]", 1)[1].startswith(" Received on [faas-request]: 'sequence:")
+    assert f'\\"X-Call-Id\\":[\\"{r.headers["X-Call-Id"]}\\"]' in received[0]
+    assert '\\"Path\\":\\"/queued\\"' in received[0] and '\\"QueryString\\":\\"q=2\\"' in received[0]
+    assert '\\"Body\\":\\"eyJhIjoxfQ==\\"' in received[0]  # nats-queue-worker's JSON carries the body base64-encoded
+    assert "Invoking: probe, 7 bytes." in text
+    _wait_for(stack.access_log, r"Forwarded \[POST\] to /async-function/probe/queued\?q=2 - \[202\] - ")
+    _wait_for(stack.access_log, r"Forwarded \[POST\] to /function/probe/queued\?q=2 - \[200\] - ")
+
+
+def test_a_token_in_a_url_is_found_in_the_gateway_and_watchdog_logs(stack):
+    """The leak check (run after every test, tests/conftest.py) reads both logs and names the secret, not its value."""
+    token = stack.secret("probe-token")
+    requests.get(stack.url + f"/function/probe/none?token={token}")
+    time.sleep(0.2)
+    leaks = stack.leak_watch().check()  # consumes these lines, so the after-test check does not fail this test
+    where = {(leak.secret, leak.file, leak.form) for leak in leaks}
+    assert ("probe-token", "gateway.log", "as written") in where
+    if gateway.launch.Runtime().watchdog:  # of-watchdog logs every request URI
+        assert ("probe-token", "probe.log", "as written") in where
+    assert not any(token in str(leak) for leak in leaks)
