@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from bootstrap.edgeguard_bootstrap import runtime_env
 from local import buildctx, components, gateway, launch, leakcheck, stackfile
 
 pytest_plugins = [
@@ -62,6 +63,11 @@ def load_function(tmp_path, monkeypatch):
 
     def load(name: str, env: dict | None = None, secrets: dict | None = None):
         fn = stack.functions[name]
+        # In the image such a key reconfigures of-watchdog (mode=move made it panic); here it would silently
+        # leave the function's own setting at its default and the test would prove nothing.
+        clash = runtime_env.collisions(env or {})
+        if clash:
+            raise ValueError(f"load_function({name!r}): {clash} are the OpenFaaS runtime's own variables")
         n = next(_counter)
         ctx = buildctx.assemble(fn, stack, tmp_path / f"build-{n}")
         secrets_dir = write_secrets(tmp_path / f"secrets-{name}-{n}", secrets)
