@@ -1,69 +1,45 @@
-"""A local stand-in for the OpenFaaS CE gateway, serving every function of stack.yml.
+"""``make up``: every function of stack.yml behind a local stand-in for the OpenFaaS CE gateway.
 
-Each function runs in its own process group (as a pod runs its image), with only
-the secrets stack.yml lists for it and the environment stack.yml declares: under
-the real of-watchdog over a faas-cli shrinkwrap context when those tools are
-found, else under local/runtime.py (local/launch.py, local/components.py). The
-gateway implements the routes and behaviours our functions depend on
-(shared/reference/openfaas.md §5):
+Each function runs in its own process group (as a pod runs its image), with only the secrets stack.yml
+lists for it and the environment stack.yml declares: under the real of-watchdog over a faas-cli
+shrinkwrap context when those tools are found, else under local/runtime.py (local/launch.py,
+local/components.py). The gateway's routes, proxy and access log are local/gatewayserver.py; the async
+queue and its worker local/queueworker.py.
 
-* ``/function/<name>[/<path>]``: synchronous proxy, any method. The real watchdog
-  answers 504 itself at the function's ``exec_timeout``; in front of the
-  stand-in runtime the gateway does it, with the watchdog's empty 504.
-* ``/async-function/<name>[/<path>]``: POST only; 202 with ``X-Call-Id``; one
-  worker (CE's queue-worker concurrency is 1), no retries, ``X-Callback-Url``
-  honoured; bodies over 256,000 bytes are refused as CE refuses them.
-* ``/healthz``; ``/system/functions`` and ``/system/function/<name>`` behind
-  basic auth (user ``admin``).
+Logs (``<state>/logs/``) are written as the real components write theirs, because what they write is
+what an operator with ``kubectl logs`` reads (local/leakcheck.py checks that no secret is there): one per
+function (the watchdog's), ``gateway.log`` (a line per request, full URL and query string included) and
+``queue-worker.log`` (each queued message, as JSON with every header).
 
-Logs (``<state>/logs/``), written as the real components write theirs, because what they write is
-what an operator with ``kubectl logs`` reads (local/leakcheck.py checks that no secret is there):
-``gateway.log`` has the gateway's line per request, full URL and query string included
-(faas gateway ``LoggingNotifier``: ``Forwarded [POST] to /function/x?q=1 - [202] - 0.0012s``);
-``queue-worker.log`` has each queued message as CE's nats-queue-worker prints it (``[#N] Received on
-[faas-request]: '...'``, the message JSON with every header), then its invocation.
-
-Kubernetes: functions that list a ``*-kubeconfig`` secret get the cluster of
-``$KUBECONFIG`` when it is set, otherwise an in-memory API (local/kubeemu.py).
-That admin kubeconfig goes to every such secret unless ``kubeconfigs`` names
-another for it (e.g. the ServiceAccount kubeconfigs ``edgeguard-bootstrap
+Kubernetes: functions that list a ``*-kubeconfig`` secret get the cluster of ``$KUBECONFIG`` when it is
+set, otherwise an in-memory API (local/kubeemu/). That admin kubeconfig goes to every such secret unless
+``kubeconfigs`` names another for it (e.g. the ServiceAccount kubeconfigs ``edgeguard-bootstrap
 openfaas`` makes, to run a function with its least-privilege credentials).
 """
 from __future__ import annotations
 
 import argparse
-import base64
-import hmac
-import json
 import os
-import queue
 import secrets as pysecrets
 import signal
 import socket
 import sys
 import threading
 import time
-import uuid
 import weakref
-from http import HTTPStatus
 from pathlib import Path
 
-import requests
 import yaml
 
 from edgeguard import config
 
 from . import launch, stackfile
+from .gatewayserver import BASIC_AUTH_USER, CE_ASYNC_LIMIT, GatewayServer  # noqa: F401 - re-exported
+from .queueworker import QueueWorker
 
 ROOT = stackfile.ROOT
 # A throwaway self-signed CA (its key was discarded) standing in for k3s's server CA on the in-memory API.
 DEMO_CA = Path(__file__).resolve().parent / "demo-server-ca.crt"
-CE_ASYNC_LIMIT = 256_000
-# faas-provider's proxy client timeout under the CE chart (gateway.upstreamTimeout); the watchdog answers first.
-GATEWAY_UPSTREAM_TIMEOUT = 60.0
-BASIC_AUTH_USER = "admin"
-_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
-                "content-length", "proxy-authorization", "proxy-authenticate"}
 
 
 free_port = launch.free_port
@@ -148,14 +124,14 @@ class LocalStack:
         self.kubeconfig_text: str | None = None
         self.kube_description = "none"
         self._server = None
-        self._async_q: queue.Queue = queue.Queue()
+        self.gateway = None
+        self.queue: QueueWorker | None = None
         self._stopping = threading.Event()
         self.tls_front = None
         self.logs_dir = self.state_dir / "logs"
         self.access_log = self.logs_dir / "gateway.log"
         self.queue_log = self.logs_dir / "queue-worker.log"
         self._log_lock = threading.Lock()
-        self._queued = 0
 
     @property
     def url(self) -> str:
@@ -189,6 +165,8 @@ class LocalStack:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self.queue is not None:
+            self.queue.stop()
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
@@ -317,15 +295,13 @@ class LocalStack:
         return fn_secrets
 
     def _start_gateway(self) -> None:
-        from waitress.server import create_server
-
         self.store.ensure("basic-auth-password")
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         for path in (self.access_log, self.queue_log):
             path.write_bytes(b"")  # one run per file, as for the functions' logs
-        self._server = create_server(self._logged(self._app()), host="127.0.0.1", port=self.port, threads=8)
-        threading.Thread(target=self._server.run, daemon=True).start()
-        threading.Thread(target=self._async_worker, daemon=True).start()
+        self.queue = QueueWorker(self).start()
+        self._server = GatewayServer(self, self.port).start()
+        self.gateway = self._server.gateway
 
     def secret(self, name: str) -> str:
         return self.store.get(name)
@@ -353,211 +329,17 @@ class LocalStack:
         self._write_log(self.access_log, "gateway",
                         [f"{stamp} Forwarded [{method}] to {url} - [{status}] - {seconds:.4f}s"])
 
-    def _logged(self, wsgi_app):
-        """Every request to a gateway route goes to the access log once its answer is written."""
-        def app(environ, start_response):
-            started, status = time.monotonic(), [0]
-
-            def start(status_line, headers, exc_info=None):
-                status[0] = int(status_line.split(" ", 1)[0])
-                return start_response(status_line, headers, exc_info)
-
-            try:
-                yield from wsgi_app(environ, start)
-            finally:
-                path = environ.get("PATH_INFO", "")
-                if path.startswith(("/function/", "/async-function/", "/system/", "/healthz")):
-                    uri = environ.get("REQUEST_URI") or (path + ("?" + environ["QUERY_STRING"]
-                                                                 if environ.get("QUERY_STRING") else ""))
-                    self.log_access(environ.get("REQUEST_METHOD", "?"), uri, status[0], time.monotonic() - started)
-        return app
-
-    # --- gateway ---------------------------------------------------------------------------------
-    def _app(self):
-        from flask import Flask, Response, jsonify, request
-
-        app = Flask("edgeguard-local-gateway")
-        methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-
-        def ce_headers(resp, call_id, started):
-            resp.headers["X-Call-Id"] = call_id
-            resp.headers["X-Start-Time"] = str(started)
-            resp.headers["X-Served-By"] = "edgeguard-local-gateway (openfaas-ce routes)"
-            return resp
-
-        @app.get("/healthz")
-        def healthz():
-            return Response("OK", 200, mimetype="text/plain")
-
-        @app.route("/function/<name>", defaults={"rest": ""}, methods=methods)
-        @app.route("/function/<name>/<path:rest>", methods=methods)
-        def sync(name, rest):
-            call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
-            started = time.time_ns()
-            fp = self.functions.get(name)
-            if fp is None:
-                return ce_headers(self._internal(404, f"error finding function {name}.openfaas-fn: not found"), call_id, started)
-            status, headers, body = self._forward(fp, request.method, "/" + rest, request.query_string,
-                                                  request.headers, request.get_data(), call_id)
-            passed = [(k, v) for k, v in headers if k.lower() not in _HOP_HEADERS | {"date", "server"}]
-            return ce_headers(Response(body, status, headers=passed), call_id, started)
-
-        @app.route("/async-function/<name>", defaults={"rest": ""}, methods=["POST"])
-        @app.route("/async-function/<name>/<path:rest>", methods=["POST"])
-        def async_(name, rest):
-            call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
-            started = time.time_ns()
-            if name not in self.functions:
-                return ce_headers(self._internal(404, f"function {name} not found"), call_id, started)
-            body = request.get_data()
-            if len(body) > CE_ASYNC_LIMIT:
-                return ce_headers(self._internal(500, "Error queuing request: request body too large for OpenFaaS CE"),
-                                  call_id, started)
-            headers = list(request.headers.items())
-            if not any(k.lower() == "x-call-id" for k, _ in headers):
-                headers.append(("X-Call-Id", call_id))  # the gateway's call-ID middleware sets it on the request
-            self._async_q.put((name, "/" + rest, request.query_string, headers, body, call_id))
-            return ce_headers(Response(b"", 202), call_id, started)
-
-        def basic_auth_ok() -> bool:
-            auth = request.authorization
-            if auth is None or auth.type != "basic":
-                return False
-            want = self.secret("basic-auth-password")
-            return (hmac.compare_digest((auth.username or "").encode(), BASIC_AUTH_USER.encode())
-                    & hmac.compare_digest((auth.password or "").encode(), want.encode()))
-
-        def unauthorized():
-            return Response("Unauthorized\n", 401, {"WWW-Authenticate": 'Basic realm="Restricted"'})
-
-        def describe(fp: Deployment) -> dict:
-            return {"name": fp.fn.name, "image": fp.fn.image, "namespace": "openfaas-fn",
-                    "invocationCount": fp.invocations, "replicas": 1,
-                    "availableReplicas": 1 if fp.proc and fp.proc.poll() is None else 0,
-                    "envProcess": "python index.py", "labels": fp.fn.labels, "annotations": fp.fn.annotations,
-                    "secrets": fp.fn.secrets}
-
-        @app.get("/system/functions")
-        def list_functions():
-            if not basic_auth_ok():
-                return unauthorized()
-            return jsonify([describe(fp) for fp in self.functions.values()])
-
-        @app.get("/system/function/<name>")
-        def get_function(name):
-            if not basic_auth_ok():
-                return unauthorized()
-            fp = self.functions.get(name)
-            if fp is None:
-                return self._internal(404, f"function {name} not found")
-            return jsonify(describe(fp))
-
-        return app
-
-    @staticmethod
-    def _internal(status: int, text: str):
-        from flask import Response
-        return Response(text + "\n", status, {"X-OpenFaaS-Internal": "gateway", "Content-Type": "text/plain"})
-
-    def _forward(self, fp: Deployment, method: str, path: str, qs: bytes, headers, body: bytes, call_id: str):
-        fp.invocations += 1
-        url = fp.url + path + (("?" + qs.decode("latin-1")) if qs else "")
-        hdrs = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
-        hdrs["X-Call-Id"] = call_id
-        hdrs.setdefault("X-Forwarded-For", "127.0.0.1")  # faas-provider sets it when absent (the watchdog drops it)
-        timeout = GATEWAY_UPSTREAM_TIMEOUT if self.runtime.enforces_exec_timeout else fp.exec_timeout
-        try:
-            r = requests.request(method, url, headers=hdrs, data=body, timeout=timeout, allow_redirects=False)
-        except requests.Timeout:
-            if self.runtime.enforces_exec_timeout:
-                return 500, [("X-OpenFaaS-Internal", "proxy")], f"Can't reach service for: {fp.fn.name}.\n".encode()
-            # Standing in for of-watchdog's exec_timeout: it answers 504 with an empty body.
-            return 504, [("X-OpenFaaS-Internal", "of-watchdog")], b""
-        except requests.ConnectionError:
-            return 503, [("X-OpenFaaS-Internal", "gateway")], f"No endpoints available for: {fp.fn.name}.\n".encode()
-        return r.status_code, list(r.raw.headers.items()), r.content
-
-    def _queue_message(self, name: str, path: str, qs: bytes, headers: list, body: bytes) -> bytes:
-        """The message the gateway puts on the queue (faas gateway/queue.Request as JSON: headers and all)."""
-        header: dict = {}
-        for k, v in headers:
-            header.setdefault("-".join(w.capitalize() for w in k.split("-")), []).append(v)
-        callback = dict(headers).get("X-Callback-Url")
-        return json.dumps({"Header": header, "Host": f"127.0.0.1:{self.port}",
-                           "Body": base64.b64encode(body).decode("ascii"), "Method": "POST", "Path": path,
-                           "QueryString": qs.decode("latin-1"), "Function": name, "QueueName": "",
-                           "CallbackUrl": {"Scheme": callback.split(":", 1)[0], "Host": "", "Path": callback}
-                           if callback else None}, separators=(",", ":")).encode()
-
-    @staticmethod
-    def _proto_text(data: bytes) -> str:
-        """Bytes as Go's protobuf text format prints them (the queue-worker logs a stan.Msg with %s)."""
-        out = []
-        for b in data:
-            if b in (0x22, 0x5C):
-                out.append("\\" + chr(b))
-            elif 0x20 <= b < 0x7F:
-                out.append(chr(b))
-            else:
-                out.append(f"\\{b:03o}")
-        return "".join(out)
-
-    def _async_worker(self) -> None:
-        # requests is imported at module level: importing it here raced with the main thread's import.
-        while not self._stopping.is_set():
-            try:
-                name, path, qs, headers, body, call_id = self._async_q.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                self._deliver_queued(name, path, qs, headers, body, call_id)
-            finally:
-                self._async_q.task_done()
-
-    def _deliver_queued(self, name, path, qs, headers, body, call_id) -> None:
-        fp = self.functions.get(name)
-        started = time.monotonic()
-        self._queued += 1
-        message = self._queue_message(name, path, qs, headers, body)
-        self._write_log(self.queue_log, "queue-worker", [
-            f"[#{self._queued}] Received on [faas-request]: 'sequence:{self._queued} subject:\"faas-request\" "
-            f"data:\"{self._proto_text(message)}\" timestamp:{time.time_ns()} '",
-            f"Invoking: {name}, {len(body)} bytes."])
-        hdrs = dict(headers)
-        callback = hdrs.pop("X-Callback-Url", None)
-        hdrs["User-Agent"] = "openfaas-ce/nats-queue-worker"
-        # The CE queue-worker always POSTs to /function/<name> and never retries.
-        t = time.monotonic()
-        status, resp_headers, resp_body = self._forward(fp, "POST", path, qs, hdrs, body, call_id)
-        # CE's queue-worker invokes through the gateway (gateway_invoke=true), which logs that call too.
-        self.log_access("POST", f"/function/{name}{path if path != '/' else ''}"
-                        + (f"?{qs.decode('latin-1')}" if qs else ""), status, time.monotonic() - t)
-        lines = [f"Invoked: {name} [{status}] in {time.monotonic() - t:f}s", f"Wrote {len(resp_body)} Bytes",
-                 f"{status} {HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ''}".strip()]
-        if callback:
-            lines.append(f"Callback to: {callback}")
-            cb_headers = {k: v for k, v in resp_headers if k.lower() not in _HOP_HEADERS}
-            cb_headers.update({"X-Call-Id": call_id, "X-Function-Status": str(status), "X-Function-Name": name,
-                               "X-Duration-Seconds": f"{time.monotonic() - started:.6f}"})
-            try:
-                cb = requests.post(callback, data=resp_body, headers=cb_headers, timeout=10)
-                lines.append(f"Posted result: {cb.status_code}")
-            except requests.RequestException as exc:
-                lines.append(f"error posting result to URL {callback} {type(exc).__name__}")  # CE does not retry
+    def log_queue(self, lines: list[str]) -> None:
+        """The queue-worker's log (CE's sets no time prefix: log.SetFlags(0))."""
         self._write_log(self.queue_log, "queue-worker", lines)
+
+    def log_gateway(self, text: str) -> None:
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+        self._write_log(self.access_log, "gateway", [f"{stamp} {line}" for line in text.rstrip().splitlines()])
 
     def drain_async(self, timeout: float = 30) -> bool:
         """Wait until every queued async call has been delivered (demo and tests)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._async_q.unfinished_tasks == 0:
-                return True
-            time.sleep(0.05)
-        return False
-
-
-def basic_auth_header(password: str) -> str:
-    return "Basic " + base64.b64encode(f"{BASIC_AUTH_USER}:{password}".encode()).decode()
+        return self.queue.drain(timeout)
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,8 @@
 """The local gateway offers the OpenFaaS CE routes our functions and users rely on."""
+import http.client
+import json
 import re
+import socket
 import shutil
 import threading
 import time
@@ -156,3 +159,74 @@ def test_a_token_in_a_url_is_found_in_the_gateway_and_watchdog_logs(stack):
     if gateway.launch.Runtime().watchdog:  # of-watchdog logs every request URI
         assert ("probe-token", "probe.log", "as written") in where
     assert not any(token in str(leak) for leak in leaks)
+
+
+def _raw(stack, method: str, path: str, headers: list) -> tuple[int, list, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for k, v in headers:
+            conn.putheader(k, v)
+        conn.endheaders()
+        r = conn.getresponse()
+        return r.status, r.getheaders(), r.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("value", [b"\x85abc", b"\xa0abc", b"ok\x85"])
+def test_a_header_value_with_a_non_ascii_byte_reaches_the_function_as_sent(stack, value):
+    """Go's gateway accepts any octet but CR, LF and NUL in a value; Python's `requests` called \\x85 and \\xa0
+    whitespace and the gateway answered an HTML 500 (issue 17 §9)."""
+    status, headers, body = _raw(stack, "GET", "/function/probe/headers", [("X-Odd", value)])
+    assert status == 200, body
+    assert json.loads(body)["headers"]["X-Odd"] == value.decode("latin-1")
+
+
+def test_a_trailing_slash_after_the_function_name_is_passed_on_as_the_real_gateway_does(stack):
+    """faas gateway/main.go registers /function/{name}/ too: the function gets / (issue 17 §9)."""
+    r = requests.post(stack.url + "/function/probe/?q=7", data=b"x")
+    assert r.status_code == 200 and r.json()["path"] == "/" and r.json()["query"] == ["7"]
+    assert requests.post(stack.url + "/async-function/probe/", data=b"x").status_code == 202
+
+
+def test_repeated_header_lines_reach_the_function_line_by_line(stack):
+    """Go's proxy copies every value of a header; a WSGI server had joined them into one line (issue 17 §9)."""
+    seen = []
+    ready = threading.Event()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def capture():
+        ready.set()
+        conn, _ = srv.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            seen.extend(data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:])
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n")
+
+    t = threading.Thread(target=capture, daemon=True)
+    t.start()
+    ready.wait()
+    process = stack.functions["probe"].process
+    real_port = process.port
+    process.port = srv.getsockname()[1]  # the probe's address, for this one call, is the capturing socket
+    try:
+        status, headers, _ = _raw(stack, "GET", "/function/probe/dup", [("X-Dup", "1"), ("X-Dup", "2"),
+                                                                        ("Cookie", "a=1"), ("Cookie", "b=2")])
+    finally:
+        process.port = real_port
+        srv.close()
+    t.join(5)
+    assert status == 200
+    assert [h for h in seen if h.lower().startswith(b"x-dup:")] == [b"X-Dup: 1", b"X-Dup: 2"]
+    assert [h for h in seen if h.lower().startswith(b"cookie:")] == [b"Cookie: a=1", b"Cookie: b=2"]
+    assert [v for k, v in headers if k == "Set-Cookie"] == ["a=1", "b=2"]  # and back, line by line
+
+
+def test_an_unknown_route_is_muxs_plain_404(stack):
+    r = requests.get(stack.url + "/nothing/here")
+    assert (r.status_code, r.text) == (404, "404 page not found\n")
