@@ -33,7 +33,7 @@ import yaml
 
 from edgeguard import config
 
-from . import launch, stackfile
+from . import launch, runs, stackfile
 from .gatewayserver import BASIC_AUTH_USER, CE_ASYNC_LIMIT, GatewayServer  # noqa: F401 - re-exported
 from .queueworker import QueueWorker
 
@@ -107,9 +107,11 @@ class LocalStack:
     def __init__(self, port: int = 8080, state_dir: Path | None = None, *, env_overrides: dict | None = None,
                  echo_logs: bool = False, kube: str = "auto", stack: stackfile.Stack | None = None,
                  functions: list[str] | None = None, audit_webhook: bool = False,
-                 runtime: launch.Runtime | None = None, kubeconfigs: dict[str, str] | None = None):
+                 runtime: launch.Runtime | None = None, kubeconfigs: dict[str, str] | None = None,
+                 kind: str = "a local stack"):
         self.port = port
-        self.state_dir = Path(state_dir or ROOT / ".local-state")
+        self.kind = kind
+        self.state_dir = Path(state_dir) if state_dir else runs.default_state_dir(port)
         self.env_overrides = env_overrides or {}
         self.echo_logs = echo_logs
         self.kube_mode = kube
@@ -146,6 +148,8 @@ class LocalStack:
         LocalStack.started.add(self)
         try:
             self._check_port()
+            runs.claim(self.state_dir, self.port, self.kind)
+            self._claimed = True
             self._start_kube()
             self._start_functions()
             self._start_gateway()
@@ -170,6 +174,9 @@ class LocalStack:
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
+        if getattr(self, "_claimed", False):
+            runs.release(self.state_dir)
+            self._claimed = False
 
     def start_tls_front(self, site, port: int = 0):
         """What k3s's Traefik does for audit-ingest: TLS with bootstrap's certificate (a tlsfront.Site from
@@ -190,7 +197,10 @@ class LocalStack:
             try:
                 s.bind(("127.0.0.1", self.port))
             except OSError:
-                raise RuntimeError(f"port {self.port} on 127.0.0.1 is in use; choose another with PORT=<n>") from None
+                holder = next((r for r in runs.active() if r.port == self.port), None)
+                by = f" by {holder.kind} (pid {holder.pid}, state in {holder.state_dir})" if holder else ""
+                raise runs.RunConflict(f"port {self.port} on 127.0.0.1 is in use{by}; choose another with "
+                                       "PORT=<n>") from None
 
     def _needs_kube(self) -> bool:
         return any(s.endswith("-kubeconfig") for fn in self._selected() for s in fn.secrets)
@@ -342,15 +352,48 @@ class LocalStack:
         return self.queue.drain(timeout)
 
 
+def parser_with_run_options(description: str) -> argparse.ArgumentParser:
+    """--port, --state-dir and --kube, shared by make up and make demo (their make variables: PORT, STATE_DIR, KUBE)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=runs.port_arg, default=None,
+                        help="the gateway's port on 127.0.0.1 (make PORT=; default $PORT, else 8080)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="this run's folder for secrets, kubeconfig, spool and logs (make STATE_DIR=; "
+                             "default .local-state/<port>)")
+    parser.add_argument("--kube", choices=["auto", "emulator", "real", "none"], default="auto",
+                        help="emulator: the in-memory API; real: $KUBECONFIG's cluster, else the control plane of "
+                             "../shared/tools/kube (make KUBE=); auto: $KUBECONFIG's if set, else the emulator")
+    return parser
+
+
+def resolve_port(parser: argparse.ArgumentParser, args) -> tuple[int, bool]:
+    """(port, explicit): --port, else $PORT (which make exports), else 8080."""
+    if args.port is not None:
+        return args.port, True
+    port, error = runs.port_from_env()
+    if error:
+        parser.error(error)
+    return port, bool(os.environ.get("PORT", "").strip())
+
+
+def say_who_else_runs(port: int) -> None:
+    for line in runs.others(port):
+        print(f"note: {line}", flush=True)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Run edgeguard's functions behind a local OpenFaaS-style gateway.")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    parser.add_argument("--kube", choices=["auto", "emulator", "real", "none"], default="auto")
+    parser = parser_with_run_options("Run edgeguard's functions behind a local OpenFaaS-style gateway (make up).")
     parser.add_argument("--no-audit", action="store_true",
                         help="do not send the in-memory API's audit events to audit-ingest")
+    parser.add_argument("--scrubber-mode", choices=["report", "move"], default=None,
+                        help="configmap-secret-scrubber's scrub_mode (make SCRUBBER_MODE=; default: stack.yml's)")
     args = parser.parse_args(argv)
+    port, _ = resolve_port(parser, args)
+    say_who_else_runs(port)
+    overrides = {"configmap-secret-scrubber": {"scrub_mode": args.scrubber_mode}} if args.scrubber_mode else {}
     try:
-        stack = LocalStack(args.port, echo_logs=True, kube=args.kube, audit_webhook=not args.no_audit)
+        stack = LocalStack(port, state_dir=args.state_dir, echo_logs=True, kube=args.kube,
+                           audit_webhook=not args.no_audit, env_overrides=overrides, kind=runs.kind("local.gateway"))
         print(f"starting functions under {stack.runtime.name} ...", flush=True)
         stack.start()
     except RuntimeError as exc:
@@ -361,12 +404,15 @@ def main(argv=None) -> int:
     print(f"  functions: {', '.join(stack.functions)}")
     print(f"  runtime: {stack.runtime.describe()}")
     print(f"  kubernetes: {stack.kube_description}")
-    print(f"  logs (one file per function{', the watchdog log included' if stack.runtime.watchdog else ''}): "
-          f"{stack.state_dir / 'logs'}")
+    if args.scrubber_mode:
+        print(f"  configmap-secret-scrubber: scrub_mode={args.scrubber_mode}")
+    print(f"  state: {stack.state_dir}")
+    print(f"  logs (one file per function{', the watchdog log included' if stack.runtime.watchdog else ''}; "
+          f"gateway.log, queue-worker.log): {stack.logs_dir}")
     print(f"  secrets (one file each, like faas-cli secret create): {secrets_dir}")
     if stack.kubeconfig_path:
-        print(f"  kubectl: export KUBECONFIG={stack.kubeconfig_path}   (the in-memory API; its audit events go to "
-              "audit-ingest; `kubectl apply` needs --validate=false there; see README)")
+        print(f"  kubectl: export KUBECONFIG={stack.kubeconfig_path}   ({stack.kube_description.split(' at ')[0]}; "
+              "its audit events go to audit-ingest; see README)")
     print("  try:")
     print(f"    TOKEN=$(cat {secrets_dir}/audit-ingest-token)")
     print(f"    curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\")

@@ -132,8 +132,8 @@ class FunctionProcess:
     def wait_ready(self, deadline: float) -> "FunctionProcess":
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"function {self.name} exited with {self.proc.returncode} under {self.kind}; "
-                                   f"see {self.log_path}:\n{self.logs()[-2000:]}")
+                raise RuntimeError(f"function {self.name} exited with {self.proc.returncode} under {self.kind} at "
+                                   f"start-up; the last lines of {self.log_path}:\n{self.last_lines()}")
             if self._ready():
                 return self
             time.sleep(0.05)
@@ -163,6 +163,10 @@ class FunctionProcess:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def last_lines(self, n: int = 20) -> str:
+        """The end of the log, indented: what a function that died at start-up said last (its reason)."""
+        return "\n".join("    " + line[:400] for line in self.logs().splitlines()[-n:])
 
     def log_records(self) -> list[dict]:
         """The function's JSON log lines (edgeguard/log.py), with the watchdog's prefix taken off."""

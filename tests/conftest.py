@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from bootstrap.edgeguard_bootstrap import runtime_env
-from local import buildctx, components, gateway, launch, leakcheck, stackfile
+from local import buildctx, components, gateway, launch, leakcheck, runs, stackfile
 
 pytest_plugins = [
     "tests.realkube",  # the real control plane for the `cluster` tests
@@ -245,10 +245,26 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"edgeguard function processes started by serve_function: {started}")
 
 
+_STATE_ROOT: str | None = None
+
+
 def pytest_configure(config):
-    """In CI the served functions must run on the real runtime, not quietly on the stand-in."""
+    """Runs' state (local/runs.py) goes to a scratch folder: the suite never touches your .local-state, so it runs
+    beside a `make up`. In CI the served functions must run on the real runtime, not quietly on the stand-in."""
+    global _STATE_ROOT
+    import tempfile
+
+    _STATE_ROOT = tempfile.mkdtemp(prefix="edgeguard-test-state-")
+    os.environ[runs.STATE_ROOT_ENV] = _STATE_ROOT
     if os.environ.get("EDGEGUARD_REQUIRE_REAL_COMPONENTS") == "1":
         runtime = launch.Runtime()
         if not runtime.watchdog:
             raise pytest.UsageError("EDGEGUARD_REQUIRE_REAL_COMPONENTS=1, but served functions would run on the "
                                     f"stand-in runtime: {runtime.describe()}")
+
+
+def pytest_unconfigure(config):
+    if _STATE_ROOT:
+        import shutil
+
+        shutil.rmtree(_STATE_ROOT, ignore_errors=True)

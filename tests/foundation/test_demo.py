@@ -15,15 +15,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def demo():
-    port = gateway.free_port()
-    proc = subprocess.run([sys.executable, "-m", "local.demo", "--port", str(port)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=240)
-    return port, proc
+def demo(tmp_path_factory):
+    port, state = gateway.free_port(), tmp_path_factory.mktemp("demo-state")
+    proc = subprocess.run([sys.executable, "-m", "local.demo", "--port", str(port), "--state-dir", str(state)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    return port, proc, state
 
 
 def test_demo_reports_every_scenario_and_cleans_up(demo):
-    port, proc = demo
+    port, proc, state = demo
     out = proc.stdout
     assert "Summary" in out, out + proc.stderr
     summary = out.split("Summary", 1)[1]
@@ -34,7 +34,7 @@ def test_demo_reports_every_scenario_and_cleans_up(demo):
     assert "Traceback" not in out and "Traceback" not in proc.stderr
     with socket.socket() as s:  # the gateway is gone
         s.bind(("127.0.0.1", port))
-    marker = f"{ROOT}/.local-state/build"
+    marker = f"{state}/build"
     leftovers = []
     for proc_dir in Path("/proc").glob("[0-9]*"):
         try:  # the stand-in names its context on the command line; the watchdog and index.py run inside it
@@ -46,7 +46,7 @@ def test_demo_reports_every_scenario_and_cleans_up(demo):
     runtime = gateway.launch.Runtime()
     assert f"runtime     {runtime.describe()}" in out
     # Under the real runtime these are the watchdogs' own logs, request lines included: no token may be there.
-    logs = {p.name: p.read_text(errors="replace") for p in (ROOT / ".local-state" / "logs").glob("*.log")}
+    logs = {p.name: p.read_text(errors="replace") for p in (state / "logs").glob("*.log")}
     functions = {"audit-ingest.log", "alert-forwarder.log", "configmap-secret-scrubber.log", "node-enroll.log"}
     assert set(logs) == functions | {"gateway.log", "queue-worker.log"}
     if runtime.watchdog:
@@ -60,7 +60,7 @@ def test_demo_reports_every_scenario_and_cleans_up(demo):
 @pytest.mark.xfail(strict=True, reason=leaks.QUEUE)
 def test_demo_writes_no_secret_value_to_any_platform_log(demo):
     """The gateway's access log, the queue-worker's and every watchdog's: what `kubectl logs` shows an operator."""
-    _, proc = demo
+    _, proc, _ = demo
     assert "LEAK" not in proc.stdout, proc.stdout.split("Summary", 1)[-1]
     assert re.search(r"^  no secret value in any platform log \(.*gateway\.log.*queue-worker\.log.*\)$", proc.stdout,
                      re.M), proc.stdout[-2000:]

@@ -33,10 +33,13 @@ def demo(bootstrapped, tmp_path_factory):
         path.write_text(bootstrapped.kubeconfig(fn))
         args += ["--kubeconfig-secret", f"{secret}={path}"]
     env = dict(os.environ, KUBECONFIG=str(bootstrapped.cluster.kubeconfig))
+    state = tmp_path / "state"
     proc = subprocess.run([sys.executable, "-m", "local.demo", "--port", str(gateway.free_port()), "--kube", "real",
+                           "--state-dir", str(state),
                            "--only", "configmap_secret_scrubber", "--only", "node_enroll", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     print(proc.stdout)
+    proc.state_dir = state
     return proc
 
 
@@ -49,7 +52,7 @@ def test_demo_scrubber_and_node_enroll_scenarios_pass_on_the_real_api_server_wit
     assert outcomes == [("2", "ok"), ("4", "ok")], out
     assert "Traceback" not in out + proc.stderr
     for fn, secret in FUNCTION_SA.items():  # what the functions were given to mount
-        assert (ROOT / ".local-state" / "secrets" / secret).read_text() == bootstrapped.kubeconfig(fn)
+        assert (demo.state_dir / "secrets" / secret).read_text() == bootstrapped.kubeconfig(fn)
     # the rollout ran on the simulated node: the Deployment reading the key is available from the Secret
     deployment = bootstrapped.cluster.apps().read_namespaced_deployment("aws-cli", "default")
     refs = [e.value_from.secret_key_ref for e in deployment.spec.template.spec.containers[0].env]
