@@ -33,7 +33,7 @@ import yaml
 
 from edgeguard import config
 
-from . import launch, runs, stackfile
+from . import launch, localca, runs, stackfile
 from .gatewayserver import BASIC_AUTH_USER, CE_ASYNC_LIMIT, GatewayServer  # noqa: F401 - re-exported
 from .queueworker import QueueWorker
 
@@ -130,6 +130,7 @@ class LocalStack:
         self.queue: QueueWorker | None = None
         self._stopping = threading.Event()
         self.tls_front = None
+        self._ca = None
         self.logs_dir = self.state_dir / "logs"
         self.access_log = self.logs_dir / "gateway.log"
         self.queue_log = self.logs_dir / "queue-worker.log"
@@ -224,7 +225,8 @@ class LocalStack:
         except ImportError as exc:
             self.kube_description = f"unavailable (in-memory Kubernetes API not built yet: {exc})"
             return
-        self.emulator = KubeEmulator()
+        # https with a local CA, so kubectl (client-go) sends its token: requests are audited as the admin.
+        self.emulator = KubeEmulator(tls=self.ca.issue("kubeemu") if self.ca is not None else None)
         self.emulator.start()
         # As `bootstrap openfaas` would: the functions' ServiceAccounts, roles and namespaces (not the
         # per-namespace templates, which need a namespace filled in).
@@ -235,14 +237,43 @@ class LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.emulator.write_kubeconfig(self.state_dir / "kubeconfig")
         self.kube_description = f"in-memory Kubernetes API at {self.emulator.url}"
+        if self.ca is None:
+            self.kube_description += (" (plain http: openssl is missing, so kubectl sends no token and its "
+                                      "requests are audited as system:anonymous)")
+
+    @property
+    def ca(self):
+        """The run's local CA (local/localca.py), or None without openssl."""
+        if self._ca is None and localca.available():
+            self._ca = localca.LocalCA(self.state_dir / "tls")
+        return self._ca
+
+    def audit_front(self):
+        """What k3s's Traefik does with bootstrap's Ingress for audit-ingest: TLS for its name, its one path, to
+        the gateway. The API server's webhook (client-go) sends its token only to such an https URL."""
+        from bootstrap.edgeguard_bootstrap.audit_tls import PATH, SERVER_NAME
+
+        from . import tlsfront
+        cert = self.ca.issue("audit-front", dns=(SERVER_NAME,), ips=())
+        site = tlsfront.Site("openfaas", (SERVER_NAME,), cert.cert.read_bytes(), cert.key.read_bytes(),
+                             (tlsfront.Route(PATH, "Exact", "gateway", 8080),))
+        front = self.start_tls_front(site)
+        return f"https://127.0.0.1:{front.port}{PATH}", cert.ca_pem, SERVER_NAME
 
     def _start_audit(self) -> None:
-        """Make the in-memory API post its audit events to audit-ingest, as k3s's audit webhook does."""
+        """Make the in-memory API post its audit events to audit-ingest, as k3s's audit webhook does: over https
+        through the TLS front, the bearer token in the webhook's kubeconfig."""
         if not self.audit_webhook or self.emulator is None or "audit-ingest" not in self.functions:
             return
-        self.emulator.enable_audit(webhook=f"{self.url}/function/audit-ingest",
-                                   token=self.secret("audit-ingest-token"), batch_max_wait=1.0)
-        self.kube_description += ", audit webhook -> audit-ingest"
+        token = self.secret("audit-ingest-token")
+        if self.ca is None:
+            self.emulator.enable_audit(webhook=f"{self.url}/function/audit-ingest", token=token, batch_max_wait=1.0)
+            self.kube_description += ", audit webhook -> audit-ingest over http (no token sent: openssl is missing)"
+            return
+        url, ca_pem, server_name = self.audit_front()
+        self.emulator.enable_audit(webhook=url, token=token, batch_max_wait=1.0, ca_pem=ca_pem,
+                                   server_name=server_name)
+        self.kube_description += f", audit webhook -> {url} (TLS front, SNI {server_name}) -> audit-ingest"
 
     @property
     def kubeconfig_path(self) -> Path | None:
@@ -258,7 +289,7 @@ class LocalStack:
     def _local_env(self) -> dict:
         """Host-side settings a pod gets from its platform: a private spool, a server CA for the emulator."""
         env = {"alert-forwarder": {"spool_dir": str(self.state_dir / "spool" / "alert-forwarder")}}
-        if self.emulator is not None:
+        if self.emulator is not None and self.emulator.tls is None:
             # The in-memory API is plain HTTP, so its kubeconfig carries no CA for node-enroll to hash.
             env["node-enroll"] = {"k3s_ca_file": str(DEMO_CA)}
         return env

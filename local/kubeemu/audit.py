@@ -7,11 +7,13 @@ so audit-ingest can be fed by real API activity instead of hand-written events.
 from __future__ import annotations
 
 import datetime
+import http.client
 import json
 import queue
+import socket
+import ssl
 import threading
-import urllib.error
-import urllib.request
+import urllib.parse
 import uuid
 from collections import deque
 from fnmatch import fnmatchcase
@@ -102,8 +104,11 @@ class Auditor:
     """Builds events, keeps the last ones in memory, and ships them to a webhook from a background thread."""
 
     def __init__(self, policy: Policy, webhook: str | None = None, token: str | None = None,
-                 batch_max_size: int = 100, batch_max_wait: float = 0.5, keep: int = 10000):
+                 batch_max_size: int = 100, batch_max_wait: float = 0.5, keep: int = 10000,
+                 ca_pem: bytes | None = None, server_name: str | None = None):
         self.policy = policy
+        self.ca_pem = ca_pem
+        self.server_name = server_name
         self.events: deque[dict] = deque(maxlen=keep)
         self.webhook = webhook
         self.token = token
@@ -143,6 +148,28 @@ class Auditor:
             self._thread.join(5.0)
             self._thread = None
 
+    _warned_http = False
+
+    def _send(self, body: bytes, headers: dict, https: bool) -> int:
+        """One POST; the status. TLS verified against ``ca_pem`` (else the system's CAs) for ``server_name``."""
+        url = urllib.parse.urlsplit(self.webhook)
+        target = url.path + (f"?{url.query}" if url.query else "")
+        if https:
+            ctx = ssl.create_default_context(cadata=self.ca_pem.decode("ascii") if self.ca_pem else None)
+            conn = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=10, context=ctx)
+            if self.server_name:
+                # The Ingress's name (SNI and the certificate check), while connecting to the URL's address.
+                conn.connect = lambda c=conn: _connect_with_sni(c, ctx, self.server_name)  # type: ignore[method-assign]
+        else:
+            conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=10)
+        try:
+            conn.request("POST", target, body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
+
     def _ship(self) -> None:
         while not self._stop.is_set():
             first = self._queue.get()
@@ -173,24 +200,36 @@ class Auditor:
         body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {},
                            "items": items}).encode()
         headers = {"Content-Type": "application/json"}
-        if self.token:
+        https = urllib.parse.urlsplit(self.webhook).scheme == "https"
+        if self.token and https:
             headers["Authorization"] = f"Bearer {self.token}"
+        elif self.token and not self._warned_http:
+            # client-go (the API server's webhook client, as kubectl) sends credentials only over https.
+            self._warned_http = True
+            self.errors.append("the webhook URL is http: its token is not sent (client-go sends credentials "
+                               "only over https)")
+        last = "webhook unreachable"
         for attempt in range(3):
             try:
-                req = urllib.request.Request(self.webhook, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=10) as resp:
-                    resp.read()
-                self.sent += len(batch)
-                return
-            except urllib.error.HTTPError as e:
-                if e.code < 500 and e.code != 429:
-                    self.errors.append(f"webhook answered {e.code} for {len(batch)} events")
+                status = self._send(body, headers, https)
+                if status < 300:
+                    self.sent += len(batch)
                     return
-                last = f"webhook answered {e.code}"
-            except (urllib.error.URLError, OSError) as e:
+                if status < 500 and status != 429:
+                    self.errors.append(f"webhook answered {status} for {len(batch)} events")
+                    return
+                last = f"webhook answered {status}"
+            except ssl.SSLError as e:
+                last = f"webhook TLS failed: {e.reason or type(e).__name__}"
+            except OSError as e:
                 last = f"webhook unreachable: {type(e).__name__}"
             self._stop.wait(0.2 * (2 ** attempt))
         self.errors.append(f"{last}; dropped {len(batch)} events")
+
+
+def _connect_with_sni(conn: http.client.HTTPSConnection, ctx: ssl.SSLContext, server_name: str) -> None:
+    sock = socket.create_connection((conn.host, conn.port), conn.timeout)
+    conn.sock = ctx.wrap_socket(sock, server_hostname=server_name)
 
 
 def build_event(*, level: str, stage: str, method: str, request_uri: str, verb: str, user: str,

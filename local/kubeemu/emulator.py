@@ -7,6 +7,7 @@ import copy
 import hashlib
 import hmac
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -95,7 +96,11 @@ def _h(text: str) -> str:
 class KubeEmulator:
     """An in-process Kubernetes API server for tests and the local demo. See docs/kubeemu.md."""
 
-    def __init__(self, *, rbac: bool = False, strict_auth: bool = False, admin_token: str = ADMIN_TOKEN):
+    def __init__(self, *, rbac: bool = False, strict_auth: bool = False, admin_token: str = ADMIN_TOKEN,
+                 tls=None):
+        # tls: a local.localca.ServerCert (IP SAN 127.0.0.1): serve https, and put its CA in the kubeconfig,
+        # so that kubectl (client-go) sends its token, which it sends only over https.
+        self.tls = tls
         self.store = Store(Registry())
         self.store.on_register = self._declare
         self.store.on_token = lambda token, ns, sa: self.add_user(
@@ -185,7 +190,12 @@ class KubeEmulator:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", 0))
-            site = aiohttp.web.SockSite(runner, sock)
+            ssl_context = None
+            if self.tls is not None:
+                ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+                ssl_context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
+            site = aiohttp.web.SockSite(runner, sock, ssl_context=ssl_context)
             await site.start()
             self.port = sock.getsockname()[1]
             self._ready.set()
@@ -201,14 +211,15 @@ class KubeEmulator:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("the emulator is not running")
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://127.0.0.1:{self.port}"
 
     # -- client configuration -------------------------------------------------------------------------------
 
     def kubeconfig_dict(self, user_token: str | None = None, namespace: str = "default") -> dict:
         return {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": "kubeemu", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "kubeemu", "cluster": {"server": self.url, **(
+                {"certificate-authority-data": self.tls.ca_data} if self.tls is not None else {})}}],
             "users": [{"name": "kubeemu-user", "user": {"token": user_token or self.admin_token}}],
             "contexts": [{"name": "kubeemu", "context": {"cluster": "kubeemu", "user": "kubeemu-user",
                                                          "namespace": namespace}}],
@@ -365,17 +376,21 @@ class KubeEmulator:
     # -- audit ------------------------------------------------------------------------------------------------
 
     def enable_audit(self, policy: dict | str | Path | None = None, webhook: str | None = None,
-                     token: str | None = None, batch_max_size: int = 100, batch_max_wait: float = 0.5) -> None:
+                     token: str | None = None, batch_max_size: int = 100, batch_max_wait: float = 0.5,
+                     ca_pem: bytes | None = None, server_name: str | None = None) -> None:
         """Emit audit.k8s.io/v1 events for served requests, as kube-apiserver with an audit policy does.
 
         policy: a Policy dict or YAML file (default: everything at RequestResponse, Secrets and tokens at
-        Metadata). webhook: URL that gets EventList POSTs in batches (bearer `token` if given), like
-        --audit-webhook-config-file in batch mode. Events are also kept in `audit_events`.
+        Metadata). webhook: URL that gets EventList POSTs in batches, like --audit-webhook-config-file in batch
+        mode; the bearer `token` goes only to an https webhook whose certificate `ca_pem` (else the system's
+        CAs) verifies for `server_name` (default: the URL's host), as client-go sends it. Events are also kept
+        in `audit_events`.
         """
         from . import audit
 
         old = self._auditor
-        self._auditor = audit.Auditor(audit.Policy(policy), webhook, token, batch_max_size, batch_max_wait)
+        self._auditor = audit.Auditor(audit.Policy(policy), webhook, token, batch_max_size, batch_max_wait,
+                                      ca_pem=ca_pem, server_name=server_name)
         if old is not None:
             old.close()
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -117,11 +118,30 @@ def receiver():
     server.shutdown()
 
 
-def test_webhook_gets_event_lists_in_batches_with_the_bearer_token(kube_clients, receiver):
-    url, posts = receiver
+@pytest.fixture
+def https_receiver(tmp_path):
+    """The receiver behind TLS, with a certificate from a local CA for the name `audit.local`."""
+    from local import localca
+
+    if not localca.available():
+        pytest.skip("openssl is not on PATH")
+    cert = localca.LocalCA(tmp_path / "ca").issue("audit", dns=("audit.local",), ips=())
+    _Receiver.posts = []
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert.cert), str(cert.key))
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_port}/k8s-audit", _Receiver.posts, cert.ca_pem
+    server.shutdown()
+
+
+def test_webhook_gets_event_lists_in_batches_with_the_bearer_token_over_verified_https(kube_clients, https_receiver):
+    url, posts, ca = https_receiver
     emu, core, _ = kube_clients
     # A full batch is sent at once; the long wait proves batching does not depend on timing.
-    emu.enable_audit(webhook=url, token="audit-ingest-token-value", batch_max_size=3, batch_max_wait=30)
+    emu.enable_audit(webhook=url, token="audit-ingest-token-value", batch_max_size=3, batch_max_wait=30,
+                     ca_pem=ca, server_name="audit.local")
     for i in range(3):
         core.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
     assert emu.flush_audit(5)
@@ -132,6 +152,28 @@ def test_webhook_gets_event_lists_in_batches_with_the_bearer_token(kube_clients,
     assert len(posts) == 1  # one EventList of 3, not one POST per event
     assert all("kind" not in i and "apiVersion" not in i for p in posts for i in p[2]["items"])  # bare items
     assert emu.audit_errors == []
+
+
+def test_an_http_webhook_gets_its_events_without_the_token_as_client_go_sends_them(kube_clients, receiver):
+    """client-go (the API server's webhook client) sends a kubeconfig's credentials only over https."""
+    url, posts = receiver
+    emu, core, _ = kube_clients
+    emu.enable_audit(webhook=url, token="audit-ingest-token-value", batch_max_size=1, batch_max_wait=0.05)
+    core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
+    assert emu.flush_audit(5)
+    assert posts and all(p[0] is None for p in posts)
+    assert emu.audit_errors == ["the webhook URL is http: its token is not sent (client-go sends credentials only "
+                                "over https)"]
+
+
+def test_a_webhook_certificate_for_another_name_is_refused(kube_clients, https_receiver):
+    url, posts, ca = https_receiver
+    emu, core, _ = kube_clients
+    emu.enable_audit(webhook=url, token="t" * 20, batch_max_size=1, batch_max_wait=0.05, ca_pem=ca,
+                     server_name="other.local")
+    core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
+    assert emu.flush_audit(10)
+    assert posts == [] and emu.audit_errors and "TLS failed" in emu.audit_errors[-1]
 
 
 def test_unreachable_webhook_drops_the_batch_and_reports_it(kube_clients):

@@ -65,3 +65,24 @@ def test_kubectl_create_generators_send_protobuf_that_is_decoded(kubectl, kube_e
     assert kube_emulator.get("sa", "shop", "bot") is not None
     refused = kubectl("create", "deployment", "web", "--image=nginx")
     assert refused.returncode != 0 and "not decoded by the emulator" in refused.stderr
+
+
+@pytest.mark.parametrize("tls", [True, False])
+def test_kubectl_sends_its_token_only_to_the_https_api(tmp_path, tls):
+    """Issue 15 §2: over http kubectl (client-go) sends no credentials, so its requests were audited as
+    system:anonymous; the emulator serving https with its CA in the kubeconfig gets the admin's token."""
+    from local import localca
+    from local.kubeemu import KubeEmulator
+
+    if tls and not localca.available():
+        pytest.skip("openssl is not on PATH")
+    cert = localca.LocalCA(tmp_path / "ca").issue("kubeemu") if tls else None
+    with KubeEmulator(tls=cert) as emu:
+        emu.enable_audit()
+        kc = emu.write_kubeconfig(tmp_path / "kc")
+        assert emu.url.startswith("https://" if tls else "http://")
+        proc = subprocess.run(["kubectl", "--kubeconfig", str(kc), "create", "configmap", "aws-creds",
+                               "--from-literal", "k=v"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        users = {e["user"]["username"] for e in emu.audit_events if e["verb"] == "create"}
+    assert users == ({"system:admin"} if tls else {"system:anonymous"})
