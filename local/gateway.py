@@ -123,6 +123,7 @@ class LocalStack:
         self.runtime = runtime or launch.Runtime()
         self.functions: dict[str, Deployment] = {}
         self.emulator = None
+        self.cluster = None  # local/realcluster.py's, with KUBE=real and no KUBECONFIG
         self.kubeconfig_text: str | None = None
         self.kube_description = "none"
         self._server = None
@@ -175,6 +176,9 @@ class LocalStack:
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
         if getattr(self, "_claimed", False):
             runs.release(self.state_dir)
             self._claimed = False
@@ -219,7 +223,8 @@ class LocalStack:
             self.kube_description = f"real cluster from KUBECONFIG={kubeconfig}"
             return
         if self.kube_mode == "real":
-            raise RuntimeError("kube=real needs KUBECONFIG pointing at a kubeconfig file")
+            self._start_real_cluster()
+            return
         try:
             from .kubeemu import KubeEmulator
         except ImportError as exc:
@@ -228,11 +233,8 @@ class LocalStack:
         # https with a local CA, so kubectl (client-go) sends its token: requests are audited as the admin.
         self.emulator = KubeEmulator(tls=self.ca.issue("kubeemu") if self.ca is not None else None)
         self.emulator.start()
-        # As `bootstrap openfaas` would: the functions' ServiceAccounts, roles and namespaces (not the
-        # per-namespace templates, which need a namespace filled in).
-        for manifest in sorted((ROOT / "deploy" / "rbac").glob("*.yaml")):
-            if "__NAMESPACE__" not in manifest.read_text():
-                self.emulator.load_manifests(manifest)
+        for manifest in self._install_manifests():
+            self.emulator.load_manifests(manifest)
         self.kubeconfig_text = yaml.safe_dump(self.emulator.kubeconfig_dict())
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.emulator.write_kubeconfig(self.state_dir / "kubeconfig")
@@ -240,6 +242,30 @@ class LocalStack:
         if self.ca is None:
             self.kube_description += (" (plain http: openssl is missing, so kubectl sends no token and its "
                                       "requests are audited as system:anonymous)")
+
+    def _install_manifests(self) -> list[Path]:
+        """As `bootstrap openfaas` would: the functions' ServiceAccounts, roles and namespaces (not the
+        per-namespace templates, which need a namespace filled in)."""
+        return [m for m in sorted((ROOT / "deploy" / "rbac").glob("*.yaml")) if "__NAMESPACE__" not in m.read_text()]
+
+    def _start_real_cluster(self) -> None:
+        """KUBE=real without KUBECONFIG: the shared tools' control plane, its audit webhook through the TLS front."""
+        from . import realcluster
+        if self.ca is None:
+            raise RuntimeError("KUBE=real needs openssl (the local CA of the audit webhook's TLS front)")
+        webhook = None
+        if self.audit_webhook and any(fn.name == "audit-ingest" for fn in self._selected()):
+            self.store.ensure("audit-ingest-token")
+            url, ca_pem, server_name = self.audit_front()
+            webhook = realcluster.webhook_kubeconfig(url, ca_pem, server_name, self.secret("audit-ingest-token"))
+        self.cluster = realcluster.RealCluster(self.state_dir / "kube").start(webhook)
+        self.cluster.apply(self._install_manifests())
+        self.kubeconfig_text = self.cluster.kubeconfig.read_text()
+        self._real_kubeconfig = self.cluster.kubeconfig
+        self.kube_description = ("real kube-apiserver v1.24 (the shared tools' kube/cluster), state in "
+                                 f"{self.cluster.dir}")
+        if webhook:
+            self.kube_description += f", audit webhook -> {webhook['clusters'][0]['cluster']['server']} (TLS front)"
 
     @property
     def ca(self):
@@ -277,7 +303,9 @@ class LocalStack:
 
     @property
     def kubeconfig_path(self) -> Path | None:
-        """An admin kubeconfig for the in-memory API (for kubectl), written when it starts."""
+        """An admin kubeconfig (for kubectl) of the in-memory API or the launched control plane."""
+        if self.cluster is not None:
+            return self.cluster.kubeconfig
         return self.state_dir / "kubeconfig" if self.emulator is not None else None
 
     def kube_api_client(self):
