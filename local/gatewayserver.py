@@ -143,8 +143,12 @@ class Gateway:
         return answer
 
     # --- /function/ ------------------------------------------------------------------------------
+    def _deployment(self, name: str):
+        """A function by name, or as faas-cli addresses it: <name>.<namespace> (CE has only openfaas-fn)."""
+        return self.stack.functions.get(name) or self.stack.functions.get(name.removesuffix(".openfaas-fn"))
+
     def sync(self, name: str, rest: str, call: Call, call_id: str) -> Answer:
-        dep = self.stack.functions.get(name)
+        dep = self._deployment(name)
         if dep is None:
             return internal(404, f"error finding function {name}.openfaas-fn: not found")
         target = rest + (f"?{call.query}" if call.query else "")
@@ -175,8 +179,10 @@ class Gateway:
 
     # --- /async-function/ ------------------------------------------------------------------------
     def enqueue(self, name: str, rest: str, call: Call, call_id: str) -> Answer:
-        if name not in self.stack.functions:
+        dep = self._deployment(name)
+        if dep is None:
             return internal(404, f"function {name} not found")
+        name = dep.fn.name
         if len(call.body) > CE_ASYNC_LIMIT:
             return internal(500, "Error queuing request: request body too large for OpenFaaS CE")
         self.stack.queue.put(name, rest, call.query, list(call.headers), call.body, call_id)

@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     port, state = gateway.free_port(), tmp_path_factory.mktemp("demo-state")
-    proc = subprocess.run([sys.executable, "-m", "local.demo", "--port", str(port), "--state-dir", str(state)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    # `make demo` as README says, with a free port and a folder of its own
+    proc = subprocess.run(["make", "-s", "demo", f"PORT={port}", f"STATE_DIR={state}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240)
     return port, proc, state
 
 
