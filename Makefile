@@ -28,7 +28,7 @@ endif
 # STATE_DIR (default .local-state/<port>), KUBE (auto | emulator | real | none), SCRUBBER_MODE (make up).
 RUN_ARGS := $(if $(PORT),--port $(PORT)) $(if $(STATE_DIR),--state-dir $(STATE_DIR)) $(if $(KUBE),--kube $(KUBE))
 
-.PHONY: help venv test demo up bench clean
+.PHONY: help venv test lint demo up bench clean
 
 help:
 	@echo "edgeguard make targets:"
@@ -36,6 +36,7 @@ help:
 	@echo "  make test     the whole test suite (about 8-10 min on 2 cores; PYTEST_ARGS='-k words' for a subset)"
 	@echo "  make up       the local stack in the foreground, to curl and kubectl (Ctrl-C stops it)"
 	@echo "  make bench    speed, memory and fuzz figures (BENCH=memory runs one)"
+	@echo "  make lint     ruff (lint and format check) and mypy, findings per owner (not yet part of make test)"
 	@echo "  make venv     create or update .venv (about a minute the first time)"
 	@echo "  make clean    remove .venv and build leftovers"
 	@echo "  make help     this list"
@@ -54,6 +55,9 @@ $(VENV)/.installed: requirements-dev.txt pyproject.toml
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/python -m local.lint $(LINT_ARGS)
 
 demo: venv
 	$(BIN)/python -m local.demo $(RUN_ARGS)

@@ -1,4 +1,5 @@
 """``make demo``: start the local stack, play the seed scenarios, stop everything, report."""
+
 from __future__ import annotations
 
 import importlib
@@ -55,9 +56,14 @@ def _port_free(port: int) -> bool:
 def main(argv=None) -> int:
     parser = gateway.parser_with_run_options(__doc__)
     parser.add_argument("--only", action="append", help="run only these scenarios (module names)")
-    parser.add_argument("--kubeconfig-secret", action="append", default=[], metavar="SECRET=FILE",
-                        help="give the function secret SECRET (e.g. node-enroll-kubeconfig) this kubeconfig "
-                             "instead of the demo's admin one (repeatable)")
+    parser.add_argument(
+        "--kubeconfig-secret",
+        action="append",
+        default=[],
+        metavar="SECRET=FILE",
+        help="give the function secret SECRET (e.g. node-enroll-kubeconfig) this kubeconfig "
+        "instead of the demo's admin one (repeatable)",
+    )
     args = parser.parse_args(argv)
     port, explicit = gateway.resolve_port(parser, args)
     kubeconfigs = {}
@@ -81,9 +87,14 @@ def main(argv=None) -> int:
         port = chosen
     started = time.monotonic()
     try:
-        stack = gateway.LocalStack(port, state_dir=args.state_dir,
-                                   env_overrides={"configmap-secret-scrubber": {"scrub_mode": "move"}},
-                                   kube=args.kube, kubeconfigs=kubeconfigs, kind=runs.kind("local.demo"))
+        stack = gateway.LocalStack(
+            port,
+            state_dir=args.state_dir,
+            env_overrides={"configmap-secret-scrubber": {"scrub_mode": "move"}},
+            kube=args.kube,
+            kubeconfigs=kubeconfigs,
+            kind=runs.kind("local.demo"),
+        )
         print(f"runtime     {stack.runtime.describe()}", flush=True)
         stack.start()
     except RuntimeError as exc:

@@ -16,6 +16,7 @@ set, otherwise an in-memory API (local/kubeemu/). That admin kubeconfig goes to 
 ``kubeconfigs`` names another for it (e.g. the ServiceAccount kubeconfigs ``edgeguard-bootstrap
 openfaas`` makes, to run a function with its least-privilege credentials).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,14 +29,18 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from edgeguard import config
 
-from . import launch, localca, runs, stackfile
-from .gatewayserver import BASIC_AUTH_USER, CE_ASYNC_LIMIT, GatewayServer  # noqa: F401 - re-exported
+from . import launch, localca, realcluster, runs, stackfile, tlsfront
+from .gatewayserver import BASIC_AUTH_USER, CE_ASYNC_LIMIT, Gateway, GatewayServer  # noqa: F401 - re-exported
 from .queueworker import QueueWorker
+
+if TYPE_CHECKING:  # imported when the in-memory API starts (aiohttp, kmock)
+    from .kubeemu import KubeEmulator
 
 ROOT = stackfile.ROOT
 # A throwaway self-signed CA (its key was discarded) standing in for k3s's server CA on the in-memory API.
@@ -102,13 +107,23 @@ class LocalStack:
     """Everything ``make up`` runs: secrets, Kubernetes, function processes and the gateway."""
 
     # Every stack started in this process (the test suite checks their logs for secrets after each test).
-    started: "weakref.WeakSet[LocalStack]" = weakref.WeakSet()
+    started: weakref.WeakSet[LocalStack] = weakref.WeakSet()
 
-    def __init__(self, port: int = 8080, state_dir: Path | None = None, *, env_overrides: dict | None = None,
-                 echo_logs: bool = False, kube: str = "auto", stack: stackfile.Stack | None = None,
-                 functions: list[str] | None = None, audit_webhook: bool = False,
-                 runtime: launch.Runtime | None = None, kubeconfigs: dict[str, str] | None = None,
-                 kind: str = "a local stack"):
+    def __init__(
+        self,
+        port: int = 8080,
+        state_dir: Path | None = None,
+        *,
+        env_overrides: dict | None = None,
+        echo_logs: bool = False,
+        kube: str = "auto",
+        stack: stackfile.Stack | None = None,
+        functions: list[str] | None = None,
+        audit_webhook: bool = False,
+        runtime: launch.Runtime | None = None,
+        kubeconfigs: dict[str, str] | None = None,
+        kind: str = "a local stack",
+    ):
         self.port = port
         self.kind = kind
         self.state_dir = Path(state_dir) if state_dir else runs.default_state_dir(port)
@@ -122,16 +137,16 @@ class LocalStack:
         self.store = SecretStore(self.state_dir / "secrets")
         self.runtime = runtime or launch.Runtime()
         self.functions: dict[str, Deployment] = {}
-        self.emulator = None
-        self.cluster = None  # local/realcluster.py's, with KUBE=real and no KUBECONFIG
+        self.emulator: KubeEmulator | None = None
+        self.cluster: realcluster.RealCluster | None = None  # with KUBE=real and no KUBECONFIG
         self.kubeconfig_text: str | None = None
         self.kube_description = "none"
-        self._server = None
-        self.gateway = None
+        self._server: GatewayServer | None = None
+        self.gateway: Gateway | None = None
         self.queue: QueueWorker | None = None
         self._stopping = threading.Event()
-        self.tls_front = None
-        self._ca = None
+        self.tls_front: tlsfront.TLSFront | None = None
+        self._ca: localca.LocalCA | None = None
         self.logs_dir = self.state_dir / "logs"
         self.access_log = self.logs_dir / "gateway.log"
         self.queue_log = self.logs_dir / "queue-worker.log"
@@ -146,7 +161,7 @@ class LocalStack:
         return self._stopping.is_set()
 
     # --- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> "LocalStack":
+    def start(self) -> LocalStack:
         LocalStack.started.add(self)
         try:
             self._check_port()
@@ -186,9 +201,10 @@ class LocalStack:
     def start_tls_front(self, site, port: int = 0):
         """What k3s's Traefik does for audit-ingest: TLS with bootstrap's certificate (a tlsfront.Site from
         its Ingress and Secret), proxying the Ingress's paths to this gateway (Service gateway:8080)."""
-        from . import tlsfront
-        self.tls_front = tlsfront.TLSFront(site, {("gateway", 8080): self.url}, port=port,
-                                           log_path=self.state_dir / "logs" / "tlsfront.log").start()
+
+        self.tls_front = tlsfront.TLSFront(
+            site, {("gateway", 8080): self.url}, port=port, log_path=self.state_dir / "logs" / "tlsfront.log"
+        ).start()
         return self.tls_front
 
     def __enter__(self):
@@ -204,8 +220,9 @@ class LocalStack:
             except OSError:
                 holder = next((r for r in runs.active() if r.port == self.port), None)
                 by = f" by {holder.kind} (pid {holder.pid}, state in {holder.state_dir})" if holder else ""
-                raise runs.RunConflict(f"port {self.port} on 127.0.0.1 is in use{by}; choose another with "
-                                       "PORT=<n>") from None
+                raise runs.RunConflict(
+                    f"port {self.port} on 127.0.0.1 is in use{by}; choose another with PORT=<n>"
+                ) from None
 
     def _needs_kube(self) -> bool:
         return any(s.endswith("-kubeconfig") for fn in self._selected() for s in fn.secrets)
@@ -240,8 +257,10 @@ class LocalStack:
         self.emulator.write_kubeconfig(self.state_dir / "kubeconfig")
         self.kube_description = f"in-memory Kubernetes API at {self.emulator.url}"
         if self.ca is None:
-            self.kube_description += (" (plain http: openssl is missing, so kubectl sends no token and its "
-                                      "requests are audited as system:anonymous)")
+            self.kube_description += (
+                " (plain http: openssl is missing, so kubectl sends no token and its "
+                "requests are audited as system:anonymous)"
+            )
 
     def _install_manifests(self) -> list[Path]:
         """As `bootstrap openfaas` would: the functions' ServiceAccounts, roles and namespaces (not the
@@ -250,7 +269,7 @@ class LocalStack:
 
     def _start_real_cluster(self) -> None:
         """KUBE=real without KUBECONFIG: the shared tools' control plane, its audit webhook through the TLS front."""
-        from . import realcluster
+
         if self.ca is None:
             raise RuntimeError("KUBE=real needs openssl (the local CA of the audit webhook's TLS front)")
         webhook = None
@@ -262,8 +281,9 @@ class LocalStack:
         self.cluster.apply(self._install_manifests())
         self.kubeconfig_text = self.cluster.kubeconfig.read_text()
         self._real_kubeconfig = self.cluster.kubeconfig
-        self.kube_description = ("real kube-apiserver v1.24 (the shared tools' kube/cluster), state in "
-                                 f"{self.cluster.dir}")
+        self.kube_description = (
+            f"real kube-apiserver v1.24 (the shared tools' kube/cluster), state in {self.cluster.dir}"
+        )
         if webhook:
             self.kube_description += f", audit webhook -> {webhook['clusters'][0]['cluster']['server']} (TLS front)"
 
@@ -279,10 +299,14 @@ class LocalStack:
         the gateway. The API server's webhook (client-go) sends its token only to such an https URL."""
         from bootstrap.edgeguard_bootstrap.audit_tls import PATH, SERVER_NAME
 
-        from . import tlsfront
         cert = self.ca.issue("audit-front", dns=(SERVER_NAME,), ips=())
-        site = tlsfront.Site("openfaas", (SERVER_NAME,), cert.cert.read_bytes(), cert.key.read_bytes(),
-                             (tlsfront.Route(PATH, "Exact", "gateway", 8080),))
+        site = tlsfront.Site(
+            "openfaas",
+            (SERVER_NAME,),
+            cert.cert.read_bytes(),
+            cert.key.read_bytes(),
+            (tlsfront.Route(PATH, "Exact", "gateway", 8080),),
+        )
         front = self.start_tls_front(site)
         return f"https://127.0.0.1:{front.port}{PATH}", cert.ca_pem, SERVER_NAME
 
@@ -297,8 +321,7 @@ class LocalStack:
             self.kube_description += ", audit webhook -> audit-ingest over http (no token sent: openssl is missing)"
             return
         url, ca_pem, server_name = self.audit_front()
-        self.emulator.enable_audit(webhook=url, token=token, batch_max_wait=1.0, ca_pem=ca_pem,
-                                   server_name=server_name)
+        self.emulator.enable_audit(webhook=url, token=token, batch_max_wait=1.0, ca_pem=ca_pem, server_name=server_name)
         self.kube_description += f", audit webhook -> {url} (TLS front, SNI {server_name}) -> audit-ingest"
 
     @property
@@ -312,6 +335,7 @@ class LocalStack:
         if self.kubeconfig_text is None:
             return None
         from kubernetes import config as kconfig
+
         return kconfig.new_client_from_config_dict(yaml.safe_load(self.kubeconfig_text))
 
     def _local_env(self) -> dict:
@@ -329,17 +353,23 @@ class LocalStack:
         for fn in selected:
             fn_secrets = self._mount_secrets(fn)
             env = self.runtime.base_env(fn)
-            env.update({
-                "gateway_url": self.url, "EDGEGUARD_SECRETS_DIR": str(fn_secrets), "OPENFAAS_NAME": fn.name,
-                "HOSTNAME": f"{fn.name}-local", "PYTHONDONTWRITEBYTECODE": "1",
-            })
+            env.update(
+                {
+                    "gateway_url": self.url,
+                    "EDGEGUARD_SECRETS_DIR": str(fn_secrets),
+                    "OPENFAAS_NAME": fn.name,
+                    "HOSTNAME": f"{fn.name}-local",
+                    "PYTHONDONTWRITEBYTECODE": "1",
+                }
+            )
             env.update(local_env.get(fn.name, {}))
             env.update(self.env_overrides.get(fn.name, {}))
             log_path = self.state_dir / "logs" / f"{fn.name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.write_bytes(b"")  # one run per file: what a later grep finds is this run's
-            process = self.runtime.process(fn.name, contexts[fn.name], env, log_path,
-                                           echo_logs=self.echo_logs, scratch=self.state_dir)
+            process = self.runtime.process(
+                fn.name, contexts[fn.name], env, log_path, echo_logs=self.echo_logs, scratch=self.state_dir
+            )
             self.functions[fn.name] = Deployment(fn, process, fn_secrets)
             process.start()
         deadline = time.monotonic() + 60
@@ -378,6 +408,7 @@ class LocalStack:
     def leak_watch(self):
         """Checks the run's logs (gateway, queue-worker, watchdogs, TLS front) for its secrets' values."""
         from . import leakcheck
+
         if getattr(self, "_leak_watch", None) is None:
             self._leak_watch = leakcheck.LogWatch(self.logs_dir, [self.store.dir])
         return self._leak_watch
@@ -395,8 +426,9 @@ class LocalStack:
     def log_access(self, method: str, url: str, status: int, seconds: float) -> None:
         """The gateway's LoggingNotifier line (Go's log prefix, then method, r.URL.String(), status, duration)."""
         stamp = time.strftime("%Y/%m/%d %H:%M:%S")
-        self._write_log(self.access_log, "gateway",
-                        [f"{stamp} Forwarded [{method}] to {url} - [{status}] - {seconds:.4f}s"])
+        self._write_log(
+            self.access_log, "gateway", [f"{stamp} Forwarded [{method}] to {url} - [{status}] - {seconds:.4f}s"]
+        )
 
     def log_queue(self, lines: list[str]) -> None:
         """The queue-worker's log (CE's sets no time prefix: log.SetFlags(0))."""
@@ -408,20 +440,31 @@ class LocalStack:
 
     def drain_async(self, timeout: float = 30) -> bool:
         """Wait until every queued async call has been delivered (demo and tests)."""
-        return self.queue.drain(timeout)
+        return self.queue.drain(timeout) if self.queue is not None else True
 
 
 def parser_with_run_options(description: str) -> argparse.ArgumentParser:
     """--port, --state-dir and --kube, shared by make up and make demo (their make variables: PORT, STATE_DIR, KUBE)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--port", type=runs.port_arg, default=None,
-                        help="the gateway's port on 127.0.0.1 (make PORT=; default $PORT, else 8080)")
-    parser.add_argument("--state-dir", type=Path, default=None,
-                        help="this run's folder for secrets, kubeconfig, spool and logs (make STATE_DIR=; "
-                             "default .local-state/<port>)")
-    parser.add_argument("--kube", choices=["auto", "emulator", "real", "none"], default="auto",
-                        help="emulator: the in-memory API; real: $KUBECONFIG's cluster, else the control plane of "
-                             "../shared/tools/kube (make KUBE=); auto: $KUBECONFIG's if set, else the emulator")
+    parser.add_argument(
+        "--port",
+        type=runs.port_arg,
+        default=None,
+        help="the gateway's port on 127.0.0.1 (make PORT=; default $PORT, else 8080)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="this run's folder for secrets, kubeconfig, spool and logs (make STATE_DIR=; default .local-state/<port>)",
+    )
+    parser.add_argument(
+        "--kube",
+        choices=["auto", "emulator", "real", "none"],
+        default="auto",
+        help="emulator: the in-memory API; real: $KUBECONFIG's cluster, else the control plane of "
+        "../shared/tools/kube (make KUBE=); auto: $KUBECONFIG's if set, else the emulator",
+    )
     return parser
 
 
@@ -430,8 +473,8 @@ def resolve_port(parser: argparse.ArgumentParser, args) -> tuple[int, bool]:
     if args.port is not None:
         return args.port, True
     port, error = runs.port_from_env()
-    if error:
-        parser.error(error)
+    if error or port is None:
+        parser.error(error or "no port")
     return port, bool(os.environ.get("PORT", "").strip())
 
 
@@ -442,17 +485,29 @@ def say_who_else_runs(port: int) -> None:
 
 def main(argv=None) -> int:
     parser = parser_with_run_options("Run edgeguard's functions behind a local OpenFaaS-style gateway (make up).")
-    parser.add_argument("--no-audit", action="store_true",
-                        help="do not send the in-memory API's audit events to audit-ingest")
-    parser.add_argument("--scrubber-mode", choices=["report", "move"], default=None,
-                        help="configmap-secret-scrubber's scrub_mode (make SCRUBBER_MODE=; default: stack.yml's)")
+    parser.add_argument(
+        "--no-audit", action="store_true", help="do not send the in-memory API's audit events to audit-ingest"
+    )
+    parser.add_argument(
+        "--scrubber-mode",
+        choices=["report", "move"],
+        default=None,
+        help="configmap-secret-scrubber's scrub_mode (make SCRUBBER_MODE=; default: stack.yml's)",
+    )
     args = parser.parse_args(argv)
     port, _ = resolve_port(parser, args)
     say_who_else_runs(port)
     overrides = {"configmap-secret-scrubber": {"scrub_mode": args.scrubber_mode}} if args.scrubber_mode else {}
     try:
-        stack = LocalStack(port, state_dir=args.state_dir, echo_logs=True, kube=args.kube,
-                           audit_webhook=not args.no_audit, env_overrides=overrides, kind=runs.kind("local.gateway"))
+        stack = LocalStack(
+            port,
+            state_dir=args.state_dir,
+            echo_logs=True,
+            kube=args.kube,
+            audit_webhook=not args.no_audit,
+            env_overrides=overrides,
+            kind=runs.kind("local.gateway"),
+        )
         print(f"starting functions under {stack.runtime.name} ...", flush=True)
         stack.start()
     except RuntimeError as exc:
@@ -466,16 +521,21 @@ def main(argv=None) -> int:
     if args.scrubber_mode:
         print(f"  configmap-secret-scrubber: scrub_mode={args.scrubber_mode}")
     print(f"  state: {stack.state_dir}")
-    print(f"  logs (one file per function{', the watchdog log included' if stack.runtime.watchdog else ''}; "
-          f"gateway.log, queue-worker.log): {stack.logs_dir}")
+    print(
+        f"  logs (one file per function{', the watchdog log included' if stack.runtime.watchdog else ''}; "
+        f"gateway.log, queue-worker.log): {stack.logs_dir}"
+    )
     print(f"  secrets (one file each, like faas-cli secret create): {secrets_dir}")
     if stack.kubeconfig_path:
-        print(f"  kubectl: export KUBECONFIG={stack.kubeconfig_path}   ({stack.kube_description.split(' at ')[0]}; "
-              "its audit events go to audit-ingest; see README)")
+        print(
+            f"  kubectl: export KUBECONFIG={stack.kubeconfig_path}   ({stack.kube_description.split(' at ')[0]}; "
+            "its audit events go to audit-ingest; see README)"
+        )
     print("  try:")
     print(f"    TOKEN=$(cat {secrets_dir}/audit-ingest-token)")
-    print(f"    curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\")
-    print(f"      --data @tests/data/seed/anonymous_create_namespace_foo.json '{stack.url}/function/audit-ingest?dry_run=1'")
+    print("    curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\")
+    seed = "tests/data/seed/anonymous_create_namespace_foo.json"
+    print(f"      --data @{seed} '{stack.url}/function/audit-ingest?dry_run=1'")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -21,6 +21,7 @@ The access log has the gateway's line per request (its ``LoggingNotifier``): ``F
 /function/x?q=1 - [202] - 0.0012s``, the full URL with its query string, as an operator reads it with
 ``kubectl logs -n openfaas deploy/gateway``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,7 +29,6 @@ import hmac
 import http.client
 import json
 import re
-import socket
 import threading
 import time
 import traceback
@@ -42,8 +42,19 @@ GATEWAY_UPSTREAM_TIMEOUT = 60.0
 BASIC_AUTH_USER = "admin"
 SERVED_BY = "edgeguard-local-gateway (openfaas-ce routes)"
 # Go's reverse-proxy hop-by-hop list, plus what this proxy sets itself (Host is not a header in Go's request).
-HOP_HEADERS = {"connection", "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-               "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_HEADERS = {
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 _NAME = r"[-a-zA-Z_0-9.]+"
 _FUNCTION = re.compile(rf"^/function/({_NAME})(/.*)?$")
 _ASYNC = re.compile(rf"^/async-function/({_NAME})(/.*)?$")
@@ -61,6 +72,7 @@ class Answer:
 @dataclass
 class Call:
     """One request as it arrived: repeated header lines kept, values as bytes."""
+
     method: str
     target: str  # the request-target: path and query as sent
     headers: list  # [(name, bytes)]
@@ -84,8 +96,7 @@ class Call:
 
 def internal(status: int, text: str) -> Answer:
     """An answer from the platform itself (CE marks them with X-OpenFaaS-Internal)."""
-    return Answer(status, [("X-OpenFaaS-Internal", "gateway"), ("Content-Type", "text/plain")],
-                  (text + "\n").encode())
+    return Answer(status, [("X-OpenFaaS-Internal", "gateway"), ("Content-Type", "text/plain")], (text + "\n").encode())
 
 
 def forward(port: int, method: str, target: str, headers: list, body: bytes, timeout: float) -> Answer:
@@ -127,8 +138,9 @@ class Gateway:
             if call.method != "GET":
                 return Answer(405)
             return self.system(call)
-        return Answer(404, [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")],
-                      NOT_FOUND)
+        return Answer(
+            404, [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")], NOT_FOUND
+        )
 
     @staticmethod
     def _with_call_id(call: Call, handler) -> Answer:
@@ -165,15 +177,20 @@ class Gateway:
             sent.append(("X-Forwarded-For", client.encode()))  # the watchdog drops both before the function
         enforced = self.stack.runtime.enforces_exec_timeout
         try:
-            answer = forward(dep.process.port, method, target, sent, body,
-                             GATEWAY_UPSTREAM_TIMEOUT if enforced else dep.exec_timeout)
-        except socket.timeout:
+            answer = forward(
+                dep.process.port, method, target, sent, body, GATEWAY_UPSTREAM_TIMEOUT if enforced else dep.exec_timeout
+            )
+        except TimeoutError:
             if enforced:
-                return Answer(500, [("X-OpenFaaS-Internal", "proxy")], f"Can't reach service for: {dep.fn.name}.\n".encode())
+                return Answer(
+                    500, [("X-OpenFaaS-Internal", "proxy")], f"Can't reach service for: {dep.fn.name}.\n".encode()
+                )
             # Standing in for of-watchdog's exec_timeout: it answers 504 with an empty body.
             return Answer(504, [("X-OpenFaaS-Internal", "of-watchdog")], b"")
         except OSError:
-            return Answer(503, [("X-OpenFaaS-Internal", "gateway")], f"No endpoints available for: {dep.fn.name}.\n".encode())
+            return Answer(
+                503, [("X-OpenFaaS-Internal", "gateway")], f"No endpoints available for: {dep.fn.name}.\n".encode()
+            )
         answer.headers = [(k, v) for k, v in answer.headers if k.lower() not in HOP_HEADERS | {"date", "server"}]
         return answer
 
@@ -198,30 +215,41 @@ class Gateway:
         except (ValueError, UnicodeDecodeError):
             return False
         want = self.stack.secret("basic-auth-password")
-        return (hmac.compare_digest(user.encode(), BASIC_AUTH_USER.encode())
-                & hmac.compare_digest(password.encode(), want.encode()))
+        return hmac.compare_digest(user.encode(), BASIC_AUTH_USER.encode()) & hmac.compare_digest(
+            password.encode(), want.encode()
+        )
 
     def system(self, call: Call) -> Answer:
         if not self._basic_auth_ok(call):
-            return Answer(401, [("WWW-Authenticate", 'Basic realm="Restricted"'), ("Content-Type", "text/plain")],
-                          b"Unauthorized\n")
+            return Answer(
+                401,
+                [("WWW-Authenticate", 'Basic realm="Restricted"'), ("Content-Type", "text/plain")],
+                b"Unauthorized\n",
+            )
         m = _STATUS.match(call.path)
         if m:
             dep = self.stack.functions.get(m.group(1))
             if dep is None:
                 return internal(404, f"function {m.group(1)} not found")
-            doc = self._describe(dep)
+            doc: dict | list = self._describe(dep)
         else:
             doc = [self._describe(d) for d in self.stack.functions.values()]
         return Answer(200, [("Content-Type", "application/json")], json.dumps(doc).encode() + b"\n")
 
     @staticmethod
     def _describe(dep) -> dict:
-        return {"name": dep.fn.name, "image": dep.fn.image, "namespace": "openfaas-fn",
-                "invocationCount": dep.invocations, "replicas": 1,
-                "availableReplicas": 1 if dep.proc and dep.proc.poll() is None else 0,
-                "envProcess": "python index.py", "labels": dep.fn.labels, "annotations": dep.fn.annotations,
-                "secrets": dep.fn.secrets}
+        return {
+            "name": dep.fn.name,
+            "image": dep.fn.image,
+            "namespace": "openfaas-fn",
+            "invocationCount": dep.invocations,
+            "replicas": 1,
+            "availableReplicas": 1 if dep.proc and dep.proc.poll() is None else 0,
+            "envProcess": "python index.py",
+            "labels": dep.fn.labels,
+            "annotations": dep.fn.annotations,
+            "secrets": dep.fn.secrets,
+        }
 
 
 class _Server(ThreadingHTTPServer):
@@ -238,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
@@ -251,7 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def _any(self):
-        gateway: Gateway = self.server.gateway
+        gateway: Gateway = self.server.gateway  # type: ignore[attr-defined]
         started = time.monotonic()
         try:
             body = self._read_body()
@@ -259,8 +287,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(400, "malformed body framing")
             return
         # http.server decodes header lines as latin-1: encoding back gives the bytes that came.
-        call = Call(self.command, self.path, [(k, v.encode("latin-1", "replace")) for k, v in self.headers.items()],
-                    body, self.client_address[0])
+        call = Call(
+            self.command,
+            self.path,
+            [(k, v.encode("latin-1", "replace")) for k, v in self.headers.items()],
+            body,
+            self.client_address[0],
+        )
         try:
             answer = gateway.route(call)
         except Exception as exc:  # noqa: BLE001 - a bug here must not become an HTML page or a traceback to the caller
@@ -288,7 +321,7 @@ class GatewayServer:
         self._server.gateway = self.gateway
         self.port = self._server.server_address[1]
 
-    def start(self) -> "GatewayServer":
+    def start(self) -> GatewayServer:
         threading.Thread(target=self._server.serve_forever, name="local-gateway", daemon=True).start()
         return self
 

@@ -9,6 +9,7 @@ queue-worker writes bodies base64-encoded inside its JSON).
 
 A finding names the secret, the file and the line, never the value.
 """
+
 from __future__ import annotations
 
 import base64
@@ -89,7 +90,7 @@ def forms(value: str) -> list[tuple[str, str]]:
     raw = value.encode("utf-8")
     for shift in range(3):  # base64 of a longer stream: the characters that only the value's bits decide
         enc = base64.b64encode(b"\0" * shift + raw).decode("ascii")
-        piece = enc[-(-8 * shift // 6):(8 * (shift + len(raw))) // 6]
+        piece = enc[-(-8 * shift // 6) : (8 * (shift + len(raw))) // 6]
         if len(piece) >= MIN_LEN:
             out.append(("base64", piece))
     return out

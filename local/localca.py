@@ -6,6 +6,7 @@ audit webhook authenticated), the in-memory API serves https with a certificate 
 CA goes into its kubeconfig as ``certificate-authority-data``. Keys are made with ``openssl`` (EC P-256)
 in the run's state folder, 0600, and never leave it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -59,22 +60,61 @@ class LocalCA:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.cert, self.key = self.dir / "ca.crt", self.dir / "ca.key"
         if not (self.cert.is_file() and self.key.is_file()):
-            _openssl(["req", "-x509", "-new", *_EC, "-keyout", "ca.key", "-out", "ca.crt", "-days", DAYS,
-                      "-subj", "/CN=edgeguard local CA", "-addext", "basicConstraints=critical,CA:TRUE",
-                      "-addext", "keyUsage=critical,keyCertSign,cRLSign"], self.dir)
+            _openssl(
+                [
+                    "req",
+                    "-x509",
+                    "-new",
+                    *_EC,
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    DAYS,
+                    "-subj",
+                    "/CN=edgeguard local CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+                self.dir,
+            )
             os.chmod(self.key, 0o600)
 
     def issue(self, name: str, dns: tuple = ("localhost",), ips: tuple = ("127.0.0.1",)) -> ServerCert:
         """A server certificate ``<name>.crt``/``<name>.key`` for these DNS names and IP addresses."""
         san = ",".join([f"DNS:{d}" for d in dns] + [f"IP:{i}" for i in ips])
         ext = self.dir / f"{name}.ext"
-        ext.write_text(f"subjectAltName={san}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
-                       "keyUsage=critical,digitalSignature,keyEncipherment\n")
-        _openssl(["req", "-new", *_EC, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"],
-                 self.dir)
+        ext.write_text(
+            f"subjectAltName={san}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        )
+        _openssl(
+            ["req", "-new", *_EC, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"], self.dir
+        )
         os.chmod(self.dir / f"{name}.key", 0o600)
-        _openssl(["x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                  "-out", f"{name}.crt", "-days", DAYS, "-extfile", ext.name], self.dir)
+        _openssl(
+            [
+                "x509",
+                "-req",
+                "-in",
+                f"{name}.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                f"{name}.crt",
+                "-days",
+                DAYS,
+                "-extfile",
+                ext.name,
+            ],
+            self.dir,
+        )
         for leftover in (f"{name}.csr", f"{name}.ext"):
             (self.dir / leftover).unlink(missing_ok=True)
         return ServerCert(self.dir / f"{name}.crt", self.dir / f"{name}.key", self.cert)

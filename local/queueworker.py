@@ -8,6 +8,7 @@ invokes ``POST /function/<name><path>?<query>`` through the gateway with the ori
 JSON, every request header included, the body base64-encoded. So a token in an ``/async-function/`` call's
 ``Authorization`` header is in the queue-worker's log (issue 11); this worker writes the same lines.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,10 +34,20 @@ def message(name: str, path: str, query: str, headers: list, body: bytes, host: 
     for k, v in headers:
         header.setdefault(_canonical(k), []).append(v.decode("latin-1") if isinstance(v, bytes) else v)
     callback = next((v[0] for k, v in header.items() if k == "X-Callback-Url"), None)
-    return json.dumps({"Header": header, "Host": host, "Body": base64.b64encode(body).decode("ascii"),
-                       "Method": "POST", "Path": path, "QueryString": query, "Function": name, "QueueName": "",
-                       "CallbackUrl": {"Scheme": callback.split(":", 1)[0], "Host": "", "Path": callback}
-                       if callback else None}, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "Header": header,
+            "Host": host,
+            "Body": base64.b64encode(body).decode("ascii"),
+            "Method": "POST",
+            "Path": path,
+            "QueryString": query,
+            "Function": name,
+            "QueueName": "",
+            "CallbackUrl": {"Scheme": callback.split(":", 1)[0], "Host": "", "Path": callback} if callback else None,
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def proto_text(data: bytes) -> str:
@@ -61,7 +72,7 @@ class QueueWorker:
         self._received = 0
         self._stopping = threading.Event()
 
-    def start(self) -> "QueueWorker":
+    def start(self) -> QueueWorker:
         threading.Thread(target=self._run, name="queue-worker", daemon=True).start()
         return self
 
@@ -97,10 +108,13 @@ class QueueWorker:
         started = time.monotonic()
         self._received += 1
         msg = message(name, path, query, headers, body, f"127.0.0.1:{self.stack.port}")
-        self.stack.log_queue([
-            f"[#{self._received}] Received on [faas-request]: 'sequence:{self._received} subject:\"faas-request\" "
-            f"data:\"{proto_text(msg)}\" timestamp:{time.time_ns()} '",
-            f"Invoking: {name}, {len(body)} bytes."])
+        self.stack.log_queue(
+            [
+                f'[#{self._received}] Received on [faas-request]: \'sequence:{self._received} subject:"faas-request" '
+                f'data:"{proto_text(msg)}" timestamp:{time.time_ns()} \'',
+                f"Invoking: {name}, {len(body)} bytes.",
+            ]
+        )
         callback = next((v for k, v in headers if k.lower() == "x-callback-url"), None)
         sent = [(k, v) for k, v in headers if k.lower() not in ("x-callback-url", "user-agent")]
         sent.append(("User-Agent", b"openfaas-ce/nats-queue-worker"))
@@ -110,17 +124,30 @@ class QueueWorker:
         answer = self.stack.gateway.invoke(dep, "POST", target, sent, body)
         seconds = time.monotonic() - t
         # CE's worker invokes through the gateway (gateway_invoke=true), which logs that call too.
-        self.stack.log_access("POST", f"/function/{name}{path if path != '/' else ''}"
-                              + (f"?{query}" if query else ""), answer.status, seconds)
+        self.stack.log_access(
+            "POST",
+            f"/function/{name}{path if path != '/' else ''}" + (f"?{query}" if query else ""),
+            answer.status,
+            seconds,
+        )
         phrase = HTTPStatus(answer.status).phrase if answer.status in HTTPStatus._value2member_map_ else ""
-        lines = [f"Invoked: {name} [{answer.status}] in {seconds:f}s", f"Wrote {len(answer.body)} Bytes",
-                 f"{answer.status} {phrase}".strip()]
+        lines = [
+            f"Invoked: {name} [{answer.status}] in {seconds:f}s",
+            f"Wrote {len(answer.body)} Bytes",
+            f"{answer.status} {phrase}".strip(),
+        ]
         if callback:
             url = callback.decode("latin-1") if isinstance(callback, bytes) else callback
             lines.append(f"Callback to: {url}")
             cb_headers = {k: v for k, v in answer.headers if k.lower() not in HOP_HEADERS}
-            cb_headers.update({"X-Call-Id": call_id, "X-Function-Status": str(answer.status), "X-Function-Name": name,
-                               "X-Duration-Seconds": f"{time.monotonic() - started:.6f}"})
+            cb_headers.update(
+                {
+                    "X-Call-Id": call_id,
+                    "X-Function-Status": str(answer.status),
+                    "X-Function-Name": name,
+                    "X-Duration-Seconds": f"{time.monotonic() - started:.6f}",
+                }
+            )
             try:
                 r = requests.post(url, data=answer.body, headers=cb_headers, timeout=10)
                 lines.append(f"Posted result: {r.status_code}")

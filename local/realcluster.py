@@ -5,6 +5,7 @@ node on loopback, and writes ``DIR/admin.kubeconfig``. Its audit webhook gets a 
 bootstrap writes one for k3s: https to the TLS front with the front's CA and ``tls-server-name``, and
 audit-ingest's token, which the API server's client-go sends only over https.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,13 +38,23 @@ def missing() -> list[str]:
 
 
 def webhook_kubeconfig(url: str, ca_pem: bytes, server_name: str, token: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "audit-ingest", "cluster": {
-                "server": url, "certificate-authority-data": base64.b64encode(ca_pem).decode("ascii"),
-                "tls-server-name": server_name}}],
-            "users": [{"name": "kube-apiserver", "user": {"token": token}}],
-            "contexts": [{"name": "audit", "context": {"cluster": "audit-ingest", "user": "kube-apiserver"}}],
-            "current-context": "audit"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "audit-ingest",
+                "cluster": {
+                    "server": url,
+                    "certificate-authority-data": base64.b64encode(ca_pem).decode("ascii"),
+                    "tls-server-name": server_name,
+                },
+            }
+        ],
+        "users": [{"name": "kube-apiserver", "user": {"token": token}}],
+        "contexts": [{"name": "audit", "context": {"cluster": "audit-ingest", "user": "kube-apiserver"}}],
+        "current-context": "audit",
+    }
 
 
 class RealCluster:
@@ -57,7 +68,7 @@ class RealCluster:
     def kubeconfig(self) -> Path:
         return self.dir / "admin.kubeconfig"
 
-    def start(self, audit_webhook_config: dict | None = None) -> "RealCluster":
+    def start(self, audit_webhook_config: dict | None = None) -> RealCluster:
         why = missing()
         if why:
             raise RuntimeError("KUBE=real without KUBECONFIG needs " + " and ".join(why))
@@ -73,8 +84,9 @@ class RealCluster:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT)
         if proc.returncode != 0:
             self.stop()
-            raise RuntimeError(f"kube/cluster start failed ({proc.returncode}): {proc.stderr[-1500:]}; "
-                               f"logs in {self.dir}/logs")
+            raise RuntimeError(
+                f"kube/cluster start failed ({proc.returncode}): {proc.stderr[-1500:]}; logs in {self.dir}/logs"
+            )
         return self
 
     def apply(self, manifests: list[Path], namespaces: tuple = ("openfaas", "openfaas-fn")) -> None:

@@ -6,6 +6,7 @@ suite points it at a scratch folder so it never touches yours). A run writes ``r
 port and kind) while it lives, so another run can say who is there before it starts, and two runs never
 share one folder: the second would overwrite the first one's kubeconfig and find its spool locked.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,8 +100,9 @@ def claim(state_dir: Path, port: int, kind: str) -> Run:
     state_dir = Path(state_dir).resolve()
     holder = read(state_dir)
     if holder is not None and holder.pid != os.getpid():
-        raise RunConflict(f"{holder} in {state_dir}; give this run another folder with STATE_DIR=<dir> "
-                          "(or another PORT=<n>)")
+        raise RunConflict(
+            f"{holder} in {state_dir}; give this run another folder with STATE_DIR=<dir> (or another PORT=<n>)"
+        )
     state_dir.mkdir(parents=True, exist_ok=True)
     run = Run(kind, os.getpid(), port, state_dir, time.time())
     _write(state_dir / RUN_FILE, {"kind": kind, "pid": run.pid, "port": port, "started": run.started})
@@ -148,5 +150,7 @@ def kind(module: str) -> str:
 
 def others(port: int | None = None) -> list[str]:
     """One line per live run of another process (what a starting run says before it starts)."""
-    return [str(r) + (f", state in {r.state_dir}" if port is None or r.port != port else "")
-            for r in active(exclude_pid=os.getpid())]
+    return [
+        str(r) + (f", state in {r.state_dir}" if port is None or r.port != port else "")
+        for r in active(exclude_pid=os.getpid())
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import itertools
+import json
 import os
 import sys
 import time
@@ -39,6 +40,40 @@ def make_event(method="POST", path="/", body=b"", headers=None, query=None):
 @pytest.fixture(name="make_event")
 def make_event_fixture():
     return make_event
+
+
+class Answer:
+    """A handler's return value as the python3-http template maps it (statusCode default 200, headers, body)."""
+
+    def __init__(self, resp):
+        if isinstance(resp, dict):
+            self.status = int(resp.get("statusCode", 200))
+            self.headers = dict(resp.get("headers") or {})
+            body = resp.get("body", "")
+        else:  # None is an empty 200; a str is the body (the template's other return shapes)
+            self.status, self.headers, body = 200, {}, "" if resp is None else resp
+        self.text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (
+            body if isinstance(body, str) else json.dumps(body))
+        self.raw = resp
+
+    def json(self):
+        return json.loads(self.text)
+
+    def __repr__(self) -> str:
+        return f"Answer({self.status}, {self.text[:200]!r})"
+
+
+def call_handler(mod, method="GET", path="/", body=b"", headers=None, query=None, hostname="test") -> Answer:
+    """The one way tests call a loaded handler: ``handle(event, context)`` as the template calls it."""
+    if not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    return Answer(mod.handle(make_event(method, path, body, headers, query), SimpleNamespace(hostname=hostname)))
+
+
+@pytest.fixture(name="call_handler")
+def call_handler_fixture():
+    return call_handler
 
 
 def write_secrets(directory: Path, secrets: dict | None) -> Path:
@@ -111,14 +146,14 @@ class ServedFunction:
     def proc(self):
         return self.process.proc
 
-    def start(self) -> "ServedFunction":
+    def start(self) -> ServedFunction:
         self.process.start().wait_ready(time.monotonic() + 30)
         return self
 
     def stop(self, kill: bool = False) -> None:
         self.process.stop(kill=kill)
 
-    def restart(self) -> "ServedFunction":
+    def restart(self) -> ServedFunction:
         self.stop()
         return self.start()
 

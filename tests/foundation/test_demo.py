@@ -1,9 +1,9 @@
 """`make demo` plays every seed scenario, reports each plainly, stops what it started and exits 0."""
+
 import os
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,14 +12,20 @@ from local import gateway
 from tests import leaks
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # the whole demo, end to end (~20 s)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     port, state = gateway.free_port(), tmp_path_factory.mktemp("demo-state")
     # `make demo` as README says, with a free port and a folder of its own
-    proc = subprocess.run(["make", "-s", "demo", f"PORT={port}", f"STATE_DIR={state}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        ["make", "-s", "demo", f"PORT={port}", f"STATE_DIR={state}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     return port, proc, state
 
 
@@ -39,7 +45,9 @@ def test_demo_reports_every_scenario_and_cleans_up(demo):
     leftovers = []
     for proc_dir in Path("/proc").glob("[0-9]*"):
         try:  # the stand-in names its context on the command line; the watchdog and index.py run inside it
-            if marker.encode() in (proc_dir / "cmdline").read_bytes() or os.readlink(proc_dir / "cwd").startswith(marker):
+            if marker.encode() in (proc_dir / "cmdline").read_bytes() or os.readlink(proc_dir / "cwd").startswith(
+                marker
+            ):
                 leftovers.append(proc_dir.name)
         except OSError:
             pass
@@ -51,11 +59,16 @@ def test_demo_reports_every_scenario_and_cleans_up(demo):
     functions = {"audit-ingest.log", "alert-forwarder.log", "configmap-secret-scrubber.log", "node-enroll.log"}
     assert set(logs) == functions | {"gateway.log", "queue-worker.log"}
     if runtime.watchdog:
-        assert all(re.search(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (POST|GET|DELETE) /", logs[name], re.M)
-                   for name in functions), "the watchdog logs every request line"
+        assert all(
+            re.search(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (POST|GET|DELETE) /", logs[name], re.M) for name in functions
+        ), "the watchdog logs every request line"
     # The gateway logs every call as the real one does (and the queue-worker's calls through it).
-    assert re.search(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d Forwarded \[POST\] to /function/audit-ingest - \[200\] - "
-                     r"\d+\.\d{4}s$", logs["gateway.log"], re.M), logs["gateway.log"][:2000]
+    assert re.search(
+        r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d Forwarded \[POST\] to /function/audit-ingest - \[200\] - "
+        r"\d+\.\d{4}s$",
+        logs["gateway.log"],
+        re.M,
+    ), logs["gateway.log"][:2000]
 
 
 @pytest.mark.xfail(strict=True, reason=leaks.QUEUE)
@@ -63,6 +76,7 @@ def test_demo_writes_no_secret_value_to_any_platform_log(demo):
     """The gateway's access log, the queue-worker's and every watchdog's: what `kubectl logs` shows an operator."""
     _, proc, _ = demo
     assert "LEAK" not in proc.stdout, proc.stdout.split("Summary", 1)[-1]
-    assert re.search(r"^  no secret value in any platform log \(.*gateway\.log.*queue-worker\.log.*\)$", proc.stdout,
-                     re.M), proc.stdout[-2000:]
+    assert re.search(
+        r"^  no secret value in any platform log \(.*gateway\.log.*queue-worker\.log.*\)$", proc.stdout, re.M
+    ), proc.stdout[-2000:]
     assert proc.returncode == 0

@@ -6,6 +6,7 @@ kubeconfig secret = the ServiceAccount kubeconfig `edgeguard-bootstrap openfaas`
 `bootstrapped`): the scrubber moves the key in `default` only because bootstrap was given
 --scrubber-namespaces default, and node-enroll mints, lists and revokes with its own Roles.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ from tests import leaks
 from tests.realkube import FUNCTION_SA
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +35,29 @@ def demo(bootstrapped, tmp_path_factory):
         args += ["--kubeconfig-secret", f"{secret}={path}"]
     env = dict(os.environ, KUBECONFIG=str(bootstrapped.cluster.kubeconfig))
     state = tmp_path / "state"
-    proc = subprocess.run([sys.executable, "-m", "local.demo", "--port", str(gateway.free_port()), "--kube", "real",
-                           "--state-dir", str(state),
-                           "--only", "configmap_secret_scrubber", "--only", "node_enroll", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "local.demo",
+            "--port",
+            str(gateway.free_port()),
+            "--kube",
+            "real",
+            "--state-dir",
+            str(state),
+            "--only",
+            "configmap_secret_scrubber",
+            "--only",
+            "node_enroll",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     print(proc.stdout)
     proc.state_dir = state
     return proc

@@ -13,6 +13,7 @@ Each command of a fenced ``sh`` block is accounted for here, one of:
 
 A new command in the docs fails this test until it is accounted for.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,28 +43,42 @@ ACCOUNTED = [
     (r"^make up SCRUBBER_MODE=move$", "tested: tests/foundation/test_docs_commands.py: SCRUBBER_MODE=move"),
     (r"^make up$", "tested: tests/foundation/test_make_up.py: local.gateway"),
     (r"^\.venv/bin/python -m pytest ", "tested: .ci/run: make test"),
-    (r"EDGEGUARD_TOOLS=\S+ \.venv/bin/python -m pytest tests/bootstrap/test_audit_flow_real\.py",
-     "tested: .ci/run: make test"),
-    (r"127\.0\.0\.1:8080|\.local-state/8080|^export KUBECONFIG=\$PWD/\.local-state|^kubectl create configmap aws-creds",
-     "run"),
+    (
+        r"EDGEGUARD_TOOLS=\S+ \.venv/bin/python -m pytest tests/bootstrap/test_audit_flow_real\.py",
+        "tested: .ci/run: make test",
+    ),
+    (
+        r"127\.0\.0\.1:8080|\.local-state/8080|^export KUBECONFIG=\$PWD/\.local-state|"
+        r"^kubectl create configmap aws-creds",
+        "run",
+    ),
     (r"^\.venv/bin/edgeguard-rules (validate|list|replay)\b", "tested: tests/audit_ingest/test_cli.py: replay"),
     (r"^\.venv/bin/edgeguard-routes (validate|explain)\b", "tested: tests/alert_forwarder/test_routes.py: routing"),
     (r"^faas-cli secret create ", NODE),
-    (r"^curl -sfL https://get\.k3s\.io|^sudo k3s |^curl -sSL https://get\.arkade\.dev|^arkade |^mkdir -p ~/\.kube|"
-     r"^export KUBECONFIG=~/\.kube|^kubectl rollout status -n openfaas|^PASSWORD=\$\(kubectl|^echo -n \"\$PASSWORD\"|"
-     r"^cd edgeguard$|^faas-cli template pull stack$|^OPENFAAS_URL=\S+ faas-cli up", NODE),
+    (
+        r"^curl -sfL https://get\.k3s\.io|^sudo k3s |^curl -sSL https://get\.arkade\.dev|^arkade |^mkdir -p ~/\.kube|"
+        r"^export KUBECONFIG=~/\.kube|^kubectl rollout status -n openfaas|^PASSWORD=\$\(kubectl|"
+        r"^echo -n \"\$PASSWORD\"|"
+        r"^cd edgeguard$|^faas-cli template pull stack$|^OPENFAAS_URL=\S+ faas-cli up",
+        NODE,
+    ),
     (r"^sudo -E bootstrap/edgeguard-bootstrap openfaas\b", "tested: tests/bootstrap/test_openfaas.py: openfaas"),
     (r"^sudo -E bootstrap/edgeguard-bootstrap preflight\b", "tested: tests/bootstrap/test_preflight.py: preflight"),
     (r"^sudo -E bootstrap/edgeguard-bootstrap all\b", "tested: tests/bootstrap/test_all_and_revert.py: dry"),
     (r"^sudo -E bootstrap/edgeguard-bootstrap k3s-audit\b", "tested: tests/bootstrap/test_k3s_audit.py: k3s-audit"),
-    (r"^\.venv/bin/python -c 'from bench\.\w+ import compare_clients",
-     "not here: a benchmark (figures are measured by hand, never in a test); bench/ runs under make bench"),
+    (
+        r"^\.venv/bin/python -c 'from bench\.\w+ import compare_clients",
+        "not here: a benchmark (figures are measured by hand, never in a test); bench/ runs under make bench",
+    ),
     (r"^tail -f audit\.log \| \.venv/bin/edgeguard-rules replay -$", "tested: tests/audit_ingest/test_cli.py: stdin"),
 ]
 # Whole blocks, by their first command: examples whose every line is accounted for the same way.
 BLOCKS = [
-    ("docs/configmap-secret-scrubber.md", r"^for ns in default demo team-a; do$",
-     "tested: tests/scrubber/test_rbac.py: __NAMESPACE__"),
+    (
+        "docs/configmap-secret-scrubber.md",
+        r"^for ns in default demo team-a; do$",
+        "tested: tests/scrubber/test_rbac.py: __NAMESPACE__",
+    ),
     ("docs/node-enroll.md", r"^body='\{\"hostname\"", "tested: tests/node_enroll/test_client.py: signature"),
     ("docs/node-enroll.md", r"^python3 edgeguard-enroll\.py ", "tested: tests/node_enroll/test_client.py: client"),
     ("docs/node-enroll.md", r"^set -eu$", "tested: tests/node_enroll/test_join_script.py: K3S_TOKEN"),
@@ -136,15 +151,19 @@ def test_no_documented_command_is_left_for_its_owner_to_fix():
 def test_the_tests_named_for_documented_commands_exist_and_run_them():
     for h in [h for _, h in ACCOUNTED] + [h for _, _, h in BLOCKS]:
         if h.startswith("tested: "):
-            path, words = h[len("tested: "):].split(": ", 1)
+            path, words = h[len("tested: ") :].split(": ", 1)
             assert (ROOT / path).is_file(), path
             assert words in (ROOT / path).read_text(), (path, words)
 
 
 def test_cli_commands_in_the_docs_use_the_venv_path():
     """`edgeguard-rules` and `edgeguard-routes` are in .venv/bin, not on a new user's PATH."""
-    bare = [(doc.name, cmd) for doc, _, text in doc_blocks() for cmd in commands(text)
-            if re.search(r"(^|[|;&]\s*)edgeguard-(rules|routes)\b", cmd)]
+    bare = [
+        (doc.name, cmd)
+        for doc, _, text in doc_blocks()
+        for cmd in commands(text)
+        if re.search(r"(^|[|;&]\s*)edgeguard-(rules|routes)\b", cmd)
+    ]
     assert bare == []
 
 
@@ -174,7 +193,8 @@ def up(tmp_path_factory):
     (work / "alert.json").write_text(
         '{"hostname":"pi-01","output":"10:11:12.123456789: Notice A shell was spawned","output_fields":'
         '{"container.name":"nginx"},"priority":"Notice","rule":"Terminal shell in container","source":"syscall",'
-        '"tags":["shell"],"time":"2026-11-26T10:11:12.123456789Z"}')
+        '"tags":["shell"],"time":"2026-11-26T10:11:12.123456789Z"}'
+    )
     yield stack, work
     stack.stop()
 
@@ -186,21 +206,37 @@ def _run_block(stack, work: Path, text: str):
     text = re.sub(r"(?m)^make up\b.*$", ": make up is running", text)
     faas_cli = components.locate().faas_cli
     path = ([str(faas_cli.parent)] if faas_cli else []) + [os.environ.get("PATH", "")]
-    script = "set -euo pipefail\ncurl() { command curl --fail-with-body \"$@\"; }\n" + text + "\n"
-    return subprocess.run(["bash", "-c", script], cwd=work, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PATH=os.pathsep.join(path)))
+    script = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; }\n' + text + "\n"
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PATH=os.pathsep.join(path)),
+    )
 
 
 def _up_blocks() -> list[tuple[str, str]]:
-    return [(f"{doc.relative_to(ROOT)}:{line}", text) for doc, line, text in doc_blocks()
-            if any(h == "run" for cmd in commands(text) for h in how(cmd))]
+    return [
+        (f"{doc.relative_to(ROOT)}:{line}", text)
+        for doc, line, text in doc_blocks()
+        if any(h == "run" for cmd in commands(text) for h in how(cmd))
+    ]
 
 
 def _up_params():
     # The README's seed flow goes audit-ingest -> alert-forwarder -> scrubber through CE's queue, whose worker
     # logs the tokens: the after-test leak check fails it until the owners' fix (tests/leaks.py).
-    return [pytest.param(w, t, id=w, marks=[pytest.mark.xfail(strict=True, reason=leaks.QUEUE)]
-                         if "kubectl create configmap" in t else []) for w, t in _up_blocks()]
+    return [
+        pytest.param(
+            w,
+            t,
+            id=w,
+            marks=[pytest.mark.xfail(strict=True, reason=leaks.QUEUE)] if "kubectl create configmap" in t else [],
+        )
+        for w, t in _up_blocks()
+    ]
 
 
 @pytest.mark.parametrize("where,text", _up_params())
@@ -219,12 +255,18 @@ def test_make_up_block_runs_as_written(up, where, text):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_make_up_scrubber_mode_move_runs_the_scrubber_in_move_mode(tmp_path):
     """README: `make up SCRUBBER_MODE=move` (run through make, as written, plus a free port and folder)."""
     port = gateway.free_port()
-    proc = subprocess.Popen(["make", "-s", "up", "SCRUBBER_MODE=move", f"PORT={port}", f"STATE_DIR={tmp_path}",
-                             "KUBE=none"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["make", "-s", "up", "SCRUBBER_MODE=move", f"PORT={port}", f"STATE_DIR={tmp_path}", "KUBE=none"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline, found = time.monotonic() + 120, None
         while time.monotonic() < deadline and found is None and proc.poll() is None:

@@ -1,9 +1,10 @@
 """The local gateway offers the OpenFaaS CE routes our functions and users rely on."""
+
 import http.client
 import json
 import re
-import socket
 import shutil
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,15 +26,30 @@ def stack(tmp_path_factory):
         shutil.copytree(DATA / "contract_fn", tmp / "functions" / name)
     (tmp / "shared").mkdir()
     (tmp / "shared" / "__init__.py").touch()
-    doc = {"version": "1.0", "provider": {"name": "openfaas"}, "configuration": {"copy": ["./shared"]},
-           "functions": {
-               "probe": {"lang": "python3-http", "handler": "./functions/probe", "image": "x/probe:1",
-                         "environment": {"exec_timeout": "5s"}, "secrets": ["probe-token"]},
-               "slow": {"lang": "python3-http", "handler": "./functions/slow", "image": "x/slow:1",
-                        "environment": {"exec_timeout": "1s"}}}}
+    doc = {
+        "version": "1.0",
+        "provider": {"name": "openfaas"},
+        "configuration": {"copy": ["./shared"]},
+        "functions": {
+            "probe": {
+                "lang": "python3-http",
+                "handler": "./functions/probe",
+                "image": "x/probe:1",
+                "environment": {"exec_timeout": "5s"},
+                "secrets": ["probe-token"],
+            },
+            "slow": {
+                "lang": "python3-http",
+                "handler": "./functions/slow",
+                "image": "x/slow:1",
+                "environment": {"exec_timeout": "1s"},
+            },
+        },
+    }
     (tmp / "stack.yml").write_text(yaml.safe_dump(doc))
-    ls = gateway.LocalStack(port=gateway.free_port(), state_dir=tmp / "state", kube="none",
-                            stack=stackfile.load(tmp / "stack.yml"))
+    ls = gateway.LocalStack(
+        port=gateway.free_port(), state_dir=tmp / "state", kube="none", stack=stackfile.load(tmp / "stack.yml")
+    )
     ls.start()
     yield ls
     ls.stop()
@@ -85,8 +101,11 @@ def test_async_route_answers_202_and_calls_back(stack):
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Callback)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        r = requests.post(stack.url + "/async-function/probe/cb", data=b"payload",
-                          headers={"X-Callback-Url": f"http://127.0.0.1:{srv.server_port}/done"})
+        r = requests.post(
+            stack.url + "/async-function/probe/cb",
+            data=b"payload",
+            headers={"X-Callback-Url": f"http://127.0.0.1:{srv.server_port}/done"},
+        )
         assert r.status_code == 202 and r.content == b"" and r.headers["X-Call-Id"]
         deadline = time.monotonic() + 10
         while not _Callback.received and time.monotonic() < deadline:
@@ -130,8 +149,11 @@ def _wait_for(path: Path, pattern: str, timeout: float = 10) -> str:
 def test_access_log_has_method_full_url_and_status_like_the_real_gateway(stack):
     requests.post(stack.url + "/function/probe/a/b?q=1&x=y", data=b"x")
     # faas gateway LoggingNotifier: log.Printf("Forwarded [%s] to %s - [%d] - %.4fs", method, r.URL.String(), ...)
-    _wait_for(stack.access_log, r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d Forwarded \[POST\] to /function/probe/a/b\?q=1&x=y "
-                                r"- \[200\] - \d+\.\d{4}s$")
+    _wait_for(
+        stack.access_log,
+        r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d Forwarded \[POST\] to /function/probe/a/b\?q=1&x=y "
+        r"- \[200\] - \d+\.\d{4}s$",
+    )
 
 
 def test_queue_worker_logs_each_message_with_its_headers_and_the_gateway_logs_its_call(stack):
@@ -215,8 +237,9 @@ def test_repeated_header_lines_reach_the_function_line_by_line(stack):
     real_port = process.port
     process.port = srv.getsockname()[1]  # the probe's address, for this one call, is the capturing socket
     try:
-        status, headers, _ = _raw(stack, "GET", "/function/probe/dup", [("X-Dup", "1"), ("X-Dup", "2"),
-                                                                        ("Cookie", "a=1"), ("Cookie", "b=2")])
+        status, headers, _ = _raw(
+            stack, "GET", "/function/probe/dup", [("X-Dup", "1"), ("X-Dup", "2"), ("Cookie", "a=1"), ("Cookie", "b=2")]
+        )
     finally:
         process.port = real_port
         srv.close()

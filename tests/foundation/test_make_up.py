@@ -1,6 +1,6 @@
 """`make up` (python -m local.gateway) serves in the foreground and stops cleanly on SIGTERM."""
+
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +19,13 @@ DATA = ROOT / "tests" / "data"
 
 def test_gateway_serves_until_sigterm_and_prints_how_to_curl_it():
     port = gateway.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "local.gateway", "--port", str(port), "--kube", "none"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local.gateway", "--port", str(port), "--kube", "none"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -31,8 +36,9 @@ def test_gateway_serves_until_sigterm_and_prints_how_to_curl_it():
                 time.sleep(0.1)
         else:
             raise AssertionError("gateway did not come up")
-        r = requests.post(f"http://127.0.0.1:{port}/function/audit-ingest", data=b"{}",
-                          headers={"Content-Type": "application/json"})
+        r = requests.post(
+            f"http://127.0.0.1:{port}/function/audit-ingest", data=b"{}", headers={"Content-Type": "application/json"}
+        )
         assert r.headers["Content-Type"].startswith("application/json")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
@@ -48,13 +54,17 @@ def test_gateway_serves_until_sigterm_and_prints_how_to_curl_it():
 
 def test_functions_die_with_a_killed_gateway(tmp_path):
     port = gateway.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "local.gateway", "--port", str(port), "--kube", "none"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local.gateway", "--port", str(port), "--kube", "none"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                r = requests.get(f"http://127.0.0.1:{port}/system/functions", timeout=1)
+                requests.get(f"http://127.0.0.1:{port}/system/functions", timeout=1)
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
@@ -104,9 +114,24 @@ def _state(pid: str) -> str:
 
 
 def _start_up(port: int, state: Path, *extra: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "local.gateway", "--port", str(port), "--kube", "none",
-                             "--state-dir", str(state), *extra], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "local.gateway",
+            "--port",
+            str(port),
+            "--kube",
+            "none",
+            "--state-dir",
+            str(state),
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -124,6 +149,7 @@ def _stop(proc: subprocess.Popen) -> str:
     return proc.communicate(timeout=30)[0]
 
 
+@pytest.mark.slow
 def test_a_second_run_says_who_is_running_and_keeps_to_its_own_state_folder(tmp_path):
     """Issue 15 §1: runs beside each other do not share a folder; a run names the other before it starts."""
     first_port, second_port = gateway.free_port(), gateway.free_port()
@@ -132,25 +158,58 @@ def test_a_second_run_says_who_is_running_and_keeps_to_its_own_state_folder(tmp_
         run = runs.read(tmp_path / "first")
         assert run is not None and (run.pid, run.port) == (first.pid, first_port)
         # the same folder: refused before anything starts, naming the holder
-        same = subprocess.run([sys.executable, "-m", "local.gateway", "--port", str(second_port), "--kube", "none",
-                               "--state-dir", str(tmp_path / "first")], cwd=ROOT, capture_output=True, text=True,
-                              timeout=60)
+        same = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "local.gateway",
+                "--port",
+                str(second_port),
+                "--kube",
+                "none",
+                "--state-dir",
+                str(tmp_path / "first"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert same.returncode == 1 and "Traceback" not in same.stdout + same.stderr
         assert f"python -m local.gateway is running (pid {first.pid}, port {first_port})" in same.stderr
         assert "STATE_DIR=" in same.stderr
         # the same port: refused, naming the holder
-        port_taken = subprocess.run([sys.executable, "-m", "local.gateway", "--port", str(first_port), "--kube", "none",
-                                     "--state-dir", str(tmp_path / "third")], cwd=ROOT, capture_output=True,
-                                    text=True, timeout=60)
+        port_taken = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "local.gateway",
+                "--port",
+                str(first_port),
+                "--kube",
+                "none",
+                "--state-dir",
+                str(tmp_path / "third"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert port_taken.returncode == 1
-        assert f"port {first_port} on 127.0.0.1 is in use by python -m local.gateway (pid {first.pid}" in port_taken.stderr
+        assert (
+            f"port {first_port} on 127.0.0.1 is in use by python -m local.gateway (pid {first.pid}" in port_taken.stderr
+        )
         # another folder and port: it says who else runs, first, and then starts
         second = _start_up(second_port, tmp_path / "second")
         out = _stop(second)
-        assert out.splitlines()[0] == (f"note: python -m local.gateway is running (pid {first.pid}, port {first_port}), "
-                                       f"state in {tmp_path / 'first'}")
-        assert (tmp_path / "second" / "secrets" / "audit-ingest-token").read_text() != \
-            (tmp_path / "first" / "secrets" / "audit-ingest-token").read_text()
+        assert out.splitlines()[0] == (
+            f"note: python -m local.gateway is running (pid {first.pid}, port {first_port}), "
+            f"state in {tmp_path / 'first'}"
+        )
+        assert (tmp_path / "second" / "secrets" / "audit-ingest-token").read_text() != (
+            tmp_path / "first" / "secrets" / "audit-ingest-token"
+        ).read_text()
     finally:
         _stop(first)
     assert runs.read(tmp_path / "first") is None and not (tmp_path / "first" / "run.json").exists()
@@ -168,12 +227,20 @@ def test_a_function_that_exits_at_start_up_has_its_last_log_lines_printed(tmp_pa
     (tmp_path / "functions" / "broken").mkdir(parents=True)
     (tmp_path / "functions" / "broken" / "handler.py").write_text(
         'import sys\nprint("opening the spool", file=sys.stderr)\n'
-        'raise RuntimeError("SpoolBusy: another process holds the spool lock")\n')
-    (tmp_path / "stack.yml").write_text(yaml.safe_dump({
-        "version": "1.0", "provider": {"name": "openfaas"},
-        "functions": {"broken": {"lang": "python3-http", "handler": "./functions/broken", "image": "x/b:1"}}}))
-    stack = gateway.LocalStack(gateway.free_port(), state_dir=tmp_path / "state", kube="none",
-                               stack=stackfile.load(tmp_path / "stack.yml"))
+        'raise RuntimeError("SpoolBusy: another process holds the spool lock")\n'
+    )
+    (tmp_path / "stack.yml").write_text(
+        yaml.safe_dump(
+            {
+                "version": "1.0",
+                "provider": {"name": "openfaas"},
+                "functions": {"broken": {"lang": "python3-http", "handler": "./functions/broken", "image": "x/b:1"}},
+            }
+        )
+    )
+    stack = gateway.LocalStack(
+        gateway.free_port(), state_dir=tmp_path / "state", kube="none", stack=stackfile.load(tmp_path / "stack.yml")
+    )
     with pytest.raises(RuntimeError) as err:
         stack.start()
     message = str(err.value)

@@ -3,6 +3,7 @@
 The API server's audit webhook posts over https through the TLS front (client-go sends the token only over
 https), so the ConfigMap created with the admin kubeconfig reaches audit-ingest, authenticated.
 """
+
 from __future__ import annotations
 
 import time
@@ -23,14 +24,20 @@ def test_make_up_kube_real_runs_the_control_plane_and_its_audit_webhook_reaches_
     from kubernetes import client
 
     monkeypatch.delenv("KUBECONFIG", raising=False)
-    stack = gateway.LocalStack(gateway.free_port(), state_dir=tmp_path / "state", kube="real", audit_webhook=True,
-                               functions=["audit-ingest", "alert-forwarder"])
+    stack = gateway.LocalStack(
+        gateway.free_port(),
+        state_dir=tmp_path / "state",
+        kube="real",
+        audit_webhook=True,
+        functions=["audit-ingest", "alert-forwarder"],
+    )
     with stack:
         assert stack.kube_description.startswith("real kube-apiserver v1.24") and stack.emulator is None
         assert stack.kubeconfig_path == tmp_path / "state" / "kube" / "admin.kubeconfig"
         api = stack.kube_api_client()
-        client.CoreV1Api(api).create_namespaced_config_map("default", {
-            "metadata": {"name": "aws-creds"}, "data": {"aws_access_key_id": "AKIAIOSFODNN7EXAMPLE"}})
+        client.CoreV1Api(api).create_namespaced_config_map(
+            "default", {"metadata": {"name": "aws-creds"}, "data": {"aws_access_key_id": "AKIAIOSFODNN7EXAMPLE"}}
+        )
         # the install manifests were applied, as bootstrap would
         assert client.CoreV1Api(api).read_namespace("edgeguard-enroll").metadata.name == "edgeguard-enroll"
         headers = {"Authorization": f"Bearer {stack.secret('audit-ingest-token')}"}

@@ -1,4 +1,5 @@
 """audit.k8s.io/v1 events for served requests (policy levels, stages, webhook batches)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,12 @@ def test_create_is_audited_with_object_ref_bodies_user_and_status(kube_clients):
     emu.enable_audit()
     cm = core.create_namespaced_config_map("default", {"metadata": {"name": "creds"}, "data": {"k": "v"}})
     (ev,) = [e for e in emu.audit_events if e["verb"] == "create"]
-    assert (ev["kind"], ev["apiVersion"], ev["level"], ev["stage"]) == ("Event", "audit.k8s.io/v1",
-                                                                         "RequestResponse", "ResponseComplete")
+    assert (ev["kind"], ev["apiVersion"], ev["level"], ev["stage"]) == (
+        "Event",
+        "audit.k8s.io/v1",
+        "RequestResponse",
+        "ResponseComplete",
+    )
     # As a real apiserver's (see a kubectl-run webhook capture): no uid/resourceVersion on create.
     assert ev["objectRef"] == {"resource": "configmaps", "namespace": "default", "name": "creds", "apiVersion": "v1"}
     assert ev["requestURI"] == "/api/v1/namespaces/default/configmaps"
@@ -40,7 +45,10 @@ def test_update_object_ref_carries_the_request_resource_version(kube_clients):
     core.replace_namespaced_config_map("c", "default", cm)
     (ev,) = emu.audit_events
     assert (ev["verb"], ev["objectRef"]["resourceVersion"], ev["objectRef"]["uid"]) == (
-        "update", cm.metadata.resource_version, cm.metadata.uid)
+        "update",
+        cm.metadata.resource_version,
+        cm.metadata.uid,
+    )
 
 
 def test_secret_bodies_stay_out_of_default_audit_events(kube_clients):
@@ -68,14 +76,26 @@ def test_denied_and_failed_requests_are_audited_with_decision_and_status(kube_cl
 
 def test_policy_rules_pick_levels_first_match_wins(kube_clients):
     emu, core, _ = kube_clients
-    emu.enable_audit({"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
-                      "rules": [
-                          {"level": "None", "resources": [{"group": "", "resources": ["configmaps"],
-                                                           "resourceNames": ["controller-leader"]}]},
-                          {"level": "Request", "resources": [{"group": "", "resources": ["configmaps"]}],
-                           "namespaces": ["kube-system"]},
-                          {"level": "None", "verbs": ["list"]},
-                          {"level": "Metadata"}]})
+    emu.enable_audit(
+        {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [
+                {
+                    "level": "None",
+                    "resources": [{"group": "", "resources": ["configmaps"], "resourceNames": ["controller-leader"]}],
+                },
+                {
+                    "level": "Request",
+                    "resources": [{"group": "", "resources": ["configmaps"]}],
+                    "namespaces": ["kube-system"],
+                },
+                {"level": "None", "verbs": ["list"]},
+                {"level": "Metadata"},
+            ],
+        }
+    )
     core.create_namespaced_config_map("kube-system", {"metadata": {"name": "a"}, "data": {"k": "v"}})
     core.create_namespaced_config_map("default", {"metadata": {"name": "controller-leader"}})
     core.patch_namespaced_config_map("controller-leader", "default", {"data": {"x": "y"}})
@@ -83,7 +103,9 @@ def test_policy_rules_pick_levels_first_match_wins(kube_clients):
     core.read_namespaced_config_map("controller-leader", "default")
     events = emu.audit_events
     assert [(e["verb"], e["objectRef"].get("name"), e["level"]) for e in events] == [
-        ("create", "a", "Request"), ("create", "controller-leader", "Metadata")]
+        ("create", "a", "Request"),
+        ("create", "controller-leader", "Metadata"),
+    ]
     assert events[0]["requestObject"]["data"] == {"k": "v"} and "responseObject" not in events[0]
 
 
@@ -100,8 +122,7 @@ class _Receiver(BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802 (http.server API)
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).posts.append((self.headers.get("Authorization"), self.headers.get("Content-Type"),
-                                 json.loads(body)))
+        type(self).posts.append((self.headers.get("Authorization"), self.headers.get("Content-Type"), json.loads(body)))
         self.send_response(200)
         self.end_headers()
 
@@ -140,8 +161,14 @@ def test_webhook_gets_event_lists_in_batches_with_the_bearer_token_over_verified
     url, posts, ca = https_receiver
     emu, core, _ = kube_clients
     # A full batch is sent at once; the long wait proves batching does not depend on timing.
-    emu.enable_audit(webhook=url, token="audit-ingest-token-value", batch_max_size=3, batch_max_wait=30,
-                     ca_pem=ca, server_name="audit.local")
+    emu.enable_audit(
+        webhook=url,
+        token="audit-ingest-token-value",
+        batch_max_size=3,
+        batch_max_wait=30,
+        ca_pem=ca,
+        server_name="audit.local",
+    )
     for i in range(3):
         core.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
     assert emu.flush_audit(5)
@@ -162,15 +189,17 @@ def test_an_http_webhook_gets_its_events_without_the_token_as_client_go_sends_th
     core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
     assert emu.flush_audit(5)
     assert posts and all(p[0] is None for p in posts)
-    assert emu.audit_errors == ["the webhook URL is http: its token is not sent (client-go sends credentials only "
-                                "over https)"]
+    assert emu.audit_errors == [
+        "the webhook URL is http: its token is not sent (client-go sends credentials only over https)"
+    ]
 
 
 def test_a_webhook_certificate_for_another_name_is_refused(kube_clients, https_receiver):
     url, posts, ca = https_receiver
     emu, core, _ = kube_clients
-    emu.enable_audit(webhook=url, token="t" * 20, batch_max_size=1, batch_max_wait=0.05, ca_pem=ca,
-                     server_name="other.local")
+    emu.enable_audit(
+        webhook=url, token="t" * 20, batch_max_size=1, batch_max_wait=0.05, ca_pem=ca, server_name="other.local"
+    )
     core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
     assert emu.flush_audit(10)
     assert posts == [] and emu.audit_errors and "TLS failed" in emu.audit_errors[-1]
@@ -189,8 +218,11 @@ def test_source_ips_list_forwarded_addresses_before_the_peer(kube_emulator):
     import requests
 
     kube_emulator.enable_audit()
-    requests.get(f"{kube_emulator.url}/api/v1/namespaces/default/configmaps", timeout=5,
-                 headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.2", "Authorization": "Bearer x"})
+    requests.get(
+        f"{kube_emulator.url}/api/v1/namespaces/default/configmaps",
+        timeout=5,
+        headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.2", "Authorization": "Bearer x"},
+    )
     (ev,) = kube_emulator.audit_events
     assert ev["sourceIPs"] == ["203.0.113.7", "10.0.0.2", "127.0.0.1"]
     assert ev["objectRef"] == {"resource": "configmaps", "namespace": "default", "apiVersion": "v1"}  # a list
