@@ -33,7 +33,7 @@ RUN_ARGS := $(if $(PORT),--port $(PORT)) $(if $(STATE_DIR),--state-dir $(STATE_D
 help:
 	@echo "edgeguard make targets:"
 	@echo "  make demo     start the bundle locally, play the seed scenarios, stop everything (about 15 s once .venv exists)"
-	@echo "  make test     the whole test suite (about 8-10 min on 2 cores; PYTEST_ARGS='-k words' for a subset)"
+	@echo "  make test     the whole test suite (about 10-13 min on 2 cores; PYTEST_ARGS='-k words' for a subset)"
 	@echo "  make up       the local stack in the foreground, to curl and kubectl (Ctrl-C stops it)"
 	@echo "  make bench    speed, memory and fuzz figures (BENCH=memory runs one)"
 	@echo "  make lint     ruff (lint and format check) and mypy, findings per owner (not yet part of make test)"
@@ -60,10 +60,10 @@ lint: venv
 	$(BIN)/python -m local.lint $(LINT_ARGS)
 
 demo: venv
-	$(BIN)/python -m local.demo $(RUN_ARGS)
+	EDGEGUARD_RUN_KIND='make demo' $(BIN)/python -m local.demo $(RUN_ARGS)
 
 up: venv
-	$(BIN)/python -m local.gateway $(RUN_ARGS) $(if $(SCRUBBER_MODE),--scrubber-mode $(SCRUBBER_MODE))
+	EDGEGUARD_RUN_KIND='make up' $(BIN)/python -m local.gateway $(RUN_ARGS) $(if $(SCRUBBER_MODE),--scrubber-mode $(SCRUBBER_MODE))
 
 bench: venv
 	$(BIN)/python -m bench $(BENCH)

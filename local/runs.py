@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 STATE_ROOT_ENV = "EDGEGUARD_STATE_ROOT"
 RUN_FILE = "run.json"
+RUN_KIND_ENV = "EDGEGUARD_RUN_KIND"  # the Makefile says "make up" / "make demo"
 
 
 class RunConflict(RuntimeError):
@@ -142,10 +143,9 @@ def port_from_env(default: int = 8080) -> tuple[int | None, str | None]:
 
 
 def kind(module: str) -> str:
-    """How the user started this run, as they would name it: ``make up`` / ``make demo``, or the module."""
-    if os.environ.get("MAKELEVEL"):
-        return {"local.gateway": "make up", "local.demo": "make demo"}.get(module, f"make ({module})")
-    return f"python -m {module}"
+    """How the user started this run, as they would name it: ``make up`` / ``make demo`` (the Makefile sets
+    EDGEGUARD_RUN_KIND for its own recipe only), else the module."""
+    return os.environ.get(RUN_KIND_ENV) or f"python -m {module}"
 
 
 def others(port: int | None = None) -> list[str]:

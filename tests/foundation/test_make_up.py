@@ -261,3 +261,11 @@ def test_make_help_lists_every_target():
     phony = re.search(r"^\.PHONY: (.*)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
     assert [t for t in phony if f"make {t} " not in out] == [], out
     assert "PORT=" in out and "STATE_DIR=" in out and "KUBE=" in out and "SCRUBBER_MODE=" in out
+
+
+def test_a_run_is_named_as_the_user_started_it(monkeypatch):
+    monkeypatch.delenv(runs.RUN_KIND_ENV, raising=False)
+    assert runs.kind("local.gateway") == "python -m local.gateway"
+    monkeypatch.setenv(runs.RUN_KIND_ENV, "make up")  # what the Makefile's up recipe sets
+    assert runs.kind("local.gateway") == "make up"
+    assert "EDGEGUARD_RUN_KIND='make up'" in (ROOT / "Makefile").read_text()
