@@ -1,28 +1,26 @@
 """audit-ingest: Falco k8s_audit detection for the Kubernetes audit webhook.
 
 POST an Event, EventList or JSON array (or NDJSON). Every event is checked
-against Falco's rules (bundled upstream set + rules.d/*.yaml + the optional
-extra rules secret, see rules.py); alerts go to alert-forwarder as one JSON
-array. The reply is 2xx only after that hand-off succeeded, so the API server's
-retries give at-least-once delivery; handoff.py keeps retried batches
-duplicate-free. One batch at a time is decoded and evaluated (a 12 MiB batch is
-~60 MB in memory); hand-offs run concurrently. ``?dry_run=1`` returns the alerts
-instead of forwarding them. GET returns health, ruleset facts and counters.
+against Falco's rules (rules.py: bundled upstream set + rules.d/*.yaml + the
+optional extra rules secret); alerts go to alert-forwarder as JSON arrays. The
+reply is 2xx only after that hand-off succeeded, so the API server's retries
+give at-least-once delivery; handoff.py keeps retried batches duplicate-free.
+One batch at a time is decoded and evaluated; hand-offs run concurrently.
+``?dry_run=1`` returns the alerts instead of forwarding them. GET returns
+health, ruleset facts and counters. Settings are read once (settings.py).
 """
 from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
-from . import handoff, rules
+from . import handoff, rules, settings
 from .edgeguard import auth, config, gateway, http, log
 from .edgeguard.falco.alert import format_time
 from .edgeguard.falco.source import NOT_AUDIT, batch_gc_paused, decode_payload, split_payload
 
 TOKEN_SECRET = "audit-ingest-token"
 FORWARD_TOKEN_SECRET = "alert-forwarder-token"
-HERE = Path(__file__).resolve().parent
 _STARTED_NS = time.time_ns()
 
 
@@ -48,25 +46,33 @@ class Counters:
             return dict(self.values)
 
 
+class _Function:
+    """What lives as long as the process, built from the settings read at start-up."""
+
+    def __init__(self, s: settings.Settings):
+        self.settings = s
+        self.rules = rules.RulesCache(s)
+        self.ledger = handoff.HandoffLedger(s.dedup_max_events)
+        # A 12 MiB batch decodes to ~60 MB: a decoded batch per server thread would exceed the pod's memory,
+        # and the GIL gives no speed-up anyway. The API server retries a 503.
+        self.slots = threading.BoundedSemaphore(s.max_concurrent_batches)
+        route = dict(token_secret=FORWARD_TOKEN_SECRET, timeout=s.forward_timeout)
+        self.async_route = gateway.Gateway(s.forward_function, async_=True, **route)
+        self.sync_route = gateway.Gateway(s.forward_function, async_=False, **route)
+
+
 COUNTERS = Counters()
-RULES = rules.RulesCache(HERE / "rules.d")
-LEDGER = handoff.HandoffLedger()
-_slots_lock = threading.Lock()
-_slot: list = []
+STARTUP = config.Startup("audit-ingest", lambda: _Function(settings.load()))
 
 
 def engine():
     try:
-        return RULES.get()
+        return STARTUP.get().rules.get()
     except rules.RulesUnavailable as exc:
         raise http.HTTPError(503, exc.reason) from None
 
 
-def _dedup_limit() -> int:
-    return config.env_int("dedup_max_events", 50000, minimum=0)
-
-
-def _health():
+def _health(fn: _Function):
     try:
         eng = engine()
     except http.HTTPError as err:
@@ -77,9 +83,9 @@ def _health():
         "started": format_time(_STARTED_NS),
         "ruleset": eng.facts(),
         "counters": COUNTERS.snapshot(),
-        "dedup_remembered": LEDGER.remembered(),
-        "forward_function": config.env_str("forward_function", "alert-forwarder"),
-        "forward_async": config.env_bool("forward_async", True),
+        "dedup_remembered": fn.ledger.remembered(),
+        "forward_function": fn.settings.forward_function,
+        "forward_async": fn.settings.forward_async,
     })
 
 
@@ -108,46 +114,62 @@ def _evaluate(eng, evt) -> list:
         return []
 
 
-def _finish_summary(summary, batch):
+def _evaluate_batch(event, eng, s: settings.Settings):
+    """Decode and evaluate one request body: (summary, alert groups, events repeated within the batch).
+
+    An event that comes twice in one batch is evaluated once; whether it was handed off before is the
+    ledger's one check, at hand-off.
+    """
+    try:
+        payload, raw_size, fits = _decode(event, s.max_body_bytes, s.max_event_bytes)
+    except http.HTTPError:
+        COUNTERS.count(rejected=1)
+        raise
+    batch = split_payload(payload, raw_size=raw_size, max_event_bytes=s.max_event_bytes, fits=fits)
+    del payload
+    COUNTERS.count(skipped_not_audit=batch.skipped, dropped=batch.dropped)
+    if not batch.events and not batch.dropped and batch.skipped:
+        COUNTERS.count(rejected=1)
+        raise http.HTTPError(400, NOT_AUDIT, skipped=batch.skipped)
+    groups, seen, repeated, n_alerts = [], set(), 0, 0
+    for e in batch.events:
+        k = handoff.dedup_key(e)
+        if k is not None:
+            if k in seen:
+                repeated += 1
+                continue
+            seen.add(k)
+        alerts = _evaluate(eng, e)
+        n_alerts += len(alerts)
+        groups.append(handoff.Group(k, alerts))
     oversize = batch.oversize
+    summary = {"events": len(batch.events), "skipped": batch.skipped, "dropped": batch.dropped + oversize}
     errors = list(batch.errors) + ["event larger than maxEventSize"] * (1 if oversize else 0)
-    summary["dropped"] = batch.dropped + oversize
     if errors:
         summary["errors"] = sorted(set(errors))[:10]
+    COUNTERS.count(events=len(batch.events) - repeated, alerts=n_alerts, dropped=oversize)
+    return summary, groups, repeated
 
 
-def _send(body: str, fits: bool) -> None:
-    """One part to alert-forwarder through the gateway; raises handoff errors naming what went wrong, never a value."""
-    fn = config.env_str("forward_function", "alert-forwarder")
-    # A single alert too big for the async queue goes through the synchronous route instead.
-    async_ = config.env_bool("forward_async", True) and fits
-    timeout = config.env_float("forward_timeout", 10.0)
-    try:
-        res = gateway.invoke(fn, body, token_secret=FORWARD_TOKEN_SECRET, async_=async_, timeout=timeout)
-    except config.ConfigError as exc:
-        # Not a transient failure: say what to fix instead of a bare 502 the API server retries blindly.
-        raise handoff.HandoffNotConfigured(f"alert hand-off to {fn} is not configured: {exc}") from None
-    except gateway.TransportError as exc:  # "timeout: ..." or "connect: <error type>", never a value
-        raise handoff.HandoffError(f"alert hand-off to {fn} failed: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - any transport failure means "not handed off"
-        raise handoff.HandoffError(f"alert hand-off to {fn} failed: {type(exc).__name__}") from None
-    if not 200 <= res.status < 300:
-        raise handoff.HandoffError(f"alert hand-off to {fn} failed: HTTP {res.status}", status=res.status)
+def _sender(fn: _Function):
+    name = fn.settings.forward_function
 
-
-def _forward(groups, owner) -> int:
-    limit = config.env_int("forward_max_bytes", 250_000, minimum=1024)
-    try:
-        accepted = handoff.forward(LEDGER, groups, owner, _send, part_bytes=limit, limit=_dedup_limit())
-    except handoff.HandoffNotConfigured as exc:
-        COUNTERS.count(alerts_forwarded=exc.accepted, forward_failures=1)
-        raise http.HTTPError(503, exc.reason) from None
-    except handoff.HandoffError as exc:
-        COUNTERS.count(alerts_forwarded=exc.accepted, forward_failures=1)
-        extra = {"forward_status": exc.status} if exc.status is not None else {}
-        raise http.HTTPError(502, exc.reason, **extra) from None
-    COUNTERS.count(alerts_forwarded=accepted)
-    return accepted
+    def send(body: str, fits: bool) -> None:
+        """One part to alert-forwarder through the gateway; errors name what went wrong, never a value."""
+        # A single alert too big for the async queue goes through the synchronous route instead.
+        route = fn.async_route if fn.settings.forward_async and fits else fn.sync_route
+        try:
+            res = route.invoke(body)
+        except config.ConfigError as exc:
+            # Not a transient failure: say what to fix instead of a bare 502 the API server retries blindly.
+            raise handoff.HandoffNotConfigured(f"alert hand-off to {name} is not configured: {exc}") from None
+        except gateway.TransportError as exc:  # "timeout: ..." or "connect: <error type>", never a value
+            raise handoff.HandoffError(f"alert hand-off to {name} failed: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any transport failure means "not handed off"
+            raise handoff.HandoffError(f"alert hand-off to {name} failed: {type(exc).__name__}") from None
+        if not 200 <= res.status < 300:
+            raise handoff.HandoffError(f"alert hand-off to {name} failed: HTTP {res.status}", status=res.status)
+    return send
 
 
 def _busy(reason: str, wait: float):
@@ -155,19 +177,25 @@ def _busy(reason: str, wait: float):
     return http.HTTPError(503, reason, headers={"Retry-After": str(max(1, int(wait + 0.999)))})
 
 
-def _slots() -> threading.BoundedSemaphore:
-    with _slots_lock:
-        if not _slot:
-            _slot.append(threading.BoundedSemaphore(config.env_int("max_concurrent_batches", 1, minimum=1)))
-        return _slot[0]
+def _hand_off(fn: _Function, groups) -> handoff.Delivery:
+    s = fn.settings
+    try:
+        done = fn.ledger.deliver(groups, _sender(fn), part_bytes=s.forward_max_bytes, wait=s.batch_wait_seconds)
+    except handoff.Undelivered as exc:
+        COUNTERS.count(alerts_forwarded=exc.forwarded, duplicates=exc.duplicates)
+        if isinstance(exc, handoff.HandoffBusy):
+            raise _busy(exc.reason, s.batch_wait_seconds) from None
+        COUNTERS.count(forward_failures=1)
+        if isinstance(exc, handoff.HandoffNotConfigured):
+            raise http.HTTPError(503, exc.reason) from None
+        extra = {"forward_status": exc.status} if exc.status is not None else {}
+        raise http.HTTPError(502, exc.reason, **extra) from None
+    COUNTERS.count(alerts_forwarded=done.forwarded, duplicates=done.duplicates)
+    return done
 
 
 @http.guarded
 def handle(event, context):
-    return _handle(event, context)
-
-
-def _handle(event, context):
     COUNTERS.count(requests=1)
     try:
         m = http.require_method(event, ("GET", "POST"))
@@ -177,82 +205,32 @@ def _handle(event, context):
         if err.status == 401:
             COUNTERS.count(**{"unauthenticated" if auth.presented_token(event) is None else "invalid_token": 1})
         raise
+    if m == "POST":
+        COUNTERS.count(authenticated_batches=1)
+    fn = STARTUP.get()
     if m == "GET":
-        return _health()
-    COUNTERS.count(authenticated_batches=1)
+        return _health(fn)
+    return _batch(event, fn)
+
+
+def _batch(event, fn: _Function):
     eng = engine()
-    wait = config.env_float("batch_wait_seconds", 5.0)
-    # A 12 MiB batch decodes to ~60 MB: a decoded batch per server thread would exceed the pod's memory,
-    # and the GIL gives no speed-up anyway. The API server retries a 503.
-    slots = _slots()
-    if not slots.acquire(timeout=max(0.0, wait)):
+    wait = fn.settings.batch_wait_seconds
+    if not fn.slots.acquire(timeout=wait):
         raise _busy("busy: another batch is being decoded and evaluated; retry", wait)
     try:
         with batch_gc_paused():
-            summary, groups, dups = _evaluate_batch(event, eng)
+            summary, groups, repeated = _evaluate_batch(event, eng, fn.settings)
     finally:
-        slots.release()
-    if summary.get("dry_run"):
-        return http.json_response(summary)
-
-    # Only the alerts are kept from here on; the hand-off runs outside the batch slot.
-    owner = object()
-    pending, forwarded, rule_names = groups, 0, set()
-    limit = _dedup_limit()
-    while pending:
-        with LEDGER.cond:
-            mine, pending, d = LEDGER.claim(pending, owner, limit=limit)
-            dups += d
-            deadline = time.monotonic() + wait
-            while not mine and pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise _busy(f"{len(pending)} events of this batch are being handed off by another "
-                                "request; retry", wait)
-                LEDGER.cond.wait(left)
-                mine, pending, d = LEDGER.claim(pending, owner, limit=limit)
-                dups += d
-        if mine:
-            forwarded += _forward(mine, owner)
-            rule_names.update(a.rule for g in mine for a in g.alerts)
-    COUNTERS.count(duplicates=dups)
-    log.info("batch.done", events=summary["events"], alerts=forwarded, duplicates=dups,
-             skipped=summary["skipped"], dropped=summary["dropped"])
-    summary.update(alert_count=forwarded, duplicates=dups, forwarded=forwarded, rules=sorted(rule_names))
-    return http.json_response(summary)
-
-
-def _evaluate_batch(event, eng):
-    """Decode and evaluate one request body: (summary, alert groups of events not yet handed off, duplicates)."""
-    max_body = config.env_int("max_body_bytes", 12582912, minimum=1)
-    max_event = config.env_int("max_event_bytes", 262144, minimum=1)
-    try:
-        payload, raw_size, fits = _decode(event, max_body, max_event)
-    except http.HTTPError:
-        COUNTERS.count(rejected=1)
-        raise
-    batch = split_payload(payload, raw_size=raw_size, max_event_bytes=max_event, fits=fits)
-    del payload
-    COUNTERS.count(skipped_not_audit=batch.skipped, dropped=batch.dropped)
-    if not batch.events and not batch.dropped and batch.skipped:
-        COUNTERS.count(rejected=1)
-        raise http.HTTPError(400, NOT_AUDIT, skipped=batch.skipped)
-    summary = {"events": len(batch.events), "skipped": batch.skipped, "dropped": batch.dropped}
-
+        fn.slots.release()
     if http.query_flag(event, "dry_run"):
-        alerts = [a for e in batch.events for a in _evaluate(eng, e)]
-        _finish_summary(summary, batch)
-        COUNTERS.count(events=len(batch.events), alerts=len(alerts), dropped=summary["dropped"] - batch.dropped)
-        summary.update(dry_run=True, alert_count=len(alerts), alerts=[a.to_dict() for a in alerts])
-        return summary, [], 0
-
-    # Check only (cheap, under the lock): events already handed off are not evaluated again.
-    fresh, dups = LEDGER.fresh(batch.events)
-    groups, n_alerts = [], 0
-    for k, e in fresh:
-        alerts = _evaluate(eng, e)
-        n_alerts += len(alerts)
-        groups.append(handoff.Group(k, alerts))
-    _finish_summary(summary, batch)
-    COUNTERS.count(events=len(fresh), alerts=n_alerts, dropped=summary["dropped"] - batch.dropped)
-    return summary, groups, dups
+        alerts = [a.to_dict() for g in groups for a in g.alerts]
+        return http.json_response({**summary, "dry_run": True, "alert_count": len(alerts), "alerts": alerts})
+    # Only the alerts are kept from here on; the hand-off runs outside the batch slot.
+    done = _hand_off(fn, groups)
+    dups = repeated + done.duplicates
+    COUNTERS.count(duplicates=repeated)
+    log.info("batch.done", events=summary["events"], alerts=done.forwarded, duplicates=dups,
+             skipped=summary["skipped"], dropped=summary["dropped"])
+    return http.json_response({**summary, "alert_count": done.forwarded, "duplicates": dups,
+                               "forwarded": done.forwarded, "rules": sorted(done.rules)})

@@ -6,29 +6,54 @@ were handed off. The ledger remembers, per (auditID, stage) key, that an event's
 LRU. A key being handed off right now is reserved by its request (the owner), so a concurrent retry of the
 same batch waits for the outcome instead of sending the alerts a second time.
 
-Nothing here knows HTTP: ``forward`` takes a ``send(body)`` callable and failures are exceptions the handler
-turns into answers.
+Nothing here knows HTTP: ``deliver`` takes a ``send(body, fits)`` callable, and failures are exceptions the
+handler turns into answers.
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 DONE = None  # the ledger value of an event whose alerts were all handed off
 
 
-class HandoffError(Exception):
-    """alert-forwarder did not accept a part (transport failure or a non-2xx answer); ``accepted`` went before."""
+class Undelivered(Exception):
+    """The batch's alerts were not all handed off; ``forwarded``/``duplicates`` say what happened before."""
 
-    def __init__(self, reason: str, *, status: int | None = None, accepted: int = 0):
+    def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+        self.forwarded = 0
+        self.duplicates = 0
+
+
+class HandoffError(Undelivered):
+    """alert-forwarder did not accept a part: a transport failure, or a non-2xx answer (``status``)."""
+
+    def __init__(self, reason: str, *, status: int | None = None):
+        super().__init__(reason)
         self.status = status
-        self.accepted = accepted
 
 
 class HandoffNotConfigured(HandoffError):
     """The hand-off cannot be attempted (alert-forwarder's token secret is missing): not transient."""
+
+
+class HandoffBusy(Undelivered):
+    """Some events are being handed off by another request, which did not finish within the wait."""
+
+    def __init__(self, pending: int):
+        super().__init__(f"{pending} events of this batch are being handed off by another request; retry")
+        self.pending = pending
+
+
+@dataclass
+class Delivery:
+    forwarded: int = 0
+    duplicates: int = 0
+    rules: set = field(default_factory=set)
 
 
 class Group:
@@ -75,10 +100,13 @@ def chunks(groups, limit: int):
 
 
 class HandoffLedger:
-    def __init__(self):
+    """Which events' alerts were handed off (bounded LRU of ``limit`` keys), and which are being handed off now."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
         # Guards ``handed`` and ``inflight`` only; held for check-and-reserve, never across a hand-off.
         self.cond = threading.Condition()
-        # key -> DONE, or the frozenset of rules whose alerts were handed off so far. Bounded LRU.
+        # key -> DONE, or the frozenset of rules whose alerts were handed off so far.
         self.handed: OrderedDict = OrderedDict()
         # key -> owner token of the request handing that event's alerts off right now.
         self.inflight: dict = {}
@@ -87,36 +115,51 @@ class HandoffLedger:
         with self.cond:
             return len(self.handed)
 
-    def remember(self, key, rules=DONE, *, limit: int):
+    def deliver(self, groups, send, *, part_bytes: int, wait: float) -> Delivery:
+        """Hand off the alerts of the groups no earlier request handed off, part by part with ``send(body, fits)``.
+
+        The one "already handed off?" check is the claim: events handed off before are duplicates, the
+        others are reserved for this request. Groups another request is handing off right now are waited
+        for (up to ``wait`` s): if it succeeded they are duplicates, if it failed this request sends them.
+        Raises Undelivered (HandoffError from ``send``, or HandoffBusy) carrying what was done before.
+        """
+        owner = object()
+        done = Delivery()
+        pending = list(groups)
+        try:
+            while pending:
+                with self.cond:
+                    mine, pending = self._claim(pending, owner, done)
+                    deadline = time.monotonic() + wait
+                    while not mine and pending:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise HandoffBusy(len(pending))
+                        self.cond.wait(left)
+                        mine, pending = self._claim(pending, owner, done)
+                if mine:
+                    self._forward(mine, owner, send, part_bytes, done)
+                    done.rules.update(a.rule for g in mine for a in g.alerts)
+        except Undelivered as exc:
+            exc.forwarded, exc.duplicates = done.forwarded, done.duplicates
+            raise
+        return done
+
+    def _remember(self, key, rules=DONE):
         """Record (under ``cond``) that ``key``'s alerts were handed off: all of them, or ``rules`` so far."""
         handed = self.handed
         handed[key] = rules
         handed.move_to_end(key)
-        while len(handed) > limit:
+        while len(handed) > self.limit:
             handed.popitem(last=False)
 
-    def fresh(self, events):
-        """[(key, event)] of the events not already handed off (nor repeated in ``events``), and the duplicates."""
-        fresh, seen, dups = [], set(), 0
-        with self.cond:
-            handed = self.handed
-            for e in events:
-                k = dedup_key(e)
-                if k is not None and (k in seen or handed.get(k, frozenset()) is DONE):
-                    dups += 1
-                    continue
-                if k is not None:
-                    seen.add(k)
-                fresh.append((k, e))
-        return fresh, dups
+    def _claim(self, pending, owner, done: Delivery):
+        """Under ``cond``: reserve the groups no other request is handing off; (mine, still pending).
 
-    def claim(self, pending, owner, *, limit: int):
-        """Under ``cond``: reserve the groups no other request is handing off.
-
-        Returns (mine, still pending, duplicates). Alerts already handed off by an earlier request are
-        removed; an event left with none is remembered as done.
+        Alerts already handed off by an earlier request are removed; an event left with none is
+        remembered as done, an event already done counts as a duplicate.
         """
-        mine, still, dups = [], [], 0
+        mine, still = [], []
         handed, inflight = self.handed, self.inflight
         for g in pending:
             k = g.key
@@ -128,60 +171,42 @@ class HandoffLedger:
                 continue
             prior = handed.get(k, frozenset())
             if prior is DONE:
-                dups += 1
+                done.duplicates += 1
                 continue
             if prior:
                 g.prior = prior
                 g.alerts = [a for a in g.alerts if a.rule not in prior]
             if not g.alerts:
-                self.remember(k, limit=limit)
+                self._remember(k)
                 continue
             inflight[k] = owner
             mine.append(g)
-        return mine, still, dups
+        return mine, still
 
-    def accepted(self, parts, by_key, sent, *, limit: int):
-        """A part was accepted: remember what it carried at once, so a later failure resends only the rest."""
-        with self.cond:
-            for k, rule in parts:
-                if k is not None:
-                    sent.setdefault(k, set()).add(rule)
-            for k in {k for k, _ in parts if k is not None}:
-                g = by_key[k]
-                if sent[k] >= {a.rule for a in g.alerts}:
-                    self.remember(k, limit=limit)
-                    del self.inflight[k]
-                else:
-                    self.remember(k, g.prior | sent[k], limit=limit)
-            self.cond.notify_all()
-
-    def release(self, groups, owner):
-        with self.cond:
-            for g in groups:
-                if g.key is not None and self.inflight.get(g.key) is owner:
-                    del self.inflight[g.key]
-            self.cond.notify_all()
-
-
-def forward(ledger: HandoffLedger, groups, owner, send, *, part_bytes: int, limit: int) -> int:
-    """Hand the groups' alerts off part by part with ``send(body, fits)``; the number of alerts accepted.
-
-    ``fits`` says whether the body is within ``part_bytes``. What each accepted part carried is remembered at
-    once, so when a later part fails, the API server's retry sends only the remainder. Reservations are
-    released whatever happens.
-    """
-    by_key = {g.key: g for g in groups if g.key is not None}
-    sent: dict = {}
-    accepted = 0
-    try:
-        for body, parts in chunks(groups, part_bytes):
-            try:
+    def _forward(self, groups, owner, send, part_bytes: int, done: Delivery) -> None:
+        """What each accepted part carried is remembered at once, so when a later part fails, the API server's
+        retry sends only the remainder. Reservations are released whatever happens."""
+        by_key = {g.key: g for g in groups if g.key is not None}
+        sent: dict = {}
+        try:
+            for body, parts in chunks(groups, part_bytes):
                 send(body, len(body.encode("utf-8")) <= part_bytes)
-            except HandoffError as exc:
-                exc.accepted = accepted
-                raise
-            accepted += len(parts)
-            ledger.accepted(parts, by_key, sent, limit=limit)
-    finally:
-        ledger.release(groups, owner)
-    return accepted
+                done.forwarded += len(parts)
+                with self.cond:
+                    for k, rule in parts:
+                        if k is not None:
+                            sent.setdefault(k, set()).add(rule)
+                    for k in {k for k, _ in parts if k is not None}:
+                        g = by_key[k]
+                        if sent[k] >= {a.rule for a in g.alerts}:
+                            self._remember(k)
+                            del self.inflight[k]
+                        else:
+                            self._remember(k, g.prior | sent[k])
+                    self.cond.notify_all()
+        finally:
+            with self.cond:
+                for g in groups:
+                    if g.key is not None and self.inflight.get(g.key) is owner:
+                        del self.inflight[g.key]
+                self.cond.notify_all()

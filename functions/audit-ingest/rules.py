@@ -1,6 +1,6 @@
 """The compiled ruleset: the bundled upstream rules, rules.d in byte order, then the extra-rules secret.
 
-Recompiled only when a rules file, the secret or a setting changes: the signature of the sources (file
+Recompiled only when a rules file or the secret changes: the signature of the sources (file
 stats, the secret's hash) is cheap to check on every request, so a rotated secret applies without a restart.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from .edgeguard import config, log
 from .edgeguard.falco import loader
 from .edgeguard.falco.engine import DEFAULT_RULES, Engine
+from .settings import Settings
 
 EXTRA_RULES_SECRET = "audit-ingest-extra-rules"
 
@@ -25,12 +26,11 @@ class RulesUnavailable(Exception):
         self.reason = reason
 
 
-def plan(default_rules_d: Path):
+def plan(load_default_rules: bool, rules_d: Path):
     """(signature, sources) of the rule sources: bundled set, rules.d in byte order, then the extra-rules secret."""
     files: list = []
-    if config.env_bool("load_default_rules", True):
+    if load_default_rules:
         files.append(("bundled:" + DEFAULT_RULES.name, DEFAULT_RULES))
-    rules_d = Path(config.env_str("rules_d", str(default_rules_d)))
     if rules_d.is_dir():
         files.extend((f"rules.d/{p.name}", p) for p in loader.rules_paths([rules_d]))
     extra = config.read_secret_bytes(EXTRA_RULES_SECRET)
@@ -44,7 +44,6 @@ def plan(default_rules_d: Path):
         except OSError:
             sig.append((name, None, None))
     sig.append(hashlib.sha256(extra).hexdigest() if extra is not None else None)
-    sig.append((config.env_str("rule_matching", "first"), config.env_str("min_priority", "debug")))
 
     def sources():
         out = []
@@ -68,15 +67,15 @@ class RulesCache:
     silently ignore the operator's change. A rules error is remembered for its signature; any other error is
     retried on the next request, as it may be transient and no rules change would ever clear it."""
 
-    def __init__(self, default_rules_d: Path):
-        self.default_rules_d = default_rules_d
+    def __init__(self, settings: Settings):
+        self.settings = settings
         self.lock = threading.Lock()
         self.engine: Engine | None = None
         self.error: str | None = None
         self.signature = None
 
     def get(self) -> Engine:
-        sig, sources = plan(self.default_rules_d)
+        sig, sources = plan(self.settings.load_default_rules, self.settings.rules_d)
         with self.lock:
             if sig == self.signature:
                 if self.engine is None:
@@ -84,8 +83,7 @@ class RulesCache:
                 return self.engine
             try:
                 ruleset = loader.load(sources())
-                eng = Engine(ruleset, rule_matching=config.env_str("rule_matching", "first"),
-                             min_priority=config.env_str("min_priority", "debug"))
+                eng = Engine(ruleset, config=self.settings.engine)
             except (loader.RulesLoadError, ValueError) as exc:
                 self._failed(sig, str(exc))
             except Exception as exc:  # noqa: BLE001 - whatever broke, the caller gets a reason, not stale rules
