@@ -11,6 +11,7 @@ health, ruleset facts and counters. Settings are read once (settings.py).
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -82,11 +83,20 @@ def _health(fn: _Function):
         "function": "audit-ingest",
         "started": format_time(_STARTED_NS),
         "ruleset": eng.facts(),
+        "engine": _engine_facts(eng.config),
         "counters": COUNTERS.snapshot(),
         "dedup_remembered": fn.ledger.remembered(),
         "forward_function": fn.settings.forward_function,
         "forward_async": fn.settings.forward_async,
     })
+
+
+def _engine_facts(c) -> dict:
+    """The effective falco.yaml-like settings: where they came from, and the selection in falco.yaml's form."""
+    return {"origins": list(c.origins), "rule_matching": c.rule_matching, "priority": c.priority,
+            "rules": [{"enable" if s.enable else "disable": {k: v for k, v in (("rule", s.rule), ("tag", s.tag)) if v}}
+                      for s in c.rules],
+            "append_output": len(c.append_output)}
 
 
 def _decode(event, max_body: int, max_event: int):
@@ -105,7 +115,7 @@ def _evaluate(eng, evt) -> list:
     """One event's alerts. A failure is logged and counted, never a 5xx: the API server would resend the
     same batch forever and block every later event behind it."""
     try:
-        return eng.evaluate(evt)
+        return [handoff.Alert(r.name, eng.alert_json(r, evt)) for r in eng.match(evt)]
     except Exception as exc:  # noqa: BLE001
         COUNTERS.count(evaluation_errors=1)
         aid = evt.obj.get("auditID")
@@ -224,7 +234,7 @@ def _batch(event, fn: _Function):
     finally:
         fn.slots.release()
     if http.query_flag(event, "dry_run"):
-        alerts = [a.to_dict() for g in groups for a in g.alerts]
+        alerts = [json.loads(a.json) for g in groups for a in g.alerts]
         return http.json_response({**summary, "dry_run": True, "alert_count": len(alerts), "alerts": alerts})
     # Only the alerts are kept from here on; the hand-off runs outside the batch slot.
     done = _hand_off(fn, groups)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 DONE = None  # the ledger value of an event whose alerts were all handed off
 
@@ -56,6 +57,11 @@ class Delivery:
     rules: set = field(default_factory=set)
 
 
+class Alert(NamedTuple):
+    rule: str
+    json: str   # the alert as Falco's json_output writes it
+
+
 class Group:
     """The alerts of one event (key None: an event without auditID, which is never remembered)."""
     __slots__ = ("key", "alerts", "prior")
@@ -83,7 +89,7 @@ def chunks(groups, limit: int):
     """
     cur, parts, size = [], [], 2
     for g in groups:
-        js = [(a.rule, a.to_json()) for a in g.alerts]
+        js = g.alerts
         sizes = [len(j.encode("utf-8")) + 1 for _, j in js]
         if cur and size + sum(sizes) > limit:
             yield "[" + ",".join(cur) + "]", parts

@@ -1,10 +1,20 @@
-"""audit-ingest's settings: stack.yml ``environment``, read once at start-up and validated (config.Startup)."""
+"""audit-ingest's settings: stack.yml ``environment``, read once at start-up and validated (config.Startup).
+
+The engine's settings are falco.yaml's: ``rule_matching`` and ``min_priority`` (falco.yaml's ``priority``) as
+plain variables, and ``falco_config``, a falco.yaml-like YAML document with the keys ENGINE_KEYS (rule
+selection ``rules:``, ``append_output``, ``priority``, ``rule_matching``). A settings document in the extra-rules
+secret (rules.py) is applied after these.
+"""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from .edgeguard import config
+from .edgeguard.falco.alert import default_hostname
 from .edgeguard.falco.configuration import ConfigError as EngineConfigError
 from .edgeguard.falco.configuration import EngineConfig
 
@@ -25,16 +35,47 @@ class Settings:
     load_default_rules: bool
     rules_d: Path
     engine: EngineConfig
+    hostname: str
+
+
+ENGINE_KEYS = ("rules", "append_output", "priority", "rule_matching")
+
+
+def engine_document(doc, origin: str) -> EngineConfig:
+    """A falco.yaml-like mapping of ENGINE_KEYS as the engine's settings; EngineConfigError names what is wrong.
+
+    Unlike a whole falco.yaml, any other key is an error: here a typo (``append_ouput``) would otherwise be
+    silently ignored, and a rule written as a mapping instead of a list item would vanish.
+    """
+    if not isinstance(doc, Mapping):
+        raise EngineConfigError(f"{origin}: a falco.yaml-like mapping ({', '.join(ENGINE_KEYS)}) is required")
+    unknown = sorted(str(k) for k in doc if k not in ENGINE_KEYS)
+    if unknown:
+        raise EngineConfigError(f"{origin}: unknown key '{unknown[0]}': the settings take falco.yaml's "
+                                f"{', '.join(ENGINE_KEYS)} (a rules file is a YAML list: '- rule: ...')")
+    return EngineConfig.from_mapping(doc, origin)
 
 
 def _engine_config() -> EngineConfig:
     given = {"rule_matching": config.env_str("rule_matching"), "priority": config.env_str("min_priority")}
     try:
-        return EngineConfig.from_mapping({k: v for k, v in given.items() if v is not None}, "environment")
+        cfg = EngineConfig.from_mapping({k: v for k, v in given.items() if v is not None}, "environment")
     except EngineConfigError as exc:
         # "environment: priority: ..." names Falco's key; say which variable holds it.
         raise config.ConfigError(str(exc).replace("environment: priority", "environment variable min_priority")
                                  .replace("environment: rule_matching", "environment variable rule_matching")) from None
+    text = config.env_str("falco_config")
+    if text is None or not text.strip():
+        return cfg
+    origin = "environment variable falco_config"
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise config.ConfigError(f"{origin}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        return cfg.merged(engine_document(doc, origin))
+    except EngineConfigError as exc:
+        raise config.ConfigError(str(exc)) from None
 
 
 def load() -> Settings:
@@ -51,4 +92,5 @@ def load() -> Settings:
         load_default_rules=config.env_bool("load_default_rules", True),
         rules_d=Path(config.env_str("rules_d", str(HERE / "rules.d"))),
         engine=_engine_config(),
+        hostname=default_hostname(),
     )

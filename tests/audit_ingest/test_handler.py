@@ -182,8 +182,8 @@ def test_an_event_that_breaks_evaluation_is_counted_not_retried_forever(ingest, 
                                                                        monkeypatch):
     mod = ingest()
     eng = mod.engine()
-    real = eng.evaluate
-    monkeypatch.setattr(eng, "evaluate", lambda e: (_ for _ in ()).throw(RuntimeError("boom"))
+    real = eng.match
+    monkeypatch.setattr(eng, "match", lambda e: (_ for _ in ()).throw(RuntimeError("boom"))
                         if e.obj.get("auditID") == "anon-91" else real(e))
     status, reply = post(mod, make_event, eventlist(anon(91), anon(92)))
     assert status == 200 and reply["forwarded"] == 1

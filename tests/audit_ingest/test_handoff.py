@@ -248,14 +248,6 @@ def test_integer_too_long_to_convert_is_a_400(ingest, make_event, forwarder):
 
 
 # ---- the ledger on its own: no HTTP event, a send() callable --------------------------------------
-class _Alert:
-    def __init__(self, rule, key):
-        self.rule, self._json = rule, json.dumps({"rule": rule, "event": key})
-
-    def to_json(self):
-        return self._json
-
-
 def _ledger_module():
     import importlib.util
     from pathlib import Path
@@ -268,7 +260,7 @@ def _ledger_module():
 
 
 def _groups(h, *keys, rules=("A",)):
-    return [h.Group(k, [_Alert(r, k) for r in rules]) for k in keys]
+    return [h.Group(k, [h.Alert(r, json.dumps({"rule": r, "event": k})) for r in rules]) for k in keys]
 
 
 def test_ledger_hands_off_once_and_counts_a_second_delivery_as_duplicates():
@@ -292,7 +284,7 @@ def test_ledger_resumes_a_part_way_failure_with_only_the_unsent_alerts():
             raise h.HandoffError("refused", status=500)
         accepted.extend(json.loads(body))
     groups = _groups(h, "e1", "e2", "e3")
-    part = len(groups[0].alerts[0].to_json()) + 3      # one alert per part
+    part = len(groups[0].alerts[0].json) + 3      # one alert per part
     with pytest.raises(h.HandoffError) as err:
         ledger.deliver(groups, flaky, part_bytes=part, wait=1)
     assert err.value.forwarded == 1 and [a["event"] for a in accepted] == ["e1"]
@@ -311,7 +303,7 @@ def test_ledger_remembers_the_rules_of_an_event_split_across_parts():
         if len(calls) == 2:
             raise h.HandoffError("refused")
     group = _groups(h, "e1", rules=("A", "B", "C"))
-    part = len(group[0].alerts[0].to_json()) + 3
+    part = len(group[0].alerts[0].json) + 3
     with pytest.raises(h.HandoffError):
         ledger.deliver(group, second_fails, part_bytes=part, wait=1)
     sent: list = []
