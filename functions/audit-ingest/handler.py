@@ -57,9 +57,11 @@ class _Function:
         # A 12 MiB batch decodes to ~60 MB: a decoded batch per server thread would exceed the pod's memory,
         # and the GIL gives no speed-up anyway. The API server retries a 503.
         self.slots = threading.BoundedSemaphore(s.max_concurrent_batches)
-        route = dict(token_secret=FORWARD_TOKEN_SECRET, timeout=s.forward_timeout)
-        self.async_route = gateway.Gateway(s.forward_function, async_=True, **route)
-        self.sync_route = gateway.Gateway(s.forward_function, async_=False, **route)
+        # Synchronous: alert-forwarder answers 2xx once the alerts are in its durable spool, so audit-ingest's
+        # 2xx means the same. Never /async-function/: CE's queue-worker logs each message's headers (the
+        # bearer token), never retries, and runs one call at a time.
+        self.route = gateway.Gateway(s.forward_function, async_=False, token_secret=FORWARD_TOKEN_SECRET,
+                                     timeout=s.forward_timeout)
 
 
 COUNTERS = Counters()
@@ -87,7 +89,6 @@ def _health(fn: _Function):
         "counters": COUNTERS.snapshot(),
         "dedup_remembered": fn.ledger.remembered(),
         "forward_function": fn.settings.forward_function,
-        "forward_async": fn.settings.forward_async,
     })
 
 
@@ -113,7 +114,7 @@ def _decode(event, max_body: int, max_event: int):
 
 def _evaluate(eng, evt) -> list:
     """One event's alerts. A failure is logged and counted, never a 5xx: the API server would resend the
-    same batch forever and block every later event behind it."""
+    batch until its retries run out, then drop it, and every other event's alerts with it."""
     try:
         return [handoff.Alert(r.name, eng.alert_json(r, evt)) for r in eng.match(evt)]
     except Exception as exc:  # noqa: BLE001
@@ -164,12 +165,10 @@ def _evaluate_batch(event, eng, s: settings.Settings):
 def _sender(fn: _Function):
     name = fn.settings.forward_function
 
-    def send(body: str, fits: bool) -> None:
+    def send(body: str) -> None:
         """One part to alert-forwarder through the gateway; errors name what went wrong, never a value."""
-        # A single alert too big for the async queue goes through the synchronous route instead.
-        route = fn.async_route if fn.settings.forward_async and fits else fn.sync_route
         try:
-            res = route.invoke(body)
+            res = fn.route.invoke(body)
         except config.ConfigError as exc:
             # Not a transient failure: say what to fix instead of a bare 502 the API server retries blindly.
             raise handoff.HandoffNotConfigured(f"alert hand-off to {name} is not configured: {exc}") from None
@@ -187,13 +186,14 @@ def _busy(reason: str, wait: float):
     return http.HTTPError(503, reason, headers={"Retry-After": str(max(1, int(wait + 0.999)))})
 
 
-def _hand_off(fn: _Function, groups) -> handoff.Delivery:
+def _hand_off(fn: _Function, groups, deadline: float) -> handoff.Delivery:
     s = fn.settings
     try:
-        done = fn.ledger.deliver(groups, _sender(fn), part_bytes=s.forward_max_bytes, wait=s.batch_wait_seconds)
+        done = fn.ledger.deliver(groups, _sender(fn), part_bytes=s.forward_max_bytes, part_alerts=s.forward_max_alerts,
+                                 wait=s.batch_wait_seconds, deadline=deadline, part_time=s.forward_timeout)
     except handoff.Undelivered as exc:
         COUNTERS.count(alerts_forwarded=exc.forwarded, duplicates=exc.duplicates)
-        if isinstance(exc, handoff.HandoffBusy):
+        if isinstance(exc, (handoff.HandoffBusy, handoff.HandoffOutOfTime)):
             raise _busy(exc.reason, s.batch_wait_seconds) from None
         COUNTERS.count(forward_failures=1)
         if isinstance(exc, handoff.HandoffNotConfigured):
@@ -224,6 +224,7 @@ def handle(event, context):
 
 
 def _batch(event, fn: _Function):
+    deadline = time.monotonic() + fn.settings.budget
     eng = engine()
     wait = fn.settings.batch_wait_seconds
     if not fn.slots.acquire(timeout=wait):
@@ -237,7 +238,7 @@ def _batch(event, fn: _Function):
         alerts = [json.loads(a.json) for g in groups for a in g.alerts]
         return http.json_response({**summary, "dry_run": True, "alert_count": len(alerts), "alerts": alerts})
     # Only the alerts are kept from here on; the hand-off runs outside the batch slot.
-    done = _hand_off(fn, groups)
+    done = _hand_off(fn, groups, deadline)
     dups = repeated + done.duplicates
     COUNTERS.count(duplicates=repeated)
     log.info("batch.done", events=summary["events"], alerts=done.forwarded, duplicates=dups,

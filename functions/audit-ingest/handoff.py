@@ -6,7 +6,7 @@ were handed off. The ledger remembers, per (auditID, stage) key, that an event's
 LRU. A key being handed off right now is reserved by its request (the owner), so a concurrent retry of the
 same batch waits for the outcome instead of sending the alerts a second time.
 
-Nothing here knows HTTP: ``deliver`` takes a ``send(body, fits)`` callable, and failures are exceptions the
+Nothing here knows HTTP: ``deliver`` takes a ``send(body)`` callable, and failures are exceptions the
 handler turns into answers.
 """
 from __future__ import annotations
@@ -40,6 +40,14 @@ class HandoffError(Undelivered):
 
 class HandoffNotConfigured(HandoffError):
     """The hand-off cannot be attempted (alert-forwarder's token secret is missing): not transient."""
+
+
+class HandoffOutOfTime(Undelivered):
+    """Parts were left because another would not finish before the request must answer."""
+
+    def __init__(self, left: int):
+        super().__init__(f"{left} alerts of this batch were not handed off before the request had to answer; retry")
+        self.left = left
 
 
 class HandoffBusy(Undelivered):
@@ -81,21 +89,22 @@ def dedup_key(evt):
     return f"{aid}\x00{stage if isinstance(stage, str) else ''}"
 
 
-def chunks(groups, limit: int):
-    """(JSON-array body, [(key, rule) in it]) parts of at most ``limit`` bytes.
+def chunks(groups, limit: int, max_alerts: int):
+    """(JSON-array body, [(key, rule) in it]) parts of at most ``limit`` bytes and ``max_alerts`` alerts.
 
-    OpenFaaS CE's queue refuses async bodies over 256,000 bytes. An event's alerts stay in one part
-    when they fit, so a part-way failure rarely leaves an event half handed off.
+    The limits are alert-forwarder's (a bigger body gets a 413). An event's alerts stay in one part when
+    they fit, so a part-way failure rarely leaves an event half handed off. A single alert bigger than
+    ``limit`` is sent alone: alert-forwarder's refusal then names the problem.
     """
     cur, parts, size = [], [], 2
     for g in groups:
         js = g.alerts
         sizes = [len(j.encode("utf-8")) + 1 for _, j in js]
-        if cur and size + sum(sizes) > limit:
+        if cur and (size + sum(sizes) > limit or len(cur) + len(js) > max_alerts):
             yield "[" + ",".join(cur) + "]", parts
             cur, parts, size = [], [], 2
         for (rule, j), n in zip(js, sizes):
-            if cur and size + n > limit:
+            if cur and (size + n > limit or len(cur) >= max_alerts):
                 yield "[" + ",".join(cur) + "]", parts
                 cur, parts, size = [], [], 2
             cur.append(j)
@@ -108,8 +117,9 @@ def chunks(groups, limit: int):
 class HandoffLedger:
     """Which events' alerts were handed off (bounded LRU of ``limit`` keys), and which are being handed off now."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, clock=time.monotonic):
         self.limit = limit
+        self.clock = clock
         # Guards ``handed`` and ``inflight`` only; held for check-and-reserve, never across a hand-off.
         self.cond = threading.Condition()
         # key -> DONE, or the frozenset of rules whose alerts were handed off so far.
@@ -121,13 +131,16 @@ class HandoffLedger:
         with self.cond:
             return len(self.handed)
 
-    def deliver(self, groups, send, *, part_bytes: int, wait: float) -> Delivery:
-        """Hand off the alerts of the groups no earlier request handed off, part by part with ``send(body, fits)``.
+    def deliver(self, groups, send, *, part_bytes: int, part_alerts: int = 10000, wait: float,
+                deadline: float = float("inf"), part_time: float = 0.0) -> Delivery:
+        """Hand off the alerts of the groups no earlier request handed off, part by part with ``send(body)``.
 
         The one "already handed off?" check is the claim: events handed off before are duplicates, the
         others are reserved for this request. Groups another request is handing off right now are waited
         for (up to ``wait`` s): if it succeeded they are duplicates, if it failed this request sends them.
-        Raises Undelivered (HandoffError from ``send``, or HandoffBusy) carrying what was done before.
+        A part is started only if ``part_time`` (the hand-off's timeout) still fits before ``deadline``
+        (the ledger's clock, time.monotonic); else HandoffOutOfTime, and the API server's retry resumes from there.
+        Raises Undelivered (HandoffError from ``send``, HandoffBusy, HandoffOutOfTime) carrying what was done.
         """
         owner = object()
         done = Delivery()
@@ -136,15 +149,15 @@ class HandoffLedger:
             while pending:
                 with self.cond:
                     mine, pending = self._claim(pending, owner, done)
-                    deadline = time.monotonic() + wait
+                    wait_until = min(self.clock() + wait, deadline - part_time)
                     while not mine and pending:
-                        left = deadline - time.monotonic()
+                        left = wait_until - self.clock()
                         if left <= 0:
                             raise HandoffBusy(len(pending))
                         self.cond.wait(left)
                         mine, pending = self._claim(pending, owner, done)
                 if mine:
-                    self._forward(mine, owner, send, part_bytes, done)
+                    self._forward(mine, owner, send, (part_bytes, part_alerts), (deadline, part_time), done)
                     done.rules.update(a.rule for g in mine for a in g.alerts)
         except Undelivered as exc:
             exc.forwarded, exc.duplicates = done.forwarded, done.duplicates
@@ -189,14 +202,18 @@ class HandoffLedger:
             mine.append(g)
         return mine, still
 
-    def _forward(self, groups, owner, send, part_bytes: int, done: Delivery) -> None:
+    def _forward(self, groups, owner, send, limits, timing, done: Delivery) -> None:
         """What each accepted part carried is remembered at once, so when a later part fails, the API server's
         retry sends only the remainder. Reservations are released whatever happens."""
+        (deadline, part_time), total = timing, sum(len(g.alerts) for g in groups)
         by_key = {g.key: g for g in groups if g.key is not None}
         sent: dict = {}
         try:
-            for body, parts in chunks(groups, part_bytes):
-                send(body, len(body.encode("utf-8")) <= part_bytes)
+            for body, parts in chunks(groups, *limits):
+                if self.clock() + part_time > deadline:
+                    raise HandoffOutOfTime(total)
+                send(body)
+                total -= len(parts)
                 done.forwarded += len(parts)
                 with self.cond:
                     for k, rule in parts:

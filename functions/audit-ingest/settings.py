@@ -21,12 +21,18 @@ from .edgeguard.falco.configuration import EngineConfig
 HERE = Path(__file__).resolve().parent
 
 
+# The watchdog's default exec_timeout (of-watchdog config/config.go), when stack.yml does not set one.
+WATCHDOG_EXEC_TIMEOUT = 30.0
+# Time kept back from exec_timeout for answering, so the function's own answer beats the watchdog's 504.
+ANSWER_MARGIN = 1.0
+
+
 @dataclass(frozen=True)
 class Settings:
     forward_function: str
-    forward_async: bool
     forward_timeout: float
     forward_max_bytes: int
+    forward_max_alerts: int
     max_body_bytes: int
     max_event_bytes: int
     dedup_max_events: int
@@ -36,6 +42,12 @@ class Settings:
     rules_d: Path
     engine: EngineConfig
     hostname: str
+    exec_timeout: float
+
+    @property
+    def budget(self) -> float:
+        """Seconds a request may take before it must answer: a little under the watchdog's exec_timeout."""
+        return self.exec_timeout - ANSWER_MARGIN
 
 
 ENGINE_KEYS = ("rules", "append_output", "priority", "rule_matching")
@@ -78,12 +90,33 @@ def _engine_config() -> EngineConfig:
         raise config.ConfigError(str(exc)) from None
 
 
+def _no_async_hand_off() -> None:
+    if config.env_bool("forward_async", False):
+        raise config.ConfigError(
+            "environment variable forward_async=true is no longer supported: OpenFaaS CE's queue logs each call's "
+            "headers (the bearer token) and never retries, so alerts went missing; audit-ingest hands off "
+            "synchronously. Remove forward_async from stack.yml")
+
+
+def _check_budget(s: Settings) -> Settings:
+    need = 2 * s.batch_wait_seconds + s.forward_timeout
+    if need > s.budget:
+        raise config.ConfigError(
+            f"exec_timeout={s.exec_timeout:g}s leaves {s.budget:g}s to answer, but a batch may wait "
+            f"batch_wait_seconds={s.batch_wait_seconds:g}s for its turn and as long for another request's hand-off, "
+            f"then forward_timeout={s.forward_timeout:g}s for alert-forwarder: raise exec_timeout (below the API "
+            "server's 30s webhook timeout) or lower those")
+    return s
+
+
 def load() -> Settings:
-    return Settings(
+    _no_async_hand_off()
+    return _check_budget(Settings(
         forward_function=config.env_str("forward_function", "alert-forwarder"),
-        forward_async=config.env_bool("forward_async", True),
         forward_timeout=config.env_float("forward_timeout", 10.0),
-        forward_max_bytes=config.env_int("forward_max_bytes", 250_000, minimum=1024),
+        # alert-forwarder's own limits (its max_body_bytes and max_batch): a bigger part would get a 413
+        forward_max_bytes=config.env_int("forward_max_bytes", 4 * 1024 * 1024, minimum=1024),
+        forward_max_alerts=config.env_int("forward_max_alerts", 10000, minimum=1),
         max_body_bytes=config.env_int("max_body_bytes", 12582912, minimum=1),
         max_event_bytes=config.env_int("max_event_bytes", 262144, minimum=1),
         dedup_max_events=config.env_int("dedup_max_events", 50000, minimum=0),
@@ -93,4 +126,6 @@ def load() -> Settings:
         rules_d=Path(config.env_str("rules_d", str(HERE / "rules.d"))),
         engine=_engine_config(),
         hostname=default_hostname(),
-    )
+        exec_timeout=config.parse_duration(config.env_str("exec_timeout", str(WATCHDOG_EXEC_TIMEOUT)),
+                                           "environment variable exec_timeout"),
+    ))

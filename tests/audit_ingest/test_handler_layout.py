@@ -83,3 +83,14 @@ def test_requirements_are_exactly_the_third_party_modules_the_function_imports()
         if line:
             required.add(line.split(">")[0].split("=")[0].split("<")[0].strip().lower())
     assert {DISTRIBUTIONS.get(m, m).lower() for m in third_party} == required
+
+
+def test_waits_and_the_hand_off_timeout_must_fit_in_exec_timeout(ingest, make_event, forwarder):
+    # The function must answer before the watchdog's exec_timeout cuts it off (a 504 the API server retries,
+    # while the hand-off may still go on): a configuration that cannot is refused at start-up.
+    mod = ingest(env={"exec_timeout": "12s", "batch_wait_seconds": "5", "forward_timeout": "10"})
+    status, reply = post(mod, make_event, anon(4))
+    assert status == 503 and "exec_timeout=12s leaves 11s to answer" in reply["error"]
+    assert forwarder.requests == []
+    assert post(ingest(env={"exec_timeout": "25s", "batch_wait_seconds": "5", "forward_timeout": "10"}),
+                make_event, anon(5))[0] == 200

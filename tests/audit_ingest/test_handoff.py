@@ -157,7 +157,7 @@ def test_busy_batch_slot_answers_503_with_retry_after(ingest, make_event, forwar
 
 
 def test_at_most_max_concurrent_batches_are_decoded_at_once(ingest, make_event, forwarder, monkeypatch):
-    mod = ingest(env={"max_concurrent_batches": "1", "batch_wait_seconds": "10"})
+    mod = ingest(env={"max_concurrent_batches": "1", "batch_wait_seconds": "10", "exec_timeout": "40s"})
     real = mod._decode
     lock = threading.Lock()
     now, peak = [0], [0]
@@ -266,10 +266,10 @@ def _groups(h, *keys, rules=("A",)):
 def test_ledger_hands_off_once_and_counts_a_second_delivery_as_duplicates():
     h = _ledger_module()
     ledger, bodies = h.HandoffLedger(limit=100), []
-    done = ledger.deliver(_groups(h, "e1", "e2", None), lambda body, fits: bodies.append(body),
+    done = ledger.deliver(_groups(h, "e1", "e2", None), lambda body: bodies.append(body),
                           part_bytes=100_000, wait=1)
     assert (done.forwarded, done.duplicates, done.rules) == (3, 0, {"A"}) and len(bodies) == 1
-    again = ledger.deliver(_groups(h, "e1", "e2", None), lambda body, fits: bodies.append(body),
+    again = ledger.deliver(_groups(h, "e1", "e2", None), lambda body: bodies.append(body),
                            part_bytes=100_000, wait=1)
     # Keyless events are never remembered: they are sent again; keyed ones are duplicates.
     assert (again.forwarded, again.duplicates) == (1, 2) and ledger.remembered() == 2
@@ -279,7 +279,7 @@ def test_ledger_resumes_a_part_way_failure_with_only_the_unsent_alerts():
     h = _ledger_module()
     ledger, accepted = h.HandoffLedger(limit=100), []
 
-    def flaky(body, fits):
+    def flaky(body):
         if accepted:
             raise h.HandoffError("refused", status=500)
         accepted.extend(json.loads(body))
@@ -289,7 +289,7 @@ def test_ledger_resumes_a_part_way_failure_with_only_the_unsent_alerts():
         ledger.deliver(groups, flaky, part_bytes=part, wait=1)
     assert err.value.forwarded == 1 and [a["event"] for a in accepted] == ["e1"]
     retry: list = []
-    done = ledger.deliver(_groups(h, "e1", "e2", "e3"), lambda b, f: retry.extend(json.loads(b)),
+    done = ledger.deliver(_groups(h, "e1", "e2", "e3"), lambda b: retry.extend(json.loads(b)),
                           part_bytes=part, wait=1)
     assert [a["event"] for a in retry] == ["e2", "e3"] and (done.forwarded, done.duplicates) == (2, 1)
 
@@ -298,7 +298,7 @@ def test_ledger_remembers_the_rules_of_an_event_split_across_parts():
     h = _ledger_module()
     ledger, calls = h.HandoffLedger(limit=100), []
 
-    def second_fails(body, fits):
+    def second_fails(body):
         calls.append(json.loads(body))
         if len(calls) == 2:
             raise h.HandoffError("refused")
@@ -307,7 +307,7 @@ def test_ledger_remembers_the_rules_of_an_event_split_across_parts():
     with pytest.raises(h.HandoffError):
         ledger.deliver(group, second_fails, part_bytes=part, wait=1)
     sent: list = []
-    done = ledger.deliver(_groups(h, "e1", rules=("A", "B", "C")), lambda b, f: sent.extend(json.loads(b)),
+    done = ledger.deliver(_groups(h, "e1", rules=("A", "B", "C")), lambda b: sent.extend(json.loads(b)),
                           part_bytes=part, wait=1)
     assert [a["rule"] for a in sent] == ["B", "C"] and done.rules == {"B", "C"}
 
@@ -315,7 +315,7 @@ def test_ledger_remembers_the_rules_of_an_event_split_across_parts():
 def test_ledger_events_without_alerts_are_remembered_without_a_send():
     h = _ledger_module()
     ledger = h.HandoffLedger(limit=100)
-    done = ledger.deliver([h.Group("quiet", [])], lambda b, f: pytest.fail("nothing to send"), part_bytes=1000, wait=1)
+    done = ledger.deliver([h.Group("quiet", [])], lambda b: pytest.fail("nothing to send"), part_bytes=1000, wait=1)
     assert done.forwarded == 0 and ledger.remembered() == 1
 
 
@@ -323,7 +323,7 @@ def test_ledger_a_concurrent_delivery_of_the_same_event_waits_for_the_first_outc
     h = _ledger_module()
     ledger, release, entered, sent = h.HandoffLedger(limit=100), threading.Event(), threading.Event(), []
 
-    def slow(body, fits):
+    def slow(body):
         entered.set()
         release.wait(5)
         sent.append(body)
@@ -332,7 +332,7 @@ def test_ledger_a_concurrent_delivery_of_the_same_event_waits_for_the_first_outc
     assert entered.wait(5)
     result: dict = {}
     second = threading.Thread(target=lambda: result.update(done=ledger.deliver(
-        _groups(h, "e1"), lambda b, f: sent.append(b), part_bytes=1000, wait=5)))
+        _groups(h, "e1"), lambda b: sent.append(b), part_bytes=1000, wait=5)))
     second.start()
     time.sleep(0.2)
     assert not result, "the second delivery must wait, not send the event's alerts too"
@@ -346,12 +346,12 @@ def test_ledger_wait_for_another_request_runs_out_as_busy():
     h = _ledger_module()
     ledger, release, entered = h.HandoffLedger(limit=100), threading.Event(), threading.Event()
     first = threading.Thread(target=ledger.deliver, args=(
-        _groups(h, "e1"), lambda b, f: (entered.set(), release.wait(5))), kwargs={"part_bytes": 1000, "wait": 5})
+        _groups(h, "e1"), lambda b: (entered.set(), release.wait(5))), kwargs={"part_bytes": 1000, "wait": 5})
     first.start()
     try:
         assert entered.wait(5)
         with pytest.raises(h.HandoffBusy) as err:
-            ledger.deliver(_groups(h, "e1", "e2"), lambda b, f: None, part_bytes=1000, wait=0.2)
+            ledger.deliver(_groups(h, "e1", "e2"), lambda b: None, part_bytes=1000, wait=0.2)
         assert err.value.pending == 1 and err.value.forwarded == 1   # e2 went; e1 is still the other's
     finally:
         release.set()
@@ -362,7 +362,25 @@ def test_ledger_memory_is_an_lru_of_limit_keys():
     h = _ledger_module()
     ledger = h.HandoffLedger(limit=2)
     for k in ("e1", "e2", "e3"):
-        ledger.deliver(_groups(h, k), lambda b, f: None, part_bytes=1000, wait=1)
+        ledger.deliver(_groups(h, k), lambda b: None, part_bytes=1000, wait=1)
     assert ledger.remembered() == 2
-    assert ledger.deliver(_groups(h, "e1"), lambda b, f: None, part_bytes=1000, wait=1).forwarded == 1
-    assert ledger.deliver(_groups(h, "e3"), lambda b, f: None, part_bytes=1000, wait=1).duplicates == 1
+    assert ledger.deliver(_groups(h, "e1"), lambda b: None, part_bytes=1000, wait=1).forwarded == 1
+    assert ledger.deliver(_groups(h, "e3"), lambda b: None, part_bytes=1000, wait=1).duplicates == 1
+
+
+def test_ledger_starts_no_part_that_would_end_after_the_deadline_and_a_retry_resumes():
+    h = _ledger_module()
+    clock = [0.0]
+    ledger, sent = h.HandoffLedger(limit=100, clock=lambda: clock[0]), []
+    groups = _groups(h, "e1", "e2", "e3")
+    part = len(groups[0].alerts[0].json) + 3
+
+    def slow_send(body):   # each part takes 4 s of the request's time
+        sent.append(json.loads(body)[0]["event"])
+        clock[0] += 4
+    with pytest.raises(h.HandoffOutOfTime) as err:
+        ledger.deliver(groups, slow_send, part_bytes=part, wait=1, deadline=10.0, part_time=3.0)
+    # 0 s: e1 (ends 4), 4 s: e2 (ends 8), 8 s: 8 + 3 > 10, so e3 waits for the retry.
+    assert sent == ["e1", "e2"] and err.value.forwarded == 2 and err.value.left == 1
+    done = ledger.deliver(_groups(h, "e1", "e2", "e3"), slow_send, part_bytes=part, wait=1)
+    assert sent[2:] == ["e3"] and (done.forwarded, done.duplicates) == (1, 2)
