@@ -224,7 +224,7 @@ def handle(event, context):
 
 
 def _batch(event, fn: _Function):
-    deadline = time.monotonic() + fn.settings.budget
+    deadline = time.monotonic() + fn.settings.answer_within
     eng = engine()
     wait = fn.settings.batch_wait_seconds
     if not fn.slots.acquire(timeout=wait):

@@ -21,12 +21,6 @@ from .edgeguard.falco.configuration import EngineConfig
 HERE = Path(__file__).resolve().parent
 
 
-# The watchdog's default exec_timeout (of-watchdog config/config.go), when stack.yml does not set one.
-WATCHDOG_EXEC_TIMEOUT = 30.0
-# Time kept back from exec_timeout for answering, so the function's own answer beats the watchdog's 504.
-ANSWER_MARGIN = 1.0
-
-
 @dataclass(frozen=True)
 class Settings:
     forward_function: str
@@ -42,12 +36,9 @@ class Settings:
     rules_d: Path
     engine: EngineConfig
     hostname: str
-    exec_timeout: float
-
-    @property
-    def budget(self) -> float:
-        """Seconds a request may take before it must answer: a little under the watchdog's exec_timeout."""
-        return self.exec_timeout - ANSWER_MARGIN
+    # Seconds a batch may take before it must answer. Kept below the watchdog's exec_timeout (which this
+    # code must not read: it is the watchdog's variable), so the function's own answer beats the 504.
+    answer_within: float
 
 
 ENGINE_KEYS = ("rules", "append_output", "priority", "rule_matching")
@@ -100,12 +91,12 @@ def _no_async_hand_off() -> None:
 
 def _check_budget(s: Settings) -> Settings:
     need = 2 * s.batch_wait_seconds + s.forward_timeout
-    if need > s.budget:
+    if need > s.answer_within:
         raise config.ConfigError(
-            f"exec_timeout={s.exec_timeout:g}s leaves {s.budget:g}s to answer, but a batch may wait "
-            f"batch_wait_seconds={s.batch_wait_seconds:g}s for its turn and as long for another request's hand-off, "
-            f"then forward_timeout={s.forward_timeout:g}s for alert-forwarder: raise exec_timeout (below the API "
-            "server's 30s webhook timeout) or lower those")
+            f"answer_within_seconds={s.answer_within:g} is too short: a batch may wait batch_wait_seconds="
+            f"{s.batch_wait_seconds:g} for its turn and as long for another request's hand-off, then "
+            f"forward_timeout={s.forward_timeout:g} for alert-forwarder; raise it (and exec_timeout above it, "
+            "both below the API server's 30s webhook timeout) or lower those")
     return s
 
 
@@ -126,6 +117,5 @@ def load() -> Settings:
         rules_d=Path(config.env_str("rules_d", str(HERE / "rules.d"))),
         engine=_engine_config(),
         hostname=default_hostname(),
-        exec_timeout=config.parse_duration(config.env_str("exec_timeout", str(WATCHDOG_EXEC_TIMEOUT)),
-                                           "environment variable exec_timeout"),
+        answer_within=config.env_float("answer_within_seconds", 24.0),
     ))

@@ -85,12 +85,24 @@ def test_requirements_are_exactly_the_third_party_modules_the_function_imports()
     assert {DISTRIBUTIONS.get(m, m).lower() for m in third_party} == required
 
 
-def test_waits_and_the_hand_off_timeout_must_fit_in_exec_timeout(ingest, make_event, forwarder):
+def test_waits_and_the_hand_off_timeout_must_fit_in_the_answer_time(ingest, make_event, forwarder):
     # The function must answer before the watchdog's exec_timeout cuts it off (a 504 the API server retries,
     # while the hand-off may still go on): a configuration that cannot is refused at start-up.
-    mod = ingest(env={"exec_timeout": "12s", "batch_wait_seconds": "5", "forward_timeout": "10"})
+    mod = ingest(env={"answer_within_seconds": "12", "batch_wait_seconds": "5", "forward_timeout": "10"})
     status, reply = post(mod, make_event, anon(4))
-    assert status == 503 and "exec_timeout=12s leaves 11s to answer" in reply["error"]
+    assert status == 503 and "answer_within_seconds=12 is too short" in reply["error"]
     assert forwarder.requests == []
-    assert post(ingest(env={"exec_timeout": "25s", "batch_wait_seconds": "5", "forward_timeout": "10"}),
+    assert post(ingest(env={"answer_within_seconds": "20", "batch_wait_seconds": "5", "forward_timeout": "10"}),
                 make_event, anon(5))[0] == 200
+
+
+def test_stack_yml_answers_before_exec_timeout_and_exec_timeout_before_the_api_servers_timeout():
+    from edgeguard.config import parse_duration
+    from local import stackfile
+
+    env = stackfile.load().functions["audit-ingest"].environment
+    exec_timeout = parse_duration(env["exec_timeout"])
+    waits = 2 * float(env["batch_wait_seconds"]) + float(env["forward_timeout"])
+    # 30 s: client-go's timeout for the audit webhook (apiserver/pkg/util/webhook, defaultRequestTimeout)
+    assert waits <= float(env["answer_within_seconds"]) < exec_timeout < 30
+    assert parse_duration(env["read_timeout"]) > exec_timeout and parse_duration(env["write_timeout"]) > exec_timeout

@@ -157,7 +157,7 @@ def test_busy_batch_slot_answers_503_with_retry_after(ingest, make_event, forwar
 
 
 def test_at_most_max_concurrent_batches_are_decoded_at_once(ingest, make_event, forwarder, monkeypatch):
-    mod = ingest(env={"max_concurrent_batches": "1", "batch_wait_seconds": "10", "exec_timeout": "40s"})
+    mod = ingest(env={"max_concurrent_batches": "1", "batch_wait_seconds": "10", "answer_within_seconds": "30"})
     real = mod._decode
     lock = threading.Lock()
     now, peak = [0], [0]
