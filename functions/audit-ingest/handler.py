@@ -15,10 +15,10 @@ import json
 import threading
 import time
 
-from . import handoff, rules, settings
+from . import batch, handoff, intake, rules, settings
 from .edgeguard import auth, config, gateway, http, log
 from .edgeguard.falco.alert import format_time
-from .edgeguard.falco.source import NOT_AUDIT, batch_gc_paused, decode_payload, split_payload
+from .edgeguard.falco.source import NOT_AUDIT, batch_gc_paused
 
 TOKEN_SECRET = "audit-ingest-token"
 FORWARD_TOKEN_SECRET = "alert-forwarder-token"
@@ -100,68 +100,6 @@ def _engine_facts(c) -> dict:
             "append_output": len(c.append_output)}
 
 
-def _decode(event, max_body: int, max_event: int):
-    """The JSON body with per-item raw sizes (see decode_payload); NDJSON and every error via http.parse_json."""
-    body = http.read_body(event, max_bytes=max_body)
-    if http.media_type(event) in http.JSON_TYPES and body.strip():
-        try:
-            payload, fits = decode_payload(body.decode("utf-8"), max_event)
-            return payload, len(body), fits
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            pass  # http.parse_json below answers with the precise 400
-    return http.parse_json(event, max_bytes=max_body, allow_ndjson=True), len(body), frozenset()
-
-
-def _evaluate(eng, evt) -> list:
-    """One event's alerts. A failure is logged and counted, never a 5xx: the API server would resend the
-    batch until its retries run out, then drop it, and every other event's alerts with it."""
-    try:
-        return [handoff.Alert(r.name, eng.alert_json(r, evt)) for r in eng.match(evt)]
-    except Exception as exc:  # noqa: BLE001
-        COUNTERS.count(evaluation_errors=1)
-        aid = evt.obj.get("auditID")
-        log.error("event.evaluation_failed", error=type(exc).__name__, message=str(exc)[:200],
-                  audit_id=aid if isinstance(aid, str) else None)
-        return []
-
-
-def _evaluate_batch(event, eng, s: settings.Settings):
-    """Decode and evaluate one request body: (summary, alert groups, events repeated within the batch).
-
-    An event that comes twice in one batch is evaluated once; whether it was handed off before is the
-    ledger's one check, at hand-off.
-    """
-    try:
-        payload, raw_size, fits = _decode(event, s.max_body_bytes, s.max_event_bytes)
-    except http.HTTPError:
-        COUNTERS.count(rejected=1)
-        raise
-    batch = split_payload(payload, raw_size=raw_size, max_event_bytes=s.max_event_bytes, fits=fits)
-    del payload
-    COUNTERS.count(skipped_not_audit=batch.skipped, dropped=batch.dropped)
-    if not batch.events and not batch.dropped and batch.skipped:
-        COUNTERS.count(rejected=1)
-        raise http.HTTPError(400, NOT_AUDIT, skipped=batch.skipped)
-    groups, seen, repeated, n_alerts = [], set(), 0, 0
-    for e in batch.events:
-        k = handoff.dedup_key(e)
-        if k is not None:
-            if k in seen:
-                repeated += 1
-                continue
-            seen.add(k)
-        alerts = _evaluate(eng, e)
-        n_alerts += len(alerts)
-        groups.append(handoff.Group(k, alerts))
-    oversize = batch.oversize
-    summary = {"events": len(batch.events), "skipped": batch.skipped, "dropped": batch.dropped + oversize}
-    errors = list(batch.errors) + ["event larger than maxEventSize"] * (1 if oversize else 0)
-    if errors:
-        summary["errors"] = sorted(set(errors))[:10]
-    COUNTERS.count(events=len(batch.events) - repeated, alerts=n_alerts, dropped=oversize)
-    return summary, groups, repeated
-
-
 def _sender(fn: _Function):
     name = fn.settings.forward_function
 
@@ -223,24 +161,48 @@ def handle(event, context):
     return _batch(event, fn)
 
 
+def _refused(exc: intake.BadBody, s: settings.Settings) -> http.HTTPError:
+    COUNTERS.count(rejected=1)
+    if exc.status == 413:
+        # The API server sends what its flags allow: say which flag keeps batches under the limit.
+        flag = max(1, s.max_body_bytes - settings.BATCH_OVERHEAD)
+        return http.HTTPError(413, f"{exc.reason} (max_body_bytes): the API server keeps its audit batches under it "
+                                   f"with --audit-webhook-truncate-enabled=true and --audit-webhook-truncate-max-batch-"
+                                   f"size={flag} or less (its default is 10485760)", limit=s.max_body_bytes)
+    return http.HTTPError(exc.status, exc.reason)
+
+
 def _batch(event, fn: _Function):
-    deadline = time.monotonic() + fn.settings.answer_within
+    s = fn.settings
+    deadline = time.monotonic() + s.answer_within
     eng = engine()
-    wait = fn.settings.batch_wait_seconds
-    if not fn.slots.acquire(timeout=wait):
-        raise _busy("busy: another batch is being decoded and evaluated; retry", wait)
+    try:
+        body, ndjson = intake.read(event, s.max_body_bytes)
+    except intake.BadBody as exc:
+        raise _refused(exc, s) from None
+    if not fn.slots.acquire(timeout=s.batch_wait_seconds):
+        raise _busy("busy: another batch is being decoded and evaluated; retry", s.batch_wait_seconds)
     try:
         with batch_gc_paused():
-            summary, groups, repeated = _evaluate_batch(event, eng, fn.settings)
+            b = batch.evaluate(body, ndjson, eng, s.max_event_bytes)
+    except intake.BadBody as exc:
+        raise _refused(exc, s) from None
     finally:
         fn.slots.release()
+    del body
+    COUNTERS.count(skipped_not_audit=b.skipped, dropped=b.dropped + b.oversize, events=b.events - b.repeated,
+                   alerts=b.alerts, evaluation_errors=b.evaluation_errors)
+    if not b.events and not b.dropped and b.skipped:
+        COUNTERS.count(rejected=1)
+        raise http.HTTPError(400, NOT_AUDIT, skipped=b.skipped)
+    summary = b.summary()
     if http.query_flag(event, "dry_run"):
-        alerts = [json.loads(a.json) for g in groups for a in g.alerts]
+        alerts = [json.loads(a.json) for g in b.groups for a in g.alerts]
         return http.json_response({**summary, "dry_run": True, "alert_count": len(alerts), "alerts": alerts})
     # Only the alerts are kept from here on; the hand-off runs outside the batch slot.
-    done = _hand_off(fn, groups, deadline)
-    dups = repeated + done.duplicates
-    COUNTERS.count(duplicates=repeated)
+    done = _hand_off(fn, b.groups, deadline)
+    dups = b.repeated + done.duplicates
+    COUNTERS.count(duplicates=b.repeated)
     log.info("batch.done", events=summary["events"], alerts=done.forwarded, duplicates=dups,
              skipped=summary["skipped"], dropped=summary["dropped"])
     return http.json_response({**summary, "alert_count": done.forwarded, "duplicates": dups,

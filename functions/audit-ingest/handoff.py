@@ -67,6 +67,7 @@ class Delivery:
 
 class Alert(NamedTuple):
     rule: str
+    priority: str
     json: str   # the alert as Falco's json_output writes it
 
 
@@ -98,7 +99,7 @@ def chunks(groups, limit: int, max_alerts: int):
     """
     cur, parts, size = [], [], 2
     for g in groups:
-        js = g.alerts
+        js = [(a.rule, a.json) for a in g.alerts]
         sizes = [len(j.encode("utf-8")) + 1 for _, j in js]
         if cur and (size + sum(sizes) > limit or len(cur) + len(js) > max_alerts):
             yield "[" + ",".join(cur) + "]", parts

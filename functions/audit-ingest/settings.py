@@ -42,6 +42,9 @@ class Settings:
 
 
 ENGINE_KEYS = ("rules", "append_output", "priority", "rule_matching")
+# The API server's truncating backend keeps a batch's events within --audit-webhook-truncate-max-batch-size;
+# the EventList around them and the commas between them add "several hundreds of bytes" (its flag help).
+BATCH_OVERHEAD = 64 * 1024
 
 
 def engine_document(doc, origin: str) -> EngineConfig:
@@ -108,7 +111,7 @@ def load() -> Settings:
         # alert-forwarder's own limits (its max_body_bytes and max_batch): a bigger part would get a 413
         forward_max_bytes=config.env_int("forward_max_bytes", 4 * 1024 * 1024, minimum=1024),
         forward_max_alerts=config.env_int("forward_max_alerts", 10000, minimum=1),
-        max_body_bytes=config.env_int("max_body_bytes", 12582912, minimum=1),
+        max_body_bytes=config.env_int("max_body_bytes", 10 * 1024 * 1024 + BATCH_OVERHEAD, minimum=1),
         max_event_bytes=config.env_int("max_event_bytes", 262144, minimum=1),
         dedup_max_events=config.env_int("dedup_max_events", 50000, minimum=0),
         max_concurrent_batches=config.env_int("max_concurrent_batches", 1, minimum=1),

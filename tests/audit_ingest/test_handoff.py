@@ -132,18 +132,18 @@ def test_retry_racing_a_failing_hand_off_takes_over_and_delivers_once(ingest, ma
 def test_busy_batch_slot_answers_503_with_retry_after(ingest, make_event, forwarder, monkeypatch):
     mod = ingest(env={"max_concurrent_batches": "1", "batch_wait_seconds": "0.3"})
     inside, leave = threading.Event(), threading.Event()
-    real = mod._decode
+    real = mod.batch.evaluate
 
     def slow_decode(*a, **kw):
         inside.set()
         leave.wait(10)
         return real(*a, **kw)
-    monkeypatch.setattr(mod, "_decode", slow_decode)
+    monkeypatch.setattr(mod.batch, "evaluate", slow_decode)
     results: dict = {}
     t = _post_in_thread(mod, make_event, eventlist(anon(330)), results, "first")
     try:
         assert inside.wait(5)
-        monkeypatch.setattr(mod, "_decode", real)
+        monkeypatch.setattr(mod.batch, "evaluate", real)
         res = mod.handle(make_event("POST", body=json.dumps(eventlist(anon(331))), headers={
             "Content-Type": "application/json", "Authorization": "Bearer ingest-test-token-123"}), None)
         assert res["statusCode"] == 503 and int(res["headers"]["Retry-After"]) >= 1
@@ -158,7 +158,7 @@ def test_busy_batch_slot_answers_503_with_retry_after(ingest, make_event, forwar
 
 def test_at_most_max_concurrent_batches_are_decoded_at_once(ingest, make_event, forwarder, monkeypatch):
     mod = ingest(env={"max_concurrent_batches": "1", "batch_wait_seconds": "10", "answer_within_seconds": "30"})
-    real = mod._decode
+    real = mod.batch.evaluate
     lock = threading.Lock()
     now, peak = [0], [0]
 
@@ -172,7 +172,7 @@ def test_at_most_max_concurrent_batches_are_decoded_at_once(ingest, make_event, 
         finally:
             with lock:
                 now[0] -= 1
-    monkeypatch.setattr(mod, "_decode", counting_decode)
+    monkeypatch.setattr(mod.batch, "evaluate", counting_decode)
     results: dict = {}
     threads = [_post_in_thread(mod, make_event, eventlist(anon(340 + i)), results, i) for i in range(4)]
     for t in threads:
@@ -260,7 +260,7 @@ def _ledger_module():
 
 
 def _groups(h, *keys, rules=("A",)):
-    return [h.Group(k, [h.Alert(r, json.dumps({"rule": r, "event": k})) for r in rules]) for k in keys]
+    return [h.Group(k, [h.Alert(r, "Warning", json.dumps({"rule": r, "event": k})) for r in rules]) for k in keys]
 
 
 def test_ledger_hands_off_once_and_counts_a_second_delivery_as_duplicates():
