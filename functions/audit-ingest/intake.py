@@ -6,10 +6,10 @@ bodies hold one such payload per line. What differs is memory: the decoded batch
 EventList decodes to 60-90 MB of Python objects, but here each item is decoded, handed to ``sink`` (which
 evaluates it and keeps only its alerts) and dropped before the next one.
 
-Items are found with the C decoder on the body read as latin-1: one character per byte, so positions are
-byte offsets, JSON's structural characters are where they are in UTF-8, and the text costs one byte per
-byte whatever the body holds (UTF-8 text would cost two or four per character as soon as one character
-needs it). An item decoded that way is correct if its bytes are ASCII; any other item is decoded again
+Items are found with the C decoder on the body read as latin-1, a window at a time: one character per
+byte, so positions are byte offsets, JSON's structural characters are where they are in UTF-8, and the text
+costs one byte per byte whatever the body holds (UTF-8 text would cost two or four per character as soon as
+one character needs it). An item decoded that way is correct if its bytes are ASCII; any other item is decoded again
 from its bytes as UTF-8, which also checks them.
 
 Errors are BadBody with the status and the words http.parse_json would use: the whole body is checked
@@ -58,26 +58,53 @@ class Sink:
 
 
 class _Text:
-    """The body (or one NDJSON line) as latin-1 text, and the error positions translated into answers."""
+    """The body (or one NDJSON line) read as latin-1 text through a window, and errors turned into answers.
+
+    Only a window of the body is text at a time (WINDOW characters, more for an item that does not fit), so
+    decoding costs the body's bytes, one window and one item, not a second copy of the whole body.
+    Positions are offsets in ``raw``.
+    """
+
+    WINDOW = 1 << 20
 
     def __init__(self, raw: bytes, where: str = "", base: int = 0):
         self.raw = raw
-        self.text = raw.decode("latin-1")
+        self.n = len(raw)
         self.ascii = raw.isascii()
         self.where = where      # "line 3: " for NDJSON
         self.base = base        # offset of ``raw`` in the body, for UTF-8 error positions
+        self.off, self.win = 0, ""
+        self.view = memoryview(raw)
+
+    def _load(self, i: int, size: int) -> None:
+        self.win = ""   # the old window goes first; the new one is decoded from a view, not a copied slice
+        self.off, self.win = i, codecs.latin_1_decode(self.view[i:i + size])[0]
+
+    def _at_end(self) -> bool:
+        return self.off + len(self.win) >= self.n
+
+    def _window(self, i: int, ahead: int) -> None:
+        """Make the window hold ``raw[i:i + ahead]`` (or up to the end)."""
+        if i < self.off or self.off + len(self.win) < min(self.n, i + ahead):
+            self._load(i, max(ahead, self.WINDOW))
 
     def ws(self, i: int) -> int:
-        return _WS.match(self.text, i).end()
+        while True:
+            self._window(i, 1)
+            j = self.off + _WS.match(self.win, i - self.off).end()
+            if j < self.off + len(self.win) or self._at_end():
+                return j
+            i = j
 
     def char(self, i: int) -> str:
-        if i >= len(self.text):
+        if i >= self.n:
             raise self.syntax("Expecting value", i)
-        return self.text[i]
+        self._window(i, 1)
+        return self.win[i - self.off]
 
     def syntax(self, msg: str, pos: int) -> BadBody:
-        err = json.JSONDecodeError(msg, self.text, pos)
-        return self._invalid(f"{err.msg} at line {err.lineno} column {err.colno}")
+        line, col = self.raw.count(b"\n", 0, pos) + 1, pos - self.raw.rfind(b"\n", 0, pos)
+        return self._invalid(f"{msg} at line {line} column {col}")
 
     def _invalid(self, what: str) -> BadBody:
         """Invalid JSON; but a body that is not UTF-8 is reported as such first, as http.parse_json does."""
@@ -91,15 +118,28 @@ class _Text:
         return BadBody(400, f"{self.where}invalid JSON: {what}")
 
     def value(self, i: int):
-        """(the value at ``i``, the index after it)."""
-        try:
-            obj, end = _DEC.raw_decode(self.text, i)
-        except json.JSONDecodeError as exc:
-            raise self._invalid(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
-        except RecursionError:
-            raise self._invalid("nested too deeply") from None
-        except ValueError as exc:   # NaN/Infinity, or an integer over Python's 4300-digit conversion limit
-            raise self._invalid(str(exc)[:120]) from None
+        """(the value at ``i``, the index after it). A value the window cuts is decoded again in a bigger one."""
+        ahead = self.WINDOW // 4
+        while True:
+            self._window(i, ahead)
+            try:
+                obj, end = _DEC.raw_decode(self.win, i - self.off)
+            except json.JSONDecodeError as exc:
+                if not self._at_end():
+                    ahead = len(self.win) * 4
+                    self._load(i, ahead)
+                    continue
+                raise self.syntax(exc.msg, self.off + exc.pos) from None
+            except RecursionError:
+                raise self._invalid("nested too deeply") from None
+            except ValueError as exc:   # NaN/Infinity, or an integer over Python's 4300-digit conversion limit
+                raise self._invalid(str(exc)[:120]) from None
+            if end == len(self.win) and not self._at_end():   # a number may go on past the window
+                ahead = len(self.win) * 4
+                self._load(i, ahead)
+                continue
+            end += self.off
+            break
         if not self.ascii and not self.raw[i:end].isascii():
             try:
                 obj = _DEC.decode(self.raw[i:end].decode("utf-8"))
@@ -210,7 +250,7 @@ def walk(raw: bytes, sink: Sink, *, ndjson: bool = False) -> None:
     if not ndjson:
         t = _Text(raw)
         end = _payload(t, t.ws(0), sink, 0)
-        if t.ws(end) != len(t.text):
+        if t.ws(end) != t.n:
             raise t.syntax("Extra data", t.ws(end))
         return
     pos, lineno = 0, 0
@@ -222,7 +262,7 @@ def walk(raw: bytes, sink: Sink, *, ndjson: bool = False) -> None:
         if line.strip():
             t = _Text(line, f"line {lineno}: ", pos)
             end = _payload(t, t.ws(0), sink, 0)
-            if t.ws(end) != len(t.text):
+            if t.ws(end) != t.n:
                 raise t.syntax("Extra data", t.ws(end))
         pos = nl + 1
 

@@ -196,7 +196,7 @@ def test_the_default_limit_takes_the_largest_batch_bootstrap_lets_the_api_server
 
 
 def test_walking_a_big_eventlist_never_holds_the_decoded_batch():
-    items = [dict(anon(i), requestObject={"data": {f"k{j}": f"v{j}" for j in range(400)}}) for i in range(200)]
+    items = [dict(anon(i), requestObject={"data": {f"k{j}": f"v{j}" for j in range(400)}}) for i in range(800)]
     raw = json.dumps(eventlist(*items)).encode()
     intake = _intake()
     tracemalloc.start()
@@ -209,6 +209,34 @@ def test_walking_a_big_eventlist_never_holds_the_decoded_batch():
         streamed = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert len(count) == 200
-    # The latin-1 text of the body plus one item, against the whole decoded batch.
-    assert streamed < len(raw) * 1.2 < whole / 2, (streamed, len(raw), whole)
+    assert len(count) == 800
+    # A window of the body as text plus one item: not even one copy of the body, let alone the decoded batch.
+    assert streamed < len(raw) / 2 and streamed < whole / 10, (streamed, len(raw), whole)
+
+
+@pytest.mark.fuzz
+@given(doc=_docs(), ascii_only=st.booleans(), pretty=st.booleans(), window=st.sampled_from([8, 16, 64]))
+def test_items_cut_by_the_text_window_walk_the_same(doc, ascii_only, pretty, window, monkeypatch):
+    """With a tiny window every value is cut somewhere (numbers included), and the walk still matches."""
+    intake = _intake()
+    monkeypatch.setattr(intake._Text, "WINDOW", window)
+    raw = json.dumps(doc, ensure_ascii=ascii_only, indent=2 if pretty else None).encode("utf-8")
+    items, skipped = walked(raw)
+    ref_events, ref_skipped = reference(raw)
+    kept = [i for i, evs in zip(items, events_of(items)) if evs]
+    assert kept == ref_events and skipped == ref_skipped
+
+
+def test_a_number_cut_by_the_window_is_read_whole(monkeypatch):
+    intake = _intake()
+    monkeypatch.setattr(intake._Text, "WINDOW", 8)
+    items, skipped = walked(b'[1234567890123, 42, {"kind": "EventList", "items": [{"n": 98765432109876}]}]')
+    assert items == [{"n": 98765432109876}] and skipped == 2
+
+
+def test_an_error_position_counts_lines_and_columns_of_the_whole_body(monkeypatch):
+    intake = _intake()
+    monkeypatch.setattr(intake._Text, "WINDOW", 16)
+    with pytest.raises(intake.BadBody) as err:
+        walked(b'{"kind": "EventList",\n "items": [\n  {"a": 1},\n  {"b": 2} {"c": 3}]}')
+    assert err.value.reason == "invalid JSON: Expecting ',' delimiter at line 4 column 12"
