@@ -16,7 +16,7 @@ import threading
 import time
 
 from . import batch, handoff, intake, rules, settings
-from .edgeguard import auth, config, gateway, http, log
+from .edgeguard import auth, config, gateway, http, log, preauth
 from .edgeguard.falco.alert import format_time
 from .edgeguard.falco.source import NOT_AUDIT, batch_gc_paused
 
@@ -31,7 +31,7 @@ class Counters:
     # the kubeconfig's token only to an https server).
     NAMES = ("requests", "events", "alerts", "alerts_forwarded", "skipped_not_audit", "dropped", "duplicates",
              "forward_failures", "rejected", "evaluation_errors", "busy", "authenticated_batches",
-             "unauthenticated", "invalid_token")
+             "unauthenticated", "invalid_token", "refused_unread")
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -57,6 +57,8 @@ class _Function:
         # A 12 MiB batch decodes to ~60 MB: a decoded batch per server thread would exceed the pod's memory,
         # and the GIL gives no speed-up anyway. The API server retries a 503.
         self.slots = threading.BoundedSemaphore(s.max_concurrent_batches)
+        # Request bodies in memory at once (the screen holds a slot until the answer): see _screen.
+        self.bodies = threading.BoundedSemaphore(s.max_batches_in_memory)
         # Synchronous: alert-forwarder answers 2xx once the alerts are in its durable spool, so audit-ingest's
         # 2xx means the same. Never /async-function/: CE's queue-worker logs each message's headers (the
         # bearer token), never retries, and runs one call at a time.
@@ -142,16 +144,26 @@ def _hand_off(fn: _Function, groups, deadline: float) -> handoff.Delivery:
     return done
 
 
+def _admit(event) -> str:
+    """The method and caller checks, from the request's headers alone: the method, or HTTPError."""
+    m = http.require_method(event, ("GET", "POST"))
+    auth.require_bearer(event, TOKEN_SECRET)
+    return m
+
+
+def _count_refusal(event, err: http.HTTPError) -> None:
+    COUNTERS.count(rejected=1)
+    if err.status == 401:
+        COUNTERS.count(**{"unauthenticated" if auth.presented_token(event) is None else "invalid_token": 1})
+
+
 @http.guarded
 def handle(event, context):
     COUNTERS.count(requests=1)
     try:
-        m = http.require_method(event, ("GET", "POST"))
-        auth.require_bearer(event, TOKEN_SECRET)
+        m = _admit(event)
     except http.HTTPError as err:
-        COUNTERS.count(rejected=1)
-        if err.status == 401:
-            COUNTERS.count(**{"unauthenticated" if auth.presented_token(event) is None else "invalid_token": 1})
+        _count_refusal(event, err)
         raise
     if m == "POST":
         COUNTERS.count(authenticated_batches=1)
@@ -161,15 +173,46 @@ def handle(event, context):
     return _batch(event, fn)
 
 
+def _too_large(reason: str, s: settings.Settings) -> http.HTTPError:
+    # The API server sends what its flags allow: say which flag keeps batches under the limit.
+    flag = max(1, s.max_body_bytes - settings.BATCH_OVERHEAD)
+    return http.HTTPError(413, f"{reason} (max_body_bytes): the API server keeps its audit batches under it "
+                               f"with --audit-webhook-truncate-enabled=true and --audit-webhook-truncate-max-batch-"
+                               f"size={flag} or less (its default is 10485760)", limit=s.max_body_bytes)
+
+
 def _refused(exc: intake.BadBody, s: settings.Settings) -> http.HTTPError:
     COUNTERS.count(rejected=1)
-    if exc.status == 413:
-        # The API server sends what its flags allow: say which flag keeps batches under the limit.
-        flag = max(1, s.max_body_bytes - settings.BATCH_OVERHEAD)
-        return http.HTTPError(413, f"{exc.reason} (max_body_bytes): the API server keeps its audit batches under it "
-                                   f"with --audit-webhook-truncate-enabled=true and --audit-webhook-truncate-max-batch-"
-                                   f"size={flag} or less (its default is 10485760)", limit=s.max_body_bytes)
-    return http.HTTPError(exc.status, exc.reason)
+    return _too_large(exc.reason, s) if exc.status == 413 else http.HTTPError(exc.status, exc.reason)
+
+
+def _screen(req: preauth.Request):
+    """Before the template reads the body (edgeguard.preauth): refuse what handle() would refuse from the headers
+    alone (a missing or wrong token, a wrong method, a declared body over the limit), and let at most
+    ``max_batches_in_memory`` authenticated batches have their body read at once; the others wait here, their
+    bodies in waitress's temporary files, not in memory."""
+    try:
+        m = _admit(req)
+        fn = STARTUP.get()
+        if m != "POST":
+            return None
+        declared = http.header(req, "Content-Length")
+        if declared and declared.isdigit() and int(declared) > fn.settings.max_body_bytes:
+            COUNTERS.count(rejected=1)
+            raise _too_large(f"request body is larger than the limit of {fn.settings.max_body_bytes} bytes",
+                             fn.settings)
+        wait = fn.settings.batch_wait_seconds
+        if not fn.bodies.acquire(timeout=wait):
+            raise _busy(f"busy: {fn.settings.max_batches_in_memory} batches are being received; retry", wait)
+        return fn.bodies.release
+    except http.HTTPError as err:
+        COUNTERS.count(requests=1, refused_unread=1)
+        if err.status in (401, 405):
+            _count_refusal(req, err)
+        if err.status >= 500:
+            log.error("request.failed", status=err.status, reason=err.reason, path=req.path)
+        answer = http.error_response(err)
+        raise preauth.Refuse(err.status, answer["headers"], answer["body"].encode("utf-8")) from None
 
 
 def _batch(event, fn: _Function):
@@ -207,3 +250,16 @@ def _batch(event, fn: _Function):
              skipped=summary["skipped"], dropped=summary["dropped"])
     return http.json_response({**summary, "alert_count": done.forwarded, "duplicates": dups,
                                "forwarded": done.forwarded, "rules": sorted(done.rules)})
+
+
+def _waitress_options() -> dict:
+    # A body's first 64 KiB stay in waitress's memory, the rest goes to a temporary file (default 512 KiB, per
+    # connection); a declared body over twice the limit is refused by waitress from its headers, unreceived.
+    try:
+        limit = STARTUP.get().settings.max_body_bytes
+    except http.HTTPError:
+        return {"inbuf_overflow": 65536}
+    return {"inbuf_overflow": 65536, "max_request_body_size": 2 * limit}
+
+
+preauth.install(_screen, waitress=_waitress_options())

@@ -31,6 +31,7 @@ class Settings:
     max_event_bytes: int
     dedup_max_events: int
     max_concurrent_batches: int
+    max_batches_in_memory: int
     batch_wait_seconds: float
     load_default_rules: bool
     rules_d: Path
@@ -115,6 +116,7 @@ def load() -> Settings:
         max_event_bytes=config.env_int("max_event_bytes", 262144, minimum=1),
         dedup_max_events=config.env_int("dedup_max_events", 50000, minimum=0),
         max_concurrent_batches=config.env_int("max_concurrent_batches", 1, minimum=1),
+        max_batches_in_memory=config.env_int("max_batches_in_memory", 2, minimum=1),
         batch_wait_seconds=max(0.0, config.env_float("batch_wait_seconds", 5.0)),
         load_default_rules=config.env_bool("load_default_rules", True),
         rules_d=Path(config.env_str("rules_d", str(HERE / "rules.d"))),
