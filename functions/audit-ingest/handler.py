@@ -1,13 +1,14 @@
 """audit-ingest: Falco k8s_audit detection for the Kubernetes audit webhook.
 
-POST an Event, EventList or JSON array (or NDJSON). Every event is checked
-against Falco's rules (rules.py: bundled upstream set + rules.d/*.yaml + the
-optional extra rules secret); alerts go to alert-forwarder as JSON arrays. The
-reply is 2xx only after that hand-off succeeded, so the API server's retries
-give at-least-once delivery; handoff.py keeps retried batches duplicate-free.
-One batch at a time is decoded and evaluated; hand-offs run concurrently.
-``?dry_run=1`` returns the alerts instead of forwarding them. GET returns
-health, ruleset facts and counters. Settings are read once (settings.py).
+  POST /         an EventList (what the API server sends), Event, JSON array or NDJSON: every event is
+                 checked against Falco's rules (rules.py) and the alerts are handed to alert-forwarder
+                 synchronously (handoff.py); 200 only once it accepted them. ``?dry_run=1`` returns them.
+  GET  /         health, ruleset facts, engine settings and counters (JSON)
+  GET  /metrics  Prometheus text (metrics.py); the token or the read-only edgeguard-metrics-token
+
+The handler parses, calls and answers: bodies are decoded item by item (intake.py) and evaluated
+(batch.py) one batch at a time; requests are screened before the template reads their body (preauth);
+settings are read once at start-up (settings.py).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import json
 import threading
 import time
 
-from . import batch, handoff, intake, rules, settings
+from . import batch, handoff, intake, metrics, rules, settings
 from .edgeguard import auth, config, gateway, http, log, preauth
 from .edgeguard.falco.alert import format_time
 from .edgeguard.falco.source import NOT_AUDIT, batch_gc_paused
@@ -23,28 +24,7 @@ from .edgeguard.falco.source import NOT_AUDIT, batch_gc_paused
 TOKEN_SECRET = "audit-ingest-token"
 FORWARD_TOKEN_SECRET = "alert-forwarder-token"
 _STARTED_NS = time.time_ns()
-
-
-class Counters:
-    # authenticated_batches / unauthenticated / invalid_token let bootstrap's delivery probe tell an
-    # authenticated webhook batch from one the API server sent without credentials (client-go sends
-    # the kubeconfig's token only to an https server).
-    NAMES = ("requests", "events", "alerts", "alerts_forwarded", "skipped_not_audit", "dropped", "duplicates",
-             "forward_failures", "rejected", "evaluation_errors", "busy", "authenticated_batches",
-             "unauthenticated", "invalid_token", "refused_unread")
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.values = {k: 0 for k in self.NAMES}
-
-    def count(self, **inc):
-        with self.lock:
-            for k, v in inc.items():
-                self.values[k] += v
-
-    def snapshot(self) -> dict:
-        with self.lock:
-            return dict(self.values)
+METRICS = metrics.registry()
 
 
 class _Function:
@@ -52,10 +32,9 @@ class _Function:
 
     def __init__(self, s: settings.Settings):
         self.settings = s
-        self.rules = rules.RulesCache(s)
+        self.rules = rules.RulesCache(s, on_load=lambda result: METRICS.inc("rules_loads_total", {"result": result}))
         self.ledger = handoff.HandoffLedger(s.dedup_max_events)
-        # A 12 MiB batch decodes to ~60 MB: a decoded batch per server thread would exceed the pod's memory,
-        # and the GIL gives no speed-up anyway. The API server retries a 503.
+        # Decoding and evaluating is CPU-bound under the GIL: one batch at a time is as fast, and bounds memory.
         self.slots = threading.BoundedSemaphore(s.max_concurrent_batches)
         # Request bodies in memory at once (the screen holds a slot until the answer): see _screen.
         self.bodies = threading.BoundedSemaphore(s.max_batches_in_memory)
@@ -66,7 +45,6 @@ class _Function:
                                      timeout=s.forward_timeout)
 
 
-COUNTERS = Counters()
 STARTUP = config.Startup("audit-ingest", lambda: _Function(settings.load()))
 
 
@@ -77,23 +55,125 @@ def engine():
         raise http.HTTPError(503, exc.reason) from None
 
 
-def _health(fn: _Function):
+def _collect(m) -> None:
+    """Gauges read when /metrics is rendered: the ruleset's state (loading it if a source changed), the ledger."""
     try:
-        eng = engine()
+        fn = STARTUP.get()
+    except http.HTTPError:
+        m.set("rules_loaded", 0)
+        return
+    m.set("dedup_remembered", fn.ledger.remembered())
+    try:
+        eng = fn.rules.get()
+    except rules.RulesUnavailable:
+        m.set("rules_loaded", 0)
+        m.set("rules_enabled", 0)
+        return
+    m.set("rules_loaded", 1)
+    m.set("rules_enabled", len(eng.rules))
+    m.set("rules_warnings", len(eng.ruleset.warnings))
+
+
+METRICS.add_collector(_collect)
+
+
+# ---- routes and callers ------------------------------------------------------------------------
+ROUTES = {"/": ("GET", "POST"), "/metrics": ("GET",)}
+
+
+def _route(event) -> str:
+    # Any other path is the webhook's: a URL written Falco's way (.../k8s-audit) still works.
+    return "/metrics" if (http.path(event).rstrip("/") or "/") == "/metrics" else "/"
+
+
+def _admit(event) -> str:
+    """Route, method and caller checks from the request's headers alone: "METHOD /path", or HTTPError."""
+    route = _route(event)
+    m = http.require_method(event, ROUTES[route])
+    if route == "/metrics":
+        auth.require_metrics_reader(event, TOKEN_SECRET)
+    else:
+        auth.require_bearer(event, TOKEN_SECRET)
+    return f"{m} {route}"
+
+
+_REASONS = {405: "method", 413: "too_large", 415: "content_type", 503: "unconfigured"}
+
+
+def _reject(event, err: http.HTTPError) -> None:
+    if err.status == 401:
+        reason = "unauthenticated" if auth.presented_token(event) is None else "invalid_token"
+    else:
+        reason = _REASONS.get(err.status, "invalid")
+    METRICS.inc("rejected_total", {"reason": reason})
+
+
+def _busy(reason: str, wait: float) -> http.HTTPError:
+    METRICS.inc("busy_total")
+    return http.HTTPError(503, reason, headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+
+
+@http.guarded
+def _handle(event, context):
+    try:
+        what = _admit(event)
     except http.HTTPError as err:
-        return http.json_response({"status": "error", "error": err.reason, "counters": COUNTERS.snapshot()}, 503)
-    return http.json_response({
-        "status": "ok",
-        "function": "audit-ingest",
-        "started": format_time(_STARTED_NS),
-        "ruleset": eng.facts(),
-        "engine": _engine_facts(eng.config),
-        "counters": COUNTERS.snapshot(),
-        "dedup_remembered": fn.ledger.remembered(),
-        "forward_function": fn.settings.forward_function,
-    })
+        _reject(event, err)
+        raise
+    if what == "GET /metrics":   # answers even when misconfigured: that is when it is needed
+        return http.text_response(METRICS.render(), content_type=metrics.CONTENT_TYPE)
+    if what == "POST /":
+        METRICS.inc("authenticated_batches_total")
+    fn = STARTUP.get()
+    if what == "GET /":
+        return _health(fn)
+    return _batch(event, fn)
 
 
+def handle(event, context):
+    res = _handle(event, context)
+    METRICS.inc("requests_total", {"route": _route_label(event), "code": res["statusCode"]})
+    return res
+
+
+def _route_label(event) -> str:
+    m = http.method(event)
+    return f"{m if m in ('GET', 'HEAD', 'POST') else 'other'} {_route(event)}"
+
+
+def _screen(req: preauth.Request):
+    """Before the template reads the body (edgeguard.preauth): refuse what handle() would refuse from the headers
+    alone (a missing or wrong token, a wrong route or method, a declared body over the limit), and let at most
+    ``max_batches_in_memory`` authenticated batches have their body read at once; the others wait here, their
+    bodies in waitress's temporary files, not in memory."""
+    try:
+        try:
+            what = _admit(req)
+        except http.HTTPError as err:
+            _reject(req, err)
+            raise
+        if what != "POST /":
+            return None
+        fn = STARTUP.get()
+        declared = http.header(req, "Content-Length")
+        if declared and declared.isdigit() and int(declared) > fn.settings.max_body_bytes:
+            METRICS.inc("rejected_total", {"reason": "too_large"})
+            raise _too_large(f"request body is larger than the limit of {fn.settings.max_body_bytes} bytes",
+                             fn.settings)
+        wait = fn.settings.batch_wait_seconds
+        if not fn.bodies.acquire(timeout=wait):
+            raise _busy(f"busy: {fn.settings.max_batches_in_memory} batches are being received; retry", wait)
+        return fn.bodies.release
+    except http.HTTPError as err:
+        METRICS.inc("refused_unread_total")
+        METRICS.inc("requests_total", {"route": _route_label(req), "code": err.status})
+        if err.status >= 500:
+            log.error("request.failed", status=err.status, reason=err.reason, path=req.path)
+        answer = http.error_response(err)
+        raise preauth.Refuse(err.status, answer["headers"], answer["body"].encode("utf-8")) from None
+
+
+# ---- GET / --------------------------------------------------------------------------------------
 def _engine_facts(c) -> dict:
     """The effective falco.yaml-like settings: where they came from, and the selection in falco.yaml's form."""
     return {"origins": list(c.origins), "rule_matching": c.rule_matching, "priority": c.priority,
@@ -102,77 +182,30 @@ def _engine_facts(c) -> dict:
             "append_output": len(c.append_output)}
 
 
-def _sender(fn: _Function):
-    name = fn.settings.forward_function
-
-    def send(body: str) -> None:
-        """One part to alert-forwarder through the gateway; errors name what went wrong, never a value."""
-        try:
-            res = fn.route.invoke(body)
-        except config.ConfigError as exc:
-            # Not a transient failure: say what to fix instead of a bare 502 the API server retries blindly.
-            raise handoff.HandoffNotConfigured(f"alert hand-off to {name} is not configured: {exc}") from None
-        except gateway.TransportError as exc:  # "timeout: ..." or "connect: <error type>", never a value
-            raise handoff.HandoffError(f"alert hand-off to {name} failed: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - any transport failure means "not handed off"
-            raise handoff.HandoffError(f"alert hand-off to {name} failed: {type(exc).__name__}") from None
-        if not 200 <= res.status < 300:
-            raise handoff.HandoffError(f"alert hand-off to {name} failed: HTTP {res.status}", status=res.status)
-    return send
+def _counters() -> dict:
+    c = metrics.counters(METRICS)
+    c["requests"] += 1   # this one, counted once it is answered
+    return c
 
 
-def _busy(reason: str, wait: float):
-    COUNTERS.count(busy=1)
-    return http.HTTPError(503, reason, headers={"Retry-After": str(max(1, int(wait + 0.999)))})
-
-
-def _hand_off(fn: _Function, groups, deadline: float) -> handoff.Delivery:
-    s = fn.settings
+def _health(fn: _Function):
     try:
-        done = fn.ledger.deliver(groups, _sender(fn), part_bytes=s.forward_max_bytes, part_alerts=s.forward_max_alerts,
-                                 wait=s.batch_wait_seconds, deadline=deadline, part_time=s.forward_timeout)
-    except handoff.Undelivered as exc:
-        COUNTERS.count(alerts_forwarded=exc.forwarded, duplicates=exc.duplicates)
-        if isinstance(exc, (handoff.HandoffBusy, handoff.HandoffOutOfTime)):
-            raise _busy(exc.reason, s.batch_wait_seconds) from None
-        COUNTERS.count(forward_failures=1)
-        if isinstance(exc, handoff.HandoffNotConfigured):
-            raise http.HTTPError(503, exc.reason) from None
-        extra = {"forward_status": exc.status} if exc.status is not None else {}
-        raise http.HTTPError(502, exc.reason, **extra) from None
-    COUNTERS.count(alerts_forwarded=done.forwarded, duplicates=done.duplicates)
-    return done
-
-
-def _admit(event) -> str:
-    """The method and caller checks, from the request's headers alone: the method, or HTTPError."""
-    m = http.require_method(event, ("GET", "POST"))
-    auth.require_bearer(event, TOKEN_SECRET)
-    return m
-
-
-def _count_refusal(event, err: http.HTTPError) -> None:
-    COUNTERS.count(rejected=1)
-    if err.status == 401:
-        COUNTERS.count(**{"unauthenticated" if auth.presented_token(event) is None else "invalid_token": 1})
-
-
-@http.guarded
-def handle(event, context):
-    COUNTERS.count(requests=1)
-    try:
-        m = _admit(event)
+        eng = engine()
     except http.HTTPError as err:
-        _count_refusal(event, err)
-        raise
-    if m == "POST":
-        COUNTERS.count(authenticated_batches=1)
-    fn = STARTUP.get()
-    if m == "GET":
-        return _health(fn)
-    return _batch(event, fn)
+        return http.json_response({"status": "error", "error": err.reason, "counters": _counters()}, 503)
+    return http.json_response({
+        "status": "ok",
+        "function": "audit-ingest",
+        "started": format_time(_STARTED_NS),
+        "ruleset": eng.facts(),
+        "engine": _engine_facts(eng.config),
+        "counters": _counters(),
+        "dedup_remembered": fn.ledger.remembered(),
+        "forward_function": fn.settings.forward_function,
+    })
 
 
+# ---- POST / -------------------------------------------------------------------------------------
 def _too_large(reason: str, s: settings.Settings) -> http.HTTPError:
     # The API server sends what its flags allow: say which flag keeps batches under the limit.
     flag = max(1, s.max_body_bytes - settings.BATCH_OVERHEAD)
@@ -181,38 +214,10 @@ def _too_large(reason: str, s: settings.Settings) -> http.HTTPError:
                                f"size={flag} or less (its default is 10485760)", limit=s.max_body_bytes)
 
 
-def _refused(exc: intake.BadBody, s: settings.Settings) -> http.HTTPError:
-    COUNTERS.count(rejected=1)
-    return _too_large(exc.reason, s) if exc.status == 413 else http.HTTPError(exc.status, exc.reason)
-
-
-def _screen(req: preauth.Request):
-    """Before the template reads the body (edgeguard.preauth): refuse what handle() would refuse from the headers
-    alone (a missing or wrong token, a wrong method, a declared body over the limit), and let at most
-    ``max_batches_in_memory`` authenticated batches have their body read at once; the others wait here, their
-    bodies in waitress's temporary files, not in memory."""
-    try:
-        m = _admit(req)
-        fn = STARTUP.get()
-        if m != "POST":
-            return None
-        declared = http.header(req, "Content-Length")
-        if declared and declared.isdigit() and int(declared) > fn.settings.max_body_bytes:
-            COUNTERS.count(rejected=1)
-            raise _too_large(f"request body is larger than the limit of {fn.settings.max_body_bytes} bytes",
-                             fn.settings)
-        wait = fn.settings.batch_wait_seconds
-        if not fn.bodies.acquire(timeout=wait):
-            raise _busy(f"busy: {fn.settings.max_batches_in_memory} batches are being received; retry", wait)
-        return fn.bodies.release
-    except http.HTTPError as err:
-        COUNTERS.count(requests=1, refused_unread=1)
-        if err.status in (401, 405):
-            _count_refusal(req, err)
-        if err.status >= 500:
-            log.error("request.failed", status=err.status, reason=err.reason, path=req.path)
-        answer = http.error_response(err)
-        raise preauth.Refuse(err.status, answer["headers"], answer["body"].encode("utf-8")) from None
+def _refused(event, exc: intake.BadBody, s: settings.Settings) -> http.HTTPError:
+    err = _too_large(exc.reason, s) if exc.status == 413 else http.HTTPError(exc.status, exc.reason)
+    _reject(event, err)
+    return err
 
 
 def _batch(event, fn: _Function):
@@ -222,21 +227,22 @@ def _batch(event, fn: _Function):
     try:
         body, ndjson = intake.read(event, s.max_body_bytes)
     except intake.BadBody as exc:
-        raise _refused(exc, s) from None
+        raise _refused(event, exc, s) from None
     if not fn.slots.acquire(timeout=s.batch_wait_seconds):
         raise _busy("busy: another batch is being decoded and evaluated; retry", s.batch_wait_seconds)
+    started = time.perf_counter()
     try:
         with batch_gc_paused():
             b = batch.evaluate(body, ndjson, eng, s.max_event_bytes)
     except intake.BadBody as exc:
-        raise _refused(exc, s) from None
+        raise _refused(event, exc, s) from None
     finally:
         fn.slots.release()
+    METRICS.observe("batch_seconds", time.perf_counter() - started)
     del body
-    COUNTERS.count(skipped_not_audit=b.skipped, dropped=b.dropped + b.oversize, events=b.events - b.repeated,
-                   alerts=b.alerts, evaluation_errors=b.evaluation_errors)
+    _count(b)
     if not b.events and not b.dropped and b.skipped:
-        COUNTERS.count(rejected=1)
+        METRICS.inc("rejected_total", {"reason": "not_audit"})
         raise http.HTTPError(400, NOT_AUDIT, skipped=b.skipped)
     summary = b.summary()
     if http.query_flag(event, "dry_run"):
@@ -245,11 +251,67 @@ def _batch(event, fn: _Function):
     # Only the alerts are kept from here on; the hand-off runs outside the batch slot.
     done = _hand_off(fn, b.groups, deadline)
     dups = b.repeated + done.duplicates
-    COUNTERS.count(duplicates=b.repeated)
     log.info("batch.done", events=summary["events"], alerts=done.forwarded, duplicates=dups,
              skipped=summary["skipped"], dropped=summary["dropped"])
     return http.json_response({**summary, "alert_count": done.forwarded, "duplicates": dups,
                                "forwarded": done.forwarded, "rules": sorted(done.rules)})
+
+
+def _count(b: batch.Batch) -> None:
+    m = METRICS
+    m.inc("events_total", value=b.events - b.repeated)
+    m.inc("skipped_total", value=b.skipped)
+    m.inc("dropped_total", {"reason": "stage_timestamp"}, value=b.dropped)
+    m.inc("dropped_total", {"reason": "oversize"}, value=b.oversize)
+    m.inc("duplicates_total", value=b.repeated)
+    m.inc("evaluation_errors_total", value=b.evaluation_errors)
+    for g in b.groups:
+        for a in g.alerts:
+            m.inc("alerts_total", {"priority": a.priority, "rule": a.rule})
+
+
+def _sender(fn: _Function):
+    name = fn.settings.forward_function
+
+    def send(body: str) -> None:
+        """One part to alert-forwarder through the gateway; errors name what went wrong, never a value."""
+        status = "error"
+        try:
+            try:
+                res = fn.route.invoke(body)
+            except config.ConfigError as exc:
+                # Not a transient failure: say what to fix instead of a bare 502 the API server retries blindly.
+                status = "unconfigured"
+                raise handoff.HandoffNotConfigured(f"alert hand-off to {name} is not configured: {exc}") from None
+            except gateway.TransportError as exc:  # "timeout: ..." or "connect: <error type>", never a value
+                raise handoff.HandoffError(f"alert hand-off to {name} failed: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - any transport failure means "not handed off"
+                raise handoff.HandoffError(f"alert hand-off to {name} failed: {type(exc).__name__}") from None
+            if not 200 <= res.status < 300:
+                raise handoff.HandoffError(f"alert hand-off to {name} failed: HTTP {res.status}", status=res.status)
+            status = "ok"
+        finally:
+            METRICS.inc("outputs_total", {"destination": name, "status": status})
+    return send
+
+
+def _hand_off(fn: _Function, groups, deadline: float) -> handoff.Delivery:
+    s = fn.settings
+    try:
+        done = fn.ledger.deliver(groups, _sender(fn), part_bytes=s.forward_max_bytes, part_alerts=s.forward_max_alerts,
+                                 wait=s.batch_wait_seconds, deadline=deadline, part_time=s.forward_timeout)
+    except handoff.Undelivered as exc:
+        METRICS.inc("handoff_alerts_total", value=exc.forwarded)
+        METRICS.inc("duplicates_total", value=exc.duplicates)
+        if isinstance(exc, (handoff.HandoffBusy, handoff.HandoffOutOfTime)):
+            raise _busy(exc.reason, s.batch_wait_seconds) from None
+        if isinstance(exc, handoff.HandoffNotConfigured):
+            raise http.HTTPError(503, exc.reason) from None
+        extra = {"forward_status": exc.status} if exc.status is not None else {}
+        raise http.HTTPError(502, exc.reason, **extra) from None
+    METRICS.inc("handoff_alerts_total", value=done.forwarded)
+    METRICS.inc("duplicates_total", value=done.duplicates)
+    return done
 
 
 def _waitress_options() -> dict:

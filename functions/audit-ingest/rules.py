@@ -104,8 +104,9 @@ class RulesCache:
     silently ignore the operator's change. A rules or settings error is remembered for its signature; any
     other error is retried on the next request, as it may be transient and no rules change would clear it."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, on_load=lambda result: None):
         self.settings = settings
+        self.on_load = on_load      # called with "ok" or "error" after each compilation
         self.lock = threading.Lock()
         self.engine: Engine | None = None
         self.error: str | None = None
@@ -130,6 +131,7 @@ class RulesCache:
                 self._failed(None, f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
             _log_warnings(eng.ruleset.warnings)
             self.signature, self.engine, self.error = sig, eng, None
+            self.on_load("ok")
             gc.collect()
             gc.freeze()  # compiled rules live as long as the process: keep them out of future collections
             c = eng.config
@@ -141,6 +143,7 @@ class RulesCache:
     def _failed(self, sig, reason: str):
         """Drop the engine, record ``reason`` (for ``sig``, or for no signature so the next request retries)."""
         self.signature, self.engine, self.error = sig, None, reason
+        self.on_load("error")
         log.error("rules.load_failed", reason=reason)
         raise RulesUnavailable(f"rules failed to load: {reason}")
 
