@@ -138,4 +138,6 @@ def test_under_the_real_watchdog_unauthenticated_bodies_are_refused_unread(serve
     assert r.status_code == 200 and r.json()["forwarded"] == 1
     counters = requests.get(fn.url + "/", headers=hdrs, timeout=30).json()["counters"]
     assert counters["refused_unread"] == 8 and (counters["unauthenticated"], counters["invalid_token"]) == (4, 4)
-    assert any(rec.get("event") == "preauth.installed" for rec in fn.log_records())
+    (installed,) = [rec for rec in fn.log_records() if rec.get("event") == "preauth.installed"]
+    limit = int(fn.env["max_body_bytes"])
+    assert installed["waitress"] == {"inbuf_overflow": 65536, "max_request_body_size": 2 * limit}
