@@ -16,13 +16,12 @@ import json
 import threading
 import time
 
-from . import batch, handoff, intake, metrics, rules, settings
-from .edgeguard import auth, config, gateway, http, log, preauth
+from . import batch, forward, handoff, intake, metrics, rules, settings
+from .edgeguard import auth, config, http, log, preauth
 from .edgeguard.falco.alert import format_time
 from .edgeguard.falco.source import NOT_AUDIT, batch_gc_paused
 
 TOKEN_SECRET = "audit-ingest-token"
-FORWARD_TOKEN_SECRET = "alert-forwarder-token"
 _STARTED_NS = time.time_ns()
 METRICS = metrics.registry()
 
@@ -38,11 +37,8 @@ class _Function:
         self.slots = threading.BoundedSemaphore(s.max_concurrent_batches)
         # Request bodies in memory at once (the screen holds a slot until the answer): see _screen.
         self.bodies = threading.BoundedSemaphore(s.max_batches_in_memory)
-        # Synchronous: alert-forwarder answers 2xx once the alerts are in its durable spool, so audit-ingest's
-        # 2xx means the same. Never /async-function/: CE's queue-worker logs each message's headers (the
-        # bearer token), never retries, and runs one call at a time.
-        self.route = gateway.Gateway(s.forward_function, async_=False, token_secret=FORWARD_TOKEN_SECRET,
-                                     timeout=s.forward_timeout)
+        self.forwarder = forward.Forwarder(s.forward_function, s.forward_timeout, on_result=lambda status: METRICS.inc(
+            "outputs_total", {"destination": s.forward_function, "status": status}))
 
 
 STARTUP = config.Startup("audit-ingest", lambda: _Function(settings.load()))
@@ -270,35 +266,10 @@ def _count(b: batch.Batch) -> None:
             m.inc("alerts_total", {"priority": a.priority, "rule": a.rule})
 
 
-def _sender(fn: _Function):
-    name = fn.settings.forward_function
-
-    def send(body: str) -> None:
-        """One part to alert-forwarder through the gateway; errors name what went wrong, never a value."""
-        status = "error"
-        try:
-            try:
-                res = fn.route.invoke(body)
-            except config.ConfigError as exc:
-                # Not a transient failure: say what to fix instead of a bare 502 the API server retries blindly.
-                status = "unconfigured"
-                raise handoff.HandoffNotConfigured(f"alert hand-off to {name} is not configured: {exc}") from None
-            except gateway.TransportError as exc:  # "timeout: ..." or "connect: <error type>", never a value
-                raise handoff.HandoffError(f"alert hand-off to {name} failed: {exc}") from None
-            except Exception as exc:  # noqa: BLE001 - any transport failure means "not handed off"
-                raise handoff.HandoffError(f"alert hand-off to {name} failed: {type(exc).__name__}") from None
-            if not 200 <= res.status < 300:
-                raise handoff.HandoffError(f"alert hand-off to {name} failed: HTTP {res.status}", status=res.status)
-            status = "ok"
-        finally:
-            METRICS.inc("outputs_total", {"destination": name, "status": status})
-    return send
-
-
 def _hand_off(fn: _Function, groups, deadline: float) -> handoff.Delivery:
     s = fn.settings
     try:
-        done = fn.ledger.deliver(groups, _sender(fn), part_bytes=s.forward_max_bytes, part_alerts=s.forward_max_alerts,
+        done = fn.ledger.deliver(groups, fn.forwarder.send, part_bytes=s.forward_max_bytes, part_alerts=s.forward_max_alerts,
                                  wait=s.batch_wait_seconds, deadline=deadline, part_time=s.forward_timeout)
     except handoff.Undelivered as exc:
         METRICS.inc("handoff_alerts_total", value=exc.forwarded)

@@ -184,15 +184,15 @@ def test_at_most_max_concurrent_batches_are_decoded_at_once(ingest, make_event, 
 # ---- a forwarder token that is not configured ----------------------------------------------------
 def test_hand_off_config_error_is_a_clear_503_and_nothing_is_remembered(ingest, make_event, forwarder, monkeypatch):
     mod = ingest()
-    real = mod.gateway.Gateway.invoke
+    real = mod.forward.gateway.Gateway.invoke
 
     def unconfigured(*a, **kw):
         raise mod.config.ConfigError("OpenFaaS secret 'alert-forwarder-token' is missing or empty")
-    monkeypatch.setattr(mod.gateway.Gateway, "invoke", unconfigured)
+    monkeypatch.setattr(mod.forward.gateway.Gateway, "invoke", unconfigured)
     status, reply = post(mod, make_event, eventlist(anon(350)))
     assert status == 503
     assert "alert-forwarder-token" in reply["error"] and "not configured" in reply["error"]
-    monkeypatch.setattr(mod.gateway.Gateway, "invoke", real)
+    monkeypatch.setattr(mod.forward.gateway.Gateway, "invoke", real)
     status, reply = post(mod, make_event, eventlist(anon(350)))
     assert status == 200 and reply["forwarded"] == 1
 
