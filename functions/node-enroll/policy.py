@@ -6,7 +6,6 @@ operator can act on; nothing here touches the cluster.
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from dataclasses import dataclass, field
 
@@ -247,7 +246,3 @@ def decide(req: EnrollRequest, *, allowlist: tuple, allowed_prefixes: tuple) -> 
             raise PolicyError(403, f"node {req.hostname!r} is not in the enrollment allowlist")
     labels[ENROLLED_LABEL[0]] = ENROLLED_LABEL[1]
     return Decision(labels, taints, matched)
-
-
-def dumps_compact(obj) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True)

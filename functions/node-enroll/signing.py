@@ -42,10 +42,5 @@ def sign(key: str, timestamp: str, nonce: str, body: bytes) -> str:
     return SIGNATURE_PREFIX + mac.hexdigest()
 
 
-def signed_headers(key: str, body: bytes, *, timestamp: int, nonce: str) -> dict:
-    ts = str(int(timestamp))
-    return {TIMESTAMP_HEADER: ts, NONCE_HEADER: nonce, SIGNATURE_HEADER: sign(key, ts, nonce, body)}
-
-
 def signature_matches(key: str, timestamp: str, nonce: str, body: bytes, presented: str) -> bool:
     return hmac.compare_digest(sign(key, timestamp, nonce, body).encode("ascii"), presented.encode("ascii"))
