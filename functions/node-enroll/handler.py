@@ -19,7 +19,8 @@ from .edgeguard.config import ConfigError
 from .edgeguard.http import HTTPError
 from . import enrollment, policy, ratelimit, settings, signing, tokens
 from .replay import ReplayGuard, ReplayRejected
-from .store import KubeFailure, Store
+from .edgeguard.kubeapi import KubeError
+from .store import Store
 
 SCRIPT_TYPE = enrollment.SCRIPT_TYPE
 NO_STORE = enrollment.NO_STORE
@@ -73,13 +74,13 @@ def handle(event, context):
         raise HTTPError(503, f"node-enroll cannot reach Kubernetes: {exc}") from None
     except policy.PolicyError as exc:
         raise HTTPError(exc.status, exc.reason, **exc.extra) from None
-    except KubeFailure as exc:
+    except KubeError as exc:
         hint = ""
-        if exc.status == 403:
+        if exc.forbidden:
             hint = " (check deploy/rbac/node-enroll.yaml)"
-        elif exc.status == 404 and "record" in exc.action:
+        elif exc.not_found and tokens.RECORD_NAMESPACE in exc.what:
             hint = f" (namespace {tokens.RECORD_NAMESPACE} missing? kubectl apply -f deploy/rbac/node-enroll.yaml)"
-        raise HTTPError(502, f"Kubernetes API: {exc.action} failed with {exc.status or 'no answer'} "
+        raise HTTPError(502, f"Kubernetes API: {exc.verb} {exc.what} failed with {exc.status or 'no answer'} "
                              f"{exc.reason}{hint}", api_status=exc.status) from None
     raise HTTPError(404, f"no route {route}; use POST /enroll, GET /nodes or DELETE /nodes/<name>")
 
@@ -213,7 +214,7 @@ def list_nodes(event):
                                   if c.get("type") == "Ready"), False)
                     falco[spec["nodeName"]] = {"pod": f"{meta.get('namespace')}/{meta.get('name')}",
                                                "phase": st.get("phase"), "ready": ready}
-        except KubeFailure as exc:
+        except KubeError as exc:
             falco_error = f"could not list Falco pods: {exc.status} {exc.reason}"
 
     by_name: dict[str, list] = {}
