@@ -26,31 +26,26 @@ SCRIPT_TYPE = enrollment.SCRIPT_TYPE
 NO_STORE = enrollment.NO_STORE
 
 _STARTED = time.time()  # requests signed before this process existed are refused (see replay.py)
-_lock = threading.Lock()
 # One replica, four waitress threads: enrollments are serialised so that the
 # list-then-create below cannot hand one machine two tokens or overshoot the cap.
 _enroll_lock = threading.Lock()
+
+# Settings are read once, here. PROTECTION is what checking a signature needs; a bad value there
+# leaves nothing to check callers with, so every enrollment gets the generic 503 (see _unavailable).
+PROTECTION = config.Startup("node-enroll", settings.load_protection)
+SETTINGS = config.Startup("node-enroll", settings.load)
 _guard: ReplayGuard | None = None
 _limiter: ratelimit.EnrollLimits | None = None
+if PROTECTION.error is None:
+    _p = PROTECTION.get()
+    _guard = ReplayGuard(max_skew=_p.max_clock_skew, max_entries=_p.nonce_cache_size, started_at=_STARTED)
+    _limiter = ratelimit.EnrollLimits(per_minute=_p.rate_limit_per_minute,
+                                      global_per_minute=_p.rate_limit_global_per_minute,
+                                      unsigned_per_minute=_p.rate_limit_unsigned_per_minute)
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _protections() -> tuple[ReplayGuard, ratelimit.EnrollLimits]:
-    global _guard, _limiter
-    with _lock:
-        if _guard is None:
-            _guard = ReplayGuard(max_skew=config.env_int("max_clock_skew", 300, minimum=1),
-                                 max_entries=config.env_int("nonce_cache_size", 10000, minimum=10),
-                                 started_at=_STARTED)
-        if _limiter is None:
-            _limiter = ratelimit.EnrollLimits(
-                per_minute=config.env_int("rate_limit_per_minute", 10, minimum=1),
-                global_per_minute=config.env_int("rate_limit_global_per_minute", 60, minimum=1),
-                unsigned_per_minute=config.env_int("rate_limit_unsigned_per_minute", 60, minimum=1))
-        return _guard, _limiter
 
 
 @http.guarded
@@ -144,19 +139,17 @@ def _wants_script(event) -> bool:
 
 
 def enroll(event):
-    # Only what checking the signature needs is read before it; everything else (settings.load,
-    # the CA hash) comes after, so an unauthenticated caller learns nothing about the configuration.
-    try:
-        key = config.read_secret(settings.KEY_SECRET)
-        if not key:
-            raise ConfigError(f"OpenFaaS secret '{settings.KEY_SECRET}' is missing or empty")
-        max_body = settings.max_body_bytes()
-        hops = settings.forwarded_for_hops()
-        guard, limiter = _protections()
-    except ConfigError as exc:
-        raise _unavailable(exc) from None
-    source = ratelimit.client_address(http.header(event, "X-Forwarded-For"), hops)  # advisory, see ratelimit.py
-    body = http.read_body(event, max_bytes=max_body)
+    # Only what checking the signature needs is used before it; everything else (SETTINGS, the CA
+    # hash) comes after, so an unauthenticated caller learns nothing about the configuration.
+    if PROTECTION.error is not None or _guard is None or _limiter is None:
+        raise _unavailable(ConfigError(PROTECTION.error or "protections not set up"))
+    protection, guard, limiter = PROTECTION.get(), _guard, _limiter
+    key = config.read_secret(settings.KEY_SECRET)
+    if not key:
+        raise _unavailable(ConfigError(f"OpenFaaS secret '{settings.KEY_SECRET}' is missing or empty"))
+    source = ratelimit.client_address(http.header(event, "X-Forwarded-For"),
+                                      protection.forwarded_for_hops)  # advisory, see ratelimit.py
+    body = http.read_body(event, max_bytes=protection.max_body_bytes)
     try:
         _verify_signature(event, body, key, guard)
     except _Refused as refused:
@@ -173,12 +166,12 @@ def enroll(event):
     wait = limiter.overall()
     if wait:
         raise _rate_limited(source, "global", wait, "too many enrollments right now")
-    cfg = settings.load()
+    cfg = SETTINGS.get()
     as_script = _wants_script(event)
     req = policy.parse_request(http.parse_json(event, max_bytes=cfg.max_body_bytes))
     decision = policy.decide(req, allowlist=cfg.allowlist, allowed_prefixes=cfg.allowed_prefixes)
-    server = settings.server_url()
-    ca, ca_source = settings.ca_hash()
+    server = cfg.server_url
+    ca, ca_source = settings.ca_hash(cfg)
 
     with _enroll_lock:
         return enrollment.issue(req, decision, cfg, source, as_script, server, ca, ca_source)
@@ -198,7 +191,7 @@ def _node_summary(node: dict | None) -> dict:
 
 
 def list_nodes(event):
-    cfg = settings.load()
+    cfg = SETTINGS.get()
     store = Store()
     now = _now()
     enrollments = store.list_enrollments()

@@ -1,8 +1,11 @@
 """node-enroll configuration: environment (stack.yml) and OpenFaaS secrets.
 
-Read per request (cheap) so a redeploy with new env needs no code path of its
-own; a bad value raises ConfigError, which the handler turns into a 503 that
-names the setting.
+The environment is read once, at start-up (edgeguard.config.Startup in the handler), in two parts:
+``load_protection`` (what checking a signature needs: the body limit, the replay window, the rate
+limits) and ``load`` (everything else). A bad value in either makes every request answer 503, but
+an unauthenticated caller only ever learns that the function is misconfigured, never which setting
+(see the handler). Secrets (the key, the admin token, the kubeconfig) and the CA they may carry are
+read per request, so a rotated secret takes effect without a restart.
 """
 from __future__ import annotations
 
@@ -20,6 +23,18 @@ KUBECONFIG_SECRET = "node-enroll-kubeconfig"
 INCLUSTER_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
 @dataclass(frozen=True)
+class Protection:
+    """What POST /enroll needs before the signature is checked."""
+    max_body_bytes: int
+    forwarded_for_hops: int
+    max_clock_skew: int
+    nonce_cache_size: int
+    rate_limit_per_minute: int
+    rate_limit_global_per_minute: int
+    rate_limit_unsigned_per_minute: int
+
+
+@dataclass(frozen=True)
 class Settings:
     ttl: int
     max_body_bytes: int
@@ -30,6 +45,21 @@ class Settings:
     forwarded_for_hops: int
     falco_pod_selector: str
     script: joinscript.ScriptSettings
+    server_url: str
+    ca_hash: str | None  # k3s_ca_hash when set; otherwise ca_hash() finds it per request
+    ca_file: str | None  # k3s_ca_file
+
+
+def load_protection() -> Protection:
+    return Protection(
+        max_body_bytes=max_body_bytes(),
+        forwarded_for_hops=forwarded_for_hops(),
+        max_clock_skew=config.env_int("max_clock_skew", 300, minimum=1),
+        nonce_cache_size=config.env_int("nonce_cache_size", 10000, minimum=10),
+        rate_limit_per_minute=config.env_int("rate_limit_per_minute", 10, minimum=1),
+        rate_limit_global_per_minute=config.env_int("rate_limit_global_per_minute", 60, minimum=1),
+        rate_limit_unsigned_per_minute=config.env_int("rate_limit_unsigned_per_minute", 60, minimum=1),
+    )
 
 
 def load() -> Settings:
@@ -67,6 +97,9 @@ def load() -> Settings:
         forwarded_for_hops=forwarded_for_hops(),
         falco_pod_selector=config.env_str("falco_pod_selector", "app.kubernetes.io/name=falco"),
         script=script,
+        server_url=server_url(),
+        ca_hash=_configured_ca_hash(),
+        ca_file=config.env_str("k3s_ca_file"),
     )
 
 
@@ -115,16 +148,23 @@ def server_url() -> str:
     return _https(url.rstrip("/"), "k3s_server_url")
 
 
-def ca_hash() -> tuple[str, str]:
-    """(hash, where it came from). Sources, first match wins: k3s_ca_hash, k3s_ca_file,
-    the kubeconfig secret's cluster CA, the in-cluster service-account ca.crt."""
+def _configured_ca_hash() -> str | None:
     configured = config.env_str("k3s_ca_hash")
-    if configured:
-        configured = configured.strip().lower()
-        if not tokens.CA_HASH_RE.match(configured):
-            raise ConfigError("k3s_ca_hash must be 64 hex characters (sha256 of the server CA)")
-        return configured, "k3s_ca_hash"
-    path = config.env_str("k3s_ca_file")
+    if not configured:
+        return None
+    configured = configured.strip().lower()
+    if not tokens.CA_HASH_RE.match(configured):
+        raise ConfigError("k3s_ca_hash must be 64 hex characters (sha256 of the server CA)")
+    return configured
+
+
+def ca_hash(cfg: Settings) -> tuple[str, str]:
+    """(hash, where it came from). Sources, first match wins: k3s_ca_hash, k3s_ca_file,
+    the kubeconfig secret's cluster CA, the in-cluster service-account ca.crt. The file and the
+    secret are read per request: either may be replaced without a restart."""
+    if cfg.ca_hash:
+        return cfg.ca_hash, "k3s_ca_hash"
+    path = cfg.ca_file
     if path:
         try:
             with open(path, "rb") as fh:

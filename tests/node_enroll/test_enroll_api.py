@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.node_enroll import k3s_model
-from tests.node_enroll.helpers import (CA_HASH, CA_PEM, KEY, SERVER, call, enroll, enroll_doc, kubeconfig_with_ca,
+from tests.node_enroll.helpers import (ADMIN, CA_HASH, CA_PEM, KEY, SERVER, call, enroll, enroll_doc, kubeconfig_with_ca,
                                        records_of, seed_enrollment, signed, sub)
 from tests.node_enroll.scriptrun import run_script
 
@@ -226,6 +226,25 @@ def test_signed_callers_still_get_the_misconfiguration_detail(kenroll, make_even
     assert call(fn, make_event, body=body, headers=h)[0] == 401
     status, _, doc = enroll(fn, make_event)
     assert status == 503 and "k3s_server_url" in doc["error"]
+
+
+def test_settings_are_read_once_at_start_up(kenroll, make_event, monkeypatch):
+    fn, emu = kenroll(env={"token_ttl": "2h"})
+    # a changed environment only takes effect with a new process, as in a pod
+    monkeypatch.setenv("k3s_server_url", "")
+    monkeypatch.setenv("token_ttl", "forever")
+    monkeypatch.setenv("rate_limit_per_minute", "lots")
+    status, _, doc = enroll(fn, make_event)
+    assert status == 201 and doc["server"] == SERVER, doc
+    expires = datetime.strptime(doc["expires_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert abs((expires - datetime.now(timezone.utc)) - timedelta(hours=2)) < timedelta(seconds=10)
+
+
+def test_a_bad_setting_is_a_503_naming_it_for_an_admin(kenroll, make_event):
+    fn, _ = kenroll(env={"token_ttl": "forever"})
+    status, _, doc = call(fn, make_event, method="GET", path="/nodes", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert status == 503 and doc["error"].startswith("node-enroll is misconfigured: ") and "token_ttl" in doc["error"]
+    assert doc.get("misconfigured") is True
 
 
 # ------------------------------------------------------------------ bad input
