@@ -550,6 +550,38 @@ def test_kubernetes_is_imported_only_when_a_request_needs_the_cluster(tmp_path, 
     assert out.stdout.split() == ["503", "False"], out.stderr  # unsigned request refused, no kubernetes import
 
 
+def test_a_whole_enrollment_never_imports_the_kubernetes_package(tmp_path, kube_emulator):
+    """issue 12 §2: importing the kubernetes package cost node-enroll ~20 MiB and 0.2-0.4 s of its first answer;
+    edgeguard.kubeconn builds the connection for the kubeconfig bootstrap writes without it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from local import buildctx, stackfile
+    from tests.conftest import write_secrets
+    from tests.node_enroll.helpers import BASE_ENV, seed_records_namespace
+
+    seed_records_namespace(kube_emulator)
+    stack = stackfile.load()
+    ctx = buildctx.assemble(stack.functions["node-enroll"], stack, tmp_path / "ctx")
+    secrets = write_secrets(tmp_path / "secrets", {"node-enroll-key": KEY,
+                                                   "node-enroll-kubeconfig": yaml.safe_dump(
+                                                       kube_emulator.kubeconfig_dict())})
+    probe = (
+        "import sys; sys.path[:0] = sys.argv[1:3]; import function.handler as h; "
+        "from tests.node_enroll.helpers import signed, enroll_doc; from types import SimpleNamespace as N; "
+        "body, headers = signed(enroll_doc()); "  # signed after the start, as a node would be
+        "r = h.handle(N(body=body, headers=headers, method='POST', path='/enroll', query={}), None); "
+        "print(r['statusCode'], sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "EDGEGUARD_SECRETS_DIR": str(secrets), **stack.functions["node-enroll"].environment,
+           **BASE_ENV}
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", probe, str(ctx), str(root)],
+                         capture_output=True, text=True, timeout=60, env={k: str(v) for k, v in env.items()})
+    assert out.stdout.split(maxsplit=1) == ["201", "[]\n"], out.stderr[-2000:]
+
+
 # ------------------------------------------------------------------ shared code (edgeguard.config / kube)
 
 def test_kubernetes_pin_is_the_client_generation_the_dev_env_tests():
