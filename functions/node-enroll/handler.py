@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from .edgeguard import auth, config, http, kube, log
 from .edgeguard.config import ConfigError
 from .edgeguard.http import HTTPError
-from . import enrollment, policy, ratelimit, settings, signing, tokens
+from . import enrollment, joinscript, policy, ratelimit, settings, signing, tokens
 from .replay import ReplayGuard, ReplayRejected
 from .edgeguard.kubeapi import KubeError
 from .store import Store
@@ -97,11 +97,11 @@ def _verify_signature(event, body: bytes, key: str, guard: ReplayGuard) -> None:
         raise _Refused(f"signed request required: send {signing.TIMESTAMP_HEADER}, "
                        f"{signing.NONCE_HEADER} and {signing.SIGNATURE_HEADER}")
     ts, nonce, sig = ts.strip(), nonce.strip(), sig.strip()
-    if not signing.TIMESTAMP_RE.match(ts):
+    if not signing.TIMESTAMP_RE.fullmatch(ts):
         raise _Refused(f"{signing.TIMESTAMP_HEADER} must be unix seconds")
-    if not signing.NONCE_RE.match(nonce):
+    if not signing.NONCE_RE.fullmatch(nonce):
         raise _Refused(f"{signing.NONCE_HEADER} must be 16-128 characters of [A-Za-z0-9_-]")
-    if not signing.SIGNATURE_RE.match(sig):
+    if not signing.SIGNATURE_RE.fullmatch(sig):
         raise _Refused(f"{signing.SIGNATURE_HEADER} must be v1=<64 lowercase hex>")
     if not signing.signature_matches(key, ts, nonce, body, sig):
         raise _Refused("signature does not match")
@@ -170,6 +170,11 @@ def enroll(event):
     as_script = _wants_script(event)
     req = policy.parse_request(http.parse_json(event, max_bytes=cfg.max_body_bytes))
     decision = policy.decide(req, allowlist=cfg.allowlist, allowed_prefixes=cfg.allowed_prefixes)
+    # Everything the answer will need is checked before anything is minted: a refusal leaves no token.
+    try:
+        joinscript.agent_exec(req.hostname, decision.labels, decision.taints, cfg.script.extra_agent_args)
+    except ValueError as exc:
+        raise HTTPError(422, f"{exc}; nothing was issued") from None
     server = cfg.server_url
     ca, ca_source = settings.ca_hash(cfg)
 

@@ -72,7 +72,7 @@ def load() -> Settings:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     groups = config.env_str("bootstrap_groups", tokens.DEFAULT_GROUP)
-    if not all(tokens.GROUP_RE.match(g) for g in groups.split(",")):
+    if not all(tokens.GROUP_RE.fullmatch(g) for g in groups.split(",")):
         raise ConfigError("bootstrap_groups must be comma-separated groups starting with system:bootstrappers:")
     falco_mode = config.env_str("falco_mode", "helm")
     if falco_mode not in joinscript.FALCO_MODES:
@@ -153,7 +153,7 @@ def _configured_ca_hash() -> str | None:
     if not configured:
         return None
     configured = configured.strip().lower()
-    if not tokens.CA_HASH_RE.match(configured):
+    if not tokens.CA_HASH_RE.fullmatch(configured):
         raise ConfigError("k3s_ca_hash must be 64 hex characters (sha256 of the server CA)")
     return configured
 

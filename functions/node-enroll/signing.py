@@ -28,9 +28,9 @@ NONCE_HEADER = "X-Enroll-Nonce"
 SIGNATURE_HEADER = "X-Enroll-Signature"
 SIGNATURE_PREFIX = "v1="
 
-NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-TIMESTAMP_RE = re.compile(r"^[0-9]{1,12}$")
-SIGNATURE_RE = re.compile(r"^v1=[0-9a-f]{64}$")
+NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
+TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
+SIGNATURE_RE = re.compile(r"v1=[0-9a-f]{64}")
 
 
 def canonical(timestamp: str, nonce: str, body: bytes) -> bytes:

@@ -44,10 +44,10 @@ ANN_TAINTS = ANN + "taints"
 ANN_CREATED = ANN + "created-at"
 ANN_SOURCE = ANN + "source-address"
 
-TOKEN_ID_RE = re.compile(r"^[a-z0-9]{6}$")
-TOKEN_SECRET_RE = re.compile(r"^[a-z0-9]{16}$")
-CA_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
-GROUP_RE = re.compile(r"^system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]$")
+TOKEN_ID_RE = re.compile(r"[a-z0-9]{6}")
+TOKEN_SECRET_RE = re.compile(r"[a-z0-9]{16}")
+CA_HASH_RE = re.compile(r"[0-9a-f]{64}")
+GROUP_RE = re.compile(r"system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]")
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -214,9 +214,9 @@ def enrollment_from_secret(obj: dict) -> Enrollment | None:
         return None
     data = {k: _unb64(v) for k, v in (obj.get("data") or {}).items()}
     tid, tsecret = data.get("token-id"), data.get("token-secret")
-    if not tid or not TOKEN_ID_RE.match(tid) or meta.get("name") != prefix + tid:
+    if not tid or not TOKEN_ID_RE.fullmatch(tid) or meta.get("name") != prefix + tid:
         return None
-    if not tsecret or not TOKEN_SECRET_RE.match(tsecret):
+    if not tsecret or not TOKEN_SECRET_RE.fullmatch(tsecret):
         return None
     expires_at = parse_rfc3339(data.get("expiration") or "")
     if expires_at is None:  # ours always expire; anything else was not written by us

@@ -266,6 +266,35 @@ def test_bad_input_gets_a_clear_4xx_and_nothing_is_created(kenroll, make_event, 
     assert secrets_of(emu) == []
 
 
+def nothing_minted(emu):
+    return secrets_of(emu) == [] and records_of(emu) == []
+
+
+@pytest.mark.parametrize("fmt", [{}, {"format": "sh"}])
+@pytest.mark.parametrize("labels", [
+    {"node.edgeguard.io/site": "north\n"},  # issue 17 §5: Python's $ matched before the final newline
+    {"node.edgeguard.io/site\n": "north"},
+    {"node.edgeguard.io\n/site": "north"},
+])
+def test_a_trailing_newline_in_a_label_is_a_422_and_mints_nothing(kenroll, make_event, fmt, labels):
+    fn, emu = kenroll()
+    status, _, doc = enroll(fn, make_event, enroll_doc(labels=labels), query=fmt)
+    assert status == 422 and "label" in doc["error"], doc
+    assert "misconfigured" not in doc["error"]
+    assert nothing_minted(emu)
+    assert enroll(fn, make_event)[0] == 201  # and the function is fine afterwards
+
+
+@pytest.mark.parametrize("field,value", [("hostname", "pi-north-01\n\n"), ("machine_id", "0" * 32 + "\n\n")])
+def test_other_fields_with_trailing_newlines_are_normalised_or_refused_before_minting(kenroll, make_event, field,
+                                                                                      value):
+    fn, emu = kenroll()
+    status, _, doc = enroll(fn, make_event, enroll_doc(**{field: value}))
+    # surrounding whitespace is stripped from these two, as before; what remains must fully match
+    assert status == 201, doc
+    assert "\n" not in json.dumps(doc["install"]) and doc["node"] == "pi-north-01"
+
+
 def test_wrong_content_type_and_oversized_bodies_are_refused(kenroll, make_event):
     fn, emu = kenroll(env={"max_body_bytes": "2048"})
     body, h = signed(enroll_doc())
