@@ -295,6 +295,23 @@ def test_other_fields_with_trailing_newlines_are_normalised_or_refused_before_mi
     assert "\n" not in json.dumps(doc["install"]) and doc["node"] == "pi-north-01"
 
 
+@pytest.mark.parametrize("raw,where", [
+    # issue 17 §3: valid JSON text, lone surrogates once decoded; this got an HTML 500
+    (b'{"hostname":"pi-north-01","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef","\\ud800":1}',
+     "$"),
+    (b'{"hostname":"pi-\\ud800","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef"}', "$.hostname"),
+    (b'{"hostname":"pi-north-01","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef",'
+     b'"labels":{"node.edgeguard.io/site":"\\udfff"}}', "$.labels"),
+])
+def test_a_signed_body_with_a_lone_surrogate_is_a_400_naming_where(kenroll, make_event, raw, where):
+    fn, emu = kenroll()
+    body, h = signed(raw)
+    status, headers, doc = call(fn, make_event, body=body, headers=h)
+    assert status == 400 and headers["Content-Type"] == "application/json", doc
+    assert doc["path"].startswith(where) and "surrogate" in doc["error"]
+    assert nothing_minted(emu)
+
+
 def test_wrong_content_type_and_oversized_bodies_are_refused(kenroll, make_event):
     fn, emu = kenroll(env={"max_body_bytes": "2048"})
     body, h = signed(enroll_doc())
