@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from .edgeguard import http, log
 from .edgeguard.config import ConfigError
 from .edgeguard.http import HTTPError
-from . import joinscript, ratelimit, tokens
+from . import joinscript, tokens
 from .store import Store
 
 SCRIPT_TYPE = "text/x-shellscript"
@@ -88,7 +88,7 @@ def issue(req, decision, cfg, source, as_script, server, ca, ca_source):
         log.register_secret(tsecret)
         body = tokens.build_secret(token_id=tid, token_secret=tsecret, hostname=req.hostname, arch=req.arch,
                                    machine_id=req.machine_id, labels=decision.labels, taints=list(decision.taints),
-                                   expires_at=expires, now=now, source=source if source != ratelimit.UNKNOWN else None,
+                                   expires_at=expires, now=now, source=source,
                                    groups=cfg.bootstrap_groups)
         # Record first, token second: if we die in between, the record is there to count against
         # the cap and to be re-published (or revoked) later; the reverse would leave a live token

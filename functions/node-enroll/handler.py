@@ -121,8 +121,8 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def _rate_limited(source: str, scope: str, wait: int, what: str) -> HTTPError:
-    log.warning("enroll.rate_limited", source=source, scope=scope, retry_after=wait)
+def _rate_limited(scope: str, wait: int, what: str, **fields) -> HTTPError:
+    log.warning("enroll.rate_limited", scope=scope, retry_after=wait, **fields)
     return HTTPError(429, f"{what}; retry in {wait}s", headers={"Retry-After": str(wait)})
 
 
@@ -147,28 +147,30 @@ def enroll(event):
     key = config.read_secret(settings.KEY_SECRET)
     if not key:
         raise _unavailable(ConfigError(f"OpenFaaS secret '{settings.KEY_SECRET}' is missing or empty"))
-    source = ratelimit.client_address(http.header(event, "X-Forwarded-For"),
-                                      protection.forwarded_for_hops)  # advisory, see ratelimit.py
+    source = ratelimit.source_address(http.header(event, ratelimit.SOURCE_HEADER))  # advisory, see ratelimit.py
     body = http.read_body(event, max_bytes=protection.max_body_bytes)
     try:
         _verify_signature(event, body, key, guard)
     except _Refused as refused:
-        # Charged to the one shared bucket, never to the claimed address: that could be a real node's.
+        # One shared bucket: nothing an unsigned request claims can be trusted, so nothing else is charged.
         wait = limiter.unsigned()
         if wait:
-            raise _rate_limited(source, "unsigned", wait, "too many unauthenticated enrollment requests") from None
+            raise _rate_limited("unsigned", wait, "too many unauthenticated enrollment requests",
+                                source=source) from None
         log.warning("enroll.refused", source=source, reason=refused.reason)
         raise HTTPError(401, refused.reason,
                         headers={"WWW-Authenticate": 'EdgeguardEnroll realm="edgeguard", scheme="v1"'}) from None
-    wait = limiter.source(source)
+    # Verified: the node the body names is who the limits are about.
+    req = policy.parse_request(http.parse_json(event, max_bytes=protection.max_body_bytes))
+    wait = limiter.node(req.hostname)
     if wait:
-        raise _rate_limited(source, "source", wait, "too many enrollment requests")
+        raise _rate_limited("node", wait, f"too many enrollment requests for node {req.hostname!r}",
+                            node=req.hostname, source=source)
     wait = limiter.overall()
     if wait:
-        raise _rate_limited(source, "global", wait, "too many enrollments right now")
+        raise _rate_limited("global", wait, "too many enrollments right now", node=req.hostname, source=source)
     cfg = SETTINGS.get()
     as_script = _wants_script(event)
-    req = policy.parse_request(http.parse_json(event, max_bytes=cfg.max_body_bytes))
     decision = policy.decide(req, allowlist=cfg.allowlist, allowed_prefixes=cfg.allowed_prefixes)
     # Everything the answer will need is checked before anything is minted: a refusal leaves no token.
     try:

@@ -26,7 +26,6 @@ INCLUSTER_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 class Protection:
     """What POST /enroll needs before the signature is checked."""
     max_body_bytes: int
-    forwarded_for_hops: int
     max_clock_skew: int
     nonce_cache_size: int
     rate_limit_per_minute: int
@@ -42,7 +41,6 @@ class Settings:
     allowed_prefixes: tuple
     allowlist: tuple
     bootstrap_groups: str
-    forwarded_for_hops: int
     falco_pod_selector: str
     script: joinscript.ScriptSettings
     server_url: str
@@ -53,7 +51,6 @@ class Settings:
 def load_protection() -> Protection:
     return Protection(
         max_body_bytes=max_body_bytes(),
-        forwarded_for_hops=forwarded_for_hops(),
         max_clock_skew=config.env_int("max_clock_skew", 300, minimum=1),
         nonce_cache_size=config.env_int("nonce_cache_size", 10000, minimum=10),
         rate_limit_per_minute=config.env_int("rate_limit_per_minute", 10, minimum=1),
@@ -94,7 +91,6 @@ def load() -> Settings:
         allowed_prefixes=prefixes,
         allowlist=allowlist,
         bootstrap_groups=groups,
-        forwarded_for_hops=forwarded_for_hops(),
         falco_pod_selector=config.env_str("falco_pod_selector", "app.kubernetes.io/name=falco"),
         script=script,
         server_url=server_url(),
@@ -105,10 +101,6 @@ def load() -> Settings:
 
 def max_body_bytes() -> int:
     return config.env_int("max_body_bytes", 65536, minimum=1024)
-
-
-def forwarded_for_hops() -> int:
-    return config.env_int("forwarded_for_hops", 0, minimum=0)
 
 
 def _check_script(script: joinscript.ScriptSettings) -> None:

@@ -43,6 +43,9 @@ ANN_LABELS = ANN + "labels"
 ANN_TAINTS = ANN + "taints"
 ANN_CREATED = ANN + "created-at"
 ANN_SOURCE = ANN + "source-address"
+ANN_SOURCE_FROM = ANN + "source-address-from"
+# Where source-address came from: no decision depends on it (see ratelimit.py).
+SOURCE_FROM = "X-Real-Ip header, unverified"
 
 TOKEN_ID_RE = re.compile(r"[a-z0-9]{6}")
 TOKEN_SECRET_RE = re.compile(r"[a-z0-9]{16}")
@@ -158,6 +161,7 @@ def build_secret(*, token_id: str, token_secret: str, hostname: str, arch: str, 
     }
     if source:
         annotations[ANN_SOURCE] = source
+        annotations[ANN_SOURCE_FROM] = SOURCE_FROM
     return {
         "apiVersion": "v1",
         "kind": "Secret",

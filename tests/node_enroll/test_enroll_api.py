@@ -443,29 +443,52 @@ def test_token_of_a_joined_node_is_consumed(kenroll, make_event):
     assert the_secret(emu, first["token_id"]) is None
 
 
-def test_rate_limit_per_source_address(kenroll, make_event):
+def test_rate_limit_per_node_whatever_address_headers_say(kenroll, make_event):
+    """issue 17 §6: the real watchdog drops X-Forwarded-For, so a per-address limit was one shared bucket; the
+    limit is per node the signed body names, and no header moves a request into another bucket."""
     fn, emu = kenroll(env={"rate_limit_per_minute": "2"})
-    results = [enroll(fn, make_event, enroll_doc(hostname=f"pi-{i}", machine_id=f"{i}" * 32))[0] for i in range(3)]
+    results = [enroll(fn, make_event, enroll_doc(rotate=True),
+                      headers={"X-Forwarded-For": f"198.51.100.{i}", "X-Real-Ip": f"203.0.113.{i}"})[0]
+               for i in range(3)]
     assert results == [201, 201, 429]
-    other = enroll(fn, make_event, enroll_doc(hostname="pi-7", machine_id="7" * 32),
-                   headers={"X-Forwarded-For": "198.51.100.9"})
-    assert other[0] == 201
+    # other nodes are not held back by this one
+    assert [enroll(fn, make_event, enroll_doc(hostname=f"pi-{i}", machine_id=f"{i}" * 32))[0]
+            for i in range(2)] == [201, 201]
+    limited = [json.loads(line) for line in fn.log_buffer.getvalue().splitlines() if "enroll.rate_limited" in line]
+    assert [(r["scope"], r["node"]) for r in limited] == [("node", "pi-north-01")]
+
+
+def test_global_limit_holds_across_node_names(kenroll, make_event):
+    fn, emu = kenroll(env={"rate_limit_global_per_minute": "3", "rate_limit_per_minute": "100"})
+    results = [enroll(fn, make_event, enroll_doc(hostname=f"pi-{i}", machine_id=f"{i}" * 32))[0] for i in range(5)]
+    assert results == [201, 201, 201, 429, 429]
     assert len(secrets_of(emu)) == 3
 
 
-def test_unsigned_requests_claiming_a_nodes_address_cannot_drain_its_bucket(kenroll, make_event):
+def test_unsigned_requests_naming_a_node_cannot_drain_its_bucket(kenroll, make_event):
     fn, _ = kenroll(env={"rate_limit_per_minute": "2"})
-    for _ in range(5):  # an attacker writes the real node's address into X-Forwarded-For
-        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Forwarded-For": "192.0.2.10"})
+    for _ in range(5):  # an attacker without the key names the real node, and its address
+        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Real-Ip": "192.0.2.10"})
         assert call(fn, make_event, body=body, headers=h)[0] == 401
-    assert enroll(fn, make_event)[0] == 201  # the node at 192.0.2.10 still enrolls
+    assert enroll(fn, make_event)[0] == 201  # the node still enrolls
+
+
+def test_the_record_says_which_header_named_the_source_and_nothing_else_is_taken(kenroll, make_event):
+    fn, emu = kenroll()
+    _, _, doc = enroll(fn, make_event, headers={"X-Real-Ip": "203.0.113.7", "X-Forwarded-For": "198.51.100.1"})
+    ann = records_of(emu)[0]["metadata"]["annotations"]
+    assert ann["node-enroll.edgeguard.io/source-address"] == "203.0.113.7"
+    assert ann["node-enroll.edgeguard.io/source-address-from"] == "X-Real-Ip header, unverified"
+    _, _, other = enroll(fn, make_event, enroll_doc(hostname="pi-2", machine_id="2" * 32))  # X-Forwarded-For only
+    rec = next(r for r in records_of(emu) if r["metadata"]["name"] == f"enroll-{other['token_id']}")
+    assert not any(k.startswith("node-enroll.edgeguard.io/source-address") for k in rec["metadata"]["annotations"])
 
 
 def test_unsigned_requests_share_one_bucket_whatever_address_they_claim(kenroll, make_event):
     fn, emu = kenroll(env={"rate_limit_unsigned_per_minute": "3", "rate_limit_per_minute": "100"})
     results = []
     for i in range(5):
-        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Forwarded-For": f"203.0.113.{i}"})
+        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Real-Ip": f"203.0.113.{i}"})
         status, headers, _ = call(fn, make_event, body=body, headers=h)
         results.append(status)
     assert results == [401, 401, 401, 429, 429] and int(headers["Retry-After"]) >= 1
@@ -477,7 +500,7 @@ def test_unsigned_requests_share_one_bucket_whatever_address_they_claim(kenroll,
 def test_unsigned_floods_do_not_use_up_the_global_budget(kenroll, make_event):
     fn, _ = kenroll(env={"rate_limit_global_per_minute": "2", "rate_limit_per_minute": "100"})
     for i in range(5):
-        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Forwarded-For": f"203.0.113.{i}"})
+        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Real-Ip": f"203.0.113.{i}"})
         assert call(fn, make_event, body=body, headers=h)[0] == 401
     assert enroll(fn, make_event)[0] == 201
 
