@@ -18,7 +18,7 @@ from .edgeguard import auth, config, http, kube, log
 from .edgeguard.config import ConfigError
 from .edgeguard.http import HTTPError
 from . import enrollment, joinscript, policy, ratelimit, settings, signing, tokens
-from .replay import ReplayGuard, ReplayRejected
+from .replay import PersistedWindow, ReplayGuard, ReplayRejected
 from .edgeguard.kubeapi import KubeError
 from .store import Store
 
@@ -35,13 +35,28 @@ _enroll_lock = threading.Lock()
 PROTECTION = config.Startup("node-enroll", settings.load_protection)
 SETTINGS = config.Startup("node-enroll", settings.load)
 _guard: ReplayGuard | None = None
+_window: PersistedWindow | None = None
 _limiter: ratelimit.EnrollLimits | None = None
 if PROTECTION.error is None:
     _p = PROTECTION.get()
-    _guard = ReplayGuard(max_skew=_p.max_clock_skew, max_entries=_p.nonce_cache_size, started_at=_STARTED)
+    _guard = ReplayGuard(max_skew=_p.max_clock_skew, max_ahead=_p.max_clock_ahead, max_entries=_p.nonce_cache_size,
+                         started_at=_STARTED)
     _limiter = ratelimit.EnrollLimits(per_minute=_p.rate_limit_per_minute,
                                       global_per_minute=_p.rate_limit_global_per_minute,
                                       unsigned_per_minute=_p.rate_limit_unsigned_per_minute)
+
+
+def _replay_window(guard: ReplayGuard) -> PersistedWindow:
+    """The nonces earlier processes accepted (replay.py); built on first use, after a signature verified."""
+    global _window
+    with _window_lock:
+        if _window is None:
+            _window = PersistedWindow(guard, lambda: Store().read_nonces(),
+                                      lambda add, drop: Store().write_nonces(add, drop))
+        return _window
+
+
+_window_lock = threading.Lock()
 
 
 def _now() -> datetime:
@@ -88,8 +103,9 @@ def _unavailable(exc: Exception) -> HTTPError:
     return HTTPError(503, "enrollment is unavailable: node-enroll is misconfigured (the reason is in its log)")
 
 
-def _verify_signature(event, body: bytes, key: str, guard: ReplayGuard) -> None:
-    """Raises _Refused (the caller answers 401) or HTTPError for a full replay cache."""
+def _verify_signature(event, body: bytes, key: str, guard: ReplayGuard) -> tuple[str, float]:
+    """(nonce, forget-after) of a fresh, correctly signed request; raises _Refused (the caller answers 401) or
+    HTTPError for a full replay cache (or KubeError when the persisted replay window cannot be read)."""
     ts = http.header(event, signing.TIMESTAMP_HEADER)
     nonce = http.header(event, signing.NONCE_HEADER)
     sig = http.header(event, signing.SIGNATURE_HEADER)
@@ -106,9 +122,11 @@ def _verify_signature(event, body: bytes, key: str, guard: ReplayGuard) -> None:
     if not signing.signature_matches(key, ts, nonce, body, sig):
         raise _Refused("signature does not match")
     # Only signatures made with the key reach the replay cache, so nobody without
-    # the key can fill it.
+    # the key can fill it (or make us read or write the persisted window).
     try:
-        guard.check_and_record(int(ts), nonce)
+        guard.check_time(int(ts))  # stale or early requests are refused without asking the cluster
+        _replay_window(guard).ensure_loaded()
+        return nonce, guard.check_and_record(int(ts), nonce)
     except ReplayRejected as exc:
         if exc.status == 401:
             raise _Refused(exc.reason) from None
@@ -150,7 +168,7 @@ def enroll(event):
     source = ratelimit.source_address(http.header(event, ratelimit.SOURCE_HEADER))  # advisory, see ratelimit.py
     body = http.read_body(event, max_bytes=protection.max_body_bytes)
     try:
-        _verify_signature(event, body, key, guard)
+        nonce, forget_after = _verify_signature(event, body, key, guard)
     except _Refused as refused:
         # One shared bucket: nothing an unsigned request claims can be trusted, so nothing else is charged.
         wait = limiter.unsigned()
@@ -169,6 +187,8 @@ def enroll(event):
     wait = limiter.overall()
     if wait:
         raise _rate_limited("global", wait, "too many enrollments right now", node=req.hostname, source=source)
+    # Stored before anything is decided or issued: after a restart this request is still a replay.
+    _replay_window(guard).record(nonce, forget_after)
     cfg = SETTINGS.get()
     as_script = _wants_script(event)
     decision = policy.decide(req, allowlist=cfg.allowlist, allowed_prefixes=cfg.allowed_prefixes)

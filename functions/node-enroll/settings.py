@@ -27,6 +27,7 @@ class Protection:
     """What POST /enroll needs before the signature is checked."""
     max_body_bytes: int
     max_clock_skew: int
+    max_clock_ahead: int
     nonce_cache_size: int
     rate_limit_per_minute: int
     rate_limit_global_per_minute: int
@@ -52,6 +53,7 @@ def load_protection() -> Protection:
     return Protection(
         max_body_bytes=max_body_bytes(),
         max_clock_skew=config.env_int("max_clock_skew", 300, minimum=1),
+        max_clock_ahead=config.env_int("max_clock_ahead", 30, minimum=0),
         nonce_cache_size=config.env_int("nonce_cache_size", 10000, minimum=10),
         rate_limit_per_minute=config.env_int("rate_limit_per_minute", 10, minimum=1),
         rate_limit_global_per_minute=config.env_int("rate_limit_global_per_minute", 60, minimum=1),

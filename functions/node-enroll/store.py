@@ -2,6 +2,7 @@
 
 Verbs used (mirrored by deploy/rbac/node-enroll.yaml):
   secrets (edgeguard-enroll, our records): list, create, delete
+  secrets (edgeguard-enroll/edgeguard-enroll-nonces, the replay window): patch
   secrets (kube-system): create, delete -- never get or list: those would return every
     Secret of the control plane. What we need to read back is in our records.
   nodes: list, get, patch (cordon), delete
@@ -13,6 +14,7 @@ edgeguard.kubeconn, which does not import the kubernetes package for the kubecon
 """
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -22,6 +24,7 @@ from . import tokens
 from .settings import KUBECONFIG_SECRET
 
 FIELD_MANAGER = "edgeguard-node-enroll"
+NONCES_SECRET = "edgeguard-enroll-nonces"  # the replay window across restarts (replay.py)
 
 
 @dataclass
@@ -88,6 +91,41 @@ class Store:
             if exc.not_found:
                 return False
             raise
+
+    # ---- the replay window (replay.PersistedWindow): Secret edgeguard-enroll/edgeguard-enroll-nonces
+    def read_nonces(self) -> dict[str, float]:
+        """{nonce: forget-after} as stored; listed by name (list is what this Role has, never get)."""
+        found = self.api.list("Secret", tokens.RECORD_NAMESPACE, field_selector=f"metadata.name={NONCES_SECRET}")
+        out = {}
+        for key, value in ((found[0].get("data") or {}) if found else {}).items():
+            try:
+                out[key] = float(base64.b64decode(value, validate=True).decode("ascii"))
+            except (ValueError, UnicodeDecodeError):
+                continue  # not ours to interpret; never trusted as a forget-after time
+        return out
+
+    def write_nonces(self, add: dict[str, float], drop: list[str]) -> None:
+        """One merge patch: the API server applies it atomically, and distinct nonces from concurrent writers
+        do not conflict, so no resourceVersion is needed. The Secret is created when it is missing."""
+        data = {n: base64.b64encode(str(int(u)).encode()).decode() for n, u in add.items()}
+        data.update({n: None for n in drop if n not in add})
+        for _ in range(3):
+            try:
+                self.api.patch("Secret", tokens.RECORD_NAMESPACE, NONCES_SECRET, {"data": data}, MERGE_PATCH)
+                return
+            except KubeError as exc:
+                if not exc.not_found:
+                    raise
+            try:
+                self.api.create("Secret", tokens.RECORD_NAMESPACE, {
+                    "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": NONCES_SECRET, "labels": {"app.kubernetes.io/part-of": "edgeguard"}},
+                    "data": {k: v for k, v in data.items() if v is not None}})
+                return
+            except KubeError as exc:
+                if exc.status != 409:  # created meanwhile: patch it
+                    raise
+        raise KubeError(409, "the replay window Secret kept changing", "patch", f"Secret {NONCES_SECRET}")
 
     # ---- nodes and pods
     def list_nodes(self) -> list:

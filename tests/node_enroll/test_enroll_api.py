@@ -161,6 +161,38 @@ def test_replayed_request_is_refused_and_creates_nothing_new(kenroll, make_event
     assert len(secrets_of(emu)) == 1
 
 
+def test_a_captured_request_is_useless_after_a_restart(kenroll, enroll_fn, make_event, kube_emulator):
+    """issue 17 §1, the reproducer: signed ahead of the clock, replayed after a restart. It got 201 and a new join
+    token; the accepted nonce is now in edgeguard-enroll/edgeguard-enroll-nonces before anything is issued."""
+    fn, emu = kenroll()
+    body, h = signed(enroll_doc(), timestamp=int(time.time()) + 20)
+    assert call(fn, make_event, body=body, headers=h)[0] == 201
+    stored = emu.get("secrets", "edgeguard-enroll", "edgeguard-enroll-nonces")
+    assert h["X-Enroll-Nonce"] in stored["data"]
+    restarted = enroll_fn(secrets={"node-enroll-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())})
+    before = [s["metadata"]["name"] for s in secrets_of(emu)]
+    status, _, doc = call(restarted, make_event, body=body, headers=h)
+    assert status == 401 and "replayed" in doc["error"], doc
+    assert [s["metadata"]["name"] for s in secrets_of(emu)] == before
+    assert enroll(restarted, make_event, enroll_doc(rotate=True))[0] == 201  # freshly signed requests still pass
+
+
+def test_the_issues_240_s_ahead_request_is_refused_outright(kenroll, make_event):
+    fn, emu = kenroll()
+    status, _, doc = enroll(fn, make_event, timestamp=int(time.time()) + 240)
+    assert status == 401 and "ahead of the server clock (limit 30s)" in doc["error"], doc
+    assert nothing_minted(emu) and emu.requests == []
+
+
+@pytest.mark.parametrize("verb", ["list", "patch"])
+def test_a_replay_window_the_api_will_not_read_or_write_issues_nothing(kenroll, make_event, verb):
+    fn, emu = kenroll()
+    emu.fail(verb, "secrets", status=500, times=3, namespace="edgeguard-enroll")
+    status, _, doc = enroll(fn, make_event)
+    assert status == 502, doc
+    assert secrets_of(emu) == []
+
+
 @pytest.mark.parametrize("case,fragment", [
     ("wrong_key", "signature does not match"),
     ("tampered_body", "signature does not match"),

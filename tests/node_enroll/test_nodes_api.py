@@ -208,7 +208,7 @@ RECORDS_ROLE, TOKENS_ROLE, CLUSTER_ROLE = ("edgeguard-node-enroll-records", "edg
 
 @pytest.mark.parametrize("kind,name,resource,verb", [
     ("Role", RECORDS_ROLE, "secrets", "list"), ("Role", RECORDS_ROLE, "secrets", "create"),
-    ("Role", RECORDS_ROLE, "secrets", "delete"),
+    ("Role", RECORDS_ROLE, "secrets", "delete"), ("Role", RECORDS_ROLE, "secrets", "patch"),
     ("Role", TOKENS_ROLE, "secrets", "create"), ("Role", TOKENS_ROLE, "secrets", "delete"),
     ("ClusterRole", CLUSTER_ROLE, "nodes", "get"), ("ClusterRole", CLUSTER_ROLE, "nodes", "list"),
     ("ClusterRole", CLUSTER_ROLE, "nodes", "patch"), ("ClusterRole", CLUSTER_ROLE, "nodes", "delete"),
@@ -250,7 +250,9 @@ def test_rbac_manifest_is_exactly_these_rules():
     roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d["rules"] for d in docs if d["kind"] == "Role"}
     assert roles == {
         ("edgeguard-enroll", RECORDS_ROLE): [{"apiGroups": [""], "resources": ["secrets"],
-                                             "verbs": ["list", "create", "delete"]}],
+                                             "verbs": ["list", "create", "delete"]},
+                                            {"apiGroups": [""], "resources": ["secrets"],
+                                             "resourceNames": ["edgeguard-enroll-nonces"], "verbs": ["patch"]}],
         ("kube-system", TOKENS_ROLE): [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]}],
     }
     (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
