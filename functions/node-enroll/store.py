@@ -41,9 +41,11 @@ class Store:
 
     # ---- enrollment records (edgeguard-enroll) and bootstrap-token Secrets (kube-system)
     def list_enrollments(self) -> list:
+        """Our records only: a Secret in edgeguard-enroll of any other type or name is not an enrollment, whatever
+        its labels say, so it can never point a revocation at a kube-system Secret."""
         out = []
         for item in self.api.list("Secret", tokens.RECORD_NAMESPACE, label_selector=tokens.MANAGED_SELECTOR):
-            e = tokens.enrollment_from_secret(item)
+            e = tokens.enrollment_from_secret(item) if tokens.is_record(item) else None
             if e is not None:
                 out.append(e)
         return out
@@ -66,9 +68,28 @@ class Store:
         In this order a crash in between leaves the record, so the next revoke, rotate or
         consume finds it and finishes; the reverse could orphan a live token we can no longer see.
         """
-        gone_token = self._delete(tokens.NAMESPACE, e.secret_name)
+        gone_token = self._delete_token(e)
         gone_record = self._delete(tokens.RECORD_NAMESPACE, e.record_name)
         return gone_token or gone_record
+
+    def _delete_token(self, e: tokens.Enrollment) -> bool:
+        """Delete kube-system/bootstrap-token-<id>, and nothing else, only while our record of it exists.
+
+        RBAC lets this identity delete any Secret in kube-system (deploy/rbac/node-enroll.yaml), so the name is
+        checked here, and the record is read again first: what we created is what our record says, and the
+        kube-system Secret itself may not be read. No record, no delete (its token is left to expire)."""
+        name = e.secret_name
+        if not (tokens.TOKEN_SECRET_NAME_RE.fullmatch(name) and e.record is not None and tokens.is_record(e.record)
+                and e.record_name == tokens.RECORD_PREFIX + e.token_id):
+            raise KubeError(None, f"refused to delete {name!r}: not a token node-enroll recorded", "delete",
+                            f"Secret {tokens.NAMESPACE}/{name}")
+        current = self.api.list("Secret", tokens.RECORD_NAMESPACE, field_selector=f"metadata.name={e.record_name}")
+        if not current or not tokens.is_record(current[0]):
+            return False
+        again = tokens.enrollment_from_secret(current[0])
+        if again is None or again.token_id != e.token_id:
+            return False
+        return self._delete(tokens.NAMESPACE, name)
 
     def revoke_record_only(self, e: tokens.Enrollment) -> None:
         """Drop a record whose token id turned out to belong to a Secret that is not ours."""

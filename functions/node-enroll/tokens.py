@@ -48,6 +48,7 @@ ANN_SOURCE_FROM = ANN + "source-address-from"
 SOURCE_FROM = "X-Real-Ip header, unverified"
 
 TOKEN_ID_RE = re.compile(r"[a-z0-9]{6}")
+TOKEN_SECRET_NAME_RE = re.compile(r"bootstrap-token-[a-z0-9]{6}")
 TOKEN_SECRET_RE = re.compile(r"[a-z0-9]{16}")
 CA_HASH_RE = re.compile(r"[0-9a-f]{64}")
 GROUP_RE = re.compile(r"system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]")
@@ -208,6 +209,15 @@ def bootstrap_from_record(record: dict) -> dict:
         "type": SECRET_TYPE,
         "data": dict(record["data"]),
     }
+
+
+def is_record(obj: dict) -> bool:
+    """One of our records: our type, our label, in our namespace, named enroll-<token-id>."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name") or ""
+    return (obj.get("type") == RECORD_TYPE and meta.get("namespace", RECORD_NAMESPACE) == RECORD_NAMESPACE
+            and (meta.get("labels") or {}).get(MANAGED_LABEL[0]) == MANAGED_LABEL[1]
+            and name.startswith(RECORD_PREFIX) and bool(TOKEN_ID_RE.fullmatch(name[len(RECORD_PREFIX):])))
 
 
 def enrollment_from_secret(obj: dict) -> Enrollment | None:

@@ -1,12 +1,13 @@
 """GET /nodes and DELETE /nodes/<name> against the API emulator; the RBAC manifest under enforcement."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.node_enroll.helpers import admin, call, enroll, enroll_doc
+from tests.node_enroll.helpers import admin, call, enroll, enroll_doc, sub
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "node-enroll.yaml"
 
@@ -147,6 +148,56 @@ def test_delete_without_drain_leaves_a_joined_node_alone(kenroll, make_event):
     status, _, res = call(fn, make_event, method="DELETE", path="/nodes/pi-north-01", headers=admin())
     assert status == 200 and res["revoked"] == [] and "drain=true" in res["note"]
     assert emu.get("nodes", None, "pi-north-01") is not None
+
+
+def kube_system_secret(name, type_="Opaque"):
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "kube-system"},
+            "type": type_, "data": {"hash": "bm90LWEtcmVhbC1vbmU="}}
+
+
+@pytest.mark.parametrize("planted", [
+    # issue 12 §5: the Role may delete any kube-system Secret, so node-enroll must only ever delete what it recorded.
+    # Someone who can create Secrets in edgeguard-enroll plants what looks like an enrollment of pi-north-01:
+    {"type": "bootstrap.kubernetes.io/token", "name": "bootstrap-token-abc123"},  # a token-typed Secret, not a record
+    {"type": "Opaque", "name": "enroll-abc123"},  # a record's name, another type
+    {"type": "edgeguard.io/node-enroll-record", "name": "enroll-abc123", "unlabelled": True},
+])
+def test_only_tokens_node_enroll_recorded_are_ever_deleted(kenroll, make_event, planted):
+    fn, emu = kenroll()
+    tokens = sub(fn, "tokens")
+    body = tokens.build_secret(token_id="abc123", token_secret="a" * 16, hostname="pi-north-01", arch="arm64",
+                               machine_id="9" * 32, labels={}, taints=[],
+                               expires_at=datetime.now(timezone.utc) + timedelta(hours=1),
+                               now=datetime.now(timezone.utc), source=None)
+    fake = {**body, "type": planted["type"],
+            "metadata": {**body["metadata"], "name": planted["name"], "namespace": "edgeguard-enroll"}}
+    if planted.get("unlabelled"):
+        fake["metadata"]["labels"] = {}
+    emu.seed(fake)
+    emu.seed(kube_system_secret("bootstrap-token-abc123", "bootstrap.kubernetes.io/token"))  # not node-enroll's
+    status, _, res = call(fn, make_event, method="DELETE", path="/nodes/pi-north-01", headers=admin())
+    assert status == 404 and emu.get("secrets", "kube-system", "bootstrap-token-abc123") is not None, res
+    assert [i["name"] for i in nodes_of(fn, make_event)[2]["nodes"]] == []
+
+
+def test_a_whole_cycle_deletes_nothing_in_kube_system_but_its_own_bootstrap_tokens(kenroll, make_event):
+    import re
+
+    fn, emu = kenroll()
+    emu.seed(kube_system_secret("pi-north-01.node-password.k3s"))
+    emu.seed(kube_system_secret("k3s-serving", "kubernetes.io/tls"))
+    _, _, first = enroll(fn, make_event)
+    _, _, second = enroll(fn, make_event, enroll_doc(rotate=True))
+    emu.seed(node("pi-north-01"))
+    enroll(fn, make_event, enroll_doc(hostname="pi-2", machine_id="2" * 32))  # consumes pi-north-01's token
+    call(fn, make_event, method="DELETE", path="/nodes/pi-north-01", query={"drain": "true"}, headers=admin())
+    call(fn, make_event, method="DELETE", path="/nodes/pi-2", headers=admin())
+    deleted = [p for v, p, _ in emu.requests if v == "delete" and p.startswith("/api/v1/namespaces/kube-system/")]
+    assert {f"/api/v1/namespaces/kube-system/secrets/bootstrap-token-{d['token_id']}" for d in (first, second)} <= \
+        set(deleted)
+    assert all(re.fullmatch(r"/api/v1/namespaces/kube-system/secrets/bootstrap-token-[a-z0-9]{6}", p) for p in deleted)
+    assert emu.get("secrets", "kube-system", "pi-north-01.node-password.k3s") is not None
+    assert emu.get("secrets", "kube-system", "k3s-serving") is not None
 
 
 # ------------------------------------------------------------------ RBAC manifest, enforced
