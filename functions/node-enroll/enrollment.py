@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from .edgeguard import http, log
 from .edgeguard.config import ConfigError
 from .edgeguard.http import HTTPError
-from . import joinscript, tokens
+from . import alerttokens, joinscript, tokens
 from .store import Store
 
 SCRIPT_TYPE = "text/x-shellscript"
@@ -65,9 +65,10 @@ def issue(req, decision, cfg, source, as_script, server, ca, ca_source):
         # exists; without `get` there we cannot and do not check more than that (see docs).
         if store.publish(current):
             log.warning("enroll.token_restored", node=req.hostname, bootstrap_id=current.token_id)
+        alert = _alert_token(store, req.hostname, cfg)
         log.info("enroll.reused", node=req.hostname, arch=req.arch, bootstrap_id=current.token_id,
-                 expires_at=tokens.rfc3339(current.expires_at), source=source)
-        return answer(as_script, current, ca, ca_source, server, cfg, reused=True, revoked=[])
+                 expires_at=tokens.rfc3339(current.expires_at), source=source, alert_token_rotated=alert is not None)
+        return answer(as_script, current, ca, ca_source, server, cfg, reused=True, revoked=[], alert_token=alert)
 
     revoked = []
     if mine:  # rotate asked for, or only nearly expired tokens left
@@ -105,20 +106,34 @@ def issue(req, decision, cfg, source, as_script, server, ca, ca_source):
         break
     if created is None:
         raise HTTPError(503, "could not find a free bootstrap token id; retry")
+    alert = _alert_token(store, req.hostname, cfg)
     log.info("enroll.issued", node=req.hostname, arch=req.arch, bootstrap_id=created.token_id,
              expires_at=tokens.rfc3339(expires), labels=decision.labels, taints=list(decision.taints),
-             allowlist=decision.matched, rotated=revoked, source=source)
-    return answer(as_script, created, ca, ca_source, server, cfg, reused=False, revoked=revoked)
+             allowlist=decision.matched, rotated=revoked, source=source, alert_token_rotated=alert is not None)
+    return answer(as_script, created, ca, ca_source, server, cfg, reused=False, revoked=revoked, alert_token=alert)
 
 
-def answer(as_script, e: tokens.Enrollment, ca, ca_source, server, cfg, *, reused, revoked):
+def _alert_token(store: Store, node: str, cfg) -> str | None:
+    """Host mode: a fresh per-node alert token, its hash stored (replacing the node's old one) before it is
+    handed out; None in the other modes, where Falco is not the node's own to configure."""
+    if cfg.script.falco_mode != "host":
+        return None
+    token = alerttokens.mint()
+    log.register_secret(token)
+    store.set_alert_token(node, alerttokens.digest(token))
+    return token
+
+
+def answer(as_script, e: tokens.Enrollment, ca, ca_source, server, cfg, *, reused, revoked,
+           alert_token: str | None = None):
     token = tokens.secure_token(ca, e.token_id, e.token_secret)
     log.register_secret(token)
     expires = tokens.rfc3339(e.expires_at)
     if as_script:
         try:
             script = joinscript.render(node_name=e.hostname, arch=e.arch or "", server_url=server, token=token,
-                                       labels=e.labels, taints=e.taints, expires_at=expires, settings=cfg.script)
+                                       labels=e.labels, taints=e.taints, expires_at=expires, settings=cfg.script,
+                                       alert_token=alert_token)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         return http.text_response(script, 201 if not reused else 200, f"{SCRIPT_TYPE}; charset=utf-8", NO_STORE)
@@ -135,6 +150,7 @@ def answer(as_script, e: tokens.Enrollment, ca, ca_source, server, cfg, *, reuse
         "expires_at": expires,
         "reused": reused,
         "revoked": revoked,
+        **({"alert_token": alert_token, "alert_user": e.hostname} if alert_token else {}),
         "install": {
             "K3S_URL": server,
             "INSTALL_K3S_EXEC": joinscript.agent_exec(e.hostname, e.labels, e.taints, cfg.script.extra_agent_args),

@@ -223,6 +223,7 @@ def list_nodes(event):
     now = _now()
     enrollments = store.list_enrollments()
     nodes = {(n.get("metadata") or {}).get("name"): n for n in store.list_nodes()}
+    alert_nodes = store.alert_token_nodes()
     falco = {}
     falco_error = None
     if cfg.script.falco_mode == "helm":
@@ -244,6 +245,8 @@ def list_nodes(event):
     for name, n in nodes.items():
         if ((n.get("metadata") or {}).get("labels") or {}).get(enrolled_label[0]) == enrolled_label[1]:
             by_name.setdefault(name, [])
+    for name in alert_nodes:  # an alert token outlives the node's enrollment until DELETE /nodes/<name>
+        by_name.setdefault(name, [])
 
     items = []
     for name in sorted(by_name):
@@ -259,6 +262,7 @@ def list_nodes(event):
             "expired": latest.expired(now),
         }
         item["outstanding_tokens"] = sum(1 for e in es if not e.expired(now))
+        item["alert_token"] = name in alert_nodes
         if latest is not None:
             item.update(labels=latest.labels, taints=latest.taints, enrolled_at=latest.created_at)
         items.append(item)
@@ -277,15 +281,17 @@ def delete_node(event, name: str):
     drain = http.query_flag(event, "drain")
     store = Store()
     revoked = []
-    for e in store.list_enrollments():
-        if e.hostname == name and store.revoke(e):
-            revoked.append(e.token_id)
+    with _enroll_lock:  # not while an enrollment of this node is half done
+        for e in store.list_enrollments():
+            if e.hostname == name and store.revoke(e):
+                revoked.append(e.token_id)
+        alert_revoked = store.remove_alert_token(name)
     node = store.get_node(name)
-    if not revoked and node is None:
-        raise HTTPError(404, f"no enrollment token and no node named {name!r}")
-    result = {"node": name, "revoked": revoked}
-    if revoked:
-        log.info("node.revoked", node=name, revoked=revoked)
+    if not revoked and not alert_revoked and node is None:
+        raise HTTPError(404, f"no enrollment token, no alert token and no node named {name!r}")
+    result = {"node": name, "revoked": revoked, "alert_token_revoked": alert_revoked}
+    if revoked or alert_revoked:
+        log.info("node.revoked", node=name, revoked=revoked, alert_token=alert_revoked)
     if drain and node is not None:
         store.cordon(name)
         ev = store.evict_pods(name)
@@ -300,6 +306,6 @@ def delete_node(event, name: str):
         log.info("node.removed", node=name, evicted=len(ev.evicted), skipped=len(ev.skipped))
     elif drain:
         result["drain"] = {"cordoned": False, "deleted": False, "note": "no Node object with that name"}
-    elif not revoked:
+    elif not revoked and not alert_revoked:
         result["note"] = "no outstanding token (already used or expired); add ?drain=true to remove the node"
     return http.json_response(result, 200)

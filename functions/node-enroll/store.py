@@ -3,6 +3,7 @@
 Verbs used (mirrored by deploy/rbac/node-enroll.yaml):
   secrets (edgeguard-enroll, our records): list, create, delete
   secrets (edgeguard-enroll/edgeguard-enroll-nonces, the replay window): patch
+  secrets (edgeguard-enroll/edgeguard-node-alert-tokens, per-node alert-token hashes): patch
   secrets (kube-system): create, delete -- never get or list: those would return every
     Secret of the control plane. What we need to read back is in our records.
   nodes: list, get, patch (cordon), delete
@@ -20,7 +21,7 @@ from http import HTTPStatus
 
 from .edgeguard import kubeconn
 from .edgeguard.kubeapi import MERGE_PATCH, Client, KubeError
-from . import tokens
+from . import alerttokens, tokens
 from .settings import KUBECONFIG_SECRET
 
 FIELD_MANAGER = "edgeguard-node-enroll"
@@ -147,6 +148,50 @@ class Store:
                 if exc.status != 409:  # created meanwhile: patch it
                     raise
         raise KubeError(409, "the replay window Secret kept changing", "patch", f"Secret {NONCES_SECRET}")
+
+    # ---- per-node alert-token hashes (alerttokens.py): Secret edgeguard-enroll/edgeguard-node-alert-tokens
+    def alert_token_nodes(self) -> set[str]:
+        current = self._alert_tokens()
+        return set((current or {}).get("data") or {})
+
+    def set_alert_token(self, node: str, digest: str) -> None:
+        """Store ``node``'s token hash, replacing an older one: created when missing, else patched with the
+        resourceVersion just read, so a concurrent writer's change is never lost (409 -> read again)."""
+        value = base64.b64encode(digest.encode("ascii")).decode("ascii")
+        self._update_alert_tokens(lambda data: {node: value})
+
+    def remove_alert_token(self, node: str) -> bool:
+        """Delete ``node``'s key; True if it was there."""
+        return self._update_alert_tokens(lambda data: {node: None} if node in data else None)
+
+    def _alert_tokens(self) -> dict | None:
+        found = self.api.list("Secret", tokens.RECORD_NAMESPACE, field_selector=f"metadata.name={alerttokens.SECRET}")
+        return found[0] if found else None
+
+    def _update_alert_tokens(self, change) -> bool:
+        for _ in range(5):
+            current = self._alert_tokens()
+            data = (current or {}).get("data") or {}
+            patch = change(data)
+            if patch is None:
+                return False
+            try:
+                if current is None:
+                    if all(v is None for v in patch.values()):
+                        return False
+                    self.api.create("Secret", tokens.RECORD_NAMESPACE, {
+                        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": alerttokens.SECRET, "labels": {"app.kubernetes.io/part-of": "edgeguard"}},
+                        "data": {k: v for k, v in patch.items() if v is not None}})
+                else:
+                    rv = current["metadata"]["resourceVersion"]
+                    self.api.patch("Secret", tokens.RECORD_NAMESPACE, alerttokens.SECRET,
+                                   {"metadata": {"resourceVersion": rv}, "data": patch}, MERGE_PATCH)
+                return True
+            except KubeError as exc:
+                if exc.status != 409:  # changed (or created) since we read it: read again
+                    raise
+        raise KubeError(409, "the alert-token Secret kept changing", "patch", f"Secret {alerttokens.SECRET}")
 
     # ---- nodes and pods
     def list_nodes(self) -> list:

@@ -140,7 +140,8 @@ def test_host_mode_script_runs_bootstrap_falco_against_the_public_gateway(kenrol
     run = run_script(script, tmp_path)
     assert run.rc == 0, run.stderr
     assert run.calls[-1] == ["edgeguard-bootstrap", "falco", "--mode", "host", "--gateway",
-                             "https://gw.edge.example:31112", "--yes"]
+                             "https://gw.edge.example:31112", "--node-name", "pi-north-01", "--alert-token-stdin",
+                             "--yes"]
 
 
 def test_host_mode_without_public_gateway_is_a_config_error_and_creates_nothing(kenroll, make_event):

@@ -217,11 +217,11 @@ def rbac_emu():
         emu.stop()
 
 
-def load_with_sa(enroll_fn, emu, docs):
+def load_with_sa(enroll_fn, emu, docs, env=None):
     for d in docs:
         emu.seed(d)
     token = emu.service_account_token("openfaas-fn", "node-enroll")
-    return enroll_fn(secrets={"node-enroll-kubeconfig": yaml.safe_dump(emu.kubeconfig_dict(user_token=token))})
+    return enroll_fn(env=env, secrets={"node-enroll-kubeconfig": yaml.safe_dump(emu.kubeconfig_dict(user_token=token))})
 
 
 def full_cycle(fn, emu, make_event):
@@ -239,6 +239,14 @@ def test_rbac_manifest_grants_everything_the_function_uses(enroll_fn, rbac_emu, 
     fn = load_with_sa(enroll_fn, rbac_emu, rbac_docs())
     assert full_cycle(fn, rbac_emu, make_event) == [201, 201, 200, 200, 200]
     assert not [r for r in rbac_emu.requests if r[2] == 403]
+
+
+def test_rbac_manifest_grants_the_host_mode_alert_tokens(enroll_fn, rbac_emu, make_event):
+    fn = load_with_sa(enroll_fn, rbac_emu, rbac_docs(), env={"falco_mode": "host", "public_gateway_url": "https://gw"})
+    statuses = full_cycle(fn, rbac_emu, make_event)
+    assert statuses == [201, 201, 200, 200, 200], statuses
+    assert not [r for r in rbac_emu.requests if r[2] == 403]
+    assert rbac_emu.get("secrets", "edgeguard-enroll", "edgeguard-node-alert-tokens")["data"] == {}
 
 
 def _without(docs, kind, name, resource, verb):
@@ -303,7 +311,8 @@ def test_rbac_manifest_is_exactly_these_rules():
         ("edgeguard-enroll", RECORDS_ROLE): [{"apiGroups": [""], "resources": ["secrets"],
                                              "verbs": ["list", "create", "delete"]},
                                             {"apiGroups": [""], "resources": ["secrets"],
-                                             "resourceNames": ["edgeguard-enroll-nonces"], "verbs": ["patch"]}],
+                                             "resourceNames": ["edgeguard-enroll-nonces", "edgeguard-node-alert-tokens"],
+                                             "verbs": ["patch"]}],
         ("kube-system", TOKENS_ROLE): [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]}],
     }
     (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]

@@ -134,6 +134,8 @@ def main(argv=None) -> int:
     if not as_script:
         doc = json.loads(data)
         doc["token"] = mask(doc.get("token", ""))
+        if doc.get("alert_token"):
+            doc["alert_token"] = "****"
         print(json.dumps(doc, indent=2))
         return 0
     path = args.script_out or f"/root/edgeguard-join-{os.getpid()}.sh"
