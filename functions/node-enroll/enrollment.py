@@ -6,12 +6,14 @@ renders the JSON answer or the join script.
 """
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 from .edgeguard import http, log
 from .edgeguard.config import ConfigError
 from .edgeguard.http import HTTPError
 from . import alerttokens, joinscript, tokens
+from .metrics import REGISTRY as METRICS
 from .store import Store
 
 SCRIPT_TYPE = "text/x-shellscript"
@@ -21,6 +23,17 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+OUTSTANDING_AT = [float("-inf")]  # time.monotonic() of the last tokens_outstanding figure
+
+
+def outstanding(enrollments: list, now: datetime, cfg=None) -> None:
+    """tokens_outstanding (and its cap) from a fresh list of the records."""
+    METRICS.set("tokens_outstanding", sum(1 for e in enrollments if not e.expired(now)))
+    if cfg is not None:
+        METRICS.set("tokens_outstanding_cap", cfg.max_outstanding)
+    OUTSTANDING_AT[0] = time.monotonic()
 
 
 def issue(req, decision, cfg, source, as_script, server, ca, ca_source):
@@ -34,13 +47,15 @@ def issue(req, decision, cfg, source, as_script, server, ca, ca_source):
     # One-time use: a token whose node has joined is no longer needed, so it goes.
     consumed = [e for e in live if e.hostname in nodes]
     for e in consumed:
-        store.revoke(e)
+        if store.revoke(e):
+            METRICS.inc("revocations_total", {"reason": "consumed"})
         log.info("enroll.token_consumed", node=e.hostname, bootstrap_id=e.token_id)
     live = [e for e in live if e not in consumed]
     # Nothing else deletes our records; expired ones are kept a while so GET /nodes can show them.
     for e in enrollments:
-        if e.expires_at is not None and e.expires_at + RECORD_RETENTION <= now:
-            store.revoke(e)
+        if e.expires_at is not None and e.expires_at + RECORD_RETENTION <= now and store.revoke(e):
+            METRICS.inc("revocations_total", {"reason": "expired"})
+    outstanding(live, now, cfg)
 
     if req.hostname in nodes:
         raise HTTPError(409, f"a node named {req.hostname!r} is already in the cluster; k3s refuses a second host "
@@ -75,6 +90,7 @@ def issue(req, decision, cfg, source, as_script, server, ca, ca_source):
         for e in mine:
             if store.revoke(e):
                 revoked.append(e.token_id)
+                METRICS.inc("revocations_total", {"reason": "rotated"})
         live = [e for e in live if e not in mine]
     if len(live) >= cfg.max_outstanding:
         log.warning("enroll.cap_reached", node=req.hostname, outstanding=len(live), cap=cfg.max_outstanding,
@@ -106,6 +122,7 @@ def issue(req, decision, cfg, source, as_script, server, ca, ca_source):
         break
     if created is None:
         raise HTTPError(503, "could not find a free bootstrap token id; retry")
+    outstanding(live + [created], now, cfg)
     alert = _alert_token(store, req.hostname, cfg)
     log.info("enroll.issued", node=req.hostname, arch=req.arch, bootstrap_id=created.token_id,
              expires_at=tokens.rfc3339(expires), labels=decision.labels, taints=list(decision.taints),
@@ -121,6 +138,7 @@ def _alert_token(store: Store, node: str, cfg) -> str | None:
     token = alerttokens.mint()
     log.register_secret(token)
     store.set_alert_token(node, alerttokens.digest(token))
+    METRICS.inc("alert_tokens_issued_total")
     return token
 
 

@@ -6,6 +6,7 @@ Routes (sub-paths of /function/node-enroll):
   GET    /nodes           admin bearer token; enrollments and their nodes
   DELETE /nodes/<name>    admin bearer token; revoke tokens, ``?drain=true`` also cordons,
                           evicts and deletes the Node
+  GET    /metrics         Prometheus text; the admin token or the read-only edgeguard-metrics-token
 The server token is never read or returned: nodes only ever get bootstrap tokens.
 """
 from __future__ import annotations
@@ -14,10 +15,11 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from .edgeguard import auth, config, http, kube, log
+from .edgeguard import auth, config, http, kube, log, metrics
 from .edgeguard.config import ConfigError
 from .edgeguard.http import HTTPError
 from . import enrollment, joinscript, policy, ratelimit, settings, signing, tokens
+from . import metrics as enroll_metrics
 from .replay import PersistedWindow, ReplayGuard, ReplayRejected
 from .edgeguard.kubeapi import KubeError
 from .store import Store
@@ -25,6 +27,7 @@ from .store import Store
 SCRIPT_TYPE = enrollment.SCRIPT_TYPE
 NO_STORE = enrollment.NO_STORE
 
+METRICS = enroll_metrics.REGISTRY
 _STARTED = time.time()  # requests signed before this process existed are refused (see replay.py)
 # One replica, four waitress threads: enrollments are serialised so that the
 # list-then-create below cannot hand one machine two tokens or overshoot the cap.
@@ -63,13 +66,46 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@http.guarded
+def _refresh_outstanding(registry) -> None:
+    """Before a scrape: tokens_outstanding from the records, listed at most once a minute (an enrollment or a
+    listing refreshes it too). A failure keeps the last figure and is counted; the scrape still answers."""
+    if time.monotonic() - enrollment.OUTSTANDING_AT[0] < 60 or SETTINGS.error is not None:
+        return
+    try:
+        enrollment.outstanding(Store().list_enrollments(), _now(), SETTINGS.get())
+    except KubeError as exc:
+        registry.inc("api_errors_total", {"status": exc.status or "none"})
+    except kube.KubeConfigError:
+        pass  # no credentials: every enrollment says so; the figure stays unknown
+
+
+METRICS.add_collector(_refresh_outstanding)
+METRICS.set("tokens_outstanding", float("nan"))  # unknown until the records were listed once, not "0"
+
+
 def handle(event, context):
+    path = http.path(event).rstrip("/") or "/"
+    resp = _handle(event, context)
+    code = resp.get("statusCode", 200)
+    route = enroll_metrics.route_label(path)
+    METRICS.inc("requests_total", {"route": route, "code": code})
+    if route == "/enroll" and http.method(event) == "POST":
+        outcome = {201: "issued", 200: "reused"}.get(code) or ("refused" if code < 500 else "failed")
+        METRICS.inc("enrollments_total", {"outcome": outcome})
+    return resp
+
+
+@http.guarded
+def _handle(event, context):
     route = http.path(event).rstrip("/") or "/"
     try:
         if route in ("/enroll", "/"):  # "/" so that POST /function/node-enroll enrolls too
             http.require_method(event, ("POST",))
-            return enroll(event)
+            return _counting_rejections(enroll, event)
+        if route == "/metrics":
+            http.require_method(event, ("GET",))
+            auth.require_metrics_reader(event, settings.ADMIN_SECRET)
+            return http.text_response(METRICS.render(), 200, metrics.CONTENT_TYPE)
         if route == "/nodes":
             http.require_method(event, ("GET",))
             auth.require_bearer(event, settings.ADMIN_SECRET)
@@ -85,6 +121,7 @@ def handle(event, context):
     except policy.PolicyError as exc:
         raise HTTPError(exc.status, exc.reason, **exc.extra) from None
     except KubeError as exc:
+        METRICS.inc("api_errors_total", {"status": exc.status or "none"})
         hint = ""
         if exc.forbidden:
             hint = " (check deploy/rbac/node-enroll.yaml)"
@@ -92,7 +129,21 @@ def handle(event, context):
             hint = f" (namespace {tokens.RECORD_NAMESPACE} missing? kubectl apply -f deploy/rbac/node-enroll.yaml)"
         raise HTTPError(502, f"Kubernetes API: {exc.verb} {exc.what} failed with {exc.status or 'no answer'} "
                              f"{exc.reason}{hint}", api_status=exc.status) from None
-    raise HTTPError(404, f"no route {route}; use POST /enroll, GET /nodes or DELETE /nodes/<name>")
+    raise HTTPError(404, f"no route {route}; use POST /enroll, GET /nodes, DELETE /nodes/<name> or GET /metrics")
+
+
+def _counting_rejections(fn, event):
+    """rejections_total by reason for every 4xx of POST /enroll."""
+    try:
+        return fn(event)
+    except HTTPError as err:
+        if 400 <= err.status < 500:
+            reason = getattr(err, "metric_reason", None) or enroll_metrics.BY_STATUS.get(err.status, "other")
+            METRICS.inc("rejections_total", {"reason": reason})
+        raise
+    except policy.PolicyError as exc:
+        METRICS.inc("rejections_total", {"reason": enroll_metrics.BY_STATUS.get(exc.status, "other")})
+        raise
 
 
 # ------------------------------------------------------------------ POST /enroll
@@ -129,19 +180,22 @@ def _verify_signature(event, body: bytes, key: str, guard: ReplayGuard) -> tuple
         return nonce, guard.check_and_record(int(ts), nonce)
     except ReplayRejected as exc:
         if exc.status == 401:
-            raise _Refused(exc.reason) from None
+            raise _Refused(exc.reason, exc.code) from None
         raise HTTPError(exc.status, exc.reason, headers={"Retry-After": "60"}) from None
 
 
 class _Refused(Exception):
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, code: str = enroll_metrics.SIGNATURE):
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 def _rate_limited(scope: str, wait: int, what: str, **fields) -> HTTPError:
     log.warning("enroll.rate_limited", scope=scope, retry_after=wait, **fields)
-    return HTTPError(429, f"{what}; retry in {wait}s", headers={"Retry-After": str(wait)})
+    err = HTTPError(429, f"{what}; retry in {wait}s", headers={"Retry-After": str(wait)})
+    err.metric_reason = f"rate_limit_{scope}"  # type: ignore[attr-defined]
+    return err
 
 
 def _wants_script(event) -> bool:
@@ -176,8 +230,10 @@ def enroll(event):
             raise _rate_limited("unsigned", wait, "too many unauthenticated enrollment requests",
                                 source=source) from None
         log.warning("enroll.refused", source=source, reason=refused.reason)
-        raise HTTPError(401, refused.reason,
-                        headers={"WWW-Authenticate": 'EdgeguardEnroll realm="edgeguard", scheme="v1"'}) from None
+        err = HTTPError(401, refused.reason,
+                        headers={"WWW-Authenticate": 'EdgeguardEnroll realm="edgeguard", scheme="v1"'})
+        err.metric_reason = refused.code  # type: ignore[attr-defined]
+        raise err from None
     # Verified: the node the body names is who the limits are about.
     req = policy.parse_request(http.parse_json(event, max_bytes=protection.max_body_bytes))
     wait = limiter.node(req.hostname)
@@ -222,6 +278,7 @@ def list_nodes(event):
     store = Store()
     now = _now()
     enrollments = store.list_enrollments()
+    enrollment.outstanding(enrollments, now, cfg)
     nodes = {(n.get("metadata") or {}).get("name"): n for n in store.list_nodes()}
     alert_nodes = store.alert_token_nodes()
     falco = {}
@@ -236,6 +293,7 @@ def list_nodes(event):
                     falco[spec["nodeName"]] = {"pod": f"{meta.get('namespace')}/{meta.get('name')}",
                                                "phase": st.get("phase"), "ready": ready}
         except KubeError as exc:
+            METRICS.inc("api_errors_total", {"status": exc.status or "none"})
             falco_error = f"could not list Falco pods: {exc.status} {exc.reason}"
 
     by_name: dict[str, list] = {}
@@ -282,10 +340,15 @@ def delete_node(event, name: str):
     store = Store()
     revoked = []
     with _enroll_lock:  # not while an enrollment of this node is half done
-        for e in store.list_enrollments():
+        enrollments = store.list_enrollments()
+        for e in enrollments:
             if e.hostname == name and store.revoke(e):
                 revoked.append(e.token_id)
+        enrollment.outstanding([e for e in enrollments if e.hostname != name], _now())
         alert_revoked = store.remove_alert_token(name)
+    METRICS.inc("revocations_total", {"reason": "deleted"}, len(revoked))
+    if alert_revoked:
+        METRICS.inc("alert_tokens_revoked_total")
     node = store.get_node(name)
     if not revoked and not alert_revoked and node is None:
         raise HTTPError(404, f"no enrollment token, no alert token and no node named {name!r}")

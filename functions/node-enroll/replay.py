@@ -27,10 +27,11 @@ from typing import Callable
 
 
 class ReplayRejected(Exception):
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, code: str = "replay"):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.code = code  # the metric's reason (metrics.py)
 
 
 class ReplayGuard:
@@ -56,9 +57,10 @@ class ReplayGuard:
         if skew > self.max_ahead or -skew > self.max_skew:
             direction, limit = ("ahead of", self.max_ahead) if skew > 0 else ("behind", self.max_skew)
             raise ReplayRejected(401, f"request timestamp is {abs(int(skew))}s {direction} the server clock "
-                                      f"(limit {limit}s); check the node's time sync and sign again")
+                                      f"(limit {limit}s); check the node's time sync and sign again", "clock_skew")
         if timestamp < int(self.started_at):
-            raise ReplayRejected(401, "request was signed before the service (re)started; sign it again")
+            raise ReplayRejected(401, "request was signed before the service (re)started; sign it again",
+                                 "signed_before_start")
 
     def check_and_record(self, timestamp: int, nonce: str) -> float:
         """Raise ReplayRejected unless (timestamp, nonce) is fresh; otherwise remember the nonce and return the
@@ -70,7 +72,8 @@ class ReplayGuard:
             if nonce in self._seen:
                 raise ReplayRejected(401, "replayed request: this nonce was already used")
             if len(self._seen) >= self.max_entries:
-                raise ReplayRejected(503, "too many recent enrollment requests to track safely; retry in a minute")
+                raise ReplayRejected(503, "too many recent enrollment requests to track safely; retry in a minute",
+                                     "nonce_cache_full")
             # A nonce can be replayed for as long as its timestamp passes the skew check.
             until = max(timestamp + self.max_skew, now) + 1
             self._seen[nonce] = until
