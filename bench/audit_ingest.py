@@ -197,7 +197,8 @@ def bench_replay_memory() -> None:
             out = subprocess.run([sys.executable, "-c", _RSS_REPLAY, str(path)], capture_output=True, text=True,
                                  check=True, cwd=ROOT).stdout
             peaks.append((n, path.stat().st_size / 2**20, int(out)))
-    print("edgeguard-rules replay peak RSS: " + ", ".join(f"{n:,} lines ({mb:.0f} MiB) -> {rss} MiB" for n, mb, rss in peaks)
+    print("edgeguard-rules replay peak RSS: "
+          + ", ".join(f"{n:,} lines ({mb:.0f} MiB) -> {rss} MiB" for n, mb, rss in peaks)
           + " (target: independent of the input's length)")
 
 

@@ -6,7 +6,6 @@ figures are bootstrap's own overhead plus ~20 ms per fake command; real kubectl/
 from __future__ import annotations
 
 import importlib.util
-import io
 import os
 import subprocess
 import sys

@@ -8,9 +8,9 @@ against ``requests`` for this job (docs/alert-forwarder.md, "HTTP client").
 """
 from __future__ import annotations
 
+import http.client
 import threading
 from dataclasses import dataclass
-from typing import Mapping
 
 from . import config, httpclient
 from .httpclient import TransportError
@@ -24,7 +24,7 @@ USER_AGENT = "edgeguard/0.1"
 class Invocation:
     status: int
     body: bytes  # at most httpclient.MAX_RESPONSE_BYTES of it
-    headers: Mapping[str, str]  # case-insensitive
+    headers: http.client.HTTPMessage  # case-insensitive
     call_id: str | None
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from . import jsonsafe, log
 
@@ -36,7 +37,9 @@ def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> d
     return {"statusCode": status, "body": json.dumps(obj, ensure_ascii=False, default=str) + "\n", "headers": hdrs}
 
 
-def text_response(text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8", headers: dict | None = None) -> dict:
+def text_response(
+    text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8", headers: dict | None = None
+) -> dict:
     hdrs = {"Content-Type": content_type}
     if headers:
         hdrs.update(headers)
@@ -123,7 +126,7 @@ def parse_json(event, *, max_bytes: int, allow_ndjson: bool = False, allow_empty
         raise HTTPError(400, f"request body is not valid UTF-8 (byte {exc.start})") from None
     surrogates, numbers = jsonsafe.prefilter(text)
     if is_ndjson:
-        items = []
+        items: list[Any] = []
         for lineno, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 item = _loads(line, f"line {lineno}: ")
@@ -166,7 +169,8 @@ def require_method(event, allowed: Iterable[str]) -> str:
     if m == "HEAD" and "GET" in allowed:
         return "GET"
     if m not in allowed:
-        raise HTTPError(405, f"method {m} is not allowed here; use {', '.join(allowed)}", headers={"Allow": ", ".join(allowed)})
+        listed = ", ".join(allowed)
+        raise HTTPError(405, f"method {m} is not allowed here; use {listed}", headers={"Allow": listed})
     return m
 
 
@@ -186,7 +190,8 @@ def guarded(fn: Callable) -> Callable:
             return error_response(err)
         except Exception as exc:  # noqa: BLE001 - last line of defence for the template
             cid = call_id(event)
-            log.error("request.crashed", error=type(exc).__name__, message=str(exc)[:500], call_id=cid, path=path(event))
+            log.error("request.crashed", error=type(exc).__name__, message=str(exc)[:500], call_id=cid,
+                      path=path(event))
             return json_response({"error": "internal error", "status": 500, "call_id": cid}, 500)
 
     return wrapper

@@ -11,12 +11,10 @@ environment are not used (edge receivers and the gateway are reached directly).
 from __future__ import annotations
 
 import http.client
-import socket
 import ssl
 import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-
 
 # Receivers answer with a status; the body is only looked at for a 429's retry_after. A hostile or broken
 # receiver must not make us buffer megabytes per delivery.
@@ -92,7 +90,7 @@ class Client:
                 c.request(method, self.target, body=body, headers=hdrs)
                 resp = c.getresponse()
                 data = resp.read(MAX_RESPONSE_BYTES + 1)
-            except (socket.timeout, TimeoutError) as exc:
+            except TimeoutError as exc:
                 self._drop()
                 raise TransportError("timeout", str(exc)) from None
             except ssl.SSLError as exc:

@@ -7,7 +7,7 @@ justify ``prometheus_client``.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -41,7 +41,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._values: dict[str, dict[tuple, float]] = {name: {} for name in definitions}
         self._hist: dict[tuple, list] = {}
-        self._collectors: list[Callable[["Metrics"], None]] = []
+        self._collectors: list[Callable[[Metrics], None]] = []
 
     def _labels(self, name: str, labels: dict | None) -> tuple:
         names = self.definitions[name][2]
@@ -81,7 +81,7 @@ class Metrics:
             return sum(v for k, v in self._values[name].items()
                        if all(k[names.index(n)] == str(val) for n, val in match.items()))
 
-    def add_collector(self, fn: Callable[["Metrics"], None]) -> None:
+    def add_collector(self, fn: Callable[[Metrics], None]) -> None:
         """Called before rendering, to refresh gauges (spool depth, queue depth)."""
         self._collectors.append(fn)
 

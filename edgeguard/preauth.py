@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 
 from . import log
@@ -88,24 +88,25 @@ def middleware(app, screen: Callable[[Request], Release | None]):
 def install(screen: Callable[[Request], Release | None], *, waitress: dict | None = None) -> str | None:
     """Put ``screen`` in front of the template's app when it is served; None when installed, else why not."""
     main = sys.modules.get("__main__")
-    reason = None
     try:
         import waitress as _waitress
     except ImportError:
         _waitress = None
     if main is None or os.path.basename(getattr(main, "__file__", "") or "") != "index.py":
-        reason = "not run by the template's index.py"
-    elif _waitress is None or getattr(main, "serve", None) is not _waitress.serve:
-        reason = "index.py does not serve with waitress.serve by that name"
-    if reason is not None:
-        log.info("preauth.not_installed", reason=reason)
-        return reason
+        return _not_installed("not run by the template's index.py")
+    if _waitress is None or getattr(main, "serve", None) is not _waitress.serve:
+        return _not_installed("index.py does not serve with waitress.serve by that name")
     real_serve = main.serve
     options = dict(waitress or {})
 
     def serve(app, **kwargs):
         return real_serve(middleware(app, screen), **{**kwargs, **options})
 
-    main.serve = serve
+    vars(main)["serve"] = serve  # index.py's global, which it calls once every module is imported
     log.info("preauth.installed", waitress=options)
     return None
+
+
+def _not_installed(reason: str) -> str:
+    log.info("preauth.not_installed", reason=reason)
+    return reason

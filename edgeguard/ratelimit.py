@@ -38,7 +38,11 @@ class KeyedRateLimiter:
                  overall_burst: float | None = None, max_keys: int = 4096, clock=time.monotonic):
         self._clock = clock
         self._per = (per_key_rate, per_key_burst)
-        self._overall = TokenBucket(overall_rate, overall_burst, clock) if overall_rate is not None else None
+        self._overall: TokenBucket | None = None
+        if overall_rate is not None:
+            if overall_burst is None:
+                raise TypeError("overall_rate needs overall_burst")
+            self._overall = TokenBucket(overall_rate, overall_burst, clock)
         self._keys: OrderedDict[str, TokenBucket] = OrderedDict()
         self._max = max_keys
         self._lock = threading.Lock()

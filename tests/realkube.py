@@ -149,7 +149,7 @@ def api_status(call, *args, **kwargs) -> int:
         return exc.status
 
 
-def wait_authenticated(cluster: "RealCluster", token: str, want: bool, timeout: float = 30) -> tuple[bool, float]:
+def wait_authenticated(cluster: RealCluster, token: str, want: bool, timeout: float = 30) -> tuple[bool, float]:
     """(whether ``token`` authenticates, seconds it took to get there) once the answer is ``want`` or the time
     is up. A revoked token is not refused at once: kube-apiserver keeps a successful token authentication
     for a while (about 10 s measured on v1.24), and the bootstrap-token authenticator reads Secrets through an
@@ -188,9 +188,11 @@ class Launcher:
         started = time.monotonic()
         try:
             proc = subprocess.run(argv, env=self.env(), capture_output=True, text=True, timeout=START_TIMEOUT)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.stop()
-            raise RuntimeError(f"kube/cluster start did not finish in {START_TIMEOUT}s; logs: {self.directory}/logs")
+            raise RuntimeError(
+                f"kube/cluster start did not finish in {START_TIMEOUT}s; logs: {self.directory}/logs"
+            ) from exc
         if proc.returncode != 0:
             self.stop()
             raise RuntimeError(f"kube/cluster start failed ({proc.returncode}): {proc.stderr[-1500:]}")

@@ -71,7 +71,7 @@ def default_hostname() -> str:
     return os.environ.get("FALCO_HOSTNAME") or os.environ.get("FALCO_GRPC_HOSTNAME") or socket.gethostname()
 
 
-def dumps(obj: dict) -> str:
+def dumps(obj: object) -> str:
     """Serialise like Falco's nlohmann ``dump()``: sorted keys, no spaces, UTF-8 kept.
 
     NaN and Infinity raise ValueError: they are not JSON and no receiver would take them.

@@ -11,9 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Callable
 
 from . import fields as F
 
@@ -101,12 +101,12 @@ def compile_field(node, exists_only=False) -> FieldExpr:
         src = sub.fetch
         text = f"{tname}({sub.text})"
         if tname == "len":
-            def fetch(e, src=src):
+            def fetch_len(e, src=src):
                 v = src(e)
                 if v is None:
                     return None
                 return len(v) if isinstance(v, tuple) else len(v.encode("utf-8", "surrogateescape"))
-            return FieldExpr(fetch, False, F.U64, text, sub.base_key, sub.base_fetch, False, sub.plugin)
+            return FieldExpr(fetch_len, False, F.U64, text, sub.base_key, sub.base_fetch, False, sub.plugin)
         fn = {"tolower": ascii_lower, "toupper": lambda s: s.translate(_UPPER), "b64": _b64,
               "basename": _basename}[tname]
         apply = _apply_elementwise(fn)

@@ -64,7 +64,7 @@ class EngineConfig:
     given: frozenset = field(default=frozenset(), compare=False)   # the scalar keys a mapping set
 
     @classmethod
-    def from_mapping(cls, m, origin: str = "config") -> "EngineConfig":
+    def from_mapping(cls, m, origin: str = "config") -> EngineConfig:
         if m is None:
             return cls()
         if not isinstance(m, Mapping):
@@ -82,14 +82,14 @@ class EngineConfig:
         return cls(**kw)
 
     @classmethod
-    def from_yaml(cls, text: str, origin: str = "config") -> "EngineConfig":
+    def from_yaml(cls, text: str, origin: str = "config") -> EngineConfig:
         try:
             doc = yaml.safe_load(text) if text and text.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{origin}: not valid YAML: {str(exc).splitlines()[0]}") from None
         return cls.from_mapping(doc, origin)
 
-    def merged(self, later: "EngineConfig") -> "EngineConfig":
+    def merged(self, later: EngineConfig) -> EngineConfig:
         """``later`` on top of this: the scalars it sets win, its ``rules``/``append_output`` entries come after."""
         kw: dict = {"rules": self.rules + later.rules, "append_output": self.append_output + later.append_output,
                     "origins": self.origins + later.origins, "given": self.given | later.given}
@@ -97,7 +97,7 @@ class EngineConfig:
             kw[key] = getattr(later if key in later.given else self, key)
         return replace(self, **kw)
 
-    def with_cli_selection(self, disable_substrings=(), disable_tags=(), enable_tags=()) -> "EngineConfig":
+    def with_cli_selection(self, disable_substrings=(), disable_tags=(), enable_tags=()) -> EngineConfig:
         """Falco's ``-D``, ``-T`` and ``-t``, which it turns into ``rules`` entries after the configured ones.
 
         ``-D s`` disables the rules whose name contains ``s``; ``-T t`` disables the rules tagged ``t``; ``-t t``

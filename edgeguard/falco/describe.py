@@ -31,7 +31,8 @@ def describe(engine) -> dict:
 def _rule(r, position) -> dict:
     info = dict(r.info)
     info["priority"] = PRIORITIES[info["priority"]]
-    fields, ops = set(), set()
+    fields: set[str] = set()
+    ops: set[str] = set()
     _walk(r.ast, fields, ops)
     exc_fields = sorted({f for e in r.info["exceptions"] for f in _as_list(e.get("fields"))})
     exc_ops = sorted({c for e in r.info["exceptions"] for c in _as_list(e.get("comps"))})

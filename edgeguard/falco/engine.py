@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import time as _time
+from collections.abc import Callable
 from dataclasses import replace
 from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 from . import loader
 from .alert import PRIORITIES, Alert, default_hostname, dumps, format_time, priority_number
@@ -43,7 +45,7 @@ def _times(ns: int):
 
 
 def load_engine(sources, config: EngineConfig | None = None, *, hostname: str | None = None,
-                check_plugins: bool = True) -> "Engine":
+                check_plugins: bool = True) -> Engine:
     """Load rules from ``sources`` (paths or (name, text) pairs, in order) and build the engine ``config`` asks for."""
     config = config or EngineConfig()
     ruleset = loader.load(sources, check_plugins=check_plugins, append_output=config.append_output)
@@ -113,7 +115,8 @@ class _RuleOutput:
     def _compile_json(self):
         """One straight-line function that renders the output and writes the alert JSON: each field fetched once,
         no loops or branches on the plan (alerts are most of replay's work)."""
-        ns = {"_enc": _enc, "_jv": _json_value, "_tv": typed_value, "_rv": _render_value, "_times": _times}
+        ns: dict[str, Any] = {"_enc": _enc, "_jv": _json_value, "_tv": typed_value, "_rv": _render_value,
+                              "_times": _times}
         getters: dict = {}
 
         def var(getter):
@@ -205,6 +208,7 @@ class Engine:
         for r in self.rules:
             used.update(r.constraints)
         self._key_names = tuple(k for k, _ in index_fetchers() if k in used)
+        self._index_key: Callable[[Any], tuple]
         if len(self._key_names) > 1:
             self._index_key = itemgetter(*self._key_names)
         elif self._key_names:

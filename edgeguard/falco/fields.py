@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import time as _time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 STR = "string"
 U64 = "uint64"
@@ -45,7 +46,7 @@ class AuditEvent(dict):
     def __bool__(self):             # an event is never "empty", whatever is cached
         return True
 
-    __hash__ = object.__hash__
+    __hash__ = object.__hash__  # type: ignore[assignment]  # typeshed: dict is unhashable; events hash by identity
     __eq__ = object.__eq__
 
     @property
@@ -248,7 +249,7 @@ def _per_container(kind, collect):
             arr = _containers(o, kind)
             if arr is None:
                 return None
-            out = []
+            out: list[Any] = []
             for c in _selected(arr, idx):
                 if collect(c, o, out) is _ABSENT:
                     return None
@@ -369,7 +370,7 @@ def _rules_field(key):
             rules = _get(o, ("requestObject", "rules"))
             if not isinstance(rules, list):
                 return None
-            out = []
+            out: list[str] = []
             for r in _selected(rules, idx):
                 if not isinstance(r, dict) or key not in r:
                     continue
@@ -449,7 +450,7 @@ def _volume_type(arg):
         vols = _get(o, ("requestObject", "spec", "volumes"))
         if not isinstance(vols, list):
             return None
-        out = []
+        out: list[str] = []
         for v in _selected(vols, idx):
             if isinstance(v, dict):
                 out.extend(k for k in v if k != "name")
@@ -661,7 +662,8 @@ def resolve(name: str, arg: str | None):
         # Falco rebuilds "name[arg]" and the plugin parser stops at the first space or ']'.
         raise FieldError(f"filter_check called with nonexistent field {name}[{arg}]")
     if name in ("json.value", "jevt.value"):
-        key = "jevt.value[" + (arg[1:] if (arg or "").startswith("/") else arg) + "]" if arg != "" else "jevt.value[]"
+        assert arg is not None  # its FieldDef takes a key: refused above without one
+        key = "jevt.value[" + (arg[1:] if arg.startswith("/") else arg) + "]" if arg != "" else "jevt.value[]"
     else:
         key = name if arg is None else f"{name}[{arg}]"
     return fdef, key, factory(arg)

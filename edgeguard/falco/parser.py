@@ -332,7 +332,7 @@ class Parser:
         return None
 
     def list_rest(self):
-        items = []
+        items: list[str] = []
         self.blank()
         if self.lit(")"):
             return items

@@ -14,11 +14,15 @@ import gc
 import json
 import re
 import threading
+import types
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from .fields import AuditEvent
 
+_orjson: types.ModuleType | None
 try:                        # optional: a faster decoder for JSON lines (pip install edgeguard[fast])
     import orjson as _orjson
 except ImportError:         # pragma: no cover - exercised by the tests that force the json path
@@ -61,7 +65,8 @@ def _not_json(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-_WS = re.compile(r"[ \t\n\r]*")
+# Whitespace between JSON tokens. The pattern matches the empty string, so match() never returns None.
+_ws = cast("Callable[[str, int], re.Match[str]]", re.compile(r"[ \t\n\r]*").match)
 _DEC = json.JSONDecoder(parse_constant=_not_json)
 
 
@@ -75,8 +80,8 @@ def decode_payload(text: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
     """
     fits: set = set()
     try:
-        obj, end = _scan(text, _WS.match(text, 0).end(), fits, max_event_bytes, 0)
-        if _WS.match(text, end).end() != len(text):
+        obj, end = _scan(text, _ws(text, 0).end(), fits, max_event_bytes, 0)
+        if _ws(text, end).end() != len(text):
             raise ValueError("extra data")
         return obj, fits
     except (ValueError, IndexError):
@@ -91,9 +96,9 @@ def _fits(text, start, end, limit):
 
 def _after_element(text, i, close):
     """After an array element or object member: (start of the next one, True), or (after ``close``, False)."""
-    i = _WS.match(text, i).end()
+    i = _ws(text, i).end()
     if text[i] == ",":
-        return _WS.match(text, i + 1).end(), True
+        return _ws(text, i + 1).end(), True
     if text[i] == close:
         return i + 1, False
     raise ValueError(f"expected ',' or {close!r}")
@@ -101,8 +106,8 @@ def _after_element(text, i, close):
 
 def _scan_array(text, i, fits, limit, depth):
     """An array at ``text[i]``: nested arrays are walked, every other element decoded whole and measured."""
-    out = []
-    i = _WS.match(text, i + 1).end()
+    out: list[Any] = []
+    i = _ws(text, i + 1).end()
     if text[i] == "]":
         return out, i + 1
     while True:
@@ -124,17 +129,17 @@ def _scan_array(text, i, fits, limit, depth):
 def _scan_object(text, i, fits, limit):
     """An object whose ``items`` array (an EventList's) is decoded item by item; other values whole."""
     obj: dict = {}
-    i = _WS.match(text, i + 1).end()
+    i = _ws(text, i + 1).end()
     if text[i] == "}":
         return obj, i + 1
     while True:
         if text[i] != '"':
             raise ValueError("bad key")
         key, i = _DEC.raw_decode(text, i)
-        i = _WS.match(text, i).end()
+        i = _ws(text, i).end()
         if text[i] != ":":
             raise ValueError("bad object")
-        i = _WS.match(text, i + 1).end()
+        i = _ws(text, i + 1).end()
         if key == "items" and text[i] == "[":
             val, i = _scan_array(text, i, fits, limit, 4)   # depth 4: items are decoded whole
         else:

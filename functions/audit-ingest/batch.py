@@ -75,8 +75,10 @@ class Batch:
         return self.sink.skipped
 
     def summary(self) -> dict:
-        out = {"events": self.events, "skipped": self.skipped, "dropped": self.dropped + self.oversize}
-        errors = self.sink.errors | self._drop_reasons | ({"event larger than maxEventSize"} if self.oversize else set())
+        out: dict[str, int | list[str]] = {
+            "events": self.events, "skipped": self.skipped, "dropped": self.dropped + self.oversize}
+        oversize = {"event larger than maxEventSize"} if self.oversize else set()
+        errors = self.sink.errors | self._drop_reasons | oversize
         if errors:
             out["errors"] = sorted(set(errors))[:10]
         return out

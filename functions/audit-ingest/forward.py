@@ -6,7 +6,7 @@ message's headers (the bearer token), never retries, and runs one call at a time
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .edgeguard import config, gateway
 from .handoff import HandoffError, HandoffNotConfigured

@@ -269,8 +269,9 @@ def _count(b: batch.Batch) -> None:
 def _hand_off(fn: _Function, groups, deadline: float) -> handoff.Delivery:
     s = fn.settings
     try:
-        done = fn.ledger.deliver(groups, fn.forwarder.send, part_bytes=s.forward_max_bytes, part_alerts=s.forward_max_alerts,
-                                 wait=s.batch_wait_seconds, deadline=deadline, part_time=s.forward_timeout)
+        done = fn.ledger.deliver(groups, fn.forwarder.send, part_bytes=s.forward_max_bytes,
+                                 part_alerts=s.forward_max_alerts, wait=s.batch_wait_seconds, deadline=deadline,
+                                 part_time=s.forward_timeout)
     except handoff.Undelivered as exc:
         METRICS.inc("handoff_alerts_total", value=exc.forwarded)
         METRICS.inc("duplicates_total", value=exc.duplicates)
@@ -278,8 +279,11 @@ def _hand_off(fn: _Function, groups, deadline: float) -> handoff.Delivery:
             raise _busy(exc.reason, s.batch_wait_seconds) from None
         if isinstance(exc, handoff.HandoffNotConfigured):
             raise http.HTTPError(503, exc.reason) from None
-        extra = {"forward_status": exc.status} if exc.status is not None else {}
-        raise http.HTTPError(502, exc.reason, **extra) from None
+        # what is left is a HandoffError: a transport failure (no status) or alert-forwarder's non-2xx answer
+        status = exc.status if isinstance(exc, handoff.HandoffError) else None
+        if status is None:
+            raise http.HTTPError(502, exc.reason) from None
+        raise http.HTTPError(502, exc.reason, forward_status=status) from None
     METRICS.inc("handoff_alerts_total", value=done.forwarded)
     METRICS.inc("duplicates_total", value=done.duplicates)
     return done

@@ -78,7 +78,7 @@ class Group:
     def __init__(self, key, alerts):
         self.key = key
         self.alerts = alerts
-        self.prior = frozenset()  # rules already handed off by an earlier, partly failed request
+        self.prior: frozenset[str] = frozenset()  # rules already handed off by an earlier, partly failed request
 
 
 def dedup_key(evt):
@@ -97,7 +97,9 @@ def chunks(groups, limit: int, max_alerts: int):
     they fit, so a part-way failure rarely leaves an event half handed off. A single alert bigger than
     ``limit`` is sent alone: alert-forwarder's refusal then names the problem.
     """
-    cur, parts, size = [], [], 2
+    cur: list[str] = []
+    parts: list[tuple[str | None, str]] = []
+    size = 2
     for g in groups:
         js = [(a.rule, a.json) for a in g.alerts]
         sizes = [len(j.encode("utf-8")) + 1 for _, j in js]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from .edgeguard import http
 from .edgeguard.falco.source import NOT_AUDIT
@@ -91,7 +91,9 @@ class _Text:
     def ws(self, i: int) -> int:
         while True:
             self._window(i, 1)
-            j = self.off + _WS.match(self.win, i - self.off).end()
+            m = _WS.match(self.win, i - self.off)
+            assert m is not None  # the pattern matches the empty string: it always matches
+            j = self.off + m.end()
             if j < self.off + len(self.win) or self._at_end():
                 return j
             i = j

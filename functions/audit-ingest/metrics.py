@@ -34,7 +34,7 @@ DEFINITIONS: metrics.Definitions = {
 }
 
 # Rule names come from the operator's files, but a rotated extra-rules secret can add any: capped all the same.
-CALLER_LABELS = {"alerts_total": ("rule",)}
+CALLER_LABELS: dict[str, tuple[str, ...]] = {"alerts_total": ("rule",)}
 
 
 def registry() -> metrics.Metrics:

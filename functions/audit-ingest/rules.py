@@ -69,7 +69,7 @@ def plan(load_default_rules: bool, rules_d: Path):
     extra = config.read_secret_bytes(EXTRA_RULES_SECRET)
     if extra is not None and not extra.strip():
         extra = None  # an empty secret means "no extra rules"
-    sig = []
+    sig: list[tuple[str, int | None, int | None] | str | None] = []
     for name, path in files:
         try:
             st = path.stat()

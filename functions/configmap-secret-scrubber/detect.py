@@ -28,8 +28,21 @@ from dataclasses import dataclass
 
 from . import formats
 from .gitleaks import default_ruleset, shannon
-from .shapes import (NOT_A_VALUE, TOKEN, URL_USERINFO, agrees, credential_name, example_host, example_name,  # noqa: F401
-                     name_class, name_tokens, strip_value, token_like, url_password_kind, value_kind)
+from .shapes import (  # noqa: F401
+    NOT_A_VALUE,
+    TOKEN,
+    URL_USERINFO,
+    agrees,
+    credential_name,
+    example_host,
+    example_name,
+    name_class,
+    name_tokens,
+    strip_value,
+    token_like,
+    url_password_kind,
+    value_kind,
+)
 
 HIGH = "high"
 SUSPECT = "suspect"
@@ -101,8 +114,9 @@ class KeyVerdict:
     def public(self) -> dict:
         # high tier first; a 1 MiB file can hold thousands of hits, the answer stays readable
         shown = sorted(self.findings, key=lambda f: (f.tier != HIGH, f.line))[:MAX_LISTED_FINDINGS]
-        out = {"key": self.key, "source": self.source, "tier": self.tier, "detectors": self.detectors,
-               "fingerprint": self.fingerprint, "findings": [f.public() for f in shown]}
+        out: dict[str, object] = {"key": self.key, "source": self.source, "tier": self.tier,
+                                  "detectors": self.detectors, "fingerprint": self.fingerprint,
+                                  "findings": [f.public() for f in shown]}
         if len(self.findings) > len(shown):
             out["more_findings"] = len(self.findings) - len(shown)
         return out
@@ -297,13 +311,13 @@ class Detector:
         if "</" in line:
             pairs.extend((m.group(1), m.group(2)) for m in _XML_ELEMENT.finditer(line))
         if not pairs:
-            m = _ASSIGN.match(line)
-            if m:
-                pairs.append((m.group(1), m.group(2)))
+            setting = _ASSIGN.match(line)
+            if setting:
+                pairs.append((setting.group(1), setting.group(2)))
             else:
-                m = _DIRECTIVE.match(line)
-                if m and not m.group(2).endswith("."):  # "password combination." is prose
-                    pairs.append((m.group(1), m.group(2)))
+                directive = _DIRECTIVE.match(line)
+                if directive and not directive.group(2).endswith("."):  # "password combination." is prose
+                    pairs.append((directive.group(1), directive.group(2)))
         if ";" in line or line.count("=") > 1:
             seen = {n for n, _ in pairs}
             pairs.extend((m.group(1), m.group(2)) for m in _INLINE_PAIR.finditer(line) if m.group(1) not in seen)

@@ -110,7 +110,7 @@ class Allowlist:
         if self.regexes:
             subject = {"match": match, "line": line}.get(self.target, secret)
             checks.append(any(r.search(subject) for r in self.regexes))
-        if self.stopwords:
+        if self._stop is not None:  # compiled from the stopwords when there are any
             checks.append(self._stop.search(secret.lower()) is not None)
         if self.paths:
             checks.append(any(p.search(path) for p in self.paths))
@@ -191,6 +191,8 @@ class Ruleset:
         hits: list[Hit] = []
         line_starts = None
         for rule in self.rules:
+            regex = rule.regex
+            assert regex is not None  # rules without one are path_rules
             if rule.keywords and present.isdisjoint(rule.keywords):
                 continue
             if rule.path is not None and not rule.path.search(path):
@@ -203,7 +205,7 @@ class Ruleset:
                 windows = _keyword_windows(low, rule.keywords, line_starts, len(text))
             seen = set()
             for a, b in windows:
-                for m in rule.regex.finditer(text, a, b):
+                for m in regex.finditer(text, a, b):
                     secret, (s, e) = self._secret(rule, m)
                     if not secret or (s, e) in seen:
                         continue

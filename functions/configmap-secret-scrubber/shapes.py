@@ -160,7 +160,8 @@ _NUMERIC = re.compile(r"^[-+]?(0x[0-9a-f]+|\d+([.,]\d+)?\s*(ms|s|m|h|d|w|y|b|k|k
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _DIGEST = re.compile(r"^(sha1|sha224|sha256|sha384|sha512|md5)[:-][0-9a-z+/=]+$", re.I)
 # stored password hashes (crypt, bcrypt, argon2, LDAP, Django): a hash of a password, not the password
-_PASSWORD_HASH = re.compile(r"^(\$(1|2[abxy]?|5|6|y|argon2(id|i|d)|scrypt|pbkdf2[-\w]*)\$|\{(S?SHA\d*|MD5|CRYPT|SSHA512)\}|"
+_PASSWORD_HASH = re.compile(r"^(\$(1|2[abxy]?|5|6|y|argon2(id|i|d)|scrypt|pbkdf2[-\w]*)\$|"
+                            r"\{(S?SHA\d*|MD5|CRYPT|SSHA512)\}|"
                             r"(pbkdf2_sha\d+|bcrypt|argon2)\$)", re.I)
 _PATH = re.compile(r"^(~|\.{1,2})?/[\w.@/+-]*$|^[A-Za-z]:\\")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$", re.I)

@@ -46,7 +46,7 @@ def issuer_and_subject(der: bytes) -> tuple[bytes, bytes]:
     tag, pos, _ = _tlv(der, start)  # tbsCertificate
     if tag != 0x30:
         raise CAError("not a certificate")
-    fields = []
+    fields: list[bytes] = []
     while len(fields) < 6:
         tag, vstart, vend = _tlv(der, pos)
         if not fields and tag == 0xA0:  # optional [0] version

@@ -7,12 +7,12 @@ renders the JSON answer or the join script.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
+from . import alerttokens, joinscript, tokens
 from .edgeguard import http, log
 from .edgeguard.config import ConfigError
 from .edgeguard.http import HTTPError
-from . import alerttokens, joinscript, tokens
 from .metrics import REGISTRY as METRICS
 from .store import Store
 
@@ -22,7 +22,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 OUTSTANDING_AT = [float("-inf")]  # time.monotonic() of the last tokens_outstanding figure
@@ -96,7 +96,8 @@ def issue(req, decision, cfg, source, as_script, server, ca, ca_source):
         log.warning("enroll.cap_reached", node=req.hostname, outstanding=len(live), cap=cfg.max_outstanding,
                     source=source)
         raise HTTPError(429, f"{len(live)} enrollment tokens are outstanding (cap {cfg.max_outstanding}); "
-                             "wait for nodes to join or tokens to expire, or revoke some", headers={"Retry-After": "300"})
+                             "wait for nodes to join or tokens to expire, or revoke some",
+                        headers={"Retry-After": "300"})
 
     expires = tokens.ttl_expiry(now, cfg.ttl)
     created = None
@@ -114,6 +115,7 @@ def issue(req, decision, cfg, source, as_script, server, ca, ca_source):
         if not store.create_record(record):
             continue
         candidate = tokens.enrollment_from_secret(record)
+        assert candidate is not None  # build_record writes what enrollment_from_secret reads back
         if not store.publish(candidate):
             # A fresh id taken in kube-system is someone else's token (ours always have a record).
             store.revoke_record_only(candidate)

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
+from . import enrollment, joinscript, policy, ratelimit, settings, signing, tokens
+from . import metrics as enroll_metrics
 from .edgeguard import auth, config, http, kube, log, metrics
 from .edgeguard.config import ConfigError
 from .edgeguard.http import HTTPError
-from . import enrollment, joinscript, policy, ratelimit, settings, signing, tokens
-from . import metrics as enroll_metrics
-from .replay import PersistedWindow, ReplayGuard, ReplayRejected
 from .edgeguard.kubeapi import KubeError
+from .replay import PersistedWindow, ReplayGuard, ReplayRejected
 from .store import Store
 
 SCRIPT_TYPE = enrollment.SCRIPT_TYPE
@@ -63,7 +64,7 @@ _window_lock = threading.Lock()
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _refresh_outstanding(registry) -> None:
@@ -279,7 +280,11 @@ def list_nodes(event):
     now = _now()
     enrollments = store.list_enrollments()
     enrollment.outstanding(enrollments, now, cfg)
-    nodes = {(n.get("metadata") or {}).get("name"): n for n in store.list_nodes()}
+    nodes: dict[str, dict] = {}
+    for n in store.list_nodes():
+        node_name = (n.get("metadata") or {}).get("name")
+        if isinstance(node_name, str):  # the API server names every Node
+            nodes[node_name] = n
     alert_nodes = store.alert_token_nodes()
     falco = {}
     falco_error = None
@@ -352,7 +357,7 @@ def delete_node(event, name: str):
     node = store.get_node(name)
     if not revoked and not alert_revoked and node is None:
         raise HTTPError(404, f"no enrollment token, no alert token and no node named {name!r}")
-    result = {"node": name, "revoked": revoked, "alert_token_revoked": alert_revoked}
+    result: dict[str, Any] = {"node": name, "revoked": revoked, "alert_token_revoked": alert_revoked}
     if revoked or alert_revoked:
         log.info("node.revoked", node=name, revoked=revoked, alert_token=alert_revoked)
     if drain and node is not None:

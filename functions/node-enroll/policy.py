@@ -107,11 +107,12 @@ def refused_label_reason(key: str) -> str | None:
         return (f"label {key!r} is refused: the kubelet rejects self-assigned node-role.kubernetes.io/* labels; "
                 "use your own prefix (e.g. node.edgeguard.io/role=edge)")
     if _is_kubernetes_namespace(prefix):
-        return f"label {key!r} is refused: the kubelet rejects unknown kubernetes.io / k8s.io labels set with --node-labels"
+        return (f"label {key!r} is refused: the kubelet rejects unknown kubernetes.io / k8s.io labels set with "
+                "--node-labels")
     return None
 
 
-def check_labels(labels: dict, *, allowed_prefixes: tuple, where: str) -> dict:
+def check_labels(labels: dict, *, allowed_prefixes: tuple | None, where: str) -> dict:
     if not isinstance(labels, dict):
         raise PolicyError(400, f"{where}: labels must be an object of key -> value")
     out = {}

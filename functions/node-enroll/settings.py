@@ -13,9 +13,9 @@ import base64
 import os
 from dataclasses import dataclass
 
+from . import joinscript, policy, tokens
 from .edgeguard import config, kube
 from .edgeguard.config import ConfigError
-from . import joinscript, policy, tokens
 
 KEY_SECRET = "node-enroll-key"
 ADMIN_SECRET = "node-enroll-admin-token"

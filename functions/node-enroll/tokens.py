@@ -21,7 +21,7 @@ import re
 import secrets
 import string
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from . import cabundle
 
@@ -80,19 +80,19 @@ def secure_token(ca_hash_hex: str, token_id: str, token_secret: str) -> str:
 
 
 def rfc3339(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_rfc3339(text: str) -> datetime | None:
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except (TypeError, ValueError):
         pass
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (TypeError, ValueError, AttributeError):
         return None
-    return parsed.astimezone(timezone.utc) if parsed.tzinfo else None
+    return parsed.astimezone(UTC) if parsed.tzinfo else None
 
 
 def _b64(text: str) -> str:
@@ -111,13 +111,13 @@ def _unb64(text: str | None) -> str | None:
 @dataclass
 class Enrollment:
     token_id: str
-    token_secret: str | None
+    token_secret: str  # enrollment_from_secret returns None rather than an Enrollment without one
     hostname: str
     arch: str | None
     machine_hash: str | None
     labels: dict
     taints: list
-    expires_at: datetime | None
+    expires_at: datetime  # as token_secret: never None
     created_at: str | None
     source: str | None
     # The Secret it was read from, to rebuild the kube-system Secret without reading kube-system.
@@ -223,7 +223,8 @@ def is_record(obj: dict) -> bool:
 def enrollment_from_secret(obj: dict) -> Enrollment | None:
     """Read back one of our records or bootstrap-token Secrets (as a plain dict); None if unusable."""
     meta = obj.get("metadata") or {}
-    prefix = {SECRET_TYPE: NAME_PREFIX, RECORD_TYPE: RECORD_PREFIX}.get(obj.get("type"))
+    kind = obj.get("type")
+    prefix = {SECRET_TYPE: NAME_PREFIX, RECORD_TYPE: RECORD_PREFIX}.get(kind) if isinstance(kind, str) else None
     if prefix is None:
         return None
     data = {k: _unb64(v) for k, v in (obj.get("data") or {}).items()}

@@ -9,8 +9,7 @@ from edgeguard.falco import cli, loader
 from edgeguard.falco.engine import Engine
 from edgeguard.falco.source import Batch, split_payload
 
-from .conftest import (REGRESSION, SAMPLE_EXPECT, SAMPLES, check_expectations, post, regression_tests,
-                       rules_files)
+from .conftest import REGRESSION, SAMPLE_EXPECT, SAMPLES, check_expectations, post, regression_tests, rules_files
 
 TESTS = regression_tests()
 IDS = [t["name"] for t in TESTS]

@@ -134,7 +134,8 @@ def test_binding_and_role_fields():
         "rules": [{"apiGroups": [""], "resources": ["pods", "pods/exec"], "verbs": ["*"]},
                   {"nonResourceURLs": ["/healthz"], "verbs": ["get"]}]}}
     assert val("ka.req.binding.role", obj) == "cluster-admin"
-    assert val("ka.req.binding.subjects", obj)[0] == '{"kind":"User","name":"bob","apiGroup":"rbac.authorization.k8s.io"}'
+    assert val("ka.req.binding.subjects", obj)[0] == (
+        '{"kind":"User","name":"bob","apiGroup":"rbac.authorization.k8s.io"}')
     assert val("ka.req.binding.subjects.user_names", obj) == ("bob",)
     assert val("ka.req.binding.subjects.serviceaccount_names", obj) == ("sa", "nons")
     assert val("ka.req.binding.subjects.serviceaccount_ns_names", obj) == ("ns:sa",)

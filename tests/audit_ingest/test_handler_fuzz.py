@@ -30,10 +30,12 @@ VALID = json.dumps(eventlist(anon(1), anon(2)))
 def _mutations():
     """A valid batch cut, spliced or with bytes put in; JSON documents of any shape; raw bytes."""
     cut = st.integers(0, len(VALID)).map(lambda i: VALID[:i])
-    spliced = st.tuples(st.integers(0, len(VALID)), st.text(max_size=6)).map(lambda t: VALID[:t[0]] + t[1] + VALID[t[0]:])
+    spliced = st.tuples(st.integers(0, len(VALID)), st.text(max_size=6)).map(
+        lambda t: VALID[:t[0]] + t[1] + VALID[t[0]:])
     shapes = json_values.map(json.dumps)
     payloads = st.lists(st.sampled_from([anon(3), {"kind": "Event"}, {"kind": "EventList", "items": 3},
-                                         {"kind": "EventList", "items": [anon(4), 7, {"stageTimestamp": "x"}]}, 1, "s"]),
+                                         {"kind": "EventList", "items": [anon(4), 7, {"stageTimestamp": "x"}]},
+                                         1, "s"]),
                         max_size=4).map(json.dumps)
     text = st.one_of(cut, spliced, shapes, payloads, st.text(max_size=40))
     return st.one_of(text.map(lambda t: t.encode("utf-8", "surrogatepass")), st.binary(max_size=64))
@@ -77,7 +79,8 @@ def _check(mod, make_event, res, before, forwarder):
 
 @given(body=_mutations(), auth=AUTHS, ctype=CTYPES, dry=st.booleans())
 @example(body=VALID.encode(), auth=f"Bearer {TOKEN}", ctype="application/json", dry=False)
-@example(body=VALID.replace('"anon-1"', '"\\ud800"').encode(), auth=f"Bearer {TOKEN}", ctype="application/json", dry=False)
+@example(body=VALID.replace('"anon-1"', '"\\ud800"').encode(), auth=f"Bearer {TOKEN}", ctype="application/json",
+         dry=False)
 @example(body=b'{"kind":"EventList","items":[{"stageTimestamp":"2018-10-25T13:58:49Z","x":1e400}]}',
          auth=f"Bearer {TOKEN}", ctype="application/json", dry=False)
 def test_post_batch_never_5xx(fn, make_event, forwarder, body, auth, ctype, dry):

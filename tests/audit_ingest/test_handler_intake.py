@@ -96,7 +96,8 @@ def _docs():
     elist = st.builds(lambda items, kind_last, meta: (
         {"items": items, "metadata": meta, "kind": "EventList"} if kind_last
         else {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": meta, "items": items}),
-        st.lists(st.one_of(event_items, junk), max_size=4), st.booleans(), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+        st.lists(st.one_of(event_items, junk), max_size=4), st.booleans(),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
     return st.recursive(st.one_of(event, elist, junk), lambda inner: st.lists(inner, max_size=4), max_leaves=12)
 
 
@@ -141,14 +142,14 @@ def test_a_bad_item_after_good_ones_hands_nothing_off(ingest, make_event, forwar
 
 def test_kind_after_items_still_streams_the_items_as_events(ingest, make_event, forwarder):
     mod = ingest()
-    body = '{"items": [%s, %s], "metadata": {}, "kind": "EventList"}' % (json.dumps(anon(0)), json.dumps(anon(1)))
+    body = f'{{"items": [{json.dumps(anon(0))}, {json.dumps(anon(1))}], "metadata": {{}}, "kind": "EventList"}}'
     status, reply = post(mod, make_event, body)
     assert status == 200 and reply["events"] == 2 and reply["forwarded"] == 2
 
 
 def test_two_kind_keys_around_streamed_items_are_refused_not_guessed(ingest, make_event, forwarder):
     mod = ingest()
-    body = '{"kind": "EventList", "items": [%s], "kind": "Event"}' % json.dumps(anon(0))
+    body = f'{{"kind": "EventList", "items": [{json.dumps(anon(0))}], "kind": "Event"}}'
     status, reply = post(mod, make_event, body)
     assert status == 400 and "Duplicate 'kind' in an EventList" in reply["error"] and forwarder.requests == []
 

@@ -142,7 +142,8 @@ def test_secret_settings_document_applies_after_the_environment(ingest, make_eve
         "foo created by system:anonymous from-the-secret")
     _, h = health(mod, make_event)
     assert h["ruleset"]["rules_loaded"] == 49 and h["ruleset"]["files"][-1]["name"] == "secret:audit-ingest-extra-rules"
-    assert h["engine"] == {"origins": ["environment", "environment variable falco_config", "secret:audit-ingest-extra-rules:2"],
+    assert h["engine"] == {"origins": ["environment", "environment variable falco_config",
+                                       "secret:audit-ingest-extra-rules:2"],
                            "rule_matching": "all", "priority": "debug", "append_output": 1,
                            "rules": [{"disable": {"tag": "site"}}, {"enable": {"rule": "Namespace foo created*"}}]}
 

@@ -212,7 +212,8 @@ def test_unreachable_forwarder_is_a_502_naming_the_transport_failure(ingest, mak
     mod = ingest()
     forwarder.close()  # nothing listens behind the gateway URL any more
     status, reply = post(mod, make_event, eventlist(anon(365)))
-    assert status == 502 and "alert hand-off to alert-forwarder failed: connect: ConnectionRefusedError" in reply["error"]
+    assert status == 502
+    assert "alert hand-off to alert-forwarder failed: connect: ConnectionRefusedError" in reply["error"]
     assert health(mod, make_event)[1]["counters"]["forward_failures"] == 1
 
 
@@ -230,7 +231,7 @@ def test_nan_or_infinity_in_a_json_body_is_a_400_like_the_shared_parser(ingest, 
     # NaN is not JSON: the plugin's Go decoder refuses it, and so does edgeguard.http for NDJSON bodies.
     mod = ingest(extra_rules=NAN_RULE, env={"rule_matching": "all"})
     for const in ("NaN", "Infinity", "-Infinity"):
-        body = json.dumps(eventlist(anon(370))).replace('"spec": {}', '"spec": {"replicas": %s}' % const)
+        body = json.dumps(eventlist(anon(370))).replace('"spec": {}', f'"spec": {{"replicas": {const}}}')
         assert const in body
         status, reply = post(mod, make_event, body)
         assert status == 400 and const in reply["error"], reply
@@ -327,7 +328,8 @@ def test_ledger_a_concurrent_delivery_of_the_same_event_waits_for_the_first_outc
         entered.set()
         release.wait(5)
         sent.append(body)
-    first = threading.Thread(target=ledger.deliver, args=(_groups(h, "e1"), slow), kwargs={"part_bytes": 1000, "wait": 5})
+    first = threading.Thread(target=ledger.deliver, args=(_groups(h, "e1"), slow),
+                             kwargs={"part_bytes": 1000, "wait": 5})
     first.start()
     assert entered.wait(5)
     result: dict = {}

@@ -120,7 +120,8 @@ def test_messages_follow_falco_044(texts, reason):
 
 
 def test_appending_an_exception_without_values_warns():
-    rs = load(R("ka.verb=create", extra_keys="  exceptions:\n    - name: e\n      fields: [ka.verb]\n      values: [[x]]\n"),
+    rs = load(R("ka.verb=create",
+                extra_keys="  exceptions:\n    - name: e\n      fields: [ka.verb]\n      values: [[x]]\n"),
               "- rule: T\n  exceptions:\n    - name: e\n  override:\n    exceptions: append\n")
     assert warnings(rs, "LOAD_APPEND_NO_VALUES") == ["Overriding/appending exception with no values"]
 

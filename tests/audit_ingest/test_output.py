@@ -8,8 +8,8 @@ import pytest
 from edgeguard.falco import loader
 from edgeguard.falco.compiler import CompileError
 from edgeguard.falco.engine import DEFAULT_RULES, Engine
-from edgeguard.falco.source import split_payload
 from edgeguard.falco.output import OutputFormat
+from edgeguard.falco.source import split_payload
 
 from .conftest import event
 

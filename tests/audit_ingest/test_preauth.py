@@ -23,8 +23,9 @@ from .test_handler import anon, eventlist
 COMPONENTS = components.locate()
 
 
-@pytest.mark.skipif(COMPONENTS.template is None,
-                    reason=components.needs_real("the python3-http template folder (EDGEGUARD_TEMPLATE or EDGEGUARD_TOOLS)"))
+@pytest.mark.skipif(
+    COMPONENTS.template is None,
+    reason=components.needs_real("the python3-http template folder (EDGEGUARD_TEMPLATE or EDGEGUARD_TOOLS)"))
 def test_the_real_template_serves_with_waitress_serve_by_name_after_importing_the_handler():
     """What preauth.install relies on: index.py imports ``serve`` from waitress and the handler at module level,
     and calls the global ``serve(app, ...)`` only under ``if __name__ == '__main__'``, after both."""
@@ -93,7 +94,8 @@ def test_what_a_screen_holds_is_released_once_the_app_answered():
 def test_the_handlers_screen_refuses_from_headers_and_counts_as_handle_would(ingest, make_event):
     from .test_handler import health
     mod = ingest()
-    cases = [(_environ(), 401), (_environ(auth="Bearer wrong"), 401), (_environ(method="PUT", auth=f"Bearer {TOKEN}"), 405),
+    cases = [(_environ(), 401), (_environ(auth="Bearer wrong"), 401),
+             (_environ(method="PUT", auth=f"Bearer {TOKEN}"), 405),
              (_environ(auth=f"Bearer {TOKEN}", length=str(20 << 20)), 413)]
     for environ, status in cases:
         with pytest.raises(mod.preauth.Refuse) as r:
@@ -101,7 +103,8 @@ def test_the_handlers_screen_refuses_from_headers_and_counts_as_handle_would(ing
         assert r.value.status == status and "error" in json.loads(r.value.body)
     assert "--audit-webhook-truncate-max-batch-size" in json.loads(r.value.body)["error"]
     c = health(mod, make_event)[1]["counters"]
-    assert (c["unauthenticated"], c["invalid_token"], c["refused_unread"], c["rejected"], c["requests"]) == (1, 1, 4, 4, 5)
+    counted = (c["unauthenticated"], c["invalid_token"], c["refused_unread"], c["rejected"], c["requests"])
+    assert counted == (1, 1, 4, 4, 5)
     assert c["authenticated_batches"] == 0
 
 

@@ -6,13 +6,12 @@ import json
 
 import pytest
 
+from bench.audit_ingest import corpus  # one reader of the regression traces and samples
 from edgeguard.falco import loader
 from edgeguard.falco.compiler import constraints
 from edgeguard.falco.engine import DEFAULT_RULES, Engine
 from edgeguard.falco.fields import AuditEvent
 from edgeguard.falco.parser import parse
-
-from bench.audit_ingest import corpus  # one reader of the regression traces and samples
 
 
 def variants():

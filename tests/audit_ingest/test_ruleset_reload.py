@@ -27,7 +27,8 @@ def test_unexpected_error_is_retried_on_the_next_request(ingest, make_event, for
     real = mod.rules.load_engine
     monkeypatch.setattr(mod.rules, "load_engine", _boom)
     assert post(mod, make_event, anon(2))[0] == 503
-    monkeypatch.setattr(mod.rules, "load_engine", real)  # the cause went away (e.g. memory pressure): no rules change is needed to recover
+    # the cause went away (e.g. memory pressure): no rules change is needed to recover
+    monkeypatch.setattr(mod.rules, "load_engine", real)
     status, reply = post(mod, make_event, anon(2))
     assert status == 200 and reply["forwarded"] == 1
 

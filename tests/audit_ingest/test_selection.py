@@ -33,7 +33,8 @@ def cfg(yaml_text):
 
 
 def test_the_documented_example_enables_only_the_two_rules_named():
-    c = cfg("rules:\n  - disable:\n      rule: \"*\"\n  - enable:\n      rule: Netcat Remote Code Execution in Container\n"
+    c = cfg("rules:\n  - disable:\n      rule: \"*\"\n"
+            "  - enable:\n      rule: Netcat Remote Code Execution in Container\n"
             "  - enable:\n      rule: Delete or rename shell history\n")
     assert evaluated(c) == ["Netcat Remote Code Execution in Container", "Delete or rename shell history"]
 
@@ -147,7 +148,8 @@ def test_extra_output_for_all_rules_and_by_source():
 
 def test_extra_fields_go_to_output_fields_only():
     c = cfg("append_output:\n  - match:\n      source: k8s_audit\n    extra_output: 'on %ka.target.resource'\n"
-            "    extra_fields:\n      - who: 'user %ka.user.name'\n      - ka.verb\n      - ka.req.pod.containers.image\n")
+            "    extra_fields:\n      - who: 'user %ka.user.name'\n      - ka.verb\n"
+            "      - ka.req.pod.containers.image\n")
     eng = load_engine([("r.yaml", OUT_RULES)], c, hostname="h")
     (alert,) = [a for a in eng.evaluate(event(EVT)) if a.rule == "legit_rule"]
     assert alert.output.endswith(" Informational out 1 on pods")
@@ -168,6 +170,7 @@ def test_an_invalid_extra_field_fails_the_load():
 # ---- the fast alert JSON ----------------------------------------------------------------------------
 def test_alert_json_is_byte_identical_to_the_alert_object_on_every_regression_and_sample_event():
     from bench.audit_ingest import corpus
+
     from .conftest import regression_tests, rules_files
     extra = cfg("append_output:\n  - extra_output: 'u=%ka.user.name'\n    extra_fields:\n"
                 "      - ka.verb\n      - t: '%evt.time %ka.target.name'\n      - evt.time\n")

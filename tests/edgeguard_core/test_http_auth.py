@@ -196,7 +196,8 @@ def test_env_parsing_errors_name_the_variable(monkeypatch):
 
 
 @pytest.mark.parametrize("body,words", [
-    (b'{"a": ' + b"1" * 5000 + b"}", "invalid JSON"),  # over Python's int conversion limit: ValueError, not JSONDecodeError
+    # over Python's int conversion limit: ValueError, not JSONDecodeError
+    (b'{"a": ' + b"1" * 5000 + b"}", "invalid JSON"),
     (b'{"a": NaN}', "NaN is not valid JSON"),
     (b'[Infinity]', "Infinity is not valid JSON"),
     (b'{"a": -Infinity}', "-Infinity is not valid JSON"),

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import yaml
 
-import pytest
-
-from tests.node_enroll.helpers import ADMIN, BASE_ENV, KEY, seed_records_namespace, sub
-
 from tests.kubeemu.fixtures import kube_emulator  # noqa: F401  (re-exported so pytest sees it)
+from tests.node_enroll.helpers import ADMIN, BASE_ENV, KEY, seed_records_namespace, sub
 
 
 @pytest.fixture
@@ -31,7 +29,7 @@ def enroll_fn(load_function):
 
 
 @pytest.fixture
-def kenroll(enroll_fn, kube_emulator):
+def kenroll(enroll_fn, kube_emulator):  # noqa: F811 - pytest passes the fixture imported above by this name
     """Factory: node-enroll wired to the emulator through its kubeconfig secret; returns (fn, emulator)."""
 
     def load(env=None, secrets=None, kubeconfig=None):

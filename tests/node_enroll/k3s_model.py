@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 K3S_SECRET_KEYS = {"token-id", "token-secret", "expiration", "usage-bootstrap-authentication",
                    "usage-bootstrap-signing", "auth-extra-groups", "description"}
@@ -26,7 +26,7 @@ def decoded(secret: dict) -> dict:
 
 def rejection(secret: dict | None, token: str, ca_pem: bytes, now: datetime | None = None) -> str | None:
     """Why a k3s agent presenting ``token`` would be refused, or None if it would be accepted."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     m = TOKEN_RE.match(token)
     if not m:
         return "token is not in the secure K10<hash>::<id>.<secret> form"
@@ -47,7 +47,7 @@ def rejection(secret: dict | None, token: str, ca_pem: bytes, now: datetime | No
     exp = data.get("expiration")
     if exp is not None:
         try:
-            when = datetime.strptime(exp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            when = datetime.strptime(exp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         except ValueError:
             return "expiration is not RFC3339 UTC"
         if when <= now:

@@ -29,7 +29,8 @@ printf '#!/bin/sh\n# fake k3s installer\n'
     "sh": r'''
 IFS= read -r -d '' input || true
 printf 'K3S_URL=%s\nK3S_TOKEN=%s\nINSTALL_K3S_EXEC=%s\nINSTALL_K3S_VERSION=%s\nINSTALL_K3S_CHANNEL=%s\n' \
-  "${K3S_URL-}" "${K3S_TOKEN-}" "${INSTALL_K3S_EXEC-}" "${INSTALL_K3S_VERSION-}" "${INSTALL_K3S_CHANNEL-}" >> "$FAKE_ENV"
+  "${K3S_URL-}" "${K3S_TOKEN-}" "${INSTALL_K3S_EXEC-}" "${INSTALL_K3S_VERSION-}" "${INSTALL_K3S_CHANNEL-}" \
+  >> "$FAKE_ENV"
 printf '%s' "$input" > "$FAKE_ENV.stdin"
 exit "${FAKE_SH_RC:-0}"
 ''',

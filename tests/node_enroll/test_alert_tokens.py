@@ -11,8 +11,6 @@ import hashlib
 import json
 import re
 
-import pytest
-
 from tests.node_enroll.helpers import admin, call, enroll, enroll_doc, sub
 from tests.node_enroll.scriptrun import run_script
 

@@ -74,8 +74,8 @@ def test_client_json_mode_prints_the_answer_with_the_token_masked(client, served
     fn, _ = served
     (tmp_path / "key").write_text(KEY)
     (tmp_path / "mid").write_text("f" * 32)
-    rc = client.main(["--url", fn.url + "/enroll", "--allow-http", "--key-file", str(tmp_path / "key"), "--hostname", "pi-2",
-                      "--arch", "arm64", "--machine-id-file", str(tmp_path / "mid")])
+    rc = client.main(["--url", fn.url + "/enroll", "--allow-http", "--key-file", str(tmp_path / "key"),
+                      "--hostname", "pi-2", "--arch", "arm64", "--machine-id-file", str(tmp_path / "mid")])
     out = capsys.readouterr().out
     assert rc == 0
     doc = json.loads(out)
@@ -86,8 +86,8 @@ def test_client_reports_refusal_without_retrying_auth_failures(client, served, t
     fn, emu = served
     (tmp_path / "key").write_text("not-the-fleet-key")
     (tmp_path / "mid").write_text("f" * 32)
-    rc = client.main(["--url", fn.url + "/enroll", "--allow-http", "--key-file", str(tmp_path / "key"), "--hostname", "pi-3",
-                      "--arch", "arm64", "--machine-id-file", str(tmp_path / "mid")])
+    rc = client.main(["--url", fn.url + "/enroll", "--allow-http", "--key-file", str(tmp_path / "key"),
+                      "--hostname", "pi-3", "--arch", "arm64", "--machine-id-file", str(tmp_path / "mid")])
     assert rc == 1
     assert "HTTP 401" in capsys.readouterr().err
     assert emu.list("secrets", "kube-system") == []

@@ -3,14 +3,27 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
 
 from tests.node_enroll import k3s_model
-from tests.node_enroll.helpers import (ADMIN, CA_HASH, CA_PEM, KEY, SERVER, call, enroll, enroll_doc, kubeconfig_with_ca,
-                                       records_of, seed_enrollment, signed, sub)
+from tests.node_enroll.helpers import (
+    ADMIN,
+    CA_HASH,
+    CA_PEM,
+    KEY,
+    SERVER,
+    call,
+    enroll,
+    enroll_doc,
+    kubeconfig_with_ca,
+    records_of,
+    seed_enrollment,
+    signed,
+    sub,
+)
 from tests.node_enroll.scriptrun import run_script
 
 
@@ -36,8 +49,8 @@ def test_enroll_writes_a_bootstrap_token_secret_that_k3s_accepts_key_by_key(kenr
     assert data["usage-bootstrap-signing"] == "true"
     assert data["auth-extra-groups"] == "system:bootstrappers:k3s:default-node-token"
     assert data["description"] == "edgeguard node-enroll token for node pi-north-01 (arm64)"
-    expires = datetime.strptime(data["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    assert abs((expires - datetime.now(timezone.utc)) - timedelta(hours=1)) < timedelta(seconds=10)
+    expires = datetime.strptime(data["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((expires - datetime.now(UTC)) - timedelta(hours=1)) < timedelta(seconds=10)
     assert doc["expires_at"] == data["expiration"]
     assert headers["Cache-Control"] == "no-store"
 
@@ -108,7 +121,7 @@ def test_token_id_taken_in_kube_system_by_a_foreign_secret_is_not_used(kenroll, 
 
 def test_long_expired_records_are_removed(kenroll, make_event):
     fn, emu = kenroll()
-    past = datetime.now(timezone.utc) - timedelta(days=3)
+    past = datetime.now(UTC) - timedelta(days=3)
     seed_enrollment(emu, fn, token_id="old333", token_secret="c" * 16, hostname="pi-gone", arch="arm64",
                     machine_id="3" * 32, labels={}, taints=[], expires_at=past + timedelta(hours=1), now=past,
                     source=None)
@@ -246,7 +259,8 @@ def test_missing_enrollment_key_fails_closed_and_names_it_only_in_the_log(kenrol
 ])
 def test_unauthenticated_callers_get_a_generic_503_without_configuration_details(kenroll, make_event, env, detail):
     fn, emu = kenroll(env=env)
-    for body, headers in (signed(enroll_doc(), key="wrong-key-wrong-key"), (b"{}", {"Content-Type": "application/json"})):
+    unsigned = (b"{}", {"Content-Type": "application/json"})
+    for body, headers in (signed(enroll_doc(), key="wrong-key-wrong-key"), unsigned):
         status, _, doc = call(fn, make_event, body=body, headers=headers)
         assert status in (401, 503), doc
         assert detail not in json.dumps(doc) and "misconfigured:" not in json.dumps(doc)
@@ -269,8 +283,8 @@ def test_settings_are_read_once_at_start_up(kenroll, make_event, monkeypatch):
     monkeypatch.setenv("rate_limit_per_minute", "lots")
     status, _, doc = enroll(fn, make_event)
     assert status == 201 and doc["server"] == SERVER, doc
-    expires = datetime.strptime(doc["expires_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    assert abs((expires - datetime.now(timezone.utc)) - timedelta(hours=2)) < timedelta(seconds=10)
+    expires = datetime.strptime(doc["expires_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((expires - datetime.now(UTC)) - timedelta(hours=2)) < timedelta(seconds=10)
 
 
 def test_a_bad_setting_is_a_503_naming_it_for_an_admin(kenroll, make_event):
@@ -451,7 +465,7 @@ def test_hostname_of_an_existing_node_is_refused(kenroll, make_event):
 
 def test_expired_token_is_not_reused_and_does_not_count(kenroll, make_event):
     fn, emu = kenroll(env={"max_outstanding_tokens": "1"})
-    past = datetime.now(timezone.utc) - timedelta(hours=2)
+    past = datetime.now(UTC) - timedelta(hours=2)
     seed_enrollment(emu, fn, token_id="old111", token_secret="a" * 16, hostname="pi-north-01", arch="arm64",
                                  machine_id=enroll_doc()["machine_id"], labels={}, taints=[],
                                  expires_at=past + timedelta(hours=1), now=past, source=None)
@@ -610,7 +624,7 @@ def test_no_kubernetes_credentials_is_a_clear_503(enroll_fn, make_event, monkeyp
 
 def test_nearly_expired_token_is_replaced_rather_than_reused(kenroll, make_event):
     fn, emu = kenroll()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     seed_enrollment(emu, fn, token_id="old222", token_secret="b" * 16, hostname="pi-north-01", arch="arm64",
                                  machine_id=enroll_doc()["machine_id"],
                                  labels={"edgeguard.io/enrolled-by": "node-enroll"}, taints=[],
@@ -699,10 +713,10 @@ def test_kubernetes_pin_is_the_client_generation_the_dev_env_tests():
 @pytest.mark.parametrize("ttl,seconds", [("2d", 2 * 86400), ("1h30m", 5400), ("900", 900)])
 def test_token_ttl_accepts_the_shared_duration_forms(kenroll, make_event, ttl, seconds):
     fn, _ = kenroll(env={"token_ttl": ttl})
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     status, _, doc = enroll(fn, make_event)
     assert status == 201
-    expires = datetime.strptime(doc["expires_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    expires = datetime.strptime(doc["expires_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert abs((expires - before).total_seconds() - seconds) < 5
 
 

@@ -8,7 +8,8 @@ import json
 import time
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.fuzzing import fuzz_route
 from tests.node_enroll.helpers import ADMIN, KEY, call, records_of, signed
@@ -22,7 +23,8 @@ _nonce = itertools.count()
 
 # What an HTTP header value can carry (no CR/LF/NUL), and header names clients send.
 header_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=80)
-json_scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=40)
+json_scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+                | st.text(max_size=40))
 json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=4) |
                            st.dictionaries(st.text(max_size=20), kids, max_size=4), max_leaves=12)
 hostnames = st.one_of(st.sampled_from(["pi-north-01", "PI-North-02", "pi.edge.example", "pi-1\n", " pi-2 ", "",
@@ -31,8 +33,9 @@ hostnames = st.one_of(st.sampled_from(["pi-north-01", "PI-North-02", "pi.edge.ex
 # Strings at the edges of the rules: a final newline (issue 17 §5), spaces, quotes, lengths 63/64, a lone surrogate.
 edgy = st.sampled_from(["north", "north\n", "\nnorth", "no\nrth", "a b", "a'b", "$(id)", "x" * 63, "x" * 64, "é",
                         "\ud800", "", "-x", "x-"])
-labels = st.dictionaries(st.sampled_from(["node.edgeguard.io/site", "node.edgeguard.io/x\n", "node.edgeguard.io/" + "k" * 64,
-                                          "node-role.kubernetes.io/worker", "team"]) | st.text(max_size=30),
+labels = st.dictionaries(st.sampled_from(["node.edgeguard.io/site", "node.edgeguard.io/x\n",
+                                          "node.edgeguard.io/" + "k" * 64, "node-role.kubernetes.io/worker",
+                                          "team"]) | st.text(max_size=30),
                          edgy | json_values, min_size=1, max_size=3)
 requests_docs = st.fixed_dictionaries(
     {}, optional={"hostname": hostnames | json_values,
@@ -56,7 +59,7 @@ raw_bodies = st.one_of(st.binary(max_size=300),
 @pytest.fixture
 def fuzz_fn(kenroll):
     fn, emu = kenroll(env=ENV)
-    minted = lambda: (len([s for s in emu.list("secrets", "kube-system")]), len(records_of(emu)),  # noqa: E731
+    minted = lambda: (len(list(emu.list("secrets", "kube-system"))), len(records_of(emu)),  # noqa: E731
                       json.dumps((emu.get("secrets", "edgeguard-enroll", "edgeguard-node-alert-tokens") or {})
                                  .get("data"), sort_keys=True))
     return fn, emu, minted

@@ -5,8 +5,6 @@ import math
 import re
 import time
 
-import pytest
-
 from tests.node_enroll.helpers import ADMIN, admin, call, enroll, enroll_doc, signed
 
 METRICS_TOKEN = "metrics-reader-token-0123456789abcdef"

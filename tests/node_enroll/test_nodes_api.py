@@ -1,7 +1,7 @@
 """GET /nodes and DELETE /nodes/<name> against the API emulator; the RBAC manifest under enforcement."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -130,7 +130,8 @@ def test_drain_blocked_by_a_disruption_budget_keeps_the_node_cordoned(kenroll, m
     fn, emu = kenroll()
     emu.seed(node("pi-north-01"))
     emu.seed(pod("db-0", "pi-north-01", owner="StatefulSet", labels={"app": "db"}))
-    emu.seed({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "db", "namespace": "default"},
+    emu.seed({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+              "metadata": {"name": "db", "namespace": "default"},
               "spec": {"selector": {"matchLabels": {"app": "db"}}, "minAvailable": 1},
               "status": {"disruptionsAllowed": 0}})
     status, _, res = call(fn, make_event, method="DELETE", path="/nodes/pi-north-01", query={"drain": "1"},
@@ -167,8 +168,8 @@ def test_only_tokens_node_enroll_recorded_are_ever_deleted(kenroll, make_event, 
     tokens = sub(fn, "tokens")
     body = tokens.build_secret(token_id="abc123", token_secret="a" * 16, hostname="pi-north-01", arch="arm64",
                                machine_id="9" * 32, labels={}, taints=[],
-                               expires_at=datetime.now(timezone.utc) + timedelta(hours=1),
-                               now=datetime.now(timezone.utc), source=None)
+                               expires_at=datetime.now(UTC) + timedelta(hours=1),
+                               now=datetime.now(UTC), source=None)
     fake = {**body, "type": planted["type"],
             "metadata": {**body["metadata"], "name": planted["name"], "namespace": "edgeguard-enroll"}}
     if planted.get("unlabelled"):
@@ -281,11 +282,13 @@ def test_every_granted_verb_is_needed(enroll_fn, rbac_emu, make_event, kind, nam
 
 
 def test_service_account_cannot_read_kube_system_secrets(enroll_fn, rbac_emu, make_event):
-    from kubernetes import client, config as kconfig
+    from kubernetes import client
+    from kubernetes import config as kconfig
     from kubernetes.client.rest import ApiException
 
     load_with_sa(enroll_fn, rbac_emu, rbac_docs())
-    rbac_emu.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k3s-serving", "namespace": "kube-system"},
+    rbac_emu.seed({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "k3s-serving", "namespace": "kube-system"},
                    "type": "kubernetes.io/tls", "data": {"tls.key": "c2VjcmV0"}})
     cfg = client.Configuration()
     token = rbac_emu.service_account_token("openfaas-fn", "node-enroll")
@@ -308,11 +311,11 @@ def test_rbac_manifest_is_exactly_these_rules():
     docs = rbac_docs()
     roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d["rules"] for d in docs if d["kind"] == "Role"}
     assert roles == {
-        ("edgeguard-enroll", RECORDS_ROLE): [{"apiGroups": [""], "resources": ["secrets"],
-                                             "verbs": ["list", "create", "delete"]},
-                                            {"apiGroups": [""], "resources": ["secrets"],
-                                             "resourceNames": ["edgeguard-enroll-nonces", "edgeguard-node-alert-tokens"],
-                                             "verbs": ["patch"]}],
+        ("edgeguard-enroll", RECORDS_ROLE): [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "create", "delete"]},
+            {"apiGroups": [""], "resources": ["secrets"],
+             "resourceNames": ["edgeguard-enroll-nonces", "edgeguard-node-alert-tokens"], "verbs": ["patch"]},
+        ],
         ("kube-system", TOKENS_ROLE): [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]}],
     }
     (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]

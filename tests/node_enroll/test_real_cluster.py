@@ -28,7 +28,8 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture
 def cluster(real_kube):
-    from kubernetes import client, config as kconfig
+    from kubernetes import client
+    from kubernetes import config as kconfig
 
     cfg = client.Configuration()
     kconfig.load_kube_config(config_file=str(real_kube.kubeconfig), client_configuration=cfg)
@@ -42,7 +43,8 @@ def cluster(real_kube):
             raise
     yield cfg, api, real_kube
     for ns in ("kube-system", "edgeguard-enroll"):
-        for s in api.list_namespaced_secret(ns, label_selector="app.kubernetes.io/managed-by=edgeguard-node-enroll").items:
+        managed = api.list_namespaced_secret(ns, label_selector="app.kubernetes.io/managed-by=edgeguard-node-enroll")
+        for s in managed.items:
             if (s.metadata.annotations or {}).get("node-enroll.edgeguard.io/hostname", "").startswith("edgeguard-e2e-"):
                 api.delete_namespaced_secret(s.metadata.name, ns)
 

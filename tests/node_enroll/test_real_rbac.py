@@ -75,7 +75,8 @@ def test_host_mode_alert_tokens_with_the_sa_kubeconfig(bootstrapped, enroll_fn, 
     assert status == 200 and again["alert_token"] != doc["alert_token"], again
     core = bootstrapped.cluster.core()
     data = core.read_namespaced_secret("edgeguard-node-alert-tokens", "edgeguard-enroll").data
-    assert base64.b64decode(data[host]).decode() == "sha256:" + hashlib.sha256(again["alert_token"].encode()).hexdigest()
+    digest = hashlib.sha256(again["alert_token"].encode()).hexdigest()
+    assert base64.b64decode(data[host]).decode() == "sha256:" + digest
 
     store = sub(fn, "store").Store()  # node-enroll's own connection (edgeguard.kubeconn) and role
     current = store._alert_tokens()
@@ -128,9 +129,9 @@ def join(bootstrapped):
     make.policy = policy
     yield make
     for name, ns in made:
-        for delete in (lambda: core.delete_node(name), lambda: core.delete_namespace(ns)):
+        for delete, what in ((core.delete_node, name), (core.delete_namespace, ns)):
             try:
-                delete()
+                delete(what)
             except ApiException as exc:
                 if exc.status != 404:
                     raise

@@ -130,7 +130,8 @@ def test_a_documentation_key_is_never_moved(detector):
 
 
 def test_commented_private_key_is_suspect_and_a_real_one_high(detector):
-    body = "\n".join(["-----BEGIN RSA PRIVATE KEY-----"] + ["MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun"] * 3
+    body = "\n".join(["-----BEGIN RSA PRIVATE KEY-----"]
+                     + ["MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun"] * 3
                      + ["-----END RSA PRIVATE KEY-----"])
     assert tier(detector, body, key="tls.key") == "high"
     commented = "\n".join("#  " + ln for ln in body.split("\n"))

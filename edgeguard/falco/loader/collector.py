@@ -12,8 +12,15 @@ from dataclasses import dataclass, field
 
 from ..compiler import CompileError, compile_field
 from ..parser import ALL_OPS, ParseError, parse_field, split_modifier
-from .errors import (ERROR_NO_PREVIOUS_LIST, ERROR_NO_PREVIOUS_MACRO, ERROR_NO_PREVIOUS_RULE_APPEND,
-                     ERROR_NO_PREVIOUS_RULE_REPLACE, Diagnostics, RulesLoadError, err)
+from .errors import (
+    ERROR_NO_PREVIOUS_LIST,
+    ERROR_NO_PREVIOUS_MACRO,
+    ERROR_NO_PREVIOUS_RULE_APPEND,
+    ERROR_NO_PREVIOUS_RULE_REPLACE,
+    Diagnostics,
+    RulesLoadError,
+    err,
+)
 
 ENGINE_VERSION = (0, 62, 0)          # the rules engine version of Falco 0.44
 PLUGINS = {"k8saudit": (0, 18, 0), "json": (0, 7, 4)}

@@ -95,14 +95,15 @@ class _Macros:
             try:
                 self.raw_ast[m.name] = parse(lists.substitute(m.cond))
             except ParseError as exc:
-                raise RulesLoadError(m.file, f"macro '{m.name}'", "LOAD_ERR_COMPILE_CONDITION", str(exc), m.line)
+                where = f"macro '{m.name}'"
+                raise RulesLoadError(m.file, where, "LOAD_ERR_COMPILE_CONDITION", str(exc), m.line) from exc
         for m in self.by_index:
             if m.name not in self.resolved:
                 try:
                     self.resolved[m.name] = self._resolve(self.raw_ast[m.name],
                                                           lambda o, v=m.visibility: o.index < v, (m.name,))
                 except CompileError as exc:
-                    raise RulesLoadError(m.file, f"macro '{m.name}'", "LOAD_ERR_VALIDATE", str(exc), m.line)
+                    raise RulesLoadError(m.file, f"macro '{m.name}'", "LOAD_ERR_VALIDATE", str(exc), m.line) from exc
         for m in self.by_index:
             m.used = False  # only references from rules count as use
 
@@ -197,25 +198,25 @@ def _compile_rule(r: RuleInfo, lists: _Lists, macros: _Macros, memo: dict, warni
         if r.skip_unknown and _unknown_filter(str(exc)):
             warnings.append(LoadWarning(r.file, item, "LOAD_UNKNOWN_FILTER", str(exc)))
             return None
-        raise RulesLoadError(r.file, item, "LOAD_ERR_COMPILE_OUTPUT", str(exc), r.line)
+        raise RulesLoadError(r.file, item, "LOAD_ERR_COMPILE_OUTPUT", str(exc), r.line) from exc
     extras = []
     for ef in extra_fields.values():
         try:
             extras.append((ef.key, OutputFormat(ef.format), ef.raw))
         except CompileError as exc:
-            raise RulesLoadError(r.file, item, "LOAD_ERR_COMPILE_OUTPUT", str(exc), r.line)
+            raise RulesLoadError(r.file, item, "LOAD_ERR_COMPILE_OUTPUT", str(exc), r.line) from exc
     try:
         text = lists.substitute(exceptions_condition(r.cond, r.exceptions))
     except ItemError as exc:
-        raise RulesLoadError(r.file, item, exc.code, exc.reason, r.line)
+        raise RulesLoadError(r.file, item, exc.code, exc.reason, r.line) from exc
     try:
         ast = parse(text)
     except ParseError as exc:
-        raise RulesLoadError(r.file, item, "LOAD_ERR_COMPILE_CONDITION", str(exc), r.line)
+        raise RulesLoadError(r.file, item, "LOAD_ERR_COMPILE_CONDITION", str(exc), r.line) from exc
     try:
         ast = macros.resolve(ast)
     except CompileError as exc:
-        raise RulesLoadError(r.file, item, "LOAD_ERR_VALIDATE", str(exc), r.line)
+        raise RulesLoadError(r.file, item, "LOAD_ERR_VALIDATE", str(exc), r.line) from exc
     rule_warnings = condition_warnings(ast, skip=memo)
     try:
         fn = compile_node(ast, memo)
@@ -223,7 +224,7 @@ def _compile_rule(r: RuleInfo, lists: _Lists, macros: _Macros, memo: dict, warni
         if r.skip_unknown and _unknown_filter(str(exc)):
             warnings.append(LoadWarning(r.file, item, "LOAD_UNKNOWN_FILTER", str(exc)))
             return None
-        raise RulesLoadError(r.file, item, "LOAD_ERR_COMPILE_CONDITION", str(exc), r.line)
+        raise RulesLoadError(r.file, item, "LOAD_ERR_COMPILE_CONDITION", str(exc), r.line) from exc
     for code, msg in rule_warnings:
         warnings.append(LoadWarning(r.file, item, code, msg))
     info = {"name": r.name, "condition": r.cond, "description": r.desc, "output": r.output,

@@ -7,20 +7,26 @@ it decoded. Every error names the file, the item and its line.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import yaml
 
 from ..alert import priority_number
 from .collector import Collector, ListInfo, MacroInfo, RuleInfo, parse_version
-from .errors import (ERROR_OVERRIDE_APPEND, WARNING_APPEND, WARNING_ENABLED, Diagnostics, ItemError, RulesLoadError,
-                     err)
+from .errors import ERROR_OVERRIDE_APPEND, WARNING_APPEND, WARNING_ENABLED, Diagnostics, ItemError, RulesLoadError, err
 
 
 class _LineDict(dict):
     line: int = 0
 
 
-class _Loader(yaml.CBaseLoader if hasattr(yaml, "CBaseLoader") else yaml.BaseLoader):
+if TYPE_CHECKING:  # CBaseLoader (libyaml) has BaseLoader's interface
+    from yaml import BaseLoader as _BaseLoader
+else:
+    _BaseLoader = yaml.CBaseLoader if hasattr(yaml, "CBaseLoader") else yaml.BaseLoader
+
+
+class _Loader(_BaseLoader):
     """All scalars stay text (like yaml-cpp), null is None, maps remember their line."""
 
     def construct_scalar(self, node):
@@ -151,7 +157,7 @@ class Reader:
         try:
             docs = list(yaml.load_all(text, Loader=_Loader))
         except yaml.YAMLError as exc:
-            raise self._error(name, "rules content", "LOAD_ERR_YAML_PARSE", str(exc).replace("\n", " "))
+            raise self._error(name, "rules content", "LOAD_ERR_YAML_PARSE", str(exc).replace("\n", " ")) from exc
         for doc in docs:
             if doc is None:
                 continue
@@ -169,7 +175,7 @@ class Reader:
                 try:
                     self._read_item(entry)
                 except ItemError as exc:
-                    raise self._error(name, self.diag.item, exc.code, exc.reason, getattr(entry, "line", None))
+                    raise self._error(name, self.diag.item, exc.code, exc.reason, getattr(entry, "line", None)) from exc
 
     def _error(self, file, item, code, reason, line=None):
         """The load error, carrying every warning given before it (Falco reports both)."""
@@ -268,7 +274,7 @@ class Reader:
             return []
         if not isinstance(raw, list):
             raise err("Rule exceptions must be a sequence")
-        out = []
+        out: list[dict] = []
         for ex in raw:
             if not isinstance(ex, dict):
                 raise err("Rule exception must be a mapping")

@@ -38,7 +38,7 @@ def sign(key: str, timestamp: str, nonce: str, body: bytes) -> str:
 
 def build_request(*, key: str, hostname: str, arch: str, machine_id: str, labels: dict, rotate: bool,
                   now: float | None = None, nonce: str | None = None) -> tuple[bytes, dict]:
-    doc = {"hostname": hostname, "arch": arch, "machine_id": machine_id}
+    doc: dict[str, object] = {"hostname": hostname, "arch": arch, "machine_id": machine_id}
     if labels:
         doc["labels"] = labels
     if rotate:
