@@ -15,11 +15,13 @@ import re
 import threading
 import time
 
+from . import sweep
 from .edgeguard import auth, config, http, kube, log
-from .edgeguard.kubeapi import Client, KubeError
+from .edgeguard.kubeapi import Client
 from .edgeguard.ratelimit import TokenBucket
 from .detect import Detector
-from .remediate import FIELD_MANAGER, Scrubber, Settings
+from .remediate import FIELD_MANAGER, Scrubber
+from .settings import Settings
 
 TOKEN_SECRET = "configmap-secret-scrubber-token"
 KUBECONFIG_SECRET = "configmap-secret-scrubber-kubeconfig"
@@ -27,44 +29,12 @@ KUBECONFIG_SECRET = "configmap-secret-scrubber-kubeconfig"
 # can test password guesses against a fingerprint offline.
 FINGERPRINT_SECRET = "configmap-secret-scrubber-fingerprint-key"
 MIN_FINGERPRINT_KEY_BYTES = 16
-DEFAULT_RULES = ("Create/Modify Configmap With Private Credentials",)
-# Also enforced by RBAC: the write Role is never bound in these (deploy/rbac/configmap-secret-scrubber-namespace.yaml).
-# openfaas-fn holds every function's OpenFaaS secrets.
-DEFAULT_REPORT_ONLY = "kube-system,kube-public,kube-node-lease,openfaas,openfaas-fn"
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _REQUEST_FIELDS = {"namespace", "name", "all_namespaces", "dry_run"}
 
-
-def _csv(name: str, default: str = "") -> list[str]:
-    return [x.strip() for x in (config.env_str(name, default) or "").split(",") if x.strip()]
-
-
-class Limits:
-    def __init__(self):
-        # Not `mode`: of-watchdog reads that itself (the template sets mode=http), see docs "Settings".
-        self.mode = (config.env_str("scrub_mode", "report") or "report").strip().lower()
-        if self.mode not in ("report", "move"):
-            raise config.ConfigError(f"environment variable scrub_mode={self.mode!r} must be 'report' or 'move'")
-        self.allow = _csv("namespaces_allow")
-        self.deny = set(_csv("namespaces_deny"))
-        self.report_only = set(_csv("report_only_namespaces", DEFAULT_REPORT_ONLY))
-        self.max_configmaps = config.env_int("max_configmaps_per_run", 200, minimum=1)
-        self.max_moves = config.env_int("max_moves_per_run", 10, minimum=0)
-        self.rules = set(_csv("trigger_rules")) or set(DEFAULT_RULES)
-        self.max_body = config.env_int("max_body_bytes", 1048576, minimum=1024)
-        self.rate_per_minute = config.env_int("rate_limit_per_minute", 30, minimum=1)
-
-    def allowed(self, ns: str) -> bool:
-        if ns in self.deny:
-            return False
-        return not self.allow or ns in self.allow
-
-    def report_only_reason(self, ns: str) -> str | None:
-        if ns in self.report_only:
-            return f"namespace {ns} is report-only (report_only_namespaces)"
-        return None
+SETTINGS = config.Startup("configmap-secret-scrubber", Settings.from_env)
 
 
 class _Rate:
@@ -106,22 +76,10 @@ def _fingerprint_key() -> bytes:
     return key
 
 
-def _scrubber(limits: Limits, fingerprint_key: bytes) -> Scrubber:
-    k = Client.for_secret(KUBECONFIG_SECRET, timeout=config.env_float("kube_timeout_seconds", 10.0),
-                          field_manager=FIELD_MANAGER)
-    settings = Settings(
-        mode=limits.mode,
-        secret_name_template=config.env_str("secret_name_template", "{configmap}-credentials"),
-        rollout_timeout=config.env_float("rollout_timeout_seconds", 60.0),
-        rollout_poll=config.env_float("rollout_poll_seconds", 1.0),
-        allow_immutable=config.env_bool("allow_immutable", False),
-        replacement_name_template=config.env_str("replacement_name_template", "{configmap}-v2"),
-        deadline=time.monotonic() + config.env_float("run_budget_seconds", 40.0),
-    )
-    for t in ("secret_name_template", "replacement_name_template"):
-        if "{configmap}" not in getattr(settings, t):
-            raise config.ConfigError(f"{t} must contain {{configmap}}")
-    return Scrubber(k, Detector(fingerprint_key), settings)
+def _scrubber(settings: Settings, fingerprint_key: bytes) -> Scrubber:
+    """A Scrubber for one run; its deadline is the run budget. Raises kube.KubeConfigError."""
+    k = Client.for_secret(KUBECONFIG_SECRET, timeout=settings.kube_timeout, field_manager=FIELD_MANAGER)
+    return Scrubber(k, Detector(fingerprint_key), settings, deadline=time.monotonic() + settings.run_budget)
 
 
 # --- request parsing -----------------------------------------------------------------------------
@@ -132,11 +90,11 @@ def _check_name(value, what: str, pattern: re.Pattern) -> str:
     return value
 
 
-def _target_from_alert(doc: dict, limits: Limits) -> dict | None:
+def _target_from_alert(doc: dict, settings: Settings) -> dict | None:
     rule = doc.get("rule")
     if not isinstance(rule, str):
         raise http.HTTPError(400, "alert has no 'rule'")
-    if rule not in limits.rules:
+    if rule not in settings.rules:
         return None
     fields = doc.get("output_fields")
     if not isinstance(fields, dict):
@@ -187,133 +145,44 @@ def _target_from_query(event) -> dict:
     return _target_from_request(doc)
 
 
-def _write_refused(err: KubeError) -> bool:
-    """A 403 on a call the per-namespace Role grants (cluster-wide reads are list, and get on ConfigMaps)."""
-    if err.status != 403 or err.verb == "list":
-        return False
-    return not (err.verb == "get" and err.what.startswith("ConfigMap "))
-
-
-# --- the run ---------------------------------------------------------------------------------------
-
-def _run(target: dict, mode: str, limits: Limits, trigger: str, fingerprint_key: bytes) -> dict:
-    scrubber = _scrubber(limits, fingerprint_key)
-    k = scrubber.kube
-    result = {"mode": mode, "trigger": trigger, "target": target, "configmaps": [], "errors": []}
-    # candidates: (namespace, name); each ConfigMap is read again when it is processed
-    candidates: list[tuple[str, str]] = []
-    skipped = []
-    try:
-        if "name" in target and "namespace" in target:
-            candidates.append((target["namespace"], target["name"]))
-        else:
-            if "name" in target:
-                # the upstream rule's output has no namespace: look the name up where we may act
-                listing = k.each("ConfigMap", None, field_selector=f"metadata.name={target['name']}")
-            else:
-                listing = k.each("ConfigMap", target.get("namespace"))
-            for cm in listing:
-                candidates.append((cm["metadata"]["namespace"], cm["metadata"]["name"]))
-            if "name" in target and not candidates:
-                result["errors"].append(f"no ConfigMap named {target['name']} in any namespace")
-    except KubeError as err:
-        raise http.HTTPError(502, f"Kubernetes API: {err}", api_status=err.status) from None
-    allowed = []
-    for ns, name in sorted(candidates):
-        if limits.allowed(ns):
-            allowed.append((ns, name))
-        else:
-            skipped.append(f"{ns}/{name}")
-    if skipped:
-        result["skipped_by_namespace_policy"] = skipped
-    if len(allowed) > limits.max_configmaps:
-        result["truncated"] = {"examined": limits.max_configmaps, "not_examined": len(allowed) - limits.max_configmaps,
-                               "reason": "max_configmaps_per_run"}
-        allowed = allowed[: limits.max_configmaps]
-    moves = 0
-    statuses: dict[str, int] = {}
-    deferred = []
-    for ns, name in allowed:
-        if time.monotonic() >= scrubber.settings.deadline:
-            deferred.append(f"{ns}/{name}")  # answer within exec_timeout; the next run continues
-            continue
-        report_only = limits.report_only_reason(ns)
-        if mode == "move" and not report_only and moves >= limits.max_moves:
-            report_only = f"max_moves_per_run ({limits.max_moves}) reached"
-        try:
-            out = scrubber.process(ns, name, mode=mode, report_only=report_only)
-        except KubeError as err:
-            out = None
-            statuses["error"] = statuses.get("error", 0) + 1
-            reason = f"Kubernetes API: {err.verb} {err.what}: {err.status or 'no response'}"
-            if _write_refused(err):
-                reason += (f"; the scrubber may not write in namespace {ns}: apply "
-                           "deploy/rbac/configmap-secret-scrubber-namespace.yaml there (and "
-                           "configmap-secret-scrubber-immutable.yaml for allow_immutable), or list it in "
-                           "report_only_namespaces")
-            result["configmaps"].append({"namespace": ns, "name": name, "status": "error",
-                                         "reasons": [reason],
-                                         "note": "stopped safely; every value is still in the ConfigMap or the Secret; re-run"})
-            log.warning("configmap.error", namespace=ns, configmap=name, verb=err.verb, what=err.what,
-                        status=err.status)
-        if out is not None:
-            statuses[out.status] = statuses.get(out.status, 0) + 1
-            if out.status == "moved":
-                moves += 1
-            if out.status != "clean" or "name" in target:
-                result["configmaps"].append(out.public())
-            log.info("configmap.processed", namespace=ns, configmap=name, status=out.status,
-                     keys=[k["key"] for k in out.keys], actions=[k.get("action") for k in out.keys])
-    if deferred:
-        result["deferred"] = {"configmaps": deferred, "reason": "run_budget_seconds reached; run again"}
-    result["summary"] = {"examined": len(allowed) - len(deferred), "by_status": statuses,
-                         "rotate": sorted(f"{c['namespace']}/{c['name']}:{k['key']}" for c in result["configmaps"]
-                                          for k in c.get("keys", []) if k.get("rotate"))}
-    if not result["errors"]:
-        del result["errors"]
-    return result
-
-
 @http.guarded
 def handle(event, context):
     method = http.require_method(event, ("GET", "POST"))
     auth.require_bearer(event, TOKEN_SECRET)
-    try:
-        limits = Limits()
-    except config.ConfigError as err:
-        raise http.HTTPError(500, f"misconfigured: {err}") from None
+    settings = SETTINGS.get()
     # validate before taking a rate token: a malformed request must not use up a legitimate caller's budget
     if method == "GET":
         target = _target_from_query(event)
         mode, trigger = "report", "get"
     else:
-        doc = http.parse_json(event, max_bytes=limits.max_body)
+        doc = http.parse_json(event, max_bytes=settings.max_body)
         if not isinstance(doc, dict):
             raise http.HTTPError(400, "request body must be a JSON object")
         if "rule" in doc or "output_fields" in doc:
             # never keep or log the alert's copy of the data: only the object's coordinates are used
-            target = _target_from_alert(doc, limits)
+            target = _target_from_alert(doc, settings)
             if target is None:
                 return http.json_response({"ignored": True, "reason": "rule is not one this function handles"})
             trigger = "falco"
-            mode = limits.mode
+            mode = settings.mode
         else:
             target = _target_from_request(doc)
             trigger = "request"
-            mode = "report" if doc.get("dry_run") else limits.mode
+            mode = "report" if doc.get("dry_run") else settings.mode
     fingerprint_key = _fingerprint_key()
-    wait = _rate.take(limits.rate_per_minute)
+    wait = _rate.take(settings.rate_per_minute)
     if wait:
         raise http.HTTPError(429, "rate limit reached; retry later", headers={"Retry-After": str(int(wait) + 1)},
-                             limit_per_minute=limits.rate_per_minute)
+                             limit_per_minute=settings.rate_per_minute)
     try:
+        scrubber = _scrubber(settings, fingerprint_key)
         if mode == "move":
             with _move_lock:
-                result = _run(target, mode, limits, trigger, fingerprint_key)
+                result = sweep.run(scrubber, target, mode, trigger, settings)
         else:
-            result = _run(target, mode, limits, trigger, fingerprint_key)
+            result = sweep.run(scrubber, target, mode, trigger, settings)
     except kube.KubeConfigError as err:
         raise http.HTTPError(503, str(err)) from None
-    except config.ConfigError as err:
-        raise http.HTTPError(500, f"misconfigured: {err}") from None
+    except sweep.ListFailed as failed:
+        raise http.HTTPError(502, f"Kubernetes API: {failed.err}", api_status=failed.err.status) from None
     return http.json_response(result)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from . import consumers as cons
 from .detect import HIGH, Detector
 from .edgeguard.kubeapi import JSON_PATCH, MERGE_PATCH, Client, KubeError
+from .settings import Settings
 
 # sent as fieldManager with every write, and the managed-by label of what it creates
 FIELD_MANAGER = "configmap-secret-scrubber"
@@ -42,18 +43,6 @@ A_REPLACES = f"{DOMAIN}/replaces"
 
 class Died(BaseException):
     """Raised by tests to stop the workflow mid-way, like a killed process."""
-
-
-@dataclass
-class Settings:
-    mode: str = "report"                         # report | move
-    secret_name_template: str = "{configmap}-credentials"
-    rollout_timeout: float = 60.0
-    rollout_poll: float = 1.0
-    retries: int = 3
-    allow_immutable: bool = False
-    replacement_name_template: str = "{configmap}-v2"
-    deadline: float | None = None                 # monotonic time after which no wait may continue
 
 
 @dataclass
@@ -125,10 +114,13 @@ class Workloads:
 
 
 class Scrubber:
+    """``deadline``: monotonic time after which no wait may continue (the run budget), or None."""
+
     def __init__(self, kube: Client, detector: Detector, settings: Settings, sleep=time.sleep,
-                 monotonic=time.monotonic):
+                 monotonic=time.monotonic, deadline: float | None = None):
         self.kube, self.detector, self.settings = kube, detector, settings
         self.sleep, self.monotonic = sleep, monotonic
+        self.deadline = deadline
         self._workloads: dict[str, Workloads] = {}
         # set while processing an immutable ConfigMap that is being replaced (allow_immutable)
         self.rename_to: str | None = None
@@ -430,8 +422,8 @@ class Scrubber:
 
     def wait_rollouts(self, namespace: str, controllers: list) -> list[str]:
         deadline = self.monotonic() + self.settings.rollout_timeout
-        if self.settings.deadline is not None:
-            deadline = min(deadline, self.settings.deadline)
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
         waiting = [c for c in controllers if c.kind in ("Deployment", "StatefulSet", "DaemonSet")]
         while True:
             pending = []

@@ -84,7 +84,26 @@ def test_wrong_method_is_405(scrubber_fn, call):
 
 def test_invalid_mode_setting_is_reported_not_guessed(scrubber_fn, call, kube_emulator):
     status, body, _ = call(scrubber_fn(scrub_mode="yolo"), "POST", {"namespace": "demo"})
-    assert status == 500 and "scrub_mode" in body["error"] and writes(kube_emulator) == []
+    # 503 since settings are read once at start-up (issue 14 §5; it was a 500 at request time)
+    assert status == 503 and "scrub_mode" in body["error"] and writes(kube_emulator) == []
+
+
+@pytest.mark.parametrize("env,variable", [
+    ({"max_moves_per_run": "ten"}, "max_moves_per_run"),
+    ({"rollout_timeout_seconds": "soon"}, "rollout_timeout_seconds"),
+    ({"secret_name_template": "fixed-name"}, "secret_name_template"),
+    ({"replacement_name_template": "v2"}, "replacement_name_template"),
+    ({"allow_immutable": "maybe"}, "allow_immutable"),
+])
+def test_a_bad_setting_is_a_503_naming_it_before_the_cluster_is_read(scrubber_fn, call, kube_emulator, env,
+                                                                     variable):
+    kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": "AKES20LNOA"}))
+    mod = scrubber_fn(**env)
+    for method, body, query in (("POST", {"namespace": "demo"}, None), ("GET", None, {"namespace": "demo"})):
+        status, answer, _ = call(mod, method, body, query=query)
+        assert status == 503 and answer["misconfigured"] is True, answer
+        assert answer["error"].startswith("configmap-secret-scrubber is misconfigured: ") and variable in answer["error"]
+    assert kube_emulator.requests == []
 
 
 # --- report mode ----------------------------------------------------------------------------------
