@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from .conftest import FINGERPRINT_KEY, TOKEN, bare_pod, configmap, deployment, pod_spec, workload, writes
+from .conftest import FINGERPRINT_KEY, TOKEN, bare_pod, configmap, deployment, pod_spec, submodule, workload, writes
 
 SEED_VALUE = "AKES20LNOA"
 CREDS = {"DB_PASSWORD": "IfWqrAz2KrHhSyrntT1L", "GITHUB_TOKEN": "ghp_DcArQZclrjt92jX1DcKyWwFvL0DEcY7E30M4",
@@ -619,3 +619,22 @@ def test_trigger_rules_setting_chooses_which_falco_rules_start_a_run(scrubber_fn
     a["rule"] = "My ConfigMap Rule"
     status, body, _ = call(mod, "POST", a)
     assert body["configmaps"][0]["status"] == "moved"
+
+
+def test_a_move_decides_its_plan_once_and_rewires_each_pod_spec_once_per_listing(scrubber_fn, call, kube_emulator,
+                                                                                  monkeypatch):
+    """The plan is one value (issue 14 §1): a move with two rewired Deployments computes each new pod spec once
+    from the run's listing and once from the fresh listing of the final check (it was five times per consumer),
+    and patches each with the spec the plan holds."""
+    kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE}))
+    # envFrom keeps its configMapRef (a secretRef follows it), so the final check still finds both
+    kube_emulator.seed(deployment("web", spec=pod_spec(env=True, env_from=True)))
+    kube_emulator.seed(deployment("api", spec=pod_spec(env=True, env_from=True)))
+    mod = scrubber_fn(scrub_mode="move")
+    cons = submodule(mod, "consumers")
+    computed = []
+    real = cons.rewire
+    monkeypatch.setattr(cons, "rewire", lambda spec, *a, **kw: computed.append(spec) or real(spec, *a, **kw))
+    status, body, _ = call(mod, "POST", {"namespace": "demo", "name": "aws-creds"})
+    assert body["configmaps"][0]["status"] == "moved", body
+    assert len(computed) == 4  # two Deployments x (the plan, the final check)
