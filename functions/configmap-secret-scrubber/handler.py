@@ -1,12 +1,15 @@
 """configmap-secret-scrubber: find credentials in ConfigMaps and move them into Secrets.
 
-Triggers: a Falco alert ("Create/Modify Configmap With Private Credentials") from
-alert-forwarder; a JSON request ``{"namespace","name"}``, ``{"namespace"}`` or
-``{"all_namespaces": true}``; ``GET`` with the same query parameters returns a
-report and changes nothing. Default mode is ``report``; ``scrub_mode=move`` moves the
-high-confidence keys (see remediate.py for the order of steps).
-The answer and the logs carry key names, detector ids and fingerprints keyed
-with the function's own secret (never the caller token), never a value.
+Routes (every one needs the bearer token):
+  POST /           a Falco alert ("Create/Modify Configmap With Private Credentials") from alert-forwarder,
+                   or ``{"namespace","name"}``, ``{"namespace"}``, ``{"all_namespaces": true}``: a job,
+                   answered 202 with its id at once and run in the background (jobs.py); ``?wait=1``
+                   waits for it and answers its result, for people with curl.
+  GET /?namespace=..&name=..   a report, synchronous, never changes anything.
+  GET /jobs, GET /jobs/<id>    recent jobs, one job's state and result.
+Default mode is ``report``; ``scrub_mode=move`` moves the high-confidence keys (remediate.py).
+Answers and logs carry key names, detector ids and fingerprints keyed with the function's own secret
+(never the caller token), never a value.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import re
 import threading
 import time
 
-from . import sweep
+from . import jobs, sweep
 from .edgeguard import auth, config, http, kube, log
 from .edgeguard.kubeapi import Client
 from .edgeguard.ratelimit import TokenBucket
@@ -54,9 +57,8 @@ class _Rate:
 
 
 _rate = _Rate()
-# One move at a time per replica: a duplicated alert (at-least-once delivery) must not race itself.
-# The workflow is safe under races anyway (resourceVersion tests); this just avoids pointless conflicts.
-_move_lock = threading.Lock()
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_JOB_PATH = re.compile(r"/jobs/([0-9a-f]{16})")
 
 
 def _fingerprint_key() -> bytes:
@@ -145,42 +147,115 @@ def _target_from_query(event) -> dict:
     return _target_from_request(doc)
 
 
-@http.guarded
-def handle(event, context):
-    method = http.require_method(event, ("GET", "POST"))
-    auth.require_bearer(event, TOKEN_SECRET)
+def _run_job(job: jobs.Job) -> dict:
+    """The worker's side of a job: one sweep, with the settings and keys as they are now."""
     settings = SETTINGS.get()
-    # validate before taking a rate token: a malformed request must not use up a legitimate caller's budget
-    if method == "GET":
-        target = _target_from_query(event)
-        mode, trigger = "report", "get"
-    else:
-        doc = http.parse_json(event, max_bytes=settings.max_body)
-        if not isinstance(doc, dict):
-            raise http.HTTPError(400, "request body must be a JSON object")
-        if "rule" in doc or "output_fields" in doc:
-            # never keep or log the alert's copy of the data: only the object's coordinates are used
-            target = _target_from_alert(doc, settings)
-            if target is None:
-                return http.json_response({"ignored": True, "reason": "rule is not one this function handles"})
-            trigger = "falco"
-            mode = settings.mode
-        else:
-            target = _target_from_request(doc)
-            trigger = "request"
-            mode = "report" if doc.get("dry_run") else settings.mode
-    fingerprint_key = _fingerprint_key()
+    try:
+        scrubber = _scrubber(settings, _fingerprint_key())
+        return sweep.run(scrubber, job.target, job.mode, job.trigger, settings)
+    except http.HTTPError as err:  # the fingerprint key went missing since the request was accepted
+        raise jobs.JobFailed(err.status, err.reason) from None
+    except kube.KubeConfigError as err:
+        raise jobs.JobFailed(503, str(err)) from None
+    except sweep.ListFailed as failed:
+        raise jobs.JobFailed(502, f"Kubernetes API: {failed.err}", api_status=failed.err.status) from None
+
+
+def _job_crashed(job: jobs.Job, exc: Exception) -> None:
+    log.error("job.crashed", job=job.id, error=type(exc).__name__, message=str(exc)[:300])
+
+
+def _jobs() -> jobs.Jobs:
+    global _JOBS
+    if _JOBS is None:
+        _JOBS = jobs.Jobs(_run_job, max_queued=SETTINGS.get().max_queued_jobs, on_crash=_job_crashed)
+    return _JOBS
+
+
+_JOBS: jobs.Jobs | None = None
+
+
+def _parse_post(event, settings: Settings) -> tuple[dict, str, str] | None:
+    """(target, mode, trigger), or None for an alert of a rule this function does not handle."""
+    doc = http.parse_json(event, max_bytes=settings.max_body)
+    if not isinstance(doc, dict):
+        raise http.HTTPError(400, "request body must be a JSON object")
+    if "rule" in doc or "output_fields" in doc:
+        # never keep or log the alert's copy of the data: only the object's coordinates are used
+        target = _target_from_alert(doc, settings)
+        return None if target is None else (target, settings.mode, "falco")
+    target = _target_from_request(doc)
+    return target, "report" if doc.get("dry_run") else settings.mode, "request"
+
+
+def _take_rate(settings: Settings) -> None:
     wait = _rate.take(settings.rate_per_minute)
     if wait:
         raise http.HTTPError(429, "rate limit reached; retry later", headers={"Retry-After": str(int(wait) + 1)},
                              limit_per_minute=settings.rate_per_minute)
+
+
+def _submit(event, settings: Settings, target: dict, mode: str, trigger: str) -> dict:
+    key = http.header(event, "Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise http.HTTPError(400, "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+    queue = _jobs()
+    if queue.existing(target, mode, trigger, key) is None:
+        _take_rate(settings)  # a duplicate uses no token: it starts nothing
     try:
-        scrubber = _scrubber(settings, fingerprint_key)
-        if mode == "move":
-            with _move_lock:
-                result = sweep.run(scrubber, target, mode, trigger, settings)
-        else:
-            result = sweep.run(scrubber, target, mode, trigger, settings)
+        job, new = queue.submit(target, mode, trigger, key)
+    except jobs.Full:
+        retry = max(1, int(settings.run_budget))
+        raise http.HTTPError(503, f"busy: {queue.max_queued} jobs are waiting (max_queued_jobs); retry later",
+                             headers={"Retry-After": str(retry)}, max_queued_jobs=queue.max_queued) from None
+    if not new:
+        log.info("job.duplicate", job=job.id, state=job.state, trigger=trigger)
+    if http.query_flag(event, "wait"):
+        if job.done.wait(settings.wait_seconds):
+            if job.error is not None:
+                extra = {k: v for k, v in job.error.items() if k not in ("status", "error")}
+                raise http.HTTPError(job.error["status"], job.error["error"], job=job.id, **extra)
+            return http.json_response(dict(job.result, job=job.id))
+    answer = job.public(with_result=False)
+    answer["status_path"] = f"/jobs/{job.id}"
+    return http.json_response(answer, 202)
+
+
+def _job_status(path: str) -> dict:
+    if path in ("/jobs", "/jobs/"):
+        return http.json_response({"jobs": [j.public(with_result=False) for j in _jobs().recent()],
+                                   "kept": jobs.KEEP})
+    m = _JOB_PATH.fullmatch(path)
+    job = _jobs().get(m.group(1)) if m else None
+    if job is None:
+        raise http.HTTPError(404, f"no such job; this replica keeps the last {jobs.KEEP} finished jobs "
+                                  "and forgets them when it restarts")
+    return http.json_response(job.public())
+
+
+@http.guarded
+def handle(event, context):
+    path = http.path(event).rstrip("/") or "/"
+    jobs_route = path == "/jobs" or path.startswith("/jobs/")
+    if path != "/" and not jobs_route:
+        raise http.HTTPError(404, "no such route; use / (POST a job, GET a report) or /jobs/<id>")
+    method = http.require_method(event, ("GET",) if jobs_route else ("GET", "POST"))
+    auth.require_bearer(event, TOKEN_SECRET)
+    settings = SETTINGS.get()
+    if jobs_route:
+        return _job_status(path)
+    # validate before taking a rate token: a malformed request must not use up a legitimate caller's budget
+    if method == "POST":
+        parsed = _parse_post(event, settings)
+        if parsed is None:
+            return http.json_response({"ignored": True, "reason": "rule is not one this function handles"})
+        _fingerprint_key()
+        return _submit(event, settings, *parsed)
+    target = _target_from_query(event)
+    fingerprint_key = _fingerprint_key()
+    _take_rate(settings)
+    try:
+        result = sweep.run(_scrubber(settings, fingerprint_key), target, "report", "get", settings)
     except kube.KubeConfigError as err:
         raise http.HTTPError(503, str(err)) from None
     except sweep.ListFailed as failed:

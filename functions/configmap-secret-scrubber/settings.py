@@ -42,6 +42,8 @@ class Settings:
     rate_per_minute: int = 30
     run_budget: float = 40.0                              # seconds a run may start new ConfigMaps for
     kube_timeout: float = 10.0
+    max_queued_jobs: int = 16                             # accepted runs waiting for the worker (jobs.py)
+    wait_seconds: float = 45.0                            # ?wait=1: how long a POST waits for its job
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -66,6 +68,8 @@ class Settings:
             rate_per_minute=config.env_int("rate_limit_per_minute", cls.rate_per_minute, minimum=1),
             run_budget=config.env_float("run_budget_seconds", cls.run_budget),
             kube_timeout=config.env_float("kube_timeout_seconds", cls.kube_timeout),
+            max_queued_jobs=config.env_int("max_queued_jobs", cls.max_queued_jobs, minimum=1),
+            wait_seconds=config.env_float("wait_seconds", cls.wait_seconds),
         )
         for t in ("secret_name_template", "replacement_name_template"):
             if "{configmap}" not in getattr(s, t):

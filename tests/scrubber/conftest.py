@@ -101,14 +101,20 @@ def scrubber_fn(load_function, kube_emulator):
 
 @pytest.fixture
 def call(make_event):
-    """call(mod, method, body=None, query=None, token=TOKEN) -> (status, decoded JSON)."""
+    """call(mod, method, body=None, query=None, token=TOKEN) -> (status, decoded JSON, response).
 
-    def do(mod, method="POST", body=None, query=None, token=TOKEN, content_type="application/json", raw=None):
-        headers = {"Content-Type": content_type}
+    A POST waits for its job (``?wait=1``, the synchronous use) unless ``background=True``."""
+
+    def do(mod, method="POST", body=None, query=None, token=TOKEN, content_type="application/json", raw=None,
+           path="/", headers=None, background=False):
+        hdrs = {"Content-Type": content_type, **(headers or {})}
         if token:
-            headers["Authorization"] = f"Bearer {token}"
+            hdrs["Authorization"] = f"Bearer {token}"
+        query = dict(query or {})
+        if method == "POST" and not background:
+            query.setdefault("wait", "1")
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-        resp = mod.handle(make_event(method=method, body=data, headers=headers, query=query or {}), None)
+        resp = mod.handle(make_event(method=method, path=path, body=data, headers=hdrs, query=query), None)
         return resp["statusCode"], json.loads(resp["body"]), resp
 
     return do
