@@ -18,7 +18,7 @@ resourceVersion must re-read to tell a lost race from a bad patch).
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import quote, urlencode
 
 from . import kube
@@ -93,12 +93,18 @@ def _what(kind: str, namespace: str | None, name: str) -> str:
 
 
 class Client:
-    """The verbs on ``kube.Connection``; ``field_manager`` is sent with every create and patch."""
+    """The verbs on ``kube.Connection``; ``field_manager`` is sent with every create and patch.
 
-    def __init__(self, connection: kube.Connection, *, timeout: float = 10.0, field_manager: str | None = None):
+    ``on_error`` sees every KubeError before it is raised (a function's API-error metric), including the 404
+    that ``get`` turns into None.
+    """
+
+    def __init__(self, connection: kube.Connection, *, timeout: float = 10.0, field_manager: str | None = None,
+                 on_error: Callable[[KubeError], None] | None = None):
         self.connection = connection
         self.timeout = timeout
         self.field_manager = field_manager
+        self.on_error = on_error
 
     @classmethod
     def for_secret(cls, kubeconfig_secret: str, **kwargs) -> "Client":
@@ -182,7 +188,7 @@ class Client:
             resp = conn.pool.request(method, url, body=data, headers=headers, retries=False, redirect=False,
                                      timeout=urllib3.Timeout(total=self.timeout), preload_content=True)
         except Exception as exc:  # urllib3 timeouts, refused connections, TLS failures, a failed token refresh
-            raise KubeError(None, type(exc).__name__, verb, what) from None
+            raise self._failed(KubeError(None, type(exc).__name__, verb, what)) from None
         raw = resp.data or b""
         if 200 <= resp.status < 300:
             if not raw:
@@ -190,8 +196,13 @@ class Client:
             try:
                 return json.loads(raw)
             except ValueError:
-                raise KubeError(resp.status, "response is not JSON", verb, what) from None
-        raise KubeError(resp.status, _status_message(raw), verb, what)
+                raise self._failed(KubeError(resp.status, "response is not JSON", verb, what)) from None
+        raise self._failed(KubeError(resp.status, _status_message(raw), verb, what))
+
+    def _failed(self, err: KubeError) -> KubeError:
+        if self.on_error is not None:
+            self.on_error(err)
+        return err
 
 
 def _status_message(raw: bytes) -> str:

@@ -326,7 +326,7 @@ class LocalStack:
         def sync(name, rest):
             call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
             started = time.time_ns()
-            fp = self.functions.get(name)
+            fp = self.functions.get(name.removesuffix(".openfaas-fn"))  # faas-cli invoke names the namespace
             if fp is None:
                 return ce_headers(self._internal(404, f"error finding function {name}.openfaas-fn: not found"), call_id, started)
             status, headers, body = self._forward(fp, request.method, "/" + rest, request.query_string,

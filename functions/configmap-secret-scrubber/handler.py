@@ -7,6 +7,7 @@ Routes (every one needs the bearer token):
                    waits for it and answers its result, for people with curl.
   GET /?namespace=..&name=..   a report, synchronous, never changes anything.
   GET /jobs, GET /jobs/<id>    recent jobs, one job's state and result.
+  GET /metrics     Prometheus text (the token, or the read-only edgeguard-metrics-token).
 Default mode is ``report``; ``scrub_mode=move`` moves the high-confidence keys (remediate.py).
 Answers and logs carry key names, detector ids and fingerprints keyed with the function's own secret
 (never the caller token), never a value.
@@ -19,7 +20,8 @@ import threading
 import time
 
 from . import jobs, sweep
-from .edgeguard import auth, config, http, kube, log
+from . import metrics as scrub_metrics
+from .edgeguard import auth, config, http, kube, log, metrics
 from .edgeguard.kubeapi import Client
 from .edgeguard.ratelimit import TokenBucket
 from .detect import Detector
@@ -38,6 +40,7 @@ _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _REQUEST_FIELDS = {"namespace", "name", "all_namespaces", "dry_run"}
 
 SETTINGS = config.Startup("configmap-secret-scrubber", Settings.from_env)
+METRICS = scrub_metrics.Metrics()
 
 
 class _Rate:
@@ -80,7 +83,8 @@ def _fingerprint_key() -> bytes:
 
 def _scrubber(settings: Settings, fingerprint_key: bytes) -> Scrubber:
     """A Scrubber for one run; its deadline is the run budget. Raises kube.KubeConfigError."""
-    k = Client.for_secret(KUBECONFIG_SECRET, timeout=settings.kube_timeout, field_manager=FIELD_MANAGER)
+    k = Client.for_secret(KUBECONFIG_SECRET, timeout=settings.kube_timeout, field_manager=FIELD_MANAGER,
+                          on_error=_api_error)
     return Scrubber(k, Detector(fingerprint_key), settings, deadline=time.monotonic() + settings.run_budget)
 
 
@@ -147,12 +151,29 @@ def _target_from_query(event) -> dict:
     return _target_from_request(doc)
 
 
+def _api_error(err) -> None:
+    METRICS.inc("api_errors_total", {"verb": err.verb, "code": err.status or "none"})
+
+
+def _sweep(settings: Settings, fingerprint_key: bytes, target: dict, mode: str, trigger: str) -> dict:
+    """One run, counted; raises kube.KubeConfigError or sweep.ListFailed when it cannot start."""
+    started = time.monotonic()
+    outcome = "failed"
+    try:
+        result = sweep.run(_scrubber(settings, fingerprint_key), target, mode, trigger, settings)
+        outcome = "completed"
+        scrub_metrics.record_run(METRICS, result)
+        return result
+    finally:
+        METRICS.inc("runs_total", {"trigger": trigger, "mode": mode, "outcome": outcome})
+        METRICS.observe("run_seconds", time.monotonic() - started, {"mode": mode})
+
+
 def _run_job(job: jobs.Job) -> dict:
     """The worker's side of a job: one sweep, with the settings and keys as they are now."""
     settings = SETTINGS.get()
     try:
-        scrubber = _scrubber(settings, _fingerprint_key())
-        return sweep.run(scrubber, job.target, job.mode, job.trigger, settings)
+        return _sweep(settings, _fingerprint_key(), job.target, job.mode, job.trigger)
     except http.HTTPError as err:  # the fingerprint key went missing since the request was accepted
         raise jobs.JobFailed(err.status, err.reason) from None
     except kube.KubeConfigError as err:
@@ -173,6 +194,15 @@ def _jobs() -> jobs.Jobs:
 
 
 _JOBS: jobs.Jobs | None = None
+
+
+def _queue_gauges(m) -> None:
+    waiting, running = _JOBS.depth() if _JOBS is not None else (0, 0)
+    m.set("jobs_queued", waiting)
+    m.set("jobs_running", running)
+
+
+METRICS.add_collector(_queue_gauges)
 
 
 def _parse_post(event, settings: Settings) -> tuple[dict, str, str] | None:
@@ -205,9 +235,11 @@ def _submit(event, settings: Settings, target: dict, mode: str, trigger: str) ->
     try:
         job, new = queue.submit(target, mode, trigger, key)
     except jobs.Full:
+        METRICS.inc("jobs_total", {"event": "queue_full"})
         retry = max(1, int(settings.run_budget))
         raise http.HTTPError(503, f"busy: {queue.max_queued} jobs are waiting (max_queued_jobs); retry later",
                              headers={"Retry-After": str(retry)}, max_queued_jobs=queue.max_queued) from None
+    METRICS.inc("jobs_total", {"event": "accepted" if new else "duplicate"})
     if not new:
         log.info("job.duplicate", job=job.id, state=job.state, trigger=trigger)
     if http.query_flag(event, "wait"):
@@ -233,12 +265,16 @@ def _job_status(path: str) -> dict:
     return http.json_response(job.public())
 
 
-@http.guarded
-def handle(event, context):
+def _route(event, context):
     path = http.path(event).rstrip("/") or "/"
+    if path == "/metrics":
+        http.require_method(event, ("GET",))
+        # before the settings: a misconfigured function still shows what it did
+        auth.require_metrics_reader(event, TOKEN_SECRET)
+        return http.text_response(METRICS.render(), content_type=metrics.CONTENT_TYPE)
     jobs_route = path == "/jobs" or path.startswith("/jobs/")
     if path != "/" and not jobs_route:
-        raise http.HTTPError(404, "no such route; use / (POST a job, GET a report) or /jobs/<id>")
+        raise http.HTTPError(404, "no such route; use / (POST a job, GET a report), /jobs/<id> or /metrics")
     method = http.require_method(event, ("GET",) if jobs_route else ("GET", "POST"))
     auth.require_bearer(event, TOKEN_SECRET)
     settings = SETTINGS.get()
@@ -255,9 +291,22 @@ def handle(event, context):
     fingerprint_key = _fingerprint_key()
     _take_rate(settings)
     try:
-        result = sweep.run(_scrubber(settings, fingerprint_key), target, "report", "get", settings)
+        result = _sweep(settings, fingerprint_key, target, "report", "get")
     except kube.KubeConfigError as err:
         raise http.HTTPError(503, str(err)) from None
     except sweep.ListFailed as failed:
         raise http.HTTPError(502, f"Kubernetes API: {failed.err}", api_status=failed.err.status) from None
     return http.json_response(result)
+
+
+_guarded = http.guarded(_route)
+_ROUTES = ("/", "/jobs", "/metrics")
+
+
+def handle(event, context):
+    resp = _guarded(event, context)
+    path = http.path(event).rstrip("/") or "/"
+    route = "/jobs" if path.startswith("/jobs/") else path if path in _ROUTES else "other"
+    METRICS.inc("requests_total", {"route": route, "method": http.method(event) if http.method(event) in
+                                   ("GET", "POST", "HEAD") else "other", "code": resp["statusCode"]})
+    return resp
