@@ -118,8 +118,11 @@ def _target_from_alert(doc: dict, settings: Settings) -> dict | None:
 def _target_from_request(doc: dict) -> dict:
     unknown = set(doc) - _REQUEST_FIELDS
     if unknown:
-        raise http.HTTPError(400, f"unknown field(s): {', '.join(sorted(unknown))}; use namespace, name, "
-                                  "all_namespaces, dry_run", accepted=sorted(_REQUEST_FIELDS))
+        # named, but shortened: a caller's field name can be as long as the body
+        named = ", ".join(repr(f[:40]) + ("..." if len(f) > 40 else "") for f in sorted(unknown)[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise http.HTTPError(400, f"unknown field(s): {named}{more}; use namespace, name, all_namespaces, dry_run",
+                             accepted=sorted(_REQUEST_FIELDS))
     target: dict = {}
     if "all_namespaces" in doc:
         if not isinstance(doc["all_namespaces"], bool):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 
 import pytest
 import yaml
@@ -88,15 +89,26 @@ def bare_pod(name="debug", ns="demo", spec=None, phase="Running", owner=None):
 def scrubber_fn(load_function, kube_emulator):
     """Factory: the handler module, with the emulator's kubeconfig as its OpenFaaS secret."""
 
+    loaded = []
+
     def load(**env):
         env = {"rollout_poll_seconds": "0.02", "rollout_timeout_seconds": "3", "kube_timeout_seconds": "2",
                "rate_limit_per_minute": "1000", **{k: str(v) for k, v in env.items()}}
-        return load_function(FN, env=env, secrets={
+        mod = load_function(FN, env=env, secrets={
             "configmap-secret-scrubber-token": TOKEN + "\n",
             "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY + "\n",
             "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())})
+        loaded.append(mod)
+        return mod
 
-    return load
+    yield load
+    # a job still queued must not run on into the next test's emulator (which may get this one's port)
+    kube_emulator.hold_rollouts(False)
+    deadline = time.monotonic() + 60
+    for mod in loaded:
+        while mod._JOBS is not None and mod._JOBS.depth() != (0, 0):
+            assert time.monotonic() < deadline, "the test's jobs did not finish"
+            time.sleep(0.01)
 
 
 @pytest.fixture
