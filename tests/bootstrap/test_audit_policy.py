@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from edgeguard.falco import loader
-from edgeguard.falco.engine import DEFAULT_RULES, Batch, Engine, split_payload
+from edgeguard.falco.engine import DEFAULT_RULES, Engine
+from edgeguard.falco.source import Batch, split_payload
 from edgeguard_bootstrap import audit_policy
 
 from . import auditmatch

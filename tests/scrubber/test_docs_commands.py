@@ -30,8 +30,8 @@ def block() -> str:
 def test_the_docs_block_is_the_one_this_test_runs():
     script = block()
     assert "faas-cli invoke" in script and "/jobs/$JOB" in script and "/metrics" in script
-    assert ".local-state/secrets/configmap-secret-scrubber-token" in script and ".secrets/" not in script.replace(
-        ".local-state/secrets/", "")
+    assert ".local-state/8080/secrets/configmap-secret-scrubber-token" in script and ".secrets/" not in script.replace(
+        ".local-state/8080/secrets/", "")
 
 
 def test_the_calling_it_commands_work_as_written_against_make_up(tmp_path, monkeypatch):
@@ -42,7 +42,7 @@ def test_the_calling_it_commands_work_as_written_against_make_up(tmp_path, monke
     if shutil.which("curl") is None:
         pytest.skip("needs real component: curl (on PATH)")
     monkeypatch.delenv("KUBECONFIG", raising=False)
-    stack = gateway.LocalStack(port=gateway.free_port(), state_dir=tmp_path / ".local-state", functions=[FN])
+    stack = gateway.LocalStack(port=gateway.free_port(), state_dir=tmp_path / ".local-state" / "8080", functions=[FN])
     stack.start()
     try:
         stack.emulator.seed(configmap("aws-creds", {"aws_access_key_id": "AKES20LNOA", "region": "eu-west-1"},
