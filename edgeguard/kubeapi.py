@@ -1,9 +1,9 @@
 """The Kubernetes REST calls the functions make, on plain JSON dicts, with one error type.
 
-Credentials come from kube.py (the ``kubernetes`` package loads the kubeconfig or the
-in-cluster config: CA, client certificates, token refresh, the insecure-skip-tls-verify
-refusal); requests go straight over the urllib3 pool it built. The package's typed API
-classes and models are never imported: ``CoreV1Api`` alone costs +21 MiB RSS and
+Credentials come from kube.connection() (the kubeconfig or the in-cluster config: CA,
+client certificates, token refresh, the insecure-skip-tls-verify refusal); requests go
+straight over the urllib3 pool it built. The ``kubernetes`` package's typed API classes
+and models are never imported: ``CoreV1Api`` alone costs +21 MiB RSS and
 ~0.8 s before the first answer (docs/configmap-secret-scrubber.md), and its models
 drop fields they do not know, while the scrubber round-trips whole pod specs.
 
