@@ -17,8 +17,9 @@ resourceVersion must re-read to tell a lost race from a bad patch).
 """
 from __future__ import annotations
 
+import builtins
 import json
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import quote, urlencode
 
 from . import kube
@@ -27,6 +28,8 @@ JSON = "application/json"
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# a list of metadata only (meta.k8s.io/v1 PartialObjectMetadataList, since Kubernetes 1.15); plain JSON otherwise
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
 
 # kind -> (group/version prefix, plural, namespaced)
 RESOURCES = {
@@ -107,7 +110,7 @@ class Client:
         self.on_error = on_error
 
     @classmethod
-    def for_secret(cls, kubeconfig_secret: str, **kwargs) -> "Client":
+    def for_secret(cls, kubeconfig_secret: str, **kwargs) -> Client:
         """From the function's kubeconfig secret (else in-cluster); raises kube.KubeConfigError."""
         return cls(kube.connection(kubeconfig_secret), **kwargs)
 
@@ -122,13 +125,16 @@ class Client:
             raise
 
     def list(self, kind: str, namespace: str | None = None, *, field_selector: str | None = None,
-             label_selector: str | None = None, limit: int = 500) -> list[dict]:
+             label_selector: str | None = None, limit: int = 500, metadata_only: bool = False) -> list[dict]:
         return list(self.each(kind, namespace, field_selector=field_selector, label_selector=label_selector,
-                              limit=limit))
+                              limit=limit, metadata_only=metadata_only))
 
     def each(self, kind: str, namespace: str | None = None, *, field_selector: str | None = None,
-             label_selector: str | None = None, limit: int = 100) -> Iterator[dict]:
-        """Items page by page (``continue``), so a sweep never holds every object at once."""
+             label_selector: str | None = None, limit: int = 100, metadata_only: bool = False) -> Iterator[dict]:
+        """Items page by page (``continue``), so a sweep never holds every object at once.
+
+        ``metadata_only``: each item is its ``metadata`` (and kind) only, as the API server's
+        PartialObjectMetadataList answers; a ConfigMap's data then never crosses the wire."""
         cont = None
         while True:
             q = [("limit", str(limit))]
@@ -139,7 +145,8 @@ class Client:
             if cont:
                 q.append(("continue", cont))
             doc = self.request("GET", path(kind, namespace), query=q, verb="list",
-                               what=f"{kind} in {namespace or 'all namespaces'}")
+                               what=f"{kind} in {namespace or 'all namespaces'}",
+                               accept=METADATA_ONLY if metadata_only else JSON)
             yield from doc.get("items") or []
             cont = (doc.get("metadata") or {}).get("continue")
             if not cont:
@@ -167,18 +174,18 @@ class Client:
         return self.request("POST", path("Pod", namespace, name, "eviction"), body=body, verb="create",
                             what=f"Eviction {namespace}/{name}")
 
-    def _managed(self) -> list:
+    def _managed(self) -> builtins.list[tuple[str, str]]:  # `list` in this class is the method
         return [("fieldManager", self.field_manager)] if self.field_manager else []
 
     # --- transport -----------------------------------------------------------------------
     def request(self, method: str, resource_path: str, *, query=None, body=None, content_type: str | None = None,
-                verb: str = "", what: str = "") -> dict:
+                verb: str = "", what: str = "", accept: str = JSON) -> dict:
         """One call: the decoded JSON answer ({} when empty) on 2xx, else KubeError."""
-        import urllib3  # the kubernetes client's own transport: already loaded with the kubeconfig
+        import urllib3  # the connection's transport: already loaded with it
 
         conn = self.connection
         url = conn.host + resource_path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Accept": JSON, "User-Agent": f"edgeguard/{self.field_manager or 'kubeapi'}"}
+        headers = {"Accept": accept, "User-Agent": f"edgeguard/{self.field_manager or 'kubeapi'}"}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type or JSON

@@ -7,6 +7,7 @@ looked up everywhere) or ``{"all_namespaces": True}``. The answer lists every Co
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from .edgeguard import log
 from .edgeguard.kubeapi import KubeError
@@ -38,11 +39,13 @@ def candidates(scrubber: Scrubber, target: dict) -> tuple[list[tuple[str, str]],
         if "name" in target and "namespace" in target:
             found.append((target["namespace"], target["name"]))
         else:
+            # names only: a page of 100 ConfigMaps can hold 100 MiB of data, and each is re-read when processed
             if "name" in target:
                 # the upstream rule's output has no namespace: look the name up where we may act
-                listing = k.each("ConfigMap", None, field_selector=f"metadata.name={target['name']}")
+                listing = k.each("ConfigMap", None, field_selector=f"metadata.name={target['name']}",
+                                 metadata_only=True)
             else:
-                listing = k.each("ConfigMap", target.get("namespace"))
+                listing = k.each("ConfigMap", target.get("namespace"), metadata_only=True)
             for cm in listing:
                 found.append((cm["metadata"]["namespace"], cm["metadata"]["name"]))
             if "name" in target and not found:
@@ -53,7 +56,7 @@ def candidates(scrubber: Scrubber, target: dict) -> tuple[list[tuple[str, str]],
 
 
 def run(scrubber: Scrubber, target: dict, mode: str, trigger: str, settings: Settings) -> dict:
-    result = {"mode": mode, "trigger": trigger, "target": target, "configmaps": [], "errors": []}
+    result: dict[str, Any] = {"mode": mode, "trigger": trigger, "target": target, "configmaps": [], "errors": []}
     found, result["errors"] = candidates(scrubber, target)
     allowed, skipped = [], []
     for ns, name in sorted(found):

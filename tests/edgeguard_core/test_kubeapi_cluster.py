@@ -258,3 +258,14 @@ def test_a_client_certificate_authenticates_as_its_common_name(own_kube, as_func
                   "kube-system")
     assert err.status == 401, err
 
+
+def test_a_metadata_only_list_carries_no_data(namespace):
+    """PartialObjectMetadataList on v1.24: the sweep's candidate listing never downloads ConfigMaps' data."""
+    admin, ns = namespace
+    admin.create("ConfigMap", ns, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"},
+                                   "data": {"k": "x" * 100000}})
+    (item,) = admin.list("ConfigMap", ns, field_selector="metadata.name=big", metadata_only=True)
+    assert item["metadata"]["name"] == "big" and item["metadata"]["namespace"] == ns
+    assert "data" not in item and item["kind"] == "PartialObjectMetadata"
+    (full,) = admin.list("ConfigMap", ns, field_selector="metadata.name=big")
+    assert full["data"]["k"] == "x" * 100000
