@@ -21,10 +21,10 @@ import time
 
 from . import jobs, sweep
 from . import metrics as scrub_metrics
+from .detect import Detector
 from .edgeguard import auth, config, http, kube, log, metrics
 from .edgeguard.kubeapi import Client
 from .edgeguard.ratelimit import TokenBucket
-from .detect import Detector
 from .remediate import FIELD_MANAGER, Scrubber
 from .settings import Settings
 
@@ -144,7 +144,7 @@ def _target_from_request(doc: dict) -> dict:
 
 
 def _target_from_query(event) -> dict:
-    doc = {}
+    doc: dict[str, str | bool] = {}
     for f in ("namespace", "name"):
         v = http.query(event, f)
         if v is not None:
@@ -250,7 +250,8 @@ def _submit(event, settings: Settings, target: dict, mode: str, trigger: str) ->
             if job.error is not None:
                 extra = {k: v for k, v in job.error.items() if k not in ("status", "error")}
                 raise http.HTTPError(job.error["status"], job.error["error"], job=job.id, **extra)
-            return http.json_response(dict(job.result, job=job.id))
+            if job.result is not None:
+                return http.json_response(dict(job.result, job=job.id))
     answer = job.public(with_result=False)
     answer["status_path"] = f"/jobs/{job.id}"
     return http.json_response(answer, 202)

@@ -23,8 +23,8 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 KEEP = 64          # finished jobs kept for GET /jobs/<id>
 IDLE_SECONDS = 30  # the worker thread ends when nothing came for this long; the next job starts it again

@@ -17,6 +17,7 @@ import base64
 import hashlib
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import consumers as cons
 from .detect import HIGH, Detector
@@ -79,7 +80,7 @@ class Outcome:
     resource_version: str | None = None
 
     def public(self) -> dict:
-        out = {"namespace": self.namespace, "name": self.name, "status": self.status, "keys": self.keys}
+        out: dict[str, Any] = {"namespace": self.namespace, "name": self.name, "status": self.status, "keys": self.keys}
         if self.uid:
             out["uid"] = self.uid
             out["resourceVersion"] = self.resource_version
@@ -276,7 +277,7 @@ class Scrubber:
         if cm.get("immutable") and not rename_to:
             plan.blockers.append("ConfigMap is immutable; its data cannot be changed in place "
                                  "(set allow_immutable=true to replace it by a new ConfigMap)")
-        for c, new, reason in self._consumers(cm, plan, self.workloads(md.get("namespace")).all(), False):
+        for c, new, reason in self._consumers(cm, plan, self.workloads(md.get("namespace", "")).all(), False):
             note = c.public()
             if reason:
                 note["action"] = "blocked"
@@ -307,7 +308,7 @@ class Scrubber:
         for every reader that matters; rewire() is computed once per consumer here."""
         name = cm["metadata"]["name"]
         # replacing: every reader of any key must move to the replacement or the Secret
-        readers_of = set((cm.get("data") or {})) | set((cm.get("binaryData") or {})) if plan.rename_to else plan.keys
+        readers_of = set(cm.get("data") or {}) | set(cm.get("binaryData") or {}) if plan.rename_to else plan.keys
         for c in cons.find_consumers(objs, name, readers_of):
             spec = cons.pod_spec(c.obj, c.kind)
             new = cons.rewire(spec, name, plan.keys, plan.secret_name, plan.rename_to)
@@ -360,7 +361,12 @@ class Scrubber:
     def ensure_secret(self, cm: dict, keys: set, secret_name: str, verdicts) -> tuple[bool, str]:
         md = cm["metadata"]
         ns = md["namespace"]
-        want = {k: value_bytes(cm, k) for k in sorted(keys)}
+        want: dict[str, bytes] = {}
+        for k in sorted(keys):
+            value = value_bytes(cm, k)
+            if value is None:  # keys come from this same copy of the ConfigMap: a caller's mistake, not a race
+                return False, f"ConfigMap {md['name']} has no key {k} to move"
+            want[k] = value
         fps = ",".join(f"{v.key}={v.fingerprint}" for v in verdicts if v.key in keys)
         dets = ",".join(sorted({d for v in verdicts if v.key in keys for d in v.detectors}))
         for _ in range(self.settings.retries):
@@ -422,7 +428,8 @@ class Scrubber:
     # --- step 3 ----------------------------------------------------------------------------
     def rewire(self, r: Rewire, plan: Plan) -> bool:
         """Patch one controller's pod template to ``r.new_spec``; recomputed only after a lost race."""
-        c, new = r.consumer, r.new_spec
+        c = r.consumer
+        new: dict | None = r.new_spec  # recomputed (None first) after a lost race
         cm_name = c.cm_name
         for _ in range(self.settings.retries):
             md = c.obj["metadata"]
@@ -543,9 +550,10 @@ class Scrubber:
         # deterministic name: a re-run after a crash finds it (409) instead of emitting a duplicate
         digest = hashlib.sha256(f"{md.get('uid')}/{','.join(sorted(keys))}".encode()).hexdigest()[:10]
         replaced = f"; ConfigMap {md['name']} is replaced by {rename_to}" if rename_to else ""
+        event_name = f"{md['name']}.scrubber-{digest}"
         event = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{md['name']}.scrubber-{digest}", "namespace": ns},
+            "metadata": {"name": event_name, "namespace": ns},
             "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap", "name": md["name"], "namespace": ns,
                                "uid": md.get("uid")},
             "reason": "CredentialsMoved", "type": "Warning",
@@ -558,12 +566,13 @@ class Scrubber:
             self.kube.create("Event", ns, event)
         except KubeError as err:
             # 409 normally means an earlier run created it; check rather than trust the status
-            if err.status != 409 or self.kube.get("Event", ns, event["metadata"]["name"]) is None:
+            if err.status != 409 or self.kube.get("Event", ns, event_name) is None:
                 raise
 
     def annotate_secret(self, ns: str, keys: set, secret_name: str) -> None:
         sec = self.kube.get("Secret", ns, secret_name) or {}
-        prev = set(filter(None, ((sec.get("metadata") or {}).get("annotations") or {}).get(A_MOVED_KEYS, "").split(",")))
+        annotations = (sec.get("metadata") or {}).get("annotations") or {}
+        prev = set(filter(None, annotations.get(A_MOVED_KEYS, "").split(",")))
         patch = {"metadata": {"annotations": {A_MOVED_KEYS: ",".join(sorted(prev | keys)), A_MOVED_AT: _now(),
                                               A_ROTATE: "true"}}}
         self.kube.patch("Secret", ns, secret_name, patch, MERGE_PATCH)
@@ -614,7 +623,7 @@ class Scrubber:
         sec = self.kube.get("Secret", ns, secret_name)
         if rep is None or sec is None:
             return False, "replacement ConfigMap or Secret disappeared; original kept"
-        for k in set((cur.get("data") or {})) | set((cur.get("binaryData") or {})):
+        for k in set(cur.get("data") or {}) | set(cur.get("binaryData") or {}):
             have = secret_bytes(sec, k) if k in keys else value_bytes(rep, k)
             if have != value_bytes(cur, k):
                 return False, f"key {k} is not identical in its new home; original kept"

@@ -46,15 +46,15 @@ class Settings:
     wait_seconds: float = 45.0                            # ?wait=1: how long a POST waits for its job
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         # Not `mode`: of-watchdog reads that itself (the template sets mode=http), see docs "Settings".
         mode = (config.env_str("scrub_mode", "report") or "report").strip().lower()
         if mode not in ("report", "move"):
             raise config.ConfigError(f"environment variable scrub_mode={mode!r} must be 'report' or 'move'")
         s = cls(
             mode=mode,
-            secret_name_template=config.env_str("secret_name_template", cls.secret_name_template),
-            replacement_name_template=config.env_str("replacement_name_template", cls.replacement_name_template),
+            secret_name_template=config.env_str("secret_name_template") or cls.secret_name_template,
+            replacement_name_template=config.env_str("replacement_name_template") or cls.replacement_name_template,
             allow_immutable=config.env_bool("allow_immutable", False),
             rollout_timeout=config.env_float("rollout_timeout_seconds", cls.rollout_timeout),
             rollout_poll=config.env_float("rollout_poll_seconds", cls.rollout_poll),

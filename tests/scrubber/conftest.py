@@ -8,7 +8,9 @@ import time
 import pytest
 import yaml
 
-from tests.kubeemu.fixtures import kube_emulator, kube_emulator_factory  # noqa: F401  (re-exported fixtures)
+from tests.kubeemu.fixtures import kube_emulator, kube_emulator_factory
+
+__all__ = ["kube_emulator", "kube_emulator_factory"]  # the emulator's fixtures, found by pytest here
 
 TOKEN = "scrubber-test-token-0123456789"
 FINGERPRINT_KEY = "scrubber-fingerprint-key-9f8e7d6c5b4a"
@@ -45,10 +47,9 @@ def pod_spec(cm="aws-creds", key="aws_access_key_id", env=True, env_from=False, 
         if items:
             src["items"] = items
         if projected:
+            labels = {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}
             spec["volumes"] = [{"name": "conf", "projected": {"sources": [{"configMap": src},
-                                                                          {"downwardAPI": {"items": [
-                                                                              {"path": "labels",
-                                                                               "fieldRef": {"fieldPath": "metadata.labels"}}]}}]}}]
+                                                                          {"downwardAPI": {"items": [labels]}}]}}]
         else:
             spec["volumes"] = [{"name": "conf", "configMap": dict(src, defaultMode=0o440)}]
     return spec
@@ -86,8 +87,9 @@ def bare_pod(name="debug", ns="demo", spec=None, phase="Running", owner=None):
 
 
 @pytest.fixture
-def scrubber_fn(load_function, kube_emulator):
+def scrubber_fn(load_function, request):
     """Factory: the handler module, with the emulator's kubeconfig as its OpenFaaS secret."""
+    emu = request.getfixturevalue("kube_emulator")  # the test's own emulator (a parameter would shadow the import)
 
     loaded = []
 
@@ -97,13 +99,13 @@ def scrubber_fn(load_function, kube_emulator):
         mod = load_function(FN, env=env, secrets={
             "configmap-secret-scrubber-token": TOKEN + "\n",
             "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY + "\n",
-            "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())})
+            "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(emu.kubeconfig_dict())})
         loaded.append(mod)
         return mod
 
     yield load
     # a job still queued must not run on into the next test's emulator (which may get this one's port)
-    kube_emulator.hold_rollouts(False)
+    emu.hold_rollouts(False)
     deadline = time.monotonic() + 60
     for mod in loaded:
         while mod._JOBS is not None and mod._JOBS.depth() != (0, 0):

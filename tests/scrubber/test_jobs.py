@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .conftest import configmap, deployment, pod_spec, submodule, writes
+from .conftest import submodule, writes
 from .test_handler import SEED_VALUE, alert, seed_aws
 
 

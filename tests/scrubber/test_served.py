@@ -14,7 +14,6 @@ import requests
 import yaml
 
 from local import components, stackfile
-
 from tests.scrubber.conftest import FINGERPRINT_KEY, FN, TOKEN, configmap
 
 WATCHDOG_SKIP = components.locate().watchdog_skip_reason()
@@ -57,7 +56,8 @@ def test_the_shipped_stack_yml_serves_a_report_and_scrub_mode_move_moves(serve_f
     fn.stop()
     moving = serve_function(FN, env={"scrub_mode": "move", "rollout_timeout_seconds": "5"},
                             secrets=_secrets(kube_emulator))
-    r = requests.post(moving.url + "/?wait=1", json={"namespace": "demo", "name": "aws-creds"}, headers=auth, timeout=30)
+    r = requests.post(moving.url + "/?wait=1", json={"namespace": "demo", "name": "aws-creds"}, headers=auth,
+                      timeout=30)
     assert r.status_code == 200 and r.json()["mode"] == "move", r.text
     assert r.json()["configmaps"][0]["status"] == "moved", r.json()
     assert VALUE not in moving.logs() and VALUE not in fn.logs()
