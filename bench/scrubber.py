@@ -17,6 +17,7 @@ import importlib.util
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -242,6 +243,62 @@ def move_timing(n: int = 20) -> dict:
     return {"moves": n, "seconds": dt, "ms_per_move": dt / n * 1000, "api_calls_per_move": calls / n}
 
 
+HEAVY_NS, HEAVY_COUNT, HEAVY_BYTES = "bench-heavy", 200, 100_000
+BIGGEST_COUNT, BIGGEST_BYTES = 20, 1_000_000  # near the API's 1 MiB object limit
+
+
+def sweep_memory(runs: int = 3, kube: str = "auto", count: int = HEAVY_COUNT, size: int = HEAVY_BYTES):
+    """RSS under the real watchdog (bench/memory.py) around the largest sweep the defaults allow: a namespace of
+    max_configmaps_per_run (200) ConfigMaps of 100 kB each (20 MB of data, nothing to move), swept as a job with
+    ?wait=1, then GET reports of it (``count`` ConfigMaps of ``size`` bytes for another shape). ``kube``:
+    local/gateway.py's choice (auto: $KUBECONFIG's cluster, else the in-memory API, which answers metadata-only
+    lists with whole objects; real: the shared tools' kube-apiserver). Returns bench.memory.Result."""
+    from kubernetes import config as kconfig
+
+    from bench import memory
+    from edgeguard import kube as ekube
+    from edgeguard import kubeapi
+    from local import gateway
+
+    def seed(stack) -> None:
+        admin = kubeapi.Client(ekube.Connection.of(kconfig.new_client_from_config_dict(
+            yaml.safe_load(stack.kubeconfig_text))))
+        if admin.get("Namespace", None, HEAVY_NS) is None:
+            admin.create("Namespace", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": HEAVY_NS}})
+        for i in range(count):
+            text = "\n".join(f"k{j}=v{i}-{j}" for j in range(size // 8))[:size]  # ``size`` bytes of key=value
+            body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"heavy-{i}"},
+                    "data": {"app.properties": text}}
+            try:
+                admin.create("ConfigMap", HEAVY_NS, body)
+            except kubeapi.KubeError as err:
+                if not err.conflict:
+                    raise
+
+    def first(ctx, tally):
+        tally.check(ctx.call(FN_NAME, method="GET", token_secret=TOKEN, params={"namespace": HEAVY_NS,
+                                                                                 "name": "heavy-0"}), (200,), "report")
+
+    def load(ctx, tally):
+        for _ in range(2):
+            tally.check(ctx.call(FN_NAME, "?wait=1", body={"namespace": HEAVY_NS}, token_secret=TOKEN, timeout=120),
+                        (200,), "sweep")
+            tally.check(ctx.call(FN_NAME, method="GET", token_secret=TOKEN, params={"namespace": HEAVY_NS},
+                                 timeout=120), (200,), "report sweep")
+
+    with tempfile.TemporaryDirectory(prefix="edgeguard-bench-sweep-") as tmp:
+        env = {FN_NAME: {"rate_limit_per_minute": "1000000"}}
+        with gateway.LocalStack(gateway.free_port(), state_dir=Path(tmp) / "state", env_overrides=env,
+                                kube=kube, functions=[FN_NAME]) as stack:
+            seed(stack)
+            return memory.measure_in(stack, FN_NAME, first=first, load=load, runs=runs,
+                                     what=f"2 sweeps (job, ?wait=1) and 2 GET reports of {count} ConfigMaps "
+                                          f"x {size // 1000} kB; Kubernetes: {stack.kube_description}")
+
+
+FN_NAME, TOKEN = "configmap-secret-scrubber", "configmap-secret-scrubber-token"
+
+
 # Which figures are in-sample, whatever the split says: printed with the table.
 IN_SAMPLE_NOTES = (
     "tuning = in-sample (rules may be changed by looking at these rows); evaluation = not used for tuning.",
@@ -299,6 +356,14 @@ def main() -> None:
     m = move_timing()
     print(f"move against the in-process API emulator: {m['moves']} ConfigMaps in {m['seconds']:.2f} s "
           f"({m['ms_per_move']:.0f} ms/move, {m['api_calls_per_move']:.0f} API calls/move)")
+    from bench import memory
+    from local import components
+    reason = components.locate().watchdog_skip_reason()
+    if reason:
+        print(f"largest sweep under the real watchdog: skipped ({reason})")
+    else:
+        print("largest sweeps under the real watchdog:\n" + memory.table(
+            [sweep_memory(), sweep_memory(runs=1, count=BIGGEST_COUNT, size=BIGGEST_BYTES)]))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """The Kubernetes REST calls the functions make, on plain JSON dicts, with one error type.
 
-Credentials come from kube.py (the ``kubernetes`` package loads the kubeconfig or the
-in-cluster config: CA, client certificates, token refresh, the insecure-skip-tls-verify
-refusal); requests go straight over the urllib3 pool it built. The package's typed API
-classes and models are never imported: ``CoreV1Api`` alone costs +21 MiB RSS and
+Credentials come from kube.connection() (the kubeconfig or the in-cluster config: CA,
+client certificates, token refresh, the insecure-skip-tls-verify refusal); requests go
+straight over the urllib3 pool it built. The ``kubernetes`` package's typed API classes
+and models are never imported: ``CoreV1Api`` alone costs +21 MiB RSS and
 ~0.8 s before the first answer (docs/configmap-secret-scrubber.md), and its models
 drop fields they do not know, while the scrubber round-trips whole pod specs.
 
@@ -17,8 +17,9 @@ resourceVersion must re-read to tell a lost race from a bad patch).
 """
 from __future__ import annotations
 
+import builtins
 import json
-from typing import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import quote, urlencode
 
 from . import kube
@@ -27,6 +28,8 @@ JSON = "application/json"
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# a list of metadata only (meta.k8s.io/v1 PartialObjectMetadataList, since Kubernetes 1.15); plain JSON otherwise
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
 
 # kind -> (group/version prefix, plural, namespaced)
 RESOURCES = {
@@ -93,15 +96,21 @@ def _what(kind: str, namespace: str | None, name: str) -> str:
 
 
 class Client:
-    """The verbs on ``kube.Connection``; ``field_manager`` is sent with every create and patch."""
+    """The verbs on ``kube.Connection``; ``field_manager`` is sent with every create and patch.
 
-    def __init__(self, connection: kube.Connection, *, timeout: float = 10.0, field_manager: str | None = None):
+    ``on_error`` sees every KubeError before it is raised (a function's API-error metric), including the 404
+    that ``get`` turns into None.
+    """
+
+    def __init__(self, connection: kube.Connection, *, timeout: float = 10.0, field_manager: str | None = None,
+                 on_error: Callable[[KubeError], None] | None = None):
         self.connection = connection
         self.timeout = timeout
         self.field_manager = field_manager
+        self.on_error = on_error
 
     @classmethod
-    def for_secret(cls, kubeconfig_secret: str, **kwargs) -> "Client":
+    def for_secret(cls, kubeconfig_secret: str, **kwargs) -> Client:
         """From the function's kubeconfig secret (else in-cluster); raises kube.KubeConfigError."""
         return cls(kube.connection(kubeconfig_secret), **kwargs)
 
@@ -116,13 +125,16 @@ class Client:
             raise
 
     def list(self, kind: str, namespace: str | None = None, *, field_selector: str | None = None,
-             label_selector: str | None = None, limit: int = 500) -> list[dict]:
+             label_selector: str | None = None, limit: int = 500, metadata_only: bool = False) -> list[dict]:
         return list(self.each(kind, namespace, field_selector=field_selector, label_selector=label_selector,
-                              limit=limit))
+                              limit=limit, metadata_only=metadata_only))
 
     def each(self, kind: str, namespace: str | None = None, *, field_selector: str | None = None,
-             label_selector: str | None = None, limit: int = 100) -> Iterator[dict]:
-        """Items page by page (``continue``), so a sweep never holds every object at once."""
+             label_selector: str | None = None, limit: int = 100, metadata_only: bool = False) -> Iterator[dict]:
+        """Items page by page (``continue``), so a sweep never holds every object at once.
+
+        ``metadata_only``: each item is its ``metadata`` (and kind) only, as the API server's
+        PartialObjectMetadataList answers; a ConfigMap's data then never crosses the wire."""
         cont = None
         while True:
             q = [("limit", str(limit))]
@@ -133,7 +145,8 @@ class Client:
             if cont:
                 q.append(("continue", cont))
             doc = self.request("GET", path(kind, namespace), query=q, verb="list",
-                               what=f"{kind} in {namespace or 'all namespaces'}")
+                               what=f"{kind} in {namespace or 'all namespaces'}",
+                               accept=METADATA_ONLY if metadata_only else JSON)
             yield from doc.get("items") or []
             cont = (doc.get("metadata") or {}).get("continue")
             if not cont:
@@ -161,18 +174,18 @@ class Client:
         return self.request("POST", path("Pod", namespace, name, "eviction"), body=body, verb="create",
                             what=f"Eviction {namespace}/{name}")
 
-    def _managed(self) -> list:
+    def _managed(self) -> builtins.list[tuple[str, str]]:  # `list` in this class is the method
         return [("fieldManager", self.field_manager)] if self.field_manager else []
 
     # --- transport -----------------------------------------------------------------------
     def request(self, method: str, resource_path: str, *, query=None, body=None, content_type: str | None = None,
-                verb: str = "", what: str = "") -> dict:
+                verb: str = "", what: str = "", accept: str = JSON) -> dict:
         """One call: the decoded JSON answer ({} when empty) on 2xx, else KubeError."""
-        import urllib3  # the kubernetes client's own transport: already loaded with the kubeconfig
+        import urllib3  # the connection's transport: already loaded with it
 
         conn = self.connection
         url = conn.host + resource_path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Accept": JSON, "User-Agent": f"edgeguard/{self.field_manager or 'kubeapi'}"}
+        headers = {"Accept": accept, "User-Agent": f"edgeguard/{self.field_manager or 'kubeapi'}"}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type or JSON
@@ -182,7 +195,7 @@ class Client:
             resp = conn.pool.request(method, url, body=data, headers=headers, retries=False, redirect=False,
                                      timeout=urllib3.Timeout(total=self.timeout), preload_content=True)
         except Exception as exc:  # urllib3 timeouts, refused connections, TLS failures, a failed token refresh
-            raise KubeError(None, type(exc).__name__, verb, what) from None
+            raise self._failed(KubeError(None, type(exc).__name__, verb, what)) from None
         raw = resp.data or b""
         if 200 <= resp.status < 300:
             if not raw:
@@ -190,8 +203,13 @@ class Client:
             try:
                 return json.loads(raw)
             except ValueError:
-                raise KubeError(resp.status, "response is not JSON", verb, what) from None
-        raise KubeError(resp.status, _status_message(raw), verb, what)
+                raise self._failed(KubeError(resp.status, "response is not JSON", verb, what)) from None
+        raise self._failed(KubeError(resp.status, _status_message(raw), verb, what))
+
+    def _failed(self, err: KubeError) -> KubeError:
+        if self.on_error is not None:
+            self.on_error(err)
+        return err
 
 
 def _status_message(raw: bytes) -> str:

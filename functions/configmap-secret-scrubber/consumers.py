@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 CONTROLLERS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job", "ReplicaSet", "Pod")
 
@@ -184,7 +185,7 @@ def rewire(spec: dict, cm_name: str, keys: set, secret_name: str, rename_to: str
         if p:
             out = []
             srcs = p.get("sources") or []
-            for i, s in enumerate(srcs):
+            for s in srcs:
                 cm = s.get("configMap")
                 if cm and cm.get("name") == cm_name and _volume_keys(cm, keys):
                     out.extend(_split_source(cm, keys, secret_name))
@@ -225,7 +226,7 @@ def _split_source(cm: dict, keys: set, secret_name: str) -> list[dict]:
     """configMap volume source -> [configMap source without moved items, secret source at same paths]."""
     items = cm.get("items")
     out = []
-    sec = {"name": secret_name}
+    sec: dict[str, Any] = {"name": secret_name}
     if items:
         kept = [i for i in items if i.get("key") not in keys]
         moved = [copy.deepcopy(i) for i in items if i.get("key") in keys]

@@ -1,12 +1,16 @@
 """configmap-secret-scrubber: find credentials in ConfigMaps and move them into Secrets.
 
-Triggers: a Falco alert ("Create/Modify Configmap With Private Credentials") from
-alert-forwarder; a JSON request ``{"namespace","name"}``, ``{"namespace"}`` or
-``{"all_namespaces": true}``; ``GET`` with the same query parameters returns a
-report and changes nothing. Default mode is ``report``; ``scrub_mode=move`` moves the
-high-confidence keys (see remediate.py for the order of steps).
-The answer and the logs carry key names, detector ids and fingerprints keyed
-with the function's own secret (never the caller token), never a value.
+Routes (every one needs the bearer token):
+  POST /           a Falco alert ("Create/Modify Configmap With Private Credentials") from alert-forwarder,
+                   or ``{"namespace","name"}``, ``{"namespace"}``, ``{"all_namespaces": true}``: a job,
+                   answered 202 with its id at once and run in the background (jobs.py); ``?wait=1``
+                   waits for it and answers its result, for people with curl.
+  GET /?namespace=..&name=..   a report, synchronous, never changes anything.
+  GET /jobs, GET /jobs/<id>    recent jobs, one job's state and result.
+  GET /metrics     Prometheus text (the token, or the read-only edgeguard-metrics-token).
+Default mode is ``report``; ``scrub_mode=move`` moves the high-confidence keys (remediate.py).
+Answers and logs carry key names, detector ids and fingerprints keyed with the function's own secret
+(never the caller token), never a value.
 """
 from __future__ import annotations
 
@@ -15,11 +19,14 @@ import re
 import threading
 import time
 
-from .edgeguard import auth, config, http, kube, log
-from .edgeguard.kubeapi import Client, KubeError
-from .edgeguard.ratelimit import TokenBucket
+from . import jobs, sweep
+from . import metrics as scrub_metrics
 from .detect import Detector
-from .remediate import FIELD_MANAGER, Scrubber, Settings
+from .edgeguard import auth, config, http, kube, log, metrics
+from .edgeguard.kubeapi import Client
+from .edgeguard.ratelimit import TokenBucket
+from .remediate import FIELD_MANAGER, Scrubber
+from .settings import Settings
 
 TOKEN_SECRET = "configmap-secret-scrubber-token"
 KUBECONFIG_SECRET = "configmap-secret-scrubber-kubeconfig"
@@ -27,44 +34,13 @@ KUBECONFIG_SECRET = "configmap-secret-scrubber-kubeconfig"
 # can test password guesses against a fingerprint offline.
 FINGERPRINT_SECRET = "configmap-secret-scrubber-fingerprint-key"
 MIN_FINGERPRINT_KEY_BYTES = 16
-DEFAULT_RULES = ("Create/Modify Configmap With Private Credentials",)
-# Also enforced by RBAC: the write Role is never bound in these (deploy/rbac/configmap-secret-scrubber-namespace.yaml).
-# openfaas-fn holds every function's OpenFaaS secrets.
-DEFAULT_REPORT_ONLY = "kube-system,kube-public,kube-node-lease,openfaas,openfaas-fn"
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _REQUEST_FIELDS = {"namespace", "name", "all_namespaces", "dry_run"}
 
-
-def _csv(name: str, default: str = "") -> list[str]:
-    return [x.strip() for x in (config.env_str(name, default) or "").split(",") if x.strip()]
-
-
-class Limits:
-    def __init__(self):
-        # Not `mode`: of-watchdog reads that itself (the template sets mode=http), see docs "Settings".
-        self.mode = (config.env_str("scrub_mode", "report") or "report").strip().lower()
-        if self.mode not in ("report", "move"):
-            raise config.ConfigError(f"environment variable scrub_mode={self.mode!r} must be 'report' or 'move'")
-        self.allow = _csv("namespaces_allow")
-        self.deny = set(_csv("namespaces_deny"))
-        self.report_only = set(_csv("report_only_namespaces", DEFAULT_REPORT_ONLY))
-        self.max_configmaps = config.env_int("max_configmaps_per_run", 200, minimum=1)
-        self.max_moves = config.env_int("max_moves_per_run", 10, minimum=0)
-        self.rules = set(_csv("trigger_rules")) or set(DEFAULT_RULES)
-        self.max_body = config.env_int("max_body_bytes", 1048576, minimum=1024)
-        self.rate_per_minute = config.env_int("rate_limit_per_minute", 30, minimum=1)
-
-    def allowed(self, ns: str) -> bool:
-        if ns in self.deny:
-            return False
-        return not self.allow or ns in self.allow
-
-    def report_only_reason(self, ns: str) -> str | None:
-        if ns in self.report_only:
-            return f"namespace {ns} is report-only (report_only_namespaces)"
-        return None
+SETTINGS = config.Startup("configmap-secret-scrubber", Settings.from_env)
+METRICS = scrub_metrics.Metrics()
 
 
 class _Rate:
@@ -84,9 +60,8 @@ class _Rate:
 
 
 _rate = _Rate()
-# One move at a time per replica: a duplicated alert (at-least-once delivery) must not race itself.
-# The workflow is safe under races anyway (resourceVersion tests); this just avoids pointless conflicts.
-_move_lock = threading.Lock()
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_JOB_PATH = re.compile(r"/jobs/([0-9a-f]{16})")
 
 
 def _fingerprint_key() -> bytes:
@@ -106,22 +81,11 @@ def _fingerprint_key() -> bytes:
     return key
 
 
-def _scrubber(limits: Limits, fingerprint_key: bytes) -> Scrubber:
-    k = Client.for_secret(KUBECONFIG_SECRET, timeout=config.env_float("kube_timeout_seconds", 10.0),
-                          field_manager=FIELD_MANAGER)
-    settings = Settings(
-        mode=limits.mode,
-        secret_name_template=config.env_str("secret_name_template", "{configmap}-credentials"),
-        rollout_timeout=config.env_float("rollout_timeout_seconds", 60.0),
-        rollout_poll=config.env_float("rollout_poll_seconds", 1.0),
-        allow_immutable=config.env_bool("allow_immutable", False),
-        replacement_name_template=config.env_str("replacement_name_template", "{configmap}-v2"),
-        deadline=time.monotonic() + config.env_float("run_budget_seconds", 40.0),
-    )
-    for t in ("secret_name_template", "replacement_name_template"):
-        if "{configmap}" not in getattr(settings, t):
-            raise config.ConfigError(f"{t} must contain {{configmap}}")
-    return Scrubber(k, Detector(fingerprint_key), settings)
+def _scrubber(settings: Settings, fingerprint_key: bytes) -> Scrubber:
+    """A Scrubber for one run; its deadline is the run budget. Raises kube.KubeConfigError."""
+    k = Client.for_secret(KUBECONFIG_SECRET, timeout=settings.kube_timeout, field_manager=FIELD_MANAGER,
+                          on_error=_api_error)
+    return Scrubber(k, Detector(fingerprint_key), settings, deadline=time.monotonic() + settings.run_budget)
 
 
 # --- request parsing -----------------------------------------------------------------------------
@@ -132,11 +96,11 @@ def _check_name(value, what: str, pattern: re.Pattern) -> str:
     return value
 
 
-def _target_from_alert(doc: dict, limits: Limits) -> dict | None:
+def _target_from_alert(doc: dict, settings: Settings) -> dict | None:
     rule = doc.get("rule")
     if not isinstance(rule, str):
         raise http.HTTPError(400, "alert has no 'rule'")
-    if rule not in limits.rules:
+    if rule not in settings.rules:
         return None
     fields = doc.get("output_fields")
     if not isinstance(fields, dict):
@@ -154,8 +118,11 @@ def _target_from_alert(doc: dict, limits: Limits) -> dict | None:
 def _target_from_request(doc: dict) -> dict:
     unknown = set(doc) - _REQUEST_FIELDS
     if unknown:
-        raise http.HTTPError(400, f"unknown field(s): {', '.join(sorted(unknown))}; use namespace, name, "
-                                  "all_namespaces, dry_run", accepted=sorted(_REQUEST_FIELDS))
+        # named, but shortened: a caller's field name can be as long as the body
+        named = ", ".join(repr(f[:40]) + ("..." if len(f) > 40 else "") for f in sorted(unknown)[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise http.HTTPError(400, f"unknown field(s): {named}{more}; use namespace, name, all_namespaces, dry_run",
+                             accepted=sorted(_REQUEST_FIELDS))
     target: dict = {}
     if "all_namespaces" in doc:
         if not isinstance(doc["all_namespaces"], bool):
@@ -177,7 +144,7 @@ def _target_from_request(doc: dict) -> dict:
 
 
 def _target_from_query(event) -> dict:
-    doc = {}
+    doc: dict[str, str | bool] = {}
     for f in ("namespace", "name"):
         v = http.query(event, f)
         if v is not None:
@@ -187,133 +154,163 @@ def _target_from_query(event) -> dict:
     return _target_from_request(doc)
 
 
-def _write_refused(err: KubeError) -> bool:
-    """A 403 on a call the per-namespace Role grants (cluster-wide reads are list, and get on ConfigMaps)."""
-    if err.status != 403 or err.verb == "list":
-        return False
-    return not (err.verb == "get" and err.what.startswith("ConfigMap "))
+def _api_error(err) -> None:
+    METRICS.inc("api_errors_total", {"verb": err.verb, "code": err.status or "none"})
 
 
-# --- the run ---------------------------------------------------------------------------------------
-
-def _run(target: dict, mode: str, limits: Limits, trigger: str, fingerprint_key: bytes) -> dict:
-    scrubber = _scrubber(limits, fingerprint_key)
-    k = scrubber.kube
-    result = {"mode": mode, "trigger": trigger, "target": target, "configmaps": [], "errors": []}
-    # candidates: (namespace, name); each ConfigMap is read again when it is processed
-    candidates: list[tuple[str, str]] = []
-    skipped = []
+def _sweep(settings: Settings, fingerprint_key: bytes, target: dict, mode: str, trigger: str) -> dict:
+    """One run, counted; raises kube.KubeConfigError or sweep.ListFailed when it cannot start."""
+    started = time.monotonic()
+    outcome = "failed"
     try:
-        if "name" in target and "namespace" in target:
-            candidates.append((target["namespace"], target["name"]))
-        else:
-            if "name" in target:
-                # the upstream rule's output has no namespace: look the name up where we may act
-                listing = k.each("ConfigMap", None, field_selector=f"metadata.name={target['name']}")
-            else:
-                listing = k.each("ConfigMap", target.get("namespace"))
-            for cm in listing:
-                candidates.append((cm["metadata"]["namespace"], cm["metadata"]["name"]))
-            if "name" in target and not candidates:
-                result["errors"].append(f"no ConfigMap named {target['name']} in any namespace")
-    except KubeError as err:
-        raise http.HTTPError(502, f"Kubernetes API: {err}", api_status=err.status) from None
-    allowed = []
-    for ns, name in sorted(candidates):
-        if limits.allowed(ns):
-            allowed.append((ns, name))
-        else:
-            skipped.append(f"{ns}/{name}")
-    if skipped:
-        result["skipped_by_namespace_policy"] = skipped
-    if len(allowed) > limits.max_configmaps:
-        result["truncated"] = {"examined": limits.max_configmaps, "not_examined": len(allowed) - limits.max_configmaps,
-                               "reason": "max_configmaps_per_run"}
-        allowed = allowed[: limits.max_configmaps]
-    moves = 0
-    statuses: dict[str, int] = {}
-    deferred = []
-    for ns, name in allowed:
-        if time.monotonic() >= scrubber.settings.deadline:
-            deferred.append(f"{ns}/{name}")  # answer within exec_timeout; the next run continues
-            continue
-        report_only = limits.report_only_reason(ns)
-        if mode == "move" and not report_only and moves >= limits.max_moves:
-            report_only = f"max_moves_per_run ({limits.max_moves}) reached"
-        try:
-            out = scrubber.process(ns, name, mode=mode, report_only=report_only)
-        except KubeError as err:
-            out = None
-            statuses["error"] = statuses.get("error", 0) + 1
-            reason = f"Kubernetes API: {err.verb} {err.what}: {err.status or 'no response'}"
-            if _write_refused(err):
-                reason += (f"; the scrubber may not write in namespace {ns}: apply "
-                           "deploy/rbac/configmap-secret-scrubber-namespace.yaml there (and "
-                           "configmap-secret-scrubber-immutable.yaml for allow_immutable), or list it in "
-                           "report_only_namespaces")
-            result["configmaps"].append({"namespace": ns, "name": name, "status": "error",
-                                         "reasons": [reason],
-                                         "note": "stopped safely; every value is still in the ConfigMap or the Secret; re-run"})
-            log.warning("configmap.error", namespace=ns, configmap=name, verb=err.verb, what=err.what,
-                        status=err.status)
-        if out is not None:
-            statuses[out.status] = statuses.get(out.status, 0) + 1
-            if out.status == "moved":
-                moves += 1
-            if out.status != "clean" or "name" in target:
-                result["configmaps"].append(out.public())
-            log.info("configmap.processed", namespace=ns, configmap=name, status=out.status,
-                     keys=[k["key"] for k in out.keys], actions=[k.get("action") for k in out.keys])
-    if deferred:
-        result["deferred"] = {"configmaps": deferred, "reason": "run_budget_seconds reached; run again"}
-    result["summary"] = {"examined": len(allowed) - len(deferred), "by_status": statuses,
-                         "rotate": sorted(f"{c['namespace']}/{c['name']}:{k['key']}" for c in result["configmaps"]
-                                          for k in c.get("keys", []) if k.get("rotate"))}
-    if not result["errors"]:
-        del result["errors"]
-    return result
+        result = sweep.run(_scrubber(settings, fingerprint_key), target, mode, trigger, settings)
+        outcome = "completed"
+        scrub_metrics.record_run(METRICS, result)
+        return result
+    finally:
+        METRICS.inc("runs_total", {"trigger": trigger, "mode": mode, "outcome": outcome})
+        METRICS.observe("run_seconds", time.monotonic() - started, {"mode": mode})
 
 
-@http.guarded
-def handle(event, context):
-    method = http.require_method(event, ("GET", "POST"))
-    auth.require_bearer(event, TOKEN_SECRET)
+def _run_job(job: jobs.Job) -> dict:
+    """The worker's side of a job: one sweep, with the settings and keys as they are now."""
+    settings = SETTINGS.get()
     try:
-        limits = Limits()
-    except config.ConfigError as err:
-        raise http.HTTPError(500, f"misconfigured: {err}") from None
-    # validate before taking a rate token: a malformed request must not use up a legitimate caller's budget
-    if method == "GET":
-        target = _target_from_query(event)
-        mode, trigger = "report", "get"
-    else:
-        doc = http.parse_json(event, max_bytes=limits.max_body)
-        if not isinstance(doc, dict):
-            raise http.HTTPError(400, "request body must be a JSON object")
-        if "rule" in doc or "output_fields" in doc:
-            # never keep or log the alert's copy of the data: only the object's coordinates are used
-            target = _target_from_alert(doc, limits)
-            if target is None:
-                return http.json_response({"ignored": True, "reason": "rule is not one this function handles"})
-            trigger = "falco"
-            mode = limits.mode
-        else:
-            target = _target_from_request(doc)
-            trigger = "request"
-            mode = "report" if doc.get("dry_run") else limits.mode
-    fingerprint_key = _fingerprint_key()
-    wait = _rate.take(limits.rate_per_minute)
+        return _sweep(settings, _fingerprint_key(), job.target, job.mode, job.trigger)
+    except http.HTTPError as err:  # the fingerprint key went missing since the request was accepted
+        raise jobs.JobFailed(err.status, err.reason) from None
+    except kube.KubeConfigError as err:
+        raise jobs.JobFailed(503, str(err)) from None
+    except sweep.ListFailed as failed:
+        raise jobs.JobFailed(502, f"Kubernetes API: {failed.err}", api_status=failed.err.status) from None
+
+
+def _job_crashed(job: jobs.Job, exc: Exception) -> None:
+    log.error("job.crashed", job=job.id, error=type(exc).__name__, message=str(exc)[:300])
+
+
+def _jobs() -> jobs.Jobs:
+    global _JOBS
+    if _JOBS is None:
+        _JOBS = jobs.Jobs(_run_job, max_queued=SETTINGS.get().max_queued_jobs, on_crash=_job_crashed)
+    return _JOBS
+
+
+_JOBS: jobs.Jobs | None = None
+
+
+def _queue_gauges(m) -> None:
+    waiting, running = _JOBS.depth() if _JOBS is not None else (0, 0)
+    m.set("jobs_queued", waiting)
+    m.set("jobs_running", running)
+
+
+METRICS.add_collector(_queue_gauges)
+
+
+def _parse_post(event, settings: Settings) -> tuple[dict, str, str] | None:
+    """(target, mode, trigger), or None for an alert of a rule this function does not handle."""
+    doc = http.parse_json(event, max_bytes=settings.max_body)
+    if not isinstance(doc, dict):
+        raise http.HTTPError(400, "request body must be a JSON object")
+    if "rule" in doc or "output_fields" in doc:
+        # never keep or log the alert's copy of the data: only the object's coordinates are used
+        target = _target_from_alert(doc, settings)
+        return None if target is None else (target, settings.mode, "falco")
+    target = _target_from_request(doc)
+    return target, "report" if doc.get("dry_run") else settings.mode, "request"
+
+
+def _take_rate(settings: Settings) -> None:
+    wait = _rate.take(settings.rate_per_minute)
     if wait:
         raise http.HTTPError(429, "rate limit reached; retry later", headers={"Retry-After": str(int(wait) + 1)},
-                             limit_per_minute=limits.rate_per_minute)
+                             limit_per_minute=settings.rate_per_minute)
+
+
+def _submit(event, settings: Settings, target: dict, mode: str, trigger: str) -> dict:
+    key = http.header(event, "Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise http.HTTPError(400, "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+    queue = _jobs()
+    if queue.existing(target, mode, trigger, key) is None:
+        _take_rate(settings)  # a duplicate uses no token: it starts nothing
     try:
-        if mode == "move":
-            with _move_lock:
-                result = _run(target, mode, limits, trigger, fingerprint_key)
-        else:
-            result = _run(target, mode, limits, trigger, fingerprint_key)
+        job, new = queue.submit(target, mode, trigger, key)
+    except jobs.Full:
+        METRICS.inc("jobs_total", {"event": "queue_full"})
+        retry = max(1, int(settings.run_budget))
+        raise http.HTTPError(503, f"busy: {queue.max_queued} jobs are waiting (max_queued_jobs); retry later",
+                             headers={"Retry-After": str(retry)}, max_queued_jobs=queue.max_queued) from None
+    METRICS.inc("jobs_total", {"event": "accepted" if new else "duplicate"})
+    if not new:
+        log.info("job.duplicate", job=job.id, state=job.state, trigger=trigger)
+    if http.query_flag(event, "wait"):
+        if job.done.wait(settings.wait_seconds):
+            if job.error is not None:
+                extra = {k: v for k, v in job.error.items() if k not in ("status", "error")}
+                raise http.HTTPError(job.error["status"], job.error["error"], job=job.id, **extra)
+            if job.result is not None:
+                return http.json_response(dict(job.result, job=job.id))
+    answer = job.public(with_result=False)
+    answer["status_path"] = f"/jobs/{job.id}"
+    return http.json_response(answer, 202)
+
+
+def _job_status(path: str) -> dict:
+    if path in ("/jobs", "/jobs/"):
+        return http.json_response({"jobs": [j.public(with_result=False) for j in _jobs().recent()],
+                                   "kept": jobs.KEEP})
+    m = _JOB_PATH.fullmatch(path)
+    job = _jobs().get(m.group(1)) if m else None
+    if job is None:
+        raise http.HTTPError(404, f"no such job; this replica keeps the last {jobs.KEEP} finished jobs "
+                                  "and forgets them when it restarts")
+    return http.json_response(job.public())
+
+
+def _route(event, context):
+    path = http.path(event).rstrip("/") or "/"
+    if path == "/metrics":
+        http.require_method(event, ("GET",))
+        # before the settings: a misconfigured function still shows what it did
+        auth.require_metrics_reader(event, TOKEN_SECRET)
+        return http.text_response(METRICS.render(), content_type=metrics.CONTENT_TYPE)
+    jobs_route = path == "/jobs" or path.startswith("/jobs/")
+    if path != "/" and not jobs_route:
+        raise http.HTTPError(404, "no such route; use / (POST a job, GET a report), /jobs/<id> or /metrics")
+    method = http.require_method(event, ("GET",) if jobs_route else ("GET", "POST"))
+    auth.require_bearer(event, TOKEN_SECRET)
+    settings = SETTINGS.get()
+    if jobs_route:
+        return _job_status(path)
+    # validate before taking a rate token: a malformed request must not use up a legitimate caller's budget
+    if method == "POST":
+        parsed = _parse_post(event, settings)
+        if parsed is None:
+            return http.json_response({"ignored": True, "reason": "rule is not one this function handles"})
+        _fingerprint_key()
+        return _submit(event, settings, *parsed)
+    target = _target_from_query(event)
+    fingerprint_key = _fingerprint_key()
+    _take_rate(settings)
+    try:
+        result = _sweep(settings, fingerprint_key, target, "report", "get")
     except kube.KubeConfigError as err:
         raise http.HTTPError(503, str(err)) from None
-    except config.ConfigError as err:
-        raise http.HTTPError(500, f"misconfigured: {err}") from None
+    except sweep.ListFailed as failed:
+        raise http.HTTPError(502, f"Kubernetes API: {failed.err}", api_status=failed.err.status) from None
     return http.json_response(result)
+
+
+_guarded = http.guarded(_route)
+_ROUTES = ("/", "/jobs", "/metrics")
+
+
+def handle(event, context):
+    resp = _guarded(event, context)
+    path = http.path(event).rstrip("/") or "/"
+    route = "/jobs" if path.startswith("/jobs/") else path if path in _ROUTES else "other"
+    METRICS.inc("requests_total", {"route": route, "method": http.method(event) if http.method(event) in
+                                   ("GET", "POST", "HEAD") else "other", "code": resp["statusCode"]})
+    return resp

@@ -17,10 +17,12 @@ import base64
 import hashlib
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import consumers as cons
 from .detect import HIGH, Detector
 from .edgeguard.kubeapi import JSON_PATCH, MERGE_PATCH, Client, KubeError
+from .settings import Settings
 
 # sent as fieldManager with every write, and the managed-by label of what it creates
 FIELD_MANAGER = "configmap-secret-scrubber"
@@ -45,15 +47,23 @@ class Died(BaseException):
 
 
 @dataclass
-class Settings:
-    mode: str = "report"                         # report | move
-    secret_name_template: str = "{configmap}-credentials"
-    rollout_timeout: float = 60.0
-    rollout_poll: float = 1.0
-    retries: int = 3
-    allow_immutable: bool = False
-    replacement_name_template: str = "{configmap}-v2"
-    deadline: float | None = None                 # monotonic time after which no wait may continue
+class Rewire:
+    """A controller to rewire: its pod spec as read and as it will be (computed once, in plan())."""
+
+    consumer: cons.Consumer
+    new_spec: dict
+
+
+@dataclass
+class Plan:
+    """What a move of one ConfigMap does, decided once from one read of it and of its namespace's workloads."""
+
+    keys: set                      # the high-confidence keys that move
+    secret_name: str
+    rename_to: str | None          # an immutable ConfigMap is replaced by this one (allow_immutable)
+    blockers: list = field(default_factory=list)
+    rewires: list = field(default_factory=list)   # [Rewire]
+    notes: list = field(default_factory=list)     # the consumers, for the answer
 
 
 @dataclass
@@ -70,7 +80,7 @@ class Outcome:
     resource_version: str | None = None
 
     def public(self) -> dict:
-        out = {"namespace": self.namespace, "name": self.name, "status": self.status, "keys": self.keys}
+        out: dict[str, Any] = {"namespace": self.namespace, "name": self.name, "status": self.status, "keys": self.keys}
         if self.uid:
             out["uid"] = self.uid
             out["resourceVersion"] = self.resource_version
@@ -124,14 +134,18 @@ class Workloads:
         return self._objs
 
 
+REWIRED_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob")  # the pod templates step 3 patches
+
+
 class Scrubber:
+    """``deadline``: monotonic time after which no wait may continue (the run budget), or None."""
+
     def __init__(self, kube: Client, detector: Detector, settings: Settings, sleep=time.sleep,
-                 monotonic=time.monotonic):
+                 monotonic=time.monotonic, deadline: float | None = None):
         self.kube, self.detector, self.settings = kube, detector, settings
         self.sleep, self.monotonic = sleep, monotonic
+        self.deadline = deadline
         self._workloads: dict[str, Workloads] = {}
-        # set while processing an immutable ConfigMap that is being replaced (allow_immutable)
-        self.rename_to: str | None = None
 
     def workloads(self, namespace: str) -> Workloads:
         if namespace not in self._workloads:
@@ -143,7 +157,6 @@ class Scrubber:
                 report_only: str | None = None) -> Outcome:
         mode = mode or self.settings.mode
         out = Outcome(namespace, name)
-        self.rename_to = None
         cm = self.kube.get("ConfigMap", namespace, name)
         if cm is None:
             out.status = "not_found"
@@ -165,22 +178,29 @@ class Scrubber:
         keys = {v.key for v in movable}
         secret_name = self.settings.secret_name_template.format(configmap=name)
         out.secret = secret_name
+        rename_to = None
         if cm.get("immutable") and self.settings.allow_immutable:
-            self.rename_to = self.settings.replacement_name_template.format(configmap=name)
-            out.steps.append({"step": 0, "note": f"immutable: will be replaced by ConfigMap {self.rename_to}"})
-        plan_blockers, to_rewire, notes = self.plan(cm, keys, secret_name)
-        out.consumers = notes
+            rename_to = self.settings.replacement_name_template.format(configmap=name)
+            out.steps.append({"step": 0, "note": f"immutable: will be replaced by ConfigMap {rename_to}"})
+        plan = self.plan(cm, keys, secret_name, rename_to)
+        out.consumers = plan.notes
         if report_only or mode != "move":
             if report_only:
                 out.reasons.append(report_only)
-            out.status = "would_block" if plan_blockers else "would_move"
-            out.reasons.extend(plan_blockers)
+            out.status = "would_block" if plan.blockers else "would_move"
+            out.reasons.extend(plan.blockers)
             return out
-        if plan_blockers:
+        if plan.blockers:
             out.status = "blocked"
-            out.reasons = plan_blockers
+            out.reasons = plan.blockers
             self._mark(out, keys, "kept (blocked)")
             return out
+        return self.move(cm, plan, movable, out)
+
+    def move(self, cm: dict, plan: Plan, movable: list, out: Outcome) -> Outcome:
+        """Steps 1-5 of a plan with no blockers (the order is the module's docstring)."""
+        namespace, name = cm["metadata"]["namespace"], cm["metadata"]["name"]
+        keys, secret_name, rename_to = plan.keys, plan.secret_name, plan.rename_to
 
         # 1. Secret with the exact bytes, read back and compared
         ok, why = self.ensure_secret(cm, keys, secret_name, movable)
@@ -190,24 +210,23 @@ class Scrubber:
             self._mark(out, keys, "kept (blocked)")
             return out
         out.steps.append({"step": 1, "done": f"Secret {secret_name} holds {len(keys)} key(s), verified"})
-        if self.rename_to:
-            ok, why = self.ensure_replacement(cm, keys, self.rename_to)
+        if rename_to:
+            ok, why = self.ensure_replacement(cm, keys, rename_to)
             if not ok:
                 out.status = "blocked"
                 out.reasons.append(why)
                 self._mark(out, keys, "kept (blocked)")
                 return out
-            out.steps.append({"step": 1, "done": f"ConfigMap {self.rename_to} holds the other keys, verified"})
+            out.steps.append({"step": 1, "done": f"ConfigMap {rename_to} holds the other keys, verified"})
 
         # 2 + 3. rewire controllers, then wait for their rollouts
         rewired = []
-        for c in to_rewire:
-            changed = self.rewire(c, keys, secret_name)
-            if changed:
-                rewired.append(f"{c.kind}/{c.name}")
-        out.steps.append({"step": 2, "done": f"{len(to_rewire)} consumer(s) found"})
+        for r in plan.rewires:
+            if self.rewire(r, plan):
+                rewired.append(f"{r.consumer.kind}/{r.consumer.name}")
+        out.steps.append({"step": 2, "done": f"{len(plan.rewires)} consumer(s) found"})
         out.steps.append({"step": 3, "done": "rewired", "objects": rewired})
-        pending = self.wait_rollouts(namespace, to_rewire)
+        pending = self.wait_rollouts(namespace, [r.consumer for r in plan.rewires])
         if pending:
             out.status = "pending_rollout"
             out.reasons.extend(pending)
@@ -215,15 +234,15 @@ class Scrubber:
             return out
 
         # 4. contract, only if a fresh scan finds no reader left that needs the ConfigMap copy
-        blockers, _, _ = self.plan(cm, keys, secret_name, fresh=True, after_rewire=True)
+        blockers = self.readers_left(cm, plan)
         if blockers:
             out.status = "pending_rollout"
             out.reasons.extend(blockers)
             self._mark(out, keys, "kept (readers still use the ConfigMap; re-run to finish)")
             return out
-        if self.rename_to:
-            self.emit_event(cm, keys, secret_name)
-            ok, why = self.delete_original(cm, keys, secret_name, self.rename_to)
+        if rename_to:
+            self.emit_event(cm, keys, secret_name, rename_to)
+            ok, why = self.delete_original(cm, keys, secret_name, rename_to)
         else:
             ok, why = self.remove_keys(namespace, name, keys, secret_name)
         if not ok:
@@ -234,7 +253,7 @@ class Scrubber:
         out.steps.append({"step": 4, "done": f"removed {len(keys)} key(s) from the ConfigMap"})
 
         # 5. provenance + event; the credential was exposed, so it must be rotated
-        self.finish(cm, keys, secret_name, out)
+        self.finish(cm, keys, secret_name, out, rename_to)
         out.status = "moved"
         self._mark(out, keys, "moved", rotate=True)
         return out
@@ -247,49 +266,63 @@ class Scrubber:
                     k["rotate"] = True
 
     # --- planning ------------------------------------------------------------------------------
-    def plan(self, cm: dict, keys: set, secret_name: str, *, fresh: bool = False,
-             after_rewire: bool = False) -> tuple[list, list, list]:
-        """(blocking reasons, controllers to rewire, public consumer notes)."""
+    def plan(self, cm: dict, keys: set, secret_name: str, rename_to: str | None = None) -> Plan:
+        """Blockers, the controllers to rewire (with their new pod specs) and the consumers, from the workloads
+        of the ConfigMap's namespace as listed once per run."""
         md = cm.get("metadata") or {}
-        ns, name = md.get("namespace"), md.get("name")
-        blockers: list[str] = []
+        plan = Plan(keys, secret_name, rename_to)
         owner = cons.managed_by(cm)
         if owner:
-            blockers.append(f"ConfigMap is managed by {owner}; it would revert the change")
-        if cm.get("immutable") and not self.rename_to:
-            blockers.append("ConfigMap is immutable; its data cannot be changed in place "
-                            "(set allow_immutable=true to replace it by a new ConfigMap)")
-        objs = self.workloads(ns).all(fresh=fresh)
-        # replacing: every reader of any key must move to the replacement or the Secret
-        readers_of = set((cm.get("data") or {})) | set((cm.get("binaryData") or {})) if self.rename_to else keys
-        found = cons.find_consumers(objs, name, readers_of)
-        to_rewire, notes = [], []
-        for c in found:
+            plan.blockers.append(f"ConfigMap is managed by {owner}; it would revert the change")
+        if cm.get("immutable") and not rename_to:
+            plan.blockers.append("ConfigMap is immutable; its data cannot be changed in place "
+                                 "(set allow_immutable=true to replace it by a new ConfigMap)")
+        for c, new, reason in self._consumers(cm, plan, self.workloads(md.get("namespace", "")).all(), False):
             note = c.public()
-            reason = self._consumer_blocker(c, objs, keys, secret_name, after_rewire)
-            if reason == "skip":
-                continue
             if reason:
                 note["action"] = "blocked"
                 note["reason"] = reason
-                blockers.append(f"{c.kind} {c.name}: {reason}")
-            elif c.kind in ("Deployment", "StatefulSet", "DaemonSet", "CronJob"):
-                spec = cons.pod_spec(c.obj, c.kind)
-                if cons.rewire(spec, name, keys, secret_name, self.rename_to) == spec:
+                plan.blockers.append(f"{c.kind} {c.name}: {reason}")
+            elif c.kind in REWIRED_KINDS:
+                if new is None:
                     note["action"] = "already reads the Secret"
                 else:
                     note["action"] = "rewire"
-                    to_rewire.append(c)
-                    if after_rewire:
-                        blockers.append(f"{c.kind} {c.name} still reads the keys from the ConfigMap")
-            notes.append(note)
-        return blockers, to_rewire, notes
+                    plan.rewires.append(Rewire(c, new))
+            plan.notes.append(note)
+        return plan
 
-    def _consumer_blocker(self, c, objs, keys, secret_name, after_rewire) -> str | None:
+    def readers_left(self, cm: dict, plan: Plan) -> list[str]:
+        """Before step 4, on a fresh listing: who would still read the moved keys from the ConfigMap."""
+        left = []
+        objs = self.workloads(cm["metadata"]["namespace"]).all(fresh=True)
+        for c, new, reason in self._consumers(cm, plan, objs, True):
+            if reason:
+                left.append(f"{c.kind} {c.name}: {reason}")
+            elif c.kind in REWIRED_KINDS and new is not None:
+                left.append(f"{c.kind} {c.name} still reads the keys from the ConfigMap")
+        return left
+
+    def _consumers(self, cm: dict, plan: Plan, objs: dict, after_rewire: bool):
+        """(consumer, its rewired pod spec or None when it already reads the Secret, blocking reason or None)
+        for every reader that matters; rewire() is computed once per consumer here."""
+        name = cm["metadata"]["name"]
+        # replacing: every reader of any key must move to the replacement or the Secret
+        readers_of = set(cm.get("data") or {}) | set(cm.get("binaryData") or {}) if plan.rename_to else plan.keys
+        for c in cons.find_consumers(objs, name, readers_of):
+            spec = cons.pod_spec(c.obj, c.kind)
+            new = cons.rewire(spec, name, plan.keys, plan.secret_name, plan.rename_to)
+            safe = new == spec
+            reason = self._consumer_blocker(c, safe, after_rewire)
+            if reason == "skip":
+                continue
+            yield c, (None if safe else new), reason
+
+    def _consumer_blocker(self, c, safe: bool, after_rewire: bool) -> str | None:
+        """Why consumer ``c`` blocks the move, "skip" when it does not matter, None when it is fine.
+        ``safe``: its pod spec already reads the moved keys from the Secret."""
         md = c.obj.get("metadata") or {}
         owners = [r for r in md.get("ownerReferences") or [] if r.get("controller")]
-        spec = cons.pod_spec(c.obj, c.kind)
-        safe = cons.rewire(spec, c.cm_name, keys, secret_name, self.rename_to) == spec
         if safe and c.kind in ("Pod", "ReplicaSet", "Job"):
             return "skip"  # already reads the moved keys from the Secret
         if c.kind == "Pod":
@@ -328,7 +361,12 @@ class Scrubber:
     def ensure_secret(self, cm: dict, keys: set, secret_name: str, verdicts) -> tuple[bool, str]:
         md = cm["metadata"]
         ns = md["namespace"]
-        want = {k: value_bytes(cm, k) for k in sorted(keys)}
+        want: dict[str, bytes] = {}
+        for k in sorted(keys):
+            value = value_bytes(cm, k)
+            if value is None:  # keys come from this same copy of the ConfigMap: a caller's mistake, not a race
+                return False, f"ConfigMap {md['name']} has no key {k} to move"
+            want[k] = value
         fps = ",".join(f"{v.key}={v.fingerprint}" for v in verdicts if v.key in keys)
         dets = ",".join(sorted({d for v in verdicts if v.key in keys for d in v.detectors}))
         for _ in range(self.settings.retries):
@@ -388,18 +426,21 @@ class Scrubber:
         return False, f"Secret {secret_name} could not be written and verified after {self.settings.retries} attempts"
 
     # --- step 3 ----------------------------------------------------------------------------
-    def rewire(self, c, keys: set, secret_name: str) -> bool:
+    def rewire(self, r: Rewire, plan: Plan) -> bool:
+        """Patch one controller's pod template to ``r.new_spec``; recomputed only after a lost race."""
+        c = r.consumer
+        new: dict | None = r.new_spec  # recomputed (None first) after a lost race
         cm_name = c.cm_name
         for _ in range(self.settings.retries):
-            obj = c.obj
-            md = obj["metadata"]
-            spec = cons.pod_spec(obj, c.kind)
-            new = cons.rewire(spec, cm_name, keys, secret_name, self.rename_to)
-            if new == spec:
-                return False
+            md = c.obj["metadata"]
+            if new is None:
+                spec = cons.pod_spec(c.obj, c.kind)
+                new = cons.rewire(spec, cm_name, plan.keys, plan.secret_name, plan.rename_to)
+                if new == spec:
+                    return False
             path = "/" + "/".join(cons.pod_spec_path(c.kind))
             ann = dict(md.get("annotations") or {})
-            ann[A_REWIRED] = f"{cm_name}->{secret_name}" + (f",{self.rename_to}" if self.rename_to else "")
+            ann[A_REWIRED] = f"{cm_name}->{plan.secret_name}" + (f",{plan.rename_to}" if plan.rename_to else "")
             ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": md["resourceVersion"]},
                    {"op": "replace", "path": path, "value": new},
                    {"op": "add", "path": "/metadata/annotations", "value": ann}]
@@ -412,7 +453,7 @@ class Scrubber:
                 fresh = self.kube.get(c.kind, md["namespace"], md["name"])
                 if fresh is None:
                     return False
-                c.obj = fresh
+                c.obj, new = fresh, None
         raise KubeError(409, "object kept changing; gave up rewiring", "patch", f"{c.kind} {c.name}")
 
     def _lost_race(self, err: KubeError, kind: str, ns: str, name: str, rv: str) -> bool:
@@ -430,8 +471,8 @@ class Scrubber:
 
     def wait_rollouts(self, namespace: str, controllers: list) -> list[str]:
         deadline = self.monotonic() + self.settings.rollout_timeout
-        if self.settings.deadline is not None:
-            deadline = min(deadline, self.settings.deadline)
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
         waiting = [c for c in controllers if c.kind in ("Deployment", "StatefulSet", "DaemonSet")]
         while True:
             pending = []
@@ -497,21 +538,22 @@ class Scrubber:
                         for k in sorted(moved - done))
 
     # --- step 5 ----------------------------------------------------------------------------
-    def finish(self, cm: dict, keys: set, secret_name: str, out: Outcome) -> None:
+    def finish(self, cm: dict, keys: set, secret_name: str, out: Outcome, rename_to: str | None = None) -> None:
         """Event first, Secret annotation last: the annotation is what tells a re-run that step 5 is done."""
-        self.emit_event(cm, keys, secret_name)
+        self.emit_event(cm, keys, secret_name, rename_to)
         self.annotate_secret(cm["metadata"]["namespace"], keys, secret_name)
         out.steps.append({"step": 5, "done": "annotated Secret and ConfigMap, emitted Event, rotation required"})
 
-    def emit_event(self, cm: dict, keys: set, secret_name: str) -> None:
+    def emit_event(self, cm: dict, keys: set, secret_name: str, rename_to: str | None = None) -> None:
         md = cm["metadata"]
         ns = md["namespace"]
         # deterministic name: a re-run after a crash finds it (409) instead of emitting a duplicate
         digest = hashlib.sha256(f"{md.get('uid')}/{','.join(sorted(keys))}".encode()).hexdigest()[:10]
-        replaced = f"; ConfigMap {md['name']} is replaced by {self.rename_to}" if self.rename_to else ""
+        replaced = f"; ConfigMap {md['name']} is replaced by {rename_to}" if rename_to else ""
+        event_name = f"{md['name']}.scrubber-{digest}"
         event = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{md['name']}.scrubber-{digest}", "namespace": ns},
+            "metadata": {"name": event_name, "namespace": ns},
             "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap", "name": md["name"], "namespace": ns,
                                "uid": md.get("uid")},
             "reason": "CredentialsMoved", "type": "Warning",
@@ -524,12 +566,13 @@ class Scrubber:
             self.kube.create("Event", ns, event)
         except KubeError as err:
             # 409 normally means an earlier run created it; check rather than trust the status
-            if err.status != 409 or self.kube.get("Event", ns, event["metadata"]["name"]) is None:
+            if err.status != 409 or self.kube.get("Event", ns, event_name) is None:
                 raise
 
     def annotate_secret(self, ns: str, keys: set, secret_name: str) -> None:
         sec = self.kube.get("Secret", ns, secret_name) or {}
-        prev = set(filter(None, ((sec.get("metadata") or {}).get("annotations") or {}).get(A_MOVED_KEYS, "").split(",")))
+        annotations = (sec.get("metadata") or {}).get("annotations") or {}
+        prev = set(filter(None, annotations.get(A_MOVED_KEYS, "").split(",")))
         patch = {"metadata": {"annotations": {A_MOVED_KEYS: ",".join(sorted(prev | keys)), A_MOVED_AT: _now(),
                                               A_ROTATE: "true"}}}
         self.kube.patch("Secret", ns, secret_name, patch, MERGE_PATCH)
@@ -580,7 +623,7 @@ class Scrubber:
         sec = self.kube.get("Secret", ns, secret_name)
         if rep is None or sec is None:
             return False, "replacement ConfigMap or Secret disappeared; original kept"
-        for k in set((cur.get("data") or {})) | set((cur.get("binaryData") or {})):
+        for k in set(cur.get("data") or {}) | set(cur.get("binaryData") or {}):
             have = secret_bytes(sec, k) if k in keys else value_bytes(rep, k)
             if have != value_bytes(cur, k):
                 return False, f"key {k} is not identical in its new home; original kept"

@@ -11,7 +11,7 @@ Verbs used (mirrored by deploy/rbac/node-enroll.yaml):
   pods/eviction: create
 
 Failures are kubeapi.KubeError (status None when no answer came). The connection comes from
-edgeguard.kubeconn, which does not import the kubernetes package for the kubeconfigs bootstrap writes.
+edgeguard.kube.connection(), which does not import the kubernetes package for the kubeconfigs bootstrap writes.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import base64
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from .edgeguard import kubeconn
 from .edgeguard.kubeapi import MERGE_PATCH, Client, KubeError
 from . import alerttokens, tokens
 from .settings import KUBECONFIG_SECRET
@@ -37,8 +36,7 @@ class EvictionResult:
 
 class Store:
     def __init__(self, client: Client | None = None):
-        # kubeconn, not kube: the kubernetes package would cost ~20 MiB and 0.2-0.4 s (docs/node-enroll.md)
-        self.api = client or Client(kubeconn.connection(KUBECONFIG_SECRET), field_manager=FIELD_MANAGER)
+        self.api = client or Client.for_secret(KUBECONFIG_SECRET, field_manager=FIELD_MANAGER)
 
     # ---- enrollment records (edgeguard-enroll) and bootstrap-token Secrets (kube-system)
     def list_enrollments(self) -> list:

@@ -148,3 +148,15 @@ print(len(heavy), heavy[:5])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("0 "), out.stdout
+
+
+def test_on_error_sees_every_failed_call_including_the_404_get_turns_into_none(server):
+    srv, rec = server
+    rec.answers = [(404, b"{}"), (409, b'{"message": "exists"}')]
+    seen = []
+    c = client(srv, on_error=lambda err: seen.append((err.verb, err.status)))
+    assert c.get("Secret", "demo", "s") is None
+    with pytest.raises(kubeapi.KubeError):
+        c.create("Secret", "demo", {"metadata": {"name": "s"}})
+    c.get("Secret", "demo", "s")  # 200: not an error
+    assert seen == [("get", 404), ("create", 409)]

@@ -7,12 +7,18 @@ The kubeconfig goes the function's way: an OpenFaaS secret file read by edgeguar
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 
 import pytest
+import yaml
 
 from edgeguard import kube, kubeapi
+
+from . import certs
 
 pytestmark = pytest.mark.cluster
 
@@ -207,3 +213,59 @@ def test_the_scrubbers_service_account_is_refused_secrets_it_has_no_role_for(boo
         err = failure(call, *args)
         assert (err.status, flags(err)) == (403, ["forbidden"]), (args, err)
     assert isinstance(scrubber.list("ConfigMap", None, limit=5), list)
+
+
+def _kubeconfig_variant(text: str, *, user: dict | None = None, **cluster) -> str:
+    doc = yaml.safe_load(text)
+    for entry in doc["clusters"]:
+        for k, v in cluster.items():
+            if v is None:
+                entry["cluster"].pop(k.replace("_", "-"), None)
+            else:
+                entry["cluster"][k.replace("_", "-")] = v
+    if user is not None:
+        for entry in doc["users"]:
+            entry["user"] = user
+    return yaml.safe_dump(doc)
+
+
+def test_the_function_path_checks_the_servers_certificate_and_name(real_kube, as_function, tmp_path):
+    """Without the kubernetes package (a subprocess shows it is not imported): the cluster's CA is required,
+    tls-server-name is honoured, a wrong name or a missing CA is refused (no answer: SSLError)."""
+    text = real_kube.kubeconfig_text
+    ok = as_function(_kubeconfig_variant(text, tls_server_name="kubernetes.default.svc"))
+    assert ok.get("Namespace", None, "default")["metadata"]["name"] == "default"
+    for variant in (_kubeconfig_variant(text, certificate_authority_data=None),
+                    _kubeconfig_variant(text, tls_server_name="not-the-apiserver.example")):
+        err = failure(as_function(variant).get, "Namespace", None, "default")
+        assert (err.status, err.reason) == (None, "SSLError"), err
+    (tmp_path / "kc").write_text(text)
+    code = ("import sys; from edgeguard import kubeapi; "
+            "print(kubeapi.Client.for_secret('kc').get('Namespace', None, 'default')['metadata']['name'], "
+            "any(m == 'kubernetes' or m.startswith('kubernetes.') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, EDGEGUARD_SECRETS_DIR=str(tmp_path)),
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["default", "False"], (out.stdout, out.stderr[-1000:])
+
+
+def test_a_client_certificate_authenticates_as_its_common_name(own_kube, as_function, tmp_path):
+    pki = own_kube.directory / "pki"
+    mine = certs.as_user_data(*certs.client_cert(tmp_path, "edgeguard-kubeapi-cert", pki))
+    err = failure(as_function(_kubeconfig_variant(own_kube.kubeconfig_text, user=mine)).list, "Secret", "kube-system")
+    assert err.forbidden and 'User "edgeguard-kubeapi-cert"' in err.reason, err  # authenticated, not authorized
+    stranger = certs.as_user_data(*certs.client_cert(tmp_path, "edgeguard-stranger", None))
+    err = failure(as_function(_kubeconfig_variant(own_kube.kubeconfig_text, user=stranger)).list, "Secret",
+                  "kube-system")
+    assert err.status == 401, err
+
+
+def test_a_metadata_only_list_carries_no_data(namespace):
+    """PartialObjectMetadataList on v1.24: the sweep's candidate listing never downloads ConfigMaps' data."""
+    admin, ns = namespace
+    admin.create("ConfigMap", ns, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"},
+                                   "data": {"k": "x" * 100000}})
+    (item,) = admin.list("ConfigMap", ns, field_selector="metadata.name=big", metadata_only=True)
+    assert item["metadata"]["name"] == "big" and item["metadata"]["namespace"] == ns
+    assert "data" not in item and item["kind"] == "PartialObjectMetadata"
+    (full,) = admin.list("ConfigMap", ns, field_selector="metadata.name=big")
+    assert full["data"]["k"] == "x" * 100000

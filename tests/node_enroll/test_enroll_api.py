@@ -668,7 +668,7 @@ def test_kubernetes_is_imported_only_when_a_request_needs_the_cluster(tmp_path, 
 
 def test_a_whole_enrollment_never_imports_the_kubernetes_package(tmp_path, kube_emulator):
     """issue 12 §2: importing the kubernetes package cost node-enroll ~20 MiB and 0.2-0.4 s of its first answer;
-    edgeguard.kubeconn builds the connection for the kubeconfig bootstrap writes without it."""
+    edgeguard.kube.connection() builds the connection for the kubeconfig bootstrap writes without it."""
     import subprocess
     import sys
     from pathlib import Path

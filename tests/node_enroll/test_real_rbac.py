@@ -78,7 +78,7 @@ def test_host_mode_alert_tokens_with_the_sa_kubeconfig(bootstrapped, enroll_fn, 
     digest = hashlib.sha256(again["alert_token"].encode()).hexdigest()
     assert base64.b64decode(data[host]).decode() == "sha256:" + digest
 
-    store = sub(fn, "store").Store()  # node-enroll's own connection (edgeguard.kubeconn) and role
+    store = sub(fn, "store").Store()  # node-enroll's own connection (edgeguard.kube.connection) and role
     current = store._alert_tokens()
     stale = str(int(current["metadata"]["resourceVersion"]) - 1)
     kubeapi = sub(fn, "edgeguard.kubeapi")

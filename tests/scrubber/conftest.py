@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 
 import pytest
 import yaml
 
-from tests.kubeemu.fixtures import kube_emulator, kube_emulator_factory  # noqa: F401  (re-exported fixtures)
+from tests.kubeemu.fixtures import kube_emulator, kube_emulator_factory
+
+__all__ = ["kube_emulator", "kube_emulator_factory"]  # the emulator's fixtures, found by pytest here
 
 TOKEN = "scrubber-test-token-0123456789"
 FINGERPRINT_KEY = "scrubber-fingerprint-key-9f8e7d6c5b4a"
@@ -44,10 +47,9 @@ def pod_spec(cm="aws-creds", key="aws_access_key_id", env=True, env_from=False, 
         if items:
             src["items"] = items
         if projected:
+            labels = {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}
             spec["volumes"] = [{"name": "conf", "projected": {"sources": [{"configMap": src},
-                                                                          {"downwardAPI": {"items": [
-                                                                              {"path": "labels",
-                                                                               "fieldRef": {"fieldPath": "metadata.labels"}}]}}]}}]
+                                                                          {"downwardAPI": {"items": [labels]}}]}}]
         else:
             spec["volumes"] = [{"name": "conf", "configMap": dict(src, defaultMode=0o440)}]
     return spec
@@ -85,30 +87,48 @@ def bare_pod(name="debug", ns="demo", spec=None, phase="Running", owner=None):
 
 
 @pytest.fixture
-def scrubber_fn(load_function, kube_emulator):
+def scrubber_fn(load_function, request):
     """Factory: the handler module, with the emulator's kubeconfig as its OpenFaaS secret."""
+    emu = request.getfixturevalue("kube_emulator")  # the test's own emulator (a parameter would shadow the import)
+
+    loaded = []
 
     def load(**env):
         env = {"rollout_poll_seconds": "0.02", "rollout_timeout_seconds": "3", "kube_timeout_seconds": "2",
                "rate_limit_per_minute": "1000", **{k: str(v) for k, v in env.items()}}
-        return load_function(FN, env=env, secrets={
+        mod = load_function(FN, env=env, secrets={
             "configmap-secret-scrubber-token": TOKEN + "\n",
             "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY + "\n",
-            "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())})
+            "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(emu.kubeconfig_dict())})
+        loaded.append(mod)
+        return mod
 
-    return load
+    yield load
+    # a job still queued must not run on into the next test's emulator (which may get this one's port)
+    emu.hold_rollouts(False)
+    deadline = time.monotonic() + 60
+    for mod in loaded:
+        while mod._JOBS is not None and mod._JOBS.depth() != (0, 0):
+            assert time.monotonic() < deadline, "the test's jobs did not finish"
+            time.sleep(0.01)
 
 
 @pytest.fixture
 def call(make_event):
-    """call(mod, method, body=None, query=None, token=TOKEN) -> (status, decoded JSON)."""
+    """call(mod, method, body=None, query=None, token=TOKEN) -> (status, decoded JSON, response).
 
-    def do(mod, method="POST", body=None, query=None, token=TOKEN, content_type="application/json", raw=None):
-        headers = {"Content-Type": content_type}
+    A POST waits for its job (``?wait=1``, the synchronous use) unless ``background=True``."""
+
+    def do(mod, method="POST", body=None, query=None, token=TOKEN, content_type="application/json", raw=None,
+           path="/", headers=None, background=False):
+        hdrs = {"Content-Type": content_type, **(headers or {})}
         if token:
-            headers["Authorization"] = f"Bearer {token}"
+            hdrs["Authorization"] = f"Bearer {token}"
+        query = dict(query or {})
+        if method == "POST" and not background:
+            query.setdefault("wait", "1")
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-        resp = mod.handle(make_event(method=method, body=data, headers=headers, query=query or {}), None)
+        resp = mod.handle(make_event(method=method, path=path, body=data, headers=hdrs, query=query), None)
         return resp["statusCode"], json.loads(resp["body"]), resp
 
     return do

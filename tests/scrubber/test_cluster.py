@@ -120,8 +120,8 @@ def test_keys_stay_in_the_configmap_until_the_rewired_pods_are_ready(own_kube, c
     try:
         for n in nodes:
             v1.patch_node(n, {"metadata": {"labels": {OFFLINE: "true"}}})
-        mod = load_function(FN, env={"scrub_mode": "move", "rollout_timeout_seconds": "6", "rollout_poll_seconds": "0.5",
-                                     "rate_limit_per_minute": "1000"}, secrets=secrets)
+        mod = load_function(FN, env={"scrub_mode": "move", "rollout_timeout_seconds": "6",
+                                     "rollout_poll_seconds": "0.5", "rate_limit_per_minute": "1000"}, secrets=secrets)
         status, body, _ = call(mod, "POST", {"namespace": ns, "name": name})
         assert status == 200, body
         out = body["configmaps"][0]

@@ -63,7 +63,7 @@ def assert_converged(emu, ns):
     assert dep["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"] == SECRET
     sts = emu.get("statefulsets", ns, "db")["spec"]["template"]["spec"]
     assert sts["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"] == {"name": SECRET, "key": "DB_PASSWORD"}
-    assert [s for s in sts["volumes"][0]["projected"]["sources"]] == [
+    assert sts["volumes"][0]["projected"]["sources"] == [
         {"configMap": {"name": "aws-creds", "defaultMode": 0o440, "items": [{"key": "region", "path": "region"}]}},
         {"secret": {"name": SECRET, "items": [{"key": "DB_PASSWORD", "path": "pw"}]}}]
     cj = emu.get("cronjobs", ns, "backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -285,7 +285,7 @@ def test_dying_anywhere_while_replacing_an_immutable_configmap_loses_nothing(kub
         ns = f"i{at}"
         seed_immutable(ns)
         lost = []
-        emu.before(lambda *a, ns=ns: lost.extend(readable_immutable(emu, ns)))
+        emu.before(lambda *a, ns=ns, lost=lost: lost.extend(readable_immutable(emu, ns)))
         with pytest.raises(remediate.Died):
             scrubber(at)[1].process(ns, "aws-creds")
         assert lost == [] and readable_immutable(emu, ns) == [], at
@@ -325,3 +325,16 @@ def test_a_generic_422_from_a_lost_race_is_retried_and_a_real_422_is_not(kube_em
     emu.fail("patch", "configmaps", status=422, times=1, namespace="v", message="Invalid value")
     status, body, _ = call(mod, "POST", {"namespace": "v", "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "error" and readable(emu, "v") == []
+
+
+def test_a_key_the_configmap_does_not_hold_is_refused_before_any_secret_is_written(kube_emulator, scrubber_fn):
+    """ensure_secret with a key missing from its copy of the ConfigMap: a reason, no Secret (was a TypeError)."""
+    emu = kube_emulator
+    mod = scrubber_fn(scrub_mode="move")
+    remediate, detect = submodule(mod, "remediate"), submodule(mod, "detect")
+    seed(emu, "absent-key")
+    s = remediate.Scrubber(kube_client(mod, emu), detect.Detector(b"k"), remediate.Settings(mode="move"))
+    cm = kube_client(mod, emu).get("ConfigMap", "absent-key", "aws-creds")
+    ok, reason = s.ensure_secret(cm, {"no-such-key"}, "aws-creds-credentials", [])
+    assert (ok, reason) == (False, "ConfigMap aws-creds has no key no-such-key to move")
+    assert writes(emu) == []

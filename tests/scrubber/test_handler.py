@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from .conftest import FINGERPRINT_KEY, TOKEN, bare_pod, configmap, deployment, pod_spec, workload, writes
+from .conftest import FINGERPRINT_KEY, TOKEN, bare_pod, configmap, deployment, pod_spec, submodule, workload, writes
 
 SEED_VALUE = "AKES20LNOA"
 CREDS = {"DB_PASSWORD": "IfWqrAz2KrHhSyrntT1L", "GITHUB_TOKEN": "ghp_DcArQZclrjt92jX1DcKyWwFvL0DEcY7E30M4",
@@ -33,7 +33,10 @@ def seed_aws(emu, ns="demo"):
     emu.seed(deployment("web", ns=ns, spec=pod_spec(env=True, env_from=True, volume=True)))
 
 
-def assert_no_values(text: str, values=(SEED_VALUE, *CREDS.values())):
+SECRET_VALUES = (SEED_VALUE, *CREDS.values())
+
+
+def assert_no_values(text: str, values=SECRET_VALUES):
     for v in values:
         if len(v) >= 6 and v not in ("info", "app-credentials"):
             assert v not in text
@@ -84,7 +87,27 @@ def test_wrong_method_is_405(scrubber_fn, call):
 
 def test_invalid_mode_setting_is_reported_not_guessed(scrubber_fn, call, kube_emulator):
     status, body, _ = call(scrubber_fn(scrub_mode="yolo"), "POST", {"namespace": "demo"})
-    assert status == 500 and "scrub_mode" in body["error"] and writes(kube_emulator) == []
+    # 503 since settings are read once at start-up (issue 14 §5; it was a 500 at request time)
+    assert status == 503 and "scrub_mode" in body["error"] and writes(kube_emulator) == []
+
+
+@pytest.mark.parametrize("env,variable", [
+    ({"max_moves_per_run": "ten"}, "max_moves_per_run"),
+    ({"rollout_timeout_seconds": "soon"}, "rollout_timeout_seconds"),
+    ({"secret_name_template": "fixed-name"}, "secret_name_template"),
+    ({"replacement_name_template": "v2"}, "replacement_name_template"),
+    ({"allow_immutable": "maybe"}, "allow_immutable"),
+])
+def test_a_bad_setting_is_a_503_naming_it_before_the_cluster_is_read(scrubber_fn, call, kube_emulator, env,
+                                                                     variable):
+    kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": "AKES20LNOA"}))
+    mod = scrubber_fn(**env)
+    for method, body, query in (("POST", {"namespace": "demo"}, None), ("GET", None, {"namespace": "demo"})):
+        status, answer, _ = call(mod, method, body, query=query)
+        assert status == 503 and answer["misconfigured"] is True, answer
+        assert answer["error"].startswith("configmap-secret-scrubber is misconfigured: "), answer
+        assert variable in answer["error"], answer
+    assert kube_emulator.requests == []
 
 
 # --- report mode ----------------------------------------------------------------------------------
@@ -247,7 +270,8 @@ def test_other_controllers_are_rewired_too(scrubber_fn, call, kube_emulator, kin
     status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "moved", body
     obj = kube_emulator.get(kind.lower() + "s", "demo", "w")
-    spec = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"] if kind == "CronJob" else obj["spec"]["template"]["spec"]
+    template = obj["spec"]["jobTemplate"]["spec"]["template"] if kind == "CronJob" else obj["spec"]["template"]
+    spec = template["spec"]
     assert spec["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "aws-creds-credentials"
     # the only item was the moved key: the volume now projects it from the Secret at the same path and mode
     assert spec["volumes"][0]["projected"]["sources"] == [
@@ -260,7 +284,8 @@ def test_projected_volume_gets_a_secret_source_next_to_the_configmap(scrubber_fn
     kube_emulator.seed(deployment(spec=pod_spec(env=False, projected=True)))
     status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "moved"
-    srcs = kube_emulator.get("deployments", "demo", "web")["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+    spec = kube_emulator.get("deployments", "demo", "web")["spec"]["template"]["spec"]
+    srcs = spec["volumes"][0]["projected"]["sources"]
     assert [list(s) for s in srcs] == [["configMap"], ["secret"], ["downwardAPI"]]
 
 
@@ -535,7 +560,8 @@ def test_configmap_recreated_after_a_move_merges_into_the_same_secret(scrubber_f
 
 def test_large_sweeps_are_listed_page_by_page(scrubber_fn, call, kube_emulator):
     for i in range(230):
-        kube_emulator.seed(configmap(f"c{i:03d}", {"LOG_LEVEL": "info"} if i % 50 else {"API_TOKEN": f"tok-{i}-Zq8wLm3nTr5v"}))
+        data = {"LOG_LEVEL": "info"} if i % 50 else {"API_TOKEN": f"tok-{i}-Zq8wLm3nTr5v"}
+        kube_emulator.seed(configmap(f"c{i:03d}", data))
     status, body, _ = call(scrubber_fn(max_configmaps_per_run="1000"), "GET", query={"namespace": "demo"})
     assert body["summary"]["examined"] == 230
     assert body["summary"]["by_status"] == {"clean": 225, "would_move": 5}
@@ -555,7 +581,8 @@ def test_without_kubernetes_credentials_the_answer_is_503_not_a_crash(load_funct
 @pytest.mark.parametrize("kubeconfig", ["{not: [yaml", "just a string\n", "apiVersion: v1\nkind: Config\n",
                                         "clusters: 3\ncontexts: []\ncurrent-context: x\n",
                                         "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n"
-                                        "  cluster: {server: 'https://127.0.0.1:6443', insecure-skip-tls-verify: true}\n"
+                                        "  cluster: {server: 'https://127.0.0.1:6443',"
+                                        " insecure-skip-tls-verify: true}\n"
                                         "users:\n- name: u\n  user: {token: abc}\ncontexts:\n- name: c\n"
                                         "  context: {cluster: k, user: u}\n"])
 def test_malformed_kubeconfig_secret_answers_503_with_the_reason(load_function, call, kubeconfig):
@@ -600,3 +627,22 @@ def test_trigger_rules_setting_chooses_which_falco_rules_start_a_run(scrubber_fn
     a["rule"] = "My ConfigMap Rule"
     status, body, _ = call(mod, "POST", a)
     assert body["configmaps"][0]["status"] == "moved"
+
+
+def test_a_move_decides_its_plan_once_and_rewires_each_pod_spec_once_per_listing(scrubber_fn, call, kube_emulator,
+                                                                                  monkeypatch):
+    """The plan is one value (issue 14 §1): a move with two rewired Deployments computes each new pod spec once
+    from the run's listing and once from the fresh listing of the final check (it was five times per consumer),
+    and patches each with the spec the plan holds."""
+    kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE}))
+    # envFrom keeps its configMapRef (a secretRef follows it), so the final check still finds both
+    kube_emulator.seed(deployment("web", spec=pod_spec(env=True, env_from=True)))
+    kube_emulator.seed(deployment("api", spec=pod_spec(env=True, env_from=True)))
+    mod = scrubber_fn(scrub_mode="move")
+    cons = submodule(mod, "consumers")
+    computed = []
+    real = cons.rewire
+    monkeypatch.setattr(cons, "rewire", lambda spec, *a, **kw: computed.append(spec) or real(spec, *a, **kw))
+    status, body, _ = call(mod, "POST", {"namespace": "demo", "name": "aws-creds"})
+    assert body["configmaps"][0]["status"] == "moved", body
+    assert len(computed) == 4  # two Deployments x (the plan, the final check)

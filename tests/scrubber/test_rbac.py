@@ -196,7 +196,7 @@ def test_move_where_no_rolebinding_exists_is_refused_by_rbac_even_if_the_python_
             emu.seed(deployment(ns=ns, spec=pod_spec(env=True)))
         mod = load_function(FN, env=env, secrets=secrets)
         # the function's own guard, switched off: only RBAC stands between it and the namespace
-        monkeypatch.setattr(mod.Limits, "report_only_reason", lambda self, ns: None)
+        monkeypatch.setattr(mod.Settings, "report_only_reason", lambda self, ns: None)
         before_cm = emu.get("configmaps", namespace, "aws-creds")
         before_deploy = emu.get("deployments", namespace, "web")
         status, body, _ = call(mod, "POST", {"namespace": namespace, "name": "aws-creds"})

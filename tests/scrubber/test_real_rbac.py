@@ -186,7 +186,8 @@ def test_an_immutable_configmap_is_replaced_where_bootstrap_granted_the_opt_in(s
     apps.create_namespaced_deployment(ns, deployment(name, ns=ns, replicas=1,
                                                      spec=pod_spec(cm=name, env=True, env_from=True)))
     try:
-        status, body, _ = call(scrubber(scrub_mode="move", allow_immutable="true"), "POST", {"namespace": ns, "name": name})
+        fn = scrubber(scrub_mode="move", allow_immutable="true")
+        status, body, _ = call(fn, "POST", {"namespace": ns, "name": name})
         assert status == 200 and body["configmaps"][0]["status"] == "moved", body
         assert api_status(core.read_namespaced_config_map, name, ns) == 404
         replacement = core.read_namespaced_config_map(f"{name}-v2", ns)
@@ -241,7 +242,8 @@ def rbac_matrix(sa_core, sa_apps, sa_rbac, probe):
     patch = {"metadata": {"labels": {"edgeguard-rbac-probe": "x"}}}
     dry = {"dry_run": "All"}
     denied = [
-        (f"create Secret in {SCRUBBER_NOT_GRANTED}", sa_core.create_namespaced_secret, (SCRUBBER_NOT_GRANTED, sec), dry),
+        (f"create Secret in {SCRUBBER_NOT_GRANTED}", sa_core.create_namespaced_secret, (SCRUBBER_NOT_GRANTED, sec),
+         dry),
         (f"patch ConfigMap in {SCRUBBER_NOT_GRANTED}", sa_core.patch_namespaced_config_map,
          (probe, SCRUBBER_NOT_GRANTED, patch), dry),
         (f"patch Deployment in {SCRUBBER_NOT_GRANTED}", sa_apps.patch_namespaced_deployment,

@@ -7,13 +7,13 @@ never served. The setting is ``scrub_mode`` now.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import requests
 import yaml
 
 from local import components, stackfile
-
 from tests.scrubber.conftest import FINGERPRINT_KEY, FN, TOKEN, configmap
 
 WATCHDOG_SKIP = components.locate().watchdog_skip_reason()
@@ -50,14 +50,59 @@ def test_the_shipped_stack_yml_serves_a_report_and_scrub_mode_move_moves(serve_f
     kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": VALUE, "region": "eu-west-1"}))
     auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     fn = serve_function(FN, secrets=_secrets(kube_emulator))
-    r = requests.post(fn.url + "/", json={"namespace": "demo", "name": "aws-creds"}, headers=auth, timeout=30)
+    r = requests.post(fn.url + "/?wait=1", json={"namespace": "demo", "name": "aws-creds"}, headers=auth, timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["mode"] == "report" and r.json()["configmaps"][0]["status"] == "would_move", r.json()
     fn.stop()
     moving = serve_function(FN, env={"scrub_mode": "move", "rollout_timeout_seconds": "5"},
                             secrets=_secrets(kube_emulator))
-    r = requests.post(moving.url + "/", json={"namespace": "demo", "name": "aws-creds"}, headers=auth, timeout=30)
+    r = requests.post(moving.url + "/?wait=1", json={"namespace": "demo", "name": "aws-creds"}, headers=auth,
+                      timeout=30)
     assert r.status_code == 200 and r.json()["mode"] == "move", r.text
     assert r.json()["configmaps"][0]["status"] == "moved", r.json()
     assert VALUE not in moving.logs() and VALUE not in fn.logs()
     assert kube_emulator.get("secrets", "demo", "aws-creds-credentials") is not None
+
+
+@pytest.mark.skipif(WATCHDOG_SKIP is not None, reason=WATCHDOG_SKIP or "")
+def test_a_job_answered_202_runs_on_past_the_real_watchdogs_timeouts(serve_function, kube_emulator):
+    """alert-forwarder's call gets 202 at once; the move goes on in the function after the response, past
+    of-watchdog's exec_timeout and write_timeout (2 s here), and GET /jobs/<id> shows its result."""
+    from .conftest import deployment, pod_spec
+    from .test_handler import alert
+
+    kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": VALUE, "region": "eu-west-1"}))
+    kube_emulator.seed(deployment("web", spec=pod_spec(env=True)))
+    kube_emulator.hold_rollouts(True)  # the rollout wait keeps the job busy for rollout_timeout_seconds
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json",
+            "Idempotency-Key": "5e1f0c9b7a2d4e6f8a0b1c2d3e4f5a6b"}
+    fn = serve_function(FN, env={"scrub_mode": "move", "rollout_timeout_seconds": "6", "rollout_poll_seconds": "0.2",
+                                 "exec_timeout": "2s", "write_timeout": "2s", "read_timeout": "2s"},
+                        secrets=_secrets(kube_emulator))
+    t0 = time.monotonic()
+    r = requests.post(fn.url + "/", json=alert("aws-creds", "demo"), headers=auth, timeout=10)
+    answered = time.monotonic() - t0
+    assert r.status_code == 202 and answered < 2, (r.status_code, r.text, answered)
+    job = r.json()["id"]
+    # the same alert again (alert-forwarder retrying) is the same job
+    again = requests.post(fn.url + "/", json=alert("aws-creds", "demo"), headers=auth, timeout=10)
+    assert again.status_code == 202 and again.json()["id"] == job
+    time.sleep(3)  # past exec_timeout and write_timeout: the job is still running in the function
+    status = requests.get(f"{fn.url}/jobs/{job}", headers=auth, timeout=10).json()
+    assert status["state"] == "running", status
+    assert kube_emulator.get("secrets", "demo", "aws-creds-credentials") is not None  # step 1 is done
+    deadline = time.monotonic() + 20
+    while status["state"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+        status = requests.get(f"{fn.url}/jobs/{job}", headers=auth, timeout=10).json()
+    out = status["result"]["configmaps"][0]
+    assert status["state"] == "done" and out["status"] == "pending_rollout", status
+    assert time.monotonic() - t0 > 6  # it waited the whole rollout_timeout, long after the 202
+    # the rollout finishes; a new job (another alert) completes the move
+    kube_emulator.hold_rollouts(False)
+    auth["Idempotency-Key"] = "second-alert"
+    r = requests.post(fn.url + "/?wait=1", json=alert("aws-creds", "demo"), headers=auth, timeout=30)
+    assert r.status_code == 200 and r.json()["configmaps"][0]["status"] == "moved", r.text
+    logs = fn.logs()
+    assert VALUE not in logs and TOKEN not in logs
