@@ -55,14 +55,18 @@ def _run(cmd: list[str], cwd: Path = ROOT) -> str:
     return proc.stdout + proc.stderr
 
 
-def ruff() -> list[tuple[str, str]]:
+def ruff(root: Path = ROOT) -> list[tuple[str, str]]:
     found = []
-    for line in _run([str(BIN / "ruff"), "check", "--output-format", "concise", "."]).splitlines():
+    for line in _run([str(BIN / "ruff"), "check", "--output-format", "concise", "."], cwd=root).splitlines():
         m = _FINDING.match(line)
         if m:
             found.append((m["path"], f"{m['line']}: ruff {m['text']}"))
-    for line in _run([str(BIN / "ruff"), "format", "--check", "."]).splitlines():
-        if line.startswith("Would reformat: "):
+    # Concise output names each file as path:line:col (ruff >= 0.9 no longer prints "Would reformat: path").
+    for line in _run([str(BIN / "ruff"), "format", "--check", "--output-format", "concise", "."], cwd=root).splitlines():
+        m = _FINDING.match(line)
+        if m:
+            found.append((m["path"], "ruff format: would reformat"))
+        elif line.startswith("Would reformat: "):
             found.append((line.split(": ", 1)[1].strip(), "ruff format: would reformat"))
     return found
 
