@@ -73,6 +73,8 @@ def http_refusal(url: str) -> str:
 # ---- checks -------------------------------------------------------------------------------------------
 def check_traefik(ctx: Ctx, status_if_missing: str = "fail") -> Check:
     """k3s's Traefik (its IngressClass) must be there for the default front; --disable traefik removes it."""
+    if skipped := ctx.skip_in_image("audit https front"):
+        return skipped
     proc = ctx.query(["kubectl", "get", "ingressclass", INGRESS_CLASS, "-o", "name"], timeout=30)
     if proc.returncode == 0 and proc.stdout.strip():
         return Check("audit https front", "pass", f"IngressClass {INGRESS_CLASS} (k3s's Traefik) serves "
