@@ -15,7 +15,9 @@ from .engine import BootstrapError, Ctx
 STORE = "/var/lib/edgeguard/secrets"
 
 TOKENS = ("audit-ingest-token", "alert-forwarder-token", "configmap-secret-scrubber-token",
-          "node-enroll-admin-token")
+          "node-enroll-admin-token",
+          # Read-only: GET /metrics of every function (edgeguard/auth.require_metrics_reader), for Prometheus.
+          "edgeguard-metrics-token")
 # HMAC keys. The scrubber's fingerprint key is its own value, never its bearer token: others hold that.
 KEYS = ("node-enroll-key", "configmap-secret-scrubber-fingerprint-key")
 PLACEHOLDERS = {
