@@ -20,7 +20,8 @@ ORDER_NOTE = ("order: preflight, openfaas (secrets first: Falco and the webhook 
 
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dry-run", action="store_true", help="print the plan and a diff of every file; change nothing")
+    common.add_argument("--dry-run", action="store_true",
+                        help="print the plan and a diff of every file; change nothing")
     common.add_argument("--root", default="/", help="filesystem root (tests, preparing an SD-card image)")
     common.add_argument("--force", action="store_true", help="go on after a failed check")
     common.add_argument("--yes", "-y", action="store_true", help="restart k3s without asking")

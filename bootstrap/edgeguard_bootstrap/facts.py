@@ -164,7 +164,8 @@ def check_k3s_args(ctx: Ctx) -> Check:
     dropins = ctx.host("/etc/rancher/k3s/config.yaml.d")
     if dropins.is_dir():
         for f in sorted(dropins.glob("*.yaml")):
-            if f.name > AUDIT_DROPIN_NAME and re.search(r"^kube-apiserver-arg\s*:", f.read_text("utf-8", "replace"), re.M):
+            text = f.read_text("utf-8", "replace")
+            if f.name > AUDIT_DROPIN_NAME and re.search(r"^kube-apiserver-arg\s*:", text, re.M):
                 problems.append(f"{f.name} sorts after {AUDIT_DROPIN_NAME} and sets kube-apiserver-arg without '+', "
                                 "which drops our audit args; change it to kube-apiserver-arg+:")
     if problems:

@@ -9,8 +9,8 @@ changes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .engine import BootstrapError, Ctx
 

@@ -207,7 +207,8 @@ def falcoctl_problem(ctx: Ctx) -> str | None:
                     "turns it off)")
         return None
     if ctx.query(["systemctl", "is-enabled", falco.FALCOCTL_UNIT]).stdout.strip() == "enabled":
-        return f"{falco.FALCOCTL_UNIT} enabled: it fetches rules from the internet (edgeguard-bootstrap falco --mode host turns it off)"
+        return (f"{falco.FALCOCTL_UNIT} enabled: it fetches rules from the internet "
+                "(edgeguard-bootstrap falco --mode host turns it off)")
     return None
 
 

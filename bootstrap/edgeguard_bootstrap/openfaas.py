@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from . import admission, facts, falco, openfaas_ce, scrubber_rbac, secretstore, tools, yamlout
-from .kubeapply import apply_manifest
 from .engine import BootstrapError, Check, Ctx
+from .kubeapply import apply_manifest
 
 NS = facts.FUNCTION_NAMESPACE
 API_SERVER = "https://kubernetes.default.svc:443"
@@ -227,7 +227,8 @@ def cron(ctx: Ctx, install: bool) -> None:
         ctx.unchanged("cron-connector installed (it calls functions annotated topic: cron-function)")
         return
     if install:
-        ctx.run(["arkade", "install", "cron-connector"], why="schedules functions annotated topic: cron-function (alert-forwarder only with cron_flush)")
+        ctx.run(["arkade", "install", "cron-connector"],
+                why="schedules functions annotated topic: cron-function (alert-forwarder only with cron_flush)")
         ctx.record({"kind": "helm", "release": "cron-connector", "namespace": "openfaas"})
         return
     ctx.note("cron-connector is not installed, and edgeguard does not need it: alert-forwarder retries its spool "

@@ -27,7 +27,8 @@ PLACEHOLDERS = {
         "# Edit this file, then: faas-cli secret update audit-ingest-extra-rules --from-file=<this file>\n"),
     "alert-forwarder-destinations": (
         "# Secret settings of alert-forwarder's destinations (webhook URLs, tokens), none yet.\n"
-        "# See docs/alert-forwarder.md; then: faas-cli secret update alert-forwarder-destinations --from-file=<this file>\n"
+        "# See docs/alert-forwarder.md; then:\n"
+        "#   faas-cli secret update alert-forwarder-destinations --from-file=<this file>\n"
         "{}\n"),
 }
 KUBECONFIGS = ("configmap-secret-scrubber-kubeconfig", "node-enroll-kubeconfig")

@@ -18,8 +18,9 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "bootstrap"))
 sys.path.insert(0, str(HERE))  # realkube, auditmatch
 
-from edgeguard_bootstrap import audit_tls, cli  # noqa: E402
 from inproc import InProcess  # noqa: E402
+
+from edgeguard_bootstrap import audit_tls, cli  # noqa: E402
 from local import tlsfront  # noqa: E402
 
 SITE = [p for p in sys.path if p.endswith("site-packages")]
@@ -245,6 +246,7 @@ def real_cluster(tmp_path_factory):
     """The real control plane (../shared/tools/kube/cluster, kube-apiserver v1.24) with the edge audit policy
     and its webhook pointed at a loopback receiver; one per test session, skipped where the tool is absent."""
     import realkube
+
     from edgeguard_bootstrap import audit_policy
 
     why = realkube.missing()

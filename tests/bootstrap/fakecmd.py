@@ -13,7 +13,6 @@ import json
 import os
 import sys
 
-
 # The calling command's environment, cwd and executable: os.environ, os.getcwd() and sys.argv[0] when this
 # runs as a fake executable; given by tests/bootstrap/inproc.py when it runs in the test's process.
 ENV = os.environ
@@ -235,7 +234,8 @@ def do_kubectl(world, args):
             if ns and ns not in namespaces:
                 if args[0] == "apply":
                     save(world)
-                out(rc=2 if args[0] == "diff" else 1, err=f'Error from server (NotFound): namespaces "{ns}" not found\n')
+                out(rc=2 if args[0] == "diff" else 1,
+                    err=f'Error from server (NotFound): namespaces "{ns}" not found\n')
         if args[0] == "diff":
             if applied.get(path) == sha(path):
                 out()

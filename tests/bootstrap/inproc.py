@@ -11,6 +11,7 @@ import io
 import subprocess
 
 import fakecmd
+
 from edgeguard_bootstrap.executor import Executor
 
 STUB_MARK = b"import fakecmd\n"

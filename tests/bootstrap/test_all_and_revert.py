@@ -60,7 +60,8 @@ def test_real_run_writes_valid_files_and_the_second_run_reports_no_changes(node)
     assert "authenticated audit batches reach audit-ingest" in out
     # Valid files:
     manifest = list(yaml.safe_load_all(node.path(openfaas.SA_TOKENS_MANIFEST).read_text()))
-    manifest += [yaml.safe_load(node.path(p).read_text()) for p in (audit_tls.SECRET_MANIFEST, audit_tls.INGRESS_MANIFEST)]
+    manifest += [yaml.safe_load(node.path(p).read_text())
+                 for p in (audit_tls.SECRET_MANIFEST, audit_tls.INGRESS_MANIFEST)]
     for doc in manifest:
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
     schema = json.loads((DATA / "falco-config-schema.json").read_text())
@@ -217,7 +218,8 @@ def test_rotating_a_token_updates_openfaas_the_webhook_and_falco_in_one_run(node
     assert node.world()["falco_secret_token"] == new_fwd.decode()
     calls = node.mutating_calls()
     assert [c[:4] for c in calls if c[:3] == ["faas-cli", "secret", "update"]] == [
-        ["faas-cli", "secret", "update", "audit-ingest-token"], ["faas-cli", "secret", "update", "alert-forwarder-token"]]
+        ["faas-cli", "secret", "update", "audit-ingest-token"],
+        ["faas-cli", "secret", "update", "alert-forwarder-token"]]
     assert ["systemctl", "restart", "k3s"] in calls
     assert ["kubectl", "rollout", "restart", "daemonset/falco", "-n", "falco"] in calls
     for value in (old, new, old_fwd, new_fwd):

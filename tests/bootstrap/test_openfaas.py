@@ -141,7 +141,8 @@ def test_refuses_when_faas_cli_is_not_logged_in(node):
 
 def test_token_secret_never_filled_is_an_error_naming_the_service_account(node):
     (node.repo / "deploy/rbac/node-enroll.yaml").write_text(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: x, namespace: openfaas-fn}\nrules: []\n")
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n"
+        "metadata: {name: x, namespace: openfaas-fn}\nrules: []\n")
     # The fake's token controller, like the real one, never fills a token for a missing ServiceAccount.
     code, out = node.run("openfaas", "--token-timeout", "1")
     assert code == 2
@@ -240,7 +241,8 @@ def test_placeholders_load_in_the_functions_own_parsers():
     from edgeguard.routing import parse_destination_secrets
 
     assert parse_destination_secrets(secretstore.generate("alert-forwarder-destinations").decode()) == {}
-    ruleset = loader.load([("secret:audit-ingest-extra-rules", secretstore.generate("audit-ingest-extra-rules").decode())])
+    placeholder = secretstore.generate("audit-ingest-extra-rules").decode()
+    ruleset = loader.load([("secret:audit-ingest-extra-rules", placeholder)])
     assert ruleset is not None
 
 
