@@ -131,7 +131,7 @@ CODE = sorted(p for d in ("functions", "edgeguard") for p in (ROOT / d).rglob("*
 def test_the_code_reads_no_variable_the_runtime_owns():
     names, unresolved = _env_reads(CODE)
     assert unresolved == [], f"environment reads whose name the guard cannot see: {unresolved}"
-    assert {"spool_dir", "forwarded_for_hops", "EDGEGUARD_SECRETS_DIR", "namespaces_allow"} <= names  # it sees
+    assert {"spool_dir", "max_clock_skew", "EDGEGUARD_SECRETS_DIR", "namespaces_allow"} <= names  # it sees
     clash = sorted((names & runtime_env.OWNED) - set(SHARED_ON_PURPOSE))
     assert clash == [], f"functions/ or edgeguard/ read {clash}, which of-watchdog or the template owns"
 
