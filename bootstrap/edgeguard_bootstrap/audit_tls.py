@@ -73,6 +73,8 @@ def http_refusal(url: str) -> str:
 # ---- checks -------------------------------------------------------------------------------------------
 def check_traefik(ctx: Ctx, status_if_missing: str = "fail") -> Check:
     """k3s's Traefik (its IngressClass) must be there for the default front; --disable traefik removes it."""
+    if skipped := ctx.skip_in_image("audit https front"):
+        return skipped
     proc = ctx.query(["kubectl", "get", "ingressclass", INGRESS_CLASS, "-o", "name"], timeout=30)
     if proc.returncode == 0 and proc.stdout.strip():
         return Check("audit https front", "pass", f"IngressClass {INGRESS_CLASS} (k3s's Traefik) serves "
@@ -125,7 +127,10 @@ def ensure_material(ctx: Ctx) -> bytes | None:
     try:
         if ca_ok:
             for name, path in (("ca.crt", CA_CERT), ("ca.key", CA_KEY)):
-                _put(os.path.join(work, name), ctx.read(path))
+                data = ctx.read(path)
+                if data is None:  # checked a moment ago: removed while bootstrap runs
+                    raise BootstrapError(f"{path} disappeared while bootstrap was using it; re-run")
+                _put(os.path.join(work, name), data)
         else:
             ctx.tool(["openssl", "req", "-x509", "-new", *_EC, "-keyout", "ca.key", "-out", "ca.crt",
                       "-days", str(CA_DAYS), "-subj", "/CN=edgeguard audit-ingest CA",
@@ -216,15 +221,18 @@ def https_get(url: str, headers: dict, ca_pem: bytes, server_name: str | None,
               timeout: float = 10) -> tuple[int, bytes]:
     """GET over TLS verified against `ca_pem` and `server_name` (sent as SNI), as the webhook connects."""
     parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return 0, f"no host in {url!r}".encode()
+    host = parts.hostname
     context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
-    name = server_name or parts.hostname
+    name = server_name or host
 
     class Conn(http.client.HTTPSConnection):
         def connect(self):
             raw = socket.create_connection((self.host, self.port), self.timeout)
             self.sock = context.wrap_socket(raw, server_hostname=name)
 
-    conn = Conn(parts.hostname, parts.port or 443, timeout=timeout, context=context)
+    conn = Conn(host, parts.port or 443, timeout=timeout, context=context)
     try:
         conn.request("GET", parts.path or "/", headers=headers)
         resp = conn.getresponse()

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import audit_tls, edgechecks, facts, falco, k3s_audit, offline, openfaas, revert, scrubber_rbac
+from . import audit_tls, edgechecks, facts, falco, k3s_audit, k3s_restart, offline, openfaas, revert, scrubber_rbac
 from .engine import BootstrapError, Ctx, Refused, print_table
 
 DEFAULT_GATEWAY = "http://127.0.0.1:31112"  # gateway-external NodePort, reachable from the server host
@@ -13,13 +13,15 @@ K3S_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
 LOCK_FILE = "/var/lib/edgeguard/.bootstrap.lock"
 REPO = Path(__file__).resolve().parent.parent.parent
 
-ORDER_NOTE = ("order: preflight, openfaas (secrets first: Falco's URL and the webhook kubeconfig carry tokens it "
-              "creates), k3s-audit, falco, offline (last: it pins the images the others deployed)")
+ORDER_NOTE = ("order: preflight, openfaas (secrets first: Falco and the webhook kubeconfig carry tokens it "
+              "creates), k3s-audit, falco, offline (last: it pins the images the others deployed), then one k3s "
+              "restart for k3s-audit and offline")
 
 
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dry-run", action="store_true", help="print the plan and a diff of every file; change nothing")
+    common.add_argument("--dry-run", action="store_true",
+                        help="print the plan and a diff of every file; change nothing")
     common.add_argument("--root", default="/", help="filesystem root (tests, preparing an SD-card image)")
     common.add_argument("--force", action="store_true", help="go on after a failed check")
     common.add_argument("--yes", "-y", action="store_true", help="restart k3s without asking")
@@ -38,6 +40,11 @@ def parser() -> argparse.ArgumentParser:
     falco_opts.add_argument("--headers-package", help="host mode, kmod: kernel headers package name")
     falco_opts.add_argument("--falco-gateway",
                             help="gateway URL Falco posts to (default: in-cluster DNS for helm, --gateway for host)")
+    falco_opts.add_argument("--node-name",
+                            help="host mode: send alerts as this node (Basic auth user), with its own token")
+    falco_opts.add_argument("--alert-token-stdin", action="store_true",
+                            help="host mode, with --node-name: read the node's alert token (node-enroll mints it) "
+                                 "from stdin instead of using the fleet alert-forwarder-token")
 
     audit_opts = argparse.ArgumentParser(add_help=False)
     audit_opts.add_argument("--audit-url",
@@ -74,6 +81,9 @@ def parser() -> argparse.ArgumentParser:
                               "renders deploy/rbac/configmap-secret-scrubber-immutable.yaml)")
     of_opts.add_argument("--token-timeout", type=float, default=60.0,
                          help="seconds to wait for the ServiceAccount token controller")
+    of_opts.add_argument("--rotation-timeout", type=float, default=300.0,
+                         help="--rotate alert-forwarder-token: seconds to wait until alert-forwarder accepts the "
+                              "new token before Falco gets it")
 
     offline_opts = argparse.ArgumentParser(add_help=False)
     offline_opts.add_argument("--offline-timeout", type=float, default=600.0,
@@ -92,13 +102,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None, *, out=None, stdin=None, env: dict | None = None) -> int:
+def main(argv: list[str] | None = None, *, out=None, stdin=None, env: dict | None = None, executor=None) -> int:
     args = parser().parse_args(argv)
     if args.image and args.root == "/":
         print("--image writes into an image: give its mount point with --root", file=out or sys.stderr)
         return 2
     ctx = Ctx(args.root, dry_run=args.dry_run, force=args.force, yes=args.yes, out=out, stdin=stdin, env=env,
-              image=args.image)
+              image=args.image, executor=executor)
     where = f" under --root {args.root}" if args.root != "/" else ""
     ctx.say(f"edgeguard-bootstrap {args.command}{where}" + (" (dry run: nothing is changed)" if args.dry_run else ""))
     admin = ctx.host(K3S_KUBECONFIG)
@@ -185,16 +195,24 @@ def dispatch(ctx: Ctx, args) -> int:
         openfaas.run(ctx, gateway=args.gateway, repo=args.repo, deploy=args.deploy,
                      cron_connector=args.cron_connector, api_server=args.api_server,
                      token_timeout=args.token_timeout, rotate=tuple(args.rotate),
+                     rotation_timeout=args.rotation_timeout,
                      scrubber_namespaces=scrubber_ns, scrubber_immutable_namespaces=scrubber_imm)
+    if cmd == "all":
+        # k3s-audit and offline both need k3s restarted: once, after offline has written its files.
+        k3s_restart.batch(ctx)
     if cmd in ("k3s-audit", "all"):
         k3s_audit.run(ctx, gateway=args.gateway, audit_url=args.audit_url, audit_ca=args.audit_ca,
                       audit_server_name=args.audit_tls_server_name, check=args.check,
                       check_timeout=args.check_timeout)
     if cmd in ("falco", "all"):
         falco.run(ctx, mode=args.falco_mode, gateway=args.gateway, falco_gateway=args.falco_gateway,
-                  driver=args.driver, deb=args.deb, headers_package=args.headers_package)
+                  driver=args.driver, deb=args.deb, headers_package=args.headers_package,
+                  node_name=args.node_name, token_stdin=args.alert_token_stdin)
     if cmd in ("offline", "all"):
         offline.run(ctx, repo=args.repo, timeout=args.offline_timeout)
+    if cmd == "all":
+        ctx.section("k3s restart (once, for k3s-audit and offline)")
+        k3s_restart.flush(ctx)
     return 0
 
 

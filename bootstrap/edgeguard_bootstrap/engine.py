@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .executor import Executor
+
 STATE_FILE = "/var/lib/edgeguard/bootstrap-state.json"
 BACKUP_DIR = "/var/lib/edgeguard/backups"
 HIDDEN = "<secret hidden>"
@@ -44,8 +46,11 @@ def sha256(data: bytes) -> str:
 
 class Ctx:
     def __init__(self, root: str = "/", *, dry_run: bool = False, force: bool = False, yes: bool = False,
-                 out=None, stdin=None, env: dict | None = None, image: bool = False):
+                 out=None, stdin=None, env: dict | None = None, image: bool = False,
+                 executor: Executor | None = None):
         self.root = Path(root)
+        # Every command, PATH look-up and HTTP GET of the run goes through this one object.
+        self.executor = executor or Executor()
         self.dry_run = dry_run
         # --image: files go into an OS image under --root; commands belong to the node's
         # first boot, not to the machine preparing the image, so none is run.
@@ -107,6 +112,13 @@ class Ctx:
         self.say(f"  [ok] {text}")
 
     # ---- checks ----------------------------------------------------------
+    def skip_in_image(self, name: str) -> Check | None:
+        """With --image, a check of the machine preparing the image (its kernel, tools, cluster, network)
+        says nothing about the node: SKIP, not FAIL."""
+        if not self.image:
+            return None
+        return Check(name, "skip", "not checked with --image: it would describe this machine, not the node")
+
     def require(self, checks: list[Check], title: str = "checks") -> bool:
         """Print a table; refuse to go on after a failure unless --force."""
         print_table(self, checks)
@@ -300,17 +312,18 @@ class Ctx:
         full_env = dict(self.env)
         if env:
             full_env.update(env)
-        try:
-            return subprocess.run(argv, input=input, capture_output=True, text=True, env=full_env,
-                                  timeout=timeout, cwd=cwd, stdin=None if input is not None else subprocess.DEVNULL)
-        except FileNotFoundError:
-            return subprocess.CompletedProcess(argv, 127, "", f"{argv[0]}: command not found")
-        except subprocess.TimeoutExpired:
-            return subprocess.CompletedProcess(argv, 124, "", f"{argv[0]}: timed out after {timeout}s")
+        return self.executor.run(argv, input=input, env=full_env, timeout=timeout, cwd=cwd)
+
+    def http_get(self, url: str, headers: dict | None = None, timeout: float = 5) -> tuple[int, bytes]:
+        """A read-only HTTP GET (also in --dry-run): (status, body), status 0 when unreachable."""
+        return self.executor.http_get(url, headers, timeout)
+
+    def https_get(self, url: str, headers: dict, ca_pem: bytes, server_name: str | None,
+                  timeout: float = 10) -> tuple[int, bytes]:
+        return self.executor.https_get(url, headers, ca_pem, server_name, timeout)
 
     def which(self, name: str) -> str | None:
-        import shutil
-        return shutil.which(name, path=self.env.get("PATH", os.defpath))
+        return self.executor.which(name, self.env.get("PATH", os.defpath))
 
     def confirm(self, question: str) -> bool:
         if self.yes:

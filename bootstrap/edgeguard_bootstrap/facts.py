@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from . import runtime_env
@@ -134,6 +132,8 @@ def k3s_role(ctx: Ctx) -> str | None:
 
 
 def check_k3s(ctx: Ctx) -> Check:
+    if skipped := ctx.skip_in_image("k3s"):
+        return skipped
     proc = ctx.query(["k3s", "--version"])
     if proc.returncode != 0:
         return Check("k3s", "fail", "k3s is not installed (curl -sfL https://get.k3s.io | sh -)")
@@ -164,7 +164,8 @@ def check_k3s_args(ctx: Ctx) -> Check:
     dropins = ctx.host("/etc/rancher/k3s/config.yaml.d")
     if dropins.is_dir():
         for f in sorted(dropins.glob("*.yaml")):
-            if f.name > AUDIT_DROPIN_NAME and re.search(r"^kube-apiserver-arg\s*:", f.read_text("utf-8", "replace"), re.M):
+            text = f.read_text("utf-8", "replace")
+            if f.name > AUDIT_DROPIN_NAME and re.search(r"^kube-apiserver-arg\s*:", text, re.M):
                 problems.append(f"{f.name} sorts after {AUDIT_DROPIN_NAME} and sets kube-apiserver-arg without '+', "
                                 "which drops our audit args; change it to kube-apiserver-arg+:")
     if problems:
@@ -173,6 +174,8 @@ def check_k3s_args(ctx: Ctx) -> Check:
 
 
 def check_arch(ctx: Ctx) -> Check:
+    if skipped := ctx.skip_in_image("arch"):
+        return skipped
     arch = uname(ctx, "-m")
     if arch in ("aarch64", "arm64", "x86_64", "amd64"):
         return Check("arch", "pass", arch)
@@ -192,6 +195,8 @@ def check_os(ctx: Ctx) -> Check:
 
 
 def check_driver(ctx: Ctx, override: str | None = None) -> Check:
+    if skipped := ctx.skip_in_image("falco driver"):
+        return skipped
     driver, why = driver_choice(ctx, override)
     if driver == "modern_ebpf":
         return Check("falco driver", "pass", f"modern_ebpf: {why}")
@@ -207,7 +212,10 @@ def check_driver(ctx: Ctx, override: str | None = None) -> Check:
                                          "(falco --mode host installs them)")
 
 
-def check_tool(ctx: Ctx, name: str, hint: str, status_if_missing: str = "fail") -> Check:
+def check_tool(ctx: Ctx, name: str, hint: str, status_if_missing: str = "fail", on_node: bool = True) -> Check:
+    """on_node=False: a tool bootstrap itself runs on the machine it runs on (openssl), checked with --image too."""
+    if on_node and (skipped := ctx.skip_in_image(name)):
+        return skipped
     path = ctx.which(name)
     if path:
         return Check(name, "pass", path)
@@ -215,6 +223,8 @@ def check_tool(ctx: Ctx, name: str, hint: str, status_if_missing: str = "fail") 
 
 
 def check_cluster(ctx: Ctx) -> Check:
+    if skipped := ctx.skip_in_image("cluster"):
+        return skipped
     proc = ctx.query(["kubectl", "get", "--raw", "/readyz"], timeout=30)
     if proc.returncode == 0 and proc.stdout.strip() == "ok":
         return Check("cluster", "pass", "kubectl reaches the API server (/readyz ok)")
@@ -222,19 +232,10 @@ def check_cluster(ctx: Ctx) -> Check:
                                     + (proc.stderr.strip().splitlines() or ["no output"])[-1][:160])
 
 
-def http_get(url: str, headers: dict | None = None, timeout: float = 5) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (operator-given URL)
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read() if exc.fp else b""
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return 0, str(getattr(exc, "reason", exc)).encode()
-
-
 def check_gateway(ctx: Ctx, gateway: str) -> Check:
-    status, body = http_get(gateway.rstrip("/") + "/healthz")
+    if skipped := ctx.skip_in_image("gateway"):
+        return skipped
+    status, body = ctx.http_get(gateway.rstrip("/") + "/healthz")
     if status == 200:
         return Check("gateway", "pass", f"{gateway}/healthz answers 200")
     why = f"HTTP {status}" if status else body.decode("utf-8", "replace")

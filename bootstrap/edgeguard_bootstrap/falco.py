@@ -1,11 +1,15 @@
 """falco: install Falco (Helm chart or host package) posting JSON alerts to alert-forwarder."""
 from __future__ import annotations
 
+import base64
 import json
+import re
+import time
 import urllib.parse
 
 from . import facts, secretstore, tools, yamlout
 from .engine import BootstrapError, Check, Ctx, sha256
+from .kubeapply import apply_manifest
 
 CHART_REPO = ("falcosecurity", "https://falcosecurity.github.io/charts")
 CHART = "falcosecurity/falco"
@@ -23,6 +27,26 @@ APT_SOURCE = "/etc/apt/sources.list.d/falcosecurity.list"
 APT_LINE = f"deb [signed-by={KEYRING}] https://download.falco.org/packages/deb stable main\n"
 DROPIN = "/etc/falco/config.d/60-edgeguard.yaml"
 UNITS = {"modern_ebpf": "falco-modern-bpf.service", "kmod": "falco-kmod.service"}
+
+# The token never sits in a Falco config file: Falco (0.35+, falcosecurity/falco#2562, yaml_helper
+# get_scalar) expands ${VAR} inside every falco.yaml and config.d value from its own environment, so
+# http_output.url names the variable, and the value comes from a Secret (helm: the chart's extra.env
+# with secretKeyRef) or a root-only environment file (host: the unit's EnvironmentFile). A ConfigMap,
+# a world-readable drop-in, the chart's values and the audit log of the falco/falco ConfigMap then hold
+# no credential. The value is percent-encoded: it lands in the URL's user part as it is.
+TOKEN_ENV = "EDGEGUARD_ALERT_TOKEN"
+TOKEN_SECRET = "edgeguard-alert-token"
+TOKEN_SECRET_MANIFEST = "/var/lib/edgeguard/manifests/falco-alert-token.yaml"
+ENV_FILE = "/etc/falco/edgeguard-alert-token.env"
+FLEET_USER = "falco"  # alert-forwarder does not check the user name for the fleet token
+# Kubernetes node names (DNS-1123 subdomain): also what alert-forwarder looks up as the Secret's data key.
+NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+NODE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,128}$")  # node-enroll's: 32 random bytes, base64url
+ROTATION_POLL = 2.0  # seconds between probes while the function's mounted secret catches up
+
+
+def unit_dropin(unit: str) -> str:
+    return f"/etc/systemd/system/{unit}.d/60-edgeguard.conf"
 
 # Falco 0.38+ merges each config.d file into falco.yaml one top-level key at a time
 # (userspace/engine/yaml_helper.h, include_config_file, strategy "append"): a sequence is
@@ -68,12 +92,53 @@ RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "
 PRIORITY_CLASS = "system-node-critical"
 
 
-def alert_url(gateway: str, token: str) -> str:
+def alert_url(gateway: str, token: str, user: str = FLEET_USER) -> str:
     """http_output's URL, the token in its user part: Falco cannot set headers, and libcurl sends the user
     part as Basic auth. Never in the query: of-watchdog logs every request line, query included."""
+    return _url(gateway, user, urllib.parse.quote(token, safe=""))
+
+
+def env_url(gateway: str, user: str = FLEET_USER) -> str:
+    """The URL Falco's config files hold: the password is ${EDGEGUARD_ALERT_TOKEN}, expanded by Falco."""
+    return _url(gateway, user, "${" + TOKEN_ENV + "}")
+
+
+def _url(gateway: str, user: str, password: str) -> str:
     parts = urllib.parse.urlsplit(gateway.rstrip("/"))
-    netloc = f"falco:{urllib.parse.quote(token, safe='')}@{parts.netloc}"
+    netloc = f"{urllib.parse.quote(user, safe='')}:{password}@{parts.netloc}"
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path + "/function/alert-forwarder", "", ""))
+
+
+def env_value(token: str) -> str:
+    return urllib.parse.quote(token, safe="")
+
+
+def env_file(token: str) -> str:
+    return (f"# Written by edgeguard-bootstrap falco (root only): Falco expands ${{{TOKEN_ENV}}} in\n"
+            f"# http_output.url. Percent-encoded, as it goes into the URL's user part.\n"
+            f"{TOKEN_ENV}={env_value(token)}\n")
+
+
+def unit_dropin_text() -> str:
+    return ("# Written by edgeguard-bootstrap falco --mode host: the alert token for http_output.url\n"
+            f"[Service]\nEnvironmentFile={ENV_FILE}\n")
+
+
+def token_secret_manifest(token: str) -> str:
+    return yamlout.dump({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": TOKEN_SECRET, "namespace": NAMESPACE,
+                     "labels": {"app.kubernetes.io/managed-by": "edgeguard-bootstrap"}},
+        "type": "Opaque",
+        "data": {"token": base64.b64encode(env_value(token).encode()).decode()},
+    }, "alert-forwarder's token for Falco's http_output (edgeguard-bootstrap falco)")
+
+
+def register_token(ctx: Ctx, token: str) -> None:
+    """Every form the token takes in a file or a command's output is masked."""
+    ctx.add_secret(token)
+    ctx.add_secret(env_value(token))
+    ctx.add_secret(base64.b64encode(env_value(token).encode()).decode())
 
 
 def falco_settings(url: str) -> dict:
@@ -90,6 +155,8 @@ def falco_settings(url: str) -> dict:
 def helm_values(driver: str, url: str) -> dict:
     values = {
         "driver": {"kind": driver},
+        "extra": {"env": [{"name": TOKEN_ENV,
+                           "valueFrom": {"secretKeyRef": {"name": TOKEN_SECRET, "key": "token"}}}]},
         "resources": RESOURCES,
         "podPriorityClassName": PRIORITY_CLASS,
         "falcoctl": FALCOCTL_OFF,
@@ -127,8 +194,33 @@ def checks(ctx: Ctx, mode: str, driver: str | None) -> list[Check]:
     return result
 
 
+def parse_identity(mode: str, node_name: str | None, token_stdin: bool, stdin) -> tuple[str, str | None]:
+    """(Basic auth user, per-node token or None) from --node-name / --alert-token-stdin, checked before
+    anything runs: node-enroll's join script pipes the node's own token (issue 12 §7)."""
+    if mode != "host" and (node_name or token_stdin):
+        raise BootstrapError("--node-name and --alert-token-stdin are for --mode host (the helm DaemonSet "
+                             "uses the fleet token)")
+    if token_stdin and not node_name:
+        raise BootstrapError("--alert-token-stdin needs --node-name: alert-forwarder checks a node token "
+                             "against that node's name")
+    if node_name is not None and not NODE_NAME.match(node_name):
+        raise BootstrapError(f"--node-name {node_name!r} is not a Kubernetes node name (lower-case letters, "
+                             "digits, '-' and '.')")
+    if not token_stdin:
+        return node_name or FLEET_USER, None
+    token = (stdin.readline() or "").strip()
+    if not NODE_TOKEN.match(token):
+        raise BootstrapError("--alert-token-stdin: expected one line holding the node's alert token "
+                             "(32 to 128 base64url characters, as node-enroll mints them)")
+    return node_name, token
+
+
 def run(ctx: Ctx, *, mode: str, gateway: str, falco_gateway: str | None = None, driver: str | None = None,
-        deb: str | None = None, headers_package: str | None = None) -> None:
+        deb: str | None = None, headers_package: str | None = None, node_name: str | None = None,
+        token_stdin: bool = False) -> None:
+    user, node_token = parse_identity(mode, node_name, token_stdin, ctx.stdin)
+    if node_token:
+        register_token(ctx, node_token)
     ctx.section(f"falco --mode {mode}: Falco with JSON alerts to alert-forwarder")
     if mode == "helm" and not ctx.image:
         tools.ensure(ctx, ("helm",))
@@ -137,19 +229,50 @@ def run(ctx: Ctx, *, mode: str, gateway: str, falco_gateway: str | None = None, 
         raise BootstrapError("--image needs --driver modern_ebpf|kmod: the image's kernel is not this machine's")
     kind, why = facts.driver_choice(ctx, driver)
     ctx.say(f"  driver: {kind} ({why})")
-    token = secretstore.require_token(ctx, "alert-forwarder-token")
-    ctx.note(f"http_output carries alert-forwarder-token in its URL's user part, sent as Basic auth (stored in "
-             f"{secretstore.path('alert-forwarder-token')})")
-    if mode == "helm":
-        run_helm(ctx, kind, alert_url(falco_gateway or IN_CLUSTER_GATEWAY, token))
+    if node_token:
+        token = node_token
+        ctx.note(f"http_output sends Basic auth as node {user} with the node's own token (from stdin)")
+    elif mode == "host" and ctx.state.get("falco_node") and ctx.read(ENV_FILE) is not None:
+        # Enrolled with a node token earlier: keep it (this node has no fleet token to fall back on).
+        user = ctx.state["falco_node"]
+        token = None
+        ctx.note(f"keeping node {user}'s own alert token in {ENV_FILE}")
     else:
-        run_host(ctx, kind, alert_url(falco_gateway or gateway, token), deb, headers_package)
+        token = secretstore.require_token(ctx, "alert-forwarder-token")
+        register_token(ctx, token)
+        ctx.note(f"http_output sends alert-forwarder-token as Basic auth; Falco reads it from ${{{TOKEN_ENV}}} "
+                 f"({'Secret ' + NAMESPACE + '/' + TOKEN_SECRET if mode == 'helm' else ENV_FILE}, root only), "
+                 "so no Falco config file holds it")
+    if mode == "helm":
+        run_helm(ctx, kind, env_url(falco_gateway or IN_CLUSTER_GATEWAY), token)
+    else:
+        run_host(ctx, kind, env_url(falco_gateway or gateway, user), deb, headers_package, token)
+        if not ctx.dry_run and not ctx.image:
+            ctx.state["falco_node"] = user if user != FLEET_USER else None
+            ctx.save_state()
 
 
-def run_helm(ctx: Ctx, driver: str, url: str) -> None:
+def ensure_namespace(ctx: Ctx) -> None:
+    if ctx.query(["kubectl", "get", "namespace", NAMESPACE, "-o", "name"], timeout=30).returncode == 0:
+        return
+    # Before the chart: Falco's pods need the token Secret at start. Left in place by revert, as helm's
+    # --create-namespace leaves it.
+    ctx.run(["kubectl", "create", "namespace", NAMESPACE], why="Falco's namespace, for the token Secret")
+
+
+def apply_token_secret(ctx: Ctx, token: str) -> bool:
+    """The Secret the chart's extra.env reads; True when it changed (Falco reads env only at start)."""
+    ensure_namespace(ctx)
+    ctx.write_file(TOKEN_SECRET_MANIFEST, token_secret_manifest(token), secret=True,
+                   why=f"Secret {NAMESPACE}/{TOKEN_SECRET}: the token Falco expands into http_output.url")
+    return apply_manifest(ctx, str(ctx.host(TOKEN_SECRET_MANIFEST)), "alert-forwarder's token for Falco")
+
+
+def run_helm(ctx: Ctx, driver: str, url: str, token: str) -> None:
     values = helm_values(driver, url)
+    secret_changed = apply_token_secret(ctx, token)
     ctx.write_file(VALUES, yamlout.dump(values, f"Helm values for {CHART} {CHART_VERSION} (edgeguard-bootstrap)"),
-                   mode=0o600, why="Falco chart values (holds the alert-forwarder token)")
+                   mode=0o600, why="Falco chart values (no token: http_output.url names ${" + TOKEN_ENV + "})")
     repos = ctx.query(["helm", "repo", "list", "-o", "json"])
     names = set()
     if repos.returncode == 0:
@@ -163,6 +286,8 @@ def run_helm(ctx: Ctx, driver: str, url: str) -> None:
         ctx.run(["helm", "repo", "add", *CHART_REPO], why="Falco's chart repository")
     if release_matches(ctx, values):
         ctx.unchanged(f"helm release {RELEASE} ({CHART}-{CHART_VERSION}) deployed with these values")
+        if secret_changed:
+            restart_daemonset(ctx, "read the new token (env is read at start)")
         return
     ctx.run(["helm", "repo", "update", CHART_REPO[0]])
     ctx.run(["helm", "upgrade", "--install", RELEASE, CHART, "--namespace", NAMESPACE, "--create-namespace",
@@ -191,7 +316,23 @@ def release_matches(ctx: Ctx, values: dict) -> bool:
         return False
 
 
-def run_host(ctx: Ctx, driver: str, url: str, deb: str | None, headers_package: str | None) -> None:
+def restart_daemonset(ctx: Ctx, why: str) -> None:
+    ctx.run(["kubectl", "rollout", "restart", f"daemonset/{RELEASE}", "-n", NAMESPACE], why=why)
+    ctx.run(["kubectl", "rollout", "status", f"daemonset/{RELEASE}", "-n", NAMESPACE, "--timeout", "5m"],
+            why="wait until every Falco pod runs with it")
+
+
+def write_host_token(ctx: Ctx, unit: str, token: str | None) -> bool:
+    changed = False
+    if token is not None:
+        changed |= ctx.write_file(ENV_FILE, env_file(token), secret=True,
+                                  why=f"${{{TOKEN_ENV}}} for http_output.url (root only)")
+    changed |= ctx.write_file(unit_dropin(unit), unit_dropin_text(), why=f"{unit} reads {ENV_FILE}")
+    return changed
+
+
+def run_host(ctx: Ctx, driver: str, url: str, deb: str | None, headers_package: str | None,
+             token: str | None = None) -> None:
     installed = ctx.query(["dpkg-query", "-W", "-f=${Status}", "falco"])
     is_installed = installed.returncode == 0 and "install ok installed" in installed.stdout
     if driver == "kmod" and ctx.image and not headers_package:
@@ -220,12 +361,17 @@ def run_host(ctx: Ctx, driver: str, url: str, deb: str | None, headers_package: 
             ctx.run(["apt-get", "update"])
             ctx.run(["apt-get", "install", "-y", "falco"], env=env, why="Falco from download.falco.org")
         ctx.record({"kind": "apt", "package": "falco"})
-    dropin_changed = ctx.write_file(DROPIN, dropin(url), mode=0o600,
-                                    why="json_output, http_output to alert-forwarder, syscall_event_drops")
+    unit = UNITS[driver]
+    dropin_changed = ctx.write_file(DROPIN, dropin(url), mode=0o644,
+                                    why="json_output, http_output to alert-forwarder (no token: it names "
+                                        f"${{{TOKEN_ENV}}}), syscall_event_drops")
+    token_changed = write_host_token(ctx, unit, token)
+    if token_changed and not ctx.image:  # an image's systemd reads the unit drop-in at first boot
+        ctx.run(["systemctl", "daemon-reload"], why=f"load {unit_dropin(unit)}")
+    dropin_changed |= token_changed
     if ctx.query(["systemctl", "is-enabled", FALCOCTL_UNIT]).stdout.strip() == "enabled":
         ctx.run(["systemctl", "disable", "--now", FALCOCTL_UNIT],
                 why="falcoctl would fetch rules from the internet; the package's rules are used offline")
-    unit = UNITS[driver]
     other = UNITS["kmod" if driver == "modern_ebpf" else "modern_ebpf"]
     if ctx.query(["systemctl", "is-enabled", other]).stdout.strip() == "enabled":
         ctx.run(["systemctl", "disable", "--now", other], why=f"{driver} is the driver for this kernel")
@@ -268,3 +414,82 @@ def add_apt_repo(ctx: Ctx) -> None:
     else:
         ctx.unchanged(f"{KEYRING} present")
     ctx.write_file(APT_SOURCE, APT_LINE, why="Falco's apt repository")
+
+
+# ---- rotation -------------------------------------------------------------
+# Falco's http_output ignores HTTP status codes, so an alert sent with a token alert-forwarder does not
+# (yet, or any more) accept is lost without a trace. alert-forwarder accepts the previous value for
+# token_grace_seconds (600 s by default) from the moment its mounted secret changes, and the kubelet
+# updates that mount up to a minute or so after `faas-cli secret update`. So: the secret first, then wait
+# until alert-forwarder accepts the new value, and only then give it to Falco; the old one keeps working
+# until Falco restarts.
+GRACE_SECONDS = 600
+
+
+def installed(ctx: Ctx) -> str | None:
+    """"helm", or the systemd unit, of a Falco this bootstrap installed; None if it did not."""
+    for action in reversed(ctx.state.get("actions", [])):
+        if action == {"kind": "helm", "release": RELEASE, "namespace": NAMESPACE}:
+            return "helm"
+        if action.get("kind") == "systemd" and action.get("unit") in UNITS.values():
+            return action["unit"]
+    return None
+
+
+def wait_accepted(ctx: Ctx, gateway: str, token: str, timeout: float) -> None:
+    url = gateway.rstrip("/") + "/function/alert-forwarder"
+    if ctx.dry_run:
+        ctx.say(f"  [plan] wait until {url} accepts the new token (GET with it answers 200), then update Falco")
+        return
+    deployed = facts.deployed_functions(ctx)
+    if deployed is not None and "alert-forwarder" not in deployed:
+        ctx.note("alert-forwarder is not deployed, so nobody holds the old token; Falco gets the new one now")
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _ = ctx.http_get(url, {"Authorization": f"Bearer {token}"}, timeout=10)
+        if status == 200:
+            ctx.say(f"  alert-forwarder accepts the new token; it still takes the previous one for its "
+                    f"token_grace_seconds ({GRACE_SECONDS} s by default)")
+            return
+        if time.monotonic() > deadline:
+            raise BootstrapError(
+                f"alert-forwarder still refuses the new alert-forwarder-token after {int(timeout)}s "
+                f"(HTTP {status}: its mounted secret is not updated yet?). Falco was left on the previous "
+                "token, which alert-forwarder still accepts, so no alert is lost: re-run "
+                "`edgeguard-bootstrap falco` once it accepts the new one")
+        time.sleep(ROTATION_POLL)
+
+
+def rotate(ctx: Ctx, *, gateway: str, timeout: float) -> None:
+    """After `--rotate alert-forwarder-token` updated the OpenFaaS secret: wait, give Falco the new token,
+    verify Falco runs with it."""
+    ctx.section("falco: the rotated alert-forwarder-token, without dropping an alert")
+    token = secretstore.require_token(ctx, "alert-forwarder-token")
+    register_token(ctx, token)
+    wait_accepted(ctx, gateway, token, timeout)
+    accepted = time.monotonic()
+    where = installed(ctx)
+    if where is None:
+        ctx.note(f"bootstrap did not install Falco here: give your Falco the new token within "
+                 f"token_grace_seconds ({GRACE_SECONDS} s) of alert-forwarder's accepting it")
+        return
+    if where == "helm":
+        if apply_token_secret(ctx, token):
+            restart_daemonset(ctx, "Falco reads the new token at start")
+    elif ctx.state.get("falco_node"):
+        ctx.note(f"this node's Falco sends node {ctx.state['falco_node']}'s own token, not the fleet token: "
+                 "nothing to change")
+        return
+    else:
+        if write_host_token(ctx, where, token):
+            ctx.run(["systemctl", "restart", where], why="Falco reads the new token at start")
+        if not ctx.dry_run:
+            active = ctx.query(["systemctl", "is-active", where]).stdout.strip()
+            if active != "active":
+                raise BootstrapError(f"{where} is {active or 'not active'} after the restart: "
+                                     f"check `journalctl -u {where}`")
+            ctx.say(f"  {where} active with the new token")
+    if not ctx.dry_run and time.monotonic() - accepted > GRACE_SECONDS:
+        ctx.say(f"  !! Falco took over {GRACE_SECONDS} s to restart: alerts sent with the old token after the "
+                "grace were refused")

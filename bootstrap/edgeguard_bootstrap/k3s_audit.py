@@ -12,7 +12,7 @@ import secrets as pysecrets
 import time
 from pathlib import Path
 
-from . import audit_policy, audit_tls, facts, kubeapply, secretstore, yamlout
+from . import audit_policy, audit_tls, facts, k3s_restart, kubeapply, secretstore, yamlout
 from .audit_tls import Front
 from .engine import BootstrapError, Check, Ctx
 
@@ -20,6 +20,7 @@ SERVER_DIR = "/var/lib/rancher/k3s/server"
 POLICY = f"{SERVER_DIR}/edgeguard-audit-policy.yaml"
 WEBHOOK = f"{SERVER_DIR}/edgeguard-audit-webhook.kubeconfig"
 LOG_DIR = f"{SERVER_DIR}/logs"
+PENDING = "k3s_restart_pending"  # a refused restart, remembered in the state file
 LOG = f"{LOG_DIR}/audit.log"
 DROPIN = f"/etc/rancher/k3s/config.yaml.d/{facts.AUDIT_DROPIN_NAME}"
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "audit-policy.yaml"
@@ -105,7 +106,7 @@ def checks(ctx: Ctx, gateway: str, probe: bool = True, managed: bool = True) -> 
     result.append(facts.check_tool(ctx, "kubectl", "k3s installs it as a link to k3s"))
     if managed:
         result.append(facts.check_tool(ctx, "openssl", "it makes the webhook's CA and certificate: "
-                                                       "apt-get install openssl"))
+                                                       "apt-get install openssl", on_node=False))
         result.append(audit_tls.check_traefik(ctx))
     gw = facts.check_gateway(ctx, gateway)
     if gw.status == "fail" and not probe:
@@ -146,68 +147,46 @@ def run(ctx: Ctx, *, gateway: str, audit_url: str | None = None, audit_ca: str |
         ctx.note("image: k3s reads these files when it first starts; no restart and no audit probe now"
                  + ("; apply the two manifests after OpenFaaS is installed" if front.managed else ""))
         return
-    restarted = restart_k3s(ctx, changed)
-    if ctx.dry_run:
-        if changed:
-            ctx.note("after the restart, an audit probe (a short-lived ConfigMap) is checked to reach audit-ingest "
-                     "as an authenticated batch")
-        return
-    if check == "never" or (check == "auto" and not restarted):
-        if not changed:
-            ctx.note("nothing changed, so no audit probe (use --check to run it anyway)")
-        return
-    if restarted:
-        wait_ready(ctx)
-    deployed = facts.deployed_functions(ctx)
-    if deployed is not None and "audit-ingest" not in deployed:
-        ctx.say("  !! audit-ingest is not deployed, so the delivery probe is skipped: after `faas-cli up`, run "
-                "`edgeguard-bootstrap k3s-audit --check`")
-        return
-    verify_delivery(ctx, front, token, timeout=check_timeout, poll=poll)
+
+    def after_restart(restarted: bool) -> None:
+        if ctx.dry_run:
+            if changed:
+                ctx.note("after the restart, an audit probe (a short-lived ConfigMap) is checked to reach "
+                         "audit-ingest as an authenticated batch")
+            return
+        if check == "never" or (check == "auto" and not restarted):
+            if not changed:
+                ctx.note("nothing changed, so no audit probe (use --check to run it anyway)")
+            return
+        deployed = facts.deployed_functions(ctx)
+        if deployed is not None and "audit-ingest" not in deployed:
+            ctx.say("  !! audit-ingest is not deployed, so the delivery probe is skipped: after `faas-cli up`, "
+                    "run `edgeguard-bootstrap k3s-audit --check`")
+            return
+        verify_delivery(ctx, front, token, timeout=check_timeout, poll=poll)
+
+    k3s_restart.restart_then(ctx, k3s_restart.Request(changed, PENDING, "the audit policy and webhook",
+                                                      after_restart))
 
 
 def restart_k3s(ctx: Ctx, changed: bool) -> bool:
-    pending = ctx.state.get("k3s_restart_pending", False)
-    if not changed and not pending:
+    """revert: restart now if anything audit-related changed (or a restart is still pending)."""
+    if not changed and not ctx.state.get(PENDING, False):
         return False
-    question = "k3s must restart to load the audit settings (the API server is down for a few seconds). Restart now?"
-    if ctx.dry_run:
-        ctx.change("run: systemctl restart k3s  (only with --yes, or after a yes at the terminal prompt)")
-        return False
-    if not ctx.confirm(question):
-        ctx.state["k3s_restart_pending"] = True
-        ctx.save_state()
-        ctx.say("  !! k3s NOT restarted: the audit settings take effect after `sudo systemctl restart k3s` "
-                "(or re-run with --yes)")
-        return False
-    ctx.run(["systemctl", "restart", "k3s"], why="load the audit policy and webhook")
-    ctx.state["k3s_restart_pending"] = False
-    ctx.save_state()
-    return True
+    return k3s_restart.restart(ctx, [PENDING], "the audit settings")
 
 
-def wait_ready(ctx: Ctx, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        proc = ctx.query(["kubectl", "get", "--raw", "/readyz"], timeout=15)
-        if proc.returncode == 0 and proc.stdout.strip() == "ok":
-            ctx.say("  API server ready after the restart")
-            return
-        if time.monotonic() > deadline:
-            raise BootstrapError("the API server did not become ready within "
-                                 f"{int(timeout)}s after the restart: check `journalctl -u k3s`")
-        time.sleep(2)
-
+wait_ready = k3s_restart.wait_ready
 
 COUNTERS = ("authenticated_batches", "unauthenticated", "invalid_token")
 
 
-def _get(front: Front, token: str) -> tuple[int, bytes]:
+def _get(ctx: Ctx, front: Front, token: str) -> tuple[int, bytes]:
     """audit-ingest's GET over the webhook's own transport (the same URL, CA and server name)."""
     headers = {"Authorization": f"Bearer {token}"}
     if audit_tls.is_https(front.url) and front.ca_pem is not None:
-        return audit_tls.https_get(front.url, headers, front.ca_pem, front.server_name, timeout=10)
-    return facts.http_get(front.url, headers, timeout=10)
+        return ctx.https_get(front.url, headers, front.ca_pem, front.server_name, timeout=10)
+    return ctx.http_get(front.url, headers, timeout=10)
 
 
 def _unreachable(front: Front, status: int, body: bytes) -> str:
@@ -232,7 +211,7 @@ def event_counters(ctx: Ctx, front: Front, token: str, wait: float = 0.0) -> dic
     picks up a new Ingress within seconds)."""
     deadline = time.monotonic() + wait
     while True:
-        status, body = _get(front, token)
+        status, body = _get(ctx, front, token)
         if status == 200 or status == 401 or time.monotonic() >= deadline:
             break
         time.sleep(2)

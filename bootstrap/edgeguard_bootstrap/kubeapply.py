@@ -10,15 +10,16 @@ from .engine import BootstrapError, Ctx
 _MISSING_NS = re.compile(r'namespaces "([a-z0-9-]+)" not found')
 
 
-def apply_manifest(ctx: Ctx, path: str, why: str) -> None:
-    """kubectl diff first, so an unchanged manifest is not re-applied (idempotent runs)."""
+def apply_manifest(ctx: Ctx, path: str, why: str) -> bool:
+    """kubectl diff first, so an unchanged manifest is not re-applied (idempotent runs). True when it is
+    (or would be) applied."""
     if ctx.image:
         ctx.run(["kubectl", "apply", "-f", path], why=why)  # listed for the node's first boot
-        return
+        return True
     diff = ctx.query(["kubectl", "diff", "-f", path], timeout=60)
     if diff.returncode == 0:
         ctx.unchanged(f"{path} already applied")
-        return
+        return False
     missing = _MISSING_NS.search(diff.stderr or "") if diff.returncode > 1 else None
     if diff.returncode == 1:
         ctx.say("\n".join("    " + line for line in ctx.redact(diff.stdout).rstrip().splitlines()))
@@ -33,3 +34,4 @@ def apply_manifest(ctx: Ctx, path: str, why: str) -> None:
         ctx.note(f"kubectl diff -f {path} not possible yet: {ctx.tail(diff.stderr, 160)}")
     ctx.run(["kubectl", "apply", "-f", path], why=why)
     ctx.record({"kind": "kubectl", "file": path})
+    return True

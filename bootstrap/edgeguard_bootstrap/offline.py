@@ -24,7 +24,7 @@ import re
 import time
 from pathlib import Path
 
-from . import facts, k3s_audit, yamlout
+from . import facts, k3s_restart, yamlout
 from .engine import BootstrapError, Check, Ctx
 
 REGISTRIES = "/etc/rancher/k3s/registries.yaml"
@@ -207,7 +207,8 @@ def falcoctl_problem(ctx: Ctx) -> str | None:
                     "turns it off)")
         return None
     if ctx.query(["systemctl", "is-enabled", falco.FALCOCTL_UNIT]).stdout.strip() == "enabled":
-        return f"{falco.FALCOCTL_UNIT} enabled: it fetches rules from the internet (edgeguard-bootstrap falco --mode host turns it off)"
+        return (f"{falco.FALCOCTL_UNIT} enabled: it fetches rules from the internet "
+                "(edgeguard-bootstrap falco --mode host turns it off)")
     return None
 
 
@@ -306,36 +307,19 @@ def run(ctx: Ctx, *, repo: Path, timeout: float = 600.0, poll: float = 10.0) -> 
                    why="k3s pulls these images and pins them against image garbage collection")
     if ctx.image:
         return
-    restarted = restart_k3s(ctx, changed)
-    if restarted:
-        k3s_audit.wait_ready(ctx)
-    if ctx.dry_run:
-        return
-    if ctx.state.get(PENDING):
-        ctx.note("k3s pulls and pins the images after its restart; `edgeguard-bootstrap preflight` shows the result")
-        return
-    wait_pinned(ctx, sorted(images), timeout=timeout, poll=poll)
 
+    def after_restart(restarted: bool) -> None:
+        if ctx.dry_run:
+            return
+        if ctx.state.get(PENDING):
+            ctx.note("k3s pulls and pins the images after its restart; `edgeguard-bootstrap preflight` shows the "
+                     "result")
+            return
+        wait_pinned(ctx, sorted(images), timeout=timeout, poll=poll)
 
-def restart_k3s(ctx: Ctx, changed: bool) -> bool:
-    """k3s reads registries.yaml and embedded-registry only at start (docs/installation/private-registry.md)."""
-    pending = ctx.state.get(PENDING, False)
-    if not changed and not pending:
-        return False
-    if ctx.dry_run:
-        ctx.change("run: systemctl restart k3s  (only with --yes, or after a yes at the terminal prompt)")
-        return False
-    if not ctx.confirm("k3s must restart to load registries.yaml and the embedded registry (the API server is "
-                       "down for a few seconds). Restart now?"):
-        ctx.state[PENDING] = True
-        ctx.save_state()
-        ctx.say("  !! k3s NOT restarted: the mirror takes effect after `sudo systemctl restart k3s` (or re-run "
-                "with --yes)")
-        return False
-    ctx.run(["systemctl", "restart", "k3s"], why="load registries.yaml and the embedded registry mirror")
-    ctx.state[PENDING] = False
-    ctx.save_state()
-    return True
+    # k3s reads registries.yaml and embedded-registry only at start (docs/installation/private-registry.md).
+    k3s_restart.restart_then(ctx, k3s_restart.Request(changed, PENDING, "registries.yaml and the embedded "
+                                                                        "registry mirror", after_restart))
 
 
 def wait_pinned(ctx: Ctx, refs: list[str], *, timeout: float, poll: float) -> None:

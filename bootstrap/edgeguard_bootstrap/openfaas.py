@@ -8,9 +8,9 @@ import re
 import time
 from pathlib import Path
 
-from . import admission, facts, openfaas_ce, scrubber_rbac, secretstore, tools, yamlout
-from .kubeapply import apply_manifest
+from . import admission, facts, falco, openfaas_ce, scrubber_rbac, secretstore, tools, yamlout
 from .engine import BootstrapError, Check, Ctx
+from .kubeapply import apply_manifest
 
 NS = facts.FUNCTION_NAMESPACE
 API_SERVER = "https://kubernetes.default.svc:443"
@@ -166,7 +166,7 @@ ROTATABLE = secretstore.TOKENS + secretstore.KEYS
 
 
 def run(ctx: Ctx, *, gateway: str, repo: Path, deploy: bool = False, cron_connector: bool = False,
-        api_server: str = API_SERVER, token_timeout: float = 60.0, rotate: tuple = (),
+        api_server: str = API_SERVER, token_timeout: float = 60.0, rotate: tuple = (), rotation_timeout: float = 300.0,
         scrubber_namespaces: tuple = (), scrubber_immutable_namespaces: tuple = ()) -> None:
     ctx.section("openfaas: function secrets, ServiceAccount credentials, cron-connector")
     unknown = [n for n in rotate if n not in ROTATABLE]
@@ -180,9 +180,12 @@ def run(ctx: Ctx, *, gateway: str, repo: Path, deploy: bool = False, cron_connec
         # A rotated token flows on within the same run: k3s-audit and falco read the new node copy.
         ensure_secret(ctx, name, remote, gateway, desired=secretstore.generate(name) if name in rotate else None)
     if rotate:
-        ctx.note("rotated: " + ", ".join(rotate) + ". Run `edgeguard-bootstrap all` (or k3s-audit / falco) so the "
-                 "webhook kubeconfig and Falco's URL carry the new values; functions read secrets as OpenFaaS "
-                 "updates them")
+        ctx.note("rotated: " + ", ".join(rotate) + ". Functions read secrets as OpenFaaS updates them"
+                 + ("; run `edgeguard-bootstrap k3s-audit` (or `all`) so the webhook kubeconfig carries the new "
+                    "audit-ingest-token" if "audit-ingest-token" in rotate else ""))
+    if "alert-forwarder-token" in rotate:
+        # Right after the secret, before anything slow: Falco holds the old token until it restarts.
+        falco.rotate(ctx, gateway=gateway, timeout=rotation_timeout)
 
     for rel in RBAC_FILES:
         apply_manifest(ctx, str(repo / rel), f"RBAC for {Path(rel).stem}")
@@ -224,7 +227,8 @@ def cron(ctx: Ctx, install: bool) -> None:
         ctx.unchanged("cron-connector installed (it calls functions annotated topic: cron-function)")
         return
     if install:
-        ctx.run(["arkade", "install", "cron-connector"], why="schedules functions annotated topic: cron-function (alert-forwarder only with cron_flush)")
+        ctx.run(["arkade", "install", "cron-connector"],
+                why="schedules functions annotated topic: cron-function (alert-forwarder only with cron_flush)")
         ctx.record({"kind": "helm", "release": "cron-connector", "namespace": "openfaas"})
         return
     ctx.note("cron-connector is not installed, and edgeguard does not need it: alert-forwarder retries its spool "

@@ -67,7 +67,8 @@ def stack_environment_keys(text: str) -> dict[str, list[str]]:
                 fn_indent, fn = len(m.group("indent")), m.group("name")
                 result.setdefault(fn, [])
             elif fn is not None and (flow := _FLOW.match(line)):
-                result[fn] += [p.split(":", 1)[0].strip().strip("'\"") for p in flow.group("body").split(",") if ":" in p]
+                pairs = [p for p in flow.group("body").split(",") if ":" in p]
+                result[fn] += [p.split(":", 1)[0].strip().strip("'\"") for p in pairs]
             elif fn is not None and re.match(r"^ +environment\s*:\s*(#.*)?$", line):
                 env_indent = len(line) - len(line.lstrip())
                 key_indent = None

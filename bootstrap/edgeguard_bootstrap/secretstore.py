@@ -15,7 +15,9 @@ from .engine import BootstrapError, Ctx
 STORE = "/var/lib/edgeguard/secrets"
 
 TOKENS = ("audit-ingest-token", "alert-forwarder-token", "configmap-secret-scrubber-token",
-          "node-enroll-admin-token")
+          "node-enroll-admin-token",
+          # Read-only: GET /metrics of every function (edgeguard/auth.require_metrics_reader), for Prometheus.
+          "edgeguard-metrics-token")
 # HMAC keys. The scrubber's fingerprint key is its own value, never its bearer token: others hold that.
 KEYS = ("node-enroll-key", "configmap-secret-scrubber-fingerprint-key")
 PLACEHOLDERS = {
@@ -25,7 +27,8 @@ PLACEHOLDERS = {
         "# Edit this file, then: faas-cli secret update audit-ingest-extra-rules --from-file=<this file>\n"),
     "alert-forwarder-destinations": (
         "# Secret settings of alert-forwarder's destinations (webhook URLs, tokens), none yet.\n"
-        "# See docs/alert-forwarder.md; then: faas-cli secret update alert-forwarder-destinations --from-file=<this file>\n"
+        "# See docs/alert-forwarder.md; then:\n"
+        "#   faas-cli secret update alert-forwarder-destinations --from-file=<this file>\n"
         "{}\n"),
 }
 KUBECONFIGS = ("configmap-secret-scrubber-kubeconfig", "node-enroll-kubeconfig")

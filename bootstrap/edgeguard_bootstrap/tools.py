@@ -24,6 +24,13 @@ def ensure(ctx: Ctx, names: tuple[str, ...]) -> None:
     if not missing:
         return
     if not ctx.which("arkade"):
+        if ctx.dry_run:
+            # A dry run shows the whole plan: the missing tool is a failed check, and the plan goes on as if
+            # it were installed (its read-only queries answer "not found").
+            ctx.say(f"  !! FAIL {', '.join(missing)} not found and arkade is not installed: a real run stops here "
+                    f"(run `{ARKADE_INSTALL}`, or install {' and '.join(missing)} yourself); the plan goes on")
+            ctx.memo.setdefault("failed_checks", []).extend(missing)
+            return
         raise BootstrapError(f"{', '.join(missing)} not found and arkade is not installed to fetch "
                              f"{'them' if len(missing) > 1 else 'it'}: run `{ARKADE_INSTALL}` (or install "
                              f"{' and '.join(missing)} yourself) and re-run")

@@ -1,10 +1,11 @@
 """A small YAML writer for the files bootstrap generates.
 
 PyYAML is not part of the standard library and not guaranteed on a fresh node,
-and bootstrap must run on the system python3 before anything is installed. We only ever *write* YAML from plain dicts/lists/scalars, so a
-conservative block-style emitter is enough: any string that could be read back
-as something else is written double-quoted with JSON escapes, which are valid
-YAML double-quoted escapes.
+and bootstrap must run on the system python3 before anything is installed. We
+only ever *write* YAML from plain dicts/lists/scalars, so a conservative
+block-style emitter is enough: any string that could be read back as something
+else is written double-quoted with JSON escapes, which are valid YAML
+double-quoted escapes.
 """
 from __future__ import annotations
 

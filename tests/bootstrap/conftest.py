@@ -18,6 +18,8 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "bootstrap"))
 sys.path.insert(0, str(HERE))  # realkube, auditmatch
 
+from inproc import InProcess  # noqa: E402
+
 from edgeguard_bootstrap import audit_tls, cli  # noqa: E402
 from local import tlsfront  # noqa: E402
 
@@ -78,6 +80,7 @@ class Node:
         world = self.default_world()
         # Where k3s finds the image list bootstrap writes (the fake k3s "pulls" it at restart).
         world["preimport_file"] = str(self.root / "var/lib/rancher/k3s/agent/images/edgeguard-images.txt")
+        world["falco_env_file"] = str(self.root / "etc/falco/edgeguard-alert-token.env")  # what Falco's unit reads
         self.set_world(world)
         self.files({
             "/etc/os-release": 'NAME="Ubuntu"\nID=ubuntu\nVERSION_ID="24.04"\nPRETTY_NAME="Ubuntu 24.04.1 LTS"\n',
@@ -149,7 +152,8 @@ class Node:
         argv = list(args) + ["--root", str(self.root), "--gateway", self.gateway, "--repo", str(self.repo)]
         if self.audit_url and args and args[0] in ("k3s-audit", "all") and "--audit-url" not in args:
             argv += ["--audit-url", self.audit_url]
-        code = cli.main(argv, out=out, stdin=stdin or io.StringIO(""), env=self.env())
+        # In-process: the fakes answer without a process per command (issue 14 §6).
+        code = cli.main(argv, out=out, stdin=stdin or io.StringIO(""), env=self.env(), executor=InProcess())
         return code, out.getvalue()
 
     def calls(self) -> list[list[str]]:
@@ -188,6 +192,9 @@ class _Gateway(BaseHTTPRequestHandler):
         if self.path == "/healthz":
             self._send(200, b"OK")
             return
+        if self.path == "/function/alert-forwarder":
+            self._forwarder(node)
+            return
         if self.path == "/function/audit-ingest":
             world = node.world()
             token = base64.b64decode(world["secrets"].get("audit-ingest-token", "")).decode()
@@ -208,6 +215,25 @@ class _Gateway(BaseHTTPRequestHandler):
             return
         self._send(404, b"not found")
 
+    def _forwarder(self, node):
+        """alert-forwarder's GET / as far as rotation goes: it sees a secret update only after `lag` more
+        requests (the kubelet syncs mounted secrets late), then takes the previous value during its grace."""
+        world = node.world()
+        fwd = world.setdefault("fwd", {})
+        actual = world["secrets"].get("alert-forwarder-token")
+        if not fwd.get("seen"):
+            fwd["seen"] = actual
+        elif fwd["seen"] != actual:
+            if fwd.get("lag", 0) > 0:
+                fwd["lag"] -= 1
+            else:
+                fwd["previous"], fwd["seen"] = fwd["seen"], actual
+        node.set_world(world)
+        accepted = {base64.b64decode(v).decode() for v in (fwd.get("seen"), fwd.get("previous")) if v}
+        auth = self.headers.get("Authorization", "")
+        ok = auth.startswith("Bearer ") and auth[len("Bearer "):] in accepted
+        self._send(200 if ok else 401, b'{"status": "ok"}' if ok else b'{"error": "unauthorized"}')
+
     def _send(self, code, body):
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -220,6 +246,7 @@ def real_cluster(tmp_path_factory):
     """The real control plane (../shared/tools/kube/cluster, kube-apiserver v1.24) with the edge audit policy
     and its webhook pointed at a loopback receiver; one per test session, skipped where the tool is absent."""
     import realkube
+
     from edgeguard_bootstrap import audit_policy
 
     why = realkube.missing()
@@ -236,7 +263,8 @@ def real_cluster(tmp_path_factory):
 def node(tmp_path):
     handler = type("Gateway", (_Gateway,), {})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits for it, once per test.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     n = Node(tmp_path, f"http://127.0.0.1:{server.server_address[1]}")
     handler.node = n

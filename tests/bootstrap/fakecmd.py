@@ -13,21 +13,27 @@ import json
 import os
 import sys
 
+# The calling command's environment, cwd and executable: os.environ, os.getcwd() and sys.argv[0] when this
+# runs as a fake executable; given by tests/bootstrap/inproc.py when it runs in the test's process.
+ENV = os.environ
+CWD = None
+SELF = None
+INPROCESS = False
 
 WATCHED_ENV = ("DEBIAN_FRONTEND", "FALCO_FRONTEND", "FALCO_DRIVER_CHOICE", "FALCOCTL_ENABLED", "OPENFAAS_URL",
                "KUBECONFIG")
 
 
 def load():
-    with open(os.environ["FAKE_WORLD"]) as f:
+    with open(ENV["FAKE_WORLD"]) as f:
         return json.load(f)
 
 
 def save(world):
-    tmp = os.environ["FAKE_WORLD"] + ".tmp"
+    tmp = ENV["FAKE_WORLD"] + ".tmp"
     with open(tmp, "w") as f:
         json.dump(world, f)
-    os.replace(tmp, os.environ["FAKE_WORLD"])
+    os.replace(tmp, ENV["FAKE_WORLD"])
 
 
 def out(text="", rc=0, err=""):
@@ -47,12 +53,15 @@ def sha(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def main():
-    tool = os.path.basename(sys.argv[0])
-    args = sys.argv[1:]
-    with open(os.environ["FAKE_LOG"], "a") as log:
-        log.write(json.dumps({"argv": [tool, *args], "cwd": os.getcwd(),
-                              "env": {k: os.environ[k] for k in WATCHED_ENV if k in os.environ}}) + "\n")
+def main(argv=None, env=None, cwd=None, inprocess=False):
+    global ENV, CWD, SELF, INPROCESS
+    argv = sys.argv if argv is None else argv
+    ENV, CWD, SELF, INPROCESS = (os.environ if env is None else env), (cwd or os.getcwd()), argv[0], inprocess
+    tool = os.path.basename(argv[0])
+    args = argv[1:]
+    with open(ENV["FAKE_LOG"], "a") as log:
+        log.write(json.dumps({"argv": [tool, *args], "cwd": CWD,
+                              "env": {k: ENV[k] for k in WATCHED_ENV if k in ENV}}) + "\n")
     world = load()
     for prefix in world.get("leaky_fail", []):
         # A worst-case CLI: it fails and dumps every value it can see (secrets it holds, files it was given).
@@ -119,10 +128,14 @@ def do_systemctl(world, args):
         out(("active" if active.get(unit) else "inactive") + "\n", 0 if active.get(unit) else 3)
     if verb == "is-enabled":
         out(("enabled" if enabled.get(unit) else "disabled") + "\n", 0 if enabled.get(unit) else 1)
+    if unit.startswith("falco-") and (verb == "restart" or verb == "enable" and "--now" in args):
+        falco_starts(world, host_falco_token(world))
     if verb == "enable" and "--now" in args:
         enabled[unit] = active[unit] = True
     elif verb == "disable" and "--now" in args:
         enabled[unit] = active[unit] = False
+    elif verb == "daemon-reload":
+        world["daemon_reloads"] = world.get("daemon_reloads", 0) + 1
     elif verb == "restart":
         world.setdefault("restarts", {})[unit] = world.get("restarts", {}).get(unit, 0) + 1
         if unit == "k3s" and world.get("audit_on_restart"):
@@ -134,7 +147,44 @@ def do_systemctl(world, args):
     save(world)
 
 
+def forwarder_accepts(world):
+    """The tokens the fake alert-forwarder takes now: the secret value its mount shows, and within the
+    rotation grace the one before (the gateway fake moves them, conftest._Gateway)."""
+    fwd = world.get("fwd", {})
+    return {base64.b64decode(v).decode() for v in (fwd.get("seen"), fwd.get("previous")) if v}
+
+
+def host_falco_token(world):
+    from urllib.parse import unquote
+    path = world.get("falco_env_file")
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("EDGEGUARD_ALERT_TOKEN="):
+                    return unquote(line.split("=", 1)[1].strip())
+    except (OSError, TypeError):
+        pass
+    return None
+
+
+def falco_starts(world, token):
+    """Falco (re)starts with this token: would alert-forwarder take its alerts? (Falco drops refused ones.)"""
+    if "fwd" in world:
+        world.setdefault("falco_starts", []).append(
+            "accepted" if token is not None and token in forwarder_accepts(world) else "refused")
+
+
 def do_kubectl(world, args):
+    if args[:3] == ["rollout", "restart", "daemonset/falco"]:
+        falco_starts(world, world.get("falco_secret_token"))
+        save(world)
+        out("daemonset.apps/falco restarted\n")
+    if args[:3] == ["rollout", "status", "daemonset/falco"]:
+        out('daemon set "falco" successfully rolled out\n')
+    if args[:2] == ["create", "namespace"]:
+        world.setdefault("namespaces", []).append(args[2])
+        save(world)
+        out(f"namespace/{args[2]} created\n")
     if args == ["get", "--raw", "/readyz"]:
         if world.get("api_ready", True):
             out("ok")
@@ -184,13 +234,17 @@ def do_kubectl(world, args):
             if ns and ns not in namespaces:
                 if args[0] == "apply":
                     save(world)
-                out(rc=2 if args[0] == "diff" else 1, err=f'Error from server (NotFound): namespaces "{ns}" not found\n')
+                out(rc=2 if args[0] == "diff" else 1,
+                    err=f'Error from server (NotFound): namespaces "{ns}" not found\n')
         if args[0] == "diff":
             if applied.get(path) == sha(path):
                 out()
             out(f"diff -u -N /tmp/LIVE/{os.path.basename(path)} /tmp/MERGED/{os.path.basename(path)}\n+ (new)\n", 1)
         applied[path] = sha(path)
         for doc in docs:
+            if doc.get("kind") == "Secret" and doc["metadata"]["name"] == "edgeguard-alert-token":
+                from urllib.parse import unquote
+                world["falco_secret_token"] = unquote(base64.b64decode(doc["data"]["token"]).decode())
             if doc.get("kind") == "ServiceAccount":
                 world.setdefault("service_accounts", []).append(doc["metadata"]["name"])
             if doc.get("type") == "kubernetes.io/service-account-token":
@@ -325,6 +379,8 @@ def do_faas_cli(world, args):
             out(rc=1, err="secret exists\n")
         with open(path, "rb") as f:
             secrets[name] = b64(f.read())
+        if name == "alert-forwarder-token" and "fwd" in world and not world["fwd"].get("seen"):
+            world["fwd"]["seen"] = secrets[name]  # a new function mounts the value it is deployed with
     elif args[:2] == ["secret", "remove"]:
         secrets.pop(args[2], None)
     elif args[0] == "up":
@@ -366,18 +422,23 @@ def do_gpg(world, args):
 
 def do_openssl(world, args):
     # The real openssl, recorded like every other call: bootstrap's keys and certificates are real ones.
-    real = os.environ.get("FAKE_REAL_OPENSSL")
+    real = ENV.get("FAKE_REAL_OPENSSL")
     if not real:
         out(rc=127, err="openssl: not installed on the machine running the tests\n")
+    if INPROCESS:
+        import subprocess
+        proc = subprocess.run([real, *args], capture_output=True, text=True, cwd=CWD, env=dict(ENV),
+                              stdin=subprocess.DEVNULL)
+        out(proc.stdout, proc.returncode, proc.stderr)
     os.execv(real, [real, *args])
 
 
 def do_arkade(world, args):
     if args[0] == "get":
         # Like arkade: download the tool into ~/.arkade/bin (here: a copy of this fake).
-        dest = os.path.join(os.environ["HOME"], ".arkade", "bin")
+        dest = os.path.join(ENV["HOME"], ".arkade", "bin")
         os.makedirs(dest, exist_ok=True)
-        with open(sys.argv[0]) as f:
+        with open(SELF) as f:
             script = f.read()
         with open(os.path.join(dest, args[1]), "w") as f:
             f.write(script)

@@ -44,7 +44,8 @@ def test_binding_denies_and_the_policy_fails_closed_on_kube_system_secret_writes
     assert BINDING["spec"] == {"policyName": POLICY["metadata"]["name"], "validationActions": ["Deny"]}
     spec = POLICY["spec"]
     assert spec["failurePolicy"] == "Fail"
-    assert spec["matchConstraints"]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
+    assert spec["matchConstraints"]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
     (rule,) = spec["matchConstraints"]["resourceRules"]
     assert rule["resources"] == ["secrets"] and rule["apiGroups"] == [""]
     assert {"CREATE", "DELETE"} <= set(rule["operations"])
@@ -128,7 +129,7 @@ def test_openfaas_warns_and_applies_nothing_on_a_cluster_older_than_1_30(node):
     assert not any(admission.MANIFEST in " ".join(c) for c in node.calls())
     code, out = node.run("preflight")
     assert code == 0, out
-    line = next(l for l in out.splitlines() if "node-enroll policy" in l)
+    line = next(row for row in out.splitlines() if "node-enroll policy" in row)
     assert "WARN" in line
 
 

@@ -147,10 +147,12 @@ def as_openfaas_would(cluster) -> None:
     docs = [{"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "traefik"},
              "spec": {"controller": "traefik.io/ingress-controller"}}]
     for fn in FUNCTIONS:
-        docs.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": fn, "namespace": "openfaas-fn"},
+        container = {"name": fn, "image": f"ghcr.io/example/{fn}:0.1"}
+        docs.append({"apiVersion": "apps/v1", "kind": "Deployment",
+                     "metadata": {"name": fn, "namespace": "openfaas-fn"},
                      "spec": {"replicas": 1, "selector": {"matchLabels": {"faas_function": fn}},
                               "template": {"metadata": {"labels": {"faas_function": fn}},
-                                           "spec": {"containers": [{"name": fn, "image": f"ghcr.io/example/{fn}:0.1"}]}}}})
+                                           "spec": {"containers": [container]}}}})
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
 
 

@@ -233,3 +233,18 @@ def test_real_api_server_drops_k3s_noise_and_keeps_what_the_rules_read(real_clus
                "group": e["group"], "subresource": e["subresource"], "namespace": e["namespace"],
                "name": e["name"], "path": e["uri"].split("?", 1)[0]}
         assert auditmatch.level(EDGE, req) != "None", e
+
+
+def test_k3s_cloud_controller_manager_events_are_dropped_and_its_node_writes_kept():
+    # k3s's cloud controller manager records events (servicelb, node controller) as
+    # "k3s-cloud-controller-manager", without the system: prefix the other k3s identities have.
+    ccm = dict(user="k3s-cloud-controller-manager", groups=["system:authenticated"], subresource="", path="")
+    for group in ("", "events.k8s.io"):
+        for verb in ("create", "patch", "update"):
+            req = dict(ccm, verb=verb, resource="events", group=group, namespace="kube-system", name="x")
+            assert auditmatch.level(UPSTREAM, req) != "None"
+            assert auditmatch.level(EDGE, req) == "None", req
+    # What it does to nodes and services is still logged, as upstream logs it.
+    for resource, sub in (("nodes", ""), ("nodes", "status"), ("services", "status")):
+        req = dict(ccm, verb="patch", resource=resource, subresource=sub, group="", namespace="", name="pi-01")
+        assert auditmatch.level(EDGE, req) == auditmatch.level(UPSTREAM, req) != "None", req

@@ -77,12 +77,17 @@ def test_helm_mode_writes_values_and_runs_exact_helm_commands(node):
     values = yaml.safe_load(values_path.read_text())
     assert values["driver"]["kind"] == "modern_ebpf"
     assert values["falco"]["http_output"]["url"] == (
-        f"http://falco:{token}@gateway.openfaas.svc.cluster.local:8080/function/alert-forwarder")
+        "http://falco:${EDGEGUARD_ALERT_TOKEN}@gateway.openfaas.svc.cluster.local:8080/function/alert-forwarder")
+    assert values["extra"]["env"] == [{"name": "EDGEGUARD_ALERT_TOKEN", "valueFrom": {
+        "secretKeyRef": {"name": "edgeguard-alert-token", "key": "token"}}}]
+    assert node.world()["falco_secret_token"] == token
     assert values["falco"]["json_output"] is True
     tolerated = {(t.get("key"), t.get("effect")) for t in values["tolerations"]}
     assert ("node-role.kubernetes.io/control-plane", "NoSchedule") in tolerated
     assert token not in out
     assert node.mutating_calls() == [
+        ["kubectl", "create", "namespace", "falco"],
+        ["kubectl", "apply", "-f", str(node.path(falco.TOKEN_SECRET_MANIFEST))],
         ["helm", "repo", "add", "falcosecurity", "https://falcosecurity.github.io/charts"],
         ["helm", "repo", "update", "falcosecurity"],
         ["helm", "upgrade", "--install", "falco", "falcosecurity/falco", "--namespace", "falco",
@@ -130,6 +135,7 @@ def test_host_mode_from_the_apt_repository_with_modern_ebpf(node):
         ["gpg", "--dearmor", "--yes", "-o", str(node.path(falco.KEYRING)), asc],
         ["apt-get", "update"],
         ["apt-get", "install", "-y", "falco"],
+        ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "--now", "falco-modern-bpf.service"],
     ]
     install = records[3]
@@ -140,11 +146,17 @@ def test_host_mode_from_the_apt_repository_with_modern_ebpf(node):
         "deb [signed-by=/usr/share/keyrings/falco-archive-keyring.gpg] "
         "https://download.falco.org/packages/deb stable main\n")
     dropin = node.path(falco.DROPIN)
-    assert dropin.stat().st_mode & 0o777 == 0o600
     doc = yaml.safe_load(dropin.read_text())
     jsonschema.validate(doc, SCHEMA)
     token = node.secret("alert-forwarder-token").decode()
-    assert doc["http_output"]["url"] == node.gateway.replace("://", f"://falco:{token}@") + "/function/alert-forwarder"
+    assert doc["http_output"]["url"] == (node.gateway.replace("://", "://falco:${EDGEGUARD_ALERT_TOKEN}@")
+                                         + "/function/alert-forwarder")
+    assert token not in dropin.read_text()
+    env_file = node.path(falco.ENV_FILE)
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    assert env_file.read_text().splitlines()[-1] == f"EDGEGUARD_ALERT_TOKEN={token}"
+    assert node.path(falco.unit_dropin("falco-modern-bpf.service")).read_text().endswith(
+        f"[Service]\nEnvironmentFile={falco.ENV_FILE}\n")
     assert token not in out
     node.clear_calls()
     code, out = node.run("falco", "--mode", "host")
@@ -171,6 +183,7 @@ def test_host_mode_kmod_installs_headers_and_uses_the_kmod_unit(node):
     assert node.mutating_calls() == [
         ["apt-get", "install", "-y", "dkms", "make", "linux-headers-6.8.0-1012-raspi"],
         ["apt-get", "install", "-y", "/srv/falco_0.44.1_arm64.deb"],
+        ["systemctl", "daemon-reload"],
         ["systemctl", "disable", "--now", "falco-modern-bpf.service"],
         ["systemctl", "enable", "--now", "falco-kmod.service"],
     ]
@@ -192,7 +205,8 @@ def test_dry_run_plans_the_host_install_without_touching_anything(node):
     assert code == 0
     assert "would verify" not in out  # the plan names the fingerprint it requires
     assert falco.KEY_FINGERPRINT in out
-    assert "run: apt-get update" in out and "FALCO_DRIVER_CHOICE=modern_ebpf FALCOCTL_ENABLED=no apt-get install -y falco" in out
+    assert "run: apt-get update" in out
+    assert "FALCO_DRIVER_CHOICE=modern_ebpf FALCOCTL_ENABLED=no apt-get install -y falco" in out
     assert node.mutating_calls() == []
     assert not node.path(falco.DROPIN).exists()
 

@@ -112,7 +112,8 @@ def test_preflight_names_exactly_what_would_need_the_internet_and_passes_after_o
     assert code == 0, out
     detail = out[out.index("offline ready"):]
     for expected in (
-            "ghcr.io/edgeguard/audit-ingest:0.1.0: not in this node's image store (openfaas-fn/deployment/audit-ingest); "
+            "ghcr.io/edgeguard/audit-ingest:0.1.0: not in this node's image store "
+            "(openfaas-fn/deployment/audit-ingest); "
             "pulled from ghcr.io",
             "ghcr.io/edgeguard/audit-ingest:0.1.0: imagePullPolicy Always (openfaas-fn/deployment/audit-ingest) "
             "resolves the tag at ghcr.io on every start: ghcr.io is not mirrored through k3s's embedded registry",
@@ -131,7 +132,8 @@ def test_preflight_names_exactly_what_would_need_the_internet_and_passes_after_o
 
 
 def test_an_operators_registries_yaml_is_left_alone_and_the_missing_entries_are_named(node):
-    own = "mirrors:\n  docker.io:\n    endpoint:\n      - https://mirror.site\nconfigs:\n  mirror.site:\n    auth: {username: u, password: p}\n"
+    own = ("mirrors:\n  docker.io:\n    endpoint:\n      - https://mirror.site\n"
+           "configs:\n  mirror.site:\n    auth: {username: u, password: p}\n")
     node.files({offline.REGISTRIES: own})
     code, out = node.run("offline", "--yes")
     assert code == 0, out

@@ -68,7 +68,7 @@ def test_preflight_reports_whether_the_release_has_the_edge_values(node):
     assert "has the chart's requests" in out
     node.run("openfaas")
     code, out = node.run("preflight")
-    line = next(l for l in out.splitlines() if "openfaas values" in l)
+    line = next(row for row in out.splitlines() if "openfaas values" in row)
     assert "PASS" in line
 
 

@@ -10,8 +10,8 @@ tests/foundation/test_demo_real_cluster.py.
 """
 from __future__ import annotations
 
-import yaml
 import pytest
+import yaml
 
 from tests.realkube import FUNCTION_SA, SCRUBBER_GRANTED, SCRUBBER_IMMUTABLE, SCRUBBER_NOT_GRANTED
 

@@ -190,9 +190,9 @@ def test_unreachable_gateway_and_missing_functions(node):
 
 
 def test_function_names_match_stack_yml():
-    import yaml
-
     from pathlib import Path
+
+    import yaml
     stack = yaml.safe_load((Path(__file__).resolve().parents[2] / "stack.yml").read_text())
     assert set(stack["functions"]) == set(facts.FUNCTIONS)
 
