@@ -7,7 +7,7 @@ import re
 import time
 import urllib.parse
 
-from . import facts, secretstore, tools, yamlout
+from . import facts, rotation, secretstore, tools, yamlout
 from .engine import BootstrapError, Check, Ctx, sha256
 from .kubeapply import apply_manifest
 
@@ -42,7 +42,6 @@ FLEET_USER = "falco"  # alert-forwarder does not check the user name for the fle
 # Kubernetes node names (DNS-1123 subdomain): also what alert-forwarder looks up as the Secret's data key.
 NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 NODE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,128}$")  # node-enroll's: 32 random bytes, base64url
-ROTATION_POLL = 2.0  # seconds between probes while the function's mounted secret catches up
 
 
 def unit_dropin(unit: str) -> str:
@@ -423,7 +422,7 @@ def add_apt_repo(ctx: Ctx) -> None:
 # updates that mount up to a minute or so after `faas-cli secret update`. So: the secret first, then wait
 # until alert-forwarder accepts the new value, and only then give it to Falco; the old one keeps working
 # until Falco restarts.
-GRACE_SECONDS = 600
+GRACE_SECONDS = rotation.GRACE_SECONDS
 
 
 def installed(ctx: Ctx) -> str | None:
@@ -436,38 +435,16 @@ def installed(ctx: Ctx) -> str | None:
     return None
 
 
-def wait_accepted(ctx: Ctx, gateway: str, token: str, timeout: float) -> None:
-    url = gateway.rstrip("/") + "/function/alert-forwarder"
-    if ctx.dry_run:
-        ctx.say(f"  [plan] wait until {url} accepts the new token (GET with it answers 200), then update Falco")
-        return
-    deployed = facts.deployed_functions(ctx)
-    if deployed is not None and "alert-forwarder" not in deployed:
-        ctx.note("alert-forwarder is not deployed, so nobody holds the old token; Falco gets the new one now")
-        return
-    deadline = time.monotonic() + timeout
-    while True:
-        status, _ = ctx.http_get(url, {"Authorization": f"Bearer {token}"}, timeout=10)
-        if status == 200:
-            ctx.say(f"  alert-forwarder accepts the new token; it still takes the previous one for its "
-                    f"token_grace_seconds ({GRACE_SECONDS} s by default)")
-            return
-        if time.monotonic() > deadline:
-            raise BootstrapError(
-                f"alert-forwarder still refuses the new alert-forwarder-token after {int(timeout)}s "
-                f"(HTTP {status}: its mounted secret is not updated yet?). Falco was left on the previous "
-                "token, which alert-forwarder still accepts, so no alert is lost: re-run "
-                "`edgeguard-bootstrap falco` once it accepts the new one")
-        time.sleep(ROTATION_POLL)
-
-
 def rotate(ctx: Ctx, *, gateway: str, timeout: float) -> None:
     """After `--rotate alert-forwarder-token` updated the OpenFaaS secret: wait, give Falco the new token,
     verify Falco runs with it."""
     ctx.section("falco: the rotated alert-forwarder-token, without dropping an alert")
     token = secretstore.require_token(ctx, "alert-forwarder-token")
     register_token(ctx, token)
-    wait_accepted(ctx, gateway, token, timeout)
+    rotation.wait_accepted(
+        ctx, gateway, "alert-forwarder", token, timeout, then="update Falco",
+        if_refused="Falco was left on the previous token, which alert-forwarder still accepts, so no alert is "
+                   "lost: re-run `edgeguard-bootstrap falco` once it accepts the new one")
     accepted = time.monotonic()
     where = installed(ctx)
     if where is None:

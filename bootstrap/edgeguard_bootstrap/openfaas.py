@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from . import admission, facts, falco, openfaas_ce, scrubber_rbac, secretstore, tools, yamlout
+from . import admission, facts, falco, openfaas_ce, rotation, scrubber_rbac, secretstore, tools, yamlout
 from .engine import BootstrapError, Check, Ctx
 from .kubeapply import apply_manifest
 
@@ -183,6 +183,14 @@ def run(ctx: Ctx, *, gateway: str, repo: Path, deploy: bool = False, cron_connec
         ctx.note("rotated: " + ", ".join(rotate) + ". Functions read secrets as OpenFaaS updates them"
                  + ("; run `edgeguard-bootstrap k3s-audit` (or `all`) so the webhook kubeconfig carries the new "
                     "audit-ingest-token" if "audit-ingest-token" in rotate else ""))
+    if "audit-ingest-token" in rotate:
+        # Before k3s-audit writes it into the webhook kubeconfig and restarts k3s: the API server gives up on
+        # a batch audit-ingest refuses.
+        rotation.wait_accepted(
+            ctx, gateway, "audit-ingest", secretstore.require_token(ctx, "audit-ingest-token"), rotation_timeout,
+            then="give the API server's audit webhook the new token",
+            if_refused="The webhook kubeconfig was left on the previous token, which audit-ingest still accepts, "
+                       "so no batch is lost: re-run `edgeguard-bootstrap k3s-audit` once it accepts the new one")
     if "alert-forwarder-token" in rotate:
         # Right after the secret, before anything slow: Falco holds the old token until it restarts.
         falco.rotate(ctx, gateway=gateway, timeout=rotation_timeout)

@@ -142,6 +142,12 @@ def do_systemctl(world, args):
             world["audit_enabled"] = True
         if unit == "k3s":
             k3s_pulls_preimport_list(world)
+        if unit == "k3s" and "ingest" in world:
+            # the API server comes back with the token k3s-audit wrote: would audit-ingest take its batches?
+            token = base64.b64decode(world["secrets"].get("audit-ingest-token", "")).decode()
+            taken = {base64.b64decode(v).decode() for v in (world["ingest"].get("seen"), world["ingest"].get("previous"))
+                     if v}
+            world.setdefault("k3s_starts", []).append("accepted" if token in taken else "refused")
     else:
         out(rc=2, err=f"systemctl fake: unexpected {args}\n")
     save(world)

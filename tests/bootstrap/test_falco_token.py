@@ -9,14 +9,14 @@ import urllib.parse
 import pytest
 import yaml
 
-from edgeguard_bootstrap import falco, secretstore
+from edgeguard_bootstrap import falco, k3s_audit, rotation, secretstore
 
 NODE_TOKEN = "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5"  # 44 base64url characters, like node-enroll's
 
 
 @pytest.fixture(autouse=True)
 def _fast_rotation_poll(monkeypatch):
-    monkeypatch.setattr(falco, "ROTATION_POLL", 0.01, raising=False)
+    monkeypatch.setattr(rotation, "POLL", 0.01)
 
 
 def falco_expands(value: str, env: dict) -> str:
@@ -174,3 +174,33 @@ def test_node_identity_is_refused_in_helm_mode(node):
     node.seed_tokens()
     code, out = node.run("falco", "--node-name", "pi-07")
     assert code == 2 and "are for --mode host" in out and node.mutating_calls() == []
+
+
+def test_rotating_the_audit_token_restarts_k3s_only_once_audit_ingest_accepts_it(node):
+    """The API server gives up on a batch audit-ingest refuses: the webhook gets the new audit-ingest-token only
+    after audit-ingest's mounted secret shows it."""
+    code, out = node.run("all", "--yes", "--check-timeout", "5", "--mode", "host")
+    assert code == 0, out
+    old = node.secret("audit-ingest-token").decode()
+    node.update_world(ingest={"seen": node.world()["secrets"]["audit-ingest-token"], "lag": 3}, k3s_starts=[])
+    node.clear_calls()
+    code, out = node.run("all", "--yes", "--check-timeout", "5", "--mode", "host", "--rotate", "audit-ingest-token")
+    assert code == 0, out
+    new = node.secret("audit-ingest-token").decode()
+    assert new != old and new in node.path(k3s_audit.WEBHOOK).read_text()
+    assert node.world()["k3s_starts"] == ["accepted"]
+    assert "audit-ingest accepts the new token" in out
+    assert old not in out and new not in out
+
+
+def test_the_webhook_keeps_the_old_audit_token_when_audit_ingest_never_takes_the_new_one(node):
+    code, out = node.run("all", "--yes", "--check-timeout", "5", "--mode", "host")
+    assert code == 0, out
+    old = node.secret("audit-ingest-token").decode()
+    node.update_world(ingest={"seen": node.world()["secrets"]["audit-ingest-token"], "lag": 10 ** 6}, k3s_starts=[])
+    code, out = node.run("all", "--yes", "--check-timeout", "5", "--mode", "host", "--rotate", "audit-ingest-token",
+                         "--rotation-timeout", "0.2")
+    assert code == 2
+    assert "webhook kubeconfig was left on the previous token" in out
+    assert old in node.path(k3s_audit.WEBHOOK).read_text()
+    assert node.world()["k3s_starts"] == []
