@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from .edgeguard import auth, config, http, log
+from .edgeguard import auth, config, http, jsonsafe, log
 from .edgeguard.falco.alert import format_time, parse_alert
 from .edgeguard.routing import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
 from .forwarder import Forwarder, Settings
@@ -165,14 +165,32 @@ def _validate(doc) -> list[dict]:
         raise http.HTTPError(400, "empty batch: send one alert object or a non-empty array")
     if len(items) > MAX_BATCH:
         raise http.HTTPError(413, f"batch of {len(items)} alerts is over the limit of {MAX_BATCH}")
+    # Every alert of the batch is checked before any of them is routed: a batch refused for its 7th alert must
+    # not have opened dedup windows (or counted, or spooled) for the first six.
     alerts = []
     for i, obj in enumerate(items):
+        where = f"alert[{i}]: " if isinstance(doc, list) else ""
         try:
-            alerts.append(parse_alert(obj).to_dict())
+            alert = parse_alert(obj).to_dict()
+            _check_output_fields(alert["output_fields"], f"$[{i}].output_fields" if isinstance(doc, list)
+                                 else "$.output_fields")
+        except jsonsafe.UnsafeJSON as exc:
+            raise http.HTTPError(400, f"{where}invalid value at {exc.where}: {exc.what}; nothing was forwarded",
+                                 index=i, path=exc.where) from None
         except ValueError as exc:
-            where = f"alert[{i}]: " if isinstance(doc, list) else ""
             raise http.HTTPError(400, f"{where}{exc}; nothing was forwarded", index=i) from None
+        alerts.append(alert)
     return alerts
+
+
+def _check_output_fields(fields: dict, root: str) -> None:
+    """Falco's output_fields hold scalars, or flat arrays of scalars for list fields (ka.req.pod.containers.image):
+    anything deeper is not an alert Falco could send, and would break dedup keys and chat formats."""
+    jsonsafe.scalar_fields({k: v for k, v in fields.items() if not isinstance(v, list)}, fields, root=root)
+    for name, value in fields.items():
+        if isinstance(value, list):
+            jsonsafe.scalar_fields(dict(enumerate(value)), range(len(value)),
+                                   root=jsonsafe.key_path(root, name))
 
 
 def _ingest(event) -> dict:
