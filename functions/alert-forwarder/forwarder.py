@@ -25,6 +25,10 @@ from .metrics import Metrics
 from .spool import Entry, Spool, new_entry_id
 
 
+# spool_full/expired drops stay in status() problems this long after the last one
+DROP_PROBLEM_SECONDS = 3600.0
+
+
 @dataclass
 class Settings:
     spool_dir: str = "/tmp/edgeguard-spool"
@@ -55,6 +59,9 @@ class Forwarder:
         self.throttle = Throttler(clock=clock)
         self.secrets = dest_secrets
         self.on_tick = on_tick  # e.g. the handler's config watcher, which calls reconfigure
+        # (destination, reason) -> (deliveries dropped, when the last was): shown in status() problems for an hour
+        self._recent_drops: dict[tuple[str, str], tuple[int, float]] = {}
+        self._drops_lock = threading.Lock()
         self._reconfig_lock = threading.Lock()
         self.reloads = 0
         self.destinations: dict[str, Destination] = {}
@@ -225,6 +232,9 @@ class Forwarder:
 
     def _on_spool_drop(self, destination: str, reason: str) -> None:
         self.metrics.inc("dropped_total", {"destination": destination, "reason": reason})
+        with self._drops_lock:
+            n, _ = self._recent_drops.get((destination, reason), (0, 0.0))
+            self._recent_drops[(destination, reason)] = (n + 1, self.clock())
         log.warning("spool.dropped", destination=destination, reason=reason)
 
     # -- background -----------------------------------------------------------------------
@@ -270,8 +280,19 @@ class Forwarder:
         for name, dest in self.destinations.items():
             m.set("spool_depth_by_destination", by.get(name, 0), {"destination": name})
             m.set("queue_depth", dest.queue.qsize(), {"destination": name})
-            m.set("destination_up", 0 if dest.down_until > now or not dest.enabled else 1, {"destination": name})
+            m.set("destination_up", 1 if self._state(dest, now) == "ok" else 0, {"destination": name})
         m.set("spool_oldest_age_seconds", round(self.spool.oldest_age(), 3))
+
+    @staticmethod
+    def _state(d: Destination, now: float) -> str:
+        """ok, backing_off (waiting out a back-off), failing (between retries: failed since its last success) or
+        disabled. Failing is not ok: between two retries of a dead receiver the back-off is over, and a status that
+        said ok then would flap every few seconds."""
+        if not d.enabled:
+            return "disabled"
+        if d.down_until > now:
+            return "backing_off"
+        return "failing" if d.consecutive_failures > 0 else "ok"
 
     def status(self) -> dict:
         now = self.clock()
@@ -279,7 +300,7 @@ class Forwarder:
         for name, d in self.destinations.items():
             info = {"type": d.opts["type"], "enabled": d.enabled, "timeout_s": d.timeout, "retries": d.retries,
                     "budget_s": d.budget, "concurrency": d.concurrency,
-                    "state": "disabled" if not d.enabled else ("backing_off" if d.down_until > now else "ok"),
+                    "state": self._state(d, now),
                     "queued": d.queue.qsize(), "last_error": d.last_error or None,
                     "consecutive_failures": d.consecutive_failures,
                     "last_success_s_ago": round(now - d.last_success, 1) if d.last_success else None}
@@ -301,11 +322,21 @@ class Forwarder:
                                                  if r.dedup else None),
                    "throttle": ({"max": r.throttle.max, "window_s": r.throttle.window} if r.throttle else None)}
                   for r in self.table.all_routes()]
-        problems = [f"destination {n} is backing off after failures" for n, d in dests.items()
-                    if d["state"] == "backing_off"]
+        problems = []
+        for n, d in dests.items():
+            if d["state"] == "backing_off":
+                problems.append(f"destination {n} is backing off after failures")
+            elif d["state"] == "failing":
+                problems.append(f"destination {n} is failing: {d['consecutive_failures']} deliveries deferred since "
+                                f"its last success (last error: {d['last_error']}); retrying")
         oldest = self.spool.oldest_age()
         if oldest > 300:
             problems.append(f"oldest spooled delivery is {oldest:.0f}s old")
+        with self._drops_lock:
+            for (dest, reason), (count, last) in sorted(self._recent_drops.items()):
+                if now - last <= DROP_PROBLEM_SECONDS:
+                    problems.append(f"{count} deliveries to {dest} dropped ({reason}) since start, the last "
+                                    f"{now - last:.0f}s ago")
         return {"status": "degraded" if problems else "ok", "problems": problems, "routes_source": self.source, "min_priority": self.table.min_priority,
                 "ack_mode": self.settings.ack_mode, "routes": routes, "destinations": dests,
                 "spool": {"dir": self.settings.spool_dir, "depth": self.spool.depth(),

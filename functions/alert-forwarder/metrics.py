@@ -27,7 +27,8 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "spool_depth_by_destination": ("gauge", "Entries waiting in the durable spool, by destination.", ("destination",)),
     "spool_oldest_age_seconds": ("gauge", "Age of the oldest spooled entry.", ()),
     "queue_depth": ("gauge", "Deliveries waiting in memory for a worker, by destination.", ("destination",)),
-    "destination_up": ("gauge", "1 unless the destination is in back-off after failures.", ("destination",)),
+    "destination_up": ("gauge", "1 when the destination took its last delivery (0: failing, backing off or disabled).",
+                       ("destination",)),
     "delivery_seconds": ("histogram", "Time from alert receipt to acknowledged delivery.", ("destination",)),
 }
 

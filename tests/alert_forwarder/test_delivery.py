@@ -585,3 +585,34 @@ def test_openfaas_and_webhook_destinations_share_one_http_stack_that_ignores_pro
     assert set(reqs) == {"/function/other-fn", "/hook"}
     assert reqs["/function/other-fn"].headers["User-Agent"] == reqs["/hook"].headers["User-Agent"]
     assert reqs["/function/other-fn"].headers["Authorization"] == "Bearer fn-token-123456"
+
+
+def test_status_stays_degraded_while_a_receiver_is_down_instead_of_flapping(make_fwd, h):
+    """Issue 17 §8: between one failed retry and the next the back-off is over and the status read "ok" again."""
+    port = h.free_port()  # nothing listens there: every attempt is refused
+    f = make_fwd(hook_routes().replace("retries: 3", "retries: 0"), {"hook": {"url": f"http://127.0.0.1:{port}"}},
+                 tick_interval=0.05, spool_backoff_max=0.2)
+    f.ingest([h.falco_alert()])
+    h.wait_until(lambda: metric(f, "failed_total", destination="hook") >= 1, what="first failure")
+    seen = set()
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        st = f.status()
+        seen.add((st["status"], st["destinations"]["hook"]["state"]))
+        time.sleep(0.01)
+    assert metric(f, "failed_total", destination="hook") >= 4  # it kept retrying meanwhile
+    assert {s for s, _ in seen} == {"degraded"}, seen
+    assert {d for _, d in seen} <= {"backing_off", "failing"}, seen
+    assert any("hook" in p for p in f.status()["problems"])
+
+
+def test_spool_full_drops_show_up_in_problems(make_fwd, h):
+    port = h.free_port()
+    f = make_fwd(hook_routes(), {"hook": {"url": f"http://127.0.0.1:{port}"}}, spool_max_entries=2,
+                 tick_interval=3600)
+    f.ingest([h.falco_alert(rule=f"r{i}") for i in range(5)])
+    h.wait_until(lambda: metric(f, "dropped_total", destination="hook", reason="spool_full") == 3, what="3 dropped")
+    st = f.status()
+    assert st["status"] == "degraded"
+    [p] = [p for p in st["problems"] if "spool_full" in p]
+    assert "3 deliveries" in p and "hook" in p, p
