@@ -20,7 +20,7 @@ from .delivery import Delivery, Destination
 from .destinations import idempotency_key
 from .edgeguard import config, log
 from .edgeguard.falco.alert import priority_number
-from .edgeguard.routing import RouteTable, resolve_destinations
+from .edgeguard.routing import RouteTable, explain, resolve_destinations
 from .metrics import Metrics
 from .spool import Entry, Spool, new_entry_id
 
@@ -154,12 +154,9 @@ class Forwarder:
         return {"accepted": len(alerts), "alerts": details, "details_truncated": len(alerts) > detail_limit}
 
     def explain(self, alert: dict) -> dict:
-        routes = self.table.match(alert)
-        names = {d for r in routes for d in r.to}
-        return {"passes_min_priority": self.table.passes_min_priority(alert),
-                "routes": [r.name for r in routes],
-                "destinations": sorted(n for n in names if self.destinations[n].enabled),
-                "disabled_destinations": sorted(n for n in names if not self.destinations[n].enabled)}
+        state = {n: {**d.opts, "enabled": d.enabled, "disabled_reason": d.disabled_reason}
+                 for n, d in self.destinations.items()}
+        return explain(self.table, state, alert)
 
     def _route_one(self, alert: dict, pending: list) -> dict:
         m = self.metrics

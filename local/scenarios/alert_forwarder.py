@@ -8,7 +8,7 @@ import time
 
 FALCO_ALERT = {
     "hostname": "edge-node-1",
-    "output": "10:11:12.123456789: Notice A shell was spawned in a container with an attached terminal "
+    "output": "10:11:12.123456789: Warning A shell was spawned in a container with an attached terminal "
               "(evt_type=execve user=root user_uid=0 user_loginuid=-1 process=bash proc_exepath=/bin/bash "
               "parent=runc command=bash terminal=34816 exe_flags=EXE_WRITABLE container_id=3ad7b26ded6d "
               "container_name=nginx)",

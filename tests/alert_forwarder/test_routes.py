@@ -263,6 +263,26 @@ def test_cli_explain(tmp_path, capsys):
     assert out["routes"] == ["scrub-configmap-credentials", "action-centre", "console-warning"]
 
 
+def test_cli_explain_does_not_list_disabled_destinations_as_targets(tmp_path, capsys):
+    """Issue 15 §7: the shipped action-centre webhook has no URL until the destinations secret gives one, so a
+    Notice alert reaches nobody: explain must say so instead of naming action-centre as a target."""
+    import json
+
+    f = tmp_path / "a.json"
+    f.write_text(json.dumps(alert(priority="Notice")))
+    assert routes_cli.main(["explain", str(SHIPPED), str(f)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["routes"] == ["action-centre"]
+    assert out["destinations"] == []
+    assert "alert-forwarder-destinations" in out["disabled_destinations"]["action-centre"]
+    dests = tmp_path / "d.yaml"
+    dests.write_text("action-centre: {url: 'https://ac.example.com/in'}\n")
+    assert routes_cli.main(["explain", str(SHIPPED), str(f), "--destinations", str(dests)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["destinations"] == ["action-centre"] and out["disabled_destinations"] == {}
+    assert "ac.example.com" not in json.dumps(out)  # secret values are never printed
+
+
 def test_console_script_is_declared():
     import tomllib
 
@@ -318,3 +338,11 @@ def test_credentials_in_a_destination_url_are_refused_without_echoing_them(url):
         parse_destination_secrets(f"hook: {{url: '{url}'}}\n")
     assert "hook.url" in str(exc.value) and "user:pass@" in str(exc.value)
     assert "pa55word" not in str(exc.value) and "token-only" not in str(exc.value)
+
+
+def test_demo_scenario_alert_says_the_priority_it_sends():
+    """Issue 15 §7: demo scenario 3 printed a Notice alert and sent Warning. Falco writes the priority into the
+    output line ("<time>: <Priority> <message>"); the two must agree."""
+    from local.scenarios.alert_forwarder import FALCO_ALERT
+
+    assert FALCO_ALERT["output"].split(" ", 2)[1] == FALCO_ALERT["priority"]
