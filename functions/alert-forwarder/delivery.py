@@ -178,11 +178,11 @@ class Delivery:
         res = dest.sender.send(entry.payload, entry.key)
         if res.ok:
             dest.record_success(self.clock())
-            self.metrics.inc("delivered_total", {"destination": dest.name})
+            self.metrics.inc("outputs_total", {"destination": dest.name, "status": "ok"})
             self.metrics.observe("delivery_seconds", max(0.0, self.clock() - entry.created),
                                  {"destination": dest.name})
         else:
-            self.metrics.inc("failed_total", {"destination": dest.name})
+            self.metrics.inc("outputs_total", {"destination": dest.name, "status": "error"})
             dest.record_error(res.error)
         return res
 

@@ -160,7 +160,8 @@ class Forwarder:
 
     def _route_one(self, alert: dict, pending: list) -> dict:
         m = self.metrics
-        m.inc("alerts_total", {"priority": alert["priority"], "rule": alert["rule"], "source": alert.get("source", "")})
+        m.inc("falco_events_total", {"priority": alert["priority"], "rule": alert["rule"],
+                                     "source": alert.get("source", ""), "hostname": alert.get("hostname", "")})
         key = idempotency_key(alert)
         out = {"rule": alert["rule"], "priority": alert["priority"], "idempotency_key": key,
                "routes": [], "destinations": [], "suppressed_by": [], "throttled_by": []}

@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from .edgeguard import auth, config, http, jsonsafe, log
+from .edgeguard import auth, config, http, jsonsafe, log, metrics
 from .edgeguard.falco.alert import format_time, parse_alert
 from .edgeguard.routing import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
 from .forwarder import Forwarder, Settings
@@ -260,8 +260,9 @@ def handle(event, context):
             resp = http.json_response(FORWARDER.status())
         elif p == "/metrics":
             http.require_method(event, ("GET",))
-            _authenticated(event)
-            resp = http.text_response(FORWARDER.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+            # The read-only edgeguard-metrics-token (Prometheus) or our own token; no spool work for a scrape.
+            auth.require_metrics_reader(event, TOKEN_SECRET)
+            resp = http.text_response(FORWARDER.metrics.render(), content_type=metrics.CONTENT_TYPE)
         elif p == "/flush":
             http.require_method(event, ("POST",))
             _authenticated(event)
@@ -278,10 +279,14 @@ def handle(event, context):
         FORWARDER.metrics.inc("requests_total", {"endpoint": endpoint, "code": err.status})
         if 400 <= err.status < 500:
             FORWARDER.metrics.inc("rejected_total", {"reason": _reason(err)})
+            if p == "/" and m == "POST":
+                FORWARDER.metrics.inc("inputs_total", {"source": "requests", "status": "rejected"})
         raise
     finally:
         if resp is not None:
             FORWARDER.metrics.inc("requests_total", {"endpoint": endpoint, "code": resp["statusCode"]})
+            if p == "/" and m == "POST" and resp["statusCode"] == 202:
+                FORWARDER.metrics.inc("inputs_total", {"source": "requests", "status": "accepted"})
 
 
 def _reason(err: http.HTTPError) -> str:

@@ -31,7 +31,7 @@ def _falco_json(alert: dict) -> bytes:
 
 
 def _delivered(metrics_text: str, destination: str) -> int:
-    m = re.search(r'^edgeguard_alert_forwarder_delivered_total\{destination="%s"\} (\d+)' % re.escape(destination),
+    m = re.search(r'^edgeguard_alert_forwarder_outputs_total\{destination="%s",status="ok"\} (\d+)' % re.escape(destination),
                   metrics_text, re.M)
     return int(m.group(1)) if m else 0
 
@@ -67,7 +67,7 @@ def run(ctx) -> None:
             break
         time.sleep(0.2)
     if after > before:
-        ctx.ok(f'GET /metrics: edgeguard_alert_forwarder_delivered_total{{destination="console"}} {after} '
+        ctx.ok(f'GET /metrics: edgeguard_alert_forwarder_outputs_total{{destination="console",status="ok"}} {after} '
                f"(was {before})")
     else:
         ctx.fail("the console delivery did not show up in /metrics within 10 s")

@@ -57,12 +57,12 @@ def test_failing_receiver_is_retried_with_backoff_then_delivered_once(make_fwd, 
     al = h.falco_alert()
     f.ingest([al])
     reqs = r.wait_for(3)
-    h.wait_until(lambda: metric(f, "delivered_total", destination="hook") == 1, what="delivered")
+    h.wait_until(lambda: metric(f, "outputs_total", destination="hook", status="ok") == 1, what="delivered")
     time.sleep(0.2)
     assert len(r.requests) == 3
     assert len(set(keys(reqs))) == 1 and keys(reqs)[0] == hashlib.sha256(dumps(al).encode()).hexdigest()[:32]
     assert reqs[2].json() == al  # the alert exactly as Falco sent it
-    assert metric(f, "failed_total", destination="hook") == 2
+    assert metric(f, "outputs_total", destination="hook", status="error") == 2
     assert metric(f, "retried_total", destination="hook") == 2
     assert f.spool.depth() == 0
 
@@ -79,7 +79,7 @@ def test_slow_receiver_hits_the_timeout_and_the_alert_waits_in_the_spool(make_fw
     h.wait_until(lambda: metric(f, "spooled_total", destination="hook") == 1, what="spooled")
     assert r.arrived == 2 and r.requests == []  # both attempts reached it and were cut off by the 0.5 s timeout
     hold.set()
-    assert metric(f, "failed_total", destination="hook") == 2  # first try + one retry, both timed out
+    assert metric(f, "outputs_total", destination="hook", status="error") == 2  # first try + one retry, both timed out
     assert f.spool.depth() == 1
     [e] = f.spool.claim_due(ignore_schedule=True)
     assert "timeout" in e.last_error and e.attempts == 2
@@ -96,7 +96,7 @@ def test_429_retry_after_is_honoured_before_retrying(make_fwd, receiver, h):
     f.ingest([h.falco_alert()])
     reqs = r.wait_for(2, timeout=5)
     assert reqs[1].at - reqs[0].at >= 0.95
-    h.wait_until(lambda: metric(f, "delivered_total", destination="hook") == 1)
+    h.wait_until(lambda: metric(f, "outputs_total", destination="hook", status="ok") == 1)
 
 
 def test_retry_after_beyond_the_budget_spools_until_then(make_fwd, receiver, h):
@@ -163,7 +163,7 @@ def test_status_flapping_receiver_gets_every_alert_accepted_exactly_once(make_fw
                  tick_interval=0.05, spool_backoff_max=0.2)
     alerts = [h.falco_alert(**{"proc.pid": i}) for i in range(12)]
     f.ingest(alerts)
-    h.wait_until(lambda: metric(f, "delivered_total", destination="hook") == 12 and f.spool.depth() == 0,
+    h.wait_until(lambda: metric(f, "outputs_total", destination="hook", status="ok") == 12 and f.spool.depth() == 0,
                  timeout=20, what="all delivered")
     time.sleep(0.2)
     # Replies were handed out in arrival order, so request i got script[i].
@@ -189,7 +189,7 @@ def test_connection_flapping_receiver_loses_nothing(make_fwd, receiver, h):
         up = not up
     if not up:
         servers.append(receiver(port=port))
-    h.wait_until(lambda: f.spool.depth() == 0 and metric(f, "delivered_total", destination="hook") == 30,
+    h.wait_until(lambda: f.spool.depth() == 0 and metric(f, "outputs_total", destination="hook", status="ok") == 30,
                  timeout=30, what="all delivered after flapping")
     got = {k for s in servers for k in keys(s.requests)}
     assert got == {hashlib.sha256(dumps(a).encode()).hexdigest()[:32] for a in alerts}
@@ -216,12 +216,12 @@ def test_a_slow_destination_does_not_hold_up_another(make_fwd, receiver, h):
     """, {"slow": {"url": slow.url}, "fast": {"url": fast.url}})
     f.ingest([h.falco_alert(**{"proc.pid": i}) for i in range(6)])
     fast.wait_for(6)
-    h.wait_until(lambda: metric(f, "delivered_total", destination="fast") == 6)
+    h.wait_until(lambda: metric(f, "outputs_total", destination="fast", status="ok") == 6)
     h.wait_until(lambda: slow.arrived >= 1)
     # All six reached "fast" while "slow" had answered nothing (its workers are still stuck in requests).
-    assert slow.requests == [] and metric(f, "delivered_total", destination="slow") == 0
+    assert slow.requests == [] and metric(f, "outputs_total", destination="slow", status="ok") == 0
     hold.set()
-    h.wait_until(lambda: metric(f, "delivered_total", destination="slow") == 6)
+    h.wait_until(lambda: metric(f, "outputs_total", destination="slow", status="ok") == 6)
 
 
 def test_idempotency_key_is_stable_and_distinct(pkg, h):
@@ -304,14 +304,14 @@ def test_mutual_tls_client_certificate(make_fwd, receiver, certs, h):
     ca = (certs / "ca.crt").read_text()
     without = make_fwd(hook_routes().replace("retries: 3", "retries: 0"), {"hook": {"url": r.url, "ca_cert": ca}})
     without.ingest([h.falco_alert()])
-    h.wait_until(lambda: metric(without, "failed_total", destination="hook") == 1)
+    h.wait_until(lambda: metric(without, "outputs_total", destination="hook", status="error") == 1)
     assert r.requests == []
     with_cert = make_fwd(hook_routes(), {"hook": {"url": r.url, "ca_cert": ca,
                                                   "client_cert": (certs / "cli.crt").read_text(),
                                                   "client_key": (certs / "cli.key").read_text()}})
     with_cert.ingest([h.falco_alert()])
     r.wait_for(1)
-    h.wait_until(lambda: metric(with_cert, "delivered_total", destination="hook") == 1)
+    h.wait_until(lambda: metric(with_cert, "outputs_total", destination="hook", status="ok") == 1)
 
 
 # ----------------------------------------------------------------------------- chat + function destinations
@@ -378,7 +378,7 @@ def test_openfaas_destination_async_through_gateway_with_token_and_callback(make
     assert a.body == dumps(al).encode() and a.headers["Idempotency-Key"]
     s = reqs["/function/other-fn"]
     assert "Authorization" not in s.headers and "X-Callback-Url" not in s.headers
-    h.wait_until(lambda: metric(f, "delivered_total") == 2)
+    h.wait_until(lambda: metric(f, "outputs_total", status="ok") == 2)
 
 
 def test_dedup_through_the_forwarder_sends_one_then_a_summary(make_fwd, receiver, h):
@@ -405,7 +405,7 @@ def test_fast_ack_mode_only_spools_failures(make_fwd, receiver, h):
     f = make_fwd(hook_routes(), {"hook": {"url": r.url}}, ack_mode="fast")
     f.ingest([h.falco_alert()])
     r.wait_for(1)
-    h.wait_until(lambda: metric(f, "delivered_total", destination="hook") == 1)
+    h.wait_until(lambda: metric(f, "outputs_total", destination="hook", status="ok") == 1)
     assert f.spool.depth() == 0 and b'"op":"put"' not in (f.spool.dir / "spool.wal").read_bytes()
     r.stop()
     f.ingest([h.falco_alert(rule="x")])
@@ -593,14 +593,14 @@ def test_status_stays_degraded_while_a_receiver_is_down_instead_of_flapping(make
     f = make_fwd(hook_routes().replace("retries: 3", "retries: 0"), {"hook": {"url": f"http://127.0.0.1:{port}"}},
                  tick_interval=0.05, spool_backoff_max=0.2)
     f.ingest([h.falco_alert()])
-    h.wait_until(lambda: metric(f, "failed_total", destination="hook") >= 1, what="first failure")
+    h.wait_until(lambda: metric(f, "outputs_total", destination="hook", status="error") >= 1, what="first failure")
     seen = set()
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline:
         st = f.status()
         seen.add((st["status"], st["destinations"]["hook"]["state"]))
         time.sleep(0.01)
-    assert metric(f, "failed_total", destination="hook") >= 4  # it kept retrying meanwhile
+    assert metric(f, "outputs_total", destination="hook", status="error") >= 4  # it kept retrying meanwhile
     assert {s for s, _ in seen} == {"degraded"}, seen
     assert {d for _, d in seen} <= {"backing_off", "failing"}, seen
     assert any("hook" in p for p in f.status()["problems"])

@@ -36,7 +36,7 @@ def test_falco_http_output_post_with_the_token_in_the_url_user_part_is_accepted_
     assert out["accepted"] == 1
     assert out["alerts"][0]["destinations"] == ["console"]  # the action-centre route matched but is not configured
     assert out["alerts"][0]["routes"] == ["action-centre", "console-warning"]
-    h.wait_until(lambda: count(mod, "delivered_total", destination="console") == 1)
+    h.wait_until(lambda: count(mod, "outputs_total", destination="console", status="ok") == 1)
 
 
 @pytest.mark.parametrize("headers, query, status", [
@@ -50,7 +50,7 @@ def test_unauthenticated_posts_are_refused_and_nothing_is_forwarded(load_handler
     mod = load_handler()
     resp = post(mod, h, h.falco_alert(priority="Critical"), headers=headers, query=query)
     assert resp["statusCode"] == status
-    assert count(mod, "alerts_total") == 0 and mod.FORWARDER.spool.depth() == 0
+    assert count(mod, "falco_events_total") == 0 and mod.FORWARDER.spool.depth() == 0
     assert count(mod, "rejected_total", reason="unauthorized") == 1
 
 
@@ -100,7 +100,7 @@ def test_json_array_batch_from_audit_ingest(load_handler, h):
     resp = post(mod, h, batch)
     assert resp["statusCode"] == 202 and body_of(resp)["accepted"] == 3
     assert [a["destinations"] for a in body_of(resp)["alerts"]] == [["console"], ["console"], []]
-    assert count(mod, "alerts_total") == 3
+    assert count(mod, "falco_events_total") == 3
 
 
 def test_ndjson_batch(load_handler, h):
@@ -147,7 +147,7 @@ def test_bad_input_gets_a_4xx_reason_and_nothing_is_forwarded(load_handler, h, m
     resp = post(mod, h, make_body(h), headers=h.auth_headers({"Content-Type": content_type}))
     assert resp["statusCode"] == status
     assert reason in body_of(resp)["error"]
-    assert count(mod, "alerts_total") == 0 and mod.FORWARDER.spool.depth() == 0
+    assert count(mod, "falco_events_total") == 0 and mod.FORWARDER.spool.depth() == 0
     assert "Traceback" not in resp["body"]
 
 
@@ -191,28 +191,45 @@ def test_metrics_endpoint_is_prometheus_text(load_handler, h):
     mod = load_handler()
     post(mod, h, h.falco_alert(priority="Error"))
     post(mod, h, b"{", headers=h.auth_headers())
-    h.wait_until(lambda: count(mod, "delivered_total", destination="console") == 1)
+    h.wait_until(lambda: count(mod, "outputs_total", destination="console", status="ok") == 1)
     resp = h.call(mod, "GET", "/metrics")
     assert resp["statusCode"] == 200 and resp["headers"]["Content-Type"].startswith("text/plain; version=0.0.4")
     text = resp["body"]
-    assert ('edgeguard_alert_forwarder_alerts_total{priority="Error",rule="Terminal shell in container",'
-            'source="syscall"} 1') in text
-    assert 'edgeguard_alert_forwarder_delivered_total{destination="console"} 1' in text
+    assert ('edgeguard_alert_forwarder_falco_events_total{priority="Error",rule="Terminal shell in container",'
+            'source="syscall",hostname="edge-node-1"} 1') in text
+    assert 'edgeguard_alert_forwarder_outputs_total{destination="console",status="ok"} 1' in text
+    # falcosidekick's names where the meaning is the same (inputs: one per request to the input endpoint)
+    assert 'edgeguard_alert_forwarder_inputs_total{source="requests",status="accepted"} 1' in text
+    assert 'edgeguard_alert_forwarder_inputs_total{source="requests",status="rejected"} 1' in text
     assert 'edgeguard_alert_forwarder_rejected_total{reason="invalid"} 1' in text
     assert 'edgeguard_alert_forwarder_dropped_total{destination="action-centre",reason="disabled"} 1' in text
     assert "# TYPE edgeguard_alert_forwarder_spool_depth gauge" in text
     assert "edgeguard_alert_forwarder_spool_depth 0" in text
 
 
+def test_metrics_accept_the_read_only_metrics_token_and_nothing_else_does(load_handler, h):
+    """Prometheus holds edgeguard-metrics-token, which reads every function's /metrics and can do nothing else:
+    with it, / , /flush, /test and the alert input all answer 401."""
+    mod = load_handler(secrets={"edgeguard-metrics-token": "metrics-reader-0123456789\n"})
+    reader = {"Authorization": "Bearer metrics-reader-0123456789", "Content-Type": "application/json"}
+    resp = h.call(mod, "GET", "/metrics", headers=reader)
+    assert resp["statusCode"] == 200 and "edgeguard_alert_forwarder_falco_events_total" in resp["body"]
+    assert h.call(mod, "GET", "/metrics")["statusCode"] == 200  # the function's own token still works
+    for method, path in (("GET", "/"), ("POST", "/flush"), ("POST", "/test"), ("POST", "/")):
+        body = h.falco_alert() if path == "/" and method == "POST" else b""
+        assert h.call(mod, method, path, body, headers=reader)["statusCode"] == 401, (method, path)
+    assert count(mod, "falco_events_total") == 0
+
+
 def test_test_endpoint_sends_a_test_alert_through_the_routes(load_handler, h):
     mod = load_handler()
     dry = h.call(mod, "POST", "/test", query={"dry_run": "1"})
     assert dry["statusCode"] == 200 and body_of(dry)["destinations"] == ["console"]
-    assert count(mod, "alerts_total") == 0
+    assert count(mod, "falco_events_total") == 0
     resp = h.call(mod, "POST", "/test")
     assert resp["statusCode"] == 202
     assert body_of(resp)["alerts"][0]["rule"] == "Test rule"
-    h.wait_until(lambda: count(mod, "delivered_total", destination="console") == 1)
+    h.wait_until(lambda: count(mod, "outputs_total", destination="console", status="ok") == 1)
     low = h.call(mod, "POST", "/test", query={"priority": "Debug", "dry_run": "1"})
     assert body_of(low)["destinations"] == []
     bad = h.call(mod, "POST", "/test", query={"priority": "loud"})
@@ -357,7 +374,7 @@ def test_falco_gets_its_answer_while_the_destination_hangs(load_handler, h, rece
     assert not hold.is_set() and r.requests == []
     h.wait_until(lambda: r.arrived >= 1)
     hold.set()
-    h.wait_until(lambda: count(mod, "delivered_total", destination="action-centre") == 5)
+    h.wait_until(lambda: count(mod, "outputs_total", destination="action-centre", status="ok") == 5)
 
 
 def test_configuring_the_action_centre_url_switches_it_on_without_a_restart(load_handler, h, receiver, capfd):
@@ -435,8 +452,8 @@ def test_caller_chosen_rule_names_cannot_grow_metrics_series_without_bound(load_
     assert post(mod, h, batch)["statusCode"] == 202
     text = h.call(mod, "GET", "/metrics")["body"]
     text = text.decode() if isinstance(text, bytes) else text
-    series = [ln for ln in text.splitlines() if ln.startswith("edgeguard_alert_forwarder_alerts_total{")]
+    series = [ln for ln in text.splitlines() if ln.startswith("edgeguard_alert_forwarder_falco_events_total{")]
     assert len(series) <= 201
-    assert count(mod, "alerts_total") == 500  # nothing lost, only grouped
-    assert count(mod, "alerts_total", rule="other", source="other") == 300
-    assert count(mod, "alerts_total", rule="made-up rule 0", source="src-0") == 1
+    assert count(mod, "falco_events_total") == 500  # nothing lost, only grouped
+    assert count(mod, "falco_events_total", rule="other", source="other") == 300
+    assert count(mod, "falco_events_total", rule="made-up rule 0", source="src-0") == 1

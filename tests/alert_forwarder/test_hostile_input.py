@@ -12,7 +12,7 @@ import pytest
 
 def state(mod):
     f = mod.FORWARDER
-    return (f.metrics.total("alerts_total"), f.spool.depth(), f.dedup.open_windows(),
+    return (f.metrics.total("falco_events_total"), f.spool.depth(), f.dedup.open_windows(),
             f.metrics.total("routed_total"), len(getattr(f, "history", None) or ()))
 
 
@@ -21,7 +21,7 @@ def metrics_ok(mod, h):
     assert resp["statusCode"] == 200, resp
     text = resp["body"]
     text.encode("utf-8")  # every label value encodable
-    assert "# TYPE edgeguard_alert_forwarder_alerts_total counter" in text
+    assert "# TYPE edgeguard_alert_forwarder_falco_events_total counter" in text
     return text
 
 
@@ -113,7 +113,7 @@ def test_a_batch_whose_later_alert_is_schema_invalid_opens_no_dedup_window(load_
     bad = warning_alert(rule="other", output_fields={"container.id": [[1]]})
     resp = h.call(mod, "POST", "/", [good, bad])
     assert resp["statusCode"] == 400 and json.loads(resp["body"])["index"] == 1
-    assert mod.FORWARDER.dedup.open_windows() == 0 and mod.FORWARDER.metrics.total("alerts_total") == 0
+    assert mod.FORWARDER.dedup.open_windows() == 0 and mod.FORWARDER.metrics.total("falco_events_total") == 0
     assert json.loads(h.call(mod, "POST", "/", good)["body"])["alerts"][0]["suppressed_by"] == []
 
 
