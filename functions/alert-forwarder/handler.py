@@ -195,7 +195,13 @@ def _check_output_fields(fields: dict, root: str) -> None:
 
 def _ingest(event) -> dict:
     auth.require_bearer(event, TOKEN_SECRET, allow_basic=True)
-    doc = http.parse_json(event, max_bytes=MAX_BODY, allow_ndjson=True)
+    try:
+        doc = http.parse_json(event, max_bytes=MAX_BODY, allow_ndjson=True, allow_gzip=True)
+    except http.HTTPError as err:
+        if err.status == 415 and http.media_type(event) == "text/plain":
+            # What Falco's http_output sends with json_output: false: one formatted line, no fields to route on.
+            err.reason += "; Falco sends text/plain unless falco.yaml has json_output: true (set json_output: true)"
+        raise
     alerts = _validate(doc)
     report = FORWARDER.ingest(alerts)
     report["spool_depth"] = FORWARDER.spool.depth()
