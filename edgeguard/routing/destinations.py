@@ -33,6 +33,16 @@ def _check_openfaas(out: dict, where: str) -> None:
     fn = out.get("function")
     if not isinstance(fn, str) or not re.fullmatch(r"[-a-zA-Z_0-9.]+", fn or ""):
         raise RoutesError(f"{where}.function", "an openfaas destination needs a valid 'function' name")
+    # OpenFaaS CE's queue-worker logs every queued message with its headers (the callee's bearer token) and never
+    # retries a failed call: remediation functions are called synchronously and answer 202 themselves.
+    if out.get("async") is True:
+        raise RoutesError(f"{where}.async", "async: true would send the callee's token through OpenFaaS CE's queue, "
+                                            "whose queue-worker logs it, and CE never retries a queued call; "
+                                            "openfaas destinations are called through /function/<name> (the "
+                                            "callee answers 202 when it works in the background): remove async")
+    if "callback_url" in out:
+        raise RoutesError(f"{where}.callback_url", "X-Callback-Url only works with OpenFaaS's async queue, which "
+                                                   "openfaas destinations no longer use: remove callback_url")
 
 
 def _check_webhook(out: dict, where: str) -> None:
@@ -70,7 +80,7 @@ TYPES: dict[str, DestinationType] = {
                                defaults={"method": "POST", "body": "alert", "signature_header": "X-Edgeguard-Signature"},
                                check=_check_webhook),
     "openfaas": DestinationType(frozenset({"function", "async", "token_secret", "callback_url", "path"}),
-                                defaults={"async": True, "path": ""}, check=_check_openfaas),
+                                defaults={"async": False, "path": ""}, check=_check_openfaas),
 }
 DESTINATION_TYPES = tuple(TYPES)
 

@@ -312,9 +312,9 @@ class OpenFaaSSender(Sender):
     def _build_client(self) -> gateway.Gateway:
         o = self.opts
         # A token given in the destinations secret wins over token_secret (read on every call).
-        return gateway.Gateway(o["function"], async_=o["async"], path=o["path"], timeout=self.timeout,
-                               token=o.get("token"), token_secret=o.get("token_secret"),
-                               callback_url=o.get("callback_url"), user_agent=USER_AGENT)
+        # Always /function/<name>: the routes refuse async (CE's queue logs the token and never retries).
+        return gateway.Gateway(o["function"], async_=False, path=o["path"], timeout=self.timeout,
+                               token=o.get("token"), token_secret=o.get("token_secret"), user_agent=USER_AGENT)
 
     def send(self, alert: dict, key: str) -> Result:
         body, headers = dumps(alert).encode("utf-8"), {"Idempotency-Key": key, "X-Edgeguard-Event-Id": key}

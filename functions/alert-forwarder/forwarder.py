@@ -306,9 +306,9 @@ class Forwarder:
                 info["disabled_reason"] = d.disabled_reason
             if d.opts["type"] == "openfaas":
                 ts = d.opts.get("token_secret")
-                info.update(function=d.opts["function"], async_=d.opts["async"], token_secret=ts,
-                            token_configured=bool(d.opts.get("token")) or bool(ts and config.read_secret(ts)),
-                            callback=bool(d.opts.get("callback_url")))
+                info.update(function=d.opts["function"], route=f"/function/{d.opts['function']}{d.opts['path']}",
+                            token_secret=ts,
+                            token_configured=bool(d.opts.get("token")) or bool(ts and config.read_secret(ts)))
             if d.opts["type"] == "webhook":
                 info.update(body=d.opts["body"], signed=bool(d.opts.get("hmac_key")),
                             custom_ca=d.opts.get("ca_cert") is not None or d.opts.get("ca_file") is not None,

@@ -352,9 +352,12 @@ def test_slack_teams_discord_messages(make_fwd, receiver, h):
     assert emb["timestamp"] == "2024-05-01T10:11:12.123456789Z"
 
 
-def test_openfaas_destination_async_through_gateway_with_token_and_callback(make_fwd, receiver, h, tmp_path,
-                                                                            monkeypatch):
+def test_openfaas_destination_calls_the_function_synchronously_with_its_token(make_fwd, receiver, h, tmp_path,
+                                                                              monkeypatch):
+    """Issue 11 §2: no token through CE's queue. The call goes to /function/<name> with the callee's token; a
+    non-2xx is retried and the alert spooled as for any destination; the callee's 202 is a delivery."""
     gw = receiver()
+    gw.script = [h.Reply(503, body=b"No endpoints available for: configmap-secret-scrubber.")]
     gw.default = h.Reply(202, body=b"")
     monkeypatch.setenv("gateway_url", gw.url)
     sec = tmp_path / "fsecrets"
@@ -363,22 +366,39 @@ def test_openfaas_destination_async_through_gateway_with_token_and_callback(make
     monkeypatch.setenv("EDGEGUARD_SECRETS_DIR", str(sec))
     f = make_fwd("""
     destinations:
-      scrub: {type: openfaas, function: configmap-secret-scrubber, async: true,
-              token_secret: configmap-secret-scrubber-token, callback_url: "http://gateway:8080/function/results"}
-      sync: {type: openfaas, function: other-fn, async: false}
+      scrub: {type: openfaas, function: configmap-secret-scrubber, token_secret: configmap-secret-scrubber-token,
+              backoff: 0.05s}
+      other: {type: openfaas, function: other-fn}
     routes:
-      - {to: [scrub, sync]}
+      - {to: [scrub, other]}
     """)
     al = h.falco_alert(rule="Create/Modify Configmap With Private Credentials", source="k8s_audit")
     f.ingest([al])
-    reqs = {q.path: q for q in gw.wait_for(2)}
-    a = reqs["/async-function/configmap-secret-scrubber"]
-    assert a.headers["Authorization"] == "Bearer scrubber-token-abcdef"
-    assert a.headers["X-Callback-Url"] == "http://gateway:8080/function/results"
-    assert a.body == dumps(al).encode() and a.headers["Idempotency-Key"]
-    s = reqs["/function/other-fn"]
-    assert "Authorization" not in s.headers and "X-Callback-Url" not in s.headers
+    reqs = gw.wait_for(3)
     h.wait_until(lambda: metric(f, "outputs_total", status="ok") == 2)
+    paths = [q.path for q in reqs]
+    assert sorted(paths) == ["/function/configmap-secret-scrubber", "/function/configmap-secret-scrubber",
+                             "/function/other-fn"]
+    assert not any(p.startswith("/async-function/") for p in paths)
+    scrub = [q for q in reqs if q.path == "/function/configmap-secret-scrubber"]
+    assert all(q.headers["Authorization"] == "Bearer scrubber-token-abcdef" for q in scrub)
+    assert scrub[0].headers["Idempotency-Key"] == scrub[1].headers["Idempotency-Key"]  # the retry is the same call
+    assert scrub[1].body == dumps(al).encode() and "X-Callback-Url" not in scrub[1].headers
+    assert metric(f, "outputs_total", destination="scrub", status="error") == 1
+    s = [q for q in reqs if q.path == "/function/other-fn"][0]
+    assert "Authorization" not in s.headers
+    assert f.spool.depth() == 0
+
+
+@pytest.mark.parametrize("spec, place", [
+    ("{type: openfaas, function: fn, async: true}", "x.async"),
+    ("{type: openfaas, function: fn, callback_url: 'http://gateway:8080/function/r'}", "x.callback_url"),
+])
+def test_openfaas_destinations_refuse_the_ce_async_queue(pkg, spec, place):
+    routes = pkg.module("edgeguard.routing")
+    with pytest.raises(routes.RoutesError) as ei:
+        routes.load_routes_text(f"destinations:\n  x: {spec}\nroutes:\n  - {{to: [x]}}\n", "r.yaml")
+    assert place in str(ei.value) and "queue" in str(ei.value)
 
 
 def test_dedup_through_the_forwarder_sends_one_then_a_summary(make_fwd, receiver, h):

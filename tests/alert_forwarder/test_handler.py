@@ -318,7 +318,7 @@ def test_shipped_route_sends_configmap_credentials_alert_to_the_scrubber(load_ha
     resp = post(mod, h, al)
     assert body_of(resp)["alerts"][0]["destinations"] == ["configmap-secret-scrubber", "console"]
     [req] = gw.wait_for(1)
-    assert req.path == "/async-function/configmap-secret-scrubber"
+    assert req.path == "/function/configmap-secret-scrubber"
     assert req.headers["Authorization"] == "Bearer scrubber-token-0000111"
     assert json.loads(req.body) == al
 

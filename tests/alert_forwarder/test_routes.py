@@ -93,7 +93,7 @@ def test_shipped_routes_file_is_valid_and_routes_as_promised():
     assert "no url" in resolved["action-centre"]["disabled_reason"]
     assert resolved["configmap-secret-scrubber"]["type"] == "openfaas"
     assert resolved["configmap-secret-scrubber"]["token_secret"] == "configmap-secret-scrubber-token"
-    assert resolved["configmap-secret-scrubber"]["async"] is True
+    assert resolved["configmap-secret-scrubber"]["async"] is False  # /function/, never CE's queue
 
     def dests(a):
         return sorted({d for r in t.match(a) for d in r.to})

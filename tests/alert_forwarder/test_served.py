@@ -19,8 +19,7 @@ destinations:
   teams: {type: teams}
   discord: {type: discord}
   hook: {type: webhook}
-  scrubber: {type: openfaas, function: configmap-secret-scrubber, async: true,
-             token_secret: configmap-secret-scrubber-token}
+  scrubber: {type: openfaas, function: configmap-secret-scrubber, token_secret: configmap-secret-scrubber-token}
 routes:
   - {name: everywhere, to: [console, slack, teams, discord, hook, scrubber]}
 """
@@ -52,11 +51,11 @@ def test_alert_posted_with_curl_reaches_every_destination_type(serve_function, r
     assert sorted(resp["alerts"][0]["destinations"]) == sorted(["console", "slack", "teams", "discord", "hook",
                                                                  "scrubber"])
     reqs = {q.path: q for q in r.wait_for(5)}
-    assert set(reqs) == {"/slack", "/teams", "/discord", "/hook", "/async-function/configmap-secret-scrubber"}
+    assert set(reqs) == {"/slack", "/teams", "/discord", "/hook", "/function/configmap-secret-scrubber"}
     assert all(q.headers["Idempotency-Key"] == idem(al) for q in reqs.values())
     assert reqs["/hook"].json() == al
-    assert json.loads(reqs["/async-function/configmap-secret-scrubber"].body) == al
-    assert reqs["/async-function/configmap-secret-scrubber"].headers["Authorization"] == "Bearer scrubber-token-55555"
+    assert json.loads(reqs["/function/configmap-secret-scrubber"].body) == al
+    assert reqs["/function/configmap-secret-scrubber"].headers["Authorization"] == "Bearer scrubber-token-55555"
     h.wait_until(lambda: '"event": "alert"' in sf.logs(), what="console line")
     console = [rec for rec in sf.log_records() if rec["event"] == "alert"]
     assert console[0]["rule"] == al["rule"] and console[0]["idempotency_key"] == idem(al)
