@@ -150,11 +150,18 @@ try:
     MAX_BODY = config.env_int("max_body_bytes", 4 * 1024 * 1024, minimum=1024)
     MAX_BATCH = config.env_int("max_batch", 10000, minimum=1)
     CRON_FLUSH = config.env_bool("cron_flush", False)
+    config.token_grace_seconds()  # validated now, not at the first rotation
+    # Seen once at start-up, so that a rotation of the secret under the running process is noticed as one (and
+    # its previous value gets the grace) even before the first request.
+    config.read_secret(TOKEN_SECRET)
+    config.read_secret(auth.METRICS_SECRET)
     FORWARDER = build_forwarder()
 except (RoutesError, config.ConfigError, SpoolBusy) as _exc:
     # Fail loudly: of-watchdog restarts the pod and the log says exactly what to fix.
     log.error("config.invalid", error=str(_exc))
     raise
+# Rotation grace (edgeguard/auth.py): how often the previous token was used, and how long it still works.
+FORWARDER.metrics.add_collector(lambda m: auth.rotation_metrics(m, (TOKEN_SECRET, auth.METRICS_SECRET)))
 _cron_lock = threading.Lock()
 _cron_last = [0.0]
 
@@ -263,7 +270,7 @@ def handle(event, context):
             resp = _cron_flush(event) if _is_cron_call(event) else _ingest(event)
         elif p == "/" and m in ("GET", "HEAD"):
             _authenticated(event)
-            resp = http.json_response(FORWARDER.status())
+            resp = http.json_response({**FORWARDER.status(), "token_rotation": auth.rotation_status(TOKEN_SECRET)})
         elif p == "/metrics":
             http.require_method(event, ("GET",))
             # The read-only edgeguard-metrics-token (Prometheus) or our own token; no spool work for a scrape.

@@ -7,7 +7,7 @@ attempts), as falcosidekick 2.30+ names them ``falcosecurity_falcosidekick_<name
 """
 from __future__ import annotations
 
-from .edgeguard import metrics
+from .edgeguard import auth, metrics
 
 PREFIX = "edgeguard_alert_forwarder_"
 
@@ -39,6 +39,7 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "destination_up": ("gauge", "1 when the destination took its last delivery (0: failing, backing off or disabled).",
                        ("destination",)),
     "delivery_seconds": ("histogram", "Time from alert receipt to acknowledged delivery.", ("destination",)),
+    **auth.ROTATION_METRICS,
 }
 
 # Labels whose values come from callers (any rule name, any source): capped, see edgeguard.metrics.
