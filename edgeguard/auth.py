@@ -40,12 +40,24 @@ def presented_token(event, *, allow_basic: bool = False) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     if allow_basic and scheme.lower() == "basic":
-        try:
-            _user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, ValueError):
-            return None
-        return password if sep and password else None
+        creds = basic_credentials(event)
+        return creds[1] if creds else None
     return None
+
+
+def basic_credentials(event) -> tuple[str, str] | None:
+    """(user, password) of an ``Authorization: Basic`` header, or None."""
+    auth = header(event, "Authorization")
+    if not auth:
+        return None
+    scheme, _, value = auth.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, ValueError):
+        return None
+    return (user, password) if sep and password else None
 
 
 def tokens_equal(a: str, b: str) -> bool:
@@ -85,7 +97,7 @@ def token_matches(got: str, secret_name: str) -> bool:
         if warn:
             _last_warned[secret_name] = now
     if warn:  # once a minute, not per alert: Falco may send hundreds a second with the old token
-        log.warning("auth.previous_token", secret=secret_name, rotated_s_ago=round(now - prev[1], 1),
+        log.warning("auth.previous_token", of=secret_name, rotated_s_ago=round(now - prev[1], 1),
                     grace_left_s=round(_grace() - (now - prev[1]), 1),
                     hint="a caller still uses the token from before the rotation; update it before the grace ends")
     return True

@@ -74,6 +74,7 @@ class Forwarder:
         self._drop_orphans()
         self.metrics.add_collector(self._collect)
         self._stop = threading.Event()
+        self._close_hooks: list[Callable[[], None]] = []
         self._threads: list[threading.Thread] = []
         self._last_tick = 0.0
         self._tick_lock = threading.Lock()
@@ -132,7 +133,13 @@ class Forwarder:
         t.start()
         self._threads.append(t)
 
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` when the forwarder closes (the handler's watchers of Kubernetes state)."""
+        self._close_hooks.append(fn)
+
     def close(self, timeout: float = 5.0) -> None:
+        for fn in self._close_hooks:
+            fn()
         self._stop.set()
         deadline = time.monotonic() + timeout
         for t in self._threads:

@@ -26,6 +26,8 @@ from .edgeguard import auth, config, http, jsonsafe, log, metrics
 from .edgeguard.falco.alert import format_time, parse_alert
 from .edgeguard.routing import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
 from .forwarder import Forwarder, Settings
+from .kubesecret import KubeError, Kubeconfig, SecretClient
+from .nodetokens import NodeTokens
 from .spool import SpoolBusy
 
 TOKEN_SECRET = "alert-forwarder-token"
@@ -125,6 +127,30 @@ class ConfigWatcher:
                  enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled))
 
 
+def _kubeconfig() -> Kubeconfig | None:
+    """alert-forwarder's own least-privilege credential (deploy/rbac/alert-forwarder.yaml), when mounted."""
+    name = config.env_str("kubeconfig_secret", "alert-forwarder-kubeconfig")
+    text = config.read_secret(name)
+    if not text:
+        return None
+    try:
+        kc = Kubeconfig(text)
+    except KubeError as exc:
+        raise config.ConfigError(f"OpenFaaS secret '{name}': {exc}") from None
+    if kc.token:
+        log.register_secret(kc.token)
+    return kc
+
+
+def _node_tokens(kc: Kubeconfig | None) -> NodeTokens | None:
+    if kc is None or not config.env_bool("node_tokens", True):
+        return None
+    client = SecretClient(kc, config.env_str("node_tokens_secret", "edgeguard-node-alert-tokens"),
+                          namespace=config.env_str("node_tokens_namespace", "edgeguard-enroll"))
+    ttl = config.parse_duration(config.env_str("node_tokens_ttl", "30s"), "node_tokens_ttl")
+    return NodeTokens(client, ttl=ttl, log_warning=log.warning).start()
+
+
 def build_forwarder(**kwargs) -> Forwarder:
     """Load routes (secret override, else the shipped file), destination secrets and settings.
 
@@ -155,7 +181,11 @@ try:
     # its previous value gets the grace) even before the first request.
     config.read_secret(TOKEN_SECRET)
     config.read_secret(auth.METRICS_SECRET)
+    KUBE = _kubeconfig()
+    NODE_TOKENS = _node_tokens(KUBE)
     FORWARDER = build_forwarder()
+    if NODE_TOKENS is not None:
+        FORWARDER.on_close(NODE_TOKENS.stop)
 except (RoutesError, config.ConfigError, SpoolBusy) as _exc:
     # Fail loudly: of-watchdog restarts the pod and the log says exactly what to fix.
     log.error("config.invalid", error=str(_exc))
@@ -200,8 +230,24 @@ def _check_output_fields(fields: dict, root: str) -> None:
                                    root=jsonsafe.key_path(root, name))
 
 
+def _sender(event) -> str:
+    """Who posts: ``fleet`` (the alert-forwarder-token: audit-ingest, Falco DaemonSets) or ``node:<name>``
+    (a host-mode Falco with its own per-node token, Basic user=<node>). Raises the 401/503 otherwise."""
+    try:
+        auth.require_bearer(event, TOKEN_SECRET, allow_basic=True)
+        return "fleet"
+    except http.HTTPError as err:
+        creds = auth.basic_credentials(event)
+        if err.status != 401 or NODE_TOKENS is None or creds is None or http.query(event, "token") is not None:
+            raise
+        if NODE_TOKENS.verify(*creds):
+            return f"node:{creds[0]}"
+        raise
+
+
 def _ingest(event) -> dict:
-    auth.require_bearer(event, TOKEN_SECRET, allow_basic=True)
+    sender = _sender(event)
+    FORWARDER.metrics.inc("senders_total", {"sender": sender.split(":", 1)[0]})
     try:
         doc = http.parse_json(event, max_bytes=MAX_BODY, allow_ndjson=True, allow_gzip=True)
     except http.HTTPError as err:
@@ -270,7 +316,10 @@ def handle(event, context):
             resp = _cron_flush(event) if _is_cron_call(event) else _ingest(event)
         elif p == "/" and m in ("GET", "HEAD"):
             _authenticated(event)
-            resp = http.json_response({**FORWARDER.status(), "token_rotation": auth.rotation_status(TOKEN_SECRET)})
+            resp = http.json_response({**FORWARDER.status(), "token_rotation": auth.rotation_status(TOKEN_SECRET),
+                                       "node_tokens": NODE_TOKENS.status() if NODE_TOKENS else
+                                       {"enabled": False, "why": "no alert-forwarder-kubeconfig secret, or "
+                                                                 "node_tokens=false: only the fleet token works"}})
         elif p == "/metrics":
             http.require_method(event, ("GET",))
             # The read-only edgeguard-metrics-token (Prometheus) or our own token; no spool work for a scrape.

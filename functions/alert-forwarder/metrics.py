@@ -18,6 +18,8 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "inputs_total": ("counter", "Requests to the alert input (POST /), accepted or rejected (falcosidekick's inputs).",
                      ("source", "status")),
     "requests_total": ("counter", "HTTP requests by endpoint and status code.", ("endpoint", "code")),
+    "senders_total": ("counter", "Authenticated alert posts by credential: fleet (alert-forwarder-token) or node "
+                                 "(a per-node alert token).", ("sender",)),
     "rejected_total": ("counter", "Requests refused before anything was forwarded, by reason.", ("reason",)),
     "filtered_total": ("counter", "Alerts dropped below the global min_priority.", ("priority",)),
     "unrouted_total": ("counter", "Alerts that matched no route and the default route has no destination.", ()),

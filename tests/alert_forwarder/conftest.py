@@ -305,3 +305,84 @@ def h():
     return types.SimpleNamespace(call=call, event=event, auth_headers=auth_headers, falco_alert=falco_alert,
                                  Reply=Reply, wait_until=wait_until, free_port=free_port, TOKEN=TOKEN, CTX=CTX,
                                  Receiver=Receiver)
+
+
+# ----------------------------------------------------------------------------- the real API server
+
+class ForwarderKube:
+    """deploy/rbac/alert-forwarder.yaml applied on the real kube-apiserver, and the kubeconfig bootstrap would make
+    from its ServiceAccount token (bootstrap/edgeguard_bootstrap/openfaas.py function_kubeconfig)."""
+
+    NODE_TOKENS = ("edgeguard-enroll", "edgeguard-node-alert-tokens")
+    HANDOVER = ("openfaas-fn", "alert-forwarder-spool-handover")
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.core = cluster.core()
+
+    def secret(self, namespace: str, name: str):
+        from kubernetes.client.rest import ApiException
+        try:
+            return self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def set_node_tokens(self, hashes: dict[str, str] | None) -> None:
+        """node-enroll's side of the format: data key = node name, value = sha256:<hex>; None deletes the Secret."""
+        import base64
+        from kubernetes.client.rest import ApiException
+        ns, name = self.NODE_TOKENS
+        if hashes is None:
+            try:
+                self.core.delete_namespaced_secret(name, ns)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            return
+        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "type": "Opaque",
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in hashes.items()}}
+        if self.secret(ns, name) is None:
+            self.core.create_namespaced_secret(ns, body)
+        else:
+            self.core.replace_namespaced_secret(name, ns, body)
+
+    def clear_handover(self) -> None:
+        ns, name = self.HANDOVER
+        s = self.secret(ns, name)
+        s.data = None
+        self.core.replace_namespaced_secret(name, ns, s)
+
+
+@pytest.fixture(scope="session")
+def forwarder_kube(real_kube):
+    import base64
+
+    root = Path(__file__).resolve().parents[2]
+    for ns in ("openfaas-fn",):
+        real_kube.ensure_namespace(ns)
+    env = {"KUBECONFIG": str(real_kube.kubeconfig), "PATH": __import__("os").environ["PATH"]}
+    subprocess.run(["kubectl", "apply", "-f", str(root / "deploy/rbac/alert-forwarder.yaml")], env=env, check=True,
+                   capture_output=True, timeout=60)
+    token_secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                    "metadata": {"name": "alert-forwarder-sa-token", "namespace": "openfaas-fn",
+                                 "annotations": {"kubernetes.io/service-account.name": "alert-forwarder"}}}
+    subprocess.run(["kubectl", "apply", "-f", "-"], input=json.dumps(token_secret), text=True, env=env, check=True,
+                   capture_output=True, timeout=60)
+    fk = ForwarderKube(real_kube)
+    deadline = time.monotonic() + 30
+    while True:
+        s = fk.secret("openfaas-fn", "alert-forwarder-sa-token")
+        if s is not None and s.data and s.data.get("token"):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError("the token controller did not fill alert-forwarder-sa-token")
+        time.sleep(0.2)
+    sys.path.insert(0, str(root / "bootstrap"))
+    from edgeguard_bootstrap.openfaas import function_kubeconfig
+
+    fk.token = base64.b64decode(s.data["token"]).decode()
+    fk.kubeconfig = function_kubeconfig("alert-forwarder", fk.token,
+                                        base64.b64encode(real_kube.ca_pem).decode(), real_kube.host)
+    return fk
