@@ -92,6 +92,44 @@ class Deduper:
         with self._lock:
             return len(self._windows)
 
+    def export_windows(self) -> list[dict]:
+        """Move the open windows out (for the pod that takes over): they are removed here, so a later export
+        cannot hand the same suppressed repeats over twice."""
+        with self._lock:
+            items, self._windows = list(self._windows.items()), OrderedDict()
+        return [{"route": k[0], "key_fields": list(k[1]), "key": [list(v) if isinstance(v, tuple) else v
+                                                                  for v in k[2]],
+                 "start": w.start, "end": w.end, "first": w.first, "last_time": w.last_time,
+                 "suppressed": w.suppressed} for k, w in items]
+
+    def merge_windows(self, windows: list[dict]) -> int:
+        """Adopt windows another pod had open. A key open here too (both pods saw its first alert during the
+        rollout overlap, and each sent it once) keeps one window that counts both pods' repeats."""
+        now = self.clock()
+        n = 0
+        with self._lock:
+            for w in windows:
+                try:
+                    k = (w["route"], tuple(w["key_fields"]),
+                         tuple(tuple(v) if isinstance(v, list) else v for v in w["key"]))
+                    start, end, suppressed = float(w["start"]), float(w["end"]), int(w["suppressed"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if end <= now and not suppressed:
+                    continue
+                mine = self._windows.get(k)
+                if mine is None:
+                    if len(self._windows) >= self.max_keys:
+                        continue
+                    self._windows[k] = _Window(start=start, end=end, first=w.get("first") or {},
+                                               last_time=w.get("last_time", ""), suppressed=suppressed)
+                else:
+                    mine.suppressed += suppressed
+                    mine.start = min(mine.start, start)
+                    mine.last_time = max(mine.last_time, w.get("last_time", ""))
+                n += 1
+        return n
+
     def _evict_oldest(self, now: float) -> list[Summary]:
         k, w = self._windows.popitem(last=False)
         return [self._summary(k[0], k[1], w, now)] if w.suppressed else []

@@ -93,6 +93,7 @@ class Delivery:
         self.spool, self.metrics, self.settings = spool, metrics, settings
         self.clock, self.sleep = clock, sleep
         self.running = False
+        self.accepting = True  # False after stop_workers: deliveries are only made durable (for the handover)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -109,8 +110,33 @@ class Delivery:
             self._threads.append(t)
         dest.workers = max(dest.workers, dest.concurrency)
 
+    def stop_workers(self, deadline: float) -> bool:
+        """Stop delivering (shutdown handover): no new attempts; wait for the ones in flight until ``deadline``
+        (time.monotonic()). From now on ``commit`` only makes deliveries durable. True when all workers ended."""
+        self.accepting = False
+        self._stop.set()
+        for dest in self.destinations.values():
+            for _ in range(dest.workers):
+                try:
+                    dest.queue.put_nowait(None)
+                except queue.Full:
+                    pass
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        # Queued entries were claimed for the workers that are gone: they go back to the spool's pool.
+        for dest in self.destinations.values():
+            while True:
+                try:
+                    entry = dest.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if entry is not None:
+                    self.spool.release(entry.id)
+        return not any(t.is_alive() for t in self._threads)
+
     def close(self, deadline: float) -> None:
         """Stop the workers (waiting until ``deadline``, a time.monotonic() value) and close the senders."""
+        self.accepting = False
         self._stop.set()
         for dest in self.destinations.values():
             for _ in range(dest.workers):
@@ -126,6 +152,9 @@ class Delivery:
     def commit(self, pending: list[tuple[Destination, Entry]]) -> None:
         """Make one request's deliveries durable with one journal write (and one fsync), then queue them."""
         if not pending:
+            return
+        if not self.accepting:
+            self.spool.put_many([e for _, e in pending])
             return
         now = self.clock()
         durable = self.settings.ack_mode == "durable"
@@ -159,6 +188,10 @@ class Delivery:
         while not self._stop.is_set():
             entry = dest.queue.get()
             if entry is None:
+                return
+            if self._stop.is_set():  # stopped while it waited: it stays in the spool (for the handover)
+                self.spool.release(entry.id)
+                dest.queue.task_done()
                 return
             if self.settings.ack_mode == "durable" and not self.spool.contains(entry.id):
                 dest.queue.task_done()  # dropped from a full spool while it waited: counted there
@@ -247,6 +280,8 @@ class Delivery:
     def _finish(self, entry: Entry) -> None:
         self.spool.remove(entry.id)
     def enqueue_due(self) -> int:
+        if not self.accepting:
+            return 0
         usable = {n for n, d in self.destinations.items()
                   if d.enabled and d.down_until <= self.clock() and not d.queue.full()}
         if not usable:

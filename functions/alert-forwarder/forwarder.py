@@ -64,6 +64,9 @@ class Forwarder:
         self._drops_lock = threading.Lock()
         self._reconfig_lock = threading.Lock()
         self.reloads = 0
+        self.handover = None           # handover.Handover, when the kubeconfig allows one
+        self.terminating: dict | None = None  # set by shutdown()
+        self._handover_lock = threading.Lock()
         self.destinations: dict[str, Destination] = {}
         for name, opts in resolve_destinations(table, dest_secrets).items():
             self.destinations[name] = Destination(name, opts, queue_max=self.settings.queue_max)
@@ -157,8 +160,78 @@ class Forwarder:
             if i < detail_limit:
                 details.append(d)
         self.delivery.commit(pending)
+        if self.terminating is not None and self.terminating.get("handing_over"):
+            # Past the handover, this pod delivers nothing: what it acknowledges goes to the next pod first.
+            self.hand_over(deadline=time.monotonic() + 5.0)
         self.maybe_tick()
         return {"accepted": len(alerts), "alerts": details, "details_truncated": len(alerts) > detail_limit}
+
+    # -- redeploys and evictions (handover.py) ----------------------------------------------------
+    def attach_handover(self, handover) -> None:
+        self.handover = handover
+        self.on_close(handover.stop)
+
+    def shutdown(self, *, drain_seconds: float, deadline_seconds: float) -> dict:
+        """SIGTERM: deliver what can be delivered within ``drain_seconds``, then stop delivering and move the rest
+        (and the open dedup windows) to the handover Secret; keep serving, handing over write-through, until the
+        watchdog and the kubelet end the process. Returns what happened (also in status())."""
+        started = time.monotonic()
+        deadline = started + deadline_seconds
+        self.terminating = {"since": self.clock(), "drained": None, "handed_over_at": None, "left_in_pod": None}
+        if self.handover is not None:
+            self.handover.stop_taking()
+        log.info("shutdown.started", spool_depth=self.spool.depth(), drain_s=drain_seconds,
+                 handover=self.handover is not None)
+        drained = {}
+        if self.spool.depth():
+            saved = self.settings.flush_budget
+            self.settings.flush_budget = max(0.0, drain_seconds)
+            try:
+                drained = self.delivery.flush(ignore_schedule=True)
+            finally:
+                self.settings.flush_budget = saved
+        self.delivery.stop_workers(min(deadline, time.monotonic() + max(1.0, drain_seconds)))
+        self.terminating["drained"] = drained.get("delivered", 0)
+        if self.handover is None:
+            self.terminating["left_in_pod"] = self.spool.depth()
+            log.warning("shutdown.no_handover", spool_depth=self.spool.depth(),
+                        why="no alert-forwarder-kubeconfig: what is left lives only in this pod's /tmp")
+            return dict(self.terminating)
+        self.terminating["handing_over"] = True  # from here on ingest hands over before it answers
+        self.hand_over(deadline=deadline, windows=True)
+        self.terminating["handed_over_at"] = self.clock()
+        self.terminating["left_in_pod"] = self.spool.depth()
+        log.info("shutdown.handed_over", took_s=round(time.monotonic() - started, 3), **self.handover.stats)
+        return dict(self.terminating)
+
+    def hand_over(self, *, deadline: float, windows: bool = False) -> int:
+        """Move every unclaimed spooled delivery (and, with ``windows``, the dedup windows) to the next pod."""
+        if self.handover is None:
+            return 0
+        with self._handover_lock:  # snapshot, export and local removal as one step
+            return self._hand_over(deadline, windows)
+
+    def _hand_over(self, deadline: float, windows: bool) -> int:
+        entries = self.spool.unclaimed()
+        wins = self.dedup.export_windows() if windows else []
+        if not entries and not wins:
+            return 0
+        try:
+            written, left = self.handover.export(entries, wins, deadline=deadline)
+        except Exception as exc:  # noqa: BLE001 - the entries stay in the local spool; say so and go on
+            log.error("handover.export_failed", error=type(exc).__name__, message=str(exc)[:200],
+                      left_in_pod=len(entries))
+            if wins:
+                self.dedup.merge_windows(wins)
+            return 0
+        for eid in written:
+            self.spool.remove(eid, reason="handed_over")
+        self.metrics.inc("handover_total", {"direction": "out"}, len(written))
+        if left:
+            self.metrics.inc("handover_left_behind_total", None, len(left))
+            log.error("handover.too_big", handed_over=len(written), left_in_pod=len(left),
+                      why="the handover Secret holds at most ~900 kB of gzip'd alerts")
+        return len(written)
 
     def explain(self, alert: dict) -> dict:
         state = {n: {**d.opts, "enabled": d.enabled, "disabled_reason": d.disabled_reason}
@@ -348,4 +421,8 @@ class Forwarder:
                           "max_entries": self.settings.spool_max_entries, "max_age_s": self.settings.spool_max_age,
                           "oldest_age_s": round(self.spool.oldest_age(), 3), "corrupt_entries": self.spool.corrupt},
                 "dedup_open_windows": self.dedup.open_windows(), "config_reloads": self.reloads,
+                "handover": self.handover.status() if self.handover else
+                {"enabled": False, "why": "no alert-forwarder-kubeconfig secret: the spool lives only as long as "
+                                          "this pod"},
+                "terminating": self.terminating,
                 "uptime_s": round(now - self.started, 1)}

@@ -26,6 +26,7 @@ from .edgeguard import auth, config, http, jsonsafe, log, metrics
 from .edgeguard.falco.alert import format_time, parse_alert
 from .edgeguard.routing import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
 from .forwarder import Forwarder, Settings
+from .handover import Handover
 from .kubesecret import KubeError, Kubeconfig, SecretClient
 from .nodetokens import NodeTokens
 from .spool import SpoolBusy
@@ -186,6 +187,15 @@ try:
     FORWARDER = build_forwarder()
     if NODE_TOKENS is not None:
         FORWARDER.on_close(NODE_TOKENS.stop)
+    if KUBE is not None and config.env_bool("handover", True):
+        FORWARDER.attach_handover(Handover(
+            SecretClient(KUBE, config.env_str("handover_secret", "alert-forwarder-spool-handover"),
+                         namespace=config.env_str("handover_namespace")), FORWARDER, log=log.info).start())
+    else:
+        log.warning("handover.off", why="no alert-forwarder-kubeconfig secret (or handover=false): undelivered alerts "
+                                        "survive container restarts in /tmp, not the deletion of this pod")
+    SHUTDOWN = (config.parse_duration(config.env_str("shutdown_drain", "5s"), "shutdown_drain"),
+                config.parse_duration(config.env_str("shutdown_deadline", "20s"), "shutdown_deadline"))
 except (RoutesError, config.ConfigError, SpoolBusy) as _exc:
     # Fail loudly: of-watchdog restarts the pod and the log says exactly what to fix.
     log.error("config.invalid", error=str(_exc))
@@ -193,6 +203,37 @@ except (RoutesError, config.ConfigError, SpoolBusy) as _exc:
 # Rotation grace (edgeguard/auth.py): how often the previous token was used, and how long it still works.
 FORWARDER.metrics.add_collector(lambda m: auth.rotation_metrics(m, (TOKEN_SECRET, auth.METRICS_SECRET)))
 _cron_lock = threading.Lock()
+
+
+def _on_sigterm(signum, frame) -> None:
+    """of-watchdog passes SIGTERM on at once and keeps serving for healthcheck_interval; the kubelet kills the pod
+    at terminationGracePeriodSeconds (30 s on CE). Drain and hand over in a thread and keep serving: exiting
+    now would make the watchdog answer every further request with 500 (exit 0) or drop them (exit != 0), and
+    Falco counts both as delivered."""
+    if FORWARDER.terminating is None:
+        threading.Thread(target=_shutdown, name="shutdown", daemon=True).start()
+
+
+def _shutdown() -> None:
+    try:
+        FORWARDER.shutdown(drain_seconds=SHUTDOWN[0], deadline_seconds=SHUTDOWN[1])
+    except Exception as exc:  # noqa: BLE001 - whatever happens, the log says it
+        log.error("shutdown.crashed", error=type(exc).__name__, message=str(exc)[:200])
+
+
+def _under_the_template() -> bool:
+    """Imported by the python3-http template's index.py (a pod, or the real watchdog in tests), not by a test
+    process, whose own SIGTERM handling must stay as it is."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    return Path(getattr(main, "__file__", "") or "").name == "index.py" and hasattr(main, "Flask")
+
+
+if _under_the_template() and threading.current_thread() is threading.main_thread():
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
 _cron_last = [0.0]
 
 

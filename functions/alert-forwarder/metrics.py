@@ -40,6 +40,11 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "queue_depth": ("gauge", "Deliveries waiting in memory for a worker, by destination.", ("destination",)),
     "destination_up": ("gauge", "1 when the destination took its last delivery (0: failing, backing off or disabled).",
                        ("destination",)),
+    "handover_total": ("counter", "Spooled deliveries moved through the handover Secret on pod replacement: out "
+                                  "(this pod was terminating) or in (taken from the pod before).", ("direction",)),
+    "handover_left_behind_total": ("counter", "Deliveries that did not fit the handover Secret and stayed in the "
+                                              "terminating pod.", ()),
+    "handover_errors_total": ("counter", "Failed reads or writes of the handover Secret.", ()),
     "delivery_seconds": ("histogram", "Time from alert receipt to acknowledged delivery.", ("destination",)),
     **auth.ROTATION_METRICS,
 }

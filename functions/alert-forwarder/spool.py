@@ -327,6 +327,15 @@ class Spool:
             first = next(iter(self._entries.values()))
         return max(0.0, self.clock() - first.created)
 
+    def unclaimed(self) -> list[Entry]:
+        """Copies of the live entries no worker holds, oldest first."""
+        with self._lock:
+            return [Entry.from_dict(e.to_dict()) for eid, e in self._entries.items() if eid not in self._claimed]
+
+    def claimed_count(self) -> int:
+        with self._lock:
+            return len(self._claimed)
+
     def snapshot(self) -> list[Entry]:
         """Copies of the live entries, oldest first (for status pages and tests)."""
         with self._lock:

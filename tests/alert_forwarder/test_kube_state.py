@@ -105,3 +105,88 @@ def test_the_identity_reads_no_other_secret(forwarder_kube):
     assert status(core.create_namespaced_secret, "openfaas-fn",
                   {"metadata": {"name": "x"}, "type": "Opaque"}) == 403
     assert status(core.list_namespaced_config_map, "openfaas-fn") == 403
+
+
+# ----------------------------------------------------------------------------- the spool across pod replacement
+
+HANDOVER_ROUTES = """
+destinations:
+  ac: {type: webhook, insecure_http: true, timeout: 1s, retries: 0, backoff: 0.1s}
+routes:
+  - {name: all, to: [ac]}
+"""
+
+
+def test_rolling_replacement_hands_every_spooled_alert_to_the_new_pod_exactly_once(
+        forwarder_kube, serve_function, receiver, h, tmp_path):
+    """Issue 11 §3 done-when: N alerts spooled with the receiver down, the function process replaced as CE rolls
+    it (new process up first, then the old one SIGTERMed: the watchdog, PID 1, gets it and passes it on), the
+    receiver back: every alert delivered exactly once, by the new process, with the state on the real API
+    server. Alerts that reach the old process after SIGTERM (it serves until healthcheck_interval ends) too."""
+    import os
+    import signal
+
+    import requests
+
+    forwarder_kube.clear_handover()
+    port = h.free_port()  # the action centre is down
+    secrets_ = {"alert-forwarder-token": h.TOKEN, "alert-forwarder-routes": HANDOVER_ROUTES,
+                "alert-forwarder-destinations": json.dumps({"ac": {"url": f"http://127.0.0.1:{port}/in"}}),
+                "alert-forwarder-kubeconfig": forwarder_kube.kubeconfig}
+    env = {"retry_tick_seconds": "0.2", "spool_retry_max_seconds": "1", "healthcheck_interval": "4s"}
+    old = serve_function("alert-forwarder", env={**env, "spool_dir": str(tmp_path / "old"),
+                                                 "HOSTNAME": "alert-forwarder-7d9f-old"}, secrets=secrets_)
+    auth = {"Authorization": f"Bearer {h.TOKEN}"}
+    sent = [h.falco_alert(rule=f"rule {i}", priority="Warning") for i in range(20)]
+    for al in sent:
+        assert requests.post(old.url + "/", json=al, headers=auth, timeout=5).status_code == 202
+    wait(lambda: requests.get(old.url + "/", headers=auth, timeout=5).json()["spool"]["depth"] == 20, "20 spooled")
+
+    new = serve_function("alert-forwarder", env={**env, "spool_dir": str(tmp_path / "new"),
+                                                 "HOSTNAME": "alert-forwarder-7d9f-new"}, secrets=secrets_)
+    sigterm_at = time.monotonic()
+    os.kill(old.proc.pid, signal.SIGTERM)  # to the watchdog only, as the kubelet signals PID 1
+    wait(lambda: any(r.get("event") == "shutdown.handed_over" for r in old.log_records()), "the handover")
+    handed_over_in = time.monotonic() - sigterm_at
+    late = [h.falco_alert(rule=f"late {i}", priority="Warning") for i in range(5)]
+    for al in late:  # the old pod is still an endpoint for a moment: these are written through
+        assert requests.post(old.url + "/", json=al, headers=auth, timeout=5).status_code == 202
+    old.proc.wait(15)  # the watchdog exits after healthcheck_interval
+    wait(lambda: requests.get(new.url + "/", headers=auth, timeout=5).json()["spool"]["depth"] == 25,
+         "the new pod to hold all 25")
+    wait(lambda: not (forwarder_kube.secret(*forwarder_kube.HANDOVER).data or {}).get("entries") or
+         json.loads(base64.b64decode(forwarder_kube.secret(*forwarder_kube.HANDOVER).data["meta"]))["entries"] == 0,
+         "the handover Secret to be cleared")
+
+    back = receiver(port=port)
+    back.wait_for(25, timeout=30)
+    time.sleep(1.5)  # later retries must not send anything again
+    keys = [r.headers["Idempotency-Key"] for r in back.requests]
+    assert len(keys) == 25 and len(set(keys)) == 25, (len(keys), len(set(keys)))
+    assert sorted(r.json()["rule"] for r in back.requests) == sorted(a["rule"] for a in sent + late)
+    st = requests.get(new.url + "/", headers=auth, timeout=5).json()
+    assert st["spool"]["depth"] == 0 and st["handover"]["imported"] == 25
+    m = requests.get(new.url + "/metrics", headers=auth, timeout=5).text
+    assert 'edgeguard_alert_forwarder_handover_total{direction="in"} 25' in m
+    for sf in (old, new):
+        assert h.TOKEN not in sf.logs() and forwarder_kube.token not in sf.logs()
+    assert handed_over_in < 10, handed_over_in
+
+
+def test_dedup_windows_split_by_the_rollout_overlap_are_merged_into_one_summary(forwarder_kube, load_handler, h):
+    """During the surge both pods see repeats of one alert and each opens a window (each sends the first alert
+    once: the documented duplicate of an overlap). The old pod hands its window over; the new pod's summary
+    counts the repeats both saw."""
+    forwarder_kube.clear_handover()
+    kube = {"alert-forwarder-kubeconfig": forwarder_kube.kubeconfig}
+    old = load_handler(env={"HOSTNAME": "af-old"}, secrets=kube)
+    new = load_handler(env={"HOSTNAME": "af-new"}, secrets=kube)
+    al = h.falco_alert(priority="Warning")
+    for mod, repeats in ((old, 3), (new, 2)):
+        outs = [json.loads(h.call(mod, "POST", "/", al)["body"])["alerts"][0] for _ in range(repeats + 1)]
+        assert outs[0]["destinations"] == ["console"] and all(o["suppressed_by"] == ["console-warning"]
+                                                                for o in outs[1:])
+    done = old.FORWARDER.shutdown(drain_seconds=0.5, deadline_seconds=10)
+    assert done["handed_over_at"] is not None and old.FORWARDER.dedup.open_windows() == 0
+    wait(lambda: [w.suppressed for w in new.FORWARDER.dedup._windows.values()] == [5], "the merged window")
+    assert new.FORWARDER.handover.stats["imported"] == 0  # no undelivered alerts: only the window moved
