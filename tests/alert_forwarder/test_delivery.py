@@ -370,10 +370,14 @@ def test_openfaas_destination_calls_the_function_synchronously_with_its_token(ma
               backoff: 0.05s}
       other: {type: openfaas, function: other-fn}
     routes:
-      - {to: [scrub, other]}
+      - {matchers: [{source: k8s_audit}], to: [scrub]}
+      - {to: [other]}
     """)
     al = h.falco_alert(rule="Create/Modify Configmap With Private Credentials", source="k8s_audit")
     f.ingest([al])
+    gw.wait_for(2)
+    h.wait_until(lambda: metric(f, "outputs_total", status="ok") == 1)
+    f.ingest([h.falco_alert()])
     reqs = gw.wait_for(3)
     h.wait_until(lambda: metric(f, "outputs_total", status="ok") == 2)
     paths = [q.path for q in reqs]
