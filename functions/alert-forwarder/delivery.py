@@ -88,8 +88,9 @@ class Destination:
 
 class Delivery:
     def __init__(self, destinations: dict[str, Destination], spool: Spool, metrics: Metrics, settings: Settings, *,
-                 clock: Callable[[], float], sleep: Callable[[float], None]):
+                 clock: Callable[[], float], sleep: Callable[[float], None], history=None):
         self.destinations = destinations  # the forwarder's, updated in place by reconfigure
+        self.history = history  # history.History: each delivery's state for GET /alerts
         self.spool, self.metrics, self.settings = spool, metrics, settings
         self.clock, self.sleep = clock, sleep
         self.running = False
@@ -209,6 +210,9 @@ class Delivery:
             self.metrics.inc("retried_total", {"destination": dest.name})
         entry.attempts += 1
         res = dest.sender.send(entry.payload, entry.key)
+        if self.history is not None:
+            self.history.update(entry.id, "delivered" if res.ok else "rejected" if not res.retryable else "retrying",
+                                attempts=entry.attempts, error=None if res.ok else res.error)
         if res.ok:
             dest.record_success(self.clock())
             self.metrics.inc("outputs_total", {"destination": dest.name, "status": "ok"})

@@ -17,6 +17,7 @@ from typing import Callable
 
 from .dedup import Deduper, Throttler
 from .delivery import Delivery, Destination
+from .history import History
 from .destinations import idempotency_key
 from .edgeguard import config, log
 from .edgeguard.falco.alert import priority_number
@@ -40,6 +41,7 @@ class Settings:
     tick_interval: float = 1.0
     flush_budget: float = 20.0
     spool_backoff_max: float = 60.0      # longest wait between retries of a spooled delivery
+    history_max: int = 1000              # alerts kept for GET /alerts and the page (history.py)
     start_threads: bool = True
 
 
@@ -55,6 +57,7 @@ class Forwarder:
         self.sleep = sleep
         self.source = source
         self.metrics = Metrics()
+        self.history = History(self.settings.history_max, clock=clock)
         self.dedup = Deduper(clock=clock)
         self.throttle = Throttler(clock=clock)
         self.secrets = dest_secrets
@@ -73,7 +76,8 @@ class Forwarder:
         self.spool = Spool(self.settings.spool_dir, max_entries=self.settings.spool_max_entries,
                            max_age=self.settings.spool_max_age, fsync=self.settings.spool_fsync,
                            on_drop=self._on_spool_drop, clock=clock)
-        self.delivery = Delivery(self.destinations, self.spool, self.metrics, self.settings, clock=clock, sleep=sleep)
+        self.delivery = Delivery(self.destinations, self.spool, self.metrics, self.settings, clock=clock, sleep=sleep,
+                                 history=self.history)
         self._drop_orphans()
         self.metrics.add_collector(self._collect)
         self._stop = threading.Event()
@@ -151,12 +155,12 @@ class Forwarder:
         self.spool.close()
 
     # -- ingest ---------------------------------------------------------------------------
-    def ingest(self, alerts: list[dict], *, detail_limit: int = 100) -> dict:
+    def ingest(self, alerts: list[dict], *, detail_limit: int = 100, sender: str = "fleet") -> dict:
         """Route already-validated alerts; return what happened to each (up to ``detail_limit``)."""
         details = []
         pending: list[tuple[Destination, Entry]] = []
         for i, alert in enumerate(alerts):
-            d = self._route_one(alert, pending)
+            d = self._route_one(alert, pending, sender)
             if i < detail_limit:
                 details.append(d)
         self.delivery.commit(pending)
@@ -226,6 +230,7 @@ class Forwarder:
             return 0
         for eid in written:
             self.spool.remove(eid, reason="handed_over")
+            self.history.update(eid, "handed_over", error="moved to the next pod (alert-forwarder-spool-handover)")
         self.metrics.inc("handover_total", {"direction": "out"}, len(written))
         if left:
             self.metrics.inc("handover_left_behind_total", None, len(left))
@@ -238,12 +243,20 @@ class Forwarder:
                  for n, d in self.destinations.items()}
         return explain(self.table, state, alert)
 
-    def _route_one(self, alert: dict, pending: list) -> dict:
+    def _route_one(self, alert: dict, pending: list, sender: str = "fleet") -> dict:
+        out = self._route(alert, pending, self.history.record(alert, key=idempotency_key(alert), sender=sender))
+        decision = ("filtered" if out.get("filtered") else "delivering" if out["destinations"] else
+                    "suppressed" if out["suppressed_by"] else "throttled" if out["throttled_by"] else
+                    "no destination")
+        self.history.routed(out["seq"], out["routes"], decision)
+        return out
+
+    def _route(self, alert: dict, pending: list, seq: int) -> dict:
         m = self.metrics
         m.inc("falco_events_total", {"priority": alert["priority"], "rule": alert["rule"],
                                      "source": alert.get("source", ""), "hostname": alert.get("hostname", "")})
         key = idempotency_key(alert)
-        out = {"rule": alert["rule"], "priority": alert["priority"], "idempotency_key": key,
+        out = {"rule": alert["rule"], "priority": alert["priority"], "idempotency_key": key, "seq": seq,
                "routes": [], "destinations": [], "suppressed_by": [], "throttled_by": []}
         if not self.table.passes_min_priority(alert):
             m.inc("filtered_total", {"priority": alert["priority"]})
@@ -277,7 +290,7 @@ class Forwarder:
                 if dname in sent_to:  # two matching routes naming one destination: deliver once
                     continue
                 sent_to.add(dname)
-                if self._submit(dname, alert, key, "alert", route.name, pending):
+                if self._submit(dname, alert, key, "alert", route.name, pending, seq):
                     out["destinations"].append(dname)
         return out
 
@@ -287,13 +300,20 @@ class Forwarder:
             return
         self.metrics.inc(f"{kind}_summaries_total", {"route": route_name})
         key = idempotency_key(alert)
+        seq = self.history.record(alert, key=key, sender="edgeguard", kind=f"{kind}_summary")
+        self.history.routed(seq, [route_name], "delivering")
         for dname in route.to:
-            self._submit(dname, alert, key, "summary", route_name, pending)
+            self._submit(dname, alert, key, "summary", route_name, pending, seq)
 
-    def _submit(self, dname: str, alert: dict, key: str, kind: str, route: str, pending: list) -> bool:
+    def _submit(self, dname: str, alert: dict, key: str, kind: str, route: str, pending: list,
+                seq: int = 0) -> bool:
         dest = self.destinations[dname]
+        now = self.clock()
+        eid = new_entry_id(now)
         if not dest.enabled:
             self.metrics.inc("dropped_total", {"destination": dname, "reason": "disabled"})
+            self.history.submitted(seq, eid, dname)
+            self.history.update(eid, "dropped", error=f"destination disabled: {dest.disabled_reason}")
             return False
         if dest.min_priority is not None:
             try:
@@ -301,15 +321,16 @@ class Forwarder:
                     return False
             except ValueError:
                 return False
-        now = self.clock()
-        pending.append((dest, Entry(id=new_entry_id(now), destination=dname, key=key, payload=alert, kind=kind,
+        pending.append((dest, Entry(id=eid, destination=dname, key=key, payload=alert, kind=kind,
                                     route=route, created=now, next_attempt=now)))
+        self.history.submitted(seq, eid, dname)
         return True
 
 
 
-    def _on_spool_drop(self, destination: str, reason: str) -> None:
+    def _on_spool_drop(self, destination: str, reason: str, entry_id: str = "") -> None:
         self.metrics.inc("dropped_total", {"destination": destination, "reason": reason})
+        self.history.update(entry_id, "dropped", error=reason)
         with self._drops_lock:
             n, _ = self._recent_drops.get((destination, reason), (0, 0.0))
             self._recent_drops[(destination, reason)] = (n + 1, self.clock())

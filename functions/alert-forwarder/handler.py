@@ -27,9 +27,11 @@ from .edgeguard.falco.alert import format_time, parse_alert
 from .edgeguard.routing import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
 from .forwarder import Forwarder, Settings
 from .handover import Handover
+from .history import FilterError
 from .kubesecret import KubeError, Kubeconfig, SecretClient
 from .nodetokens import NodeTokens
 from .spool import SpoolBusy
+from . import ui
 
 TOKEN_SECRET = "alert-forwarder-token"
 DESTINATIONS_SECRET = "alert-forwarder-destinations"
@@ -50,6 +52,7 @@ def _settings() -> Settings:
         tick_interval=max(0.05, config.env_float("retry_tick_seconds", 1.0)),
         flush_budget=config.env_float("flush_budget_seconds", 20.0),
         spool_backoff_max=max(0.1, config.env_float("spool_retry_max_seconds", 60.0)),
+        history_max=config.env_int("history_max", 1000, minimum=1),
     )
 
 
@@ -194,6 +197,7 @@ try:
     else:
         log.warning("handover.off", why="no alert-forwarder-kubeconfig secret (or handover=false): undelivered alerts "
                                         "survive container restarts in /tmp, not the deletion of this pod")
+    SESSIONS = ui.Sessions(config.parse_duration(config.env_str("ui_session_ttl", "8h"), "ui_session_ttl"))
     SHUTDOWN = (config.parse_duration(config.env_str("shutdown_drain", "5s"), "shutdown_drain"),
                 config.parse_duration(config.env_str("shutdown_deadline", "20s"), "shutdown_deadline"))
 except (RoutesError, config.ConfigError, SpoolBusy) as _exc:
@@ -286,6 +290,77 @@ def _sender(event) -> str:
         raise
 
 
+def _viewer(event) -> None:
+    """Read-only access (GET /alerts, the page's data): a bearer token (ours or edgeguard-metrics-token), or a
+    session the page's login started. Never a token in the URL."""
+    if http.header(event, "Authorization") or http.query(event, "token") is not None:
+        auth.require_metrics_reader(event, TOKEN_SECRET)
+        return
+    if SESSIONS.get(event) is None:
+        raise http.HTTPError(401, "sign in on the page (ui), or send 'Authorization: Bearer <token>'",
+                             headers={"WWW-Authenticate": 'Bearer realm="edgeguard"'})
+
+
+def _alerts(event) -> dict:
+    _viewer(event)
+    params = {k: http.query(event, k) for k in ("priority", "rule", "source", "hostname", "destination", "state",
+                                                "since", "after")}
+    try:
+        limit = min(1000, max(1, int(http.query(event, "limit", "200"))))
+    except ValueError:
+        raise http.HTTPError(400, "limit must be an integer", parameter="limit") from None
+    try:
+        return http.json_response(FORWARDER.history.query(params, limit=limit))
+    except FilterError as exc:
+        raise http.HTTPError(400, str(exc)) from None
+
+
+def _summary(event) -> dict:
+    _viewer(event)
+    st = FORWARDER.status()
+    dests = {n: {k: d.get(k) for k in ("type", "state", "last_error", "consecutive_failures", "queued",
+                                       "last_success_s_ago", "disabled_reason")}
+             for n, d in st["destinations"].items()}
+    return http.json_response({"status": st["status"], "problems": st["problems"], "spool": st["spool"],
+                               "destinations": dests, "counts": FORWARDER.history.counts(60),
+                               "terminating": st["terminating"]})
+
+
+def _page(event, m: str) -> dict:
+    if m in ("GET", "HEAD"):
+        sess = SESSIONS.get(event)
+        return ui.app_page(sess) if sess else ui.login_page()
+    http.require_method(event, ("GET", "POST"))
+    if not ui.same_origin(event):
+        raise http.HTTPError(403, "cross-site form posts are refused")
+    fields = ui.form(event)
+    if fields.get("action") == "logout":
+        sess = SESSIONS.get(event)
+        if sess is None or not ui.csrf_ok(sess, fields.get("csrf")):
+            raise http.HTTPError(403, "sign out needs the page's CSRF token")
+        SESSIONS.drop(event)
+        return http.text_response("", 303, headers={"Location": "ui", "Set-Cookie": ui.set_cookie(event, "", 0),
+                                                    **ui.SECURITY_HEADERS})
+    if SESSIONS.logins.take():
+        return {**ui.login_page("too many sign-in attempts; wait a minute", 429)}
+    given = fields.get("token", "")
+    ok = bool(given) and any(_token_ok(given, name) for name in (TOKEN_SECRET, auth.METRICS_SECRET))
+    if not ok:
+        log.warning("ui.login_refused")
+        return ui.login_page("that token is not accepted", 401)
+    sid, _ = SESSIONS.create("viewer")
+    log.info("ui.login", sessions=SESSIONS.count())
+    return http.text_response("", 303, headers={"Location": "ui",
+                                                "Set-Cookie": ui.set_cookie(event, sid, int(SESSIONS.ttl)),
+                                                **ui.SECURITY_HEADERS})
+
+
+def _token_ok(given: str, secret_name: str) -> bool:
+    if not config.read_secret(secret_name):
+        return False
+    return auth.token_matches(given, secret_name)
+
+
 def _ingest(event) -> dict:
     sender = _sender(event)
     FORWARDER.metrics.inc("senders_total", {"sender": sender.split(":", 1)[0]})
@@ -297,7 +372,7 @@ def _ingest(event) -> dict:
             err.reason += "; Falco sends text/plain unless falco.yaml has json_output: true (set json_output: true)"
         raise
     alerts = _validate(doc)
-    report = FORWARDER.ingest(alerts)
+    report = FORWARDER.ingest(alerts, sender=sender)
     report["spool_depth"] = FORWARDER.spool.depth()
     return http.json_response(report, 202)
 
@@ -350,7 +425,7 @@ def _test(event, context) -> dict:
 def handle(event, context):
     m = http.method(event)
     p = http.path(event).rstrip("/") or "/"
-    endpoint = p if p in ("/", "/flush", "/test", "/metrics") else "other"
+    endpoint = p if p in ("/", "/flush", "/test", "/metrics", "/alerts", "/alerts/summary", "/ui") else "other"
     resp = None
     try:
         if p == "/" and m == "POST":
@@ -373,10 +448,18 @@ def handle(event, context):
         elif p == "/test":
             http.require_method(event, ("POST",))
             resp = _test(event, context)
+        elif p == "/alerts":
+            http.require_method(event, ("GET",))
+            resp = _alerts(event)
+        elif p == "/alerts/summary":
+            http.require_method(event, ("GET",))
+            resp = _summary(event)
+        elif p == "/ui":
+            resp = _page(event, m)
         elif p == "/":
             http.require_method(event, ("GET", "POST"))
         else:
-            raise http.HTTPError(404, f"no such endpoint {p}; use /, /flush, /test or /metrics")
+            raise http.HTTPError(404, f"no such endpoint {p[:80]}; use /, /flush, /test, /metrics, /alerts or /ui")
         return resp
     except http.HTTPError as err:
         FORWARDER.metrics.inc("requests_total", {"endpoint": endpoint, "code": err.status})

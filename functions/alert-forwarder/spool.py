@@ -74,14 +74,14 @@ def _line(record: dict) -> bytes:
 
 class Spool:
     def __init__(self, directory: str | os.PathLike, *, max_entries: int = 10000, max_age: float = 86400.0,
-                 fsync: bool = True, on_drop: Callable[[str, str], None] | None = None,
+                 fsync: bool = True, on_drop: Callable[[str, str, str], None] | None = None,
                  clock: Callable[[], float] = time.time):
         self.dir = Path(directory)
         self.path = self.dir / JOURNAL
         self.max_entries = max_entries
         self.max_age = max_age
         self.fsync = fsync
-        self.on_drop = on_drop or (lambda destination, reason: None)
+        self.on_drop = on_drop or (lambda destination, reason, entry_id: None)
         self.clock = clock
         self._lock = threading.Lock()          # entries, claims, journal appends
         self._entries: OrderedDict[str, Entry] = OrderedDict()
@@ -236,8 +236,8 @@ class Spool:
                 self._written += 1
                 seq = self._written
             self._append(data)
-        for _, dest in dropped:
-            self.on_drop(dest, "spool_full")
+        for eid, dest in dropped:
+            self.on_drop(dest, "spool_full", eid)
         if self.fsync:
             self._wait_durable(seq)
 
@@ -298,8 +298,8 @@ class Spool:
                 del self._entries[eid]
             if expired:
                 self._append(b"".join(_line({"op": "del", "id": eid, "reason": "expired"}) for eid, _ in expired))
-        for _, dest in expired:
-            self.on_drop(dest, "expired")
+        for eid, dest in expired:
+            self.on_drop(dest, "expired", eid)
         return chosen
 
     def release(self, eid: str) -> None:

@@ -158,7 +158,7 @@ def test_delivered_entries_stay_gone_after_restart(pkg, tmp_path):
 
 def test_full_spool_drops_oldest_and_counts(pkg, tmp_path):
     drops = []
-    s = pkg.spool.Spool(tmp_path / "sp", max_entries=3, on_drop=lambda d, r: drops.append((d, r)))
+    s = pkg.spool.Spool(tmp_path / "sp", max_entries=3, on_drop=lambda d, r, _eid: drops.append((d, r)))
     ids = []
     for n in range(5):
         e = entry(pkg, dest=f"d{n}", n=n)
@@ -185,7 +185,7 @@ def test_claimed_entries_are_not_handed_out_twice(pkg, tmp_path):
 def test_not_due_entries_wait_and_old_ones_expire(pkg, tmp_path):
     now = [1000.0]
     drops = []
-    s = pkg.spool.Spool(tmp_path / "sp", max_age=100, clock=lambda: now[0], on_drop=lambda d, r: drops.append(r))
+    s = pkg.spool.Spool(tmp_path / "sp", max_age=100, clock=lambda: now[0], on_drop=lambda d, r, _eid: drops.append(r))
     e = entry(pkg, created=1000.0)
     e.next_attempt = 1050.0
     s.put(e)
