@@ -46,7 +46,7 @@ up: venv
 	$(BIN)/python -m local.gateway --port $(PORT)
 
 bench: venv
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -7,12 +7,21 @@ here lazily: it costs ~45 MB RSS and most requests never need it.
 
 The client is rebuilt when the secret's content changes, so a rotated or
 re-issued ServiceAccount credential takes effect without a pod restart.
+
+``connection()`` hands kubeapi only what a REST call needs from the loaded client: the
+server, the connection pool the client built from the kubeconfig (CA, client certificate,
+proxy, TLS server name) and the auth headers, read per request so in-cluster tokens are
+refreshed as the client would refresh them. The client's API classes and models (the
+``CoreV1Api`` tree: +21 MiB and ~0.8 s more at the first request, measured in
+docs/configmap-secret-scrubber.md) are never imported.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import threading
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import yaml
 
@@ -70,6 +79,32 @@ def api_client(kubeconfig_secret: str):
         client = _build(kubeconfig_secret, fingerprint)
         _clients[kubeconfig_secret] = (fingerprint, client)
         return client
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What kubeapi needs to reach the API server, and nothing of the client's models."""
+
+    host: str                          # https://host:port, no trailing slash
+    pool: Any                          # the urllib3 PoolManager (or ProxyManager) the client built
+    auth_headers: Callable[[], dict]   # called per request: in-cluster tokens rotate
+
+    @classmethod
+    def of(cls, api_client) -> "Connection":
+        """The connection of a ``kubernetes.client.ApiClient`` (ours, or one a test made)."""
+        cfg = api_client.configuration
+
+        def auth_headers() -> dict:
+            # auth_settings() runs the client's refresh hook (in-cluster: the projected token file)
+            return {s["key"]: s["value"] for s in cfg.auth_settings().values()
+                    if s.get("in") == "header" and s.get("value")}
+
+        return cls(cfg.host.rstrip("/"), api_client.rest_client.pool_manager, auth_headers)
+
+
+def connection(kubeconfig_secret: str) -> Connection:
+    """The Connection of ``api_client(kubeconfig_secret)``: same cache, same rebuild on rotation, same errors."""
+    return Connection.of(api_client(kubeconfig_secret))
 
 
 def reset() -> None:

@@ -12,29 +12,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from bootstrap.edgeguard_bootstrap import runtime_env
 from local import buildctx, components, launch, stackfile
 
-pytest_plugins = ["tests.realkube"]  # the real control plane for the `cluster` tests
+pytest_plugins = [
+    "tests.realkube",  # the real control plane for the `cluster` tests
+    "tests.fuzzing",  # hypothesis profiles and the per-route count of the `fuzz` tests
+]
 
-
-def _hypothesis_profiles() -> None:
-    """Property tests (marked ``fuzz``) are reproducible: derandomized, so every run draws the same inputs.
-
-    ``default`` (make test): a few hundred requests per route. ``bench`` (make bench, bench/fuzz.py): at
-    least 2,000 per route. Select with ``--hypothesis-profile`` or EDGEGUARD_HYPOTHESIS_PROFILE.
-    """
-    try:
-        from hypothesis import HealthCheck, settings
-    except ImportError:  # an old venv: the fuzz tests then fail at import, naming hypothesis
-        return
-    common = dict(derandomize=True, deadline=None, database=None, print_blob=True,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-    settings.register_profile("default", max_examples=300, **common)
-    settings.register_profile("bench", max_examples=2000, **common)
-    settings.load_profile(os.environ.get("EDGEGUARD_HYPOTHESIS_PROFILE", "default"))
-
-
-_hypothesis_profiles()
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -78,6 +63,11 @@ def load_function(tmp_path, monkeypatch):
 
     def load(name: str, env: dict | None = None, secrets: dict | None = None):
         fn = stack.functions[name]
+        # In the image such a key reconfigures of-watchdog (mode=move made it panic); here it would silently
+        # leave the function's own setting at its default and the test would prove nothing.
+        clash = runtime_env.collisions(env or {})
+        if clash:
+            raise ValueError(f"load_function({name!r}): {clash} are the OpenFaaS runtime's own variables")
         n = next(_counter)
         ctx = buildctx.assemble(fn, stack, tmp_path / f"build-{n}")
         secrets_dir = write_secrets(tmp_path / f"secrets-{name}-{n}", secrets)

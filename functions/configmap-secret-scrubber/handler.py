@@ -16,10 +16,10 @@ import threading
 import time
 
 from .edgeguard import auth, config, http, kube, log
+from .edgeguard.kubeapi import Client, KubeError
 from .edgeguard.ratelimit import TokenBucket
 from .detect import Detector
-from .kapi import Kube, KubeError
-from .remediate import Scrubber, Settings
+from .remediate import FIELD_MANAGER, Scrubber, Settings
 
 TOKEN_SECRET = "configmap-secret-scrubber-token"
 KUBECONFIG_SECRET = "configmap-secret-scrubber-kubeconfig"
@@ -107,8 +107,8 @@ def _fingerprint_key() -> bytes:
 
 
 def _scrubber(limits: Limits, fingerprint_key: bytes) -> Scrubber:
-    api = kube.api_client(KUBECONFIG_SECRET)
-    k = Kube(api, timeout=config.env_float("kube_timeout_seconds", 10.0))
+    k = Client.for_secret(KUBECONFIG_SECRET, timeout=config.env_float("kube_timeout_seconds", 10.0),
+                          field_manager=FIELD_MANAGER)
     settings = Settings(
         mode=limits.mode,
         secret_name_template=config.env_str("secret_name_template", "{configmap}-credentials"),

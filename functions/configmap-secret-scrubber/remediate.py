@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 
 from . import consumers as cons
 from .detect import HIGH, Detector
-from .kapi import JSON_PATCH, MERGE_PATCH, FIELD_MANAGER, Kube, KubeError
+from .edgeguard.kubeapi import JSON_PATCH, MERGE_PATCH, Client, KubeError
 
+# sent as fieldManager with every write, and the managed-by label of what it creates
+FIELD_MANAGER = "configmap-secret-scrubber"
 DOMAIN = "scrubber.edgeguard.io"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 A_SOURCE_NS = f"{DOMAIN}/source-namespace"
@@ -112,7 +114,7 @@ def _esc(s: str) -> str:
 class Workloads:
     """Pod-spec owners of one namespace, listed once per run (re-listed for the final check)."""
 
-    def __init__(self, kube: Kube, namespace: str):
+    def __init__(self, kube: Client, namespace: str):
         self.kube, self.namespace = kube, namespace
         self._objs: dict | None = None
 
@@ -123,7 +125,7 @@ class Workloads:
 
 
 class Scrubber:
-    def __init__(self, kube: Kube, detector: Detector, settings: Settings, sleep=time.sleep,
+    def __init__(self, kube: Client, detector: Detector, settings: Settings, sleep=time.sleep,
                  monotonic=time.monotonic):
         self.kube, self.detector, self.settings = kube, detector, settings
         self.sleep, self.monotonic = sleep, monotonic

@@ -119,5 +119,11 @@ def submodule(handler_mod, name):
     return importlib.import_module(f"{handler_mod.__package__}.{name}")
 
 
+def kube_client(handler_mod, emu, **kwargs):
+    """The function's own kubeapi.Client on the emulator's admin credentials."""
+    kube, kubeapi = submodule(handler_mod, "edgeguard.kube"), submodule(handler_mod, "edgeguard.kubeapi")
+    return kubeapi.Client(kube.Connection.of(emu.api_client()), **kwargs)
+
+
 def writes(emu):
     return [r for r in emu.requests if r[0] not in ("get", "list", "watch")]

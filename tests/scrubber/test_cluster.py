@@ -158,7 +158,8 @@ def test_a_configmap_edited_between_read_and_patch_is_re_read_not_clobbered(clus
     mod = load_function(FN, env={"scrub_mode": "move", "rate_limit_per_minute": "1000"}, secrets={
         "configmap-secret-scrubber-token": TOKEN, "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
         "configmap-secret-scrubber-kubeconfig": real_kube.kubeconfig_text})
-    kube = submodule(mod, "kapi").Kube
+    kubeapi = submodule(mod, "edgeguard.kubeapi")
+    kube = kubeapi.Client
     real_patch, answers = kube.patch, []
 
     def patch_after_someone_else(self, kind, namespace, name, body, content_type):
@@ -166,7 +167,7 @@ def test_a_configmap_edited_between_read_and_patch_is_re_read_not_clobbered(clus
             v1.patch_namespaced_config_map(name, namespace, {"data": {"added-meanwhile": "yes"}})
         try:
             return real_patch(self, kind, namespace, name, body, content_type)
-        except submodule(mod, "kapi").KubeError as err:
+        except kubeapi.KubeError as err:
             answers.append((err.status, err.reason))
             raise
 

@@ -8,7 +8,7 @@ import base64
 
 import pytest
 
-from .conftest import configmap, deployment, pod_spec, submodule, workload, writes
+from .conftest import configmap, deployment, kube_client, pod_spec, submodule, workload, writes
 
 ORIGINAL = {"aws_access_key_id": b"AKES20LNOA", "DB_PASSWORD": b"IfWqrAz2KrHhSyrntT1L"}
 PLAIN = {"region": "eu-west-1"}
@@ -152,7 +152,6 @@ def test_dying_between_any_two_calls_loses_no_value_and_reruns_converge(kube_emu
     emu = kube_emulator
     mod = scrubber_fn(scrub_mode="move")
     remediate = submodule(mod, "remediate")
-    kapi = submodule(mod, "kapi")
     detect = submodule(mod, "detect")
 
     class Dying:
@@ -170,12 +169,12 @@ def test_dying_between_any_two_calls_loses_no_value_and_reruns_converge(kube_emu
             return wrapped
 
     def scrubber(at=None):
-        k = kapi.Kube(emu.api_client(), timeout=2)
+        k = kube_client(mod, emu, timeout=2)
         return remediate.Scrubber(Dying(k, at) if at is not None else k, detect.Detector(b"k"),
                                   remediate.Settings(mode="move", rollout_timeout=3, rollout_poll=0.02))
 
     seed(emu, "probe")
-    counter = Dying(kapi.Kube(emu.api_client()), at=-1)
+    counter = Dying(kube_client(mod, emu), at=-1)
     remediate.Scrubber(counter, detect.Detector(b"k"), remediate.Settings(mode="move", rollout_poll=0.02)
                        ).process("probe", "aws-creds")
     total = counter.calls
@@ -250,7 +249,7 @@ def readable_immutable(emu, ns) -> list[str]:
 def test_dying_anywhere_while_replacing_an_immutable_configmap_loses_nothing(kube_emulator, scrubber_fn):
     emu = kube_emulator
     mod = scrubber_fn(scrub_mode="move")
-    remediate, kapi, detect = (submodule(mod, n) for n in ("remediate", "kapi", "detect"))
+    remediate, detect = (submodule(mod, n) for n in ("remediate", "detect"))
 
     class Dying:
         def __init__(self, kube, at):
@@ -267,7 +266,7 @@ def test_dying_anywhere_while_replacing_an_immutable_configmap_loses_nothing(kub
             return wrapped
 
     def scrubber(at=-1):
-        k = Dying(kapi.Kube(emu.api_client(), timeout=2), at)
+        k = Dying(kube_client(mod, emu, timeout=2), at)
         return k, remediate.Scrubber(k, detect.Detector(b"k"), remediate.Settings(
             mode="move", rollout_timeout=3, rollout_poll=0.02, allow_immutable=True))
 

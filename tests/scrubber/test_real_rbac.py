@@ -9,6 +9,7 @@ like the write, and changes nothing even if it were allowed).
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 
 import pytest
@@ -156,8 +157,19 @@ def test_move_rewires_every_controller_kind_the_real_api_server_rolls_out(scrubb
             (vol,) = template.spec.volumes  # the other key stays in the ConfigMap: both, projected
             assert vol.config_map is None, vol
             assert [(x.config_map or x.secret).name for x in vol.projected.sources] == [name, f"{name}-credentials"]
-        assert sts.status.updated_replicas == 1 and sts.status.ready_replicas == 1, sts.status
-        assert ds.status.updated_number_scheduled == ds.status.number_ready == 1, ds.status
+        # The scrubber saw both roll out before it removed the key. Read back with a bounded wait: the simulated
+        # kubelet can replace a StatefulSet pod that it sees deleted late (node_sim deletes by name, so a stale
+        # event for the old pod hits its same-named successor under load), as a real node may restart one.
+        def rolled_out():
+            s = apps.read_namespaced_stateful_set(f"{name}-db", GRANTED).status
+            d = apps.read_namespaced_daemon_set(f"{name}-agent", GRANTED).status
+            return (s.updated_replicas == 1 and s.ready_replicas == 1
+                    and d.updated_number_scheduled == d.number_ready == 1), (s, d)
+
+        deadline = time.monotonic() + 60
+        while not (state := rolled_out())[0] and time.monotonic() < deadline:
+            time.sleep(1)
+        assert state[0], state[1]
     finally:
         apps.delete_namespaced_stateful_set(f"{name}-db", GRANTED)
         apps.delete_namespaced_daemon_set(f"{name}-agent", GRANTED)

@@ -48,7 +48,7 @@ def test_held_statefulset_daemonset_and_recreate_deployment_keep_the_key(scrubbe
     kube_emulator.seed(workload("StatefulSet", "db", pod_spec()))
     kube_emulator.seed(workload("DaemonSet", "agent", pod_spec()))
     kube_emulator.hold_rollouts(True)
-    mod = scrubber_fn(mode="move", rollout_timeout_seconds="0.3")
+    mod = scrubber_fn(scrub_mode="move", rollout_timeout_seconds="0.3")
     status, body, _ = call(mod, "POST", {"namespace": "demo", "name": "aws-creds"})
     out = body["configmaps"][0]
     assert out["status"] == "pending_rollout", out
