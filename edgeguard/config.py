@@ -78,7 +78,7 @@ def token_grace_seconds() -> float:
     """How long a rotated token's previous value is still accepted (env ``token_grace_seconds``, default 600;
     0 turns it off). Read once: callers that cache tokens (Falco's URL) get the same window all along."""
     if not _grace:
-        raw = os.environ.get(TOKEN_GRACE_ENV, "")
+        raw = os.environ.get("token_grace_seconds", "")  # TOKEN_GRACE_ENV, literal for the env-collision guard
         value = TOKEN_GRACE_DEFAULT if raw == "" else parse_duration(raw, TOKEN_GRACE_ENV)
         _grace.append(value)
     return _grace[0]

@@ -84,10 +84,9 @@ class Handover:
         self.client = client
         self.fwd = fwd
         self.log = log
-        # The pod name (HOSTNAME) plus this process: a restarted container in the same pod takes its predecessor's
-        # handover like any new pod would.
-        self.me = identity or f"{os.environ.get('HOSTNAME') or socket.gethostname()}/{os.getpid()}-" \
-                              f"{secrets.token_hex(3)}"
+        # The pod name (a pod's hostname) plus this process: a restarted container in the same pod takes its
+        # predecessor's handover like any new pod would.
+        self.me = identity or f"{socket.gethostname()}/{os.getpid()}-{secrets.token_hex(3)}"
         self.taking = True
         self.imported: set[str] = set()
         self.lock = threading.Lock()  # one import or export at a time
