@@ -49,10 +49,14 @@ def main() -> None:
         run = realkube.Launcher(Path(tmp) / "kube")
         cluster = run.start()
         try:
-            env = {"KUBECONFIG": str(cluster.kubeconfig), "PATH": "/usr/local/bin:/usr/bin:/bin"}
+            # HOME in the temporary directory: kubectl writes its discovery cache under $HOME/.kube/cache (with
+            # no HOME, under the current directory: the repo).
+            env = {"KUBECONFIG": str(cluster.kubeconfig), "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": tmp}
             cluster.ensure_namespace("openfaas-fn")
-            subprocess.run(["kubectl", "apply", "-f", str(ROOT / "deploy/rbac/alert-forwarder.yaml")], env=env,
-                           check=True, capture_output=True)
+            cluster.ensure_namespace("edgeguard-enroll")
+            for manifest in ("alert-forwarder.yaml", "node-tokens-alert-forwarder.yaml"):
+                subprocess.run(["kubectl", "apply", "-f", str(ROOT / "deploy/rbac" / manifest)], env=env,
+                               check=True, capture_output=True)
             token_secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                             "metadata": {"name": "alert-forwarder-sa-token", "namespace": "openfaas-fn",
                                          "annotations": {"kubernetes.io/service-account.name": "alert-forwarder"}}}

@@ -194,7 +194,9 @@ class Forwarder:
                 drained = self.delivery.flush(ignore_schedule=True)
             finally:
                 self.settings.flush_budget = saved
-        self.delivery.stop_workers(min(deadline, time.monotonic() + max(1.0, drain_seconds)))
+        # In-flight attempts get until half the time left; one still hanging then is handed over all the same
+        # (a possible duplicate, with the same Idempotency-Key, rather than a loss).
+        self.delivery.stop_workers(time.monotonic() + max(0.5, (deadline - time.monotonic()) / 2))
         self.terminating["drained"] = drained.get("delivered", 0)
         if self.handover is None:
             self.terminating["left_in_pod"] = self.spool.depth()
@@ -216,7 +218,8 @@ class Forwarder:
             return self._hand_over(deadline, windows)
 
     def _hand_over(self, deadline: float, windows: bool) -> int:
-        entries = self.spool.unclaimed()
+        # The workers are stopped: an entry still claimed belongs to an attempt that did not end in time.
+        entries = self.spool.snapshot()
         wins = self.dedup.export_windows() if windows else []
         if not entries and not wins:
             return 0

@@ -198,8 +198,9 @@ try:
         log.warning("handover.off", why="no alert-forwarder-kubeconfig secret (or handover=false): undelivered alerts "
                                         "survive container restarts in /tmp, not the deletion of this pod")
     SESSIONS = ui.Sessions(config.parse_duration(config.env_str("ui_session_ttl", "8h"), "ui_session_ttl"))
-    SHUTDOWN = (config.parse_duration(config.env_str("shutdown_drain", "5s"), "shutdown_drain"),
-                config.parse_duration(config.env_str("shutdown_deadline", "20s"), "shutdown_deadline"))
+    # Both inside the watchdog's healthcheck_interval (stack.yml: 8s), after which it exits and the pod ends.
+    SHUTDOWN = (config.parse_duration(config.env_str("shutdown_drain", "2s"), "shutdown_drain"),
+                config.parse_duration(config.env_str("shutdown_deadline", "7s"), "shutdown_deadline"))
 except (RoutesError, config.ConfigError, SpoolBusy) as _exc:
     # Fail loudly: of-watchdog restarts the pod and the log says exactly what to fix.
     log.error("config.invalid", error=str(_exc))
@@ -219,10 +220,19 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def _shutdown() -> None:
+    import os
+
+    watchdog = os.getppid()
     try:
         FORWARDER.shutdown(drain_seconds=SHUTDOWN[0], deadline_seconds=SHUTDOWN[1])
     except Exception as exc:  # noqa: BLE001 - whatever happens, the log says it
         log.error("shutdown.crashed", error=type(exc).__name__, message=str(exc)[:200])
+    # Serve (and hand over) for as long as the watchdog proxies to us; once it has exited nothing can reach this
+    # process any more. In a pod the container's end kills us anyway; outside one (make up, tests) we must not
+    # outlive it as an orphan.
+    while os.getppid() == watchdog:
+        time.sleep(0.2)
+    os._exit(0)  # no log line: stderr was the watchdog's pipe, and a write to it now fails
 
 
 def _under_the_template() -> bool:

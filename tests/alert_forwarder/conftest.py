@@ -356,15 +356,18 @@ class ForwarderKube:
 
 
 @pytest.fixture(scope="session")
-def forwarder_kube(real_kube):
+def forwarder_kube(real_kube, tmp_path_factory):
     import base64
 
     root = Path(__file__).resolve().parents[2]
-    for ns in ("openfaas-fn",):
+    for ns in ("openfaas-fn", "edgeguard-enroll"):  # the second is node-enroll's (deploy/rbac/node-enroll.yaml)
         real_kube.ensure_namespace(ns)
-    env = {"KUBECONFIG": str(real_kube.kubeconfig), "PATH": __import__("os").environ["PATH"]}
-    subprocess.run(["kubectl", "apply", "-f", str(root / "deploy/rbac/alert-forwarder.yaml")], env=env, check=True,
-                   capture_output=True, timeout=60)
+    # kubectl keeps a discovery cache under $HOME/.kube/cache; with no HOME that is the current directory (the repo)
+    env = {"KUBECONFIG": str(real_kube.kubeconfig), "PATH": __import__("os").environ["PATH"],
+           "HOME": str(tmp_path_factory.mktemp("kubectl-home"))}
+    for manifest in ("alert-forwarder.yaml", "node-tokens-alert-forwarder.yaml"):
+        subprocess.run(["kubectl", "apply", "-f", str(root / "deploy/rbac" / manifest)], env=env, check=True,
+                       capture_output=True, timeout=60)
     token_secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                     "metadata": {"name": "alert-forwarder-sa-token", "namespace": "openfaas-fn",
                                  "annotations": {"kubernetes.io/service-account.name": "alert-forwarder"}}}

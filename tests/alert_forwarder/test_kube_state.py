@@ -7,6 +7,7 @@ import hashlib
 import json
 import secrets
 import time
+from pathlib import Path
 
 import pytest
 
@@ -144,6 +145,8 @@ def test_rolling_replacement_hands_every_spooled_alert_to_the_new_pod_exactly_on
 
     new = serve_function("alert-forwarder", env={**env, "spool_dir": str(tmp_path / "new"),
                                                  "HOSTNAME": "alert-forwarder-7d9f-new"}, secrets=secrets_)
+    old_python = [int(c) for c in Path(f"/proc/{old.proc.pid}/task/{old.proc.pid}/children").read_text().split()]
+    assert old_python
     sigterm_at = time.monotonic()
     os.kill(old.proc.pid, signal.SIGTERM)  # to the watchdog only, as the kubelet signals PID 1
     wait(lambda: any(r.get("event") == "shutdown.handed_over" for r in old.log_records()), "the handover")
@@ -152,6 +155,9 @@ def test_rolling_replacement_hands_every_spooled_alert_to_the_new_pod_exactly_on
     for al in late:  # the old pod is still an endpoint for a moment: these are written through
         assert requests.post(old.url + "/", json=al, headers=auth, timeout=5).status_code == 202
     old.proc.wait(15)  # the watchdog exits after healthcheck_interval
+    # ... and the function with it (in a pod the container's end would kill it; here it must not linger)
+    wait(lambda: not any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text()
+                         .rsplit(")", 1)[1].split()[0] for pid in old_python), "the old function to exit", timeout=5)
     wait(lambda: requests.get(new.url + "/", headers=auth, timeout=5).json()["spool"]["depth"] == 25,
          "the new pod to hold all 25")
     wait(lambda: not (forwarder_kube.secret(*forwarder_kube.HANDOVER).data or {}).get("entries") or
