@@ -3,6 +3,7 @@
 Benchmarks are kept out of the test suite so timing never makes a test flaky.
 Run one with ``python -m bench <name>``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,7 +15,9 @@ from pathlib import Path
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    names = argv or sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if not m.name.startswith("_"))
+    names = argv or sorted(
+        m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if not m.name.startswith("_")
+    )
     failed = 0
     for name in names:
         module = importlib.import_module(f"bench.{name}")

@@ -11,14 +11,15 @@ authenticated, representative request (bench/workloads.py) through the local gat
 function's secrets and Kubernetes API in place. bench/memory.py measures it with ``time_start`` and
 prints it in its table.
 """
+
 from __future__ import annotations
 
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import requests
 
@@ -45,8 +46,10 @@ def time_start(process: launch.FunctionProcess, answer: Callable[[], object], ti
 def summary(starts: list[ColdStart]) -> str:
     ready = [s.ready_s * 1000 for s in starts]
     first = [s.first_s * 1000 for s in starts]
-    return (f"ready: median {statistics.median(ready):.0f} ms (min {min(ready):.0f}, max {max(ready):.0f}); "
-            f"first answer: median {statistics.median(first):.0f} ms (max {max(first):.0f}) over {len(starts)} starts")
+    return (
+        f"ready: median {statistics.median(ready):.0f} ms (min {min(ready):.0f}, max {max(ready):.0f}); "
+        f"first answer: median {statistics.median(first):.0f} ms (max {max(first):.0f}) over {len(starts)} starts"
+    )
 
 
 def main(runs: int = 5) -> None:
@@ -62,9 +65,15 @@ def main(runs: int = 5) -> None:
             starts = []
             for i in range(runs):
                 env = runtime.base_env(fn)
-                env.update({"EDGEGUARD_SECRETS_DIR": str(tmp / "no-secrets"), "OPENFAAS_NAME": name,
-                            "HOSTNAME": f"{name}-bench", "PYTHONDONTWRITEBYTECODE": "1",
-                            "spool_dir": str(tmp / f"spool-{name}-{i}")})
+                env.update(
+                    {
+                        "EDGEGUARD_SECRETS_DIR": str(tmp / "no-secrets"),
+                        "OPENFAAS_NAME": name,
+                        "HOSTNAME": f"{name}-bench",
+                        "PYTHONDONTWRITEBYTECODE": "1",
+                        "spool_dir": str(tmp / f"spool-{name}-{i}"),
+                    }
+                )
                 process = runtime.process(name, contexts[name], env, tmp / f"{name}-{i}.log", scratch=tmp)
 
                 def unauthenticated_get(process=process):

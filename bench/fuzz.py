@@ -5,6 +5,7 @@ EDGEGUARD_HYPOTHESIS_PROFILE=bench and prints, per route, how many requests the 
 fuzz test counts its requests with ``tests.fuzzing.fuzz_route``), against the target. A route under
 the target is named; a failing test fails the bench.
 """
+
 from __future__ import annotations
 
 import json

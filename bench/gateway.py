@@ -1,4 +1,5 @@
 """Overhead of the local gateway + runtime on a trivial function (context for the per-function figures)."""
+
 import shutil
 import statistics
 import tempfile
@@ -17,11 +18,20 @@ def main(n: int = 500) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         shutil.copytree(DATA / "contract_fn", tmp / "functions" / "probe")
-        (tmp / "stack.yml").write_text(yaml.safe_dump({
-            "version": "1.0", "provider": {"name": "openfaas"},
-            "functions": {"probe": {"lang": "python3-http", "handler": "./functions/probe", "image": "x/probe:1"}}}))
-        with gateway.LocalStack(gateway.free_port(), state_dir=tmp / "state", kube="none",
-                                stack=stackfile.load(tmp / "stack.yml")) as ls:
+        (tmp / "stack.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "version": "1.0",
+                    "provider": {"name": "openfaas"},
+                    "functions": {
+                        "probe": {"lang": "python3-http", "handler": "./functions/probe", "image": "x/probe:1"}
+                    },
+                }
+            )
+        )
+        with gateway.LocalStack(
+            gateway.free_port(), state_dir=tmp / "state", kube="none", stack=stackfile.load(tmp / "stack.yml")
+        ) as ls:
             s = requests.Session()
             for _ in range(20):
                 s.post(ls.url + "/function/probe/none")
@@ -31,8 +41,10 @@ def main(n: int = 500) -> None:
                 s.post(ls.url + "/function/probe/none")
                 lat.append((time.perf_counter() - t) * 1000)
             lat.sort()
-            print(f"local gateway round trip, empty function: p50 {statistics.median(lat):.2f} ms, "
-                  f"p99 {lat[int(len(lat) * 0.99) - 1]:.2f} ms over {n} calls")
+            print(
+                f"local gateway round trip, empty function: p50 {statistics.median(lat):.2f} ms, "
+                f"p99 {lat[int(len(lat) * 0.99) - 1]:.2f} ms over {n} calls"
+            )
 
 
 def _sink(port_q) -> None:
@@ -101,9 +113,11 @@ def compare_clients(rounds: int = 3) -> None:
     url = f"http://127.0.0.1:{port_q.get(timeout=10)}"
     os.environ["gateway_url"] = url
     target = url + "/async-function/alert-forwarder"
-    alert = ('{"hostname":"edge-1","output":"10:11:12.123456789: Warning anonymous request allowed","output_fields":'
-             '{"ka.user.name":"system:anonymous","ka.verb":"create"},"priority":"Warning","rule":"Anonymous Request '
-             'Allowed","source":"k8s_audit","tags":["k8s"],"time":"2024-05-01T10:11:12.123456789Z"}')
+    alert = (
+        '{"hostname":"edge-1","output":"10:11:12.123456789: Warning anonymous request allowed","output_fields":'
+        '{"ka.user.name":"system:anonymous","ka.verb":"create"},"priority":"Warning","rule":"Anonymous Request '
+        'Allowed","source":"k8s_audit","tags":["k8s"],"time":"2024-05-01T10:11:12.123456789Z"}'
+    )
     # One alert, and 800 (a part just under audit-ingest's forward_max_bytes of 250,000).
     bodies = {"1 alert": f"[{alert}]".encode(), "800 alerts": ("[" + ",".join([alert] * 800) + "]").encode()}
     hdrs = {"Content-Type": "application/json", "Authorization": "Bearer bench-token"}
@@ -120,15 +134,18 @@ def compare_clients(rounds: int = 3) -> None:
             for what, body in bodies.items():
                 n = 1500 if what == "1 alert" else 200
                 stacks = {
-                    "requests.post": lambda: requests.post(target, data=body, headers=hdrs, timeout=10).status_code,
-                    "requests.Session": lambda: session().post(target, data=body, headers=hdrs, timeout=10),
-                    "gateway (httpclient)": lambda: gateway.invoke("alert-forwarder", body, headers=hdrs),
+                    "requests.post": lambda body=body: requests.post(target, data=body, headers=hdrs, timeout=10),
+                    "requests.Session": lambda body=body: session().post(target, data=body, headers=hdrs, timeout=10),
+                    "gateway (httpclient)": lambda body=body: gateway.invoke("alert-forwarder", body, headers=hdrs),
                 }
                 for name, call in stacks.items():
                     for threads in (1, 4):
                         per_s, p50, p99, cpu = _calls(call, n, threads)
-                        print(f"hand-off of {what} ({len(body):,} B), {threads} thread(s), {name:20s}: "
-                              f"{per_s:7.0f} calls/s, p50 {p50:6.2f} ms, p99 {p99:6.2f} ms, "
-                              f"{cpu:.3f} ms CPU per call", flush=True)
+                        print(
+                            f"hand-off of {what} ({len(body):,} B), {threads} thread(s), {name:20s}: "
+                            f"{per_s:7.0f} calls/s, p50 {p50:6.2f} ms, p99 {p99:6.2f} ms, "
+                            f"{cpu:.3f} ms CPU per call",
+                            flush=True,
+                        )
     finally:
         proc.kill()

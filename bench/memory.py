@@ -27,13 +27,14 @@ Other benches measure one function with ``measure(name, load=...)``; e.g. audit-
 ``sample(process)`` reads the figures of any running ``local.launch.FunctionProcess`` (or the
 ``ServedFunction.process`` of the tests' ``serve_function``).
 """
+
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from bench import coldstart, workloads
 from local import components, gateway, launch
@@ -78,6 +79,7 @@ def descendants(pid: int) -> list[int]:
 @dataclass(frozen=True)
 class Sample:
     """RSS and peak RSS, in KiB, of the watchdog (None under the stand-in runtime) and the function's python."""
+
     watchdog_kib: int | None
     python_kib: int
     watchdog_hwm_kib: int | None
@@ -133,8 +135,16 @@ def _mib(kib: int | None) -> str:
     return "-" if kib is None else f"{kib / 1024:.1f}"
 
 
-def measure_in(stack: gateway.LocalStack, name: str, *, load: Callable | None = None, first: Callable | None = None,
-               requests: int = workloads.DEFAULT_REQUESTS, runs: int = 3, what: str = "") -> Result:
+def measure_in(
+    stack: gateway.LocalStack,
+    name: str,
+    *,
+    load: Callable | None = None,
+    first: Callable | None = None,
+    requests: int = workloads.DEFAULT_REQUESTS,
+    runs: int = 3,
+    what: str = "",
+) -> Result:
     """Measure function ``name`` of a started LocalStack (it is restarted ``runs`` times for the cold start).
 
     ``first(ctx, tally)`` is its first request after a start, ``load(ctx, tally)`` (or the workload's
@@ -169,29 +179,69 @@ def measure_in(stack: gateway.LocalStack, name: str, *, load: Callable | None = 
     time.sleep(SETTLE_S)
     loaded = sample(process)
     quiet.close()
-    return Result(name, stack.runtime.name, idle, after_first, loaded, starts, tally.sent, dict(tally.statuses),
-                  what or (wl.what if wl else ""))
+    return Result(
+        name,
+        stack.runtime.name,
+        idle,
+        after_first,
+        loaded,
+        starts,
+        tally.sent,
+        dict(tally.statuses),
+        what or (wl.what if wl else ""),
+    )
 
 
-def measure(name: str, *, load: Callable | None = None, first: Callable | None = None,
-            requests: int = workloads.DEFAULT_REQUESTS, runs: int = 3, functions: list[str] | None = None,
-            env_overrides: dict | None = None, kube: str = "auto", what: str = "") -> Result:
+def measure(
+    name: str,
+    *,
+    load: Callable | None = None,
+    first: Callable | None = None,
+    requests: int = workloads.DEFAULT_REQUESTS,
+    runs: int = 3,
+    functions: list[str] | None = None,
+    env_overrides: dict | None = None,
+    kube: str = "auto",
+    what: str = "",
+) -> Result:
     """Start a local stack (every function unless ``functions`` says which), measure ``name``, stop it."""
-    return measure_all([name], load=load, first=first, requests=requests, runs=runs, functions=functions,
-                       env_overrides=env_overrides, kube=kube, what=what)[0]
+    return measure_all(
+        [name],
+        load=load,
+        first=first,
+        requests=requests,
+        runs=runs,
+        functions=functions,
+        env_overrides=env_overrides,
+        kube=kube,
+        what=what,
+    )[0]
 
 
-def measure_all(names: list[str] | None = None, *, functions: list[str] | None = None,
-                env_overrides: dict | None = None, kube: str = "auto", runtime: launch.Runtime | None = None,
-                progress: bool = False, **how) -> list[Result]:
+def measure_all(
+    names: list[str] | None = None,
+    *,
+    functions: list[str] | None = None,
+    env_overrides: dict | None = None,
+    kube: str = "auto",
+    runtime: launch.Runtime | None = None,
+    progress: bool = False,
+    **how,
+) -> list[Result]:
     """One local stack in a scratch folder; each of ``names`` (default: all it runs) measured in turn."""
     env = {fn: dict(v) for fn, v in workloads.LOAD_ENV.items()}
     for fn, v in (env_overrides or {}).items():
         env.setdefault(fn, {}).update(v)
     results = []
     with tempfile.TemporaryDirectory(prefix="edgeguard-bench-memory-") as tmp:
-        with gateway.LocalStack(gateway.free_port(), state_dir=Path(tmp) / "state", env_overrides=env, kube=kube,
-                                functions=functions, runtime=runtime) as stack:
+        with gateway.LocalStack(
+            gateway.free_port(),
+            state_dir=Path(tmp) / "state",
+            env_overrides=env,
+            kube=kube,
+            functions=functions,
+            runtime=runtime,
+        ) as stack:
             if progress:
                 print(f"kubernetes: {stack.kube_description}", flush=True)
             with open("/dev/null", "w") as quiet:
@@ -210,25 +260,42 @@ def measure_all(names: list[str] | None = None, *, functions: list[str] | None =
 
 def table(results: list[Result]) -> str:
     """One row per function: MiB as watchdog + python = sum, and the verdict against both targets."""
-    head = (f"{'function':<26} {'idle':>17} {'after 1st':>17} {'after load':>17} {'peak (HWM)':>17} "
-            f"{'ready':>7} {'1st ans':>7}  verdict")
+    head = (
+        f"{'function':<26} {'idle':>17} {'after 1st':>17} {'after load':>17} {'peak (HWM)':>17} "
+        f"{'ready':>7} {'1st ans':>7}  verdict"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
+
         def cell(s: Sample, peak: bool = False) -> str:
-            wd, py, tot = ((s.watchdog_hwm_kib, s.python_hwm_kib, s.peak_kib) if peak
-                           else (s.watchdog_kib, s.python_kib, s.total_kib))
+            wd, py, tot = (
+                (s.watchdog_hwm_kib, s.python_hwm_kib, s.peak_kib)
+                if peak
+                else (s.watchdog_kib, s.python_kib, s.total_kib)
+            )
             return f"{_mib(wd)}+{_mib(py)}={_mib(tot)}"
+
         mem_ok = r.loaded.total_kib / 1024 <= TARGET_MIB
         cold_ok = r.cold_first_s <= TARGET_COLD_S
-        verdict = ", ".join([f"memory {'ok' if mem_ok else 'OVER'} (<= {TARGET_MIB:.0f} MiB)",
-                             f"cold start {'ok' if cold_ok else 'OVER'} (<= {TARGET_COLD_S} s)"])
-        lines.append(f"{r.name:<26} {cell(r.idle):>17} {cell(r.first):>17} {cell(r.loaded):>17} "
-                     f"{cell(r.loaded, peak=True):>17} {r.cold_ready_s:>6.2f}s {r.cold_first_s:>6.2f}s  {verdict}")
-    lines.append("MiB as watchdog+python=sum (VmRSS; peak: VmHWM); ready / 1st ans: median seconds from process "
-                 "start to readiness / to the first real answer")
+        verdict = ", ".join(
+            [
+                f"memory {'ok' if mem_ok else 'OVER'} (<= {TARGET_MIB:.0f} MiB)",
+                f"cold start {'ok' if cold_ok else 'OVER'} (<= {TARGET_COLD_S} s)",
+            ]
+        )
+        lines.append(
+            f"{r.name:<26} {cell(r.idle):>17} {cell(r.first):>17} {cell(r.loaded):>17} "
+            f"{cell(r.loaded, peak=True):>17} {r.cold_ready_s:>6.2f}s {r.cold_first_s:>6.2f}s  {verdict}"
+        )
+    lines.append(
+        "MiB as watchdog+python=sum (VmRSS; peak: VmHWM); ready / 1st ans: median seconds from process "
+        "start to readiness / to the first real answer"
+    )
     for r in results:
-        lines.append(f"  {r.name}: load = {r.requests} requests ({r.what}); statuses {r.statuses}; "
-                     f"{len(r.starts)} starts under {r.runtime}")
+        lines.append(
+            f"  {r.name}: load = {r.requests} requests ({r.what}); statuses {r.statuses}; "
+            f"{len(r.starts)} starts under {r.runtime}"
+        )
     return "\n".join(lines)
 
 

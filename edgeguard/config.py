@@ -174,11 +174,6 @@ def parse_duration(value, name: str = "duration") -> float:
     raise ConfigError(f"{name}={value!r} is not a duration like 30s, 5m or 1h30m")
 
 
-def env_duration(name: str, default) -> float:
-    raw = os.environ.get(name)
-    return parse_duration(default if raw is None or raw == "" else raw, name)
-
-
 class Startup(Generic[T]):
     """Settings read once, when the function starts; a bad value is a 503 naming it on every request.
 

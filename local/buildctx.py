@@ -17,6 +17,7 @@ the rest of the tree is the same. Only ``function/`` is written; the served
 runtime is then ``local/runtime.py``, or the template's own ``index.py`` in a
 context that ``local/shrinkwrap.py`` has the real faas-cli write.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,3 @@ def assemble(fn: stackfile.Function, stack: stackfile.Stack, out_dir: Path, *, t
     # The template's Dockerfile does `touch ./function/__init__.py`.
     (function_dir / "__init__.py").touch()
     return ctx
-
-
-def assemble_all(out_dir: Path, stack: stackfile.Stack | None = None, *, template: Path | None = None) -> dict[str, Path]:
-    stack = stack or stackfile.load()
-    return {name: assemble(fn, stack, out_dir, template=template) for name, fn in stack.functions.items()}

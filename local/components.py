@@ -18,10 +18,12 @@ setting                make variable               default
 The watchdog is never looked up on PATH: several of them run on one host only with
 the ``metrics_port`` patch that ../shared/tools/openfaas carries (upstream binds 8081).
 """
+
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +79,7 @@ class Components:
         return not missing
 
 
-def _explicit(env: dict, name: str, *, folder: bool = False) -> Path | None:
+def _explicit(env: Mapping[str, str], name: str, *, folder: bool = False) -> Path | None:
     raw = env.get(name, "")
     if not raw:
         return None
@@ -98,17 +100,18 @@ def _first(*candidates: Path | None, folder: bool = False) -> Path | None:
     return None
 
 
-def locate(env: dict | None = None) -> Components:
+def locate(env: Mapping[str, str] | None = None) -> Components:
     env = os.environ if env is None else env
     tools = _explicit(env, "EDGEGUARD_TOOLS", folder=True) or _first(ROOT.parent / "shared" / "tools", folder=True)
     openfaas = tools / "openfaas" if tools else None
     watchdog = _explicit(env, "EDGEGUARD_WATCHDOG") or _first(openfaas / "of-watchdog" if openfaas else None)
     on_path = shutil.which("faas-cli", path=env.get("PATH"))
-    faas_cli = _explicit(env, "EDGEGUARD_FAAS_CLI") or _first(openfaas / "faas-cli" if openfaas else None,
-                                                              Path(on_path) if on_path else None)
+    faas_cli = _explicit(env, "EDGEGUARD_FAAS_CLI") or _first(
+        openfaas / "faas-cli" if openfaas else None, Path(on_path) if on_path else None
+    )
     template = _explicit(env, "EDGEGUARD_TEMPLATE", folder=True) or _first(
-        ROOT / "template" / "python3-http",
-        openfaas / "template" / "python3-http" if openfaas else None, folder=True)
+        ROOT / "template" / "python3-http", openfaas / "template" / "python3-http" if openfaas else None, folder=True
+    )
     runtime = (env.get("EDGEGUARD_RUNTIME") or "auto").strip().lower()
     if runtime not in RUNTIMES:
         raise ComponentError(f"EDGEGUARD_RUNTIME={runtime!r} must be one of {', '.join(RUNTIMES)}")

@@ -1,13 +1,13 @@
 """``make demo``: start the local stack, play the seed scenarios, stop everything, report."""
+
 from __future__ import annotations
 
-import argparse
 import importlib
-import os
+import socket
 import sys
 import time
 
-from . import gateway
+from . import gateway, runs
 from .scenarios import Context, NotBuilt, ScenarioFailed
 
 SCENARIOS = [
@@ -44,16 +44,28 @@ def run_scenario(ctx: Context, module_name: str) -> str:
     return "ok" if outcomes else "FAILED (no result reported)"
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser = gateway.parser_with_run_options(__doc__)
     parser.add_argument("--only", action="append", help="run only these scenarios (module names)")
-    parser.add_argument("--kube", choices=["auto", "emulator", "real"], default="auto",
-                        help="real: the cluster of $KUBECONFIG (auto: that one if set, else the in-memory API)")
-    parser.add_argument("--kubeconfig-secret", action="append", default=[], metavar="SECRET=FILE",
-                        help="give the function secret SECRET (e.g. node-enroll-kubeconfig) this kubeconfig "
-                             "instead of the demo's admin one (repeatable)")
+    parser.add_argument(
+        "--kubeconfig-secret",
+        action="append",
+        default=[],
+        metavar="SECRET=FILE",
+        help="give the function secret SECRET (e.g. node-enroll-kubeconfig) this kubeconfig "
+        "instead of the demo's admin one (repeatable)",
+    )
     args = parser.parse_args(argv)
+    port, explicit = gateway.resolve_port(parser, args)
     kubeconfigs = {}
     for item in args.kubeconfig_secret:
         name, sep, path = item.partition("=")
@@ -67,10 +79,22 @@ def main(argv=None) -> int:
     print(RULE)
     print("edgeguard demo: the seed scenarios through a local OpenFaaS-style gateway")
     print(RULE)
+    gateway.say_who_else_runs(port)
+    if not explicit and not _port_free(port):
+        # The default port is taken (by make up, say): the demo is self-contained, any free port will do.
+        chosen = gateway.free_port()
+        print(f"note: port {port} is in use; the demo runs on port {chosen} (PORT=<n> to choose)")
+        port = chosen
     started = time.monotonic()
     try:
-        stack = gateway.LocalStack(args.port, env_overrides={"configmap-secret-scrubber": {"scrub_mode": "move"}},
-                                   kube=args.kube, kubeconfigs=kubeconfigs)
+        stack = gateway.LocalStack(
+            port,
+            state_dir=args.state_dir,
+            env_overrides={"configmap-secret-scrubber": {"scrub_mode": "move"}},
+            kube=args.kube,
+            kubeconfigs=kubeconfigs,
+            kind=runs.kind("local.demo"),
+        )
         print(f"runtime     {stack.runtime.describe()}", flush=True)
         stack.start()
     except RuntimeError as exc:
@@ -82,7 +106,8 @@ def main(argv=None) -> int:
         print(f"kubernetes  {stack.kube_description}")
         if kubeconfigs:
             print(f"            {', '.join(sorted(kubeconfigs))}: the kubeconfig files given (not the admin's)")
-        print(f"logs        {stack.state_dir / 'logs'}")
+        print(f"state       {stack.state_dir}")
+        print(f"logs        {stack.logs_dir}")
         ctx = Context(stack)
         for i, (module_name, title) in enumerate(SCENARIOS, 1):
             if args.only and module_name not in args.only:
@@ -91,10 +116,19 @@ def main(argv=None) -> int:
             summary.append((i, title, run_scenario(ctx, module_name)))
     finally:
         stack.stop()
+    leaks = stack.leak_watch().check()
+    checked = ", ".join(p.name for p in stack.leak_watch().files())
     print(f"\n{RULE}\nSummary ({time.monotonic() - started:.1f}s; everything the demo started is stopped)")
     for i, title, outcome in summary:
         print(f"  {i}. {outcome:<14} {title}")
-    return 1 if any(o.startswith("FAILED") for _, _, o in summary) else 0
+    # What `kubectl logs` would show an operator: the gateway's access log, the queue-worker's, the watchdogs'.
+    if leaks:
+        print(f"  LEAK           secret values in the platform logs ({stack.logs_dir}):")
+        for leak in leaks:
+            print(f"                   {leak}")
+    else:
+        print(f"  no secret value in any platform log ({checked})")
+    return 1 if leaks or any(o.startswith("FAILED") for _, _, o in summary) else 0
 
 
 if __name__ == "__main__":

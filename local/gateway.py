@@ -1,59 +1,50 @@
-"""A local stand-in for the OpenFaaS CE gateway, serving every function of stack.yml.
+"""``make up``: every function of stack.yml behind a local stand-in for the OpenFaaS CE gateway.
 
-Each function runs in its own process group (as a pod runs its image), with only
-the secrets stack.yml lists for it and the environment stack.yml declares: under
-the real of-watchdog over a faas-cli shrinkwrap context when those tools are
-found, else under local/runtime.py (local/launch.py, local/components.py). The
-gateway implements the routes and behaviours our functions depend on
-(shared/reference/openfaas.md §5):
+Each function runs in its own process group (as a pod runs its image), with only the secrets stack.yml
+lists for it and the environment stack.yml declares: under the real of-watchdog over a faas-cli
+shrinkwrap context when those tools are found, else under local/runtime.py (local/launch.py,
+local/components.py). The gateway's routes, proxy and access log are local/gatewayserver.py; the async
+queue and its worker local/queueworker.py.
 
-* ``/function/<name>[/<path>]``: synchronous proxy, any method. The real watchdog
-  answers 504 itself at the function's ``exec_timeout``; in front of the
-  stand-in runtime the gateway does it, with the watchdog's empty 504.
-* ``/async-function/<name>[/<path>]``: POST only; 202 with ``X-Call-Id``; one
-  worker (CE's queue-worker concurrency is 1), no retries, ``X-Callback-Url``
-  honoured; bodies over 256,000 bytes are refused as CE refuses them.
-* ``/healthz``; ``/system/functions`` and ``/system/function/<name>`` behind
-  basic auth (user ``admin``).
+Logs (``<state>/logs/``) are written as the real components write theirs, because what they write is
+what an operator with ``kubectl logs`` reads (local/leakcheck.py checks that no secret is there): one per
+function (the watchdog's), ``gateway.log`` (a line per request, full URL and query string included) and
+``queue-worker.log`` (each queued message, as JSON with every header).
 
-Kubernetes: functions that list a ``*-kubeconfig`` secret get the cluster of
-``$KUBECONFIG`` when it is set, otherwise an in-memory API (local/kubeemu.py).
-That admin kubeconfig goes to every such secret unless ``kubeconfigs`` names
-another for it (e.g. the ServiceAccount kubeconfigs ``edgeguard-bootstrap
+Kubernetes: functions that list a ``*-kubeconfig`` secret get the cluster of ``$KUBECONFIG`` when it is
+set, otherwise an in-memory API (local/kubeemu/). That admin kubeconfig goes to every such secret unless
+``kubeconfigs`` names another for it (e.g. the ServiceAccount kubeconfigs ``edgeguard-bootstrap
 openfaas`` makes, to run a function with its least-privilege credentials).
 """
+
 from __future__ import annotations
 
 import argparse
-import base64
-import hmac
 import os
-import queue
 import secrets as pysecrets
 import signal
 import socket
 import sys
 import threading
 import time
-import uuid
+import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import requests
 import yaml
 
 from edgeguard import config
 
-from . import launch, stackfile
+from . import launch, localca, realcluster, runs, stackfile, tlsfront
+from .gatewayserver import BASIC_AUTH_USER, CE_ASYNC_LIMIT, Gateway, GatewayServer  # noqa: F401 - re-exported
+from .queueworker import QueueWorker
+
+if TYPE_CHECKING:  # imported when the in-memory API starts (aiohttp, kmock)
+    from .kubeemu import KubeEmulator
 
 ROOT = stackfile.ROOT
 # A throwaway self-signed CA (its key was discarded) standing in for k3s's server CA on the in-memory API.
 DEMO_CA = Path(__file__).resolve().parent / "demo-server-ca.crt"
-CE_ASYNC_LIMIT = 256_000
-# faas-provider's proxy client timeout under the CE chart (gateway.upstreamTimeout); the watchdog answers first.
-GATEWAY_UPSTREAM_TIMEOUT = 60.0
-BASIC_AUTH_USER = "admin"
-_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
-                "content-length", "proxy-authorization", "proxy-authenticate"}
 
 
 free_port = launch.free_port
@@ -115,12 +106,27 @@ class Deployment:
 class LocalStack:
     """Everything ``make up`` runs: secrets, Kubernetes, function processes and the gateway."""
 
-    def __init__(self, port: int = 8080, state_dir: Path | None = None, *, env_overrides: dict | None = None,
-                 echo_logs: bool = False, kube: str = "auto", stack: stackfile.Stack | None = None,
-                 functions: list[str] | None = None, audit_webhook: bool = False,
-                 runtime: launch.Runtime | None = None, kubeconfigs: dict[str, str] | None = None):
+    # Every stack started in this process (the test suite checks their logs for secrets after each test).
+    started: weakref.WeakSet[LocalStack] = weakref.WeakSet()
+
+    def __init__(
+        self,
+        port: int = 8080,
+        state_dir: Path | None = None,
+        *,
+        env_overrides: dict | None = None,
+        echo_logs: bool = False,
+        kube: str = "auto",
+        stack: stackfile.Stack | None = None,
+        functions: list[str] | None = None,
+        audit_webhook: bool = False,
+        runtime: launch.Runtime | None = None,
+        kubeconfigs: dict[str, str] | None = None,
+        kind: str = "a local stack",
+    ):
         self.port = port
-        self.state_dir = Path(state_dir or ROOT / ".local-state")
+        self.kind = kind
+        self.state_dir = Path(state_dir) if state_dir else runs.default_state_dir(port)
         self.env_overrides = env_overrides or {}
         self.echo_logs = echo_logs
         self.kube_mode = kube
@@ -131,22 +137,36 @@ class LocalStack:
         self.store = SecretStore(self.state_dir / "secrets")
         self.runtime = runtime or launch.Runtime()
         self.functions: dict[str, Deployment] = {}
-        self.emulator = None
+        self.emulator: KubeEmulator | None = None
+        self.cluster: realcluster.RealCluster | None = None  # with KUBE=real and no KUBECONFIG
         self.kubeconfig_text: str | None = None
         self.kube_description = "none"
-        self._server = None
-        self._async_q: queue.Queue = queue.Queue()
+        self._server: GatewayServer | None = None
+        self.gateway: Gateway | None = None
+        self.queue: QueueWorker | None = None
         self._stopping = threading.Event()
-        self.tls_front = None
+        self.tls_front: tlsfront.TLSFront | None = None
+        self._ca: localca.LocalCA | None = None
+        self.logs_dir = self.state_dir / "logs"
+        self.access_log = self.logs_dir / "gateway.log"
+        self.queue_log = self.logs_dir / "queue-worker.log"
+        self._log_lock = threading.Lock()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
+
     # --- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> "LocalStack":
+    def start(self) -> LocalStack:
+        LocalStack.started.add(self)
         try:
             self._check_port()
+            runs.claim(self.state_dir, self.port, self.kind)
+            self._claimed = True
             self._start_kube()
             self._start_functions()
             self._start_gateway()
@@ -166,16 +186,25 @@ class LocalStack:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self.queue is not None:
+            self.queue.stop()
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+        if getattr(self, "_claimed", False):
+            runs.release(self.state_dir)
+            self._claimed = False
 
     def start_tls_front(self, site, port: int = 0):
         """What k3s's Traefik does for audit-ingest: TLS with bootstrap's certificate (a tlsfront.Site from
         its Ingress and Secret), proxying the Ingress's paths to this gateway (Service gateway:8080)."""
-        from . import tlsfront
-        self.tls_front = tlsfront.TLSFront(site, {("gateway", 8080): self.url}, port=port,
-                                           log_path=self.state_dir / "logs" / "tlsfront.log").start()
+
+        self.tls_front = tlsfront.TLSFront(
+            site, {("gateway", 8080): self.url}, port=port, log_path=self.state_dir / "logs" / "tlsfront.log"
+        ).start()
         return self.tls_front
 
     def __enter__(self):
@@ -189,7 +218,11 @@ class LocalStack:
             try:
                 s.bind(("127.0.0.1", self.port))
             except OSError:
-                raise RuntimeError(f"port {self.port} on 127.0.0.1 is in use; choose another with PORT=<n>") from None
+                holder = next((r for r in runs.active() if r.port == self.port), None)
+                by = f" by {holder.kind} (pid {holder.pid}, state in {holder.state_dir})" if holder else ""
+                raise runs.RunConflict(
+                    f"port {self.port} on 127.0.0.1 is in use{by}; choose another with PORT=<n>"
+                ) from None
 
     def _needs_kube(self) -> bool:
         return any(s.endswith("-kubeconfig") for fn in self._selected() for s in fn.secrets)
@@ -207,47 +240,108 @@ class LocalStack:
             self.kube_description = f"real cluster from KUBECONFIG={kubeconfig}"
             return
         if self.kube_mode == "real":
-            raise RuntimeError("kube=real needs KUBECONFIG pointing at a kubeconfig file")
+            self._start_real_cluster()
+            return
         try:
             from .kubeemu import KubeEmulator
         except ImportError as exc:
             self.kube_description = f"unavailable (in-memory Kubernetes API not built yet: {exc})"
             return
-        self.emulator = KubeEmulator()
+        # https with a local CA, so kubectl (client-go) sends its token: requests are audited as the admin.
+        self.emulator = KubeEmulator(tls=self.ca.issue("kubeemu") if self.ca is not None else None)
         self.emulator.start()
-        # As `bootstrap openfaas` would: the functions' ServiceAccounts, roles and namespaces (not the
-        # per-namespace templates, which need a namespace filled in).
-        for manifest in sorted((ROOT / "deploy" / "rbac").glob("*.yaml")):
-            if "__NAMESPACE__" not in manifest.read_text():
-                self.emulator.load_manifests(manifest)
+        for manifest in self._install_manifests():
+            self.emulator.load_manifests(manifest)
         self.kubeconfig_text = yaml.safe_dump(self.emulator.kubeconfig_dict())
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.emulator.write_kubeconfig(self.state_dir / "kubeconfig")
         self.kube_description = f"in-memory Kubernetes API at {self.emulator.url}"
+        if self.ca is None:
+            self.kube_description += (
+                " (plain http: openssl is missing, so kubectl sends no token and its "
+                "requests are audited as system:anonymous)"
+            )
+
+    def _install_manifests(self) -> list[Path]:
+        """As `bootstrap openfaas` would: the functions' ServiceAccounts, roles and namespaces (not the
+        per-namespace templates, which need a namespace filled in)."""
+        return [m for m in sorted((ROOT / "deploy" / "rbac").glob("*.yaml")) if "__NAMESPACE__" not in m.read_text()]
+
+    def _start_real_cluster(self) -> None:
+        """KUBE=real without KUBECONFIG: the shared tools' control plane, its audit webhook through the TLS front."""
+
+        if self.ca is None:
+            raise RuntimeError("KUBE=real needs openssl (the local CA of the audit webhook's TLS front)")
+        webhook = None
+        if self.audit_webhook and any(fn.name == "audit-ingest" for fn in self._selected()):
+            self.store.ensure("audit-ingest-token")
+            url, ca_pem, server_name = self.audit_front()
+            webhook = realcluster.webhook_kubeconfig(url, ca_pem, server_name, self.secret("audit-ingest-token"))
+        self.cluster = realcluster.RealCluster(self.state_dir / "kube").start(webhook)
+        self.cluster.apply(self._install_manifests())
+        self.kubeconfig_text = self.cluster.kubeconfig.read_text()
+        self._real_kubeconfig = self.cluster.kubeconfig
+        self.kube_description = (
+            f"real kube-apiserver v1.24 (the shared tools' kube/cluster), state in {self.cluster.dir}"
+        )
+        if webhook:
+            self.kube_description += f", audit webhook -> {webhook['clusters'][0]['cluster']['server']} (TLS front)"
+
+    @property
+    def ca(self):
+        """The run's local CA (local/localca.py), or None without openssl."""
+        if self._ca is None and localca.available():
+            self._ca = localca.LocalCA(self.state_dir / "tls")
+        return self._ca
+
+    def audit_front(self):
+        """What k3s's Traefik does with bootstrap's Ingress for audit-ingest: TLS for its name, its one path, to
+        the gateway. The API server's webhook (client-go) sends its token only to such an https URL."""
+        from bootstrap.edgeguard_bootstrap.audit_tls import PATH, SERVER_NAME
+
+        cert = self.ca.issue("audit-front", dns=(SERVER_NAME,), ips=())
+        site = tlsfront.Site(
+            "openfaas",
+            (SERVER_NAME,),
+            cert.cert.read_bytes(),
+            cert.key.read_bytes(),
+            (tlsfront.Route(PATH, "Exact", "gateway", 8080),),
+        )
+        front = self.start_tls_front(site)
+        return f"https://127.0.0.1:{front.port}{PATH}", cert.ca_pem, SERVER_NAME
 
     def _start_audit(self) -> None:
-        """Make the in-memory API post its audit events to audit-ingest, as k3s's audit webhook does."""
+        """Make the in-memory API post its audit events to audit-ingest, as k3s's audit webhook does: over https
+        through the TLS front, the bearer token in the webhook's kubeconfig."""
         if not self.audit_webhook or self.emulator is None or "audit-ingest" not in self.functions:
             return
-        self.emulator.enable_audit(webhook=f"{self.url}/function/audit-ingest",
-                                   token=self.secret("audit-ingest-token"), batch_max_wait=1.0)
-        self.kube_description += ", audit webhook -> audit-ingest"
+        token = self.secret("audit-ingest-token")
+        if self.ca is None:
+            self.emulator.enable_audit(webhook=f"{self.url}/function/audit-ingest", token=token, batch_max_wait=1.0)
+            self.kube_description += ", audit webhook -> audit-ingest over http (no token sent: openssl is missing)"
+            return
+        url, ca_pem, server_name = self.audit_front()
+        self.emulator.enable_audit(webhook=url, token=token, batch_max_wait=1.0, ca_pem=ca_pem, server_name=server_name)
+        self.kube_description += f", audit webhook -> {url} (TLS front, SNI {server_name}) -> audit-ingest"
 
     @property
     def kubeconfig_path(self) -> Path | None:
-        """An admin kubeconfig for the in-memory API (for kubectl), written when it starts."""
+        """An admin kubeconfig (for kubectl) of the in-memory API or the launched control plane."""
+        if self.cluster is not None:
+            return self.cluster.kubeconfig
         return self.state_dir / "kubeconfig" if self.emulator is not None else None
 
     def kube_api_client(self):
         if self.kubeconfig_text is None:
             return None
         from kubernetes import config as kconfig
+
         return kconfig.new_client_from_config_dict(yaml.safe_load(self.kubeconfig_text))
 
     def _local_env(self) -> dict:
         """Host-side settings a pod gets from its platform: a private spool, a server CA for the emulator."""
         env = {"alert-forwarder": {"spool_dir": str(self.state_dir / "spool" / "alert-forwarder")}}
-        if self.emulator is not None:
+        if self.emulator is not None and self.emulator.tls is None:
             # The in-memory API is plain HTTP, so its kubeconfig carries no CA for node-enroll to hash.
             env["node-enroll"] = {"k3s_ca_file": str(DEMO_CA)}
         return env
@@ -259,17 +353,23 @@ class LocalStack:
         for fn in selected:
             fn_secrets = self._mount_secrets(fn)
             env = self.runtime.base_env(fn)
-            env.update({
-                "gateway_url": self.url, "EDGEGUARD_SECRETS_DIR": str(fn_secrets), "OPENFAAS_NAME": fn.name,
-                "HOSTNAME": f"{fn.name}-local", "PYTHONDONTWRITEBYTECODE": "1",
-            })
+            env.update(
+                {
+                    "gateway_url": self.url,
+                    "EDGEGUARD_SECRETS_DIR": str(fn_secrets),
+                    "OPENFAAS_NAME": fn.name,
+                    "HOSTNAME": f"{fn.name}-local",
+                    "PYTHONDONTWRITEBYTECODE": "1",
+                }
+            )
             env.update(local_env.get(fn.name, {}))
             env.update(self.env_overrides.get(fn.name, {}))
             log_path = self.state_dir / "logs" / f"{fn.name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.write_bytes(b"")  # one run per file: what a later grep finds is this run's
-            process = self.runtime.process(fn.name, contexts[fn.name], env, log_path,
-                                           echo_logs=self.echo_logs, scratch=self.state_dir)
+            process = self.runtime.process(
+                fn.name, contexts[fn.name], env, log_path, echo_logs=self.echo_logs, scratch=self.state_dir
+            )
             self.functions[fn.name] = Deployment(fn, process, fn_secrets)
             process.start()
         deadline = time.monotonic() + 60
@@ -294,165 +394,120 @@ class LocalStack:
         return fn_secrets
 
     def _start_gateway(self) -> None:
-        from waitress.server import create_server
-
         self.store.ensure("basic-auth-password")
-        self._server = create_server(self._app(), host="127.0.0.1", port=self.port, threads=8)
-        threading.Thread(target=self._server.run, daemon=True).start()
-        threading.Thread(target=self._async_worker, daemon=True).start()
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        for path in (self.access_log, self.queue_log):
+            path.write_bytes(b"")  # one run per file, as for the functions' logs
+        self.queue = QueueWorker(self).start()
+        self._server = GatewayServer(self, self.port).start()
+        self.gateway = self._server.gateway
 
     def secret(self, name: str) -> str:
         return self.store.get(name)
 
-    # --- gateway ---------------------------------------------------------------------------------
-    def _app(self):
-        from flask import Flask, Response, jsonify, request
+    def leak_watch(self):
+        """Checks the run's logs (gateway, queue-worker, watchdogs, TLS front) for its secrets' values."""
+        from . import leakcheck
 
-        app = Flask("edgeguard-local-gateway")
-        methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+        if getattr(self, "_leak_watch", None) is None:
+            self._leak_watch = leakcheck.LogWatch(self.logs_dir, [self.store.dir])
+        return self._leak_watch
 
-        def ce_headers(resp, call_id, started):
-            resp.headers["X-Call-Id"] = call_id
-            resp.headers["X-Start-Time"] = str(started)
-            resp.headers["X-Served-By"] = "edgeguard-local-gateway (openfaas-ce routes)"
-            return resp
+    # --- logs ------------------------------------------------------------------------------------
+    def _write_log(self, path: Path, who: str, lines: list[str]) -> None:
+        with self._log_lock:
+            with open(path, "a", encoding="utf-8", errors="replace") as f:
+                for line in lines:
+                    f.write(line + "\n")
+            if self.echo_logs:
+                for line in lines:
+                    sys.stderr.write(f"[{who}] {line}\n")
 
-        @app.get("/healthz")
-        def healthz():
-            return Response("OK", 200, mimetype="text/plain")
+    def log_access(self, method: str, url: str, status: int, seconds: float) -> None:
+        """The gateway's LoggingNotifier line (Go's log prefix, then method, r.URL.String(), status, duration)."""
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+        self._write_log(
+            self.access_log, "gateway", [f"{stamp} Forwarded [{method}] to {url} - [{status}] - {seconds:.4f}s"]
+        )
 
-        @app.route("/function/<name>", defaults={"rest": ""}, methods=methods)
-        @app.route("/function/<name>/<path:rest>", methods=methods)
-        def sync(name, rest):
-            call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
-            started = time.time_ns()
-            fp = self.functions.get(name)
-            if fp is None:
-                return ce_headers(self._internal(404, f"error finding function {name}.openfaas-fn: not found"), call_id, started)
-            status, headers, body = self._forward(fp, request.method, "/" + rest, request.query_string,
-                                                  request.headers, request.get_data(), call_id)
-            passed = [(k, v) for k, v in headers if k.lower() not in _HOP_HEADERS | {"date", "server"}]
-            return ce_headers(Response(body, status, headers=passed), call_id, started)
+    def log_queue(self, lines: list[str]) -> None:
+        """The queue-worker's log (CE's sets no time prefix: log.SetFlags(0))."""
+        self._write_log(self.queue_log, "queue-worker", lines)
 
-        @app.route("/async-function/<name>", defaults={"rest": ""}, methods=["POST"])
-        @app.route("/async-function/<name>/<path:rest>", methods=["POST"])
-        def async_(name, rest):
-            call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
-            started = time.time_ns()
-            if name not in self.functions:
-                return ce_headers(self._internal(404, f"function {name} not found"), call_id, started)
-            body = request.get_data()
-            if len(body) > CE_ASYNC_LIMIT:
-                return ce_headers(self._internal(500, "Error queuing request: request body too large for OpenFaaS CE"),
-                                  call_id, started)
-            self._async_q.put((name, "/" + rest, request.query_string, list(request.headers.items()), body, call_id))
-            return ce_headers(Response(b"", 202), call_id, started)
-
-        def basic_auth_ok() -> bool:
-            auth = request.authorization
-            if auth is None or auth.type != "basic":
-                return False
-            want = self.secret("basic-auth-password")
-            return (hmac.compare_digest((auth.username or "").encode(), BASIC_AUTH_USER.encode())
-                    & hmac.compare_digest((auth.password or "").encode(), want.encode()))
-
-        def unauthorized():
-            return Response("Unauthorized\n", 401, {"WWW-Authenticate": 'Basic realm="Restricted"'})
-
-        def describe(fp: Deployment) -> dict:
-            return {"name": fp.fn.name, "image": fp.fn.image, "namespace": "openfaas-fn",
-                    "invocationCount": fp.invocations, "replicas": 1,
-                    "availableReplicas": 1 if fp.proc and fp.proc.poll() is None else 0,
-                    "envProcess": "python index.py", "labels": fp.fn.labels, "annotations": fp.fn.annotations,
-                    "secrets": fp.fn.secrets}
-
-        @app.get("/system/functions")
-        def list_functions():
-            if not basic_auth_ok():
-                return unauthorized()
-            return jsonify([describe(fp) for fp in self.functions.values()])
-
-        @app.get("/system/function/<name>")
-        def get_function(name):
-            if not basic_auth_ok():
-                return unauthorized()
-            fp = self.functions.get(name)
-            if fp is None:
-                return self._internal(404, f"function {name} not found")
-            return jsonify(describe(fp))
-
-        return app
-
-    @staticmethod
-    def _internal(status: int, text: str):
-        from flask import Response
-        return Response(text + "\n", status, {"X-OpenFaaS-Internal": "gateway", "Content-Type": "text/plain"})
-
-    def _forward(self, fp: Deployment, method: str, path: str, qs: bytes, headers, body: bytes, call_id: str):
-        fp.invocations += 1
-        url = fp.url + path + (("?" + qs.decode("latin-1")) if qs else "")
-        hdrs = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
-        hdrs["X-Call-Id"] = call_id
-        hdrs.setdefault("X-Forwarded-For", "127.0.0.1")  # faas-provider sets it when absent (the watchdog drops it)
-        timeout = GATEWAY_UPSTREAM_TIMEOUT if self.runtime.enforces_exec_timeout else fp.exec_timeout
-        try:
-            r = requests.request(method, url, headers=hdrs, data=body, timeout=timeout, allow_redirects=False)
-        except requests.Timeout:
-            if self.runtime.enforces_exec_timeout:
-                return 500, [("X-OpenFaaS-Internal", "proxy")], f"Can't reach service for: {fp.fn.name}.\n".encode()
-            # Standing in for of-watchdog's exec_timeout: it answers 504 with an empty body.
-            return 504, [("X-OpenFaaS-Internal", "of-watchdog")], b""
-        except requests.ConnectionError:
-            return 503, [("X-OpenFaaS-Internal", "gateway")], f"No endpoints available for: {fp.fn.name}.\n".encode()
-        return r.status_code, list(r.raw.headers.items()), r.content
-
-    def _async_worker(self) -> None:
-        # requests is imported at module level: importing it here raced with the main thread's import.
-        while not self._stopping.is_set():
-            try:
-                name, path, qs, headers, body, call_id = self._async_q.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            fp = self.functions.get(name)
-            started = time.monotonic()
-            hdrs = dict(headers)
-            callback = hdrs.pop("X-Callback-Url", None)
-            hdrs["User-Agent"] = "openfaas-ce/nats-queue-worker"
-            # The CE queue-worker always POSTs to /function/<name> and never retries.
-            status, resp_headers, resp_body = self._forward(fp, "POST", path, qs, hdrs, body, call_id)
-            if callback:
-                cb_headers = {k: v for k, v in resp_headers if k.lower() not in _HOP_HEADERS}
-                cb_headers.update({"X-Call-Id": call_id, "X-Function-Status": str(status), "X-Function-Name": name,
-                                   "X-Duration-Seconds": f"{time.monotonic() - started:.6f}"})
-                try:
-                    requests.post(callback, data=resp_body, headers=cb_headers, timeout=10)
-                except requests.RequestException:
-                    pass  # CE does not retry callbacks either
-            self._async_q.task_done()
+    def log_gateway(self, text: str) -> None:
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+        self._write_log(self.access_log, "gateway", [f"{stamp} {line}" for line in text.rstrip().splitlines()])
 
     def drain_async(self, timeout: float = 30) -> bool:
         """Wait until every queued async call has been delivered (demo and tests)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._async_q.unfinished_tasks == 0:
-                return True
-            time.sleep(0.05)
-        return False
+        return self.queue.drain(timeout) if self.queue is not None else True
 
 
-def basic_auth_header(password: str) -> str:
-    return "Basic " + base64.b64encode(f"{BASIC_AUTH_USER}:{password}".encode()).decode()
+def parser_with_run_options(description: str) -> argparse.ArgumentParser:
+    """--port, --state-dir and --kube, shared by make up and make demo (their make variables: PORT, STATE_DIR, KUBE)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--port",
+        type=runs.port_arg,
+        default=None,
+        help="the gateway's port on 127.0.0.1 (make PORT=; default $PORT, else 8080)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="this run's folder for secrets, kubeconfig, spool and logs (make STATE_DIR=; default .local-state/<port>)",
+    )
+    parser.add_argument(
+        "--kube",
+        choices=["auto", "emulator", "real", "none"],
+        default="auto",
+        help="emulator: the in-memory API; real: $KUBECONFIG's cluster, else the control plane of "
+        "../shared/tools/kube (make KUBE=); auto: $KUBECONFIG's if set, else the emulator",
+    )
+    return parser
+
+
+def resolve_port(parser: argparse.ArgumentParser, args) -> tuple[int, bool]:
+    """(port, explicit): --port, else $PORT (which make exports), else 8080."""
+    if args.port is not None:
+        return args.port, True
+    port, error = runs.port_from_env()
+    if error or port is None:
+        parser.error(error or "no port")
+    return port, bool(os.environ.get("PORT", "").strip())
+
+
+def say_who_else_runs(port: int) -> None:
+    for line in runs.others(port):
+        print(f"note: {line}", flush=True)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Run edgeguard's functions behind a local OpenFaaS-style gateway.")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    parser.add_argument("--kube", choices=["auto", "emulator", "real", "none"], default="auto")
-    parser.add_argument("--no-audit", action="store_true",
-                        help="do not send the in-memory API's audit events to audit-ingest")
+    parser = parser_with_run_options("Run edgeguard's functions behind a local OpenFaaS-style gateway (make up).")
+    parser.add_argument(
+        "--no-audit", action="store_true", help="do not send the in-memory API's audit events to audit-ingest"
+    )
+    parser.add_argument(
+        "--scrubber-mode",
+        choices=["report", "move"],
+        default=None,
+        help="configmap-secret-scrubber's scrub_mode (make SCRUBBER_MODE=; default: stack.yml's)",
+    )
     args = parser.parse_args(argv)
+    port, _ = resolve_port(parser, args)
+    say_who_else_runs(port)
+    overrides = {"configmap-secret-scrubber": {"scrub_mode": args.scrubber_mode}} if args.scrubber_mode else {}
     try:
-        stack = LocalStack(args.port, echo_logs=True, kube=args.kube, audit_webhook=not args.no_audit)
+        stack = LocalStack(
+            port,
+            state_dir=args.state_dir,
+            echo_logs=True,
+            kube=args.kube,
+            audit_webhook=not args.no_audit,
+            env_overrides=overrides,
+            kind=runs.kind("local.gateway"),
+        )
         print(f"starting functions under {stack.runtime.name} ...", flush=True)
         stack.start()
     except RuntimeError as exc:
@@ -463,16 +518,24 @@ def main(argv=None) -> int:
     print(f"  functions: {', '.join(stack.functions)}")
     print(f"  runtime: {stack.runtime.describe()}")
     print(f"  kubernetes: {stack.kube_description}")
-    print(f"  logs (one file per function{', the watchdog log included' if stack.runtime.watchdog else ''}): "
-          f"{stack.state_dir / 'logs'}")
+    if args.scrubber_mode:
+        print(f"  configmap-secret-scrubber: scrub_mode={args.scrubber_mode}")
+    print(f"  state: {stack.state_dir}")
+    print(
+        f"  logs (one file per function{', the watchdog log included' if stack.runtime.watchdog else ''}; "
+        f"gateway.log, queue-worker.log): {stack.logs_dir}"
+    )
     print(f"  secrets (one file each, like faas-cli secret create): {secrets_dir}")
     if stack.kubeconfig_path:
-        print(f"  kubectl: export KUBECONFIG={stack.kubeconfig_path}   (the in-memory API; its audit events go to "
-              "audit-ingest; `kubectl apply` needs --validate=false there; see README)")
+        print(
+            f"  kubectl: export KUBECONFIG={stack.kubeconfig_path}   ({stack.kube_description.split(' at ')[0]}; "
+            "its audit events go to audit-ingest; see README)"
+        )
     print("  try:")
     print(f"    TOKEN=$(cat {secrets_dir}/audit-ingest-token)")
-    print(f"    curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\")
-    print(f"      --data @tests/data/seed/anonymous_create_namespace_foo.json '{stack.url}/function/audit-ingest?dry_run=1'")
+    print("    curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\")
+    seed = "tests/data/seed/anonymous_create_namespace_foo.json"
+    print(f"      --data @{seed} '{stack.url}/function/audit-ingest?dry_run=1'")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -17,6 +17,7 @@ Either way a function is one process group, its output (for the watchdog: the
 watchdog's own log, which carries the function's stderr) goes to one log file, and
 it is SIGTERMed when the process that started it dies.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,6 +54,7 @@ def _die_with_parent() -> None:
     """Runs in the child: ask Linux to SIGTERM it when its parent dies, even by SIGKILL."""
     try:
         import ctypes
+
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
@@ -69,7 +71,11 @@ def image_env(template: Path | None) -> dict:
             env = {}  # only the stage that ships counts
         elif words.upper().startswith("ENV "):
             parts = shlex.split(words[4:])
-            pairs = [p.split("=", 1) for p in parts] if all("=" in p for p in parts) else [parts[:1] + [" ".join(parts[1:])]]
+            pairs = (
+                [p.split("=", 1) for p in parts]
+                if all("=" in p for p in parts)
+                else [parts[:1] + [" ".join(parts[1:])]]
+            )
             for key, value in pairs:
                 if key != "PATH" and "$" not in value:
                     env[key] = value
@@ -98,16 +104,23 @@ class FunctionProcess:
     def _command(self) -> tuple[list[str], dict, Path]:
         raise NotImplementedError
 
-    def start(self) -> "FunctionProcess":
+    def start(self) -> FunctionProcess:
         cmd, env, cwd = self._command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # Straight to the file, not through a pipe we read: if the starter dies, a watchdog writing to a
         # broken pipe dies of SIGPIPE before it can pass SIGTERM on, and its python child lives on.
         with open(self.log_path, "ab") as log:
             offset = log.tell()
-            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         if self.echo_logs:
             threading.Thread(target=self._echo, args=(self.proc, offset), daemon=True).start()
         return self
@@ -129,11 +142,16 @@ class FunctionProcess:
     def _ready(self) -> bool:
         raise NotImplementedError
 
-    def wait_ready(self, deadline: float) -> "FunctionProcess":
+    def wait_ready(self, deadline: float) -> FunctionProcess:
+        proc = self.proc
+        if proc is None:
+            raise RuntimeError(f"function {self.name} was never started")
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"function {self.name} exited with {self.proc.returncode} under {self.kind}; "
-                                   f"see {self.log_path}:\n{self.logs()[-2000:]}")
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"function {self.name} exited with {proc.returncode} under {self.kind} at "
+                    f"start-up; the last lines of {self.log_path}:\n{self.last_lines()}"
+                )
             if self._ready():
                 return self
             time.sleep(0.05)
@@ -151,7 +169,7 @@ class FunctionProcess:
         except ProcessLookupError:
             pass
 
-    def restart(self) -> "FunctionProcess":
+    def restart(self) -> FunctionProcess:
         self.stop()
         return self.start().wait_ready(time.monotonic() + 30)
 
@@ -163,6 +181,10 @@ class FunctionProcess:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def last_lines(self, n: int = 20) -> str:
+        """The end of the log, indented: what a function that died at start-up said last (its reason)."""
+        return "\n".join("    " + line[:400] for line in self.logs().splitlines()[-n:])
 
     def log_records(self) -> list[dict]:
         """The function's JSON log lines (edgeguard/log.py), with the watchdog's prefix taken off."""
@@ -191,10 +213,14 @@ class LocalRuntimeProcess(FunctionProcess):
     def _command(self):
         self.port = free_port()
         env = dict(self.env, PYTHONUNBUFFERED="1")
-        return [sys.executable, str(RUNTIME_PY), "--context", str(self.context), "--port", str(self.port)], env, self.context
+        return (
+            [sys.executable, str(RUNTIME_PY), "--context", str(self.context), "--port", str(self.port)],
+            env,
+            self.context,
+        )
 
     def _ready(self) -> bool:
-        return _accepts(self.port)
+        return self.port is not None and _accepts(self.port)
 
 
 class WatchdogProcess(FunctionProcess):
@@ -221,15 +247,21 @@ class WatchdogProcess(FunctionProcess):
         tmp = self.context.parent / f".{self.context.name}-tmp"
         tmp.mkdir(exist_ok=True)
         env = dict(self.env)
-        env.update({"port": str(self.port), "upstream_url": f"http://127.0.0.1:{self.upstream_port}",
-                    "metrics_port": str(self.metrics_port), "TMPDIR": str(tmp),
-                    "PATH": os.pathsep.join([str(self.python_dir), env.get("PATH", os.defpath)])})
+        env.update(
+            {
+                "port": str(self.port),
+                "upstream_url": f"http://127.0.0.1:{self.upstream_port}",
+                "metrics_port": str(self.metrics_port),
+                "TMPDIR": str(tmp),
+                "PATH": os.pathsep.join([str(self.python_dir), env.get("PATH", os.defpath)]),
+            }
+        )
         return [str(self.watchdog)], env, self.context
 
     def _ready(self) -> bool:
         # The watchdog's /_/health says OK as soon as it listens, before waitress does (as in a pod):
         # ready means the function itself accepts connections, and the watchdog is healthy.
-        if not _accepts(self.upstream_port):
+        if self.upstream_port is None or not _accepts(self.upstream_port):
             return False
         try:
             with urllib.request.urlopen(f"{self.url}/_/health", timeout=1) as r:
@@ -267,21 +299,30 @@ class Runtime:
     def describe(self) -> str:
         c = self.components
         if self.watchdog:
-            return (f"real: of-watchdog {c.watchdog} (mode=http) in front of the template's index.py, "
-                    f"build contexts from {c.faas_cli} build --shrinkwrap, template {c.template}")
-        why = ("EDGEGUARD_RUNTIME=local" if c.runtime == "local"
-               else "missing " + "; ".join(c.missing_for_watchdog()))
+            return (
+                f"real: of-watchdog {c.watchdog} (mode=http) in front of the template's index.py, "
+                f"build contexts from {c.faas_cli} build --shrinkwrap, template {c.template}"
+            )
+        why = "EDGEGUARD_RUNTIME=local" if c.runtime == "local" else "missing " + "; ".join(c.missing_for_watchdog())
         layout = f"template {c.template}" if c.template else "no template folder: its function/ scaffold is left out"
         return f"stand-in: local/runtime.py over local/buildctx.py contexts ({layout}); {why}"
 
     def build_contexts(self, stack: stackfile.Stack, out_dir: Path, names=None) -> dict[str, Path]:
         names = list(stack.functions) if names is None else list(names)
         if self.watchdog:
-            built = shrinkwrap.build(stack, faas_cli=self.components.faas_cli, template=self.components.template,
-                                     root=Path(out_dir) / "faas-cli")
+            # use_watchdog is true only when all three parts were found
+            assert self.components.faas_cli is not None and self.components.template is not None
+            built = shrinkwrap.build(
+                stack,
+                faas_cli=self.components.faas_cli,
+                template=self.components.template,
+                root=Path(out_dir) / "faas-cli",
+            )
             return {n: built[n] for n in names}
-        return {n: buildctx.assemble(stack.functions[n], stack, Path(out_dir), template=self.components.template)
-                for n in names}
+        return {
+            n: buildctx.assemble(stack.functions[n], stack, Path(out_dir), template=self.components.template)
+            for n in names
+        }
 
     def base_env(self, fn: stackfile.Function) -> dict:
         """Host basics, then the image's ENV, then stack.yml's ``environment:`` (a pod's order)."""
@@ -290,9 +331,25 @@ class Runtime:
         env.update(fn.environment)
         return env
 
-    def process(self, name: str, context: Path, env: dict, log_path: Path, *, echo_logs: bool = False,
-                scratch: Path | None = None) -> FunctionProcess:
+    def process(
+        self,
+        name: str,
+        context: Path,
+        env: dict,
+        log_path: Path,
+        *,
+        echo_logs: bool = False,
+        scratch: Path | None = None,
+    ) -> FunctionProcess:
         if self.watchdog:
-            return WatchdogProcess(name, context, env, log_path, echo_logs=echo_logs, watchdog=self.components.watchdog,
-                                   python_dir=python_dir(scratch or Path(context).parent))
+            assert self.components.watchdog is not None
+            return WatchdogProcess(
+                name,
+                context,
+                env,
+                log_path,
+                echo_logs=echo_logs,
+                watchdog=self.components.watchdog,
+                python_dir=python_dir(scratch or Path(context).parent),
+            )
         return LocalRuntimeProcess(name, context, env, log_path, echo_logs=echo_logs)

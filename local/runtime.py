@@ -1,7 +1,7 @@
 """Serve an assembled build context under the python3-http template contract.
 
-Written from the contract in shared/reference/openfaas.md §1 (the template's
-index.py is not copied): Flask routes ``/`` and ``/<path:path>`` for GET, PUT,
+Written from the template's contract (openfaas/python-flask-template at the
+commit stack.yml pins; its index.py is not copied): Flask routes ``/`` and ``/<path:path>`` for GET, PUT,
 POST, PATCH and DELETE; ``handle(event, context)`` gets ``event.body`` (bytes),
 ``event.headers`` (werkzeug headers), ``event.method``, ``event.query`` (multi
 dict) and ``event.path``, and ``context.hostname``; the return value is mapped
@@ -19,6 +19,7 @@ that, as in the image, the working directory is the context and ``function`` is
 a top-level package. A guard makes ``import edgeguard`` fail here as it would in
 the image, where only ``function.edgeguard`` exists.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,10 @@ import sys
 class _NoTopLevelEdgeguard(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "edgeguard" or name.startswith("edgeguard."):
-            raise ImportError("'import edgeguard' does not work inside the function image; "
-                              "import it relatively: from .edgeguard import ...")
+            raise ImportError(
+                "'import edgeguard' does not work inside the function image; "
+                "import it relatively: from .edgeguard import ..."
+            )
         return None
 
 
@@ -77,6 +80,7 @@ def _as_behind_the_watchdog(wsgi_app):
         for key in _DROPPED_BY_WATCHDOG:
             environ.pop(key, None)
         return wsgi_app(environ, start_response)
+
     return app
 
 
@@ -84,7 +88,7 @@ def create_app(handler_module):
     from flask import Flask, request
 
     app = Flask("edgeguard-runtime")
-    app.wsgi_app = _as_behind_the_watchdog(app.wsgi_app)
+    app.wsgi_app = _as_behind_the_watchdog(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
     @app.route("/<path:path>", methods=["GET", "PUT", "POST", "PATCH", "DELETE"])

@@ -7,6 +7,7 @@ runs in a scratch root instead: the top-level folders those paths start with are
 symlinked in (faas-cli follows them), and the template folder is copied to
 ``template/<lang>`` (faas-cli does not accept a symlink there: "template ... not found").
 """
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,9 @@ def prepare_root(stack: stackfile.Stack, template: Path, root: Path) -> Path:
     return root
 
 
-def build(stack: stackfile.Stack, *, faas_cli: Path, template: Path, root: Path, env: dict | None = None,
-          timeout: float = 60) -> dict[str, Path]:
+def build(
+    stack: stackfile.Stack, *, faas_cli: Path, template: Path, root: Path, env: dict | None = None, timeout: float = 60
+) -> dict[str, Path]:
     """Run ``faas-cli build --shrinkwrap`` for every function; return ``{name: root/build/<name>}``."""
     prepare_root(stack, template, root)
     cmd = [str(faas_cli), "build", "--shrinkwrap", "-f", str(stack.path.resolve())]
@@ -59,6 +61,8 @@ def build(stack: stackfile.Stack, *, faas_cli: Path, template: Path, root: Path,
     missing = [n for n, p in out.items() if not (p / "function").is_dir()]
     if proc.returncode != 0 or missing:
         tail = (proc.stdout + proc.stderr)[-2000:]
-        raise ShrinkwrapError(f"{' '.join(cmd)} (in {root}) exited {proc.returncode}; "
-                              f"no build context for {missing or 'some functions'}:\n{tail}")
+        raise ShrinkwrapError(
+            f"{' '.join(cmd)} (in {root}) exited {proc.returncode}; "
+            f"no build context for {missing or 'some functions'}:\n{tail}"
+        )
     return out

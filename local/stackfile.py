@@ -5,10 +5,12 @@ are substituted (default when unset *or empty*), ``$$`` is a literal ``$``, a
 bare ``$VAR`` is left alone and ``${VAR-default}`` is a parse error (even in a
 comment). We reproduce exactly that subset.
 """
+
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,7 @@ class StackError(ValueError):
     pass
 
 
-def envsubst(text: str, env: dict | None = None) -> str:
+def envsubst(text: str, env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
 
     def repl(m: re.Match) -> str:
@@ -86,9 +88,15 @@ def load(path: Path = STACK_FILE, env: dict | None = None) -> Stack:
     functions = {}
     for name, spec in doc["functions"].items():
         functions[name] = Function(
-            name=name, handler=(base / spec["handler"]).resolve(), image=spec["image"], lang=spec["lang"],
+            name=name,
+            handler=(base / spec["handler"]).resolve(),
+            image=spec["image"],
+            lang=spec["lang"],
             environment={k: _scalar_text(v) for k, v in (spec.get("environment") or {}).items()},
-            secrets=list(spec.get("secrets") or []), labels=dict(spec.get("labels") or {}),
-            annotations=dict(spec.get("annotations") or {}), raw=spec)
+            secrets=list(spec.get("secrets") or []),
+            labels=dict(spec.get("labels") or {}),
+            annotations=dict(spec.get("annotations") or {}),
+            raw=spec,
+        )
     copy = list((doc.get("configuration") or {}).get("copy") or [])
     return Stack(path=Path(path), raw_text=raw_text, doc=doc, copy=copy, functions=functions)

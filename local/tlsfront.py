@@ -15,6 +15,7 @@ Traefik reads them:
 The access log has client, method, path without its query, status, size, SNI and whether an
 Authorization header came: never a header value or a query string (a query can hold a token).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,16 +29,26 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Union
 
 import requests
 import yaml
 
-_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-        "proxy-authorization", "proxy-authenticate", "content-length"}
+_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "content-length",
+}
 NOT_FOUND = b"404 page not found\n"  # Traefik's body for a request no router matches
 
 
@@ -58,6 +69,7 @@ class Route:
 @dataclass(frozen=True)
 class Site:
     """What one Ingress asks of the front: names and certificate for TLS, and its routes."""
+
     namespace: str
     server_names: tuple
     cert_pem: bytes
@@ -65,7 +77,7 @@ class Site:
     routes: tuple
 
     @classmethod
-    def from_objects(cls, ingress: dict, secrets: dict) -> "Site":
+    def from_objects(cls, ingress: dict, secrets: dict) -> Site:
         """From an Ingress and the Secrets (by name) of its namespace, as read from the API or a manifest."""
         meta, spec = ingress.get("metadata") or {}, ingress.get("spec") or {}
         tls = spec.get("tls") or []
@@ -82,11 +94,16 @@ class Site:
             for p in (rule.get("http") or {}).get("paths") or []:
                 svc = p["backend"]["service"]
                 routes.append(Route(p["path"], p.get("pathType", "Prefix"), svc["name"], int(svc["port"]["number"])))
-        return cls(meta.get("namespace", "default"), tuple(tls[0]["hosts"]),
-                   base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"]), tuple(routes))
+        return cls(
+            meta.get("namespace", "default"),
+            tuple(tls[0]["hosts"]),
+            base64.b64decode(data["tls.crt"]),
+            base64.b64decode(data["tls.key"]),
+            tuple(routes),
+        )
 
     @classmethod
-    def from_manifests(cls, *paths: Path) -> "Site":
+    def from_manifests(cls, *paths: Path) -> Site:
         docs = [d for p in paths for d in yaml.safe_load_all(Path(p).read_text()) if d]
         ingresses = [d for d in docs if d.get("kind") == "Ingress"]
         if len(ingresses) != 1:
@@ -95,12 +112,12 @@ class Site:
         return cls.from_objects(ingresses[0], secrets)
 
 
-SiteSource = Union[Site, Callable[[], "Site | None"]]
+SiteSource = Site | Callable[[], "Site | None"]
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    front: "TLSFront"
+    front: TLSFront
 
     def finish_request(self, request, client_address):
         # The TLS handshake runs here, in the connection's own thread: a client that never finishes it
@@ -112,14 +129,22 @@ class _Server(ThreadingHTTPServer):
             self.front._note_refused(client_address, exc)
             request.close()
             return
-        self.RequestHandlerClass(tls, client_address, self)
+        self.RequestHandlerClass(tls, client_address, self)  # type: ignore[arg-type]
 
 
 class TLSFront:
     """Terminates TLS for one Site and proxies its routes to `upstreams[(service, port)]`."""
 
-    def __init__(self, site: SiteSource, upstreams: dict, *, port: int = 0, host: str = "127.0.0.1",
-                 log_path: Path | None = None, echo: bool = False):
+    def __init__(
+        self,
+        site: SiteSource,
+        upstreams: dict,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        log_path: Path | None = None,
+        echo: bool = False,
+    ):
         self._site_source = site
         self.echo = echo
         self.upstreams = dict(upstreams)
@@ -141,7 +166,7 @@ class TLSFront:
     def url(self) -> str:
         return f"https://{self.host}:{self.port}"
 
-    def start(self) -> "TLSFront":
+    def start(self) -> TLSFront:
         server = _Server((self.host, self.port), _Handler)
         server.front = self
         self.port = server.server_address[1]
@@ -202,8 +227,10 @@ class TLSFront:
         sslsock.edgeguard_sni = server_name
         if site is None or server_name not in site.server_names:
             # Traefik would present its default certificate here, which the client cannot verify.
-            self.log(f"tls: SNI {server_name!r} is not among the Ingress's tls hosts "
-                     f"{list(site.server_names) if site else []} (Traefik would present its default certificate)")
+            self.log(
+                f"tls: SNI {server_name!r} is not among the Ingress's tls hosts "
+                f"{list(site.server_names) if site else []} (Traefik would present its default certificate)"
+            )
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         sslsock.context = self._site_context(site)
         return None
@@ -240,7 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _any(self):
-        front: TLSFront = self.server.front
+        front: TLSFront = self.server.front  # type: ignore[attr-defined]
         path = self.path.split("?", 1)[0]
         authorized = self.headers.get("Authorization") is not None
         front.count(authorized)
@@ -259,15 +286,17 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
         sni = getattr(self.connection, "edgeguard_sni", None)
-        front.log(f'{self.client_address[0]} "{self.command} {path} {self.request_version}" {status} {len(data)} '
-                  f'sni={sni} authorization={"present" if authorized else "none"}'
-                  + (f" -> {route.service}:{route.port}" if route else ""))
+        front.log(
+            f'{self.client_address[0]} "{self.command} {path} {self.request_version}" {status} {len(data)} '
+            f"sni={sni} authorization={'present' if authorized else 'none'}"
+            + (f" -> {route.service}:{route.port}" if route else "")
+        )
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _any
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
@@ -289,8 +318,15 @@ class _Handler(BaseHTTPRequestHandler):
         headers["X-Forwarded-Proto"] = "https"
         headers["X-Forwarded-Host"] = self.headers.get("Host", "")
         try:
-            r = requests.request(self.command, upstream.rstrip("/") + self.path, headers=headers, data=body,
-                                 timeout=65, allow_redirects=False, stream=False)
+            r = requests.request(
+                self.command,
+                upstream.rstrip("/") + self.path,
+                headers=headers,
+                data=body,
+                timeout=65,
+                allow_redirects=False,
+                stream=False,
+            )
         except requests.RequestException:
             return 502, [("Content-Type", "text/plain")], b"Bad Gateway\n"
         passed = [(k, v) for k, v in r.raw.headers.items() if k.lower() not in _HOP | {"date", "server"}]
@@ -298,8 +334,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Serve an Ingress and its TLS Secret (manifests) like Traefik, "
-                                            "in front of a local gateway.")
+    p = argparse.ArgumentParser(
+        description="Serve an Ingress and its TLS Secret (manifests) like Traefik, in front of a local gateway."
+    )
     p.add_argument("manifests", nargs="+", type=Path, help="the Ingress and Secret manifests bootstrap wrote")
     p.add_argument("--upstream", default="http://127.0.0.1:8080", help="URL of the local gateway")
     p.add_argument("--port", type=int, default=8443)
@@ -307,8 +344,10 @@ def main(argv=None) -> int:
     site = Site.from_manifests(*args.manifests)
     front = TLSFront(site, {(r.service, r.port): args.upstream for r in site.routes}, port=args.port, echo=True)
     front.start()
-    print(f"TLS front on {front.url} for {', '.join(site.server_names)}; routes: "
-          + ", ".join(f"{r.path} ({r.path_type}) -> {args.upstream}" for r in site.routes))
+    print(
+        f"TLS front on {front.url} for {', '.join(site.server_names)}; routes: "
+        + ", ".join(f"{r.path} ({r.path_type}) -> {args.upstream}" for r in site.routes)
+    )
     try:
         while True:
             time.sleep(3600)

@@ -17,6 +17,7 @@ A fuzz test names the route each generated request goes to, once per request it 
 The counts (real requests, shrinking and explicit ``@example`` runs included) are printed at the end of
 the session and, with EDGEGUARD_FUZZ_COUNTS=<file>, written there as JSON for bench/fuzz.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,6 +35,7 @@ def fuzz_route(function: str, route: str) -> None:
     _COUNTS[key] += 1
     try:
         from hypothesis import event
+
         event(key)
     except Exception:  # noqa: BLE001 - outside a hypothesis test there is no event to record
         pass
@@ -48,8 +50,13 @@ def register_profiles() -> None:
         from hypothesis import HealthCheck, settings
     except ImportError:  # an old venv: the fuzz tests then fail at import, naming hypothesis
         return
-    common = dict(derandomize=True, deadline=None, database=None, print_blob=True,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    common = dict(
+        derandomize=True,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
     settings.register_profile("default", max_examples=300, **common)
     settings.register_profile("bench", max_examples=2000, **common)
     settings.load_profile(os.environ.get(PROFILE_ENV, "default"))
@@ -67,5 +74,6 @@ def pytest_sessionfinish(session):
 
 def pytest_terminal_summary(terminalreporter):
     if _COUNTS:
-        terminalreporter.write_line("fuzz requests per route: " + ", ".join(
-            f"{k} {v}" for k, v in sorted(_COUNTS.items())))
+        terminalreporter.write_line(
+            "fuzz requests per route: " + ", ".join(f"{k} {v}" for k, v in sorted(_COUNTS.items()))
+        )

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import audit_tls, facts, falco, k3s_audit, openfaas, revert, scrubber_rbac
+from . import audit_tls, edgechecks, facts, falco, k3s_audit, offline, openfaas, revert, scrubber_rbac
 from .engine import BootstrapError, Ctx, Refused, print_table
 
 DEFAULT_GATEWAY = "http://127.0.0.1:31112"  # gateway-external NodePort, reachable from the server host
@@ -14,7 +14,7 @@ LOCK_FILE = "/var/lib/edgeguard/.bootstrap.lock"
 REPO = Path(__file__).resolve().parent.parent.parent
 
 ORDER_NOTE = ("order: preflight, openfaas (secrets first: Falco's URL and the webhook kubeconfig carry tokens it "
-              "creates), k3s-audit, falco")
+              "creates), k3s-audit, falco, offline (last: it pins the images the others deployed)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,13 +75,19 @@ def parser() -> argparse.ArgumentParser:
     of_opts.add_argument("--token-timeout", type=float, default=60.0,
                          help="seconds to wait for the ServiceAccount token controller")
 
+    offline_opts = argparse.ArgumentParser(add_help=False)
+    offline_opts.add_argument("--offline-timeout", type=float, default=600.0,
+                              help="seconds to wait for k3s to pull and pin the bundle's images")
+
     p = argparse.ArgumentParser(prog="edgeguard-bootstrap", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("preflight", parents=[common], help="check the node; non-zero exit on any fail")
     sub.add_parser("falco", parents=[common, falco_opts], help="install Falco posting to alert-forwarder")
     sub.add_parser("k3s-audit", parents=[common, audit_opts], help="audit policy + webhook to audit-ingest")
     sub.add_parser("openfaas", parents=[common, of_opts], help="function secrets, RBAC credentials, cron-connector")
-    sub.add_parser("all", parents=[common, falco_opts, audit_opts, of_opts], help=ORDER_NOTE)
+    sub.add_parser("offline", parents=[common, offline_opts],
+                   help="make the bundle's images start with the uplink down (embedded registry mirror, pinned images)")
+    sub.add_parser("all", parents=[common, falco_opts, audit_opts, of_opts, offline_opts], help=ORDER_NOTE)
     sub.add_parser("revert", parents=[common], help="undo what bootstrap wrote")
     return p
 
@@ -159,6 +165,7 @@ def dispatch(ctx: Ctx, args) -> int:
     if cmd == "preflight":
         ctx.section("preflight")
         checks = facts.preflight_checks(ctx, args.gateway, args.driver, args.repo)
+        checks += edgechecks.checks(ctx, args.repo, checks)
         print_table(ctx, checks)
         return 1 if any(c.status == "fail" for c in checks) else 0
     if cmd == "revert":
@@ -186,6 +193,8 @@ def dispatch(ctx: Ctx, args) -> int:
     if cmd in ("falco", "all"):
         falco.run(ctx, mode=args.falco_mode, gateway=args.gateway, falco_gateway=args.falco_gateway,
                   driver=args.driver, deb=args.deb, headers_package=args.headers_package)
+    if cmd in ("offline", "all"):
+        offline.run(ctx, repo=args.repo, timeout=args.offline_timeout)
     return 0
 
 

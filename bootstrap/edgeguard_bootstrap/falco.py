@@ -24,12 +24,48 @@ APT_LINE = f"deb [signed-by={KEYRING}] https://download.falco.org/packages/deb s
 DROPIN = "/etc/falco/config.d/60-edgeguard.yaml"
 UNITS = {"modern_ebpf": "falco-modern-bpf.service", "kmod": "falco-kmod.service"}
 
-# On a busy Pi 4 the ring buffer overflows now and then. Falco's default turns
-# each overflow into an internal alert every 30 s, which would reach
-# alert-forwarder as noise; one every 100 s is enough to notice. Only scalars
-# are set: host drop-ins merge lists by appending, so `actions` cannot be
-# replaced from config.d.
-SYSCALL_EVENT_DROPS = {"threshold": 0.1, "rate": 0.01, "max_burst": 1}
+# Falco 0.38+ merges each config.d file into falco.yaml one top-level key at a time
+# (userspace/engine/yaml_helper.h, include_config_file, strategy "append"): a sequence is
+# appended, anything else (a scalar or a whole map) replaces the key. So a drop-in that sets
+# one field of a map drops the map's other fields, and a missing `actions` means an empty
+# list, which Falco treats as "ignore". Every map below is restated whole, from Falco
+# 0.44.1's defaults as the falcosecurity/falco 9.1.0 chart documents them (checked against
+# tests/data/k3s/falco-chart-values.yaml).
+#
+# On a busy Pi 4 the ring buffer overflows now and then. Falco's default (rate 0.03333: a
+# notice every 30 s) turns each overflow into an internal alert that would reach
+# alert-forwarder as noise; one every 100 s is enough to notice.
+SYSCALL_EVENT_DROPS = {"threshold": 0.1, "actions": ["log", "alert"], "rate": 0.01, "max_burst": 1,
+                       "simulate_drops": False}
+HTTP_OUTPUT_DEFAULTS = {
+    "enabled": False, "url": "", "user_agent": "falcosecurity/falco", "insecure": False, "ca_cert": "",
+    "ca_bundle": "", "ca_path": "/etc/falco/certs/", "mtls": False,
+    "client_cert": "/etc/falco/certs/client/client.crt", "client_key": "/etc/falco/certs/client/client.key",
+    "echo": False, "compress_uploads": False, "keep_alive": False, "max_consecutive_timeouts": 5,
+}
+
+# Offline start: rules (/etc/falco/falco_rules.yaml) and the container plugin
+# (/usr/share/falco/plugins/libcontainer.so) ship in the Falco image and package, so falcoctl
+# neither installs nor follows anything (it would download from falcosecurity.github.io and
+# ghcr.io at every start). With falcoctl off the image's own /etc/falco/config.d becomes
+# visible, and its falco.container_plugin.yaml loads the container plugin a second time next to
+# the chart's falco.yaml: Falco 0.44.1 then exits with "found another plugin with name container"
+# (falcosecurity/charts#1057; fixed in chart 9.2.0 by always mounting an emptyDir there,
+# falcosecurity/falco#3984). The chart already mounts one for kmod (its driver loader's); for
+# modern_ebpf these values add it.
+FALCOCTL_OFF = {"artifact": {"install": {"enabled": False}, "follow": {"enabled": False}}}
+EMPTY_CONFIG_D = {
+    "volumes": [{"name": "edgeguard-empty-config-d", "emptyDir": {}}],
+    "volumeMounts": [{"name": "edgeguard-empty-config-d", "mountPath": "/etc/falco/config.d"}],
+}
+FALCOCTL_UNIT = "falcoctl-artifact-follow.service"
+
+# The chart requests 512Mi, which with OpenFaaS CE's defaults does not schedule on a 2 GB Pi
+# (docs/bootstrap.md, "Memory on a 2 GB Pi"). 256Mi is not a measured figure; the limit stays at
+# the chart's 1Gi so a rules reload is not OOM-killed, and system-node-critical keeps the node's
+# detector the last pod the kubelet evicts under memory pressure.
+RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1000m", "memory": "1024Mi"}}
+PRIORITY_CLASS = "system-node-critical"
 
 
 def alert_url(gateway: str, token: str) -> str:
@@ -46,14 +82,17 @@ def falco_settings(url: str) -> dict:
         "json_output": True,
         "json_include_output_property": True,
         "json_include_tags_property": True,
-        "http_output": {"enabled": True, "url": url, "user_agent": "falcosecurity/falco"},
+        "http_output": dict(HTTP_OUTPUT_DEFAULTS, enabled=True, url=url),
         "syscall_event_drops": dict(SYSCALL_EVENT_DROPS),
     }
 
 
 def helm_values(driver: str, url: str) -> dict:
-    return {
+    values = {
         "driver": {"kind": driver},
+        "resources": RESOURCES,
+        "podPriorityClassName": PRIORITY_CLASS,
+        "falcoctl": FALCOCTL_OFF,
         # Restate the chart's control-plane tolerations (setting the list
         # replaces it) and add k3s's optional CriticalAddonsOnly server taint,
         # so the single-node server of an edge site is watched too.
@@ -64,11 +103,15 @@ def helm_values(driver: str, url: str) -> dict:
         ],
         "falco": falco_settings(url),
     }
+    if driver == "modern_ebpf":
+        values["mounts"] = EMPTY_CONFIG_D
+    return values
 
 
 def dropin(url: str) -> str:
-    return yamlout.dump(falco_settings(url), "Written by edgeguard-bootstrap falco --mode host (merged into "
-                                             "falco.yaml via config_files)")
+    return yamlout.dump(falco_settings(url), "Written by edgeguard-bootstrap falco --mode host. Falco merges it into\n"
+                                             "falco.yaml key by key: each map here replaces falco.yaml's, so\n"
+                                             "every map is written whole.")
 
 
 def checks(ctx: Ctx, mode: str, driver: str | None) -> list[Check]:
@@ -165,8 +208,10 @@ def run_host(ctx: Ctx, driver: str, url: str, deb: str | None, headers_package: 
     if is_installed:
         ctx.unchanged("falco package installed")
     else:
+        # FALCOCTL_ENABLED=no: the package's rules and plugins are used as shipped; nothing is
+        # fetched from the internet at start (falco-website setup/packages.md).
         env = {"DEBIAN_FRONTEND": "noninteractive", "FALCO_FRONTEND": "noninteractive",
-               "FALCO_DRIVER_CHOICE": driver}
+               "FALCO_DRIVER_CHOICE": driver, "FALCOCTL_ENABLED": "no"}
         if deb:
             ctx.run(["apt-get", "install", "-y", deb if "/" in deb else "./" + deb], env=env,
                     why="install the given Falco package")
@@ -177,6 +222,9 @@ def run_host(ctx: Ctx, driver: str, url: str, deb: str | None, headers_package: 
         ctx.record({"kind": "apt", "package": "falco"})
     dropin_changed = ctx.write_file(DROPIN, dropin(url), mode=0o600,
                                     why="json_output, http_output to alert-forwarder, syscall_event_drops")
+    if ctx.query(["systemctl", "is-enabled", FALCOCTL_UNIT]).stdout.strip() == "enabled":
+        ctx.run(["systemctl", "disable", "--now", FALCOCTL_UNIT],
+                why="falcoctl would fetch rules from the internet; the package's rules are used offline")
     unit = UNITS[driver]
     other = UNITS["kmod" if driver == "modern_ebpf" else "modern_ebpf"]
     if ctx.query(["systemctl", "is-enabled", other]).stdout.strip() == "enabled":

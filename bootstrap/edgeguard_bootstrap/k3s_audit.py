@@ -12,7 +12,7 @@ import secrets as pysecrets
 import time
 from pathlib import Path
 
-from . import audit_tls, facts, kubeapply, secretstore, yamlout
+from . import audit_policy, audit_tls, facts, kubeapply, secretstore, yamlout
 from .audit_tls import Front
 from .engine import BootstrapError, Check, Ctx
 
@@ -130,8 +130,9 @@ def run(ctx: Ctx, *, gateway: str, audit_url: str | None = None, audit_ca: str |
     trust = (f"CA {audit_tls.CA_CERT}" if front.managed else f"CA from {audit_ca}") + (
         f", TLS server name {front.server_name}" if front.server_name else "")
     changed = False
-    changed |= ctx.write_file(POLICY, TEMPLATE.read_bytes(), mode=0o600,
-                              why="Falco's recommended audit policy (falcosecurity/plugins k8saudit)")
+    changed |= ctx.write_file(POLICY, audit_policy.edge_policy(), mode=0o600,
+                              why="Falco's recommended audit policy (falcosecurity/plugins k8saudit) after "
+                                  "edgeguard's level: None rules for k3s's own noise")
     changed |= ctx.write_file(WEBHOOK, webhook_kubeconfig(front.url, token, front.ca_pem, front.server_name,
                                                           ca_planned=front.ca_pem is None),
                               mode=0o600, why=f"webhook kubeconfig: {front.url} ({trust}) with audit-ingest's "

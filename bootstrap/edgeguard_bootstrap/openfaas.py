@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from . import facts, scrubber_rbac, secretstore, tools, yamlout
+from . import admission, facts, openfaas_ce, scrubber_rbac, secretstore, tools, yamlout
 from .kubeapply import apply_manifest
 from .engine import BootstrapError, Check, Ctx
 
@@ -186,6 +186,7 @@ def run(ctx: Ctx, *, gateway: str, repo: Path, deploy: bool = False, cron_connec
 
     for rel in RBAC_FILES:
         apply_manifest(ctx, str(repo / rel), f"RBAC for {Path(rel).stem}")
+    admission.run(ctx, repo)
     scrubber_rbac.run(ctx, repo, scrubber_namespaces, scrubber_immutable_namespaces)
     skip = tuple(sa for sa in SERVICE_ACCOUNTS if (repo / f"deploy/rbac/{sa}.yaml").is_file()
                  and defined_in((repo / f"deploy/rbac/{sa}.yaml").read_text("utf-8", "replace"), sa))
@@ -210,6 +211,7 @@ def run(ctx: Ctx, *, gateway: str, repo: Path, deploy: bool = False, cron_connec
         kubeconfig = function_kubeconfig(sa, token, ca, api_server).encode()
         ensure_secret(ctx, secret_name, remote, gateway, desired=kubeconfig)
 
+    openfaas_ce.run(ctx)
     cron(ctx, install=cron_connector)
     if deploy:
         ctx.run(["faas-cli", "up", "-f", str(repo / "stack.yml")], env={"OPENFAAS_URL": gateway}, cwd=str(repo),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import k3s_audit, secretstore
+from . import k3s_audit, offline, secretstore
 from .engine import STATE_FILE, Ctx, sha256
 
 
@@ -38,7 +38,8 @@ def run(ctx: Ctx, *, gateway: str) -> None:
             ctx.restore_file(path, entry["backup"])
         else:
             ctx.remove_file(path, "written by bootstrap")
-        audit_touched |= path in (k3s_audit.DROPIN, k3s_audit.POLICY, k3s_audit.WEBHOOK)
+        audit_touched |= path in (k3s_audit.DROPIN, k3s_audit.POLICY, k3s_audit.WEBHOOK, offline.REGISTRIES,
+                                  offline.DROPIN)
         if not ctx.dry_run:
             ctx.state["files"].pop(path, None)
             ctx.save_state()
@@ -65,6 +66,12 @@ def undo(ctx: Ctx, action: dict, gateway: str) -> None:
             ctx.unchanged(f"helm release {action['release']} not installed")
             return
         ctx.run(["helm", "uninstall", action["release"], "-n", action["namespace"]])
+    elif kind == "helm-rollback":
+        # Values overlaid on a release bootstrap did not install: back to the revision before them.
+        if action.get("revision"):
+            ctx.run(["helm", "rollback", action["release"], action["revision"], "-n", action["namespace"], "--wait"])
+        else:
+            ctx.say(f"  !! no earlier revision recorded for helm release {action['release']}; left as it is")
     elif kind == "systemd":
         ctx.run(["systemctl", "disable", "--now", action["unit"]])
     elif kind == "apt":

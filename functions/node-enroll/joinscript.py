@@ -12,9 +12,11 @@ import shlex
 from dataclasses import dataclass, field
 
 FALCO_MODES = ("helm", "host", "none")
-# bootstrap/edgeguard-bootstrap must be on the node (baked into the image with the enrollment
-# key and /var/lib/edgeguard/secrets/alert-forwarder-token, which its Falco step reads).
-DEFAULT_FALCO_HOST_COMMAND = "edgeguard-bootstrap falco --mode host --gateway {gateway_url} --yes"
+# bootstrap/edgeguard-bootstrap must be on the node (baked into the image with the enrollment key).
+# Its Falco step sends alerts as this node (Basic auth user = --node-name) with the per-node token
+# the script pipes to its stdin (alerttokens.py), never with the fleet's alert-forwarder token.
+DEFAULT_FALCO_HOST_COMMAND = ("edgeguard-bootstrap falco --mode host --gateway {gateway_url} --node-name {node_name} "
+                              "--alert-token-stdin --yes")
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,13 @@ def falco_host_argv(template: str, *, gateway_url: str, node_name: str) -> list:
         raise ValueError("falco_host_command is empty")
     try:
         return [w.format(gateway_url=gateway_url, node_name=node_name) for w in words]
-    except (KeyError, IndexError) as exc:
+    except (KeyError, IndexError, ValueError) as exc:
         raise ValueError(f"falco_host_command uses an unknown placeholder {exc}; "
                          "only {gateway_url} and {node_name} exist") from None
 
 
 def render(*, node_name: str, arch: str, server_url: str, token: str, labels: dict, taints,
-           expires_at: str, settings: ScriptSettings) -> str:
+           expires_at: str, settings: ScriptSettings, alert_token: str | None = None) -> str:
     exec_line = agent_exec(node_name, labels, taints, settings.extra_agent_args)
     install_env = [f"K3S_URL={q(server_url)}", 'K3S_TOKEN="$K3S_TOKEN"', 'INSTALL_K3S_EXEC="$INSTALL_K3S_EXEC"']
     if settings.k3s_version:
@@ -96,12 +98,12 @@ def render(*, node_name: str, arch: str, server_url: str, token: str, labels: di
         'echo "edgeguard: k3s agent is running"',
         "",
     ]
-    lines += _falco_lines(settings, node_name=node_name, taints=list(taints))
+    lines += _falco_lines(settings, node_name=node_name, taints=list(taints), alert_token=alert_token)
     lines += ['echo "edgeguard: $NODE_NAME enrolled"', ""]
     return "\n".join(lines)
 
 
-def _falco_lines(settings: ScriptSettings, *, node_name: str, taints: list) -> list:
+def _falco_lines(settings: ScriptSettings, *, node_name: str, taints: list, alert_token: str | None) -> list:
     mode = settings.falco_mode
     if mode == "none":
         return ['echo "edgeguard: Falco setup skipped (falco_mode=none)"']
@@ -112,6 +114,13 @@ def _falco_lines(settings: ScriptSettings, *, node_name: str, taints: list) -> l
         return lines
     if not settings.public_gateway_url:
         raise ValueError("falco_mode=host needs public_gateway_url (the gateway as nodes reach it)")
+    if not alert_token:
+        raise ValueError("falco_mode=host needs the node's alert token")
     argv = falco_host_argv(settings.falco_host_command, gateway_url=settings.public_gateway_url, node_name=node_name)
-    return ['echo "edgeguard: setting up Falco on the host (bootstrap falco --mode host)"',
-            " ".join(q(a) for a in argv)]
+    return [
+        # This node's own alert token goes to the Falco step on its stdin, through the shell's printf: it is on no
+        # command line (ps, /proc/<pid>/cmdline) and in no file this script writes.
+        f"ALERT_TOKEN={q(alert_token)}",
+        'echo "edgeguard: setting up Falco on the host (bootstrap falco --mode host)"',
+        "printf '%s\\n' \"$ALERT_TOKEN\" | " + " ".join(q(a) for a in argv),
+    ]

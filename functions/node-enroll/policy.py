@@ -6,7 +6,6 @@ operator can act on; nothing here touches the cluster.
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from dataclasses import dataclass, field
 
@@ -16,9 +15,9 @@ import yaml
 ENROLLED_LABEL = ("edgeguard.io/enrolled-by", "node-enroll")
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS_SUBDOMAIN_RE = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
-_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_MACHINE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$")
+_DNS_SUBDOMAIN_RE = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+_LABEL_NAME_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_MACHINE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,127}")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 # uname -m / dpkg / GOARCH spellings -> GOARCH, which is what the kubelet reports.
@@ -74,7 +73,7 @@ class Decision:
 # ---------------------------------------------------------------- labels, taints
 
 def valid_node_name(name: str) -> bool:
-    return isinstance(name, str) and 0 < len(name) <= 253 and bool(_DNS_SUBDOMAIN_RE.match(name))
+    return isinstance(name, str) and 0 < len(name) <= 253 and bool(_DNS_SUBDOMAIN_RE.fullmatch(name))
 
 
 def _is_kubernetes_namespace(prefix: str) -> bool:
@@ -87,9 +86,9 @@ def label_key_problem(key: str) -> str | None:
     if not isinstance(key, str) or not key:
         return "label keys must be non-empty strings"
     prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.fullmatch(prefix)):
         return f"label key {key!r} has an invalid prefix (must be a lowercase DNS subdomain)"
-    if not name or len(name) > 63 or not _LABEL_NAME_RE.match(name):
+    if not name or len(name) > 63 or not _LABEL_NAME_RE.fullmatch(name):
         return f"label key {key!r} has an invalid name (1-63 characters [A-Za-z0-9-_.], alphanumeric at both ends)"
     return None
 
@@ -97,7 +96,7 @@ def label_key_problem(key: str) -> str | None:
 def label_value_problem(key: str, value) -> str | None:
     if not isinstance(value, str):
         return f"label {key!r} must have a string value"
-    if value and (len(value) > 63 or not _LABEL_NAME_RE.match(value)):
+    if value and (len(value) > 63 or not _LABEL_NAME_RE.fullmatch(value)):
         return f"label {key!r} has an invalid value (at most 63 characters [A-Za-z0-9-_.], alphanumeric at both ends)"
     return None
 
@@ -148,7 +147,7 @@ def parse_prefixes(raw: str | None) -> tuple:
     prefixes = tuple(p.strip() for p in (raw or "").split(",") if p.strip())
     for p in prefixes:
         domain = p.rstrip("/")
-        if not p.endswith("/") or not _DNS_SUBDOMAIN_RE.match(domain):
+        if not p.endswith("/") or not _DNS_SUBDOMAIN_RE.fullmatch(domain):
             raise ValueError(f"allowed label prefix {p!r} must be a lowercase DNS subdomain ending in '/'")
         if _is_kubernetes_namespace(domain):
             raise ValueError(f"allowed label prefix {p!r} is in a namespace the kubelet refuses")
@@ -216,7 +215,7 @@ def parse_request(doc) -> EnrollRequest:
     if norm_arch is None:
         raise PolicyError(400, f"unsupported arch {arch[:32]!r}", supported=sorted(set(ARCHES)))
     machine_id = machine_id.strip()
-    if not _MACHINE_ID_RE.match(machine_id):
+    if not _MACHINE_ID_RE.fullmatch(machine_id):
         raise PolicyError(400, "machine_id must be 8-128 characters of [A-Za-z0-9._:-] (e.g. /etc/machine-id)")
     labels = doc.get("labels") or {}
     if not isinstance(labels, dict):
@@ -247,7 +246,3 @@ def decide(req: EnrollRequest, *, allowlist: tuple, allowed_prefixes: tuple) -> 
             raise PolicyError(403, f"node {req.hostname!r} is not in the enrollment allowlist")
     labels[ENROLLED_LABEL[0]] = ENROLLED_LABEL[1]
     return Decision(labels, taints, matched)
-
-
-def dumps_compact(obj) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True)

@@ -1,19 +1,20 @@
-"""Rate limits for POST /enroll, and the (advisory) source address they are keyed on.
+"""Rate limits for POST /enroll, keyed on what node-enroll can really know about a caller.
 
-The source address comes from X-Forwarded-For, which only proxies we run can
-vouch for. The OpenFaaS gateway sets the header only when the request lacks
-one, so without an ingress in front a client can put anything there: the
-address is advisory. Hence nothing is charged to it before the signature has
-verified (else anyone could drain a real node's bucket by writing its address),
-and it is taken ``forwarded_for_hops`` entries from the right (0 = the entry the
-outermost proxy we run added). Three buckets:
+Not its address. The real of-watchdog drops X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto and
+Forwarded before the handler sees a request (tests/foundation/test_watchdog_behaviour.py), and waitress
+would drop X-Forwarded-For too: a limit "per source address" was one shared bucket in every deployment.
+What is known after the signature has verified is the node the signed body names. Three buckets:
 
-* unsigned: every request whose signature fails shares one bucket, whatever
-  address it claims; when empty such requests get 429 instead of 401;
-* per source: correctly signed requests, per address;
-* global: correctly signed requests together, so a key holder spoofing
-  addresses cannot mint tokens at will, while unsigned floods cannot use up
-  the budget real nodes need.
+* unsigned: every request whose signature fails shares one bucket; when empty such requests get 429
+  instead of 401. Nothing they claim is trusted, so nothing else is charged for them;
+* per node: verified requests, per the (normalised) hostname they enroll, so one node in a retry loop
+  cannot use up the budget of the others;
+* global: verified requests together, so a holder of the fleet key naming ever new nodes cannot mint
+  tokens faster than this, and unsigned floods cannot use up what real nodes need.
+
+``source_address`` is X-Real-Ip, the one client-address header the watchdog passes on (Traefik writes it
+in front of the gateway; a client reaching the gateway directly writes whatever it likes). It is logged
+and recorded as what that header said, and no decision depends on it.
 """
 from __future__ import annotations
 
@@ -23,31 +24,17 @@ import time
 
 from .edgeguard.ratelimit import KeyedRateLimiter, TokenBucket
 
-UNKNOWN = "unknown"
+SOURCE_HEADER = "X-Real-Ip"
 
 
-def client_address(forwarded_for: str | None, hops: int = 0) -> str:
-    """The caller's address as our proxies recorded it, normalised; ``unknown`` if absent or unparsable."""
-    if not forwarded_for:
-        return UNKNOWN
-    entries = [e.strip() for e in forwarded_for.split(",") if e.strip()]
-    if not entries:
-        return UNKNOWN
-    index = len(entries) - 1 - hops
-    raw = entries[max(index, 0)]
-    return _normalise(raw)
-
-
-def _normalise(raw: str) -> str:
-    candidate = raw
-    if candidate.startswith("["):  # [v6]:port
-        candidate = candidate[1:].split("]", 1)[0]
-    elif candidate.count(":") == 1:  # v4:port (the gateway writes RemoteAddr with its port)
-        candidate = candidate.split(":", 1)[0]
+def source_address(x_real_ip: str | None) -> str | None:
+    """The address X-Real-Ip names, normalised; None when absent or not an address."""
+    if not x_real_ip:
+        return None
     try:
-        return str(ipaddress.ip_address(candidate))
+        return str(ipaddress.ip_address(x_real_ip.strip()))
     except ValueError:
-        return UNKNOWN
+        return None
 
 
 class EnrollLimits:
@@ -55,15 +42,15 @@ class EnrollLimits:
 
     def __init__(self, *, per_minute: float, global_per_minute: float, unsigned_per_minute: float,
                  max_keys: int = 4096, clock=time.monotonic):
-        # At most max_keys sources are remembered; forgetting one only gives it a full
+        # At most max_keys nodes are remembered; forgetting one only gives it a full
         # bucket again, and the global bucket still holds.
-        self._per_source = KeyedRateLimiter(per_key_rate=per_minute / 60.0, per_key_burst=per_minute,
-                                            max_keys=max_keys, clock=clock)
+        self._per_node = KeyedRateLimiter(per_key_rate=per_minute / 60.0, per_key_burst=per_minute,
+                                          max_keys=max_keys, clock=clock)
         self._global = TokenBucket(global_per_minute / 60.0, global_per_minute, clock)
         self._unsigned = TokenBucket(unsigned_per_minute / 60.0, unsigned_per_minute, clock)
 
-    def source(self, key: str) -> int:
-        return _seconds(self._per_source.take(key))
+    def node(self, hostname: str) -> int:
+        return _seconds(self._per_node.take(hostname))
 
     def overall(self) -> int:
         return _seconds(self._global.take())

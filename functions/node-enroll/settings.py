@@ -1,8 +1,11 @@
 """node-enroll configuration: environment (stack.yml) and OpenFaaS secrets.
 
-Read per request (cheap) so a redeploy with new env needs no code path of its
-own; a bad value raises ConfigError, which the handler turns into a 503 that
-names the setting.
+The environment is read once, at start-up (edgeguard.config.Startup in the handler), in two parts:
+``load_protection`` (what checking a signature needs: the body limit, the replay window, the rate
+limits) and ``load`` (everything else). A bad value in either makes every request answer 503, but
+an unauthenticated caller only ever learns that the function is misconfigured, never which setting
+(see the handler). Secrets (the key, the admin token, the kubeconfig) and the CA they may carry are
+read per request, so a rotated secret takes effect without a restart.
 """
 from __future__ import annotations
 
@@ -20,6 +23,18 @@ KUBECONFIG_SECRET = "node-enroll-kubeconfig"
 INCLUSTER_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
 @dataclass(frozen=True)
+class Protection:
+    """What POST /enroll needs before the signature is checked."""
+    max_body_bytes: int
+    max_clock_skew: int
+    max_clock_ahead: int
+    nonce_cache_size: int
+    rate_limit_per_minute: int
+    rate_limit_global_per_minute: int
+    rate_limit_unsigned_per_minute: int
+
+
+@dataclass(frozen=True)
 class Settings:
     ttl: int
     max_body_bytes: int
@@ -27,9 +42,23 @@ class Settings:
     allowed_prefixes: tuple
     allowlist: tuple
     bootstrap_groups: str
-    forwarded_for_hops: int
     falco_pod_selector: str
     script: joinscript.ScriptSettings
+    server_url: str
+    ca_hash: str | None  # k3s_ca_hash when set; otherwise ca_hash() finds it per request
+    ca_file: str | None  # k3s_ca_file
+
+
+def load_protection() -> Protection:
+    return Protection(
+        max_body_bytes=max_body_bytes(),
+        max_clock_skew=config.env_int("max_clock_skew", 300, minimum=1),
+        max_clock_ahead=config.env_int("max_clock_ahead", 30, minimum=0),
+        nonce_cache_size=config.env_int("nonce_cache_size", 10000, minimum=10),
+        rate_limit_per_minute=config.env_int("rate_limit_per_minute", 10, minimum=1),
+        rate_limit_global_per_minute=config.env_int("rate_limit_global_per_minute", 60, minimum=1),
+        rate_limit_unsigned_per_minute=config.env_int("rate_limit_unsigned_per_minute", 60, minimum=1),
+    )
 
 
 def load() -> Settings:
@@ -42,7 +71,7 @@ def load() -> Settings:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     groups = config.env_str("bootstrap_groups", tokens.DEFAULT_GROUP)
-    if not all(tokens.GROUP_RE.match(g) for g in groups.split(",")):
+    if not all(tokens.GROUP_RE.fullmatch(g) for g in groups.split(",")):
         raise ConfigError("bootstrap_groups must be comma-separated groups starting with system:bootstrappers:")
     falco_mode = config.env_str("falco_mode", "helm")
     if falco_mode not in joinscript.FALCO_MODES:
@@ -64,18 +93,16 @@ def load() -> Settings:
         allowed_prefixes=prefixes,
         allowlist=allowlist,
         bootstrap_groups=groups,
-        forwarded_for_hops=forwarded_for_hops(),
         falco_pod_selector=config.env_str("falco_pod_selector", "app.kubernetes.io/name=falco"),
         script=script,
+        server_url=server_url(),
+        ca_hash=_configured_ca_hash(),
+        ca_file=config.env_str("k3s_ca_file"),
     )
 
 
 def max_body_bytes() -> int:
     return config.env_int("max_body_bytes", 65536, minimum=1024)
-
-
-def forwarded_for_hops() -> int:
-    return config.env_int("forwarded_for_hops", 0, minimum=0)
 
 
 def _check_script(script: joinscript.ScriptSettings) -> None:
@@ -115,16 +142,23 @@ def server_url() -> str:
     return _https(url.rstrip("/"), "k3s_server_url")
 
 
-def ca_hash() -> tuple[str, str]:
-    """(hash, where it came from). Sources, first match wins: k3s_ca_hash, k3s_ca_file,
-    the kubeconfig secret's cluster CA, the in-cluster service-account ca.crt."""
+def _configured_ca_hash() -> str | None:
     configured = config.env_str("k3s_ca_hash")
-    if configured:
-        configured = configured.strip().lower()
-        if not tokens.CA_HASH_RE.match(configured):
-            raise ConfigError("k3s_ca_hash must be 64 hex characters (sha256 of the server CA)")
-        return configured, "k3s_ca_hash"
-    path = config.env_str("k3s_ca_file")
+    if not configured:
+        return None
+    configured = configured.strip().lower()
+    if not tokens.CA_HASH_RE.fullmatch(configured):
+        raise ConfigError("k3s_ca_hash must be 64 hex characters (sha256 of the server CA)")
+    return configured
+
+
+def ca_hash(cfg: Settings) -> tuple[str, str]:
+    """(hash, where it came from). Sources, first match wins: k3s_ca_hash, k3s_ca_file,
+    the kubeconfig secret's cluster CA, the in-cluster service-account ca.crt. The file and the
+    secret are read per request: either may be replaced without a restart."""
+    if cfg.ca_hash:
+        return cfg.ca_hash, "k3s_ca_hash"
+    path = cfg.ca_file
     if path:
         try:
             with open(path, "rb") as fh:

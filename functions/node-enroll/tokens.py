@@ -43,11 +43,15 @@ ANN_LABELS = ANN + "labels"
 ANN_TAINTS = ANN + "taints"
 ANN_CREATED = ANN + "created-at"
 ANN_SOURCE = ANN + "source-address"
+ANN_SOURCE_FROM = ANN + "source-address-from"
+# Where source-address came from: no decision depends on it (see ratelimit.py).
+SOURCE_FROM = "X-Real-Ip header, unverified"
 
-TOKEN_ID_RE = re.compile(r"^[a-z0-9]{6}$")
-TOKEN_SECRET_RE = re.compile(r"^[a-z0-9]{16}$")
-CA_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
-GROUP_RE = re.compile(r"^system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]$")
+TOKEN_ID_RE = re.compile(r"[a-z0-9]{6}")
+TOKEN_SECRET_NAME_RE = re.compile(r"bootstrap-token-[a-z0-9]{6}")
+TOKEN_SECRET_RE = re.compile(r"[a-z0-9]{16}")
+CA_HASH_RE = re.compile(r"[0-9a-f]{64}")
+GROUP_RE = re.compile(r"system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]")
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -158,6 +162,7 @@ def build_secret(*, token_id: str, token_secret: str, hostname: str, arch: str, 
     }
     if source:
         annotations[ANN_SOURCE] = source
+        annotations[ANN_SOURCE_FROM] = SOURCE_FROM
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -206,6 +211,15 @@ def bootstrap_from_record(record: dict) -> dict:
     }
 
 
+def is_record(obj: dict) -> bool:
+    """One of our records: our type, our label, in our namespace, named enroll-<token-id>."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name") or ""
+    return (obj.get("type") == RECORD_TYPE and meta.get("namespace", RECORD_NAMESPACE) == RECORD_NAMESPACE
+            and (meta.get("labels") or {}).get(MANAGED_LABEL[0]) == MANAGED_LABEL[1]
+            and name.startswith(RECORD_PREFIX) and bool(TOKEN_ID_RE.fullmatch(name[len(RECORD_PREFIX):])))
+
+
 def enrollment_from_secret(obj: dict) -> Enrollment | None:
     """Read back one of our records or bootstrap-token Secrets (as a plain dict); None if unusable."""
     meta = obj.get("metadata") or {}
@@ -214,9 +228,9 @@ def enrollment_from_secret(obj: dict) -> Enrollment | None:
         return None
     data = {k: _unb64(v) for k, v in (obj.get("data") or {}).items()}
     tid, tsecret = data.get("token-id"), data.get("token-secret")
-    if not tid or not TOKEN_ID_RE.match(tid) or meta.get("name") != prefix + tid:
+    if not tid or not TOKEN_ID_RE.fullmatch(tid) or meta.get("name") != prefix + tid:
         return None
-    if not tsecret or not TOKEN_SECRET_RE.match(tsecret):
+    if not tsecret or not TOKEN_SECRET_RE.fullmatch(tsecret):
         return None
     expires_at = parse_rfc3339(data.get("expiration") or "")
     if expires_at is None:  # ours always expire; anything else was not written by us

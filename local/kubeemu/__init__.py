@@ -6,6 +6,7 @@
 
 See docs/kubeemu.md for what is emulated and what is not.
 """
+
 from .emulator import ADMIN_TOKEN, Fault, KubeEmulator, User
 from .errors import ApiError
 from .resources import Resource

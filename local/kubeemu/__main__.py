@@ -2,6 +2,7 @@
 
 Then ``kubectl --kubeconfig /tmp/kc get ns``. Stops on Ctrl-C / SIGTERM.
 """
+
 from __future__ import annotations
 
 import argparse

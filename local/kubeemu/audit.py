@@ -4,14 +4,17 @@ A Policy (the same YAML a k3s server is given with --audit-policy-file) picks ea
 an in-memory list and, optionally, to a webhook in batches (`EventList` POSTs, like --audit-webhook-mode=batch),
 so audit-ingest can be fed by real API activity instead of hand-written events.
 """
+
 from __future__ import annotations
 
 import datetime
+import http.client
 import json
 import queue
+import socket
+import ssl
 import threading
-import urllib.error
-import urllib.request
+import urllib.parse
 import uuid
 from collections import deque
 from fnmatch import fnmatchcase
@@ -23,7 +26,9 @@ LEVELS = ("None", "Metadata", "Request", "RequestResponse")
 # Used when no policy is given: everything at RequestResponse except Secret (and token) bodies, which stay
 # at Metadata so no secret value ever lands in an audit event (what Falco's recommended policy does too).
 DEFAULT_POLICY = {
-    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
     "rules": [
         {"level": "Metadata", "resources": [{"group": "", "resources": ["secrets", "serviceaccounts/token"]}]},
         {"level": "Metadata", "resources": [{"group": "authentication.k8s.io"}]},
@@ -37,7 +42,7 @@ def _micro(ts: datetime.datetime) -> str:
 
 
 def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 class Policy:
@@ -56,9 +61,19 @@ class Policy:
         self.rules: list[dict] = doc["rules"]
         self.omit_stages = set(doc.get("omitStages") or [])
 
-    def rule_for(self, *, user: str, groups: tuple[str, ...], verb: str, group: str | None, resource: str | None,
-                 subresource: str | None, namespace: str | None, name: str | None,
-                 path: str) -> dict | None:
+    def rule_for(
+        self,
+        *,
+        user: str,
+        groups: tuple[str, ...],
+        verb: str,
+        group: str | None,
+        resource: str | None,
+        subresource: str | None,
+        namespace: str | None,
+        name: str | None,
+        path: str,
+    ) -> dict | None:
         """First matching rule (kube-apiserver's policy checker), or None (level None)."""
         for rule in self.rules:
             if rule.get("users") and user not in rule["users"]:
@@ -78,8 +93,9 @@ class Policy:
                 continue
             if rule.get("namespaces") is not None and (namespace or "") not in rule["namespaces"]:
                 continue
-            if rule.get("resources") and not any(_group_matches(g, group, resource, subresource, name)
-                                                 for g in rule["resources"]):
+            if rule.get("resources") and not any(
+                _group_matches(g, group, resource, subresource, name) for g in rule["resources"]
+            ):
                 continue
             return rule
         return None
@@ -91,8 +107,12 @@ def _group_matches(spec: dict, group: str | None, resource: str, subresource: st
     wanted = spec.get("resources")
     if wanted:
         full = f"{resource}/{subresource}" if subresource else resource
-        if not (full in wanted or "*" in wanted or (subresource and f"{resource}/*" in wanted)
-                or (subresource and f"*/{subresource}" in wanted)):
+        if not (
+            full in wanted
+            or "*" in wanted
+            or (subresource and f"{resource}/*" in wanted)
+            or (subresource and f"*/{subresource}" in wanted)
+        ):
             return False
     names = spec.get("resourceNames")
     return not names or name in names
@@ -101,9 +121,20 @@ def _group_matches(spec: dict, group: str | None, resource: str, subresource: st
 class Auditor:
     """Builds events, keeps the last ones in memory, and ships them to a webhook from a background thread."""
 
-    def __init__(self, policy: Policy, webhook: str | None = None, token: str | None = None,
-                 batch_max_size: int = 100, batch_max_wait: float = 0.5, keep: int = 10000):
+    def __init__(
+        self,
+        policy: Policy,
+        webhook: str | None = None,
+        token: str | None = None,
+        batch_max_size: int = 100,
+        batch_max_wait: float = 0.5,
+        keep: int = 10000,
+        ca_pem: bytes | None = None,
+        server_name: str | None = None,
+    ):
         self.policy = policy
+        self.ca_pem = ca_pem
+        self.server_name = server_name
         self.events: deque[dict] = deque(maxlen=keep)
         self.webhook = webhook
         self.token = token
@@ -143,6 +174,33 @@ class Auditor:
             self._thread.join(5.0)
             self._thread = None
 
+    _warned_http = False
+
+    def _send(self, body: bytes, headers: dict, https: bool) -> int:
+        """One POST; the status. TLS verified against ``ca_pem`` (else the system's CAs) for ``server_name``."""
+        url = urllib.parse.urlsplit(str(self.webhook))
+        target = url.path + (f"?{url.query}" if url.query else "")
+        conn: http.client.HTTPConnection
+        if https:
+            ctx = ssl.create_default_context(cadata=self.ca_pem.decode("ascii") if self.ca_pem else None)
+            conn = http.client.HTTPSConnection(url.hostname or "", url.port or 443, timeout=10, context=ctx)
+            name = self.server_name
+            if name:
+                # The Ingress's name (SNI and the certificate check), while connecting to the URL's address.
+                def connect(c: http.client.HTTPConnection = conn, n: str = name) -> None:
+                    _connect_with_sni(c, ctx, n)
+
+                conn.connect = connect  # type: ignore[method-assign]
+        else:
+            conn = http.client.HTTPConnection(url.hostname or "", url.port or 80, timeout=10)
+        try:
+            conn.request("POST", target, body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
+
     def _ship(self) -> None:
         while not self._stop.is_set():
             first = self._queue.get()
@@ -170,36 +228,71 @@ class Auditor:
     def _post(self, batch: list[dict]) -> None:
         # List items go without kind/apiVersion on the wire (the log backend's JSON lines carry them).
         items = [{k: v for k, v in e.items() if k not in ("kind", "apiVersion")} for e in batch]
-        body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {},
-                           "items": items}).encode()
+        body = json.dumps(
+            {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": items}
+        ).encode()
         headers = {"Content-Type": "application/json"}
-        if self.token:
+        https = urllib.parse.urlsplit(self.webhook).scheme == "https"
+        if self.token and https:
             headers["Authorization"] = f"Bearer {self.token}"
+        elif self.token and not self._warned_http:
+            # client-go (the API server's webhook client, as kubectl) sends credentials only over https.
+            self._warned_http = True
+            self.errors.append(
+                "the webhook URL is http: its token is not sent (client-go sends credentials only over https)"
+            )
+        last = "webhook unreachable"
         for attempt in range(3):
             try:
-                req = urllib.request.Request(self.webhook, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=10) as resp:
-                    resp.read()
-                self.sent += len(batch)
-                return
-            except urllib.error.HTTPError as e:
-                if e.code < 500 and e.code != 429:
-                    self.errors.append(f"webhook answered {e.code} for {len(batch)} events")
+                status = self._send(body, headers, https)
+                if status < 300:
+                    self.sent += len(batch)
                     return
-                last = f"webhook answered {e.code}"
-            except (urllib.error.URLError, OSError) as e:
+                if status < 500 and status != 429:
+                    self.errors.append(f"webhook answered {status} for {len(batch)} events")
+                    return
+                last = f"webhook answered {status}"
+            except ssl.SSLError as e:
+                last = f"webhook TLS failed: {e.reason or type(e).__name__}"
+            except OSError as e:
                 last = f"webhook unreachable: {type(e).__name__}"
-            self._stop.wait(0.2 * (2 ** attempt))
+            self._stop.wait(0.2 * (2**attempt))
         self.errors.append(f"{last}; dropped {len(batch)} events")
 
 
-def build_event(*, level: str, stage: str, method: str, request_uri: str, verb: str, user: str,
-                groups: tuple[str, ...], source_ips: list[str], user_agent: str | None, route: Any,
-                code: int, status_body: dict | None, request_object: Any, response_object: Any,
-                received: datetime.datetime, allowed: bool, audit_id: str | None = None) -> dict:
+def _connect_with_sni(conn: http.client.HTTPConnection, ctx: ssl.SSLContext, server_name: str) -> None:
+    sock = socket.create_connection((conn.host, conn.port), conn.timeout)
+    conn.sock = ctx.wrap_socket(sock, server_hostname=server_name)
+
+
+def build_event(
+    *,
+    level: str,
+    stage: str,
+    method: str,
+    request_uri: str,
+    verb: str,
+    user: str,
+    groups: tuple[str, ...],
+    source_ips: list[str],
+    user_agent: str | None,
+    route: Any,
+    code: int,
+    status_body: dict | None,
+    request_object: Any,
+    response_object: Any,
+    received: datetime.datetime,
+    allowed: bool,
+    audit_id: str | None = None,
+) -> dict:
     ev: dict[str, Any] = {
-        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": level,
-        "auditID": audit_id or str(uuid.uuid4()), "stage": stage, "requestURI": request_uri, "verb": verb,
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": level,
+        "auditID": audit_id or str(uuid.uuid4()),
+        "stage": stage,
+        "requestURI": request_uri,
+        "verb": verb,
         "user": {"username": user, "groups": list(groups)},
         "sourceIPs": source_ips,
     }
@@ -241,6 +334,8 @@ def build_event(*, level: str, stage: str, method: str, request_uri: str, verb: 
         ev["responseObject"] = response_object
     ev["requestReceivedTimestamp"] = _micro(received)
     ev["stageTimestamp"] = _micro(utcnow())
-    ev["annotations"] = {"authorization.k8s.io/decision": "allow" if allowed else "forbid",
-                         "authorization.k8s.io/reason": ""}
+    ev["annotations"] = {
+        "authorization.k8s.io/decision": "allow" if allowed else "forbid",
+        "authorization.k8s.io/reason": "",
+    }
     return ev

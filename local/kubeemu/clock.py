@@ -1,8 +1,9 @@
 """Timestamps in the apiserver's RFC 3339 form (second precision, UTC 'Z')."""
+
 from __future__ import annotations
 
 import datetime
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

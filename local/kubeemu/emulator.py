@@ -1,4 +1,5 @@
 """KubeEmulator: the public, thread-safe facade. Runs the HTTP server on its own asyncio loop in a thread."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,11 +8,12 @@ import copy
 import hashlib
 import hmac
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp.web
 
@@ -36,6 +38,7 @@ class User:
 @dataclass
 class _Match:
     """What a deny rule or a fault applies to: verbs x resource (RBAC-style "plural[/sub]") x namespace x name."""
+
     verbs: frozenset[str]
     group: str | None  # None = any
     resource: str | None  # "plural" / "plural/sub" / "plural/*"; None = any
@@ -95,12 +98,15 @@ def _h(text: str) -> str:
 class KubeEmulator:
     """An in-process Kubernetes API server for tests and the local demo. See docs/kubeemu.md."""
 
-    def __init__(self, *, rbac: bool = False, strict_auth: bool = False, admin_token: str = ADMIN_TOKEN):
+    def __init__(self, *, rbac: bool = False, strict_auth: bool = False, admin_token: str = ADMIN_TOKEN, tls=None):
+        # tls: a local.localca.ServerCert (IP SAN 127.0.0.1): serve https, and put its CA in the kubeconfig,
+        # so that kubectl (client-go) sends its token, which it sends only over https.
+        self.tls = tls
         self.store = Store(Registry())
         self.store.on_register = self._declare
         self.store.on_token = lambda token, ns, sa: self.add_user(
-            token, f"system:serviceaccount:{ns}:{sa}",
-            groups=("system:serviceaccounts", f"system:serviceaccounts:{ns}"))
+            token, f"system:serviceaccount:{ns}:{sa}", groups=("system:serviceaccounts", f"system:serviceaccounts:{ns}")
+        )
         self._lock = threading.RLock()
         self._tokens: dict[str, User] = {}
         self.add_user(admin_token, "system:admin", groups=("system:masters",))  # k3s's admin identity
@@ -111,7 +117,7 @@ class KubeEmulator:
         self._faults: list[Fault] = []
         self._hooks: list[Callable[..., Any]] = []
         self.request_log: list[RequestRecord] = []
-        self._auditor = None
+        self._auditor: Any = None  # an audit.Auditor once enable_audit() ran
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handler: ApiHandler | None = None
@@ -122,7 +128,7 @@ class KubeEmulator:
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
-    def start(self) -> "KubeEmulator":
+    def start(self) -> KubeEmulator:
         if self._thread is not None:
             raise RuntimeError("the emulator is already started")
         self._ready.clear()
@@ -149,7 +155,7 @@ class KubeEmulator:
         self._thread = None
         self.port = None
 
-    def __enter__(self) -> "KubeEmulator":
+    def __enter__(self) -> KubeEmulator:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -176,8 +182,9 @@ class KubeEmulator:
 
             def make_request(message, payload, protocol, writer, task):
                 # The apiserver accepts request bodies up to 3 MiB (aiohttp's default is 1 MiB).
-                return aiohttp.web.BaseRequest(message, payload, protocol, writer, task, server._loop,
-                                               client_max_size=MAX_BODY)
+                return aiohttp.web.BaseRequest(
+                    message, payload, protocol, writer, task, server._loop, client_max_size=MAX_BODY
+                )
 
             server.request_factory = make_request
             runner = aiohttp.web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
@@ -185,7 +192,12 @@ class KubeEmulator:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", 0))
-            site = aiohttp.web.SockSite(runner, sock)
+            ssl_context = None
+            if self.tls is not None:
+                ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+                ssl_context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
+            site = aiohttp.web.SockSite(runner, sock, ssl_context=ssl_context)
             await site.start()
             self.port = sock.getsockname()[1]
             self._ready.set()
@@ -201,17 +213,28 @@ class KubeEmulator:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("the emulator is not running")
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://127.0.0.1:{self.port}"
 
     # -- client configuration -------------------------------------------------------------------------------
 
     def kubeconfig_dict(self, user_token: str | None = None, namespace: str = "default") -> dict:
         return {
-            "apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": "kubeemu", "cluster": {"server": self.url}}],
+            "apiVersion": "v1",
+            "kind": "Config",
+            "preferences": {},
+            "clusters": [
+                {
+                    "name": "kubeemu",
+                    "cluster": {
+                        "server": self.url,
+                        **({"certificate-authority-data": self.tls.ca_data} if self.tls is not None else {}),
+                    },
+                }
+            ],
             "users": [{"name": "kubeemu-user", "user": {"token": user_token or self.admin_token}}],
-            "contexts": [{"name": "kubeemu", "context": {"cluster": "kubeemu", "user": "kubeemu-user",
-                                                         "namespace": namespace}}],
+            "contexts": [
+                {"name": "kubeemu", "context": {"cluster": "kubeemu", "user": "kubeemu-user", "namespace": namespace}}
+            ],
             "current-context": "kubeemu",
         }
 
@@ -238,8 +261,11 @@ class KubeEmulator:
     def service_account_token(self, namespace: str, name: str) -> str:
         """A bearer token that authenticates as ServiceAccount namespace/name (for RBAC-enforcing tests)."""
         token = f"sa-{namespace}-{name}-" + hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:16]
-        self.add_user(token, f"system:serviceaccount:{namespace}:{name}",
-                      groups=("system:serviceaccounts", f"system:serviceaccounts:{namespace}"))
+        self.add_user(
+            token,
+            f"system:serviceaccount:{namespace}:{name}",
+            groups=("system:serviceaccounts", f"system:serviceaccounts:{namespace}"),
+        )
         return token
 
     def _authenticate(self, header: str | None) -> User | None:
@@ -262,8 +288,9 @@ class KubeEmulator:
         with self._lock:
             denies = list(self._denies)
         for d in denies:
-            if d.match.matches(route) and (d.user_hashes is None or _h(user.name) in d.user_hashes
-                                           or user.token_hash in d.user_hashes):
+            if d.match.matches(route) and (
+                d.user_hashes is None or _h(user.name) in d.user_hashes or user.token_hash in d.user_hashes
+            ):
                 raise forbidden(route.res, route.name, user.name, route.verb, route.namespace, route.subresource)
         if self.rbac and "system:masters" not in user.groups and not self._rbac_allows(user, route):
             raise forbidden(route.res, route.name, user.name, route.verb, route.namespace, route.subresource)
@@ -271,8 +298,16 @@ class KubeEmulator:
     def _rbac_allows(self, user: User, route: Route) -> bool:
         from .rbac import allows
 
-        return allows(self.store, user.name, user.groups, route.verb, route.res.group, route.rbac_resource,
-                      route.namespace, route.name)
+        return allows(
+            self.store,
+            user.name,
+            user.groups,
+            route.verb,
+            route.res.group,
+            route.rbac_resource,
+            route.namespace,
+            route.name,
+        )
 
     # -- test controls --------------------------------------------------------------------------------------
 
@@ -290,8 +325,14 @@ class KubeEmulator:
             raise ValueError(f"{res} has no subresource {sub!r}")
         return _Match(frozenset(verbs), res.group, res.plural + (f"/{sub}" if sub else ""), namespace, name)
 
-    def deny(self, verb: str | Iterable[str], resource: str, namespace: str | None = None, name: str | None = None,
-             user: str | Iterable[str] | None = None) -> Deny:
+    def deny(
+        self,
+        verb: str | Iterable[str],
+        resource: str,
+        namespace: str | None = None,
+        name: str | None = None,
+        user: str | Iterable[str] | None = None,
+    ) -> Deny:
         """Answer matching requests 403 Forbidden. `user` is a user name or a bearer token (None = everyone)."""
         users = None if user is None else frozenset(_h(u) for u in ([user] if isinstance(user, str) else user))
         rule = Deny(self._match(verb, resource, namespace, name), users)
@@ -299,9 +340,18 @@ class KubeEmulator:
             self._denies.append(rule)
         return rule
 
-    def fail(self, verb: str | Iterable[str], resource: str, status: int | str = 500, times: int | None = 1,
-             name: str | None = None, namespace: str | None = None, delay: float | None = None,
-             applied: bool = False, message: str | None = None) -> Fault:
+    def fail(
+        self,
+        verb: str | Iterable[str],
+        resource: str,
+        status: int | str = 500,
+        times: int | None = 1,
+        name: str | None = None,
+        namespace: str | None = None,
+        delay: float | None = None,
+        applied: bool = False,
+        message: str | None = None,
+    ) -> Fault:
         """Answer the next `times` matching requests with `status` (None = forever).
 
         status="timeout" hangs `delay` seconds (default 30, ended early by stop()) then answers 504;
@@ -359,23 +409,36 @@ class KubeEmulator:
             try:
                 hook(route.verb, route.rbac_resource, route.namespace, route.name, copy.deepcopy(data))
             except Exception as e:
-                raise ApiError(500, f"Internal error occurred: request aborted by a before() hook: "
-                                    f"{type(e).__name__}") from None
+                raise ApiError(
+                    500, f"Internal error occurred: request aborted by a before() hook: {type(e).__name__}"
+                ) from None
 
     # -- audit ------------------------------------------------------------------------------------------------
 
-    def enable_audit(self, policy: dict | str | Path | None = None, webhook: str | None = None,
-                     token: str | None = None, batch_max_size: int = 100, batch_max_wait: float = 0.5) -> None:
+    def enable_audit(
+        self,
+        policy: dict | str | Path | None = None,
+        webhook: str | None = None,
+        token: str | None = None,
+        batch_max_size: int = 100,
+        batch_max_wait: float = 0.5,
+        ca_pem: bytes | None = None,
+        server_name: str | None = None,
+    ) -> None:
         """Emit audit.k8s.io/v1 events for served requests, as kube-apiserver with an audit policy does.
 
         policy: a Policy dict or YAML file (default: everything at RequestResponse, Secrets and tokens at
-        Metadata). webhook: URL that gets EventList POSTs in batches (bearer `token` if given), like
-        --audit-webhook-config-file in batch mode. Events are also kept in `audit_events`.
+        Metadata). webhook: URL that gets EventList POSTs in batches, like --audit-webhook-config-file in batch
+        mode; the bearer `token` goes only to an https webhook whose certificate `ca_pem` (else the system's
+        CAs) verifies for `server_name` (default: the URL's host), as client-go sends it. Events are also kept
+        in `audit_events`.
         """
         from . import audit
 
         old = self._auditor
-        self._auditor = audit.Auditor(audit.Policy(policy), webhook, token, batch_max_size, batch_max_wait)
+        self._auditor = audit.Auditor(
+            audit.Policy(policy), webhook, token, batch_max_size, batch_max_wait, ca_pem=ca_pem, server_name=server_name
+        )
         if old is not None:
             old.close()
 
@@ -405,20 +468,39 @@ class KubeEmulator:
         route, raw = ctx.route, ctx.raw
         user = ctx.user or User("system:anonymous", ("system:unauthenticated",))
         rule = auditor.policy.rule_for(
-            user=user.name, groups=user.groups, verb=verb, group=route.res.group if route else None,
-            resource=route.res.plural if route else None, subresource=route.subresource if route else None,
-            namespace=route.namespace if route else None, name=route.name if route else None, path=raw.path)
+            user=user.name,
+            groups=user.groups,
+            verb=verb,
+            group=route.res.group if route else None,
+            resource=route.res.plural if route else None,
+            subresource=route.subresource if route else None,
+            namespace=route.namespace if route else None,
+            name=route.name if route else None,
+            path=raw.path,
+        )
         if rule is None or rule["level"] == "None":
             return
         if stage in auditor.policy.omit_stages or stage in (rule.get("omitStages") or []):
             return
         failed = status >= 400 or status == 0
         event = audit.build_event(
-            level=rule["level"], stage=stage, method=raw.method, request_uri=str(raw.rel_url), verb=verb,
-            user=user.name, groups=user.groups, source_ips=_source_ips(raw), user_agent=raw.headers.get("User-Agent"),
-            route=route, code=status, status_body=payload if failed and isinstance(payload, dict) else None,
-            request_object=ctx.data, response_object=None if failed or stage != "ResponseComplete" else payload,
-            received=ctx.received, allowed=ctx.allowed)
+            level=rule["level"],
+            stage=stage,
+            method=raw.method,
+            request_uri=str(raw.rel_url),
+            verb=verb,
+            user=user.name,
+            groups=user.groups,
+            source_ips=_source_ips(raw),
+            user_agent=raw.headers.get("User-Agent"),
+            route=route,
+            code=status,
+            status_body=payload if failed and isinstance(payload, dict) else None,
+            request_object=ctx.data,
+            response_object=None if failed or stage != "ResponseComplete" else payload,
+            received=ctx.received,
+            allowed=ctx.allowed,
+        )
         auditor.emit(event)
 
     # -- observation ------------------------------------------------------------------------------------------
@@ -429,9 +511,15 @@ class KubeEmulator:
             return [(r.verb, r.path, r.status) for r in self.request_log]
 
     def _record(self, verb: str, path: str, status: int, route: Route | None, user: User | None) -> None:
-        rec = RequestRecord(verb, path, status, route.rbac_resource if route else None,
-                            route.namespace if route else None, route.name if route else None,
-                            user.name if user else None)
+        rec = RequestRecord(
+            verb,
+            path,
+            status,
+            route.rbac_resource if route else None,
+            route.namespace if route else None,
+            route.name if route else None,
+            user.name if user else None,
+        )
         with self._lock:
             self.request_log.append(rec)
             if len(self.request_log) > REQUEST_LOG_LIMIT:
@@ -457,11 +545,20 @@ class KubeEmulator:
     def resource(self, kind_or_plural: str) -> Resource:
         return self.store.registry.lookup(kind_or_plural)
 
-    def register_resource(self, group: str, version: str, plural: str, kind: str, namespaced: bool = True,
-                          short_names: Iterable[str] = (), subresources: Iterable[str] = ("status",)) -> Resource:
+    def register_resource(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        kind: str,
+        namespaced: bool = True,
+        short_names: Iterable[str] = (),
+        subresources: Iterable[str] = ("status",),
+    ) -> Resource:
         """Serve a custom type (as if its CRD were installed); creating a CRD object does the same."""
-        res = Resource(group, version, plural, kind, namespaced, tuple(short_names), tuple(subresources),
-                       generation=True)
+        res = Resource(
+            group, version, plural, kind, namespaced, tuple(short_names), tuple(subresources), generation=True
+        )
         self.store.register(res)
         return res
 
@@ -479,8 +576,11 @@ class KubeEmulator:
         """Seed every object of a multi-document YAML file or text (e.g. deploy/rbac/<function>.yaml)."""
         import yaml
 
-        text = Path(source).read_text() if isinstance(source, Path) or (
-            isinstance(source, str) and "\n" not in source and Path(source).is_file()) else str(source)
+        text = (
+            Path(source).read_text()
+            if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and Path(source).is_file())
+            else str(source)
+        )
         out = []
         for doc in yaml.safe_load_all(text):
             if not doc:
@@ -499,10 +599,13 @@ class KubeEmulator:
 
     # -- request execution (loop thread) --------------------------------------------------------------------------
 
-    def _dispatch(self, route: Route, query: dict, body: bytes, data: Any, content_type: str,
-                  user: User | None = None) -> tuple[int, Any]:
+    def _dispatch(
+        self, route: Route, query: dict, body: bytes, data: Any, content_type: str, user: User | None = None
+    ) -> tuple[int, Any]:
         store = self.store
-        res, ns, name, sub = route.res, route.namespace, route.name, route.subresource
+        # A route of these verbs names its object (and, for evictions and tokens, its namespace): server.py.
+        res, ns, sub = route.res, route.namespace, route.subresource
+        name = cast(str, route.name)
         dry = "All" in query.get("dryRun", "").split(",")
         if res.group == "authorization.k8s.io":
             return 201, self._review(route, data, user)
@@ -510,19 +613,21 @@ class KubeEmulator:
             if sub == "scale":
                 return 200, _scale_of(store.get(res, ns, name))
             if sub not in (None, "status"):
-                raise ApiError(405, "the server does not allow this method on the requested resource",
-                               "MethodNotAllowed")
+                raise ApiError(
+                    405, "the server does not allow this method on the requested resource", "MethodNotAllowed"
+                )
             return 200, store.get(res, ns, name)
         if route.verb == "list":
             return 200, self._list(res, ns, query)
         if route.verb == "create":
             if sub == "eviction":
-                return 201, store.evict(ns, name, data)
+                return 201, store.evict(cast(str, ns), name, data)
             if sub == "token" and res.plural == "serviceaccounts":
-                return 201, store.token_request(ns, name, data)
+                return 201, store.token_request(cast(str, ns), name, data)
             if sub is not None:
-                raise ApiError(405, "the server does not allow this method on the requested resource",
-                               "MethodNotAllowed")
+                raise ApiError(
+                    405, "the server does not allow this method on the requested resource", "MethodNotAllowed"
+                )
             return 201, store.create(res, ns, data, dry_run=dry)
         if route.verb in ("update", "patch") and sub == "scale":
             return 200, self._write_scale(route, query, body, data, content_type, dry)
@@ -533,8 +638,14 @@ class KubeEmulator:
         if route.verb == "delete":
             return store.delete(res, ns, name, _delete_options(data, query), dry_run=dry)
         if route.verb == "deletecollection":
-            return 200, store.delete_collection(res, ns, query.get("labelSelector"), query.get("fieldSelector"),
-                                                _delete_options(data, query), dry_run=dry)
+            return 200, store.delete_collection(
+                res,
+                ns,
+                query.get("labelSelector"),
+                query.get("fieldSelector"),
+                _delete_options(data, query),
+                dry_run=dry,
+            )
         raise ApiError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed")
 
     def _list(self, res: Resource, ns: str | None, query: dict) -> dict:
@@ -552,20 +663,19 @@ class KubeEmulator:
             except ValueError:
                 raise ApiError(400, "continue key is not valid") from None
         if limit > 0:
-            page = items[start:start + limit]
+            page = items[start : start + limit]
             if start + limit < len(items):
                 meta["continue"] = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
                 meta["remainingItemCount"] = len(items) - start - limit
             items = page
         return {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": meta, "items": items}
 
-    def _write_scale(self, route: Route, query: dict, body: bytes, data: Any, content_type: str,
-                     dry: bool) -> dict:
+    def _write_scale(self, route: Route, query: dict, body: bytes, data: Any, content_type: str, dry: bool) -> dict:
         from . import patch as patching
 
         store = self.store
         with store.lock:
-            obj = store.get(route.res, route.namespace, route.name)
+            obj = store.get(route.res, route.namespace, cast(str, route.name))
             scale = _scale_of(obj)
             if route.verb == "update":
                 new_scale = data
@@ -574,8 +684,11 @@ class KubeEmulator:
 
                 ctype = content_type.split(";")[0].strip()
                 doc = json.loads(body or b"{}")
-                new_scale = (patching.json_patch(scale, doc) if ctype == "application/json-patch+json"
-                             else patching.merge_patch(scale, doc))
+                new_scale = (
+                    patching.json_patch(scale, doc)
+                    if ctype == "application/json-patch+json"
+                    else patching.merge_patch(scale, doc)
+                )
             if not isinstance(new_scale, dict):
                 raise ApiError(400, "a Scale must be a JSON object")
             replicas = (new_scale.get("spec") or {}).get("replicas")
@@ -584,7 +697,7 @@ class KubeEmulator:
             rv = (new_scale.get("metadata") or {}).get("resourceVersion")
             obj["spec"]["replicas"] = replicas
             obj["metadata"]["resourceVersion"] = rv or obj["metadata"]["resourceVersion"]
-            updated = store.update(route.res, route.namespace, route.name, obj, dry_run=dry)
+            updated = store.update(route.res, route.namespace, cast(str, route.name), obj, dry_run=dry)
             return _scale_of(updated)
 
     def _review(self, route: Route, data: Any, requester: User | None) -> dict:
@@ -594,8 +707,9 @@ class KubeEmulator:
         spec = data.get("spec") or {}
         attrs_ = spec.get("resourceAttributes")
         if not isinstance(attrs_, dict):
-            raise ApiError(422, "spec.resourceAttributes: Required value (nonResourceAttributes are not emulated)",
-                           "Invalid")
+            raise ApiError(
+                422, "spec.resourceAttributes: Required value (nonResourceAttributes are not emulated)", "Invalid"
+            )
         if route.res.plural == "selfsubjectaccessreviews":
             user = requester or User("system:anonymous", ("system:unauthenticated",))
         else:
@@ -606,10 +720,16 @@ class KubeEmulator:
                         user = User(known.name, known.groups, _h(token))
         try:
             group = attrs_.get("group") or ""
-            res = self.store.registry.lookup(f"{group}/{attrs_.get('resource', '')}" if group
-                                             else f"v1/{attrs_.get('resource', '')}")
-            probe = Route(res, attrs_.get("namespace") or None, attrs_.get("name") or None,
-                          attrs_.get("subresource") or None, attrs_.get("verb", ""))
+            res = self.store.registry.lookup(
+                f"{group}/{attrs_.get('resource', '')}" if group else f"v1/{attrs_.get('resource', '')}"
+            )
+            probe = Route(
+                res,
+                attrs_.get("namespace") or None,
+                attrs_.get("name") or None,
+                attrs_.get("subresource") or None,
+                attrs_.get("verb", ""),
+            )
             self._authorize(user, probe)
             allowed = True
         except (ApiError, KeyError):
@@ -644,9 +764,15 @@ def _delete_options(data: Any, query: dict) -> dict:
 def _scale_of(obj: dict) -> dict:
     meta = obj["metadata"]
     sel = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                         if k in meta},
-            "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
-            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                       "selector": ",".join(f"{k}={v}" for k, v in sorted(sel.items()))}}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
+        },
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(sel.items())),
+        },
+    }

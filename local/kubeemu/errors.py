@@ -1,19 +1,39 @@
 """Kubernetes `Status` failures, shaped like the apiserver's so the client raises ApiException faithfully."""
+
 from __future__ import annotations
 
 from typing import Any
 
 from .resources import Resource
 
-_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
-            406: "NotAcceptable", 409: "Conflict", 410: "Expired", 413: "RequestEntityTooLarge",
-            415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
-            503: "ServiceUnavailable", 504: "Timeout"}
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    406: "NotAcceptable",
+    409: "Conflict",
+    410: "Expired",
+    413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, message: str, reason: str | None = None, details: dict | None = None,
-                 headers: dict | None = None):
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        reason: str | None = None,
+        details: dict | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -23,8 +43,14 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def status(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                "message": self.message, "code": self.code}
+        body: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "code": self.code,
+        }
         if self.reason:
             body["reason"] = self.reason
         if self.details is not None:
@@ -66,14 +92,22 @@ def invalid(res: Resource, name: str, causes: list[tuple[str, str, str]]) -> Api
     return ApiError(422, f'{res.kind} "{name}" is invalid: {joined}', "Invalid", details)
 
 
-def forbidden(res: Resource | None, name: str | None, user: str, verb: str, namespace: str | None,
-              subresource: str | None = None, why: str = "") -> ApiError:
+def forbidden(
+    res: Resource | None,
+    name: str | None,
+    user: str,
+    verb: str,
+    namespace: str | None,
+    subresource: str | None = None,
+    why: str = "",
+) -> ApiError:
     resource = (res.plural if res else "") + (f"/{subresource}" if subresource else "")
     group = res.group if res else ""
-    subject = f'{res}' + (f' "{name}"' if name else "") if res else "resource"
+    subject = f"{res}" + (f' "{name}"' if name else "") if res else "resource"
     scope = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
-    msg = why or (f'{subject} is forbidden: User "{user}" cannot {verb} resource "{resource}" '
-                  f'in API group "{group}"{scope}')
+    msg = why or (
+        f'{subject} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API group "{group}"{scope}'
+    )
     details: dict[str, Any] = {"kind": res.plural if res else ""}
     if name:
         details["name"] = name

@@ -4,6 +4,7 @@ Strategic merge patch is the subset edgeguard's workflows (and kubectl) actually
 real `patchMergeKey` tags of the core/apps Go types, looked up by field name (and parent field where the same
 name means different things, e.g. container `ports` vs service `ports`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,6 +20,7 @@ class PatchApplyError(Exception):
 
 
 # RFC 7386 ---------------------------------------------------------------------------------------------------
+
 
 def merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
@@ -153,6 +155,7 @@ def _merge_keyed_list(current: list, patch: list, path: tuple[str, ...], key: st
 
 
 # RFC 6902 -------------------------------------------------------------------------------------------------
+
 
 def _pointer(ptr: str) -> list[str]:
     if ptr == "":

@@ -4,6 +4,7 @@
 (the "k8s\\x00" magic, a runtime.Unknown envelope, then the typed message). Field numbers are those of
 k8s.io/api/core/v1/generated.proto and apimachinery's meta/v1 generated.proto. Other kinds answer 415.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,17 +38,18 @@ def _fields(buf: bytes) -> list[tuple[int, Any]]:
     while i < len(buf):
         key, i = _varint(buf, i)
         num, wire = key >> 3, key & 7
+        val: int | bytes
         if wire == 0:
             val, i = _varint(buf, i)
         elif wire == 2:
             n, i = _varint(buf, i)
             if i + n > len(buf):
                 raise ProtobufError("truncated field")
-            val, i = buf[i:i + n], i + n
+            val, i = buf[i : i + n], i + n
         elif wire == 1:
-            val, i = buf[i:i + 8], i + 8
+            val, i = buf[i : i + 8], i + 8
         elif wire == 5:
-            val, i = buf[i:i + 4], i + 4
+            val, i = buf[i : i + 4], i + 4
         else:
             raise ProtobufError(f"unsupported wire type {wire}")
         out.append((num, val))
@@ -115,8 +117,12 @@ def _secret(fields: list[tuple[int, Any]]) -> dict:
     return obj
 
 
-_KINDS = {("v1", "ConfigMap"): _configmap, ("v1", "Secret"): _secret,
-          ("v1", "Namespace"): lambda f: {}, ("v1", "ServiceAccount"): lambda f: {}}
+_KINDS = {
+    ("v1", "ConfigMap"): _configmap,
+    ("v1", "Secret"): _secret,
+    ("v1", "Namespace"): lambda f: {},
+    ("v1", "ServiceAccount"): lambda f: {},
+}
 SUPPORTED = sorted(kind for _, kind in _KINDS)
 
 
@@ -124,14 +130,16 @@ def decode(body: bytes) -> dict:
     """The JSON form of a protobuf-encoded object, or ProtobufError (unsupported kind or malformed)."""
     if not body.startswith(MAGIC):
         raise ProtobufError("missing the k8s protobuf magic prefix")
-    envelope = dict(_fields(body[len(MAGIC):]))
+    envelope = dict(_fields(body[len(MAGIC) :]))
     type_meta = dict(_fields(envelope.get(1, b"")))
     api_version = type_meta.get(1, b"").decode()
     kind = type_meta.get(2, b"").decode()
     convert = _KINDS.get((api_version, kind))
     if convert is None:
-        raise ProtobufError(f"protobuf bodies of {api_version}/{kind} are not decoded by the emulator "
-                            f"(supported: {', '.join(SUPPORTED)}); send JSON, e.g. kubectl create -f")
+        raise ProtobufError(
+            f"protobuf bodies of {api_version}/{kind} are not decoded by the emulator "
+            f"(supported: {', '.join(SUPPORTED)}); send JSON, e.g. kubectl create -f"
+        )
     fields = _fields(envelope.get(2, b""))
     obj: dict[str, Any] = {"apiVersion": api_version, "kind": kind}
     for num, val in fields:

@@ -3,6 +3,7 @@
 Used only when the emulator runs with rbac=True, so tests can prove a function's manifests grant exactly the
 verbs it uses. Aggregated ClusterRoles and non-resource URLs are not evaluated.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -13,7 +14,7 @@ def _subject_matches(subject: dict, user: str, groups: Iterable[str], binding_ns
     if kind == "User":
         return subject.get("name") == user
     if kind == "Group":
-        return subject.get("name") in groups
+        return subject.get("name") in tuple(groups)
     if kind == "ServiceAccount":
         ns = subject.get("namespace") or binding_ns
         return user == f"system:serviceaccount:{ns}:{subject.get('name')}"
@@ -29,20 +30,32 @@ def _rule_allows(rule: dict, verb: str, group: str, resource: str, name: str | N
         return False
     resources = rule.get("resources") or []
     base, _, sub = resource.partition("/")
-    if not ("*" in resources or resource in resources or (sub and (f"{base}/*" in resources
-                                                                   or f"*/{sub}" in resources))):
+    if not (
+        "*" in resources or resource in resources or (sub and (f"{base}/*" in resources or f"*/{sub}" in resources))
+    ):
         return False
     names = rule.get("resourceNames") or []
     return not names or (name is not None and name in names)
 
 
 # The bootstrap ClusterRole system:basic-user, bound to system:authenticated on every cluster.
-_BASIC_USER = {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews",
-                                                                    "selfsubjectrulesreviews"], "verbs": ["create"]}
+_BASIC_USER = {
+    "apiGroups": ["authorization.k8s.io"],
+    "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+    "verbs": ["create"],
+}
 
 
-def allows(store, user: str, groups: Iterable[str], verb: str, group: str, resource: str,
-           namespace: str | None, name: str | None) -> bool:
+def allows(
+    store,
+    user: str,
+    groups: Iterable[str],
+    verb: str,
+    group: str,
+    resource: str,
+    namespace: str | None,
+    name: str | None,
+) -> bool:
     registry = store.registry
     groups = tuple(groups)
     if "system:authenticated" in groups and _rule_allows(_BASIC_USER, verb, group, resource, name):
@@ -67,7 +80,6 @@ def allows(store, user: str, groups: Iterable[str], verb: str, group: str, resou
                 return True
     for b in rbs:
         if any(_subject_matches(s, user, groups, namespace) for s in b.get("subjects") or []):
-            if any(_rule_allows(r, verb, group, resource, name)
-                   for r in rules_of(b.get("roleRef") or {}, namespace)):
+            if any(_rule_allows(r, verb, group, resource, name) for r in rules_of(b.get("roleRef") or {}, namespace)):
                 return True
     return False

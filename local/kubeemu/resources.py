@@ -3,6 +3,7 @@
 Each entry mirrors what discovery (`kubectl api-resources`) reports for a k3s 1.30-ish cluster, plus the
 behaviour switches the store needs (status subresource, generation tracking, selectable fields).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -47,17 +48,43 @@ class Resource:
         return f"{self.plural}.{self.group}" if self.group else self.plural
 
 
-_EVENT_FIELDS = ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
-                 "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
-                 "reason", "reportingComponent", "source", "type")
+_EVENT_FIELDS = (
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+)
 
 BUILTIN: tuple[Resource, ...] = (
     # core/v1
     Resource("", "v1", "namespaces", "Namespace", False, ("ns",), ("status", "finalize"), fields=("status.phase",)),
     Resource("", "v1", "nodes", "Node", False, ("no",), ("status",), fields=("spec.unschedulable",)),
-    Resource("", "v1", "pods", "Pod", True, ("po",), ("status", "eviction", "log", "binding"),
-             fields=("spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
-                     "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName")),
+    Resource(
+        "",
+        "v1",
+        "pods",
+        "Pod",
+        True,
+        ("po",),
+        ("status", "eviction", "log", "binding"),
+        fields=(
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ),
+    ),
     Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
     Resource("", "v1", "secrets", "Secret", True, (), fields=("type",)),
     Resource("", "v1", "services", "Service", True, ("svc",), ("status",)),
@@ -66,8 +93,9 @@ BUILTIN: tuple[Resource, ...] = (
     Resource("", "v1", "events", "Event", True, ("ev",), fields=_EVENT_FIELDS),
     Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",), ("status",)),
     Resource("", "v1", "persistentvolumes", "PersistentVolume", False, ("pv",), ("status",)),
-    Resource("", "v1", "replicationcontrollers", "ReplicationController", True, ("rc",), ("status", "scale"),
-             generation=True),
+    Resource(
+        "", "v1", "replicationcontrollers", "ReplicationController", True, ("rc",), ("status", "scale"), generation=True
+    ),
     Resource("", "v1", "limitranges", "LimitRange", True, ("limits",)),
     Resource("", "v1", "resourcequotas", "ResourceQuota", True, ("quota",), ("status",)),
     # apps/v1
@@ -80,33 +108,64 @@ BUILTIN: tuple[Resource, ...] = (
     Resource("batch", "v1", "jobs", "Job", True, (), ("status",), generation=True, fields=("status.successful",)),
     Resource("batch", "v1", "cronjobs", "CronJob", True, ("cj",), ("status",), generation=True),
     # policy/v1
-    Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), ("status",),
-             generation=True),
+    Resource(
+        "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), ("status",), generation=True
+    ),
     # rbac.authorization.k8s.io/v1
     Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
     Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
     Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
     Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
     # events.k8s.io/v1 (stored apart from core/v1 events: the emulator does not convert between the two)
-    Resource("events.k8s.io", "v1", "events", "Event", True, ("ev",),
-             fields=("regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "reason",
-                     "reportingController", "type")),
+    Resource(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "Event",
+        True,
+        ("ev",),
+        fields=(
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "reason",
+            "reportingController",
+            "type",
+        ),
+    ),
     # coordination.k8s.io/v1 (node heartbeats)
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
     # certificates.k8s.io/v1
-    Resource("certificates.k8s.io", "v1", "certificatesigningrequests", "CertificateSigningRequest", False,
-             ("csr",), ("status", "approval"), fields=("spec.signerName",)),
+    Resource(
+        "certificates.k8s.io",
+        "v1",
+        "certificatesigningrequests",
+        "CertificateSigningRequest",
+        False,
+        ("csr",),
+        ("status", "approval"),
+        fields=("spec.signerName",),
+    ),
     # networking.k8s.io/v1
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",), generation=True),
     Resource("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), ("status",), generation=True),
     # apiextensions.k8s.io/v1: creating a CRD makes its resource servable
-    Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
-             ("crd", "crds"), ("status",), generation=True),
+    Resource(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        ("crd", "crds"),
+        ("status",),
+        generation=True,
+    ),
     # authorization.k8s.io/v1: answered from the emulator's deny rules / RBAC, never stored
-    Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
-             verbs=("create",)),
-    Resource("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False,
-             verbs=("create",)),
+    Resource(
+        "authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False, verbs=("create",)
+    ),
+    Resource("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False, verbs=("create",)),
 )
 
 # Workload types the built-in rollout "controller" completes.
@@ -140,9 +199,11 @@ class Registry:
         elif "." in text:
             text, group = text.split(".", 1)
         low = text.lower()
-        matches = [r for r in self.resources
-                   if (group is None or r.group == group)
-                   and low in (r.plural, r.singular, r.kind.lower(), *r.short_names)]
+        matches = [
+            r
+            for r in self.resources
+            if (group is None or r.group == group) and low in (r.plural, r.singular, r.kind.lower(), *r.short_names)
+        ]
         if not matches:
             raise KeyError(f"unknown resource type: {ref!r}")
         # Core types win on ambiguity (e.g. "events"), as kubectl prefers the legacy group.

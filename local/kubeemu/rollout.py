@@ -1,4 +1,5 @@
 """Status the workload controllers would write once a rollout finished (or is held), as pure functions."""
+
 from __future__ import annotations
 
 import hashlib
@@ -40,11 +41,18 @@ def held_counts(res: Resource, obj: dict, nodes: int) -> dict:
     if res.plural == "daemonsets":
         strategy = spec.get("updateStrategy") or {}
         ready_before = min(int(old.get("numberReady", 0)), nodes)
-        updated = 0 if strategy.get("type") == "OnDelete" else \
-            min(nodes, _scaled((strategy.get("rollingUpdate") or {}).get("maxUnavailable"), nodes, "1", True))
+        updated = (
+            0
+            if strategy.get("type") == "OnDelete"
+            else min(nodes, _scaled((strategy.get("rollingUpdate") or {}).get("maxUnavailable"), nodes, "1", True))
+        )
         ready = max(0, ready_before - updated)
-        return {"updatedNumberScheduled": updated, "numberReady": ready, "numberAvailable": ready,
-                "numberUnavailable": nodes - ready}
+        return {
+            "updatedNumberScheduled": updated,
+            "numberReady": ready,
+            "numberAvailable": ready,
+            "numberUnavailable": nodes - ready,
+        }
     want = int(spec.get("replicas", 1))
     if res.plural == "statefulsets":
         strategy = spec.get("updateStrategy") or {}
@@ -53,20 +61,35 @@ def held_counts(res: Resource, obj: dict, nodes: int) -> dict:
         # OrderedReady: the highest ordinal is replaced first, and the controller waits for it
         updated = 0 if strategy.get("type") == "OnDelete" or want <= partition else 1
         ready = max(0, ready_before - updated)
-        return {"replicas": want, "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": ready,
-                "currentReplicas": want - updated}
+        return {
+            "replicas": want,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "currentReplicas": want - updated,
+        }
     strategy = spec.get("strategy") or {}
     if res.plural == "deployments" and strategy.get("type") == "Recreate":
-        return {"replicas": want, "updatedReplicas": want, "readyReplicas": 0, "availableReplicas": 0,
-                "unavailableReplicas": want}
+        return {
+            "replicas": want,
+            "updatedReplicas": want,
+            "readyReplicas": 0,
+            "availableReplicas": 0,
+            "unavailableReplicas": want,
+        }
     if res.plural == "deployments":
         surge = _scaled((strategy.get("rollingUpdate") or {}).get("maxSurge"), want, "25%", True)
         unavailable = _max_unavailable(spec, want)
         available_before = min(int(old.get("availableReplicas", 0)), want)
         kept = max(0, available_before - unavailable)  # old pods it may stop while the new ones are not ready
         new = min(want, want + surge - kept)
-        return {"replicas": kept + new, "updatedReplicas": new, "readyReplicas": kept, "availableReplicas": kept,
-                "unavailableReplicas": new}
+        return {
+            "replicas": kept + new,
+            "updatedReplicas": new,
+            "readyReplicas": kept,
+            "availableReplicas": kept,
+            "unavailableReplicas": new,
+        }
     return {"replicas": want, "readyReplicas": 0, "availableReplicas": 0}  # a ReplicaSet's pods not ready
 
 
@@ -80,14 +103,21 @@ def rollout_status(res: Resource, obj: dict, nodes: int, complete: bool) -> dict
     held = {} if complete else held_counts(res, obj, nodes)
     if res.plural == "daemonsets":
         want = nodes
-        st: dict[str, Any] = {"observedGeneration": gen, "desiredNumberScheduled": want,
-                              "currentNumberScheduled": want, "numberMisscheduled": 0}
+        st: dict[str, Any] = {
+            "observedGeneration": gen,
+            "desiredNumberScheduled": want,
+            "currentNumberScheduled": want,
+            "numberMisscheduled": 0,
+        }
         if complete:
             st.update(numberReady=want, numberAvailable=want, updatedNumberScheduled=want)
         else:
             st.update(held)
-        return {k: v for k, v in st.items() if v != 0 or k in ("desiredNumberScheduled", "numberMisscheduled",
-                                                                  "currentNumberScheduled", "numberReady")}
+        return {
+            k: v
+            for k, v in st.items()
+            if v != 0 or k in ("desiredNumberScheduled", "numberMisscheduled", "currentNumberScheduled", "numberReady")
+        }
     want = int(spec.get("replicas", 1))
     st = {"observedGeneration": gen, "replicas": want}
     if complete:
@@ -97,19 +127,40 @@ def rollout_status(res: Resource, obj: dict, nodes: int, complete: bool) -> dict
     if res.plural == "deployments":
         conds = []
         avail = st.get("availableReplicas", 0) >= want - _max_unavailable(spec, want)
-        conds.append({"type": "Available", "status": "True" if avail else "False",
-                      "reason": "MinimumReplicasAvailable" if avail else "MinimumReplicasUnavailable",
-                      "message": "Deployment has minimum availability." if avail
-                      else "Deployment does not have minimum availability.",
-                      "lastUpdateTime": ts, "lastTransitionTime": ts})
+        conds.append(
+            {
+                "type": "Available",
+                "status": "True" if avail else "False",
+                "reason": "MinimumReplicasAvailable" if avail else "MinimumReplicasUnavailable",
+                "message": "Deployment has minimum availability."
+                if avail
+                else "Deployment does not have minimum availability.",
+                "lastUpdateTime": ts,
+                "lastTransitionTime": ts,
+            }
+        )
         if complete:
-            conds.append({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                          "message": f'ReplicaSet "{rs_name}" has successfully progressed.',
-                          "lastUpdateTime": ts, "lastTransitionTime": ts})
+            conds.append(
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "NewReplicaSetAvailable",
+                    "message": f'ReplicaSet "{rs_name}" has successfully progressed.',
+                    "lastUpdateTime": ts,
+                    "lastTransitionTime": ts,
+                }
+            )
         else:
-            conds.append({"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
-                          "message": f'ReplicaSet "{rs_name}" is progressing.',
-                          "lastUpdateTime": ts, "lastTransitionTime": ts})
+            conds.append(
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "ReplicaSetUpdated",
+                    "message": f'ReplicaSet "{rs_name}" is progressing.',
+                    "lastUpdateTime": ts,
+                    "lastTransitionTime": ts,
+                }
+            )
         st["conditions"] = conds
     elif res.plural == "statefulsets":
         rev = f"{name}-{template_hash(obj)}"

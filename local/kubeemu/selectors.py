@@ -1,4 +1,5 @@
 """labelSelector / fieldSelector parsing and matching with the apiserver's grammar."""
+
 from __future__ import annotations
 
 import re
@@ -23,7 +24,9 @@ _EXISTS_RE = re.compile(rf"^\s*(!?)\s*({_KEY})\s*$")
 
 def _split_terms(text: str) -> list[str]:
     # Commas separate requirements except inside the parentheses of a set.
-    terms, depth, cur = [], 0, []
+    terms: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1
@@ -41,7 +44,7 @@ def _split_terms(text: str) -> list[str]:
 def parse_labels(text: str | None) -> Matcher:
     if not text or not text.strip():
         return lambda obj: True
-    reqs: list[Callable[[dict], bool]] = []
+    reqs: list[Callable[..., bool]] = []
     for term in _split_terms(text):
         if m := _SET_RE.match(term):
             key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
@@ -88,7 +91,7 @@ def _field_value(obj: dict, label: str) -> str:
 def parse_fields(text: str | None, res: Resource) -> Matcher:
     if not text or not text.strip():
         return lambda obj: True
-    reqs: list[Callable[[dict], bool]] = []
+    reqs: list[Callable[..., bool]] = []
     for term in text.split(","):
         term = term.strip()
         if not term:
@@ -98,7 +101,7 @@ def parse_fields(text: str | None, res: Resource) -> Matcher:
             raise SelectorError(f"invalid selector: {text!r}; can't understand {term!r}")
         label, op, value = m.group(1).strip(), m.group(2), m.group(3).strip()
         if not res.selectable(label):
-            raise SelectorError(f'field label not supported: {label}')
+            raise SelectorError(f"field label not supported: {label}")
         if op == "!=":
             reqs.append(lambda o, lb=label, v=value: _field_value(o, lb) != v)
         else:

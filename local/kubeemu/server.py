@@ -5,6 +5,7 @@ the health probes) and Status rendering. Resource URLs are routed here instead o
 that store merges on PUT, has no resourceVersion/uid, and its path parser cannot parse `/api/v1/namespaces`;
 per-version resource lists are ours too (kmock repeats short names on subresources, which confuses kubectl).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,9 +30,10 @@ if TYPE_CHECKING:  # pragma: no cover
 @dataclass
 class _Ctx:
     """One request on its way through the handler (what the request log and the audit event need)."""
+
     raw: aiohttp.web.BaseRequest
     received: Any
-    route: "Route | None" = None
+    route: Route | None = None
     user: Any = None
     data: Any = None
     allowed: bool = True
@@ -60,8 +62,12 @@ _SUBRESOURCE_INFO: dict[str, tuple[str | None, list[str], dict]] = {
     "token": ("TokenRequest", ["create"], {"group": "authentication.k8s.io", "version": "v1"}),
     "approval": (None, ["get", "patch", "update"], {}),
 }
-_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml",
-                "application/strategic-merge-patch+json")
+_PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/apply-patch+yaml",
+    "application/strategic-merge-patch+json",
+)
 _NOT_FOUND = ApiError(404, "the server could not find the requested resource", "NotFound", {})
 _NAMESPACE_SUBRESOURCES = ("status", "finalize")
 
@@ -86,8 +92,13 @@ class ApiHandler(KubernetesScaffold):
     def declare(self, r: Resource) -> None:
         """Make a type visible in kmock's group discovery (/apis, /apis/<group>)."""
         self.resources[f"{r.group}/{r.version}/{r.plural}" if r.group else f"v1/{r.plural}"] = ResourceInfo(
-            namespaced=r.namespaced, kind=r.kind, singular=r.singular, verbs=set(r.verbs),
-            shortnames=set(r.short_names), subresources=set(r.subresources))
+            namespaced=r.namespaced,
+            kind=r.kind,
+            singular=r.singular,
+            verbs=set(r.verbs),
+            shortnames=set(r.short_names),
+            subresources=set(r.subresources),
+        )
 
     async def _serve_version(self, request) -> dict:
         # kmock repeats a resource's short names and verbs on its subresources, which makes kubectl refuse
@@ -98,17 +109,34 @@ class ApiHandler(KubernetesScaffold):
             raise ApiError(404, "the server could not find the requested resource", "NotFound", {})
         out: list[dict] = []
         for r in resources:
-            entry = {"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-                     "verbs": list(r.verbs)}
+            entry = {
+                "name": r.plural,
+                "singularName": r.singular,
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": list(r.verbs),
+            }
             if r.short_names:
                 entry["shortNames"] = list(r.short_names)
             out.append(entry)
             for sub in r.subresources:
                 kind, verbs, extra = _SUBRESOURCE_INFO.get(sub, (None, ["get"], {}))
-                out.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
-                            "kind": kind or r.kind, "verbs": verbs, **extra})
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}" if group else version, "resources": out}
+                out.append(
+                    {
+                        "name": f"{r.plural}/{sub}",
+                        "singularName": "",
+                        "namespaced": r.namespaced,
+                        "kind": kind or r.kind,
+                        "verbs": verbs,
+                        **extra,
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": out,
+        }
 
     # -- routing -------------------------------------------------------------------------------------------
 
@@ -155,8 +183,9 @@ class ApiHandler(KubernetesScaffold):
         elif m == "POST":
             verb = "create"
             if name and not sub:
-                raise ApiError(405, "the server does not allow this method on the requested resource",
-                               "MethodNotAllowed")
+                raise ApiError(
+                    405, "the server does not allow this method on the requested resource", "MethodNotAllowed"
+                )
         elif m == "PUT" and name:
             verb = "update"
         elif m == "PATCH" and name:
@@ -164,8 +193,7 @@ class ApiHandler(KubernetesScaffold):
         elif m == "DELETE":
             verb = "delete" if name else "deletecollection"
         else:
-            raise ApiError(405, "the server does not allow this method on the requested resource",
-                           "MethodNotAllowed")
+            raise ApiError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed")
         return Route(res, namespace, name, sub, verb)
 
     # -- entry point ---------------------------------------------------------------------------------------
@@ -205,8 +233,7 @@ class ApiHandler(KubernetesScaffold):
                 return await self._faulted(ctx, query, body, fault)
             if route.verb == "watch":
                 return await self._watch(ctx, query)
-            status, payload = emu._dispatch(route, query, body, ctx.data, raw.headers.get("Content-Type", ""),
-                                            ctx.user)
+            status, payload = emu._dispatch(route, query, body, ctx.data, raw.headers.get("Content-Type", ""), ctx.user)
         except ApiError as e:
             return self._fail(ctx, e)
         except Exception as e:  # an emulator bug must still look like an apiserver 500 to the client
@@ -215,7 +242,7 @@ class ApiHandler(KubernetesScaffold):
         self._done(ctx, status, payload)
         return aiohttp.web.json_response(payload, status=status)
 
-    def _done(self, ctx: "_Ctx", status: int, payload: Any, stage: str = "ResponseComplete") -> None:
+    def _done(self, ctx: _Ctx, status: int, payload: Any, stage: str = "ResponseComplete") -> None:
         """Every served request ends here: the request log and the audit trail."""
         route, raw = ctx.route, ctx.raw
         verb = route.verb if route is not None else raw.method.lower()
@@ -223,14 +250,15 @@ class ApiHandler(KubernetesScaffold):
             self.emu._record(verb, raw.path, status, route, ctx.user)
         self.emu._audit(ctx, verb, status, payload, stage)
 
-    def _fail(self, ctx: "_Ctx", err: ApiError) -> aiohttp.web.Response:
+    def _fail(self, ctx: _Ctx, err: ApiError) -> aiohttp.web.Response:
         body = err.status()
         self._done(ctx, err.code, body)
         return _status_response(err)
 
-    async def _faulted(self, ctx: "_Ctx", query: dict, body: bytes, fault) -> aiohttp.web.StreamResponse:
+    async def _faulted(self, ctx: _Ctx, query: dict, body: bytes, fault) -> aiohttp.web.StreamResponse:
         emu: KubeEmulator = self.emu
         raw, route, data, user = ctx.raw, ctx.route, ctx.data, ctx.user
+        assert route is not None  # a fault is taken for a routed request only
         if fault.applied and route.verb not in ("watch",):
             try:
                 emu._dispatch(route, query, body, data, raw.headers.get("Content-Type", ""), user)
@@ -245,24 +273,37 @@ class ApiHandler(KubernetesScaffold):
                 raw.transport.abort()
             raise asyncio.CancelledError
         code = 504 if fault.status == "timeout" else int(fault.status)
-        name = route.name or ((data or {}).get("metadata") or {}).get("name") or "" if isinstance(data, dict) \
+        name = (
+            route.name or ((data or {}).get("metadata") or {}).get("name") or ""
+            if isinstance(data, dict)
             else (route.name or "")
+        )
         if code == 409 and route.verb == "create" and not route.subresource and fault.message is None:
             # A conflict on create is the apiserver's AlreadyExists.
-            return self._fail(ctx, ApiError(409, f'{route.res} "{name}" already exists', "AlreadyExists",
-                                            {"name": name, "kind": route.res.plural,
-                                             **({"group": route.res.group} if route.res.group else {})}))
-        messages = {409: f'Operation cannot be fulfilled on {route.res} "{name}": the object has been modified; '
-                         f'please apply your changes to the latest version and try again',
-                    429: "Too many requests, please try again later.",
-                    500: "Internal error occurred: injected fault",
-                    503: "the server is currently unable to handle the request",
-                    504: "the server was unable to return a response in the time allotted, but may still be "
-                         "processing the request"}
-        err = ApiError(code, fault.message or messages.get(code, f"injected fault {code}"),
-                       details={"name": name, "kind": route.res.plural, **({"group": route.res.group}
-                                                                          if route.res.group else {})},
-                       headers={"Retry-After": "1"} if code in (429, 503) else None)
+            return self._fail(
+                ctx,
+                ApiError(
+                    409,
+                    f'{route.res} "{name}" already exists',
+                    "AlreadyExists",
+                    {"name": name, "kind": route.res.plural, **({"group": route.res.group} if route.res.group else {})},
+                ),
+            )
+        messages = {
+            409: f'Operation cannot be fulfilled on {route.res} "{name}": the object has been modified; '
+            f"please apply your changes to the latest version and try again",
+            429: "Too many requests, please try again later.",
+            500: "Internal error occurred: injected fault",
+            503: "the server is currently unable to handle the request",
+            504: "the server was unable to return a response in the time allotted, but may still be "
+            "processing the request",
+        }
+        err = ApiError(
+            code,
+            fault.message or messages.get(code, f"injected fault {code}"),
+            details={"name": name, "kind": route.res.plural, **({"group": route.res.group} if route.res.group else {})},
+            headers={"Retry-After": "1"} if code in (429, 503) else None,
+        )
         return self._fail(ctx, err)
 
     async def sleep(self, seconds: float) -> None:
@@ -270,7 +311,7 @@ class ApiHandler(KubernetesScaffold):
         assert self.stopping is not None
         try:
             await asyncio.wait_for(self.stopping.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
@@ -281,9 +322,10 @@ class ApiHandler(KubernetesScaffold):
 
     # -- watch ---------------------------------------------------------------------------------------------
 
-    async def _watch(self, ctx: "_Ctx", query: dict) -> aiohttp.web.StreamResponse:
+    async def _watch(self, ctx: _Ctx, query: dict) -> aiohttp.web.StreamResponse:
         emu: KubeEmulator = self.emu
         raw, route = ctx.raw, ctx.route
+        assert route is not None  # watches are routed requests
         store = emu.store
         field_selector = query.get("fieldSelector")
         if route.name:  # a watch on a named URL is a watch on metadata.name
@@ -313,11 +355,15 @@ class ApiHandler(KubernetesScaffold):
                 except ValueError:
                     raise ApiError(400, f'invalid resourceVersion "{rv}"') from None
                 if since < store.oldest_log_rv() - 1:
-                    gone = ApiError(410, f"too old resource version: {since} ({store.oldest_log_rv()})",
-                                    "Expired").status()
+                    gone = ApiError(
+                        410, f"too old resource version: {since} ({store.oldest_log_rv()})", "Expired"
+                    ).status()
                 else:
-                    initial = [(k, o) for (erv, r, k, o) in store.log
-                               if erv > since and r.group == res.group and r.plural == res.plural]
+                    initial = [
+                        (k, o)
+                        for (erv, r, k, o) in store.log
+                        if erv > since and r.group == res.group and r.plural == res.plural
+                    ]
             store.add_listener(listener)
         self.watch_queues.add(queue)
         response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
@@ -337,7 +383,7 @@ class ApiHandler(KubernetesScaffold):
                 wait = None if deadline is None else max(0.0, deadline - loop.time())
                 try:
                     item = await asyncio.wait_for(queue.get(), wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if item is None:  # emulator stopping
                     break
@@ -390,8 +436,11 @@ def _decode(body: bytes, content_type: str | None, verb: str) -> Any:
         except ProtobufError as e:
             raise ApiError(415, str(e), "UnsupportedMediaType") from None
     if verb == "patch" and ctype not in _PATCH_TYPES:
-        raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
-                            + ", ".join(_PATCH_TYPES))
+        raise ApiError(
+            415,
+            "the body of the request was in an unknown format - accepted media types include: "
+            + ", ".join(_PATCH_TYPES),
+        )
     if ctype in ("application/yaml", "application/apply-patch+yaml"):
         import yaml
 
@@ -400,9 +449,12 @@ def _decode(body: bytes, content_type: str | None, verb: str) -> Any:
         except yaml.YAMLError as e:
             raise ApiError(400, f"the request body is not valid YAML: {e}") from None
     if ctype != "application/json" and not ctype.endswith("+json"):
-        raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
-                            "application/json, application/yaml, application/vnd.kubernetes.protobuf (ConfigMap, "
-                            "Secret, Namespace, ServiceAccount only)")
+        raise ApiError(
+            415,
+            "the body of the request was in an unknown format - accepted media types include: "
+            "application/json, application/yaml, application/vnd.kubernetes.protobuf (ConfigMap, "
+            "Secret, Namespace, ServiceAccount only)",
+        )
     try:
         return json.loads(body)
     except ValueError as e:

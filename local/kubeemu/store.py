@@ -3,10 +3,12 @@
 All state lives behind one re-entrant lock, so the HTTP loop thread, the test thread and the local gateway's
 threads can all read and write. Every write bumps one global resourceVersion counter, as etcd's revision does.
 """
+
 from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import copy
 import datetime
 import json
@@ -18,9 +20,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import errors, patch as patching, podspec, rollout, validation
-from .errors import ApiError
+from . import errors, podspec, rollout, validation
+from . import patch as patching
 from .clock import now
+from .errors import ApiError
 from .resources import WORKLOADS, Registry, Resource
 from .selectors import SelectorError, match_label_selector, parse_fields, parse_labels
 
@@ -120,29 +123,37 @@ class Store:
         except ApiError:
             return None
 
-    def list(self, res: Resource, namespace: str | None = None, label_selector: str | None = None,
-             field_selector: str | None = None) -> tuple[list[dict], str]:
+    def list(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[dict], str]:
         try:
             lmatch = parse_labels(label_selector)
             fmatch = parse_fields(field_selector, res)
         except SelectorError as e:
             raise ApiError(400, str(e)) from None
         with self.lock:
-            items = [copy.deepcopy(o) for (ns, _), o in self._bucket(res).items()
-                     if (namespace is None or ns == namespace) and lmatch(o) and fmatch(o)]
+            items = [
+                copy.deepcopy(o)
+                for (ns, _), o in self._bucket(res).items()
+                if (namespace is None or ns == namespace) and lmatch(o) and fmatch(o)
+            ]
             rv = str(self._rv)
         items.sort(key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]))
         return items, rv
 
-    def matcher(self, res: Resource, namespace: str | None, label_selector: str | None,
-                field_selector: str | None) -> Callable[[dict], bool]:
+    def matcher(
+        self, res: Resource, namespace: str | None, label_selector: str | None, field_selector: str | None
+    ) -> Callable[[dict], bool]:
         try:
             lmatch = parse_labels(label_selector)
             fmatch = parse_fields(field_selector, res)
         except SelectorError as e:
             raise ApiError(400, str(e)) from None
-        return lambda o: ((namespace is None or o["metadata"].get("namespace") == namespace)
-                          and lmatch(o) and fmatch(o))
+        return lambda o: (namespace is None or o["metadata"].get("namespace") == namespace) and lmatch(o) and fmatch(o)
 
     # -- validation shared by create/update ----------------------------------------------------------------
 
@@ -151,11 +162,17 @@ class Store:
             raise ApiError(400, f"the body of a {res.kind} request must be a JSON object")
         kind, api_version = body.get("kind"), body.get("apiVersion")
         if kind and kind != res.kind:
-            raise ApiError(400, f'{kind} in version "{api_version}" cannot be handled as a {res.kind}: '
-                                f'the kind of the object does not match the resource "{res}"')
+            raise ApiError(
+                400,
+                f'{kind} in version "{api_version}" cannot be handled as a {res.kind}: '
+                f'the kind of the object does not match the resource "{res}"',
+            )
         if api_version and api_version != res.api_version:
-            raise ApiError(400, f'the API version in the data ({api_version}) does not match the expected '
-                                f'API version ({res.api_version})')
+            raise ApiError(
+                400,
+                f"the API version in the data ({api_version}) does not match the expected "
+                f"API version ({res.api_version})",
+            )
         meta = body.get("metadata")
         if meta is not None and not isinstance(meta, dict):
             raise ApiError(400, "metadata must be an object")
@@ -179,23 +196,29 @@ class Store:
                     causes.append(("data", "FieldValueForbidden", _IMMUTABLE_MSG))
                 if res.plural == "configmaps" and _empty(obj.get("binaryData")) != _empty(old.get("binaryData")):
                     causes.append(("binaryData", "FieldValueForbidden", _IMMUTABLE_MSG))
-            if (res.plural == "secrets" and obj.get("type") == SA_TOKEN_TYPE
-                    and not (obj["metadata"].get("annotations") or {}).get(SA_NAME_ANNOTATION)):
-                causes.append((f"metadata.annotations[{SA_NAME_ANNOTATION}]", "FieldValueRequired",
-                               "Required value"))
+            if (
+                res.plural == "secrets"
+                and obj.get("type") == SA_TOKEN_TYPE
+                and not (obj["metadata"].get("annotations") or {}).get(SA_NAME_ANNOTATION)
+            ):
+                causes.append((f"metadata.annotations[{SA_NAME_ANNOTATION}]", "FieldValueRequired", "Required value"))
             if res.plural == "secrets":
                 causes += validation.secret_type_causes(obj)
             if res.plural == "secrets" and old is not None and obj.get("type") != old.get("type"):
-                causes.append(("type", "FieldValueInvalid",
-                               f'Invalid value: "{obj.get("type")}": field is immutable'))
-        if (old is not None and res.group == "rbac.authorization.k8s.io"
-                and res.plural in ("rolebindings", "clusterrolebindings") and obj.get("roleRef") != old.get("roleRef")):
-            causes.append(("roleRef", "FieldValueInvalid", f"Invalid value: {obj.get('roleRef')!r}: cannot change "
-                                                           f"roleRef"))
+                causes.append(("type", "FieldValueInvalid", f'Invalid value: "{obj.get("type")}": field is immutable'))
+        if (
+            old is not None
+            and res.group == "rbac.authorization.k8s.io"
+            and res.plural in ("rolebindings", "clusterrolebindings")
+            and obj.get("roleRef") != old.get("roleRef")
+        ):
+            causes.append(
+                ("roleRef", "FieldValueInvalid", f"Invalid value: {obj.get('roleRef')!r}: cannot change roleRef")
+            )
         if causes:
             raise errors.invalid(res, name, causes)
 
-    def _validate_config_data(self, res: Resource, obj: dict) -> list[tuple[str, str, str]]:
+    def _validate_config_data(self, res: Resource, obj: dict) -> builtins.list[tuple[str, str, str]]:
         causes = []
         fields = ("data", "binaryData") if res.plural == "configmaps" else ("data",)
         seen: set[str] = set()
@@ -208,45 +231,67 @@ class Store:
                 raise ApiError(400, f"{res.kind}.{fld}: values must be strings")
             for key, value in data.items():
                 if not _CONFIG_KEY.match(key) or len(key) > 253 or key in (".", "..") or key.startswith(".."):
-                    causes.append((f"{fld}[{key}]", "FieldValueInvalid",
-                                   f'Invalid value: "{key}": a valid config key must consist of alphanumeric '
-                                   f"characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or "
-                                   f"'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"))
+                    causes.append(
+                        (
+                            f"{fld}[{key}]",
+                            "FieldValueInvalid",
+                            f'Invalid value: "{key}": a valid config key must consist of alphanumeric '
+                            f"characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or "
+                            f"'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                        )
+                    )
                 if key in seen:
-                    causes.append((f"{fld}[{key}]", "FieldValueInvalid",
-                                   f'Invalid value: "{key}": duplicate of key present in data'))
+                    causes.append(
+                        (
+                            f"{fld}[{key}]",
+                            "FieldValueInvalid",
+                            f'Invalid value: "{key}": duplicate of key present in data',
+                        )
+                    )
                 seen.add(key)
                 if fld == "binaryData" or res.plural == "secrets":
                     try:
                         total += len(base64.b64decode(value, validate=True))
                     except (binascii.Error, ValueError):
-                        raise ApiError(400, f"{res.kind} in version \"v1\" cannot be handled as a {res.kind}: "
-                                            f"illegal base64 data in {fld}[{key}]") from None
+                        raise ApiError(
+                            400,
+                            f'{res.kind} in version "v1" cannot be handled as a {res.kind}: '
+                            f"illegal base64 data in {fld}[{key}]",
+                        ) from None
                 else:
                     total += len(value.encode("utf-8"))
         if total > 1024 * 1024:
-            causes.append(("data" if res.plural == "secrets" else "[]", "FieldValueTooLong",
-                           "Too long: must have at most 1048576 bytes"))
+            causes.append(
+                (
+                    "data" if res.plural == "secrets" else "[]",
+                    "FieldValueTooLong",
+                    "Too long: must have at most 1048576 bytes",
+                )
+            )
         return causes
 
     def _validate_name(self, res: Resource, name: Any) -> None:
         if not isinstance(name, str) or not name:
-            raise errors.invalid(res, "", [("metadata.name", "FieldValueRequired",
-                                            "Required value: name or generateName is required")])
+            raise errors.invalid(
+                res, "", [("metadata.name", "FieldValueRequired", "Required value: name or generateName is required")]
+            )
         if res.group == "rbac.authorization.k8s.io" or res.plural == "certificatesigningrequests":
             ok = name not in (".", "..") and "/" not in name and "%" not in name
             why = "may not contain '/' or '%'"
         elif res.plural in _LABEL_NAMED:
             ok = len(name) <= 63 and bool(_DNS1123_LABEL.match(name))
-            why = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
-                   "must start and end with an alphanumeric character")
+            why = (
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+                "must start and end with an alphanumeric character"
+            )
         else:
             ok = len(name) <= 253 and bool(_DNS1123_SUBDOMAIN.match(name))
-            why = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
-                   "'.', and must start and end with an alphanumeric character")
+            why = (
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+                "'.', and must start and end with an alphanumeric character"
+            )
         if not ok:
-            raise errors.invalid(res, name, [("metadata.name", "FieldValueInvalid",
-                                              f'Invalid value: "{name}": {why}')])
+            raise errors.invalid(res, name, [("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": {why}')])
 
     def _normalise(self, res: Resource, obj: dict) -> None:
         """Type-specific defaulting/conversion done on every write."""
@@ -288,20 +333,28 @@ class Store:
         (obj.get("metadata") or {}).pop("resourceVersion", None)
         with self.lock:
             ns = (obj.get("metadata") or {}).get("namespace") or ("default" if res.namespaced else None)
-            if res.namespaced and self.find(self.registry.lookup("namespaces"), None, ns) is None:
+            if res.namespaced and ns and self.find(self.registry.lookup("namespaces"), None, ns) is None:
                 self.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
             return self.create(res, ns, obj, keep_status=True, validate=False)
 
-    def create(self, res: Resource, namespace: str | None, body: Any, dry_run: bool = False,
-               keep_status: bool = False, validate: bool = True) -> dict:
+    def create(
+        self,
+        res: Resource,
+        namespace: str | None,
+        body: Any,
+        dry_run: bool = False,
+        keep_status: bool = False,
+        validate: bool = True,
+    ) -> dict:
         obj = self._check_body(res, body)
         meta = obj.setdefault("metadata", {})
         if res.namespaced:
             if not namespace:
                 raise ApiError(400, f"{res.kind} is namespaced: the request needs a namespace")
             if meta.get("namespace") and meta["namespace"] != namespace:
-                raise ApiError(400, "the namespace of the provided object does not match the namespace sent on "
-                                    "the request")
+                raise ApiError(
+                    400, "the namespace of the provided object does not match the namespace sent on the request"
+                )
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
@@ -310,13 +363,19 @@ class Store:
         with self.lock:
             if res.namespaced:
                 ns_res = self.registry.lookup("namespaces")
-                ns_obj = self._bucket(ns_res).get((None, namespace))
+                ns_obj = self._bucket(ns_res).get((None, namespace or ""))
                 if ns_obj is None:
-                    raise errors.not_found(ns_res, namespace)
+                    raise errors.not_found(ns_res, namespace or "")
                 if ns_obj["metadata"].get("deletionTimestamp"):
-                    raise errors.forbidden(res, meta.get("name"), "", "create", namespace,
-                                           why=f'{res} "{meta.get("name")}" is forbidden: unable to create new '
-                                               f'content in namespace {namespace} because it is being terminated')
+                    raise errors.forbidden(
+                        res,
+                        meta.get("name"),
+                        "",
+                        "create",
+                        namespace,
+                        why=f'{res} "{meta.get("name")}" is forbidden: unable to create new '
+                        f"content in namespace {namespace} because it is being terminated",
+                    )
             if not meta.get("name") and meta.get("generateName"):
                 while True:
                     name = meta["generateName"] + "".join(_random.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
@@ -327,8 +386,15 @@ class Store:
             key = self._key(res, namespace, meta["name"])
             if key in self._bucket(res):
                 raise errors.already_exists(res, meta["name"])
-            for f in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink",
-                      "managedFields", "generation"):
+            for f in (
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "selfLink",
+                "managedFields",
+                "generation",
+            ):
                 meta.pop(f, None)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now()
@@ -357,28 +423,50 @@ class Store:
                 self._establish_crd(res, key)
             return result
 
-    def update(self, res: Resource, namespace: str | None, name: str, body: Any, subresource: str | None = None,
-               dry_run: bool = False) -> dict:
+    def update(
+        self,
+        res: Resource,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> dict:
         new = self._check_body(res, body)
         meta = new.setdefault("metadata", {})
         if meta.get("name") != name:
-            raise ApiError(400, f"the name of the object ({meta.get('name') or ''}) does not match the name on "
-                                f"the URL ({name})")
+            raise ApiError(
+                400, f"the name of the object ({meta.get('name') or ''}) does not match the name on the URL ({name})"
+            )
         if res.namespaced and meta.get("namespace") and meta["namespace"] != namespace:
-            raise ApiError(400, "the namespace of the provided object does not match the namespace sent on the "
-                                "request")
+            raise ApiError(400, "the namespace of the provided object does not match the namespace sent on the request")
         with self.lock:
             old = self._current(res, namespace, name)
             return self._replace(res, old, new, subresource, dry_run)
 
-    def patch(self, res: Resource, namespace: str | None, name: str, content_type: str, body: bytes,
-              subresource: str | None = None, dry_run: bool = False) -> dict:
+    def patch(
+        self,
+        res: Resource,
+        namespace: str | None,
+        name: str,
+        content_type: str,
+        body: bytes,
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> dict:
         ctype = (content_type or "").split(";")[0].strip().lower()
-        if ctype not in ("application/merge-patch+json", "application/strategic-merge-patch+json",
-                         "application/json-patch+json", "application/apply-patch+yaml"):
-            raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
-                                "application/json-patch+json, application/merge-patch+json, "
-                                "application/apply-patch+yaml, application/strategic-merge-patch+json")
+        if ctype not in (
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+            "application/json-patch+json",
+            "application/apply-patch+yaml",
+        ):
+            raise ApiError(
+                415,
+                "the body of the request was in an unknown format - accepted media types include: "
+                "application/json-patch+json, application/merge-patch+json, "
+                "application/apply-patch+yaml, application/strategic-merge-patch+json",
+            )
         try:
             doc = json.loads(body or b"null") if ctype != "application/apply-patch+yaml" else None
         except ValueError as e:
@@ -406,14 +494,16 @@ class Store:
                 raise ApiError(422, JSON_PATCH_FAILED, "Invalid", {}) from None
             if not isinstance(new, dict):
                 raise ApiError(422, "the patched object is not a JSON object", "Invalid")
-            new_meta = new.get("metadata") if isinstance(new.get("metadata"), dict) else {}
+            new_meta = new["metadata"] if isinstance(new.get("metadata"), dict) else {}
             if new_meta.get("name") != name or (res.namespaced and new_meta.get("namespace") != namespace):
-                raise errors.invalid(res, name, [("metadata.name", "FieldValueInvalid",
-                                                  "Invalid value: field is immutable")])
+                raise errors.invalid(
+                    res, name, [("metadata.name", "FieldValueInvalid", "Invalid value: field is immutable")]
+                )
             return self._replace(res, old, new, subresource, dry_run)
 
-    def _apply(self, res: Resource, namespace: str | None, name: str, body: bytes, subresource: str | None,
-               dry_run: bool) -> dict:
+    def _apply(
+        self, res: Resource, namespace: str | None, name: str, body: bytes, subresource: str | None, dry_run: bool
+    ) -> dict:
         # Server-side apply, approximated: no field managers; the applied config is strategically merged.
         import yaml
 
@@ -449,8 +539,12 @@ class Store:
         if want_rv and want_rv != old["metadata"]["resourceVersion"]:
             raise errors.conflict(res, name, errors.MODIFIED)
         if meta.get("uid") and meta["uid"] != old["metadata"]["uid"]:
-            raise errors.conflict(res, name, f"Precondition failed: UID in precondition: {meta['uid']}, UID in "
-                                             f"object meta: {old['metadata']['uid']}")
+            raise errors.conflict(
+                res,
+                name,
+                f"Precondition failed: UID in precondition: {meta['uid']}, UID in "
+                f"object meta: {old['metadata']['uid']}",
+            )
         if subresource in ("status", "approval"):
             status = new.get("status")
             new = copy.deepcopy(old)
@@ -460,15 +554,24 @@ class Store:
                 new["status"] = status
             meta = new["metadata"]
         elif subresource not in (None, ""):
-            raise ApiError(405, f"the server does not allow this method on the requested resource "
-                                f"({res}/{subresource})", "MethodNotAllowed")
+            raise ApiError(
+                405,
+                f"the server does not allow this method on the requested resource ({res}/{subresource})",
+                "MethodNotAllowed",
+            )
         elif res.has_status:
             if "status" in old:
                 new["status"] = copy.deepcopy(old["status"])
             else:
                 new.pop("status", None)
-        for f in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace",
-                  "generation"):
+        for f in (
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "namespace",
+            "generation",
+        ):
             if f in old["metadata"]:
                 meta[f] = old["metadata"][f]
             else:
@@ -481,9 +584,18 @@ class Store:
             added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
             if added:
                 found = ", ".join(f'"{f}"' for f in sorted(added))
-                raise errors.invalid(res, name, [("metadata.finalizers", "FieldValueForbidden",
-                                                  "Forbidden: no new finalizers can be added if the object is "
-                                                  f"being deleted, found new finalizers []string{{{found}}}")])
+                raise errors.invalid(
+                    res,
+                    name,
+                    [
+                        (
+                            "metadata.finalizers",
+                            "FieldValueForbidden",
+                            "Forbidden: no new finalizers can be added if the object is "
+                            f"being deleted, found new finalizers []string{{{found}}}",
+                        )
+                    ],
+                )
         self._validate(res, new, old)
         causes = podspec.validate_update(res.group, res.plural, new, old)
         if causes:
@@ -510,24 +622,39 @@ class Store:
             self._reconcile(res, key)
         return result
 
-    def delete(self, res: Resource, namespace: str | None, name: str, options: dict | None = None,
-               dry_run: bool = False) -> tuple[int, dict]:
+    def delete(
+        self, res: Resource, namespace: str | None, name: str, options: dict | None = None, dry_run: bool = False
+    ) -> tuple[int, dict]:
         """Returns (HTTP status, body) as the apiserver would (the object while finalizers hold it)."""
         options = options or {}
         pre = options.get("preconditions") or {}
         with self.lock:
             old = self._current(res, namespace, name)
             if pre.get("resourceVersion") and pre["resourceVersion"] != old["metadata"]["resourceVersion"]:
-                raise errors.conflict(res, name, f"Precondition failed: ResourceVersion in precondition: "
-                                                 f"{pre['resourceVersion']}, ResourceVersion in object meta: "
-                                                 f"{old['metadata']['resourceVersion']}")
+                raise errors.conflict(
+                    res,
+                    name,
+                    f"Precondition failed: ResourceVersion in precondition: "
+                    f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                    f"{old['metadata']['resourceVersion']}",
+                )
             if pre.get("uid") and pre["uid"] != old["metadata"]["uid"]:
-                raise errors.conflict(res, name, f"Precondition failed: UID in precondition: {pre['uid']}, UID "
-                                                 f"in object meta: {old['metadata']['uid']}")
+                raise errors.conflict(
+                    res,
+                    name,
+                    f"Precondition failed: UID in precondition: {pre['uid']}, UID "
+                    f"in object meta: {old['metadata']['uid']}",
+                )
             is_ns = res.plural == "namespaces" and res.group == ""
             if is_ns and name in PROTECTED_NAMESPACES:
-                raise errors.forbidden(res, name, "", "delete", None,
-                                       why=f'namespaces "{name}" is forbidden: this namespace may not be deleted')
+                raise errors.forbidden(
+                    res,
+                    name,
+                    "",
+                    "delete",
+                    None,
+                    why=f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                )
             if dry_run:
                 return 200, old
             key = self._key(res, namespace, name)
@@ -557,14 +684,29 @@ class Store:
             del self._bucket(res)[key]
             old["metadata"]["resourceVersion"] = self._next_rv()
             self._emit(res, "DELETED", old)
-            self._collect_dependents(old["metadata"]["uid"], orphan=options.get("propagationPolicy") == "Orphan"
-                                     or options.get("orphanDependents") in (True, "true"))
+            self._collect_dependents(
+                old["metadata"]["uid"],
+                orphan=options.get("propagationPolicy") == "Orphan"
+                or options.get("orphanDependents") in (True, "true"),
+            )
             if (res.plural == "pods" and res.group == "") or is_ns:
                 return 200, copy.deepcopy(old)
-            return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                         "details": {k: v for k, v in (("name", name), ("group", res.group),
-                                                       ("kind", res.plural), ("uid", old["metadata"]["uid"]))
-                                     if v}}
+            return 200, {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {
+                    k: v
+                    for k, v in (
+                        ("name", name),
+                        ("group", res.group),
+                        ("kind", res.plural),
+                        ("uid", old["metadata"]["uid"]),
+                    )
+                    if v
+                },
+            }
 
     def _collect_dependents(self, owner_uid: str, orphan: bool) -> None:
         """The garbage collector, run at once: dependents of a deleted owner are deleted (or orphaned)."""
@@ -590,17 +732,29 @@ class Store:
                 else:
                     self.delete(dep_res, key[0], key[1])
 
-    def delete_collection(self, res: Resource, namespace: str | None, label_selector: str | None,
-                          field_selector: str | None, options: dict | None = None, dry_run: bool = False) -> dict:
+    def delete_collection(
+        self,
+        res: Resource,
+        namespace: str | None,
+        label_selector: str | None,
+        field_selector: str | None,
+        options: dict | None = None,
+        dry_run: bool = False,
+    ) -> dict:
         with self.lock:
             items, rv = self.list(res, namespace, label_selector, field_selector)
             deleted = []
             for item in items:
-                _, body = self.delete(res, item["metadata"].get("namespace"), item["metadata"]["name"], options,
-                                      dry_run)
+                _, body = self.delete(
+                    res, item["metadata"].get("namespace"), item["metadata"]["name"], options, dry_run
+                )
                 deleted.append(item if body.get("kind") == "Status" else body)
-            return {"kind": f"{res.kind}List", "apiVersion": res.api_version,
-                    "metadata": {"resourceVersion": self.resource_version}, "items": deleted}
+            return {
+                "kind": f"{res.kind}List",
+                "apiVersion": res.api_version,
+                "metadata": {"resourceVersion": self.resource_version},
+                "items": deleted,
+            }
 
     def evict(self, namespace: str, name: str, body: Any) -> dict:
         pods = self.registry.lookup("pods")
@@ -618,11 +772,20 @@ class Store:
                     continue
                 allowed = (pdb.get("status") or {}).get("disruptionsAllowed")
                 if allowed is not None and allowed < 1:
-                    raise ApiError(429, "Cannot evict pod as it would violate the pod's disruption budget.",
-                                   "TooManyRequests",
-                                   {"causes": [{"reason": "DisruptionBudget",
-                                                "message": f"The disruption budget {pdb['metadata']['name']} "
-                                                           f"needs {allowed} healthy pods"}]})
+                    raise ApiError(
+                        429,
+                        "Cannot evict pod as it would violate the pod's disruption budget.",
+                        "TooManyRequests",
+                        {
+                            "causes": [
+                                {
+                                    "reason": "DisruptionBudget",
+                                    "message": f"The disruption budget {pdb['metadata']['name']} "
+                                    f"needs {allowed} healthy pods",
+                                }
+                            ]
+                        },
+                    )
             self.delete(pods, namespace, name, body.get("deleteOptions"))
             return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
@@ -672,6 +835,7 @@ class Store:
     def _establish_crd(self, res: Resource, key: Key) -> None:
         """The apiextensions controller: serve the CRD's storage version and mark it Established."""
         crd = self._bucket(res).get(key)
+        assert crd is not None, key  # called right after the CRD was stored
         spec = crd.get("spec") or {}
         names = spec.get("names") or {}
         versions = [v for v in spec.get("versions") or [] if v.get("served", True)]
@@ -679,14 +843,28 @@ class Store:
         if not (spec.get("group") and names.get("plural") and names.get("kind") and storage):
             return
         subresources = tuple(k for k in ((storage.get("subresources") or {}).keys()) if k in ("status", "scale"))
-        self.register(Resource(spec["group"], storage["name"], names["plural"], names["kind"],
-                               spec.get("scope", "Namespaced") == "Namespaced", tuple(names.get("shortNames") or ()),
-                               subresources, generation=True))
+        self.register(
+            Resource(
+                spec["group"],
+                storage["name"],
+                names["plural"],
+                names["kind"],
+                spec.get("scope", "Namespaced") == "Namespaced",
+                tuple(names.get("shortNames") or ()),
+                subresources,
+                generation=True,
+            )
+        )
         new = copy.deepcopy(crd)
         ts = now()
-        new["status"] = {"acceptedNames": names, "storedVersions": [storage["name"]], "conditions": [
-            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "lastTransitionTime": ts},
-            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "lastTransitionTime": ts}]}
+        new["status"] = {
+            "acceptedNames": names,
+            "storedVersions": [storage["name"]],
+            "conditions": [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "lastTransitionTime": ts},
+                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "lastTransitionTime": ts},
+            ],
+        }
         new["metadata"]["resourceVersion"] = self._next_rv()
         self._bucket(res)[key] = new
         self._emit(res, "MODIFIED", new)
@@ -695,7 +873,9 @@ class Store:
         """The token controller: give a service-account-token Secret its token, ca.crt and namespace."""
         secrets_res = self.registry.lookup("secrets")
         obj = self._bucket(secrets_res).get(key)
+        assert obj is not None, key  # called right after the Secret was stored
         ns, _ = key
+        assert ns is not None  # Secrets are namespaced
         sa_name = obj["metadata"]["annotations"][SA_NAME_ANNOTATION]
         sa = self._bucket(self.registry.lookup("serviceaccounts")).get((ns, sa_name))
         if sa is None or (obj.get("data") or {}).get("token"):
@@ -703,8 +883,12 @@ class Store:
         token = self.mint_token(ns, sa_name)
         new = copy.deepcopy(obj)
         new["metadata"]["annotations"]["kubernetes.io/service-account.uid"] = sa["metadata"]["uid"]
-        new["data"] = {**(obj.get("data") or {}), "token": base64.b64encode(token.encode()).decode(),
-                       "ca.crt": FAKE_CA, "namespace": base64.b64encode(ns.encode()).decode()}
+        new["data"] = {
+            **(obj.get("data") or {}),
+            "token": base64.b64encode(token.encode()).decode(),
+            "ca.crt": FAKE_CA,
+            "namespace": base64.b64encode(ns.encode()).decode(),
+        }
         new["metadata"]["resourceVersion"] = self._next_rv()
         self._bucket(secrets_res)[key] = new
         self._emit(secrets_res, "MODIFIED", new)
@@ -722,15 +906,24 @@ class Store:
             spec = dict((body or {}).get("spec") or {}) if isinstance(body, dict) else {}
             seconds = int(spec.get("expirationSeconds") or 3600)
             if seconds < 600:
-                raise ApiError(422, "spec.expirationSeconds: Invalid value: may not specify a duration less "
-                                    "than 10 minutes", "Invalid")
+                raise ApiError(
+                    422,
+                    "spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes",
+                    "Invalid",
+                )
             spec["expirationSeconds"] = seconds
             spec.setdefault("audiences", ["https://kubernetes.default.svc.cluster.local", "k3s"])
-            expiry = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds))
-            return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
-                    "metadata": {"name": sa_name, "namespace": namespace, "creationTimestamp": now()},
-                    "spec": spec, "status": {"token": self.mint_token(namespace, sa_name),
-                                             "expirationTimestamp": expiry.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+            expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+            return {
+                "kind": "TokenRequest",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": sa_name, "namespace": namespace, "creationTimestamp": now()},
+                "spec": spec,
+                "status": {
+                    "token": self.mint_token(namespace, sa_name),
+                    "expirationTimestamp": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                },
+            }
 
     def _node_count(self) -> int:
         return len(self._bucket(self.registry.lookup("nodes")))
@@ -742,9 +935,16 @@ class Store:
             obj = self._current(res, namespace, name)
             status = obj.setdefault("status", {})
             conds = [c for c in status.get("conditions") or [] if c.get("type") != "Progressing"]
-            conds.append({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-                          "message": f'ReplicaSet "{name}-{rollout.template_hash(obj)}" has timed out progressing.',
-                          "lastUpdateTime": now(), "lastTransitionTime": now()})
+            conds.append(
+                {
+                    "type": "Progressing",
+                    "status": "False",
+                    "reason": "ProgressDeadlineExceeded",
+                    "message": f'ReplicaSet "{name}-{rollout.template_hash(obj)}" has timed out progressing.',
+                    "lastUpdateTime": now(),
+                    "lastTransitionTime": now(),
+                }
+            )
             status["conditions"] = conds
             obj["metadata"]["resourceVersion"] = self._next_rv()
             self._bucket(res)[key] = obj

@@ -1,4 +1,5 @@
 """Per-type validation rules of the apiserver that are pure functions of the object (no store access)."""
+
 from __future__ import annotations
 
 import re
@@ -8,10 +9,12 @@ Cause = tuple[str, str, str]
 _NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_QUALIFIED_MSG = ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
-                  "with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
-                  "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain "
-                  "prefix and '/' (e.g. 'example.com/MyName')")
+_QUALIFIED_MSG = (
+    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+    "with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
+    "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain "
+    "prefix and '/' (e.g. 'example.com/MyName')"
+)
 ANNOTATIONS_MAX = 256 * 1024
 
 
@@ -32,22 +35,28 @@ def validate_meta(meta: dict) -> list[Cause]:
             if not _qualified(k):
                 causes.append(("metadata.labels", "FieldValueInvalid", f'Invalid value: "{k}": {_QUALIFIED_MSG}'))
             if len(v) > 63 or not _LABEL_VALUE.match(v):
-                causes.append(("metadata.labels", "FieldValueInvalid",
-                               f'Invalid value: "{v}": a valid label must be an empty string or consist of '
-                               f"alphanumeric characters, '-', '_' or '.', and must start and end with an "
-                               f"alphanumeric character, and be at most 63 characters"))
+                causes.append(
+                    (
+                        "metadata.labels",
+                        "FieldValueInvalid",
+                        f'Invalid value: "{v}": a valid label must be an empty string or consist of '
+                        f"alphanumeric characters, '-', '_' or '.', and must start and end with an "
+                        f"alphanumeric character, and be at most 63 characters",
+                    )
+                )
     annotations = meta.get("annotations")
     if annotations is not None:
         if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
-            return causes + [("metadata.annotations", "FieldValueInvalid",
-                              "Invalid value: annotation values must be strings")]
+            return causes + [
+                ("metadata.annotations", "FieldValueInvalid", "Invalid value: annotation values must be strings")
+            ]
         for k in annotations:
             if not _qualified(k.lower()):
-                causes.append(("metadata.annotations", "FieldValueInvalid",
-                               f'Invalid value: "{k}": {_QUALIFIED_MSG}'))
+                causes.append(("metadata.annotations", "FieldValueInvalid", f'Invalid value: "{k}": {_QUALIFIED_MSG}'))
         if sum(len(k) + len(v) for k, v in annotations.items()) > ANNOTATIONS_MAX:
-            causes.append(("metadata.annotations", "FieldValueTooLong",
-                           f"Too long: must have at most {ANNOTATIONS_MAX} bytes"))
+            causes.append(
+                ("metadata.annotations", "FieldValueTooLong", f"Too long: must have at most {ANNOTATIONS_MAX} bytes")
+            )
     return causes
 
 
@@ -56,11 +65,15 @@ def validate_core_event(obj: dict) -> list[Cause]:
     ns = obj["metadata"].get("namespace") or ""
     inv_ns = (obj.get("involvedObject") or {}).get("namespace") or ""
     if inv_ns == "" and ns not in ("", "default"):
-        return [("involvedObject.namespace", "FieldValueInvalid",
-                 'Invalid value: "": does not match event.namespace')]
+        return [("involvedObject.namespace", "FieldValueInvalid", 'Invalid value: "": does not match event.namespace')]
     if inv_ns and inv_ns != ns:
-        return [("involvedObject.namespace", "FieldValueInvalid",
-                 f'Invalid value: "{inv_ns}": does not match event.namespace')]
+        return [
+            (
+                "involvedObject.namespace",
+                "FieldValueInvalid",
+                f'Invalid value: "{inv_ns}": does not match event.namespace',
+            )
+        ]
     return []
 
 
@@ -71,8 +84,13 @@ def validate_events_v1(obj: dict) -> list[Cause]:
         if not obj.get(f):
             causes.append((f, "FieldValueRequired", "Required value"))
     if obj.get("type") not in ("Normal", "Warning"):
-        causes.append(("type", "FieldValueNotSupported",
-                       f'Unsupported value: "{obj.get("type") or ""}": supported values: "Normal", "Warning"'))
+        causes.append(
+            (
+                "type",
+                "FieldValueNotSupported",
+                f'Unsupported value: "{obj.get("type") or ""}": supported values: "Normal", "Warning"',
+            )
+        )
     return causes
 
 

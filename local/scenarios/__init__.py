@@ -4,6 +4,7 @@ A scenario talks to the functions only through the gateway, as a user with curl
 would, and reports with ``ctx.ok``/``ctx.fail``. A function that answers 501 "not
 built yet" makes its scenario say so plainly (``NotBuilt``); nothing is faked.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,18 @@ class Context:
     def kube_description(self) -> str:
         return self._stack.kube_description
 
-    def call(self, function: str, path: str = "", *, method: str = "POST", body=None, token_secret: str | None = None,
-             headers: dict | None = None, params: dict | None = None, timeout: float = 30):
+    def call(
+        self,
+        function: str,
+        path: str = "",
+        *,
+        method: str = "POST",
+        body=None,
+        token_secret: str | None = None,
+        headers: dict | None = None,
+        params: dict | None = None,
+        timeout: float = 30,
+    ):
         """Call a function through the gateway; raises NotBuilt when it answers 501."""
         import requests
 
@@ -54,8 +65,9 @@ class Context:
         if body is not None and not isinstance(body, (bytes, str)):
             data = json.dumps(body)
             hdrs.setdefault("Content-Type", "application/json")
-        r = requests.request(method, f"{self.gateway}/function/{function}{path}", data=data, headers=hdrs,
-                             params=params, timeout=timeout)
+        r = requests.request(
+            method, f"{self.gateway}/function/{function}{path}", data=data, headers=hdrs, params=params, timeout=timeout
+        )
         if r.status_code == 501:
             raise NotBuilt(f"{function} is not built yet")
         return r

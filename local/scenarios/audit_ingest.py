@@ -4,6 +4,7 @@ Posted exactly as a user would with curl: ``?dry_run=1`` returns the alerts
 instead of handing them to alert-forwarder, so this scenario stays independent of
 the other functions.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,12 @@ def run(ctx) -> None:
 
     url = ctx.gateway + "/function/audit-ingest?dry_run=1"
     ctx.say(f"POST {url}  (the seed's anonymous 'create namespace foo' event, bearer token audit-ingest-token)")
-    r = requests.post(url, data=SEED_EVENT.encode(), timeout=30,
-                      headers={"Content-Type": "application/json",
-                               "Authorization": f"Bearer {ctx.token('audit-ingest-token')}"})
+    r = requests.post(
+        url,
+        data=SEED_EVENT.encode(),
+        timeout=30,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {ctx.token('audit-ingest-token')}"},
+    )
     if r.status_code == 501:
         raise NotBuilt("audit-ingest is not built yet")
     try:

@@ -5,6 +5,7 @@ kubectl's request produces goes to audit-ingest, which raises "Create/Modify Con
 Credentials" and hands it to alert-forwarder, which routes it to configmap-secret-scrubber (scrub_mode=move
 in the local gateway). We then watch the cluster until the key has moved. Only key names are shown.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,39 +21,70 @@ CHAIN = ("audit-ingest", "alert-forwarder", "configmap-secret-scrubber")
 
 def audit_event(uid: str, rv: str) -> dict:
     now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    obj = {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": CM, "namespace": NS,
-                                                                 "creationTimestamp": None},
-           "data": {KEY: VALUE}}
-    resp = {"kind": "ConfigMap", "apiVersion": "v1",
-            "metadata": {"name": CM, "namespace": NS, "uid": uid, "resourceVersion": rv,
-                         "creationTimestamp": now + "Z"}, "data": {KEY: VALUE}}
+    obj = {
+        "kind": "ConfigMap",
+        "apiVersion": "v1",
+        "metadata": {"name": CM, "namespace": NS, "creationTimestamp": None},
+        "data": {KEY: VALUE},
+    }
+    resp = {
+        "kind": "ConfigMap",
+        "apiVersion": "v1",
+        "metadata": {"name": CM, "namespace": NS, "uid": uid, "resourceVersion": rv, "creationTimestamp": now + "Z"},
+        "data": {KEY: VALUE},
+    }
     event = {
-        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse",
-        "auditID": str(uuid.uuid4()), "stage": "ResponseComplete",
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "RequestResponse",
+        "auditID": str(uuid.uuid4()),
+        "stage": "ResponseComplete",
         "requestURI": f"/api/v1/namespaces/{NS}/configmaps?fieldManager=kubectl-create&fieldValidation=Strict",
         "verb": "create",
         "user": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
-        "sourceIPs": ["192.168.1.20"], "userAgent": "kubectl/v1.31.4 (linux/arm64) kubernetes/a78aa47",
+        "sourceIPs": ["192.168.1.20"],
+        "userAgent": "kubectl/v1.31.4 (linux/arm64) kubernetes/a78aa47",
         "objectRef": {"resource": "configmaps", "namespace": NS, "name": CM, "apiVersion": "v1"},
         "responseStatus": {"metadata": {}, "code": 201},
-        "requestObject": obj, "responseObject": resp,
-        "requestReceivedTimestamp": now + ".100000Z", "stageTimestamp": now + ".104000Z",
+        "requestObject": obj,
+        "responseObject": resp,
+        "requestReceivedTimestamp": now + ".100000Z",
+        "stageTimestamp": now + ".104000Z",
         "annotations": {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""},
     }
     return {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": [event]}
 
 
 def _deployment() -> dict:
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": DEPLOYMENT, "namespace": NS},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": DEPLOYMENT}},
-                     "template": {"metadata": {"labels": {"app": DEPLOYMENT}},
-                                  "spec": {"containers": [{
-                                      # small image: on a real edge cluster the rollout must finish
-                                      # within the scrubber's rollout_timeout_seconds
-                                      "name": "aws", "image": "busybox:1.36",
-                                      "command": ["sh", "-c", "test -n \"$AWS_ACCESS_KEY_ID\" && sleep 3600"],
-                                      "env": [{"name": "AWS_ACCESS_KEY_ID", "valueFrom": {
-                                          "configMapKeyRef": {"name": CM, "key": KEY}}}]}]}}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": DEPLOYMENT, "namespace": NS},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": DEPLOYMENT}},
+            "template": {
+                "metadata": {"labels": {"app": DEPLOYMENT}},
+                "spec": {
+                    "containers": [
+                        {
+                            # small image: on a real edge cluster the rollout must finish
+                            # within the scrubber's rollout_timeout_seconds
+                            "name": "aws",
+                            "image": "busybox:1.36",
+                            "command": ["sh", "-c", 'test -n "$AWS_ACCESS_KEY_ID" && sleep 3600'],
+                            "env": [
+                                {
+                                    "name": "AWS_ACCESS_KEY_ID",
+                                    "valueFrom": {"configMapKeyRef": {"name": CM, "key": KEY}},
+                                }
+                            ],
+                        }
+                    ]
+                },
+            },
+        },
+    }
 
 
 def _env_sources(dep) -> list[str]:
@@ -63,8 +95,9 @@ def _env_sources(dep) -> list[str]:
             if vf and vf.secret_key_ref:
                 out.append(f"{c.name}: {e.name} <- Secret {vf.secret_key_ref.name} key {vf.secret_key_ref.key}")
             elif vf and vf.config_map_key_ref:
-                out.append(f"{c.name}: {e.name} <- ConfigMap {vf.config_map_key_ref.name} key "
-                           f"{vf.config_map_key_ref.key}")
+                out.append(
+                    f"{c.name}: {e.name} <- ConfigMap {vf.config_map_key_ref.name} key {vf.config_map_key_ref.key}"
+                )
     return out
 
 
@@ -92,8 +125,7 @@ def run(ctx) -> None:
 
     v1, apps = client.CoreV1Api(ctx.kube), client.AppsV1Api(ctx.kube)
     ctx.say(f"kubectl create configmap {CM} --from-literal {KEY}=<value>   (namespace {NS})")
-    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CM, "namespace": NS},
-            "data": {KEY: VALUE}}
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CM, "namespace": NS}, "data": {KEY: VALUE}}
     try:
         cm = v1.create_namespaced_config_map(NS, body)
     except ApiException as exc:
@@ -110,9 +142,13 @@ def run(ctx) -> None:
     ctx.show(f"Deployment {DEPLOYMENT} before", _env_sources(apps.read_namespaced_deployment(DEPLOYMENT, NS)))
 
     from . import NotBuilt
+
     try:
-        r = ctx.call("audit-ingest", body=audit_event(cm.metadata.uid, cm.metadata.resource_version),
-                     token_secret="audit-ingest-token")
+        r = ctx.call(
+            "audit-ingest",
+            body=audit_event(cm.metadata.uid, cm.metadata.resource_version),
+            token_secret="audit-ingest-token",
+        )
     except NotBuilt:
         # the demo reports this as "not built yet" (an honest outcome, not a success)
         ctx.not_built("audit-ingest answered 501 (not built yet), so nothing raised the alert")
@@ -141,16 +177,26 @@ def run(ctx) -> None:
     ann = cm.metadata.annotations or {}
     secret_name = ann.get("scrubber.edgeguard.io/target-secret", f"{CM}-credentials")
     sec = v1.read_namespaced_secret(secret_name, NS)
-    ctx.show("ConfigMap after (key names only)", {"name": CM, "keys": sorted(cm.data or {}),
-                                                   "moved-keys": ann.get("scrubber.edgeguard.io/moved-keys")})
-    ctx.show(f"Secret {secret_name} (key names only)", {"type": sec.type, "keys": sorted(sec.data or {}),
-                                                        "rotate": (sec.metadata.annotations or {}).get(
-                                                            "scrubber.edgeguard.io/rotate")})
+    ctx.show(
+        "ConfigMap after (key names only)",
+        {"name": CM, "keys": sorted(cm.data or {}), "moved-keys": ann.get("scrubber.edgeguard.io/moved-keys")},
+    )
+    ctx.show(
+        f"Secret {secret_name} (key names only)",
+        {
+            "type": sec.type,
+            "keys": sorted(sec.data or {}),
+            "rotate": (sec.metadata.annotations or {}).get("scrubber.edgeguard.io/rotate"),
+        },
+    )
     dep = apps.read_namespaced_deployment(DEPLOYMENT, NS)
     sources = _env_sources(dep)
     ctx.show(f"Deployment {DEPLOYMENT} after", sources)
-    events = [e for e in v1.list_namespaced_event(NS).items
-              if e.involved_object and e.involved_object.name == CM and e.reason == "CredentialsMoved"]
+    events = [
+        e
+        for e in v1.list_namespaced_event(NS).items
+        if e.involved_object and e.involved_object.name == CM and e.reason == "CredentialsMoved"
+    ]
     if events:
         ctx.say(f"Event {events[0].reason}: {events[0].message}")
     if KEY not in (sec.data or {}):
@@ -159,5 +205,7 @@ def run(ctx) -> None:
         ctx.fail(f"Deployment {DEPLOYMENT} does not read {KEY} from the Secret")
     else:
         status = dep.status
-        ctx.ok(f"{KEY} moved to Secret {secret_name}; Deployment {DEPLOYMENT} reads it from there "
-               f"(rollout: {status.updated_replicas or 0}/{dep.spec.replicas} updated); rotate the credential")
+        ctx.ok(
+            f"{KEY} moved to Secret {secret_name}; Deployment {DEPLOYMENT} reads it from there "
+            f"(rollout: {status.updated_replicas or 0}/{dep.spec.replicas} updated); rotate the credential"
+        )

@@ -1,5 +1,6 @@
 """node-enroll demo: a new edge node signs its enrollment, gets a K10 bootstrap token and a join script,
 and shows up in GET /nodes; replayed and forged requests are refused; the token is revoked at the end."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -16,13 +17,23 @@ NODE = "edge-pi-07"
 def _client():
     # The same stdlib client a node runs; it carries its own copy of the signing scheme.
     spec = importlib.util.spec_from_file_location("edgeguard_enroll_client", CLIENT)
+    assert spec is not None and spec.loader is not None, CLIENT
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
 def _masked_script_lines(script: str, token: str, mask) -> str:
-    keep = ("K3S_URL=", "K3S_TOKEN=", "INSTALL_K3S_EXEC=", "curl ", "sh -s", "systemctl", "Falco", "edgeguard-bootstrap")
+    keep = (
+        "K3S_URL=",
+        "K3S_TOKEN=",
+        "INSTALL_K3S_EXEC=",
+        "curl ",
+        "sh -s",
+        "systemctl",
+        "Falco",
+        "edgeguard-bootstrap",
+    )
     lines = [ln for ln in script.splitlines() if any(k in ln for k in keep) and not ln.startswith("#")]
     return "\n".join(lines).replace(token, mask(token))
 
@@ -51,11 +62,14 @@ def run(ctx) -> None:
     labels = {"node.edgeguard.io/site": "demo-site"}
 
     def signed(*, key=key, rotate=False):
-        return client.build_request(key=key, hostname=NODE, arch="aarch64", machine_id=machine_id, labels=labels,
-                                    rotate=rotate)
+        return client.build_request(
+            key=key, hostname=NODE, arch="aarch64", machine_id=machine_id, labels=labels, rotate=rotate
+        )
 
-    ctx.say(f"A fresh Raspberry Pi '{NODE}' (aarch64) signs POST /enroll with the fleet key "
-            "(HMAC-SHA256 over timestamp, nonce and body hash).")
+    ctx.say(
+        f"A fresh Raspberry Pi '{NODE}' (aarch64) signs POST /enroll with the fleet key "
+        "(HMAC-SHA256 over timestamp, nonce and body hash)."
+    )
     body, headers = signed()
     r = ctx.call("node-enroll", "/enroll", body=body, headers=headers)
     if r.status_code != 201:
@@ -109,8 +123,10 @@ def run(ctx) -> None:
     mine = [i for i in listing.get("nodes", []) if i.get("name") == NODE]
     if n.status_code == 200 and mine:
         ctx.show("GET /function/node-enroll/nodes", mine[0])
-        ctx.ok(f"{NODE} is listed: joined={mine[0]['joined']} (no k3s agent ran in this demo), "
-               f"token {mine[0]['token']['id']} expires {mine[0]['token']['expires_at']}")
+        ctx.ok(
+            f"{NODE} is listed: joined={mine[0]['joined']} (no k3s agent ran in this demo), "
+            f"token {mine[0]['token']['id']} expires {mine[0]['token']['expires_at']}"
+        )
     else:
         ctx.fail(f"GET /nodes answered {n.status_code} without {NODE}")
 
@@ -119,4 +135,3 @@ def run(ctx) -> None:
         ctx.ok(f"DELETE /nodes/{NODE} revoked token {doc['token_id']}")
     else:
         ctx.fail(f"DELETE /nodes/{NODE} answered {d.status_code}: {d.text[:200]}")
-

@@ -66,7 +66,7 @@ def test_regression_http_handler(test, ingest, make_event, forwarder):
     check_expectations(test, alerts, [])
     if alerts:
         assert len(forwarder.requests) == 1
-        assert forwarder.requests[0]["path"] == "/async-function/alert-forwarder"
+        assert forwarder.requests[0]["path"] == "/function/alert-forwarder"
     else:
         assert forwarder.requests == []
     # The same batch through ?dry_run=1 gives the same alerts without a hand-off.

@@ -182,8 +182,8 @@ def test_an_event_that_breaks_evaluation_is_counted_not_retried_forever(ingest, 
                                                                        monkeypatch):
     mod = ingest()
     eng = mod.engine()
-    real = eng.evaluate
-    monkeypatch.setattr(eng, "evaluate", lambda e: (_ for _ in ()).throw(RuntimeError("boom"))
+    real = eng.match
+    monkeypatch.setattr(eng, "match", lambda e: (_ for _ in ()).throw(RuntimeError("boom"))
                         if e.obj.get("auditID") == "anon-91" else real(e))
     status, reply = post(mod, make_event, eventlist(anon(91), anon(92)))
     assert status == 200 and reply["forwarded"] == 1
@@ -197,7 +197,8 @@ def test_alerts_are_handed_to_alert_forwarder_as_one_json_array(ingest, make_eve
     status, reply = post(mod, make_event, eventlist(anon(10), anon(11)))
     assert status == 200 and reply["forwarded"] == 2 and reply["rules"] == ["Anonymous Request Allowed"]
     (req,) = forwarder.requests
-    assert req["path"] == "/async-function/alert-forwarder"
+    # Synchronously: the 2xx means the alerts are in alert-forwarder's spool, and no token crosses CE's queue.
+    assert req["path"] == "/function/alert-forwarder"
     assert req["headers"]["Authorization"] == f"Bearer {FWD_TOKEN}"
     assert req["headers"]["Content-Type"] == "application/json"
     body = json.loads(req["body"])
@@ -210,33 +211,39 @@ def test_alerts_are_handed_to_alert_forwarder_as_one_json_array(ingest, make_eve
                                 "uri=/api/v1/namespaces reason=))")
 
 
-def test_large_hand_offs_are_split_under_the_async_body_limit(ingest, make_event, forwarder):
+def test_large_hand_offs_are_split_under_forward_max_bytes(ingest, make_event, forwarder):
     mod = ingest(env={"forward_max_bytes": "2000"})
     status, reply = post(mod, make_event, eventlist(*[anon(100 + i) for i in range(7)]))
     assert status == 200 and reply["forwarded"] == 7
     assert len(forwarder.requests) > 1
     assert all(len(r["body"]) <= 2000 for r in forwarder.requests)
-    assert all(r["path"] == "/async-function/alert-forwarder" for r in forwarder.requests)
+    assert all(r["path"] == "/function/alert-forwarder" for r in forwarder.requests)
     assert sorted(a["output_fields"]["evt.time"] for a in forwarder.alerts()) == [1540475929736141000] * 7
 
 
-def test_single_alert_over_the_async_limit_goes_through_the_sync_route(ingest, make_event, forwarder):
+def test_hand_off_parts_hold_at_most_forward_max_alerts(ingest, make_event, forwarder):
+    mod = ingest(env={"forward_max_alerts": "3"})
+    status, reply = post(mod, make_event, eventlist(*[anon(120 + i) for i in range(7)]))
+    assert status == 200 and reply["forwarded"] == 7
+    assert [len(json.loads(r["body"])) for r in forwarder.requests] == [3, 3, 1]
+
+
+def test_a_single_alert_over_forward_max_bytes_is_sent_alone(ingest, make_event, forwarder):
     mod = ingest(env={"forward_max_bytes": "1024", "rule_matching": "all"}, extra_rules=EXTRA.replace(
         "foo touched by %ka.user.name", "foo touched %jevt.obj"))
     status, reply = post(mod, make_event, anon(110))
     assert status == 200 and "Namespace foo touched" in reply["rules"]
-    sync = [r for r in forwarder.requests if r["path"] == "/function/alert-forwarder"]
-    (req,) = sync
-    assert len(req["body"]) > 1024 and [a["rule"] for a in json.loads(req["body"])] == ["Namespace foo touched"]
-    assert all(len(r["body"]) <= 1024 for r in forwarder.requests if r is not req)
+    (big,) = [r for r in forwarder.requests if len(r["body"]) > 1024]
+    assert [a["rule"] for a in json.loads(big["body"])] == ["Namespace foo touched"]
+    assert all(r["path"] == "/function/alert-forwarder" for r in forwarder.requests)
     assert len(forwarder.alerts()) == reply["forwarded"]
 
 
-def test_forward_async_false_uses_the_sync_route(ingest, make_event, forwarder):
-    mod = ingest(env={"forward_async": "false"})
-    forwarder.status = 200
-    assert post(mod, make_event, anon(12))[0] == 200
-    assert forwarder.requests[0]["path"] == "/function/alert-forwarder"
+def test_the_async_hand_off_setting_is_refused_naming_why(ingest, make_event, forwarder):
+    mod = ingest(env={"forward_async": "true"})
+    status, reply = post(mod, make_event, anon(12))
+    assert status == 503 and "forward_async=true is no longer supported" in reply["error"]
+    assert "logs each call's headers" in reply["error"] and forwarder.requests == []
 
 
 def test_no_alerts_means_no_hand_off(ingest, make_event, forwarder):

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
+
+import pytest
 
 from .conftest import post
 from .test_handler import anon, eventlist, health
@@ -129,18 +132,18 @@ def test_retry_racing_a_failing_hand_off_takes_over_and_delivers_once(ingest, ma
 def test_busy_batch_slot_answers_503_with_retry_after(ingest, make_event, forwarder, monkeypatch):
     mod = ingest(env={"max_concurrent_batches": "1", "batch_wait_seconds": "0.3"})
     inside, leave = threading.Event(), threading.Event()
-    real = mod._decode
+    real = mod.batch.evaluate
 
     def slow_decode(*a, **kw):
         inside.set()
         leave.wait(10)
         return real(*a, **kw)
-    monkeypatch.setattr(mod, "_decode", slow_decode)
+    monkeypatch.setattr(mod.batch, "evaluate", slow_decode)
     results: dict = {}
     t = _post_in_thread(mod, make_event, eventlist(anon(330)), results, "first")
     try:
         assert inside.wait(5)
-        monkeypatch.setattr(mod, "_decode", real)
+        monkeypatch.setattr(mod.batch, "evaluate", real)
         res = mod.handle(make_event("POST", body=json.dumps(eventlist(anon(331))), headers={
             "Content-Type": "application/json", "Authorization": "Bearer ingest-test-token-123"}), None)
         assert res["statusCode"] == 503 and int(res["headers"]["Retry-After"]) >= 1
@@ -154,8 +157,8 @@ def test_busy_batch_slot_answers_503_with_retry_after(ingest, make_event, forwar
 
 
 def test_at_most_max_concurrent_batches_are_decoded_at_once(ingest, make_event, forwarder, monkeypatch):
-    mod = ingest(env={"max_concurrent_batches": "1", "batch_wait_seconds": "10"})
-    real = mod._decode
+    mod = ingest(env={"max_concurrent_batches": "1", "batch_wait_seconds": "10", "answer_within_seconds": "30"})
+    real = mod.batch.evaluate
     lock = threading.Lock()
     now, peak = [0], [0]
 
@@ -169,7 +172,7 @@ def test_at_most_max_concurrent_batches_are_decoded_at_once(ingest, make_event, 
         finally:
             with lock:
                 now[0] -= 1
-    monkeypatch.setattr(mod, "_decode", counting_decode)
+    monkeypatch.setattr(mod.batch, "evaluate", counting_decode)
     results: dict = {}
     threads = [_post_in_thread(mod, make_event, eventlist(anon(340 + i)), results, i) for i in range(4)]
     for t in threads:
@@ -181,15 +184,15 @@ def test_at_most_max_concurrent_batches_are_decoded_at_once(ingest, make_event, 
 # ---- a forwarder token that is not configured ----------------------------------------------------
 def test_hand_off_config_error_is_a_clear_503_and_nothing_is_remembered(ingest, make_event, forwarder, monkeypatch):
     mod = ingest()
-    real = mod.gateway.invoke
+    real = mod.forward.gateway.Gateway.invoke
 
     def unconfigured(*a, **kw):
         raise mod.config.ConfigError("OpenFaaS secret 'alert-forwarder-token' is missing or empty")
-    monkeypatch.setattr(mod.gateway, "invoke", unconfigured)
+    monkeypatch.setattr(mod.forward.gateway.Gateway, "invoke", unconfigured)
     status, reply = post(mod, make_event, eventlist(anon(350)))
     assert status == 503
     assert "alert-forwarder-token" in reply["error"] and "not configured" in reply["error"]
-    monkeypatch.setattr(mod.gateway, "invoke", real)
+    monkeypatch.setattr(mod.forward.gateway.Gateway, "invoke", real)
     status, reply = post(mod, make_event, eventlist(anon(350)))
     assert status == 200 and reply["forwarded"] == 1
 
@@ -242,3 +245,142 @@ def test_integer_too_long_to_convert_is_a_400(ingest, make_event, forwarder):
     status, reply = post(mod, make_event, body)
     assert status == 400 and "invalid JSON" in reply["error"]
     assert forwarder.requests == []
+
+
+# ---- the ledger on its own: no HTTP event, a send() callable --------------------------------------
+def _ledger_module():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "functions" / "audit-ingest" / "handoff.py"
+    spec = importlib.util.spec_from_file_location("_audit_ingest_handoff", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod   # handoff.py imports nothing from the build context
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _groups(h, *keys, rules=("A",)):
+    return [h.Group(k, [h.Alert(r, "Warning", json.dumps({"rule": r, "event": k})) for r in rules]) for k in keys]
+
+
+def test_ledger_hands_off_once_and_counts_a_second_delivery_as_duplicates():
+    h = _ledger_module()
+    ledger, bodies = h.HandoffLedger(limit=100), []
+    done = ledger.deliver(_groups(h, "e1", "e2", None), lambda body: bodies.append(body),
+                          part_bytes=100_000, wait=1)
+    assert (done.forwarded, done.duplicates, done.rules) == (3, 0, {"A"}) and len(bodies) == 1
+    again = ledger.deliver(_groups(h, "e1", "e2", None), lambda body: bodies.append(body),
+                           part_bytes=100_000, wait=1)
+    # Keyless events are never remembered: they are sent again; keyed ones are duplicates.
+    assert (again.forwarded, again.duplicates) == (1, 2) and ledger.remembered() == 2
+
+
+def test_ledger_resumes_a_part_way_failure_with_only_the_unsent_alerts():
+    h = _ledger_module()
+    ledger, accepted = h.HandoffLedger(limit=100), []
+
+    def flaky(body):
+        if accepted:
+            raise h.HandoffError("refused", status=500)
+        accepted.extend(json.loads(body))
+    groups = _groups(h, "e1", "e2", "e3")
+    part = len(groups[0].alerts[0].json) + 3      # one alert per part
+    with pytest.raises(h.HandoffError) as err:
+        ledger.deliver(groups, flaky, part_bytes=part, wait=1)
+    assert err.value.forwarded == 1 and [a["event"] for a in accepted] == ["e1"]
+    retry: list = []
+    done = ledger.deliver(_groups(h, "e1", "e2", "e3"), lambda b: retry.extend(json.loads(b)),
+                          part_bytes=part, wait=1)
+    assert [a["event"] for a in retry] == ["e2", "e3"] and (done.forwarded, done.duplicates) == (2, 1)
+
+
+def test_ledger_remembers_the_rules_of_an_event_split_across_parts():
+    h = _ledger_module()
+    ledger, calls = h.HandoffLedger(limit=100), []
+
+    def second_fails(body):
+        calls.append(json.loads(body))
+        if len(calls) == 2:
+            raise h.HandoffError("refused")
+    group = _groups(h, "e1", rules=("A", "B", "C"))
+    part = len(group[0].alerts[0].json) + 3
+    with pytest.raises(h.HandoffError):
+        ledger.deliver(group, second_fails, part_bytes=part, wait=1)
+    sent: list = []
+    done = ledger.deliver(_groups(h, "e1", rules=("A", "B", "C")), lambda b: sent.extend(json.loads(b)),
+                          part_bytes=part, wait=1)
+    assert [a["rule"] for a in sent] == ["B", "C"] and done.rules == {"B", "C"}
+
+
+def test_ledger_events_without_alerts_are_remembered_without_a_send():
+    h = _ledger_module()
+    ledger = h.HandoffLedger(limit=100)
+    done = ledger.deliver([h.Group("quiet", [])], lambda b: pytest.fail("nothing to send"), part_bytes=1000, wait=1)
+    assert done.forwarded == 0 and ledger.remembered() == 1
+
+
+def test_ledger_a_concurrent_delivery_of_the_same_event_waits_for_the_first_outcome():
+    h = _ledger_module()
+    ledger, release, entered, sent = h.HandoffLedger(limit=100), threading.Event(), threading.Event(), []
+
+    def slow(body):
+        entered.set()
+        release.wait(5)
+        sent.append(body)
+    first = threading.Thread(target=ledger.deliver, args=(_groups(h, "e1"), slow), kwargs={"part_bytes": 1000, "wait": 5})
+    first.start()
+    assert entered.wait(5)
+    result: dict = {}
+    second = threading.Thread(target=lambda: result.update(done=ledger.deliver(
+        _groups(h, "e1"), lambda b: sent.append(b), part_bytes=1000, wait=5)))
+    second.start()
+    time.sleep(0.2)
+    assert not result, "the second delivery must wait, not send the event's alerts too"
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert len(sent) == 1 and result["done"].duplicates == 1
+
+
+def test_ledger_wait_for_another_request_runs_out_as_busy():
+    h = _ledger_module()
+    ledger, release, entered = h.HandoffLedger(limit=100), threading.Event(), threading.Event()
+    first = threading.Thread(target=ledger.deliver, args=(
+        _groups(h, "e1"), lambda b: (entered.set(), release.wait(5))), kwargs={"part_bytes": 1000, "wait": 5})
+    first.start()
+    try:
+        assert entered.wait(5)
+        with pytest.raises(h.HandoffBusy) as err:
+            ledger.deliver(_groups(h, "e1", "e2"), lambda b: None, part_bytes=1000, wait=0.2)
+        assert err.value.pending == 1 and err.value.forwarded == 1   # e2 went; e1 is still the other's
+    finally:
+        release.set()
+        first.join(5)
+
+
+def test_ledger_memory_is_an_lru_of_limit_keys():
+    h = _ledger_module()
+    ledger = h.HandoffLedger(limit=2)
+    for k in ("e1", "e2", "e3"):
+        ledger.deliver(_groups(h, k), lambda b: None, part_bytes=1000, wait=1)
+    assert ledger.remembered() == 2
+    assert ledger.deliver(_groups(h, "e1"), lambda b: None, part_bytes=1000, wait=1).forwarded == 1
+    assert ledger.deliver(_groups(h, "e3"), lambda b: None, part_bytes=1000, wait=1).duplicates == 1
+
+
+def test_ledger_starts_no_part_that_would_end_after_the_deadline_and_a_retry_resumes():
+    h = _ledger_module()
+    clock = [0.0]
+    ledger, sent = h.HandoffLedger(limit=100, clock=lambda: clock[0]), []
+    groups = _groups(h, "e1", "e2", "e3")
+    part = len(groups[0].alerts[0].json) + 3
+
+    def slow_send(body):   # each part takes 4 s of the request's time
+        sent.append(json.loads(body)[0]["event"])
+        clock[0] += 4
+    with pytest.raises(h.HandoffOutOfTime) as err:
+        ledger.deliver(groups, slow_send, part_bytes=part, wait=1, deadline=10.0, part_time=3.0)
+    # 0 s: e1 (ends 4), 4 s: e2 (ends 8), 8 s: 8 + 3 > 10, so e3 waits for the retry.
+    assert sent == ["e1", "e2"] and err.value.forwarded == 2 and err.value.left == 1
+    done = ledger.deliver(_groups(h, "e1", "e2", "e3"), slow_send, part_bytes=part, wait=1)
+    assert sent[2:] == ["e3"] and (done.forwarded, done.duplicates) == (1, 2)

@@ -11,7 +11,7 @@ def _boom(*a, **kw):
 
 def test_unexpected_error_on_first_load_is_503_with_its_reason(ingest, make_event, forwarder, monkeypatch):
     mod = ingest()
-    monkeypatch.setattr(mod, "Engine", _boom)
+    monkeypatch.setattr(mod.rules, "load_engine", _boom)
     for _ in range(2):  # the retry must still say why, not "rules failed to load: None"
         status, reply = post(mod, make_event, anon(1))
         assert status == 503
@@ -24,10 +24,10 @@ def test_unexpected_error_on_first_load_is_503_with_its_reason(ingest, make_even
 
 def test_unexpected_error_is_retried_on_the_next_request(ingest, make_event, forwarder, monkeypatch):
     mod = ingest()
-    real = mod.Engine
-    monkeypatch.setattr(mod, "Engine", _boom)
+    real = mod.rules.load_engine
+    monkeypatch.setattr(mod.rules, "load_engine", _boom)
     assert post(mod, make_event, anon(2))[0] == 503
-    monkeypatch.setattr(mod, "Engine", real)  # the cause went away (e.g. memory pressure): no rules change is needed to recover
+    monkeypatch.setattr(mod.rules, "load_engine", real)  # the cause went away (e.g. memory pressure): no rules change is needed to recover
     status, reply = post(mod, make_event, anon(2))
     assert status == 200 and reply["forwarded"] == 1
 
@@ -36,14 +36,14 @@ def test_failed_reload_never_serves_the_previous_ruleset(ingest, make_event, for
     mod = ingest(extra_rules=EXTRA)
     assert health(mod, make_event)[1]["ruleset"]["rules_loaded"] == 49
     (mod.secrets_dir / "audit-ingest-extra-rules").write_text(EXTRA.replace("Namespace foo", "Namespace bar"))
-    real = mod.Engine
-    monkeypatch.setattr(mod, "Engine", _boom)
+    real = mod.rules.load_engine
+    monkeypatch.setattr(mod.rules, "load_engine", _boom)
     for _ in range(2):
         status, reply = post(mod, make_event, anon(3))
         assert status == 503 and "compiler exploded" in reply["error"]
     status, h = health(mod, make_event)
     assert status == 503
     assert forwarder.requests == []
-    monkeypatch.setattr(mod, "Engine", real)
+    monkeypatch.setattr(mod.rules, "load_engine", real)
     status, reply = post(mod, make_event, anon(3), query={"dry_run": "1"})
     assert status == 200 and health(mod, make_event)[1]["ruleset"]["rules_loaded"] == 49

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import requests
 
@@ -63,3 +64,65 @@ def test_demo_scenario_reports_the_anonymous_request_alert(serve_function, forwa
     ctx = _Ctx(fn.url, {"audit-ingest-token": "wrong"})
     scenario.run(ctx)
     assert ctx.results[0][0] == "fail" and "401" in ctx.results[0][1]
+
+
+def test_the_audit_flow_writes_no_token_to_any_watchdog_or_gateway_log(tmp_path):
+    """The API server's batches reach audit-ingest, whose alerts reach alert-forwarder, and no token is in any log.
+
+    Under the real of-watchdog (when the tools are there) behind the local gateway, with the in-memory API
+    sending its audit events as k3s's webhook does. The gateway's access log is written the way the real
+    gateway logs a call: its method and full URL. The hand-off is synchronous, so no call goes through the
+    CE queue (whose worker logs headers, the bearer token included).
+    """
+    from kubernetes import client
+
+    from local import gateway
+
+    ls = gateway.LocalStack(gateway.free_port(), state_dir=tmp_path / "state", kube="emulator", audit_webhook=True,
+                            functions=["audit-ingest", "alert-forwarder"])
+    access: list[str] = []
+    build_app = ls._app
+
+    def app_with_access_log():
+        app = build_app()
+        inner = app.wsgi_app
+
+        def logged(environ, start_response):
+            qs = environ.get("QUERY_STRING")
+            access.append(f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}{'?' + qs if qs else ''}")
+            return inner(environ, start_response)
+        app.wsgi_app = logged
+        return app
+    ls._app = app_with_access_log
+    ls.start()
+    try:
+        ingest_token, fwd_token = ls.secret("audit-ingest-token"), ls.secret("alert-forwarder-token")
+        rbac = client.RbacAuthorizationV1Api(ls.kube_api_client())
+        rbac.create_cluster_role({"metadata": {"name": "edgeguard-wildcard-probe"},
+                                  "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]})
+        assert ls.emulator.flush_audit(20)
+        hdrs = {"Authorization": f"Bearer {ingest_token}"}
+        deadline = time.monotonic() + 20
+        counters: dict = {}
+        while time.monotonic() < deadline:
+            counters = requests.get(f"{ls.url}/function/audit-ingest", headers=hdrs, timeout=10).json()["counters"]
+            if counters["alerts_forwarded"] >= 1:
+                break
+            time.sleep(0.2)
+        assert counters["authenticated_batches"] >= 1 and counters["alerts_forwarded"] >= 1, counters
+        fwd = requests.get(f"{ls.url}/function/alert-forwarder/metrics",
+                           headers={"Authorization": f"Bearer {fwd_token}"}, timeout=10).text
+        assert 'rule="ClusterRole With Wildcard Created"' in fwd
+        # Refused callers, as a misconfigured webhook would be: still nothing secret in any line.
+        requests.post(f"{ls.url}/function/audit-ingest", data=b"{}", timeout=10,
+                      headers={"Content-Type": "application/json", "Authorization": "Bearer wrong-token"})
+    finally:
+        ls.stop()
+    logs = {p.name: p.read_text(errors="replace") for p in (tmp_path / "state" / "logs").glob("*.log")}
+    assert {"audit-ingest.log", "alert-forwarder.log"} <= set(logs)
+    assert any(line.startswith("POST /function/alert-forwarder") for line in access), access
+    assert not [line for line in access if line.startswith("POST /async-function/")], access
+    texts = {"gateway access log": "\n".join(access), **logs}
+    for where, text in texts.items():
+        for name, token in (("audit-ingest-token", ingest_token), ("alert-forwarder-token", fwd_token)):
+            assert token not in text, f"{name} appears in the {where}"

@@ -16,6 +16,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "bootstrap"))
+sys.path.insert(0, str(HERE))  # realkube, auditmatch
 
 from edgeguard_bootstrap import audit_tls, cli  # noqa: E402
 from local import tlsfront  # noqa: E402
@@ -26,7 +27,8 @@ TOOLS = ("uname", "k3s", "systemctl", "kubectl", "helm", "faas-cli", "dpkg-query
 REAL_OPENSSL = shutil.which("openssl")
 
 SCRUBBER_TEMPLATES = ("deploy/rbac/configmap-secret-scrubber-namespace.yaml",
-                      "deploy/rbac/configmap-secret-scrubber-immutable.yaml")
+                      "deploy/rbac/configmap-secret-scrubber-immutable.yaml",
+                      "deploy/admission/node-enroll.yaml")
 
 RBAC = {
     "configmap-secret-scrubber": ["configmaps", "secrets"],
@@ -60,6 +62,7 @@ class Node:
         (self.repo / "stack.yml").write_text((REPO / "stack.yml").read_text())
         for template in SCRUBBER_TEMPLATES:
             # The scrubber's per-namespace templates as they are: bootstrap renders them, it does not write them.
+            (self.repo / template).parent.mkdir(parents=True, exist_ok=True)
             (self.repo / template).write_text((REPO / template).read_text())
         self.world_path = tmp / "world.json"
         self.log_path = tmp / "calls.jsonl"
@@ -72,7 +75,10 @@ class Node:
             exe.write_text(f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
                            f"sys.path.extend({SITE!r})\nimport fakecmd\nfakecmd.main()\n")
             exe.chmod(0o755)
-        self.set_world(self.default_world())
+        world = self.default_world()
+        # Where k3s finds the image list bootstrap writes (the fake k3s "pulls" it at restart).
+        world["preimport_file"] = str(self.root / "var/lib/rancher/k3s/agent/images/edgeguard-images.txt")
+        self.set_world(world)
         self.files({
             "/etc/os-release": 'NAME="Ubuntu"\nID=ubuntu\nVERSION_ID="24.04"\nPRETTY_NAME="Ubuntu 24.04.1 LTS"\n',
             "/sys/kernel/btf/vmlinux": "BTF",
@@ -83,7 +89,7 @@ class Node:
     def default_world() -> dict:
         return {
             "uname": {"-r": "6.8.0-1012-raspi", "-m": "aarch64"},
-            "k3s_version": "k3s version v1.30.4+k3s1 (98262b5d)\ngo version go1.22.5",
+            "k3s_version": "k3s version v1.32.5+k3s1 (8e8f2a47)\ngo version go1.23.8",
             "active": {"k3s": True},
             "deployments": ["audit-ingest", "alert-forwarder", "configmap-secret-scrubber", "node-enroll"],
             "secrets": {},
@@ -159,7 +165,8 @@ class Node:
         readonly = {("uname",), ("k3s", "--version"), ("systemctl", "is-active"), ("systemctl", "is-enabled"),
                     ("kubectl", "get"), ("kubectl", "diff"), ("helm", "repo", "list"), ("helm", "list"),
                     ("helm", "get"), ("faas-cli", "secret", "list"), ("dpkg-query",),
-                    ("gpg", "--show-keys"), ("openssl", "verify"), ("openssl", "x509", "-checkend")}
+                    ("gpg", "--show-keys"), ("openssl", "verify"), ("openssl", "x509", "-checkend"),
+                    ("k3s", "ctr", "-n", "k8s.io", "images", "list")}
         return [c for c in self.calls()
                 if not any(tuple(c[:len(r)]) == r for r in readonly)]
 
@@ -206,6 +213,23 @@ class _Gateway(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory):
+    """The real control plane (../shared/tools/kube/cluster, kube-apiserver v1.24) with the edge audit policy
+    and its webhook pointed at a loopback receiver; one per test session, skipped where the tool is absent."""
+    import realkube
+    from edgeguard_bootstrap import audit_policy
+
+    why = realkube.missing()
+    if why:
+        pytest.skip(why)
+    d = tmp_path_factory.mktemp("real-cluster")
+    policy = d / "edge-audit-policy.yaml"
+    policy.write_bytes(audit_policy.edge_policy())
+    with realkube.AuditReceiver() as rx, realkube.Cluster(d / "cluster", rx.url, policy) as cluster:
+        yield cluster, rx
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import os
 import sys
 
 
-WATCHED_ENV = ("DEBIAN_FRONTEND", "FALCO_FRONTEND", "FALCO_DRIVER_CHOICE", "OPENFAAS_URL", "KUBECONFIG")
+WATCHED_ENV = ("DEBIAN_FRONTEND", "FALCO_FRONTEND", "FALCO_DRIVER_CHOICE", "FALCOCTL_ENABLED", "OPENFAAS_URL",
+               "KUBECONFIG")
 
 
 def load():
@@ -88,7 +89,26 @@ def do_uname(world, args):
 def do_k3s(world, args):
     if args == ["--version"] and world.get("k3s_version"):
         out(world["k3s_version"] + "\n")
+    if args == ["ctr", "-n", "k8s.io", "images", "list"] and world.get("k3s_version"):
+        # As containerd's ctr prints it: REF TYPE DIGEST SIZE PLATFORMS LABELS.
+        rows = ["REF TYPE DIGEST SIZE PLATFORMS LABELS"]
+        for ref, pinned in sorted(world.get("images", {}).items()):
+            labels = "io.cri-containerd.image=managed" + (",io.cri-containerd.pinned=pinned" if pinned else "")
+            rows.append(f"{ref} application/vnd.oci.image.index.v1+json sha256:{'0' * 64} 20.1MiB "
+                        f"linux/arm64 {labels}")
+        out("\n".join(rows) + "\n")
     out(rc=127, err="k3s: not installed\n")
+
+
+def k3s_pulls_preimport_list(world):
+    """What k3s does at start with a .txt list in agent/images: pulls each image and pins it."""
+    path = world.get("preimport_file")
+    if world.get("registry_reachable", True) and path and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                ref = line.strip()
+                if ref and not ref.startswith("#"):
+                    world.setdefault("images", {})[ref] = True
 
 
 def do_systemctl(world, args):
@@ -107,6 +127,8 @@ def do_systemctl(world, args):
         world.setdefault("restarts", {})[unit] = world.get("restarts", {}).get(unit, 0) + 1
         if unit == "k3s" and world.get("audit_on_restart"):
             world["audit_enabled"] = True
+        if unit == "k3s":
+            k3s_pulls_preimport_list(world)
     else:
         out(rc=2, err=f"systemctl fake: unexpected {args}\n")
     save(world)
@@ -117,6 +139,23 @@ def do_kubectl(world, args):
         if world.get("api_ready", True):
             out("ok")
         out(rc=1, err="The connection to the server 127.0.0.1:6443 was refused\n")
+    if args[:2] == ["get", "deployments,daemonsets,statefulsets"] and args[2] == "-n" and args[4:] == ["-o", "json"]:
+        out(json.dumps({"items": workloads(world, args[3])}))
+    if args == ["get", "--raw", "/apis/admissionregistration.k8s.io/v1"]:
+        resources = [{"name": "mutatingwebhookconfigurations"}, {"name": "validatingwebhookconfigurations"}]
+        if world.get("vap"):
+            resources += [{"name": "validatingadmissionpolicies"}, {"name": "validatingadmissionpolicybindings"}]
+        out(json.dumps({"kind": "APIResourceList", "groupVersion": "admissionregistration.k8s.io/v1",
+                        "resources": resources}))
+    if args[:2] == ["get", "validatingadmissionpolicy"] and args[3:] == ["-o", "name"]:
+        if any(p.endswith("deploy/admission/node-enroll.yaml") for p in world.get("applied", {})):
+            out(f"validatingadmissionpolicy.admissionregistration.k8s.io/{args[2]}\n")
+        out(rc=1, err=f'Error from server (NotFound): validatingadmissionpolicies "{args[2]}" not found\n')
+    if args == ["get", "nodes", "-o", "json"]:
+        out(json.dumps({"items": [{"metadata": {"name": "pi-01"},
+                                   "status": {"allocatable": {"memory": world.get("allocatable", "3884Mi")}}}]}))
+    if args == ["get", "pods", "-A", "-o", "json"]:
+        out(json.dumps({"items": world.get("pods", [])}))
     if args == ["get", "deployments", "-n", "openfaas-fn", "-o", "json"]:
         out(json.dumps({"items": [{"metadata": {"name": n}} for n in world.get("deployments", [])]}))
     if args == ["get", "secrets", "-n", "openfaas-fn", "-o", "json"]:
@@ -226,6 +265,21 @@ def do_helm(world, args):
             values = yaml.safe_load(f)
         releases[args[2]] = {"namespace": args[args.index("--namespace") + 1], "status": "deployed",
                              "chart": f"falco-{args[args.index('--version') + 1]}", "values": values}
+    elif args[0] == "upgrade":
+        import yaml
+        rel = releases.get(args[1])
+        if not rel:
+            out(rc=1, err=f'Error: UPGRADE FAILED: "{args[1]}" has no deployed releases\n')
+        with open(args[args.index("--values") + 1]) as f:
+            values = yaml.safe_load(f)
+        merged = deep_merge(rel["values"], values) if "--reuse-values" in args else values
+        rel.setdefault("history", {})[rel.get("revision", "1")] = rel["values"]
+        rel.update(values=merged, chart=f"{args[2].split('/')[1]}-{args[args.index('--version') + 1]}",
+                   revision=str(int(rel.get("revision", "1")) + 1))
+    elif args[0] == "rollback":
+        rel = releases[args[1]]
+        rel["values"] = rel.get("history", {})[args[2]]
+        rel["revision"] = str(int(rel.get("revision", "1")) + 1)
     elif args[0] == "uninstall":
         releases.pop(args[1], None)
         if args[1] == "cron-connector":
@@ -233,6 +287,27 @@ def do_helm(world, args):
     else:
         out(rc=2, err=f"helm fake: unexpected {args}\n")
     save(world)
+
+
+def deep_merge(base, over):
+    if isinstance(base, dict) and isinstance(over, dict):
+        merged = dict(base)
+        for k, v in over.items():
+            merged[k] = deep_merge(base.get(k), v)
+        return merged
+    return over
+
+
+def workloads(world, ns):
+    """Deployments/DaemonSets as the API lists them; by default the four functions (faas-netes: Always)."""
+    if ns in world.get("workloads", {}):
+        return world["workloads"][ns]
+    if ns != "openfaas-fn":
+        return []
+    return [{"kind": "Deployment", "metadata": {"name": n, "namespace": ns},
+             "spec": {"template": {"spec": {"containers": [
+                 {"name": n, "image": f"ghcr.io/edgeguard/{n}:0.1.0", "imagePullPolicy": "Always"}]}}}}
+            for n in world.get("deployments", [])]
 
 
 def do_faas_cli(world, args):

@@ -134,7 +134,7 @@ def test_host_mode_from_the_apt_repository_with_modern_ebpf(node):
     ]
     install = records[3]
     assert install["env"] == {"DEBIAN_FRONTEND": "noninteractive", "FALCO_FRONTEND": "noninteractive",
-                              "FALCO_DRIVER_CHOICE": "modern_ebpf"}
+                              "FALCO_DRIVER_CHOICE": "modern_ebpf", "FALCOCTL_ENABLED": "no"}
     assert ["gpg", "--show-keys", "--with-colons", asc] in node.calls()
     assert node.path(falco.APT_SOURCE).read_text() == (
         "deb [signed-by=/usr/share/keyrings/falco-archive-keyring.gpg] "
@@ -192,7 +192,7 @@ def test_dry_run_plans_the_host_install_without_touching_anything(node):
     assert code == 0
     assert "would verify" not in out  # the plan names the fingerprint it requires
     assert falco.KEY_FINGERPRINT in out
-    assert "run: apt-get update" in out and "FALCO_DRIVER_CHOICE=modern_ebpf apt-get install -y falco" in out
+    assert "run: apt-get update" in out and "FALCO_DRIVER_CHOICE=modern_ebpf FALCOCTL_ENABLED=no apt-get install -y falco" in out
     assert node.mutating_calls() == []
     assert not node.path(falco.DROPIN).exists()
 
@@ -221,3 +221,84 @@ def test_helm_gets_k3s_admin_kubeconfig_when_none_is_set(node):
     assert "using KUBECONFIG=/etc/rancher/k3s/k3s.yaml" in out
     upgrade = [r for r in node.call_records() if r["argv"][:2] == ["helm", "upgrade"]][0]
     assert upgrade["env"]["KUBECONFIG"] == str(node.path("/etc/rancher/k3s/k3s.yaml"))
+
+
+def falco_config_merge(base: dict, dropin: dict) -> dict:
+    """What Falco does with one config.d file under the default `append` strategy
+    (userspace/engine/yaml_helper.h, include_config_file): for each top-level key, a sequence is
+    appended to the existing one; anything else, a whole map included, replaces the key."""
+    merged = dict(base)
+    for key, value in dropin.items():
+        if isinstance(value, list):
+            merged[key] = list(base.get(key) or []) + value
+        else:
+            merged[key] = value
+    return merged
+
+
+BASE_FALCO_YAML = CHART_VALUES["falco"]  # falco.yaml's settings for Falco 0.44.1, as the 9.1.0 chart renders them
+
+
+def test_config_merge_model_replaces_maps_and_appends_lists():
+    base = {"m": {"a": 1, "b": 2}, "l": [1], "s": "x"}
+    assert falco_config_merge(base, {"m": {"a": 3}, "l": [2], "s": "y"}) == {"m": {"a": 3}, "l": [1, 2], "s": "y"}
+
+
+def test_host_dropin_merged_like_falco_keeps_drop_actions_and_every_http_output_setting():
+    url = falco.alert_url("http://127.0.0.1:31112", "tok")
+    merged = falco_config_merge(BASE_FALCO_YAML, yaml.safe_load(falco.dropin(url)))
+    drops = merged["syscall_event_drops"]
+    # An absent or empty `actions` means "ignore": drops would be silently unreported.
+    assert drops["actions"] == ["log", "alert"]
+    assert drops == dict(BASE_FALCO_YAML["syscall_event_drops"], rate=0.01)
+    assert merged["http_output"] == dict(BASE_FALCO_YAML["http_output"], enabled=True, url=url)
+    assert merged["json_output"] is True
+    # Lists in the packaged file survive (append), e.g. config_files and load_plugins.
+    assert merged["config_files"] == BASE_FALCO_YAML["config_files"]
+
+
+def test_the_restated_maps_are_falcos_own_defaults_key_for_key():
+    assert set(falco.SYSCALL_EVENT_DROPS) == set(BASE_FALCO_YAML["syscall_event_drops"])
+    assert {k: v for k, v in falco.SYSCALL_EVENT_DROPS.items() if k != "rate"} == \
+        {k: v for k, v in BASE_FALCO_YAML["syscall_event_drops"].items() if k != "rate"}
+    assert falco.HTTP_OUTPUT_DEFAULTS == BASE_FALCO_YAML["http_output"]
+
+
+def test_helm_values_start_falco_offline_with_its_own_rules_and_fitting_resources():
+    for driver in ("modern_ebpf", "kmod"):
+        values = falco.helm_values(driver, "http://gw/function/alert-forwarder?token=t")
+        assert values["falcoctl"]["artifact"]["install"]["enabled"] is False
+        assert values["falcoctl"]["artifact"]["follow"]["enabled"] is False
+        assert values["resources"]["requests"]["memory"] == "256Mi"
+        assert values["podPriorityClassName"] == "system-node-critical"
+    # modern_ebpf: no driver loader, so the chart mounts nothing over /etc/falco/config.d; the image's
+    # falco.container_plugin.yaml would load the container plugin twice (falcosecurity/charts#1057).
+    mounts = falco.helm_values("modern_ebpf", "u")["mounts"]
+    assert mounts["volumeMounts"] == [{"name": "edgeguard-empty-config-d", "mountPath": "/etc/falco/config.d"}]
+    assert mounts["volumes"] == [{"name": "edgeguard-empty-config-d", "emptyDir": {}}]
+    # kmod: the chart's driver loader already mounts an emptyDir there; a second mount at the same path
+    # would make the DaemonSet invalid.
+    assert "mounts" not in falco.helm_values("kmod", "u")
+
+
+def test_host_mode_turns_an_enabled_falcoctl_follow_unit_off(node):
+    with_tokens(node)
+    node.update_world(enabled={falco.FALCOCTL_UNIT: True}, active={"k3s": True, falco.FALCOCTL_UNIT: True})
+    code, out = node.run("falco", "--mode", "host")
+    assert code == 0, out
+    assert ["systemctl", "disable", "--now", falco.FALCOCTL_UNIT] in node.mutating_calls()
+    node.clear_calls()
+    code, out = node.run("falco", "--mode", "host")
+    assert "no changes" in out and node.mutating_calls() == []
+
+
+def test_the_real_api_server_admits_system_node_critical_outside_kube_system(real_cluster):
+    # Critical priority classes may be used in any namespace from Kubernetes 1.17 on; here the real
+    # v1.24 API server admits a pod like the Falco DaemonSet's in the falco namespace (server-side dry run).
+    cluster, _ = real_cluster
+    cluster.kubectl("create", "namespace", "falco-priority-test")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "falco-probe", "namespace": "falco-priority-test"},
+           "spec": {"priorityClassName": falco.PRIORITY_CLASS,
+                    "containers": [{"name": "falco", "image": "docker.io/falcosecurity/falco:0.44.1"}]}}
+    proc = cluster.kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(pod))
+    assert json.loads(proc.stdout)["spec"]["priority"] == 2000001000

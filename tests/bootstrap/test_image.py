@@ -34,7 +34,7 @@ def test_image_mode_writes_files_runs_nothing_and_lists_first_boot_commands(node
         f"{falco.KEY_FINGERPRINT}",
         f"gpg --dearmor --yes -o {falco.KEYRING} {falco.KEY_DOWNLOAD}",
         "apt-get update",
-        "DEBIAN_FRONTEND=noninteractive FALCO_FRONTEND=noninteractive FALCO_DRIVER_CHOICE=kmod apt-get install -y "
+        "DEBIAN_FRONTEND=noninteractive FALCO_FRONTEND=noninteractive FALCO_DRIVER_CHOICE=kmod FALCOCTL_ENABLED=no apt-get install -y "
         "falco",
         "systemctl enable --now falco-kmod.service",
     ]

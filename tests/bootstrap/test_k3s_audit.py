@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from edgeguard_bootstrap import audit_tls, k3s_audit
+from edgeguard_bootstrap import audit_policy, audit_tls, k3s_audit
 from edgeguard_bootstrap.engine import BootstrapError, Ctx
 from local import tlsfront
 
@@ -40,7 +40,7 @@ def test_writes_policy_webhook_and_dropin_then_restarts_and_sees_an_event(node):
     with_tokens(node)
     code, out = node.run("k3s-audit", "--yes", "--check-timeout", "5")
     assert code == 0, out
-    assert node.path(k3s_audit.POLICY).read_bytes() == (DATA / "audit-policy.yaml").read_bytes()
+    assert node.path(k3s_audit.POLICY).read_bytes() == audit_policy.edge_policy()
     assert "authenticated audit batches reach audit-ingest: authenticated_batches 0 -> 1" in out
     # The probe read audit-ingest's counters through the https front, with the CA and server name the
     # webhook uses, and the token in a header only.
@@ -409,7 +409,7 @@ def test_policy_uses_only_valid_levels_stages_and_rule_keys():
     # kubernetes-validate has no schema for audit.k8s.io/v1 Policy (not an API resource), so check the
     # shape against the Policy type (k8s apiserver/pkg/apis/audit/v1/types.go) directly.
     import kubernetes_validate
-    policy = yaml.safe_load(k3s_audit.TEMPLATE.read_text())
+    policy = yaml.safe_load(audit_policy.edge_policy())
     try:
         kubernetes_validate.validate(policy, kubernetes_validate.latest_version(), strict=True)
         raise AssertionError("kubernetes-validate gained an audit Policy schema: use it here instead")

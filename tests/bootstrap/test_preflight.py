@@ -18,7 +18,8 @@ def test_preflight_on_a_good_node_passes_and_runs_only_read_only_commands(node):
     code, out = node.run("preflight")
     assert code == 0, out
     for name in ("arch", "os", "falco driver", "cgroups", "k3s", "k3s args", "kubectl", "helm", "faas-cli",
-                 "cluster", "gateway", "functions", "audit https front"):
+                 "cluster", "gateway", "functions", "audit https front", "memory", "openfaas values",
+                 "node-enroll policy", "offline ready"):
         assert f"  {name} " in out
     assert "FAIL" not in out
     assert node.calls() == [
@@ -29,6 +30,18 @@ def test_preflight_on_a_good_node_passes_and_runs_only_read_only_commands(node):
         ["kubectl", "get", "--raw", "/readyz"],
         ["kubectl", "get", "deployments", "-n", "openfaas-fn", "-o", "json"],
         ["kubectl", "get", "ingressclass", "traefik", "-o", "name"],
+        # the edge checks (memory, openfaas values, node-enroll policy, offline ready): read-only too
+        ["kubectl", "get", "nodes", "-o", "json"],
+        ["kubectl", "get", "pods", "-A", "-o", "json"],
+        ["helm", "list", "-n", "openfaas", "-o", "json"],
+        ["kubectl", "get", "--raw", "/apis/admissionregistration.k8s.io/v1"],
+        ["kubectl", "get", "deployments,daemonsets,statefulsets", "-n", "openfaas", "-o", "json"],
+        ["kubectl", "get", "deployments,daemonsets,statefulsets", "-n", "openfaas-fn", "-o", "json"],
+        ["kubectl", "get", "deployments,daemonsets,statefulsets", "-n", "falco", "-o", "json"],
+        ["k3s", "ctr", "-n", "k8s.io", "images", "list"],
+        ["k3s", "--version"],
+        ["helm", "list", "-n", "falco", "-o", "json"],
+        ["systemctl", "is-enabled", "falcoctl-artifact-follow.service"],
     ]
     assert "no changes" in out
 

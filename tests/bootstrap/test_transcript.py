@@ -31,6 +31,7 @@ ALL = [
     'kubectl apply -f {repo}/deploy/rbac/configmap-secret-scrubber.yaml',
     'kubectl diff -f {repo}/deploy/rbac/node-enroll.yaml',
     'kubectl apply -f {repo}/deploy/rbac/node-enroll.yaml',
+    'kubectl get --raw /apis/admissionregistration.k8s.io/v1',
     'kubectl get clusterrolebinding,clusterrole edgeguard:configmap-secret-scrubber-immutable -o name --ignore-not-found',
     'kubectl diff -f {root}/var/lib/edgeguard/manifests/serviceaccount-tokens.yaml',
     'kubectl apply -f {root}/var/lib/edgeguard/manifests/serviceaccount-tokens.yaml',
@@ -38,6 +39,7 @@ ALL = [
     'faas-cli secret create configmap-secret-scrubber-kubeconfig --from-file={root}/var/lib/edgeguard/secrets/configmap-secret-scrubber-kubeconfig --gateway {gw}',
     'kubectl get secret node-enroll-sa-token -n openfaas-fn -o json',
     'faas-cli secret create node-enroll-kubeconfig --from-file={root}/var/lib/edgeguard/secrets/node-enroll-kubeconfig --gateway {gw}',
+    'helm list -n openfaas -o json',
     'kubectl get deployment cron-connector -n openfaas -o name',
     'arkade install cron-connector',
     'k3s --version',
@@ -60,6 +62,14 @@ ALL = [
     'helm list -n falco -o json',
     'helm repo update falcosecurity',
     'helm upgrade --install falco falcosecurity/falco --namespace falco --create-namespace --version 9.1.0 --values {root}/var/lib/edgeguard/falco-values.yaml --wait --timeout 10m',
+    'k3s --version',
+    'k3s --version',
+    'kubectl get deployments,daemonsets,statefulsets -n openfaas -o json',
+    'kubectl get deployments,daemonsets,statefulsets -n openfaas-fn -o json',
+    'kubectl get deployments,daemonsets,statefulsets -n falco -o json',
+    'systemctl restart k3s',
+    'kubectl get --raw /readyz',
+    'k3s ctr -n k8s.io images list',
 ]
 
 HOST = [
@@ -71,6 +81,7 @@ HOST = [
     'gpg --dearmor --yes -o {root}/usr/share/keyrings/falco-archive-keyring.gpg {root}/var/lib/edgeguard/falcosecurity-packages.asc',
     'apt-get update',
     'apt-get install -y falco',
+    'systemctl is-enabled falcoctl-artifact-follow.service',
     'systemctl is-enabled falco-kmod.service',
     'systemctl is-enabled falco-modern-bpf.service',
     'systemctl is-active falco-modern-bpf.service',

@@ -3,6 +3,7 @@
 No figure is asserted against a target here (targets live in `make bench`): these tests prove the
 harness reads the right processes and counts every request.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -24,9 +25,15 @@ SKIP = components.locate().watchdog_skip_reason()
 @pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 def test_memory_sample_reads_the_watchdog_and_its_python_separately(serve_function, tmp_path):
     shutil.copytree(DATA / "contract_fn", tmp_path / "functions" / "probe")
-    (tmp_path / "stack.yml").write_text(yaml.safe_dump({
-        "version": "1.0", "provider": {"name": "openfaas"},
-        "functions": {"probe": {"lang": "python3-http", "handler": "./functions/probe", "image": "x/probe:1"}}}))
+    (tmp_path / "stack.yml").write_text(
+        yaml.safe_dump(
+            {
+                "version": "1.0",
+                "provider": {"name": "openfaas"},
+                "functions": {"probe": {"lang": "python3-http", "handler": "./functions/probe", "image": "x/probe:1"}},
+            }
+        )
+    )
     probe = serve_function("probe", stack=stackfile.load(tmp_path / "stack.yml"))
     assert requests.get(probe.url + "/none", timeout=5).status_code == 200
     kids = memory.descendants(probe.proc.pid)
@@ -35,7 +42,7 @@ def test_memory_sample_reads_the_watchdog_and_its_python_separately(serve_functi
     s = memory.sample(probe.process)
     own = memory._status_kib(kids[0])
     assert s.python_kib == own["VmRSS"] or abs(s.python_kib - own["VmRSS"]) < 2048  # read a moment apart
-    assert 0 < s.watchdog_kib and s.watchdog_hwm_kib >= s.watchdog_kib
+    assert s.watchdog_kib > 0 and s.watchdog_hwm_kib >= s.watchdog_kib
     assert s.python_kib > s.watchdog_kib  # an interpreter with Flask loaded outweighs the Go watchdog
     assert s.python_hwm_kib >= s.python_kib and s.total_kib == s.watchdog_kib + s.python_kib
     probe.stop()
@@ -46,7 +53,8 @@ def test_memory_sample_reads_the_watchdog_and_its_python_separately(serve_functi
 def test_fuzz_bench_counts_every_request_a_fuzz_test_sends(tmp_path):
     calls = tmp_path / "calls.txt"
     test_file = tmp_path / "test_probe_fuzz.py"
-    test_file.write_text(textwrap.dedent(f"""
+    test_file.write_text(
+        textwrap.dedent(f"""
         import pytest
         from hypothesis import given, strategies as st
         from tests.fuzzing import fuzz_route
@@ -65,9 +73,11 @@ def test_fuzz_bench_counts_every_request_a_fuzz_test_sends(tmp_path):
 
         def test_not_fuzz():
             fuzz_route("probe", "never")
-    """))
-    code, counts, out = fuzz.run(["-c", str(ROOT / "pyproject.toml"), "-p", "tests.fuzzing", str(test_file)],
-                                 profile="default", timeout=120)
+    """)
+    )
+    code, counts, out = fuzz.run(
+        ["-c", str(ROOT / "pyproject.toml"), "-p", "tests.fuzzing", str(test_file)], profile="default", timeout=120
+    )
     assert code == 0, out
     assert counts["probe POST /"] == len(calls.read_text()) >= 300  # the default profile's 300 examples
     assert counts["probe GET /"] == 2 and "probe never" not in counts

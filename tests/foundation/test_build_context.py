@@ -1,6 +1,6 @@
 """Every function's build context, laid out as faas-cli lays it, serves HTTP under the template contract."""
+
 import importlib.metadata
-import json
 import re
 from pathlib import Path
 
@@ -12,9 +12,13 @@ from local import buildctx, components, shrinkwrap, stackfile
 STACK = stackfile.load()
 FUNCTIONS = sorted(STACK.functions)
 TOOLS = components.locate()
-NO_FAAS_CLI = (components.needs_real("faas-cli and the python3-http template folder (EDGEGUARD_FAAS_CLI, "
-                                     "EDGEGUARD_TEMPLATE or EDGEGUARD_TOOLS)")
-               if TOOLS.faas_cli is None or TOOLS.template is None else None)
+NO_FAAS_CLI = (
+    components.needs_real(
+        "faas-cli and the python3-http template folder (EDGEGUARD_FAAS_CLI, EDGEGUARD_TEMPLATE or EDGEGUARD_TOOLS)"
+    )
+    if TOOLS.faas_cli is None or TOOLS.template is None
+    else None
+)
 
 
 def test_all_four_functions_are_covered():
@@ -35,7 +39,7 @@ def test_context_layout_matches_faas_cli_shrinkwrap(name, tmp_path):
 def test_requirements_are_satisfiable_from_the_project_environment(name):
     for line in (STACK.functions[name].handler / "requirements.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
-            dist = re.split(r"[<>=!~\[ ]", line.strip(), 1)[0]
+            dist = re.split(r"[<>=!~\[ ]", line.strip(), maxsplit=1)[0]
             assert importlib.metadata.version(dist)
 
 
@@ -54,8 +58,11 @@ def test_context_serves_and_refuses_anonymous_callers_with_json(name, serve_func
 def _tree(root: Path) -> dict[str, bytes]:
     """Every file under root by relative path, without bytecode caches: faas-cli copies __pycache__ folders
     when the sources have them (buildctx leaves them out; they are not part of the function)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +90,13 @@ def test_buildctx_lays_out_function_byte_for_byte_as_the_real_faas_cli(name, tmp
 def test_without_a_template_folder_only_the_templates_scaffold_files_are_missing(name, tmp_path, faas_cli_contexts):
     mine = _tree(buildctx.assemble(STACK.functions[name], STACK, tmp_path) / "function")
     theirs = _tree(faas_cli_contexts[name] / "function")
-    scaffold = {p.name for p in (TOOLS.template / "function").iterdir()} - {p.name for p in STACK.functions[name].handler.iterdir()}
-    assert set(theirs) - set(mine) == scaffold and scaffold <= {"handler_test.py", "tox.ini", "handler.py", "requirements.txt"}
+    scaffold = {p.name for p in (TOOLS.template / "function").iterdir()} - {
+        p.name for p in STACK.functions[name].handler.iterdir()
+    }
+    assert set(theirs) - set(mine) == scaffold and scaffold <= {
+        "handler_test.py",
+        "tox.ini",
+        "handler.py",
+        "requirements.txt",
+    }
     assert all(theirs[k] == mine[k] for k in mine)

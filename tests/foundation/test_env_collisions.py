@@ -7,6 +7,7 @@ template's ``mode=http``. The list of names lives in bootstrap (its preflight ch
 a user's stack.yml with it); here it is held to ../shared/tools/README.md, the real
 binary and the real template, and the repository is held to it.
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,6 +35,7 @@ def needs(path, what: str):
 
 
 # ---------------------------------------------------------------- the list, held to the real parts
+
 
 @needs(COMPONENTS.tools, "../shared/tools (its README.md lists the watchdog's variables; set EDGEGUARD_TOOLS)")
 def test_the_list_holds_every_variable_the_tools_readme_names():
@@ -67,11 +69,13 @@ def test_the_template_sets_and_reads_what_the_list_says():
 
 # ---------------------------------------------------------------- the repository, held to the list
 
+
 @pytest.mark.parametrize("name", sorted(STACK.functions))
 def test_stack_yml_environment_sets_no_variable_the_runtime_owns(name):
     env = STACK.functions[name].environment
     assert runtime_env.collisions(env) == [], (
-        f"{name}: environment sets {runtime_env.collisions(env)}, which of-watchdog or the template reads or sets")
+        f"{name}: environment sets {runtime_env.collisions(env)}, which of-watchdog or the template reads or sets"
+    )
 
 
 def _env_reads(paths) -> tuple[set[str], list[str]]:
@@ -105,7 +109,11 @@ def _env_reads(paths) -> tuple[set[str], list[str]]:
     names, unresolved = set(), []
     for path, tree in trees.items():
         for node in ast.walk(tree):
-            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "environ":
+            if (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "environ"
+            ):
                 key = node.slice
                 (names.add(key.value) if isinstance(key, ast.Constant) else unresolved.append(f"{path}:{node.lineno}"))
             if isinstance(node, ast.Call) and is_env_read(node):
@@ -123,7 +131,7 @@ CODE = sorted(p for d in ("functions", "edgeguard") for p in (ROOT / d).rglob("*
 def test_the_code_reads_no_variable_the_runtime_owns():
     names, unresolved = _env_reads(CODE)
     assert unresolved == [], f"environment reads whose name the guard cannot see: {unresolved}"
-    assert {"spool_dir", "forwarded_for_hops", "EDGEGUARD_SECRETS_DIR", "namespaces_allow"} <= names  # it sees
+    assert {"spool_dir", "max_clock_skew", "EDGEGUARD_SECRETS_DIR", "namespaces_allow"} <= names  # it sees
     clash = sorted((names & runtime_env.OWNED) - set(SHARED_ON_PURPOSE))
     assert clash == [], f"functions/ or edgeguard/ read {clash}, which of-watchdog or the template owns"
 

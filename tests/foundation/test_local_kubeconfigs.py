@@ -1,6 +1,7 @@
 """The local stack gives each `*-kubeconfig` secret the admin kubeconfig, or the one named for it
 (LocalStack(kubeconfigs=...), `python -m local.demo --kubeconfig-secret NAME=FILE`): how the functions run
 with the ServiceAccount kubeconfigs bootstrap makes (tests/foundation/test_demo_real_cluster.py)."""
+
 import shutil
 import subprocess
 import sys
@@ -19,22 +20,37 @@ def test_a_named_kubeconfig_replaces_the_admin_one_for_that_secret_only(tmp_path
     doc = {"version": "1.0", "provider": {"name": "openfaas"}, "functions": {}}
     for name in ("least", "admin"):
         shutil.copytree(DATA / "contract_fn", tmp_path / "functions" / name)
-        doc["functions"][name] = {"lang": "python3-http", "handler": f"./functions/{name}", "image": f"x/{name}:1",
-                                  "secrets": [f"{name}-kubeconfig"]}
+        doc["functions"][name] = {
+            "lang": "python3-http",
+            "handler": f"./functions/{name}",
+            "image": f"x/{name}:1",
+            "secrets": [f"{name}-kubeconfig"],
+        }
     (tmp_path / "stack.yml").write_text(yaml.safe_dump(doc))
-    with gateway.LocalStack(port=gateway.free_port(), state_dir=tmp_path / "state", kube="emulator",
-                            stack=stackfile.load(tmp_path / "stack.yml"),
-                            kubeconfigs={"least-kubeconfig": OWN}) as stack:
+    with gateway.LocalStack(
+        port=gateway.free_port(),
+        state_dir=tmp_path / "state",
+        kube="emulator",
+        stack=stackfile.load(tmp_path / "stack.yml"),
+        kubeconfigs={"least-kubeconfig": OWN},
+    ) as stack:
         mounted = {n: (fp.secrets_dir / f"{n}-kubeconfig").read_text() for n, fp in stack.functions.items()}
         assert mounted["least"] == OWN
         assert mounted["admin"] == stack.kubeconfig_text and "kubeemu-admin-token" in mounted["admin"]
 
 
 def test_demo_refuses_a_malformed_kubeconfig_secret_option():
-    for bad, why in (("node-enroll-kubeconfig", "expected <name>-kubeconfig=FILE"),
-                     ("node-enroll-token=/dev/null", "expected <name>-kubeconfig=FILE"),
-                     ("node-enroll-kubeconfig=/nonexistent/kc", "No such file or directory")):
-        proc = subprocess.run([sys.executable, "-m", "local.demo", "--kubeconfig-secret", bad], cwd=ROOT,
-                              capture_output=True, text=True, timeout=60)
+    for bad, why in (
+        ("node-enroll-kubeconfig", "expected <name>-kubeconfig=FILE"),
+        ("node-enroll-token=/dev/null", "expected <name>-kubeconfig=FILE"),
+        ("node-enroll-kubeconfig=/nonexistent/kc", "No such file or directory"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "local.demo", "--kubeconfig-secret", bad],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 2 and why in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr

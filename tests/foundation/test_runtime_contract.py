@@ -1,4 +1,5 @@
 """Our runtime maps handler return values exactly as the python3-http (alpine) template does."""
+
 import shutil
 import socket
 import subprocess
@@ -21,8 +22,12 @@ def _serve(tmp_path, src: Path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(tmp_path / "log", "wb")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "local/runtime.py"), "--context", str(ctx), "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env={"HOSTNAME": "probe-pod", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "local/runtime.py"), "--context", str(ctx), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={"HOSTNAME": "probe-pod", "PATH": "/usr/bin:/bin"},
+    )
     return proc, port
 
 
@@ -44,13 +49,28 @@ def probe(tmp_path_factory):
 
 def test_event_attributes_reach_the_handler(probe):
     r = requests.post(probe + "/x/y?q=1&q=2", data=b"hello", headers={"X-Probe": "p"})
-    assert r.json() == {"method": "POST", "path": "/x/y", "query": ["1", "2"], "body": "hello", "body_type": "bytes",
-                        "header": "p", "call_id": None, "ua": r.json()["ua"]}
+    assert r.json() == {
+        "method": "POST",
+        "path": "/x/y",
+        "query": ["1", "2"],
+        "body": "hello",
+        "body_type": "bytes",
+        "header": "p",
+        "call_id": None,
+        "ua": r.json()["ua"],
+    }
 
 
 def test_forwarding_headers_are_dropped_as_of_watchdog_drops_them(probe):
-    seen = requests.get(probe + "/headers", headers={"X-Forwarded-For": "198.51.100.7", "Forwarded": "for=x",
-                                                     "X-Forwarded-Host": "h", "X-Real-Ip": "198.51.100.8"}).json()
+    seen = requests.get(
+        probe + "/headers",
+        headers={
+            "X-Forwarded-For": "198.51.100.7",
+            "Forwarded": "for=x",
+            "X-Forwarded-Host": "h",
+            "X-Real-Ip": "198.51.100.8",
+        },
+    ).json()
     assert "X-Forwarded-For" not in seen["headers"] and "Forwarded" not in seen["headers"]
     assert "X-Forwarded-Host" not in seen["headers"] and seen["headers"]["X-Real-Ip"] == "198.51.100.8"
 
@@ -108,3 +128,31 @@ def test_top_level_edgeguard_import_fails_as_in_the_image(tmp_path):
     proc, _ = _serve(tmp_path, DATA / "bad_import_fn")
     assert proc.wait(20) != 0
     assert "import it relatively" in (tmp_path / "log").read_text()
+
+
+def test_call_handler_maps_return_values_as_the_template_does(call_handler):
+    """tests/conftest.py's call_handler: the one helper tests use to call handle(event, context)."""
+    from tests.conftest import Answer
+
+    assert (Answer({"statusCode": 201, "body": {"a": 1}}).status, Answer({"body": "x"}).status) == (201, 200)
+    assert Answer(None).status == 200 and Answer(None).text == "" and Answer("plain").text == "plain"
+    assert Answer({"statusCode": 400, "body": '{"error": "bad"}'}).json() == {"error": "bad"}
+
+    class Probe:
+        @staticmethod
+        def handle(event, context):
+            return {
+                "statusCode": 202,
+                "headers": {"X-Seen": event.headers.get("Content-Type")},
+                "body": {
+                    "method": event.method,
+                    "path": event.path,
+                    "q": event.query.get("q"),
+                    "body": event.body.decode(),
+                    "host": context.hostname,
+                },
+            }
+
+    a = call_handler(Probe, "POST", "/x", {"k": 1}, query={"q": "v"})
+    assert a.status == 202 and a.headers["X-Seen"] == "application/json"
+    assert a.json() == {"method": "POST", "path": "/x", "q": "v", "body": '{"k": 1}', "host": "test"}

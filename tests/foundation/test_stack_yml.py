@@ -1,11 +1,11 @@
 """stack.yml is valid for faas-cli 0.18 and asks OpenFaaS CE only for what CE honours."""
+
 import json
 import re
 from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
 
 from local import stackfile
 
@@ -16,8 +16,14 @@ RAW = STACK.raw_text
 FUNCTIONS = ["audit-ingest", "alert-forwarder", "configmap-secret-scrubber", "node-enroll"]
 ALLOWED_DEPS = {"requests", "pyyaml", "kubernetes"}
 # Labels/annotations OpenFaaS CE (faas-netes 0.18.17) acts on; anything else is either ignored or rejected.
-CE_HONOURED = {"com.openfaas.scale.min", "com.openfaas.scale.max", "com.openfaas.scale.factor", "topic", "schedule",
-               "prometheus.io.scrape"}
+CE_HONOURED = {
+    "com.openfaas.scale.min",
+    "com.openfaas.scale.max",
+    "com.openfaas.scale.factor",
+    "topic",
+    "schedule",
+    "prometheus.io.scrape",
+}
 
 
 def test_stack_validates_against_the_derived_schema():
@@ -105,9 +111,11 @@ def test_secrets_are_dns_names_and_kube_credentials_only_where_the_api_is_used(n
     fn = STACK.functions[name]
     for s in fn.secrets:
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", s)
-    reqs = {re.split(r"[<>=!~\[ ]", line.strip(), 1)[0].lower()
-            for line in (fn.handler / "requirements.txt").read_text().splitlines()
-            if line.strip() and not line.startswith("#")}
+    reqs = {
+        re.split(r"[<>=!~\[ ]", line.strip(), maxsplit=1)[0].lower()
+        for line in (fn.handler / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert reqs <= ALLOWED_DEPS, f"unexpected runtime dependencies {reqs - ALLOWED_DEPS}"
     uses_api = any(s.endswith("-kubeconfig") for s in fn.secrets)
     assert ("kubernetes" in reqs) == uses_api
@@ -117,6 +125,7 @@ def test_environment_values_keep_faas_clis_text(tmp_path):
     (tmp_path / "fn").mkdir()
     (tmp_path / "stack.yml").write_text(
         "version: 1.0\nprovider: {name: openfaas}\nfunctions:\n  f:\n    lang: python3-http\n    handler: ./fn\n"
-        "    image: x\n    environment: {empty: ${UNSET_VAR_FOR_TEST:-}, flag: true, n: 3}\n")
+        "    image: x\n    environment: {empty: ${UNSET_VAR_FOR_TEST:-}, flag: true, n: 3}\n"
+    )
     env = stackfile.load(tmp_path / "stack.yml", env={}).functions["f"].environment
     assert env == {"empty": "", "flag": "true", "n": "3"}

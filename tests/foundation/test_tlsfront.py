@@ -1,5 +1,6 @@
 """local/tlsfront.py plays Traefik for bootstrap's Ingress: SNI picks the certificate, only the Ingress's paths
 are proxied, headers pass through, and its log never holds a token."""
+
 from __future__ import annotations
 
 import base64
@@ -29,24 +30,78 @@ def pki(tmp_path_factory):
 
     def run(*args):
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-    run("req", "-x509", "-new", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+
+    run(
+        "req",
+        "-x509",
+        "-new",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    )
     run("req", "-new", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", f"/CN={NAME}")
     (d / "ext.cnf").write_text(f"subjectAltName=DNS:{NAME}\nextendedKeyUsage=serverAuth\n")
-    run("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial", "7", "-days", "2",
-        "-extfile", "ext.cnf", "-out", "tls.crt")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        "7",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "tls.crt",
+    )
     return {n: (d / n).read_bytes() for n in ("ca.crt", "tls.crt", "tls.key")}
 
 
 def objects(pki, path_type="Exact"):
-    ingress = {"kind": "Ingress", "metadata": {"name": "edgeguard-audit-ingest", "namespace": "openfaas"},
-               "spec": {"tls": [{"hosts": [NAME], "secretName": "edgeguard-audit-ingest"}],
-                        "rules": [{"http": {"paths": [{"path": "/function/audit-ingest", "pathType": path_type,
-                                                       "backend": {"service": {"name": "gateway",
-                                                                               "port": {"number": 8080}}}}]}}]}}
-    secret = {"kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": "edgeguard-audit-ingest"},
-              "data": {"tls.crt": base64.b64encode(pki["tls.crt"]).decode(),
-                       "tls.key": base64.b64encode(pki["tls.key"]).decode()}}
+    ingress = {
+        "kind": "Ingress",
+        "metadata": {"name": "edgeguard-audit-ingest", "namespace": "openfaas"},
+        "spec": {
+            "tls": [{"hosts": [NAME], "secretName": "edgeguard-audit-ingest"}],
+            "rules": [
+                {
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/function/audit-ingest",
+                                "pathType": path_type,
+                                "backend": {"service": {"name": "gateway", "port": {"number": 8080}}},
+                            }
+                        ]
+                    }
+                }
+            ],
+        },
+    }
+    secret = {
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": "edgeguard-audit-ingest"},
+        "data": {
+            "tls.crt": base64.b64encode(pki["tls.crt"]).decode(),
+            "tls.key": base64.b64encode(pki["tls.key"]).decode(),
+        },
+    }
     return ingress, {"edgeguard-audit-ingest": secret}
 
 
@@ -64,8 +119,9 @@ class Upstream:
             def _any(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n)
-                outer.seen.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
-                                   "body": body})
+                outer.seen.append(
+                    {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+                )
                 reply = json.dumps({"ok": True}).encode()
                 self.send_response(201)
                 self.send_header("Content-Type", "application/json")
@@ -73,6 +129,7 @@ class Upstream:
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
+
             do_GET = do_POST = _any
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
@@ -88,8 +145,9 @@ class Upstream:
 def front(pki, tmp_path):
     up = Upstream()
     ingress, secrets = objects(pki)
-    f = tlsfront.TLSFront(tlsfront.Site.from_objects(ingress, secrets), {("gateway", 8080): up.url},
-                          log_path=tmp_path / "tlsfront.log").start()
+    f = tlsfront.TLSFront(
+        tlsfront.Site.from_objects(ingress, secrets), {("gateway", 8080): up.url}, log_path=tmp_path / "tlsfront.log"
+    ).start()
     f.upstream = up
     yield f
     f.stop()
@@ -110,9 +168,14 @@ def request(front, pki, method, path, *, sni=NAME, headers=None, body=None):
 
 
 def test_the_ingress_path_is_proxied_with_authorization_and_host_and_the_log_holds_no_token(front, pki, tmp_path):
-    status, headers, body = request(front, pki, "POST", "/function/audit-ingest?timeout=30s",
-                                    headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json",
-                                             "Host": "127.0.0.1:443"}, body=b'{"kind":"EventList"}')
+    status, headers, body = request(
+        front,
+        pki,
+        "POST",
+        "/function/audit-ingest?timeout=30s",
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", "Host": "127.0.0.1:443"},
+        body=b'{"kind":"EventList"}',
+    )
     assert status == 201 and json.loads(body) == {"ok": True} and headers["X-Call-Id"] == "abc"
     [seen] = front.upstream.seen
     assert seen["path"] == "/function/audit-ingest?timeout=30s" and seen["body"] == b'{"kind":"EventList"}'
@@ -125,8 +188,10 @@ def test_the_ingress_path_is_proxied_with_authorization_and_host_and_the_log_hol
     assert TOKEN not in log and "timeout=30s" not in log
 
 
-@pytest.mark.parametrize("path", ["/function/alert-forwarder", "/system/functions", "/function/audit-ingest/x",
-                                  "/function/audit-ingestx", "/"])
+@pytest.mark.parametrize(
+    "path",
+    ["/function/alert-forwarder", "/system/functions", "/function/audit-ingest/x", "/function/audit-ingestx", "/"],
+)
 def test_only_the_exact_ingress_path_is_exposed(front, pki, path):
     status, _, body = request(front, pki, "GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
     assert (status, body) == (404, tlsfront.NOT_FOUND)

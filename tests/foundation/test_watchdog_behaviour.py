@@ -4,6 +4,7 @@ Each test states one behaviour of the real runtime that the functions (and the s
 with; README "How the OpenFaaS side is proven" lists them. They run the probe function of
 tests/data/contract_fn under the watchdog.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,16 +28,34 @@ pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 @pytest.fixture
 def probe(serve_function, tmp_path):
     shutil.copytree(DATA / "contract_fn", tmp_path / "functions" / "probe")
-    (tmp_path / "stack.yml").write_text(yaml.safe_dump({
-        "version": "1.0", "provider": {"name": "openfaas"},
-        "functions": {"probe": {"lang": "python3-http", "handler": "./functions/probe", "image": "x/probe:1",
-                                "environment": {"exec_timeout": "1s", "read_timeout": "5s", "write_timeout": "5s"}}}}))
+    (tmp_path / "stack.yml").write_text(
+        yaml.safe_dump(
+            {
+                "version": "1.0",
+                "provider": {"name": "openfaas"},
+                "functions": {
+                    "probe": {
+                        "lang": "python3-http",
+                        "handler": "./functions/probe",
+                        "image": "x/probe:1",
+                        "environment": {"exec_timeout": "1s", "read_timeout": "5s", "write_timeout": "5s"},
+                    }
+                },
+            }
+        )
+    )
     return serve_function("probe", stack=stackfile.load(tmp_path / "stack.yml"))
 
 
 def test_forwarding_headers_never_reach_the_handler(probe):
-    sent = {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Host": "edge.example", "X-Forwarded-Proto": "https",
-            "Forwarded": "for=198.51.100.7", "X-Real-Ip": "198.51.100.8", "X-Probe": "kept"}
+    sent = {
+        "X-Forwarded-For": "198.51.100.7",
+        "X-Forwarded-Host": "edge.example",
+        "X-Forwarded-Proto": "https",
+        "Forwarded": "for=198.51.100.7",
+        "X-Real-Ip": "198.51.100.8",
+        "X-Probe": "kept",
+    }
     seen = requests.get(probe.url + "/headers", headers=sent, timeout=5).json()["headers"]
     assert not {"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"} & set(seen), seen
     assert seen["X-Real-Ip"] == "198.51.100.8" and seen["X-Probe"] == "kept"
@@ -54,8 +73,11 @@ def test_every_request_line_query_included_is_written_to_the_log(probe):
     deadline = time.monotonic() + 5
     while "GET /none?secret-looking=value - 200 OK" not in probe.logs() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert re.search(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d GET /none\?secret-looking=value - 200 OK - ContentLength: ",
-                     probe.logs(), re.M)
+    assert re.search(
+        r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d GET /none\?secret-looking=value - 200 OK - ContentLength: ",
+        probe.logs(),
+        re.M,
+    )
 
 
 def test_the_handlers_stderr_is_relayed_with_a_date_and_stream_prefix(probe):
@@ -88,12 +110,22 @@ def _ppid(p: Path) -> int:
 def test_health_says_ok_before_the_function_listens_so_readiness_waits_for_the_function(tmp_path, function_runtime):
     fn_dir = tmp_path / "functions" / "slow-start"
     fn_dir.mkdir(parents=True)
-    (fn_dir / "handler.py").write_text("import time\ntime.sleep(1.5)  # a slow import, like loading rules\n\n"
-                                       "def handle(event, context):\n    return {'statusCode': 200, 'body': 'up'}\n")
+    (fn_dir / "handler.py").write_text(
+        "import time\ntime.sleep(1.5)  # a slow import, like loading rules\n\n"
+        "def handle(event, context):\n    return {'statusCode': 200, 'body': 'up'}\n"
+    )
     (fn_dir / "requirements.txt").write_text("")
-    (tmp_path / "stack.yml").write_text(yaml.safe_dump({
-        "version": "1.0", "provider": {"name": "openfaas"},
-        "functions": {"slow-start": {"lang": "python3-http", "handler": "./functions/slow-start", "image": "x/s:1"}}}))
+    (tmp_path / "stack.yml").write_text(
+        yaml.safe_dump(
+            {
+                "version": "1.0",
+                "provider": {"name": "openfaas"},
+                "functions": {
+                    "slow-start": {"lang": "python3-http", "handler": "./functions/slow-start", "image": "x/s:1"}
+                },
+            }
+        )
+    )
     stack = stackfile.load(tmp_path / "stack.yml")
     ctx = function_runtime.build_contexts(stack, tmp_path / "build")["slow-start"]
     env = function_runtime.base_env(stack.functions["slow-start"])

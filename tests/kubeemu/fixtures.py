@@ -1,10 +1,11 @@
 """Pytest fixtures for the in-process Kubernetes API emulator.
 
-    from tests.kubeemu.fixtures import kube_emulator  # noqa: F401  (re-export makes pytest see it)
+from tests.kubeemu.fixtures import kube_emulator  # noqa: F401  (re-export makes pytest see it)
 
-    def test_x(kube_emulator):
-        api = kubernetes.client.CoreV1Api(kube_emulator.api_client())
+def test_x(kube_emulator):
+    api = kubernetes.client.CoreV1Api(kube_emulator.api_client())
 """
+
 from __future__ import annotations
 
 import pytest

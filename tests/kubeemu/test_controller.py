@@ -1,4 +1,5 @@
 """The built-in rollout controller for Deployments/StatefulSets/DaemonSets, and hold_rollouts()."""
+
 from __future__ import annotations
 
 import pytest
@@ -108,13 +109,19 @@ def test_a_held_rollout_reports_the_counts_the_real_controllers_report(kube_clie
         obj["spec"]["serviceName"] = "w"
     if kind == "DaemonSet":
         del obj["spec"]["replicas"]
-    create = {"Deployment": apps.create_namespaced_deployment, "StatefulSet": apps.create_namespaced_stateful_set,
-              "DaemonSet": apps.create_namespaced_daemon_set}[kind]
+    create = {
+        "Deployment": apps.create_namespaced_deployment,
+        "StatefulSet": apps.create_namespaced_stateful_set,
+        "DaemonSet": apps.create_namespaced_daemon_set,
+    }[kind]
     create("default", obj)
     emu.hold_rollouts(True)
     plural = kind.lower() + "s"
-    patch = {"Deployment": apps.patch_namespaced_deployment, "StatefulSet": apps.patch_namespaced_stateful_set,
-             "DaemonSet": apps.patch_namespaced_daemon_set}[kind]
+    patch = {
+        "Deployment": apps.patch_namespaced_deployment,
+        "StatefulSet": apps.patch_namespaced_stateful_set,
+        "DaemonSet": apps.patch_namespaced_daemon_set,
+    }[kind]
     patch("w", "default", _template_patch("nginx:2"))
     status = emu.get(plural, "default", "w")["status"]
     assert {k: status.get(k) for k in real} == real

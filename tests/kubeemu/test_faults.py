@@ -1,4 +1,5 @@
 """Test controls: deny (403), fail (fault injection), before() hooks, request log."""
+
 from __future__ import annotations
 
 import threading
@@ -16,8 +17,7 @@ def test_deny_answers_403_forbidden_status_for_matching_requests_only(kube_clien
     emu.deny("patch", "configmaps", namespace="default")
     exc = api_error(core.patch_namespaced_config_map, "c", "default", {"data": {"x": "1"}})
     assert exc.status == 403 and exc.status_body["reason"] == "Forbidden"
-    assert 'cannot patch resource "configmaps" in API group "" in the namespace "default"' in \
-        exc.status_body["message"]
+    assert 'cannot patch resource "configmaps" in API group "" in the namespace "default"' in exc.status_body["message"]
     assert emu.get("configmaps", "default", "c").get("data") is None
     core.read_namespaced_config_map("c", "default")  # other verbs unaffected
 
@@ -45,16 +45,22 @@ def test_deny_per_user_token(kube_emulator):
 
 def test_deny_subresource_is_separate_from_the_resource(kube_clients):
     emu, core, _ = kube_clients
-    emu.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
-              "spec": {"containers": [{"name": "c", "image": "i"}]}})
+    emu.seed(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+        }
+    )
     emu.deny("create", "pods/eviction")
-    assert api_error(core.create_namespaced_pod_eviction, "p", "default",
-                     {"metadata": {"name": "p"}}).status == 403
+    assert api_error(core.create_namespaced_pod_eviction, "p", "default", {"metadata": {"name": "p"}}).status == 403
     core.read_namespaced_pod("p", "default")
 
 
-@pytest.mark.parametrize("status,reason", [(409, "Conflict"), (500, "InternalError"), (503, "ServiceUnavailable"),
-                                           (429, "TooManyRequests")])
+@pytest.mark.parametrize(
+    "status,reason", [(409, "Conflict"), (500, "InternalError"), (503, "ServiceUnavailable"), (429, "TooManyRequests")]
+)
 def test_fail_injects_status_n_times_without_applying(kube_clients, status, reason):
     emu, core, _ = kube_clients
     core.create_namespaced_config_map("default", {"metadata": {"name": "c"}, "data": {"v": "0"}})
@@ -154,10 +160,12 @@ def test_requests_log_records_verb_path_and_status(kube_clients):
     api_error(core.read_namespaced_config_map, "x", "default")
     core.replace_namespaced_config_map("c", "default", {"metadata": {"name": "c"}})
     core.delete_namespaced_config_map("c", "default")
-    assert emu.requests == [("create", "/api/v1/namespaces/default/configmaps", 201),
-                            ("get", "/api/v1/namespaces/default/configmaps/x", 404),
-                            ("update", "/api/v1/namespaces/default/configmaps/c", 200),
-                            ("delete", "/api/v1/namespaces/default/configmaps/c", 200)]
+    assert emu.requests == [
+        ("create", "/api/v1/namespaces/default/configmaps", 201),
+        ("get", "/api/v1/namespaces/default/configmaps/x", 404),
+        ("update", "/api/v1/namespaces/default/configmaps/c", 200),
+        ("delete", "/api/v1/namespaces/default/configmaps/c", 200),
+    ]
 
 
 def test_strict_auth_rejects_unknown_tokens_with_401(kube_emulator_factory):

@@ -1,4 +1,5 @@
 """Lists: kinds, empty lists for every known type, selectors, all-namespace lists, pagination."""
+
 from __future__ import annotations
 
 import kubernetes
@@ -9,18 +10,28 @@ from tests.kubeemu.helpers import api_error, deployment
 
 def _apis(client):
     c = kubernetes.client
-    core, apps, batch, rbac = (c.CoreV1Api(client), c.AppsV1Api(client), c.BatchV1Api(client),
-                               c.RbacAuthorizationV1Api(client))
+    core, apps, batch, rbac = (
+        c.CoreV1Api(client),
+        c.AppsV1Api(client),
+        c.BatchV1Api(client),
+        c.RbacAuthorizationV1Api(client),
+    )
     events = c.EventsV1Api(client)
     return [
-        (core.list_namespaced_config_map, "V1ConfigMapList"), (core.list_namespaced_secret, "V1SecretList"),
-        (core.list_namespaced_pod, "V1PodList"), (core.list_namespaced_event, "CoreV1EventList"),
+        (core.list_namespaced_config_map, "V1ConfigMapList"),
+        (core.list_namespaced_secret, "V1SecretList"),
+        (core.list_namespaced_pod, "V1PodList"),
+        (core.list_namespaced_event, "CoreV1EventList"),
         (core.list_namespaced_service, "V1ServiceList"),
         (core.list_namespaced_service_account, "V1ServiceAccountList"),
-        (apps.list_namespaced_deployment, "V1DeploymentList"), (apps.list_namespaced_stateful_set, None),
-        (apps.list_namespaced_daemon_set, None), (apps.list_namespaced_replica_set, None),
-        (batch.list_namespaced_job, None), (batch.list_namespaced_cron_job, None),
-        (rbac.list_namespaced_role, None), (rbac.list_namespaced_role_binding, None),
+        (apps.list_namespaced_deployment, "V1DeploymentList"),
+        (apps.list_namespaced_stateful_set, None),
+        (apps.list_namespaced_daemon_set, None),
+        (apps.list_namespaced_replica_set, None),
+        (batch.list_namespaced_job, None),
+        (batch.list_namespaced_cron_job, None),
+        (rbac.list_namespaced_role, None),
+        (rbac.list_namespaced_role_binding, None),
         (events.list_namespaced_event, None),
     ], [core.list_node, rbac.list_cluster_role, rbac.list_cluster_role_binding]
 
@@ -35,11 +46,16 @@ def test_every_known_type_lists_empty_not_404(kube_emulator):
     client.close()
 
 
-@pytest.mark.parametrize("path,kind", [("/api/v1/namespaces/default/configmaps", "ConfigMapList"),
-                                       ("/apis/apps/v1/namespaces/default/deployments", "DeploymentList"),
-                                       ("/apis/batch/v1/cronjobs", "CronJobList"),
-                                       ("/apis/rbac.authorization.k8s.io/v1/clusterroles", "ClusterRoleList"),
-                                       ("/apis/events.k8s.io/v1/namespaces/default/events", "EventList")])
+@pytest.mark.parametrize(
+    "path,kind",
+    [
+        ("/api/v1/namespaces/default/configmaps", "ConfigMapList"),
+        ("/apis/apps/v1/namespaces/default/deployments", "DeploymentList"),
+        ("/apis/batch/v1/cronjobs", "CronJobList"),
+        ("/apis/rbac.authorization.k8s.io/v1/clusterroles", "ClusterRoleList"),
+        ("/apis/events.k8s.io/v1/namespaces/default/events", "EventList"),
+    ],
+)
 def test_list_has_kind_api_version_and_resource_version(kube_emulator, path, kind):
     import requests
 
@@ -51,8 +67,12 @@ def test_list_has_kind_api_version_and_resource_version(kube_emulator, path, kin
 
 def test_label_selectors_equality_set_and_exists(kube_clients):
     _, core, _ = kube_clients
-    for name, labels in [("a", {"app": "web", "tier": "front"}), ("b", {"app": "db"}), ("c", {"app": "cache"}),
-                         ("d", {})]:
+    for name, labels in [
+        ("a", {"app": "web", "tier": "front"}),
+        ("b", {"app": "db"}),
+        ("c", {"app": "cache"}),
+        ("d", {}),
+    ]:
         core.create_namespaced_config_map("default", {"metadata": {"name": name, "labels": labels}})
 
     def names(sel):
@@ -74,8 +94,14 @@ def test_field_selectors_name_namespace_and_node_name(kube_clients):
     for ns in ("a", "b"):
         core.create_namespace({"metadata": {"name": ns}})
         for n, node in (("p1", "n1"), ("p2", "n2")):
-            emu.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": n, "namespace": ns},
-                      "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}})
+            emu.seed(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": n, "namespace": ns},
+                    "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]},
+                }
+            )
     pods = core.list_pod_for_all_namespaces(field_selector="spec.nodeName=n1").items
     assert sorted((p.metadata.namespace, p.metadata.name) for p in pods) == [("a", "p1"), ("b", "p1")]
     pods = core.list_pod_for_all_namespaces(field_selector="metadata.namespace=b,metadata.name!=p1").items
@@ -110,8 +136,9 @@ def test_list_pagination_with_limit_and_continue(kube_clients):
 def test_cluster_scoped_lists_nodes_namespaces_and_cluster_roles(kube_clients):
     emu, core, _ = kube_clients
     emu.seed({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"arch": "arm64"}}})
-    emu.seed({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"},
-              "rules": []})
+    emu.seed(
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}, "rules": []}
+    )
     assert [n.metadata.name for n in core.list_node(label_selector="arch=arm64").items] == ["n1"]
     client = emu.api_client()
     rbac = kubernetes.client.RbacAuthorizationV1Api(client)

@@ -1,4 +1,5 @@
 """Object metadata stamping and the Status errors of create/get."""
+
 from __future__ import annotations
 
 import re
@@ -33,8 +34,16 @@ def test_resource_version_is_one_global_counter_bumped_on_every_write(kube_clien
 
 def test_client_supplied_uid_and_timestamp_are_overwritten(kube_clients):
     _, core, _ = kube_clients
-    cm = core.create_namespaced_config_map("default", {"metadata": {
-        "name": "x", "uid": "11111111-1111-1111-1111-111111111111", "creationTimestamp": "2001-01-01T00:00:00Z"}})
+    cm = core.create_namespaced_config_map(
+        "default",
+        {
+            "metadata": {
+                "name": "x",
+                "uid": "11111111-1111-1111-1111-111111111111",
+                "creationTimestamp": "2001-01-01T00:00:00Z",
+            }
+        },
+    )
     assert cm.metadata.uid != "11111111-1111-1111-1111-111111111111"
     assert cm.metadata.creation_timestamp.year > 2001
 
@@ -45,8 +54,9 @@ def test_generation_starts_at_one_and_bumps_only_on_spec_change_of_apps_objects(
     assert d.metadata.generation == 1
     d = apps.patch_namespaced_deployment("web", "default", {"metadata": {"labels": {"tier": "front"}}})
     assert d.metadata.generation == 1
-    d = apps.patch_namespaced_deployment("web", "default", {"spec": {"template": {"spec": {
-        "containers": [{"name": "main", "image": "nginx:1.26"}]}}}})
+    d = apps.patch_namespaced_deployment(
+        "web", "default", {"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "nginx:1.26"}]}}}}
+    )
     assert d.metadata.generation == 2
     cm = core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
     assert cm.metadata.generation is None  # ConfigMaps carry no generation on a real apiserver either
@@ -82,16 +92,16 @@ def test_create_in_missing_namespace_is_404(kube_clients):
 
 def test_body_namespace_differing_from_url_is_400(kube_clients):
     _, core, _ = kube_clients
-    exc = api_error(core.create_namespaced_config_map, "default",
-                    {"metadata": {"name": "x", "namespace": "kube-system"}})
+    exc = api_error(
+        core.create_namespaced_config_map, "default", {"metadata": {"name": "x", "namespace": "kube-system"}}
+    )
     assert exc.status == 400
     assert core.list_namespaced_config_map("kube-system").items == []
 
 
 def test_create_with_resource_version_is_rejected_like_the_apiserver(kube_clients):
     _, core, _ = kube_clients
-    exc = api_error(core.create_namespaced_config_map, "default",
-                    {"metadata": {"name": "x", "resourceVersion": "12"}})
+    exc = api_error(core.create_namespaced_config_map, "default", {"metadata": {"name": "x", "resourceVersion": "12"}})
     assert exc.status == 500
     assert "resourceVersion should not be set" in exc.status_body["message"]
     assert "reason" not in exc.status_body  # passed through unclassified, as the apiserver does
@@ -108,10 +118,12 @@ def test_invalid_name_is_422_invalid(kube_clients):
 
 def test_generate_name_gets_a_random_suffix(kube_clients):
     _, core, _ = kube_clients
-    a = core.create_namespaced_event("default", {"metadata": {"generateName": "scrub-"},
-                                                 "involvedObject": {"kind": "ConfigMap", "name": "x"}})
-    b = core.create_namespaced_event("default", {"metadata": {"generateName": "scrub-"},
-                                                 "involvedObject": {"kind": "ConfigMap", "name": "x"}})
+    a = core.create_namespaced_event(
+        "default", {"metadata": {"generateName": "scrub-"}, "involvedObject": {"kind": "ConfigMap", "name": "x"}}
+    )
+    b = core.create_namespaced_event(
+        "default", {"metadata": {"generateName": "scrub-"}, "involvedObject": {"kind": "ConfigMap", "name": "x"}}
+    )
     assert a.metadata.name.startswith("scrub-") and len(a.metadata.name) == len("scrub-") + 5
     assert a.metadata.name != b.metadata.name
 
@@ -135,10 +147,15 @@ def test_namespace_delete_removes_its_objects(kube_clients):
 
 
 def test_seed_stamps_metadata_and_keeps_given_status(kube_emulator):
-    obj = kube_emulator.seed({"apiVersion": "v1", "kind": "Pod",
-                              "metadata": {"name": "p", "namespace": "apps"},
-                              "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
-                              "status": {"phase": "Running"}})
+    obj = kube_emulator.seed(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "apps"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running"},
+        }
+    )
     assert obj["metadata"]["uid"] and obj["metadata"]["resourceVersion"]
     client = kube_emulator.api_client()
     pod = kubernetes.client.CoreV1Api(client).read_namespaced_pod("p", "apps")
@@ -157,35 +174,55 @@ def test_unknown_resource_path_is_404(kube_emulator):
 
 def test_label_and_annotation_syntax_is_validated_like_the_apiserver(kube_clients):
     emu, core, _ = kube_clients
-    for meta in ({"labels": {"edgeguard.io/fingerprint": "sha256:abc"}},  # ':' is not allowed in a value
-                 {"labels": {"a": "x" * 64}},
-                 {"labels": {"bad key!": "v"}},
-                 {"annotations": {"-bad": "v"}},
-                 {"annotations": {"big": "x" * (256 * 1024)}}):
+    for meta in (
+        {"labels": {"edgeguard.io/fingerprint": "sha256:abc"}},  # ':' is not allowed in a value
+        {"labels": {"a": "x" * 64}},
+        {"labels": {"bad key!": "v"}},
+        {"annotations": {"-bad": "v"}},
+        {"annotations": {"big": "x" * (256 * 1024)}},
+    ):
         exc = api_error(core.create_namespaced_config_map, "default", {"metadata": {"name": "c", **meta}})
         assert exc.status == 422, meta
-    ok = core.create_namespaced_config_map("default", {"metadata": {
-        "name": "c", "labels": {"app.kubernetes.io/managed-by": "Helm", "empty": ""},
-        "annotations": {"edgeguard.io/moved-keys": "AWS_KEY,token", "x": "any: text, even {json}"}}})
+    ok = core.create_namespaced_config_map(
+        "default",
+        {
+            "metadata": {
+                "name": "c",
+                "labels": {"app.kubernetes.io/managed-by": "Helm", "empty": ""},
+                "annotations": {"edgeguard.io/moved-keys": "AWS_KEY,token", "x": "any: text, even {json}"},
+            }
+        },
+    )
     assert ok.metadata.labels["empty"] == ""
 
 
 def test_core_event_involved_object_namespace_must_match(kube_clients):
     _, core, _ = kube_clients
     core.create_namespace({"metadata": {"name": "apps"}})
-    exc = api_error(core.create_namespaced_event, "apps", {"metadata": {"name": "e"}, "reason": "R",
-                                                           "involvedObject": {"kind": "ConfigMap", "name": "c"}})
+    exc = api_error(
+        core.create_namespaced_event,
+        "apps",
+        {"metadata": {"name": "e"}, "reason": "R", "involvedObject": {"kind": "ConfigMap", "name": "c"}},
+    )
     assert exc.status == 422 and exc.status_body["details"]["causes"][0]["field"] == "involvedObject.namespace"
-    core.create_namespaced_event("apps", {"metadata": {"name": "e"}, "reason": "R", "involvedObject": {
-        "kind": "ConfigMap", "name": "c", "namespace": "apps"}})
+    core.create_namespaced_event(
+        "apps",
+        {
+            "metadata": {"name": "e"},
+            "reason": "R",
+            "involvedObject": {"kind": "ConfigMap", "name": "c", "namespace": "apps"},
+        },
+    )
 
 
 def test_events_k8s_io_event_requires_the_new_api_fields(kube_emulator):
     client = kube_emulator.api_client()
     ev = kubernetes.client.EventsV1Api(client)
-    exc = api_error(ev.create_namespaced_event, "default", {"metadata": {"name": "e"}, "reason": "R",
-                                                           "eventTime": "2026-01-01T00:00:00.000000Z",
-                                                           "type": "Info"})
+    exc = api_error(
+        ev.create_namespaced_event,
+        "default",
+        {"metadata": {"name": "e"}, "reason": "R", "eventTime": "2026-01-01T00:00:00.000000Z", "type": "Info"},
+    )
     fields = {c["field"] for c in exc.status_body["details"]["causes"]}
     assert fields == {"reportingController", "reportingInstance", "action", "type"}
     client.close()
@@ -193,9 +230,14 @@ def test_events_k8s_io_event_requires_the_new_api_fields(kube_emulator):
 
 def test_seed_stores_content_the_api_would_refuse(kube_clients):
     emu, core, _ = kube_clients
-    body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-            "metadata": {"name": "legacy", "namespace": "kube-system"}}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": "legacy", "namespace": "kube-system"},
+    }
     emu.seed(body)  # a fixture may need it; a real apiserver would answer 422
     assert emu.get("secrets", "kube-system", "legacy")["metadata"]["uid"]
-    assert api_error(core.create_namespaced_secret, "kube-system",
-                     {**body, "metadata": {"name": "fresh"}}).status == 422
+    assert (
+        api_error(core.create_namespaced_secret, "kube-system", {**body, "metadata": {"name": "fresh"}}).status == 422
+    )

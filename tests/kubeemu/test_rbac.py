@@ -1,4 +1,5 @@
 """Optional RBAC enforcement (rbac=True) from stored Role/Binding objects, and access reviews."""
+
 from __future__ import annotations
 
 import kubernetes
@@ -63,8 +64,14 @@ def rbac_emu():
         for n in ("allowed", "other"):
             emu.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": n, "namespace": "apps"}})
         emu.seed({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "apps"}})
-        emu.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "apps"},
-                  "spec": {"containers": [{"name": "c", "image": "i"}]}})
+        emu.seed(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "apps"},
+                "spec": {"containers": [{"name": "c", "image": "i"}]},
+            }
+        )
         yield emu
 
 
@@ -77,8 +84,9 @@ def test_rbac_grants_exactly_the_bound_verbs(rbac_emu):
     assert api_error(core.list_namespaced_config_map, "default").status == 403  # binding is per-namespace
     exc = api_error(core.create_namespaced_secret, "apps", {"metadata": {"name": "x"}})
     assert exc.status == 403
-    assert 'User "system:serviceaccount:edgeguard:scrubber" cannot create resource "secrets"' in \
-        exc.status_body["message"]
+    assert (
+        'User "system:serviceaccount:edgeguard:scrubber" cannot create resource "secrets"' in exc.status_body["message"]
+    )
     core.list_node()  # via the ClusterRoleBinding
     client.close()
 
@@ -105,8 +113,9 @@ def test_self_subject_access_review_reflects_rbac_and_deny_rules(rbac_emu):
     authz = kubernetes.client.AuthorizationV1Api(client)
 
     def can(verb, resource, ns="apps", group=""):
-        review = authz.create_self_subject_access_review({"spec": {"resourceAttributes": {
-            "verb": verb, "resource": resource, "namespace": ns, "group": group}}})
+        review = authz.create_self_subject_access_review(
+            {"spec": {"resourceAttributes": {"verb": verb, "resource": resource, "namespace": ns, "group": group}}}
+        )
         return review.status.allowed
 
     assert can("patch", "configmaps") is True
@@ -122,8 +131,14 @@ def test_subject_access_review_for_another_user(kube_emulator):
     authz = kubernetes.client.AuthorizationV1Api(client)
 
     def can(user):
-        return authz.create_subject_access_review({"spec": {"user": user, "resourceAttributes": {
-            "verb": "get", "resource": "secrets", "namespace": "default"}}}).status.allowed
+        return authz.create_subject_access_review(
+            {
+                "spec": {
+                    "user": user,
+                    "resourceAttributes": {"verb": "get", "resource": "secrets", "namespace": "default"},
+                }
+            }
+        ).status.allowed
 
     assert (can("alice"), can("mallory")) == (True, False)
     client.close()
@@ -132,10 +147,17 @@ def test_subject_access_review_for_another_user(kube_emulator):
 def test_binding_role_ref_cannot_change(kube_emulator):
     client = kube_emulator.api_client()
     rbac = kubernetes.client.RbacAuthorizationV1Api(client)
-    rbac.create_namespaced_role_binding("default", {"metadata": {"name": "b"}, "subjects": [], "roleRef": {
-        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "one"}})
+    rbac.create_namespaced_role_binding(
+        "default",
+        {
+            "metadata": {"name": "b"},
+            "subjects": [],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "one"},
+        },
+    )
     exc = api_error(rbac.patch_namespaced_role_binding, "b", "default", {"roleRef": {"name": "two"}})
     assert exc.status == 422 and "cannot change roleRef" in exc.status_body["message"]
-    rbac.patch_namespaced_role_binding("b", "default", {"subjects": [{"kind": "User", "name": "u",
-                                                                      "apiGroup": "rbac.authorization.k8s.io"}]})
+    rbac.patch_namespaced_role_binding(
+        "b", "default", {"subjects": [{"kind": "User", "name": "u", "apiGroup": "rbac.authorization.k8s.io"}]}
+    )
     client.close()

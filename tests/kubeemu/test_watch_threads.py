@@ -1,4 +1,5 @@
 """Watch streams through kubernetes.watch.Watch, and use of one emulator from several threads."""
+
 from __future__ import annotations
 
 import threading
@@ -22,8 +23,11 @@ def test_watch_streams_existing_then_live_events(kube_clients):
     emu, core, _ = kube_clients
     core.create_namespaced_config_map("default", {"metadata": {"name": "a"}})
     result = []
-    t = threading.Thread(target=lambda: result.extend(
-        _collect(core.list_namespaced_config_map, 4, namespace="default", timeout_seconds=5)))
+    t = threading.Thread(
+        target=lambda: result.extend(
+            _collect(core.list_namespaced_config_map, 4, namespace="default", timeout_seconds=5)
+        )
+    )
     t.start()
     emu.wait_for_watchers(1)
     emu.seed({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "default"}})
@@ -47,9 +51,13 @@ def test_watch_with_label_selector_reports_objects_leaving_the_selection_as_dele
     emu, core, _ = kube_clients
     core.create_namespaced_config_map("default", {"metadata": {"name": "a", "labels": {"sel": "yes"}}})
     result = []
-    t = threading.Thread(target=lambda: result.extend(
-        _collect(core.list_namespaced_config_map, 2, namespace="default", label_selector="sel=yes",
-                 timeout_seconds=5)))
+    t = threading.Thread(
+        target=lambda: result.extend(
+            _collect(
+                core.list_namespaced_config_map, 2, namespace="default", label_selector="sel=yes", timeout_seconds=5
+            )
+        )
+    )
     t.start()
     emu.wait_for_watchers(1)
     core.create_namespaced_config_map("default", {"metadata": {"name": "unrelated"}})
@@ -73,8 +81,9 @@ def test_concurrent_clients_and_direct_access_from_threads_keep_state_consistent
             core = kubernetes.client.CoreV1Api(client)
             for j in range(10):
                 core.create_namespaced_config_map("default", {"metadata": {"name": f"t{i}-{j}"}})
-                kube_emulator.seed({"apiVersion": "v1", "kind": "Secret",
-                                    "metadata": {"name": f"s{i}-{j}", "namespace": "default"}})
+                kube_emulator.seed(
+                    {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"s{i}-{j}", "namespace": "default"}}
+                )
                 core.patch_namespaced_config_map(f"t{i}-{j}", "default", {"data": {"n": str(j)}})
                 assert kube_emulator.get("configmaps", "default", f"t{i}-{j}")["data"] == {"n": str(j)}
         except Exception as e:  # pragma: no cover - reported below
@@ -108,8 +117,10 @@ def test_stop_is_prompt_with_an_open_watch_and_a_hung_request(kube_emulator):
     core = kubernetes.client.CoreV1Api(core_client)
     # An hour-long hang: if stop() waited for it, its 10 s join would give up with the server thread alive.
     fault = kube_emulator.fail("list", "secrets", status="timeout", delay=3600)
-    threading.Thread(target=lambda: list(kubernetes.watch.Watch().stream(
-        core.list_namespaced_config_map, namespace="default")), daemon=True).start()
+    threading.Thread(
+        target=lambda: list(kubernetes.watch.Watch().stream(core.list_namespaced_config_map, namespace="default")),
+        daemon=True,
+    ).start()
 
     def hung():
         try:
@@ -146,8 +157,12 @@ def test_discovery_lists_served_groups(kube_emulator):
     res = kubernetes.client.CoreV1Api(client).get_api_resources()
     assert {"configmaps", "pods/eviction", "nodes"} <= {r.name for r in res.resources}
     eviction = next(r for r in res.resources if r.name == "pods/eviction")
-    assert (eviction.kind, eviction.group, eviction.verbs, eviction.short_names) == ("Eviction", "policy",
-                                                                                      ["create"], None)
+    assert (eviction.kind, eviction.group, eviction.verbs, eviction.short_names) == (
+        "Eviction",
+        "policy",
+        ["create"],
+        None,
+    )
     assert kubernetes.client.VersionApi(client).get_code().git_version.startswith("v1.")
     client.close()
     import requests
@@ -166,8 +181,11 @@ def test_watch_from_a_compacted_resource_version_gets_410_expired(kube_clients):
     for i in range(5):
         core.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
     with pytest.raises(kubernetes.client.ApiException) as info:
-        list(kubernetes.watch.Watch().stream(core.list_namespaced_config_map, namespace="default",
-                                             resource_version=rv, timeout_seconds=2))
+        list(
+            kubernetes.watch.Watch().stream(
+                core.list_namespaced_config_map, namespace="default", resource_version=rv, timeout_seconds=2
+            )
+        )
     assert info.value.status == 410
 
 

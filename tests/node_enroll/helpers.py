@@ -78,8 +78,7 @@ def signed(body, *, key: str = KEY, timestamp: int | None = None, nonce: str | N
     canonical = b"edgeguard-enroll-v1\n" + ts.encode() + b"\n" + nonce.encode() + b"\n" + \
         hashlib.sha256(body).hexdigest().encode()
     headers = {"Content-Type": "application/json", "X-Enroll-Timestamp": ts, "X-Enroll-Nonce": nonce,
-               "X-Enroll-Signature": "v1=" + hmac.new(key.encode(), canonical, hashlib.sha256).hexdigest(),
-               "X-Forwarded-For": "192.0.2.10"}
+               "X-Enroll-Signature": "v1=" + hmac.new(key.encode(), canonical, hashlib.sha256).hexdigest()}
     headers.update(extra or {})
     return body, headers
 

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 
 K3S_SECRET_KEYS = {"token-id", "token-secret", "expiration", "usage-bootstrap-authentication",
                    "usage-bootstrap-signing", "auth-extra-groups", "description"}
-TOKEN_RE = re.compile(r"^K10(?P<hash>[0-9a-f]{64})::(?P<id>[a-z0-9]{6})\.(?P<secret>[a-z0-9]{16})$")
-GROUP_RE = re.compile(r"^system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]$")
+TOKEN_RE = re.compile(r"^K10(?P<hash>[0-9a-f]{64})::(?P<id>[a-z0-9]{6})\.(?P<secret>[a-z0-9]{16})\Z")
+GROUP_RE = re.compile(r"^system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]\Z")
 
 
 def decoded(secret: dict) -> dict:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RECORDER = r"""#!/bin/bash
-# Fake {name}: records argv (tab-separated) and, for sh, the environment it got and its stdin size.
+# Fake {name}: records argv (tab-separated) and, for sh, the environment it got and its stdin; for
+# edgeguard-bootstrap, its stdin (the node's alert token).
 log="$FAKE_LOG"
 printf '%s' "{name}" >> "$log"
 for a in "$@"; do printf '\t%s' "$a" >> "$log"; done
@@ -33,7 +34,11 @@ printf '%s' "$input" > "$FAKE_ENV.stdin"
 exit "${FAKE_SH_RC:-0}"
 ''',
     "systemctl": 'exit "${FAKE_SYSTEMCTL_RC:-0}"',
-    "edgeguard-bootstrap": "exit 0",
+    "edgeguard-bootstrap": r'''
+IFS= read -r -d '' input || true
+printf '%s' "$input" > "$FAKE_ENV.bootstrap-stdin"
+exit 0
+''',
 }
 
 
@@ -70,4 +75,6 @@ def run_script(script: str, tmp: Path, *, extra_env: dict | None = None, shell: 
         sh_env.setdefault(k, v)
     stdin = Path(str(envf) + ".stdin")
     sh_env["STDIN"] = stdin.read_text() if stdin.exists() else None
+    bootstrap_stdin = Path(str(envf) + ".bootstrap-stdin")
+    sh_env["BOOTSTRAP_STDIN"] = bootstrap_stdin.read_text() if bootstrap_stdin.exists() else None
     return Run(proc.returncode, proc.stdout, proc.stderr, calls, sh_env)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.node_enroll import k3s_model
-from tests.node_enroll.helpers import (CA_HASH, CA_PEM, KEY, SERVER, call, enroll, enroll_doc, kubeconfig_with_ca,
+from tests.node_enroll.helpers import (ADMIN, CA_HASH, CA_PEM, KEY, SERVER, call, enroll, enroll_doc, kubeconfig_with_ca,
                                        records_of, seed_enrollment, signed, sub)
 from tests.node_enroll.scriptrun import run_script
 
@@ -140,7 +140,8 @@ def test_host_mode_script_runs_bootstrap_falco_against_the_public_gateway(kenrol
     run = run_script(script, tmp_path)
     assert run.rc == 0, run.stderr
     assert run.calls[-1] == ["edgeguard-bootstrap", "falco", "--mode", "host", "--gateway",
-                             "https://gw.edge.example:31112", "--yes"]
+                             "https://gw.edge.example:31112", "--node-name", "pi-north-01", "--alert-token-stdin",
+                             "--yes"]
 
 
 def test_host_mode_without_public_gateway_is_a_config_error_and_creates_nothing(kenroll, make_event):
@@ -159,6 +160,38 @@ def test_replayed_request_is_refused_and_creates_nothing_new(kenroll, make_event
     status, _, doc = call(fn, make_event, body=body, headers=h)
     assert status == 401 and "replayed" in doc["error"]
     assert len(secrets_of(emu)) == 1
+
+
+def test_a_captured_request_is_useless_after_a_restart(kenroll, enroll_fn, make_event, kube_emulator):
+    """issue 17 §1, the reproducer: signed ahead of the clock, replayed after a restart. It got 201 and a new join
+    token; the accepted nonce is now in edgeguard-enroll/edgeguard-enroll-nonces before anything is issued."""
+    fn, emu = kenroll()
+    body, h = signed(enroll_doc(), timestamp=int(time.time()) + 20)
+    assert call(fn, make_event, body=body, headers=h)[0] == 201
+    stored = emu.get("secrets", "edgeguard-enroll", "edgeguard-enroll-nonces")
+    assert h["X-Enroll-Nonce"] in stored["data"]
+    restarted = enroll_fn(secrets={"node-enroll-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())})
+    before = [s["metadata"]["name"] for s in secrets_of(emu)]
+    status, _, doc = call(restarted, make_event, body=body, headers=h)
+    assert status == 401 and "replayed" in doc["error"], doc
+    assert [s["metadata"]["name"] for s in secrets_of(emu)] == before
+    assert enroll(restarted, make_event, enroll_doc(rotate=True))[0] == 201  # freshly signed requests still pass
+
+
+def test_the_issues_240_s_ahead_request_is_refused_outright(kenroll, make_event):
+    fn, emu = kenroll()
+    status, _, doc = enroll(fn, make_event, timestamp=int(time.time()) + 240)
+    assert status == 401 and "ahead of the server clock (limit 30s)" in doc["error"], doc
+    assert nothing_minted(emu) and emu.requests == []
+
+
+@pytest.mark.parametrize("verb", ["list", "patch"])
+def test_a_replay_window_the_api_will_not_read_or_write_issues_nothing(kenroll, make_event, verb):
+    fn, emu = kenroll()
+    emu.fail(verb, "secrets", status=500, times=3, namespace="edgeguard-enroll")
+    status, _, doc = enroll(fn, make_event)
+    assert status == 502, doc
+    assert secrets_of(emu) == []
 
 
 @pytest.mark.parametrize("case,fragment", [
@@ -228,6 +261,25 @@ def test_signed_callers_still_get_the_misconfiguration_detail(kenroll, make_even
     assert status == 503 and "k3s_server_url" in doc["error"]
 
 
+def test_settings_are_read_once_at_start_up(kenroll, make_event, monkeypatch):
+    fn, emu = kenroll(env={"token_ttl": "2h"})
+    # a changed environment only takes effect with a new process, as in a pod
+    monkeypatch.setenv("k3s_server_url", "")
+    monkeypatch.setenv("token_ttl", "forever")
+    monkeypatch.setenv("rate_limit_per_minute", "lots")
+    status, _, doc = enroll(fn, make_event)
+    assert status == 201 and doc["server"] == SERVER, doc
+    expires = datetime.strptime(doc["expires_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert abs((expires - datetime.now(timezone.utc)) - timedelta(hours=2)) < timedelta(seconds=10)
+
+
+def test_a_bad_setting_is_a_503_naming_it_for_an_admin(kenroll, make_event):
+    fn, _ = kenroll(env={"token_ttl": "forever"})
+    status, _, doc = call(fn, make_event, method="GET", path="/nodes", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert status == 503 and doc["error"].startswith("node-enroll is misconfigured: ") and "token_ttl" in doc["error"]
+    assert doc.get("misconfigured") is True
+
+
 # ------------------------------------------------------------------ bad input
 
 @pytest.mark.parametrize("doc,status,fragment", [
@@ -245,6 +297,52 @@ def test_bad_input_gets_a_clear_4xx_and_nothing_is_created(kenroll, make_event, 
     got, _, answer = call(fn, make_event, body=body, headers=h)
     assert got == status and fragment in answer["error"], answer
     assert secrets_of(emu) == []
+
+
+def nothing_minted(emu):
+    return secrets_of(emu) == [] and records_of(emu) == []
+
+
+@pytest.mark.parametrize("fmt", [{}, {"format": "sh"}])
+@pytest.mark.parametrize("labels", [
+    {"node.edgeguard.io/site": "north\n"},  # issue 17 §5: Python's $ matched before the final newline
+    {"node.edgeguard.io/site\n": "north"},
+    {"node.edgeguard.io\n/site": "north"},
+])
+def test_a_trailing_newline_in_a_label_is_a_422_and_mints_nothing(kenroll, make_event, fmt, labels):
+    fn, emu = kenroll()
+    status, _, doc = enroll(fn, make_event, enroll_doc(labels=labels), query=fmt)
+    assert status == 422 and "label" in doc["error"], doc
+    assert "misconfigured" not in doc["error"]
+    assert nothing_minted(emu)
+    assert enroll(fn, make_event)[0] == 201  # and the function is fine afterwards
+
+
+@pytest.mark.parametrize("field,value", [("hostname", "pi-north-01\n\n"), ("machine_id", "0" * 32 + "\n\n")])
+def test_other_fields_with_trailing_newlines_are_normalised_or_refused_before_minting(kenroll, make_event, field,
+                                                                                      value):
+    fn, emu = kenroll()
+    status, _, doc = enroll(fn, make_event, enroll_doc(**{field: value}))
+    # surrounding whitespace is stripped from these two, as before; what remains must fully match
+    assert status == 201, doc
+    assert "\n" not in json.dumps(doc["install"]) and doc["node"] == "pi-north-01"
+
+
+@pytest.mark.parametrize("raw,where", [
+    # issue 17 §3: valid JSON text, lone surrogates once decoded; this got an HTML 500
+    (b'{"hostname":"pi-north-01","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef","\\ud800":1}',
+     "$"),
+    (b'{"hostname":"pi-\\ud800","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef"}', "$.hostname"),
+    (b'{"hostname":"pi-north-01","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef",'
+     b'"labels":{"node.edgeguard.io/site":"\\udfff"}}', "$.labels"),
+])
+def test_a_signed_body_with_a_lone_surrogate_is_a_400_naming_where(kenroll, make_event, raw, where):
+    fn, emu = kenroll()
+    body, h = signed(raw)
+    status, headers, doc = call(fn, make_event, body=body, headers=h)
+    assert status == 400 and headers["Content-Type"] == "application/json", doc
+    assert doc["path"].startswith(where) and "surrogate" in doc["error"]
+    assert nothing_minted(emu)
 
 
 def test_wrong_content_type_and_oversized_bodies_are_refused(kenroll, make_event):
@@ -378,29 +476,52 @@ def test_token_of_a_joined_node_is_consumed(kenroll, make_event):
     assert the_secret(emu, first["token_id"]) is None
 
 
-def test_rate_limit_per_source_address(kenroll, make_event):
+def test_rate_limit_per_node_whatever_address_headers_say(kenroll, make_event):
+    """issue 17 §6: the real watchdog drops X-Forwarded-For, so a per-address limit was one shared bucket; the
+    limit is per node the signed body names, and no header moves a request into another bucket."""
     fn, emu = kenroll(env={"rate_limit_per_minute": "2"})
-    results = [enroll(fn, make_event, enroll_doc(hostname=f"pi-{i}", machine_id=f"{i}" * 32))[0] for i in range(3)]
+    results = [enroll(fn, make_event, enroll_doc(rotate=True),
+                      headers={"X-Forwarded-For": f"198.51.100.{i}", "X-Real-Ip": f"203.0.113.{i}"})[0]
+               for i in range(3)]
     assert results == [201, 201, 429]
-    other = enroll(fn, make_event, enroll_doc(hostname="pi-7", machine_id="7" * 32),
-                   headers={"X-Forwarded-For": "198.51.100.9"})
-    assert other[0] == 201
+    # other nodes are not held back by this one
+    assert [enroll(fn, make_event, enroll_doc(hostname=f"pi-{i}", machine_id=f"{i}" * 32))[0]
+            for i in range(2)] == [201, 201]
+    limited = [json.loads(line) for line in fn.log_buffer.getvalue().splitlines() if "enroll.rate_limited" in line]
+    assert [(r["scope"], r["node"]) for r in limited] == [("node", "pi-north-01")]
+
+
+def test_global_limit_holds_across_node_names(kenroll, make_event):
+    fn, emu = kenroll(env={"rate_limit_global_per_minute": "3", "rate_limit_per_minute": "100"})
+    results = [enroll(fn, make_event, enroll_doc(hostname=f"pi-{i}", machine_id=f"{i}" * 32))[0] for i in range(5)]
+    assert results == [201, 201, 201, 429, 429]
     assert len(secrets_of(emu)) == 3
 
 
-def test_unsigned_requests_claiming_a_nodes_address_cannot_drain_its_bucket(kenroll, make_event):
+def test_unsigned_requests_naming_a_node_cannot_drain_its_bucket(kenroll, make_event):
     fn, _ = kenroll(env={"rate_limit_per_minute": "2"})
-    for _ in range(5):  # an attacker writes the real node's address into X-Forwarded-For
-        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Forwarded-For": "192.0.2.10"})
+    for _ in range(5):  # an attacker without the key names the real node, and its address
+        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Real-Ip": "192.0.2.10"})
         assert call(fn, make_event, body=body, headers=h)[0] == 401
-    assert enroll(fn, make_event)[0] == 201  # the node at 192.0.2.10 still enrolls
+    assert enroll(fn, make_event)[0] == 201  # the node still enrolls
+
+
+def test_the_record_says_which_header_named_the_source_and_nothing_else_is_taken(kenroll, make_event):
+    fn, emu = kenroll()
+    _, _, doc = enroll(fn, make_event, headers={"X-Real-Ip": "203.0.113.7", "X-Forwarded-For": "198.51.100.1"})
+    ann = records_of(emu)[0]["metadata"]["annotations"]
+    assert ann["node-enroll.edgeguard.io/source-address"] == "203.0.113.7"
+    assert ann["node-enroll.edgeguard.io/source-address-from"] == "X-Real-Ip header, unverified"
+    _, _, other = enroll(fn, make_event, enroll_doc(hostname="pi-2", machine_id="2" * 32))  # X-Forwarded-For only
+    rec = next(r for r in records_of(emu) if r["metadata"]["name"] == f"enroll-{other['token_id']}")
+    assert not any(k.startswith("node-enroll.edgeguard.io/source-address") for k in rec["metadata"]["annotations"])
 
 
 def test_unsigned_requests_share_one_bucket_whatever_address_they_claim(kenroll, make_event):
     fn, emu = kenroll(env={"rate_limit_unsigned_per_minute": "3", "rate_limit_per_minute": "100"})
     results = []
     for i in range(5):
-        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Forwarded-For": f"203.0.113.{i}"})
+        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Real-Ip": f"203.0.113.{i}"})
         status, headers, _ = call(fn, make_event, body=body, headers=h)
         results.append(status)
     assert results == [401, 401, 401, 429, 429] and int(headers["Retry-After"]) >= 1
@@ -412,7 +533,7 @@ def test_unsigned_requests_share_one_bucket_whatever_address_they_claim(kenroll,
 def test_unsigned_floods_do_not_use_up_the_global_budget(kenroll, make_event):
     fn, _ = kenroll(env={"rate_limit_global_per_minute": "2", "rate_limit_per_minute": "100"})
     for i in range(5):
-        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Forwarded-For": f"203.0.113.{i}"})
+        body, h = signed(enroll_doc(), key="wrong-key-xxxxxxxx", extra={"X-Real-Ip": f"203.0.113.{i}"})
         assert call(fn, make_event, body=body, headers=h)[0] == 401
     assert enroll(fn, make_event)[0] == 201
 
@@ -529,6 +650,38 @@ def test_kubernetes_is_imported_only_when_a_request_needs_the_cluster(tmp_path, 
     out = subprocess.run([sys.executable, "-c", probe, str(ctx)], capture_output=True, text=True, timeout=60,
                          env={"PATH": "/usr/bin:/bin", "EDGEGUARD_SECRETS_DIR": str(tmp_path / "none")})
     assert out.stdout.split() == ["503", "False"], out.stderr  # unsigned request refused, no kubernetes import
+
+
+def test_a_whole_enrollment_never_imports_the_kubernetes_package(tmp_path, kube_emulator):
+    """issue 12 §2: importing the kubernetes package cost node-enroll ~20 MiB and 0.2-0.4 s of its first answer;
+    edgeguard.kubeconn builds the connection for the kubeconfig bootstrap writes without it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from local import buildctx, stackfile
+    from tests.conftest import write_secrets
+    from tests.node_enroll.helpers import BASE_ENV, seed_records_namespace
+
+    seed_records_namespace(kube_emulator)
+    stack = stackfile.load()
+    ctx = buildctx.assemble(stack.functions["node-enroll"], stack, tmp_path / "ctx")
+    secrets = write_secrets(tmp_path / "secrets", {"node-enroll-key": KEY,
+                                                   "node-enroll-kubeconfig": yaml.safe_dump(
+                                                       kube_emulator.kubeconfig_dict())})
+    probe = (
+        "import sys; sys.path[:0] = sys.argv[1:3]; import function.handler as h; "
+        "from tests.node_enroll.helpers import signed, enroll_doc; from types import SimpleNamespace as N; "
+        "body, headers = signed(enroll_doc()); "  # signed after the start, as a node would be
+        "r = h.handle(N(body=body, headers=headers, method='POST', path='/enroll', query={}), None); "
+        "print(r['statusCode'], sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "EDGEGUARD_SECRETS_DIR": str(secrets), **stack.functions["node-enroll"].environment,
+           **BASE_ENV}
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", probe, str(ctx), str(root)],
+                         capture_output=True, text=True, timeout=60, env={k: str(v) for k, v in env.items()})
+    assert out.stdout.split(maxsplit=1) == ["201", "[]\n"], out.stderr[-2000:]
 
 
 # ------------------------------------------------------------------ shared code (edgeguard.config / kube)

@@ -11,6 +11,7 @@ from tests.node_enroll.helpers import sub
 from tests.node_enroll.scriptrun import run_script
 
 TOKEN = "K10" + "a" * 64 + "::abc123.0123456789abcdef"
+ALERT = "alert-Tok3n_only-for-pi-north-01-xxxxxxxxxx"  # 43 characters of base64url, as alerttokens.mint makes
 
 
 @pytest.fixture
@@ -22,7 +23,8 @@ def render(js, **settings):
     return js.render(node_name="pi-north-01", arch="arm64", server_url="https://10.0.0.1:6443", token=TOKEN,
                      labels={"node.edgeguard.io/site": "north", "edgeguard.io/enrolled-by": "node-enroll"},
                      taints=["edge.example.com/dedicated=edge:NoSchedule"], expires_at="2026-11-26T15:00:00Z",
-                     settings=js.ScriptSettings(**settings))
+                     settings=js.ScriptSettings(**settings),
+                     alert_token=ALERT if settings.get("falco_mode") == "host" else None)
 
 
 SHELLS = ["bash"] + (["dash"] if shutil.which("dash") else [])  # nodes run `sh`, which is dash on Debian/Ubuntu
@@ -59,7 +61,19 @@ def test_host_mode_runs_the_bootstrap_falco_step_after_k3s(js, tmp_path):
     assert run.rc == 0, run.stderr
     assert [c[0] for c in run.calls] == ["id", "curl", "sh", "systemctl", "edgeguard-bootstrap"]
     assert run.calls[-1] == ["edgeguard-bootstrap", "falco", "--mode", "host", "--gateway",
-                             "https://gw.example:31112", "--yes"]
+                             "https://gw.example:31112", "--node-name", "pi-north-01", "--alert-token-stdin", "--yes"]
+    # the node's own alert token reaches the Falco step on its stdin, and nowhere else
+    assert run.env["BOOTSTRAP_STDIN"] == ALERT + "\n"
+    assert not any(ALERT in word for call in run.calls for word in call)
+    assert ALERT not in run.stdout + run.stderr and ALERT not in run.env["STDIN"]
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and ALERT in p.read_text(errors="replace")
+                and p.name not in ("join.sh", "sh-env.log.bootstrap-stdin")]
+
+
+def test_host_mode_without_an_alert_token_is_refused(js):
+    with pytest.raises(ValueError, match="alert token"):
+        js.render(node_name="pi", arch="arm64", server_url="https://h:6443", token=TOKEN, labels={}, taints=[],
+                  expires_at="x", settings=js.ScriptSettings(falco_mode="host", public_gateway_url="https://gw"))
 
 
 def test_host_mode_command_is_configurable(js, tmp_path):

@@ -1,12 +1,13 @@
 """GET /nodes and DELETE /nodes/<name> against the API emulator; the RBAC manifest under enforcement."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.node_enroll.helpers import admin, call, enroll, enroll_doc
+from tests.node_enroll.helpers import admin, call, enroll, enroll_doc, sub
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "node-enroll.yaml"
 
@@ -149,6 +150,56 @@ def test_delete_without_drain_leaves_a_joined_node_alone(kenroll, make_event):
     assert emu.get("nodes", None, "pi-north-01") is not None
 
 
+def kube_system_secret(name, type_="Opaque"):
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "kube-system"},
+            "type": type_, "data": {"hash": "bm90LWEtcmVhbC1vbmU="}}
+
+
+@pytest.mark.parametrize("planted", [
+    # issue 12 §5: the Role may delete any kube-system Secret, so node-enroll must only ever delete what it recorded.
+    # Someone who can create Secrets in edgeguard-enroll plants what looks like an enrollment of pi-north-01:
+    {"type": "bootstrap.kubernetes.io/token", "name": "bootstrap-token-abc123"},  # a token-typed Secret, not a record
+    {"type": "Opaque", "name": "enroll-abc123"},  # a record's name, another type
+    {"type": "edgeguard.io/node-enroll-record", "name": "enroll-abc123", "unlabelled": True},
+])
+def test_only_tokens_node_enroll_recorded_are_ever_deleted(kenroll, make_event, planted):
+    fn, emu = kenroll()
+    tokens = sub(fn, "tokens")
+    body = tokens.build_secret(token_id="abc123", token_secret="a" * 16, hostname="pi-north-01", arch="arm64",
+                               machine_id="9" * 32, labels={}, taints=[],
+                               expires_at=datetime.now(timezone.utc) + timedelta(hours=1),
+                               now=datetime.now(timezone.utc), source=None)
+    fake = {**body, "type": planted["type"],
+            "metadata": {**body["metadata"], "name": planted["name"], "namespace": "edgeguard-enroll"}}
+    if planted.get("unlabelled"):
+        fake["metadata"]["labels"] = {}
+    emu.seed(fake)
+    emu.seed(kube_system_secret("bootstrap-token-abc123", "bootstrap.kubernetes.io/token"))  # not node-enroll's
+    status, _, res = call(fn, make_event, method="DELETE", path="/nodes/pi-north-01", headers=admin())
+    assert status == 404 and emu.get("secrets", "kube-system", "bootstrap-token-abc123") is not None, res
+    assert [i["name"] for i in nodes_of(fn, make_event)[2]["nodes"]] == []
+
+
+def test_a_whole_cycle_deletes_nothing_in_kube_system_but_its_own_bootstrap_tokens(kenroll, make_event):
+    import re
+
+    fn, emu = kenroll()
+    emu.seed(kube_system_secret("pi-north-01.node-password.k3s"))
+    emu.seed(kube_system_secret("k3s-serving", "kubernetes.io/tls"))
+    _, _, first = enroll(fn, make_event)
+    _, _, second = enroll(fn, make_event, enroll_doc(rotate=True))
+    emu.seed(node("pi-north-01"))
+    enroll(fn, make_event, enroll_doc(hostname="pi-2", machine_id="2" * 32))  # consumes pi-north-01's token
+    call(fn, make_event, method="DELETE", path="/nodes/pi-north-01", query={"drain": "true"}, headers=admin())
+    call(fn, make_event, method="DELETE", path="/nodes/pi-2", headers=admin())
+    deleted = [p for v, p, _ in emu.requests if v == "delete" and p.startswith("/api/v1/namespaces/kube-system/")]
+    assert {f"/api/v1/namespaces/kube-system/secrets/bootstrap-token-{d['token_id']}" for d in (first, second)} <= \
+        set(deleted)
+    assert all(re.fullmatch(r"/api/v1/namespaces/kube-system/secrets/bootstrap-token-[a-z0-9]{6}", p) for p in deleted)
+    assert emu.get("secrets", "kube-system", "pi-north-01.node-password.k3s") is not None
+    assert emu.get("secrets", "kube-system", "k3s-serving") is not None
+
+
 # ------------------------------------------------------------------ RBAC manifest, enforced
 
 def rbac_docs():
@@ -166,11 +217,11 @@ def rbac_emu():
         emu.stop()
 
 
-def load_with_sa(enroll_fn, emu, docs):
+def load_with_sa(enroll_fn, emu, docs, env=None):
     for d in docs:
         emu.seed(d)
     token = emu.service_account_token("openfaas-fn", "node-enroll")
-    return enroll_fn(secrets={"node-enroll-kubeconfig": yaml.safe_dump(emu.kubeconfig_dict(user_token=token))})
+    return enroll_fn(env=env, secrets={"node-enroll-kubeconfig": yaml.safe_dump(emu.kubeconfig_dict(user_token=token))})
 
 
 def full_cycle(fn, emu, make_event):
@@ -188,6 +239,14 @@ def test_rbac_manifest_grants_everything_the_function_uses(enroll_fn, rbac_emu, 
     fn = load_with_sa(enroll_fn, rbac_emu, rbac_docs())
     assert full_cycle(fn, rbac_emu, make_event) == [201, 201, 200, 200, 200]
     assert not [r for r in rbac_emu.requests if r[2] == 403]
+
+
+def test_rbac_manifest_grants_the_host_mode_alert_tokens(enroll_fn, rbac_emu, make_event):
+    fn = load_with_sa(enroll_fn, rbac_emu, rbac_docs(), env={"falco_mode": "host", "public_gateway_url": "https://gw"})
+    statuses = full_cycle(fn, rbac_emu, make_event)
+    assert statuses == [201, 201, 200, 200, 200], statuses
+    assert not [r for r in rbac_emu.requests if r[2] == 403]
+    assert rbac_emu.get("secrets", "edgeguard-enroll", "edgeguard-node-alert-tokens")["data"] == {}
 
 
 def _without(docs, kind, name, resource, verb):
@@ -208,7 +267,7 @@ RECORDS_ROLE, TOKENS_ROLE, CLUSTER_ROLE = ("edgeguard-node-enroll-records", "edg
 
 @pytest.mark.parametrize("kind,name,resource,verb", [
     ("Role", RECORDS_ROLE, "secrets", "list"), ("Role", RECORDS_ROLE, "secrets", "create"),
-    ("Role", RECORDS_ROLE, "secrets", "delete"),
+    ("Role", RECORDS_ROLE, "secrets", "delete"), ("Role", RECORDS_ROLE, "secrets", "patch"),
     ("Role", TOKENS_ROLE, "secrets", "create"), ("Role", TOKENS_ROLE, "secrets", "delete"),
     ("ClusterRole", CLUSTER_ROLE, "nodes", "get"), ("ClusterRole", CLUSTER_ROLE, "nodes", "list"),
     ("ClusterRole", CLUSTER_ROLE, "nodes", "patch"), ("ClusterRole", CLUSTER_ROLE, "nodes", "delete"),
@@ -250,7 +309,10 @@ def test_rbac_manifest_is_exactly_these_rules():
     roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d["rules"] for d in docs if d["kind"] == "Role"}
     assert roles == {
         ("edgeguard-enroll", RECORDS_ROLE): [{"apiGroups": [""], "resources": ["secrets"],
-                                             "verbs": ["list", "create", "delete"]}],
+                                             "verbs": ["list", "create", "delete"]},
+                                            {"apiGroups": [""], "resources": ["secrets"],
+                                             "resourceNames": ["edgeguard-enroll-nonces", "edgeguard-node-alert-tokens"],
+                                             "verbs": ["patch"]}],
         ("kube-system", TOKENS_ROLE): [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]}],
     }
     (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]

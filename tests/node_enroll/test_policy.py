@@ -128,3 +128,20 @@ def test_bad_allowlist_configuration_is_reported(policy, text, fragment):
 @pytest.mark.parametrize("taint", ["a.example.com/x=y:NoSchedule", "dedicated:NoExecute", "k=:PreferNoSchedule"])
 def test_valid_taints_are_accepted(policy, taint):
     assert policy.parse_taint(taint) == taint
+
+
+
+@pytest.mark.parametrize("check", [
+    lambda p: p.valid_node_name("pi-north-01\n") is False,
+    lambda p: p.label_key_problem("node.edgeguard.io/site\n") is not None,
+    lambda p: p.label_key_problem("node.edgeguard.io\n/site") is not None,
+    lambda p: p.label_value_problem("k", "north\n") is not None,
+])
+def test_a_final_newline_never_passes_a_pattern(policy, check):
+    """issue 17 §5: Python's ``$`` matches before a final newline; every pattern is matched in full."""
+    assert check(policy)
+
+
+def test_a_label_prefix_setting_with_a_final_newline_is_refused(policy):
+    with pytest.raises(ValueError, match="DNS subdomain"):
+        policy.parse_prefixes("node.edgeguard.io\n/")

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from tests.node_enroll.helpers import admin, call, enroll, enroll_doc
+from tests.node_enroll.helpers import admin, call, enroll, enroll_doc, sub
 from tests.realkube import api_status, wait_authenticated
 
 pytestmark = pytest.mark.cluster
@@ -56,6 +56,40 @@ def test_enroll_list_and_revoke_work_with_the_sa_kubeconfig(node_enroll, make_ev
     assert status == 200 and res["revoked"] == [doc["token_id"]], res
     refused, after = wait_authenticated(cluster, bearer_of(doc), want=False)
     assert refused is False, f"still authenticated {after:.0f}s after revocation"
+
+
+def test_host_mode_alert_tokens_with_the_sa_kubeconfig(bootstrapped, enroll_fn, make_event):
+    """issue 12 §7 on the real API server: the hash is created, patched with its resourceVersion (a stale one is
+    409 there), read by name with list, and its key deleted on revocation, all with node-enroll's own role."""
+    import base64
+    import hashlib
+
+    fn = enroll_fn(env={"k3s_ca_file": "", "k3s_server_url": bootstrapped.cluster.host, "falco_mode": "host",
+                        "public_gateway_url": "https://gw.edge.example:31112"},
+                   secrets={"node-enroll-kubeconfig": bootstrapped.kubeconfig(FN)})
+    host = f"edgeguard-e2e-{secrets.token_hex(3)}"
+    machine = secrets.token_hex(16)
+    status, _, doc = enroll(fn, make_event, enroll_doc(hostname=host, machine_id=machine))
+    assert status == 201, doc
+    status, _, again = enroll(fn, make_event, enroll_doc(hostname=host, machine_id=machine))
+    assert status == 200 and again["alert_token"] != doc["alert_token"], again
+    core = bootstrapped.cluster.core()
+    data = core.read_namespaced_secret("edgeguard-node-alert-tokens", "edgeguard-enroll").data
+    assert base64.b64decode(data[host]).decode() == "sha256:" + hashlib.sha256(again["alert_token"].encode()).hexdigest()
+
+    store = sub(fn, "store").Store()  # node-enroll's own connection (edgeguard.kubeconn) and role
+    current = store._alert_tokens()
+    stale = str(int(current["metadata"]["resourceVersion"]) - 1)
+    kubeapi = sub(fn, "edgeguard.kubeapi")
+    with pytest.raises(kubeapi.KubeError) as err:
+        store.api.patch("Secret", "edgeguard-enroll", "edgeguard-node-alert-tokens",
+                        {"metadata": {"resourceVersion": stale}, "data": {host: None}}, kubeapi.MERGE_PATCH)
+    assert err.value.status == 409, err.value
+
+    status, _, res = call(fn, make_event, method="DELETE", path=f"/nodes/{host}", headers=admin())
+    assert status == 200 and res["alert_token_revoked"] is True, res
+    data = core.read_namespaced_secret("edgeguard-node-alert-tokens", "edgeguard-enroll").data or {}
+    assert host not in data
 
 
 @pytest.fixture
@@ -155,6 +189,9 @@ def rbac_matrix(sa_core, sa_rbac, probe, node):
          sa_core.read_namespaced_secret, (probe, "edgeguard-enroll"), {}),
         ("patch Secret in edgeguard-enroll", sa_core.patch_namespaced_secret, (probe, "edgeguard-enroll", patch),
          dry),
+        ("update (PUT) the alert-token Secret (patch only)", sa_core.replace_namespaced_secret,
+         ("edgeguard-node-alert-tokens", "edgeguard-enroll",
+          dict(sec, metadata={"name": "edgeguard-node-alert-tokens"})), dry),
         ("get ConfigMap in kube-system", sa_core.read_namespaced_config_map, ("kube-root-ca.crt", "kube-system"),
          {}),
         ("list ConfigMaps in all namespaces", sa_core.list_config_map_for_all_namespaces, (), {}),

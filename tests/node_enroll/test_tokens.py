@@ -11,7 +11,7 @@ import pytest
 from tests.node_enroll.helpers import CA_HASH, CA_PEM, DATA, sub
 
 # k3s pkg/clientaccess/token.go: K10 + 64 hex + "::" + <id>.<secret> for bootstrap credentials.
-SECURE_TOKEN_RE = re.compile(r"^K10[0-9a-f]{64}::[a-z0-9]{6}\.[a-z0-9]{16}$")
+SECURE_TOKEN_RE = re.compile(r"^K10[0-9a-f]{64}::[a-z0-9]{6}\.[a-z0-9]{16}\Z")
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ import urllib.error
 import urllib.request
 
 SCHEME = "edgeguard-enroll-v1"
+DEFAULT_KEY_FILE = "/etc/edgeguard/enroll.key"
 
 
 def sign(key: str, timestamp: str, nonce: str, body: bytes) -> str:
@@ -71,9 +72,27 @@ def _parse_labels(items) -> dict:
     return labels
 
 
-def _read(path: str) -> str:
-    with open(path, encoding="utf-8") as fh:
-        return fh.read().strip()
+class Refused(Exception):
+    """A problem the operator fixes (a missing file, a plain-http URL): one line, no traceback."""
+
+
+def _read(path: str, what: str, option: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read().strip()
+    except OSError as exc:
+        raise Refused(f"cannot read {what} {path} ({exc.strerror or type(exc).__name__}); "
+                      f"give its path with {option}") from None
+    except UnicodeDecodeError:
+        raise Refused(f"{what} {path} is not UTF-8 text ({option})") from None
+    if not value:
+        raise Refused(f"{what} {path} is empty ({option})")
+    return value
+
+
+def _unreachable(url: str, exc: BaseException) -> str:
+    reason = getattr(exc, "reason", exc)
+    return f"cannot reach {url}: {getattr(reason, 'strerror', None) or reason}"
 
 
 def post(url: str, body: bytes, headers: dict, *, as_script: bool, ca_file: str | None, timeout: float):
@@ -89,10 +108,13 @@ def post(url: str, body: bytes, headers: dict, *, as_script: bool, ca_file: str 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", required=True, help="…/function/node-enroll/enroll")
-    ap.add_argument("--key-file", default="/etc/edgeguard/enroll.key", help="fleet enrollment key")
+    ap.add_argument("--key-file", default=DEFAULT_KEY_FILE,
+                    help=f"file holding the fleet enrollment key (default {DEFAULT_KEY_FILE})")
     ap.add_argument("--hostname", default=None, help="node name (default: this host's name, lowercased)")
     ap.add_argument("--arch", default=None, help="default: platform.machine()")
-    ap.add_argument("--machine-id-file", default="/etc/machine-id")
+    ap.add_argument("--machine-id-file", default="/etc/machine-id", help="default /etc/machine-id")
+    ap.add_argument("--allow-http", action="store_true",
+                    help="allow a plain http:// URL (the answer carries a join token: only for a loopback test)")
     ap.add_argument("--label", action="append", help="key=value, repeatable; must use an allowed prefix")
     ap.add_argument("--rotate", action="store_true", help="replace this machine's outstanding token")
     ap.add_argument("--script-out", help="write the join script here (mode 0700) instead of printing JSON")
@@ -102,12 +124,27 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=30.0)
     args = ap.parse_args(argv)
 
-    if args.url.startswith("http://") and not args.url.startswith(("http://127.0.0.1", "http://localhost")):
+    try:
+        return _enroll(args)
+    except Refused as exc:
+        print(f"edgeguard-enroll: {exc}", file=sys.stderr)
+        return 2
+
+
+def _enroll(args) -> int:
+    if args.url.startswith("http://"):
+        if not args.allow_http:
+            raise Refused(f"refusing plain http ({args.url}): the answer carries a join token; use the gateway's "
+                          "https:// URL (or --allow-http for a loopback test)")
         print("edgeguard-enroll: warning: plain http; the answer carries a join token", file=sys.stderr)
-    key = _read(args.key_file)
+    elif not args.url.startswith("https://"):
+        raise Refused(f"--url must be an https:// URL (got {args.url!r})")
+    if args.ca_file and not os.path.isfile(args.ca_file):
+        raise Refused(f"--ca-file {args.ca_file}: no such file")
+    key = _read(args.key_file, "the fleet key", "--key-file")
     hostname = (args.hostname or socket.gethostname()).lower()
     arch = args.arch or platform.machine()
-    machine_id = _read(args.machine_id_file)
+    machine_id = _read(args.machine_id_file, "the machine id", "--machine-id-file")
     labels = _parse_labels(args.label)
     as_script = bool(args.script_out or args.run)
 
@@ -115,31 +152,47 @@ def main(argv=None) -> int:
         # Re-sign every attempt: a nonce is accepted once.
         body, headers = build_request(key=key, hostname=hostname, arch=arch, machine_id=machine_id,
                                       labels=labels, rotate=args.rotate)
+        failure = None
         try:
             status, resp_headers, data = post(args.url, body, headers, as_script=as_script,
                                               ca_file=args.ca_file, timeout=args.timeout)
-        except (urllib.error.URLError, OSError) as exc:
-            status, resp_headers, data = 0, {}, str(exc).encode()
+        except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, TLS, timeout: no HTTP answer
+            status, resp_headers, data, failure = None, {}, b"", _unreachable(args.url, exc)
         if status in (200, 201):
             break
-        if status in (0, 429, 503) and attempt < args.retries:
-            delay = min(int(resp_headers.get("Retry-After", "5") or 5), 300)
-            print(f"edgeguard-enroll: HTTP {status or 'error'}; retrying in {delay}s", file=sys.stderr)
+        if status in (None, 429, 503) and attempt < args.retries:
+            try:
+                delay = min(max(int(resp_headers.get("Retry-After", "5") or 5), 1), 300)
+            except ValueError:
+                delay = 5
+            print(f"edgeguard-enroll: {failure or f'HTTP {status}'}; retrying in {delay}s", file=sys.stderr)
             time.sleep(delay)
             continue
-        print(f"edgeguard-enroll: enrollment failed: HTTP {status}: {data.decode('utf-8', 'replace')[:500]}",
-              file=sys.stderr)
+        if failure:
+            print(f"edgeguard-enroll: enrollment failed: {failure}", file=sys.stderr)
+        else:
+            print(f"edgeguard-enroll: enrollment failed: HTTP {status}: {data.decode('utf-8', 'replace')[:500]}",
+                  file=sys.stderr)
         return 1
 
     if not as_script:
-        doc = json.loads(data)
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            print(f"edgeguard-enroll: the answer (HTTP {status}) is not JSON: is --url node-enroll's?", file=sys.stderr)
+            return 1
         doc["token"] = mask(doc.get("token", ""))
+        if doc.get("alert_token"):
+            doc["alert_token"] = "****"
         print(json.dumps(doc, indent=2))
         return 0
     path = args.script_out or f"/root/edgeguard-join-{os.getpid()}.sh"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        raise Refused(f"cannot write the join script to {path} ({exc.strerror}); choose another --script-out") from None
     print(f"edgeguard-enroll: join script written to {path}", file=sys.stderr)
     if args.run:
         return subprocess.call(["sh", path])
