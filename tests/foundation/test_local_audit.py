@@ -9,7 +9,6 @@ import requests
 import yaml
 
 from local import gateway
-from tests import leaks
 
 
 @pytest.fixture
@@ -26,7 +25,6 @@ def stack(tmp_path):
     ls.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=leaks.AUDIT_HANDOFF)
 def test_a_configmap_with_a_key_created_through_the_api_raises_the_falco_alert(stack):
     from kubernetes import client
 

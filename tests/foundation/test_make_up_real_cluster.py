@@ -12,14 +12,12 @@ import pytest
 import requests
 
 from local import gateway, realcluster
-from tests import leaks
 
 pytestmark = [pytest.mark.cluster, pytest.mark.own_control_plane, pytest.mark.slow]
 MISSING = realcluster.missing()
 
 
 @pytest.mark.skipif(bool(MISSING), reason="needs real component: " + " and ".join(MISSING))
-@pytest.mark.xfail(strict=True, reason=leaks.AUDIT_HANDOFF)
 def test_make_up_kube_real_runs_the_control_plane_and_its_audit_webhook_reaches_audit_ingest(tmp_path, monkeypatch):
     from kubernetes import client
 
