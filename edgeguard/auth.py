@@ -9,6 +9,7 @@ caller that cannot set headers (Falco's http_output) puts it in the URL's user p
 instead (``http://falco:<token>@gateway...``): libcurl, like every HTTP client, sends
 that as ``Authorization: Basic``, and no request line carries it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -97,9 +98,13 @@ def token_matches(got: str, secret_name: str) -> bool:
         if warn:
             _last_warned[secret_name] = now
     if warn:  # once a minute, not per alert: Falco may send hundreds a second with the old token
-        log.warning("auth.previous_token", of=secret_name, rotated_s_ago=round(now - prev[1], 1),
-                    grace_left_s=round(_grace() - (now - prev[1]), 1),
-                    hint="a caller still uses the token from before the rotation; update it before the grace ends")
+        log.warning(
+            "auth.previous_token",
+            of=secret_name,
+            rotated_s_ago=round(now - prev[1], 1),
+            grace_left_s=round(_grace() - (now - prev[1]), 1),
+            hint="a caller still uses the token from before the rotation; update it before the grace ends",
+        )
     return True
 
 
@@ -119,10 +124,17 @@ def rotation_status(secret_name: str) -> dict:
 
 # What every function adds to its metrics definitions to report rotation (see rotation_metrics).
 ROTATION_METRICS = {
-    "token_previous_accepted_total": ("counter", "Requests authenticated with a token's previous value during the "
-                                                 "rotation grace (token_grace_seconds), by secret.", ("secret",)),
-    "token_rotation_grace_seconds": ("gauge", "Seconds left in which a rotated token's previous value is still "
-                                              "accepted (0: none), by secret.", ("secret",)),
+    "token_previous_accepted_total": (
+        "counter",
+        "Requests authenticated with a token's previous value during the "
+        "rotation grace (token_grace_seconds), by secret.",
+        ("secret",),
+    ),
+    "token_rotation_grace_seconds": (
+        "gauge",
+        "Seconds left in which a rotated token's previous value is still accepted (0: none), by secret.",
+        ("secret",),
+    ),
 }
 
 
@@ -142,10 +154,12 @@ def require_bearer(event, secret_name: str, *, allow_basic: bool = False) -> Non
     """
     expected_token(secret_name)  # 503 when the secret is missing, before anything else
     how = "an 'Authorization: Bearer <token>' header" + (
-        " or Basic auth with the token as password (a URL like http://falco:<token>@host/...)" if allow_basic else "")
+        " or Basic auth with the token as password (a URL like http://falco:<token>@host/...)" if allow_basic else ""
+    )
     if query(event, "token") is not None:
-        raise _unauthorized("a token in the query string is refused: of-watchdog writes request URLs to the "
-                            f"function's log; send {how}")
+        raise _unauthorized(
+            f"a token in the query string is refused: of-watchdog writes request URLs to the function's log; send {how}"
+        )
     got = presented_token(event, allow_basic=allow_basic)
     if got is None:
         raise _unauthorized(f"authentication required: send {how}")

@@ -1,12 +1,14 @@
 """Configuration from environment variables and OpenFaaS secrets."""
+
 from __future__ import annotations
 
 import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 from . import log
 
@@ -99,6 +101,10 @@ def read_secret(name: str) -> str | None:
     return value or None
 
 
+@overload
+def env_str(name: str, default: str) -> str: ...
+@overload
+def env_str(name: str, default: None = None) -> str | None: ...
 def env_str(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return default if value is None or value == "" else value

@@ -11,6 +11,7 @@
 
 Both the function and the CLI load through here, so they report the same error for the same mistake.
 """
+
 from .destinations import DESTINATION_TYPES, TYPES, DestinationType, parse_destination
 from .document import RoutesError, parse_duration
 from .explain import explain
@@ -18,6 +19,22 @@ from .routes import Route, RouteTable, load_routes_text, parse_routes
 from .secret import insecure_url, parse_destination_secrets, resolve_destinations, unknown_secret_entries
 from .templates import render_template, validate_template
 
-__all__ = ["DESTINATION_TYPES", "TYPES", "DestinationType", "explain", "Route", "RouteTable", "RoutesError", "insecure_url", "load_routes_text",
-           "parse_destination", "parse_destination_secrets", "parse_duration", "parse_routes", "render_template",
-           "resolve_destinations", "unknown_secret_entries", "validate_template"]
+__all__ = [
+    "DESTINATION_TYPES",
+    "TYPES",
+    "DestinationType",
+    "explain",
+    "Route",
+    "RouteTable",
+    "RoutesError",
+    "insecure_url",
+    "load_routes_text",
+    "parse_destination",
+    "parse_destination_secrets",
+    "parse_duration",
+    "parse_routes",
+    "render_template",
+    "resolve_destinations",
+    "unknown_secret_entries",
+    "validate_template",
+]

@@ -7,6 +7,7 @@ Exit status 0 when valid, 1 with ``FILE: <place>: <problem>`` on stderr when not
 The destinations file is the content of the ``alert-forwarder-destinations``
 secret; its values are never printed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,13 +45,17 @@ def cmd_validate(args) -> int:
     secrets = _secrets(args.destinations)
     resolved = resolve_destinations(table, secrets)
     routes = table.all_routes()
-    print(f"{args.file}: OK: {len(routes) - 1} route(s) + default, {len(resolved)} destination(s), "
-          f"min_priority {table.min_priority}")
+    print(
+        f"{args.file}: OK: {len(routes) - 1} route(s) + default, {len(resolved)} destination(s), "
+        f"min_priority {table.min_priority}"
+    )
     for name, d in resolved.items():
         state = "enabled" if d["enabled"] else f"disabled ({d['disabled_reason']})"
         print(f"  destination {name} [{d['type']}]: {state}")
     for r in routes:
-        matchers = " and ".join(m.text for m in r.matchers) or ("(everything else)" if r.where == "default" else "(all)")
+        matchers = " and ".join(m.text for m in r.matchers) or (
+            "(everything else)" if r.where == "default" else "(all)"
+        )
         dedup = f", dedup {r.dedup.window:g}s" if r.dedup else ""
         dedup += f", throttle {r.throttle.max}/{r.throttle.window:g}s" if r.throttle else ""
         cont = ", continue" if r.cont else ""
@@ -86,8 +91,11 @@ def main(argv=None) -> int:
     e = sub.add_parser("explain", help="show which routes and destinations an alert (JSON file) would reach")
     e.add_argument("file")
     e.add_argument("alert")
-    e.add_argument("--destinations", help="the alert-forwarder-destinations secret content: without it, destinations "
-                                          "that need a URL count as disabled")
+    e.add_argument(
+        "--destinations",
+        help="the alert-forwarder-destinations secret content: without it, destinations "
+        "that need a URL count as disabled",
+    )
     e.set_defaults(fn=cmd_explain)
     args = ap.parse_args(argv)
     try:

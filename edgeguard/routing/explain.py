@@ -4,6 +4,7 @@ One answer for the offline ``edgeguard-routes explain`` and the function's ``/te
 a matching route names but that is disabled (no URL in the destinations secret, ``enabled: false``) or whose
 ``min_priority`` the alert does not reach is not a target, and is listed with the reason instead.
 """
+
 from __future__ import annotations
 
 from ..falco.alert import priority_number
@@ -22,5 +23,10 @@ def explain(table: RouteTable, resolved: dict[str, dict], alert: dict) -> dict:
             below[name] = f"below its min_priority {opts['min_priority']}"
         else:
             targets.append(name)
-    return {"passes_min_priority": table.passes_min_priority(alert), "routes": [r.name for r in routes],
-            "destinations": sorted(targets), "disabled_destinations": disabled, "below_min_priority": below}
+    return {
+        "passes_min_priority": table.passes_min_priority(alert),
+        "routes": [r.name for r in routes],
+        "destinations": sorted(targets),
+        "disabled_destinations": disabled,
+        "below_min_priority": below,
+    }

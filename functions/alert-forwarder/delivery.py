@@ -7,20 +7,22 @@ within the destination's budget, and leaves what still failed in the spool with
 a next-attempt time, for the tick (``enqueue_due``) or ``flush``. A worker only
 ever holds up its own destination.
 """
+
 from __future__ import annotations
 
 import queue
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .destinations import Result, Sender, make_sender
 from .edgeguard import log
 from .edgeguard.falco.alert import priority_number
+from .edgeguard.metrics import Metrics
 from .edgeguard.routing import insecure_url
 from .edgeguard.routing.destinations import TYPES
-from .metrics import Metrics
 from .spool import Entry, Spool
 
 if TYPE_CHECKING:
@@ -43,13 +45,13 @@ class Destination:
         # The health fields above are written by every worker thread of this destination, by flush and by
         # reconfigure: read-modify-writes (+= 1, max()) must not interleave.
         self.lock = threading.Lock()
-        self.sender: Sender | None = None
         self.apply(opts)
 
     def apply(self, opts: dict) -> Sender | None:
         """Take (new) resolved options with a sender built for them; return the sender they replace, to close."""
         timeout = float(opts.get("timeout", self.DEFAULTS["timeout"]))
-        old, self.sender = self.sender, make_sender(self.name, opts, timeout=timeout)
+        old: Sender | None = getattr(self, "sender", None)  # None the first time, from __init__
+        self.sender: Sender = make_sender(self.name, opts, timeout=timeout)
         self.opts = opts
         self.enabled = opts["enabled"]
         self.disabled_reason = opts["disabled_reason"]
@@ -61,8 +63,11 @@ class Destination:
         self.concurrency = int(opts.get("concurrency", self.DEFAULTS["concurrency"]))
         self.min_priority = priority_number(opts["min_priority"]) if opts.get("min_priority") else None
         if TYPES[opts["type"]].needs_url and opts.get("url") and insecure_url(opts["url"]):
-            log.warning("config.insecure_http", destination=self.name,
-                        problem="insecure_http: true: alerts, tokens and signatures go out in cleartext")
+            log.warning(
+                "config.insecure_http",
+                destination=self.name,
+                problem="insecure_http: true: alerts, tokens and signatures go out in cleartext",
+            )
         return old
 
     def record_success(self, now: float) -> None:
@@ -87,8 +92,17 @@ class Destination:
 
 
 class Delivery:
-    def __init__(self, destinations: dict[str, Destination], spool: Spool, metrics: Metrics, settings: Settings, *,
-                 clock: Callable[[], float], sleep: Callable[[float], None], history=None):
+    def __init__(
+        self,
+        destinations: dict[str, Destination],
+        spool: Spool,
+        metrics: Metrics,
+        settings: Settings,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        history=None,
+    ):
         self.destinations = destinations  # the forwarder's, updated in place by reconfigure
         self.history = history  # history.History: each delivery's state for GET /alerts
         self.spool, self.metrics, self.settings = spool, metrics, settings
@@ -211,13 +225,16 @@ class Delivery:
         entry.attempts += 1
         res = dest.sender.send(entry.payload, entry.key)
         if self.history is not None:
-            self.history.update(entry.id, "delivered" if res.ok else "rejected" if not res.retryable else "retrying",
-                                attempts=entry.attempts, error=None if res.ok else res.error)
+            self.history.update(
+                entry.id,
+                "delivered" if res.ok else "rejected" if not res.retryable else "retrying",
+                attempts=entry.attempts,
+                error=None if res.ok else res.error,
+            )
         if res.ok:
             dest.record_success(self.clock())
             self.metrics.inc("outputs_total", {"destination": dest.name, "status": "ok"})
-            self.metrics.observe("delivery_seconds", max(0.0, self.clock() - entry.created),
-                                 {"destination": dest.name})
+            self.metrics.observe("delivery_seconds", max(0.0, self.clock() - entry.created), {"destination": dest.name})
         else:
             self.metrics.inc("outputs_total", {"destination": dest.name, "status": "error"})
             dest.record_error(res.error)
@@ -238,8 +255,13 @@ class Delivery:
                 self._finish(entry)
                 return True
             if not res.retryable:
-                log.warning("delivery.rejected", destination=dest.name, status=res.status, error=res.error,
-                            idempotency_key=entry.key)
+                log.warning(
+                    "delivery.rejected",
+                    destination=dest.name,
+                    status=res.status,
+                    error=res.error,
+                    idempotency_key=entry.key,
+                )
                 self.metrics.inc("dropped_total", {"destination": dest.name, "reason": "rejected"})
                 self._finish(entry)
                 return False
@@ -277,17 +299,26 @@ class Delivery:
             self.spool.put(entry)
         self.metrics.inc("spooled_total", {"destination": dest.name})
         if res is not None:
-            log.warning("delivery.deferred", destination=dest.name, error=res.error, status=res.status,
-                        attempts=entry.attempts, retry_in=round(wait, 3), idempotency_key=entry.key)
+            log.warning(
+                "delivery.deferred",
+                destination=dest.name,
+                error=res.error,
+                status=res.status,
+                attempts=entry.attempts,
+                retry_in=round(wait, 3),
+                idempotency_key=entry.key,
+            )
         return False
 
     def _finish(self, entry: Entry) -> None:
         self.spool.remove(entry.id)
+
     def enqueue_due(self) -> int:
         if not self.accepting:
             return 0
-        usable = {n for n, d in self.destinations.items()
-                  if d.enabled and d.down_until <= self.clock() and not d.queue.full()}
+        usable = {
+            n for n, d in self.destinations.items() if d.enabled and d.down_until <= self.clock() and not d.queue.full()
+        }
         if not usable:
             return 0
         n = 0
@@ -308,8 +339,9 @@ class Delivery:
         deadline = time.monotonic() + self.settings.flush_budget
         counts = {"attempted": 0, "delivered": 0, "deferred": 0, "rejected": 0, "skipped_destination_down": 0}
         failed_now: set[str] = set()
-        entries = self.spool.claim_due(ignore_schedule=ignore_schedule,
-                                       accept=lambda d: d in self.destinations and self.destinations[d].enabled)
+        entries = self.spool.claim_due(
+            ignore_schedule=ignore_schedule, accept=lambda d: d in self.destinations and self.destinations[d].enabled
+        )
         for entry in entries:
             dest = self.destinations[entry.destination]
             if time.monotonic() > deadline or entry.destination in failed_now:

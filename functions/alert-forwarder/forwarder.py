@@ -8,23 +8,27 @@ that fails within its budget stays in the spool with a next-attempt time and is
 retried by the background tick, by later requests and by ``flush``. One slow or
 dead destination only ever holds up its own workers (``delivery.Delivery``).
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from .dedup import Deduper, Throttler
 from .delivery import Delivery, Destination
-from .history import History
 from .destinations import idempotency_key
-from .edgeguard import config, log
+from .edgeguard import config, log, metrics
 from .edgeguard.falco.alert import priority_number
 from .edgeguard.routing import RouteTable, explain, resolve_destinations
+from .history import History
 from .metrics import Metrics
 from .spool import Entry, Spool, new_entry_id
 
+if TYPE_CHECKING:
+    from .handover import Handover
 
 # spool_full/expired drops stay in status() problems this long after the last one
 DROP_PROBLEM_SECONDS = 3600.0
@@ -36,21 +40,27 @@ class Settings:
     spool_max_entries: int = 10000
     spool_max_age: float = 86400.0
     spool_fsync: bool = True
-    ack_mode: str = "durable"          # durable: spool before 2xx; fast: spool only what failed
+    ack_mode: str = "durable"  # durable: spool before 2xx; fast: spool only what failed
     queue_max: int = 1000
     tick_interval: float = 1.0
     flush_budget: float = 20.0
-    spool_backoff_max: float = 60.0      # longest wait between retries of a spooled delivery
-    history_max: int = 1000              # alerts kept for GET /alerts and the page (history.py)
+    spool_backoff_max: float = 60.0  # longest wait between retries of a spooled delivery
+    history_max: int = 1000  # alerts kept for GET /alerts and the page (history.py)
     start_threads: bool = True
 
 
-
-
 class Forwarder:
-    def __init__(self, table: RouteTable, dest_secrets: dict[str, dict], settings: Settings | None = None, *,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 source: str = "routes.yaml", on_tick: Callable[[Forwarder], None] | None = None):
+    def __init__(
+        self,
+        table: RouteTable,
+        dest_secrets: dict[str, dict],
+        settings: Settings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        source: str = "routes.yaml",
+        on_tick: Callable[[Forwarder], None] | None = None,
+    ):
         self.table = table
         self.settings = settings or Settings()
         self.clock = clock
@@ -67,17 +77,23 @@ class Forwarder:
         self._drops_lock = threading.Lock()
         self._reconfig_lock = threading.Lock()
         self.reloads = 0
-        self.handover = None           # handover.Handover, when the kubeconfig allows one
+        self.handover: Handover | None = None  # when the kubeconfig allows one
         self.terminating: dict | None = None  # set by shutdown()
         self._handover_lock = threading.Lock()
         self.destinations: dict[str, Destination] = {}
         for name, opts in resolve_destinations(table, dest_secrets).items():
             self.destinations[name] = Destination(name, opts, queue_max=self.settings.queue_max)
-        self.spool = Spool(self.settings.spool_dir, max_entries=self.settings.spool_max_entries,
-                           max_age=self.settings.spool_max_age, fsync=self.settings.spool_fsync,
-                           on_drop=self._on_spool_drop, clock=clock)
-        self.delivery = Delivery(self.destinations, self.spool, self.metrics, self.settings, clock=clock, sleep=sleep,
-                                 history=self.history)
+        self.spool = Spool(
+            self.settings.spool_dir,
+            max_entries=self.settings.spool_max_entries,
+            max_age=self.settings.spool_max_age,
+            fsync=self.settings.spool_fsync,
+            on_drop=self._on_spool_drop,
+            clock=clock,
+        )
+        self.delivery = Delivery(
+            self.destinations, self.spool, self.metrics, self.settings, clock=clock, sleep=sleep, history=self.history
+        )
         self._drop_orphans()
         self.metrics.add_collector(self._collect)
         self._stop = threading.Event()
@@ -130,8 +146,9 @@ class Forwarder:
         for e in self.spool.snapshot():
             if e.destination not in self.destinations and self.spool.remove(e.id, reason="unknown_destination"):
                 self.metrics.inc("dropped_total", {"destination": e.destination, "reason": "unknown_destination"})
-                log.warning("spool.dropped", destination=e.destination, reason="unknown_destination",
-                            idempotency_key=e.key)
+                log.warning(
+                    "spool.dropped", destination=e.destination, reason="unknown_destination", idempotency_key=e.key
+                )
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -184,8 +201,12 @@ class Forwarder:
         self.terminating = {"since": self.clock(), "drained": None, "handed_over_at": None, "left_in_pod": None}
         if self.handover is not None:
             self.handover.stop_taking()
-        log.info("shutdown.started", spool_depth=self.spool.depth(), drain_s=drain_seconds,
-                 handover=self.handover is not None)
+        log.info(
+            "shutdown.started",
+            spool_depth=self.spool.depth(),
+            drain_s=drain_seconds,
+            handover=self.handover is not None,
+        )
         drained = {}
         if self.spool.depth():
             saved = self.settings.flush_budget
@@ -200,8 +221,11 @@ class Forwarder:
         self.terminating["drained"] = drained.get("delivered", 0)
         if self.handover is None:
             self.terminating["left_in_pod"] = self.spool.depth()
-            log.warning("shutdown.no_handover", spool_depth=self.spool.depth(),
-                        why="no alert-forwarder-kubeconfig: what is left lives only in this pod's /tmp")
+            log.warning(
+                "shutdown.no_handover",
+                spool_depth=self.spool.depth(),
+                why="no alert-forwarder-kubeconfig: what is left lives only in this pod's /tmp",
+            )
             return dict(self.terminating)
         self.terminating["handing_over"] = True  # from here on ingest hands over before it answers
         self.hand_over(deadline=deadline, windows=True)
@@ -212,22 +236,24 @@ class Forwarder:
 
     def hand_over(self, *, deadline: float, windows: bool = False) -> int:
         """Move every unclaimed spooled delivery (and, with ``windows``, the dedup windows) to the next pod."""
-        if self.handover is None:
+        handover = self.handover
+        if handover is None:
             return 0
         with self._handover_lock:  # snapshot, export and local removal as one step
-            return self._hand_over(deadline, windows)
+            return self._hand_over(handover, deadline, windows)
 
-    def _hand_over(self, deadline: float, windows: bool) -> int:
+    def _hand_over(self, handover: Handover, deadline: float, windows: bool) -> int:
         # The workers are stopped: an entry still claimed belongs to an attempt that did not end in time.
         entries = self.spool.snapshot()
         wins = self.dedup.export_windows() if windows else []
         if not entries and not wins:
             return 0
         try:
-            written, left = self.handover.export(entries, wins, deadline=deadline)
+            written, left = handover.export(entries, wins, deadline=deadline)
         except Exception as exc:  # noqa: BLE001 - the entries stay in the local spool; say so and go on
-            log.error("handover.export_failed", error=type(exc).__name__, message=str(exc)[:200],
-                      left_in_pod=len(entries))
+            log.error(
+                "handover.export_failed", error=type(exc).__name__, message=str(exc)[:200], left_in_pod=len(entries)
+            )
             if wins:
                 self.dedup.merge_windows(wins)
             return 0
@@ -237,30 +263,59 @@ class Forwarder:
         self.metrics.inc("handover_total", {"direction": "out"}, len(written))
         if left:
             self.metrics.inc("handover_left_behind_total", None, len(left))
-            log.error("handover.too_big", handed_over=len(written), left_in_pod=len(left),
-                      why="the handover Secret holds at most ~900 kB of gzip'd alerts")
+            log.error(
+                "handover.too_big",
+                handed_over=len(written),
+                left_in_pod=len(left),
+                why="the handover Secret holds at most ~900 kB of gzip'd alerts",
+            )
         return len(written)
 
     def explain(self, alert: dict) -> dict:
-        state = {n: {**d.opts, "enabled": d.enabled, "disabled_reason": d.disabled_reason}
-                 for n, d in self.destinations.items()}
+        state = {
+            n: {**d.opts, "enabled": d.enabled, "disabled_reason": d.disabled_reason}
+            for n, d in self.destinations.items()
+        }
         return explain(self.table, state, alert)
 
     def _route_one(self, alert: dict, pending: list, sender: str = "fleet") -> dict:
         out = self._route(alert, pending, self.history.record(alert, key=idempotency_key(alert), sender=sender))
-        decision = ("filtered" if out.get("filtered") else "delivering" if out["destinations"] else
-                    "suppressed" if out["suppressed_by"] else "throttled" if out["throttled_by"] else
-                    "no destination")
+        decision = (
+            "filtered"
+            if out.get("filtered")
+            else "delivering"
+            if out["destinations"]
+            else "suppressed"
+            if out["suppressed_by"]
+            else "throttled"
+            if out["throttled_by"]
+            else "no destination"
+        )
         self.history.routed(out["seq"], out["routes"], decision)
         return out
 
     def _route(self, alert: dict, pending: list, seq: int) -> dict:
         m = self.metrics
-        m.inc("falco_events_total", {"priority": alert["priority"], "rule": alert["rule"],
-                                     "source": alert.get("source", ""), "hostname": alert.get("hostname", "")})
+        m.inc(
+            "falco_events_total",
+            {
+                "priority": alert["priority"],
+                "rule": alert["rule"],
+                "source": alert.get("source", ""),
+                "hostname": alert.get("hostname", ""),
+            },
+        )
         key = idempotency_key(alert)
-        out = {"rule": alert["rule"], "priority": alert["priority"], "idempotency_key": key, "seq": seq,
-               "routes": [], "destinations": [], "suppressed_by": [], "throttled_by": []}
+        out = {
+            "rule": alert["rule"],
+            "priority": alert["priority"],
+            "idempotency_key": key,
+            "seq": seq,
+            "routes": [],
+            "destinations": [],
+            "suppressed_by": [],
+            "throttled_by": [],
+        }
         if not self.table.passes_min_priority(alert):
             m.inc("filtered_total", {"priority": alert["priority"]})
             out["filtered"] = f"below min_priority {self.table.min_priority}"
@@ -308,8 +363,7 @@ class Forwarder:
         for dname in route.to:
             self._submit(dname, alert, key, "summary", route_name, pending, seq)
 
-    def _submit(self, dname: str, alert: dict, key: str, kind: str, route: str, pending: list,
-                seq: int = 0) -> bool:
+    def _submit(self, dname: str, alert: dict, key: str, kind: str, route: str, pending: list, seq: int = 0) -> bool:
         dest = self.destinations[dname]
         now = self.clock()
         eid = new_entry_id(now)
@@ -324,12 +378,23 @@ class Forwarder:
                     return False
             except ValueError:
                 return False
-        pending.append((dest, Entry(id=eid, destination=dname, key=key, payload=alert, kind=kind,
-                                    route=route, created=now, next_attempt=now)))
+        pending.append(
+            (
+                dest,
+                Entry(
+                    id=eid,
+                    destination=dname,
+                    key=key,
+                    payload=alert,
+                    kind=kind,
+                    route=route,
+                    created=now,
+                    next_attempt=now,
+                ),
+            )
+        )
         self.history.submitted(seq, eid, dname)
         return True
-
-
 
     def _on_spool_drop(self, destination: str, reason: str, entry_id: str = "") -> None:
         self.metrics.inc("dropped_total", {"destination": destination, "reason": reason})
@@ -370,12 +435,11 @@ class Forwarder:
         finally:
             self._tick_lock.release()
 
-
     def flush(self, *, ignore_schedule: bool = False) -> dict:
         return self.delivery.flush(ignore_schedule=ignore_schedule)
 
     # -- status ---------------------------------------------------------------------------
-    def _collect(self, m: Metrics) -> None:
+    def _collect(self, m: metrics.Metrics) -> None:
         m.set("spool_depth", self.spool.depth())
         by = self.spool.depth_by_destination()
         now = self.clock()
@@ -400,53 +464,92 @@ class Forwarder:
         now = self.clock()
         dests = {}
         for name, d in self.destinations.items():
-            info = {"type": d.opts["type"], "enabled": d.enabled, "timeout_s": d.timeout, "retries": d.retries,
-                    "budget_s": d.budget, "concurrency": d.concurrency,
-                    "state": self._state(d, now),
-                    "queued": d.queue.qsize(), "last_error": d.last_error or None,
-                    "consecutive_failures": d.consecutive_failures,
-                    "last_success_s_ago": round(now - d.last_success, 1) if d.last_success else None}
+            info = {
+                "type": d.opts["type"],
+                "enabled": d.enabled,
+                "timeout_s": d.timeout,
+                "retries": d.retries,
+                "budget_s": d.budget,
+                "concurrency": d.concurrency,
+                "state": self._state(d, now),
+                "queued": d.queue.qsize(),
+                "last_error": d.last_error or None,
+                "consecutive_failures": d.consecutive_failures,
+                "last_success_s_ago": round(now - d.last_success, 1) if d.last_success else None,
+            }
             if d.disabled_reason:
                 info["disabled_reason"] = d.disabled_reason
             if d.opts["type"] == "openfaas":
                 ts = d.opts.get("token_secret")
-                info.update(function=d.opts["function"], route=f"/function/{d.opts['function']}{d.opts['path']}",
-                            token_secret=ts,
-                            token_configured=bool(d.opts.get("token")) or bool(ts and config.read_secret(ts)))
+                info.update(
+                    function=d.opts["function"],
+                    route=f"/function/{d.opts['function']}{d.opts['path']}",
+                    token_secret=ts,
+                    token_configured=bool(d.opts.get("token")) or bool(ts and config.read_secret(ts)),
+                )
             if d.opts["type"] == "webhook":
-                info.update(body=d.opts["body"], signed=bool(d.opts.get("hmac_key")),
-                            custom_ca=d.opts.get("ca_cert") is not None or d.opts.get("ca_file") is not None,
-                            mtls=bool(d.opts.get("client_cert")),
-                            header_names=sorted(set(d.opts.get("headers") or {})))
+                info.update(
+                    body=d.opts["body"],
+                    signed=bool(d.opts.get("hmac_key")),
+                    custom_ca=d.opts.get("ca_cert") is not None or d.opts.get("ca_file") is not None,
+                    mtls=bool(d.opts.get("client_cert")),
+                    header_names=sorted(set(d.opts.get("headers") or {})),
+                )
             dests[name] = info
-        routes = [{"name": r.name, "at": r.where, "matchers": [m.text for m in r.matchers], "to": r.to,
-                   "continue": r.cont, "dedup": ({"window_s": r.dedup.window, "key": list(r.dedup.key)}
-                                                 if r.dedup else None),
-                   "throttle": ({"max": r.throttle.max, "window_s": r.throttle.window} if r.throttle else None)}
-                  for r in self.table.all_routes()]
+        routes = [
+            {
+                "name": r.name,
+                "at": r.where,
+                "matchers": [m.text for m in r.matchers],
+                "to": r.to,
+                "continue": r.cont,
+                "dedup": ({"window_s": r.dedup.window, "key": list(r.dedup.key)} if r.dedup else None),
+                "throttle": ({"max": r.throttle.max, "window_s": r.throttle.window} if r.throttle else None),
+            }
+            for r in self.table.all_routes()
+        ]
         problems = []
-        for n, d in dests.items():
-            if d["state"] == "backing_off":
+        for n, shown in dests.items():
+            if shown["state"] == "backing_off":
                 problems.append(f"destination {n} is backing off after failures")
-            elif d["state"] == "failing":
-                problems.append(f"destination {n} is failing: {d['consecutive_failures']} deliveries deferred since "
-                                f"its last success (last error: {d['last_error']}); retrying")
+            elif shown["state"] == "failing":
+                problems.append(
+                    f"destination {n} is failing: {shown['consecutive_failures']} deliveries deferred since "
+                    f"its last success (last error: {shown['last_error']}); retrying"
+                )
         oldest = self.spool.oldest_age()
         if oldest > 300:
             problems.append(f"oldest spooled delivery is {oldest:.0f}s old")
         with self._drops_lock:
             for (dest, reason), (count, last) in sorted(self._recent_drops.items()):
                 if now - last <= DROP_PROBLEM_SECONDS:
-                    problems.append(f"{count} deliveries to {dest} dropped ({reason}) since start, the last "
-                                    f"{now - last:.0f}s ago")
-        return {"status": "degraded" if problems else "ok", "problems": problems, "routes_source": self.source, "min_priority": self.table.min_priority,
-                "ack_mode": self.settings.ack_mode, "routes": routes, "destinations": dests,
-                "spool": {"dir": self.settings.spool_dir, "depth": self.spool.depth(),
-                          "max_entries": self.settings.spool_max_entries, "max_age_s": self.settings.spool_max_age,
-                          "oldest_age_s": round(self.spool.oldest_age(), 3), "corrupt_entries": self.spool.corrupt},
-                "dedup_open_windows": self.dedup.open_windows(), "config_reloads": self.reloads,
-                "handover": self.handover.status() if self.handover else
-                {"enabled": False, "why": "no alert-forwarder-kubeconfig secret: the spool lives only as long as "
-                                          "this pod"},
-                "terminating": self.terminating,
-                "uptime_s": round(now - self.started, 1)}
+                    problems.append(
+                        f"{count} deliveries to {dest} dropped ({reason}) since start, the last {now - last:.0f}s ago"
+                    )
+        return {
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
+            "routes_source": self.source,
+            "min_priority": self.table.min_priority,
+            "ack_mode": self.settings.ack_mode,
+            "routes": routes,
+            "destinations": dests,
+            "spool": {
+                "dir": self.settings.spool_dir,
+                "depth": self.spool.depth(),
+                "max_entries": self.settings.spool_max_entries,
+                "max_age_s": self.settings.spool_max_age,
+                "oldest_age_s": round(self.spool.oldest_age(), 3),
+                "corrupt_entries": self.spool.corrupt,
+            },
+            "dedup_open_windows": self.dedup.open_windows(),
+            "config_reloads": self.reloads,
+            "handover": self.handover.status()
+            if self.handover
+            else {
+                "enabled": False,
+                "why": "no alert-forwarder-kubeconfig secret: the spool lives only as long as this pod",
+            },
+            "terminating": self.terminating,
+            "uptime_s": round(now - self.started, 1),
+        }

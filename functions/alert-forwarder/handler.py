@@ -16,22 +16,23 @@ OpenFaaS CE's cron-connector can only send `POST /` with an empty body and no cr
 that one request shape treated as a flush (it carries no data, returns only counts, and runs at most once per
 10 s); the background tick already retries the spool every second while the pod runs.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from pathlib import Path
 
+from . import ui
 from .edgeguard import auth, config, http, jsonsafe, log, metrics
 from .edgeguard.falco.alert import format_time, parse_alert
 from .edgeguard.routing import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
 from .forwarder import Forwarder, Settings
 from .handover import Handover
 from .history import FilterError
-from .kubesecret import KubeError, Kubeconfig, SecretClient
+from .kubesecret import Kubeconfig, KubeError, SecretClient
 from .nodetokens import NodeTokens
 from .spool import SpoolBusy
-from . import ui
 
 TOKEN_SECRET = "alert-forwarder-token"
 DESTINATIONS_SECRET = "alert-forwarder-destinations"
@@ -110,11 +111,11 @@ class ConfigWatcher:
                 what.append("routes")
             except ValueError as exc:
                 log.error("config.reload_failed", what="routes", error=str(exc))
-        raw = config.read_secret(DESTINATIONS_SECRET)
-        if raw != self.secrets_raw:
-            self.secrets_raw = raw
+        secrets_raw = config.read_secret(DESTINATIONS_SECRET)
+        if secrets_raw != self.secrets_raw:
+            self.secrets_raw = secrets_raw
             try:
-                secrets = _parse_destination_secrets(raw)
+                secrets = _parse_destination_secrets(secrets_raw)
                 what.append("destinations")
             except ValueError as exc:
                 # The message names the place, never a value.
@@ -127,8 +128,12 @@ class ConfigWatcher:
             # e.g. a plain http:// URL without insecure_http: refused before anything changed.
             log.error("config.reload_failed", what=what, error=str(exc))
             return
-        log.info("config.reloaded", what=what, changed=changed,
-                 enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled))
+        log.info(
+            "config.reloaded",
+            what=what,
+            changed=changed,
+            enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled),
+        )
 
 
 def _kubeconfig() -> Kubeconfig | None:
@@ -149,8 +154,11 @@ def _kubeconfig() -> Kubeconfig | None:
 def _node_tokens(kc: Kubeconfig | None) -> NodeTokens | None:
     if kc is None or not config.env_bool("node_tokens", True):
         return None
-    client = SecretClient(kc, config.env_str("node_tokens_secret", "edgeguard-node-alert-tokens"),
-                          namespace=config.env_str("node_tokens_namespace", "edgeguard-enroll"))
+    client = SecretClient(
+        kc,
+        config.env_str("node_tokens_secret", "edgeguard-node-alert-tokens"),
+        namespace=config.env_str("node_tokens_namespace", "edgeguard-enroll"),
+    )
     ttl = config.parse_duration(config.env_str("node_tokens_ttl", "30s"), "node_tokens_ttl")
     return NodeTokens(client, ttl=ttl, log_warning=log.warning).start()
 
@@ -167,12 +175,22 @@ def build_forwarder(**kwargs) -> Forwarder:
     secrets = _parse_destination_secrets(raw)
     for name in unknown_secret_entries(table, secrets):
         log.warning("config.unused_destination_secret", destination=name)
-    fwd = Forwarder(table, secrets, kwargs.pop("settings", None) or _settings(), source=source,
-                    on_tick=ConfigWatcher(text, raw).check, **kwargs)
-    log.info("config.loaded", routes=source, routes_count=len(table.all_routes()),
-             enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled),
-             disabled=sorted(n for n, d in fwd.destinations.items() if not d.enabled),
-             spool_depth=fwd.spool.depth())
+    fwd = Forwarder(
+        table,
+        secrets,
+        kwargs.pop("settings", None) or _settings(),
+        source=source,
+        on_tick=ConfigWatcher(text, raw).check,
+        **kwargs,
+    )
+    log.info(
+        "config.loaded",
+        routes=source,
+        routes_count=len(table.all_routes()),
+        enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled),
+        disabled=sorted(n for n, d in fwd.destinations.items() if not d.enabled),
+        spool_depth=fwd.spool.depth(),
+    )
     return fwd
 
 
@@ -191,16 +209,29 @@ try:
     if NODE_TOKENS is not None:
         FORWARDER.on_close(NODE_TOKENS.stop)
     if KUBE is not None and config.env_bool("handover", True):
-        FORWARDER.attach_handover(Handover(
-            SecretClient(KUBE, config.env_str("handover_secret", "alert-forwarder-spool-handover"),
-                         namespace=config.env_str("handover_namespace")), FORWARDER, log=log.info).start())
+        FORWARDER.attach_handover(
+            Handover(
+                SecretClient(
+                    KUBE,
+                    config.env_str("handover_secret", "alert-forwarder-spool-handover"),
+                    namespace=config.env_str("handover_namespace"),
+                ),
+                FORWARDER,
+                log=log.info,
+            ).start()
+        )
     else:
-        log.warning("handover.off", why="no alert-forwarder-kubeconfig secret (or handover=false): undelivered alerts "
-                                        "survive container restarts in /tmp, not the deletion of this pod")
+        log.warning(
+            "handover.off",
+            why="no alert-forwarder-kubeconfig secret (or handover=false): undelivered alerts "
+            "survive container restarts in /tmp, not the deletion of this pod",
+        )
     SESSIONS = ui.Sessions(config.parse_duration(config.env_str("ui_session_ttl", "8h"), "ui_session_ttl"))
     # Both inside the watchdog's healthcheck_interval (stack.yml: 8s), after which it exits and the pod ends.
-    SHUTDOWN = (config.parse_duration(config.env_str("shutdown_drain", "2s"), "shutdown_drain"),
-                config.parse_duration(config.env_str("shutdown_deadline", "7s"), "shutdown_deadline"))
+    SHUTDOWN = (
+        config.parse_duration(config.env_str("shutdown_drain", "2s"), "shutdown_drain"),
+        config.parse_duration(config.env_str("shutdown_deadline", "7s"), "shutdown_deadline"),
+    )
 except (RoutesError, config.ConfigError, SpoolBusy) as _exc:
     # Fail loudly: of-watchdog restarts the pod and the log says exactly what to fix.
     log.error("config.invalid", error=str(_exc))
@@ -264,11 +295,13 @@ def _validate(doc) -> list[dict]:
         where = f"alert[{i}]: " if isinstance(doc, list) else ""
         try:
             alert = parse_alert(obj).to_dict()
-            _check_output_fields(alert["output_fields"], f"$[{i}].output_fields" if isinstance(doc, list)
-                                 else "$.output_fields")
+            _check_output_fields(
+                alert["output_fields"], f"$[{i}].output_fields" if isinstance(doc, list) else "$.output_fields"
+            )
         except jsonsafe.UnsafeJSON as exc:
-            raise http.HTTPError(400, f"{where}invalid value at {exc.where}: {exc.what}; nothing was forwarded",
-                                 index=i, path=exc.where) from None
+            raise http.HTTPError(
+                400, f"{where}invalid value at {exc.where}: {exc.what}; nothing was forwarded", index=i, path=exc.where
+            ) from None
         except ValueError as exc:
             raise http.HTTPError(400, f"{where}{exc}; nothing was forwarded", index=i) from None
         alerts.append(alert)
@@ -281,8 +314,7 @@ def _check_output_fields(fields: dict, root: str) -> None:
     jsonsafe.scalar_fields({k: v for k, v in fields.items() if not isinstance(v, list)}, fields, root=root)
     for name, value in fields.items():
         if isinstance(value, list):
-            jsonsafe.scalar_fields(dict(enumerate(value)), range(len(value)),
-                                   root=jsonsafe.key_path(root, name))
+            jsonsafe.scalar_fields(dict(enumerate(value)), range(len(value)), root=jsonsafe.key_path(root, name))
 
 
 def _sender(event) -> str:
@@ -307,16 +339,22 @@ def _viewer(event) -> None:
         auth.require_metrics_reader(event, TOKEN_SECRET)
         return
     if SESSIONS.get(event) is None:
-        raise http.HTTPError(401, "sign in on the page (ui), or send 'Authorization: Bearer <token>'",
-                             headers={"WWW-Authenticate": 'Bearer realm="edgeguard"'})
+        raise http.HTTPError(
+            401,
+            "sign in on the page (ui), or send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": 'Bearer realm="edgeguard"'},
+        )
 
 
 def _alerts(event) -> dict:
     _viewer(event)
-    params = {k: http.query(event, k) for k in ("priority", "rule", "source", "hostname", "destination", "state",
-                                                "since", "after")}
+    params = {
+        k: http.query(event, k)
+        for k in ("priority", "rule", "source", "hostname", "destination", "state", "since", "after")
+    }
+    raw_limit = http.query(event, "limit")
     try:
-        limit = min(1000, max(1, int(http.query(event, "limit", "200"))))
+        limit = min(1000, max(1, int("200" if raw_limit is None else raw_limit)))
     except ValueError:
         raise http.HTTPError(400, "limit must be an integer", parameter="limit") from None
     try:
@@ -328,12 +366,31 @@ def _alerts(event) -> dict:
 def _summary(event) -> dict:
     _viewer(event)
     st = FORWARDER.status()
-    dests = {n: {k: d.get(k) for k in ("type", "state", "last_error", "consecutive_failures", "queued",
-                                       "last_success_s_ago", "disabled_reason")}
-             for n, d in st["destinations"].items()}
-    return http.json_response({"status": st["status"], "problems": st["problems"], "spool": st["spool"],
-                               "destinations": dests, "counts": FORWARDER.history.counts(60),
-                               "terminating": st["terminating"]})
+    dests = {
+        n: {
+            k: d.get(k)
+            for k in (
+                "type",
+                "state",
+                "last_error",
+                "consecutive_failures",
+                "queued",
+                "last_success_s_ago",
+                "disabled_reason",
+            )
+        }
+        for n, d in st["destinations"].items()
+    }
+    return http.json_response(
+        {
+            "status": st["status"],
+            "problems": st["problems"],
+            "spool": st["spool"],
+            "destinations": dests,
+            "counts": FORWARDER.history.counts(60),
+            "terminating": st["terminating"],
+        }
+    )
 
 
 def _page(event, m: str) -> dict:
@@ -349,8 +406,9 @@ def _page(event, m: str) -> dict:
         if sess is None or not ui.csrf_ok(sess, fields.get("csrf")):
             raise http.HTTPError(403, "sign out needs the page's CSRF token")
         SESSIONS.drop(event)
-        return http.text_response("", 303, headers={"Location": "ui", "Set-Cookie": ui.set_cookie(event, "", 0),
-                                                    **ui.SECURITY_HEADERS})
+        return http.text_response(
+            "", 303, headers={"Location": "ui", "Set-Cookie": ui.set_cookie(event, "", 0), **ui.SECURITY_HEADERS}
+        )
     if SESSIONS.logins.take():
         return {**ui.login_page("too many sign-in attempts; wait a minute", 429)}
     given = fields.get("token", "")
@@ -360,9 +418,11 @@ def _page(event, m: str) -> dict:
         return ui.login_page("that token is not accepted", 401)
     sid, _ = SESSIONS.create("viewer")
     log.info("ui.login", sessions=SESSIONS.count())
-    return http.text_response("", 303, headers={"Location": "ui",
-                                                "Set-Cookie": ui.set_cookie(event, sid, int(SESSIONS.ttl)),
-                                                **ui.SECURITY_HEADERS})
+    return http.text_response(
+        "",
+        303,
+        headers={"Location": "ui", "Set-Cookie": ui.set_cookie(event, sid, int(SESSIONS.ttl)), **ui.SECURITY_HEADERS},
+    )
 
 
 def _token_ok(given: str, secret_name: str) -> bool:
@@ -401,8 +461,12 @@ def _cron_flush(event) -> dict:
 
 def _is_cron_call(event) -> bool:
     body = getattr(event, "body", b"") or b""
-    return (CRON_FLUSH and not body.strip() and http.header(event, "Authorization") is None
-            and http.query(event, "token") is None)
+    return (
+        CRON_FLUSH
+        and not body.strip()
+        and http.header(event, "Authorization") is None
+        and http.query(event, "token") is None
+    )
 
 
 def _authenticated(event) -> None:
@@ -413,12 +477,22 @@ def _authenticated(event) -> None:
 
 def _test(event, context) -> dict:
     _authenticated(event)
-    overrides = http.parse_json(event, max_bytes=MAX_BODY, allow_empty=True) if (getattr(event, "body", b"") or b"").strip() else None
+    overrides = (
+        http.parse_json(event, max_bytes=MAX_BODY, allow_empty=True)
+        if (getattr(event, "body", b"") or b"").strip()
+        else None
+    )
     now_ns = time.time_ns()
     priority = http.query(event, "priority", "Warning")
-    alert = {"hostname": getattr(context, "hostname", None) or "alert-forwarder", "output_fields": {"test": "true"},
-             "priority": priority, "rule": "Test rule", "source": "internal", "tags": ["example", "test"],
-             "time": format_time(now_ns)}
+    alert = {
+        "hostname": getattr(context, "hostname", None) or "alert-forwarder",
+        "output_fields": {"test": "true"},
+        "priority": priority,
+        "rule": "Test rule",
+        "source": "internal",
+        "tags": ["example", "test"],
+        "time": format_time(now_ns),
+    }
     alert["output"] = f"{format_time(now_ns)[11:29]}: {priority} This is a test from edgeguard alert-forwarder"
     if overrides is not None:
         if not isinstance(overrides, dict):
@@ -442,10 +516,18 @@ def handle(event, context):
             resp = _cron_flush(event) if _is_cron_call(event) else _ingest(event)
         elif p == "/" and m in ("GET", "HEAD"):
             _authenticated(event)
-            resp = http.json_response({**FORWARDER.status(), "token_rotation": auth.rotation_status(TOKEN_SECRET),
-                                       "node_tokens": NODE_TOKENS.status() if NODE_TOKENS else
-                                       {"enabled": False, "why": "no alert-forwarder-kubeconfig secret, or "
-                                                                 "node_tokens=false: only the fleet token works"}})
+            resp = http.json_response(
+                {
+                    **FORWARDER.status(),
+                    "token_rotation": auth.rotation_status(TOKEN_SECRET),
+                    "node_tokens": NODE_TOKENS.status()
+                    if NODE_TOKENS
+                    else {
+                        "enabled": False,
+                        "why": "no alert-forwarder-kubeconfig secret, or node_tokens=false: only the fleet token works",
+                    },
+                }
+            )
         elif p == "/metrics":
             http.require_method(event, ("GET",))
             # The read-only edgeguard-metrics-token (Prometheus) or our own token; no spool work for a scrape.
@@ -454,7 +536,9 @@ def handle(event, context):
         elif p == "/flush":
             http.require_method(event, ("POST",))
             _authenticated(event)
-            resp = http.json_response({"flush": FORWARDER.flush(ignore_schedule=not http.query_flag(event, "due_only"))})
+            resp = http.json_response(
+                {"flush": FORWARDER.flush(ignore_schedule=not http.query_flag(event, "due_only"))}
+            )
         elif p == "/test":
             http.require_method(event, ("POST",))
             resp = _test(event, context)
@@ -486,5 +570,11 @@ def handle(event, context):
 
 
 def _reason(err: http.HTTPError) -> str:
-    return {401: "unauthorized", 405: "method", 413: "too_large", 415: "content_type", 404: "not_found",
-            503: "unconfigured"}.get(err.status, "invalid")
+    return {
+        401: "unauthorized",
+        405: "method",
+        413: "too_large",
+        415: "content_type",
+        404: "not_found",
+        503: "unconfigured",
+    }.get(err.status, "invalid")

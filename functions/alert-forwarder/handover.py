@@ -19,6 +19,7 @@ Payload: gzip'd JSON in the Secret's data (``entries``, ``dedup``) plus ``meta``
 Secret holds at most 1 MiB of data; ``MAX_PAYLOAD`` keeps a margin, and what does not fit (the oldest entries)
 stays in the local spool, counted, and is lost if the pod is deleted.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -28,7 +29,8 @@ import secrets
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .kubesecret import KubeError, SecretClient, Watcher, decode_data
 from .spool import Entry
@@ -49,8 +51,9 @@ def _unpack(data: bytes | None, default):
     return json.loads(gzip.decompress(data))
 
 
-def encode(entries: list[dict], windows: list[dict], writer: str, *, limit: int = MAX_PAYLOAD
-           ) -> tuple[dict[str, str], list[str]]:
+def encode(
+    entries: list[dict], windows: list[dict], writer: str, *, limit: int = MAX_PAYLOAD
+) -> tuple[dict[str, str], list[str]]:
     """(Secret data, ids left out because the payload would pass ``limit``: the oldest go first)."""
     import base64
 
@@ -58,16 +61,21 @@ def encode(entries: list[dict], windows: list[dict], writer: str, *, limit: int 
     dedup = _pack(windows)
     keep = len(entries)
     while True:
-        body = _pack(entries[len(entries) - keep:])
+        body = _pack(entries[len(entries) - keep :])
         if len(body) + len(dedup) <= limit or keep == 0:
             break
         # shrink in proportion to the overshoot, at least one entry per round
         keep = min(keep - 1, int(keep * (limit - len(dedup)) / max(1, len(body)) * 0.98))
         keep = max(0, keep)
-    kept = entries[len(entries) - keep:]
-    left = [e["id"] for e in entries[:len(entries) - keep]]
-    meta = {"writer": writer, "written_at": time.time(), "entries": len(kept), "windows": len(windows),
-            "bytes": len(body) + len(dedup)}
+    kept = entries[len(entries) - keep :]
+    left = [e["id"] for e in entries[: len(entries) - keep]]
+    meta = {
+        "writer": writer,
+        "written_at": time.time(),
+        "entries": len(kept),
+        "windows": len(windows),
+        "bytes": len(body) + len(dedup),
+    }
     data = {"entries": body, "dedup": dedup, "meta": json.dumps(meta).encode()}
     return {k: base64.b64encode(v).decode("ascii") for k, v in data.items()}, left
 
@@ -79,8 +87,7 @@ def decode(secret: dict | None) -> tuple[list[dict], list[dict], dict]:
 
 
 class Handover:
-    def __init__(self, client: SecretClient, fwd: "Forwarder", *, log: Callable[..., None],
-                 identity: str | None = None):
+    def __init__(self, client: SecretClient, fwd: Forwarder, *, log: Callable[..., None], identity: str | None = None):
         self.client = client
         self.fwd = fwd
         self.log = log
@@ -90,10 +97,10 @@ class Handover:
         self.taking = True
         self.imported: set[str] = set()
         self.lock = threading.Lock()  # one import or export at a time
-        self.stats = {"imported": 0, "exported": 0, "left_behind": 0, "errors": 0, "last_error": ""}
+        self.stats: dict[str, Any] = {"imported": 0, "exported": 0, "left_behind": 0, "errors": 0, "last_error": ""}
         self.watcher = Watcher(client, self._on_change, name=client.name, log_error=log)
 
-    def start(self) -> "Handover":
+    def start(self) -> Handover:
         self.watcher.start()
         return self
 
@@ -121,21 +128,32 @@ class Handover:
             known = [e for e in fresh if e.destination in self.fwd.destinations]
             for e in fresh:
                 if e.destination not in self.fwd.destinations:
-                    self.fwd.metrics.inc("dropped_total", {"destination": e.destination,
-                                                           "reason": "unknown_destination"})
+                    self.fwd.metrics.inc(
+                        "dropped_total", {"destination": e.destination, "reason": "unknown_destination"}
+                    )
             self.fwd.spool.put_many(known)  # durable here before the Secret is cleared
             self.imported.update(e["id"] for e in entries if "id" in e)
             merged = self.fwd.dedup.merge_windows(windows)
             self.stats["imported"] += len(known)
             self.fwd.metrics.inc("handover_total", {"direction": "in"}, len(known))
-            self.log("handover.imported", entries=len(known), dedup_windows=merged, writer=meta.get("writer"),
-                     written_s_ago=round(time.time() - float(meta.get("written_at", time.time())), 1))
+            self.log(
+                "handover.imported",
+                entries=len(known),
+                dedup_windows=merged,
+                writer=meta.get("writer"),
+                written_s_ago=round(time.time() - float(meta.get("written_at", time.time())), 1),
+            )
             self._clear(secret)
 
     def _clear(self, secret: dict) -> None:
         data, _ = encode([], [], self.me)
-        body = {"apiVersion": "v1", "kind": "Secret", "type": secret.get("type", "Opaque"),
-                "metadata": _keep_meta(secret), "data": data}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": secret.get("type", "Opaque"),
+            "metadata": _keep_meta(secret),
+            "data": data,
+        }
         try:
             self.client.update(body)
         except KubeError as exc:
@@ -160,14 +178,22 @@ class Handover:
                     if current is None:
                         current = self.watcher.relist()
                         if current is None:
-                            raise KubeError(f"secrets/{self.client.name} does not exist (deploy/rbac/"
-                                            "alert-forwarder.yaml declares it)", 404)
+                            raise KubeError(
+                                f"secrets/{self.client.name} does not exist (deploy/rbac/"
+                                "alert-forwarder.yaml declares it)",
+                                404,
+                            )
                     theirs, their_windows, _ = decode(current)
                     ours = {e.id: e.to_dict() for e in entries}
                     merged = [e for e in theirs if e.get("id") not in ours] + list(ours.values())
                     data, left = encode(merged, their_windows + windows, self.me)
-                    body = {"apiVersion": "v1", "kind": "Secret", "type": current.get("type", "Opaque"),
-                            "metadata": _keep_meta(current), "data": data}
+                    body = {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "type": current.get("type", "Opaque"),
+                        "metadata": _keep_meta(current),
+                        "data": data,
+                    }
                     self.client.update(body)
                     left_set = set(left)
                     written = [i for i in ours if i not in left_set]
@@ -195,8 +221,13 @@ class Handover:
 
     def status(self) -> dict:
         w = self.watcher
-        return {"secret": f"{self.client.namespace}/{self.client.name}", "identity": self.me,
-                "taking": self.taking, "watching": w.watching, **self.stats}
+        return {
+            "secret": f"{self.client.namespace}/{self.client.name}",
+            "identity": self.me,
+            "taking": self.taking,
+            "watching": w.watching,
+            **self.stats,
+        }
 
 
 def _keep_meta(secret: dict) -> dict:

@@ -10,6 +10,7 @@ Never a secret value: every string passes the log redactor (tokens, URLs and key
 output and field values are cut to a bounded length, and destination errors are the sender's own messages,
 which name no URL or header.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -17,7 +18,7 @@ import re
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Callable
+from collections.abc import Callable
 
 from .edgeguard import log
 from .edgeguard.falco.alert import PRIORITIES, parse_time, priority_number
@@ -50,9 +51,9 @@ class History:
         self.clock = clock
         self._lock = threading.Lock()
         self._records: OrderedDict[int, dict] = OrderedDict()  # seq -> record, oldest first
-        self._by_entry: dict[str, tuple[int, str]] = {}        # spool entry id -> (seq, destination)
+        self._by_entry: dict[str, tuple[int, str]] = {}  # spool entry id -> (seq, destination)
         self._seq = itertools.count(1)
-        self._buckets: deque = deque(maxlen=BUCKETS)             # [minute start, {priority: n}]
+        self._buckets: deque = deque(maxlen=BUCKETS)  # [minute start, {priority: n}]
 
     def __len__(self) -> int:
         return len(self._records)
@@ -61,12 +62,24 @@ class History:
     def record(self, alert: dict, *, key: str, sender: str, kind: str = "alert") -> int:
         now = self.clock()
         fields = alert.get("output_fields") or {}
-        rec = {"seq": 0, "received": now, "kind": kind, "sender": sender, "idempotency_key": key,
-               "time": alert.get("time"), "priority": alert.get("priority"), "rule": _cut(alert.get("rule", ""), 300),
-               "source": _cut(alert.get("source", ""), 100), "hostname": _cut(alert.get("hostname", ""), 200),
-               "tags": _cut(list(alert.get("tags") or []), 100), "output": _cut(alert.get("output", ""), OUTPUT_CHARS),
-               "output_fields": {_cut(k, 100): _cut(v, FIELD_CHARS) for k, v in list(fields.items())[:MAX_FIELDS]},
-               "routes": [], "decision": None, "destinations": {}}
+        rec = {
+            "seq": 0,
+            "received": now,
+            "kind": kind,
+            "sender": sender,
+            "idempotency_key": key,
+            "time": alert.get("time"),
+            "priority": alert.get("priority"),
+            "rule": _cut(alert.get("rule", ""), 300),
+            "source": _cut(alert.get("source", ""), 100),
+            "hostname": _cut(alert.get("hostname", ""), 200),
+            "tags": _cut(list(alert.get("tags") or []), 100),
+            "output": _cut(alert.get("output", ""), OUTPUT_CHARS),
+            "output_fields": {_cut(k, 100): _cut(v, FIELD_CHARS) for k, v in list(fields.items())[:MAX_FIELDS]},
+            "routes": [],
+            "decision": None,
+            "destinations": {},
+        }
         with self._lock:
             seq = next(self._seq)
             rec["seq"] = seq
@@ -93,8 +106,12 @@ class History:
             rec = self._records.get(seq)
             if rec is None:
                 return
-            rec["destinations"][destination] = {"state": "pending", "attempts": 0, "last_error": None,
-                                                "updated": self.clock()}
+            rec["destinations"][destination] = {
+                "state": "pending",
+                "attempts": 0,
+                "last_error": None,
+                "updated": self.clock(),
+            }
             rec.setdefault("_entries", []).append(entry_id)
             self._by_entry[entry_id] = (seq, destination)
 
@@ -134,16 +151,23 @@ class History:
                 out.append({k: v for k, v in rec.items() if not k.startswith("_")})
                 if len(out) >= limit:
                     break
-        return {"alerts": out, "returned": len(out), "held": total, "max": self.max_items,
-                "last_seq": recs[-1]["seq"] if recs else 0}
+        return {
+            "alerts": out,
+            "returned": len(out),
+            "held": total,
+            "max": self.max_items,
+            "last_seq": recs[-1]["seq"] if recs else 0,
+        }
 
     def counts(self, minutes: int = 60) -> list[dict]:
         """Alerts per minute and priority for the last ``minutes`` (empty minutes included, oldest first)."""
         now_minute = int(self.clock() // BUCKET_SECONDS) * BUCKET_SECONDS
         with self._lock:
             have = {m: dict(c) for m, c in self._buckets}
-        return [{"t": m, "counts": have.get(m, {})}
-                for m in range(now_minute - (minutes - 1) * BUCKET_SECONDS, now_minute + 1, BUCKET_SECONDS)]
+        return [
+            {"t": m, "counts": have.get(m, {})}
+            for m in range(now_minute - (minutes - 1) * BUCKET_SECONDS, now_minute + 1, BUCKET_SECONDS)
+        ]
 
 
 def _int(raw, name: str, default: int) -> int:
@@ -181,13 +205,21 @@ def _predicate(params: dict, now: float) -> Callable[[dict], bool]:
                 want = priority_number(m.group(2))
             except ValueError:
                 pass
-        if want is None:
-            raise FilterError(f"priority={params['priority'][:40]!r}: expected a Falco priority, optionally with "
-                              f">=, <=, >, <, != (e.g. >=Warning); one of {', '.join(PRIORITIES)}")
+        if m is None or want is None:
+            raise FilterError(
+                f"priority={params['priority'][:40]!r}: expected a Falco priority, optionally with "
+                f">=, <=, >, <, != (e.g. >=Warning); one of {', '.join(PRIORITIES)}"
+            )
         op = m.group(1) or "="
         # Falco's numbers run the other way: 0 is Emergency, so ">=Warning" means number <= Warning's.
-        cmp = {"=": lambda n: n == want, "!=": lambda n: n != want, ">=": lambda n: n <= want,
-               "<=": lambda n: n >= want, ">": lambda n: n < want, "<": lambda n: n > want}[op]
+        cmp = {
+            "=": lambda n: n == want,
+            "!=": lambda n: n != want,
+            ">=": lambda n: n <= want,
+            "<=": lambda n: n >= want,
+            ">": lambda n: n < want,
+            "<": lambda n: n > want,
+        }[op]
         tests.append(lambda r: cmp(priority_number(r["priority"])))
     if params.get("rule"):
         needle = params["rule"].lower()
@@ -205,11 +237,16 @@ def _predicate(params: dict, now: float) -> Callable[[dict], bool]:
         states = {s.strip() for s in params["state"].split(",") if s.strip()}
         bad = states - set(STATES) - {"none"}
         if bad:
-            raise FilterError(f"state={sorted(bad)[0][:40]!r}: expected one of {', '.join(STATES)} or none "
-                              "(reached no destination)")
+            raise FilterError(
+                f"state={sorted(bad)[0][:40]!r}: expected one of {', '.join(STATES)} or none (reached no destination)"
+            )
         dest = params.get("destination")
-        tests.append(lambda r: ("none" in states and not r["destinations"]) or any(
-            d["state"] in states for n, d in r["destinations"].items() if dest is None or n == dest))
+        tests.append(
+            lambda r: (
+                ("none" in states and not r["destinations"])
+                or any(d["state"] in states for n, d in r["destinations"].items() if dest is None or n == dest)
+            )
+        )
     if params.get("since"):
         t = _since(params["since"], now)
         tests.append(lambda r: r["received"] >= t)

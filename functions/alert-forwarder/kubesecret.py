@@ -10,6 +10,7 @@ Never ``get``: Falco's k8s_audit rule "K8s Secret Get Successfully" (priority ER
 of a Secret, so a cache that polled with get would raise an alert about itself every period. A watch is one
 request per ``WATCH_SECONDS``, and its verb is watch.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import yaml
 
@@ -62,15 +63,18 @@ class Kubeconfig:
         elif cluster.get("certificate-authority"):
             self.context.load_verify_locations(cafile=cluster["certificate-authority"])
         if user.get("client-certificate-data") and user.get("client-key-data"):
-            self._load_client_cert(base64.b64decode(user["client-certificate-data"]),
-                                   base64.b64decode(user["client-key-data"]))
+            self._load_client_cert(
+                base64.b64decode(user["client-certificate-data"]), base64.b64decode(user["client-key-data"])
+            )
         if not self.token and not (user.get("client-certificate-data")):
             raise KubeError("the kubeconfig's user has no token (and no client certificate)")
 
     def _load_client_cert(self, cert: bytes, key: bytes) -> None:
         with tempfile.NamedTemporaryFile() as c, tempfile.NamedTemporaryFile() as k:
-            c.write(cert), k.write(key)
-            c.flush(), k.flush()
+            c.write(cert)
+            k.write(key)
+            c.flush()
+            k.flush()
             self.context.load_cert_chain(c.name, k.name)
 
 
@@ -120,14 +124,17 @@ class SecretClient:
     def watch(self, resource_version: str, seconds: int = WATCH_SECONDS) -> Iterator[tuple[str, dict]]:
         """Yield (ADDED|MODIFIED|DELETED, Secret) until the server ends the watch; KubeError(410) when too old."""
         conn = self._conn(seconds + 30)
-        url = (f"{self.path}?fieldSelector={self._selector}&watch=1&allowWatchBookmarks=false"
-               f"&timeoutSeconds={seconds}&resourceVersion={urllib.parse.quote(resource_version)}")
+        url = (
+            f"{self.path}?fieldSelector={self._selector}&watch=1&allowWatchBookmarks=false"
+            f"&timeoutSeconds={seconds}&resourceVersion={urllib.parse.quote(resource_version)}"
+        )
         try:
             conn.request("GET", url, headers=self._headers())
             resp = conn.getresponse()
             if resp.status >= 300:
-                raise KubeError(f"watch secrets/{self.name}: HTTP {resp.status}: {_message(resp.read(4096))}",
-                                resp.status)
+                raise KubeError(
+                    f"watch secrets/{self.name}: HTTP {resp.status}: {_message(resp.read(4096))}", resp.status
+                )
             while True:
                 line = resp.readline(MAX_OBJECT_BYTES)
                 if not line:
@@ -135,8 +142,7 @@ class SecretClient:
                 event = json.loads(line)
                 if event.get("type") == "ERROR":
                     status = (event.get("object") or {}).get("code")
-                    raise KubeError(f"watch secrets/{self.name}: {_message(json.dumps(event.get('object')))}",
-                                    status)
+                    raise KubeError(f"watch secrets/{self.name}: {_message(json.dumps(event.get('object')))}", status)
                 yield event["type"], event["object"]
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise KubeError(f"watch secrets/{self.name}: {type(exc).__name__}: {str(exc)[:120]}") from None
@@ -165,8 +171,15 @@ class Watcher:
     relists after an error (with back-off) or when the watch is too old (410). ``in_sync_for(ttl)`` tells
     whether what was last delivered can still be trusted: a watch is open, or the last list is younger."""
 
-    def __init__(self, client: SecretClient, on_change: Callable[[dict | None], None], *, name: str,
-                 log_error: Callable[..., None], clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        client: SecretClient,
+        on_change: Callable[[dict | None], None],
+        *,
+        name: str,
+        log_error: Callable[..., None],
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.client, self.on_change, self.log_error = client, on_change, log_error
         self.clock = clock
         self.name = name
@@ -179,7 +192,7 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def start(self) -> "Watcher":
+    def start(self) -> Watcher:
         self._thread = threading.Thread(target=self._run, name=f"watch-{self.name}", daemon=True)
         self._thread.start()
         return self
@@ -227,7 +240,11 @@ class Watcher:
                     self.errors += 1
                     self.last_error = str(exc)[:200]
                 if not getattr(exc, "status", None) == 410:
-                    self.log_error("kube.watch_failed", object=f"secrets/{self.name}", error=str(exc)[:200],
-                                   retry_in_s=round(wait, 1))
+                    self.log_error(
+                        "kube.watch_failed",
+                        object=f"secrets/{self.name}",
+                        error=str(exc)[:200],
+                        retry_in_s=round(wait, 1),
+                    )
                     self._stop.wait(wait)
                     wait = min(30.0, wait * 2)

@@ -9,12 +9,13 @@ The Secret is watched (list + watch, never get: see kubesecret), so a revocation
 While the watch is down the last copy is trusted for ``ttl`` seconds after it was last known current, then node
 tokens are refused (fail closed) until the API server answers again; the fleet token keeps working throughout.
 """
+
 from __future__ import annotations
 
 import hashlib
 import hmac
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from .kubesecret import SecretClient, Watcher, decode_data
 
@@ -35,7 +36,7 @@ class NodeTokens:
         self.malformed: list[str] = []
         self.watcher = Watcher(client, self._on_change, name=client.name, log_error=log_warning)
 
-    def start(self) -> "NodeTokens":
+    def start(self) -> NodeTokens:
         self.watcher.start()
         return self
 
@@ -55,8 +56,12 @@ class NodeTokens:
             if bad != self.malformed:
                 self.malformed = bad
                 if bad:
-                    self.log_warning("node_tokens.malformed", object=f"secrets/{self.client.name}", nodes=bad[:20],
-                                     expected="sha256:<64 hex digits>")
+                    self.log_warning(
+                        "node_tokens.malformed",
+                        object=f"secrets/{self.client.name}",
+                        nodes=bad[:20],
+                        expected="sha256:<64 hex digits>",
+                    )
 
     def verify(self, node: str, token: str) -> bool:
         """``token`` is ``node``'s current token (constant time in the token; unknown nodes cost the same)."""
@@ -71,6 +76,13 @@ class NodeTokens:
         with self._lock:
             n = len(self._hashes)
         w = self.watcher
-        return {"secret": f"{self.client.namespace}/{self.client.name}", "nodes": n,
-                "in_sync": w.in_sync_for(self.ttl), "watching": w.watching, "ttl_s": self.ttl,
-                "errors": w.errors, "last_error": w.last_error or None, "malformed_entries": list(self.malformed)}
+        return {
+            "secret": f"{self.client.namespace}/{self.client.name}",
+            "nodes": n,
+            "in_sync": w.in_sync_for(self.ttl),
+            "watching": w.watching,
+            "ttl_s": self.ttl,
+            "errors": w.errors,
+            "last_error": w.last_error or None,
+            "malformed_entries": list(self.malformed),
+        }

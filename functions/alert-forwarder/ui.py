@@ -12,6 +12,7 @@ expires with the session (``ui_session_ttl``, 8 h), and logging out needs the se
 read-only (the page, ``GET /alerts``); they can never post alerts, flush or test. Login attempts share one
 bucket (10 a minute): a token cannot be guessed through the form.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,8 @@ import secrets
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from http.cookies import CookieError, SimpleCookie
-from typing import Callable
 
 from .edgeguard import http
 from .edgeguard.ratelimit import TokenBucket
@@ -94,8 +95,7 @@ def cookie(event, name: str) -> str | None:
 
 def set_cookie(event, value: str, max_age: int) -> str:
     secure = (http.header(event, "X-Forwarded-Proto") or "").lower() == "https"
-    return (f"{COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict"
-            + ("; Secure" if secure else ""))
+    return f"{COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict" + ("; Secure" if secure else "")
 
 
 def form(event, max_bytes: int = 4096) -> dict[str, str]:
@@ -103,8 +103,9 @@ def form(event, max_bytes: int = 4096) -> dict[str, str]:
     if http.media_type(event) != "application/x-www-form-urlencoded":
         raise http.HTTPError(415, "the login form posts application/x-www-form-urlencoded")
     try:
-        pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=8,
-                                       strict_parsing=False)
+        pairs = urllib.parse.parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, max_num_fields=8, strict_parsing=False
+        )
     except (UnicodeDecodeError, ValueError):
         raise http.HTTPError(400, "the form is not valid UTF-8 url-encoded data") from None
     return dict(pairs)
@@ -123,51 +124,78 @@ def same_origin(event) -> bool:
 
 
 def csrf_ok(sess: dict, given: str | None) -> bool:
-    return bool(given) and hmac.compare_digest(sess["csrf"].encode(), given.encode("utf-8", "replace"))
+    return given is not None and hmac.compare_digest(sess["csrf"].encode(), given.encode("utf-8", "replace"))
 
 
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-                    "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
 
 
 def page(html: str, status: int = 200, extra: dict | None = None) -> dict:
     nonce = secrets.token_urlsafe(16)
-    csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
-           "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+    csp = (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
+        "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
     headers = {**SECURITY_HEADERS, "Content-Security-Policy": csp, **(extra or {})}
     return http.text_response(html.replace("{{nonce}}", nonce), status, "text/html; charset=utf-8", headers)
 
 
 def _esc(text: str) -> str:
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-            .replace("'", "&#39;"))
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("'", "&#39;")
+    )
 
 
 STYLE = """
 :root{--bg:#0f1720;--panel:#17212b;--line:#263442;--text:#dbe4ec;--dim:#8a9bab;--accent:#00aec7}
 *{box-sizing:border-box}body{margin:0;background:var(--bg);color:var(--text);font:14px/1.4 system-ui,sans-serif}
-header{display:flex;align-items:center;gap:16px;padding:10px 18px;background:var(--panel);border-bottom:1px solid var(--line)}
+header{display:flex;align-items:center;gap:16px;padding:10px 18px;background:var(--panel);
+border-bottom:1px solid var(--line)}
 header h1{font-size:17px;margin:0}header .grow{flex:1}.dim{color:var(--dim)}
 main{padding:14px 18px;display:grid;gap:14px}
-.cards{display:flex;flex-wrap:wrap;gap:10px}.card{background:var(--panel);border:1px solid var(--line);border-radius:6px;padding:8px 12px;min-width:140px}
+.cards{display:flex;flex-wrap:wrap;gap:10px}.card{background:var(--panel);border:1px solid var(--line);
+border-radius:6px;padding:8px 12px;min-width:140px}
 .card b{display:block;font-size:20px}.ok{color:#5bffb5}.bad{color:#ff7b72}.warn{color:#ffc700}
 .panel{background:var(--panel);border:1px solid var(--line);border-radius:6px;padding:10px 12px}
-.filters{display:flex;flex-wrap:wrap;gap:10px;align-items:end}.filters label{display:grid;gap:2px;font-size:12px;color:var(--dim)}
-input,select,button{background:#0b1117;color:var(--text);border:1px solid var(--line);border-radius:4px;padding:5px 8px;font:inherit}
+.filters{display:flex;flex-wrap:wrap;gap:10px;align-items:end}.filters label{display:grid;gap:2px;font-size:12px;
+color:var(--dim)}
+input,select,button{background:#0b1117;color:var(--text);border:1px solid var(--line);border-radius:4px;
+padding:5px 8px;font:inherit}
 button{cursor:pointer;border-color:var(--accent)}
-table{width:100%;border-collapse:collapse}th,td{text-align:left;padding:5px 6px;border-bottom:1px solid var(--line);vertical-align:top}
-th{font-size:12px;color:var(--dim);font-weight:600}td.out{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all;max-width:520px}
+table{width:100%;border-collapse:collapse}th,td{text-align:left;padding:5px 6px;border-bottom:1px solid var(--line);
+vertical-align:top}
+th{font-size:12px;color:var(--dim);font-weight:600}td.out{font-family:ui-monospace,monospace;font-size:12px;
+word-break:break-all;max-width:520px}
 .prio{border-radius:3px;padding:1px 6px;color:#111;font-weight:600;font-size:12px;white-space:nowrap}
 .st{display:inline-block;border-radius:3px;padding:0 5px;margin:1px 2px;font-size:12px;border:1px solid var(--line)}
-.st-delivered{color:#5bffb5}.st-pending,.st-retrying{color:#ffc700}.st-rejected,.st-dropped{color:#ff7b72}.st-handed_over{color:#68c2ff}
+.st-delivered{color:#5bffb5}.st-pending,.st-retrying{color:#ffc700}.st-rejected,.st-dropped{color:#ff7b72}
+.st-handed_over{color:#68c2ff}
 svg{width:100%;height:130px}.legend span{margin-right:10px;font-size:12px}
-.login{max-width:380px;margin:12vh auto;background:var(--panel);border:1px solid var(--line);border-radius:8px;padding:22px}
+.login{max-width:380px;margin:12vh auto;background:var(--panel);border:1px solid var(--line);border-radius:8px;
+padding:22px}
 .login input{width:100%;margin:8px 0 12px}.err{color:#ff7b72}
 """
 
 # falcosidekick's colours by priority (the anchor's Slack palette), for badges and the chart.
-COLOURS = {"Emergency": "#e20b0b", "Alert": "#ff5400", "Critical": "#ff5400", "Error": "#e20b0b",
-           "Warning": "#ffc700", "Notice": "#5bffb5", "Informational": "#68c2ff", "Debug": "#ccfff2"}
+COLOURS = {
+    "Emergency": "#e20b0b",
+    "Alert": "#ff5400",
+    "Critical": "#ff5400",
+    "Error": "#e20b0b",
+    "Warning": "#ffc700",
+    "Notice": "#5bffb5",
+    "Informational": "#68c2ff",
+    "Debug": "#ccfff2",
+}
 
 
 def login_page(error: str | None = None, status: int = 200) -> dict:
@@ -178,7 +206,8 @@ def login_page(error: str | None = None, status: int = 200) -> dict:
 <h1>edgeguard alert-forwarder</h1><p class="dim">Sign in with the alert-forwarder token or the read-only
 edgeguard-metrics-token. The page keeps a session cookie; no token goes into a URL.</p>{msg}
 <input type="hidden" name="action" value="login">
-<label for="token">Token</label><input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<label for="token">Token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
 <button type="submit" id="sign-in">Sign in</button></form></body></html>"""
     return page(html, status)
 
@@ -193,7 +222,8 @@ def app_page(sess: dict) -> dict:
 <input type="hidden" name="csrf" value="{_esc(sess["csrf"])}"><button type="submit">Sign out</button></form></header>
 <main>
 <section class="cards" id="cards"></section>
-<section class="panel"><div class="legend" id="legend"></div><svg id="chart" viewBox="0 0 600 130" preserveAspectRatio="none"></svg>
+<section class="panel"><div class="legend" id="legend"></div>
+<svg id="chart" viewBox="0 0 600 130" preserveAspectRatio="none"></svg>
 <div class="dim" id="chart-caption">alerts per minute, last 60 minutes</div></section>
 <section class="panel"><div class="filters">
 <label>Priority<select id="f-priority"><option value="">any</option></select></label>
@@ -211,46 +241,59 @@ const COLOURS={{{colours}}};
 const PRIOS=Object.keys(COLOURS);
 const STATES=["pending","retrying","delivered","rejected","dropped","handed_over","none"];
 const $=id=>document.getElementById(id);
-function el(tag,cls,text){{const e=document.createElement(tag);if(cls)e.className=cls;if(text!==undefined)e.textContent=String(text);return e;}}
+function el(tag,cls,text){{const e=document.createElement(tag);if(cls)e.className=cls;
+if(text!==undefined)e.textContent=String(text);return e;}}
 for(const p of PRIOS){{const o=el("option","", ">= "+p);o.value=">="+p;$("f-priority").appendChild(o);}}
 for(const s of STATES){{const o=el("option","",s);o.value=s;$("f-state").appendChild(o);}}
 for(const p of PRIOS){{const s=el("span","",p);s.style.color=COLOURS[p];$("legend").appendChild(s);}}
 const sources=new Set(), dests=new Set();
-function addOption(sel,set,v){{if(v&&!set.has(v)){{set.add(v);const o=el("option","",v);o.value=v;$(sel).appendChild(o);}}}}
+function addOption(sel,set,v){{if(v&&!set.has(v)){{set.add(v);const o=el("option","",v);o.value=v;
+$(sel).appendChild(o);}}}}
 function query(){{const q=new URLSearchParams();
- for(const [k,id] of [["priority","f-priority"],["rule","f-rule"],["source","f-source"],["destination","f-destination"],["state","f-state"]]){{
+ for(const [k,id] of [["priority","f-priority"],["rule","f-rule"],["source","f-source"],
+                       ["destination","f-destination"],["state","f-state"]]){{
   const v=$(id).value.trim();if(v)q.set(k,v);}}
  q.set("limit","200");return q.toString();}}
 function fmtTime(t){{const d=new Date(t*1000);return d.toLocaleTimeString();}}
 function row(a){{const tr=el("tr");tr.dataset.seq=a.seq;tr.className="alert";
  tr.appendChild(el("td","",fmtTime(a.received)));
- const p=el("span","prio",a.priority);p.style.background=COLOURS[a.priority]||"#ccc";const td=el("td");td.appendChild(p);tr.appendChild(td);
+ const p=el("span","prio",a.priority);p.style.background=COLOURS[a.priority]||"#ccc";const td=el("td");
+td.appendChild(p);tr.appendChild(td);
  tr.appendChild(el("td","rule",a.rule));tr.appendChild(el("td","",a.source));tr.appendChild(el("td","",a.hostname));
  tr.appendChild(el("td","out",a.output));tr.appendChild(el("td","",(a.routes||[]).join(", ")||a.decision||""));
  const dt=el("td");const names=Object.keys(a.destinations||{{}});
  if(!names.length)dt.appendChild(el("span","st st-dropped",a.decision||"no destination"));
- for(const n of names){{const d=a.destinations[n];const s=el("span","st st-"+d.state,n+": "+d.state+(d.attempts>1?" ×"+d.attempts:""));
+ for(const n of names){{const d=a.destinations[n];
+  const s=el("span","st st-"+d.state,n+": "+d.state+(d.attempts>1?" ×"+d.attempts:""));
   if(d.last_error)s.title=d.last_error;dt.appendChild(s);}}
  tr.appendChild(dt);return tr;}}
 function chart(buckets){{const svg=$("chart");while(svg.firstChild)svg.removeChild(svg.firstChild);
- const w=600/buckets.length;let max=1;for(const b of buckets){{let t=0;for(const p of PRIOS)t+=b.counts[p]||0;max=Math.max(max,t);}}
- buckets.forEach((b,i)=>{{let y=130;for(const p of PRIOS.slice().reverse()){{const n=b.counts[p]||0;if(!n)continue;const h=n/max*120;y-=h;
-  const r=document.createElementNS("http://www.w3.org/2000/svg","rect");r.setAttribute("x",i*w+0.5);r.setAttribute("y",y);
+ const w=600/buckets.length;let max=1;for(const b of buckets){{let t=0;for(const p of PRIOS)t+=b.counts[p]||0;
+max=Math.max(max,t);}}
+ buckets.forEach((b,i)=>{{let y=130;for(const p of PRIOS.slice().reverse()){{const n=b.counts[p]||0;if(!n)continue;
+const h=n/max*120;y-=h;
+  const r=document.createElementNS("http://www.w3.org/2000/svg","rect");r.setAttribute("x",i*w+0.5);
+r.setAttribute("y",y);
   r.setAttribute("width",Math.max(1,w-1));r.setAttribute("height",h);r.setAttribute("fill",COLOURS[p]);
-  const t=document.createElementNS("http://www.w3.org/2000/svg","title");t.textContent=n+" "+p;r.appendChild(t);svg.appendChild(r);}}}});
+  const t=document.createElementNS("http://www.w3.org/2000/svg","title");t.textContent=n+" "+p;r.appendChild(t);
+svg.appendChild(r);}}}});
  $("chart").dataset.total=String(buckets.reduce((s,b)=>s+PRIOS.reduce((a,p)=>a+(b.counts[p]||0),0),0));}}
 function cards(s){{const c=$("cards");while(c.firstChild)c.removeChild(c.firstChild);
- const add=(label,value,cls)=>{{const d=el("div","card");d.appendChild(el("span","dim",label));const b=el("b",cls||"",value);d.appendChild(b);c.appendChild(d);return d;}};
+ const add=(label,value,cls)=>{{const d=el("div","card");d.appendChild(el("span","dim",label));
+const b=el("b",cls||"",value);d.appendChild(b);c.appendChild(d);return d;}};
  add("status",s.status,s.status==="ok"?"ok":"bad").id="card-status";
  add("spool depth",s.spool.depth,s.spool.depth?"warn":"ok").id="card-spool";
- for(const [n,d] of Object.entries(s.destinations)){{const k=add(n,d.state,d.state==="ok"?"ok":d.state==="disabled"?"dim":"bad");
+ for(const [n,d] of Object.entries(s.destinations)){{
+  const k=add(n,d.state,d.state==="ok"?"ok":d.state==="disabled"?"dim":"bad");
   k.dataset.destination=n;if(d.last_error)k.title=d.last_error;addOption("f-destination",dests,n);}}
  $("status").textContent=(s.problems||[]).join("; ")||"all destinations ok";}}
 async function refresh(){{
- try{{const [r1,r2]=await Promise.all([fetch("alerts?"+query(),{{credentials:"same-origin"}}),fetch("alerts/summary",{{credentials:"same-origin"}})]);
+ try{{const [r1,r2]=await Promise.all([fetch("alerts?"+query(),{{credentials:"same-origin"}}),
+   fetch("alerts/summary",{{credentials:"same-origin"}})]);
   if(r1.status===401||r2.status===401){{location.reload();return;}}
   const list=await r1.json(),sum=await r2.json();const body=$("rows");
-  const frag=document.createDocumentFragment();for(const a of list.alerts){{addOption("f-source",sources,a.source);frag.appendChild(row(a));}}
+  const frag=document.createDocumentFragment();for(const a of list.alerts){{addOption("f-source",sources,a.source);
+frag.appendChild(row(a));}}
   while(body.firstChild)body.removeChild(body.firstChild);body.appendChild(frag);
   $("count").textContent=list.returned+" shown of "+list.held+" kept (max "+list.max+")";
   cards(sum);chart(sum.counts);$("updated").textContent="updated "+new Date().toLocaleTimeString();

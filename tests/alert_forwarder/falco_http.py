@@ -8,6 +8,7 @@ credentials from the URL's user part and, its default auth being Basic, sends ``
 request line carries only the path). Calling the same functions of this machine's libcurl through ctypes shows
 exactly what Falco would send.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -41,10 +42,10 @@ _noop = _WRITE(lambda ptr, size, n, user: size * n)  # http_output.echo: false
 def post(url: str, body: bytes, *, compress_uploads: bool = False, json_output: bool = True) -> int:
     """One alert as http_output sends it; returns the HTTP status (Falco itself ignores it)."""
     h = lib.curl_easy_init()
-    headers = lib.curl_slist_append(None, b"Content-Type: application/json" if json_output
-                                    else b"Content-Type: text/plain")
-    url_c, ua_c, body_c = ctypes.c_char_p(url.encode()), ctypes.c_char_p(b"falcosecurity/falco"), \
-        ctypes.c_char_p(body)
+    headers = lib.curl_slist_append(
+        None, b"Content-Type: application/json" if json_output else b"Content-Type: text/plain"
+    )
+    url_c, ua_c, body_c = ctypes.c_char_p(url.encode()), ctypes.c_char_p(b"falcosecurity/falco"), ctypes.c_char_p(body)
     try:
         lib.curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers)
         lib.curl_easy_setopt(h, CURLOPT_URL, url_c)

@@ -1,4 +1,5 @@
 """Every alert's fate (issue 15 §3): GET /alerts with filters, and the page's login (cookie, CSRF, expiry)."""
+
 from __future__ import annotations
 
 import json
@@ -25,17 +26,28 @@ def session_cookie(resp) -> str:
 def test_alerts_keep_route_destinations_and_delivery_state_and_no_secret(load_handler, h, receiver):
     r = receiver()
     r.script = [h.Reply(503)]
-    mod = load_handler(secrets={"alert-forwarder-destinations":
-                                json.dumps({"action-centre": {"url": r.url + "/hook", "insecure_http": True,
-                                                              "token": "ac-bearer-secret-123456"}})},
-                       env={"retry_tick_seconds": "0.1"})
+    mod = load_handler(
+        secrets={
+            "alert-forwarder-destinations": json.dumps(
+                {"action-centre": {"url": r.url + "/hook", "insecure_http": True, "token": "ac-bearer-secret-123456"}}
+            )
+        },
+        env={"retry_tick_seconds": "0.1"},
+    )
     notice = h.falco_alert(priority="Notice", rule="Notice rule")
     warning = h.falco_alert(priority="Warning", source="k8s_audit", rule="Warning rule")
     debug = h.falco_alert(priority="Debug", rule="Debug rule")
     for al in (notice, warning, debug):
         assert h.call(mod, "POST", "/", al)["statusCode"] == 202
-    h.wait_until(lambda: body(h.call(mod, "GET", "/alerts", query={"rule": "notice"}))["alerts"][0]
-                 ["destinations"]["action-centre"]["state"] == "delivered", what="delivered after one 503")
+    h.wait_until(
+        lambda: (
+            body(h.call(mod, "GET", "/alerts", query={"rule": "notice"}))["alerts"][0]["destinations"]["action-centre"][
+                "state"
+            ]
+            == "delivered"
+        ),
+        what="delivered after one 503",
+    )
     out = body(h.call(mod, "GET", "/alerts"))
     assert [a["rule"] for a in out["alerts"]] == ["Debug rule", "Warning rule", "Notice rule"]  # newest first
     n = next(a for a in out["alerts"] if a["rule"] == "Notice rule")
@@ -47,8 +59,9 @@ def test_alerts_keep_route_destinations_and_delivery_state_and_no_secret(load_ha
     d = next(a for a in out["alerts"] if a["rule"] == "Debug rule")
     assert d["destinations"] == {} and d["decision"] == "no destination"
     # the first attempt of one of them failed with the 503
-    attempts = [a["destinations"]["action-centre"]["attempts"] for a in out["alerts"] if
-                "action-centre" in a["destinations"]]
+    attempts = [
+        a["destinations"]["action-centre"]["attempts"] for a in out["alerts"] if "action-centre" in a["destinations"]
+    ]
     assert sorted(attempts) == [1, 2]
     text = json.dumps(out)
     assert "ac-bearer-secret-123456" not in text and r.url not in text and h.TOKEN not in text
@@ -63,20 +76,23 @@ def test_a_disabled_destination_shows_as_dropped_with_the_reason(load_handler, h
     assert ac["state"] == "dropped" and "no url in the alert-forwarder-destinations secret" in ac["last_error"]
 
 
-@pytest.mark.parametrize("query, rules", [
-    ({"priority": ">=Warning"}, ["c", "b"]),
-    ({"priority": "Notice"}, ["a"]),
-    ({"priority": "<Warning"}, ["a"]),
-    ({"rule": "B"}, ["b"]),
-    ({"source": "k8s_audit"}, ["b"]),
-    ({"source": "k8s_audit,syscall"}, ["c", "b", "a"]),
-    ({"destination": "console"}, ["c", "b"]),
-    ({"state": "delivered", "destination": "console"}, ["c", "b"]),
-    ({"state": "dropped"}, ["c", "b", "a"]),  # the unconfigured action-centre
-    ({"state": "none"}, []),
-    ({"since": "10m"}, ["c", "b", "a"]),
-    ({"since": str(int(time.time()) + 3600)}, []),
-])
+@pytest.mark.parametrize(
+    "query, rules",
+    [
+        ({"priority": ">=Warning"}, ["c", "b"]),
+        ({"priority": "Notice"}, ["a"]),
+        ({"priority": "<Warning"}, ["a"]),
+        ({"rule": "B"}, ["b"]),
+        ({"source": "k8s_audit"}, ["b"]),
+        ({"source": "k8s_audit,syscall"}, ["c", "b", "a"]),
+        ({"destination": "console"}, ["c", "b"]),
+        ({"state": "delivered", "destination": "console"}, ["c", "b"]),
+        ({"state": "dropped"}, ["c", "b", "a"]),  # the unconfigured action-centre
+        ({"state": "none"}, []),
+        ({"since": "10m"}, ["c", "b", "a"]),
+        ({"since": str(int(time.time()) + 3600)}, []),
+    ],
+)
 def test_alerts_filters(load_handler, h, query, rules):
     mod = load_handler()
     for rule, prio, src in (("a", "Notice", "syscall"), ("b", "Warning", "k8s_audit"), ("c", "Critical", "syscall")):
@@ -85,8 +101,17 @@ def test_alerts_filters(load_handler, h, query, rules):
     assert [a["rule"] for a in body(h.call(mod, "GET", "/alerts", query=query))["alerts"]] == rules
 
 
-@pytest.mark.parametrize("query", [{"priority": "Severe"}, {"priority": "=>Warning"}, {"state": "gone"},
-                                   {"since": "yesterday"}, {"limit": "many"}, {"after": "-1"}])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"priority": "Severe"},
+        {"priority": "=>Warning"},
+        {"state": "gone"},
+        {"since": "yesterday"},
+        {"limit": "many"},
+        {"after": "-1"},
+    ],
+)
 def test_bad_filters_are_400_naming_them(load_handler, h, query):
     mod = load_handler()
     resp = h.call(mod, "GET", "/alerts", query=query)
@@ -104,8 +129,10 @@ def test_alerts_need_a_token_or_a_session(load_handler, h):
     mod = load_handler(secrets={"edgeguard-metrics-token": "metrics-reader-0123456789"})
     assert h.call(mod, "GET", "/alerts", headers={})["statusCode"] == 401
     assert h.call(mod, "GET", "/alerts", headers={}, query={"token": h.TOKEN})["statusCode"] == 401
-    assert h.call(mod, "GET", "/alerts", headers={"Authorization": "Bearer metrics-reader-0123456789"})[
-        "statusCode"] == 200
+    assert (
+        h.call(mod, "GET", "/alerts", headers={"Authorization": "Bearer metrics-reader-0123456789"})["statusCode"]
+        == 200
+    )
     assert h.call(mod, "GET", "/alerts/summary", headers={})["statusCode"] == 401
 
 
@@ -126,8 +153,16 @@ def test_login_sets_an_httponly_samesite_strict_cookie_and_the_session_reads_onl
     assert h.call(mod, "GET", "/alerts/summary", headers=jar)["statusCode"] == 200
     # read-only: a session cannot post alerts, flush, test or read /metrics
     for method, path in (("POST", "/"), ("POST", "/flush"), ("POST", "/test"), ("GET", "/metrics"), ("GET", "/")):
-        assert h.call(mod, method, path, h.falco_alert() if path == "/" else b"",
-                      headers={**jar, "Content-Type": "application/json"})["statusCode"] == 401, (method, path)
+        assert (
+            h.call(
+                mod,
+                method,
+                path,
+                h.falco_alert() if path == "/" else b"",
+                headers={**jar, "Content-Type": "application/json"},
+            )["statusCode"]
+            == 401
+        ), (method, path)
     # logout needs the CSRF token of the page
     csrf = re.search(r'name="csrf" value="([^"]+)"', app["body"]).group(1)
     form = {"Content-Type": "application/x-www-form-urlencoded", **jar}

@@ -5,6 +5,7 @@ It loads after a sign-in, filters, updates when a new alert arrives, refuses wit
 screenshot (docs/img/alert-forwarder-ui.png when EDGEGUARD_UPDATE_SCREENSHOT=1; otherwise into the test's
 temporary folder, so a test run leaves the tree clean).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,9 +26,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "img" / "alert-forwarder-ui.png"
 
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                       reason=components.needs_real("chromium and chromedriver (apt-get install -y chromium "
-                                                    "chromium-driver)")),
+    pytest.mark.skipif(
+        CHROMIUM is None or CHROMEDRIVER is None,
+        reason=components.needs_real("chromium and chromedriver (apt-get install -y chromium chromium-driver)"),
+    ),
     pytest.mark.skipif(WATCHDOG_SKIP is not None, reason=WATCHDOG_SKIP or ""),
 ]
 
@@ -36,8 +38,13 @@ pytestmark = [
 def stack(tmp_path):
     from local.gateway import LocalStack, free_port
 
-    s = LocalStack(port=free_port(), state_dir=tmp_path / "state", functions=["alert-forwarder"], kube="none",
-                   env_overrides={"alert-forwarder": {"retry_tick_seconds": "0.2"}})
+    s = LocalStack(
+        port=free_port(),
+        state_dir=tmp_path / "state",
+        functions=["alert-forwarder"],
+        kube="none",
+        env_overrides={"alert-forwarder": {"retry_tick_seconds": "0.2"}},
+    )
     s.start()
     yield s
     s.stop()
@@ -50,9 +57,17 @@ def browser(tmp_path):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                "--disable-component-update", "--disable-sync", "--window-size=1400,900",
-                f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path, prefix='chromium-')}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,900",
+        f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path, prefix='chromium-')}",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(30)
@@ -61,20 +76,23 @@ def browser(tmp_path):
 
 
 def post(stack, token, alert):
-    r = requests.post(f"{stack.url}/function/alert-forwarder", json=alert, timeout=10,
-                      headers={"Authorization": f"Bearer {token}"})
+    r = requests.post(
+        f"{stack.url}/function/alert-forwarder", json=alert, timeout=10, headers={"Authorization": f"Bearer {token}"}
+    )
     assert r.status_code == 202, r.text
 
 
 def wait(driver, pred, what, timeout=15):
     from selenium.webdriver.support.ui import WebDriverWait
+
     WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: pred(d), message=what)
 
 
 def rules(driver):
     # Read in one script call: the table is re-rendered every 2 s, so element handles go stale.
     return driver.execute_script(
-        "return Array.from(document.querySelectorAll('#rows tr.alert td.rule')).map(e => e.textContent)")
+        "return Array.from(document.querySelectorAll('#rows tr.alert td.rule')).map(e => e.textContent)"
+    )
 
 
 def test_the_alert_page_loads_filters_updates_and_needs_a_login(stack, browser, h, tmp_path):
@@ -82,10 +100,12 @@ def test_the_alert_page_loads_filters_updates_and_needs_a_login(stack, browser, 
     from selenium.webdriver.support.ui import Select
 
     token = stack.secret("alert-forwarder-token")
-    for rule, prio, src in (("Terminal shell in container", "Warning", "syscall"),
-                            ("Create/Modify Configmap With Private Credentials", "Critical", "k8s_audit"),
-                            ("Read sensitive file untrusted", "Notice", "syscall"),
-                            ("<img src=x onerror=alert(1)>", "Error", "syscall")):
+    for rule, prio, src in (
+        ("Terminal shell in container", "Warning", "syscall"),
+        ("Create/Modify Configmap With Private Credentials", "Critical", "k8s_audit"),
+        ("Read sensitive file untrusted", "Notice", "syscall"),
+        ("<img src=x onerror=alert(1)>", "Error", "syscall"),
+    ):
         post(stack, token, h.falco_alert(rule=rule, priority=prio, source=src))
     page = f"{stack.url}/function/alert-forwarder/ui"
 
@@ -94,7 +114,8 @@ def test_the_alert_page_loads_filters_updates_and_needs_a_login(stack, browser, 
     assert browser.find_element(By.ID, "login").is_displayed()
     assert browser.find_elements(By.ID, "rows") == []
     status = browser.execute_async_script(
-        "const done=arguments[0]; fetch('alerts',{credentials:'same-origin'}).then(r=>done(r.status))")
+        "const done=arguments[0]; fetch('alerts',{credentials:'same-origin'}).then(r=>done(r.status))"
+    )
     assert status == 401
 
     # A wrong token is refused; the right one signs in, without ever being in a URL.
@@ -113,16 +134,23 @@ def test_the_alert_page_loads_filters_updates_and_needs_a_login(stack, browser, 
     assert browser.execute_script("return document.querySelectorAll('#rows img').length") == 0
     # Health: spool depth and every destination's state; the chart counted the 4 alerts.
     assert browser.execute_script("return document.querySelector('#card-spool b').textContent") == "0"
-    cards = browser.execute_script("return Object.fromEntries(Array.from(document.querySelectorAll("
-                                   "'#cards [data-destination]')).map(e => [e.dataset.destination, e.textContent]))")
+    cards = browser.execute_script(
+        "return Object.fromEntries(Array.from(document.querySelectorAll("
+        "'#cards [data-destination]')).map(e => [e.dataset.destination, e.textContent]))"
+    )
     assert set(cards) == {"console", "action-centre", "configmap-secret-scrubber"}
     assert "disabled" in cards["action-centre"]
     wait(browser, lambda d: d.find_element(By.ID, "chart").get_attribute("data-total") == "4", "the chart")
 
     # Filters: priority, rule, source and destination state.
     Select(browser.find_element(By.ID, "f-priority")).select_by_value(">=Error")
-    wait(browser, lambda d: sorted(rules(d)) == ["<img src=x onerror=alert(1)>",
-                                                 "Create/Modify Configmap With Private Credentials"], "priority")
+    wait(
+        browser,
+        lambda d: (
+            sorted(rules(d)) == ["<img src=x onerror=alert(1)>", "Create/Modify Configmap With Private Credentials"]
+        ),
+        "priority",
+    )
     Select(browser.find_element(By.ID, "f-priority")).select_by_value("")
     Select(browser.find_element(By.ID, "f-source")).select_by_value("k8s_audit")
     wait(browser, lambda d: rules(d) == ["Create/Modify Configmap With Private Credentials"], "source")
@@ -133,9 +161,18 @@ def test_the_alert_page_loads_filters_updates_and_needs_a_login(stack, browser, 
     browser.execute_script("document.getElementById('f-rule').dispatchEvent(new Event('input'))")
     Select(browser.find_element(By.ID, "f-destination")).select_by_value("console")
     Select(browser.find_element(By.ID, "f-state")).select_by_value("delivered")
-    wait(browser, lambda d: sorted(rules(d)) == ["<img src=x onerror=alert(1)>",
-                                                 "Create/Modify Configmap With Private Credentials",
-                                                 "Terminal shell in container"], "delivered to the console")
+    wait(
+        browser,
+        lambda d: (
+            sorted(rules(d))
+            == [
+                "<img src=x onerror=alert(1)>",
+                "Create/Modify Configmap With Private Credentials",
+                "Terminal shell in container",
+            ]
+        ),
+        "delivered to the console",
+    )
     Select(browser.find_element(By.ID, "f-destination")).select_by_value("")
     Select(browser.find_element(By.ID, "f-state")).select_by_value("")
     wait(browser, lambda d: len(rules(d)) == 4, "the filters cleared")
@@ -152,7 +189,8 @@ def test_the_alert_page_loads_filters_updates_and_needs_a_login(stack, browser, 
     browser.find_element(By.CSS_SELECTOR, "#logout button").click()
     wait(browser, lambda d: d.find_elements(By.ID, "login"), "the sign-in form again")
     status = browser.execute_async_script(
-        "const done=arguments[0]; fetch('alerts',{credentials:'same-origin'}).then(r=>done(r.status))")
+        "const done=arguments[0]; fetch('alerts',{credentials:'same-origin'}).then(r=>done(r.status))"
+    )
     assert status == 401
     log = (stack.state_dir / "logs" / "alert-forwarder.log").read_text()
     assert token not in log

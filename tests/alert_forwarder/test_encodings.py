@@ -1,4 +1,5 @@
-"""Falco's other http_output settings (issue 11 §6): gzip bodies within a decompressed limit, and a 415 naming the fix."""
+"""Falco's other http_output settings (issue 11 §6): gzip bodies within a decompressed limit; a 415 naming the fix."""
+
 from __future__ import annotations
 
 import gzip
@@ -24,7 +25,8 @@ def test_a_gzip_body_is_accepted_and_routed(load_handler, h):
 def test_a_gzip_batch_of_concatenated_members_is_accepted(load_handler, h):
     mod = load_handler()
     body = gzip.compress((dumps(h.falco_alert(rule="a")) + "\n").encode()) + gzip.compress(
-        dumps(h.falco_alert(rule="b")).encode())
+        dumps(h.falco_alert(rule="b")).encode()
+    )
     resp = post(mod, h, body, **{"Content-Encoding": "gzip", "Content-Type": "application/x-ndjson"})
     assert resp["statusCode"] == 202 and json.loads(resp["body"])["accepted"] == 2
 

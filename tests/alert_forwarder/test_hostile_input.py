@@ -3,6 +3,7 @@
 Every case asserts the three things the issue asks for: a 4xx JSON answer with a reason, no state change (no alert
 counted, nothing spooled, no dedup window opened), and `GET /metrics` still answering Prometheus text afterwards.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,13 @@ import pytest
 
 def state(mod):
     f = mod.FORWARDER
-    return (f.metrics.total("falco_events_total"), f.spool.depth(), f.dedup.open_windows(),
-            f.metrics.total("routed_total"), len(getattr(f, "history", None) or ()))
+    return (
+        f.metrics.total("falco_events_total"),
+        f.spool.depth(),
+        f.dedup.open_windows(),
+        f.metrics.total("routed_total"),
+        len(getattr(f, "history", None) or ()),
+    )
 
 
 def metrics_ok(mod, h):
@@ -31,9 +37,16 @@ def raw(text: str) -> bytes:
 
 
 def warning_alert(**over) -> dict:
-    al = {"hostname": "edge-node-1", "output": "10:11:12.123456789: Warning x", "output_fields": {"k8s.pod.name": "p"},
-          "priority": "Warning", "rule": "Terminal shell in container", "source": "syscall", "tags": ["shell"],
-          "time": "2024-05-01T10:11:12.123456789Z"}
+    al = {
+        "hostname": "edge-node-1",
+        "output": "10:11:12.123456789: Warning x",
+        "output_fields": {"k8s.pod.name": "p"},
+        "priority": "Warning",
+        "rule": "Terminal shell in container",
+        "source": "syscall",
+        "tags": ["shell"],
+        "time": "2024-05-01T10:11:12.123456789Z",
+    }
     al.update(over)
     return al
 
@@ -61,12 +74,18 @@ CASES = [
     ("surrogate in an output_fields value", "/", with_raw(warning_alert(), "output_fields.k8s.pod.name", SURROGATE)),
     ("surrogate in an extra key", "/", with_raw(warning_alert(), "x", SURROGATE)),
     ("surrogate as an extra key name", "/", json.dumps(warning_alert())[:-1] + ', "\\ud800": 1}'),
-    ("output_fields container.id [[1]] at Warning", "/",
-     json.dumps(warning_alert(output_fields={"container.id": [[1]]}))),
+    (
+        "output_fields container.id [[1]] at Warning",
+        "/",
+        json.dumps(warning_alert(output_fields={"container.id": [[1]]})),
+    ),
     ("output_fields value an object", "/", json.dumps(warning_alert(output_fields={"k8s.pod.name": {"a": 1}}))),
     ("extra key 1e400", "/", with_raw(warning_alert(), "x", "1e400")),
-    ("1e400 nested 40 levels deep in output_fields", "/",
-     with_raw(warning_alert(), "output_fields.deep", "[" * 40 + "1e400" + "]" * 40)),
+    (
+        "1e400 nested 40 levels deep in output_fields",
+        "/",
+        with_raw(warning_alert(), "output_fields.deep", "[" * 40 + "1e400" + "]" * 40),
+    ),
     ("/test output_fields with a surrogate", "/test", '{"output_fields": {"a": "x\\ud800"}}'),
     ("/test items with 1e400", "/test", '{"items": [{"a": 1e400}]}'),
 ]
@@ -121,8 +140,9 @@ def test_list_fields_as_falco_renders_them_stay_accepted(load_handler, h):
     """Falco's typed output_fields carry list fields as flat arrays (ka.req.pod.containers.image); only deeper
     shapes are refused."""
     mod = load_handler()
-    al = warning_alert(output_fields={"ka.req.pod.containers.image": ["nginx", "busybox"], "fd.sport": 22,
-                                      "container.id": None})
+    al = warning_alert(
+        output_fields={"ka.req.pod.containers.image": ["nginx", "busybox"], "fd.sport": 22, "container.id": None}
+    )
     resp = h.call(mod, "POST", "/", al)
     assert resp["statusCode"] == 202, resp
     assert json.loads(resp["body"])["alerts"][0]["destinations"] == ["console"]

@@ -1,5 +1,6 @@
 """alert-forwarder's state on the real kube-apiserver (v1.24), with exactly the rights of
 deploy/rbac/alert-forwarder.yaml: per-node alert tokens (issue 12 §7) and the spool handover (issue 11 §3)."""
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,10 @@ def node_token() -> tuple[str, str]:
 
 
 def basic(user, password):
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode(),
-            "Content-Type": "application/json"}
+    return {
+        "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode(),
+        "Content-Type": "application/json",
+    }
 
 
 def wait(pred, what, timeout=15.0):
@@ -34,20 +37,24 @@ def wait(pred, what, timeout=15.0):
 
 
 def test_per_node_tokens_are_accepted_revoked_within_the_ttl_and_the_fleet_token_keeps_working(
-        forwarder_kube, load_handler, h):
+    forwarder_kube, load_handler, h
+):
     pi1, pi1_hash = node_token()
     pi2, pi2_hash = node_token()
     forwarder_kube.set_node_tokens({"pi-01": pi1_hash, "pi-02": pi2_hash})
-    mod = load_handler(env={"node_tokens_ttl": "5s"},
-                       secrets={"alert-forwarder-kubeconfig": forwarder_kube.kubeconfig})
+    mod = load_handler(env={"node_tokens_ttl": "5s"}, secrets={"alert-forwarder-kubeconfig": forwarder_kube.kubeconfig})
     wait(lambda: mod.NODE_TOKENS.status()["nodes"] == 2, "the node tokens to be read")
     al = h.falco_alert(priority="Warning")
     assert h.call(mod, "POST", "/", al, headers=basic("pi-01", pi1))["statusCode"] == 202
     assert h.call(mod, "POST", "/", al, headers=basic("pi-02", pi1))["statusCode"] == 401  # another node's token
     assert h.call(mod, "POST", "/", al, headers=basic("pi-03", pi1))["statusCode"] == 401  # unknown node
     assert h.call(mod, "POST", "/", al, headers=basic("falco", h.TOKEN))["statusCode"] == 202  # the fleet token
-    assert h.call(mod, "POST", "/", al, headers={"Authorization": f"Bearer {pi1}",
-                                                "Content-Type": "application/json"})["statusCode"] == 401
+    assert (
+        h.call(mod, "POST", "/", al, headers={"Authorization": f"Bearer {pi1}", "Content-Type": "application/json"})[
+            "statusCode"
+        ]
+        == 401
+    )
     # Node tokens are for the alert input only.
     assert h.call(mod, "GET", "/metrics", headers=basic("pi-01", pi1))["statusCode"] == 401
     revoked_at = time.monotonic()
@@ -93,18 +100,27 @@ def test_the_identity_reads_no_other_secret(forwarder_kube):
         except ApiException as exc:
             return exc.status
 
-    assert status(core.list_namespaced_secret, "openfaas-fn",
-                  field_selector="metadata.name=alert-forwarder-spool-handover") == 200
-    assert status(core.list_namespaced_secret, "edgeguard-enroll",
-                  field_selector="metadata.name=edgeguard-node-alert-tokens") == 200
+    assert (
+        status(
+            core.list_namespaced_secret, "openfaas-fn", field_selector="metadata.name=alert-forwarder-spool-handover"
+        )
+        == 200
+    )
+    assert (
+        status(
+            core.list_namespaced_secret, "edgeguard-enroll", field_selector="metadata.name=edgeguard-node-alert-tokens"
+        )
+        == 200
+    )
     assert status(core.read_namespaced_secret, "alert-forwarder-spool-handover", "openfaas-fn") == 403  # no get
     assert status(core.list_namespaced_secret, "openfaas-fn") == 403
-    assert status(core.list_namespaced_secret, "openfaas-fn",
-                  field_selector="metadata.name=alert-forwarder-sa-token") == 403
+    assert (
+        status(core.list_namespaced_secret, "openfaas-fn", field_selector="metadata.name=alert-forwarder-sa-token")
+        == 403
+    )
     assert status(core.list_namespaced_secret, "kube-system") == 403
     assert status(core.delete_namespaced_secret, "alert-forwarder-spool-handover", "openfaas-fn") == 403
-    assert status(core.create_namespaced_secret, "openfaas-fn",
-                  {"metadata": {"name": "x"}, "type": "Opaque"}) == 403
+    assert status(core.create_namespaced_secret, "openfaas-fn", {"metadata": {"name": "x"}, "type": "Opaque"}) == 403
     assert status(core.list_namespaced_config_map, "openfaas-fn") == 403
 
 
@@ -119,7 +135,8 @@ routes:
 
 
 def test_rolling_replacement_hands_every_spooled_alert_to_the_new_pod_exactly_once(
-        forwarder_kube, serve_function, receiver, h, tmp_path):
+    forwarder_kube, serve_function, receiver, h, tmp_path
+):
     """Issue 11 §3 done-when: N alerts spooled with the receiver down, the function process replaced as CE rolls
     it (new process up first, then the old one SIGTERMed: the watchdog, PID 1, gets it and passes it on), the
     receiver back: every alert delivered exactly once, by the new process, with the state on the real API
@@ -131,20 +148,29 @@ def test_rolling_replacement_hands_every_spooled_alert_to_the_new_pod_exactly_on
 
     forwarder_kube.clear_handover()
     port = h.free_port()  # the action centre is down
-    secrets_ = {"alert-forwarder-token": h.TOKEN, "alert-forwarder-routes": HANDOVER_ROUTES,
-                "alert-forwarder-destinations": json.dumps({"ac": {"url": f"http://127.0.0.1:{port}/in"}}),
-                "alert-forwarder-kubeconfig": forwarder_kube.kubeconfig}
+    secrets_ = {
+        "alert-forwarder-token": h.TOKEN,
+        "alert-forwarder-routes": HANDOVER_ROUTES,
+        "alert-forwarder-destinations": json.dumps({"ac": {"url": f"http://127.0.0.1:{port}/in"}}),
+        "alert-forwarder-kubeconfig": forwarder_kube.kubeconfig,
+    }
     env = {"retry_tick_seconds": "0.2", "spool_retry_max_seconds": "1", "healthcheck_interval": "4s"}
-    old = serve_function("alert-forwarder", env={**env, "spool_dir": str(tmp_path / "old"),
-                                                 "HOSTNAME": "alert-forwarder-7d9f-old"}, secrets=secrets_)
+    old = serve_function(
+        "alert-forwarder",
+        env={**env, "spool_dir": str(tmp_path / "old"), "HOSTNAME": "alert-forwarder-7d9f-old"},
+        secrets=secrets_,
+    )
     auth = {"Authorization": f"Bearer {h.TOKEN}"}
     sent = [h.falco_alert(rule=f"rule {i}", priority="Warning") for i in range(20)]
     for al in sent:
         assert requests.post(old.url + "/", json=al, headers=auth, timeout=5).status_code == 202
     wait(lambda: requests.get(old.url + "/", headers=auth, timeout=5).json()["spool"]["depth"] == 20, "20 spooled")
 
-    new = serve_function("alert-forwarder", env={**env, "spool_dir": str(tmp_path / "new"),
-                                                 "HOSTNAME": "alert-forwarder-7d9f-new"}, secrets=secrets_)
+    new = serve_function(
+        "alert-forwarder",
+        env={**env, "spool_dir": str(tmp_path / "new"), "HOSTNAME": "alert-forwarder-7d9f-new"},
+        secrets=secrets_,
+    )
     old_python = [int(c) for c in Path(f"/proc/{old.proc.pid}/task/{old.proc.pid}/children").read_text().split()]
     assert old_python
     sigterm_at = time.monotonic()
@@ -156,13 +182,29 @@ def test_rolling_replacement_hands_every_spooled_alert_to_the_new_pod_exactly_on
         assert requests.post(old.url + "/", json=al, headers=auth, timeout=5).status_code == 202
     old.proc.wait(15)  # the watchdog exits after healthcheck_interval
     # ... and the function with it (in a pod the container's end would kill it; here it must not linger)
-    wait(lambda: not any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text()
-                         .rsplit(")", 1)[1].split()[0] for pid in old_python), "the old function to exit", timeout=5)
-    wait(lambda: requests.get(new.url + "/", headers=auth, timeout=5).json()["spool"]["depth"] == 25,
-         "the new pod to hold all 25")
-    wait(lambda: not (forwarder_kube.secret(*forwarder_kube.HANDOVER).data or {}).get("entries") or
-         json.loads(base64.b64decode(forwarder_kube.secret(*forwarder_kube.HANDOVER).data["meta"]))["entries"] == 0,
-         "the handover Secret to be cleared")
+    wait(
+        lambda: (
+            not any(
+                Path(f"/proc/{pid}").exists()
+                and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                for pid in old_python
+            )
+        ),
+        "the old function to exit",
+        timeout=5,
+    )
+    wait(
+        lambda: requests.get(new.url + "/", headers=auth, timeout=5).json()["spool"]["depth"] == 25,
+        "the new pod to hold all 25",
+    )
+    wait(
+        lambda: (
+            not (forwarder_kube.secret(*forwarder_kube.HANDOVER).data or {}).get("entries")
+            or json.loads(base64.b64decode(forwarder_kube.secret(*forwarder_kube.HANDOVER).data["meta"]))["entries"]
+            == 0
+        ),
+        "the handover Secret to be cleared",
+    )
 
     back = receiver(port=port)
     back.wait_for(25, timeout=30)
@@ -190,8 +232,9 @@ def test_dedup_windows_split_by_the_rollout_overlap_are_merged_into_one_summary(
     al = h.falco_alert(priority="Warning")
     for mod, repeats in ((old, 3), (new, 2)):
         outs = [json.loads(h.call(mod, "POST", "/", al)["body"])["alerts"][0] for _ in range(repeats + 1)]
-        assert outs[0]["destinations"] == ["console"] and all(o["suppressed_by"] == ["console-warning"]
-                                                                for o in outs[1:])
+        assert outs[0]["destinations"] == ["console"] and all(
+            o["suppressed_by"] == ["console-warning"] for o in outs[1:]
+        )
     done = old.FORWARDER.shutdown(drain_seconds=0.5, deadline_seconds=10)
     assert done["handed_over_at"] is not None and old.FORWARDER.dedup.open_windows() == 0
     wait(lambda: [w.suppressed for w in new.FORWARDER.dedup._windows.values()] == [5], "the merged window")
