@@ -303,8 +303,8 @@ class _Healthz(BaseHTTPRequestHandler):
 
 
 # The recording fake, plus what the gateway's provider (faas-netes) does with a secret it is given: an Opaque
-# Secret in openfaas-fn whose one key is the secret's name, labelled managed-by=openfaas (shared/reference/
-# openfaas.md section 3). That part goes to the real API server, so a second bootstrap run reads it back from
+# Secret in openfaas-fn whose one key is the secret's name, labelled managed-by=openfaas
+# (faas-netes pkg/k8s/secrets.go). That part goes to the real API server, so a second bootstrap run reads it back from
 # there as on a real install.
 _FAAS_CLI = """
 import json, subprocess

@@ -5,7 +5,7 @@ import pytest
 
 from edgeguard.falco import alert
 
-# shared/reference/falco-rules-language.md §5.3, "Exact example" (derived from Falco's formats.cpp).
+# Falco 0.41.3's json_output for this event (falcosecurity/falco userspace/engine/formats.cpp, format_event).
 REFERENCE = ('{"hostname":"falco-abc","output":"10:11:12.123456789: Warning Pod started with privileged container '
              '(user=alice pod=nginx resource=pods ns=default images=(nginx:1.25,busybox))","output_fields":'
              '{"evt.time":1714558272123456789,"ka.req.pod.containers.image":["nginx:1.25","busybox"],'

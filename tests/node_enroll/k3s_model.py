@@ -1,6 +1,6 @@
 """What k3s and the kube-apiserver check about a join token and its Secret, written from their documented rules.
 
-Sources (see ../shared/reference/k3s-and-falco-install.md §4.2-4.3):
+Sources (k3s pkg/kubeadm/utils.go BootstrapTokenToSecret, pkg/kubeadm/token.go; Kubernetes bootstrap-tokens docs):
 - k3s pkg/clientaccess/token.go: ``K10<64 hex>::<id>.<secret>``; the hash is compared with the server CA.
 - k8s bootstrap token authenticator: Secret ``kube-system/bootstrap-token-<id>``, type
   ``bootstrap.kubernetes.io/token``, token-id equal to the id, token-secret equal, not expired,
