@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from . import components
+from .launch import free_port
 
 START_TIMEOUT = 180
 
@@ -73,7 +74,9 @@ class RealCluster:
         if why:
             raise RuntimeError("KUBE=real without KUBECONFIG needs " + " and ".join(why))
         self.dir.mkdir(parents=True, exist_ok=True)
-        argv = [str(launcher()), "start", str(self.dir), "--python", sys.executable]
+        # A free port, not the launcher's fixed 16443: a second control plane (another make up, make test) may
+        # be running on this host, and runs must not collide.
+        argv = [str(launcher()), "start", str(self.dir), "--port", str(free_port()), "--python", sys.executable]
         if audit_webhook_config is not None:
             cfg = self.dir.parent / "audit-webhook.kubeconfig"
             fd = os.open(cfg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -6,6 +6,7 @@ https), so the ConfigMap created with the admin kubeconfig reaches audit-ingest,
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -22,6 +23,14 @@ def test_make_up_kube_real_runs_the_control_plane_and_its_audit_webhook_reaches_
     from kubernetes import client
 
     monkeypatch.delenv("KUBECONFIG", raising=False)
+    # Another control plane on the launcher's default port (a second make up, or make test beside it) must not
+    # stop this one: hold 16443 for the whole run.
+    busy = socket.socket()
+    try:
+        busy.bind(("127.0.0.1", 16443))
+        busy.listen()
+    except OSError:
+        pass  # already taken by someone else, which proves the same
     stack = gateway.LocalStack(
         gateway.free_port(),
         state_dir=tmp_path / "state",
@@ -48,3 +57,4 @@ def test_make_up_kube_real_runs_the_control_plane_and_its_audit_webhook_reaches_
         assert counters.get("alerts", 0) > 0, counters
         front = stack.tls_front
         assert front.with_authorization > 0 and front.without_authorization == 0
+    busy.close()
