@@ -272,6 +272,18 @@ def pytest_report_header(config):
     return f"edgeguard function runtime: {launch.Runtime().describe()}"
 
 
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller's summary adds up the workers'
+        workeroutput["served"] = dict(_SERVED)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    for kind, n in getattr(node, "workeroutput", {}).get("served", {}).items():
+        _SERVED[kind] = _SERVED.get(kind, 0) + n
+
+
 def pytest_terminal_summary(terminalreporter):
     """Say in every log (even with -q) which runtime the served functions ran under."""
     runtime = launch.Runtime()

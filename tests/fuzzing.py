@@ -24,6 +24,8 @@ import json
 import os
 from collections import Counter
 
+import pytest
+
 COUNTS_ENV = "EDGEGUARD_FUZZ_COUNTS"
 PROFILE_ENV = "EDGEGUARD_HYPOTHESIS_PROFILE"
 _COUNTS: Counter = Counter()
@@ -66,10 +68,20 @@ register_profiles()
 
 
 def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller sums the workers' counts
+        workeroutput["fuzz_counts"] = counts()
+        return
     path = os.environ.get(COUNTS_ENV)
     if path:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(counts(), f, indent=1, sort_keys=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist (make test runs two workers): a worker's counts reach the controller's summary and file."""
+    _COUNTS.update(getattr(node, "workeroutput", {}).get("fuzz_counts", {}))
 
 
 def pytest_terminal_summary(terminalreporter):
