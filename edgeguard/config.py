@@ -1,11 +1,14 @@
 """Configuration from environment variables and OpenFaaS secrets."""
+
 from __future__ import annotations
 
 import os
 import re
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 from . import log
 
@@ -24,18 +27,24 @@ def secrets_dir() -> Path:
 
 _cache: dict[Path, tuple[int, bytes]] = {}
 _cache_lock = threading.Lock()
+# path -> (the value before the last change, when it changed: Unix time): one rotation back, for auth's grace
+_previous: dict[Path, tuple[bytes, float]] = {}
 
 
 def read_secret_bytes(name: str) -> bytes | None:
     """Raw secret file content, or None when the secret is not mounted.
 
     Cached by mtime: OpenFaaS updates projected secrets in place, so a rotated
-    token takes effect without a restart.
+    token takes effect without a restart. The value it replaced is remembered
+    (``previous_secret``) so that callers that still hold it get a grace period.
     """
     path = secrets_dir() / name
     try:
         mtime = path.stat().st_mtime_ns
     except (FileNotFoundError, NotADirectoryError):
+        with _cache_lock:
+            _cache.pop(path, None)
+            _previous.pop(path, None)  # a removed secret is no grace for its old value
         return None
     with _cache_lock:
         hit = _cache.get(path)
@@ -43,8 +52,38 @@ def read_secret_bytes(name: str) -> bytes | None:
             return hit[1]
     data = path.read_bytes()
     with _cache_lock:
+        old = _cache.get(path)
+        if old is not None and old[1] != data:
+            # Rotated: from the file's own time (kubelet wrote it then), not from when we first noticed.
+            _previous[path] = (old[1], min(time.time(), mtime / 1e9))
         _cache[path] = (mtime, data)
     return data
+
+
+def previous_secret(name: str) -> tuple[str, float] | None:
+    """(the value ``name`` held before its last rotation, when it rotated) if this process saw it rotate."""
+    read_secret_bytes(name)  # notices a rotation that happened since the last read
+    with _cache_lock:
+        hit = _previous.get(secrets_dir() / name)
+    if hit is None:
+        return None
+    value = hit[0].decode("utf-8", "replace").strip()
+    return (value, hit[1]) if value else None
+
+
+TOKEN_GRACE_ENV = "token_grace_seconds"
+TOKEN_GRACE_DEFAULT = 600.0
+_grace: list[float] = []
+
+
+def token_grace_seconds() -> float:
+    """How long a rotated token's previous value is still accepted (env ``token_grace_seconds``, default 600;
+    0 turns it off). Read once: callers that cache tokens (Falco's URL) get the same window all along."""
+    if not _grace:
+        raw = os.environ.get("token_grace_seconds", "")  # TOKEN_GRACE_ENV, literal for the env-collision guard
+        value = TOKEN_GRACE_DEFAULT if raw == "" else parse_duration(raw, TOKEN_GRACE_ENV)
+        _grace.append(value)
+    return _grace[0]
 
 
 def read_secret(name: str) -> str | None:
@@ -62,6 +101,10 @@ def read_secret(name: str) -> str | None:
     return value or None
 
 
+@overload
+def env_str(name: str, default: str) -> str: ...
+@overload
+def env_str(name: str, default: None = None) -> str | None: ...
 def env_str(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return default if value is None or value == "" else value

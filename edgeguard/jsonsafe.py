@@ -44,6 +44,11 @@ def _key_path(parent: str, key: Any) -> str:
     return f'{parent}["{text}"]'
 
 
+def key_path(parent: str, key: Any) -> str:
+    """The JSONPath-like place of ``parent``'s member ``key``, as UnsafeJSON names it (``$.a["b.c"][0]``)."""
+    return _key_path(parent, key)
+
+
 def _is_clean(s: str) -> bool:
     try:
         s.encode("utf-8")

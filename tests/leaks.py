@@ -2,10 +2,7 @@
 
 The check itself (tests/conftest.py, local/leakcheck.py) runs after every test; a marker here only records
 who owns the fix. Remove the marker with the fix: strict xfail turns a fixed flow into a failure until then.
-"""
 
-SCRUBBER_ASYNC = (
-    "forwarder-owner: the configmap-secret-scrubber destination is async: true, so CE's queue-worker "
-    "logs its Authorization header (issue 11 §1)"
-)
-QUEUE = SCRUBBER_ASYNC
+None is left: audit-ingest hands off to alert-forwarder and alert-forwarder calls the scrubber synchronously
+through the gateway, so no token crosses CE's queue (issue 11 §1).
+"""

@@ -10,11 +10,13 @@ and its own checks; alert-forwarder has exactly one sender per entry
 (``destinations.SENDERS``, held equal by a test). Adding a type is one entry here
 plus one sender there, as falcosidekick adds one output file.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..falco.alert import PRIORITIES, priority_number
 from .document import RoutesError, parse_duration
@@ -33,6 +35,22 @@ def _check_openfaas(out: dict, where: str) -> None:
     fn = out.get("function")
     if not isinstance(fn, str) or not re.fullmatch(r"[-a-zA-Z_0-9.]+", fn or ""):
         raise RoutesError(f"{where}.function", "an openfaas destination needs a valid 'function' name")
+    # OpenFaaS CE's queue-worker logs every queued message with its headers (the callee's bearer token) and never
+    # retries a failed call: remediation functions are called synchronously and answer 202 themselves.
+    if out.get("async") is True:
+        raise RoutesError(
+            f"{where}.async",
+            "async: true would send the callee's token through OpenFaaS CE's queue, "
+            "whose queue-worker logs it, and CE never retries a queued call; "
+            "openfaas destinations are called through /function/<name> (the "
+            "callee answers 202 when it works in the background): remove async",
+        )
+    if "callback_url" in out:
+        raise RoutesError(
+            f"{where}.callback_url",
+            "X-Callback-Url only works with OpenFaaS's async queue, which "
+            "openfaas destinations no longer use: remove callback_url",
+        )
 
 
 def _check_webhook(out: dict, where: str) -> None:
@@ -59,28 +77,51 @@ def _check_teams(out: dict, where: str) -> None:
 
 TYPES: dict[str, DestinationType] = {
     "console": DestinationType(),
-    "slack": DestinationType(frozenset({"channel", "username", "icon_url", "fields", "insecure_http"}),
-                             needs_url=True, defaults={"username": "edgeguard"}),
-    "teams": DestinationType(frozenset({"format", "fields", "insecure_http"}), needs_url=True,
-                             defaults={"format": "adaptive"}, check=_check_teams),
-    "discord": DestinationType(frozenset({"username", "fields", "insecure_http"}), needs_url=True,
-                               defaults={"username": "edgeguard"}),
-    "webhook": DestinationType(frozenset({"method", "body", "template", "headers", "signature_header", "ca_file",
-                                          "insecure_http"}), needs_url=True,
-                               defaults={"method": "POST", "body": "alert", "signature_header": "X-Edgeguard-Signature"},
-                               check=_check_webhook),
-    "openfaas": DestinationType(frozenset({"function", "async", "token_secret", "callback_url", "path"}),
-                                defaults={"async": True, "path": ""}, check=_check_openfaas),
+    "slack": DestinationType(
+        frozenset({"channel", "username", "icon_url", "fields", "insecure_http"}),
+        needs_url=True,
+        defaults={"username": "edgeguard"},
+    ),
+    "teams": DestinationType(
+        frozenset({"format", "fields", "insecure_http"}),
+        needs_url=True,
+        defaults={"format": "adaptive"},
+        check=_check_teams,
+    ),
+    "discord": DestinationType(
+        frozenset({"username", "fields", "insecure_http"}), needs_url=True, defaults={"username": "edgeguard"}
+    ),
+    "webhook": DestinationType(
+        frozenset({"method", "body", "template", "headers", "signature_header", "ca_file", "insecure_http"}),
+        needs_url=True,
+        defaults={"method": "POST", "body": "alert", "signature_header": "X-Edgeguard-Signature"},
+        check=_check_webhook,
+    ),
+    "openfaas": DestinationType(
+        frozenset({"function", "async", "token_secret", "callback_url", "path"}),
+        defaults={"async": False, "path": ""},
+        check=_check_openfaas,
+    ),
 }
 DESTINATION_TYPES = tuple(TYPES)
 
 # Keys that hold secret material: only the destinations secret may carry them.
-SECRET_KEYS = ("url", "webhook_url", "token", "hmac_key", "password", "ca_cert", "client_cert", "client_key",
-               "secret_headers")
+SECRET_KEYS = (
+    "url",
+    "webhook_url",
+    "token",
+    "hmac_key",
+    "password",
+    "ca_cert",
+    "client_cert",
+    "client_key",
+    "secret_headers",
+)
 
 # Options every type accepts: the type itself, and delivery tuning (defaults: delivery.Destination).
-COMMON_OPTIONS = frozenset({"type", "enabled", "timeout", "retries", "backoff", "backoff_max", "budget", "concurrency",
-                            "min_priority"})
+COMMON_OPTIONS = frozenset(
+    {"type", "enabled", "timeout", "retries", "backoff", "backoff_max", "budget", "concurrency", "min_priority"}
+)
 
 
 def parse_destination(name: str, spec: Any, where: str) -> dict:
@@ -88,15 +129,22 @@ def parse_destination(name: str, spec: Any, where: str) -> dict:
         raise RoutesError(where, "a destination must be a mapping with at least 'type'")
     dtype = spec.get("type")
     if dtype not in TYPES:
-        raise RoutesError(f"{where}.type", f"unknown destination type {dtype!r} (expected one of {', '.join(DESTINATION_TYPES)})")
+        raise RoutesError(
+            f"{where}.type", f"unknown destination type {dtype!r} (expected one of {', '.join(DESTINATION_TYPES)})"
+        )
     kind = TYPES[dtype]
     for key in spec:
         if key in SECRET_KEYS:
-            raise RoutesError(f"{where}.{key}", "secret values (URLs, tokens, keys, certificates) belong in the "
-                                                "OpenFaaS secret 'alert-forwarder-destinations', not in the routes file")
+            raise RoutesError(
+                f"{where}.{key}",
+                "secret values (URLs, tokens, keys, certificates) belong in the "
+                "OpenFaaS secret 'alert-forwarder-destinations', not in the routes file",
+            )
         if key not in COMMON_OPTIONS and key not in kind.options:
             allowed = sorted((COMMON_OPTIONS | kind.options) - {"type"})
-            raise RoutesError(f"{where}.{key}", f"unknown option for a {dtype} destination (allowed: {', '.join(allowed)})")
+            raise RoutesError(
+                f"{where}.{key}", f"unknown option for a {dtype} destination (allowed: {', '.join(allowed)})"
+            )
     out = {**kind.defaults, **spec}
     for key in ("timeout", "backoff", "backoff_max", "budget"):
         if key in out:

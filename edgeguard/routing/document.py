@@ -1,4 +1,5 @@
 """Reading a routes or destinations document: YAML, durations, and the one error type naming the exact place."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,7 +22,6 @@ def parse_duration(value: Any, where: str) -> float:
         return config.parse_duration(value, where)
     except config.ConfigError:
         raise RoutesError(where, f"expected a duration like 30s, 5m or 1h30m, got {value!r}") from None
-
 
 
 def load_yaml(text: str, source: str, *, secret: bool = False) -> Any:

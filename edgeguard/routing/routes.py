@@ -16,21 +16,31 @@ Model (Alertmanager's, with Falco's fields instead of labels):
 Destinations are declared in the same document (``destinations.py``); their
 secret values come from the destinations secret (``secret.py``).
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..falco.alert import PRIORITIES, priority_number
 from .destinations import parse_destination
 from .document import RoutesError, load_yaml, parse_duration
 from .fields import as_text
 
-DEFAULT_DEDUP_KEY = ("rule", "hostname", "output_fields.k8s.ns.name", "output_fields.k8s.pod.name",
-                     "output_fields.container.id", "output_fields.proc.cmdline", "output_fields.ka.user.name",
-                     "output_fields.ka.target.namespace", "output_fields.ka.target.resource",
-                     "output_fields.ka.target.name")
+DEFAULT_DEDUP_KEY = (
+    "rule",
+    "hostname",
+    "output_fields.k8s.ns.name",
+    "output_fields.k8s.pod.name",
+    "output_fields.container.id",
+    "output_fields.proc.cmdline",
+    "output_fields.ka.user.name",
+    "output_fields.ka.target.namespace",
+    "output_fields.ka.target.resource",
+    "output_fields.ka.target.name",
+)
 
 _ALERT_KEYS = ("rule", "priority", "source", "hostname", "output", "time")
 
@@ -52,8 +62,11 @@ def _compile_regex(pattern: Any, where: str) -> re.Pattern:
 def _string_list(value: Any, where: str, what: str) -> list[str]:
     if isinstance(value, str):
         return [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool)
-                                                           for v in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value)
+    ):
         raise RoutesError(where, f"{what} must be a string or a non-empty list of strings")
     return [str(v) for v in value]
 
@@ -68,7 +81,7 @@ def _value_predicate(spec: Any, where: str, subject: str) -> tuple[Callable[[Any
         return (lambda v: as_text(v) == want), f"{subject} = {want}"
     if not isinstance(spec, dict) or len(spec) != 1:
         raise RoutesError(where, f"{subject}: expected a value or a mapping with one of {', '.join(_VALUE_OPS)}")
-    (op, arg), = spec.items()
+    ((op, arg),) = spec.items()
     if op == "equals":
         return _value_predicate(arg, where, subject)
     if op == "not_equals":
@@ -107,8 +120,14 @@ def _priority_predicate(spec: Any, where: str) -> tuple[Callable[[dict], bool], 
     except ValueError:
         raise RoutesError(where, f"unknown priority {name!r} (expected one of {', '.join(PRIORITIES)})") from None
     # Smaller number = more severe, so "at least Warning" is number <= 4.
-    cmp = {">=": lambda n: n <= want, "<=": lambda n: n >= want, ">": lambda n: n < want,
-           "<": lambda n: n > want, "=": lambda n: n == want, "!=": lambda n: n != want}[op]
+    cmp = {
+        ">=": lambda n: n <= want,
+        "<=": lambda n: n >= want,
+        ">": lambda n: n < want,
+        "<": lambda n: n > want,
+        "=": lambda n: n == want,
+        "!=": lambda n: n != want,
+    }[op]
 
     def pred(alert: dict) -> bool:
         try:
@@ -124,7 +143,7 @@ def _tags_predicate(spec: Any, where: str) -> tuple[Callable[[dict], bool], str]
         spec = {"any": spec}
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in ("any", "all", "none"):
         raise RoutesError(where, "tags: expected a list (any of) or a mapping with one of any, all, none")
-    (mode, arg), = spec.items()
+    ((mode, arg),) = spec.items()
     want = set(_string_list(arg, where, f"tags: '{mode}'"))
     if mode == "any":
         return (lambda a: bool(want & set(a.get("tags") or []))), f"tags any of {sorted(want)}"
@@ -148,7 +167,7 @@ class Matcher:
 def parse_matcher(spec: Any, where: str) -> Matcher:
     if not isinstance(spec, dict) or len(spec) != 1:
         raise RoutesError(where, f"a matcher is a mapping with exactly one of {', '.join(MATCHER_SUBJECTS)}")
-    (subject, arg), = spec.items()
+    ((subject, arg),) = spec.items()
     if subject == "priority":
         pred, text = _priority_predicate(arg, where)
         return Matcher(text, pred)
@@ -157,7 +176,11 @@ def parse_matcher(spec: Any, where: str) -> Matcher:
         return Matcher(text, pred)
     if subject in ("rule", "source", "hostname", "output"):
         vp, text = _value_predicate(arg, where, subject)
-        return Matcher(text, lambda a, vp=vp, s=subject: vp(a.get(s)))
+
+        def on_field(alert: dict, vp: Callable[[Any], bool] = vp, s: str = subject) -> bool:
+            return vp(alert.get(s))
+
+        return Matcher(text, on_field)
     if subject == "output_fields":
         if not isinstance(arg, dict) or not arg:
             raise RoutesError(where, "output_fields: expected a mapping of field name to value or {operator: value}")
@@ -175,6 +198,7 @@ def parse_matcher(spec: Any, where: str) -> Matcher:
 
 
 # ----------------------------------------------------------------------------- routes
+
 
 @dataclass
 class Dedup:
@@ -196,7 +220,7 @@ class Route:
     to: list[str]
     cont: bool
     dedup: Dedup | None
-    routes: list["Route"]
+    routes: list[Route]
     throttle: Throttle | None = None
 
     def matches(self, alert: dict) -> bool:
@@ -261,8 +285,9 @@ def _parse_to(value: Any, where: str, destinations: dict) -> list[str]:
     for i, n in enumerate(names):
         if n not in destinations:
             known = ", ".join(sorted(destinations)) or "none declared"
-            raise RoutesError(f"{where}[{i}]" if isinstance(value, list) else where,
-                              f"unknown destination {n!r} (declared: {known})")
+            raise RoutesError(
+                f"{where}[{i}]" if isinstance(value, list) else where, f"unknown destination {n!r} (declared: {known})"
+            )
     return list(names)
 
 
@@ -292,8 +317,10 @@ def _parse_dedup(value: Any, where: str) -> Dedup | None:
         raise RoutesError(f"{where}.key", "expected a non-empty list of field names")
     for i, k in enumerate(key):
         if k not in _ALERT_KEYS and k != "tags" and not k.startswith("output_fields."):
-            raise RoutesError(f"{where}.key[{i}]", f"unknown key field {k!r} (use one of {', '.join(_ALERT_KEYS)}, "
-                                                   "tags or output_fields.<name>)")
+            raise RoutesError(
+                f"{where}.key[{i}]",
+                f"unknown key field {k!r} (use one of {', '.join(_ALERT_KEYS)}, tags or output_fields.<name>)",
+            )
     return Dedup(window=window, key=tuple(key))
 
 
@@ -318,7 +345,9 @@ def _parse_route(spec: Any, where: str, destinations: dict) -> Route:
         raise RoutesError(where, f"a route must be a mapping, got {type(spec).__name__}")
     unknown = set(spec) - _ROUTE_KEYS
     if unknown:
-        raise RoutesError(f"{where}.{sorted(unknown)[0]}", f"unknown key (expected one of {', '.join(sorted(_ROUTE_KEYS))})")
+        raise RoutesError(
+            f"{where}.{sorted(unknown)[0]}", f"unknown key (expected one of {', '.join(sorted(_ROUTE_KEYS))})"
+        )
     matchers_spec = spec.get("matchers", [])
     if not isinstance(matchers_spec, list):
         raise RoutesError(f"{where}.matchers", "expected a list of matchers")
@@ -336,9 +365,16 @@ def _parse_route(spec: Any, where: str, destinations: dict) -> Route:
     name = spec.get("name", where)
     if not isinstance(name, str) or not name:
         raise RoutesError(f"{where}.name", "expected a non-empty string")
-    return Route(name=name, where=where, matchers=matchers, to=to, cont=cont,
-                 dedup=_parse_dedup(spec.get("dedup"), f"{where}.dedup"), routes=children,
-                 throttle=_parse_throttle(spec.get("throttle"), f"{where}.throttle"))
+    return Route(
+        name=name,
+        where=where,
+        matchers=matchers,
+        to=to,
+        cont=cont,
+        dedup=_parse_dedup(spec.get("dedup"), f"{where}.dedup"),
+        routes=children,
+        throttle=_parse_throttle(spec.get("throttle"), f"{where}.throttle"),
+    )
 
 
 def parse_routes(doc: Any) -> RouteTable:
@@ -362,8 +398,9 @@ def parse_routes(doc: Any) -> RouteTable:
     try:
         min_priority = PRIORITIES[priority_number(min_priority)]
     except ValueError:
-        raise RoutesError("min_priority", f"unknown priority {min_priority!r} (expected one of "
-                                          f"{', '.join(PRIORITIES)})") from None
+        raise RoutesError(
+            "min_priority", f"unknown priority {min_priority!r} (expected one of {', '.join(PRIORITIES)})"
+        ) from None
     routes_spec = doc.get("routes", [])
     if not isinstance(routes_spec, list):
         raise RoutesError("routes", "expected a list of routes")
@@ -372,16 +409,23 @@ def parse_routes(doc: Any) -> RouteTable:
     if isinstance(default_spec, (str, list)):
         default_spec = {"to": default_spec}
     if not isinstance(default_spec, dict):
-        raise RoutesError("default", "expected a destination list or a mapping with 'to' (and optional 'dedup', "
-                                     "'throttle')")
+        raise RoutesError(
+            "default", "expected a destination list or a mapping with 'to' (and optional 'dedup', 'throttle')"
+        )
     unknown = set(default_spec) - {"to", "dedup", "throttle", "name"}
     if unknown:
         raise RoutesError(f"default.{sorted(unknown)[0]}", "unknown key (expected to, dedup, throttle)")
-    default = Route(name=default_spec.get("name", "default"), where="default", matchers=[],
-                    to=_parse_to(default_spec.get("to"), "default.to", destinations), cont=False,
-                    dedup=_parse_dedup(default_spec.get("dedup"), "default.dedup"), routes=[],
-                    throttle=_parse_throttle(default_spec.get("throttle"), "default.throttle"))
-    names = {}
+    default = Route(
+        name=default_spec.get("name", "default"),
+        where="default",
+        matchers=[],
+        to=_parse_to(default_spec.get("to"), "default.to", destinations),
+        cont=False,
+        dedup=_parse_dedup(default_spec.get("dedup"), "default.dedup"),
+        routes=[],
+        throttle=_parse_throttle(default_spec.get("throttle"), "default.throttle"),
+    )
+    names: dict[str, str] = {}
     for r in RouteTable(min_priority, routes, default, destinations).all_routes():
         if r.name in names:
             raise RoutesError(f"{r.where}.name", f"route name {r.name!r} is already used by {names[r.name]}")
@@ -395,4 +439,3 @@ def load_routes_text(text: str, source: str = "routes.yaml") -> RouteTable:
         return parse_routes(doc)
     except RoutesError as exc:
         raise RoutesError(f"{source}: {exc.where}" if exc.where else source, exc.problem) from None
-

@@ -2,6 +2,7 @@
 
 Its values are secret: an error names the place (``alert-forwarder-destinations.hook.url``), never the value.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,7 +29,9 @@ def parse_destination_secrets(text: str | None, source: str = "alert-forwarder-d
     for name, entry in doc.items():
         where = f"{source}.{name}"
         if not isinstance(entry, dict):
-            raise RoutesError(where, "expected a mapping (url, token, hmac_key, headers, ca_cert, client_cert, client_key)")
+            raise RoutesError(
+                where, "expected a mapping (url, token, hmac_key, headers, ca_cert, client_cert, client_key)"
+            )
         for key, val in entry.items():
             if key not in _SECRET_ENTRY_KEYS:
                 raise RoutesError(f"{where}.{key}", f"unknown key (allowed: {', '.join(sorted(_SECRET_ENTRY_KEYS))})")
@@ -36,7 +39,9 @@ def parse_destination_secrets(text: str | None, source: str = "alert-forwarder-d
                 if not isinstance(val, bool):
                     raise RoutesError(f"{where}.insecure_http", "expected true or false")
             elif key == "headers":
-                if not isinstance(val, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in val.items()):
+                if not isinstance(val, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in val.items()
+                ):
                     raise RoutesError(f"{where}.headers", "expected a mapping of header name to string value")
             elif not isinstance(val, str) or not val.strip():
                 raise RoutesError(f"{where}.{key}", "expected a non-empty string")
@@ -44,8 +49,11 @@ def parse_destination_secrets(text: str | None, source: str = "alert-forwarder-d
             raise RoutesError(f"{where}.url", "expected an http:// or https:// URL")
         if "url" in entry and "@" in urlsplit(entry["url"].strip()).netloc:
             # The client would not send them, and a URL is logged more readily than a header.
-            raise RoutesError(f"{where}.url", "credentials in the URL (user:pass@) are not supported: put them in "
-                                              "'token' or 'headers' of this secret entry")
+            raise RoutesError(
+                f"{where}.url",
+                "credentials in the URL (user:pass@) are not supported: put them in "
+                "'token' or 'headers' of this secret entry",
+            )
         if ("client_cert" in entry) != ("client_key" in entry):
             raise RoutesError(where, "mTLS needs both client_cert and client_key")
         out[str(name)] = {k: (v.strip() if isinstance(v, str) else v) for k, v in entry.items()}
@@ -71,11 +79,19 @@ def resolve_destinations(table: RouteTable, secrets: dict[str, dict]) -> dict[st
             reason = "disabled in routes"
         elif TYPES[d["type"]].needs_url and not d.get("url"):
             enabled, reason = False, f"no url in the alert-forwarder-destinations secret for '{name}'"
-        if TYPES[d["type"]].needs_url and d.get("url") and insecure_url(d["url"]) and d.get("insecure_http") is not True:
+        if (
+            TYPES[d["type"]].needs_url
+            and d.get("url")
+            and insecure_url(d["url"])
+            and d.get("insecure_http") is not True
+        ):
             # Tokens, HMAC-signed bodies and the alerts themselves would cross the network in cleartext.
-            raise RoutesError(f"{name}.url", "plain http:// sends the alert and any token or signature in "
-                                             "cleartext; use https://, or set insecure_http: true on this "
-                                             "destination to accept that")
+            raise RoutesError(
+                f"{name}.url",
+                "plain http:// sends the alert and any token or signature in "
+                "cleartext; use https://, or set insecure_http: true on this "
+                "destination to accept that",
+            )
         d["enabled"] = enabled
         d["disabled_reason"] = reason
         out[name] = d

@@ -1,4 +1,5 @@
 """Webhook body templates: ``{{ var }}`` placeholders, checked when the routes load and filled per alert."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,19 @@ from .document import RoutesError
 from .fields import alert_value, as_text
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
-TEMPLATE_VARS = ("alert", "rule", "priority", "priority_number", "source", "hostname", "output", "time", "tags",
-                 "output_fields", "idempotency_key")
+TEMPLATE_VARS = (
+    "alert",
+    "rule",
+    "priority",
+    "priority_number",
+    "source",
+    "hostname",
+    "output",
+    "time",
+    "tags",
+    "output_fields",
+    "idempotency_key",
+)
 
 
 def validate_template(tpl: Any, where: str) -> None:
@@ -24,8 +36,11 @@ def validate_template(tpl: Any, where: str) -> None:
         for m in _PLACEHOLDER.finditer(tpl):
             var = m.group(1)
             if var not in TEMPLATE_VARS and not var.startswith("output_fields."):
-                raise RoutesError(where, f"unknown template variable {var!r} (expected one of "
-                                         f"{', '.join(TEMPLATE_VARS)} or output_fields.<name>)")
+                raise RoutesError(
+                    where,
+                    f"unknown template variable {var!r} (expected one of "
+                    f"{', '.join(TEMPLATE_VARS)} or output_fields.<name>)",
+                )
 
 
 def render_template(tpl: Any, alert: dict, extra: dict) -> Any:
@@ -57,4 +72,3 @@ def render_template(tpl: Any, alert: dict, extra: dict) -> Any:
         return as_text(v)
 
     return _PLACEHOLDER.sub(sub, tpl)
-

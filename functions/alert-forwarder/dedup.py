@@ -7,13 +7,14 @@ emitted, so the count of what happened is never lost (see falco#1456: keep the
 evidence, trim the noise). The clock is injectable so windows can be tested
 without sleeping.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from .edgeguard.falco.alert import PRIORITIES, format_time, priority_number
 from .edgeguard.routing.fields import alert_value
@@ -40,8 +41,9 @@ def dedup_key(alert: dict, fields: tuple[str, ...]) -> tuple:
     out = []
     for f in fields:
         v = alert_value(alert, f)
-        out.append(tuple(v) if isinstance(v, list) else (v if isinstance(v, (str, int, float, bool)) or v is None
-                                                          else repr(v)))
+        out.append(
+            tuple(v) if isinstance(v, list) else (v if isinstance(v, (str, int, float, bool)) or v is None else repr(v))
+        )
     return tuple(out)
 
 
@@ -69,8 +71,7 @@ class Deduper:
             if w is None:
                 if len(self._windows) >= self.max_keys:
                     summaries.extend(self._evict_oldest(now))
-                self._windows[k] = _Window(start=now, end=now + window, first=alert,
-                                           last_time=alert.get("time", ""))
+                self._windows[k] = _Window(start=now, end=now + window, first=alert, last_time=alert.get("time", ""))
                 return True, summaries
             w.suppressed += 1
             w.last_time = alert.get("time", w.last_time)
@@ -92,6 +93,61 @@ class Deduper:
         with self._lock:
             return len(self._windows)
 
+    def export_windows(self) -> list[dict]:
+        """Move the open windows out (for the pod that takes over): they are removed here, so a later export
+        cannot hand the same suppressed repeats over twice."""
+        with self._lock:
+            items, self._windows = list(self._windows.items()), OrderedDict()
+        return [
+            {
+                "route": k[0],
+                "key_fields": list(k[1]),
+                "key": [list(v) if isinstance(v, tuple) else v for v in k[2]],
+                "start": w.start,
+                "end": w.end,
+                "first": w.first,
+                "last_time": w.last_time,
+                "suppressed": w.suppressed,
+            }
+            for k, w in items
+        ]
+
+    def merge_windows(self, windows: list[dict]) -> int:
+        """Adopt windows another pod had open. A key open here too (both pods saw its first alert during the
+        rollout overlap, and each sent it once) keeps one window that counts both pods' repeats."""
+        now = self.clock()
+        n = 0
+        with self._lock:
+            for w in windows:
+                try:
+                    k = (
+                        w["route"],
+                        tuple(w["key_fields"]),
+                        tuple(tuple(v) if isinstance(v, list) else v for v in w["key"]),
+                    )
+                    start, end, suppressed = float(w["start"]), float(w["end"]), int(w["suppressed"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if end <= now and not suppressed:
+                    continue
+                mine = self._windows.get(k)
+                if mine is None:
+                    if len(self._windows) >= self.max_keys:
+                        continue
+                    self._windows[k] = _Window(
+                        start=start,
+                        end=end,
+                        first=w.get("first") or {},
+                        last_time=w.get("last_time", ""),
+                        suppressed=suppressed,
+                    )
+                else:
+                    mine.suppressed += suppressed
+                    mine.start = min(mine.start, start)
+                    mine.last_time = max(mine.last_time, w.get("last_time", ""))
+                n += 1
+        return n
+
     def _evict_oldest(self, now: float) -> list[Summary]:
         k, w = self._windows.popitem(last=False)
         return [self._summary(k[0], k[1], w, now)] if w.suppressed else []
@@ -105,19 +161,23 @@ class Deduper:
             if f.startswith("output_fields."):
                 v = alert_value(first, f)
                 if v is not None:
-                    fields[f[len("output_fields."):]] = v
-        fields.update({
-            "edgeguard.suppressed": w.suppressed,
-            "edgeguard.window_seconds": round(window, 3),
-            "edgeguard.route": route,
-            "edgeguard.first_time": first.get("time"),
-            "edgeguard.last_time": w.last_time,
-        })
+                    fields[f[len("output_fields.") :]] = v
+        fields.update(
+            {
+                "edgeguard.suppressed": w.suppressed,
+                "edgeguard.window_seconds": round(window, 3),
+                "edgeguard.route": route,
+                "edgeguard.first_time": first.get("time"),
+                "edgeguard.last_time": w.last_time,
+            }
+        )
         rule = first.get("rule", "")
         n = w.suppressed
-        output = (f"{format_time(int(now * 1e9))[11:29]}: {first.get('priority', '')} {n} repeat"
-                  f"{'s' if n != 1 else ''} of \"{rule}\" suppressed by route {route} within {window:g}s "
-                  f"(first {first.get('time')}, last {w.last_time})")
+        output = (
+            f"{format_time(int(now * 1e9))[11:29]}: {first.get('priority', '')} {n} repeat"
+            f'{"s" if n != 1 else ""} of "{rule}" suppressed by route {route} within {window:g}s '
+            f"(first {first.get('time')}, last {w.last_time})"
+        )
         alert = {
             "hostname": first.get("hostname", ""),
             "output": output,
@@ -141,8 +201,8 @@ class _Bucket:
     sent: int = 0
     suppressed: int = 0
     top_priority: int = 7
-    by_rule: dict | None = None
-    hostnames: set | None = None
+    by_rule: dict[str, int] = field(default_factory=dict)
+    hostnames: set[str] = field(default_factory=set)
     max: int = 0
 
 
@@ -168,7 +228,7 @@ class Throttler:
                     out.append(self._summary(route, max_, b, now))
                 b = None
             if b is None:
-                b = self._buckets[route] = _Bucket(start=now, end=now + window, by_rule={}, hostnames=set())
+                b = self._buckets[route] = _Bucket(start=now, end=now + window)
             if b.sent < max_:
                 b.sent += 1
                 return True, out
@@ -199,15 +259,21 @@ class Throttler:
         prio = PRIORITIES[b.top_priority]
         rules = ", ".join(f"{r} x{n}" for r, n in sorted(b.by_rule.items(), key=lambda kv: (-kv[1], kv[0])))
         n = b.suppressed
-        output = (f"{format_time(int(now * 1e9))[11:29]}: {prio} {n} alert{'s' if n != 1 else ''} held back by "
-                  f"route {route} (at most {max_} per {window:g}s): {rules}")
+        output = (
+            f"{format_time(int(now * 1e9))[11:29]}: {prio} {n} alert{'s' if n != 1 else ''} held back by "
+            f"route {route} (at most {max_} per {window:g}s): {rules}"
+        )
         alert = {
             "hostname": sorted(b.hostnames)[0] if len(b.hostnames) == 1 else "",
             "output": output,
-            "output_fields": {"edgeguard.suppressed": n, "edgeguard.window_seconds": round(window, 3),
-                              "edgeguard.route": route, "edgeguard.max": max_,
-                              "edgeguard.by_rule": dict(sorted(b.by_rule.items())),
-                              "edgeguard.hostnames": sorted(b.hostnames)},
+            "output_fields": {
+                "edgeguard.suppressed": n,
+                "edgeguard.window_seconds": round(window, 3),
+                "edgeguard.route": route,
+                "edgeguard.max": max_,
+                "edgeguard.by_rule": dict(sorted(b.by_rule.items())),
+                "edgeguard.hostnames": sorted(b.hostnames),
+            },
             "priority": prio,
             "rule": f"edgeguard: route {route} throttled",
             "source": "internal",

@@ -7,20 +7,22 @@ within the destination's budget, and leaves what still failed in the spool with
 a next-attempt time, for the tick (``enqueue_due``) or ``flush``. A worker only
 ever holds up its own destination.
 """
+
 from __future__ import annotations
 
 import queue
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .destinations import Result, Sender, make_sender
 from .edgeguard import log
 from .edgeguard.falco.alert import priority_number
+from .edgeguard.metrics import Metrics
 from .edgeguard.routing import insecure_url
 from .edgeguard.routing.destinations import TYPES
-from .metrics import Metrics
 from .spool import Entry, Spool
 
 if TYPE_CHECKING:
@@ -43,13 +45,13 @@ class Destination:
         # The health fields above are written by every worker thread of this destination, by flush and by
         # reconfigure: read-modify-writes (+= 1, max()) must not interleave.
         self.lock = threading.Lock()
-        self.sender: Sender | None = None
         self.apply(opts)
 
     def apply(self, opts: dict) -> Sender | None:
         """Take (new) resolved options with a sender built for them; return the sender they replace, to close."""
         timeout = float(opts.get("timeout", self.DEFAULTS["timeout"]))
-        old, self.sender = self.sender, make_sender(self.name, opts, timeout=timeout)
+        old: Sender | None = getattr(self, "sender", None)  # None the first time, from __init__
+        self.sender: Sender = make_sender(self.name, opts, timeout=timeout)
         self.opts = opts
         self.enabled = opts["enabled"]
         self.disabled_reason = opts["disabled_reason"]
@@ -61,8 +63,11 @@ class Destination:
         self.concurrency = int(opts.get("concurrency", self.DEFAULTS["concurrency"]))
         self.min_priority = priority_number(opts["min_priority"]) if opts.get("min_priority") else None
         if TYPES[opts["type"]].needs_url and opts.get("url") and insecure_url(opts["url"]):
-            log.warning("config.insecure_http", destination=self.name,
-                        problem="insecure_http: true: alerts, tokens and signatures go out in cleartext")
+            log.warning(
+                "config.insecure_http",
+                destination=self.name,
+                problem="insecure_http: true: alerts, tokens and signatures go out in cleartext",
+            )
         return old
 
     def record_success(self, now: float) -> None:
@@ -87,12 +92,23 @@ class Destination:
 
 
 class Delivery:
-    def __init__(self, destinations: dict[str, Destination], spool: Spool, metrics: Metrics, settings: Settings, *,
-                 clock: Callable[[], float], sleep: Callable[[float], None]):
+    def __init__(
+        self,
+        destinations: dict[str, Destination],
+        spool: Spool,
+        metrics: Metrics,
+        settings: Settings,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        history=None,
+    ):
         self.destinations = destinations  # the forwarder's, updated in place by reconfigure
+        self.history = history  # history.History: each delivery's state for GET /alerts
         self.spool, self.metrics, self.settings = spool, metrics, settings
         self.clock, self.sleep = clock, sleep
         self.running = False
+        self.accepting = True  # False after stop_workers: deliveries are only made durable (for the handover)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -109,8 +125,33 @@ class Delivery:
             self._threads.append(t)
         dest.workers = max(dest.workers, dest.concurrency)
 
+    def stop_workers(self, deadline: float) -> bool:
+        """Stop delivering (shutdown handover): no new attempts; wait for the ones in flight until ``deadline``
+        (time.monotonic()). From now on ``commit`` only makes deliveries durable. True when all workers ended."""
+        self.accepting = False
+        self._stop.set()
+        for dest in self.destinations.values():
+            for _ in range(dest.workers):
+                try:
+                    dest.queue.put_nowait(None)
+                except queue.Full:
+                    pass
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        # Queued entries were claimed for the workers that are gone: they go back to the spool's pool.
+        for dest in self.destinations.values():
+            while True:
+                try:
+                    entry = dest.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if entry is not None:
+                    self.spool.release(entry.id)
+        return not any(t.is_alive() for t in self._threads)
+
     def close(self, deadline: float) -> None:
         """Stop the workers (waiting until ``deadline``, a time.monotonic() value) and close the senders."""
+        self.accepting = False
         self._stop.set()
         for dest in self.destinations.values():
             for _ in range(dest.workers):
@@ -126,6 +167,9 @@ class Delivery:
     def commit(self, pending: list[tuple[Destination, Entry]]) -> None:
         """Make one request's deliveries durable with one journal write (and one fsync), then queue them."""
         if not pending:
+            return
+        if not self.accepting:
+            self.spool.put_many([e for _, e in pending])
             return
         now = self.clock()
         durable = self.settings.ack_mode == "durable"
@@ -160,6 +204,10 @@ class Delivery:
             entry = dest.queue.get()
             if entry is None:
                 return
+            if self._stop.is_set():  # stopped while it waited: it stays in the spool (for the handover)
+                self.spool.release(entry.id)
+                dest.queue.task_done()
+                return
             if self.settings.ack_mode == "durable" and not self.spool.contains(entry.id):
                 dest.queue.task_done()  # dropped from a full spool while it waited: counted there
                 continue
@@ -176,13 +224,19 @@ class Delivery:
             self.metrics.inc("retried_total", {"destination": dest.name})
         entry.attempts += 1
         res = dest.sender.send(entry.payload, entry.key)
+        if self.history is not None:
+            self.history.update(
+                entry.id,
+                "delivered" if res.ok else "rejected" if not res.retryable else "retrying",
+                attempts=entry.attempts,
+                error=None if res.ok else res.error,
+            )
         if res.ok:
             dest.record_success(self.clock())
-            self.metrics.inc("delivered_total", {"destination": dest.name})
-            self.metrics.observe("delivery_seconds", max(0.0, self.clock() - entry.created),
-                                 {"destination": dest.name})
+            self.metrics.inc("outputs_total", {"destination": dest.name, "status": "ok"})
+            self.metrics.observe("delivery_seconds", max(0.0, self.clock() - entry.created), {"destination": dest.name})
         else:
-            self.metrics.inc("failed_total", {"destination": dest.name})
+            self.metrics.inc("outputs_total", {"destination": dest.name, "status": "error"})
             dest.record_error(res.error)
         return res
 
@@ -201,8 +255,13 @@ class Delivery:
                 self._finish(entry)
                 return True
             if not res.retryable:
-                log.warning("delivery.rejected", destination=dest.name, status=res.status, error=res.error,
-                            idempotency_key=entry.key)
+                log.warning(
+                    "delivery.rejected",
+                    destination=dest.name,
+                    status=res.status,
+                    error=res.error,
+                    idempotency_key=entry.key,
+                )
                 self.metrics.inc("dropped_total", {"destination": dest.name, "reason": "rejected"})
                 self._finish(entry)
                 return False
@@ -240,15 +299,26 @@ class Delivery:
             self.spool.put(entry)
         self.metrics.inc("spooled_total", {"destination": dest.name})
         if res is not None:
-            log.warning("delivery.deferred", destination=dest.name, error=res.error, status=res.status,
-                        attempts=entry.attempts, retry_in=round(wait, 3), idempotency_key=entry.key)
+            log.warning(
+                "delivery.deferred",
+                destination=dest.name,
+                error=res.error,
+                status=res.status,
+                attempts=entry.attempts,
+                retry_in=round(wait, 3),
+                idempotency_key=entry.key,
+            )
         return False
 
     def _finish(self, entry: Entry) -> None:
         self.spool.remove(entry.id)
+
     def enqueue_due(self) -> int:
-        usable = {n for n, d in self.destinations.items()
-                  if d.enabled and d.down_until <= self.clock() and not d.queue.full()}
+        if not self.accepting:
+            return 0
+        usable = {
+            n for n, d in self.destinations.items() if d.enabled and d.down_until <= self.clock() and not d.queue.full()
+        }
         if not usable:
             return 0
         n = 0
@@ -269,8 +339,9 @@ class Delivery:
         deadline = time.monotonic() + self.settings.flush_budget
         counts = {"attempted": 0, "delivered": 0, "deferred": 0, "rejected": 0, "skipped_destination_down": 0}
         failed_now: set[str] = set()
-        entries = self.spool.claim_due(ignore_schedule=ignore_schedule,
-                                       accept=lambda d: d in self.destinations and self.destinations[d].enabled)
+        entries = self.spool.claim_due(
+            ignore_schedule=ignore_schedule, accept=lambda d: d in self.destinations and self.destinations[d].enabled
+        )
         for entry in entries:
             dest = self.destinations[entry.destination]
             if time.monotonic() > deadline or entry.destination in failed_now:

@@ -4,6 +4,7 @@ Each sender returns a ``Result`` that says whether the attempt worked and, if
 not, whether trying again can help and how long the receiver asked us to wait.
 Retrying, spooling and counting are the forwarder's job, not the sender's.
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -14,8 +15,8 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .edgeguard import config, gateway, httpclient, log
 from .edgeguard.falco.alert import dumps, priority_number
@@ -24,8 +25,16 @@ from .edgeguard.routing.templates import render_template
 USER_AGENT = "edgeguard-alert-forwarder/0.1"
 
 # falcosidekick's Slack colours by priority (reference: alert-forwarding-anchors.md §1.10).
-COLOURS = {"Emergency": "#e20b0b", "Alert": "#ff5400", "Critical": "#ff5400", "Error": "#e20b0b",
-           "Warning": "#ffc700", "Notice": "#5bffb5", "Informational": "#68c2ff", "Debug": "#ccfff2"}
+COLOURS = {
+    "Emergency": "#e20b0b",
+    "Alert": "#ff5400",
+    "Critical": "#ff5400",
+    "Error": "#e20b0b",
+    "Warning": "#ffc700",
+    "Notice": "#5bffb5",
+    "Informational": "#68c2ff",
+    "Debug": "#ccfff2",
+}
 
 
 @dataclass
@@ -80,6 +89,7 @@ def classify(status: int, headers, body: bytes = b"") -> Result:
 
 # ----------------------------------------------------------------------------- message formats
 
+
 def _field_items(alert: dict, wanted: list[str] | None, limit: int = 20) -> list[tuple[str, str]]:
     fields = alert.get("output_fields") or {}
     if wanted:
@@ -100,9 +110,11 @@ def _message_text(alert: dict) -> str:
 
 def slack_payload(alert: dict, opts: dict) -> dict:
     prio = alert.get("priority", "")
-    fields = [{"title": "rule", "value": alert.get("rule", ""), "short": False},
-              {"title": "priority", "value": prio, "short": True},
-              {"title": "source", "value": alert.get("source", ""), "short": True}]
+    fields = [
+        {"title": "rule", "value": alert.get("rule", ""), "short": False},
+        {"title": "priority", "value": prio, "short": True},
+        {"title": "source", "value": alert.get("source", ""), "short": True},
+    ]
     if alert.get("hostname"):
         fields.append({"title": "hostname", "value": alert["hostname"], "short": True})
     if alert.get("tags"):
@@ -114,8 +126,15 @@ def slack_payload(alert: dict, opts: dict) -> dict:
     payload = {
         "text": f"*{prio}*: {alert.get('rule', '')}",
         "username": opts["username"],
-        "attachments": [{"fallback": text, "color": COLOURS.get(prio, "#cccccc"), "text": text,
-                         "fields": fields, "footer": "edgeguard alert-forwarder"}],
+        "attachments": [
+            {
+                "fallback": text,
+                "color": COLOURS.get(prio, "#cccccc"),
+                "text": text,
+                "fields": fields,
+                "footer": "edgeguard alert-forwarder",
+            }
+        ],
     }
     if opts.get("channel"):
         payload["channel"] = opts["channel"]
@@ -140,36 +159,55 @@ def teams_payload(alert: dict, opts: dict) -> dict:
     title = f"{prio}: {alert.get('rule', '')}"
     facts = _facts(alert, opts)
     if opts.get("format") == "messagecard":
-        return {"@type": "MessageCard", "@context": "https://schema.org/extensions",
-                "themeColor": COLOURS.get(prio, "#cccccc").lstrip("#"), "summary": title, "title": title,
-                "text": _message_text(alert), "sections": [{"facts": [{"name": k, "value": v} for k, v in facts]}]}
+        return {
+            "@type": "MessageCard",
+            "@context": "https://schema.org/extensions",
+            "themeColor": COLOURS.get(prio, "#cccccc").lstrip("#"),
+            "summary": title,
+            "title": title,
+            "text": _message_text(alert),
+            "sections": [{"facts": [{"name": k, "value": v} for k, v in facts]}],
+        }
     try:
         n = priority_number(prio)
     except ValueError:
         n = 7
     colour = "attention" if n <= 3 else "warning" if n == 4 else "accent" if n == 5 else "default"
-    card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
-            "version": "1.4", "body": [
-                {"type": "TextBlock", "size": "Medium", "weight": "Bolder", "text": title, "color": colour,
-                 "wrap": True},
-                {"type": "TextBlock", "text": _message_text(alert), "wrap": True},
-                {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in facts]}]}
-    return {"type": "message", "attachments": [
-        {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
+    card = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": [
+            {"type": "TextBlock", "size": "Medium", "weight": "Bolder", "text": title, "color": colour, "wrap": True},
+            {"type": "TextBlock", "text": _message_text(alert), "wrap": True},
+            {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in facts]},
+        ],
+    }
+    return {
+        "type": "message",
+        "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+        ],
+    }
 
 
 def discord_payload(alert: dict, opts: dict) -> dict:
     prio = alert.get("priority", "")
     fields = [{"name": k[:256], "value": (v or "-")[:1024], "inline": len(v) < 36} for k, v in _facts(alert, opts)]
-    embed = {"title": f"{prio}: {alert.get('rule', '')}"[:256], "description": _message_text(alert)[:4000],
-             "color": int(COLOURS.get(prio, "#cccccc").lstrip("#"), 16), "fields": fields[:25],
-             "footer": {"text": "edgeguard alert-forwarder"}}
+    embed = {
+        "title": f"{prio}: {alert.get('rule', '')}"[:256],
+        "description": _message_text(alert)[:4000],
+        "color": int(COLOURS.get(prio, "#cccccc").lstrip("#"), 16),
+        "fields": fields[:25],
+        "footer": {"text": "edgeguard alert-forwarder"},
+    }
     if alert.get("time"):
         embed["timestamp"] = alert["time"]
     return {"username": opts["username"], "embeds": [embed]}
 
 
 # ----------------------------------------------------------------------------- senders
+
 
 class Sender:
     def __init__(self, name: str, opts: dict, *, timeout: float):
@@ -221,30 +259,41 @@ class Sender:
 
 class ConsoleSender(Sender):
     def send(self, alert: dict, key: str) -> Result:
-        log.warning("alert", destination=self.name, rule=alert.get("rule"), priority=alert.get("priority"),
-                    source=alert.get("source"), hostname=alert.get("hostname"), output=alert.get("output"),
-                    idempotency_key=key)
+        log.warning(
+            "alert",
+            destination=self.name,
+            rule=alert.get("rule"),
+            priority=alert.get("priority"),
+            source=alert.get("source"),
+            hostname=alert.get("hostname"),
+            output=alert.get("output"),
+            idempotency_key=key,
+        )
         return Result(True)
 
 
 class _JSONWebhook(Sender):
-    formatter = None
+    def payload(self, alert: dict) -> dict:
+        raise NotImplementedError
 
     def send(self, alert: dict, key: str) -> Result:
-        body = json.dumps(type(self).formatter(alert, self.opts), ensure_ascii=False).encode("utf-8")
+        body = json.dumps(self.payload(alert), ensure_ascii=False).encode("utf-8")
         return self._post(body, {"Content-Type": "application/json", "Idempotency-Key": key})
 
 
 class SlackSender(_JSONWebhook):
-    formatter = staticmethod(slack_payload)
+    def payload(self, alert: dict) -> dict:
+        return slack_payload(alert, self.opts)
 
 
 class TeamsSender(_JSONWebhook):
-    formatter = staticmethod(teams_payload)
+    def payload(self, alert: dict) -> dict:
+        return teams_payload(alert, self.opts)
 
 
 class DiscordSender(_JSONWebhook):
-    formatter = staticmethod(discord_payload)
+    def payload(self, alert: dict) -> dict:
+        return discord_payload(alert, self.opts)
 
 
 def sign(key: bytes, timestamp: str, body: bytes) -> str:
@@ -255,16 +304,18 @@ def sign(key: bytes, timestamp: str, body: bytes) -> str:
 class WebhookSender(Sender):
     def __init__(self, name: str, opts: dict, *, timeout: float):
         super().__init__(name, opts, timeout=timeout)
-        self._tmpdir = None
-        self.ca_file = None
-        self.cert = None
+        self._tmpdir: str | None = None
+        self.ca_file: str | None = None
+        self.cert: tuple[str, str] | None = None
         if opts.get("ca_cert"):
             self.ca_file = self._pem_file("ca.pem", opts["ca_cert"])
         elif opts.get("ca_file"):
             self.ca_file = opts["ca_file"]
         if opts.get("client_cert"):
-            self.cert = (self._pem_file("client.crt", opts["client_cert"]),
-                         self._pem_file("client.key", opts["client_key"]))
+            self.cert = (
+                self._pem_file("client.crt", opts["client_cert"]),
+                self._pem_file("client.key", opts["client_key"]),
+            )
 
     def tls_options(self) -> dict:
         return {"ca_file": self.ca_file, "client_cert": self.cert}
@@ -294,8 +345,7 @@ class WebhookSender(Sender):
         if self.opts.get("hmac_key"):
             ts = str(int(time.time()))
             headers["X-Edgeguard-Timestamp"] = ts
-            headers[self.opts["signature_header"]] = sign(
-                self.opts["hmac_key"].encode("utf-8"), ts, body)
+            headers[self.opts["signature_header"]] = sign(self.opts["hmac_key"].encode("utf-8"), ts, body)
         return self._post(body, headers, method=self.opts["method"])
 
     def close(self) -> None:
@@ -312,9 +362,16 @@ class OpenFaaSSender(Sender):
     def _build_client(self) -> gateway.Gateway:
         o = self.opts
         # A token given in the destinations secret wins over token_secret (read on every call).
-        return gateway.Gateway(o["function"], async_=o["async"], path=o["path"], timeout=self.timeout,
-                               token=o.get("token"), token_secret=o.get("token_secret"),
-                               callback_url=o.get("callback_url"), user_agent=USER_AGENT)
+        # Always /function/<name>: the routes refuse async (CE's queue logs the token and never retries).
+        return gateway.Gateway(
+            o["function"],
+            async_=False,
+            path=o["path"],
+            timeout=self.timeout,
+            token=o.get("token"),
+            token_secret=o.get("token_secret"),
+            user_agent=USER_AGENT,
+        )
 
     def send(self, alert: dict, key: str) -> Result:
         body, headers = dumps(alert).encode("utf-8"), {"Idempotency-Key": key, "X-Edgeguard-Event-Id": key}
@@ -326,8 +383,14 @@ class OpenFaaSSender(Sender):
             return Result(False, None, True, None, str(exc))
 
 
-SENDERS = {"console": ConsoleSender, "slack": SlackSender, "teams": TeamsSender, "discord": DiscordSender,
-           "webhook": WebhookSender, "openfaas": OpenFaaSSender}
+SENDERS = {
+    "console": ConsoleSender,
+    "slack": SlackSender,
+    "teams": TeamsSender,
+    "discord": DiscordSender,
+    "webhook": WebhookSender,
+    "openfaas": OpenFaaSSender,
+}
 
 
 def make_sender(name: str, opts: dict, *, timeout: float) -> Sender:

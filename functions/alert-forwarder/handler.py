@@ -16,16 +16,22 @@ OpenFaaS CE's cron-connector can only send `POST /` with an empty body and no cr
 that one request shape treated as a flush (it carries no data, returns only counts, and runs at most once per
 10 s); the background tick already retries the spool every second while the pod runs.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from pathlib import Path
 
-from .edgeguard import auth, config, http, log
+from . import ui
+from .edgeguard import auth, config, http, jsonsafe, log, metrics
 from .edgeguard.falco.alert import format_time, parse_alert
 from .edgeguard.routing import RoutesError, load_routes_text, parse_destination_secrets, unknown_secret_entries
 from .forwarder import Forwarder, Settings
+from .handover import Handover
+from .history import FilterError
+from .kubesecret import Kubeconfig, KubeError, SecretClient
+from .nodetokens import NodeTokens
 from .spool import SpoolBusy
 
 TOKEN_SECRET = "alert-forwarder-token"
@@ -47,6 +53,7 @@ def _settings() -> Settings:
         tick_interval=max(0.05, config.env_float("retry_tick_seconds", 1.0)),
         flush_budget=config.env_float("flush_budget_seconds", 20.0),
         spool_backoff_max=max(0.1, config.env_float("spool_retry_max_seconds", 60.0)),
+        history_max=config.env_int("history_max", 1000, minimum=1),
     )
 
 
@@ -104,11 +111,11 @@ class ConfigWatcher:
                 what.append("routes")
             except ValueError as exc:
                 log.error("config.reload_failed", what="routes", error=str(exc))
-        raw = config.read_secret(DESTINATIONS_SECRET)
-        if raw != self.secrets_raw:
-            self.secrets_raw = raw
+        secrets_raw = config.read_secret(DESTINATIONS_SECRET)
+        if secrets_raw != self.secrets_raw:
+            self.secrets_raw = secrets_raw
             try:
-                secrets = _parse_destination_secrets(raw)
+                secrets = _parse_destination_secrets(secrets_raw)
                 what.append("destinations")
             except ValueError as exc:
                 # The message names the place, never a value.
@@ -121,8 +128,39 @@ class ConfigWatcher:
             # e.g. a plain http:// URL without insecure_http: refused before anything changed.
             log.error("config.reload_failed", what=what, error=str(exc))
             return
-        log.info("config.reloaded", what=what, changed=changed,
-                 enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled))
+        log.info(
+            "config.reloaded",
+            what=what,
+            changed=changed,
+            enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled),
+        )
+
+
+def _kubeconfig() -> Kubeconfig | None:
+    """alert-forwarder's own least-privilege credential (deploy/rbac/alert-forwarder.yaml), when mounted."""
+    name = config.env_str("kubeconfig_secret", "alert-forwarder-kubeconfig")
+    text = config.read_secret(name)
+    if not text:
+        return None
+    try:
+        kc = Kubeconfig(text)
+    except KubeError as exc:
+        raise config.ConfigError(f"OpenFaaS secret '{name}': {exc}") from None
+    if kc.token:
+        log.register_secret(kc.token)
+    return kc
+
+
+def _node_tokens(kc: Kubeconfig | None) -> NodeTokens | None:
+    if kc is None or not config.env_bool("node_tokens", True):
+        return None
+    client = SecretClient(
+        kc,
+        config.env_str("node_tokens_secret", "edgeguard-node-alert-tokens"),
+        namespace=config.env_str("node_tokens_namespace", "edgeguard-enroll"),
+    )
+    ttl = config.parse_duration(config.env_str("node_tokens_ttl", "30s"), "node_tokens_ttl")
+    return NodeTokens(client, ttl=ttl, log_warning=log.warning).start()
 
 
 def build_forwarder(**kwargs) -> Forwarder:
@@ -137,12 +175,22 @@ def build_forwarder(**kwargs) -> Forwarder:
     secrets = _parse_destination_secrets(raw)
     for name in unknown_secret_entries(table, secrets):
         log.warning("config.unused_destination_secret", destination=name)
-    fwd = Forwarder(table, secrets, kwargs.pop("settings", None) or _settings(), source=source,
-                    on_tick=ConfigWatcher(text, raw).check, **kwargs)
-    log.info("config.loaded", routes=source, routes_count=len(table.all_routes()),
-             enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled),
-             disabled=sorted(n for n, d in fwd.destinations.items() if not d.enabled),
-             spool_depth=fwd.spool.depth())
+    fwd = Forwarder(
+        table,
+        secrets,
+        kwargs.pop("settings", None) or _settings(),
+        source=source,
+        on_tick=ConfigWatcher(text, raw).check,
+        **kwargs,
+    )
+    log.info(
+        "config.loaded",
+        routes=source,
+        routes_count=len(table.all_routes()),
+        enabled=sorted(n for n, d in fwd.destinations.items() if d.enabled),
+        disabled=sorted(n for n, d in fwd.destinations.items() if not d.enabled),
+        spool_depth=fwd.spool.depth(),
+    )
     return fwd
 
 
@@ -150,12 +198,87 @@ try:
     MAX_BODY = config.env_int("max_body_bytes", 4 * 1024 * 1024, minimum=1024)
     MAX_BATCH = config.env_int("max_batch", 10000, minimum=1)
     CRON_FLUSH = config.env_bool("cron_flush", False)
+    config.token_grace_seconds()  # validated now, not at the first rotation
+    # Seen once at start-up, so that a rotation of the secret under the running process is noticed as one (and
+    # its previous value gets the grace) even before the first request.
+    config.read_secret(TOKEN_SECRET)
+    config.read_secret(auth.METRICS_SECRET)
+    KUBE = _kubeconfig()
+    NODE_TOKENS = _node_tokens(KUBE)
     FORWARDER = build_forwarder()
+    if NODE_TOKENS is not None:
+        FORWARDER.on_close(NODE_TOKENS.stop)
+    if KUBE is not None and config.env_bool("handover", True):
+        FORWARDER.attach_handover(
+            Handover(
+                SecretClient(
+                    KUBE,
+                    config.env_str("handover_secret", "alert-forwarder-spool-handover"),
+                    namespace=config.env_str("handover_namespace"),
+                ),
+                FORWARDER,
+                log=log.info,
+            ).start()
+        )
+    else:
+        log.warning(
+            "handover.off",
+            why="no alert-forwarder-kubeconfig secret (or handover=false): undelivered alerts "
+            "survive container restarts in /tmp, not the deletion of this pod",
+        )
+    SESSIONS = ui.Sessions(config.parse_duration(config.env_str("ui_session_ttl", "8h"), "ui_session_ttl"))
+    # Both inside the watchdog's healthcheck_interval (stack.yml: 8s), after which it exits and the pod ends.
+    SHUTDOWN = (
+        config.parse_duration(config.env_str("shutdown_drain", "2s"), "shutdown_drain"),
+        config.parse_duration(config.env_str("shutdown_deadline", "7s"), "shutdown_deadline"),
+    )
 except (RoutesError, config.ConfigError, SpoolBusy) as _exc:
     # Fail loudly: of-watchdog restarts the pod and the log says exactly what to fix.
     log.error("config.invalid", error=str(_exc))
     raise
+# Rotation grace (edgeguard/auth.py): how often the previous token was used, and how long it still works.
+FORWARDER.metrics.add_collector(lambda m: auth.rotation_metrics(m, (TOKEN_SECRET, auth.METRICS_SECRET)))
 _cron_lock = threading.Lock()
+
+
+def _on_sigterm(signum, frame) -> None:
+    """of-watchdog passes SIGTERM on at once and keeps serving for healthcheck_interval; the kubelet kills the pod
+    at terminationGracePeriodSeconds (30 s on CE). Drain and hand over in a thread and keep serving: exiting
+    now would make the watchdog answer every further request with 500 (exit 0) or drop them (exit != 0), and
+    Falco counts both as delivered."""
+    if FORWARDER.terminating is None:
+        threading.Thread(target=_shutdown, name="shutdown", daemon=True).start()
+
+
+def _shutdown() -> None:
+    import os
+
+    watchdog = os.getppid()
+    try:
+        FORWARDER.shutdown(drain_seconds=SHUTDOWN[0], deadline_seconds=SHUTDOWN[1])
+    except Exception as exc:  # noqa: BLE001 - whatever happens, the log says it
+        log.error("shutdown.crashed", error=type(exc).__name__, message=str(exc)[:200])
+    # Serve (and hand over) for as long as the watchdog proxies to us; once it has exited nothing can reach this
+    # process any more. In a pod the container's end kills us anyway; outside one (make up, tests) we must not
+    # outlive it as an orphan.
+    while os.getppid() == watchdog:
+        time.sleep(0.2)
+    os._exit(0)  # no log line: stderr was the watchdog's pipe, and a write to it now fails
+
+
+def _under_the_template() -> bool:
+    """Imported by the python3-http template's index.py (a pod, or the real watchdog in tests), not by a test
+    process, whose own SIGTERM handling must stay as it is."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    return Path(getattr(main, "__file__", "") or "").name == "index.py" and hasattr(main, "Flask")
+
+
+if _under_the_template() and threading.current_thread() is threading.main_thread():
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
 _cron_last = [0.0]
 
 
@@ -165,21 +288,161 @@ def _validate(doc) -> list[dict]:
         raise http.HTTPError(400, "empty batch: send one alert object or a non-empty array")
     if len(items) > MAX_BATCH:
         raise http.HTTPError(413, f"batch of {len(items)} alerts is over the limit of {MAX_BATCH}")
+    # Every alert of the batch is checked before any of them is routed: a batch refused for its 7th alert must
+    # not have opened dedup windows (or counted, or spooled) for the first six.
     alerts = []
     for i, obj in enumerate(items):
+        where = f"alert[{i}]: " if isinstance(doc, list) else ""
         try:
-            alerts.append(parse_alert(obj).to_dict())
+            alert = parse_alert(obj).to_dict()
+            _check_output_fields(
+                alert["output_fields"], f"$[{i}].output_fields" if isinstance(doc, list) else "$.output_fields"
+            )
+        except jsonsafe.UnsafeJSON as exc:
+            raise http.HTTPError(
+                400, f"{where}invalid value at {exc.where}: {exc.what}; nothing was forwarded", index=i, path=exc.where
+            ) from None
         except ValueError as exc:
-            where = f"alert[{i}]: " if isinstance(doc, list) else ""
             raise http.HTTPError(400, f"{where}{exc}; nothing was forwarded", index=i) from None
+        alerts.append(alert)
     return alerts
 
 
+def _check_output_fields(fields: dict, root: str) -> None:
+    """Falco's output_fields hold scalars, or flat arrays of scalars for list fields (ka.req.pod.containers.image):
+    anything deeper is not an alert Falco could send, and would break dedup keys and chat formats."""
+    jsonsafe.scalar_fields({k: v for k, v in fields.items() if not isinstance(v, list)}, fields, root=root)
+    for name, value in fields.items():
+        if isinstance(value, list):
+            jsonsafe.scalar_fields(dict(enumerate(value)), range(len(value)), root=jsonsafe.key_path(root, name))
+
+
+def _sender(event) -> str:
+    """Who posts: ``fleet`` (the alert-forwarder-token: audit-ingest, Falco DaemonSets) or ``node:<name>``
+    (a host-mode Falco with its own per-node token, Basic user=<node>). Raises the 401/503 otherwise."""
+    try:
+        auth.require_bearer(event, TOKEN_SECRET, allow_basic=True)
+        return "fleet"
+    except http.HTTPError as err:
+        creds = auth.basic_credentials(event)
+        if err.status != 401 or NODE_TOKENS is None or creds is None or http.query(event, "token") is not None:
+            raise
+        if NODE_TOKENS.verify(*creds):
+            return f"node:{creds[0]}"
+        raise
+
+
+def _viewer(event) -> None:
+    """Read-only access (GET /alerts, the page's data): a bearer token (ours or edgeguard-metrics-token), or a
+    session the page's login started. Never a token in the URL."""
+    if http.header(event, "Authorization") or http.query(event, "token") is not None:
+        auth.require_metrics_reader(event, TOKEN_SECRET)
+        return
+    if SESSIONS.get(event) is None:
+        raise http.HTTPError(
+            401,
+            "sign in on the page (ui), or send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": 'Bearer realm="edgeguard"'},
+        )
+
+
+def _alerts(event) -> dict:
+    _viewer(event)
+    params = {
+        k: http.query(event, k)
+        for k in ("priority", "rule", "source", "hostname", "destination", "state", "since", "after")
+    }
+    raw_limit = http.query(event, "limit")
+    try:
+        limit = min(1000, max(1, int("200" if raw_limit is None else raw_limit)))
+    except ValueError:
+        raise http.HTTPError(400, "limit must be an integer", parameter="limit") from None
+    try:
+        return http.json_response(FORWARDER.history.query(params, limit=limit))
+    except FilterError as exc:
+        raise http.HTTPError(400, str(exc)) from None
+
+
+def _summary(event) -> dict:
+    _viewer(event)
+    st = FORWARDER.status()
+    dests = {
+        n: {
+            k: d.get(k)
+            for k in (
+                "type",
+                "state",
+                "last_error",
+                "consecutive_failures",
+                "queued",
+                "last_success_s_ago",
+                "disabled_reason",
+            )
+        }
+        for n, d in st["destinations"].items()
+    }
+    return http.json_response(
+        {
+            "status": st["status"],
+            "problems": st["problems"],
+            "spool": st["spool"],
+            "destinations": dests,
+            "counts": FORWARDER.history.counts(60),
+            "terminating": st["terminating"],
+        }
+    )
+
+
+def _page(event, m: str) -> dict:
+    if m in ("GET", "HEAD"):
+        sess = SESSIONS.get(event)
+        return ui.app_page(sess) if sess else ui.login_page()
+    http.require_method(event, ("GET", "POST"))
+    if not ui.same_origin(event):
+        raise http.HTTPError(403, "cross-site form posts are refused")
+    fields = ui.form(event)
+    if fields.get("action") == "logout":
+        sess = SESSIONS.get(event)
+        if sess is None or not ui.csrf_ok(sess, fields.get("csrf")):
+            raise http.HTTPError(403, "sign out needs the page's CSRF token")
+        SESSIONS.drop(event)
+        return http.text_response(
+            "", 303, headers={"Location": "ui", "Set-Cookie": ui.set_cookie(event, "", 0), **ui.SECURITY_HEADERS}
+        )
+    if SESSIONS.logins.take():
+        return {**ui.login_page("too many sign-in attempts; wait a minute", 429)}
+    given = fields.get("token", "")
+    ok = bool(given) and any(_token_ok(given, name) for name in (TOKEN_SECRET, auth.METRICS_SECRET))
+    if not ok:
+        log.warning("ui.login_refused")
+        return ui.login_page("that token is not accepted", 401)
+    sid, _ = SESSIONS.create("viewer")
+    log.info("ui.login", sessions=SESSIONS.count())
+    return http.text_response(
+        "",
+        303,
+        headers={"Location": "ui", "Set-Cookie": ui.set_cookie(event, sid, int(SESSIONS.ttl)), **ui.SECURITY_HEADERS},
+    )
+
+
+def _token_ok(given: str, secret_name: str) -> bool:
+    if not config.read_secret(secret_name):
+        return False
+    return auth.token_matches(given, secret_name)
+
+
 def _ingest(event) -> dict:
-    auth.require_bearer(event, TOKEN_SECRET, allow_basic=True)
-    doc = http.parse_json(event, max_bytes=MAX_BODY, allow_ndjson=True)
+    sender = _sender(event)
+    FORWARDER.metrics.inc("senders_total", {"sender": sender.split(":", 1)[0]})
+    try:
+        doc = http.parse_json(event, max_bytes=MAX_BODY, allow_ndjson=True, allow_gzip=True)
+    except http.HTTPError as err:
+        if err.status == 415 and http.media_type(event) == "text/plain":
+            # What Falco's http_output sends with json_output: false: one formatted line, no fields to route on.
+            err.reason += "; Falco sends text/plain unless falco.yaml has json_output: true (set json_output: true)"
+        raise
     alerts = _validate(doc)
-    report = FORWARDER.ingest(alerts)
+    report = FORWARDER.ingest(alerts, sender=sender)
     report["spool_depth"] = FORWARDER.spool.depth()
     return http.json_response(report, 202)
 
@@ -198,8 +461,12 @@ def _cron_flush(event) -> dict:
 
 def _is_cron_call(event) -> bool:
     body = getattr(event, "body", b"") or b""
-    return (CRON_FLUSH and not body.strip() and http.header(event, "Authorization") is None
-            and http.query(event, "token") is None)
+    return (
+        CRON_FLUSH
+        and not body.strip()
+        and http.header(event, "Authorization") is None
+        and http.query(event, "token") is None
+    )
 
 
 def _authenticated(event) -> None:
@@ -210,12 +477,22 @@ def _authenticated(event) -> None:
 
 def _test(event, context) -> dict:
     _authenticated(event)
-    overrides = http.parse_json(event, max_bytes=MAX_BODY, allow_empty=True) if (getattr(event, "body", b"") or b"").strip() else None
+    overrides = (
+        http.parse_json(event, max_bytes=MAX_BODY, allow_empty=True)
+        if (getattr(event, "body", b"") or b"").strip()
+        else None
+    )
     now_ns = time.time_ns()
     priority = http.query(event, "priority", "Warning")
-    alert = {"hostname": getattr(context, "hostname", None) or "alert-forwarder", "output_fields": {"test": "true"},
-             "priority": priority, "rule": "Test rule", "source": "internal", "tags": ["example", "test"],
-             "time": format_time(now_ns)}
+    alert = {
+        "hostname": getattr(context, "hostname", None) or "alert-forwarder",
+        "output_fields": {"test": "true"},
+        "priority": priority,
+        "rule": "Test rule",
+        "source": "internal",
+        "tags": ["example", "test"],
+        "time": format_time(now_ns),
+    }
     alert["output"] = f"{format_time(now_ns)[11:29]}: {priority} This is a test from edgeguard alert-forwarder"
     if overrides is not None:
         if not isinstance(overrides, dict):
@@ -232,40 +509,72 @@ def _test(event, context) -> dict:
 def handle(event, context):
     m = http.method(event)
     p = http.path(event).rstrip("/") or "/"
-    endpoint = p if p in ("/", "/flush", "/test", "/metrics") else "other"
+    endpoint = p if p in ("/", "/flush", "/test", "/metrics", "/alerts", "/alerts/summary", "/ui") else "other"
     resp = None
     try:
         if p == "/" and m == "POST":
             resp = _cron_flush(event) if _is_cron_call(event) else _ingest(event)
         elif p == "/" and m in ("GET", "HEAD"):
             _authenticated(event)
-            resp = http.json_response(FORWARDER.status())
+            resp = http.json_response(
+                {
+                    **FORWARDER.status(),
+                    "token_rotation": auth.rotation_status(TOKEN_SECRET),
+                    "node_tokens": NODE_TOKENS.status()
+                    if NODE_TOKENS
+                    else {
+                        "enabled": False,
+                        "why": "no alert-forwarder-kubeconfig secret, or node_tokens=false: only the fleet token works",
+                    },
+                }
+            )
         elif p == "/metrics":
             http.require_method(event, ("GET",))
-            _authenticated(event)
-            resp = http.text_response(FORWARDER.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+            # The read-only edgeguard-metrics-token (Prometheus) or our own token; no spool work for a scrape.
+            auth.require_metrics_reader(event, TOKEN_SECRET)
+            resp = http.text_response(FORWARDER.metrics.render(), content_type=metrics.CONTENT_TYPE)
         elif p == "/flush":
             http.require_method(event, ("POST",))
             _authenticated(event)
-            resp = http.json_response({"flush": FORWARDER.flush(ignore_schedule=not http.query_flag(event, "due_only"))})
+            resp = http.json_response(
+                {"flush": FORWARDER.flush(ignore_schedule=not http.query_flag(event, "due_only"))}
+            )
         elif p == "/test":
             http.require_method(event, ("POST",))
             resp = _test(event, context)
+        elif p == "/alerts":
+            http.require_method(event, ("GET",))
+            resp = _alerts(event)
+        elif p == "/alerts/summary":
+            http.require_method(event, ("GET",))
+            resp = _summary(event)
+        elif p == "/ui":
+            resp = _page(event, m)
         elif p == "/":
             http.require_method(event, ("GET", "POST"))
         else:
-            raise http.HTTPError(404, f"no such endpoint {p}; use /, /flush, /test or /metrics")
+            raise http.HTTPError(404, f"no such endpoint {p[:80]}; use /, /flush, /test, /metrics, /alerts or /ui")
         return resp
     except http.HTTPError as err:
         FORWARDER.metrics.inc("requests_total", {"endpoint": endpoint, "code": err.status})
         if 400 <= err.status < 500:
             FORWARDER.metrics.inc("rejected_total", {"reason": _reason(err)})
+            if p == "/" and m == "POST":
+                FORWARDER.metrics.inc("inputs_total", {"source": "requests", "status": "rejected"})
         raise
     finally:
         if resp is not None:
             FORWARDER.metrics.inc("requests_total", {"endpoint": endpoint, "code": resp["statusCode"]})
+            if p == "/" and m == "POST" and resp["statusCode"] == 202:
+                FORWARDER.metrics.inc("inputs_total", {"source": "requests", "status": "accepted"})
 
 
 def _reason(err: http.HTTPError) -> str:
-    return {401: "unauthorized", 405: "method", 413: "too_large", 415: "content_type", 404: "not_found",
-            503: "unconfigured"}.get(err.status, "invalid")
+    return {
+        401: "unauthorized",
+        405: "method",
+        413: "too_large",
+        415: "content_type",
+        404: "not_found",
+        503: "unconfigured",
+    }.get(err.status, "invalid")

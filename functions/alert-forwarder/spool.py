@@ -16,6 +16,7 @@ When the spool is full the oldest entries are dropped and reported to
 actionable. A claim set keeps each entry in one worker at a time, so a flush
 and the background retry never deliver the same entry twice.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -25,9 +26,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 JOURNAL = "spool.wal"
 
@@ -36,21 +37,21 @@ JOURNAL = "spool.wal"
 class Entry:
     id: str
     destination: str
-    key: str                      # idempotency key sent to the receiver
-    payload: dict                 # the alert (or dedup summary) as sent
+    key: str  # idempotency key sent to the receiver
+    payload: dict  # the alert (or dedup summary) as sent
     kind: str = "alert"
     route: str = ""
     created: float = field(default_factory=time.time)
     attempts: int = 0
     next_attempt: float = 0.0
     last_error: str = ""
-    not_before: float = 0.0       # from a receiver's Retry-After: even a forced flush waits for it
+    not_before: float = 0.0  # from a receiver's Retry-After: even a forced flush waits for it
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, obj: dict) -> "Entry":
+    def from_dict(cls, obj: dict) -> Entry:
         return cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
 
 
@@ -73,29 +74,36 @@ def _line(record: dict) -> bytes:
 
 
 class Spool:
-    def __init__(self, directory: str | os.PathLike, *, max_entries: int = 10000, max_age: float = 86400.0,
-                 fsync: bool = True, on_drop: Callable[[str, str], None] | None = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        max_entries: int = 10000,
+        max_age: float = 86400.0,
+        fsync: bool = True,
+        on_drop: Callable[[str, str, str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.dir = Path(directory)
         self.path = self.dir / JOURNAL
         self.max_entries = max_entries
         self.max_age = max_age
         self.fsync = fsync
-        self.on_drop = on_drop or (lambda destination, reason: None)
+        self.on_drop = on_drop or (lambda destination, reason, entry_id: None)
         self.clock = clock
-        self._lock = threading.Lock()          # entries, claims, journal appends
+        self._lock = threading.Lock()  # entries, claims, journal appends
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._claimed: set[str] = set()
-        self._records = 0                       # records in the journal file (for compaction)
+        self._records = 0  # records in the journal file (for compaction)
         self.corrupt = 0
         self._sync_cv = threading.Condition()
-        self._written = 0                       # put records written (sequence numbers)
+        self._written = 0  # put records written (sequence numbers)
         self._synced = 0
         self._syncing = False
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = self._take_lock()
+        self._lock_fd: int | None = self._take_lock()
         self._replay()
-        self._fd = None
+        self._fd: int | None = None
         self._compact()
 
     def _take_lock(self) -> int:
@@ -127,9 +135,10 @@ class Spool:
                     e = Entry.from_dict(rec["e"])
                     self._entries[e.id] = e
                 elif op == "upd":
-                    e = self._entries.get(rec["id"])
-                    if e is not None:
-                        e.attempts, e.next_attempt, e.last_error = rec["attempts"], rec["next_attempt"], rec["error"]
+                    known = self._entries.get(rec["id"])
+                    if known is not None:
+                        known.attempts, known.next_attempt = rec["attempts"], rec["next_attempt"]
+                        known.last_error = rec["error"]
                         e.not_before = rec.get("not_before", 0.0)
                 elif op == "del":
                     self._entries.pop(rec["id"], None)
@@ -199,7 +208,8 @@ class Spool:
                 self._sync_cv.release()
                 try:
                     try:
-                        os.fdatasync(fd)
+                        if fd is not None:  # None: closed at shutdown, after its last fsync
+                            os.fdatasync(fd)
                     except OSError:
                         # The fd was swapped by a compaction, which fsync'd everything itself.
                         pass
@@ -230,20 +240,21 @@ class Spool:
             new_ids = {e.id for e in entries}
             # A batch bigger than the whole spool keeps only its newest entries.
             data = b"".join(_line({"op": "put", "e": e.to_dict()}) for e in entries if e.id not in gone)
-            data += b"".join(_line({"op": "del", "id": eid, "reason": "spool_full"})
-                             for eid, _ in dropped if eid not in new_ids)
+            data += b"".join(
+                _line({"op": "del", "id": eid, "reason": "spool_full"}) for eid, _ in dropped if eid not in new_ids
+            )
             with self._sync_cv:
                 self._written += 1
                 seq = self._written
             self._append(data)
-        for _, dest in dropped:
-            self.on_drop(dest, "spool_full")
+        for eid, dest in dropped:
+            self.on_drop(dest, "spool_full", eid)
         if self.fsync:
             self._wait_durable(seq)
 
     def _evict(self, n: int) -> list[tuple[str, str]]:
         # Prefer entries nobody is working on; if every entry is in a worker's hands the bound still holds.
-        victims = []
+        victims: list[tuple[str, str]] = []
         for want_claimed in (False, True):
             for eid, e in self._entries.items():
                 if len(victims) >= n:
@@ -261,9 +272,18 @@ class Spool:
             if entry.id not in self._entries:
                 return
             self._entries[entry.id] = entry
-            self._append(_line({"op": "upd", "id": entry.id, "attempts": entry.attempts,
-                                "next_attempt": entry.next_attempt, "error": entry.last_error,
-                                "not_before": entry.not_before}))
+            self._append(
+                _line(
+                    {
+                        "op": "upd",
+                        "id": entry.id,
+                        "attempts": entry.attempts,
+                        "next_attempt": entry.next_attempt,
+                        "error": entry.last_error,
+                        "not_before": entry.not_before,
+                    }
+                )
+            )
 
     def remove(self, eid: str, reason: str = "delivered") -> bool:
         with self._lock:
@@ -274,8 +294,14 @@ class Spool:
         return present
 
     # -- reading --------------------------------------------------------------------------
-    def claim_due(self, *, now: float | None = None, ignore_schedule: bool = False, limit: int | None = None,
-                  accept: Callable[[str], bool] | None = None) -> list[Entry]:
+    def claim_due(
+        self,
+        *,
+        now: float | None = None,
+        ignore_schedule: bool = False,
+        limit: int | None = None,
+        accept: Callable[[str], bool] | None = None,
+    ) -> list[Entry]:
         """Claim and return entries whose next attempt is due, oldest first; expire old ones."""
         now = self.clock() if now is None else now
         expired, chosen = [], []
@@ -298,8 +324,8 @@ class Spool:
                 del self._entries[eid]
             if expired:
                 self._append(b"".join(_line({"op": "del", "id": eid, "reason": "expired"}) for eid, _ in expired))
-        for _, dest in expired:
-            self.on_drop(dest, "expired")
+        for eid, dest in expired:
+            self.on_drop(dest, "expired", eid)
         return chosen
 
     def release(self, eid: str) -> None:
@@ -326,6 +352,15 @@ class Spool:
                 return 0.0
             first = next(iter(self._entries.values()))
         return max(0.0, self.clock() - first.created)
+
+    def unclaimed(self) -> list[Entry]:
+        """Copies of the live entries no worker holds, oldest first."""
+        with self._lock:
+            return [Entry.from_dict(e.to_dict()) for eid, e in self._entries.items() if eid not in self._claimed]
+
+    def claimed_count(self) -> int:
+        with self._lock:
+            return len(self._claimed)
 
     def snapshot(self) -> list[Entry]:
         """Copies of the live entries, oldest first (for status pages and tests)."""

@@ -9,7 +9,7 @@ import time
 
 FALCO_ALERT = {
     "hostname": "edge-node-1",
-    "output": "10:11:12.123456789: Notice A shell was spawned in a container with an attached terminal "
+    "output": "10:11:12.123456789: Warning A shell was spawned in a container with an attached terminal "
     "(evt_type=execve user=root user_uid=0 user_loginuid=-1 process=bash proc_exepath=/bin/bash "
     "parent=runc command=bash terminal=34816 exe_flags=EXE_WRITABLE container_id=3ad7b26ded6d "
     "container_name=nginx)",
@@ -44,7 +44,7 @@ def _falco_json(alert: dict) -> bytes:
 
 def _delivered(metrics_text: str, destination: str) -> int:
     m = re.search(
-        r'^edgeguard_alert_forwarder_delivered_total\{destination="' + re.escape(destination) + r'"\} (\d+)',
+        r'^edgeguard_alert_forwarder_outputs_total\{destination="' + re.escape(destination) + r'",status="ok"\} (\d+)',
         metrics_text,
         re.M,
     )
@@ -92,7 +92,8 @@ def run(ctx) -> None:
         time.sleep(0.2)
     if after > before:
         ctx.ok(
-            f'GET /metrics: edgeguard_alert_forwarder_delivered_total{{destination="console"}} {after} (was {before})'
+            f'GET /metrics: edgeguard_alert_forwarder_outputs_total{{destination="console",status="ok"}} {after} '
+            f"(was {before})"
         )
     else:
         ctx.fail("the console delivery did not show up in /metrics within 10 s")

@@ -3,6 +3,7 @@
 Receivers are real servers on 127.0.0.1 with scripted behaviour (slow, failing, 429 with Retry-After,
 down/up), so retries, timeouts and spooling are exercised over real sockets.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -68,8 +69,9 @@ def load_handler(tmp_path, load_function):
     def load(env: dict | None = None, secrets: dict | None = None):
         full_env = {"spool_dir": str(tmp_path / f"spool-{len(loaded)}")}
         full_env.update(env or {})
-        mod = load_function("alert-forwarder", env=full_env,
-                            secrets={"alert-forwarder-token": TOKEN + "\n", **(secrets or {})})
+        mod = load_function(
+            "alert-forwarder", env=full_env, secrets={"alert-forwarder-token": TOKEN + "\n", **(secrets or {})}
+        )
         loaded.append(mod)
         return mod
 
@@ -104,21 +106,34 @@ def call(mod, method="GET", path="/", body=b"", headers=None, query=None) -> dic
 
 def falco_alert(rule="Terminal shell in container", priority="Notice", source="syscall", **fields):
     """A syscall alert shaped exactly like Falco 0.41 json_output (sorted keys, ns time)."""
-    of = {"container.id": "3ad7b26ded6d", "container.name": "nginx", "evt.time": 1714558272123456789,
-          "k8s.ns.name": "default", "k8s.pod.name": "nginx-7c5ddbdf54-x2x9z", "proc.cmdline": "bash",
-          "proc.name": "bash", "user.name": "root"}
+    of = {
+        "container.id": "3ad7b26ded6d",
+        "container.name": "nginx",
+        "evt.time": 1714558272123456789,
+        "k8s.ns.name": "default",
+        "k8s.pod.name": "nginx-7c5ddbdf54-x2x9z",
+        "proc.cmdline": "bash",
+        "proc.name": "bash",
+        "user.name": "root",
+    }
     of.update(fields)
-    return {"hostname": "edge-node-1",
-            "output": f"10:11:12.123456789: {priority} A shell was spawned in a container with an attached "
-                      f"terminal (user=root user_loginuid=-1 {of['container.name']} (id={of['container.id']}) "
-                      f"shell=bash parent=runc cmdline={of['proc.cmdline']} terminal=34816 container_id="
-                      f"{of['container.id']} image=nginx)",
-            "output_fields": of, "priority": priority, "rule": rule, "source": source,
-            "tags": ["T1059", "container", "maturity_stable", "mitre_execution", "shell"],
-            "time": "2024-05-01T10:11:12.123456789Z"}
+    return {
+        "hostname": "edge-node-1",
+        "output": f"10:11:12.123456789: {priority} A shell was spawned in a container with an attached "
+        f"terminal (user=root user_loginuid=-1 {of['container.name']} (id={of['container.id']}) "
+        f"shell=bash parent=runc cmdline={of['proc.cmdline']} terminal=34816 container_id="
+        f"{of['container.id']} image=nginx)",
+        "output_fields": of,
+        "priority": priority,
+        "rule": rule,
+        "source": source,
+        "tags": ["T1059", "container", "maturity_stable", "mitre_execution", "shell"],
+        "time": "2024-05-01T10:11:12.123456789Z",
+    }
 
 
 # ----------------------------------------------------------------------------- receivers
+
 
 @dataclass
 class Received:
@@ -194,8 +209,9 @@ class Receiver:
                 if reply.delay:
                     time.sleep(reply.delay)
                 with recv._lock:
-                    recv.requests.append(Received(self.command, self.path, dict(self.headers.items()), body,
-                                                  time.monotonic()))
+                    recv.requests.append(
+                        Received(self.command, self.path, dict(self.headers.items()), body, time.monotonic())
+                    )
                 try:
                     self.send_response(reply.status)
                     for k, v in reply.headers.items():
@@ -294,14 +310,154 @@ def certs(tmp_path_factory):
     (d / "cli.ext").write_text("extendedKeyUsage=clientAuth\n")
     for name, ext in (("srv", "srv.ext"), ("cli", "cli.ext")):
         run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.crt", "-days", "2", "-extfile", ext)
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+        )
     return d
 
 
 @pytest.fixture
 def h():
     """Helper functions for test modules (importlib import mode keeps conftest out of `import`)."""
-    return types.SimpleNamespace(call=call, event=event, auth_headers=auth_headers, falco_alert=falco_alert,
-                                 Reply=Reply, wait_until=wait_until, free_port=free_port, TOKEN=TOKEN, CTX=CTX,
-                                 Receiver=Receiver)
+    return types.SimpleNamespace(
+        call=call,
+        event=event,
+        auth_headers=auth_headers,
+        falco_alert=falco_alert,
+        Reply=Reply,
+        wait_until=wait_until,
+        free_port=free_port,
+        TOKEN=TOKEN,
+        CTX=CTX,
+        Receiver=Receiver,
+    )
+
+
+# ----------------------------------------------------------------------------- the real API server
+
+
+class ForwarderKube:
+    """deploy/rbac/alert-forwarder.yaml applied on the real kube-apiserver, and the kubeconfig bootstrap would make
+    from its ServiceAccount token (bootstrap/edgeguard_bootstrap/openfaas.py function_kubeconfig)."""
+
+    NODE_TOKENS = ("edgeguard-enroll", "edgeguard-node-alert-tokens")
+    HANDOVER = ("openfaas-fn", "alert-forwarder-spool-handover")
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.core = cluster.core()
+
+    def secret(self, namespace: str, name: str):
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def set_node_tokens(self, hashes: dict[str, str] | None) -> None:
+        """node-enroll's side of the format: data key = node name, value = sha256:<hex>; None deletes the Secret."""
+        import base64
+
+        from kubernetes.client.rest import ApiException
+
+        ns, name = self.NODE_TOKENS
+        if hashes is None:
+            try:
+                self.core.delete_namespaced_secret(name, ns)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            return
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": ns},
+            "type": "Opaque",
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in hashes.items()},
+        }
+        if self.secret(ns, name) is None:
+            self.core.create_namespaced_secret(ns, body)
+        else:
+            self.core.replace_namespaced_secret(name, ns, body)
+
+    def clear_handover(self) -> None:
+        ns, name = self.HANDOVER
+        s = self.secret(ns, name)
+        s.data = None
+        self.core.replace_namespaced_secret(name, ns, s)
+
+
+@pytest.fixture(scope="session")
+def forwarder_kube(real_kube, tmp_path_factory):
+    import base64
+
+    root = Path(__file__).resolve().parents[2]
+    for ns in ("openfaas-fn", "edgeguard-enroll"):  # the second is node-enroll's (deploy/rbac/node-enroll.yaml)
+        real_kube.ensure_namespace(ns)
+    # kubectl keeps a discovery cache under $HOME/.kube/cache; with no HOME that is the current directory (the repo)
+    env = {
+        "KUBECONFIG": str(real_kube.kubeconfig),
+        "PATH": __import__("os").environ["PATH"],
+        "HOME": str(tmp_path_factory.mktemp("kubectl-home")),
+    }
+    for manifest in ("alert-forwarder.yaml", "node-tokens-alert-forwarder.yaml"):
+        subprocess.run(
+            ["kubectl", "apply", "-f", str(root / "deploy/rbac" / manifest)],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    token_secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/service-account-token",
+        "metadata": {
+            "name": "alert-forwarder-sa-token",
+            "namespace": "openfaas-fn",
+            "annotations": {"kubernetes.io/service-account.name": "alert-forwarder"},
+        },
+    }
+    subprocess.run(
+        ["kubectl", "apply", "-f", "-"],
+        input=json.dumps(token_secret),
+        text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    fk = ForwarderKube(real_kube)
+    deadline = time.monotonic() + 30
+    while True:
+        s = fk.secret("openfaas-fn", "alert-forwarder-sa-token")
+        if s is not None and s.data and s.data.get("token"):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError("the token controller did not fill alert-forwarder-sa-token")
+        time.sleep(0.2)
+    sys.path.insert(0, str(root / "bootstrap"))
+    from edgeguard_bootstrap.openfaas import function_kubeconfig
+
+    fk.token = base64.b64decode(s.data["token"]).decode()
+    fk.kubeconfig = function_kubeconfig(
+        "alert-forwarder", fk.token, base64.b64encode(real_kube.ca_pem).decode(), real_kube.host
+    )
+    return fk

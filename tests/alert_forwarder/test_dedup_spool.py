@@ -1,6 +1,6 @@
 """Dedup windows under a controllable clock, and the durable spool (restart, bound, crash leftovers)."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 
@@ -20,8 +20,16 @@ KEY = ("rule", "hostname", "output_fields.k8s.pod.name")
 
 
 def a(pod="p1", rule="Terminal shell in container", t="2024-05-01T10:11:12.000000000Z"):
-    return {"rule": rule, "priority": "Warning", "source": "syscall", "hostname": "h", "tags": ["shell"],
-            "time": t, "output": "o", "output_fields": {"k8s.pod.name": pod, "k8s.ns.name": "default"}}
+    return {
+        "rule": rule,
+        "priority": "Warning",
+        "source": "syscall",
+        "hostname": "h",
+        "tags": ["shell"],
+        "time": t,
+        "output": "o",
+        "output_fields": {"k8s.pod.name": pod, "k8s.ns.name": "default"},
+    }
 
 
 # ----------------------------------------------------------------------------- dedup
@@ -29,6 +37,7 @@ def a(pod="p1", rule="Terminal shell in container", t="2024-05-01T10:11:12.00000
 
 class _CountingTime(float):
     """A clock value that counts how often it is compared: eviction must not compare every open window."""
+
     compared = 0
 
     def __lt__(self, other):
@@ -57,6 +66,7 @@ def test_eviction_at_max_keys_drops_the_oldest_window_without_scanning_all(pkg):
     assert d.check("r", 60, KEY, a(pod="p1")) == (True, [])  # p1's window is gone, p2's is not
     assert d.check("r", 60, KEY, a(pod="p3"))[0] is False
 
+
 def test_repeats_inside_window_are_suppressed_and_other_keys_pass(pkg):
     clock = Clock()
     d = pkg.dedup.Deduper(clock=clock)
@@ -64,7 +74,7 @@ def test_repeats_inside_window_are_suppressed_and_other_keys_pass(pkg):
     clock.advance(10)
     assert d.check("r", 60, KEY, a())[0] is False
     assert d.check("r", 60, KEY, a())[0] is False
-    assert d.check("r", 60, KEY, a(pod="p2"))[0] is True   # different key field value
+    assert d.check("r", 60, KEY, a(pod="p2"))[0] is True  # different key field value
     assert d.check("other-route", 60, KEY, a())[0] is True  # windows are per route
 
 
@@ -76,7 +86,7 @@ def test_summary_when_window_closes_counts_suppressed_repeats(pkg):
         clock.advance(5)
         d.check("r", 60, KEY, a(t=f"2024-05-01T10:00:0{i + 1}.000000000Z"))
     assert d.expire() == []  # window still open at t+20
-    clock.advance(40)        # t+60: closes
+    clock.advance(40)  # t+60: closes
     [s] = d.expire()
     assert s.route == "r"
     f = s.alert["output_fields"]
@@ -84,7 +94,7 @@ def test_summary_when_window_closes_counts_suppressed_repeats(pkg):
     assert f["edgeguard.first_time"] == "2024-05-01T10:00:00.000000000Z"
     assert f["edgeguard.last_time"] == "2024-05-01T10:00:04.000000000Z"
     assert f["k8s.pod.name"] == "p1"
-    assert "4 repeats of \"Terminal shell in container\" suppressed" in s.alert["output"]
+    assert '4 repeats of "Terminal shell in container" suppressed' in s.alert["output"]
     assert "edgeguard_dedup_summary" in s.alert["tags"]
     assert d.open_windows() == 0
     assert d.expire() == []  # emitted once
@@ -126,12 +136,19 @@ def test_summary_is_a_valid_falco_alert(pkg):
 
 # ----------------------------------------------------------------------------- spool
 
+
 def entry(pkg, dest="hook", n=0, created=None):
     import time
 
     created = created if created is not None else time.time() + n * 1e-3
-    return pkg.spool.Entry(id=pkg.spool.new_entry_id(created), destination=dest, key=f"k{n}", payload=a(),
-                           created=created, next_attempt=created)
+    return pkg.spool.Entry(
+        id=pkg.spool.new_entry_id(created),
+        destination=dest,
+        key=f"k{n}",
+        payload=a(),
+        created=created,
+        next_attempt=created,
+    )
 
 
 def test_spooled_entries_survive_a_new_spool_instance(pkg, tmp_path):
@@ -158,7 +175,7 @@ def test_delivered_entries_stay_gone_after_restart(pkg, tmp_path):
 
 def test_full_spool_drops_oldest_and_counts(pkg, tmp_path):
     drops = []
-    s = pkg.spool.Spool(tmp_path / "sp", max_entries=3, on_drop=lambda d, r: drops.append((d, r)))
+    s = pkg.spool.Spool(tmp_path / "sp", max_entries=3, on_drop=lambda d, r, _eid: drops.append((d, r)))
     ids = []
     for n in range(5):
         e = entry(pkg, dest=f"d{n}", n=n)
@@ -185,7 +202,7 @@ def test_claimed_entries_are_not_handed_out_twice(pkg, tmp_path):
 def test_not_due_entries_wait_and_old_ones_expire(pkg, tmp_path):
     now = [1000.0]
     drops = []
-    s = pkg.spool.Spool(tmp_path / "sp", max_age=100, clock=lambda: now[0], on_drop=lambda d, r: drops.append(r))
+    s = pkg.spool.Spool(tmp_path / "sp", max_age=100, clock=lambda: now[0], on_drop=lambda d, r, _eid: drops.append(r))
     e = entry(pkg, created=1000.0)
     e.next_attempt = 1050.0
     s.put(e)
@@ -277,6 +294,7 @@ def test_a_second_process_cannot_share_the_spool(pkg, tmp_path):
 
 
 # ----------------------------------------------------------------------------- throttle
+
 
 def test_throttle_passes_max_per_window_then_sends_one_digest(pkg):
     from edgeguard.falco.alert import parse_alert

@@ -1,4 +1,5 @@
 """Delivery against real HTTP receivers on 127.0.0.1: failing, slow, 429, flapping, down; every destination type."""
+
 from __future__ import annotations
 
 import hashlib
@@ -57,12 +58,12 @@ def test_failing_receiver_is_retried_with_backoff_then_delivered_once(make_fwd, 
     al = h.falco_alert()
     f.ingest([al])
     reqs = r.wait_for(3)
-    h.wait_until(lambda: metric(f, "delivered_total", destination="hook") == 1, what="delivered")
+    h.wait_until(lambda: metric(f, "outputs_total", destination="hook", status="ok") == 1, what="delivered")
     time.sleep(0.2)
     assert len(r.requests) == 3
     assert len(set(keys(reqs))) == 1 and keys(reqs)[0] == hashlib.sha256(dumps(al).encode()).hexdigest()[:32]
     assert reqs[2].json() == al  # the alert exactly as Falco sent it
-    assert metric(f, "failed_total", destination="hook") == 2
+    assert metric(f, "outputs_total", destination="hook", status="error") == 2
     assert metric(f, "retried_total", destination="hook") == 2
     assert f.spool.depth() == 0
 
@@ -71,15 +72,18 @@ def test_slow_receiver_hits_the_timeout_and_the_alert_waits_in_the_spool(make_fw
     r = receiver()
     hold = threading.Event()  # the receiver never answers until the test is done with the timeouts
     r.default = h.Reply(200, gate=hold)
-    f = make_fwd(hook_routes().replace("retries: 3", "retries: 1").replace("budget: 3s", "budget: 1s"),
-                 {"hook": {"url": r.url}}, tick_interval=3600)  # only the explicit flush retries here
+    f = make_fwd(
+        hook_routes().replace("retries: 3", "retries: 1").replace("budget: 3s", "budget: 1s"),
+        {"hook": {"url": r.url}},
+        tick_interval=3600,
+    )  # only the explicit flush retries here
     out = f.ingest([h.falco_alert()])
     assert not hold.is_set() and r.requests == []  # ingest returned before any answer could exist
     assert out["alerts"][0]["destinations"] == ["hook"]
     h.wait_until(lambda: metric(f, "spooled_total", destination="hook") == 1, what="spooled")
     assert r.arrived == 2 and r.requests == []  # both attempts reached it and were cut off by the 0.5 s timeout
     hold.set()
-    assert metric(f, "failed_total", destination="hook") == 2  # first try + one retry, both timed out
+    assert metric(f, "outputs_total", destination="hook", status="error") == 2  # first try + one retry, both timed out
     assert f.spool.depth() == 1
     [e] = f.spool.claim_due(ignore_schedule=True)
     assert "timeout" in e.last_error and e.attempts == 2
@@ -96,7 +100,7 @@ def test_429_retry_after_is_honoured_before_retrying(make_fwd, receiver, h):
     f.ingest([h.falco_alert()])
     reqs = r.wait_for(2, timeout=5)
     assert reqs[1].at - reqs[0].at >= 0.95
-    h.wait_until(lambda: metric(f, "delivered_total", destination="hook") == 1)
+    h.wait_until(lambda: metric(f, "outputs_total", destination="hook", status="ok") == 1)
 
 
 def test_retry_after_beyond_the_budget_spools_until_then(make_fwd, receiver, h):
@@ -146,8 +150,9 @@ def test_receiver_down_then_back_delivers_each_alert_exactly_once(make_fwd, rece
     f = make_fwd(hook_routes(), {"hook": {"url": f"http://127.0.0.1:{port}/in"}})
     alerts = [h.falco_alert(**{"proc.cmdline": f"bash -c {i}"}) for i in range(5)]
     f.ingest(alerts)
-    h.wait_until(lambda: f.spool.depth() == 5 and all(not d.queue.qsize() for d in f.destinations.values()),
-                 what="all spooled")
+    h.wait_until(
+        lambda: f.spool.depth() == 5 and all(not d.queue.qsize() for d in f.destinations.values()), what="all spooled"
+    )
     h.wait_until(lambda: metric(f, "spooled_total", destination="hook") >= 5)
     back = receiver(port=port)
     res = f.flush(ignore_schedule=True)
@@ -159,12 +164,19 @@ def test_status_flapping_receiver_gets_every_alert_accepted_exactly_once(make_fw
     script = [503, 200, 503, 503, 200] * 8
     r = receiver()
     r.script = [h.Reply(st) for st in script]
-    f = make_fwd(hook_routes().replace("backoff: 0.05s", "backoff: 0.02s"), {"hook": {"url": r.url}},
-                 tick_interval=0.05, spool_backoff_max=0.2)
+    f = make_fwd(
+        hook_routes().replace("backoff: 0.05s", "backoff: 0.02s"),
+        {"hook": {"url": r.url}},
+        tick_interval=0.05,
+        spool_backoff_max=0.2,
+    )
     alerts = [h.falco_alert(**{"proc.pid": i}) for i in range(12)]
     f.ingest(alerts)
-    h.wait_until(lambda: metric(f, "delivered_total", destination="hook") == 12 and f.spool.depth() == 0,
-                 timeout=20, what="all delivered")
+    h.wait_until(
+        lambda: metric(f, "outputs_total", destination="hook", status="ok") == 12 and f.spool.depth() == 0,
+        timeout=20,
+        what="all delivered",
+    )
     time.sleep(0.2)
     # Replies were handed out in arrival order, so request i got script[i].
     statuses = script + [200] * len(r.requests)
@@ -175,12 +187,16 @@ def test_status_flapping_receiver_gets_every_alert_accepted_exactly_once(make_fw
 def test_connection_flapping_receiver_loses_nothing(make_fwd, receiver, h):
     servers = [receiver()]
     port = servers[0].port
-    f = make_fwd(hook_routes().replace("backoff: 0.05s", "backoff: 0.02s"), {"hook": {"url": servers[0].url}},
-                 tick_interval=0.05, spool_backoff_max=0.3)
+    f = make_fwd(
+        hook_routes().replace("backoff: 0.05s", "backoff: 0.02s"),
+        {"hook": {"url": servers[0].url}},
+        tick_interval=0.05,
+        spool_backoff_max=0.3,
+    )
     alerts = [h.falco_alert(**{"proc.pid": i}) for i in range(30)]
     up = True
     for i in range(0, 30, 5):
-        f.ingest(alerts[i:i + 5])
+        f.ingest(alerts[i : i + 5])
         time.sleep(0.05)
         if up:
             servers[-1].stop()
@@ -189,8 +205,11 @@ def test_connection_flapping_receiver_loses_nothing(make_fwd, receiver, h):
         up = not up
     if not up:
         servers.append(receiver(port=port))
-    h.wait_until(lambda: f.spool.depth() == 0 and metric(f, "delivered_total", destination="hook") == 30,
-                 timeout=30, what="all delivered after flapping")
+    h.wait_until(
+        lambda: f.spool.depth() == 0 and metric(f, "outputs_total", destination="hook", status="ok") == 30,
+        timeout=30,
+        what="all delivered after flapping",
+    )
     got = {k for s in servers for k in keys(s.requests)}
     assert got == {hashlib.sha256(dumps(a).encode()).hexdigest()[:32] for a in alerts}
 
@@ -207,21 +226,24 @@ def test_a_slow_destination_does_not_hold_up_another(make_fwd, receiver, h):
     slow, fast = receiver(), receiver()
     hold = threading.Event()
     slow.default = h.Reply(200, gate=hold)
-    f = make_fwd("""
+    f = make_fwd(
+        """
     destinations:
       slow: {type: webhook, insecure_http: true, timeout: 5s}
       fast: {type: webhook, insecure_http: true}
     routes:
       - {to: [slow, fast]}
-    """, {"slow": {"url": slow.url}, "fast": {"url": fast.url}})
+    """,
+        {"slow": {"url": slow.url}, "fast": {"url": fast.url}},
+    )
     f.ingest([h.falco_alert(**{"proc.pid": i}) for i in range(6)])
     fast.wait_for(6)
-    h.wait_until(lambda: metric(f, "delivered_total", destination="fast") == 6)
+    h.wait_until(lambda: metric(f, "outputs_total", destination="fast", status="ok") == 6)
     h.wait_until(lambda: slow.arrived >= 1)
     # All six reached "fast" while "slow" had answered nothing (its workers are still stuck in requests).
-    assert slow.requests == [] and metric(f, "delivered_total", destination="slow") == 0
+    assert slow.requests == [] and metric(f, "outputs_total", destination="slow", status="ok") == 0
     hold.set()
-    h.wait_until(lambda: metric(f, "delivered_total", destination="slow") == 6)
+    h.wait_until(lambda: metric(f, "outputs_total", destination="slow", status="ok") == 6)
 
 
 def test_idempotency_key_is_stable_and_distinct(pkg, h):
@@ -233,11 +255,20 @@ def test_idempotency_key_is_stable_and_distinct(pkg, h):
 
 # ----------------------------------------------------------------------------- webhook features
 
+
 def test_webhook_hmac_signature_token_and_custom_headers(make_fwd, receiver, h):
     r = receiver()
-    f = make_fwd(hook_routes(", headers: {X-Site: edge-7}, method: PUT"),
-                 {"hook": {"url": r.url, "hmac_key": "hmac-key-123456", "token": "bearer-abcdef-123",
-                           "headers": {"X-Api-Key": "apikey-987654"}}})
+    f = make_fwd(
+        hook_routes(", headers: {X-Site: edge-7}, method: PUT"),
+        {
+            "hook": {
+                "url": r.url,
+                "hmac_key": "hmac-key-123456",
+                "token": "bearer-abcdef-123",
+                "headers": {"X-Api-Key": "apikey-987654"},
+            }
+        },
+    )
     f.ingest([h.falco_alert()])
     [req] = r.wait_for(1)
     assert req.method == "PUT"
@@ -287,8 +318,9 @@ def _tls_server_ctx(certs, require_client=False):
 
 def test_tls_is_verified_and_a_private_ca_can_be_given(make_fwd, receiver, certs, h):
     r = receiver(tls=_tls_server_ctx(certs))
-    untrusted = make_fwd(hook_routes().replace("retries: 3", "retries: 0"), {"hook": {"url": r.url}},
-                         tick_interval=3600)
+    untrusted = make_fwd(
+        hook_routes().replace("retries: 3", "retries: 0"), {"hook": {"url": r.url}}, tick_interval=3600
+    )
     untrusted.ingest([h.falco_alert()])
     h.wait_until(lambda: metric(untrusted, "spooled_total", destination="hook") == 1)
     [e] = untrusted.spool.claim_due(ignore_schedule=True)
@@ -304,17 +336,26 @@ def test_mutual_tls_client_certificate(make_fwd, receiver, certs, h):
     ca = (certs / "ca.crt").read_text()
     without = make_fwd(hook_routes().replace("retries: 3", "retries: 0"), {"hook": {"url": r.url, "ca_cert": ca}})
     without.ingest([h.falco_alert()])
-    h.wait_until(lambda: metric(without, "failed_total", destination="hook") == 1)
+    h.wait_until(lambda: metric(without, "outputs_total", destination="hook", status="error") == 1)
     assert r.requests == []
-    with_cert = make_fwd(hook_routes(), {"hook": {"url": r.url, "ca_cert": ca,
-                                                  "client_cert": (certs / "cli.crt").read_text(),
-                                                  "client_key": (certs / "cli.key").read_text()}})
+    with_cert = make_fwd(
+        hook_routes(),
+        {
+            "hook": {
+                "url": r.url,
+                "ca_cert": ca,
+                "client_cert": (certs / "cli.crt").read_text(),
+                "client_key": (certs / "cli.key").read_text(),
+            }
+        },
+    )
     with_cert.ingest([h.falco_alert()])
     r.wait_for(1)
-    h.wait_until(lambda: metric(with_cert, "delivered_total", destination="hook") == 1)
+    h.wait_until(lambda: metric(with_cert, "outputs_total", destination="hook", status="ok") == 1)
 
 
 # ----------------------------------------------------------------------------- chat + function destinations
+
 
 def test_every_destination_type_of_the_routing_spec_has_exactly_one_sender(pkg):
     # One place per type: edgeguard.routing's spec says what a type accepts, one sender here sends it.
@@ -326,7 +367,8 @@ def test_every_destination_type_of_the_routing_spec_has_exactly_one_sender(pkg):
 
 def test_slack_teams_discord_messages(make_fwd, receiver, h):
     r = receiver()
-    f = make_fwd("""
+    f = make_fwd(
+        """
     destinations:
       sl: {type: slack, channel: "#sec"}
       te: {type: teams}
@@ -334,7 +376,9 @@ def test_slack_teams_discord_messages(make_fwd, receiver, h):
       di: {type: discord}
     routes:
       - {to: [sl, te, tm, di]}
-    """, {n: {"url": f"{r.url}/{n}", "insecure_http": True} for n in ("sl", "te", "tm", "di")})
+    """,
+        {n: {"url": f"{r.url}/{n}", "insecure_http": True} for n in ("sl", "te", "tm", "di")},
+    )
     f.ingest([h.falco_alert(priority="Critical")])
     reqs = {q.path.strip("/"): q.json() for q in r.wait_for(4)}
     sl = reqs["sl"]
@@ -352,9 +396,13 @@ def test_slack_teams_discord_messages(make_fwd, receiver, h):
     assert emb["timestamp"] == "2024-05-01T10:11:12.123456789Z"
 
 
-def test_openfaas_destination_async_through_gateway_with_token_and_callback(make_fwd, receiver, h, tmp_path,
-                                                                            monkeypatch):
+def test_openfaas_destination_calls_the_function_synchronously_with_its_token(
+    make_fwd, receiver, h, tmp_path, monkeypatch
+):
+    """Issue 11 §2: no token through CE's queue. The call goes to /function/<name> with the callee's token; a
+    non-2xx is retried and the alert spooled as for any destination; the callee's 202 is a delivery."""
     gw = receiver()
+    gw.script = [h.Reply(503, body=b"No endpoints available for: configmap-secret-scrubber.")]
     gw.default = h.Reply(202, body=b"")
     monkeypatch.setenv("gateway_url", gw.url)
     sec = tmp_path / "fsecrets"
@@ -363,29 +411,60 @@ def test_openfaas_destination_async_through_gateway_with_token_and_callback(make
     monkeypatch.setenv("EDGEGUARD_SECRETS_DIR", str(sec))
     f = make_fwd("""
     destinations:
-      scrub: {type: openfaas, function: configmap-secret-scrubber, async: true,
-              token_secret: configmap-secret-scrubber-token, callback_url: "http://gateway:8080/function/results"}
-      sync: {type: openfaas, function: other-fn, async: false}
+      scrub: {type: openfaas, function: configmap-secret-scrubber, token_secret: configmap-secret-scrubber-token,
+              backoff: 0.05s}
+      other: {type: openfaas, function: other-fn}
     routes:
-      - {to: [scrub, sync]}
+      - {matchers: [{source: k8s_audit}], to: [scrub]}
+      - {to: [other]}
     """)
     al = h.falco_alert(rule="Create/Modify Configmap With Private Credentials", source="k8s_audit")
     f.ingest([al])
-    reqs = {q.path: q for q in gw.wait_for(2)}
-    a = reqs["/async-function/configmap-secret-scrubber"]
-    assert a.headers["Authorization"] == "Bearer scrubber-token-abcdef"
-    assert a.headers["X-Callback-Url"] == "http://gateway:8080/function/results"
-    assert a.body == dumps(al).encode() and a.headers["Idempotency-Key"]
-    s = reqs["/function/other-fn"]
-    assert "Authorization" not in s.headers and "X-Callback-Url" not in s.headers
-    h.wait_until(lambda: metric(f, "delivered_total") == 2)
+    gw.wait_for(2)
+    h.wait_until(lambda: metric(f, "outputs_total", status="ok") == 1)
+    f.ingest([h.falco_alert()])
+    reqs = gw.wait_for(3)
+    h.wait_until(lambda: metric(f, "outputs_total", status="ok") == 2)
+    paths = [q.path for q in reqs]
+    assert sorted(paths) == [
+        "/function/configmap-secret-scrubber",
+        "/function/configmap-secret-scrubber",
+        "/function/other-fn",
+    ]
+    assert not any(p.startswith("/async-function/") for p in paths)
+    scrub = [q for q in reqs if q.path == "/function/configmap-secret-scrubber"]
+    assert all(q.headers["Authorization"] == "Bearer scrubber-token-abcdef" for q in scrub)
+    assert scrub[0].headers["Idempotency-Key"] == scrub[1].headers["Idempotency-Key"]  # the retry is the same call
+    assert scrub[1].body == dumps(al).encode() and "X-Callback-Url" not in scrub[1].headers
+    assert metric(f, "outputs_total", destination="scrub", status="error") == 1
+    s = [q for q in reqs if q.path == "/function/other-fn"][0]
+    assert "Authorization" not in s.headers
+    assert f.spool.depth() == 0
+
+
+@pytest.mark.parametrize(
+    "spec, place",
+    [
+        ("{type: openfaas, function: fn, async: true}", "x.async"),
+        ("{type: openfaas, function: fn, callback_url: 'http://gateway:8080/function/r'}", "x.callback_url"),
+    ],
+)
+def test_openfaas_destinations_refuse_the_ce_async_queue(pkg, spec, place):
+    routes = pkg.module("edgeguard.routing")
+    with pytest.raises(routes.RoutesError) as ei:
+        routes.load_routes_text(f"destinations:\n  x: {spec}\nroutes:\n  - {{to: [x]}}\n", "r.yaml")
+    assert place in str(ei.value) and "queue" in str(ei.value)
 
 
 def test_dedup_through_the_forwarder_sends_one_then_a_summary(make_fwd, receiver, h):
     r = receiver()
     now = [1_800_000_000.0]
-    f = make_fwd(hook_routes(route_extra=", dedup: {window: 60s, key: [rule, output_fields.k8s.pod.name]}"),
-                 {"hook": {"url": r.url}}, clock=lambda: now[0], start_threads=True)
+    f = make_fwd(
+        hook_routes(route_extra=", dedup: {window: 60s, key: [rule, output_fields.k8s.pod.name]}"),
+        {"hook": {"url": r.url}},
+        clock=lambda: now[0],
+        start_threads=True,
+    )
     for _ in range(3):
         out = f.ingest([h.falco_alert()])
     assert out["alerts"][0]["suppressed_by"] == ["all"]
@@ -405,7 +484,7 @@ def test_fast_ack_mode_only_spools_failures(make_fwd, receiver, h):
     f = make_fwd(hook_routes(), {"hook": {"url": r.url}}, ack_mode="fast")
     f.ingest([h.falco_alert()])
     r.wait_for(1)
-    h.wait_until(lambda: metric(f, "delivered_total", destination="hook") == 1)
+    h.wait_until(lambda: metric(f, "outputs_total", destination="hook", status="ok") == 1)
     assert f.spool.depth() == 0 and b'"op":"put"' not in (f.spool.dir / "spool.wal").read_bytes()
     r.stop()
     f.ingest([h.falco_alert(rule="x")])
@@ -420,16 +499,20 @@ def test_disabled_destination_is_counted_not_sent(make_fwd, h):
     assert f.spool.depth() == 0
 
 
-def test_openfaas_token_from_the_destinations_secret_and_per_destination_min_priority(make_fwd, receiver, h,
-                                                                                      monkeypatch):
+def test_openfaas_token_from_the_destinations_secret_and_per_destination_min_priority(
+    make_fwd, receiver, h, monkeypatch
+):
     gw = receiver()
     monkeypatch.setenv("gateway_url", gw.url)
-    f = make_fwd("""
+    f = make_fwd(
+        """
     destinations:
       fn: {type: openfaas, function: responder, async: false, min_priority: Error}
     routes:
       - {to: [fn]}
-    """, {"fn": {"token": "fn-token-from-secret-1"}})
+    """,
+        {"fn": {"token": "fn-token-from-secret-1"}},
+    )
     out = f.ingest([h.falco_alert(priority="Warning"), h.falco_alert(priority="Critical")])
     assert [a["destinations"] for a in out["alerts"]] == [[], ["fn"]]
     [req] = gw.wait_for(1)
@@ -467,8 +550,9 @@ def test_spooled_deliveries_for_a_removed_destination_are_dropped_at_start(make_
 def test_throttled_route_delivers_max_then_a_digest(make_fwd, receiver, h):
     r = receiver()
     now = [1_800_000_000.0]
-    f = make_fwd(hook_routes(route_extra=", throttle: {max: 2, window: 30s}"), {"hook": {"url": r.url}},
-                 clock=lambda: now[0])
+    f = make_fwd(
+        hook_routes(route_extra=", throttle: {max: 2, window: 30s}"), {"hook": {"url": r.url}}, clock=lambda: now[0]
+    )
     out = f.ingest([h.falco_alert(**{"k8s.pod.name": f"p{i}"}) for i in range(5)])
     assert [a["throttled_by"] for a in out["alerts"]] == [[], [], ["all"], ["all"], ["all"]]
     r.wait_for(2)
@@ -481,18 +565,22 @@ def test_throttled_route_delivers_max_then_a_digest(make_fwd, receiver, h):
     assert metric(f, "throttled_total", route="all") == 3 and metric(f, "throttle_summaries_total", route="all") == 1
 
 
-def test_openfaas_destination_without_its_token_secret_keeps_the_alert_spooled(make_fwd, receiver, h, tmp_path,
-                                                                              monkeypatch):
+def test_openfaas_destination_without_its_token_secret_keeps_the_alert_spooled(
+    make_fwd, receiver, h, tmp_path, monkeypatch
+):
     gw = receiver()
     monkeypatch.setenv("gateway_url", gw.url)
     monkeypatch.setenv("EDGEGUARD_SECRETS_DIR", str(tmp_path / "no-secrets"))
-    f = make_fwd("""
+    f = make_fwd(
+        """
     destinations:
       scrub: {type: openfaas, function: configmap-secret-scrubber, token_secret: configmap-secret-scrubber-token,
               retries: 0}
     routes:
       - {to: [scrub]}
-    """, tick_interval=3600)
+    """,
+        tick_interval=3600,
+    )
     assert f.status()["destinations"]["scrub"]["token_configured"] is False
     f.ingest([h.falco_alert()])
     h.wait_until(lambda: metric(f, "spooled_total", destination="scrub") == 1)
@@ -518,19 +606,26 @@ def test_client_refuses_urls_with_credentials(pkg):
         httpclient.Client("https://u:p@hooks.example/x", timeout=1)
 
 
-
 def test_failure_and_success_bookkeeping_wait_for_the_destination_lock(make_fwd, h, pkg):
-    f = make_fwd(hook_routes(), {"hook": {"url": "http://127.0.0.1:9/never"}}, tick_interval=3600,
-                 start_threads=False)
+    f = make_fwd(hook_routes(), {"hook": {"url": "http://127.0.0.1:9/never"}}, tick_interval=3600, start_threads=False)
     dest = f.destinations["hook"]
     Result = pkg.destinations.Result
-    e = pkg.spool.Entry(id="e1", destination="hook", key="k", payload=h.falco_alert(), kind="alert", route="all",
-                        created=0.0, next_attempt=0.0)
+    e = pkg.spool.Entry(
+        id="e1",
+        destination="hook",
+        key="k",
+        payload=h.falco_alert(),
+        kind="alert",
+        route="all",
+        created=0.0,
+        next_attempt=0.0,
+    )
     f.spool.put(e)
     done = threading.Event()
     with dest.lock:  # as another worker updating the same destination would
-        t = threading.Thread(target=lambda: (f.delivery._reschedule(dest, e, Result(False, None, True, None, "boom")),
-                                             done.set()))
+        t = threading.Thread(
+            target=lambda: (f.delivery._reschedule(dest, e, Result(False, None, True, None, "boom")), done.set())
+        )
         t.start()
         assert not done.wait(0.2)
         assert dest.consecutive_failures == 0 and dest.down_until == 0.0  # nothing changed under our feet
@@ -563,8 +658,9 @@ def test_concurrent_first_use_builds_one_http_client_per_sender(pkg, monkeypatch
     assert len(built) == 1 and got[0] is got[1]
 
 
-def test_openfaas_and_webhook_destinations_share_one_http_stack_that_ignores_proxy_env(make_fwd, receiver, h,
-                                                                                       monkeypatch):
+def test_openfaas_and_webhook_destinations_share_one_http_stack_that_ignores_proxy_env(
+    make_fwd, receiver, h, monkeypatch
+):
     # One HTTP client for every destination type: same TLS, proxy and retry behaviour. Neither goes through a
     # proxy named in the environment (here a dead one), both reach the receiver directly.
     gw = receiver()
@@ -573,15 +669,52 @@ def test_openfaas_and_webhook_destinations_share_one_http_stack_that_ignores_pro
     for var in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("gateway_url", gw.url)
-    f = make_fwd("""
+    f = make_fwd(
+        """
     destinations:
       fn: {type: openfaas, function: other-fn, async: false, retries: 0}
       hook: {type: webhook, insecure_http: true, retries: 0}
     routes:
       - {to: [fn, hook]}
-    """, {"fn": {"token": "fn-token-123456"}, "hook": {"url": gw.url + "/hook"}})
+    """,
+        {"fn": {"token": "fn-token-123456"}, "hook": {"url": gw.url + "/hook"}},
+    )
     f.ingest([h.falco_alert()])
     reqs = {q.path: q for q in gw.wait_for(2)}
     assert set(reqs) == {"/function/other-fn", "/hook"}
     assert reqs["/function/other-fn"].headers["User-Agent"] == reqs["/hook"].headers["User-Agent"]
     assert reqs["/function/other-fn"].headers["Authorization"] == "Bearer fn-token-123456"
+
+
+def test_status_stays_degraded_while_a_receiver_is_down_instead_of_flapping(make_fwd, h):
+    """Issue 17 §8: between one failed retry and the next the back-off is over and the status read "ok" again."""
+    port = h.free_port()  # nothing listens there: every attempt is refused
+    f = make_fwd(
+        hook_routes().replace("retries: 3", "retries: 0"),
+        {"hook": {"url": f"http://127.0.0.1:{port}"}},
+        tick_interval=0.05,
+        spool_backoff_max=0.2,
+    )
+    f.ingest([h.falco_alert()])
+    h.wait_until(lambda: metric(f, "outputs_total", destination="hook", status="error") >= 1, what="first failure")
+    seen = set()
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        st = f.status()
+        seen.add((st["status"], st["destinations"]["hook"]["state"]))
+        time.sleep(0.01)
+    assert metric(f, "outputs_total", destination="hook", status="error") >= 4  # it kept retrying meanwhile
+    assert {s for s, _ in seen} == {"degraded"}, seen
+    assert {d for _, d in seen} <= {"backing_off", "failing"}, seen
+    assert any("hook" in p for p in f.status()["problems"])
+
+
+def test_spool_full_drops_show_up_in_problems(make_fwd, h):
+    port = h.free_port()
+    f = make_fwd(hook_routes(), {"hook": {"url": f"http://127.0.0.1:{port}"}}, spool_max_entries=2, tick_interval=3600)
+    f.ingest([h.falco_alert(rule=f"r{i}") for i in range(5)])
+    h.wait_until(lambda: metric(f, "dropped_total", destination="hook", reason="spool_full") == 3, what="3 dropped")
+    st = f.status()
+    assert st["status"] == "degraded"
+    [p] = [p for p in st["problems"] if "spool_full" in p]
+    assert "3 deliveries" in p and "hook" in p, p

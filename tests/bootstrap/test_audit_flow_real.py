@@ -35,7 +35,6 @@ from edgeguard_bootstrap import audit_tls, k3s_audit
 from edgeguard_bootstrap.engine import BootstrapError, Ctx
 from local import gateway as localgw
 from local import tlsfront
-from tests import leaks
 
 pytestmark = [pytest.mark.cluster, pytest.mark.own_control_plane]
 
@@ -209,7 +208,6 @@ def assert_no_secret_in_logs(stack, cluster, extra: tuple = ()) -> None:
             assert value and value not in text, f"{name} appears in {where}"
 
 
-@pytest.mark.xfail(strict=True, reason=leaks.QUEUE)
 def test_seed_flow_over_bootstraps_https_webhook_on_the_real_api_server(node, cluster, stack):
     cluster.start()                                   # k3s before k3s-audit: no audit flags yet
     as_openfaas_would(cluster)

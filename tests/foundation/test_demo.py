@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from local import gateway
-from tests import leaks
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # the whole demo, end to end (~20 s)
@@ -71,7 +70,6 @@ def test_demo_reports_every_scenario_and_cleans_up(demo):
     ), logs["gateway.log"][:2000]
 
 
-@pytest.mark.xfail(strict=True, reason=leaks.QUEUE)
 def test_demo_writes_no_secret_value_to_any_platform_log(demo):
     """The gateway's access log, the queue-worker's and every watchdog's: what `kubectl logs` shows an operator."""
     _, proc, _ = demo

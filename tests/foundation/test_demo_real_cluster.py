@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from local import gateway
-from tests import leaks
 from tests.realkube import FUNCTION_SA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +79,6 @@ def test_demo_scrubber_and_node_enroll_scenarios_pass_on_the_real_api_server_wit
     assert (deployment.status.updated_replicas, deployment.status.available_replicas) == (1, 1), deployment.status
 
 
-@pytest.mark.xfail(strict=True, reason=leaks.QUEUE)
 def test_demo_on_the_real_api_server_writes_no_secret_value_to_any_platform_log(demo):
     assert "LEAK" not in demo.stdout, demo.stdout.split("Summary", 1)[-1]
     assert demo.returncode == 0

@@ -30,7 +30,6 @@ import pytest
 import requests
 
 from local import components, gateway
-from tests import leaks
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -226,17 +225,7 @@ def _up_blocks() -> list[tuple[str, str]]:
 
 
 def _up_params():
-    # The README's seed flow goes audit-ingest -> alert-forwarder -> scrubber through CE's queue, whose worker
-    # logs the tokens: the after-test leak check fails it until the owners' fix (tests/leaks.py).
-    return [
-        pytest.param(
-            w,
-            t,
-            id=w,
-            marks=[pytest.mark.xfail(strict=True, reason=leaks.QUEUE)] if "kubectl create configmap" in t else [],
-        )
-        for w, t in _up_blocks()
-    ]
+    return [pytest.param(w, t, id=w) for w, t in _up_blocks()]
 
 
 @pytest.mark.parametrize("where,text", _up_params())

@@ -139,7 +139,7 @@ def test_the_code_reads_no_variable_the_runtime_owns():
 def test_watchdog_settings_in_stack_yml_are_read_by_the_watchdog_only():
     names, _ = _env_reads(CODE)
     tuning = {k for fn in STACK.functions.values() for k in fn.environment} & runtime_env.WATCHDOG_TUNING
-    assert tuning == {"exec_timeout", "read_timeout", "write_timeout"}
+    assert tuning == {"exec_timeout", "read_timeout", "write_timeout", "healthcheck_interval"}
     assert not tuning & names, "these configure the watchdog; a handler reading them shares the watchdog's value"
 
 
