@@ -94,6 +94,13 @@ def media_type(event) -> str:
 GZIP_ENCODINGS = ("gzip", "x-gzip")
 
 
+def declared_length(event) -> int | None:
+    """The Content-Length header as a number, None when absent or not a plain decimal (str.isdigit() alone
+    takes '¹' and other Unicode digits that int() refuses)."""
+    declared = (header(event, "Content-Length") or "").strip()
+    return int(declared) if declared.isascii() and declared.isdigit() else None
+
+
 def read_body(event, *, max_bytes: int, allow_gzip: bool = False) -> bytes:
     """The request body, at most ``max_bytes`` as sent and, with ``allow_gzip``, decompressed (413 past either).
 
@@ -103,8 +110,8 @@ def read_body(event, *, max_bytes: int, allow_gzip: bool = False) -> bytes:
     body = getattr(event, "body", b"") or b""
     if isinstance(body, str):
         body = body.encode("utf-8")
-    declared = header(event, "Content-Length")
-    if declared and declared.isdigit() and int(declared) > max_bytes or len(body) > max_bytes:
+    declared = declared_length(event)
+    if declared is not None and declared > max_bytes or len(body) > max_bytes:
         raise HTTPError(413, f"request body is larger than the limit of {max_bytes} bytes", limit=max_bytes)
     encoding = (header(event, "Content-Encoding") or "").strip().lower()
     if encoding in ("", "identity"):

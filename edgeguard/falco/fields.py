@@ -590,7 +590,7 @@ def _json_value(arg):
                 node = node.get(t, _MISSING)
                 if node is _MISSING:
                     return None
-            elif isinstance(node, list) and t.isdigit():
+            elif isinstance(node, list) and t.isascii() and t.isdigit():  # int() refuses '¹', isdigit() takes it
                 i = int(t)
                 if i >= len(node):
                     return None

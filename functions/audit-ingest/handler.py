@@ -151,8 +151,8 @@ def _screen(req: preauth.Request):
         if what != "POST /":
             return None
         fn = STARTUP.get()
-        declared = http.header(req, "Content-Length")
-        if declared and declared.isdigit() and int(declared) > fn.settings.max_body_bytes:
+        declared = http.declared_length(req)
+        if declared is not None and declared > fn.settings.max_body_bytes:
             METRICS.inc("rejected_total", {"reason": "too_large"})
             raise _too_large(f"request body is larger than the limit of {fn.settings.max_body_bytes} bytes",
                              fn.settings)

@@ -31,6 +31,9 @@ EVT = {"kind": "Event", "auditID": "x", "stage": "ResponseComplete", "verb": "cr
     ("%ka.verbose", "createose"),                     # the longest known field name wins
     ("%toupper(ka.user.name)!", "ALICE!"),
     ("stage=%jevt.value[/stage])", "stage=ResponseComplete)"),
+    ("img=%jevt.value[/requestObject/spec/containers/0/image]", "img=nginx:1.25"),
+    # a pointer step of Unicode digits ('¹'.isdigit() is True, int('¹') raises) indexes no array
+    ("img=%jevt.value[/requestObject/spec/containers/¹/image]", "img=<NA>"),
     ("100% sure? no: %ka.verb", None),                # '%' must start a field: invalid token
 ])
 def test_output_rendering(fmt, expected):

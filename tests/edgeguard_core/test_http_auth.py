@@ -247,3 +247,12 @@ def test_metrics_reader_takes_the_read_only_metrics_token_or_the_functions_own(t
     call("own-token")
     with pytest.raises(http.HTTPError):
         call("metrics-tokenX")
+
+
+@pytest.mark.parametrize("length", ["¹", "1²", "abc", "-5", ""])
+def test_a_content_length_that_is_not_a_plain_decimal_is_ignored_and_the_real_size_still_counts(length):
+    assert http.declared_length(ev(b"{}", headers={"Content-Length": length})) is None
+    assert http.parse_json(ev(b"{}", headers={"Content-Length": length}), max_bytes=100) == {}
+    with pytest.raises(http.HTTPError) as e:
+        http.parse_json(ev(b"[" + b"1," * 100 + b"1]", headers={"Content-Length": length}), max_bytes=100)
+    assert e.value.status == 413

@@ -190,3 +190,15 @@ def test_the_fleet_key_itself_never_appears_in_an_answer_or_log(fuzz_fn, make_ev
     body, headers = signed({"hostname": KEY, "arch": KEY, "machine_id": KEY})
     status, _, doc = call(fn, make_event, body=body, headers=headers)
     assert status == 400 and KEY not in json.dumps(doc) and KEY not in fn.log_buffer.getvalue()
+
+
+@pytest.mark.parametrize("length", ["¹", "٣", "1²", " 7 "])
+def test_a_content_length_of_unicode_digits_is_no_crash(fuzz_fn, make_event, length):
+    """bench fuzz found it: '¹'.isdigit() is True but int('¹') raises, and POST /enroll answered 500."""
+    fn, emu, minted = fuzz_fn
+    before = minted()
+    status, _, doc = call(fn, make_event, body=b"\x00\x00", headers={"Content-Length": length})
+    healthy(fn, make_event, status)
+    assert status in (400, 401, 415), (status, doc)
+    assert minted() == before
+    metrics_answer(fn, make_event)
