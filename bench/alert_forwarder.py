@@ -12,6 +12,7 @@ forwarder's GIL. Figures:
 
 Run alone: ``.venv/bin/python -m bench alert_forwarder``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -78,8 +79,9 @@ def _load_handler(tmp: Path, env: dict, secrets: dict):
         (sdir / k).write_text(v)
     os.environ.update({**fn.environment, **env, "EDGEGUARD_SECRETS_DIR": str(sdir), "OPENFAAS_NAME": "alert-forwarder"})
     pkg = f"_bench_af_{os.getpid()}_{int(time.time() * 1000)}"
-    spec = importlib.util.spec_from_file_location(pkg, ctx / "function" / "__init__.py",
-                                                  submodule_search_locations=[str(ctx / "function")])
+    spec = importlib.util.spec_from_file_location(
+        pkg, ctx / "function" / "__init__.py", submodule_search_locations=[str(ctx / "function")]
+    )
     mod = importlib.util.module_from_spec(spec)
     sys.modules[pkg] = mod
     spec.loader.exec_module(mod)
@@ -89,11 +91,24 @@ def _load_handler(tmp: Path, env: dict, secrets: dict):
 def _alert(i: int) -> bytes:
     from edgeguard.falco.alert import dumps
 
-    return dumps({"hostname": "edge-1", "output": f"10:11:12.123456789: Warning A shell was spawned (pid={i})",
-                  "output_fields": {"evt.time": 1714558272123456789, "k8s.ns.name": "default",
-                                    "k8s.pod.name": "nginx", "proc.pid": i, "proc.cmdline": "bash"},
-                  "priority": "Warning", "rule": "Terminal shell in container", "source": "syscall",
-                  "tags": ["container", "shell"], "time": "2024-05-01T10:11:12.123456789Z"}).encode()
+    return dumps(
+        {
+            "hostname": "edge-1",
+            "output": f"10:11:12.123456789: Warning A shell was spawned (pid={i})",
+            "output_fields": {
+                "evt.time": 1714558272123456789,
+                "k8s.ns.name": "default",
+                "k8s.pod.name": "nginx",
+                "proc.pid": i,
+                "proc.cmdline": "bash",
+            },
+            "priority": "Warning",
+            "rule": "Terminal shell in container",
+            "source": "syscall",
+            "tags": ["container", "shell"],
+            "time": "2024-05-01T10:11:12.123456789Z",
+        }
+    ).encode()
 
 
 class _RequestsClient:
@@ -118,13 +133,21 @@ class _RequestsClient:
             s.headers["User-Agent"] = self.user_agent
             s.trust_env = False
         try:
-            r = s.request(method, self.url, data=body, headers=headers, timeout=self.timeout, verify=self.verify,
-                          cert=self.cert, allow_redirects=False)
+            r = s.request(
+                method,
+                self.url,
+                data=body,
+                headers=headers,
+                timeout=self.timeout,
+                verify=self.verify,
+                cert=self.cert,
+                allow_redirects=False,
+            )
         except requests.exceptions.Timeout as exc:
             raise self.hc.TransportError("timeout", type(exc).__name__) from None
         except requests.exceptions.RequestException as exc:
             raise self.hc.TransportError("connect", type(exc).__name__) from None
-        return self.hc.Response(r.status_code, r.headers, r.content[:self.hc.MAX_RESPONSE_BYTES])
+        return self.hc.Response(r.status_code, r.headers, r.content[: self.hc.MAX_RESPONSE_BYTES])
 
 
 def _use_requests(mod) -> None:
@@ -140,8 +163,14 @@ def _use_requests(mod) -> None:
     dest.Sender.client = client
 
 
-def run(mode: str, n: int = 3000, threads: int = 4, concurrency: int = 4, rate: float | None = None,
-        client: str = "httpclient") -> dict:
+def run(
+    mode: str,
+    n: int = 3000,
+    threads: int = 4,
+    concurrency: int = 4,
+    rate: float | None = None,
+    client: str = "httpclient",
+) -> dict:
     from werkzeug.datastructures import Headers, ImmutableMultiDict
 
     port_q, done_q = mp.Queue(), mp.Queue()
@@ -150,11 +179,21 @@ def run(mode: str, n: int = 3000, threads: int = 4, concurrency: int = 4, rate: 
     port = port_q.get(timeout=10)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        routes = ("destinations:\n  hook: {type: webhook, timeout: 5s, concurrency: %d}\n"
-                  "routes:\n  - {name: all, to: [hook]}\n" % concurrency)
-        mod = _load_handler(tmp, {"spool_dir": str(tmp / "spool"), "ack_mode": mode},
-                            {"alert-forwarder-token": TOKEN, "alert-forwarder-routes": routes,
-                             "alert-forwarder-destinations": json.dumps({"hook": {"url": f"http://127.0.0.1:{port}/", "insecure_http": True}})})
+        routes = (
+            f"destinations:\n  hook: {{type: webhook, timeout: 5s, concurrency: {concurrency}}}\n"
+            "routes:\n  - {name: all, to: [hook]}\n"
+        )
+        mod = _load_handler(
+            tmp,
+            {"spool_dir": str(tmp / "spool"), "ack_mode": mode},
+            {
+                "alert-forwarder-token": TOKEN,
+                "alert-forwarder-routes": routes,
+                "alert-forwarder-destinations": json.dumps(
+                    {"hook": {"url": f"http://127.0.0.1:{port}/", "insecure_http": True}}
+                ),
+            },
+        )
         if client == "requests":
             _use_requests(mod)
         bodies = [_alert(i) for i in range(n)]
@@ -205,9 +244,17 @@ def run(mode: str, n: int = 3000, threads: int = 4, concurrency: int = 4, rate: 
     proc.join(5)
     added = sorted((got[k] - s) * 1000 for k, s in zip(key_of, start_at) if k in got)
     acks = sorted(a * 1000 for a in ack)
-    return {"mode": mode, "n": n, "delivered": len(got), "alerts_per_s": n / t_end, "ack_per_s": n / t_ack,
-            "ack_p50": statistics.median(acks), "ack_p99": acks[int(len(acks) * 0.99) - 1],
-            "added_p50": statistics.median(added), "added_p99": added[int(len(added) * 0.99) - 1]}
+    return {
+        "mode": mode,
+        "n": n,
+        "delivered": len(got),
+        "alerts_per_s": n / t_end,
+        "ack_per_s": n / t_ack,
+        "ack_p50": statistics.median(acks),
+        "ack_p99": acks[int(len(acks) * 0.99) - 1],
+        "added_p50": statistics.median(added),
+        "added_p99": added[int(len(added) * 0.99) - 1],
+    }
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -240,16 +287,23 @@ def run_http(n: int = 2000, threads: int = 4, batch: int = 1) -> dict:
         sdir.mkdir()
         (sdir / "alert-forwarder-token").write_text(TOKEN)
         (sdir / "alert-forwarder-routes").write_text(
-            "destinations:\n  hook: {type: webhook, concurrency: 4}\nroutes:\n  - {name: all, to: [hook]}\n")
-        (sdir / "alert-forwarder-destinations").write_text(json.dumps({"hook": {"url": f"http://127.0.0.1:{rport}/", "insecure_http": True}}))
+            "destinations:\n  hook: {type: webhook, concurrency: 4}\nroutes:\n  - {name: all, to: [hook]}\n"
+        )
+        (sdir / "alert-forwarder-destinations").write_text(
+            json.dumps({"hook": {"url": f"http://127.0.0.1:{rport}/", "insecure_http": True}})
+        )
         with socket.socket() as sk:
             sk.bind(("127.0.0.1", 0))
             port = sk.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG")}
         env.update(fn.environment)
         env.update({"EDGEGUARD_SECRETS_DIR": str(sdir), "spool_dir": str(tmp / "spool"), "OPENFAAS_NAME": fn.name})
-        server = subprocess.Popen([sys.executable, str(root / "local" / "runtime.py"), "--context", str(ctx),
-                                   "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [sys.executable, str(root / "local" / "runtime.py"), "--context", str(ctx), "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 20
             while True:
@@ -258,12 +312,13 @@ def run_http(n: int = 2000, threads: int = 4, batch: int = 1) -> dict:
                     break
                 except OSError:
                     if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("runtime did not start")
+                        raise RuntimeError("runtime did not start") from None
                     time.sleep(0.05)
             alerts = [_alert(i) for i in range(n)]
             # batch > 1: JSON arrays, as audit-ingest sends them.
-            bodies = alerts if batch == 1 else [b"[" + b",".join(alerts[i:i + batch]) + b"]"
-                                                for i in range(0, n, batch)]
+            bodies = (
+                alerts if batch == 1 else [b"[" + b",".join(alerts[i : i + batch]) + b"]" for i in range(0, n, batch)]
+            )
             lat = [0.0] * len(bodies)
             errors = []
 
@@ -272,8 +327,13 @@ def run_http(n: int = 2000, threads: int = 4, batch: int = 1) -> dict:
                 try:
                     for i in range(idx, len(bodies), threads):
                         t = time.perf_counter()
-                        r = s.post(f"http://127.0.0.1:{port}/", data=bodies[i], params={"token": TOKEN},
-                                   headers={"Content-Type": "application/json"}, timeout=10)
+                        r = s.post(
+                            f"http://127.0.0.1:{port}/",
+                            data=bodies[i],
+                            params={"token": TOKEN},
+                            headers={"Content-Type": "application/json"},
+                            timeout=10,
+                        )
                         lat[i] = (time.perf_counter() - t) * 1000
                         if r.status_code != 202:
                             raise RuntimeError(f"HTTP {r.status_code}")
@@ -297,30 +357,44 @@ def run_http(n: int = 2000, threads: int = 4, batch: int = 1) -> dict:
             server.wait(10)
             proc.join(5)
     lat.sort()
-    return {"n": n, "delivered": len(got), "alerts_per_s": n / t_end, "per_cpu_s": n / cpu if cpu else 0.0,
-            "rt_p50": statistics.median(lat),
-            "rt_p99": lat[int(len(lat) * 0.99) - 1]}
+    return {
+        "n": n,
+        "delivered": len(got),
+        "alerts_per_s": n / t_end,
+        "per_cpu_s": n / cpu if cpu else 0.0,
+        "rt_p50": statistics.median(lat),
+        "rt_p99": lat[int(len(lat) * 0.99) - 1],
+    }
 
 
 def main() -> None:
     for mode in ("durable", "fast"):
         r = run(mode, n=3000, threads=4)
-        print(f"alert-forwarder ack_mode={mode}, saturated (4 caller threads, {r['n']} alerts, one per POST): "
-              f"{r['alerts_per_s']:.0f} alerts/s delivered ({r['delivered']}/{r['n']}); "
-              f"ack p50 {r['ack_p50']:.2f} ms p99 {r['ack_p99']:.2f} ms; added p50 {r['added_p50']:.2f} ms "
-              f"p99 {r['added_p99']:.2f} ms (includes queueing at saturation)", flush=True)
+        print(
+            f"alert-forwarder ack_mode={mode}, saturated (4 caller threads, {r['n']} alerts, one per POST): "
+            f"{r['alerts_per_s']:.0f} alerts/s delivered ({r['delivered']}/{r['n']}); "
+            f"ack p50 {r['ack_p50']:.2f} ms p99 {r['ack_p99']:.2f} ms; added p50 {r['added_p50']:.2f} ms "
+            f"p99 {r['added_p99']:.2f} ms (includes queueing at saturation)",
+            flush=True,
+        )
         r = run(mode, n=1500, threads=1, rate=500)
-        print(f"alert-forwarder ack_mode={mode}, one caller like Falco's output thread at 500 alerts/s "
-              f"({r['n']} alerts): ack p50 {r['ack_p50']:.2f} ms p99 {r['ack_p99']:.2f} ms; "
-              f"added latency (enters handler -> receiver has it) p50 {r['added_p50']:.2f} ms "
-              f"p99 {r['added_p99']:.2f} ms", flush=True)
+        print(
+            f"alert-forwarder ack_mode={mode}, one caller like Falco's output thread at 500 alerts/s "
+            f"({r['n']} alerts): ack p50 {r['ack_p50']:.2f} ms p99 {r['ack_p99']:.2f} ms; "
+            f"added latency (enters handler -> receiver has it) p50 {r['added_p50']:.2f} ms "
+            f"p99 {r['added_p99']:.2f} ms",
+            flush=True,
+        )
     for batch in (1, 50):
         r = run_http(n=2000 if batch == 1 else 5000, batch=batch)
         what = "one alert per POST" if batch == 1 else f"JSON arrays of {batch} (audit-ingest style)"
-        print(f"alert-forwarder over HTTP through the python3-http runtime (Flask + waitress, 4 threads), durable, "
-              f"4 client threads, {what}: {r['alerts_per_s']:.0f} alerts/s delivered ({r['delivered']}/{r['n']}), "
-              f"{r['per_cpu_s']:.0f} alerts per CPU-second of the function process; "
-              f"client round trip p50 {r['rt_p50']:.2f} ms p99 {r['rt_p99']:.2f} ms", flush=True)
+        print(
+            f"alert-forwarder over HTTP through the python3-http runtime (Flask + waitress, 4 threads), durable, "
+            f"4 client threads, {what}: {r['alerts_per_s']:.0f} alerts/s delivered ({r['delivered']}/{r['n']}), "
+            f"{r['per_cpu_s']:.0f} alerts per CPU-second of the function process; "
+            f"client round trip p50 {r['rt_p50']:.2f} ms p99 {r['rt_p99']:.2f} ms",
+            flush=True,
+        )
 
 
 def compare_clients(rounds: int = 3) -> None:
@@ -332,9 +406,12 @@ def compare_clients(rounds: int = 3) -> None:
         for client in ("httpclient", "requests"):
             r = run("durable", n=3000, threads=4, client=client)
             q = run("durable", n=1500, threads=1, rate=500, client=client)
-            print(f"{client:10s} saturated: {r['alerts_per_s']:.0f} alerts/s delivered ({r['delivered']}/{r['n']}), "
-                  f"added p50 {r['added_p50']:.2f} ms p99 {r['added_p99']:.2f} ms; one caller at 500/s: added p50 "
-                  f"{q['added_p50']:.2f} ms p99 {q['added_p99']:.2f} ms", flush=True)
+            print(
+                f"{client:10s} saturated: {r['alerts_per_s']:.0f} alerts/s delivered ({r['delivered']}/{r['n']}), "
+                f"added p50 {r['added_p50']:.2f} ms p99 {r['added_p99']:.2f} ms; one caller at 500/s: added p50 "
+                f"{q['added_p50']:.2f} ms p99 {q['added_p99']:.2f} ms",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

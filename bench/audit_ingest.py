@@ -14,6 +14,7 @@ best of 5:
 - 400-event batch through the handler <= 50 ms median; RSS after loading the
   rules <= 60 MB.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -127,14 +128,20 @@ def bench_engine() -> None:
 
     t_objects = _best(run_objects)
     n = N_EVENTS
-    print(f"engine, bundled ruleset + rules.d ({len(engine.rules)} rules), {n} pre-decoded events "
-          f"({len(corpus())} distinct shapes), {alerts[0]} alerts as Falco JSON: {t_engine * 1000:.0f} ms, "
-          f"{n / t_engine:,.0f} events/s on one core (target >= 20,000)")
-    print(f"  vs plain json.loads of the same {sum(map(len, lines)) / 1e6:.1f} MB of lines {t_json * 1000:.0f} ms: "
-          f"ratio {t_engine / t_json:.2f}x (target <= 1.0x); with Alert objects instead of JSON (the handler's path) "
-          f"{t_objects * 1000:.0f} ms, {t_objects / t_json:.2f}x")
-    print(f"  (json.loads with the GC paused as the engine runs, {t_json_paused * 1000:.0f} ms: engine "
-          f"{t_engine / t_json_paused:.2f}x)")
+    print(
+        f"engine, bundled ruleset + rules.d ({len(engine.rules)} rules), {n} pre-decoded events "
+        f"({len(corpus())} distinct shapes), {alerts[0]} alerts as Falco JSON: {t_engine * 1000:.0f} ms, "
+        f"{n / t_engine:,.0f} events/s on one core (target >= 20,000)"
+    )
+    print(
+        f"  vs plain json.loads of the same {sum(map(len, lines)) / 1e6:.1f} MB of lines {t_json * 1000:.0f} ms: "
+        f"ratio {t_engine / t_json:.2f}x (target <= 1.0x); with Alert objects instead of JSON (the handler's path) "
+        f"{t_objects * 1000:.0f} ms, {t_objects / t_json:.2f}x"
+    )
+    print(
+        f"  (json.loads with the GC paused as the engine runs, {t_json_paused * 1000:.0f} ms: engine "
+        f"{t_engine / t_json_paused:.2f}x)"
+    )
 
 
 def bench_cli() -> None:
@@ -158,25 +165,29 @@ def bench_cli() -> None:
             rp.flush()
 
         t_json = _best_plain(plain)
-        t_cli = _best_plain(replay)        # replay pauses the GC itself
+        t_cli = _best_plain(replay)  # replay pauses the GC itself
         fast = source._orjson is not None
         saved, source._orjson = source._orjson, None
         try:
             t_cli_json = _best_plain(replay, 3)
         finally:
             source._orjson = saved
-        print(f"edgeguard-rules replay of {N_EVENTS} JSON lines ({path.stat().st_size / 1e6:.1f} MB; bundled rules "
-              f"+ rules.d, rule_matching first, alerts written), decoder {'orjson' if fast else 'json'}: "
-              f"{t_cli * 1000:.0f} ms, {N_EVENTS / t_cli:,.0f} events/s on one core (target >= 20,000); "
-              f"plain json.loads of the lines {t_json * 1000:.0f} ms: ratio {t_cli / t_json:.2f}x (target <= 1.5x)")
-        print(f"  the same replay with json instead of orjson: {t_cli_json * 1000:.0f} ms, "
-              f"{t_cli_json / t_json:.2f}x")
+        print(
+            f"edgeguard-rules replay of {N_EVENTS} JSON lines ({path.stat().st_size / 1e6:.1f} MB; bundled rules "
+            f"+ rules.d, rule_matching first, alerts written), decoder {'orjson' if fast else 'json'}: "
+            f"{t_cli * 1000:.0f} ms, {N_EVENTS / t_cli:,.0f} events/s on one core (target >= 20,000); "
+            f"plain json.loads of the lines {t_json * 1000:.0f} ms: ratio {t_cli / t_json:.2f}x (target <= 1.5x)"
+        )
+        print(f"  the same replay with json instead of orjson: {t_cli_json * 1000:.0f} ms, {t_cli_json / t_json:.2f}x")
         # Startup (imports, rules compiled) is paid once per run, on top of the stream.
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "edgeguard.falco.cli", "replay", os.devnull], check=True,
-                       capture_output=True)
-        print(f"  process start-up with the rules compiled (replay of an empty input): "
-              f"{(time.perf_counter() - t) * 1000:.0f} ms wall")
+        subprocess.run(
+            [sys.executable, "-m", "edgeguard.falco.cli", "replay", os.devnull], check=True, capture_output=True
+        )
+        print(
+            f"  process start-up with the rules compiled (replay of an empty input): "
+            f"{(time.perf_counter() - t) * 1000:.0f} ms wall"
+        )
 
 
 _RSS_REPLAY = """
@@ -194,12 +205,15 @@ def bench_replay_memory() -> None:
         for n in (5_000, 10_000, 20_000):
             path = Path(tmp) / f"audit-{n}.jsonl"
             path.write_bytes(b"\n".join(lines[:n]) + b"\n")
-            out = subprocess.run([sys.executable, "-c", _RSS_REPLAY, str(path)], capture_output=True, text=True,
-                                 check=True, cwd=ROOT).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", _RSS_REPLAY, str(path)], capture_output=True, text=True, check=True, cwd=ROOT
+            ).stdout
             peaks.append((n, path.stat().st_size / 2**20, int(out)))
-    print("edgeguard-rules replay peak RSS: "
-          + ", ".join(f"{n:,} lines ({mb:.0f} MiB) -> {rss} MiB" for n, mb, rss in peaks)
-          + " (target: independent of the input's length)")
+    print(
+        "edgeguard-rules replay peak RSS: "
+        + ", ".join(f"{n:,} lines ({mb:.0f} MiB) -> {rss} MiB" for n, mb, rss in peaks)
+        + " (target: independent of the input's length)"
+    )
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -225,8 +239,9 @@ def _load_handler(tmp: Path, gateway_url: str):
     (secrets / "alert-forwarder-token").write_text("fwd-token")
     os.environ.update(stack.functions["audit-ingest"].environment)
     os.environ.update(EDGEGUARD_SECRETS_DIR=str(secrets), gateway_url=gateway_url)
-    spec = importlib.util.spec_from_file_location("_bench_ai", ctx / "function" / "__init__.py",
-                                                  submodule_search_locations=[str(ctx / "function")])
+    spec = importlib.util.spec_from_file_location(
+        "_bench_ai", ctx / "function" / "__init__.py", submodule_search_locations=[str(ctx / "function")]
+    )
     mod = importlib.util.module_from_spec(spec)
     sys.modules["_bench_ai"] = mod
     spec.loader.exec_module(mod)
@@ -246,11 +261,16 @@ def bench_handler(iterations: int = 60) -> None:
             real_stderr = sys.stderr
             for i in range(iterations + 5):
                 items = mix(BATCH, tag=f"h{i}")  # fresh auditIDs: no batch is a "retry"
-                body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {},
-                                   "items": items}).encode()
-                evt = SimpleNamespace(body=body, method="POST", path="/", query=ImmutableMultiDict(),
-                                      headers=Headers([("Content-Type", "application/json"),
-                                                       ("Authorization", "Bearer bench-token")]))
+                body = json.dumps(
+                    {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": items}
+                ).encode()
+                evt = SimpleNamespace(
+                    body=body,
+                    method="POST",
+                    path="/",
+                    query=ImmutableMultiDict(),
+                    headers=Headers([("Content-Type", "application/json"), ("Authorization", "Bearer bench-token")]),
+                )
                 sys.stderr = devnull
                 try:
                     t = time.perf_counter()
@@ -264,10 +284,12 @@ def bench_handler(iterations: int = 60) -> None:
                     lat.append(dt)
                     alerts += json.loads(res["body"])["alert_count"]
             lat.sort()
-            print(f"HTTP handler, {BATCH}-event EventList ({len(body) / 1e6:.2f} MB, decode + auth + rules + "
-                  f"hand-off to a loopback alert-forwarder stand-in): median {statistics.median(lat):.1f} ms, "
-                  f"p99 {lat[max(0, int(len(lat) * 0.99) - 1)]:.1f} ms over {len(lat)} batches, "
-                  f"{alerts / len(lat):.0f} alerts/batch (target median <= 50 ms)")
+            print(
+                f"HTTP handler, {BATCH}-event EventList ({len(body) / 1e6:.2f} MB, decode + auth + rules + "
+                f"hand-off to a loopback alert-forwarder stand-in): median {statistics.median(lat):.1f} ms, "
+                f"p99 {lat[max(0, int(len(lat) * 0.99) - 1)]:.1f} ms over {len(lat)} batches, "
+                f"{alerts / len(lat):.0f} alerts/batch (target median <= 50 ms)"
+            )
     finally:
         sink.shutdown()
         sink.server_close()
@@ -288,11 +310,17 @@ for line in open('/proc/self/status'):
 
 def bench_rss() -> None:
     local = str(ROOT / "functions" / "audit-ingest" / "rules.d" / "50-edgeguard-local.yaml")
-    out = subprocess.run([sys.executable, "-c", _RSS_PROBE.format(root=str(ROOT), local=local)],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_PROBE.format(root=str(ROOT), local=local)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     vals = dict(zip(out[::2], out[1::2]))
-    print(f"RSS after loading the rules (fresh python, rules + requests + yaml imported): {vals['VmRSS']} MB "
-          f"(peak {vals['VmHWM']} MB; target <= 60 MB)")
+    print(
+        f"RSS after loading the rules (fresh python, rules + requests + yaml imported): {vals['VmRSS']} MB "
+        f"(peak {vals['VmHWM']} MB; target <= 60 MB)"
+    )
 
 
 def main() -> None:

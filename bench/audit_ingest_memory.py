@@ -14,6 +14,7 @@ a fresh process, because VmHWM is a process's lifetime peak:
 3. 4, 16 and 32 concurrent unauthenticated senders of a 12 MiB body (issue 17 §7): RSS before, during and
    after, and whether the refusals came without the body being read into the function's memory.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,19 +37,29 @@ def _event(i: int, target: int) -> dict:
     """A ConfigMap update at RequestResponse level: request and response objects of many small keys."""
     n = 0
     data: dict = {}
-    base = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse",
-            "auditID": str(uuid.uuid4()), "stage": "ResponseComplete",
-            "requestURI": f"/api/v1/namespaces/default/configmaps/settings-{i}", "verb": "update",
-            "user": {"username": "system:serviceaccount:ci:deployer", "groups": ["system:serviceaccounts"]},
-            "sourceIPs": ["10.42.0.7"], "userAgent": "kubectl/v1.30.0",
-            "objectRef": {"resource": "configmaps", "namespace": "default", "name": f"settings-{i}",
-                          "apiVersion": "v1"},
-            "responseStatus": {"metadata": {}, "code": 200},
-            "requestReceivedTimestamp": "2024-05-01T10:11:12.000000Z",
-            "stageTimestamp": "2024-05-01T10:11:12.004000Z",
-            "annotations": {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""}}
-    obj = {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": f"settings-{i}", "namespace": "default"},
-           "data": data}
+    base = {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "RequestResponse",
+        "auditID": str(uuid.uuid4()),
+        "stage": "ResponseComplete",
+        "requestURI": f"/api/v1/namespaces/default/configmaps/settings-{i}",
+        "verb": "update",
+        "user": {"username": "system:serviceaccount:ci:deployer", "groups": ["system:serviceaccounts"]},
+        "sourceIPs": ["10.42.0.7"],
+        "userAgent": "kubectl/v1.30.0",
+        "objectRef": {"resource": "configmaps", "namespace": "default", "name": f"settings-{i}", "apiVersion": "v1"},
+        "responseStatus": {"metadata": {}, "code": 200},
+        "requestReceivedTimestamp": "2024-05-01T10:11:12.000000Z",
+        "stageTimestamp": "2024-05-01T10:11:12.004000Z",
+        "annotations": {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""},
+    }
+    obj = {
+        "kind": "ConfigMap",
+        "apiVersion": "v1",
+        "metadata": {"name": f"settings-{i}", "namespace": "default"},
+        "data": data,
+    }
     base["requestObject"] = obj
     base["responseObject"] = obj
     size = len(json.dumps(base))
@@ -57,15 +68,21 @@ def _event(i: int, target: int) -> dict:
         data[key] = value
         size += 2 * (len(key) + len(value) + 6)
         n += 1
-    return json.loads(json.dumps(base))   # request and response as separate objects, as decoded
+    return json.loads(json.dumps(base))  # request and response as separate objects, as decoded
 
 
 def largest_batch(limit: int) -> bytes:
     """The biggest EventList of EVENTS events that fits ``limit`` bytes."""
     per = (limit - 200) // EVENTS - 64
     while True:
-        body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {},
-                           "items": [_event(i, per) for i in range(EVENTS)]}).encode()
+        body = json.dumps(
+            {
+                "kind": "EventList",
+                "apiVersion": "audit.k8s.io/v1",
+                "metadata": {},
+                "items": [_event(i, per) for i in range(EVENTS)],
+            }
+        ).encode()
         if len(body) <= limit:
             return body
         per -= max(64, (len(body) - limit) // EVENTS + 16)
@@ -77,9 +94,13 @@ def _limit_mib(fn: stackfile.Function) -> float:
 
 
 def _stack(tmp: Path, env: dict | None = None) -> gateway.LocalStack:
-    return gateway.LocalStack(gateway.free_port(), state_dir=tmp / "state", kube="none",
-                              functions=["audit-ingest", "alert-forwarder"],
-                              env_overrides={"audit-ingest": dict(env or {})}).start()
+    return gateway.LocalStack(
+        gateway.free_port(),
+        state_dir=tmp / "state",
+        kube="none",
+        functions=["audit-ingest", "alert-forwarder"],
+        env_overrides={"audit-ingest": dict(env or {})},
+    ).start()
 
 
 def _restart(stack: gateway.LocalStack) -> launch.FunctionProcess:
@@ -151,26 +172,35 @@ def run(env: dict | None = None, *, floods=(4, 16, 32)) -> dict:
 def report(label: str, r: dict, limit_mib: float) -> str:
     def peak(s):
         return s.peak_kib / 1024
-    lines = [f"{label}: largest accepted batch {r['batch_bytes']:,} bytes (max_body_bytes {r['max_body_bytes']:,}), "
-             f"{EVENTS} events; answered {r['batch_status']} in {r['batch_s']:.2f} s"]
+
+    lines = [
+        f"{label}: largest accepted batch {r['batch_bytes']:,} bytes (max_body_bytes {r['max_body_bytes']:,}), "
+        f"{EVENTS} events; answered {r['batch_status']} in {r['batch_s']:.2f} s"
+    ]
     idle, after = r["idle"], r["after_batch"]
-    lines.append(f"  idle watchdog+python {_mib(idle.watchdog_kib)}+{_mib(idle.python_kib)} MiB; peak (VmHWM) "
-                 f"{_mib(after.watchdog_hwm_kib)}+{_mib(after.python_hwm_kib)} = {peak(after):.1f} MiB = "
-                 f"{100 * peak(after) / limit_mib:.0f}% of the {limit_mib:.0f}Mi limit (target <= 80%); "
-                 f"after: {after.total_kib / 1024:.1f} MiB")
+    lines.append(
+        f"  idle watchdog+python {_mib(idle.watchdog_kib)}+{_mib(idle.python_kib)} MiB; peak (VmHWM) "
+        f"{_mib(after.watchdog_hwm_kib)}+{_mib(after.python_hwm_kib)} = {peak(after):.1f} MiB = "
+        f"{100 * peak(after) / limit_mib:.0f}% of the {limit_mib:.0f}Mi limit (target <= 80%); "
+        f"after: {after.total_kib / 1024:.1f} MiB"
+    )
     c = r["after_concurrent"]
-    lines.append(f"  4 such batches at once: statuses {sorted(r['concurrent_status'])}; peak {peak(c):.1f} MiB = "
-                 f"{100 * peak(c) / limit_mib:.0f}% of the limit; after: {c.total_kib / 1024:.1f} MiB")
+    lines.append(
+        f"  4 such batches at once: statuses {sorted(r['concurrent_status'])}; peak {peak(c):.1f} MiB = "
+        f"{100 * peak(c) / limit_mib:.0f}% of the limit; after: {c.total_kib / 1024:.1f} MiB"
+    )
     for key in sorted((k for k in r if k.startswith("flood_")), key=lambda k: int(k[6:])):
         before, after_f, statuses = r[key]
-        lines.append(f"  {key[6:]:>2} concurrent unauthenticated 12 MiB senders: statuses "
-                     f"{ {s: statuses.count(s) for s in set(statuses)} }; RSS {before.total_kib / 1024:.1f} -> "
-                     f"{after_f.total_kib / 1024:.1f} MiB (peak {peak(after_f):.1f} MiB)")
+        lines.append(
+            f"  {key[6:]:>2} concurrent unauthenticated 12 MiB senders: statuses "
+            f"{ {s: statuses.count(s) for s in set(statuses)} }; RSS {before.total_kib / 1024:.1f} -> "
+            f"{after_f.total_kib / 1024:.1f} MiB (peak {peak(after_f):.1f} MiB)"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    logging.getLogger("waitress").setLevel(logging.ERROR)   # the local gateway's "Task queue depth" notices
+    logging.getLogger("waitress").setLevel(logging.ERROR)  # the local gateway's "Task queue depth" notices
     comps = components.locate()
     reason = comps.watchdog_skip_reason()
     if reason:

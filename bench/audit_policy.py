@@ -15,6 +15,7 @@ so the harness's own `admin` traffic (which on k3s would come from system identi
 Run alone: `.venv/bin/python -m bench audit_policy` (EDGEGUARD_AUDIT_BENCH_SECONDS=<idle/workload window>,
 default 120).
 """
+
 from __future__ import annotations
 
 import collections
@@ -79,8 +80,18 @@ def _policies(workdir: Path) -> dict[str, Path]:
 class LeaseRenewer(threading.Thread):
     """GET (+) UPDATE of one Lease at the interval its k3s component uses."""
 
-    def __init__(self, server: str, ca: str, cert: tuple[str, str], namespace: str, name: str, holder: str,
-                 interval: float, get_first: bool, stop: threading.Event):
+    def __init__(
+        self,
+        server: str,
+        ca: str,
+        cert: tuple[str, str],
+        namespace: str,
+        name: str,
+        holder: str,
+        interval: float,
+        get_first: bool,
+        stop: threading.Event,
+    ):
         super().__init__(daemon=True)
         self.url = f"{server}/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
         self.session = requests.Session()
@@ -109,19 +120,33 @@ class LeaseRenewer(threading.Thread):
 
 def start_background(cluster, stop: threading.Event) -> list[LeaseRenewer]:
     cluster.kubectl("apply", "-f", "-", input=RBAC)
-    server = json.loads(cluster.kubectl("config", "view", "--raw", "-o", "json").stdout)["clusters"][0][
-        "cluster"]["server"]
+    server = json.loads(cluster.kubectl("config", "view", "--raw", "-o", "json").stdout)["clusters"][0]["cluster"][
+        "server"
+    ]
     renewers = []
     for name, (user, groups, ns, interval, get_first) in K3S_BACKGROUND.items():
-        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                 "metadata": {"name": name, "namespace": ns},
-                 "spec": {"holderIdentity": user, "leaseDurationSeconds": 40}}
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"holderIdentity": user, "leaseDurationSeconds": 40},
+        }
         cluster.kubectl("apply", "-f", "-", input=json.dumps(lease))
         kubeconfig = json.loads(cluster.identity(user, groups).read_text())
         creds = kubeconfig["users"][0]["user"]
-        renewers.append(LeaseRenewer(server, str(cluster.dir / "pki" / "ca.crt"),
-                                     (creds["client-certificate"], creds["client-key"]), ns, name, user,
-                                     interval, get_first, stop))
+        renewers.append(
+            LeaseRenewer(
+                server,
+                str(cluster.dir / "pki" / "ca.crt"),
+                (creds["client-certificate"], creds["client-key"]),
+                ns,
+                name,
+                user,
+                interval,
+                get_first,
+                stop,
+            )
+        )
     for r in renewers:
         r.start()
     return renewers
@@ -146,8 +171,12 @@ def workload(cluster, kubeconfig: Path, seconds: float) -> int:
             k("delete", "deployment", "web", "--wait=false")
             phase, calls = 3, calls + 1
         name = f"demo-{i}"
-        k("create", "configmap", name, "--from-literal=aws_access_key_id=AKIAIOSFODNN7EXAMPLE"
-          if i % 2 else "--from-literal=greeting=hello")
+        k(
+            "create",
+            "configmap",
+            name,
+            "--from-literal=aws_access_key_id=AKIAIOSFODNN7EXAMPLE" if i % 2 else "--from-literal=greeting=hello",
+        )
         k("get", "pods", "-A")
         k("get", "configmaps", "-n", "default")
         k("delete", "configmap", name, "--wait=false")
@@ -193,9 +222,12 @@ def measure(rk, name: str, policy: Path, seconds: float, workdir: Path) -> dict:
         got = window(events, a, b)
         minutes = (b - a) / 60
         by_source = collections.Counter(source(e) for e in got)
-        result[label] = {"per_min": len(got) / minutes, "minutes": minutes,
-                         "by_source": {k: v / minutes for k, v in by_source.items()},
-                         "workload_events": by_source.get(source({"user": WORKLOAD_USER}), 0)}
+        result[label] = {
+            "per_min": len(got) / minutes,
+            "minutes": minutes,
+            "by_source": {k: v / minutes for k, v in by_source.items()},
+            "workload_events": by_source.get(source({"user": WORKLOAD_USER}), 0),
+        }
     result["kubectl_calls"] = calls
     result["renew_errors"] = errors
     return result
@@ -212,8 +244,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgeguard-audit-bench-") as d:
         for i, (name, policy) in enumerate(_policies(Path(d)).items()):
             results[name] = measure(rk, name, policy, seconds, Path(d) / f"cluster-{i}")
-    print(f"audit events per minute delivered to the webhook ({seconds:.0f} s idle, then {seconds:.0f} s of "
-          "demo-like workload; kube-apiserver v1.24, batch mode):")
+    print(
+        f"audit events per minute delivered to the webhook ({seconds:.0f} s idle, then {seconds:.0f} s of "
+        "demo-like workload; kube-apiserver v1.24, batch mode):"
+    )
     names = list(results)
     for label in ("idle", "workload"):
         before, after = (results[n][label]["per_min"] for n in names)
@@ -225,8 +259,10 @@ def main() -> None:
     for n in names:
         calls = results[n]["kubectl_calls"]
         per_call = results[n]["workload"]["workload_events"] / calls if calls else 0.0
-        print(f"  [{n}] workload kubectl calls: {calls} ({per_call:.2f} workload events per call; the machine's "
-              f"load sets how many calls fit in the window), lease renewal errors: {results[n]['renew_errors']}")
+        print(
+            f"  [{n}] workload kubectl calls: {calls} ({per_call:.2f} workload events per call; the machine's "
+            f"load sets how many calls fit in the window), lease renewal errors: {results[n]['renew_errors']}"
+        )
 
 
 if __name__ == "__main__":

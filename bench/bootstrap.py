@@ -3,6 +3,7 @@
 The node is the test suite's fake (recording commands, loopback gateway, --root in a tmp dir), so the
 figures are bootstrap's own overhead plus ~20 ms per fake command; real kubectl/helm calls take longer.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -56,8 +57,19 @@ def main() -> None:
             print(f"all (first run, fake node): {run * 1000:.0f} ms, {n_run} commands")
             print(f"all (second run, no changes): {again * 1000:.0f} ms, {n_again} commands")
             env = dict(node.env(), PATH=f"{node.bin}:/usr/bin:/bin")
-            argv = [sys.executable, "-S", str(REPO / "bootstrap/edgeguard-bootstrap"), "all", "--dry-run",
-                    "--root", str(node.root), "--gateway", node.gateway, "--repo", str(node.repo)]
+            argv = [
+                sys.executable,
+                "-S",
+                str(REPO / "bootstrap/edgeguard-bootstrap"),
+                "all",
+                "--dry-run",
+                "--root",
+                str(node.root),
+                "--gateway",
+                node.gateway,
+                "--repo",
+                str(node.repo),
+            ]
             t0 = time.perf_counter()
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
             _, status, usage = os.wait4(proc.pid, 0)
@@ -65,8 +77,10 @@ def main() -> None:
             proc.returncode = os.waitstatus_to_exitcode(status)
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr.read().decode()[-2000:])
-            print(f"launcher `python3 -S edgeguard-bootstrap all --dry-run`: {wall * 1000:.0f} ms wall, "
-                  f"peak RSS {usage.ru_maxrss / 1024:.1f} MiB (largest of bootstrap and its fake children)")
+            print(
+                f"launcher `python3 -S edgeguard-bootstrap all --dry-run`: {wall * 1000:.0f} ms wall, "
+                f"peak RSS {usage.ru_maxrss / 1024:.1f} MiB (largest of bootstrap and its fake children)"
+            )
         finally:
             server.shutdown()
             server.server_close()

@@ -6,6 +6,7 @@ make for that ServiceAccount writes and reads the handover Secret the way a term
 (functions/alert-forwarder/handover.py, kubesecret.py): 100 to 10,000 typical Falco alerts, and 10,000 barely
 compressible ones, which do not all fit. Figures: gzip'd size, encode, PUT, list + decode.
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,12 +28,21 @@ def _entries(spool, n: int, noise: bool = False) -> list[dict]:
 
     out = []
     for i in range(n):
-        al = falco_alert(priority="Warning", **{"proc.cmdline": f"bash -c id {i}", "k8s.pod.name": f"nginx-{i % 50}",
-                                                "container.id": f"{i:012x}"})
+        al = falco_alert(
+            priority="Warning",
+            **{"proc.cmdline": f"bash -c id {i}", "k8s.pod.name": f"nginx-{i % 50}", "container.id": f"{i:012x}"},
+        )
         if noise:
             al["output"] = "10:11:12.1: Warning " + secrets.token_urlsafe(220)
-        out.append(spool.Entry(id=spool.new_entry_id(time.time()), destination="action-centre", key=f"{i:032x}",
-                               payload=al, route="action-centre").to_dict())
+        out.append(
+            spool.Entry(
+                id=spool.new_entry_id(time.time()),
+                destination="action-centre",
+                key=f"{i:032x}",
+                payload=al,
+                route="action-centre",
+            ).to_dict()
+        )
     return out
 
 
@@ -55,23 +65,42 @@ def main() -> None:
             cluster.ensure_namespace("openfaas-fn")
             cluster.ensure_namespace("edgeguard-enroll")
             for manifest in ("alert-forwarder.yaml", "node-tokens-alert-forwarder.yaml"):
-                subprocess.run(["kubectl", "apply", "-f", str(ROOT / "deploy/rbac" / manifest)], env=env,
-                               check=True, capture_output=True)
-            token_secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-                            "metadata": {"name": "alert-forwarder-sa-token", "namespace": "openfaas-fn",
-                                         "annotations": {"kubernetes.io/service-account.name": "alert-forwarder"}}}
-            subprocess.run(["kubectl", "apply", "-f", "-"], input=json.dumps(token_secret), text=True, env=env,
-                           check=True, capture_output=True)
+                subprocess.run(
+                    ["kubectl", "apply", "-f", str(ROOT / "deploy/rbac" / manifest)],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                )
+            token_secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/service-account-token",
+                "metadata": {
+                    "name": "alert-forwarder-sa-token",
+                    "namespace": "openfaas-fn",
+                    "annotations": {"kubernetes.io/service-account.name": "alert-forwarder"},
+                },
+            }
+            subprocess.run(
+                ["kubectl", "apply", "-f", "-"],
+                input=json.dumps(token_secret),
+                text=True,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
             core = cluster.core()
             while not (core.read_namespaced_secret("alert-forwarder-sa-token", "openfaas-fn").data or {}).get("token"):
                 time.sleep(0.2)
-            token = base64.b64decode(core.read_namespaced_secret("alert-forwarder-sa-token", "openfaas-fn")
-                                     .data["token"]).decode()
+            token = base64.b64decode(
+                core.read_namespaced_secret("alert-forwarder-sa-token", "openfaas-fn").data["token"]
+            ).decode()
             sys.path.insert(0, str(ROOT / "bootstrap"))
             from edgeguard_bootstrap.openfaas import function_kubeconfig
 
-            kubeconfig = function_kubeconfig("alert-forwarder", token, base64.b64encode(cluster.ca_pem).decode(),
-                                             cluster.host)
+            kubeconfig = function_kubeconfig(
+                "alert-forwarder", token, base64.b64encode(cluster.ca_pem).decode(), cluster.host
+            )
             root, pkg = assemble_package(Path(tmp) / "pkg")
             sys.path.insert(0, str(root))
             ks, ho, sp = (importlib.import_module(f"{pkg}.{m}") for m in ("kubesecret", "handover", "spool"))
@@ -84,8 +113,15 @@ def main() -> None:
                 enc = time.perf_counter() - t
                 obj, _ = client.list()
                 t = time.perf_counter()
-                client.update({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": ho._keep_meta(obj),
-                               "data": data})
+                client.update(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "type": "Opaque",
+                        "metadata": ho._keep_meta(obj),
+                        "data": data,
+                    }
+                )
                 put = time.perf_counter() - t
                 t = time.perf_counter()
                 obj, _ = client.list()
@@ -93,7 +129,9 @@ def main() -> None:
                 imp = time.perf_counter() - t
                 size = sum(len(base64.b64decode(v)) for v in data.values())
                 what = f"{n} alerts" + (" with 300 random characters each" if noise else " (typical)")
-                print(f"{what:<44} {len(json.dumps(es)) / 1e6:>6.2f}MB {size / 1e3:>8.0f}kB {meta['entries']:>6} "
-                      f"{enc * 1e3:>6.0f}ms {put * 1e3:>5.0f}ms {imp * 1e3:>6.0f}ms")
+                print(
+                    f"{what:<44} {len(json.dumps(es)) / 1e6:>6.2f}MB {size / 1e3:>8.0f}kB {meta['entries']:>6} "
+                    f"{enc * 1e3:>6.0f}ms {put * 1e3:>5.0f}ms {imp * 1e3:>6.0f}ms"
+                )
         finally:
             run.stop()

@@ -5,6 +5,7 @@
 real kube-apiserver v1.24: KUBECONFIG with EDGEGUARD_REAL_CLUSTER=1, else the one ``kube/cluster`` starts from
 the shared tools (tests/realkube.py). Prints ms from interpreter start to the answer and VmRSS after it.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,11 +53,20 @@ def measure(kubeconfig_text: str, runs: int = 5) -> dict:
         for way in ("baseline", "kubeapi", "corev1"):
             samples = []
             for _ in range(runs):
-                p = subprocess.run([sys.executable, "-c", _PROBE, way, str(ROOT)], env=env, capture_output=True,
-                                   text=True, timeout=120, check=True)
+                p = subprocess.run(
+                    [sys.executable, "-c", _PROBE, way, str(ROOT)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=True,
+                )
                 samples.append(tuple(float(x) for x in p.stdout.split()))
-            out[way] = {"ms_min": min(s[0] for s in samples), "ms_median": statistics.median(s[0] for s in samples),
-                        "rss_mib": max(s[1] for s in samples)}
+            out[way] = {
+                "ms_min": min(s[0] for s in samples),
+                "ms_median": statistics.median(s[0] for s in samples),
+                "rss_mib": max(s[1] for s in samples),
+            }
     return out
 
 

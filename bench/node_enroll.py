@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python -m bench node_enroll   (part of `make bench`)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,10 @@ def verification(n: int = 20000) -> None:
         assert signing.signature_matches(key, ts, nonce, body, sig)
         guard.check_and_record(int(ts), nonce)
     dt = time.perf_counter() - t0
-    print(f"signature check + replay guard: {dt / n * 1e6:.1f} us/request over {n} requests "
-          f"(nonce cache holds {len(guard)})")
+    print(
+        f"signature check + replay guard: {dt / n * 1e6:.1f} us/request over {n} requests "
+        f"(nonce cache holds {len(guard)})"
+    )
 
 
 def _rss_kib(pid: int) -> int:
@@ -62,11 +65,22 @@ def end_to_end(n: int = 100) -> None:
     client = _load(FN / "client" / "edgeguard-enroll.py", "bench_ne_client")
     ca_hash = hashlib.sha256(CA.read_bytes()).hexdigest()
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = {"node-enroll": {"k3s_ca_hash": ca_hash, "max_outstanding_tokens": str(n + 10),
-                                     "rate_limit_per_minute": str(10 * n), "rate_limit_global_per_minute": str(10 * n)}}
+        overrides = {
+            "node-enroll": {
+                "k3s_ca_hash": ca_hash,
+                "max_outstanding_tokens": str(n + 10),
+                "rate_limit_per_minute": str(10 * n),
+                "rate_limit_global_per_minute": str(10 * n),
+            }
+        }
         try:
-            stack = gateway.LocalStack(gateway.free_port(), state_dir=Path(tmp) / "state", kube="emulator",
-                                       functions=["node-enroll"], env_overrides=overrides).start()
+            stack = gateway.LocalStack(
+                gateway.free_port(),
+                state_dir=Path(tmp) / "state",
+                kube="emulator",
+                functions=["node-enroll"],
+                env_overrides=overrides,
+            ).start()
         except Exception as exc:  # no emulator on this checkout yet
             print(f"end-to-end skipped: {type(exc).__name__}: {exc}")
             return
@@ -82,8 +96,14 @@ def end_to_end(n: int = 100) -> None:
             rss_idle = _rss_kib(pid)
             lat = []
             for i in range(n):
-                body, headers = client.build_request(key=key, hostname=f"pi-{i:04d}", arch="arm64",
-                                                     machine_id=secrets.token_hex(16), labels={}, rotate=False)
+                body, headers = client.build_request(
+                    key=key,
+                    hostname=f"pi-{i:04d}",
+                    arch="arm64",
+                    machine_id=secrets.token_hex(16),
+                    labels={},
+                    rotate=False,
+                )
                 t0 = time.perf_counter()
                 r = s.post(url, data=body, headers=headers, timeout=30)
                 lat.append(time.perf_counter() - t0)
@@ -93,28 +113,36 @@ def end_to_end(n: int = 100) -> None:
             body, headers = None, None
             mid = secrets.token_hex(16)
             for i in range(n):
-                body, headers = client.build_request(key=key, hostname="pi-reuse", arch="arm64", machine_id=mid,
-                                                     labels={}, rotate=False)
+                body, headers = client.build_request(
+                    key=key, hostname="pi-reuse", arch="arm64", machine_id=mid, labels={}, rotate=False
+                )
                 t0 = time.perf_counter()
                 r = s.post(url, data=body, headers=headers, timeout=30)
                 reuse.append(time.perf_counter() - t0)
                 if r.status_code not in (200, 201):
                     raise RuntimeError(f"re-enroll {i} answered {r.status_code}: {r.text[:200]}")
             t0 = time.perf_counter()
-            r = s.get(f"{stack.url}/function/node-enroll/nodes", headers={"Authorization": f"Bearer {admin}"},
-                      timeout=30)
+            r = s.get(
+                f"{stack.url}/function/node-enroll/nodes", headers={"Authorization": f"Bearer {admin}"}, timeout=30
+            )
             list_s = time.perf_counter() - t0
             assert r.status_code == 200 and r.json()["count"] == n + 1
             lat.sort()
             reuse.sort()
-            print(f"POST /enroll via local gateway + emulator: p50 {statistics.median(lat) * 1e3:.1f} ms, "
-                  f"p95 {lat[int(len(lat) * 0.95) - 1] * 1e3:.1f} ms, min {lat[0] * 1e3:.1f} ms, "
-                  f"over {n} enrollments")
-            print(f"POST /enroll of one machine again (200, reused): p50 {statistics.median(reuse) * 1e3:.1f} ms, "
-                  f"p95 {reuse[int(len(reuse) * 0.95) - 1] * 1e3:.1f} ms over {n}")
+            print(
+                f"POST /enroll via local gateway + emulator: p50 {statistics.median(lat) * 1e3:.1f} ms, "
+                f"p95 {lat[int(len(lat) * 0.95) - 1] * 1e3:.1f} ms, min {lat[0] * 1e3:.1f} ms, "
+                f"over {n} enrollments"
+            )
+            print(
+                f"POST /enroll of one machine again (200, reused): p50 {statistics.median(reuse) * 1e3:.1f} ms, "
+                f"p95 {reuse[int(len(reuse) * 0.95) - 1] * 1e3:.1f} ms over {n}"
+            )
             print(f"GET /nodes with {n + 1} enrollments: {list_s * 1e3:.1f} ms")
-            print(f"function process RSS: {rss_idle / 1024:.1f} MiB before the first request, "
-                  f"{_rss_kib(pid) / 1024:.1f} MiB after (bench memory has the figures under the real watchdog)")
+            print(
+                f"function process RSS: {rss_idle / 1024:.1f} MiB before the first request, "
+                f"{_rss_kib(pid) / 1024:.1f} MiB after (bench memory has the figures under the real watchdog)"
+            )
         finally:
             stack.stop()
 

@@ -9,6 +9,7 @@ repository, rule source file, ...; see ``bench/secret_split.py`` and ``bench/dat
 Rules may be changed by looking at tuning rows only; the evaluation part is the out-of-sample figure.
 Figures are per corpus, never pooled: CredData source lines are a different population from ConfigMaps.
 """
+
 from __future__ import annotations
 
 import csv
@@ -134,8 +135,16 @@ def evaluate_fixtures(directory: Path | None = None, detector=None, configmaps=N
             lfp += pred and not label
             lfn += (not pred) and label
         lp, lr = _pr(ltp, lfp, lfn)
-        out[tier_name] = {"precision": p, "recall": r, "tp": tp, "fp": fp, "fn": fn, "errors": errors,
-                          "line_precision": lp, "line_recall": lr}
+        out[tier_name] = {
+            "precision": p,
+            "recall": r,
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "errors": errors,
+            "line_precision": lp,
+            "line_recall": lr,
+        }
     out["keys"] = out["rows"] = len(key_label)
     out["positive_keys"] = out["positives"] = sum(key_label.values())
     out["rules"] = _rule_counts((verdicts[k].findings if k in verdicts else [], lab) for k, lab in key_label.items())
@@ -147,8 +156,10 @@ def evaluate_rows(rows: list[dict], detector) -> dict:
     verdicts = [detector.scan_key(r["name"], r["text"]) for r in rows]
     res = _scores([(v.tier, r["label"]) for v, r in zip(verdicts, rows)])
     res["rules"] = _rule_counts((v.findings, r["label"]) for v, r in zip(verdicts, rows))
-    res["errors"] = {"fp": [r["text"] for v, r in zip(verdicts, rows) if v.tier and not r["label"]],
-                     "fn": [r["text"] for v, r in zip(verdicts, rows) if not v.tier and r["label"]]}
+    res["errors"] = {
+        "fp": [r["text"] for v, r in zip(verdicts, rows) if v.tier and not r["label"]],
+        "fn": [r["text"] for v, r in zip(verdicts, rows) if not v.tier and r["label"]],
+    }
     return res
 
 
@@ -201,18 +212,29 @@ def throughput(lines: int = 10000, repeat: int = 7) -> dict:
     import json
     import random
     import string
+
     rnd = random.Random(1)
-    blob = json.dumps({f"k{i}": "".join(rnd.choices(string.ascii_letters + string.digits, k=40))
-                       for i in range(20000)})[: 1 << 20]
+    blob = json.dumps(
+        {f"k{i}": "".join(rnd.choices(string.ascii_letters + string.digits, k=40)) for i in range(20000)}
+    )[: 1 << 20]
     json_s, _ = _time_best(lambda: det.scan_key("minified.json", blob), 2)
     props = "\n".join(f"key{i}={''.join(rnd.choices(string.ascii_letters, k=30))}" for i in range(30000))[: 1 << 20]
     props_s, _ = _time_best(lambda: det.scan_key("random.properties", props), 2)
     n = len(cm["data"])
-    return {"file_lines": lines, "file_seconds": file_s, "us_per_line": file_s / lines * 1e6,
-            "us_per_line_median": file_med / lines * 1e6,
-            "mib_json_seconds": json_s, "mib_props_seconds": props_s, "repeat": repeat,
-            "keys": n, "keys_seconds": keys_s, "us_per_key": keys_s / n * 1e6, "us_per_key_median": keys_med / n * 1e6,
-            "bytes": len(body)}
+    return {
+        "file_lines": lines,
+        "file_seconds": file_s,
+        "us_per_line": file_s / lines * 1e6,
+        "us_per_line_median": file_med / lines * 1e6,
+        "mib_json_seconds": json_s,
+        "mib_props_seconds": props_s,
+        "repeat": repeat,
+        "keys": n,
+        "keys_seconds": keys_s,
+        "us_per_key": keys_s / n * 1e6,
+        "us_per_key_median": keys_med / n * 1e6,
+        "bytes": len(body),
+    }
 
 
 def move_timing(n: int = 20) -> dict:
@@ -226,15 +248,49 @@ def move_timing(n: int = 20) -> dict:
     kubeapi = importlib.import_module(pkg + ".edgeguard.kubeapi")
     with KubeEmulator() as emu:
         for i in range(n):
-            emu.seed({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "aws-creds", "namespace": f"b{i}"},
-                      "data": {"aws_access_key_id": "AKES20LNOA", "region": "eu-west-1"}})
-            emu.seed({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": f"b{i}"},
-                      "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-                               "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{
-                                   "name": "c", "image": "busybox", "env": [{"name": "K", "valueFrom": {
-                                       "configMapKeyRef": {"name": "aws-creds", "key": "aws_access_key_id"}}}]}]}}}})
-        s = remediate.Scrubber(kubeapi.Client(kube.Connection.of(emu.api_client())), detect.Detector(b"bench"),
-                               remediate.Settings(mode="move", rollout_poll=0.01))
+            emu.seed(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "aws-creds", "namespace": f"b{i}"},
+                    "data": {"aws_access_key_id": "AKES20LNOA", "region": "eu-west-1"},
+                }
+            )
+            emu.seed(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": "web", "namespace": f"b{i}"},
+                    "spec": {
+                        "replicas": 1,
+                        "selector": {"matchLabels": {"app": "web"}},
+                        "template": {
+                            "metadata": {"labels": {"app": "web"}},
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": "c",
+                                        "image": "busybox",
+                                        "env": [
+                                            {
+                                                "name": "K",
+                                                "valueFrom": {
+                                                    "configMapKeyRef": {"name": "aws-creds", "key": "aws_access_key_id"}
+                                                },
+                                            }
+                                        ],
+                                    }
+                                ]
+                            },
+                        },
+                    },
+                }
+            )
+        s = remediate.Scrubber(
+            kubeapi.Client(kube.Connection.of(emu.api_client())),
+            detect.Detector(b"bench"),
+            remediate.Settings(mode="move", rollout_poll=0.01),
+        )
         t0 = time.perf_counter()
         for i in range(n):
             assert s.process(f"b{i}", "aws-creds").status == "moved"
@@ -261,14 +317,19 @@ def sweep_memory(runs: int = 3, kube: str = "auto", count: int = HEAVY_COUNT, si
     from local import gateway
 
     def seed(stack) -> None:
-        admin = kubeapi.Client(ekube.Connection.of(kconfig.new_client_from_config_dict(
-            yaml.safe_load(stack.kubeconfig_text))))
+        admin = kubeapi.Client(
+            ekube.Connection.of(kconfig.new_client_from_config_dict(yaml.safe_load(stack.kubeconfig_text)))
+        )
         if admin.get("Namespace", None, HEAVY_NS) is None:
             admin.create("Namespace", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": HEAVY_NS}})
         for i in range(count):
             text = "\n".join(f"k{j}=v{i}-{j}" for j in range(size // 8))[:size]  # ``size`` bytes of key=value
-            body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"heavy-{i}"},
-                    "data": {"app.properties": text}}
+            body = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"heavy-{i}"},
+                "data": {"app.properties": text},
+            }
             try:
                 admin.create("ConfigMap", HEAVY_NS, body)
             except kubeapi.KubeError as err:
@@ -276,24 +337,40 @@ def sweep_memory(runs: int = 3, kube: str = "auto", count: int = HEAVY_COUNT, si
                     raise
 
     def first(ctx, tally):
-        tally.check(ctx.call(FN_NAME, method="GET", token_secret=TOKEN, params={"namespace": HEAVY_NS,
-                                                                                 "name": "heavy-0"}), (200,), "report")
+        tally.check(
+            ctx.call(FN_NAME, method="GET", token_secret=TOKEN, params={"namespace": HEAVY_NS, "name": "heavy-0"}),
+            (200,),
+            "report",
+        )
 
     def load(ctx, tally):
         for _ in range(2):
-            tally.check(ctx.call(FN_NAME, "?wait=1", body={"namespace": HEAVY_NS}, token_secret=TOKEN, timeout=120),
-                        (200,), "sweep")
-            tally.check(ctx.call(FN_NAME, method="GET", token_secret=TOKEN, params={"namespace": HEAVY_NS},
-                                 timeout=120), (200,), "report sweep")
+            tally.check(
+                ctx.call(FN_NAME, "?wait=1", body={"namespace": HEAVY_NS}, token_secret=TOKEN, timeout=120),
+                (200,),
+                "sweep",
+            )
+            tally.check(
+                ctx.call(FN_NAME, method="GET", token_secret=TOKEN, params={"namespace": HEAVY_NS}, timeout=120),
+                (200,),
+                "report sweep",
+            )
 
     with tempfile.TemporaryDirectory(prefix="edgeguard-bench-sweep-") as tmp:
         env = {FN_NAME: {"rate_limit_per_minute": "1000000"}}
-        with gateway.LocalStack(gateway.free_port(), state_dir=Path(tmp) / "state", env_overrides=env,
-                                kube=kube, functions=[FN_NAME]) as stack:
+        with gateway.LocalStack(
+            gateway.free_port(), state_dir=Path(tmp) / "state", env_overrides=env, kube=kube, functions=[FN_NAME]
+        ) as stack:
             seed(stack)
-            return memory.measure_in(stack, FN_NAME, first=first, load=load, runs=runs,
-                                     what=f"2 sweeps (job, ?wait=1) and 2 GET reports of {count} ConfigMaps "
-                                          f"x {size // 1000} kB; Kubernetes: {stack.kube_description}")
+            return memory.measure_in(
+                stack,
+                FN_NAME,
+                first=first,
+                load=load,
+                runs=runs,
+                what=f"2 sweeps (job, ?wait=1) and 2 GET reports of {count} ConfigMaps "
+                f"x {size // 1000} kB; Kubernetes: {stack.kube_description}",
+            )
 
 
 FN_NAME, TOKEN = "configmap-secret-scrubber", "configmap-secret-scrubber-token"
@@ -310,12 +387,17 @@ IN_SAMPLE_NOTES = (
 
 
 def _fmt(s: dict) -> str:
-    return (f"{s['rows']:>5} {s['positives']:>4}  {s['high']['precision']:6.2f} {s['high']['recall']:6.2f}"
-            f"  {s['any']['precision']:6.2f} {s['any']['recall']:6.2f}")
+    return (
+        f"{s['rows']:>5} {s['positives']:>4}  {s['high']['precision']:6.2f} {s['high']['recall']:6.2f}"
+        f"  {s['any']['precision']:6.2f} {s['any']['recall']:6.2f}"
+    )
 
 
 def print_report(results: dict, out=sys.stdout) -> None:
-    print(f"{'corpus':30} {'part':11} {'rows':>5} {'pos':>4}  {'highP':>6} {'highR':>6}  {'anyP':>6} {'anyR':>6}", file=out)
+    print(
+        f"{'corpus':30} {'part':11} {'rows':>5} {'pos':>4}  {'highP':>6} {'highR':>6}  {'anyP':>6} {'anyR':>6}",
+        file=out,
+    )
     for corpus, parts in results.items():
         for part in (TUNING, EVALUATION, "all"):
             if part in parts:
@@ -336,34 +418,48 @@ def print_report(results: dict, out=sys.stdout) -> None:
 
 def main() -> None:
     import resource
+
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     load_detect().Detector(b"bench")
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"detector with compiled gitleaks rules: peak RSS {rss1 / 1024:.0f} MiB (+{(rss1 - rss0) / 1024:.1f} MiB)")
     directory = corpus_dir()
-    print(f"configmap-secret-scrubber detector, corpora from {directory}; split {split_mod.SPLIT_FILE.relative_to(ROOT)}")
+    print(
+        f"configmap-secret-scrubber detector, corpora from {directory}; split {split_mod.SPLIT_FILE.relative_to(ROOT)}"
+    )
     missing = [c for c in split_mod.CORPUS_FILES if not split_mod.available(directory, c)]
     if missing:
-        print(f"  not in that directory, so not measured: {', '.join(missing)} "
-              f"(set EDGEGUARD_SECRETS_CORPUS to the full corpus)")
+        print(
+            f"  not in that directory, so not measured: {', '.join(missing)} "
+            f"(set EDGEGUARD_SECRETS_CORPUS to the full corpus)"
+        )
     print_report(evaluate_all(directory))
     t = throughput()
-    print(f"throughput (best of {t['repeat']}, median in brackets): one {t['bytes']} B value of {t['file_lines']} lines "
-          f"{t['us_per_line']:.0f} us/line ({t['us_per_line_median']:.0f}); {t['keys']} env-style keys "
-          f"{t['us_per_key']:.0f} us/key ({t['us_per_key_median']:.0f})")
-    print(f"worst cases: 1 MiB minified JSON on one line {t['mib_json_seconds']:.2f} s; "
-          f"1 MiB of random key=value lines {t['mib_props_seconds']:.2f} s")
+    print(
+        f"throughput (best of {t['repeat']}, median in brackets): one {t['bytes']} B value of {t['file_lines']} lines "
+        f"{t['us_per_line']:.0f} us/line ({t['us_per_line_median']:.0f}); {t['keys']} env-style keys "
+        f"{t['us_per_key']:.0f} us/key ({t['us_per_key_median']:.0f})"
+    )
+    print(
+        f"worst cases: 1 MiB minified JSON on one line {t['mib_json_seconds']:.2f} s; "
+        f"1 MiB of random key=value lines {t['mib_props_seconds']:.2f} s"
+    )
     m = move_timing()
-    print(f"move against the in-process API emulator: {m['moves']} ConfigMaps in {m['seconds']:.2f} s "
-          f"({m['ms_per_move']:.0f} ms/move, {m['api_calls_per_move']:.0f} API calls/move)")
+    print(
+        f"move against the in-process API emulator: {m['moves']} ConfigMaps in {m['seconds']:.2f} s "
+        f"({m['ms_per_move']:.0f} ms/move, {m['api_calls_per_move']:.0f} API calls/move)"
+    )
     from bench import memory
     from local import components
+
     reason = components.locate().watchdog_skip_reason()
     if reason:
         print(f"largest sweep under the real watchdog: skipped ({reason})")
     else:
-        print("largest sweeps under the real watchdog:\n" + memory.table(
-            [sweep_memory(), sweep_memory(runs=1, count=BIGGEST_COUNT, size=BIGGEST_BYTES)]))
+        print(
+            "largest sweeps under the real watchdog:\n"
+            + memory.table([sweep_memory(), sweep_memory(runs=1, count=BIGGEST_COUNT, size=BIGGEST_BYTES)])
+        )
 
 
 if __name__ == "__main__":

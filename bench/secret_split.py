@@ -20,6 +20,7 @@ Decided before any detector rule was changed for issue 16, and committed as data
 CredData rows are restricted, before splitting, to the population the issue measures: config-like
 files (``CONFIG_EXTENSIONS``) without UUID-category rows.
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,8 +45,7 @@ CORPUS_FILES = {
 }
 
 # the two values detect-secrets' cases reuse everywhere, and code words around the setting name
-_DS_VALUES = ("m{{h}o)p${e]nob(ody[finds>-_$#thisone}}", "A,.:-¨@*¿?!", ",.:-¨@*¿?!",
-              "value with quotes and spaces")
+_DS_VALUES = ("m{{h}o)p${e]nob(ody[finds>-_$#thisone}}", "A,.:-¨@*¿?!", ",.:-¨@*¿?!", "value with quotes and spaces")
 _DS_CODE_WORDS = {"if", "std", "string", "char", "assign"}
 
 
@@ -74,6 +74,7 @@ def part_of(split: dict, corpus: str, group: str) -> str:
 
 def _ds_group(text: str) -> str:
     import re
+
     for v in _DS_VALUES:
         text = text.replace(v, " ")
     text = re.sub(r"\"[^\"]*\"|'[^']*'|`[^`]*`", " ", text)
@@ -102,8 +103,15 @@ def read_rows(directory: Path, corpus: str) -> list[dict]:
             with p.open(newline="") as fh:
                 for r in csv.DictReader(fh):
                     if creddata_keep(r):
-                        out.append({"group": r["repo_id"], "text": r["text"], "label": r["ground_truth"] == "T",
-                                    "name": "file" + r["file_ext"], "file": fname})
+                        out.append(
+                            {
+                                "group": r["repo_id"],
+                                "text": r["text"],
+                                "label": r["ground_truth"] == "T",
+                                "name": "file" + r["file_ext"],
+                                "file": fname,
+                            }
+                        )
         return out
     (fname,) = CORPUS_FILES[corpus]
     p = directory / fname
@@ -112,8 +120,7 @@ def read_rows(directory: Path, corpus: str) -> list[dict]:
     with p.open(newline="") as fh:
         for r in csv.DictReader(fh):
             group = _ds_group(r["text"]) if corpus == "detect_secrets_keyword_cases" else r["source"]
-            out.append({"group": group, "text": r["text"], "label": r["label"] == "1", "name": "config",
-                        "file": fname})
+            out.append({"group": group, "text": r["text"], "label": r["label"] == "1", "name": "config", "file": fname})
     return out
 
 
@@ -124,8 +131,11 @@ def fixture_groups(directory: Path) -> list[str]:
 
 def available(directory: Path, corpus: str) -> bool:
     files = CORPUS_FILES[corpus]
-    return any((directory / f).exists() for f in files) if corpus == "creddata" else all(
-        (directory / f).exists() for f in files)
+    return (
+        any((directory / f).exists() for f in files)
+        if corpus == "creddata"
+        else all((directory / f).exists() for f in files)
+    )
 
 
 def split_rows(rows: list[dict], corpus: str, split: dict | None = None) -> dict[str, list[dict]]:
@@ -167,4 +177,5 @@ def write(table: list[dict], path: Path = SPLIT_FILE) -> None:
 
 if __name__ == "__main__":  # regenerate: python -m bench.secret_split DIR
     import sys
+
     write(build(Path(sys.argv[1])))

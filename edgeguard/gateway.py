@@ -6,6 +6,7 @@ caller's timeout on connect and read, no proxies from the environment, and no ca
 its secret is missing. ``python -c 'from bench.gateway import compare_clients; compare_clients()'`` measured it
 against ``requests`` for this job (docs/alert-forwarder.md, "HTTP client").
 """
+
 from __future__ import annotations
 
 import http.client
@@ -31,16 +32,26 @@ class Invocation:
 class Gateway:
     """One function route (``/function/<name>`` or ``/async-function/<name>``), safe to share between threads."""
 
-    def __init__(self, function: str, *, async_: bool = True, path: str = "", timeout: float = 10.0,
-                 token: str | None = None, token_secret: str | None = None, callback_url: str | None = None,
-                 user_agent: str = USER_AGENT):
+    def __init__(
+        self,
+        function: str,
+        *,
+        async_: bool = True,
+        path: str = "",
+        timeout: float = 10.0,
+        token: str | None = None,
+        token_secret: str | None = None,
+        callback_url: str | None = None,
+        user_agent: str = USER_AGENT,
+    ):
         route = "async-function" if async_ else "function"
         self.function = function
         self.token = token
         self.token_secret = token_secret  # names the OpenFaaS secret holding the callee's bearer token
         self.callback_url = callback_url
-        self.client = httpclient.Client(f"{config.gateway_url()}/{route}/{function}{path}", timeout=timeout,
-                                        user_agent=user_agent)
+        self.client = httpclient.Client(
+            f"{config.gateway_url()}/{route}/{function}{path}", timeout=timeout, user_agent=user_agent
+        )
 
     def _auth(self) -> dict:
         if self.token:  # a token given directly wins over token_secret
@@ -50,8 +61,9 @@ class Gateway:
         token = config.read_secret(self.token_secret)  # on every call: a rotated secret applies at once
         if not token:
             # Sending the call unauthenticated would only earn a 401 that looks like the callee's fault.
-            raise config.ConfigError(f"OpenFaaS secret '{self.token_secret}' (the token for {self.function}) "
-                                     "is missing or empty")
+            raise config.ConfigError(
+                f"OpenFaaS secret '{self.token_secret}' (the token for {self.function}) is missing or empty"
+            )
         return {"Authorization": f"Bearer {token}"}
 
     def invoke(self, body: bytes | str, headers: dict | None = None) -> Invocation:
@@ -68,14 +80,28 @@ _routes: dict[tuple, Gateway] = {}
 _routes_lock = threading.Lock()
 
 
-def invoke(function: str, body: bytes | str, *, token_secret: str | None = None, async_: bool = True,
-           path: str = "", headers: dict | None = None, callback_url: str | None = None,
-           timeout: float = 10.0) -> Invocation:
+def invoke(
+    function: str,
+    body: bytes | str,
+    *,
+    token_secret: str | None = None,
+    async_: bool = True,
+    path: str = "",
+    headers: dict | None = None,
+    callback_url: str | None = None,
+    timeout: float = 10.0,
+) -> Invocation:
     """``Gateway(...).invoke(body, headers)``, keeping one Gateway (and its connections) per route and settings."""
     key = (config.gateway_url(), function, async_, path, timeout, token_secret, callback_url)
     with _routes_lock:
         gw = _routes.get(key)
         if gw is None:
-            gw = _routes[key] = Gateway(function, async_=async_, path=path, timeout=timeout,
-                                        token_secret=token_secret, callback_url=callback_url)
+            gw = _routes[key] = Gateway(
+                function,
+                async_=async_,
+                path=path,
+                timeout=timeout,
+                token_secret=token_secret,
+                callback_url=callback_url,
+            )
     return gw.invoke(body, headers)

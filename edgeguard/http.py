@@ -5,6 +5,7 @@ multi-dict query, method, path) and return a dict. Every response body here is a
 JSON *string* with an explicit Content-Type, because the template turns only
 dict bodies into JSON and renders lists with ``str()``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -119,8 +120,11 @@ def read_body(event, *, max_bytes: int, allow_gzip: bool = False) -> bytes:
     if allow_gzip and encoding in GZIP_ENCODINGS:
         return gunzip(body, max_bytes)
     accepted = ["identity"] + (["gzip"] if allow_gzip else [])
-    raise HTTPError(415, f"Content-Encoding {encoding[:40]!r} is not supported here; use {' or '.join(accepted)}",
-                    accepted_encodings=accepted)
+    raise HTTPError(
+        415,
+        f"Content-Encoding {encoding[:40]!r} is not supported here; use {' or '.join(accepted)}",
+        accepted_encodings=accepted,
+    )
 
 
 def gunzip(data: bytes, max_bytes: int) -> bytes:
@@ -136,8 +140,9 @@ def gunzip(data: bytes, max_bytes: int) -> bytes:
             chunk = d.decompress(rest, max_bytes + 1 - size)
             size += len(chunk)
             if size > max_bytes or d.unconsumed_tail:
-                raise HTTPError(413, f"the gzip body decompresses to more than the limit of {max_bytes} bytes",
-                                limit=max_bytes)
+                raise HTTPError(
+                    413, f"the gzip body decompresses to more than the limit of {max_bytes} bytes", limit=max_bytes
+                )
             out.append(chunk)
             if not d.eof:
                 raise HTTPError(400, "the gzip body is truncated")
@@ -147,8 +152,15 @@ def gunzip(data: bytes, max_bytes: int) -> bytes:
     return b"".join(out)
 
 
-def parse_json(event, *, max_bytes: int, allow_ndjson: bool = False, allow_empty: bool = False,
-               max_depth: int = jsonsafe.MAX_DEPTH, allow_gzip: bool = False) -> Any:
+def parse_json(
+    event,
+    *,
+    max_bytes: int,
+    allow_ndjson: bool = False,
+    allow_empty: bool = False,
+    max_depth: int = jsonsafe.MAX_DEPTH,
+    allow_gzip: bool = False,
+) -> Any:
     """Decode a JSON (or, if allowed, NDJSON) request body and hold it to jsonsafe's rule.
 
     Raises HTTPError 413 (too large, as sent or once decompressed), 415 (wrong Content-Type or Content-Encoding) or
@@ -161,8 +173,9 @@ def parse_json(event, *, max_bytes: int, allow_ndjson: bool = False, allow_empty
     is_ndjson = allow_ndjson and mtype in NDJSON_TYPES
     if not (is_ndjson or mtype in JSON_TYPES or (mtype.startswith("application/") and mtype.endswith("+json"))):
         accepted = list(JSON_TYPES) + (list(NDJSON_TYPES) if allow_ndjson else [])
-        raise HTTPError(415, f"Content-Type must be one of {', '.join(accepted)} (got {mtype or 'none'})",
-                        accepted=accepted)
+        raise HTTPError(
+            415, f"Content-Type must be one of {', '.join(accepted)} (got {mtype or 'none'})", accepted=accepted
+        )
     if not body.strip():
         if allow_empty:
             return None
@@ -185,8 +198,9 @@ def parse_json(event, *, max_bytes: int, allow_ndjson: bool = False, allow_empty
     return doc
 
 
-def sanitize(value: Any, *, root: str = "$", max_depth: int = jsonsafe.MAX_DEPTH, surrogates: bool = True,
-             numbers: bool = True) -> None:
+def sanitize(
+    value: Any, *, root: str = "$", max_depth: int = jsonsafe.MAX_DEPTH, surrogates: bool = True, numbers: bool = True
+) -> None:
     """jsonsafe.check as a 400 answer naming the JSON path."""
     try:
         jsonsafe.check(value, root=root, max_depth=max_depth, surrogates=surrogates, numbers=numbers)
@@ -237,8 +251,9 @@ def guarded(fn: Callable) -> Callable:
             return error_response(err)
         except Exception as exc:  # noqa: BLE001 - last line of defence for the template
             cid = call_id(event)
-            log.error("request.crashed", error=type(exc).__name__, message=str(exc)[:500], call_id=cid,
-                      path=path(event))
+            log.error(
+                "request.crashed", error=type(exc).__name__, message=str(exc)[:500], call_id=cid, path=path(event)
+            )
             return json_response({"error": "internal error", "status": 500, "call_id": cid}, 500)
 
     return wrapper

@@ -8,6 +8,7 @@ Delivery needs only POST/PUT with a body, a timeout, verified TLS (optional
 private CA and client certificate) and a reused connection. Proxies from the
 environment are not used (edge receivers and the gateway are reached directly).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -37,8 +38,15 @@ class Response:
 class Client:
     """One connection per thread per client: http.client connections are not thread-safe."""
 
-    def __init__(self, url: str, *, timeout: float, ca_file: str | None = None,
-                 client_cert: tuple[str, str] | None = None, user_agent: str = ""):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        ca_file: str | None = None,
+        client_cert: tuple[str, str] | None = None,
+        user_agent: str = "",
+    ):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("expected an http:// or https:// URL")
@@ -77,8 +85,12 @@ class Client:
             c.close()
 
     def request(self, method: str, body: bytes, headers: dict) -> Response:
-        hdrs = {"Host": self.host_header, "User-Agent": self.user_agent, "Content-Length": str(len(body)),
-                "Connection": "keep-alive"}
+        hdrs = {
+            "Host": self.host_header,
+            "User-Agent": self.user_agent,
+            "Content-Length": str(len(body)),
+            "Connection": "keep-alive",
+        }
         hdrs.update(headers)
         # A kept-alive connection the server has closed fails on first use: resend once on a fresh one. The
         # server may in rare cases have processed the first POST before the connection dropped; the resend is
@@ -96,8 +108,12 @@ class Client:
             except ssl.SSLError as exc:
                 self._drop()
                 raise TransportError("tls", type(exc).__name__) from None
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
-                    http.client.BadStatusLine) as exc:
+            except (
+                http.client.RemoteDisconnected,
+                ConnectionResetError,
+                BrokenPipeError,
+                http.client.BadStatusLine,
+            ) as exc:
                 self._drop()
                 if reused and not fresh:
                     continue

@@ -12,6 +12,7 @@ location (``$.output_fields["k8s.ns.name"]``, ``$[3].tags[0]``). ``prefilter`` t
 at C speed, which of those walks can find anything at all, so large batches whose text holds no ``\\u``
 surrogate escape, no long exponent and no long digit run skip the walk for those checks.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,9 @@ def prefilter(text: str | bytes) -> tuple[bool, bool]:
     return bool(_SURROGATE_ESCAPE.search(text)), bool(_BIG_NUMBER.search(text))
 
 
-def check(value: Any, *, max_depth: int = MAX_DEPTH, surrogates: bool = True, numbers: bool = True,
-          root: str = "$") -> None:
+def check(
+    value: Any, *, max_depth: int = MAX_DEPTH, surrogates: bool = True, numbers: bool = True, root: str = "$"
+) -> None:
     """Raise UnsafeJSON at the first lone surrogate, non-finite or out-of-range number, or level past max_depth."""
     stack: list[tuple[Any, str, int]] = [(value, root, 0)]
     while stack:
@@ -103,5 +105,8 @@ def scalar_fields(obj: dict, names, *, root: str = "$") -> None:
     """Raise UnsafeJSON where one of ``names`` holds an object or an array instead of a scalar."""
     for name in names:
         if name in obj and isinstance(obj[name], (dict, list)):
-            raise UnsafeJSON(_key_path(root, name), f"must be a string, number, boolean or null, not "
-                                                    f"{'an object' if isinstance(obj[name], dict) else 'an array'}")
+            raise UnsafeJSON(
+                _key_path(root, name),
+                f"must be a string, number, boolean or null, not "
+                f"{'an object' if isinstance(obj[name], dict) else 'an array'}",
+            )

@@ -18,6 +18,7 @@ and urllib3 alone: with the ``kubernetes`` package's loader the scrubber took 70
 A kubeconfig using anything else (exec plugins, auth providers, proxy-url) is loaded
 by the package, which implements them all; ``api_client()`` is that package's client.
 """
+
 from __future__ import annotations
 
 import base64
@@ -42,10 +43,25 @@ _IN_CLUSTER = "in-cluster"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 # What connection() reads itself; a kubeconfig with other keys goes to the kubernetes package.
-_CLUSTER_KEYS = {"server", "certificate-authority", "certificate-authority-data", "tls-server-name",
-                 "insecure-skip-tls-verify", "extensions"}
-_USER_KEYS = {"token", "tokenFile", "client-certificate", "client-certificate-data", "client-key", "client-key-data",
-              "username", "password", "extensions"}
+_CLUSTER_KEYS = {
+    "server",
+    "certificate-authority",
+    "certificate-authority-data",
+    "tls-server-name",
+    "insecure-skip-tls-verify",
+    "extensions",
+}
+_USER_KEYS = {
+    "token",
+    "tokenFile",
+    "client-certificate",
+    "client-certificate-data",
+    "client-key",
+    "client-key-data",
+    "username",
+    "password",
+    "extensions",
+}
 
 
 class KubeConfigError(RuntimeError):
@@ -75,8 +91,10 @@ def load_kubeconfig(kubeconfig_secret: str) -> dict | None:
     for entry in doc["clusters"]:
         cluster = (entry or {}).get("cluster") or {} if isinstance(entry, dict) else {}
         if cluster.get("insecure-skip-tls-verify"):
-            raise KubeConfigError(f"secret '{kubeconfig_secret}' sets insecure-skip-tls-verify; "
-                                  "give it the cluster's certificate-authority-data instead")
+            raise KubeConfigError(
+                f"secret '{kubeconfig_secret}' sets insecure-skip-tls-verify; "
+                "give it the cluster's certificate-authority-data instead"
+            )
     return doc
 
 
@@ -107,9 +125,9 @@ def _cached(cache: dict, lock, kubeconfig_secret: str, build: Callable[[str, str
 class Connection:
     """What kubeapi needs to reach the API server, and nothing of the client's models."""
 
-    host: str                          # https://host:port, no trailing slash
-    pool: Any                          # the urllib3 PoolManager (or ProxyManager) the client built
-    auth_headers: Callable[[], dict]   # called per request: in-cluster tokens rotate
+    host: str  # https://host:port, no trailing slash
+    pool: Any  # the urllib3 PoolManager (or ProxyManager) the client built
+    auth_headers: Callable[[], dict]  # called per request: in-cluster tokens rotate
 
     @classmethod
     def of(cls, api_client) -> Connection:
@@ -118,8 +136,9 @@ class Connection:
 
         def auth_headers() -> dict:
             # auth_settings() runs the client's refresh hook (in-cluster: the projected token file)
-            return {s["key"]: s["value"] for s in cfg.auth_settings().values()
-                    if s.get("in") == "header" and s.get("value")}
+            return {
+                s["key"]: s["value"] for s in cfg.auth_settings().values() if s.get("in") == "header" and s.get("value")
+            }
 
         return cls(cfg.host.rstrip("/"), api_client.rest_client.pool_manager, auth_headers)
 
@@ -142,7 +161,8 @@ def _connect(kubeconfig_secret: str, fingerprint: str) -> Connection:
     if doc is None:  # no secret (or it was emptied since it was read)
         if not os.environ.get("KUBERNETES_SERVICE_HOST"):
             raise KubeConfigError(
-                f"no Kubernetes credentials: mount the OpenFaaS secret '{kubeconfig_secret}' or run in-cluster")
+                f"no Kubernetes credentials: mount the OpenFaaS secret '{kubeconfig_secret}' or run in-cluster"
+            )
         try:
             return _in_cluster()
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
@@ -188,8 +208,12 @@ def _from_kubeconfig(cluster: dict, user: dict) -> Connection:
             ca_data = base64.b64decode(cluster["certificate-authority-data"], validate=True).decode("ascii")
         except (binascii.Error, UnicodeDecodeError):
             raise _Unusable("certificate-authority-data is not base64 PEM") from None
-    ctx = _ssl_context(cadata=ca_data, cafile=cluster.get("certificate-authority"),
-                       cert=_pem(user, "client-certificate"), key=_pem(user, "client-key"))
+    ctx = _ssl_context(
+        cadata=ca_data,
+        cafile=cluster.get("certificate-authority"),
+        cert=_pem(user, "client-certificate"),
+        key=_pem(user, "client-key"),
+    )
     auth: Callable[[], dict]
     if user.get("token"):
         bearer = {"authorization": f"Bearer {user['token']}"}
@@ -305,8 +329,9 @@ def _build(kubeconfig_secret: str, fingerprint: str):
             return kconfig.new_client_from_config_dict(doc)
         except Exception as exc:  # ConfigException, binascii.Error, AttributeError... all mean "unusable"
             # The library's message can quote the file; name only the secret and the kind of failure.
-            raise KubeConfigError(f"secret '{kubeconfig_secret}' is not a usable kubeconfig "
-                                  f"({type(exc).__name__})") from None
+            raise KubeConfigError(
+                f"secret '{kubeconfig_secret}' is not a usable kubeconfig ({type(exc).__name__})"
+            ) from None
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         try:
             kconfig.load_incluster_config()
@@ -314,4 +339,5 @@ def _build(kubeconfig_secret: str, fingerprint: str):
             raise KubeConfigError(f"in-cluster Kubernetes config failed ({type(exc).__name__})") from None
         return client.ApiClient()
     raise KubeConfigError(
-        f"no Kubernetes credentials: mount the OpenFaaS secret '{kubeconfig_secret}' or run in-cluster")
+        f"no Kubernetes credentials: mount the OpenFaaS secret '{kubeconfig_secret}' or run in-cluster"
+    )

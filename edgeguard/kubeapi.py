@@ -15,6 +15,7 @@ delete precondition, 404, 403 from RBAC, 422 for an invalid object or a failed
 JSON-patch ``test`` op (v1.24 words the latter generically, so callers that pin a
 resourceVersion must re-read to tell a lost race from a bad patch).
 """
+
 from __future__ import annotations
 
 import builtins
@@ -102,8 +103,14 @@ class Client:
     that ``get`` turns into None.
     """
 
-    def __init__(self, connection: kube.Connection, *, timeout: float = 10.0, field_manager: str | None = None,
-                 on_error: Callable[[KubeError], None] | None = None):
+    def __init__(
+        self,
+        connection: kube.Connection,
+        *,
+        timeout: float = 10.0,
+        field_manager: str | None = None,
+        on_error: Callable[[KubeError], None] | None = None,
+    ):
         self.connection = connection
         self.timeout = timeout
         self.field_manager = field_manager
@@ -124,13 +131,37 @@ class Client:
                 return None
             raise
 
-    def list(self, kind: str, namespace: str | None = None, *, field_selector: str | None = None,
-             label_selector: str | None = None, limit: int = 500, metadata_only: bool = False) -> list[dict]:
-        return list(self.each(kind, namespace, field_selector=field_selector, label_selector=label_selector,
-                              limit=limit, metadata_only=metadata_only))
+    def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        field_selector: str | None = None,
+        label_selector: str | None = None,
+        limit: int = 500,
+        metadata_only: bool = False,
+    ) -> list[dict]:
+        return list(
+            self.each(
+                kind,
+                namespace,
+                field_selector=field_selector,
+                label_selector=label_selector,
+                limit=limit,
+                metadata_only=metadata_only,
+            )
+        )
 
-    def each(self, kind: str, namespace: str | None = None, *, field_selector: str | None = None,
-             label_selector: str | None = None, limit: int = 100, metadata_only: bool = False) -> Iterator[dict]:
+    def each(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        field_selector: str | None = None,
+        label_selector: str | None = None,
+        limit: int = 100,
+        metadata_only: bool = False,
+    ) -> Iterator[dict]:
         """Items page by page (``continue``), so a sweep never holds every object at once.
 
         ``metadata_only``: each item is its ``metadata`` (and kind) only, as the API server's
@@ -144,9 +175,14 @@ class Client:
                 q.append(("labelSelector", label_selector))
             if cont:
                 q.append(("continue", cont))
-            doc = self.request("GET", path(kind, namespace), query=q, verb="list",
-                               what=f"{kind} in {namespace or 'all namespaces'}",
-                               accept=METADATA_ONLY if metadata_only else JSON)
+            doc = self.request(
+                "GET",
+                path(kind, namespace),
+                query=q,
+                verb="list",
+                what=f"{kind} in {namespace or 'all namespaces'}",
+                accept=METADATA_ONLY if metadata_only else JSON,
+            )
             yield from doc.get("items") or []
             cont = (doc.get("metadata") or {}).get("continue")
             if not cont:
@@ -155,31 +191,60 @@ class Client:
     # --- writes --------------------------------------------------------------------------
     def create(self, kind: str, namespace: str | None, body: dict) -> dict:
         name = (body.get("metadata") or {}).get("name", "")
-        return self.request("POST", path(kind, namespace), body=body, query=self._managed(), verb="create",
-                            what=_what(kind, namespace, name))
+        return self.request(
+            "POST",
+            path(kind, namespace),
+            body=body,
+            query=self._managed(),
+            verb="create",
+            what=_what(kind, namespace, name),
+        )
 
     def patch(self, kind: str, namespace: str | None, name: str, body, content_type: str) -> dict:
-        return self.request("PATCH", path(kind, namespace, name), body=body, content_type=content_type,
-                            query=self._managed(), verb="patch", what=_what(kind, namespace, name))
+        return self.request(
+            "PATCH",
+            path(kind, namespace, name),
+            body=body,
+            content_type=content_type,
+            query=self._managed(),
+            verb="patch",
+            what=_what(kind, namespace, name),
+        )
 
     def delete(self, kind: str, namespace: str | None, name: str, options: dict | None = None) -> dict:
         """``options``: a DeleteOptions body (preconditions, propagationPolicy), or None."""
-        return self.request("DELETE", path(kind, namespace, name), body=options, verb="delete",
-                            what=_what(kind, namespace, name))
+        return self.request(
+            "DELETE", path(kind, namespace, name), body=options, verb="delete", what=_what(kind, namespace, name)
+        )
 
     def evict(self, namespace: str, name: str) -> dict:
         """The pods/eviction subresource (policy/v1), as ``kubectl drain`` evicts: PodDisruptionBudgets are honoured
         (429 while one forbids it)."""
         body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
-        return self.request("POST", path("Pod", namespace, name, "eviction"), body=body, verb="create",
-                            what=f"Eviction {namespace}/{name}")
+        return self.request(
+            "POST",
+            path("Pod", namespace, name, "eviction"),
+            body=body,
+            verb="create",
+            what=f"Eviction {namespace}/{name}",
+        )
 
     def _managed(self) -> builtins.list[tuple[str, str]]:  # `list` in this class is the method
         return [("fieldManager", self.field_manager)] if self.field_manager else []
 
     # --- transport -----------------------------------------------------------------------
-    def request(self, method: str, resource_path: str, *, query=None, body=None, content_type: str | None = None,
-                verb: str = "", what: str = "", accept: str = JSON) -> dict:
+    def request(
+        self,
+        method: str,
+        resource_path: str,
+        *,
+        query=None,
+        body=None,
+        content_type: str | None = None,
+        verb: str = "",
+        what: str = "",
+        accept: str = JSON,
+    ) -> dict:
         """One call: the decoded JSON answer ({} when empty) on 2xx, else KubeError."""
         import urllib3  # the connection's transport: already loaded with it
 
@@ -192,8 +257,16 @@ class Client:
             data = json.dumps(body).encode("utf-8")
         try:
             headers.update(conn.auth_headers())
-            resp = conn.pool.request(method, url, body=data, headers=headers, retries=False, redirect=False,
-                                     timeout=urllib3.Timeout(total=self.timeout), preload_content=True)
+            resp = conn.pool.request(
+                method,
+                url,
+                body=data,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                timeout=urllib3.Timeout(total=self.timeout),
+                preload_content=True,
+            )
         except Exception as exc:  # urllib3 timeouts, refused connections, TLS failures, a failed token refresh
             raise self._failed(KubeError(None, type(exc).__name__, verb, what)) from None
         raw = resp.data or b""

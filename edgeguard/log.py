@@ -4,6 +4,7 @@ Two layers keep secrets out: field names that look sensitive are replaced, and
 every secret read through ``config.read_secret`` (or registered explicitly) is
 masked wherever it appears in a value.
 """
+
 from __future__ import annotations
 
 import json
@@ -78,7 +79,7 @@ def _shorten(value, limit: int):
     if isinstance(value, dict):
         return {k: _shorten(v, limit) for k, v in value.items()}
     if isinstance(value, list):
-        items = [_shorten(v, limit) for v in value[:max(1, limit // 16)]]
+        items = [_shorten(v, limit) for v in value[: max(1, limit // 16)]]
         if len(value) > len(items):
             items.append(f"…[{len(value) - len(items)} more items]")
         return items

@@ -4,6 +4,7 @@ Every function declares its own metrics (name -> type, help, label names) and ge
 for them. Only ``requests``/``pyyaml`` may ship in the image, and a few dozen labelled counters do not
 justify ``prometheus_client``.
 """
+
 from __future__ import annotations
 
 import threading
@@ -78,8 +79,11 @@ class Metrics:
     def total(self, name: str, **match) -> float:
         names = self.definitions[name][2]
         with self._lock:
-            return sum(v for k, v in self._values[name].items()
-                       if all(k[names.index(n)] == str(val) for n, val in match.items()))
+            return sum(
+                v
+                for k, v in self._values[name].items()
+                if all(k[names.index(n)] == str(val) for n, val in match.items())
+            )
 
     def add_collector(self, fn: Callable[[Metrics], None]) -> None:
         """Called before rendering, to refresh gauges (spool depth, queue depth)."""

@@ -22,6 +22,7 @@ options. If ``__main__`` is not shaped like that (pytest, another runtime, a cha
 replaced, ``install`` returns the reason and logs it, and the handler's own checks still refuse the
 request, only after the body was read. tests/audit_ingest/test_preauth.py holds the real template to this.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,15 @@ class Request:
         self.path = environ.get("PATH_INFO", "/") or "/"
 
 
-_REASONS = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Request Entity Too Large", 429: "Too Many Requests", 503: "Service Unavailable"}
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Request Entity Too Large",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
 
 
 def middleware(app, screen: Callable[[Request], Release | None]):
@@ -69,8 +77,10 @@ def middleware(app, screen: Callable[[Request], Release | None]):
         try:
             release = screen(Request(environ))
         except Refuse as r:
-            start_response(f"{r.status} {_REASONS.get(r.status, 'Refused')}",
-                           [(k, str(v)) for k, v in r.headers.items()] + [("Content-Length", str(len(r.body)))])
+            start_response(
+                f"{r.status} {_REASONS.get(r.status, 'Refused')}",
+                [(k, str(v)) for k, v in r.headers.items()] + [("Content-Length", str(len(r.body)))],
+            )
             return [r.body]
         except Exception as exc:  # noqa: BLE001 - a broken screen must not take the function down: let it through
             log.error("preauth.screen_failed", error=type(exc).__name__, message=str(exc)[:200])

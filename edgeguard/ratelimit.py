@@ -1,4 +1,5 @@
 """Token-bucket rate limits, per caller key and overall, with bounded memory."""
+
 from __future__ import annotations
 
 import threading
@@ -34,8 +35,16 @@ class KeyedRateLimiter:
     one only gives it a full bucket again, and the overall bucket still holds.
     """
 
-    def __init__(self, *, per_key_rate: float, per_key_burst: float, overall_rate: float | None = None,
-                 overall_burst: float | None = None, max_keys: int = 4096, clock=time.monotonic):
+    def __init__(
+        self,
+        *,
+        per_key_rate: float,
+        per_key_burst: float,
+        overall_rate: float | None = None,
+        overall_burst: float | None = None,
+        max_keys: int = 4096,
+        clock=time.monotonic,
+    ):
         self._clock = clock
         self._per = (per_key_rate, per_key_burst)
         self._overall: TokenBucket | None = None

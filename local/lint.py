@@ -62,7 +62,8 @@ def ruff(root: Path = ROOT) -> list[tuple[str, str]]:
         if m:
             found.append((m["path"], f"{m['line']}: ruff {m['text']}"))
     # Concise output names each file as path:line:col (ruff >= 0.9 no longer prints "Would reformat: path").
-    for line in _run([str(BIN / "ruff"), "format", "--check", "--output-format", "concise", "."], cwd=root).splitlines():
+    fmt = [str(BIN / "ruff"), "format", "--check", "--output-format", "concise", "."]
+    for line in _run(fmt, cwd=root).splitlines():
         m = _FINDING.match(line)
         if m:
             found.append((m["path"], "ruff format: would reformat"))

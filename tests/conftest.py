@@ -1,4 +1,5 @@
 """Shared fixtures: functions loaded or served from build contexts assembled as faas-cli does."""
+
 from __future__ import annotations
 
 import importlib
@@ -33,8 +34,13 @@ def make_event(method="POST", path="/", body=b"", headers=None, query=None):
 
     if isinstance(body, str):
         body = body.encode("utf-8")
-    return SimpleNamespace(body=body, headers=Headers(list((headers or {}).items())), method=method.upper(),
-                           query=ImmutableMultiDict(list((query or {}).items())), path=path)
+    return SimpleNamespace(
+        body=body,
+        headers=Headers(list((headers or {}).items())),
+        method=method.upper(),
+        query=ImmutableMultiDict(list((query or {}).items())),
+        path=path,
+    )
 
 
 @pytest.fixture(name="make_event")
@@ -52,8 +58,11 @@ class Answer:
             body = resp.get("body", "")
         else:  # None is an empty 200; a str is the body (the template's other return shapes)
             self.status, self.headers, body = 200, {}, "" if resp is None else resp
-        self.text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (
-            body if isinstance(body, str) else json.dumps(body))
+        self.text = (
+            body.decode("utf-8", "replace")
+            if isinstance(body, bytes)
+            else (body if isinstance(body, str) else json.dumps(body))
+        )
         self.raw = resp
 
     def json(self):
@@ -111,8 +120,9 @@ def load_function(tmp_path, monkeypatch):
         monkeypatch.setenv("EDGEGUARD_SECRETS_DIR", str(secrets_dir))
         monkeypatch.setenv("OPENFAAS_NAME", name)
         pkg = f"_fn_{name.replace('-', '_')}_{n}"
-        spec = importlib.util.spec_from_file_location(pkg, ctx / "function" / "__init__.py",
-                                                      submodule_search_locations=[str(ctx / "function")])
+        spec = importlib.util.spec_from_file_location(
+            pkg, ctx / "function" / "__init__.py", submodule_search_locations=[str(ctx / "function")]
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules[pkg] = module
         spec.loader.exec_module(module)
@@ -185,22 +195,30 @@ def serve_function(tmp_path, function_runtime, request):
     """
     served: list[ServedFunction] = []
 
-    def serve(name: str, env: dict | None = None, secrets: dict | None = None,
-              stack: stackfile.Stack | None = None) -> ServedFunction:
+    def serve(
+        name: str, env: dict | None = None, secrets: dict | None = None, stack: stackfile.Stack | None = None
+    ) -> ServedFunction:
         stack = stack or stackfile.load()
         fn = stack.functions[name]
         n = next(_counter)
         ctx = function_runtime.build_contexts(stack, tmp_path / f"served-{n}", [name])[name]
         secrets_dir = write_secrets(tmp_path / f"served-secrets-{name}-{n}", secrets)
         full_env = function_runtime.base_env(fn)
-        full_env.update({"EDGEGUARD_SECRETS_DIR": str(secrets_dir), "OPENFAAS_NAME": name,
-                         "HOSTNAME": f"{name}-test", "PYTHONDONTWRITEBYTECODE": "1"})
+        full_env.update(
+            {
+                "EDGEGUARD_SECRETS_DIR": str(secrets_dir),
+                "OPENFAAS_NAME": name,
+                "HOSTNAME": f"{name}-test",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+        )
         full_env.update({k: str(v) for k, v in (env or {}).items()})
         process = function_runtime.process(name, ctx, full_env, tmp_path / f"{name}-{n}.log", scratch=tmp_path)
         sf = ServedFunction(process, secrets_dir)
         served.append(sf)
         request.node.stash.setdefault(_LOG_WATCHES, []).append(
-            (f"served {name}", leakcheck.LogWatch([process.log_path], [secrets_dir])))
+            (f"served {name}", leakcheck.LogWatch([process.log_path], [secrets_dir]))
+        )
         _SERVED[process.kind] = _SERVED.get(process.kind, 0) + 1
         return sf.start()
 
@@ -306,8 +324,10 @@ def pytest_configure(config):
     if os.environ.get("EDGEGUARD_REQUIRE_REAL_COMPONENTS") == "1":
         runtime = launch.Runtime()
         if not runtime.watchdog:
-            raise pytest.UsageError("EDGEGUARD_REQUIRE_REAL_COMPONENTS=1, but served functions would run on the "
-                                    f"stand-in runtime: {runtime.describe()}")
+            raise pytest.UsageError(
+                "EDGEGUARD_REQUIRE_REAL_COMPONENTS=1, but served functions would run on the "
+                f"stand-in runtime: {runtime.describe()}"
+            )
 
 
 def pytest_unconfigure(config):

@@ -16,6 +16,7 @@ what ``faas-cli secret create`` would store is read back from it, and those are 
 then run with. What the gateway's provider would then do with each secret (an Opaque Secret in openfaas-fn)
 the fake's wrapper does on the real API server.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -44,8 +45,10 @@ SCRUBBER_GRANTED = ("default", "edgeguard-granted")
 SCRUBBER_IMMUTABLE = "default"  # --scrubber-immutable-namespaces: may also replace immutable ConfigMaps there
 SCRUBBER_NOT_GRANTED = "edgeguard-not-granted"
 OPENFAAS_NAMESPACES = ("openfaas", "openfaas-fn")  # what `arkade install openfaas-ce` creates
-FUNCTION_SA = {"configmap-secret-scrubber": "configmap-secret-scrubber-kubeconfig",
-               "node-enroll": "node-enroll-kubeconfig"}
+FUNCTION_SA = {
+    "configmap-secret-scrubber": "configmap-secret-scrubber-kubeconfig",
+    "node-enroll": "node-enroll-kubeconfig",
+}
 
 
 def tools_dir() -> Path:
@@ -116,14 +119,17 @@ class RealCluster:
 
     def core(self, kubeconfig_text: str | None = None):
         from kubernetes import client
+
         return client.CoreV1Api(self.api_client(kubeconfig_text))
 
     def apps(self, kubeconfig_text: str | None = None):
         from kubernetes import client
+
         return client.AppsV1Api(self.api_client(kubeconfig_text))
 
     def ensure_namespace(self, name: str) -> None:
         from kubernetes.client.rest import ApiException
+
         try:
             self.core().create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         except ApiException as exc:
@@ -134,15 +140,18 @@ class RealCluster:
         """TokenReview (authentication.k8s.io/v1, every version) as the admin: who the API server says
         ``token`` is. SelfSubjectReview would need 1.27."""
         from kubernetes import client
+
         review = client.AuthenticationV1Api(self.api_client()).create_token_review(
             {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}},
-            _preload_content=False)
+            _preload_content=False,
+        )
         return json.loads(review.data)["status"]
 
 
 def api_status(call, *args, **kwargs) -> int:
     """The HTTP status the API server answers ``call`` (a kubernetes client method) with."""
     from kubernetes.client.rest import ApiException
+
     try:
         return call(*args, _preload_content=False, **kwargs).status
     except ApiException as exc:
@@ -226,8 +235,7 @@ class Launcher:
         for pid_file, pid in pids.items():
             if not _running(pid):
                 pid_file.unlink(missing_ok=True)
-        subprocess.run([str(launcher()), "stop", str(self.directory)], env=self.env(), capture_output=True,
-                       timeout=60)
+        subprocess.run([str(launcher()), "stop", str(self.directory)], env=self.env(), capture_output=True, timeout=60)
         if self._old_sigterm is not None:
             signal.signal(signal.SIGTERM, self._old_sigterm)
 
@@ -265,8 +273,10 @@ def real_kube(tmp_path_factory) -> RealCluster:
         cluster = run.start()
     except RuntimeError as exc:
         pytest.fail(str(exc))
-    _SUMMARY.append(f"real kube-apiserver v1.24 (kube/cluster) on {cluster.host}: started in "
-                    f"{cluster.started_in:.1f}s, logs in {cluster.directory}/logs")
+    _SUMMARY.append(
+        f"real kube-apiserver v1.24 (kube/cluster) on {cluster.host}: started in "
+        f"{cluster.started_in:.1f}s, logs in {cluster.directory}/logs"
+    )
     try:
         yield cluster
     finally:
@@ -277,8 +287,10 @@ def real_kube(tmp_path_factory) -> RealCluster:
 def own_kube(real_kube) -> RealCluster:
     """The launched, throw-away cluster only: for tests that change cluster-wide objects (RBAC, Nodes)."""
     if not real_kube.launched:
-        pytest.skip(f"{SKIP} kube/cluster (this test changes cluster-wide RBAC/Nodes, so it never runs on the "
-                    "cluster of KUBECONFIG; unset EDGEGUARD_REAL_CLUSTER to use the launcher)")
+        pytest.skip(
+            f"{SKIP} kube/cluster (this test changes cluster-wide RBAC/Nodes, so it never runs on the "
+            "cluster of KUBECONFIG; unset EDGEGUARD_REAL_CLUSTER to use the launcher)"
+        )
     return real_kube
 
 
@@ -288,6 +300,7 @@ def pytest_terminal_summary(terminalreporter):
 
 
 # --- edgeguard-bootstrap openfaas against the real API server --------------------------------------------------
+
 
 class _Healthz(BaseHTTPRequestHandler):
     """bootstrap checks <gateway>/healthz before it starts; nothing else of the gateway is reached (faas-cli,
@@ -350,8 +363,10 @@ class Bootstrapped:
         fakes = ROOT / "tests" / "bootstrap"
         site = [p for p in sys.path if p.endswith("site-packages")]
         exe = self.bin / "faas-cli"
-        exe.write_text(f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {str(fakes)!r})\n"
-                       f"sys.path.extend({site!r})\n{_FAAS_CLI}")
+        exe.write_text(
+            f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {str(fakes)!r})\n"
+            f"sys.path.extend({site!r})\n{_FAAS_CLI}"
+        )
         exe.chmod(0o755)
         # the real ones; kubectl diff runs `diff` (diffutils: essential on Debian, Ubuntu, Raspberry Pi OS)
         for tool in ("kubectl", "diff"):
@@ -360,19 +375,38 @@ class Bootstrapped:
         self.first_code = None
 
     def argv(self) -> list[str]:
-        return ["openfaas", "--root", str(self.root), "--gateway", self.gateway, "--repo", str(ROOT),
-                "--api-server", self.cluster.host, "--scrubber-namespaces", ",".join(SCRUBBER_GRANTED),
-                "--scrubber-immutable-namespaces", SCRUBBER_IMMUTABLE,
-                "--token-timeout", "60"]
+        return [
+            "openfaas",
+            "--root",
+            str(self.root),
+            "--gateway",
+            self.gateway,
+            "--repo",
+            str(ROOT),
+            "--api-server",
+            self.cluster.host,
+            "--scrubber-namespaces",
+            ",".join(SCRUBBER_GRANTED),
+            "--scrubber-immutable-namespaces",
+            SCRUBBER_IMMUTABLE,
+            "--token-timeout",
+            "60",
+        ]
 
     def run(self) -> tuple[int, str]:
         import io
+
         if str(ROOT / "bootstrap") not in sys.path:
             sys.path.insert(0, str(ROOT / "bootstrap"))
         from edgeguard_bootstrap import cli
 
-        env = {"PATH": str(self.bin), "HOME": str(self.workdir), "KUBECONFIG": str(self.cluster.kubeconfig),
-               "FAKE_WORLD": str(self.world_path), "FAKE_LOG": str(self.log_path)}
+        env = {
+            "PATH": str(self.bin),
+            "HOME": str(self.workdir),
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "FAKE_WORLD": str(self.world_path),
+            "FAKE_LOG": str(self.log_path),
+        }
         out = io.StringIO()
         code = cli.main(self.argv(), out=out, stdin=io.StringIO(""), env=env)
         return code, out.getvalue()
@@ -400,12 +434,14 @@ def bootstrapped(own_kube, tmp_path_factory) -> Bootstrapped:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Healthz)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        b = Bootstrapped(own_kube, tmp_path_factory.mktemp("bootstrap-real"),
-                         f"http://127.0.0.1:{server.server_address[1]}")
+        b = Bootstrapped(
+            own_kube, tmp_path_factory.mktemp("bootstrap-real"), f"http://127.0.0.1:{server.server_address[1]}"
+        )
         started = time.monotonic()
         b.first_code, b.first_output = b.run()
-        _SUMMARY.append(f"edgeguard-bootstrap openfaas against it: exit {b.first_code} in "
-                        f"{time.monotonic() - started:.1f}s")
+        _SUMMARY.append(
+            f"edgeguard-bootstrap openfaas against it: exit {b.first_code} in {time.monotonic() - started:.1f}s"
+        )
         if b.first_code != 0:
             pytest.fail(f"edgeguard-bootstrap openfaas failed on the real API server:\n{b.first_output[-3000:]}")
         b.server = server

@@ -4,6 +4,7 @@ Key order, separators, time format and priority names follow Falco 0.41
 (``formats.cpp``): keys sorted, compact, UTF-8 unescaped, ``time`` in UTC with
 nanoseconds and ``Z``.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -46,11 +47,11 @@ def format_time(ns: int) -> str:
 
 def _strftime(secs: int) -> str:
     import time as _t
+
     return _t.strftime("%Y-%m-%dT%H:%M:%S", _t.gmtime(secs))
 
 
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:?\d{2})$")
+_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:?\d{2})$")
 
 
 def parse_time(text: str) -> int:
@@ -97,19 +98,43 @@ class Alert:
 
     def to_dict(self) -> dict:
         d = dict(self.extra)
-        d.update(hostname=self.hostname, output=self.output, output_fields=self.output_fields,
-                 priority=self.priority, rule=self.rule, source=self.source, tags=self.tags, time=self.time)
+        d.update(
+            hostname=self.hostname,
+            output=self.output,
+            output_fields=self.output_fields,
+            priority=self.priority,
+            rule=self.rule,
+            source=self.source,
+            tags=self.tags,
+            time=self.time,
+        )
         return d
 
     def to_json(self) -> str:
         return dumps(self.to_dict())
 
 
-def make_alert(*, rule: str, priority: str, output: str, time_ns: int, source: str,
-               output_fields: dict | None = None, tags=(), hostname: str | None = None) -> Alert:
-    return Alert(rule=rule, priority=priority_name(priority), output=output, time=format_time(time_ns),
-                 source=source, hostname=hostname if hostname is not None else default_hostname(),
-                 tags=sorted(set(tags)), output_fields=dict(output_fields or {}))
+def make_alert(
+    *,
+    rule: str,
+    priority: str,
+    output: str,
+    time_ns: int,
+    source: str,
+    output_fields: dict | None = None,
+    tags=(),
+    hostname: str | None = None,
+) -> Alert:
+    return Alert(
+        rule=rule,
+        priority=priority_name(priority),
+        output=output,
+        time=format_time(time_ns),
+        source=source,
+        hostname=hostname if hostname is not None else default_hostname(),
+        tags=sorted(set(tags)),
+        output_fields=dict(output_fields or {}),
+    )
 
 
 def _finite(value, depth: int = 0) -> bool:
@@ -157,5 +182,14 @@ def parse_alert(obj: Any) -> Alert:
     if not _finite(fields):
         raise ValueError("alert key 'output_fields' holds NaN or Infinity, which JSON cannot carry")
     extra = {k: v for k, v in obj.items() if k not in _KNOWN}
-    return Alert(rule=obj["rule"], priority=priority, output=obj["output"], time=obj["time"], source=source,
-                 hostname=hostname, tags=list(tags), output_fields=fields, extra=extra)
+    return Alert(
+        rule=obj["rule"],
+        priority=priority,
+        output=obj["output"],
+        time=obj["time"],
+        source=source,
+        hostname=hostname,
+        tags=list(tags),
+        output_fields=fields,
+        extra=extra,
+    )

@@ -13,6 +13,7 @@ replay prints one Falco JSON alert per line on stdout and a count summary on std
 are read, evaluated and written one at a time, so its memory does not grow with the input. Exit status: 2
 when the rules or settings fail to load or an input cannot be read, 0 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ from .source import DEFAULT_MAX_EVENT_BYTES, batch_gc_paused, decode_payload, lo
 
 EXIT_OK = 0
 EXIT_ERROR = 2
-_FLUSH_EVERY = 512          # alerts buffered before a write to stdout
+_FLUSH_EVERY = 512  # alerts buffered before a write to stdout
 
 
 class _Failed(Exception):
@@ -72,9 +73,11 @@ def _warnings(engine) -> list[str]:
     out = [str(w) for w in engine.ruleset.warnings]
     if engine.first:
         for later, earlier in shadowed_rules(engine.rules):
-            out.append(f"{later.file}: rule '{later.name}': LOAD_RULE_NEVER_FIRES: under rule_matching: first this "
-                       f"rule can never fire: rule '{earlier.name}' ({earlier.file}) comes earlier and matches every "
-                       "event it matches")
+            out.append(
+                f"{later.file}: rule '{later.name}': LOAD_RULE_NEVER_FIRES: under rule_matching: first this "
+                f"rule can never fire: rule '{earlier.name}' ({earlier.file}) comes earlier and matches every "
+                "event it matches"
+            )
     return out
 
 
@@ -84,13 +87,16 @@ def cmd_validate(args) -> int:
     warnings = _warnings(engine)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    for f in (given if not args.no_defaults else files):
+    for f in given if not args.no_defaults else files:
         print(f"{f}: Ok")
     rs = engine.ruleset
     loaded = ", ".join(str(f) for f in files if f not in given) if not args.no_defaults else ""
-    print((f"loaded first, as audit-ingest does: {loaded}\n" if loaded else "")
-          + f"{len(rs.rules)} k8s_audit rules ({len(engine.rules)} evaluated), {rs.macros} macros, {rs.lists} lists, "
-          f"{rs.skipped_other_source} rules of other sources skipped, {len(warnings)} warnings", file=sys.stderr)
+    print(
+        (f"loaded first, as audit-ingest does: {loaded}\n" if loaded else "")
+        + f"{len(rs.rules)} k8s_audit rules ({len(engine.rules)} evaluated), {rs.macros} macros, {rs.lists} lists, "
+        f"{rs.skipped_other_source} rules of other sources skipped, {len(warnings)} warnings",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -111,7 +117,7 @@ class _Replay:
     def __init__(self, engine, out, max_event_bytes=DEFAULT_MAX_EVENT_BYTES):
         self.engine = engine
         self.out = out
-        self.interactive = False    # stdin: each line's alerts are written as soon as it is read
+        self.interactive = False  # stdin: each line's alerts are written as soon as it is read
         self.limit = max_event_bytes
         self.counts: Counter = Counter()
         self.events = self.skipped = self.dropped = 0
@@ -152,8 +158,11 @@ class _Replay:
     def summary(self):
         self.flush()
         self.out.flush()
-        print(f"events: {self.events}, alerts: {sum(self.counts.values())}, skipped (not audit events): "
-              f"{self.skipped}, dropped: {self.dropped}", file=sys.stderr)
+        print(
+            f"events: {self.events}, alerts: {sum(self.counts.values())}, skipped (not audit events): "
+            f"{self.skipped}, dropped: {self.dropped}",
+            file=sys.stderr,
+        )
         for rule, n in sorted(self.counts.items()):
             print(f"  {rule}: {n}", file=sys.stderr)
 
@@ -192,13 +201,13 @@ def _replay_stream(name: str, fh, rp: _Replay):
     text = (b"".join(head) + b"".join(lines)).decode("utf-8")
     doc = text.strip()
     try:
-        obj, fits = decode_payload(doc, rp.limit)       # with the raw size of each EventList item
+        obj, fits = decode_payload(doc, rp.limit)  # with the raw size of each EventList item
         rp.payload(name, obj, len(doc.encode("utf-8")), fits)
         return
     except ValueError:
         pass
     try:
-        obj = json.loads(doc)                           # what replay always accepted (NaN included)
+        obj = json.loads(doc)  # what replay always accepted (NaN included)
         rp.payload(name, obj, len(doc.encode("utf-8")))
         return
     except (json.JSONDecodeError, RecursionError):
@@ -215,7 +224,7 @@ def _replay_stream(name: str, fh, rp: _Replay):
 def cmd_replay(args) -> int:
     engine, _ = _engine(args, args.rules or ())
     rp = _Replay(engine, sys.stdout)
-    with batch_gc_paused():   # audit JSON is acyclic: reference counting frees it
+    with batch_gc_paused():  # audit JSON is acyclic: reference counting frees it
         for name in args.events:
             try:
                 if name == "-":
@@ -237,17 +246,39 @@ def cmd_replay(args) -> int:
 def _rules_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("rules (loaded as audit-ingest loads them)")
-    g.add_argument("--no-defaults", action="store_true",
-                   help="load only the given files, not the bundled ruleset and the function's rules.d")
-    g.add_argument("--rules-d", type=Path, default=rule_files.FUNCTION_RULES_D, metavar="DIR",
-                   help="the function's rules.d (default: %(default)s)")
-    g.add_argument("-c", "--config", metavar="FILE",
-                   help="falco.yaml-like settings: rules (selection), append_output, priority, rule_matching")
-    g.add_argument("-D", dest="disable", action="append", metavar="SUBSTRING",
-                   help="disable the rules whose name contains SUBSTRING (repeatable)")
+    g.add_argument(
+        "--no-defaults",
+        action="store_true",
+        help="load only the given files, not the bundled ruleset and the function's rules.d",
+    )
+    g.add_argument(
+        "--rules-d",
+        type=Path,
+        default=rule_files.FUNCTION_RULES_D,
+        metavar="DIR",
+        help="the function's rules.d (default: %(default)s)",
+    )
+    g.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="falco.yaml-like settings: rules (selection), append_output, priority, rule_matching",
+    )
+    g.add_argument(
+        "-D",
+        dest="disable",
+        action="append",
+        metavar="SUBSTRING",
+        help="disable the rules whose name contains SUBSTRING (repeatable)",
+    )
     g.add_argument("-T", dest="disable_tag", action="append", metavar="TAG", help="disable the rules tagged TAG")
-    g.add_argument("-t", dest="enable_tag", action="append", metavar="TAG",
-                   help="evaluate only the rules tagged TAG (not with -D/-T)")
+    g.add_argument(
+        "-t",
+        dest="enable_tag",
+        action="append",
+        metavar="TAG",
+        help="evaluate only the rules tagged TAG (not with -D/-T)",
+    )
     g.add_argument("--rule-matching", choices=("first", "all"), help="Falco's rule_matching (default: first)")
     g.add_argument("--priority", help="minimum rule priority (Falco's 'priority' option)")
     return p
@@ -265,8 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("files", nargs="*", metavar="FILE|DIR")
     ls.set_defaults(fn=cmd_list)
     r = sub.add_parser("replay", parents=[common], help="evaluate audit events and print Falco JSON alerts")
-    r.add_argument("--rules", action="append", metavar="FILE|DIR",
-                   help="rules file or directory after the defaults (repeatable, in order)")
+    r.add_argument(
+        "--rules",
+        action="append",
+        metavar="FILE|DIR",
+        help="rules file or directory after the defaults (repeatable, in order)",
+    )
     r.add_argument("events", nargs="+", metavar="EVENTS", help="JSON-lines, EventList or array files; - for stdin")
     r.set_defaults(fn=cmd_replay)
     return p

@@ -6,6 +6,7 @@ use it. Semantics follow libsinsp (``filter_compare.cpp``, ``sinsp_filtercheck.c
 an absent field makes every comparison false, list fields only allow
 ``in``/``intersects``/``exists``, string ``<``/``>`` are byte-wise.
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,26 @@ from operator import itemgetter
 
 from . import fields as F
 
-STR_FIELD_OPS = {"=", "==", "!=", "<", "<=", ">", ">=", "contains", "icontains", "startswith", "endswith", "glob",
-                 "iglob", "pmatch", "in", "intersects", "regex", "exists"}
+STR_FIELD_OPS = {
+    "=",
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "contains",
+    "icontains",
+    "startswith",
+    "endswith",
+    "glob",
+    "iglob",
+    "pmatch",
+    "in",
+    "intersects",
+    "regex",
+    "exists",
+}
 NUM_FIELD_OPS = {"=", "==", "!=", "<", "<=", ">", ">=", "in", "intersects", "exists"}
 LIST_FIELD_OPS = {"in", "intersects", "exists"}
 
@@ -29,13 +48,13 @@ class CompileError(ValueError):
 
 @dataclass
 class FieldExpr:
-    fetch: Callable            # evt -> value | None
+    fetch: Callable  # evt -> value | None
     is_list: bool
     type: str
-    text: str                  # token text, e.g. "tolower(ka.user.name)"
-    base_key: str              # the untransformed field key (output_fields uses it)
+    text: str  # token text, e.g. "tolower(ka.user.name)"
+    base_key: str  # the untransformed field key (output_fields uses it)
     base_fetch: Callable
-    string_xf: bool            # a string transformer was applied (libsinsp appends a NUL: see _in_never)
+    string_xf: bool  # a string transformer was applied (libsinsp appends a NUL: see _in_never)
     plugin: bool
 
 
@@ -79,6 +98,7 @@ def _apply_elementwise(fn):
                 out.append(y)
             return tuple(out)
         return fn(v)
+
     return apply
 
 
@@ -96,23 +116,26 @@ def compile_field(node, exists_only=False) -> FieldExpr:
         tname, inner = node[1], node[2]
         sub = compile_field(inner)
         if sub.type != F.STR:
-            raise CompileError(f"can't add field transformer: '{tname}' does not accept a numeric field "
-                               f"({sub.text})")
+            raise CompileError(f"can't add field transformer: '{tname}' does not accept a numeric field ({sub.text})")
         src = sub.fetch
         text = f"{tname}({sub.text})"
         if tname == "len":
+
             def fetch_len(e, src=src):
                 v = src(e)
                 if v is None:
                     return None
                 return len(v) if isinstance(v, tuple) else len(v.encode("utf-8", "surrogateescape"))
+
             return FieldExpr(fetch_len, False, F.U64, text, sub.base_key, sub.base_fetch, False, sub.plugin)
-        fn = {"tolower": ascii_lower, "toupper": lambda s: s.translate(_UPPER), "b64": _b64,
-              "basename": _basename}[tname]
+        fn = {"tolower": ascii_lower, "toupper": lambda s: s.translate(_UPPER), "b64": _b64, "basename": _basename}[
+            tname
+        ]
         apply = _apply_elementwise(fn)
 
         def fetch(e, src=src, apply=apply):
             return apply(src(e))
+
         return FieldExpr(fetch, sub.is_list, sub.type, text, sub.base_key, sub.base_fetch, True, sub.plugin)
     raise CompileError(f"unexpected node {kind}")
 
@@ -161,9 +184,19 @@ _PERL_ONLY = re.compile(r"\\[dDwWsSbBAzZpPQE0-9]|\(\?|[*+?}]\?")
 
 
 _POSIX_CLASSES = {
-    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
-    "space": " \\t\\n\\r\\f\\v", "blank": " \\t", "xdigit": "0-9A-Fa-f", "word": "0-9A-Za-z_",
-    "punct": "!-/:-@\\[-`{-~", "cntrl": "\\x00-\\x1f\\x7f", "print": " -~", "graph": "!-~",
+    "alpha": "a-zA-Z",
+    "digit": "0-9",
+    "alnum": "a-zA-Z0-9",
+    "upper": "A-Z",
+    "lower": "a-z",
+    "space": " \\t\\n\\r\\f\\v",
+    "blank": " \\t",
+    "xdigit": "0-9A-Fa-f",
+    "word": "0-9A-Za-z_",
+    "punct": "!-/:-@\\[-`{-~",
+    "cntrl": "\\x00-\\x1f\\x7f",
+    "print": " -~",
+    "graph": "!-~",
 }
 _POSIX_RX = re.compile(r"\[:([a-z]+):\]")
 
@@ -214,6 +247,7 @@ def make_pmatch(paths):
             if ok:
                 return True
         return False
+
     return match
 
 
@@ -275,8 +309,10 @@ def compile_check(node):
     if op == "exists":
         return lambda e: fetch(e) is not None
     if op in ("bcontains", "bstartswith"):
-        raise CompileError(f"'{op}' operator not supported on field '{lhs.text}' of type '{lhs.type}' "
-                           "(only byte-buffer fields accept it; every k8s_audit field is a string)")
+        raise CompileError(
+            f"'{op}' operator not supported on field '{lhs.text}' of type '{lhs.type}' "
+            "(only byte-buffer fields accept it; every k8s_audit field is a string)"
+        )
     if lhs.is_list and op not in LIST_FIELD_OPS:
         raise CompileError(f"'{op}' operator not supported list filters ({lhs.text})")
     allowed = NUM_FIELD_OPS if lhs.type == F.U64 else STR_FIELD_OPS
@@ -308,16 +344,26 @@ def compile_check(node):
                 if isinstance(v, tuple):
                     return any(x in s for x in v) if any_of else all(x in s for x in v)
                 return v in s
+
             return check_set
         if op in ("=", "=="):
             pred = lambda v, r: v == r  # noqa: E731
         else:
             import operator as _o
-            pred = {"!=": _o.ne, "<": _o.lt, "<=": _o.le, ">": _o.gt, ">=": _o.ge,
-                    "contains": lambda v, r: r in v, "icontains": lambda v, r: ascii_lower(r) in ascii_lower(v),
-                    "startswith": lambda v, r: v.startswith(r), "endswith": lambda v, r: v.endswith(r),
-                    "glob": lambda v, r: glob_to_regex(r).fullmatch(v) is not None,
-                    "iglob": lambda v, r: glob_to_regex(r, True).fullmatch(v) is not None}[op]
+
+            pred = {
+                "!=": _o.ne,
+                "<": _o.lt,
+                "<=": _o.le,
+                ">": _o.gt,
+                ">=": _o.ge,
+                "contains": lambda v, r: r in v,
+                "icontains": lambda v, r: ascii_lower(r) in ascii_lower(v),
+                "startswith": lambda v, r: v.startswith(r),
+                "endswith": lambda v, r: v.endswith(r),
+                "glob": lambda v, r: glob_to_regex(r).fullmatch(v) is not None,
+                "iglob": lambda v, r: glob_to_regex(r, True).fullmatch(v) is not None,
+            }[op]
 
         def check_field(e):
             v = fetch(e)
@@ -327,6 +373,7 @@ def compile_check(node):
             if r is None:
                 return False
             return pred(v, r)
+
         return check_field
 
     # constants
@@ -344,6 +391,7 @@ def compile_check(node):
         s = frozenset(values)
         if lhs.is_list:
             if op == "in":
+
                 def check_in_all(e):
                     v = fetch(e)
                     if v is None:
@@ -352,6 +400,7 @@ def compile_check(node):
                         if x not in s:
                             return False
                     return True
+
                 return check_in_all
 
             def check_any(e):
@@ -362,11 +411,13 @@ def compile_check(node):
                     if x in s:
                         return True
                 return False
+
             return check_any
 
         def check_member(e):
             v = fetch(e)
             return v is not None and v in s
+
         return check_member
     if op == "pmatch":
         m = make_pmatch(values)
@@ -374,18 +425,22 @@ def compile_check(node):
         def check_pmatch(e):
             v = fetch(e)
             return v is not None and m(v)
+
         return check_pmatch
 
     R = values[0]
     if op in ("=", "=="):
+
         def check_eq(e):
             return fetch(e) == R  # None never equals a string constant
+
         return check_eq
     pred = _scalar_op(op, R)
 
     def check(e):
         v = fetch(e)
         return v is not None and pred(v)
+
     return check
 
 
@@ -394,8 +449,10 @@ def _compile_modified(lhs: FieldExpr, op: str, rhs_node):
     ``anyof`` at least one holds, ``allof`` every one holds, ``oneof`` exactly one holds."""
     base, mod = op.split()
     if base in ("bcontains", "bstartswith"):
-        raise CompileError(f"'{base}' operator not supported on field '{lhs.text}' of type '{lhs.type}' "
-                           "(only byte-buffer fields accept it; every k8s_audit field is a string)")
+        raise CompileError(
+            f"'{base}' operator not supported on field '{lhs.text}' of type '{lhs.type}' "
+            "(only byte-buffer fields accept it; every k8s_audit field is a string)"
+        )
     if lhs.is_list:
         raise CompileError(f"'{op}' operator not supported list filters ({lhs.text})")
     if lhs.type != F.STR:
@@ -404,20 +461,24 @@ def _compile_modified(lhs: FieldExpr, op: str, rhs_node):
     values = [_const(c, lhs.type) for c in rhs_node[1]]
     if base in ("=", "==") and mod == "anyof":
         members = frozenset(values)
-        return lambda e: fetch(e) in members      # None is never a member
+        return lambda e: fetch(e) in members  # None is never a member
     preds = tuple(_scalar_op(base, R) for R in values)
     if mod == "anyof":
+
         def check(e):
             v = fetch(e)
             return v is not None and any(p(v) for p in preds)
     elif mod == "allof":
+
         def check(e):
             v = fetch(e)
             return v is not None and all(p(v) for p in preds)
     else:
+
         def check(e):
             v = fetch(e)
             return v is not None and sum(1 for p in preds if p(v)) == 1
+
     return check
 
 
@@ -437,6 +498,7 @@ def compile_node(node, memo: dict | None = None):
             a, b, c = fns
             fn = lambda e: a(e) and b(e) and c(e)  # noqa: E731
         else:
+
             def fn(e, fns=tuple(fns)):
                 for f in fns:
                     if not f(e):
@@ -448,6 +510,7 @@ def compile_node(node, memo: dict | None = None):
             a, b = fns
             fn = lambda e: a(e) or b(e)  # noqa: E731
         else:
+
             def fn(e, fns=tuple(fns)):
                 for f in fns:
                     if f(e):

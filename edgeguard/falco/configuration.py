@@ -8,6 +8,7 @@ options ``-D``/``-T``/``-t`` become ``rules`` entries after the configured ones,
 
 A bad value raises ConfigError naming where it is (``rules[2].enable``) and why.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Selection:
     """One ``rules:`` entry: enable or disable the rules whose name matches ``rule`` and/or that carry ``tag``."""
+
     enable: bool
     rule: str = ""
     tag: str = ""
@@ -35,6 +37,7 @@ class Selection:
 @dataclass(frozen=True)
 class ExtraField:
     """An ``append_output`` extra field: ``{key: format}`` (rendered text) or a bare field name (``raw``: typed)."""
+
     key: str
     format: str
     raw: bool
@@ -50,8 +53,11 @@ class AppendOutput:
 
     def applies_to(self, name: str, source: str, tags) -> bool:
         """Falco's match: source and rule empty or equal, and every listed tag on the rule."""
-        return ((not self.source or self.source == source) and set(self.tags) <= set(tags)
-                and (not self.rule or self.rule == name))
+        return (
+            (not self.source or self.source == source)
+            and set(self.tags) <= set(tags)
+            and (not self.rule or self.rule == name)
+        )
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ class EngineConfig:
     rules: tuple = ()
     append_output: tuple = ()
     origins: tuple = field(default=(), compare=False)
-    given: frozenset = field(default=frozenset(), compare=False)   # the scalar keys a mapping set
+    given: frozenset = field(default=frozenset(), compare=False)  # the scalar keys a mapping set
 
     @classmethod
     def from_mapping(cls, m, origin: str = "config") -> EngineConfig:
@@ -91,8 +97,12 @@ class EngineConfig:
 
     def merged(self, later: EngineConfig) -> EngineConfig:
         """``later`` on top of this: the scalars it sets win, its ``rules``/``append_output`` entries come after."""
-        kw: dict = {"rules": self.rules + later.rules, "append_output": self.append_output + later.append_output,
-                    "origins": self.origins + later.origins, "given": self.given | later.given}
+        kw: dict = {
+            "rules": self.rules + later.rules,
+            "append_output": self.append_output + later.append_output,
+            "origins": self.origins + later.origins,
+            "given": self.given | later.given,
+        }
         for key in ("rule_matching", "priority"):
             kw[key] = getattr(later if key in later.given else self, key)
         return replace(self, **kw)
@@ -145,14 +155,17 @@ def _selections(entries, where):
             raise ConfigError(f"{at}: unknown key '{unknown[0]}' (an entry has 'enable' or 'disable')")
         if len(entry) != 1:
             raise ConfigError(f"{at}: give 'enable' and 'disable' in separate entries, which apply in order")
-        (op, target), = entry.items()
+        ((op, target),) = entry.items()
         if not isinstance(target, Mapping) or not target:
             raise ConfigError(f"{at}.{op}: a map with 'rule' (a name, '*' as wildcard) and/or 'tag' is required")
         unknown = sorted(set(target) - {"rule", "tag"})
         if unknown:
             raise ConfigError(f"{at}.{op}: unknown key '{unknown[0]}' (only 'rule' and 'tag')")
-        yield Selection(op == "enable", rule=_str(target.get("rule", ""), f"{at}.{op}.rule"),
-                        tag=_str(target.get("tag", ""), f"{at}.{op}.tag"))
+        yield Selection(
+            op == "enable",
+            rule=_str(target.get("rule", ""), f"{at}.{op}.rule"),
+            tag=_str(target.get("tag", ""), f"{at}.{op}.tag"),
+        )
 
 
 def _append_outputs(entries, where):
@@ -178,10 +191,13 @@ def _append_outputs(entries, where):
         if not isinstance(suggested, bool):
             raise ConfigError(f"{at}.suggested_output: true or false is required")
         # suggested_output adds the fields a plugin suggests: k8saudit and json suggest none, so it adds nothing.
-        yield AppendOutput(source=_str(match.get("source", ""), f"{at}.match.source"), tags=tuple(tags),
-                           rule=_str(match.get("rule", ""), f"{at}.match.rule"),
-                           extra_output=_str(entry.get("extra_output", ""), f"{at}.extra_output"),
-                           extra_fields=tuple(_extra_fields(entry.get("extra_fields") or [], f"{at}.extra_fields")))
+        yield AppendOutput(
+            source=_str(match.get("source", ""), f"{at}.match.source"),
+            tags=tuple(tags),
+            rule=_str(match.get("rule", ""), f"{at}.match.rule"),
+            extra_output=_str(entry.get("extra_output", ""), f"{at}.extra_output"),
+            extra_fields=tuple(_extra_fields(entry.get("extra_fields") or [], f"{at}.extra_fields")),
+        )
 
 
 def _extra_fields(items, where):
@@ -191,7 +207,7 @@ def _extra_fields(items, where):
         if isinstance(it, str) and it:
             yield ExtraField(it, "%" + it, True)
         elif isinstance(it, Mapping) and len(it) == 1:
-            (key, fmt), = it.items()
+            ((key, fmt),) = it.items()
             yield ExtraField(_str(key, f"{where}[{i}]", empty=False), _str(fmt, f"{where}[{i}].{key}"), False)
         else:
             raise ConfigError(f"{where}[{i}]: a field name or a one-key map {{key: format}} is required")
@@ -211,7 +227,7 @@ def matches_wildcard(pattern: str, s: str) -> bool:
         pos = s.find(literal)
         if pos < 0:
             return False
-        return matches_wildcard(rest[len(literal):], s[pos + len(literal):])
+        return matches_wildcard(rest[len(literal) :], s[pos + len(literal) :])
     if pattern[:star] != s[:star]:
         return False
     return matches_wildcard(pattern[star:], s[star:])

@@ -5,6 +5,7 @@ JSON (``falco -L`` with ``json_output: true``): ``required_engine_version``, ``r
 overrides) and a ``details`` object (what the engine made of it). Text: a ``Rule``/``Description`` table,
 the description wrapped as ``falco::utils::wrap_text`` wraps it.
 """
+
 from __future__ import annotations
 
 from .alert import PRIORITIES
@@ -18,12 +19,22 @@ def describe(engine) -> dict:
     evaluated = {id(r): i for i, r in enumerate(engine.rules)}
     return {
         "required_engine_version": rs.required_engine_version or "0.0.0",
-        "required_plugin_versions": [{"name": g["alternatives"][0]["name"], "version": g["alternatives"][0]["version"],
-                                      "alternatives": g["alternatives"][1:]} for g in rs.required_plugin_versions],
-        "lists": [{"info": {"name": li["name"], "items": li["items"]}, "details": {"used": li["used"]}}
-                  for li in rs.list_infos],
-        "macros": [{"info": {"name": m["name"], "condition": m["condition"]}, "details": {"used": m["used"]}}
-                   for m in rs.macro_infos],
+        "required_plugin_versions": [
+            {
+                "name": g["alternatives"][0]["name"],
+                "version": g["alternatives"][0]["version"],
+                "alternatives": g["alternatives"][1:],
+            }
+            for g in rs.required_plugin_versions
+        ],
+        "lists": [
+            {"info": {"name": li["name"], "items": li["items"]}, "details": {"used": li["used"]}}
+            for li in rs.list_infos
+        ],
+        "macros": [
+            {"info": {"name": m["name"], "condition": m["condition"]}, "details": {"used": m["used"]}}
+            for m in rs.macro_infos
+        ],
         "rules": [_rule(r, evaluated.get(id(r))) for r in rs.rules],
     }
 
@@ -47,7 +58,7 @@ def _rule(r, position) -> dict:
         "exception_fields": exc_fields,
         "exception_operators": exc_ops,
         "plugins": sorted({p for f in fields for prefix, p in _PLUGIN_OF if f.startswith(prefix)}),
-        "evaluated": position is not None,       # enabled, at or above the priority threshold, after selection
+        "evaluated": position is not None,  # enabled, at or above the priority threshold, after selection
         "evaluation_position": position,
     }
     return {"info": info, "details": details}

@@ -7,6 +7,7 @@ evaluation list). ``first`` stops at the first match, ``all`` reports every matc
 pre-filtered by the exact-value constraints of their top-level conjuncts (stage, verb, resource,
 subresource), so most rules are rejected by one dict lookup per event.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def _times(ns: int):
     return f"{hit[0]}.{frac:09d}", f"{hit[1]}.{frac:09d}Z"
 
 
-def load_engine(sources, config: EngineConfig | None = None, *, hostname: str | None = None,
-                check_plugins: bool = True) -> Engine:
+def load_engine(
+    sources, config: EngineConfig | None = None, *, hostname: str | None = None, check_plugins: bool = True
+) -> Engine:
     """Load rules from ``sources`` (paths or (name, text) pairs, in order) and build the engine ``config`` asks for."""
     config = config or EngineConfig()
     ruleset = loader.load(sources, check_plugins=check_plugins, append_output=config.append_output)
@@ -55,11 +57,12 @@ def load_engine(sources, config: EngineConfig | None = None, *, hostname: str | 
 def evaluation_order(rules, config: EngineConfig) -> list:
     """The rules Falco evaluates, in its order: see the module docstring."""
     threshold = priority_number(config.priority)
-    eligible = [r for r in rules if r.priority <= threshold]   # less severe rules are not added at all
+    eligible = [r for r in rules if r.priority <= threshold]  # less severe rules are not added at all
     order = [r for r in eligible if r.enabled]
     for sel in config.rules:
-        hit = [r for r in eligible
-               if (sel.rule and matches_wildcard(sel.rule, r.name)) or (sel.tag and sel.tag in r.tags)]
+        hit = [
+            r for r in eligible if (sel.rule and matches_wildcard(sel.rule, r.name)) or (sel.tag and sel.tag in r.tags)
+        ]
         if sel.enable:
             have = {id(r) for r in order}
             order.extend(r for r in hit if id(r) not in have)
@@ -69,7 +72,7 @@ def evaluation_order(rules, config: EngineConfig) -> list:
     return order
 
 
-_enc = json.encoder.encode_basestring   # the escaping json.dumps(ensure_ascii=False) applies to strings
+_enc = json.encoder.encode_basestring  # the escaping json.dumps(ensure_ascii=False) applies to strings
 
 
 def _json_value(v) -> str:
@@ -101,22 +104,34 @@ class _RuleOutput:
         for key, fmt, raw in rule.extra_fields:
             if raw:
                 getter = next((g for k, g, t in fmt.field_getters() if k == key and not t), None)
-                plan[key] = ("ts", None) if any(k == key and t for k, _, t in fmt.field_getters()) else \
-                    ("typed", getter) if getter is not None else ("none", None)
+                plan[key] = (
+                    ("ts", None)
+                    if any(k == key and t for k, _, t in fmt.field_getters())
+                    else ("typed", getter)
+                    if getter is not None
+                    else ("none", None)
+                )
             else:
                 plan[key] = ("text", fmt.render)
         self.plan = tuple((k, kind, g) for k, (kind, g) in plan.items())
         self.json_fields = tuple((_enc(k) + ":", kind, g) for k, kind, g in sorted(self.plan, key=lambda x: x[0]))
         self.head = '{"hostname":' + _enc(hostname) + ',"output":'
-        self.tail = (',"priority":' + _enc(self.pname) + ',"rule":' + _enc(rule.name) + ',"source":"k8s_audit",'
-                     '"tags":' + dumps(self.tags) + ',"time":"')
+        self.tail = (
+            ',"priority":' + _enc(self.pname) + ',"rule":' + _enc(rule.name) + ',"source":"k8s_audit",'
+            '"tags":' + dumps(self.tags) + ',"time":"'
+        )
         self.to_json = self._compile_json()
 
     def _compile_json(self):
         """One straight-line function that renders the output and writes the alert JSON: each field fetched once,
         no loops or branches on the plan (alerts are most of replay's work)."""
-        ns: dict[str, Any] = {"_enc": _enc, "_jv": _json_value, "_tv": typed_value, "_rv": _render_value,
-                              "_times": _times}
+        ns: dict[str, Any] = {
+            "_enc": _enc,
+            "_jv": _json_value,
+            "_tv": typed_value,
+            "_rv": _render_value,
+            "_times": _times,
+        }
         getters: dict = {}
 
         def var(getter):
@@ -157,18 +172,30 @@ class _RuleOutput:
         for name, getter in getters.values():
             ns[name] = getter
         ns.update(_HEAD=self.head + "", _TAIL=self.tail, _PNAME=": " + self.pname + " ")
-        src = ["def to_json(evt):", "    local, utc = _times(evt.ts)", *lines,
-               "    msg = " + (" + ".join(pieces) if pieces else "''"),
-               "    return (_HEAD + _enc(local + _PNAME + msg) + ',\"output_fields\":{' + "
-               + (" + ',' + ".join(fields) if fields else "''") + " + '}' + _TAIL + utc + '\"}')"]
+        src = [
+            "def to_json(evt):",
+            "    local, utc = _times(evt.ts)",
+            *lines,
+            "    msg = " + (" + ".join(pieces) if pieces else "''"),
+            "    return (_HEAD + _enc(local + _PNAME + msg) + ',\"output_fields\":{' + "
+            + (" + ',' + ".join(fields) if fields else "''")
+            + " + '}' + _TAIL + utc + '\"}')",
+        ]
         exec("\n".join(src), ns)  # noqa: S102 - source built above from the rule's own parts only
         return ns["to_json"]
 
     def fields(self, evt) -> dict:
         out = {}
         for key, kind, g in self.plan:
-            out[key] = evt.ts if kind == "ts" else typed_value(g(evt)) if kind == "typed" else \
-                g(evt) if kind == "text" else None
+            out[key] = (
+                evt.ts
+                if kind == "ts"
+                else typed_value(g(evt))
+                if kind == "typed"
+                else g(evt)
+                if kind == "text"
+                else None
+            )
         return out
 
     def json_fields_text(self, evt) -> str:
@@ -187,16 +214,24 @@ class _RuleOutput:
 
 
 class Engine:
-    def __init__(self, ruleset: loader.Ruleset, *, rule_matching: str | None = None, min_priority: str | None = None,
-                 hostname: str | None = None, config: EngineConfig | None = None):
+    def __init__(
+        self,
+        ruleset: loader.Ruleset,
+        *,
+        rule_matching: str | None = None,
+        min_priority: str | None = None,
+        hostname: str | None = None,
+        config: EngineConfig | None = None,
+    ):
         config = config or EngineConfig()
         rule_matching = rule_matching if rule_matching is not None else config.rule_matching
         if rule_matching not in ("first", "all"):
             raise ValueError(f"rule_matching must be 'first' or 'all', not {rule_matching!r}")
         if min_priority is not None:
             priority_number(min_priority)
-        config = replace(config, rule_matching=rule_matching,
-                         priority=min_priority if min_priority is not None else config.priority)
+        config = replace(
+            config, rule_matching=rule_matching, priority=min_priority if min_priority is not None else config.priority
+        )
         self.config = config
         self.ruleset = ruleset
         self.rule_matching = rule_matching
@@ -223,8 +258,11 @@ class Engine:
         cand = self._cand.get(key)
         if cand is None:
             vals = dict(zip(self._key_names, key))
-            cand = tuple(r for r in self.rules
-                         if all(vals[k] is not None and vals[k] in allowed for k, allowed in r.constraints.items()))
+            cand = tuple(
+                r
+                for r in self.rules
+                if all(vals[k] is not None and vals[k] in allowed for k, allowed in r.constraints.items())
+            )
             if len(self._cand) > 4096:
                 self._cand.clear()
             self._cand[key] = cand
@@ -252,8 +290,16 @@ class Engine:
         ro = self._out.get(id(rule)) or _RuleOutput(rule, self.hostname)
         output, utc = self._message(ro, evt)
         # Same object make_alert() builds (tags already sorted/unique), with the time texts cached per second.
-        return Alert(rule=rule.name, priority=ro.pname, output=output, time=utc, source="k8s_audit",
-                     hostname=self.hostname, tags=list(ro.tags), output_fields=ro.fields(evt))
+        return Alert(
+            rule=rule.name,
+            priority=ro.pname,
+            output=output,
+            time=utc,
+            source="k8s_audit",
+            hostname=self.hostname,
+            tags=list(ro.tags),
+            output_fields=ro.fields(evt),
+        )
 
     def alert_json(self, rule, evt) -> str:
         """``alert(rule, evt).to_json()``, byte for byte, built straight from the prepared parts."""

@@ -6,6 +6,7 @@ fields, an ``int`` for numeric ``evt.*`` fields. An empty list is normalised to
 ``None`` because libsinsp treats an empty plugin list as "not extracted".
 Values are cached per event, so a field used by twenty rules is computed once.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,14 +37,14 @@ class AuditEvent(dict):
         self.ts = ts
         self.num = num
         self._compact = compact
-        self.limit = limit          # max event size in bytes still to be checked (0: known to fit)
+        self.limit = limit  # max event size in bytes still to be checked (0: known to fit)
         self.oversize = False
 
     def __missing__(self, key):
         v = self[key] = EXTRACTORS[key](self)
         return v
 
-    def __bool__(self):             # an event is never "empty", whatever is cached
+    def __bool__(self):  # an event is never "empty", whatever is cached
         return True
 
     __hash__ = object.__hash__  # type: ignore[assignment]  # typeshed: dict is unhashable; events hash by identity
@@ -82,7 +83,7 @@ def as_string(v: Any) -> str:
     if v is False:
         return "false"
     if v.__class__ is int:
-        return int.__repr__(v)          # what the JSON encoder writes for an int, without its machinery
+        return int.__repr__(v)  # what the JSON encoder writes for an int, without its machinery
     return _cstr(_compact(v))
 
 
@@ -104,9 +105,9 @@ def _get(node: Any, keys: tuple) -> Any:
 class FieldDef:
     name: str
     is_list: bool = False
-    arg: str = ""            # "" none, "idx" optional index, "key" required key
+    arg: str = ""  # "" none, "idx" optional index, "key" required key
     type: str = STR
-    plugin: bool = True      # plugin fields follow the plugin's '[' parsing in output formats
+    plugin: bool = True  # plugin fields follow the plugin's '[' parsing in output formats
     desc: str = ""
 
 
@@ -120,11 +121,13 @@ def _reg(name: str, factory, *, is_list=False, arg="", type=STR, plugin=True):
 
 def _ka(fn):
     """Gate a k8saudit extractor on ``auditID``: without it every ka.* field is absent."""
+
     def gated(evt):
         o = evt.obj
         if "auditID" not in o:
             return None
         return fn(o)
+
     return gated
 
 
@@ -138,6 +141,7 @@ def _text(v) -> str:
 def _scalar_path(*keys):
     """A ka.* field at a fixed path. Most fields are one or two keys deep: those get a straight-line extractor,
     since field extraction is most of the engine's time."""
+
     def factory(arg):
         if len(keys) == 1:
             (k0,) = keys
@@ -148,6 +152,7 @@ def _scalar_path(*keys):
                     return None
                 v = o.get(k0, _MISSING)
                 return None if v is _MISSING else _text(v)
+
             return ex1
         if len(keys) == 2:
             k0, k1 = keys
@@ -161,12 +166,15 @@ def _scalar_path(*keys):
                     return None
                 v = v.get(k1, _MISSING)
                 return None if v is _MISSING else _text(v)
+
             return ex2
 
         def ex(o):
             v = _get(o, keys)
             return None if v is _MISSING else _text(v)
+
         return _ka(ex)
+
     return factory
 
 
@@ -210,14 +218,16 @@ def _recursive_field(*keys):
             out: list = []
             _values_recursive(ro, keys, 0, idx, out)
             return _tuple_or_none(out)
+
         return _ka(ex)
+
     return factory
 
 
 def _selected(arr, idx):
     if idx < 0:
         return arr
-    return arr[idx:idx + 1]
+    return arr[idx : idx + 1]
 
 
 def _containers(o, kind):
@@ -242,6 +252,7 @@ def _per_container(kind, collect):
     """The skeleton every ``containers[*]`` field shares: pick the ``[idx]`` container (or all), and let
     ``collect(container, obj, out)`` append its values; it returns ``_ABSENT`` when the whole field must
     be absent (the plugin's error path)."""
+
     def factory(arg):
         idx = _idx(arg)
 
@@ -254,22 +265,27 @@ def _per_container(kind, collect):
                 if collect(c, o, out) is _ABSENT:
                     return None
             return _tuple_or_none(out)
+
         return _ka(ex)
+
     return factory
 
 
 def _strict_container_key(kind, key, transform=None):
     """name/image: every selected container must have the key, else the field errors (absent)."""
+
     def collect(c, o, out):
         if not isinstance(c, dict) or key not in c:
             return _ABSENT
         v = as_string(c[key])
         out.append(transform(v) if transform else v)
+
     return _per_container(kind, collect)
 
 
 def _joined_container_key(kind, key):
     """command/args: each container's string array joined by single spaces; containers without it skipped."""
+
     def collect(c, o, out):
         if not isinstance(c, dict) or key not in c:
             return None
@@ -277,6 +293,7 @@ def _joined_container_key(kind, key):
         if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
             return _ABSENT
         out.append(_cstr(" ".join(parts)))
+
     return _per_container(kind, collect)
 
 
@@ -286,12 +303,14 @@ def _container_path(kind, *keys):
 
 def _eff_run_as(kind, key):
     """Quirk kept from the plugin: reads spec.<key> and containers[*].<key>, not securityContext."""
+
     def collect(c, o, out):
         if isinstance(c, dict) and key in c:
             out.append(as_string(c[key]))
         else:
             spec = o["requestObject"]["spec"]
             out.append(as_string(spec[key]) if key in spec else "0")
+
     return _per_container(kind, collect)
 
 
@@ -307,6 +326,7 @@ def _host_port(kind):
                 out.append(as_string(p["hostPort"]))
             elif "containerPort" in p:
                 out.append(as_string(p["containerPort"]))
+
     return _per_container(kind, collect)
 
 
@@ -316,12 +336,21 @@ def _register_container_fields(kind, prefix, with_host_port=True):
     _reg(f"{prefix}.image.repository", _strict_container_key(kind, "image", _repository), is_list=True, arg="idx")
     _reg(f"{prefix}.command", _joined_container_key(kind, "command"), is_list=True, arg="idx")
     _reg(f"{prefix}.args", _joined_container_key(kind, "args"), is_list=True, arg="idx")
-    for fname, key in (("privileged", "privileged"), ("allow_privilege_escalation", "allowPrivilegeEscalation"),
-                       ("read_only_fs", "readOnlyRootFilesystem"), ("run_as_user", "runAsUser"),
-                       ("run_as_group", "runAsGroup"), ("proc_mount", "procMount")):
+    for fname, key in (
+        ("privileged", "privileged"),
+        ("allow_privilege_escalation", "allowPrivilegeEscalation"),
+        ("read_only_fs", "readOnlyRootFilesystem"),
+        ("run_as_user", "runAsUser"),
+        ("run_as_group", "runAsGroup"),
+        ("proc_mount", "procMount"),
+    ):
         _reg(f"{prefix}.{fname}", _container_path(kind, "securityContext", key), is_list=True, arg="idx")
-    _reg(f"{prefix}.add_capabilities", _container_path(kind, "securityContext", "capabilities", "add"),
-         is_list=True, arg="idx")
+    _reg(
+        f"{prefix}.add_capabilities",
+        _container_path(kind, "securityContext", "capabilities", "add"),
+        is_list=True,
+        arg="idx",
+    )
     _reg(f"{prefix}.eff_run_as_user", _eff_run_as(kind, "runAsUser"), is_list=True, arg="idx")
     _reg(f"{prefix}.eff_run_as_group", _eff_run_as(kind, "runAsGroup"), is_list=True, arg="idx")
     if with_host_port:
@@ -330,13 +359,16 @@ def _register_container_fields(kind, prefix, with_host_port=True):
 
 def _list_of(*keys):
     """A JSON array whose elements each become one value; not an array means error (absent)."""
+
     def factory(arg):
         def ex(o):
             v = _get(o, keys)
             if not isinstance(v, list):
                 return None
             return _tuple_or_none([as_string(x) for x in v])
+
         return _ka(ex)
+
     return factory
 
 
@@ -357,12 +389,15 @@ def _subject_names(kind, with_ns=False):
                 else:
                     out.append(as_string(s["name"]))
             return _tuple_or_none(out)
+
         return _ka(ex)
+
     return factory
 
 
 def _rules_field(key):
     """Flatten requestObject.rules[*].<key>[*]; the index selects rule N."""
+
     def factory(arg):
         idx = _idx(arg)
 
@@ -380,7 +415,9 @@ def _rules_field(key):
                 else:
                     out.append(as_string(v))
             return _tuple_or_none(out)
+
         return _ka(ex)
+
     return factory
 
 
@@ -393,6 +430,7 @@ def _target_pod_name(arg):
             return None
         v = _get(o, ("responseObject", "metadata", "name"))
         return None if v is _MISSING else as_string(v)
+
     return _ka(ex)
 
 
@@ -409,6 +447,7 @@ def _container_privileged(arg):
             if isinstance(c, dict) and _get(c, ("securityContext", "privileged")) is True:
                 return "true"
         return "false"
+
     return _ka(ex)
 
 
@@ -420,7 +459,9 @@ def _first_container(key, transform=None):
                 return None
             v = as_string(arr[0][key])
             return transform(v) if transform else v
+
         return _ka(ex)
+
     return factory
 
 
@@ -437,9 +478,10 @@ def _volume_hostpath(arg):
                 if p is _MISSING:
                     continue
                 p = as_string(p)
-                if (p.startswith(prefix) if prefix is not None else p == arg):
+                if p.startswith(prefix) if prefix is not None else p == arg:
                     return "true"
         return "false"
+
     return _ka(ex)
 
 
@@ -455,6 +497,7 @@ def _volume_type(arg):
             if isinstance(v, dict):
                 out.extend(k for k in v if k != "name")
         return _tuple_or_none(out)
+
     return _ka(ex)
 
 
@@ -467,7 +510,7 @@ def _go_unescape(s: str) -> str | None:
     while i < n:
         ch = s[i]
         if ch == "%":
-            h = s[i + 1:i + 3]
+            h = s[i + 1 : i + 3]
             if len(h) < 2 or any(c not in "0123456789abcdefABCDEF" for c in h):
                 return None
             out.append(int(h, 16))
@@ -501,6 +544,7 @@ def _uri_param(arg):
             if found is None and k2 == arg:
                 found = _cstr(v2)
         return found
+
     return _ka(ex)
 
 
@@ -547,15 +591,22 @@ _reg("ka.req.role.rules", _list_of("requestObject", "rules"), is_list=True)
 for _k in ("apiGroups", "nonResourceURLs", "verbs", "resources"):
     _reg(f"ka.req.role.rules.{_k}", _rules_field(_k), is_list=True, arg="idx")
 _reg("ka.req.pod.fs_group", _scalar_path("requestObject", "spec", "securityContext", "fsGroup"))
-_reg("ka.req.pod.supplemental_groups", _list_of("requestObject", "spec", "securityContext", "supplementalGroups"),
-     is_list=True)
+_reg(
+    "ka.req.pod.supplemental_groups",
+    _list_of("requestObject", "spec", "securityContext", "supplementalGroups"),
+    is_list=True,
+)
 _reg("ka.req.service.type", _scalar_path("requestObject", "spec", "type"))
 # Quirk kept: the key path ends on the ports array, so this is ONE value holding the whole array.
 _reg("ka.req.service.ports", _recursive_field("spec", "ports"), is_list=True, arg="idx")
 _reg("ka.req.pod.volumes.hostpath", _recursive_field("spec", "volumes", "hostPath", "path"), is_list=True, arg="idx")
 _reg("ka.req.volume.hostpath", _volume_hostpath, arg="key")
-_reg("ka.req.pod.volumes.flexvolume_driver", _recursive_field("spec", "volumes", "flexVolume", "driver"),
-     is_list=True, arg="idx")
+_reg(
+    "ka.req.pod.volumes.flexvolume_driver",
+    _recursive_field("spec", "volumes", "flexVolume", "driver"),
+    is_list=True,
+    arg="idx",
+)
 _reg("ka.req.pod.volumes.volume_type", _volume_type, is_list=True, arg="idx")
 _reg("ka.resp.name", _scalar_path("responseObject", "metadata", "name"))
 _reg("ka.response.code", _scalar_path("responseStatus", "code"))
@@ -578,9 +629,10 @@ def _json_value(arg):
     if len(tokens) == 1 and not tokens[0].isdigit():
         (t0,) = tokens
 
-        def ex1(evt):                 # jevt.value[/stage] and the like: one key of the event
+        def ex1(evt):  # jevt.value[/stage] and the like: one key of the event
             v = evt.obj.get(t0, _MISSING)
             return None if v is _MISSING else _text(v)
+
         return ex1
 
     def ex(evt):
@@ -598,6 +650,7 @@ def _json_value(arg):
             else:
                 return None
         return _text(node)
+
     return ex
 
 
@@ -627,12 +680,30 @@ def _gen(fn, type=STR):
 
 _reg("evt.time", _gen(lambda e: _local_hms(e.ts)), plugin=False)
 _reg("evt.time.s", _gen(lambda e: _time.strftime("%H:%M:%S", _time.localtime(e.ts // 1_000_000_000))), plugin=False)
-_reg("evt.time.iso8601", _gen(lambda e: _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(e.ts // 1_000_000_000))
-                              + f".{e.ts % 1_000_000_000:09d}+0000"), plugin=False)
-_reg("evt.datetime", _gen(lambda e: _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(e.ts // 1_000_000_000))
-                          + f".{e.ts % 1_000_000_000:09d}"), plugin=False)
-_reg("evt.datetime.s", _gen(lambda e: _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(e.ts // 1_000_000_000))),
-     plugin=False)
+_reg(
+    "evt.time.iso8601",
+    _gen(
+        lambda e: (
+            _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(e.ts // 1_000_000_000))
+            + f".{e.ts % 1_000_000_000:09d}+0000"
+        )
+    ),
+    plugin=False,
+)
+_reg(
+    "evt.datetime",
+    _gen(
+        lambda e: (
+            _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(e.ts // 1_000_000_000)) + f".{e.ts % 1_000_000_000:09d}"
+        )
+    ),
+    plugin=False,
+)
+_reg(
+    "evt.datetime.s",
+    _gen(lambda e: _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(e.ts // 1_000_000_000))),
+    plugin=False,
+)
 _reg("evt.rawtime", _gen(lambda e: e.ts), type=U64, plugin=False)
 _reg("evt.rawtime.s", _gen(lambda e: e.ts // 1_000_000_000), type=U64, plugin=False)
 _reg("evt.rawtime.ns", _gen(lambda e: e.ts % 1_000_000_000), type=U64, plugin=False)

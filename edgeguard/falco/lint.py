@@ -5,6 +5,7 @@ libsinsp's filter compiler (a constant that looks like a field or a
 transformer) next to, not inside, compiling a condition; so does edgeguard,
 plus a hint for a regex with no special characters.
 """
+
 from __future__ import annotations
 
 import re
@@ -57,20 +58,31 @@ def _check(node, out):
     consts = [rhs[1]] if rhs[0] == "value" else list(rhs[1])
     text = to_text(lhs)
     if _base_key(lhs).startswith(("ka.", "jevt.", "json.")) and op in NA_CHECK_OPS and "<NA>" in consts:
-        out.append(("LOAD_UNSAFE_NA_CHECK",
-                    f"'{text} {op} <NA>': comparing a field with <NA> is unsafe and never matches "
-                    "an absent value; use 'exists'"))
+        out.append(
+            (
+                "LOAD_UNSAFE_NA_CHECK",
+                f"'{text} {op} <NA>': comparing a field with <NA> is unsafe and never matches "
+                "an absent value; use 'exists'",
+            )
+        )
     for c in consts:
-        c = c.strip(_TRIM)      # libsinsp trims the value before asking whether it names a field
+        c = c.strip(_TRIM)  # libsinsp trims the value before asking whether it names a field
         if c in F.FIELDS or c.split("[", 1)[0] in F.FIELDS:
             out.append(("LOAD_COMPILE_CONDITION", f"string '{c}' may be a valid field misused as a const string value"))
         elif _TRANSFORMER_CALL.fullmatch(c):
-            out.append(("LOAD_COMPILE_CONDITION",
-                        f"string '{c}' may be a valid field transformer misused as a const string value"))
+            out.append(
+                (
+                    "LOAD_COMPILE_CONDITION",
+                    f"string '{c}' may be a valid field transformer misused as a const string value",
+                )
+            )
     if op == "regex" and consts and _PLAIN_REGEX.fullmatch(consts[0]):
-        out.append(("LOAD_COMPILE_CONDITION",
-                    f"regex '{consts[0]}' has no special characters: '=', 'contains', 'startswith' or "
-                    "'endswith' is faster"))
+        out.append(
+            (
+                "LOAD_COMPILE_CONDITION",
+                f"regex '{consts[0]}' has no special characters: '=', 'contains', 'startswith' or 'endswith' is faster",
+            )
+        )
 
 
 # ---- rules that can never fire under rule_matching: first -------------------------------------------
@@ -116,13 +128,13 @@ def _atom_implies(b, a) -> bool:
     _, _, bop, brhs = b
     _, _, aop, arhs = a
     if aop == "exists":
-        return True                        # any check on an absent field is false
+        return True  # any check on an absent field is false
     bvals = _values(bop, brhs)
     avals = _values(aop, arhs)
     if bvals is None or avals is None:
         return False
     if aop in _EQ_OPS + ("in",) and bop in _EQ_OPS + ("in",):
-        return bvals <= avals              # scalar: one of; list field: every element in (both read as subsets)
+        return bvals <= avals  # scalar: one of; list field: every element in (both read as subsets)
     if aop == "intersects" and bop in ("intersects", "in") + _EQ_OPS:
         return bvals <= avals and bool(bvals)
     if bop in _EQ_OPS and aop in ("startswith", "endswith", "contains"):

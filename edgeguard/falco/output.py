@@ -4,6 +4,7 @@ A format compiles once into literal text and tokens. Rendering gives the text
 (absent → ``<NA>``, lists → ``(a,b)``) and Falco's typed ``output_fields``
 (absent → null, lists → arrays, keyed by the token text without transformers).
 """
+
 from __future__ import annotations
 
 import re
@@ -55,7 +56,7 @@ def _parse_token(fmt: str, pos: int):
         if fmt.startswith(t + "(", pos):
             inner, end = _parse_token(fmt, pos + len(t) + 1)
             if end >= len(fmt) or fmt[end] != ")":
-                raise CompileError(f"invalid formatting token {fmt[pos - 1:]}: missing ')' after transformer '{t}'")
+                raise CompileError(f"invalid formatting token {fmt[pos - 1 :]}: missing ')' after transformer '{t}'")
             return ("xf", t, inner), end + 1
     name = F.longest_field_prefix(fmt, pos)
     if name is None:
@@ -66,7 +67,7 @@ def _parse_token(fmt: str, pos: int):
     if fdef.plugin:
         # The plugin field parser looks for '[' in the rest of the token (up to the first space).
         word_end = fmt.find(" ", pos)
-        word = fmt[pos:word_end if word_end >= 0 else len(fmt)]
+        word = fmt[pos : word_end if word_end >= 0 else len(fmt)]
         has_bracket = "[" in word
         if has_bracket:
             if end >= len(fmt) or fmt[end] != "[":
@@ -74,12 +75,12 @@ def _parse_token(fmt: str, pos: int):
             close = fmt.find("]", end)
             if close < 0:
                 raise CompileError(f"invalid formatting token {word}")
-            arg = fmt[end + 1:close]
+            arg = fmt[end + 1 : close]
             end = close + 1
     elif end < len(fmt) and fmt[end] == "[":
         close = fmt.find("]", end)
         if close >= 0:
-            arg = fmt[end + 1:close]
+            arg = fmt[end + 1 : close]
             end = close + 1
     return ("field", name, arg), end
 
@@ -87,7 +88,7 @@ def _parse_token(fmt: str, pos: int):
 class OutputFormat:
     def __init__(self, fmt: str):
         self.fmt = fmt
-        self.parts: list = []   # str or Token
+        self.parts: list = []  # str or Token
         i, n = 0, len(fmt)
         lit = []
         while i < n:

@@ -6,6 +6,7 @@ AST nodes:
                             rhs: None (exists) | ("value", str) | ("list", [str]) | ("val", field) | ("xf", ...)
 The quirks of the reference parser are kept on purpose (see tests/audit_ingest/test_parser.py).
 """
+
 from __future__ import annotations
 
 import re
@@ -13,14 +14,38 @@ import re
 BLANKS = " \t\b\r\n"
 TRANSFORMERS = ("tolower", "toupper", "b64", "basename", "len")
 NUM_OPS = ("<=", "<", ">=", ">")
-STR_OPS = ("==", "=", "!=", "glob", "iglob", "contains", "icontains", "bcontains", "startswith", "bstartswith",
-           "endswith", "regex")
+STR_OPS = (
+    "==",
+    "=",
+    "!=",
+    "glob",
+    "iglob",
+    "contains",
+    "icontains",
+    "bcontains",
+    "startswith",
+    "bstartswith",
+    "endswith",
+    "regex",
+)
 LIST_OPS = ("intersects", "in", "pmatch")
 ALL_OPS = ("exists",) + NUM_OPS + STR_OPS + LIST_OPS
 # List modifiers of the string operators (libs' s_binary_str_ops): ``startswith oneof (a, b)``.
 MODIFIERS = ("oneof", "anyof", "allof")
-MODIFIABLE_OPS = ("==", "=", "!=", "contains", "icontains", "bcontains", "startswith", "bstartswith", "endswith",
-                  "glob", "iglob", "regex")
+MODIFIABLE_OPS = (
+    "==",
+    "=",
+    "!=",
+    "contains",
+    "icontains",
+    "bcontains",
+    "startswith",
+    "bstartswith",
+    "endswith",
+    "glob",
+    "iglob",
+    "regex",
+)
 _OPS_TEXT = ", ".join(f"'{o}'" for o in ALL_OPS)
 _XF_TEXT = "'val', " + ", ".join(f"'{t}'" for t in TRANSFORMERS)
 
@@ -113,7 +138,7 @@ class Parser:
             if s[j - 1] != "\\":
                 break
             j += 1
-        raw = s[p + 1:j]
+        raw = s[p + 1 : j]
         self.p = j + 1
         try:
             val = unescape(raw, delim)
@@ -328,7 +353,7 @@ class Parser:
                 self.blank()
                 if self.lit("("):
                     return m
-                self.p = save      # a plain string value that happens to be the word
+                self.p = save  # a plain string value that happens to be the word
         return None
 
     def list_rest(self):
@@ -407,7 +432,7 @@ _DELIMS = _LBLANKS + "(),="
 
 
 def quote_item(item: str) -> str:
-    if " " in item and not item.startswith(("\"", "'")):
+    if " " in item and not item.startswith(('"', "'")):
         return f'"{item}"'
     return item
 

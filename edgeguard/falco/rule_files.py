@@ -4,6 +4,7 @@ the extra-rules file. ``edgeguard-rules`` loads the same, so a file checked offl
 Like ``falco -r a -r b``, a later file can append to or override anything in an earlier one; a directory
 stands for its ``*.yaml``/``*.yml`` files in byte order of their names.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

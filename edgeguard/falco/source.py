@@ -7,6 +7,7 @@ alert time. Events larger than the plugin's ``maxEventSize`` are dropped; the
 raw size known from decoding spares most events the re-encoding that measures
 them.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -23,9 +24,9 @@ from typing import Any, cast
 from .fields import AuditEvent
 
 _orjson: types.ModuleType | None
-try:                        # optional: a faster decoder for JSON lines (pip install edgeguard[fast])
+try:  # optional: a faster decoder for JSON lines (pip install edgeguard[fast])
     import orjson as _orjson
-except ImportError:         # pragma: no cover - exercised by the tests that force the json path
+except ImportError:  # pragma: no cover - exercised by the tests that force the json path
     _orjson = None
 
 NOT_AUDIT = "data not recognized as a k8s audit event"
@@ -115,7 +116,7 @@ def _scan_array(text, i, fits, limit, depth):
         if text[i] == "[" and depth < 4:
             el, i = _scan_array(text, i, fits, limit, depth + 1)
         elif text[i] == "{" and depth == 0:
-            el, i = _scan_object(text, i, fits, limit)   # a top-level array may hold EventLists
+            el, i = _scan_object(text, i, fits, limit)  # a top-level array may hold EventLists
         else:
             el, i = _DEC.raw_decode(text, i)
         if type(el) is dict and _fits(text, start, i, limit):
@@ -141,7 +142,7 @@ def _scan_object(text, i, fits, limit):
             raise ValueError("bad object")
         i = _ws(text, i + 1).end()
         if key == "items" and text[i] == "[":
-            val, i = _scan_array(text, i, fits, limit, 4)   # depth 4: items are decoded whole
+            val, i = _scan_array(text, i, fits, limit, 4)  # depth 4: items are decoded whole
         else:
             val, i = _DEC.raw_decode(text, i)
         obj[key] = val
@@ -183,8 +184,8 @@ def loads_line(raw: bytes, *, fast: bool = True):
 @dataclass
 class Batch:
     events: list = field(default_factory=list)
-    skipped: int = 0              # payload objects that are not audit events
-    dropped: int = 0              # audit items without a usable stageTimestamp
+    skipped: int = 0  # payload objects that are not audit events
+    dropped: int = 0  # audit items without a usable stageTimestamp
     errors: list = field(default_factory=list)
 
     @property
@@ -215,8 +216,15 @@ def _split(obj, items: list, batch: Batch):
     batch.errors.append(NOT_AUDIT)
 
 
-def split_payload(obj, *, batch: Batch | None = None, raw_size: int | None = None,
-                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, start_num: int = 0, fits=frozenset()) -> Batch:
+def split_payload(
+    obj,
+    *,
+    batch: Batch | None = None,
+    raw_size: int | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    start_num: int = 0,
+    fits=frozenset(),
+) -> Batch:
     """Turn one decoded payload into events (appended to ``batch``); ``fits`` comes from decode_payload."""
     batch = batch or Batch()
     items: list = []
@@ -247,7 +255,7 @@ def too_large(evt) -> bool:
 
 
 _gc_lock = threading.Lock()
-_gc_batches = 0          # batches running now, on any thread
+_gc_batches = 0  # batches running now, on any thread
 _gc_was_enabled = False  # the GC's state when the first of them started
 
 

@@ -6,6 +6,7 @@ or larger than ``max_event_bytes`` (measured only when a rule matched: for other
 nothing; an item whose raw bytes fit is known to fit). An event that comes twice in one body is evaluated
 once. Whether an event was handed off before is the ledger's one check, at hand-off (handoff.py).
 """
+
 from __future__ import annotations
 
 from .edgeguard import log
@@ -22,10 +23,10 @@ class Batch:
         self.max_event_bytes = max_event_bytes
         self.groups: list[Group] = []
         self.sink = Sink(self._item)
-        self.events = 0            # audit items with a usable timestamp, repeats included
-        self.repeated = 0          # events already in this body (same auditID and stage)
-        self.dropped = 0           # no usable stageTimestamp
-        self.oversize = 0          # larger than max_event_bytes
+        self.events = 0  # audit items with a usable timestamp, repeats included
+        self.repeated = 0  # events already in this body (same auditID and stage)
+        self.dropped = 0  # no usable stageTimestamp
+        self.oversize = 0  # larger than max_event_bytes
         self.alerts = 0
         self.evaluation_errors = 0
         self._drop_reasons: set = set()
@@ -54,7 +55,7 @@ class Batch:
         if evt.oversize:
             self.oversize += 1
         self.alerts += len(alerts)
-        if alerts or key is not None:   # a keyed event without alerts is still remembered as handed off
+        if alerts or key is not None:  # a keyed event without alerts is still remembered as handed off
             self.groups.append(Group(key, alerts))
 
     def _evaluate(self, evt) -> list:
@@ -66,8 +67,12 @@ class Batch:
         except Exception as exc:  # noqa: BLE001
             self.evaluation_errors += 1
             aid = evt.obj.get("auditID")
-            log.error("event.evaluation_failed", error=type(exc).__name__, message=str(exc)[:200],
-                      audit_id=aid if isinstance(aid, str) else None)
+            log.error(
+                "event.evaluation_failed",
+                error=type(exc).__name__,
+                message=str(exc)[:200],
+                audit_id=aid if isinstance(aid, str) else None,
+            )
             return []
 
     @property
@@ -76,7 +81,10 @@ class Batch:
 
     def summary(self) -> dict:
         out: dict[str, int | list[str]] = {
-            "events": self.events, "skipped": self.skipped, "dropped": self.dropped + self.oversize}
+            "events": self.events,
+            "skipped": self.skipped,
+            "dropped": self.dropped + self.oversize,
+        }
         oversize = {"event larger than maxEventSize"} if self.oversize else set()
         errors = self.sink.errors | self._drop_reasons | oversize
         if errors:

@@ -4,6 +4,7 @@ Synchronous (``/function/``): alert-forwarder answers 2xx once the alerts are in
 audit-ingest's 2xx means the same. Never ``/async-function/``: OpenFaaS CE's queue-worker logs each
 message's headers (the bearer token), never retries, and runs one call at a time.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -17,7 +18,7 @@ TOKEN_SECRET = "alert-forwarder-token"
 class Forwarder:
     def __init__(self, function: str, timeout: float, on_result: Callable[[str], None] = lambda status: None):
         self.function = function
-        self.on_result = on_result   # "ok", "error" or "unconfigured", once per call
+        self.on_result = on_result  # "ok", "error" or "unconfigured", once per call
         self.route = gateway.Gateway(function, async_=False, token_secret=TOKEN_SECRET, timeout=timeout)
 
     def send(self, body: str) -> None:

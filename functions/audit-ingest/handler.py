@@ -10,6 +10,7 @@ The handler parses, calls and answers: bodies are decoded item by item (intake.p
 (batch.py) one batch at a time; requests are screened before the template reads their body (preauth);
 settings are read once at start-up (settings.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,13 @@ class _Function:
         self.slots = threading.BoundedSemaphore(s.max_concurrent_batches)
         # Request bodies in memory at once (the screen holds a slot until the answer): see _screen.
         self.bodies = threading.BoundedSemaphore(s.max_batches_in_memory)
-        self.forwarder = forward.Forwarder(s.forward_function, s.forward_timeout, on_result=lambda status: METRICS.inc(
-            "outputs_total", {"destination": s.forward_function, "status": status}))
+        self.forwarder = forward.Forwarder(
+            s.forward_function,
+            s.forward_timeout,
+            on_result=lambda status: METRICS.inc(
+                "outputs_total", {"destination": s.forward_function, "status": status}
+            ),
+        )
 
 
 STARTUP = config.Startup("audit-ingest", lambda: _Function(settings.load()))
@@ -116,7 +122,7 @@ def _handle(event, context):
     except http.HTTPError as err:
         _reject(event, err)
         raise
-    if what == "GET /metrics":   # answers even when misconfigured: that is when it is needed
+    if what == "GET /metrics":  # answers even when misconfigured: that is when it is needed
         return http.text_response(METRICS.render(), content_type=metrics.CONTENT_TYPE)
     if what == "POST /":
         METRICS.inc("authenticated_batches_total")
@@ -154,8 +160,9 @@ def _screen(req: preauth.Request):
         declared = http.declared_length(req)
         if declared is not None and declared > fn.settings.max_body_bytes:
             METRICS.inc("rejected_total", {"reason": "too_large"})
-            raise _too_large(f"request body is larger than the limit of {fn.settings.max_body_bytes} bytes",
-                             fn.settings)
+            raise _too_large(
+                f"request body is larger than the limit of {fn.settings.max_body_bytes} bytes", fn.settings
+            )
         wait = fn.settings.batch_wait_seconds
         if not fn.bodies.acquire(timeout=wait):
             raise _busy(f"busy: {fn.settings.max_batches_in_memory} batches are being received; retry", wait)
@@ -172,15 +179,21 @@ def _screen(req: preauth.Request):
 # ---- GET / --------------------------------------------------------------------------------------
 def _engine_facts(c) -> dict:
     """The effective falco.yaml-like settings: where they came from, and the selection in falco.yaml's form."""
-    return {"origins": list(c.origins), "rule_matching": c.rule_matching, "priority": c.priority,
-            "rules": [{"enable" if s.enable else "disable": {k: v for k, v in (("rule", s.rule), ("tag", s.tag)) if v}}
-                      for s in c.rules],
-            "append_output": len(c.append_output)}
+    return {
+        "origins": list(c.origins),
+        "rule_matching": c.rule_matching,
+        "priority": c.priority,
+        "rules": [
+            {"enable" if s.enable else "disable": {k: v for k, v in (("rule", s.rule), ("tag", s.tag)) if v}}
+            for s in c.rules
+        ],
+        "append_output": len(c.append_output),
+    }
 
 
 def _counters() -> dict:
     c = metrics.counters(METRICS)
-    c["requests"] += 1   # this one, counted once it is answered
+    c["requests"] += 1  # this one, counted once it is answered
     return c
 
 
@@ -189,25 +202,31 @@ def _health(fn: _Function):
         eng = engine()
     except http.HTTPError as err:
         return http.json_response({"status": "error", "error": err.reason, "counters": _counters()}, 503)
-    return http.json_response({
-        "status": "ok",
-        "function": "audit-ingest",
-        "started": format_time(_STARTED_NS),
-        "ruleset": eng.facts(),
-        "engine": _engine_facts(eng.config),
-        "counters": _counters(),
-        "dedup_remembered": fn.ledger.remembered(),
-        "forward_function": fn.settings.forward_function,
-    })
+    return http.json_response(
+        {
+            "status": "ok",
+            "function": "audit-ingest",
+            "started": format_time(_STARTED_NS),
+            "ruleset": eng.facts(),
+            "engine": _engine_facts(eng.config),
+            "counters": _counters(),
+            "dedup_remembered": fn.ledger.remembered(),
+            "forward_function": fn.settings.forward_function,
+        }
+    )
 
 
 # ---- POST / -------------------------------------------------------------------------------------
 def _too_large(reason: str, s: settings.Settings) -> http.HTTPError:
     # The API server sends what its flags allow: say which flag keeps batches under the limit.
     flag = max(1, s.max_body_bytes - settings.BATCH_OVERHEAD)
-    return http.HTTPError(413, f"{reason} (max_body_bytes): the API server keeps its audit batches under it "
-                               f"with --audit-webhook-truncate-enabled=true and --audit-webhook-truncate-max-batch-"
-                               f"size={flag} or less (its default is 10485760)", limit=s.max_body_bytes)
+    return http.HTTPError(
+        413,
+        f"{reason} (max_body_bytes): the API server keeps its audit batches under it "
+        f"with --audit-webhook-truncate-enabled=true and --audit-webhook-truncate-max-batch-"
+        f"size={flag} or less (its default is 10485760)",
+        limit=s.max_body_bytes,
+    )
 
 
 def _refused(event, exc: intake.BadBody, s: settings.Settings) -> http.HTTPError:
@@ -247,10 +266,23 @@ def _batch(event, fn: _Function):
     # Only the alerts are kept from here on; the hand-off runs outside the batch slot.
     done = _hand_off(fn, b.groups, deadline)
     dups = b.repeated + done.duplicates
-    log.info("batch.done", events=summary["events"], alerts=done.forwarded, duplicates=dups,
-             skipped=summary["skipped"], dropped=summary["dropped"])
-    return http.json_response({**summary, "alert_count": done.forwarded, "duplicates": dups,
-                               "forwarded": done.forwarded, "rules": sorted(done.rules)})
+    log.info(
+        "batch.done",
+        events=summary["events"],
+        alerts=done.forwarded,
+        duplicates=dups,
+        skipped=summary["skipped"],
+        dropped=summary["dropped"],
+    )
+    return http.json_response(
+        {
+            **summary,
+            "alert_count": done.forwarded,
+            "duplicates": dups,
+            "forwarded": done.forwarded,
+            "rules": sorted(done.rules),
+        }
+    )
 
 
 def _count(b: batch.Batch) -> None:
@@ -269,9 +301,15 @@ def _count(b: batch.Batch) -> None:
 def _hand_off(fn: _Function, groups, deadline: float) -> handoff.Delivery:
     s = fn.settings
     try:
-        done = fn.ledger.deliver(groups, fn.forwarder.send, part_bytes=s.forward_max_bytes,
-                                 part_alerts=s.forward_max_alerts, wait=s.batch_wait_seconds, deadline=deadline,
-                                 part_time=s.forward_timeout)
+        done = fn.ledger.deliver(
+            groups,
+            fn.forwarder.send,
+            part_bytes=s.forward_max_bytes,
+            part_alerts=s.forward_max_alerts,
+            wait=s.batch_wait_seconds,
+            deadline=deadline,
+            part_time=s.forward_timeout,
+        )
     except handoff.Undelivered as exc:
         METRICS.inc("handoff_alerts_total", value=exc.forwarded)
         METRICS.inc("duplicates_total", value=exc.duplicates)

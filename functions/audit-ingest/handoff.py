@@ -9,6 +9,7 @@ same batch waits for the outcome instead of sending the alerts a second time.
 Nothing here knows HTTP: ``deliver`` takes a ``send(body)`` callable, and failures are exceptions the
 handler turns into answers.
 """
+
 from __future__ import annotations
 
 import threading
@@ -68,11 +69,12 @@ class Delivery:
 class Alert(NamedTuple):
     rule: str
     priority: str
-    json: str   # the alert as Falco's json_output writes it
+    json: str  # the alert as Falco's json_output writes it
 
 
 class Group:
     """The alerts of one event (key None: an event without auditID, which is never remembered)."""
+
     __slots__ = ("key", "alerts", "prior")
 
     def __init__(self, key, alerts):
@@ -134,8 +136,17 @@ class HandoffLedger:
         with self.cond:
             return len(self.handed)
 
-    def deliver(self, groups, send, *, part_bytes: int, part_alerts: int = 10000, wait: float,
-                deadline: float = float("inf"), part_time: float = 0.0) -> Delivery:
+    def deliver(
+        self,
+        groups,
+        send,
+        *,
+        part_bytes: int,
+        part_alerts: int = 10000,
+        wait: float,
+        deadline: float = float("inf"),
+        part_time: float = 0.0,
+    ) -> Delivery:
         """Hand off the alerts of the groups no earlier request handed off, part by part with ``send(body)``.
 
         The one "already handed off?" check is the claim: events handed off before are duplicates, the

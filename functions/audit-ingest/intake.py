@@ -15,6 +15,7 @@ from its bytes as UTF-8, which also checks them.
 Errors are BadBody with the status and the words http.parse_json would use: the whole body is checked
 before anything is handed off (the caller keeps the alerts until then), so bad input changes nothing.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -26,7 +27,7 @@ from .edgeguard import http
 from .edgeguard.falco.source import NOT_AUDIT
 
 _WS = re.compile(r"[ \t\n\r]*")
-MAX_NESTING = 32        # arrays of payloads inside arrays; deeper is refused, not walked with recursion
+MAX_NESTING = 32  # arrays of payloads inside arrays; deeper is refused, not walked with recursion
 
 
 class BadBody(Exception):
@@ -71,14 +72,14 @@ class _Text:
         self.raw = raw
         self.n = len(raw)
         self.ascii = raw.isascii()
-        self.where = where      # "line 3: " for NDJSON
-        self.base = base        # offset of ``raw`` in the body, for UTF-8 error positions
+        self.where = where  # "line 3: " for NDJSON
+        self.base = base  # offset of ``raw`` in the body, for UTF-8 error positions
         self.off, self.win = 0, ""
         self.view = memoryview(raw)
 
     def _load(self, i: int, size: int) -> None:
-        self.win = ""   # the old window goes first; the new one is decoded from a view, not a copied slice
-        self.off, self.win = i, codecs.latin_1_decode(self.view[i:i + size])[0]
+        self.win = ""  # the old window goes first; the new one is decoded from a view, not a copied slice
+        self.off, self.win = i, codecs.latin_1_decode(self.view[i : i + size])[0]
 
     def _at_end(self) -> bool:
         return self.off + len(self.win) >= self.n
@@ -112,9 +113,9 @@ class _Text:
         """Invalid JSON; but a body that is not UTF-8 is reported as such first, as http.parse_json does."""
         if not self.ascii:
             dec = codecs.getincrementaldecoder("utf-8")()
-            for at in range(0, len(self.raw), 1 << 16):   # in slices: no copy of the whole body as text
+            for at in range(0, len(self.raw), 1 << 16):  # in slices: no copy of the whole body as text
                 try:
-                    dec.decode(self.raw[at:at + (1 << 16)], final=at + (1 << 16) >= len(self.raw))
+                    dec.decode(self.raw[at : at + (1 << 16)], final=at + (1 << 16) >= len(self.raw))
                 except UnicodeDecodeError as exc:
                     return BadBody(400, f"request body is not valid UTF-8 (byte {self.base + at + exc.start})")
         return BadBody(400, f"{self.where}invalid JSON: {what}")
@@ -134,9 +135,9 @@ class _Text:
                 raise self.syntax(exc.msg, self.off + exc.pos) from None
             except RecursionError:
                 raise self._invalid("nested too deeply") from None
-            except ValueError as exc:   # NaN/Infinity, or an integer over Python's 4300-digit conversion limit
+            except ValueError as exc:  # NaN/Infinity, or an integer over Python's 4300-digit conversion limit
                 raise self._invalid(str(exc)[:120]) from None
-            if end == len(self.win) and not self._at_end():   # a number may go on past the window
+            if end == len(self.win) and not self._at_end():  # a number may go on past the window
                 ahead = len(self.win) * 4
                 self._load(i, ahead)
                 continue
@@ -203,7 +204,7 @@ def _object(t: _Text, i: int, sink: Sink) -> int:
     """An object: an EventList's items are streamed; any other object is decoded whole (one event at most)."""
     start = i
     members: dict = {}
-    items_at = None      # where an "items" array starts, when the object's kind was not known before it
+    items_at = None  # where an "items" array starts, when the object's kind was not known before it
     i = t.ws(i + 1)
     if t.char(i) == "}":
         sink.not_audit()
@@ -220,10 +221,10 @@ def _object(t: _Text, i: int, sink: Sink) -> int:
             raise t.syntax("Expecting ':' delimiter", i)
         i = t.ws(i + 1)
         if key == "items" and t.char(i) == "[" and members.get("kind", "EventList") == "EventList":
-            if members.get("kind") == "EventList":   # the API server writes kind first: stream at once
+            if members.get("kind") == "EventList":  # the API server writes kind first: stream at once
                 members["items"] = True
                 i = _items(t, i, sink.event)
-            else:                                    # kind may come later: decide at the end
+            else:  # kind may come later: decide at the end
                 items_at = i
                 i = _items(t, i, lambda obj, n: None)
         else:
@@ -238,7 +239,7 @@ def _object(t: _Text, i: int, sink: Sink) -> int:
         elif members.get("items") is not True:
             sink.not_audit("EventList without an 'items' array")
     elif kind == "Event":
-        obj, end = t.value(start)     # the object is one event: decoded whole, as the plugin reads it
+        obj, end = t.value(start)  # the object is one event: decoded whole, as the plugin reads it
         sink.event(obj, end - start)
     else:
         sink.not_audit()

@@ -3,6 +3,7 @@
 ``outputs_total{destination, status}`` is falcosidekick's ``falcosidekick_outputs`` (an output's deliveries by
 status); ``alerts_total{priority, rule}`` is named as alert-forwarder's.
 """
+
 from __future__ import annotations
 
 from .edgeguard import metrics
@@ -11,8 +12,11 @@ PREFIX = "edgeguard_audit_ingest_"
 
 DEFINITIONS: metrics.Definitions = {
     "requests_total": ("counter", "HTTP requests by route and status code.", ("route", "code")),
-    "rejected_total": ("counter", "Requests refused before anything was evaluated or handed off, by reason.",
-                       ("reason",)),
+    "rejected_total": (
+        "counter",
+        "Requests refused before anything was evaluated or handed off, by reason.",
+        ("reason",),
+    ),
     "refused_unread_total": ("counter", "Refusals answered from the headers, before the body was read.", ()),
     "authenticated_batches_total": ("counter", "POSTs with the right token, whatever their outcome.", ()),
     "busy_total": ("counter", "503 + Retry-After: a batch waited too long for its turn or for another request.", ()),
@@ -22,8 +26,11 @@ DEFINITIONS: metrics.Definitions = {
     "duplicates_total": ("counter", "Events not handed off again: already handed off, or repeated in a body.", ()),
     "evaluation_errors_total": ("counter", "Events whose evaluation raised an error (logged, counted, skipped).", ()),
     "alerts_total": ("counter", "Alerts raised, by priority and rule (dry runs included).", ("priority", "rule")),
-    "outputs_total": ("counter", "Hand-off requests to alert-forwarder, by destination and status.",
-                      ("destination", "status")),
+    "outputs_total": (
+        "counter",
+        "Hand-off requests to alert-forwarder, by destination and status.",
+        ("destination", "status"),
+    ),
     "handoff_alerts_total": ("counter", "Alerts alert-forwarder accepted (they are in its durable spool).", ()),
     "batch_seconds": ("histogram", "Time to decode and evaluate one request body.", ()),
     "rules_loaded": ("gauge", "1 while a compiled ruleset is in service, 0 while the rules fail to load.", ()),
@@ -44,8 +51,10 @@ def registry() -> metrics.Metrics:
 def counters(m: metrics.Metrics) -> dict:
     """The JSON counters of GET / (bootstrap's delivery probe reads authenticated_batches, unauthenticated and
     invalid_token), each a sum over the metrics above."""
+
     def t(name, **match) -> int:
         return int(m.total(name, **match))
+
     return {
         "requests": t("requests_total"),
         "events": t("events_total"),
@@ -63,5 +72,6 @@ def counters(m: metrics.Metrics) -> dict:
         "invalid_token": t("rejected_total", reason="invalid_token"),
         "refused_unread": t("refused_unread_total"),
     }
+
 
 CONTENT_TYPE = metrics.CONTENT_TYPE

@@ -6,6 +6,7 @@ rule_matching), applied after the environment's, so an operator can change the s
 redeploy. Recompiled only when a rules file or the secret changes: the signature of the sources (file
 stats, the secret's hash) is cheap to check on every request, so a rotated secret applies without a restart.
 """
+
 from __future__ import annotations
 
 import gc
@@ -48,14 +49,14 @@ def split_secret(text: str) -> tuple[EngineConfig, str | None]:
     cfg, chars, has_rules = EngineConfig(), list(text), False
     for n in nodes:
         if isinstance(n, yaml.MappingNode):
-            doc = yaml.SafeLoader(text[n.start_mark.index:n.end_mark.index]).get_single_data()
+            doc = yaml.SafeLoader(text[n.start_mark.index : n.end_mark.index]).get_single_data()
             where = SECRET_ORIGIN + (f":{n.start_mark.line + 1}" if n.start_mark.line else "")
             cfg = cfg.merged(engine_document(doc, where))
             for i in range(n.start_mark.index, n.end_mark.index):
                 if chars[i] not in "\r\n":
                     chars[i] = " "
         elif not (isinstance(n, yaml.ScalarNode) and n.tag == "tag:yaml.org,2002:null"):
-            has_rules = True   # a list, or a scalar the loader refuses with Falco's message
+            has_rules = True  # a list, or a scalar the loader refuses with Falco's message
     return cfg, ("".join(chars) if has_rules else None)
 
 
@@ -90,12 +91,14 @@ def plan(load_default_rules: bool, rules_d: Path):
             try:
                 text = extra.decode("utf-8")
             except UnicodeDecodeError:
-                raise loader.RulesLoadError(SECRET_ORIGIN, "file", "LOAD_ERR_FILE_READ",
-                                            "the extra rules secret is not UTF-8 text") from None
+                raise loader.RulesLoadError(
+                    SECRET_ORIGIN, "file", "LOAD_ERR_FILE_READ", "the extra rules secret is not UTF-8 text"
+                ) from None
             secret_cfg, rules_text = split_secret(text)
             if rules_text is not None:
                 out.append((SECRET_ORIGIN, rules_text))
         return out, secret_cfg
+
     return tuple(sig), sources
 
 
@@ -106,7 +109,7 @@ class RulesCache:
 
     def __init__(self, settings: Settings, on_load=lambda result: None):
         self.settings = settings
-        self.on_load = on_load      # called with "ok" or "error" after each compilation
+        self.on_load = on_load  # called with "ok" or "error" after each compilation
         self.lock = threading.Lock()
         self.engine: Engine | None = None
         self.error: str | None = None
@@ -123,7 +126,7 @@ class RulesCache:
                 files, secret_cfg = sources()
                 eng = load_engine(files, self.settings.engine.merged(secret_cfg), hostname=self.settings.hostname)
             except loader.RulesLoadError as exc:
-                _log_warnings(exc.warnings)   # Falco reports the warnings given before the error with it
+                _log_warnings(exc.warnings)  # Falco reports the warnings given before the error with it
                 self._failed(sig, str(exc))
             except (EngineConfigError, ValueError) as exc:
                 self._failed(sig, str(exc))
@@ -135,9 +138,16 @@ class RulesCache:
             gc.collect()
             gc.freeze()  # compiled rules live as long as the process: keep them out of future collections
             c = eng.config
-            log.info("rules.loaded", rules=len(eng.ruleset.rules), enabled=len(eng.rules),
-                     files=[f["name"] for f in eng.ruleset.files], rule_matching=c.rule_matching,
-                     priority=c.priority, selection=len(c.rules), append_output=len(c.append_output))
+            log.info(
+                "rules.loaded",
+                rules=len(eng.ruleset.rules),
+                enabled=len(eng.rules),
+                files=[f["name"] for f in eng.ruleset.files],
+                rule_matching=c.rule_matching,
+                priority=c.priority,
+                selection=len(c.rules),
+                append_output=len(c.append_output),
+            )
             return eng
 
     def _failed(self, sig, reason: str):

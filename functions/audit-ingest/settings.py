@@ -5,6 +5,7 @@ plain variables, and ``falco_config``, a falco.yaml-like YAML document with the 
 selection ``rules:``, ``append_output``, ``priority``, ``rule_matching``). A settings document in the extra-rules
 secret (rules.py) is applied after these.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -58,8 +59,10 @@ def engine_document(doc, origin: str) -> EngineConfig:
         raise EngineConfigError(f"{origin}: a falco.yaml-like mapping ({', '.join(ENGINE_KEYS)}) is required")
     unknown = sorted(str(k) for k in doc if k not in ENGINE_KEYS)
     if unknown:
-        raise EngineConfigError(f"{origin}: unknown key '{unknown[0]}': the settings take falco.yaml's "
-                                f"{', '.join(ENGINE_KEYS)} (a rules file is a YAML list: '- rule: ...')")
+        raise EngineConfigError(
+            f"{origin}: unknown key '{unknown[0]}': the settings take falco.yaml's "
+            f"{', '.join(ENGINE_KEYS)} (a rules file is a YAML list: '- rule: ...')"
+        )
     return EngineConfig.from_mapping(doc, origin)
 
 
@@ -69,8 +72,11 @@ def _engine_config() -> EngineConfig:
         cfg = EngineConfig.from_mapping({k: v for k, v in given.items() if v is not None}, "environment")
     except EngineConfigError as exc:
         # "environment: priority: ..." names Falco's key; say which variable holds it.
-        raise config.ConfigError(str(exc).replace("environment: priority", "environment variable min_priority")
-                                 .replace("environment: rule_matching", "environment variable rule_matching")) from None
+        raise config.ConfigError(
+            str(exc)
+            .replace("environment: priority", "environment variable min_priority")
+            .replace("environment: rule_matching", "environment variable rule_matching")
+        ) from None
     text = config.env_str("falco_config")
     if text is None or not text.strip():
         return cfg
@@ -90,7 +96,8 @@ def _no_async_hand_off() -> None:
         raise config.ConfigError(
             "environment variable forward_async=true is no longer supported: OpenFaaS CE's queue logs each call's "
             "headers (the bearer token) and never retries, so alerts went missing; audit-ingest hands off "
-            "synchronously. Remove forward_async from stack.yml")
+            "synchronously. Remove forward_async from stack.yml"
+        )
 
 
 def _check_budget(s: Settings) -> Settings:
@@ -100,27 +107,30 @@ def _check_budget(s: Settings) -> Settings:
             f"answer_within_seconds={s.answer_within:g} is too short: a batch may wait batch_wait_seconds="
             f"{s.batch_wait_seconds:g} for its turn and as long for another request's hand-off, then "
             f"forward_timeout={s.forward_timeout:g} for alert-forwarder; raise it (and exec_timeout above it, "
-            "both below the API server's 30s webhook timeout) or lower those")
+            "both below the API server's 30s webhook timeout) or lower those"
+        )
     return s
 
 
 def load() -> Settings:
     _no_async_hand_off()
-    return _check_budget(Settings(
-        forward_function=config.env_str("forward_function", "alert-forwarder"),
-        forward_timeout=config.env_float("forward_timeout", 10.0),
-        # alert-forwarder's own limits (its max_body_bytes and max_batch): a bigger part would get a 413
-        forward_max_bytes=config.env_int("forward_max_bytes", 4 * 1024 * 1024, minimum=1024),
-        forward_max_alerts=config.env_int("forward_max_alerts", 10000, minimum=1),
-        max_body_bytes=config.env_int("max_body_bytes", 10 * 1024 * 1024 + BATCH_OVERHEAD, minimum=1),
-        max_event_bytes=config.env_int("max_event_bytes", 262144, minimum=1),
-        dedup_max_events=config.env_int("dedup_max_events", 50000, minimum=0),
-        max_concurrent_batches=config.env_int("max_concurrent_batches", 1, minimum=1),
-        max_batches_in_memory=config.env_int("max_batches_in_memory", 2, minimum=1),
-        batch_wait_seconds=max(0.0, config.env_float("batch_wait_seconds", 5.0)),
-        load_default_rules=config.env_bool("load_default_rules", True),
-        rules_d=Path(config.env_str("rules_d", str(HERE / "rules.d"))),
-        engine=_engine_config(),
-        hostname=default_hostname(),
-        answer_within=config.env_float("answer_within_seconds", 24.0),
-    ))
+    return _check_budget(
+        Settings(
+            forward_function=config.env_str("forward_function", "alert-forwarder"),
+            forward_timeout=config.env_float("forward_timeout", 10.0),
+            # alert-forwarder's own limits (its max_body_bytes and max_batch): a bigger part would get a 413
+            forward_max_bytes=config.env_int("forward_max_bytes", 4 * 1024 * 1024, minimum=1024),
+            forward_max_alerts=config.env_int("forward_max_alerts", 10000, minimum=1),
+            max_body_bytes=config.env_int("max_body_bytes", 10 * 1024 * 1024 + BATCH_OVERHEAD, minimum=1),
+            max_event_bytes=config.env_int("max_event_bytes", 262144, minimum=1),
+            dedup_max_events=config.env_int("dedup_max_events", 50000, minimum=0),
+            max_concurrent_batches=config.env_int("max_concurrent_batches", 1, minimum=1),
+            max_batches_in_memory=config.env_int("max_batches_in_memory", 2, minimum=1),
+            batch_wait_seconds=max(0.0, config.env_float("batch_wait_seconds", 5.0)),
+            load_default_rules=config.env_bool("load_default_rules", True),
+            rules_d=Path(config.env_str("rules_d", str(HERE / "rules.d"))),
+            engine=_engine_config(),
+            hostname=default_hostname(),
+            answer_within=config.env_float("answer_within_seconds", 24.0),
+        )
+    )

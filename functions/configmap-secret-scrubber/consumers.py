@@ -9,6 +9,7 @@ same before and after the keys leave the ConfigMap); a volume becomes (or gains)
 a projected ``secret`` source at the same paths, so mounts and ``subPath`` keep
 working. Nothing is removed from the spec except configMap items of moved keys.
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,7 +20,7 @@ CONTROLLERS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job", "Repl
 
 # labels/annotations by which a deployment tool announces it owns (and will revert) an object
 _MANAGED_LABELS = {
-    "app.kubernetes.io/managed-by": None,           # checked by value below
+    "app.kubernetes.io/managed-by": None,  # checked by value below
     "helm.sh/chart": "Helm",
     "argocd.argoproj.io/instance": "Argo CD",
     "kustomize.toolkit.fluxcd.io/name": "Flux",
@@ -30,9 +31,14 @@ _MANAGED_ANNOTATIONS = {
     "argocd.argoproj.io/tracking-id": "Argo CD",
     "kustomize.toolkit.fluxcd.io/checksum": "Flux",
 }
-_MANAGER_TOOLS = {"helm": "Helm", "argocd": "Argo CD", "argocd-controller": "Argo CD",
-                  "argocd-application-controller": "Argo CD", "kustomize-controller": "Flux",
-                  "helm-controller": "Flux"}
+_MANAGER_TOOLS = {
+    "helm": "Helm",
+    "argocd": "Argo CD",
+    "argocd-controller": "Argo CD",
+    "argocd-application-controller": "Argo CD",
+    "kustomize-controller": "Flux",
+    "helm-controller": "Flux",
+}
 # managed-by values we do not treat as an owner: plain manual tools and ourselves
 _HARMLESS_MANAGED_BY = {"kubectl", "configmap-secret-scrubber", "kustomize"}
 
@@ -78,9 +84,9 @@ def pod_spec(obj: dict, kind: str) -> dict:
 
 @dataclass
 class Reference:
-    via: str            # env | envFrom | volume | projected
-    container: str      # container name, or volume name for volumes
-    keys: list          # moved keys it reads ("*" = all keys of the ConfigMap)
+    via: str  # env | envFrom | volume | projected
+    container: str  # container name, or volume name for volumes
+    keys: list  # moved keys it reads ("*" = all keys of the ConfigMap)
 
     def public(self) -> dict:
         return {"via": self.via, "where": self.container, "keys": self.keys}
@@ -123,7 +129,7 @@ def references(spec: dict, cm_name: str, keys: set) -> list[Reference]:
             hit = _volume_keys(cm, keys)
             if hit:
                 refs.append(Reference("volume", v.get("name", ""), hit))
-        for src in ((v.get("projected") or {}).get("sources") or []):
+        for src in (v.get("projected") or {}).get("sources") or []:
             cm = src.get("configMap")
             if cm and cm.get("name") == cm_name:
                 hit = _volume_keys(cm, keys)
@@ -213,7 +219,7 @@ def _rename(spec: dict, old: str, new: str) -> None:
     for v in spec.get("volumes") or []:
         if (v.get("configMap") or {}).get("name") == old:
             v["configMap"]["name"] = new
-        for src in ((v.get("projected") or {}).get("sources") or []):
+        for src in (v.get("projected") or {}).get("sources") or []:
             if (src.get("configMap") or {}).get("name") == old:
                 src["configMap"]["name"] = new
 

@@ -17,6 +17,7 @@ fingerprint. Two tiers, and the high one is precision-first by construction:
 Placeholders, templates (``${X}``, ``{{ .Values.x }}``), references to other secrets
 (``secretKeyRef:``, ``vault:``, ``secretName``), paths, plain URLs and numbers give no finding.
 """
+
 from __future__ import annotations
 
 import base64
@@ -63,17 +64,26 @@ _XML_ELEMENT = re.compile(r"""<([A-Za-z_][\w.\-]*)>([^<>\s][^<>]*)</\1>""")
 # several name=value pairs on one line: ODBC/ADO connection strings, CLI env prefixes, k=v lists
 _INLINE_PAIR = re.compile(r"""(?:^|[;\s"'&,])([A-Za-z_][\w.\-]*)\s*=\s*("[^"]*"|'[^']*'|[^;&\s"',]+)""")
 _CLI_SECRET_FLAG = re.compile(
-    r"""(?:^|\s)(-p|--password|--token|--secret|--api-key|--client-secret)(?:=|\s+)("[^"]*"|'[^']*'|\S+)""")
-_CLI_FLAG_NAME = {"-p": "password", "--password": "password", "--token": "token", "--secret": "secret",
-                  "--api-key": "api_key", "--client-secret": "client_secret"}
+    r"""(?:^|\s)(-p|--password|--token|--secret|--api-key|--client-secret)(?:=|\s+)("[^"]*"|'[^']*'|\S+)"""
+)
+_CLI_FLAG_NAME = {
+    "-p": "password",
+    "--password": "password",
+    "--token": "token",
+    "--secret": "secret",
+    "--api-key": "api_key",
+    "--client-secret": "client_secret",
+}
 # curl and friends: -u user:password, -H "X-Api-Key: value"
 _CLI_USER = re.compile(r"""(?:^|\s)(?:-u|--user)(?:=|\s+)("[^"]*"|'[^']*'|[^\s"']+)""")
 _CLI_HEADER = re.compile(r"""(?:^|\s)(?:-H|--header)(?:=|\s+)["']([A-Za-z][\w-]*)\s*:\s*([^"']+)["']""")
 _AUTH_HEADER = re.compile(
-    r"""(?i)authorization["']?\s*[:=]?\s*["']?\s*(basic|bearer|token)\s+([A-Za-z0-9+/=._~-]{8,})""")
+    r"""(?i)authorization["']?\s*[:=]?\s*["']?\s*(basic|bearer|token)\s+([A-Za-z0-9+/=._~-]{8,})"""
+)
 _URL_QUERY_CRED = re.compile(
     r"""(?i)[?&;](password|passwd|pwd|pass|secret|token|access_token|api_?key|sig|signature|client_secret|auth)"""
-    r"""=([^&\s'"#;]+)""")
+    r"""=([^&\s'"#;]+)"""
+)
 _URL_TOKEN_USER = re.compile(r"""(?i)[a-z][a-z0-9+.-]*://([A-Za-z0-9_\-]{20,})@([^\s@/'":?#]+)""")
 _PEM_PRIVATE = re.compile(r"-----BEGIN ((RSA|DSA|EC|OPENSSH|ENCRYPTED|PGP) )?PRIVATE KEY( BLOCK)?-----")
 _PEM_ANY = re.compile(r"-----(BEGIN|END) [A-Z0-9 ]+-----")
@@ -90,10 +100,10 @@ KEYNAME, URL_QUERY, CLI_FLAG = "keyname", "url-query-credential", "cli-secret-fl
 @dataclass(frozen=True)
 class Finding:
     key: str
-    line: int          # 1-based line inside the value, 0 for the key name itself
+    line: int  # 1-based line inside the value, 0 for the key name itself
     detector: str
     tier: str
-    fingerprint: str   # keyed hash of the matched secret text, never the text
+    fingerprint: str  # keyed hash of the matched secret text, never the text
 
     def public(self) -> dict:
         return {"line": self.line, "detector": self.detector, "tier": self.tier, "fingerprint": self.fingerprint}
@@ -102,10 +112,10 @@ class Finding:
 @dataclass
 class KeyVerdict:
     key: str
-    source: str                  # "data" | "binaryData"
+    source: str  # "data" | "binaryData"
     tier: str | None
     findings: list
-    fingerprint: str             # of the whole value: lets a report say "same value as ..."
+    fingerprint: str  # of the whole value: lets a report say "same value as ..."
 
     @property
     def detectors(self) -> list[str]:
@@ -114,9 +124,14 @@ class KeyVerdict:
     def public(self) -> dict:
         # high tier first; a 1 MiB file can hold thousands of hits, the answer stays readable
         shown = sorted(self.findings, key=lambda f: (f.tier != HIGH, f.line))[:MAX_LISTED_FINDINGS]
-        out: dict[str, object] = {"key": self.key, "source": self.source, "tier": self.tier,
-                                  "detectors": self.detectors, "fingerprint": self.fingerprint,
-                                  "findings": [f.public() for f in shown]}
+        out: dict[str, object] = {
+            "key": self.key,
+            "source": self.source,
+            "tier": self.tier,
+            "detectors": self.detectors,
+            "fingerprint": self.fingerprint,
+            "findings": [f.public() for f in shown],
+        }
         if len(self.findings) > len(shown):
             out["more_findings"] = len(self.findings) - len(shown)
         return out
@@ -227,7 +242,7 @@ class Detector:
                 continue
             if in_pem or _PEM_ANY.search(line):
                 continue
-            body = line[m.end():] if m else line
+            body = line[m.end() :] if m else line
             for piece in _pieces(body):
                 findings.extend(self._scan_line(key, i, piece, bool(m)))
         for hit in self.rules.scan(text, key):
@@ -289,8 +304,15 @@ class Detector:
             kind = url_password_kind(pw)
             if kind == "credential":
                 if commented or example_host(host):
-                    out.append(Finding(key, i, "url-userinfo-example" if not commented else "url-userinfo-commented",
-                                       SUSPECT, self.fp(pw)))
+                    out.append(
+                        Finding(
+                            key,
+                            i,
+                            "url-userinfo-example" if not commented else "url-userinfo-commented",
+                            SUSPECT,
+                            self.fp(pw),
+                        )
+                    )
                 else:
                     out.append(Finding(key, i, "url-userinfo", HIGH, self.fp(pw)))
             elif kind in ("weak", "example", "hash"):
@@ -327,8 +349,9 @@ class Detector:
                 if f:
                     out.append(f)
         if "-H" in line or "--header" in line:
-            pairs.extend((m.group(1), m.group(2)) for m in _CLI_HEADER.finditer(line)
-                         if m.group(1).lower() != "authorization")  # that one is _AUTH_HEADER's
+            pairs.extend(
+                (m.group(1), m.group(2)) for m in _CLI_HEADER.finditer(line) if m.group(1).lower() != "authorization"
+            )  # that one is _AUTH_HEADER's
         for m in _CLI_SECRET_FLAG.finditer(line):
             f = self._name_value(key, i, _CLI_FLAG_NAME[m.group(1)], m.group(2), commented, CLI_FLAG)
             if f:
@@ -340,7 +363,7 @@ class Detector:
         if not out:
             for m in _TOKEN.finditer(line):
                 tok = m.group(0).strip("=")
-                if len(tok) < 24 or _UUID.match(tok) or _HASH_CONTEXT.search(line[:m.start()]):
+                if len(tok) < 24 or _UUID.match(tok) or _HASH_CONTEXT.search(line[: m.start()]):
                     continue
                 limit = 3.0 if _HEX.match(tok) else 4.2
                 if len(tok) >= 32 and shannon(tok) > limit and re.search(r"\d", tok) and re.search(r"[A-Za-z]", tok):
@@ -386,8 +409,10 @@ def _cap_if(findings: list[Finding], cap: bool) -> list[Finding]:
     """In a documentation key (``app.env.example``) nothing is moved: every finding is at most suspect."""
     if not cap:
         return findings
-    return [Finding(f.key, f.line, f.detector + "-example-key", SUSPECT, f.fingerprint) if f.tier == HIGH else f
-            for f in findings]
+    return [
+        Finding(f.key, f.line, f.detector + "-example-key", SUSPECT, f.fingerprint) if f.tier == HIGH else f
+        for f in findings
+    ]
 
 
 def _pieces(line: str, size: int = 2048):
@@ -403,7 +428,7 @@ def _pieces(line: str, size: int = 2048):
         buf += part
         while len(buf) > 4 * size:  # no separators at all: plain cut
             yield buf[: 2 * size]
-            buf = buf[2 * size:]
+            buf = buf[2 * size :]
     if buf:
         yield buf
 

@@ -4,6 +4,7 @@ A prefix says which provider a token claims to come from; where the format carri
 checksum (GitHub's and npm's CRC32) or a decodable structure (a JWT's JSON header, a Basic
 header's ``user:password``), the check tells a real credential from a made-up one.
 """
+
 from __future__ import annotations
 
 import base64

@@ -6,6 +6,7 @@ flags at the start, so the flag becomes a scoped group up to the end of the
 enclosing group, reopened after each ``|`` because RE2 keeps the flag across
 alternatives).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,7 @@ def translate(rx: str) -> str:
     while i < n:
         c = rx[i]
         if c == "\\":
-            out.append(rx[i:i + 2])
+            out.append(rx[i : i + 2])
             i += 2
             continue
         if in_class:
@@ -44,10 +45,10 @@ def translate(rx: str) -> str:
             in_class = True
             out.append(c)
             # a ']' right after '[' or '[^' is literal
-            if rx[i + 1:i + 2] == "^":
+            if rx[i + 1 : i + 2] == "^":
                 out.append("^")
                 i += 1
-            if rx[i + 1:i + 2] == "]":
+            if rx[i + 1 : i + 2] == "]":
                 out.append("]")
                 i += 1
             i += 1
@@ -238,6 +239,7 @@ class Ruleset:
 def _keyword_windows(low: str, keywords: tuple, line_starts: list[int], n: int) -> list[tuple[int, int]]:
     """Merged spans of the lines holding a keyword; very long lines are cut around the keyword."""
     import bisect
+
     spans = []
     for k in keywords:
         i = low.find(k)
@@ -262,7 +264,7 @@ def _keyword_windows(low: str, keywords: tuple, line_starts: list[int], n: int) 
 def _line_of(text: str, start: int, end: int) -> str:
     a = text.rfind("\n", 0, start) + 1
     b = text.find("\n", end)
-    return text[a: b if b >= 0 else len(text)]
+    return text[a : b if b >= 0 else len(text)]
 
 
 _default: Ruleset | None = None

@@ -12,6 +12,7 @@ Default mode is ``report``; ``scrub_mode=move`` moves the high-confidence keys (
 Answers and logs carry key names, detector ids and fingerprints keyed with the function's own secret
 (never the caller token), never a value.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -68,27 +69,38 @@ def _fingerprint_key() -> bytes:
     """The HMAC key for fingerprints; 503 (fail closed) when it is missing, short or the caller token."""
     key = (config.read_secret_bytes(FINGERPRINT_SECRET) or b"").strip()
     if not key:
-        raise http.HTTPError(503, f"secret '{FINGERPRINT_SECRET}' is missing or empty; value fingerprints "
-                                  "are keyed with it and there is no fallback key")
+        raise http.HTTPError(
+            503,
+            f"secret '{FINGERPRINT_SECRET}' is missing or empty; value fingerprints "
+            "are keyed with it and there is no fallback key",
+        )
     log.register_secret(key.decode("utf-8", "replace"))
     if len(key) < MIN_FINGERPRINT_KEY_BYTES:
-        raise http.HTTPError(503, f"secret '{FINGERPRINT_SECRET}' is shorter than {MIN_FINGERPRINT_KEY_BYTES} "
-                                  "bytes; use a random value (e.g. openssl rand -hex 32)")
+        raise http.HTTPError(
+            503,
+            f"secret '{FINGERPRINT_SECRET}' is shorter than {MIN_FINGERPRINT_KEY_BYTES} "
+            "bytes; use a random value (e.g. openssl rand -hex 32)",
+        )
     token = (config.read_secret_bytes(TOKEN_SECRET) or b"").strip()
     if hmac.compare_digest(key, token):
-        raise http.HTTPError(503, f"secret '{FINGERPRINT_SECRET}' must not equal the caller token "
-                                  f"'{TOKEN_SECRET}' (other functions hold that one)")
+        raise http.HTTPError(
+            503,
+            f"secret '{FINGERPRINT_SECRET}' must not equal the caller token "
+            f"'{TOKEN_SECRET}' (other functions hold that one)",
+        )
     return key
 
 
 def _scrubber(settings: Settings, fingerprint_key: bytes) -> Scrubber:
     """A Scrubber for one run; its deadline is the run budget. Raises kube.KubeConfigError."""
-    k = Client.for_secret(KUBECONFIG_SECRET, timeout=settings.kube_timeout, field_manager=FIELD_MANAGER,
-                          on_error=_api_error)
+    k = Client.for_secret(
+        KUBECONFIG_SECRET, timeout=settings.kube_timeout, field_manager=FIELD_MANAGER, on_error=_api_error
+    )
     return Scrubber(k, Detector(fingerprint_key), settings, deadline=time.monotonic() + settings.run_budget)
 
 
 # --- request parsing -----------------------------------------------------------------------------
+
 
 def _check_name(value, what: str, pattern: re.Pattern) -> str:
     if not isinstance(value, str) or not pattern.match(value):
@@ -121,8 +133,11 @@ def _target_from_request(doc: dict) -> dict:
         # named, but shortened: a caller's field name can be as long as the body
         named = ", ".join(repr(f[:40]) + ("..." if len(f) > 40 else "") for f in sorted(unknown)[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        raise http.HTTPError(400, f"unknown field(s): {named}{more}; use namespace, name, all_namespaces, dry_run",
-                             accepted=sorted(_REQUEST_FIELDS))
+        raise http.HTTPError(
+            400,
+            f"unknown field(s): {named}{more}; use namespace, name, all_namespaces, dry_run",
+            accepted=sorted(_REQUEST_FIELDS),
+        )
     target: dict = {}
     if "all_namespaces" in doc:
         if not isinstance(doc["all_namespaces"], bool):
@@ -138,8 +153,7 @@ def _target_from_request(doc: dict) -> dict:
     if "name" in doc:
         target["name"] = _check_name(doc["name"], "name", _NAME)
     if not target:
-        raise http.HTTPError(400, "say what to scan: {\"namespace\",\"name\"}, {\"namespace\"} or "
-                                  "{\"all_namespaces\": true}")
+        raise http.HTTPError(400, 'say what to scan: {"namespace","name"}, {"namespace"} or {"all_namespaces": true}')
     return target
 
 
@@ -224,8 +238,12 @@ def _parse_post(event, settings: Settings) -> tuple[dict, str, str] | None:
 def _take_rate(settings: Settings) -> None:
     wait = _rate.take(settings.rate_per_minute)
     if wait:
-        raise http.HTTPError(429, "rate limit reached; retry later", headers={"Retry-After": str(int(wait) + 1)},
-                             limit_per_minute=settings.rate_per_minute)
+        raise http.HTTPError(
+            429,
+            "rate limit reached; retry later",
+            headers={"Retry-After": str(int(wait) + 1)},
+            limit_per_minute=settings.rate_per_minute,
+        )
 
 
 def _submit(event, settings: Settings, target: dict, mode: str, trigger: str) -> dict:
@@ -240,8 +258,12 @@ def _submit(event, settings: Settings, target: dict, mode: str, trigger: str) ->
     except jobs.Full:
         METRICS.inc("jobs_total", {"event": "queue_full"})
         retry = max(1, int(settings.run_budget))
-        raise http.HTTPError(503, f"busy: {queue.max_queued} jobs are waiting (max_queued_jobs); retry later",
-                             headers={"Retry-After": str(retry)}, max_queued_jobs=queue.max_queued) from None
+        raise http.HTTPError(
+            503,
+            f"busy: {queue.max_queued} jobs are waiting (max_queued_jobs); retry later",
+            headers={"Retry-After": str(retry)},
+            max_queued_jobs=queue.max_queued,
+        ) from None
     METRICS.inc("jobs_total", {"event": "accepted" if new else "duplicate"})
     if not new:
         log.info("job.duplicate", job=job.id, state=job.state, trigger=trigger)
@@ -259,13 +281,13 @@ def _submit(event, settings: Settings, target: dict, mode: str, trigger: str) ->
 
 def _job_status(path: str) -> dict:
     if path in ("/jobs", "/jobs/"):
-        return http.json_response({"jobs": [j.public(with_result=False) for j in _jobs().recent()],
-                                   "kept": jobs.KEEP})
+        return http.json_response({"jobs": [j.public(with_result=False) for j in _jobs().recent()], "kept": jobs.KEEP})
     m = _JOB_PATH.fullmatch(path)
     job = _jobs().get(m.group(1)) if m else None
     if job is None:
-        raise http.HTTPError(404, f"no such job; this replica keeps the last {jobs.KEEP} finished jobs "
-                                  "and forgets them when it restarts")
+        raise http.HTTPError(
+            404, f"no such job; this replica keeps the last {jobs.KEEP} finished jobs and forgets them when it restarts"
+        )
     return http.json_response(job.public())
 
 
@@ -311,6 +333,12 @@ def handle(event, context):
     resp = _guarded(event, context)
     path = http.path(event).rstrip("/") or "/"
     route = "/jobs" if path.startswith("/jobs/") else path if path in _ROUTES else "other"
-    METRICS.inc("requests_total", {"route": route, "method": http.method(event) if http.method(event) in
-                                   ("GET", "POST", "HEAD") else "other", "code": resp["statusCode"]})
+    METRICS.inc(
+        "requests_total",
+        {
+            "route": route,
+            "method": http.method(event) if http.method(event) in ("GET", "POST", "HEAD") else "other",
+            "code": resp["statusCode"],
+        },
+    )
     return resp

@@ -16,6 +16,7 @@ one runs at a time (so moves never race each other), and the last ``KEEP`` finis
 their status. Jobs live in this process only: a restart forgets the queue (the ConfigMap still holds the
 credential; the next alert or sweep finds it).
 """
+
 from __future__ import annotations
 
 import collections
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-KEEP = 64          # finished jobs kept for GET /jobs/<id>
+KEEP = 64  # finished jobs kept for GET /jobs/<id>
 IDLE_SECONDS = 30  # the worker thread ends when nothing came for this long; the next job starts it again
 
 
@@ -44,13 +45,13 @@ class Job:
     target: dict
     mode: str
     trigger: str
-    key: str | None                      # the caller's Idempotency-Key
-    state: str = "queued"                # queued | running | done | failed
+    key: str | None  # the caller's Idempotency-Key
+    state: str = "queued"  # queued | running | done | failed
     accepted: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
     result: dict | None = None
-    error: dict | None = None            # {"status": HTTP status to answer, "error": reason}
+    error: dict | None = None  # {"status": HTTP status to answer, "error": reason}
     duplicates: int = 0
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -59,9 +60,17 @@ class Job:
         return (self.mode, tuple(sorted(self.target.items())))
 
     def public(self, with_result: bool = True) -> dict:
-        out = {"id": self.id, "state": self.state, "trigger": self.trigger, "mode": self.mode,
-               "target": self.target, "accepted_at": _iso(self.accepted), "started_at": _iso(self.started),
-               "finished_at": _iso(self.finished), "duplicates": self.duplicates}
+        out = {
+            "id": self.id,
+            "state": self.state,
+            "trigger": self.trigger,
+            "mode": self.mode,
+            "target": self.target,
+            "accepted_at": _iso(self.accepted),
+            "started_at": _iso(self.started),
+            "finished_at": _iso(self.finished),
+            "duplicates": self.duplicates,
+        }
         if with_result and self.result is not None:
             out["result"] = self.result
         if self.error is not None:
@@ -72,15 +81,21 @@ class Job:
 class Jobs:
     """``run(job)`` returns the result dict or raises JobFailed; anything else is logged by ``on_crash``."""
 
-    def __init__(self, run: Callable[[Job], dict], *, max_queued: int, on_crash: Callable[[Job, Exception], None],
-                 idle_seconds: float = IDLE_SECONDS):
+    def __init__(
+        self,
+        run: Callable[[Job], dict],
+        *,
+        max_queued: int,
+        on_crash: Callable[[Job, Exception], None],
+        idle_seconds: float = IDLE_SECONDS,
+    ):
         self._run, self._on_crash = run, on_crash
         self.max_queued = max_queued
         self.idle_seconds = idle_seconds
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
-        self._queued: dict[tuple, Job] = {}                 # coalesce key -> waiting job
-        self._by_key: dict[str, Job] = {}                   # Idempotency-Key -> job (while kept)
+        self._queued: dict[tuple, Job] = {}  # coalesce key -> waiting job
+        self._by_key: dict[str, Job] = {}  # Idempotency-Key -> job (while kept)
         self._jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._running: Job | None = None
         self._worker: threading.Thread | None = None

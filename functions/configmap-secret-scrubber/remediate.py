@@ -11,6 +11,7 @@ Steps: 1 Secret created/merged and read back; 2 consumers found; 3 controller
 templates rewired and rollouts awaited; 4 keys removed from the ConfigMap;
 5 provenance annotations, a Kubernetes Event, and "rotate" in the answer.
 """
+
 from __future__ import annotations
 
 import base64
@@ -58,12 +59,12 @@ class Rewire:
 class Plan:
     """What a move of one ConfigMap does, decided once from one read of it and of its namespace's workloads."""
 
-    keys: set                      # the high-confidence keys that move
+    keys: set  # the high-confidence keys that move
     secret_name: str
-    rename_to: str | None          # an immutable ConfigMap is replaced by this one (allow_immutable)
+    rename_to: str | None  # an immutable ConfigMap is replaced by this one (allow_immutable)
     blockers: list = field(default_factory=list)
-    rewires: list = field(default_factory=list)   # [Rewire]
-    notes: list = field(default_factory=list)     # the consumers, for the answer
+    rewires: list = field(default_factory=list)  # [Rewire]
+    notes: list = field(default_factory=list)  # the consumers, for the answer
 
 
 @dataclass
@@ -140,8 +141,15 @@ REWIRED_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob")  # the pod
 class Scrubber:
     """``deadline``: monotonic time after which no wait may continue (the run budget), or None."""
 
-    def __init__(self, kube: Client, detector: Detector, settings: Settings, sleep=time.sleep,
-                 monotonic=time.monotonic, deadline: float | None = None):
+    def __init__(
+        self,
+        kube: Client,
+        detector: Detector,
+        settings: Settings,
+        sleep=time.sleep,
+        monotonic=time.monotonic,
+        deadline: float | None = None,
+    ):
         self.kube, self.detector, self.settings = kube, detector, settings
         self.sleep, self.monotonic = sleep, monotonic
         self.deadline = deadline
@@ -153,8 +161,7 @@ class Scrubber:
         return self._workloads[namespace]
 
     # ------------------------------------------------------------------------------------------
-    def process(self, namespace: str, name: str, *, mode: str | None = None,
-                report_only: str | None = None) -> Outcome:
+    def process(self, namespace: str, name: str, *, mode: str | None = None, report_only: str | None = None) -> Outcome:
         mode = mode or self.settings.mode
         out = Outcome(namespace, name)
         cm = self.kube.get("ConfigMap", namespace, name)
@@ -165,8 +172,7 @@ class Scrubber:
         out.uid, out.resource_version = md.get("uid"), md.get("resourceVersion")
         verdicts = [v for v in self.detector.scan_configmap(cm) if v.tier]
         movable = [v for v in verdicts if v.tier == HIGH]
-        out.keys = [dict(v.public(), action="report" if v.tier == HIGH else "report-only (suspect)")
-                    for v in verdicts]
+        out.keys = [dict(v.public(), action="report" if v.tier == HIGH else "report-only (suspect)") for v in verdicts]
         previously = [k for k in (md.get("annotations") or {}).get(A_MOVED_KEYS, "").split(",") if k]
         if previously:
             out.steps.append({"step": 0, "note": "keys moved by an earlier run", "keys": previously})
@@ -275,8 +281,10 @@ class Scrubber:
         if owner:
             plan.blockers.append(f"ConfigMap is managed by {owner}; it would revert the change")
         if cm.get("immutable") and not rename_to:
-            plan.blockers.append("ConfigMap is immutable; its data cannot be changed in place "
-                                 "(set allow_immutable=true to replace it by a new ConfigMap)")
+            plan.blockers.append(
+                "ConfigMap is immutable; its data cannot be changed in place "
+                "(set allow_immutable=true to replace it by a new ConfigMap)"
+            )
         for c, new, reason in self._consumers(cm, plan, self.workloads(md.get("namespace", "")).all(), False):
             note = c.public()
             if reason:
@@ -342,16 +350,21 @@ class Scrubber:
             return None if safe else "ReplicaSet without a Deployment; its pods cannot be rolled"
         if c.kind == "Job":
             st = c.obj.get("status") or {}
-            done = any(cd.get("type") in ("Complete", "Failed") and cd.get("status") == "True"
-                       for cd in st.get("conditions") or [])
+            done = any(
+                cd.get("type") in ("Complete", "Failed") and cd.get("status") == "True"
+                for cd in st.get("conditions") or []
+            )
             if done:
                 return "skip"
             return None if safe else "running Job (its pod template is immutable); wait for it to finish, then re-run"
         owner = cons.managed_by(c.obj)
         if owner and not (owners and owners[0].get("kind") == "CronJob"):
             return f"managed by {owner}; it would revert the rewiring"
-        if c.kind in ("StatefulSet", "DaemonSet") and not safe and \
-                ((c.obj.get("spec") or {}).get("updateStrategy") or {}).get("type") == "OnDelete":
+        if (
+            c.kind in ("StatefulSet", "DaemonSet")
+            and not safe
+            and ((c.obj.get("spec") or {}).get("updateStrategy") or {}).get("type") == "OnDelete"
+        ):
             return f"{c.kind} uses updateStrategy OnDelete; its pods would keep the old spec"
         if c.kind == "Deployment" and not safe and (c.obj.get("spec") or {}).get("paused"):
             return "Deployment is paused; its rollout would never progress"
@@ -373,13 +386,21 @@ class Scrubber:
             sec = self.kube.get("Secret", ns, secret_name)
             if sec is None:
                 body = {
-                    "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "type": "Opaque",
                     "metadata": {
-                        "name": secret_name, "namespace": ns,
+                        "name": secret_name,
+                        "namespace": ns,
                         "labels": {MANAGED_BY: FIELD_MANAGER},
-                        "annotations": {A_SOURCE_NS: ns, A_SOURCE_NAME: md["name"], A_SOURCE_UID: md.get("uid", ""),
-                                        A_SOURCE_RV: md.get("resourceVersion", ""), A_DETECTORS: dets,
-                                        A_FINGERPRINTS: fps},
+                        "annotations": {
+                            A_SOURCE_NS: ns,
+                            A_SOURCE_NAME: md["name"],
+                            A_SOURCE_UID: md.get("uid", ""),
+                            A_SOURCE_RV: md.get("resourceVersion", ""),
+                            A_DETECTORS: dets,
+                            A_FINGERPRINTS: fps,
+                        },
                     },
                     # no ownerReference to the ConfigMap: deleting it must not garbage-collect the copy
                     "data": {k: base64.b64encode(v).decode() for k, v in want.items()},
@@ -395,8 +416,11 @@ class Scrubber:
                 sann = smd.get("annotations") or {}
                 # same namespace/name is enough (a ConfigMap deleted and re-created gets a new uid):
                 # merging never overwrites a different value, so it cannot lose data
-                if (smd.get("labels") or {}).get(MANAGED_BY) != FIELD_MANAGER or \
-                        sann.get(A_SOURCE_NAME) != md["name"] or sann.get(A_SOURCE_NS) != ns:
+                if (
+                    (smd.get("labels") or {}).get(MANAGED_BY) != FIELD_MANAGER
+                    or sann.get(A_SOURCE_NAME) != md["name"]
+                    or sann.get(A_SOURCE_NS) != ns
+                ):
                     return False, f"Secret {secret_name} exists and was not created by this function for this ConfigMap"
                 missing = {}
                 for k, v in want.items():
@@ -404,15 +428,24 @@ class Scrubber:
                     if have is None:
                         missing[k] = base64.b64encode(v).decode()
                     elif have != v:
-                        return False, (f"Secret {secret_name} already holds a different value for key {k}; "
-                                       "resolve by hand (nothing was changed)")
+                        return False, (
+                            f"Secret {secret_name} already holds a different value for key {k}; "
+                            "resolve by hand (nothing was changed)"
+                        )
                 if missing:
                     prev_fps = sann.get(A_FINGERPRINTS, "")
-                    patch = {"metadata": {"resourceVersion": smd.get("resourceVersion"),
-                                          "annotations": {A_FINGERPRINTS: ",".join(filter(None, [prev_fps, fps])),
-                                                          A_DETECTORS: dets, A_SOURCE_UID: md.get("uid", ""),
-                                                          A_SOURCE_RV: md.get("resourceVersion", "")}},
-                             "data": missing}
+                    patch = {
+                        "metadata": {
+                            "resourceVersion": smd.get("resourceVersion"),
+                            "annotations": {
+                                A_FINGERPRINTS: ",".join(filter(None, [prev_fps, fps])),
+                                A_DETECTORS: dets,
+                                A_SOURCE_UID: md.get("uid", ""),
+                                A_SOURCE_RV: md.get("resourceVersion", ""),
+                            },
+                        },
+                        "data": missing,
+                    }
                     try:
                         self.kube.patch("Secret", ns, secret_name, patch, MERGE_PATCH)
                     except KubeError as err:
@@ -441,9 +474,11 @@ class Scrubber:
             path = "/" + "/".join(cons.pod_spec_path(c.kind))
             ann = dict(md.get("annotations") or {})
             ann[A_REWIRED] = f"{cm_name}->{plan.secret_name}" + (f",{plan.rename_to}" if plan.rename_to else "")
-            ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": md["resourceVersion"]},
-                   {"op": "replace", "path": path, "value": new},
-                   {"op": "add", "path": "/metadata/annotations", "value": ann}]
+            ops = [
+                {"op": "test", "path": "/metadata/resourceVersion", "value": md["resourceVersion"]},
+                {"op": "replace", "path": path, "value": new},
+                {"op": "add", "path": "/metadata/annotations", "value": ann},
+            ]
             try:
                 self.kube.patch(c.kind, md["namespace"], md["name"], ops, JSON_PATCH)
                 return True
@@ -534,8 +569,9 @@ class Scrubber:
         out.secret = target
         self.finish(cm, moved - done, target, out)
         out.status = "moved"
-        out.keys.extend({"key": k, "action": "moved (finished an interrupted run)", "rotate": True}
-                        for k in sorted(moved - done))
+        out.keys.extend(
+            {"key": k, "action": "moved (finished an interrupted run)", "rotate": True} for k in sorted(moved - done)
+        )
 
     # --- step 5 ----------------------------------------------------------------------------
     def finish(self, cm: dict, keys: set, secret_name: str, out: Outcome, rename_to: str | None = None) -> None:
@@ -552,15 +588,26 @@ class Scrubber:
         replaced = f"; ConfigMap {md['name']} is replaced by {rename_to}" if rename_to else ""
         event_name = f"{md['name']}.scrubber-{digest}"
         event = {
-            "apiVersion": "v1", "kind": "Event",
+            "apiVersion": "v1",
+            "kind": "Event",
             "metadata": {"name": event_name, "namespace": ns},
-            "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap", "name": md["name"], "namespace": ns,
-                               "uid": md.get("uid")},
-            "reason": "CredentialsMoved", "type": "Warning",
-            "message": (f"configmap-secret-scrubber moved key(s) {', '.join(sorted(keys))} to Secret "
-                        f"{secret_name}{replaced}; rotate the credential(s): they were readable from the ConfigMap"),
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": md["name"],
+                "namespace": ns,
+                "uid": md.get("uid"),
+            },
+            "reason": "CredentialsMoved",
+            "type": "Warning",
+            "message": (
+                f"configmap-secret-scrubber moved key(s) {', '.join(sorted(keys))} to Secret "
+                f"{secret_name}{replaced}; rotate the credential(s): they were readable from the ConfigMap"
+            ),
             "source": {"component": FIELD_MANAGER},
-            "firstTimestamp": _now(), "lastTimestamp": _now(), "count": 1,
+            "firstTimestamp": _now(),
+            "lastTimestamp": _now(),
+            "count": 1,
         }
         try:
             self.kube.create("Event", ns, event)
@@ -573,8 +620,11 @@ class Scrubber:
         sec = self.kube.get("Secret", ns, secret_name) or {}
         annotations = (sec.get("metadata") or {}).get("annotations") or {}
         prev = set(filter(None, annotations.get(A_MOVED_KEYS, "").split(",")))
-        patch = {"metadata": {"annotations": {A_MOVED_KEYS: ",".join(sorted(prev | keys)), A_MOVED_AT: _now(),
-                                              A_ROTATE: "true"}}}
+        patch = {
+            "metadata": {
+                "annotations": {A_MOVED_KEYS: ",".join(sorted(prev | keys)), A_MOVED_AT: _now(), A_ROTATE: "true"}
+            }
+        }
         self.kube.patch("Secret", ns, secret_name, patch, MERGE_PATCH)
 
     # --- immutable ConfigMaps (allow_immutable): replace instead of edit -------------------------
@@ -587,13 +637,22 @@ class Scrubber:
         for _ in range(self.settings.retries):
             cur = self.kube.get("ConfigMap", ns, new_name)
             if cur is None:
-                body = {"apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
-                        "metadata": {"name": new_name, "namespace": ns,
-                                     "labels": dict((md.get("labels") or {}), **{MANAGED_BY: FIELD_MANAGER}),
-                                     "annotations": {A_REPLACES: f"{ns}/{md['name']}", A_SOURCE_UID: md.get("uid", ""),
-                                                     A_MOVED_KEYS: ",".join(sorted(keys)),
-                                                     A_TARGET: self.settings.secret_name_template.format(
-                                                         configmap=md["name"])}}}
+                body = {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "immutable": True,
+                    "metadata": {
+                        "name": new_name,
+                        "namespace": ns,
+                        "labels": dict((md.get("labels") or {}), **{MANAGED_BY: FIELD_MANAGER}),
+                        "annotations": {
+                            A_REPLACES: f"{ns}/{md['name']}",
+                            A_SOURCE_UID: md.get("uid", ""),
+                            A_MOVED_KEYS: ",".join(sorted(keys)),
+                            A_TARGET: self.settings.secret_name_template.format(configmap=md["name"]),
+                        },
+                    },
+                }
                 if data:
                     body["data"] = data
                 if binary:
@@ -628,8 +687,11 @@ class Scrubber:
             if have != value_bytes(cur, k):
                 return False, f"key {k} is not identical in its new home; original kept"
         cmd = cur["metadata"]
-        opts = {"apiVersion": "v1", "kind": "DeleteOptions",
-                "preconditions": {"uid": cmd.get("uid"), "resourceVersion": cmd.get("resourceVersion")}}
+        opts = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": cmd.get("uid"), "resourceVersion": cmd.get("resourceVersion")},
+        }
         try:
             self.kube.delete("ConfigMap", ns, name, opts)
         except KubeError as err:

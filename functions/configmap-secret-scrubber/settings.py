@@ -4,6 +4,7 @@ A bad value (``scrub_mode=yolo``, a template without ``{configmap}``) is found t
 "configmap-secret-scrubber is misconfigured: ..." on every request (config.Startup), before anything
 is read from the cluster. The defaults are what a test or the bench gets from ``Settings()``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,14 +26,14 @@ def _csv(name: str, default: frozenset = frozenset()) -> frozenset:
 
 @dataclass
 class Settings:
-    mode: str = "report"                                  # report | move
+    mode: str = "report"  # report | move
     secret_name_template: str = "{configmap}-credentials"
-    replacement_name_template: str = "{configmap}-v2"     # an immutable ConfigMap's replacement (allow_immutable)
+    replacement_name_template: str = "{configmap}-v2"  # an immutable ConfigMap's replacement (allow_immutable)
     allow_immutable: bool = False
     rollout_timeout: float = 60.0
     rollout_poll: float = 1.0
-    retries: int = 3                                      # re-reads after a lost race, per write
-    allow: frozenset = frozenset()                        # empty: every namespace
+    retries: int = 3  # re-reads after a lost race, per write
+    allow: frozenset = frozenset()  # empty: every namespace
     deny: frozenset = frozenset()
     report_only: frozenset = DEFAULT_REPORT_ONLY
     max_configmaps: int = 200
@@ -40,10 +41,10 @@ class Settings:
     rules: frozenset = field(default=DEFAULT_RULES)
     max_body: int = 1048576
     rate_per_minute: int = 30
-    run_budget: float = 40.0                              # seconds a run may start new ConfigMaps for
+    run_budget: float = 40.0  # seconds a run may start new ConfigMaps for
     kube_timeout: float = 10.0
-    max_queued_jobs: int = 16                             # accepted runs waiting for the worker (jobs.py)
-    wait_seconds: float = 45.0                            # ?wait=1: how long a POST waits for its job
+    max_queued_jobs: int = 16  # accepted runs waiting for the worker (jobs.py)
+    wait_seconds: float = 45.0  # ?wait=1: how long a POST waits for its job
 
     @classmethod
     def from_env(cls) -> Settings:

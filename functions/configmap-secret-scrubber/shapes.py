@@ -6,6 +6,7 @@ path, example, weak word, ...) or that it may be one. ``agrees`` checks that a c
 value matches what its name announces: a password is long enough (8+ characters, or 6+ mixing classes), a
 token has a long high-entropy run. Only name + agreeing value is strong evidence.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,50 +16,214 @@ from .gitleaks import shannon
 
 PASSWORD = "password"
 TOKEN = "token"
-SECRET = "secret"          # either a password or a token
-KEY_ID = "key-id"          # aws_access_key_id and friends: an uppercase id
+SECRET = "secret"  # either a password or a token
+KEY_ID = "key-id"  # aws_access_key_id and friends: an uppercase id
 CREDENTIAL = "credential"  # credentials, creds, auth: either
 CONNECTION = "connection"  # dsn, connection string: a credential only if one is embedded
 
 # --- names -----------------------------------------------------------------------------------
 
-_PASSWORD_TOKENS = {"password", "passwd", "pwd", "pass", "passphrase", "passwort", "requirepass", "masterauth",
-                    "htpasswd", "psk", "pw", "passcode"}
-_TOKEN_TOKENS = {"token", "apikey", "accesskey", "secretkey", "authtoken", "accesstoken", "refreshtoken",
-                 "bearertoken", "clientsecret", "privatekey", "bearer"}
+_PASSWORD_TOKENS = {
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "passphrase",
+    "passwort",
+    "requirepass",
+    "masterauth",
+    "htpasswd",
+    "psk",
+    "pw",
+    "passcode",
+}
+_TOKEN_TOKENS = {
+    "token",
+    "apikey",
+    "accesskey",
+    "secretkey",
+    "authtoken",
+    "accesstoken",
+    "refreshtoken",
+    "bearertoken",
+    "clientsecret",
+    "privatekey",
+    "bearer",
+}
 _CREDENTIAL_TOKENS = {"credential", "credentials", "creds", "authorization"}
 _CONNECTION_TOKENS = {"dsn", "connectionstring"}
 # two-token phrases naming a token-like credential
 _TOKEN_PAIRS = {
-    ("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key"), ("signing", "key"),
-    ("encryption", "key"), ("master", "key"), ("account", "key"), ("auth", "key"), ("client", "secret"),
-    ("session", "key"), ("shared", "key"), ("storage", "key"), ("app", "key"), ("service", "key"),
-    ("hmac", "key"), ("webhook", "key"), ("jwt", "key"), ("license", "key"),
+    ("api", "key"),
+    ("private", "key"),
+    ("access", "key"),
+    ("secret", "key"),
+    ("signing", "key"),
+    ("encryption", "key"),
+    ("master", "key"),
+    ("account", "key"),
+    ("auth", "key"),
+    ("client", "secret"),
+    ("session", "key"),
+    ("shared", "key"),
+    ("storage", "key"),
+    ("app", "key"),
+    ("service", "key"),
+    ("hmac", "key"),
+    ("webhook", "key"),
+    ("jwt", "key"),
+    ("license", "key"),
 }
 # A trailing token that turns the name into metadata about a credential, not the credential.
 _META_SUFFIX = {
-    "name", "names", "file", "files", "path", "paths", "dir", "url", "uri", "urls", "ref", "reference",
-    "ttl", "length", "len", "size", "min", "max", "minimum", "maximum", "header", "type", "expiry",
-    "expires", "expiration", "timeout", "enabled", "enable", "disabled", "policy", "count", "format",
-    "mount", "version", "rotation", "algorithm", "algo", "prefix", "suffix", "hint", "field", "regex",
-    "pattern", "mode", "location", "endpoint", "host", "hosts", "port", "user", "username", "id", "ids",
-    "kind", "provider", "source", "store", "keystore", "env", "var", "variable", "key_ref", "selector",
-    "template", "label", "annotation", "secretref", "keyref", "required", "lifetime", "duration",
-    "period", "interval", "strength", "complexity", "reset", "hash", "hashed", "salt_rounds", "rounds",
-    "encryption", "encoding", "encoder", "hasher", "validator", "validation", "expire", "age", "history",
-    "cost", "digest", "method", "scheme", "flow", "scope", "scopes", "audience", "issuer", "claims",
-    "limit", "limits", "retries", "attempts", "storage", "cache", "backend", "class", "manager",
+    "name",
+    "names",
+    "file",
+    "files",
+    "path",
+    "paths",
+    "dir",
+    "url",
+    "uri",
+    "urls",
+    "ref",
+    "reference",
+    "ttl",
+    "length",
+    "len",
+    "size",
+    "min",
+    "max",
+    "minimum",
+    "maximum",
+    "header",
+    "type",
+    "expiry",
+    "expires",
+    "expiration",
+    "timeout",
+    "enabled",
+    "enable",
+    "disabled",
+    "policy",
+    "count",
+    "format",
+    "mount",
+    "version",
+    "rotation",
+    "algorithm",
+    "algo",
+    "prefix",
+    "suffix",
+    "hint",
+    "field",
+    "regex",
+    "pattern",
+    "mode",
+    "location",
+    "endpoint",
+    "host",
+    "hosts",
+    "port",
+    "user",
+    "username",
+    "id",
+    "ids",
+    "kind",
+    "provider",
+    "source",
+    "store",
+    "keystore",
+    "env",
+    "var",
+    "variable",
+    "key_ref",
+    "selector",
+    "template",
+    "label",
+    "annotation",
+    "secretref",
+    "keyref",
+    "required",
+    "lifetime",
+    "duration",
+    "period",
+    "interval",
+    "strength",
+    "complexity",
+    "reset",
+    "hash",
+    "hashed",
+    "salt_rounds",
+    "rounds",
+    "encryption",
+    "encoding",
+    "encoder",
+    "hasher",
+    "validator",
+    "validation",
+    "expire",
+    "age",
+    "history",
+    "cost",
+    "digest",
+    "method",
+    "scheme",
+    "flow",
+    "scope",
+    "scopes",
+    "audience",
+    "issuer",
+    "claims",
+    "limit",
+    "limits",
+    "retries",
+    "attempts",
+    "storage",
+    "cache",
+    "backend",
+    "class",
+    "manager",
 }
 # Exact names that are key ids even though their last token is metadata-like.
 _KEY_ID_NAMES = {"aws_access_key_id", "access_key_id", "aws_s3_access_key_id", "accesskeyid"}
 # Kubernetes/Helm idioms that look like credential names but hold references.
 _REFERENCE_NAMES = re.compile(
     r"(?i)(secret_?name|existing_?secret|secret_?key_?ref|secret_?ref|value_?from|secret_?provider|"
-    r"secretname|secrets?_?(dir|path|file|mount)|use_?secret|secret_?store)")
+    r"secretname|secrets?_?(dir|path|file|mount)|use_?secret|secret_?store)"
+)
 # "<x>_key" names that are not credentials: public keys, data-structure keys
-_NOT_SECRET_KEYS = {"public", "pub", "site", "publishable", "primary", "foreign", "sort", "cache", "partition",
-                    "routing", "idempotency", "object", "shard", "lookup", "cursor", "row", "column", "group",
-                    "map", "dedup", "dedupe", "hash", "index", "label", "metric", "s3", "bucket", "kms", "ssh"}
+_NOT_SECRET_KEYS = {
+    "public",
+    "pub",
+    "site",
+    "publishable",
+    "primary",
+    "foreign",
+    "sort",
+    "cache",
+    "partition",
+    "routing",
+    "idempotency",
+    "object",
+    "shard",
+    "lookup",
+    "cursor",
+    "row",
+    "column",
+    "group",
+    "map",
+    "dedup",
+    "dedupe",
+    "hash",
+    "index",
+    "label",
+    "metric",
+    "s3",
+    "bucket",
+    "kms",
+    "ssh",
+}
 # words in a name that make the setting documentation, not configuration
 _EXAMPLE_NAME_TOKENS = {"example", "examples", "sample", "samples", "dummy", "fake", "mock", "placeholder"}
 
@@ -133,7 +298,8 @@ _PLACEHOLDER = re.compile(
         [*xX#.?_-]{3,} | (.)\2{3,} |                                   # ***** xxxx
         (redacted|removed|hidden|none|null|nil|undefined|true|false|yes|no|on|off|todo|tbd|fixme|
          replace[-_ ]?me|change[-_ ]?this|placeholder|xxx+|n/?a|empty|masked|insert[-_ ].*|enter[-_ ].*)
-    )$""")
+    )$"""
+)
 _REFERENCE_VALUE = re.compile(
     r"""(?ix)^(
         (secretKeyRef|configMapKeyRef|valueFrom|secret|vault|ref|env|file|arn|
@@ -141,7 +307,8 @@ _REFERENCE_VALUE = re.compile(
         [#.][A-Za-z][\w-]* |                                          # a CSS selector or anchor: #add-password
         (os\.)?(getenv|environ)\b.* | process\.env\..* | System\.getenv.* | ENV\[.* |   # code reading env
         [\w.]+\(.*\)                                                   # a function call
-    )$""")
+    )$"""
+)
 # a value that is rendered elsewhere: ${VAR}, ${VAR:-default}, {{ .Values.x }}, {{ env "X" }}
 _TEMPLATED = re.compile(r"\$\{[A-Za-z_][\w.]*(:?[-=?+][^}]*)?\}|\{\{-?\s*[\w.$|\"' ()-]+\s*-?\}\}")
 # filler: xxxxxxxx, AKIA...EXAMPLE, {Name}, ALL_CAPS_NAME
@@ -149,10 +316,27 @@ _FILLER = re.compile(r"(.)\1{7,}|EXAMPLE(KEY)?$|^\{[A-Za-z_]\w*\}$|^[A-Z][A-Z0-9
 # documentation values: the words say so, or the characters are a keyboard run
 _EXAMPLE_VALUE = re.compile(
     r"(?i)(^|[^a-z])(example|examples|sample|dummy|fake|placeholder|changeme|changeit|test|testing)([^a-z]|$)|"
-    r"^(your|my)[-_ ]|qwerty|asdfgh")
+    r"^(your|my)[-_ ]|qwerty|asdfgh"
+)
 _CODE_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
-_TYPE_NAMES = {"string", "str", "bool", "boolean", "int", "integer", "number", "any", "object", "char", "byte",
-               "bytes", "[]byte", "none", "string?", "optional[str]"}
+_TYPE_NAMES = {
+    "string",
+    "str",
+    "bool",
+    "boolean",
+    "int",
+    "integer",
+    "number",
+    "any",
+    "object",
+    "char",
+    "byte",
+    "bytes",
+    "[]byte",
+    "none",
+    "string?",
+    "optional[str]",
+}
 _WORD = re.compile(r"\b[A-Za-z]{2,}\b")
 # snake_case or camelCase words without digits: a variable name or a made-up example value
 _IDENTIFIER = re.compile(r"^[a-z]+(_[a-z]+)+$|^[a-z]+([A-Z][a-z]+)+$|^[a-z]+(-[a-z]+){2,}$")
@@ -160,22 +344,78 @@ _NUMERIC = re.compile(r"^[-+]?(0x[0-9a-f]+|\d+([.,]\d+)?\s*(ms|s|m|h|d|w|y|b|k|k
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _DIGEST = re.compile(r"^(sha1|sha224|sha256|sha384|sha512|md5)[:-][0-9a-z+/=]+$", re.I)
 # stored password hashes (crypt, bcrypt, argon2, LDAP, Django): a hash of a password, not the password
-_PASSWORD_HASH = re.compile(r"^(\$(1|2[abxy]?|5|6|y|argon2(id|i|d)|scrypt|pbkdf2[-\w]*)\$|"
-                            r"\{(S?SHA\d*|MD5|CRYPT|SSHA512)\}|"
-                            r"(pbkdf2_sha\d+|bcrypt|argon2)\$)", re.I)
+_PASSWORD_HASH = re.compile(
+    r"^(\$(1|2[abxy]?|5|6|y|argon2(id|i|d)|scrypt|pbkdf2[-\w]*)\$|"
+    r"\{(S?SHA\d*|MD5|CRYPT|SSHA512)\}|"
+    r"(pbkdf2_sha\d+|bcrypt|argon2)\$)",
+    re.I,
+)
 _PATH = re.compile(r"^(~|\.{1,2})?/[\w.@/+-]*$|^[A-Za-z]:\\")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$", re.I)
 URL_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://([^\s:/@'\"]*):([^\s/'\"]*)@([^\s@/'\":?#]+)", re.I)
 _WORDS = re.compile(r"^[A-Za-z][a-z]*( [A-Za-z][a-z]*){2,}[.!]?$")
 # Words a value is made of when it is a default or a made-up one ("rootpassword", "admin123", "P@ssw0rd").
 # Generic defaults and credential nouns only: not words taken from any corpus.
-_WEAK_WORDS = sorted({
-    "password", "passwd", "pass", "pwd", "pw", "secret", "secrets", "token", "key", "api", "admin",
-    "administrator", "root", "guest", "user", "username", "login", "demo", "default", "qwerty", "letmein",
-    "welcome", "hello", "foo", "bar", "baz", "foobar", "changeme", "changeit", "test", "my", "super", "top",
-    "the", "your", "private", "access", "master", "dev", "local", "abc", "xyz", "mysql", "postgres", "redis",
-    "database", "db", "app", "service", "insecure", "unsecure", "very", "important", "s3cr3t",
-}, key=len, reverse=True)
+_WEAK_WORDS = sorted(
+    {
+        "password",
+        "passwd",
+        "pass",
+        "pwd",
+        "pw",
+        "secret",
+        "secrets",
+        "token",
+        "key",
+        "api",
+        "admin",
+        "administrator",
+        "root",
+        "guest",
+        "user",
+        "username",
+        "login",
+        "demo",
+        "default",
+        "qwerty",
+        "letmein",
+        "welcome",
+        "hello",
+        "foo",
+        "bar",
+        "baz",
+        "foobar",
+        "changeme",
+        "changeit",
+        "test",
+        "my",
+        "super",
+        "top",
+        "the",
+        "your",
+        "private",
+        "access",
+        "master",
+        "dev",
+        "local",
+        "abc",
+        "xyz",
+        "mysql",
+        "postgres",
+        "redis",
+        "database",
+        "db",
+        "app",
+        "service",
+        "insecure",
+        "unsecure",
+        "very",
+        "important",
+        "s3cr3t",
+    },
+    key=len,
+    reverse=True,
+)
 _WEAK = re.compile("^(?:" + "|".join(map(re.escape, _WEAK_WORDS)) + ")+$")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 _WEAK_URL_PASSWORDS = {"pass", "password", "passwd", "pwd", "secret", "pw", "xxx", "****", "changeit", "changeme"}
@@ -229,8 +469,9 @@ def value_kind(value: str) -> str:
     v, quoted = _unquote(value)
     if not v:
         return "empty"
-    if not quoted and ((_CODE_REF.match(v) and not token_like(v)) or v.lower() in _TYPE_NAMES
-                       or v.endswith(("(", "{"))):
+    if not quoted and (
+        (_CODE_REF.match(v) and not token_like(v)) or v.lower() in _TYPE_NAMES or v.endswith(("(", "{"))
+    ):
         return "reference"  # code: a member access, a type annotation, a function literal
     if v.startswith("$") and not _PASSWORD_HASH.match(v):
         return "placeholder"  # shell/env expansion
@@ -273,8 +514,13 @@ def token_like(v: str) -> bool:
     """A run of 16+ token characters with letters and digits and real entropy: what keys and tokens look like."""
     for m in _TOKEN_RUN.finditer(v):
         run = m.group(0).strip("=.-_")
-        if (len(run) >= 16 and re.search(r"[A-Za-z]", run) and re.search(r"[0-9]", run)
-                and shannon(run) > 3.0 and not _UUID.match(run)):
+        if (
+            len(run) >= 16
+            and re.search(r"[A-Za-z]", run)
+            and re.search(r"[0-9]", run)
+            and shannon(run) > 3.0
+            and not _UUID.match(run)
+        ):
             return True
     return False
 
@@ -297,8 +543,9 @@ def agrees(cls: str, v: str) -> bool:
     if cls == TOKEN:
         return token_like(v)
     if cls == KEY_ID:
-        return bool(re.fullmatch(r"[A-Z0-9]{10,}", v) and re.search(r"[0-9]", v) and re.search(r"[A-Z]", v)) \
-            or token_like(v)
+        return bool(
+            re.fullmatch(r"[A-Z0-9]{10,}", v) and re.search(r"[0-9]", v) and re.search(r"[A-Z]", v)
+        ) or token_like(v)
     if cls in (SECRET, CREDENTIAL):
         return password_like(v) or token_like(v)
     return False  # CONNECTION: only an embedded credential counts, and other rules see that

@@ -4,6 +4,7 @@ A target is ``{"namespace", "name"}``, ``{"namespace"}``, ``{"name"}`` (a Falco 
 looked up everywhere) or ``{"all_namespaces": True}``. The answer lists every ConfigMap that is not clean
 (or the one named) with key names, detectors and fingerprints, never a value.
 """
+
 from __future__ import annotations
 
 import time
@@ -42,8 +43,9 @@ def candidates(scrubber: Scrubber, target: dict) -> tuple[list[tuple[str, str]],
             # names only: a page of 100 ConfigMaps can hold 100 MiB of data, and each is re-read when processed
             if "name" in target:
                 # the upstream rule's output has no namespace: look the name up where we may act
-                listing = k.each("ConfigMap", None, field_selector=f"metadata.name={target['name']}",
-                                 metadata_only=True)
+                listing = k.each(
+                    "ConfigMap", None, field_selector=f"metadata.name={target['name']}", metadata_only=True
+                )
             else:
                 listing = k.each("ConfigMap", target.get("namespace"), metadata_only=True)
             for cm in listing:
@@ -67,9 +69,11 @@ def run(scrubber: Scrubber, target: dict, mode: str, trigger: str, settings: Set
     if skipped:
         result["skipped_by_namespace_policy"] = skipped
     if len(allowed) > settings.max_configmaps:
-        result["truncated"] = {"examined": settings.max_configmaps,
-                               "not_examined": len(allowed) - settings.max_configmaps,
-                               "reason": "max_configmaps_per_run"}
+        result["truncated"] = {
+            "examined": settings.max_configmaps,
+            "not_examined": len(allowed) - settings.max_configmaps,
+            "reason": "max_configmaps_per_run",
+        }
         allowed = allowed[: settings.max_configmaps]
     moves = 0
     statuses: dict[str, int] = {}
@@ -86,21 +90,35 @@ def run(scrubber: Scrubber, target: dict, mode: str, trigger: str, settings: Set
         except KubeError as err:
             statuses["error"] = statuses.get("error", 0) + 1
             result["configmaps"].append(_error_entry(ns, name, err))
-            log.warning("configmap.error", namespace=ns, configmap=name, verb=err.verb, what=err.what,
-                        status=err.status)
+            log.warning(
+                "configmap.error", namespace=ns, configmap=name, verb=err.verb, what=err.what, status=err.status
+            )
             continue
         statuses[out.status] = statuses.get(out.status, 0) + 1
         if out.status == "moved":
             moves += 1
         if out.status != "clean" or "name" in target:
             result["configmaps"].append(out.public())
-        log.info("configmap.processed", namespace=ns, configmap=name, status=out.status,
-                 keys=[k["key"] for k in out.keys], actions=[k.get("action") for k in out.keys])
+        log.info(
+            "configmap.processed",
+            namespace=ns,
+            configmap=name,
+            status=out.status,
+            keys=[k["key"] for k in out.keys],
+            actions=[k.get("action") for k in out.keys],
+        )
     if deferred:
         result["deferred"] = {"configmaps": deferred, "reason": "run_budget_seconds reached; run again"}
-    result["summary"] = {"examined": len(allowed) - len(deferred), "by_status": statuses,
-                         "rotate": sorted(f"{c['namespace']}/{c['name']}:{k['key']}" for c in result["configmaps"]
-                                          for k in c.get("keys", []) if k.get("rotate"))}
+    result["summary"] = {
+        "examined": len(allowed) - len(deferred),
+        "by_status": statuses,
+        "rotate": sorted(
+            f"{c['namespace']}/{c['name']}:{k['key']}"
+            for c in result["configmaps"]
+            for k in c.get("keys", [])
+            if k.get("rotate")
+        ),
+    }
     if not result["errors"]:
         del result["errors"]
     return result
@@ -109,9 +127,16 @@ def run(scrubber: Scrubber, target: dict, mode: str, trigger: str, settings: Set
 def _error_entry(ns: str, name: str, err: KubeError) -> dict:
     reason = f"Kubernetes API: {err.verb} {err.what}: {err.status or 'no response'}"
     if _write_refused(err):
-        reason += (f"; the scrubber may not write in namespace {ns}: apply "
-                   "deploy/rbac/configmap-secret-scrubber-namespace.yaml there (and "
-                   "configmap-secret-scrubber-immutable.yaml for allow_immutable), or list it in "
-                   "report_only_namespaces")
-    return {"namespace": ns, "name": name, "status": "error", "reasons": [reason],
-            "note": "stopped safely; every value is still in the ConfigMap or the Secret; re-run"}
+        reason += (
+            f"; the scrubber may not write in namespace {ns}: apply "
+            "deploy/rbac/configmap-secret-scrubber-namespace.yaml there (and "
+            "configmap-secret-scrubber-immutable.yaml for allow_immutable), or list it in "
+            "report_only_namespaces"
+        )
+    return {
+        "namespace": ns,
+        "name": name,
+        "status": "error",
+        "reasons": [reason],
+        "note": "stopped safely; every value is still in the ConfigMap or the Secret; re-run",
+    }

@@ -8,6 +8,7 @@ re-enrolling rotates it), keeps only the hash, hands the token out once (the JSO
 the join script, which pipes it to `edgeguard-bootstrap falco --mode host --node-name <node>
 --alert-token-stdin`), and deletes the node's key when the node is revoked.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -6,6 +6,7 @@ certificate chains to. Finding that root only needs each certificate's issuer an
 so this reads just enough DER to get them; it verifies no signatures (k3s's choice of root
 does not depend on them either).
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,7 +32,7 @@ def _tlv(data: bytes, pos: int) -> tuple[int, int, int]:
         n = first & 0x7F
         if n == 0 or n > 4 or pos + n > len(data):
             raise CAError("unsupported DER length")
-        length = int.from_bytes(data[pos:pos + n], "big")
+        length = int.from_bytes(data[pos : pos + n], "big")
         pos += n
     if pos + length > len(data):
         raise CAError("truncated DER")
@@ -84,5 +85,7 @@ def ca_hash(bundle: bytes) -> str:
         if parent is None:
             break
         current = parent
-    raise CAError(f"the CA bundle holds {len(certs)} certificates but the first one does not chain to a "
-                  "self-signed root inside it; set k3s_ca_hash (see docs/node-enroll.md)")
+    raise CAError(
+        f"the CA bundle holds {len(certs)} certificates but the first one does not chain to a "
+        "self-signed root inside it; set k3s_ca_hash (see docs/node-enroll.md)"
+    )

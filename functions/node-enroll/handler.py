@@ -9,6 +9,7 @@ Routes (sub-paths of /function/node-enroll):
   GET    /metrics         Prometheus text; the admin token or the read-only edgeguard-metrics-token
 The server token is never read or returned: nodes only ever get bootstrap tokens.
 """
+
 from __future__ import annotations
 
 import threading
@@ -43,11 +44,14 @@ _window: PersistedWindow | None = None
 _limiter: ratelimit.EnrollLimits | None = None
 if PROTECTION.error is None:
     _p = PROTECTION.get()
-    _guard = ReplayGuard(max_skew=_p.max_clock_skew, max_ahead=_p.max_clock_ahead, max_entries=_p.nonce_cache_size,
-                         started_at=_STARTED)
-    _limiter = ratelimit.EnrollLimits(per_minute=_p.rate_limit_per_minute,
-                                      global_per_minute=_p.rate_limit_global_per_minute,
-                                      unsigned_per_minute=_p.rate_limit_unsigned_per_minute)
+    _guard = ReplayGuard(
+        max_skew=_p.max_clock_skew, max_ahead=_p.max_clock_ahead, max_entries=_p.nonce_cache_size, started_at=_STARTED
+    )
+    _limiter = ratelimit.EnrollLimits(
+        per_minute=_p.rate_limit_per_minute,
+        global_per_minute=_p.rate_limit_global_per_minute,
+        unsigned_per_minute=_p.rate_limit_unsigned_per_minute,
+    )
 
 
 def _replay_window(guard: ReplayGuard) -> PersistedWindow:
@@ -55,8 +59,9 @@ def _replay_window(guard: ReplayGuard) -> PersistedWindow:
     global _window
     with _window_lock:
         if _window is None:
-            _window = PersistedWindow(guard, lambda: Store().read_nonces(),
-                                      lambda add, drop: Store().write_nonces(add, drop))
+            _window = PersistedWindow(
+                guard, lambda: Store().read_nonces(), lambda add, drop: Store().write_nonces(add, drop)
+            )
         return _window
 
 
@@ -114,7 +119,7 @@ def _handle(event, context):
         if route.startswith("/nodes/"):
             http.require_method(event, ("DELETE",))
             auth.require_bearer(event, settings.ADMIN_SECRET)
-            return delete_node(event, route[len("/nodes/"):])
+            return delete_node(event, route[len("/nodes/") :])
     except ConfigError as exc:
         raise HTTPError(503, f"node-enroll is misconfigured: {exc}") from None
     except kube.KubeConfigError as exc:
@@ -128,8 +133,11 @@ def _handle(event, context):
             hint = " (check deploy/rbac/node-enroll.yaml)"
         elif exc.not_found and tokens.RECORD_NAMESPACE in exc.what:
             hint = f" (namespace {tokens.RECORD_NAMESPACE} missing? kubectl apply -f deploy/rbac/node-enroll.yaml)"
-        raise HTTPError(502, f"Kubernetes API: {exc.verb} {exc.what} failed with {exc.status or 'no answer'} "
-                             f"{exc.reason}{hint}", api_status=exc.status) from None
+        raise HTTPError(
+            502,
+            f"Kubernetes API: {exc.verb} {exc.what} failed with {exc.status or 'no answer'} {exc.reason}{hint}",
+            api_status=exc.status,
+        ) from None
     raise HTTPError(404, f"no route {route}; use POST /enroll, GET /nodes, DELETE /nodes/<name> or GET /metrics")
 
 
@@ -149,6 +157,7 @@ def _counting_rejections(fn, event):
 
 # ------------------------------------------------------------------ POST /enroll
 
+
 def _unavailable(exc: Exception) -> HTTPError:
     # The caller is not authenticated yet: the detail goes to the operator's log, not to them.
     log.error("enroll.misconfigured", reason=str(exc))
@@ -162,8 +171,10 @@ def _verify_signature(event, body: bytes, key: str, guard: ReplayGuard) -> tuple
     nonce = http.header(event, signing.NONCE_HEADER)
     sig = http.header(event, signing.SIGNATURE_HEADER)
     if not (ts and nonce and sig):
-        raise _Refused(f"signed request required: send {signing.TIMESTAMP_HEADER}, "
-                       f"{signing.NONCE_HEADER} and {signing.SIGNATURE_HEADER}")
+        raise _Refused(
+            f"signed request required: send {signing.TIMESTAMP_HEADER}, "
+            f"{signing.NONCE_HEADER} and {signing.SIGNATURE_HEADER}"
+        )
     ts, nonce, sig = ts.strip(), nonce.strip(), sig.strip()
     if not signing.TIMESTAMP_RE.fullmatch(ts):
         raise _Refused(f"{signing.TIMESTAMP_HEADER} must be unix seconds")
@@ -228,19 +239,22 @@ def enroll(event):
         # One shared bucket: nothing an unsigned request claims can be trusted, so nothing else is charged.
         wait = limiter.unsigned()
         if wait:
-            raise _rate_limited("unsigned", wait, "too many unauthenticated enrollment requests",
-                                source=source) from None
+            raise _rate_limited(
+                "unsigned", wait, "too many unauthenticated enrollment requests", source=source
+            ) from None
         log.warning("enroll.refused", source=source, reason=refused.reason)
-        err = HTTPError(401, refused.reason,
-                        headers={"WWW-Authenticate": 'EdgeguardEnroll realm="edgeguard", scheme="v1"'})
+        err = HTTPError(
+            401, refused.reason, headers={"WWW-Authenticate": 'EdgeguardEnroll realm="edgeguard", scheme="v1"'}
+        )
         err.metric_reason = refused.code  # type: ignore[attr-defined]
         raise err from None
     # Verified: the node the body names is who the limits are about.
     req = policy.parse_request(http.parse_json(event, max_bytes=protection.max_body_bytes))
     wait = limiter.node(req.hostname)
     if wait:
-        raise _rate_limited("node", wait, f"too many enrollment requests for node {req.hostname!r}",
-                            node=req.hostname, source=source)
+        raise _rate_limited(
+            "node", wait, f"too many enrollment requests for node {req.hostname!r}", node=req.hostname, source=source
+        )
     wait = limiter.overall()
     if wait:
         raise _rate_limited("global", wait, "too many enrollments right now", node=req.hostname, source=source)
@@ -263,15 +277,20 @@ def enroll(event):
 
 # ------------------------------------------------------------------ GET /nodes
 
+
 def _node_summary(node: dict | None) -> dict:
     if node is None:
         return {"joined": False, "ready": None, "arch": None, "kubelet_version": None, "unschedulable": None}
     status = node.get("status") or {}
     info = status.get("nodeInfo") or {}
     ready = next((c.get("status") == "True" for c in status.get("conditions") or [] if c.get("type") == "Ready"), False)
-    return {"joined": True, "ready": ready, "arch": info.get("architecture"),
-            "kubelet_version": info.get("kubeletVersion"),
-            "unschedulable": bool((node.get("spec") or {}).get("unschedulable"))}
+    return {
+        "joined": True,
+        "ready": ready,
+        "arch": info.get("architecture"),
+        "kubelet_version": info.get("kubeletVersion"),
+        "unschedulable": bool((node.get("spec") or {}).get("unschedulable")),
+    }
 
 
 def list_nodes(event):
@@ -293,10 +312,15 @@ def list_nodes(event):
             for pod in store.pods(label_selector=cfg.falco_pod_selector):
                 spec, meta, st = pod.get("spec") or {}, pod.get("metadata") or {}, pod.get("status") or {}
                 if spec.get("nodeName"):
-                    ready = next((c.get("status") == "True" for c in st.get("conditions") or []
-                                  if c.get("type") == "Ready"), False)
-                    falco[spec["nodeName"]] = {"pod": f"{meta.get('namespace')}/{meta.get('name')}",
-                                               "phase": st.get("phase"), "ready": ready}
+                    ready = next(
+                        (c.get("status") == "True" for c in st.get("conditions") or [] if c.get("type") == "Ready"),
+                        False,
+                    )
+                    falco[spec["nodeName"]] = {
+                        "pod": f"{meta.get('namespace')}/{meta.get('name')}",
+                        "phase": st.get("phase"),
+                        "ready": ready,
+                    }
         except KubeError as exc:
             METRICS.inc("api_errors_total", {"status": exc.status or "none"})
             falco_error = f"could not list Falco pods: {exc.status} {exc.reason}"
@@ -319,11 +343,15 @@ def list_nodes(event):
         if item["arch"] is None and latest is not None:
             item["arch"] = latest.arch
         item["falco"] = falco.get(name) if cfg.script.falco_mode == "helm" else {"mode": cfg.script.falco_mode}
-        item["token"] = None if latest is None else {
-            "id": latest.token_id,
-            "expires_at": tokens.rfc3339(latest.expires_at) if latest.expires_at else None,
-            "expired": latest.expired(now),
-        }
+        item["token"] = (
+            None
+            if latest is None
+            else {
+                "id": latest.token_id,
+                "expires_at": tokens.rfc3339(latest.expires_at) if latest.expires_at else None,
+                "expired": latest.expired(now),
+            }
+        )
         item["outstanding_tokens"] = sum(1 for e in es if not e.expired(now))
         item["alert_token"] = name in alert_nodes
         if latest is not None:
@@ -336,6 +364,7 @@ def list_nodes(event):
 
 
 # ------------------------------------------------------------------ DELETE /nodes/<name>
+
 
 def delete_node(event, name: str):
     name = name.strip().lower()
@@ -367,8 +396,12 @@ def delete_node(event, name: str):
         if ev.failed:
             log.warning("node.drain_incomplete", node=name, failed=len(ev.failed))
             result["drain"]["deleted"] = False
-            raise HTTPError(409, f"node {name!r} is cordoned but {len(ev.failed)} pod(s) could not be evicted "
-                                 "(a PodDisruptionBudget?); it was not deleted. Retry later", **result)
+            raise HTTPError(
+                409,
+                f"node {name!r} is cordoned but {len(ev.failed)} pod(s) could not be evicted "
+                "(a PodDisruptionBudget?); it was not deleted. Retry later",
+                **result,
+            )
         store.delete_node(name)
         result["drain"]["deleted"] = True
         log.info("node.removed", node=name, evicted=len(ev.evicted), skipped=len(ev.skipped))

@@ -6,6 +6,7 @@ anyway. The script uses only shell builtins plus curl, sh, id and systemctl (and
 in host mode, the bootstrap's Falco step), so its side effects are exactly the
 commands tests can record.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -15,8 +16,9 @@ FALCO_MODES = ("helm", "host", "none")
 # bootstrap/edgeguard-bootstrap must be on the node (baked into the image with the enrollment key).
 # Its Falco step sends alerts as this node (Basic auth user = --node-name) with the per-node token
 # the script pipes to its stdin (alerttokens.py), never with the fleet's alert-forwarder token.
-DEFAULT_FALCO_HOST_COMMAND = ("edgeguard-bootstrap falco --mode host --gateway {gateway_url} --node-name {node_name} "
-                              "--alert-token-stdin --yes")
+DEFAULT_FALCO_HOST_COMMAND = (
+    "edgeguard-bootstrap falco --mode host --gateway {gateway_url} --node-name {node_name} --alert-token-stdin --yes"
+)
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,23 @@ def falco_host_argv(template: str, *, gateway_url: str, node_name: str) -> list:
     try:
         return [w.format(gateway_url=gateway_url, node_name=node_name) for w in words]
     except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(f"falco_host_command uses an unknown placeholder {exc}; "
-                         "only {gateway_url} and {node_name} exist") from None
+        raise ValueError(
+            f"falco_host_command uses an unknown placeholder {exc}; only {{gateway_url}} and {{node_name}} exist"
+        ) from None
 
 
-def render(*, node_name: str, arch: str, server_url: str, token: str, labels: dict, taints,
-           expires_at: str, settings: ScriptSettings, alert_token: str | None = None) -> str:
+def render(
+    *,
+    node_name: str,
+    arch: str,
+    server_url: str,
+    token: str,
+    labels: dict,
+    taints,
+    expires_at: str,
+    settings: ScriptSettings,
+    alert_token: str | None = None,
+) -> str:
     exec_line = agent_exec(node_name, labels, taints, settings.extra_agent_args)
     install_env = [f"K3S_URL={q(server_url)}", 'K3S_TOKEN="$K3S_TOKEN"', 'INSTALL_K3S_EXEC="$INSTALL_K3S_EXEC"']
     if settings.k3s_version:
@@ -92,7 +105,7 @@ def render(*, node_name: str, arch: str, server_url: str, token: str, labels: di
         # Fetch first, then run: piping curl straight into sh would hide a failed download under set -e.
         f"installer=$(curl -sfL {q(settings.install_url)})",
         'if [ -z "$installer" ]; then echo "edgeguard: empty k3s installer download" >&2; exit 1; fi',
-        f'printf \'%s\\n\' "$installer" | {" ".join(install_env)} sh -s -',
+        f"printf '%s\\n' \"$installer\" | {' '.join(install_env)} sh -s -",
         "systemctl is-active --quiet k3s-agent || "
         '{ echo "edgeguard: k3s-agent is not running; see journalctl -u k3s-agent" >&2; exit 1; }',
         'echo "edgeguard: k3s agent is running"',

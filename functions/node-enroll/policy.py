@@ -3,6 +3,7 @@
 Every rule returns a PolicyError with the HTTP status and a reason the node's
 operator can act on; nothing here touches the cluster.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -22,10 +23,17 @@ TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 # uname -m / dpkg / GOARCH spellings -> GOARCH, which is what the kubelet reports.
 ARCHES = {
-    "arm64": "arm64", "aarch64": "arm64",
-    "amd64": "amd64", "x86_64": "amd64",
-    "arm": "arm", "armhf": "arm", "armv7l": "arm", "armv7": "arm",
-    "riscv64": "riscv64", "s390x": "s390x", "ppc64le": "ppc64le",
+    "arm64": "arm64",
+    "aarch64": "arm64",
+    "amd64": "amd64",
+    "x86_64": "amd64",
+    "arm": "arm",
+    "armhf": "arm",
+    "armv7l": "arm",
+    "armv7": "arm",
+    "riscv64": "riscv64",
+    "s390x": "s390x",
+    "ppc64le": "ppc64le",
 }
 REQUEST_FIELDS = {"hostname", "arch", "machine_id", "labels", "rotate"}
 MAX_REQUESTED_LABELS = 32
@@ -72,6 +80,7 @@ class Decision:
 
 # ---------------------------------------------------------------- labels, taints
 
+
 def valid_node_name(name: str) -> bool:
     return isinstance(name, str) and 0 < len(name) <= 253 and bool(_DNS_SUBDOMAIN_RE.fullmatch(name))
 
@@ -104,11 +113,15 @@ def label_value_problem(key: str, value) -> str | None:
 def refused_label_reason(key: str) -> str | None:
     prefix = key.rpartition("/")[0]
     if prefix.lower() == "node-role.kubernetes.io":
-        return (f"label {key!r} is refused: the kubelet rejects self-assigned node-role.kubernetes.io/* labels; "
-                "use your own prefix (e.g. node.edgeguard.io/role=edge)")
+        return (
+            f"label {key!r} is refused: the kubelet rejects self-assigned node-role.kubernetes.io/* labels; "
+            "use your own prefix (e.g. node.edgeguard.io/role=edge)"
+        )
     if _is_kubernetes_namespace(prefix):
-        return (f"label {key!r} is refused: the kubelet rejects unknown kubernetes.io / k8s.io labels set with "
-                "--node-labels")
+        return (
+            f"label {key!r} is refused: the kubelet rejects unknown kubernetes.io / k8s.io labels set with "
+            "--node-labels"
+        )
     return None
 
 
@@ -121,9 +134,13 @@ def check_labels(labels: dict, *, allowed_prefixes: tuple | None, where: str) ->
         if problem:
             raise PolicyError(422, f"{where}: {problem}", label=key if isinstance(key, str) else None)
         if allowed_prefixes is not None and not any(key.startswith(p) for p in allowed_prefixes):
-            raise PolicyError(422, f"{where}: label {key!r} does not start with an allowed prefix "
-                                   f"({', '.join(allowed_prefixes) or 'none configured'})",
-                              label=key, allowed_prefixes=list(allowed_prefixes))
+            raise PolicyError(
+                422,
+                f"{where}: label {key!r} does not start with an allowed prefix "
+                f"({', '.join(allowed_prefixes) or 'none configured'})",
+                label=key,
+                allowed_prefixes=list(allowed_prefixes),
+            )
         out[key] = value
     return out
 
@@ -143,6 +160,7 @@ def parse_taint(spec) -> str:
 
 
 # ---------------------------------------------------------------- configuration
+
 
 def parse_prefixes(raw: str | None) -> tuple:
     prefixes = tuple(p.strip() for p in (raw or "").split(",") if p.strip())
@@ -195,13 +213,15 @@ def parse_allowlist(text: str | None) -> tuple:
 
 # ---------------------------------------------------------------- requests
 
+
 def parse_request(doc) -> EnrollRequest:
     if not isinstance(doc, dict):
         raise PolicyError(400, "request body must be a JSON object with hostname, arch and machine_id")
     unknown = set(doc) - REQUEST_FIELDS
     if unknown:
-        raise PolicyError(400, f"unknown field(s): {', '.join(sorted(map(str, unknown)))}",
-                          allowed_fields=sorted(REQUEST_FIELDS))
+        raise PolicyError(
+            400, f"unknown field(s): {', '.join(sorted(map(str, unknown)))}", allowed_fields=sorted(REQUEST_FIELDS)
+        )
     missing = [f for f in ("hostname", "arch", "machine_id") if not doc.get(f)]
     if missing:
         raise PolicyError(400, f"missing field(s): {', '.join(missing)}")
@@ -210,8 +230,11 @@ def parse_request(doc) -> EnrollRequest:
         raise PolicyError(400, "hostname, arch and machine_id must be strings")
     hostname = hostname.strip().lower()
     if not valid_node_name(hostname):
-        raise PolicyError(400, "hostname must be a valid node name: lowercase letters, digits, '-' and '.', "
-                               "at most 253 characters, alphanumeric at both ends")
+        raise PolicyError(
+            400,
+            "hostname must be a valid node name: lowercase letters, digits, '-' and '.', "
+            "at most 253 characters, alphanumeric at both ends",
+        )
     norm_arch = ARCHES.get(arch.strip().lower())
     if norm_arch is None:
         raise PolicyError(400, f"unsupported arch {arch[:32]!r}", supported=sorted(set(ARCHES)))
@@ -240,8 +263,11 @@ def decide(req: EnrollRequest, *, allowlist: tuple, allowed_prefixes: tuple) -> 
                 # Operator-assigned labels win: a node must not pick its own site or role.
                 labels.update(entry.labels)
                 taints = entry.taints
-                matched = f"entry {i}" + (f" hostname={entry.hostname}" if entry.hostname else "") + \
-                    (" machine_id" if entry.machine_id else "")
+                matched = (
+                    f"entry {i}"
+                    + (f" hostname={entry.hostname}" if entry.hostname else "")
+                    + (" machine_id" if entry.machine_id else "")
+                )
                 break
         else:
             raise PolicyError(403, f"node {req.hostname!r} is not in the enrollment allowlist")

@@ -16,6 +16,7 @@ What is known after the signature has verified is the node the signed body names
 in front of the gateway; a client reaching the gateway directly writes whatever it likes). It is logged
 and recorded as what that header said, and no decision depends on it.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -40,12 +41,20 @@ def source_address(x_real_ip: str | None) -> str | None:
 class EnrollLimits:
     """The three buckets; each method answers 0 if allowed, otherwise whole seconds to wait (>= 1)."""
 
-    def __init__(self, *, per_minute: float, global_per_minute: float, unsigned_per_minute: float,
-                 max_keys: int = 4096, clock=time.monotonic):
+    def __init__(
+        self,
+        *,
+        per_minute: float,
+        global_per_minute: float,
+        unsigned_per_minute: float,
+        max_keys: int = 4096,
+        clock=time.monotonic,
+    ):
         # At most max_keys nodes are remembered; forgetting one only gives it a full
         # bucket again, and the global bucket still holds.
-        self._per_node = KeyedRateLimiter(per_key_rate=per_minute / 60.0, per_key_burst=per_minute,
-                                          max_keys=max_keys, clock=clock)
+        self._per_node = KeyedRateLimiter(
+            per_key_rate=per_minute / 60.0, per_key_burst=per_minute, max_keys=max_keys, clock=clock
+        )
         self._global = TokenBucket(global_per_minute / 60.0, global_per_minute, clock)
         self._unsigned = TokenBucket(unsigned_per_minute / 60.0, unsigned_per_minute, clock)
 

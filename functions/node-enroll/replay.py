@@ -18,6 +18,7 @@ a restart, 201 with a new join token). Two rules hold it:
 
 Clients simply re-sign.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -35,8 +36,15 @@ class ReplayRejected(Exception):
 
 
 class ReplayGuard:
-    def __init__(self, *, max_skew: int = 300, max_ahead: int = 30, max_entries: int = 10000, clock=time.time,
-                 started_at: float | None = None):
+    def __init__(
+        self,
+        *,
+        max_skew: int = 300,
+        max_ahead: int = 30,
+        max_entries: int = 10000,
+        clock=time.time,
+        started_at: float | None = None,
+    ):
         self.max_skew = max_skew
         self.max_ahead = min(max_ahead, max_skew)
         self.max_entries = max_entries
@@ -56,11 +64,16 @@ class ReplayGuard:
         skew = timestamp - now
         if skew > self.max_ahead or -skew > self.max_skew:
             direction, limit = ("ahead of", self.max_ahead) if skew > 0 else ("behind", self.max_skew)
-            raise ReplayRejected(401, f"request timestamp is {abs(int(skew))}s {direction} the server clock "
-                                      f"(limit {limit}s); check the node's time sync and sign again", "clock_skew")
+            raise ReplayRejected(
+                401,
+                f"request timestamp is {abs(int(skew))}s {direction} the server clock "
+                f"(limit {limit}s); check the node's time sync and sign again",
+                "clock_skew",
+            )
         if timestamp < int(self.started_at):
-            raise ReplayRejected(401, "request was signed before the service (re)started; sign it again",
-                                 "signed_before_start")
+            raise ReplayRejected(
+                401, "request was signed before the service (re)started; sign it again", "signed_before_start"
+            )
 
     def check_and_record(self, timestamp: int, nonce: str) -> float:
         """Raise ReplayRejected unless (timestamp, nonce) is fresh; otherwise remember the nonce and return the
@@ -72,8 +85,9 @@ class ReplayGuard:
             if nonce in self._seen:
                 raise ReplayRejected(401, "replayed request: this nonce was already used")
             if len(self._seen) >= self.max_entries:
-                raise ReplayRejected(503, "too many recent enrollment requests to track safely; retry in a minute",
-                                     "nonce_cache_full")
+                raise ReplayRejected(
+                    503, "too many recent enrollment requests to track safely; retry in a minute", "nonce_cache_full"
+                )
             # A nonce can be replayed for as long as its timestamp passes the skew check.
             until = max(timestamp + self.max_skew, now) + 1
             self._seen[nonce] = until
@@ -108,8 +122,13 @@ class PersistedWindow:
 
     PRUNE = 64  # expired entries dropped per write, so the stored window never grows past the live one for long
 
-    def __init__(self, guard: ReplayGuard, read: Callable[[], dict[str, float]],
-                 write: Callable[[dict[str, float], list[str]], None], clock=time.time):
+    def __init__(
+        self,
+        guard: ReplayGuard,
+        read: Callable[[], dict[str, float]],
+        write: Callable[[dict[str, float], list[str]], None],
+        clock=time.time,
+    ):
         self.guard = guard
         self._read, self._write, self._clock = read, write, clock
         self._known: dict[str, float] | None = None

@@ -7,6 +7,7 @@ an unauthenticated caller only ever learns that the function is misconfigured, n
 (see the handler). Secrets (the key, the admin token, the kubeconfig) and the CA they may carry are
 read per request, so a rotated secret takes effect without a restart.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,9 +23,11 @@ ADMIN_SECRET = "node-enroll-admin-token"
 KUBECONFIG_SECRET = "node-enroll-kubeconfig"
 INCLUSTER_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
+
 @dataclass(frozen=True)
 class Protection:
     """What POST /enroll needs before the signature is checked."""
+
     max_body_bytes: int
     max_clock_skew: int
     max_clock_ahead: int
@@ -112,8 +115,9 @@ def _check_script(script: joinscript.ScriptSettings) -> None:
         if script.falco_mode == "host":
             if not script.public_gateway_url:
                 raise ValueError("falco_mode=host needs public_gateway_url (the gateway as nodes reach it)")
-            joinscript.falco_host_argv(script.falco_host_command, gateway_url=script.public_gateway_url,
-                                       node_name="node")
+            joinscript.falco_host_argv(
+                script.falco_host_command, gateway_url=script.public_gateway_url, node_name="node"
+            )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -171,8 +175,9 @@ def ca_hash(cfg: Settings) -> tuple[str, str]:
     if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(INCLUSTER_CA):
         with open(INCLUSTER_CA, "rb") as fh:
             return _hash(fh.read(), INCLUSTER_CA), "in-cluster ca.crt"
-    raise ConfigError("no server CA to hash: set k3s_ca_hash or k3s_ca_file, or give the kubeconfig secret "
-                      "certificate-authority-data")
+    raise ConfigError(
+        "no server CA to hash: set k3s_ca_hash or k3s_ca_file, or give the kubeconfig secret certificate-authority-data"
+    )
 
 
 def _hash(data: bytes, where: str) -> str:

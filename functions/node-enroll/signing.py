@@ -16,6 +16,7 @@ string small and lets any client sign a file it streams.
 Stdlib only: the node-side client carries its own copy of these few lines, and
 tests check the two agree.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -13,14 +13,15 @@ Verbs used (mirrored by deploy/rbac/node-enroll.yaml):
 Failures are kubeapi.KubeError (status None when no answer came). The connection comes from
 edgeguard.kube.connection(), which does not import the kubernetes package for the kubeconfigs bootstrap writes.
 """
+
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from .edgeguard.kubeapi import MERGE_PATCH, Client, KubeError
 from . import alerttokens, tokens
+from .edgeguard.kubeapi import MERGE_PATCH, Client, KubeError
 from .settings import KUBECONFIG_SECRET
 
 FIELD_MANAGER = "edgeguard-node-enroll"
@@ -59,6 +60,8 @@ class Store:
         Without ``get`` in kube-system an existing Secret cannot be inspected; callers
         must not infer anything from it beyond "a token with this id exists".
         """
+        if e.record is None:  # an Enrollment read back without its record cannot be published
+            raise ValueError(f"enrollment {e.token_id} has no record to publish")
         return self._create(tokens.NAMESPACE, tokens.bootstrap_from_record(e.record))
 
     def revoke(self, e: tokens.Enrollment) -> bool:
@@ -78,10 +81,18 @@ class Store:
         checked here, and the record is read again first: what we created is what our record says, and the
         kube-system Secret itself may not be read. No record, no delete (its token is left to expire)."""
         name = e.secret_name
-        if not (tokens.TOKEN_SECRET_NAME_RE.fullmatch(name) and e.record is not None and tokens.is_record(e.record)
-                and e.record_name == tokens.RECORD_PREFIX + e.token_id):
-            raise KubeError(None, f"refused to delete {name!r}: not a token node-enroll recorded", "delete",
-                            f"Secret {tokens.NAMESPACE}/{name}")
+        if not (
+            tokens.TOKEN_SECRET_NAME_RE.fullmatch(name)
+            and e.record is not None
+            and tokens.is_record(e.record)
+            and e.record_name == tokens.RECORD_PREFIX + e.token_id
+        ):
+            raise KubeError(
+                None,
+                f"refused to delete {name!r}: not a token node-enroll recorded",
+                "delete",
+                f"Secret {tokens.NAMESPACE}/{name}",
+            )
         current = self.api.list("Secret", tokens.RECORD_NAMESPACE, field_selector=f"metadata.name={e.record_name}")
         if not current or not tokens.is_record(current[0]):
             return False
@@ -127,7 +138,7 @@ class Store:
     def write_nonces(self, add: dict[str, float], drop: list[str]) -> None:
         """One merge patch: the API server applies it atomically, and distinct nonces from concurrent writers
         do not conflict, so no resourceVersion is needed. The Secret is created when it is missing."""
-        data = {n: base64.b64encode(str(int(u)).encode()).decode() for n, u in add.items()}
+        data: dict[str, str | None] = {n: base64.b64encode(str(int(u)).encode()).decode() for n, u in add.items()}
         data.update({n: None for n in drop if n not in add})
         for _ in range(3):
             try:
@@ -137,10 +148,17 @@ class Store:
                 if not exc.not_found:
                     raise
             try:
-                self.api.create("Secret", tokens.RECORD_NAMESPACE, {
-                    "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                    "metadata": {"name": NONCES_SECRET, "labels": {"app.kubernetes.io/part-of": "edgeguard"}},
-                    "data": {k: v for k, v in data.items() if v is not None}})
+                self.api.create(
+                    "Secret",
+                    tokens.RECORD_NAMESPACE,
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "type": "Opaque",
+                        "metadata": {"name": NONCES_SECRET, "labels": {"app.kubernetes.io/part-of": "edgeguard"}},
+                        "data": {k: v for k, v in data.items() if v is not None},
+                    },
+                )
                 return
             except KubeError as exc:
                 if exc.status != 409:  # created meanwhile: patch it
@@ -177,14 +195,29 @@ class Store:
                 if current is None:
                     if all(v is None for v in patch.values()):
                         return False
-                    self.api.create("Secret", tokens.RECORD_NAMESPACE, {
-                        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                        "metadata": {"name": alerttokens.SECRET, "labels": {"app.kubernetes.io/part-of": "edgeguard"}},
-                        "data": {k: v for k, v in patch.items() if v is not None}})
+                    self.api.create(
+                        "Secret",
+                        tokens.RECORD_NAMESPACE,
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Secret",
+                            "type": "Opaque",
+                            "metadata": {
+                                "name": alerttokens.SECRET,
+                                "labels": {"app.kubernetes.io/part-of": "edgeguard"},
+                            },
+                            "data": {k: v for k, v in patch.items() if v is not None},
+                        },
+                    )
                 else:
                     rv = current["metadata"]["resourceVersion"]
-                    self.api.patch("Secret", tokens.RECORD_NAMESPACE, alerttokens.SECRET,
-                                   {"metadata": {"resourceVersion": rv}, "data": patch}, MERGE_PATCH)
+                    self.api.patch(
+                        "Secret",
+                        tokens.RECORD_NAMESPACE,
+                        alerttokens.SECRET,
+                        {"metadata": {"resourceVersion": rv}, "data": patch},
+                        MERGE_PATCH,
+                    )
                 return True
             except KubeError as exc:
                 if exc.status != 409:  # changed (or created) since we read it: read again
@@ -205,8 +238,9 @@ class Store:
         self.api.delete("Node", None, name)
 
     def pods(self, *, label_selector: str | None = None, node: str | None = None) -> list:
-        return self.api.list("Pod", None, label_selector=label_selector,
-                             field_selector=f"spec.nodeName={node}" if node else None)
+        return self.api.list(
+            "Pod", None, label_selector=label_selector, field_selector=f"spec.nodeName={node}" if node else None
+        )
 
     def evict_pods(self, node: str) -> EvictionResult:
         """Evict what ``kubectl drain --ignore-daemonsets`` would: not DaemonSet pods, not mirror pods."""
@@ -226,7 +260,7 @@ class Store:
                 result.skipped.append({"pod": ref, "why": f"already {phase}"})
                 continue
             try:
-                self.api.evict(meta.get("namespace"), meta.get("name"))
+                self.api.evict(meta["namespace"], meta["name"])  # every listed pod has both
                 result.evicted.append(ref)
             except KubeError as exc:
                 if exc.not_found:

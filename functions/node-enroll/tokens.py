@@ -12,6 +12,7 @@ a record: Secret ``edgeguard-enroll/enroll-<id>`` holding the same data plus our
 bookkeeping (hostname, machine-id digest, labels, taints) in annotations. The record is
 the source of truth; the kube-system Secret is derived from it (``bootstrap_from_record``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -140,9 +141,20 @@ def machine_hash(machine_id: str) -> str:
     return hashlib.sha256(machine_id.encode("utf-8")).hexdigest()
 
 
-def build_secret(*, token_id: str, token_secret: str, hostname: str, arch: str, machine_id: str,
-                 labels: dict, taints: list, expires_at: datetime, now: datetime, source: str | None,
-                 groups: str = DEFAULT_GROUP) -> dict:
+def build_secret(
+    *,
+    token_id: str,
+    token_secret: str,
+    hostname: str,
+    arch: str,
+    machine_id: str,
+    labels: dict,
+    taints: list,
+    expires_at: datetime,
+    now: datetime,
+    source: str | None,
+    groups: str = DEFAULT_GROUP,
+) -> dict:
     data = {
         "token-id": token_id,
         "token-secret": token_secret,
@@ -184,7 +196,7 @@ def build_record(bootstrap: dict) -> dict:
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": RECORD_PREFIX + meta["name"][len(NAME_PREFIX):],
+            "name": RECORD_PREFIX + meta["name"][len(NAME_PREFIX) :],
             "namespace": RECORD_NAMESPACE,
             "labels": dict(meta.get("labels") or {}),
             "annotations": dict(meta.get("annotations") or {}),
@@ -201,7 +213,7 @@ def bootstrap_from_record(record: dict) -> dict:
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": NAME_PREFIX + meta["name"][len(RECORD_PREFIX):],
+            "name": NAME_PREFIX + meta["name"][len(RECORD_PREFIX) :],
             "namespace": NAMESPACE,
             "labels": dict(meta.get("labels") or {}),
             "annotations": dict(meta.get("annotations") or {}),
@@ -215,9 +227,13 @@ def is_record(obj: dict) -> bool:
     """One of our records: our type, our label, in our namespace, named enroll-<token-id>."""
     meta = obj.get("metadata") or {}
     name = meta.get("name") or ""
-    return (obj.get("type") == RECORD_TYPE and meta.get("namespace", RECORD_NAMESPACE) == RECORD_NAMESPACE
-            and (meta.get("labels") or {}).get(MANAGED_LABEL[0]) == MANAGED_LABEL[1]
-            and name.startswith(RECORD_PREFIX) and bool(TOKEN_ID_RE.fullmatch(name[len(RECORD_PREFIX):])))
+    return (
+        obj.get("type") == RECORD_TYPE
+        and meta.get("namespace", RECORD_NAMESPACE) == RECORD_NAMESPACE
+        and (meta.get("labels") or {}).get(MANAGED_LABEL[0]) == MANAGED_LABEL[1]
+        and name.startswith(RECORD_PREFIX)
+        and bool(TOKEN_ID_RE.fullmatch(name[len(RECORD_PREFIX) :]))
+    )
 
 
 def enrollment_from_secret(obj: dict) -> Enrollment | None:

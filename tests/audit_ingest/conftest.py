@@ -1,4 +1,5 @@
 """Helpers for audit-ingest tests: the regression corpus and a fake alert-forwarder behind a fake gateway."""
+
 from __future__ import annotations
 
 import json
@@ -28,16 +29,31 @@ def rules_files(test) -> list[Path]:
 # Expected detections of the samples (samples/README.md), per rule_matching mode.
 SAMPLE_EXPECT = {
     "webhook_eventlist_v1_kubectl_run_pod_kube-system.jsonl": {
-        "first": {"Pod Created in Kube Namespace": 1}, "all": {"Pod Created in Kube Namespace": 1}},
+        "first": {"Pod Created in Kube Namespace": 1},
+        "all": {"Pod Created in Kube Namespace": 1},
+    },
     "elastic_integrations_test-audit.v1-events.jsonl": {"first": {}, "all": {}},
     "eventlist_built_from_regression_traces.json": {
         "first": {"Create Privileged Pod": 1, "Attach/Exec Pod": 1, "ClusterRole With Wildcard Created": 1},
-        "all": {"Create Privileged Pod": 1, "Attach/Exec Pod": 1, "ClusterRole With Wildcard Created": 1,
-                "K8s ClusterRole Created": 1}},
+        "all": {
+            "Create Privileged Pod": 1,
+            "Attach/Exec Pod": 1,
+            "ClusterRole With Wildcard Created": 1,
+            "K8s ClusterRole Created": 1,
+        },
+    },
 }
 
-PRIORITY_NAMES = {"WARNING": "Warning", "NOTICE": "Notice", "INFO": "Informational", "ERROR": "Error",
-                  "CRITICAL": "Critical", "DEBUG": "Debug", "ALERT": "Alert", "EMERGENCY": "Emergency"}
+PRIORITY_NAMES = {
+    "WARNING": "Warning",
+    "NOTICE": "Notice",
+    "INFO": "Informational",
+    "ERROR": "Error",
+    "CRITICAL": "Critical",
+    "DEBUG": "Debug",
+    "ALERT": "Alert",
+    "EMERGENCY": "Emergency",
+}
 
 
 def check_expectations(test, alerts: list[dict], errors: list[str]):
@@ -62,9 +78,9 @@ class FakeForwarder:
     def __init__(self):
         self.requests: list[dict] = []
         self.status = 202
-        self.statuses: list[int] = []   # if set, the answers of the next requests, in order (then ``status``)
+        self.statuses: list[int] = []  # if set, the answers of the next requests, in order (then ``status``)
         self.hold: threading.Event | None = None  # if set, requests wait for it before answering
-        self.arrived = threading.Event()          # set when a request came in
+        self.arrived = threading.Event()  # set when a request came in
         outer = self
 
         class H(BaseHTTPRequestHandler):
@@ -72,8 +88,9 @@ class FakeForwarder:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n)
                 status = outer.statuses.pop(0) if outer.statuses else outer.status
-                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                       "status": status})
+                outer.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": body, "status": status}
+                )
                 outer.arrived.set()
                 if outer.hold is not None:
                     outer.hold.wait(10)
@@ -117,8 +134,12 @@ def ingest(load_function, forwarder, tmp_path):
     """Factory: the audit-ingest handler wired to the fake forwarder; ``rules`` replaces the rule files."""
     counter = [0]
 
-    def make(rules: list[Path] | None = None, env: dict | None = None, extra_rules: str | None = None,
-             secrets: dict | None = None):
+    def make(
+        rules: list[Path] | None = None,
+        env: dict | None = None,
+        extra_rules: str | None = None,
+        secrets: dict | None = None,
+    ):
         full_env = {"gateway_url": forwarder.url, "FALCO_HOSTNAME": "edge-1"}
         if rules is not None:
             counter[0] += 1
@@ -133,6 +154,7 @@ def ingest(load_function, forwarder, tmp_path):
             sec["audit-ingest-extra-rules"] = extra_rules
         sec.update(secrets or {})
         return load_function("audit-ingest", env=full_env, secrets=sec)
+
     return make
 
 
@@ -149,18 +171,22 @@ def post(mod, make_event, body, *, query=None, token=TOKEN, content_type="applic
 
 # ---- direct engine helpers -----------------------------------------------------------------------
 def rule_text(cond: str, name="T", output="out", priority="INFO", extra_keys="") -> str:
-    return (f"- rule: {name}\n  desc: test\n  condition: {json.dumps(cond)}\n  output: {json.dumps(output)}\n"
-            f"  priority: {priority}\n  source: k8s_audit\n{extra_keys}")
+    return (
+        f"- rule: {name}\n  desc: test\n  condition: {json.dumps(cond)}\n  output: {json.dumps(output)}\n"
+        f"  priority: {priority}\n  source: k8s_audit\n{extra_keys}"
+    )
 
 
 def engine_for(text: str, **kw):
     from edgeguard.falco import loader
     from edgeguard.falco.engine import Engine
+
     return Engine(loader.load([("test.yaml", text)]), **kw)
 
 
 def event(obj: dict, ts: int = 1_700_000_000_123_456_789):
     from edgeguard.falco.fields import AuditEvent
+
     return AuditEvent(obj, ts)
 
 

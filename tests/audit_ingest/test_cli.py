@@ -1,4 +1,5 @@
 """edgeguard-rules validate / replay: output, summaries and exit status."""
+
 from __future__ import annotations
 
 import io
@@ -22,8 +23,9 @@ def test_validate_ok_files(capsys):
 
 def test_validate_load_error_exits_2_naming_file_and_item(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("- rule: Broken\n  desc: d\n  condition: ka.verb in\n  output: o\n  priority: INFO\n"
-                   "  source: k8s_audit\n")
+    bad.write_text(
+        "- rule: Broken\n  desc: d\n  condition: ka.verb in\n  output: o\n  priority: INFO\n  source: k8s_audit\n"
+    )
     assert cli.main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "rule 'Broken'" in err and "LOAD_ERR_COMPILE_CONDITION" in err
@@ -38,8 +40,11 @@ def test_replay_prints_one_json_alert_per_line_and_a_summary(capsys):
     assert cli.main(["replay", str(SAMPLES / "eventlist_built_from_regression_traces.json")]) == 0
     out, err = capsys.readouterr()
     alerts = [json.loads(line) for line in out.splitlines()]
-    assert [a["rule"] for a in alerts] == ["Create Privileged Pod", "Attach/Exec Pod",
-                                           "ClusterRole With Wildcard Created"]
+    assert [a["rule"] for a in alerts] == [
+        "Create Privileged Pod",
+        "Attach/Exec Pod",
+        "ClusterRole With Wildcard Created",
+    ]
     assert "events: 3, alerts: 3" in err
 
 
@@ -54,8 +59,12 @@ def test_replay_reads_stdin_and_reports_non_audit_data(monkeypatch, capsys):
 
 
 def test_replay_rule_matching_all(capsys):
-    assert cli.main(["replay", "--rule-matching", "all",
-                     str(REGRESSION / "events" / "anonymous_creates_namespace_foo.json")]) == 0
+    assert (
+        cli.main(
+            ["replay", "--rule-matching", "all", str(REGRESSION / "events" / "anonymous_creates_namespace_foo.json")]
+        )
+        == 0
+    )
     rules = [json.loads(line)["rule"] for line in capsys.readouterr().out.splitlines()]
     assert rules[0] == "Anonymous Request Allowed" and len(rules) > 1
 
@@ -71,10 +80,17 @@ def test_replay_exit_2_on_bad_rules_or_unreadable_input(tmp_path, capsys):
 
 
 def test_cli_is_installed_as_a_console_script():
-    exe = subprocess.run([sys.executable, "-c", "import shutil; print(shutil.which('edgeguard-rules') or '')"],
-                         capture_output=True, text=True).stdout.strip()
+    exe = subprocess.run(
+        [sys.executable, "-c", "import shutil; print(shutil.which('edgeguard-rules') or '')"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     cmd = [exe] if exe else [sys.executable, "-m", "edgeguard.falco.cli"]
-    res = subprocess.run(cmd + ["replay", str(SAMPLES / "webhook_eventlist_v1_kubectl_run_pod_kube-system.jsonl")],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        cmd + ["replay", str(SAMPLES / "webhook_eventlist_v1_kubectl_run_pod_kube-system.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["rule"] == "Pod Created in Kube Namespace"

@@ -1,4 +1,5 @@
 """edgeguard-rules loads what audit-ingest loads; list like falco -L; selection options; streaming replay."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,11 @@ def test_validate_of_a_default_file_does_not_load_it_twice(capsys):
 
 def test_replay_rules_add_to_the_bundled_ruleset(tmp_path, capsys):
     mine = tmp_path / "mine.yaml"
-    mine.write_text(rule_text("ka.verb=create and ka.target.resource=namespaces", name="Namespace made",
-                              output="ns=%ka.target.name"))
+    mine.write_text(
+        rule_text(
+            "ka.verb=create and ka.target.resource=namespaces", name="Namespace made", output="ns=%ka.target.name"
+        )
+    )
     rc, out, _ = run(["replay", "--rule-matching", "all", "--rules", str(mine), str(ANON)], capsys)
     rules = [json.loads(line)["rule"] for line in out.splitlines()]
     assert rc == 0 and "Anonymous Request Allowed" in rules and "Namespace made" in rules
@@ -54,18 +58,26 @@ def test_the_function_rules_d_is_loaded_by_default(capsys):
     rc, out, _ = run(["replay", str(configmap_event)], capsys)
     alerts = [json.loads(line) for line in out.splitlines() if CONFIGMAP_RULE in line]
     assert rc == 0 and alerts
-    assert all("ka.target.namespace" in a["output_fields"] for a in alerts)     # the rules.d append
+    assert all("ka.target.namespace" in a["output_fields"] for a in alerts)  # the rules.d append
     rc, out, _ = run(["replay", "--rules-d", "/nonexistent", str(configmap_event)], capsys)
-    assert all("ka.target.namespace" not in json.loads(line)["output_fields"]
-               for line in out.splitlines() if CONFIGMAP_RULE in line)
+    assert all(
+        "ka.target.namespace" not in json.loads(line)["output_fields"]
+        for line in out.splitlines()
+        if CONFIGMAP_RULE in line
+    )
 
 
 def test_a_rule_that_can_never_fire_under_first_match_is_named(tmp_path, capsys):
     mine = tmp_path / "mine.yaml"
     # the bundled rule's condition, narrowed: every event it matches, "Anonymous Request Allowed" matches first
-    mine.write_text(rule_text('kevt and kcreate and ka.user.name=system:anonymous and ka.auth.decision="allow" '
-                              "and not health_endpoint and not live_endpoint and not ready_endpoint",
-                              name="Anonymous creates", output="x"))
+    mine.write_text(
+        rule_text(
+            'kevt and kcreate and ka.user.name=system:anonymous and ka.auth.decision="allow" '
+            "and not health_endpoint and not live_endpoint and not ready_endpoint",
+            name="Anonymous creates",
+            output="x",
+        )
+    )
     rc, _, err = run(["validate", str(mine)], capsys)
     assert rc == 0
     (line,) = [w for w in err.splitlines() if "LOAD_RULE_NEVER_FIRES" in w]
@@ -82,14 +94,17 @@ def test_list_prints_falcos_rule_table(capsys):
     assert row[50] == " " and row[51:].startswith("Detect any k8s operation by users outside")
     # the description wraps at 110 columns, continuation lines indented 51, and a blank line ends each rule
     i = lines.index(row)
-    assert all(len(line) <= 111 for line in lines[i:i + 3])
+    assert all(len(line) <= 111 for line in lines[i : i + 3])
     assert lines[i + 1].startswith(" " * 51) and lines[i + 2] == ""
 
 
 def test_list_json_describes_rules_macros_and_lists(tmp_path, capsys):
     mine = tmp_path / "mine.yaml"
-    mine.write_text(rule_text("ka.verb=create", name="Captured", extra_keys="  capture: true\n  capture_duration: 500\n"
-                                                                           "  tags: [mine]\n"))
+    mine.write_text(
+        rule_text(
+            "ka.verb=create", name="Captured", extra_keys="  capture: true\n  capture_duration: 500\n  tags: [mine]\n"
+        )
+    )
     rc, out, _ = run(["list", "--json", "-D", "Anonymous", str(mine)], capsys)
     desc = json.loads(out)
     assert rc == 0 and desc["required_engine_version"] == "0.15.0"
@@ -98,11 +113,12 @@ def test_list_json_describes_rules_macros_and_lists(tmp_path, capsys):
     assert cap["info"]["capture"] is True and cap["info"]["capture_duration"] == 500
     assert cap["info"]["priority"] == "Informational" and cap["info"]["tags"] == ["mine"]
     assert cap["details"]["condition_compiled"] == "ka.verb = create" and cap["details"]["plugins"] == ["k8saudit"]
-    assert rules["Anonymous Request Allowed"]["details"]["evaluated"] is False       # -D
+    assert rules["Anonymous Request Allowed"]["details"]["evaluated"] is False  # -D
     macros = {m["info"]["name"]: m for m in desc["macros"]}
     assert macros["kcreate"] == {"info": {"name": "kcreate", "condition": "ka.verb=create"}, "details": {"used": True}}
-    assert {"info": {"name": "k8s_audit_stages", "items": ["ResponseComplete"]}, "details": {"used": True}} in \
-        desc["lists"]
+    assert {"info": {"name": "k8s_audit_stages", "items": ["ResponseComplete"]}, "details": {"used": True}} in desc[
+        "lists"
+    ]
 
 
 def test_selection_options_on_replay(capsys):
@@ -110,6 +126,7 @@ def test_selection_options_on_replay(capsys):
         rc, out, err = run(["replay", "--rule-matching", "all", *opts, str(ANON)], capsys)
         assert rc == 0, err
         return [json.loads(line)["rule"] for line in out.splitlines()]
+
     everything = rules()
     assert "Anonymous Request Allowed" in everything and len(everything) > 1
     assert "Anonymous Request Allowed" not in rules("-D", "Anonymous")
@@ -121,9 +138,11 @@ def test_selection_options_on_replay(capsys):
 
 def test_a_falco_yaml_config_selects_rules_and_appends_output(tmp_path, capsys):
     conf = tmp_path / "falco.yaml"
-    conf.write_text("rules:\n  - disable:\n      rule: '*'\n  - enable:\n      rule: Anonymous Request Allowed\n"
-                    "append_output:\n  - match:\n      source: k8s_audit\n    extra_output: 'uri=%ka.uri'\n"
-                    "    extra_fields:\n      - ka.verb\n")
+    conf.write_text(
+        "rules:\n  - disable:\n      rule: '*'\n  - enable:\n      rule: Anonymous Request Allowed\n"
+        "append_output:\n  - match:\n      source: k8s_audit\n    extra_output: 'uri=%ka.uri'\n"
+        "    extra_fields:\n      - ka.verb\n"
+    )
     rc, out, err = run(["replay", "--rule-matching", "all", "-c", str(conf), str(ANON)], capsys)
     (alert,) = [json.loads(line) for line in out.splitlines()]
     assert rc == 0 and alert["rule"] == "Anonymous Request Allowed"
@@ -149,22 +168,33 @@ def test_replay_streams_stdin_writing_each_alert_before_the_next_line_is_sent():
 
 
 # ---- orjson ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("raw", [b'{"n":123456789012345678901234567890}', b'{"n":-9223372036854775809}',
-                                 b'{"s":"\\ud800"}', b'{"s":"\\udc00x"}', b'{"f":NaN}', b'{"f":Infinity}',
-                                 b'{"f":1e400}', b'{"a":1,"a":2}', b'{"f":0.30000000000000004,"g":-0.0,"h":1E5}',
-                                 b'{"s":"caf\\u00e9 \\ud83d\\ude00"}', b'18446744073709551616'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"n":123456789012345678901234567890}',
+        b'{"n":-9223372036854775809}',
+        b'{"s":"\\ud800"}',
+        b'{"s":"\\udc00x"}',
+        b'{"f":NaN}',
+        b'{"f":Infinity}',
+        b'{"f":1e400}',
+        b'{"a":1,"a":2}',
+        b'{"f":0.30000000000000004,"g":-0.0,"h":1E5}',
+        b'{"s":"caf\\u00e9 \\ud83d\\ude00"}',
+        b"18446744073709551616",
+    ],
+)
 def test_the_fast_decoder_gives_what_json_loads_gives(raw):
     assert repr(source.loads_line(raw)) == repr(json.loads(raw.decode()))
 
 
-@pytest.mark.parametrize("raw", [b'{"a":1,}', b'\xef\xbb\xbf{}', b'{"a":"\x01"}', b"[1,2"])
+@pytest.mark.parametrize("raw", [b'{"a":1,}', b"\xef\xbb\xbf{}", b'{"a":"\x01"}', b"[1,2"])
 def test_the_fast_decoder_refuses_what_json_refuses(raw):
     with pytest.raises(json.JSONDecodeError):
         source.loads_line(raw)
 
 
-def test_alerts_are_byte_identical_with_and_without_orjson_on_every_regression_and_sample_file(capsys,
-                                                                                                 monkeypatch):
+def test_alerts_are_byte_identical_with_and_without_orjson_on_every_regression_and_sample_file(capsys, monkeypatch):
     files = sorted({str(REGRESSION / t["events"]) for t in regression_tests(include_undetermined=True)})
     files += sorted(str(p) for p in SAMPLES.glob("*.json*"))
     outputs = []

@@ -1,4 +1,5 @@
 """Batches processed on several waitress threads at once: process-wide state stays consistent."""
+
 from __future__ import annotations
 
 import gc
@@ -23,7 +24,7 @@ def test_gc_stays_paused_until_the_last_overlapping_batch_ends():
         assert a_in.wait(5)
         b.start()
         assert b_in.wait(5)
-        a_out.set()      # batch A ends while batch B is still running
+        a_out.set()  # batch A ends while batch B is still running
         a.join(5)
         assert not gc.isenabled(), "batch A's exit re-enabled the GC in the middle of batch B"
         b_out.set()

@@ -1,4 +1,5 @@
 """Falco's k8s-audit regression tests and the samples, through the engine, the CLI and the HTTP handler."""
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,7 @@ def test_regression_engine(test):
 
 @pytest.mark.parametrize("test", TESTS, ids=IDS)
 def test_regression_cli(test, capsys):
-    args = ["replay", "--no-defaults"]   # the test's own rules files only, as Falco loads them
+    args = ["replay", "--no-defaults"]  # the test's own rules files only, as Falco loads them
     for r in rules_files(test):
         args += ["--rules", str(r)]
     rc = cli.main(args + [str(REGRESSION / test["events"])])

@@ -1,4 +1,5 @@
 """decode_payload: identical to json.loads, plus which EventList items are known to fit maxEventSize."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,11 @@ DOCS = [
     ' \n{ "items" : [ ] , "kind" : "EventList" } \n',
     '[{"kind":"EventList","items":[{"x":1}]}, [{"kind":"Event"}], 3, "s", null]',
     '{"kind":"Event","items":{"not":"a list"},"dup":1,"dup":2}',
-    '"just a string"', "42", "[]", "{}", '{"items":[1,"two",null,true]}',
+    '"just a string"',
+    "42",
+    "[]",
+    "{}",
+    '{"items":[1,"two",null,true]}',
     '{"kind":"EventList","items":[{"nested":{"items":[{"deep":1}]}}]}',
     (SAMPLES / "eventlist_built_from_regression_traces.json").read_text(),
 ]
@@ -24,7 +29,7 @@ DOCS = [
 def test_decode_equals_json_loads(doc):
     obj, _ = decode_payload(doc)
     assert obj == json.loads(doc)
-    assert json.dumps(obj) == json.dumps(json.loads(doc))   # same key order too
+    assert json.dumps(obj) == json.dumps(json.loads(doc))  # same key order too
 
 
 @pytest.mark.parametrize("doc", ['{"kind":"EventList","items":[{"a":1},]}', '{"a":1} x', "[1,2", '{"a" 1}', ""])

@@ -1,4 +1,5 @@
 """audit-ingest over the python3-http contract: auth, bad input, hand-off, retries, dry-run, health."""
+
 from __future__ import annotations
 
 import json
@@ -8,18 +9,31 @@ import pytest
 
 from .conftest import FWD_TOKEN, REGRESSION, TOKEN, post
 
-ANON = {"kind": "Event", "apiVersion": "audit.k8s.io/v1beta1",
-        "metadata": {"creationTimestamp": "2018-10-25T13:58:49Z"}, "level": "Request",
-        "timestamp": "2018-10-25T13:58:49Z", "auditID": "841d3e6d-90d2-43df-8da4-684738bee3d5",
-        "stage": "ResponseComplete", "requestURI": "/api/v1/namespaces", "verb": "create",
-        "user": {"username": "system:anonymous", "groups": ["system:masters", "system:authenticated"]},
-        "sourceIPs": ["192.168.99.1"], "objectRef": {"resource": "namespaces", "name": "foo", "apiVersion": "v1"},
-        "responseStatus": {"metadata": {}, "code": 201},
-        "requestObject": {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "foo",
-                                                                                 "creationTimestamp": None},
-                          "spec": {}, "status": {"phase": "Active"}},
-        "requestReceivedTimestamp": "2018-10-25T13:58:49.730588Z", "stageTimestamp": "2018-10-25T13:58:49.736141Z",
-        "annotations": {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""}}
+ANON = {
+    "kind": "Event",
+    "apiVersion": "audit.k8s.io/v1beta1",
+    "metadata": {"creationTimestamp": "2018-10-25T13:58:49Z"},
+    "level": "Request",
+    "timestamp": "2018-10-25T13:58:49Z",
+    "auditID": "841d3e6d-90d2-43df-8da4-684738bee3d5",
+    "stage": "ResponseComplete",
+    "requestURI": "/api/v1/namespaces",
+    "verb": "create",
+    "user": {"username": "system:anonymous", "groups": ["system:masters", "system:authenticated"]},
+    "sourceIPs": ["192.168.99.1"],
+    "objectRef": {"resource": "namespaces", "name": "foo", "apiVersion": "v1"},
+    "responseStatus": {"metadata": {}, "code": 201},
+    "requestObject": {
+        "kind": "Namespace",
+        "apiVersion": "v1",
+        "metadata": {"name": "foo", "creationTimestamp": None},
+        "spec": {},
+        "status": {"phase": "Active"},
+    },
+    "requestReceivedTimestamp": "2018-10-25T13:58:49.730588Z",
+    "stageTimestamp": "2018-10-25T13:58:49.736141Z",
+    "annotations": {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""},
+}
 
 
 def anon(i=0, **over):
@@ -93,21 +107,25 @@ def test_query_string_token_is_not_accepted(ingest, make_event, forwarder):
 
 
 # ---- bad input: 4xx with a reason, nothing forwarded ---------------------------------------------
-@pytest.mark.parametrize("body,ctype,env,status,reason", [
-    (b'{"kind":"EventList","items":[]}', "text/plain", {}, 415, "Content-Type"),
-    (b'{"kind":"EventList","items":[]}', None, {}, 415, "Content-Type"),
-    (b"x" * 200, "application/json", {"max_body_bytes": "100"}, 413, "larger than"),
-    (b'{"kind": "EventList", "items": [', "application/json", {}, 400, "invalid JSON"),
-    (b"", "application/json", {}, 400, "empty"),
-    (b"\xff\xfe{}", "application/json", {}, 400, "UTF-8"),
-    (b'{"kind": 0}', "application/json", {}, 400, "data not recognized as a k8s audit event"),
-    (b'{"apiVersion": "v1", "kind": "Pod"}', "application/json", {}, 400, "data not recognized"),
-    (b'"just a string"', "application/json", {}, 400, "data not recognized"),
-    (b'[1, 2, 3]', "application/json", {}, 400, "data not recognized"),
-    (b'{"kind":"Event"}\nnot json\n', "application/x-ndjson", {}, 400, "line 2"),
-])
-def test_bad_input_gets_4xx_with_reason_and_nothing_forwarded(ingest, make_event, forwarder, body, ctype, env,
-                                                             status, reason):
+@pytest.mark.parametrize(
+    "body,ctype,env,status,reason",
+    [
+        (b'{"kind":"EventList","items":[]}', "text/plain", {}, 415, "Content-Type"),
+        (b'{"kind":"EventList","items":[]}', None, {}, 415, "Content-Type"),
+        (b"x" * 200, "application/json", {"max_body_bytes": "100"}, 413, "larger than"),
+        (b'{"kind": "EventList", "items": [', "application/json", {}, 400, "invalid JSON"),
+        (b"", "application/json", {}, 400, "empty"),
+        (b"\xff\xfe{}", "application/json", {}, 400, "UTF-8"),
+        (b'{"kind": 0}', "application/json", {}, 400, "data not recognized as a k8s audit event"),
+        (b'{"apiVersion": "v1", "kind": "Pod"}', "application/json", {}, 400, "data not recognized"),
+        (b'"just a string"', "application/json", {}, 400, "data not recognized"),
+        (b"[1, 2, 3]", "application/json", {}, 400, "data not recognized"),
+        (b'{"kind":"Event"}\nnot json\n', "application/x-ndjson", {}, 400, "line 2"),
+    ],
+)
+def test_bad_input_gets_4xx_with_reason_and_nothing_forwarded(
+    ingest, make_event, forwarder, body, ctype, env, status, reason
+):
     mod = ingest(env=env)
     got, reply = post(mod, make_event, body, content_type=ctype)
     assert got == status, reply
@@ -174,17 +192,19 @@ def test_lone_surrogate_in_an_event_is_replaced_not_a_crash(ingest, make_event, 
     assert status == 200 and reply["forwarded"] == 1
     (alert,) = forwarder.alerts()
     uri = alert["output_fields"]["ka.uri"]
-    assert uri.startswith("/api/v1/namespaces") and set(uri[len("/api/v1/namespaces"):]) == {"\ufffd"}
+    assert uri.startswith("/api/v1/namespaces") and set(uri[len("/api/v1/namespaces") :]) == {"\ufffd"}
     assert "uri=/api/v1/namespaces\ufffd" in alert["output"]
 
 
-def test_an_event_that_breaks_evaluation_is_counted_not_retried_forever(ingest, make_event, forwarder,
-                                                                       monkeypatch):
+def test_an_event_that_breaks_evaluation_is_counted_not_retried_forever(ingest, make_event, forwarder, monkeypatch):
     mod = ingest()
     eng = mod.engine()
     real = eng.match
-    monkeypatch.setattr(eng, "match", lambda e: (_ for _ in ()).throw(RuntimeError("boom"))
-                        if e.obj.get("auditID") == "anon-91" else real(e))
+    monkeypatch.setattr(
+        eng,
+        "match",
+        lambda e: (_ for _ in ()).throw(RuntimeError("boom")) if e.obj.get("auditID") == "anon-91" else real(e),
+    )
     status, reply = post(mod, make_event, eventlist(anon(91), anon(92)))
     assert status == 200 and reply["forwarded"] == 1
     _, h = health(mod, make_event)
@@ -207,8 +227,9 @@ def test_alerts_are_handed_to_alert_forwarder_as_one_json_array(ingest, make_eve
     assert sorted(a) == ["hostname", "output", "output_fields", "priority", "rule", "source", "tags", "time"]
     assert a["time"] == "2018-10-25T13:58:49.736141000Z" and a["source"] == "k8s_audit"
     assert a["output_fields"]["ka.user.name"] == "system:anonymous"
-    assert a["output"].endswith("Warning Request by anonymous user allowed (user=system:anonymous verb=create "
-                                "uri=/api/v1/namespaces reason=))")
+    assert a["output"].endswith(
+        "Warning Request by anonymous user allowed (user=system:anonymous verb=create uri=/api/v1/namespaces reason=))"
+    )
 
 
 def test_large_hand_offs_are_split_under_forward_max_bytes(ingest, make_event, forwarder):
@@ -229,8 +250,10 @@ def test_hand_off_parts_hold_at_most_forward_max_alerts(ingest, make_event, forw
 
 
 def test_a_single_alert_over_forward_max_bytes_is_sent_alone(ingest, make_event, forwarder):
-    mod = ingest(env={"forward_max_bytes": "1024", "rule_matching": "all"}, extra_rules=EXTRA.replace(
-        "foo touched by %ka.user.name", "foo touched %jevt.obj"))
+    mod = ingest(
+        env={"forward_max_bytes": "1024", "rule_matching": "all"},
+        extra_rules=EXTRA.replace("foo touched by %ka.user.name", "foo touched %jevt.obj"),
+    )
     status, reply = post(mod, make_event, anon(110))
     assert status == 200 and "Namespace foo touched" in reply["rules"]
     (big,) = [r for r in forwarder.requests if len(r["body"]) > 1024]
@@ -300,7 +323,7 @@ def test_duplicate_memory_is_bounded(ingest, make_event, forwarder):
         post(mod, make_event, anon(i))
     _, h = health(mod, make_event)
     assert h["dedup_remembered"] == 2
-    assert post(mod, make_event, anon(40))[1]["forwarded"] == 1   # forgotten: oldest entry evicted
+    assert post(mod, make_event, anon(40))[1]["forwarded"] == 1  # forgotten: oldest entry evicted
     assert post(mod, make_event, anon(42))[1]["duplicates"] == 1  # still remembered
 
 
@@ -339,8 +362,12 @@ def test_extra_rules_secret_is_loaded_last(ingest, make_event, forwarder):
     mod = ingest(extra_rules=EXTRA, env={"rule_matching": "all"})
     status, reply = post(mod, make_event, anon(60), query={"dry_run": "1"})
     # rule_matching all: every matching rule, in definition order; the secret's rule comes last.
-    assert [a["rule"] for a in reply["alerts"]] == ["Anonymous Request Allowed", "Create Disallowed Namespace",
-                                                    "K8s Namespace Created", "Namespace foo touched"]
+    assert [a["rule"] for a in reply["alerts"]] == [
+        "Anonymous Request Allowed",
+        "Create Disallowed Namespace",
+        "K8s Namespace Created",
+        "Namespace foo touched",
+    ]
     assert reply["alerts"][-1]["priority"] == "Error" and reply["alerts"][-1]["tags"] == ["extra"]
     _, h = health(mod, make_event)
     assert [f["name"] for f in h["ruleset"]["files"]][-1] == "secret:audit-ingest-extra-rules"
@@ -351,13 +378,17 @@ def test_empty_extra_rules_secret_means_none(ingest, make_event):
     mod = ingest(extra_rules="\n")
     _, h = health(mod, make_event)
     assert h["ruleset"]["rules_loaded"] == 48
-    assert [f["name"] for f in h["ruleset"]["files"]] == ["bundled:k8s_audit_rules.yaml",
-                                                           "rules.d/50-edgeguard-local.yaml"]
+    assert [f["name"] for f in h["ruleset"]["files"]] == [
+        "bundled:k8s_audit_rules.yaml",
+        "rules.d/50-edgeguard-local.yaml",
+    ]
 
 
 def test_broken_extra_rules_answer_503_naming_the_secret_and_item(ingest, make_event, forwarder):
-    mod = ingest(extra_rules="- rule: Broken\n  desc: x\n  condition: ka.verb=\n  output: x\n  priority: INFO\n"
-                             "  source: k8s_audit\n")
+    mod = ingest(
+        extra_rules="- rule: Broken\n  desc: x\n  condition: ka.verb=\n  output: x\n  priority: INFO\n"
+        "  source: k8s_audit\n"
+    )
     status, reply = post(mod, make_event, anon(61))
     assert status == 503
     assert "secret:audit-ingest-extra-rules" in reply["error"] and "rule 'Broken'" in reply["error"]

@@ -4,6 +4,7 @@ The reference is what the plugin-faithful whole-body path gives: ``split_payload
 (edgeguard.falco.source). Whatever the payload's shape, the item-by-item walk yields the same events in the
 same order, skips the same objects and drops the same items, without building the decoded batch.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,11 @@ def _intake():
     if "_ai_intake_ctx" not in sys.modules:
         stack = stackfile.load()
         import tempfile
+
         ctx = buildctx.assemble(stack.functions["audit-ingest"], stack, Path(tempfile.mkdtemp()) / "build")
-        spec = importlib.util.spec_from_file_location("_ai_intake_ctx", ctx / "function" / "__init__.py",
-                                                      submodule_search_locations=[str(ctx / "function")])
+        spec = importlib.util.spec_from_file_location(
+            "_ai_intake_ctx", ctx / "function" / "__init__.py", submodule_search_locations=[str(ctx / "function")]
+        )
         mod = importlib.util.module_from_spec(spec)
         sys.modules["_ai_intake_ctx"] = mod
         spec.loader.exec_module(mod)
@@ -67,8 +70,9 @@ def events_of(items):
     return [split_payload({"kind": "EventList", "items": [i]}).events for i in items]
 
 
-@pytest.mark.parametrize("path", sorted((REGRESSION / "events").glob("*.json")) + sorted(SAMPLES.glob("*.json*")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((REGRESSION / "events").glob("*.json")) + sorted(SAMPLES.glob("*.json*")), ids=lambda p: p.name
+)
 def test_every_corpus_file_walks_to_the_events_of_the_whole_body_decode(path):
     raw = path.read_bytes()
     try:
@@ -83,21 +87,35 @@ def test_every_corpus_file_walks_to_the_events_of_the_whole_body_decode(path):
 
 
 TS = "2024-05-01T10:11:12.123456Z"
-event_items = st.fixed_dictionaries({"auditID": st.text(min_size=1, max_size=8),
-                                     "verb": st.sampled_from(["get", "create"]),
-                                     "objectRef": st.fixed_dictionaries({"name": st.text(max_size=6)})},
-                                    optional={"stageTimestamp": st.sampled_from([TS, TS, TS, "yesterday", 5])})
-junk = st.one_of(st.integers(), st.text(max_size=5), st.none(), st.booleans(),
-                 st.dictionaries(st.sampled_from(["kind", "a", "items"]), st.sampled_from(["Pod", 1, "x"]), max_size=3))
+event_items = st.fixed_dictionaries(
+    {
+        "auditID": st.text(min_size=1, max_size=8),
+        "verb": st.sampled_from(["get", "create"]),
+        "objectRef": st.fixed_dictionaries({"name": st.text(max_size=6)}),
+    },
+    optional={"stageTimestamp": st.sampled_from([TS, TS, TS, "yesterday", 5])},
+)
+junk = st.one_of(
+    st.integers(),
+    st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+    st.dictionaries(st.sampled_from(["kind", "a", "items"]), st.sampled_from(["Pod", 1, "x"]), max_size=3),
+)
 
 
 def _docs():
     event = event_items.map(lambda e: dict(e, kind="Event"))
-    elist = st.builds(lambda items, kind_last, meta: (
-        {"items": items, "metadata": meta, "kind": "EventList"} if kind_last
-        else {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": meta, "items": items}),
-        st.lists(st.one_of(event_items, junk), max_size=4), st.booleans(),
-        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+    elist = st.builds(
+        lambda items, kind_last, meta: (
+            {"items": items, "metadata": meta, "kind": "EventList"}
+            if kind_last
+            else {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": meta, "items": items}
+        ),
+        st.lists(st.one_of(event_items, junk), max_size=4),
+        st.booleans(),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    )
     return st.recursive(st.one_of(event, elist, junk), lambda inner: st.lists(inner, max_size=4), max_leaves=12)
 
 
@@ -113,12 +131,12 @@ def test_any_payload_shape_walks_to_the_same_events_and_skips(doc, ascii_only, p
 
 def test_non_ascii_text_decodes_as_utf8_and_reaches_the_alert(ingest, make_event, forwarder):
     mod = ingest()
-    e = anon(1, requestURI="/api/v1/namespaces?sélection=ünïcode-\U0001F600")
+    e = anon(1, requestURI="/api/v1/namespaces?sélection=ünïcode-\U0001f600")
     body = json.dumps(eventlist(anon(0), e), ensure_ascii=False).encode("utf-8")
     assert not body.isascii()
     status, reply = post(mod, make_event, body, query={"dry_run": "1"})
     assert status == 200 and reply["alert_count"] == 2
-    assert reply["alerts"][1]["output_fields"]["ka.uri"] == "/api/v1/namespaces?sélection=ünïcode-\U0001F600"
+    assert reply["alerts"][1]["output_fields"]["ka.uri"] == "/api/v1/namespaces?sélection=ünïcode-\U0001f600"
 
 
 def test_invalid_utf8_inside_an_item_is_a_400_naming_the_byte(ingest, make_event, forwarder):
@@ -137,7 +155,7 @@ def test_a_bad_item_after_good_ones_hands_nothing_off(ingest, make_event, forwar
     status, reply = post(mod, make_event, bad)
     assert status == 400 and reply["error"].startswith("invalid JSON: Expecting ',' delimiter at line 1 column ")
     assert forwarder.requests == []
-    assert post(mod, make_event, body)[1]["forwarded"] == 3   # nothing was remembered from the refused body
+    assert post(mod, make_event, body)[1]["forwarded"] == 3  # nothing was remembered from the refused body
 
 
 def test_kind_after_items_still_streams_the_items_as_events(ingest, make_event, forwarder):
@@ -171,8 +189,10 @@ def test_a_batch_over_the_limit_is_a_413_naming_the_api_server_flag(ingest, make
     mod = ingest(env={"max_body_bytes": str(200_000)})
     status, reply = post(mod, make_event, json.dumps(eventlist(anon(0))) + " " * 200_000)
     assert status == 413 and reply["limit"] == 200_000
-    assert ("--audit-webhook-truncate-enabled=true and --audit-webhook-truncate-max-batch-size=134464 or less"
-            in reply["error"])
+    assert (
+        "--audit-webhook-truncate-enabled=true and --audit-webhook-truncate-max-batch-size=134464 or less"
+        in reply["error"]
+    )
 
 
 def test_the_default_limit_takes_the_largest_batch_bootstrap_lets_the_api_server_send():

@@ -1,4 +1,5 @@
 """audit-ingest's shape: settings read once at start-up, and the image ships only what the code imports."""
+
 from __future__ import annotations
 
 import ast
@@ -10,7 +11,7 @@ from .test_handler import anon, eventlist, health
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTION = ROOT / "functions" / "audit-ingest"
-DISTRIBUTIONS = {"yaml": "pyyaml"}   # import name -> requirements.txt name
+DISTRIBUTIONS = {"yaml": "pyyaml"}  # import name -> requirements.txt name
 
 
 def test_a_bad_setting_is_a_503_naming_the_variable_on_every_request(ingest, make_event, forwarder):
@@ -18,8 +19,9 @@ def test_a_bad_setting_is_a_503_naming_the_variable_on_every_request(ingest, mak
     for _ in range(2):
         status, reply = post(mod, make_event, eventlist(anon(1)))
         assert status == 503, reply
-        assert reply["error"] == ("audit-ingest is misconfigured: environment variable "
-                                  "max_body_bytes='12MB' is not an integer")
+        assert reply["error"] == (
+            "audit-ingest is misconfigured: environment variable max_body_bytes='12MB' is not an integer"
+        )
     assert health(mod, make_event)[0] == 503
     assert forwarder.requests == []
 
@@ -32,7 +34,7 @@ def test_an_unknown_min_priority_is_a_503_naming_the_variable(ingest, make_event
 
 def test_settings_are_read_once_at_start_up(ingest, make_event, forwarder, monkeypatch):
     mod = ingest(env={"max_body_bytes": "100000"})
-    monkeypatch.setenv("max_body_bytes", "10")         # a later change of the environment has no effect
+    monkeypatch.setenv("max_body_bytes", "10")  # a later change of the environment has no effect
     monkeypatch.setenv("forward_function", "elsewhere")
     status, reply = post(mod, make_event, eventlist(anon(3)))
     assert status == 200 and reply["forwarded"] == 1
@@ -45,10 +47,11 @@ def _third_party_imports(path: Path, seen: set, found: set) -> None:
         return
     seen.add(path)
     tree = ast.parse(path.read_text())
-    optional = set()   # ``try: import orjson / except ImportError``: used when installed, not required
+    optional = set()  # ``try: import orjson / except ImportError``: used when installed, not required
     for node in ast.walk(tree):
-        if isinstance(node, ast.Try) and any(isinstance(h.type, ast.Name) and h.type.id in (
-                "ImportError", "ModuleNotFoundError") for h in node.handlers):
+        if isinstance(node, ast.Try) and any(
+            isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError") for h in node.handlers
+        ):
             optional.update(id(n) for stmt in node.body for n in ast.walk(stmt))
     for node in ast.walk(tree):
         if id(node) in optional:
@@ -63,7 +66,7 @@ def _third_party_imports(path: Path, seen: set, found: set) -> None:
                 base = base.parent
             mod = node.module.split(".") if node.module else []
             if mod and mod[0] == "edgeguard" and path.parent == FUNCTION:
-                base, mod = ROOT, mod     # the build context's copy of edgeguard/
+                base, mod = ROOT, mod  # the build context's copy of edgeguard/
             for name in [None] + [a.name for a in node.names]:
                 target = base.joinpath(*mod, *([name] if name else []))
                 for cand in (target.with_suffix(".py"), target / "__init__.py"):
@@ -92,8 +95,14 @@ def test_waits_and_the_hand_off_timeout_must_fit_in_the_answer_time(ingest, make
     status, reply = post(mod, make_event, anon(4))
     assert status == 503 and "answer_within_seconds=12 is too short" in reply["error"]
     assert forwarder.requests == []
-    assert post(ingest(env={"answer_within_seconds": "20", "batch_wait_seconds": "5", "forward_timeout": "10"}),
-                make_event, anon(5))[0] == 200
+    assert (
+        post(
+            ingest(env={"answer_within_seconds": "20", "batch_wait_seconds": "5", "forward_timeout": "10"}),
+            make_event,
+            anon(5),
+        )[0]
+        == 200
+    )
 
 
 def test_stack_yml_answers_before_exec_timeout_and_exec_timeout_before_the_api_servers_timeout():

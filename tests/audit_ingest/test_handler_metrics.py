@@ -1,4 +1,5 @@
 """GET /metrics: audit-ingest's Prometheus text (issue 15 §4), read by the function's token or the metrics token."""
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,9 @@ def samples(text: str) -> dict:
     return out
 
 
-def test_metrics_are_prometheus_text_and_count_a_batch_by_route_rule_priority_and_hand_off(ingest, make_event,
-                                                                                          forwarder):
+def test_metrics_are_prometheus_text_and_count_a_batch_by_route_rule_priority_and_hand_off(
+    ingest, make_event, forwarder
+):
     mod = ingest()
     assert post(mod, make_event, eventlist(anon(1), anon(2)))[0] == 200
     post(mod, make_event, eventlist(anon(3)), token="wrong")

@@ -1,4 +1,5 @@
 """Hand-off to alert-forwarder: partial failures, concurrent batches, a missing forwarder token."""
+
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ from .test_handler import anon, eventlist, health
 def _post_in_thread(mod, make_event, body, results, name, **kw):
     def run():
         results[name] = post(mod, make_event, body, **kw)
+
     t = threading.Thread(target=run)
     t.start()
     return t
@@ -24,12 +26,12 @@ def _post_in_thread(mod, make_event, body, results, name, **kw):
 def test_partly_failed_hand_off_is_retried_without_resending_accepted_parts(ingest, make_event, forwarder):
     mod = ingest(env={"forward_max_bytes": "2000"})
     batch = eventlist(*[anon(200 + i) for i in range(7)])
-    forwarder.statuses = [202, 500]        # part 1 accepted, part 2 refused
+    forwarder.statuses = [202, 500]  # part 1 accepted, part 2 refused
     status, reply = post(mod, make_event, batch)
     assert status == 502
     first = forwarder.alerts(accepted_only=True)
     assert 0 < len(first) < 7
-    status, reply = post(mod, make_event, batch)   # the API server's retry
+    status, reply = post(mod, make_event, batch)  # the API server's retry
     assert status == 200
     assert reply["forwarded"] == 7 - len(first) and reply["duplicates"] == len(first)
     # The 7 alerts were accepted exactly once in all: part 1 was not sent again.
@@ -97,8 +99,14 @@ def test_retry_racing_an_in_flight_hand_off_waits_then_answers_503(ingest, make_
     try:
         assert forwarder.arrived.wait(5)
         started = time.monotonic()
-        res = mod.handle(make_event("POST", body=json.dumps(batch), headers={
-            "Content-Type": "application/json", "Authorization": "Bearer ingest-test-token-123"}), None)
+        res = mod.handle(
+            make_event(
+                "POST",
+                body=json.dumps(batch),
+                headers={"Content-Type": "application/json", "Authorization": "Bearer ingest-test-token-123"},
+            ),
+            None,
+        )
         assert res["statusCode"] == 503 and time.monotonic() - started < 3
         assert "being handed off" in json.loads(res["body"])["error"]
         assert int(res["headers"]["Retry-After"]) >= 1
@@ -106,7 +114,7 @@ def test_retry_racing_an_in_flight_hand_off_waits_then_answers_503(ingest, make_
         forwarder.hold.set()
         first.join(10)
     assert results["first"][0] == 200 and len(forwarder.requests) == 1
-    status, reply = post(mod, make_event, batch)   # a later retry: all handed off by the first request
+    status, reply = post(mod, make_event, batch)  # a later retry: all handed off by the first request
     assert status == 200 and reply["duplicates"] == 2 and len(forwarder.requests) == 1
 
 
@@ -120,7 +128,7 @@ def test_retry_racing_a_failing_hand_off_takes_over_and_delivers_once(ingest, ma
     assert forwarder.arrived.wait(5)
     second = _post_in_thread(mod, make_event, batch, results, "second")
     time.sleep(0.3)
-    assert "second" not in results   # waiting for the first request's outcome, not sending its events too
+    assert "second" not in results  # waiting for the first request's outcome, not sending its events too
     forwarder.hold.set()
     first.join(10)
     second.join(10)
@@ -138,14 +146,21 @@ def test_busy_batch_slot_answers_503_with_retry_after(ingest, make_event, forwar
         inside.set()
         leave.wait(10)
         return real(*a, **kw)
+
     monkeypatch.setattr(mod.batch, "evaluate", slow_decode)
     results: dict = {}
     t = _post_in_thread(mod, make_event, eventlist(anon(330)), results, "first")
     try:
         assert inside.wait(5)
         monkeypatch.setattr(mod.batch, "evaluate", real)
-        res = mod.handle(make_event("POST", body=json.dumps(eventlist(anon(331))), headers={
-            "Content-Type": "application/json", "Authorization": "Bearer ingest-test-token-123"}), None)
+        res = mod.handle(
+            make_event(
+                "POST",
+                body=json.dumps(eventlist(anon(331))),
+                headers={"Content-Type": "application/json", "Authorization": "Bearer ingest-test-token-123"},
+            ),
+            None,
+        )
         assert res["statusCode"] == 503 and int(res["headers"]["Retry-After"]) >= 1
         assert "busy" in json.loads(res["body"])["error"]
     finally:
@@ -172,6 +187,7 @@ def test_at_most_max_concurrent_batches_are_decoded_at_once(ingest, make_event, 
         finally:
             with lock:
                 now[0] -= 1
+
     monkeypatch.setattr(mod.batch, "evaluate", counting_decode)
     results: dict = {}
     threads = [_post_in_thread(mod, make_event, eventlist(anon(340 + i)), results, i) for i in range(4)]
@@ -188,6 +204,7 @@ def test_hand_off_config_error_is_a_clear_503_and_nothing_is_remembered(ingest, 
 
     def unconfigured(*a, **kw):
         raise mod.config.ConfigError("OpenFaaS secret 'alert-forwarder-token' is missing or empty")
+
     monkeypatch.setattr(mod.forward.gateway.Gateway, "invoke", unconfigured)
     status, reply = post(mod, make_event, eventlist(anon(350)))
     assert status == 503
@@ -252,10 +269,11 @@ def test_integer_too_long_to_convert_is_a_400(ingest, make_event, forwarder):
 def _ledger_module():
     import importlib.util
     from pathlib import Path
+
     path = Path(__file__).resolve().parents[2] / "functions" / "audit-ingest" / "handoff.py"
     spec = importlib.util.spec_from_file_location("_audit_ingest_handoff", path)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod   # handoff.py imports nothing from the build context
+    sys.modules[spec.name] = mod  # handoff.py imports nothing from the build context
     spec.loader.exec_module(mod)
     return mod
 
@@ -267,11 +285,9 @@ def _groups(h, *keys, rules=("A",)):
 def test_ledger_hands_off_once_and_counts_a_second_delivery_as_duplicates():
     h = _ledger_module()
     ledger, bodies = h.HandoffLedger(limit=100), []
-    done = ledger.deliver(_groups(h, "e1", "e2", None), lambda body: bodies.append(body),
-                          part_bytes=100_000, wait=1)
+    done = ledger.deliver(_groups(h, "e1", "e2", None), lambda body: bodies.append(body), part_bytes=100_000, wait=1)
     assert (done.forwarded, done.duplicates, done.rules) == (3, 0, {"A"}) and len(bodies) == 1
-    again = ledger.deliver(_groups(h, "e1", "e2", None), lambda body: bodies.append(body),
-                           part_bytes=100_000, wait=1)
+    again = ledger.deliver(_groups(h, "e1", "e2", None), lambda body: bodies.append(body), part_bytes=100_000, wait=1)
     # Keyless events are never remembered: they are sent again; keyed ones are duplicates.
     assert (again.forwarded, again.duplicates) == (1, 2) and ledger.remembered() == 2
 
@@ -284,14 +300,14 @@ def test_ledger_resumes_a_part_way_failure_with_only_the_unsent_alerts():
         if accepted:
             raise h.HandoffError("refused", status=500)
         accepted.extend(json.loads(body))
+
     groups = _groups(h, "e1", "e2", "e3")
-    part = len(groups[0].alerts[0].json) + 3      # one alert per part
+    part = len(groups[0].alerts[0].json) + 3  # one alert per part
     with pytest.raises(h.HandoffError) as err:
         ledger.deliver(groups, flaky, part_bytes=part, wait=1)
     assert err.value.forwarded == 1 and [a["event"] for a in accepted] == ["e1"]
     retry: list = []
-    done = ledger.deliver(_groups(h, "e1", "e2", "e3"), lambda b: retry.extend(json.loads(b)),
-                          part_bytes=part, wait=1)
+    done = ledger.deliver(_groups(h, "e1", "e2", "e3"), lambda b: retry.extend(json.loads(b)), part_bytes=part, wait=1)
     assert [a["event"] for a in retry] == ["e2", "e3"] and (done.forwarded, done.duplicates) == (2, 1)
 
 
@@ -303,13 +319,15 @@ def test_ledger_remembers_the_rules_of_an_event_split_across_parts():
         calls.append(json.loads(body))
         if len(calls) == 2:
             raise h.HandoffError("refused")
+
     group = _groups(h, "e1", rules=("A", "B", "C"))
     part = len(group[0].alerts[0].json) + 3
     with pytest.raises(h.HandoffError):
         ledger.deliver(group, second_fails, part_bytes=part, wait=1)
     sent: list = []
-    done = ledger.deliver(_groups(h, "e1", rules=("A", "B", "C")), lambda b: sent.extend(json.loads(b)),
-                          part_bytes=part, wait=1)
+    done = ledger.deliver(
+        _groups(h, "e1", rules=("A", "B", "C")), lambda b: sent.extend(json.loads(b)), part_bytes=part, wait=1
+    )
     assert [a["rule"] for a in sent] == ["B", "C"] and done.rules == {"B", "C"}
 
 
@@ -328,13 +346,18 @@ def test_ledger_a_concurrent_delivery_of_the_same_event_waits_for_the_first_outc
         entered.set()
         release.wait(5)
         sent.append(body)
-    first = threading.Thread(target=ledger.deliver, args=(_groups(h, "e1"), slow),
-                             kwargs={"part_bytes": 1000, "wait": 5})
+
+    first = threading.Thread(
+        target=ledger.deliver, args=(_groups(h, "e1"), slow), kwargs={"part_bytes": 1000, "wait": 5}
+    )
     first.start()
     assert entered.wait(5)
     result: dict = {}
-    second = threading.Thread(target=lambda: result.update(done=ledger.deliver(
-        _groups(h, "e1"), lambda b: sent.append(b), part_bytes=1000, wait=5)))
+    second = threading.Thread(
+        target=lambda: result.update(
+            done=ledger.deliver(_groups(h, "e1"), lambda b: sent.append(b), part_bytes=1000, wait=5)
+        )
+    )
     second.start()
     time.sleep(0.2)
     assert not result, "the second delivery must wait, not send the event's alerts too"
@@ -347,14 +370,17 @@ def test_ledger_a_concurrent_delivery_of_the_same_event_waits_for_the_first_outc
 def test_ledger_wait_for_another_request_runs_out_as_busy():
     h = _ledger_module()
     ledger, release, entered = h.HandoffLedger(limit=100), threading.Event(), threading.Event()
-    first = threading.Thread(target=ledger.deliver, args=(
-        _groups(h, "e1"), lambda b: (entered.set(), release.wait(5))), kwargs={"part_bytes": 1000, "wait": 5})
+    first = threading.Thread(
+        target=ledger.deliver,
+        args=(_groups(h, "e1"), lambda b: (entered.set(), release.wait(5))),
+        kwargs={"part_bytes": 1000, "wait": 5},
+    )
     first.start()
     try:
         assert entered.wait(5)
         with pytest.raises(h.HandoffBusy) as err:
             ledger.deliver(_groups(h, "e1", "e2"), lambda b: None, part_bytes=1000, wait=0.2)
-        assert err.value.pending == 1 and err.value.forwarded == 1   # e2 went; e1 is still the other's
+        assert err.value.pending == 1 and err.value.forwarded == 1  # e2 went; e1 is still the other's
     finally:
         release.set()
         first.join(5)
@@ -377,9 +403,10 @@ def test_ledger_starts_no_part_that_would_end_after_the_deadline_and_a_retry_res
     groups = _groups(h, "e1", "e2", "e3")
     part = len(groups[0].alerts[0].json) + 3
 
-    def slow_send(body):   # each part takes 4 s of the request's time
+    def slow_send(body):  # each part takes 4 s of the request's time
         sent.append(json.loads(body)[0]["event"])
         clock[0] += 4
+
     with pytest.raises(h.HandoffOutOfTime) as err:
         ledger.deliver(groups, slow_send, part_bytes=part, wait=1, deadline=10.0, part_time=3.0)
     # 0 s: e1 (ends 4), 4 s: e2 (ends 8), 8 s: 8 + 3 > 10, so e3 waits for the retry.

@@ -1,4 +1,5 @@
 """Rules-file loading: lists, macros, rules, exceptions, append/override, enabled, versions, errors, warnings."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,9 +10,15 @@ from edgeguard.falco.loader import RulesLoadError, exceptions_condition
 
 from .conftest import event, rule_text
 
-EVT = {"kind": "Event", "auditID": "x", "stage": "ResponseComplete", "verb": "create",
-       "user": {"username": "alice"}, "objectRef": {"resource": "pods", "namespace": "default", "name": "web"},
-       "stageTimestamp": "2024-05-01T10:11:12Z"}
+EVT = {
+    "kind": "Event",
+    "auditID": "x",
+    "stage": "ResponseComplete",
+    "verb": "create",
+    "user": {"username": "alice"},
+    "objectRef": {"resource": "pods", "namespace": "default", "name": "web"},
+    "stageTimestamp": "2024-05-01T10:11:12Z",
+}
 
 
 def load(*texts):
@@ -37,8 +44,7 @@ R = rule_text
 
 # ---- lists ------------------------------------------------------------------------------------------
 def test_list_items_expand_lists_defined_earlier():
-    rs = load("- list: inner\n  items: [alice]\n- list: outer\n  items: [inner, bob]\n"
-              + R("ka.user.name in (outer)"))
+    rs = load("- list: inner\n  items: [alice]\n- list: outer\n  items: [inner, bob]\n" + R("ka.user.name in (outer)"))
     assert fired(rs) == ["T"]
 
 
@@ -56,20 +62,26 @@ def test_undefined_list_name_is_a_literal_string():
 
 @pytest.mark.parametrize("append_form", ["  append: true\n", "  override:\n    items: append\n"])
 def test_list_append_adds_items(append_form):
-    rs = load("- list: users\n  items: [bob]\n" + R("ka.user.name in (users)"),
-              "- list: users\n  items: [alice]\n" + append_form)
+    rs = load(
+        "- list: users\n  items: [bob]\n" + R("ka.user.name in (users)"),
+        "- list: users\n  items: [alice]\n" + append_form,
+    )
     assert fired(rs) == ["T"]
 
 
 def test_legacy_append_is_deprecated_with_a_warning():
-    rs = load("- list: users\n  items: [bob]\n- list: users\n  items: [alice]\n  append: true\n"
-              + R("ka.user.name in (users)"))
+    rs = load(
+        "- list: users\n  items: [bob]\n- list: users\n  items: [alice]\n  append: true\n"
+        + R("ka.user.name in (users)")
+    )
     assert "LOAD_DEPRECATED_ITEM" in codes(rs)
 
 
 def test_list_redefinition_replaces_items():
-    rs = load("- list: users\n  items: [alice]\n" + R("ka.user.name in (users)"),
-              "- list: users\n  items: [bob]\n  override:\n    items: replace\n")
+    rs = load(
+        "- list: users\n  items: [alice]\n" + R("ka.user.name in (users)"),
+        "- list: users\n  items: [bob]\n  override:\n    items: replace\n",
+    )
     assert fired(rs) == []
 
 
@@ -107,8 +119,10 @@ def test_macro_may_only_reference_earlier_macros_even_when_unused():
 
 
 def test_macro_reference_loop_is_an_error():
-    e = err("- macro: a\n  condition: ka.verb=create\n- macro: b\n  condition: a\n"
-            "- macro: a\n  condition: b\n  override:\n    condition: replace\n")
+    e = err(
+        "- macro: a\n  condition: ka.verb=create\n- macro: b\n  condition: a\n"
+        "- macro: a\n  condition: b\n  override:\n    condition: replace\n"
+    )
     assert "reference loop in macro" in e.reason or "Undefined macro" in e.reason
 
 
@@ -118,14 +132,18 @@ def test_macros_behave_as_parenthesized():
 
 
 def test_macro_append_concatenates_condition_text():
-    rs = load("- macro: m\n  condition: ka.verb=get\n" + R("m"),
-              "- macro: m\n  condition: or ka.verb=create\n  override:\n    condition: append\n")
+    rs = load(
+        "- macro: m\n  condition: ka.verb=get\n" + R("m"),
+        "- macro: m\n  condition: or ka.verb=create\n  override:\n    condition: append\n",
+    )
     assert fired(rs) == ["T"]
 
 
 def test_override_of_a_macro_in_a_later_file_changes_earlier_rules():
-    rs = load("- macro: allowed\n  condition: (jevt.rawtime exists)\n" + R("not allowed"),
-              "- macro: allowed\n  condition: ka.user.name=bob\n")
+    rs = load(
+        "- macro: allowed\n  condition: (jevt.rawtime exists)\n" + R("not allowed"),
+        "- macro: allowed\n  condition: ka.user.name=bob\n",
+    )
     assert fired(rs) == ["T"]
 
 
@@ -166,15 +184,19 @@ def test_enabling_a_rule_with_override_or_legacy_form():
 
 def test_override_append_condition_is_textual():
     # "A or B" + "and not C" = "A or (B and not C)": A alone still fires.
-    rs = load(R("ka.verb=create or ka.verb=get"),
-              "- rule: T\n  condition: and not ka.user.name=alice\n  override:\n    condition: append\n")
+    rs = load(
+        R("ka.verb=create or ka.verb=get"),
+        "- rule: T\n  condition: and not ka.user.name=alice\n  override:\n    condition: append\n",
+    )
     assert fired(rs) == ["T"]
 
 
 def test_override_append_output_and_tags_and_replace_priority():
-    rs = load(R("ka.verb=create", output="base", extra_keys="  tags: [b, a]\n"),
-              "- rule: T\n  output: extra=%ka.verb\n  tags: [c, a]\n  priority: critical\n"
-              "  override:\n    output: append\n    tags: append\n    priority: replace\n")
+    rs = load(
+        R("ka.verb=create", output="base", extra_keys="  tags: [b, a]\n"),
+        "- rule: T\n  output: extra=%ka.verb\n  tags: [c, a]\n  priority: critical\n"
+        "  override:\n    output: append\n    tags: append\n    priority: replace\n",
+    )
     (r,) = rs.rules
     assert r.tags == ("a", "b", "c") and r.priority == 2
     assert r.output.render(event(EVT)) == "base extra=create"
@@ -185,23 +207,30 @@ def test_legacy_rule_append():
     assert fired(rs) == []
 
 
-@pytest.mark.parametrize("item,reason", [
-    ("- rule: T\n  priority: x\n  override:\n    priority: append\n", "cannot be appended to"),
-    ("- rule: T\n  source: k8s_audit\n  override:\n    source: replace\n", "cannot be replaced"),
-    ("- rule: T\n  override:\n    output: append\n", "'output' is not defined"),
-    ("- rule: T\n  output: x\n  desc: y\n  override:\n    output: append\n", "Unexpected key 'desc'"),
-    ("- rule: T\n  output: x\n  override:\n    output: merge\n", "Invalid override operation"),
-    ("- rule: U\n  output: x\n  override:\n    output: append\n", "no rule by that name already exists"),
-    ("- rule: U\n  output: x\n  override:\n    output: replace\n", "no rule by that name already exists"),
-    ("- rule: T\n  append: true\n", "must have exceptions or condition"),
-    ("- rule: T\n  desc: d\n  condition: ka.verb=get\n  output: o\n  priority: INFO\n", "different source"),
-    ("- rule: T\n  desc: d\n  condition: ka.verb=get\n  output: o\n  priority: warn\n  source: k8s_audit\n",
-     "Invalid priority"),
-    ("- rule: V\n  desc: d\n  condition: ka.verb=get\n  priority: INFO\n  source: k8s_audit\n",
-     "no mapping for key 'output'"),
-    ("- rule: V\n  desc: d\n  condition:\n  output: o\n  priority: INFO\n", "Mapping for key 'condition' is empty"),
-    ("- rule: V\n  enabled: true\n", "no rule by that name already exists"),
-])
+@pytest.mark.parametrize(
+    "item,reason",
+    [
+        ("- rule: T\n  priority: x\n  override:\n    priority: append\n", "cannot be appended to"),
+        ("- rule: T\n  source: k8s_audit\n  override:\n    source: replace\n", "cannot be replaced"),
+        ("- rule: T\n  override:\n    output: append\n", "'output' is not defined"),
+        ("- rule: T\n  output: x\n  desc: y\n  override:\n    output: append\n", "Unexpected key 'desc'"),
+        ("- rule: T\n  output: x\n  override:\n    output: merge\n", "Invalid override operation"),
+        ("- rule: U\n  output: x\n  override:\n    output: append\n", "no rule by that name already exists"),
+        ("- rule: U\n  output: x\n  override:\n    output: replace\n", "no rule by that name already exists"),
+        ("- rule: T\n  append: true\n", "must have exceptions or condition"),
+        ("- rule: T\n  desc: d\n  condition: ka.verb=get\n  output: o\n  priority: INFO\n", "different source"),
+        (
+            "- rule: T\n  desc: d\n  condition: ka.verb=get\n  output: o\n  priority: warn\n  source: k8s_audit\n",
+            "Invalid priority",
+        ),
+        (
+            "- rule: V\n  desc: d\n  condition: ka.verb=get\n  priority: INFO\n  source: k8s_audit\n",
+            "no mapping for key 'output'",
+        ),
+        ("- rule: V\n  desc: d\n  condition:\n  output: o\n  priority: INFO\n", "Mapping for key 'condition' is empty"),
+        ("- rule: V\n  enabled: true\n", "no rule by that name already exists"),
+    ],
+)
 def test_rule_item_errors_name_the_item_and_reason(item, reason):
     e = err(R("ka.verb=create"), item)
     assert reason in e.reason
@@ -220,10 +249,12 @@ def test_priority_threshold_drops_less_severe_rules():
 
 
 def test_rules_of_other_sources_are_skipped_and_counted():
-    rs = load("- macro: spawned\n  condition: evt.type=execve and proc.name=sh\n"
-              "- rule: Shell\n  desc: d\n  condition: spawned\n  output: o\n  priority: INFO\n"
-              "- rule: Other\n  desc: d\n  condition: x\n  output: o\n  priority: INFO\n  source: aws_cloudtrail\n"
-              + R("ka.verb=create"))
+    rs = load(
+        "- macro: spawned\n  condition: evt.type=execve and proc.name=sh\n"
+        "- rule: Shell\n  desc: d\n  condition: spawned\n  output: o\n  priority: INFO\n"
+        "- rule: Other\n  desc: d\n  condition: x\n  output: o\n  priority: INFO\n  source: aws_cloudtrail\n"
+        + R("ka.verb=create")
+    )
     assert rs.skipped_other_source == 2 and [r.name for r in rs.rules] == ["T"]
     assert codes(rs).count("LOAD_UNKNOWN_SOURCE") == 2
 
@@ -240,11 +271,13 @@ def test_skip_if_unknown_filter_drops_the_rule_with_a_warning():
 
 # ---- exceptions -------------------------------------------------------------------------------------
 def test_exception_condition_text_matches_falco_unit_test():
-    got = exceptions_condition("proc.cmdline contains curl or proc.cmdline contains wget",
-                               [{"name": "e", "fields": ["proc.cmdline"], "comps": ["contains"],
-                                 "values": [["curl 127.0.0.1"]]}])
-    assert got == ('(proc.cmdline contains curl or proc.cmdline contains wget) and not '
-                   '(( proc.cmdline contains "curl 127.0.0.1"))')
+    got = exceptions_condition(
+        "proc.cmdline contains curl or proc.cmdline contains wget",
+        [{"name": "e", "fields": ["proc.cmdline"], "comps": ["contains"], "values": [["curl 127.0.0.1"]]}],
+    )
+    assert got == (
+        '(proc.cmdline contains curl or proc.cmdline contains wget) and not (( proc.cmdline contains "curl 127.0.0.1"))'
+    )
 
 
 EXC = """  exceptions:
@@ -266,15 +299,22 @@ def test_exceptions_suppress_matching_events():
 
 
 def test_exception_comps_and_list_values():
-    rs = load(R("ka.verb=create", extra_keys="  exceptions:\n    - name: e\n      fields: [ka.user.name]\n"
-                                             "      comps: [in]\n      values:\n        - [[bob, alice]]\n"))
+    rs = load(
+        R(
+            "ka.verb=create",
+            extra_keys="  exceptions:\n    - name: e\n      fields: [ka.user.name]\n"
+            "      comps: [in]\n      values:\n        - [[bob, alice]]\n",
+        )
+    )
     assert fired(rs) == []
 
 
 def test_exception_values_appended_by_override():
     base = R("ka.verb=create", extra_keys=EXC)
-    more = ("- rule: T\n  exceptions:\n    - name: known\n      values:\n        - [bob, default]\n"
-            "  override:\n    exceptions: append\n")
+    more = (
+        "- rule: T\n  exceptions:\n    - name: known\n      values:\n        - [bob, default]\n"
+        "  override:\n    exceptions: append\n"
+    )
     rs = load(base, more)
     assert fired(rs, dict(EVT, user={"username": "bob"})) == []
     assert fired(rs, dict(EVT, user={"username": "carol"})) == ["T"]
@@ -282,45 +322,63 @@ def test_exception_values_appended_by_override():
 
 def test_new_exception_appended_and_exceptions_replaced():
     base = R("ka.verb=create", extra_keys=EXC)
-    add = ("- rule: T\n  exceptions:\n    - name: by_user\n      fields: [ka.user.name]\n      values: [[carol]]\n"
-           "  override:\n    exceptions: append\n")
+    add = (
+        "- rule: T\n  exceptions:\n    - name: by_user\n      fields: [ka.user.name]\n      values: [[carol]]\n"
+        "  override:\n    exceptions: append\n"
+    )
     assert fired(load(base, add), dict(EVT, user={"username": "carol"})) == []
-    rep = ("- rule: T\n  exceptions:\n    - name: only\n      fields: [ka.user.name]\n      comps: [=]\n"
-           "      values: [[zed]]\n  override:\n    exceptions: replace\n")
-    assert fired(load(base, rep)) == ["T"]   # alice/default no longer excepted
+    rep = (
+        "- rule: T\n  exceptions:\n    - name: only\n      fields: [ka.user.name]\n      comps: [=]\n"
+        "      values: [[zed]]\n  override:\n    exceptions: replace\n"
+    )
+    assert fired(load(base, rep)) == ["T"]  # alice/default no longer excepted
 
 
 def test_exception_replace_without_fields_errors_as_in_falco():
     base = R("ka.verb=create", extra_keys=EXC)
-    e = err(base, "- rule: T\n  exceptions:\n    - name: known\n      values: [[a, b]]\n"
-                  "  override:\n    exceptions: replace\n")
+    e = err(
+        base,
+        "- rule: T\n  exceptions:\n    - name: known\n      values: [[a, b]]\n  override:\n    exceptions: replace\n",
+    )
     assert "Item has no mapping for key 'fields'" in e.reason
 
 
-@pytest.mark.parametrize("exc,reason", [
-    ("    - name: e\n      fields: [ka.user.name, ka.verb]\n      comps: [=]\n", "equal length"),
-    ("    - name: e\n      fields: [ka.nosuch]\n", "not a supported filter field"),
-    # Falco 0.44's wording (rule_loader_collector.cpp validate_exception_info)
-    ("    - name: e\n      fields: ka.user.name\n      comps: '='\n", "comps must be one of (in, pmatch, intersects) "
-                                                                        "or a modifier operator"),
-    ("    - name: e\n      fields: [ka.user.name]\n      comps: [like]\n", "not a supported comparison operator"),
-    ("    - name: e\n      fields: [ka.user.name, ka.verb]\n      values: [[a]]\n", "Fields and values lists"),
-])
+@pytest.mark.parametrize(
+    "exc,reason",
+    [
+        ("    - name: e\n      fields: [ka.user.name, ka.verb]\n      comps: [=]\n", "equal length"),
+        ("    - name: e\n      fields: [ka.nosuch]\n", "not a supported filter field"),
+        # Falco 0.44's wording (rule_loader_collector.cpp validate_exception_info)
+        (
+            "    - name: e\n      fields: ka.user.name\n      comps: '='\n",
+            "comps must be one of (in, pmatch, intersects) or a modifier operator",
+        ),
+        ("    - name: e\n      fields: [ka.user.name]\n      comps: [like]\n", "not a supported comparison operator"),
+        ("    - name: e\n      fields: [ka.user.name, ka.verb]\n      values: [[a]]\n", "Fields and values lists"),
+    ],
+)
 def test_invalid_exceptions_are_errors(exc, reason):
     e = err(R("ka.verb=create", extra_keys="  exceptions:\n" + exc))
     assert reason in e.reason
 
 
 def test_duplicate_exception_names_warn():
-    rs = load(R("ka.verb=create", extra_keys="  exceptions:\n    - name: e\n      fields: [ka.verb]\n"
-                                             "    - name: e\n      fields: [ka.verb]\n"))
+    rs = load(
+        R(
+            "ka.verb=create",
+            extra_keys="  exceptions:\n    - name: e\n      fields: [ka.verb]\n"
+            "    - name: e\n      fields: [ka.verb]\n",
+        )
+    )
     assert "LOAD_EXCEPTION_NAME_NOT_UNIQUE" in codes(rs)
 
 
 # ---- versions, structure, warnings -----------------------------------------------------------------
 # The engine is Falco 0.44's, 0.62.0.
-@pytest.mark.parametrize("v,ok", [("15", True), ("0.62.0", True), ("2", True), ("63", False), ("0.63.0", False),
-                                  ("1.0.0", False), ("abc", False)])
+@pytest.mark.parametrize(
+    "v,ok",
+    [("15", True), ("0.62.0", True), ("2", True), ("63", False), ("0.63.0", False), ("1.0.0", False), ("abc", False)],
+)
 def test_required_engine_version(v, ok):
     text = f"- required_engine_version: {v}\n"
     if ok:
@@ -329,9 +387,17 @@ def test_required_engine_version(v, ok):
         assert "engine version" in err(text).reason
 
 
-@pytest.mark.parametrize("name,ver,ok", [("k8saudit", "0.18.0", True), ("k8saudit", "0.7.0", True),
-                                         ("json", "0.7.0", True), ("k8saudit", "0.19.0", False),
-                                         ("k8saudit", "1.0.0", False), ("cloudtrail", "0.1.0", False)])
+@pytest.mark.parametrize(
+    "name,ver,ok",
+    [
+        ("k8saudit", "0.18.0", True),
+        ("k8saudit", "0.7.0", True),
+        ("json", "0.7.0", True),
+        ("k8saudit", "0.19.0", False),
+        ("k8saudit", "1.0.0", False),
+        ("cloudtrail", "0.1.0", False),
+    ],
+)
 def test_required_plugin_versions(name, ver, ok):
     text = f"- required_plugin_versions:\n    - name: {name}\n      version: {ver}\n"
     if ok:
@@ -341,19 +407,24 @@ def test_required_plugin_versions(name, ver, ok):
 
 
 def test_plugin_alternatives_satisfy_the_requirement():
-    assert load("- required_plugin_versions:\n    - name: k8saudit-eks\n      version: 0.12.0\n"
-                "      alternatives:\n        - name: k8saudit\n          version: 0.18.0\n")
+    assert load(
+        "- required_plugin_versions:\n    - name: k8saudit-eks\n      version: 0.12.0\n"
+        "      alternatives:\n        - name: k8saudit\n          version: 0.18.0\n"
+    )
 
 
-@pytest.mark.parametrize("text,code,reason", [
-    ("- rule: [unclosed\n", "LOAD_ERR_YAML_PARSE", ""),
-    ("rule: x\n", "LOAD_ERR_YAML_VALIDATE", "not yaml array of objects"),
-    ("just text\n", "LOAD_ERR_YAML_VALIDATE", "not yaml"),
-    ("- [a, b]\n", "LOAD_ERR_YAML_VALIDATE", "Each element should be a yaml associative array"),
-    ("- list: x\n", "LOAD_ERR_YAML_VALIDATE", "no mapping for key 'items'"),
-    ("- macro: x\n  condition: ka.verb=\n", "LOAD_ERR_COMPILE_CONDITION", "expected a string value"),
-    (R("ka.verb=create", output="bad %nosuch.field"), "LOAD_ERR_COMPILE_OUTPUT", "invalid formatting token"),
-])
+@pytest.mark.parametrize(
+    "text,code,reason",
+    [
+        ("- rule: [unclosed\n", "LOAD_ERR_YAML_PARSE", ""),
+        ("rule: x\n", "LOAD_ERR_YAML_VALIDATE", "not yaml array of objects"),
+        ("just text\n", "LOAD_ERR_YAML_VALIDATE", "not yaml"),
+        ("- [a, b]\n", "LOAD_ERR_YAML_VALIDATE", "Each element should be a yaml associative array"),
+        ("- list: x\n", "LOAD_ERR_YAML_VALIDATE", "no mapping for key 'items'"),
+        ("- macro: x\n  condition: ka.verb=\n", "LOAD_ERR_COMPILE_CONDITION", "expected a string value"),
+        (R("ka.verb=create", output="bad %nosuch.field"), "LOAD_ERR_COMPILE_OUTPUT", "invalid formatting token"),
+    ],
+)
 def test_structural_errors(text, code, reason):
     e = err(text)
     assert e.code == code and reason in e.reason and e.file == "f0.yaml"
@@ -365,8 +436,9 @@ def test_loading_stops_at_the_first_error_in_a_file():
 
 
 def test_warnings_unknown_item_unused_macro_and_list_and_na_check():
-    rs = load("- foo: bar\n- macro: unused\n  condition: ka.verb=x\n- list: spare\n  items: [a]\n"
-              + R("ka.user.name = <NA>"))
+    rs = load(
+        "- foo: bar\n- macro: unused\n  condition: ka.verb=x\n- list: spare\n  items: [a]\n" + R("ka.user.name = <NA>")
+    )
     c = codes(rs)
     assert {"LOAD_UNKNOWN_ITEM", "LOAD_UNUSED_MACRO", "LOAD_UNUSED_LIST", "LOAD_UNSAFE_NA_CHECK"} <= set(c)
 

@@ -1,4 +1,5 @@
 """Every operator of the condition language, with libsinsp's semantics for strings, lists and absent fields."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,60 +8,101 @@ from edgeguard.falco.loader import RulesLoadError
 
 from .conftest import engine_for, matches, rule_text
 
-EVT = {"kind": "Event", "auditID": "a1", "stage": "ResponseComplete", "verb": "create",
-       "requestURI": "/api/v1/namespaces/default/pods?dryRun=All&x=1", "userAgent": "kubectl/v1.29 (linux)",
-       "user": {"username": "Alice", "groups": ["system:masters", "system:authenticated"]},
-       "objectRef": {"resource": "pods", "namespace": "default", "name": "web-1"},
-       "responseStatus": {"code": 404},
-       "requestObject": {"spec": {"containers": [{"name": "a", "image": "nginx:1.25"},
-                                                 {"name": "b", "image": "busybox"}],
-                                  "volumes": [{"name": "v", "hostPath": {"path": "/var/run/docker.sock"}}]}},
-       "stageTimestamp": "2024-05-01T10:11:12.123456789Z"}
+EVT = {
+    "kind": "Event",
+    "auditID": "a1",
+    "stage": "ResponseComplete",
+    "verb": "create",
+    "requestURI": "/api/v1/namespaces/default/pods?dryRun=All&x=1",
+    "userAgent": "kubectl/v1.29 (linux)",
+    "user": {"username": "Alice", "groups": ["system:masters", "system:authenticated"]},
+    "objectRef": {"resource": "pods", "namespace": "default", "name": "web-1"},
+    "responseStatus": {"code": 404},
+    "requestObject": {
+        "spec": {
+            "containers": [{"name": "a", "image": "nginx:1.25"}, {"name": "b", "image": "busybox"}],
+            "volumes": [{"name": "v", "hostPath": {"path": "/var/run/docker.sock"}}],
+        }
+    },
+    "stageTimestamp": "2024-05-01T10:11:12.123456789Z",
+}
 
 
-@pytest.mark.parametrize("cond,expected", [
-    ("ka.verb = create", True), ("ka.verb == create", True), ("ka.verb = Create", False),
-    ("ka.verb != delete", True), ("ka.verb != create", False),
-    # strings compare byte-wise even against numbers: "404" > "99" is false
-    ("ka.response.code > 99", False), ("ka.response.code < 99", True), ("ka.response.code >= 404", True),
-    ("ka.response.code <= 403", False),
-    ("ka.user.name contains lic", True), ("ka.user.name contains LIC", False),
-    ("ka.user.name icontains LIC", True), ("ka.user.name startswith Al", True), ("ka.user.name endswith ce", True),
-    ("ka.user.name startswith al", False),
-    ("ka.uri glob /api/*", True),  # '*' crosses '/' (fnmatch without FNM_PATHNAME)
-    ("ka.uri glob /api/v?/namespaces/*", True), ("ka.uri glob '/api/[!v]*'", False),
-    ("ka.uri glob '/api/[^v]*'", False), ("ka.uri glob '/api/[uv]1*'", True),
-    ("ka.user.name iglob 'ALI*'", True), ("ka.user.name glob 'ALI*'", False),
-    ("ka.verb in (get, create)", True), ("ka.verb in (get, list)", False), ("ka.verb intersects (create)", True),
-    ("ka.uri pmatch (/api/v1)", True), ("ka.uri pmatch (/api/v2)", False),
-    ("ka.target.namespace pmatch (/default)", True),
-    ("ka.user.name regex 'A[a-z]+'", True), ("ka.user.name regex 'A[a-z]'", False),  # full match
-    ("ka.user.name regex \\w+", False),  # Perl class is invalid in RE2 POSIX: loads, never matches
-    ("ka.user.name regex '[[:alpha:]]+'", True),
-    ("ka.user.name exists", True), ("ka.impuser.name exists", False),
-])
+@pytest.mark.parametrize(
+    "cond,expected",
+    [
+        ("ka.verb = create", True),
+        ("ka.verb == create", True),
+        ("ka.verb = Create", False),
+        ("ka.verb != delete", True),
+        ("ka.verb != create", False),
+        # strings compare byte-wise even against numbers: "404" > "99" is false
+        ("ka.response.code > 99", False),
+        ("ka.response.code < 99", True),
+        ("ka.response.code >= 404", True),
+        ("ka.response.code <= 403", False),
+        ("ka.user.name contains lic", True),
+        ("ka.user.name contains LIC", False),
+        ("ka.user.name icontains LIC", True),
+        ("ka.user.name startswith Al", True),
+        ("ka.user.name endswith ce", True),
+        ("ka.user.name startswith al", False),
+        ("ka.uri glob /api/*", True),  # '*' crosses '/' (fnmatch without FNM_PATHNAME)
+        ("ka.uri glob /api/v?/namespaces/*", True),
+        ("ka.uri glob '/api/[!v]*'", False),
+        ("ka.uri glob '/api/[^v]*'", False),
+        ("ka.uri glob '/api/[uv]1*'", True),
+        ("ka.user.name iglob 'ALI*'", True),
+        ("ka.user.name glob 'ALI*'", False),
+        ("ka.verb in (get, create)", True),
+        ("ka.verb in (get, list)", False),
+        ("ka.verb intersects (create)", True),
+        ("ka.uri pmatch (/api/v1)", True),
+        ("ka.uri pmatch (/api/v2)", False),
+        ("ka.target.namespace pmatch (/default)", True),
+        ("ka.user.name regex 'A[a-z]+'", True),
+        ("ka.user.name regex 'A[a-z]'", False),  # full match
+        ("ka.user.name regex \\w+", False),  # Perl class is invalid in RE2 POSIX: loads, never matches
+        ("ka.user.name regex '[[:alpha:]]+'", True),
+        ("ka.user.name exists", True),
+        ("ka.impuser.name exists", False),
+    ],
+)
 def test_string_operators(cond, expected):
     assert matches(cond, EVT) is expected
 
 
-@pytest.mark.parametrize("cond,expected", [
-    ("ka.req.pod.containers.image in (nginx:1.25, busybox)", True),   # in: ALL values in the set
-    ("ka.req.pod.containers.image in (nginx:1.25)", False),
-    ("ka.req.pod.containers.image intersects (nginx:1.25)", True),    # intersects: ANY value
-    ("ka.req.pod.containers.image intersects (alpine)", False),
-    ("ka.req.pod.containers.image exists", True),
-    ("ka.req.pod.containers.image[1] in (busybox)", True),           # index selects one container
-    ("ka.req.pod.containers.image[5] exists", False),               # out of range: absent
-    ("ka.user.groups intersects (system:masters)", True),
-])
+@pytest.mark.parametrize(
+    "cond,expected",
+    [
+        ("ka.req.pod.containers.image in (nginx:1.25, busybox)", True),  # in: ALL values in the set
+        ("ka.req.pod.containers.image in (nginx:1.25)", False),
+        ("ka.req.pod.containers.image intersects (nginx:1.25)", True),  # intersects: ANY value
+        ("ka.req.pod.containers.image intersects (alpine)", False),
+        ("ka.req.pod.containers.image exists", True),
+        ("ka.req.pod.containers.image[1] in (busybox)", True),  # index selects one container
+        ("ka.req.pod.containers.image[5] exists", False),  # out of range: absent
+        ("ka.user.groups intersects (system:masters)", True),
+    ],
+)
 def test_list_field_operators(cond, expected):
     assert matches(cond, EVT) is expected
 
 
-@pytest.mark.parametrize("cond", ["ka.impuser.name = x", "ka.impuser.name != x", "ka.impuser.name in (x)",
-                                  "ka.impuser.name contains x", "ka.impuser.name glob '*'",
-                                  "ka.impuser.name pmatch (/)", "ka.impuser.name regex '.*'",
-                                  "ka.impuser.name < 9", "ka.sourceips intersects (1.2.3.4)"])
+@pytest.mark.parametrize(
+    "cond",
+    [
+        "ka.impuser.name = x",
+        "ka.impuser.name != x",
+        "ka.impuser.name in (x)",
+        "ka.impuser.name contains x",
+        "ka.impuser.name glob '*'",
+        "ka.impuser.name pmatch (/)",
+        "ka.impuser.name regex '.*'",
+        "ka.impuser.name < 9",
+        "ka.sourceips intersects (1.2.3.4)",
+    ],
+)
 def test_absent_field_makes_every_comparison_false_and_not_true(cond):
     assert matches(cond, EVT) is False
     assert matches(f"not {cond}", EVT) is True
@@ -88,15 +130,22 @@ def test_byte_operators_are_a_compile_error_on_string_fields(op):
     assert exc.value.code == "LOAD_ERR_COMPILE_CONDITION" and op in exc.value.reason
 
 
-@pytest.mark.parametrize("cond,expected", [
-    ("tolower(ka.user.name) = alice", True), ("toupper(ka.user.name) = ALICE", True),
-    ("basename(ka.uri) = 'pods?dryRun=All&x=1'", True),
-    ("len(ka.user.name) = 5", True), ("len(ka.user.groups) = 2", True), ("len(ka.user.groups) > 1", True),
-    ("b64(ka.target.name) exists", False),                 # "web-1" is not base64: the field becomes absent
-    ("ka.user.name = val(ka.user.name)", True), ("ka.verb = val(ka.stage)", False),
-    ("ka.verb != val(ka.impuser.name)", False),            # absent right-hand field: false
-    ("tolower(ka.user.name) = tolower(ka.user.name)", True),
-])
+@pytest.mark.parametrize(
+    "cond,expected",
+    [
+        ("tolower(ka.user.name) = alice", True),
+        ("toupper(ka.user.name) = ALICE", True),
+        ("basename(ka.uri) = 'pods?dryRun=All&x=1'", True),
+        ("len(ka.user.name) = 5", True),
+        ("len(ka.user.groups) = 2", True),
+        ("len(ka.user.groups) > 1", True),
+        ("b64(ka.target.name) exists", False),  # "web-1" is not base64: the field becomes absent
+        ("ka.user.name = val(ka.user.name)", True),
+        ("ka.verb = val(ka.stage)", False),
+        ("ka.verb != val(ka.impuser.name)", False),  # absent right-hand field: false
+        ("tolower(ka.user.name) = tolower(ka.user.name)", True),
+    ],
+)
 def test_transformers_and_field_comparisons(cond, expected):
     assert matches(cond, EVT) is expected
 

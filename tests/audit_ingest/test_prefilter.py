@@ -1,4 +1,5 @@
 """The rule pre-filter (index on stage/verb/resource/subresource) never changes which rules match."""
+
 from __future__ import annotations
 
 import itertools
@@ -19,8 +20,9 @@ def variants():
     verbs = ["create", "get", "delete", "patch", None]
     resources = ["pods", "configmaps", "clusterroles", "namespaces", None]
     subresources = [None, "exec", "portforward", "ephemeralcontainers"]
-    for i, (obj, st, vb, rs, sub) in enumerate(itertools.product(corpus()[:12], stages, verbs, resources,
-                                                                  subresources)):
+    for i, (obj, st, vb, rs, sub) in enumerate(
+        itertools.product(corpus()[:12], stages, verbs, resources, subresources)
+    ):
         if i % 7:  # a deterministic spread of the 12 * 400 combinations
             continue
         o = json.loads(json.dumps(obj))
@@ -59,10 +61,15 @@ def test_prefilter_matches_brute_force_on_the_default_ruleset(mode):
 
 
 def test_constraints_are_only_taken_from_required_conjuncts():
-    c = constraints(parse("ka.verb = create and (ka.target.resource = pods or ka.target.resource in (a, b)) "
-                          "and not ka.stage = x and (ka.verb = get or ka.user.name = bob)"))
+    c = constraints(
+        parse(
+            "ka.verb = create and (ka.target.resource = pods or ka.target.resource in (a, b)) "
+            "and not ka.stage = x and (ka.verb = get or ka.user.name = bob)"
+        )
+    )
     assert c == {"ka.verb": frozenset({"create"}), "ka.target.resource": frozenset({"pods", "a", "b"})}
     assert constraints(parse("ka.verb != create")) == {}
     assert constraints(parse("tolower(ka.verb) = create")) == {}
     assert constraints(parse("jevt.value[/stage] in (A) and json.value[stage] = A")) == {
-        "jevt.value[stage]": frozenset({"A"})}
+        "jevt.value[stage]": frozenset({"A"})
+    }

@@ -1,4 +1,5 @@
 """Each upstream quirk the references record, matched on purpose and named here (see docs/audit-ingest.md)."""
+
 from __future__ import annotations
 
 from edgeguard.falco import loader
@@ -6,9 +7,15 @@ from edgeguard.falco.compiler import compile_field
 
 from .conftest import event, matches, rule_text
 
-BASE = {"kind": "Event", "auditID": "q", "stage": "ResponseComplete", "verb": "create",
-        "user": {"username": "alice", "groups": []}, "objectRef": {"resource": "pods", "name": "/var/run/x"},
-        "responseStatus": {"code": 404}}
+BASE = {
+    "kind": "Event",
+    "auditID": "q",
+    "stage": "ResponseComplete",
+    "verb": "create",
+    "user": {"username": "alice", "groups": []},
+    "objectRef": {"resource": "pods", "name": "/var/run/x"},
+    "responseStatus": {"code": 404},
+}
 
 
 def val(name, obj, arg=None):
@@ -20,7 +27,7 @@ def test_quirk_glob_star_crosses_slashes_unlike_the_docs():
 
 
 def test_quirk_string_less_than_is_strcmp_even_for_numbers():
-    assert matches("ka.response.code < 99", BASE)          # "404" < "99" as strings
+    assert matches("ka.response.code < 99", BASE)  # "404" < "99" as strings
     assert not matches("ka.response.code > 99", BASE)
 
 
@@ -50,8 +57,15 @@ def test_quirk_sourceips_reads_request_object_rules_so_is_normally_absent():
 
 
 def test_quirk_eff_run_as_user_ignores_security_context():
-    obj = dict(BASE, requestObject={"spec": {"securityContext": {"runAsUser": 1000},
-                                             "containers": [{"image": "x", "securityContext": {"runAsUser": 5}}]}})
+    obj = dict(
+        BASE,
+        requestObject={
+            "spec": {
+                "securityContext": {"runAsUser": 1000},
+                "containers": [{"image": "x", "securityContext": {"runAsUser": 5}}],
+            }
+        },
+    )
     assert val("ka.req.pod.containers.eff_run_as_user", obj) == ("0",)
     assert val("ka.req.pod.containers.run_as_user", obj) == ("5",)
 
@@ -68,16 +82,25 @@ def test_quirk_service_ports_is_one_json_value_and_the_index_is_ignored():
 
 
 def test_quirk_add_capabilities_is_one_json_value_per_container():
-    obj = dict(BASE, requestObject={"spec": {"containers": [
-        {"securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}, {"securityContext": {}}]}})
+    obj = dict(
+        BASE,
+        requestObject={
+            "spec": {
+                "containers": [{"securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}, {"securityContext": {}}]
+            }
+        },
+    )
     assert val("ka.req.pod.containers.add_capabilities", obj) == ('["NET_ADMIN"]',)
 
 
 def test_quirk_exception_values_are_condition_text():
     # values are pasted into the condition: "val(ka.verb)" becomes a field comparison, always true here.
-    text = rule_text("ka.verb=create", extra_keys="  exceptions:\n    - name: e\n      fields: [ka.verb]\n"
-                                                  "      values: [[val(ka.verb)]]\n")
+    text = rule_text(
+        "ka.verb=create",
+        extra_keys="  exceptions:\n    - name: e\n      fields: [ka.verb]\n      values: [[val(ka.verb)]]\n",
+    )
     from edgeguard.falco.engine import Engine
+
     assert Engine(loader.load([("t.yaml", text)])).match(event(BASE)) == []
 
 

@@ -1,4 +1,5 @@
 """The compiled ruleset is replaced only by a successful load: a failure is a 503 with its reason, never stale rules."""
+
 from __future__ import annotations
 
 from .conftest import post

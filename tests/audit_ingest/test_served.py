@@ -1,4 +1,5 @@
 """audit-ingest served over real HTTP from its assembled build context (as faas-cli would build the image)."""
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,22 @@ from .conftest import FWD_TOKEN, SAMPLES, TOKEN
 
 
 def test_served_function_detects_forwards_and_dedups(serve_function, forwarder):
-    fn = serve_function("audit-ingest", env={"gateway_url": forwarder.url, "FALCO_HOSTNAME": "edge-1"},
-                        secrets={"audit-ingest-token": TOKEN, "alert-forwarder-token": FWD_TOKEN})
+    fn = serve_function(
+        "audit-ingest",
+        env={"gateway_url": forwarder.url, "FALCO_HOSTNAME": "edge-1"},
+        secrets={"audit-ingest-token": TOKEN, "alert-forwarder-token": FWD_TOKEN},
+    )
     hdrs = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     body = (SAMPLES / "eventlist_built_from_regression_traces.json").read_bytes()
     r = requests.post(fn.url + "/", data=body, headers=hdrs, timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["forwarded"] == 3
-    assert sorted(a["rule"] for a in forwarder.alerts()) == ["Attach/Exec Pod", "ClusterRole With Wildcard Created",
-                                                             "Create Privileged Pod"]
-    r = requests.post(fn.url + "/", data=body, headers=hdrs, timeout=30)   # the API server's retry
+    assert sorted(a["rule"] for a in forwarder.alerts()) == [
+        "Attach/Exec Pod",
+        "ClusterRole With Wildcard Created",
+        "Create Privileged Pod",
+    ]
+    r = requests.post(fn.url + "/", data=body, headers=hdrs, timeout=30)  # the API server's retry
     assert r.status_code == 200 and r.json()["duplicates"] == 3 and len(forwarder.requests) == 1
     r = requests.post(fn.url + "/", data=b"{}", headers={"Content-Type": "application/json"}, timeout=30)
     assert r.status_code == 401 and "error" in r.json()
@@ -54,13 +61,16 @@ class _Ctx:
 def test_demo_scenario_reports_the_anonymous_request_alert(serve_function, forwarder):
     from local.scenarios import audit_ingest as scenario
 
-    fn = serve_function("audit-ingest", env={"gateway_url": forwarder.url},
-                        secrets={"audit-ingest-token": TOKEN, "alert-forwarder-token": FWD_TOKEN})
+    fn = serve_function(
+        "audit-ingest",
+        env={"gateway_url": forwarder.url},
+        secrets={"audit-ingest-token": TOKEN, "alert-forwarder-token": FWD_TOKEN},
+    )
     ctx = _Ctx(fn.url, {"audit-ingest-token": TOKEN})
     scenario.run(ctx)
     assert ctx.results and ctx.results[0][0] == "ok", ctx.results
     assert "Anonymous Request Allowed" in ctx.results[0][1]
-    assert forwarder.requests == []          # dry_run: nothing handed off
+    assert forwarder.requests == []  # dry_run: nothing handed off
     ctx = _Ctx(fn.url, {"audit-ingest-token": "wrong"})
     scenario.run(ctx)
     assert ctx.results[0][0] == "fail" and "401" in ctx.results[0][1]
@@ -78,14 +88,23 @@ def test_the_audit_flow_writes_no_token_to_any_watchdog_or_gateway_log(tmp_path)
 
     from local import gateway
 
-    ls = gateway.LocalStack(gateway.free_port(), state_dir=tmp_path / "state", kube="emulator", audit_webhook=True,
-                            functions=["audit-ingest", "alert-forwarder"])
+    ls = gateway.LocalStack(
+        gateway.free_port(),
+        state_dir=tmp_path / "state",
+        kube="emulator",
+        audit_webhook=True,
+        functions=["audit-ingest", "alert-forwarder"],
+    )
     ls.start()
     try:
         ingest_token, fwd_token = ls.secret("audit-ingest-token"), ls.secret("alert-forwarder-token")
         rbac = client.RbacAuthorizationV1Api(ls.kube_api_client())
-        rbac.create_cluster_role({"metadata": {"name": "edgeguard-wildcard-probe"},
-                                  "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]})
+        rbac.create_cluster_role(
+            {
+                "metadata": {"name": "edgeguard-wildcard-probe"},
+                "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+            }
+        )
         assert ls.emulator.flush_audit(20)
         hdrs = {"Authorization": f"Bearer {ingest_token}"}
         deadline = time.monotonic() + 20
@@ -96,12 +115,17 @@ def test_the_audit_flow_writes_no_token_to_any_watchdog_or_gateway_log(tmp_path)
                 break
             time.sleep(0.2)
         assert counters["authenticated_batches"] >= 1 and counters["alerts_forwarded"] >= 1, counters
-        fwd = requests.get(f"{ls.url}/function/alert-forwarder/metrics",
-                           headers={"Authorization": f"Bearer {fwd_token}"}, timeout=10).text
+        fwd = requests.get(
+            f"{ls.url}/function/alert-forwarder/metrics", headers={"Authorization": f"Bearer {fwd_token}"}, timeout=10
+        ).text
         assert 'rule="ClusterRole With Wildcard Created"' in fwd
         # Refused callers, as a misconfigured webhook would be: still nothing secret in any line.
-        requests.post(f"{ls.url}/function/audit-ingest", data=b"{}", timeout=10,
-                      headers={"Content-Type": "application/json", "Authorization": "Bearer wrong-token"})
+        requests.post(
+            f"{ls.url}/function/audit-ingest",
+            data=b"{}",
+            timeout=10,
+            headers={"Content-Type": "application/json", "Authorization": "Bearer wrong-token"},
+        )
     finally:
         ls.stop()
     logs = {p.name: p.read_text(errors="replace") for p in ls.logs_dir.glob("*.log")}

@@ -1,4 +1,5 @@
 """Falco's JSON alert format and priority order, as Falco 0.41 writes them."""
+
 import json
 
 import pytest
@@ -6,23 +7,36 @@ import pytest
 from edgeguard.falco import alert
 
 # Falco 0.41.3's json_output for this event (falcosecurity/falco userspace/engine/formats.cpp, format_event).
-REFERENCE = ('{"hostname":"falco-abc","output":"10:11:12.123456789: Warning Pod started with privileged container '
-             '(user=alice pod=nginx resource=pods ns=default images=(nginx:1.25,busybox))","output_fields":'
-             '{"evt.time":1714558272123456789,"ka.req.pod.containers.image":["nginx:1.25","busybox"],'
-             '"ka.resp.name":"nginx","ka.target.namespace":"default","ka.target.resource":"pods",'
-             '"ka.user.name":"alice"},"priority":"Warning","rule":"Create Privileged Pod","source":"k8s_audit",'
-             '"tags":["k8s"],"time":"2024-05-01T10:11:12.123456789Z"}')
+REFERENCE = (
+    '{"hostname":"falco-abc","output":"10:11:12.123456789: Warning Pod started with privileged container '
+    '(user=alice pod=nginx resource=pods ns=default images=(nginx:1.25,busybox))","output_fields":'
+    '{"evt.time":1714558272123456789,"ka.req.pod.containers.image":["nginx:1.25","busybox"],'
+    '"ka.resp.name":"nginx","ka.target.namespace":"default","ka.target.resource":"pods",'
+    '"ka.user.name":"alice"},"priority":"Warning","rule":"Create Privileged Pod","source":"k8s_audit",'
+    '"tags":["k8s"],"time":"2024-05-01T10:11:12.123456789Z"}'
+)
 
 
 def test_serialisation_matches_falco_byte_for_byte():
     ns = alert.parse_time("2024-05-01T10:11:12.123456789Z")
     a = alert.make_alert(
-        rule="Create Privileged Pod", priority="warning", source="k8s_audit", time_ns=ns, hostname="falco-abc",
-        tags=["k8s"], output="10:11:12.123456789: Warning Pod started with privileged container (user=alice pod=nginx "
-                             "resource=pods ns=default images=(nginx:1.25,busybox))",
-        output_fields={"ka.user.name": "alice", "ka.resp.name": "nginx", "ka.target.resource": "pods",
-                       "ka.target.namespace": "default", "evt.time": 1714558272123456789,
-                       "ka.req.pod.containers.image": ["nginx:1.25", "busybox"]})
+        rule="Create Privileged Pod",
+        priority="warning",
+        source="k8s_audit",
+        time_ns=ns,
+        hostname="falco-abc",
+        tags=["k8s"],
+        output="10:11:12.123456789: Warning Pod started with privileged container (user=alice pod=nginx "
+        "resource=pods ns=default images=(nginx:1.25,busybox))",
+        output_fields={
+            "ka.user.name": "alice",
+            "ka.resp.name": "nginx",
+            "ka.target.resource": "pods",
+            "ka.target.namespace": "default",
+            "evt.time": 1714558272123456789,
+            "ka.req.pod.containers.image": ["nginx:1.25", "busybox"],
+        },
+    )
     assert a.to_json() == REFERENCE
     assert alert.parse_alert(json.loads(REFERENCE)).to_json() == REFERENCE
 
@@ -49,16 +63,24 @@ def test_hostname_follows_falcos_environment_order(monkeypatch):
     assert alert.default_hostname() == "falco-host"
 
 
-@pytest.mark.parametrize("obj,words", [
-    ([], "JSON object"),
-    ({"priority": "Warning", "output": "o", "time": "2024-05-01T10:11:12Z"}, "'rule'"),
-    ({"rule": "r", "priority": "warn", "output": "o", "time": "2024-05-01T10:11:12Z"}, "unknown priority"),
-    ({"rule": "r", "priority": "Warning", "output": "o", "time": "yesterday"}, "RFC 3339"),
-    ({"rule": "r", "priority": "Warning", "output": 5, "time": "2024-05-01T10:11:12Z"}, "'output' must be a string"),
-    ({"rule": "r", "priority": "Warning", "output": "o", "time": "2024-05-01T10:11:12Z", "tags": "k8s"}, "'tags'"),
-    ({"rule": "r", "priority": "Warning", "output": "o", "time": "2024-05-01T10:11:12Z", "output_fields": []},
-     "'output_fields'"),
-])
+@pytest.mark.parametrize(
+    "obj,words",
+    [
+        ([], "JSON object"),
+        ({"priority": "Warning", "output": "o", "time": "2024-05-01T10:11:12Z"}, "'rule'"),
+        ({"rule": "r", "priority": "warn", "output": "o", "time": "2024-05-01T10:11:12Z"}, "unknown priority"),
+        ({"rule": "r", "priority": "Warning", "output": "o", "time": "yesterday"}, "RFC 3339"),
+        (
+            {"rule": "r", "priority": "Warning", "output": 5, "time": "2024-05-01T10:11:12Z"},
+            "'output' must be a string",
+        ),
+        ({"rule": "r", "priority": "Warning", "output": "o", "time": "2024-05-01T10:11:12Z", "tags": "k8s"}, "'tags'"),
+        (
+            {"rule": "r", "priority": "Warning", "output": "o", "time": "2024-05-01T10:11:12Z", "output_fields": []},
+            "'output_fields'",
+        ),
+    ],
+)
 def test_parse_alert_names_the_problem(obj, words):
     with pytest.raises(ValueError, match=words):
         alert.parse_alert(obj)

@@ -1,14 +1,25 @@
 """Shared settings parsers and rate limits."""
+
 import pytest
 
 from edgeguard import config
 from edgeguard.ratelimit import KeyedRateLimiter, TokenBucket
 
 
-@pytest.mark.parametrize("text,seconds", [
-    ("30", 30), (45, 45), (2.5, 2.5), ("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h30m", 5400), ("2d", 172800),
-    (" 1h ", 3600),
-])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("30", 30),
+        (45, 45),
+        (2.5, 2.5),
+        ("500ms", 0.5),
+        ("30s", 30),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        (" 1h ", 3600),
+    ],
+)
 def test_durations_in_the_forms_openfaas_users_write(text, seconds):
     assert config.parse_duration(text, "x") == seconds
 
@@ -40,16 +51,16 @@ def test_keyed_limiter_isolates_keys_and_caps_overall():
     clock = Clock()
     rl = KeyedRateLimiter(per_key_rate=0.1, per_key_burst=1, overall_rate=0.1, overall_burst=2, clock=clock)
     assert rl.take("a") == 0
-    assert rl.take("a") > 0          # a's own bucket is empty
-    assert rl.take("b") == 0         # b is not punished for a
-    assert rl.take("c") > 0          # but the overall bucket (2) is spent
+    assert rl.take("a") > 0  # a's own bucket is empty
+    assert rl.take("b") == 0  # b is not punished for a
+    assert rl.take("c") > 0  # but the overall bucket (2) is spent
 
 
 def test_keyed_limiter_forgets_the_oldest_key_beyond_its_bound():
     rl = KeyedRateLimiter(per_key_rate=0.0, per_key_burst=1, max_keys=2, clock=Clock())
     for k in ("a", "b", "c"):
         assert rl.take(k) == 0
-    assert rl.take("a") == 0         # a was forgotten: bounded memory, fresh bucket
+    assert rl.take("a") == 0  # a was forgotten: bounded memory, fresh bucket
     assert rl.take("c") > 0
 
 

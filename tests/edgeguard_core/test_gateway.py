@@ -1,4 +1,5 @@
 """edgeguard.gateway: the one client both audit-ingest's hand-off and alert-forwarder's openfaas destinations use."""
+
 from __future__ import annotations
 
 import socket
@@ -23,8 +24,9 @@ class Gateway:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.calls.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                    "peer": self.client_address})
+                outer.calls.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": body, "peer": self.client_address}
+                )
                 time.sleep(delay)
                 try:
                     self.send_response(status)
@@ -77,8 +79,9 @@ def test_async_call_carries_the_token_from_the_secret_and_returns_the_call_id(gw
 
 def test_sync_route_path_and_callback(gw):
     g = gw(status=200)
-    res = gateway.Gateway("responder", async_=False, path="/run", callback_url="http://gateway:8080/function/cb",
-                          token="direct-token-456").invoke(b"{}", {"Idempotency-Key": "k1"})
+    res = gateway.Gateway(
+        "responder", async_=False, path="/run", callback_url="http://gateway:8080/function/cb", token="direct-token-456"
+    ).invoke(b"{}", {"Idempotency-Key": "k1"})
     assert res.status == 200
     [call] = g.calls
     assert call["path"] == "/function/responder/run"
@@ -104,8 +107,10 @@ def test_a_rotated_token_secret_applies_to_the_next_call(gw, tmp_path):
     gateway.invoke("alert-forwarder", b"[]", token_secret="callee-token")
     (tmp_path / "callee-token").write_text("rotated-token-789\n")
     gateway.invoke("alert-forwarder", b"[]", token_secret="callee-token")
-    assert [c["headers"]["Authorization"] for c in g.calls] == ["Bearer callee-token-value-123",
-                                                                 "Bearer rotated-token-789"]
+    assert [c["headers"]["Authorization"] for c in g.calls] == [
+        "Bearer callee-token-value-123",
+        "Bearer rotated-token-789",
+    ]
 
 
 def test_environment_proxies_are_not_used(gw, monkeypatch):

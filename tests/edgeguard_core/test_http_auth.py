@@ -1,4 +1,5 @@
 """Request parsing, JSON errors and caller authentication shared by every function."""
+
 import io
 import json
 
@@ -21,15 +22,18 @@ def test_parse_json_accepts_json_and_json_suffix_types():
     assert http.parse_json(ev(b"{}", "application/json; charset=utf-8"), max_bytes=100) == {}
 
 
-@pytest.mark.parametrize("body,ctype,status,words", [
-    (b"x" * 101, "application/json", 413, "larger than the limit"),
-    (b"{}", "application/x-www-form-urlencoded", 415, "Content-Type must be"),
-    (b"{}", None, 415, "got none"),
-    (b"", "application/json", 400, "empty"),
-    (b"{nope", "application/json", 400, "invalid JSON"),
-    (b"\xff\xfe", "application/json", 400, "UTF-8"),
-    (b"[" * 100000, "application/json", 400, "invalid JSON"),
-])
+@pytest.mark.parametrize(
+    "body,ctype,status,words",
+    [
+        (b"x" * 101, "application/json", 413, "larger than the limit"),
+        (b"{}", "application/x-www-form-urlencoded", 415, "Content-Type must be"),
+        (b"{}", None, 415, "got none"),
+        (b"", "application/json", 400, "empty"),
+        (b"{nope", "application/json", 400, "invalid JSON"),
+        (b"\xff\xfe", "application/json", 400, "UTF-8"),
+        (b"[" * 100000, "application/json", 400, "invalid JSON"),
+    ],
+)
 def test_parse_json_rejects_bad_bodies_with_a_reason(body, ctype, status, words):
     with pytest.raises(http.HTTPError) as e:
         http.parse_json(ev(body, ctype), max_bytes=max(101, len(body)) if status != 413 else 100)
@@ -90,13 +94,16 @@ def test_bearer_token_with_trailing_newline_in_secret_is_accepted(secret_dir):
     auth.require_bearer(make_event(headers={"Authorization": "Bearer s3cr3t-token-value"}), "fn-token")
 
 
-@pytest.mark.parametrize("headers,query", [
-    ({}, {}),
-    ({"Authorization": "Bearer wrong"}, {}),
-    ({"Authorization": "Basic czNjcjN0"}, {}),
-    ({"Authorization": "Bearer "}, {}),
-    ({}, {"token": "s3cr3t-token-value"}),  # query token not allowed on this route
-])
+@pytest.mark.parametrize(
+    "headers,query",
+    [
+        ({}, {}),
+        ({"Authorization": "Bearer wrong"}, {}),
+        ({"Authorization": "Basic czNjcjN0"}, {}),
+        ({"Authorization": "Bearer "}, {}),
+        ({}, {"token": "s3cr3t-token-value"}),  # query token not allowed on this route
+    ],
+)
 def test_missing_or_wrong_credentials_are_401(secret_dir, headers, query):
     with pytest.raises(http.HTTPError) as e:
         auth.require_bearer(make_event(headers=headers, query=query), "fn-token")
@@ -106,6 +113,7 @@ def test_missing_or_wrong_credentials_are_401(secret_dir, headers, query):
 
 def basic(user: str, password: str) -> dict:
     import base64
+
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
@@ -135,6 +143,7 @@ def test_missing_secret_fails_closed_with_503(secret_dir):
 def test_tokens_are_compared_in_constant_time(secret_dir, monkeypatch):
     calls = []
     import hmac
+
     real = hmac.compare_digest
     monkeypatch.setattr(auth.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
     auth.require_bearer(make_event(headers={"Authorization": "Bearer s3cr3t-token-value"}), "fn-token")
@@ -145,6 +154,7 @@ def test_rotated_secret_takes_effect_without_restart(secret_dir):
     assert config.read_secret("fn-token") == "s3cr3t-token-value"
     import os
     import time
+
     p = secret_dir / "fn-token"
     p.write_text("rotated-token-value")
     os.utime(p, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
@@ -195,13 +205,16 @@ def test_env_parsing_errors_name_the_variable(monkeypatch):
     assert config.env_bool("X_BOOL", False) is True
 
 
-@pytest.mark.parametrize("body,words", [
-    # over Python's int conversion limit: ValueError, not JSONDecodeError
-    (b'{"a": ' + b"1" * 5000 + b"}", "invalid JSON"),
-    (b'{"a": NaN}', "NaN is not valid JSON"),
-    (b'[Infinity]', "Infinity is not valid JSON"),
-    (b'{"a": -Infinity}', "-Infinity is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "body,words",
+    [
+        # over Python's int conversion limit: ValueError, not JSONDecodeError
+        (b'{"a": ' + b"1" * 5000 + b"}", "invalid JSON"),
+        (b'{"a": NaN}', "NaN is not valid JSON"),
+        (b"[Infinity]", "Infinity is not valid JSON"),
+        (b'{"a": -Infinity}', "-Infinity is not valid JSON"),
+    ],
+)
 def test_values_json_cannot_carry_are_400_not_500(body, words):
     with pytest.raises(http.HTTPError) as e:
         http.parse_json(ev(body), max_bytes=10_000)
@@ -235,8 +248,9 @@ def test_metrics_reader_takes_the_read_only_metrics_token_or_the_functions_own(t
     (tmp_path / "fn-token").write_text("own-token\n")
 
     def call(token):
-        return auth.require_metrics_reader(make_event("GET", "/metrics", b"", {"Authorization": f"Bearer {token}"}),
-                                           "fn-token")
+        return auth.require_metrics_reader(
+            make_event("GET", "/metrics", b"", {"Authorization": f"Bearer {token}"}), "fn-token"
+        )
 
     call("own-token")
     with pytest.raises(http.HTTPError) as info:

@@ -1,4 +1,5 @@
 """Kubernetes credentials from an OpenFaaS secret: refused when unsafe, rebuilt when rotated, never leaked."""
+
 import io
 import json
 import os
@@ -11,10 +12,14 @@ from edgeguard import kube, log
 
 
 def kubeconfig(server="http://127.0.0.1:1", token="sa-token-abcdef", **cluster):
-    return {"apiVersion": "v1", "kind": "Config", "current-context": "c",
-            "clusters": [{"name": "k", "cluster": {"server": server, **cluster}}],
-            "users": [{"name": "u", "user": {"token": token}}],
-            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": server, **cluster}}],
+        "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+    }
 
 
 @pytest.fixture
@@ -28,6 +33,7 @@ def secrets(tmp_path, monkeypatch):
         p.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
         later = time.time_ns() + 10**9 * (len(list(tmp_path.iterdir())) + int(time.time() % 7) + 1)
         os.utime(p, ns=(later, later))
+
     yield write
     kube.reset()
 
@@ -48,13 +54,16 @@ def test_rotated_credentials_rebuild_the_client(secrets):
     assert c2.configuration.api_key["BearerToken"].endswith("second-token-xyz")
 
 
-@pytest.mark.parametrize("doc,words", [
-    ("clusters: [", "not valid YAML"),
-    ("just a string", "not a kubeconfig"),
-    ({"clusters": [], "users": []}, "not a usable kubeconfig"),
-    (kubeconfig(server="https://127.0.0.1:1", **{"certificate-authority-data": "!!not base64!!"}), "not a usable"),
-    (kubeconfig(**{"insecure-skip-tls-verify": True}), "insecure-skip-tls-verify"),
-])
+@pytest.mark.parametrize(
+    "doc,words",
+    [
+        ("clusters: [", "not valid YAML"),
+        ("just a string", "not a kubeconfig"),
+        ({"clusters": [], "users": []}, "not a usable kubeconfig"),
+        (kubeconfig(server="https://127.0.0.1:1", **{"certificate-authority-data": "!!not base64!!"}), "not a usable"),
+        (kubeconfig(**{"insecure-skip-tls-verify": True}), "insecure-skip-tls-verify"),
+    ],
+)
 def test_unusable_kubeconfigs_raise_a_named_error_without_content(secrets, doc, words):
     secrets(doc)
     with pytest.raises(kube.KubeConfigError, match=words) as e:

@@ -6,6 +6,7 @@ The same on the real kube-apiserver v1.24 (its CA, tls-server-name, client certi
 the ServiceAccount kubeconfigs bootstrap writes): test_kubeapi_cluster.py and node-enroll's cluster suites
 (tests/node_enroll/test_real_rbac.py, test_real_cluster.py).
 """
+
 from __future__ import annotations
 
 import base64
@@ -50,8 +51,9 @@ class Recorder(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 (http.server's name)
         peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
-        self.seen.append({"path": self.path, "authorization": self.headers.get("Authorization"),
-                          "client_cert": bool(peer)})
+        self.seen.append(
+            {"path": self.path, "authorization": self.headers.get("Authorization"), "client_cert": bool(peer)}
+        )
         body = json.dumps({"kind": "ConfigMap", "metadata": {"name": "x"}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -103,6 +105,7 @@ def secret(tmp_path, monkeypatch):
         later = time.time_ns() + 10**9 * (len(list(d.iterdir())) + 1)
         os.utime(p, ns=(later, later))
         return name
+
     yield write
     kube.reset()
 
@@ -116,10 +119,14 @@ def ca_data(ca: Path) -> dict:
 
 
 def kubeconfig(server: str, cluster: dict | None = None, user: dict | None = None) -> dict:
-    return {"apiVersion": "v1", "kind": "Config", "current-context": "c",
-            "clusters": [{"name": "k", "cluster": {"server": server, **(cluster or {})}}],
-            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
-            "users": [{"name": "u", "user": user if user is not None else {"token": "sa-token-1"}}]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": server, **(cluster or {})}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        "users": [{"name": "u", "user": user if user is not None else {"token": "sa-token-1"}}],
+    }
 
 
 def get(name: str = "kc") -> dict:
@@ -129,8 +136,9 @@ def get(name: str = "kc") -> dict:
 def test_token_and_ca_data_as_bootstrap_writes_them(pki, server, secret):
     name = secret(kubeconfig(server(), ca_data(pki.ca)))
     assert get(name)["metadata"]["name"] == "x"
-    assert Recorder.seen == [{"path": "/api/v1/namespaces/demo/configmaps/x", "authorization": "Bearer sa-token-1",
-                              "client_cert": False}]
+    assert Recorder.seen == [
+        {"path": "/api/v1/namespaces/demo/configmaps/x", "authorization": "Bearer sa-token-1", "client_cert": False}
+    ]
 
 
 @pytest.mark.parametrize("tls", [True, False])
@@ -139,11 +147,19 @@ def test_the_kubernetes_package_is_never_imported(pki, server, tmp_path, tls):
     d = tmp_path / "s"
     d.mkdir()
     (d / "kc").write_text(yaml.safe_dump(kubeconfig(server(tls=tls), ca_data(pki.ca) if tls else None)))
-    code = ("import sys; from edgeguard import kube, kubeapi; "
-            "kubeapi.Client(kube.connection('kc')).get('ConfigMap', 'demo', 'x'); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "EDGEGUARD_SECRETS_DIR": str(d)}, cwd=ROOT)
+    code = (
+        "import sys; from edgeguard import kube, kubeapi; "
+        "kubeapi.Client(kube.connection('kc')).get('ConfigMap', 'demo', 'x'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "EDGEGUARD_SECRETS_DIR": str(d)},
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]" and [s["authorization"] for s in Recorder.seen] == ["Bearer sa-token-1"]
 
@@ -204,12 +220,16 @@ def test_a_token_file_is_read_again_when_it_rotates_and_basic_auth_is_sent(pki, 
     get(name)
     basic = secret(kubeconfig(url, ca_data(pki.ca), {"username": "admin", "password": "pw-123456"}), name="basic")
     get(basic)
-    assert [s["authorization"] for s in Recorder.seen] == ["Bearer projected-one", "Bearer projected-two",
-                                                           "Basic YWRtaW46cHctMTIzNDU2"]
+    assert [s["authorization"] for s in Recorder.seen] == [
+        "Bearer projected-one",
+        "Bearer projected-two",
+        "Basic YWRtaW46cHctMTIzNDU2",
+    ]
 
 
-def test_in_cluster_config_reads_the_mounted_service_account_and_its_rotated_token(pki, server, secret, tmp_path,
-                                                                                  monkeypatch):
+def test_in_cluster_config_reads_the_mounted_service_account_and_its_rotated_token(
+    pki, server, secret, tmp_path, monkeypatch
+):
     url = server()
     sa = tmp_path / "sa"
     sa.mkdir()
@@ -242,21 +262,26 @@ def test_no_secret_and_not_in_cluster_names_the_secret(secret):
 H = "https://127.0.0.1:1"
 
 
-@pytest.mark.parametrize("doc,words", [
-    ("clusters: [", "not valid YAML"),
-    ("just a string", "not a kubeconfig"),
-    (dict(kubeconfig(H), **{"current-context": None}), "not a usable kubeconfig (no current-context)"),
-    (dict(kubeconfig(H), **{"current-context": "nope"}), "no context named by the current context"),
-    (dict(kubeconfig(H), contexts=[{"name": "c", "context": {"cluster": "other", "user": "u"}}]),
-     "no cluster named by the current context"),
-    (kubeconfig(H, {"certificate-authority-data": "!!not base64!!"}), "certificate-authority-data is not base64"),
-    (kubeconfig(H, {"certificate-authority-data": "bm90IGEgY2VydA=="}), "SSLError"),
-    (kubeconfig(H, {"certificate-authority": "/nonexistent/ca.crt"}), "FileNotFoundError"),
-    (kubeconfig(H, None, {"token": "sa-token-1", "client-certificate-data": "Y2VydA=="}), "needs both"),
-    (kubeconfig(H, None, {"token": "sa-token-1", "client-key-data": "%%%"}), "client-key-data is not base64"),
-    (kubeconfig("127.0.0.1:1"), "no http(s) server"),
-    (kubeconfig(H, {"insecure-skip-tls-verify": True}), "insecure-skip-tls-verify"),
-])
+@pytest.mark.parametrize(
+    "doc,words",
+    [
+        ("clusters: [", "not valid YAML"),
+        ("just a string", "not a kubeconfig"),
+        (dict(kubeconfig(H), **{"current-context": None}), "not a usable kubeconfig (no current-context)"),
+        (dict(kubeconfig(H), **{"current-context": "nope"}), "no context named by the current context"),
+        (
+            dict(kubeconfig(H), contexts=[{"name": "c", "context": {"cluster": "other", "user": "u"}}]),
+            "no cluster named by the current context",
+        ),
+        (kubeconfig(H, {"certificate-authority-data": "!!not base64!!"}), "certificate-authority-data is not base64"),
+        (kubeconfig(H, {"certificate-authority-data": "bm90IGEgY2VydA=="}), "SSLError"),
+        (kubeconfig(H, {"certificate-authority": "/nonexistent/ca.crt"}), "FileNotFoundError"),
+        (kubeconfig(H, None, {"token": "sa-token-1", "client-certificate-data": "Y2VydA=="}), "needs both"),
+        (kubeconfig(H, None, {"token": "sa-token-1", "client-key-data": "%%%"}), "client-key-data is not base64"),
+        (kubeconfig("127.0.0.1:1"), "no http(s) server"),
+        (kubeconfig(H, {"insecure-skip-tls-verify": True}), "insecure-skip-tls-verify"),
+    ],
+)
 def test_unusable_kubeconfigs_are_a_named_error_without_content(secret, doc, words):
     name = secret(doc)
     with pytest.raises(kube.KubeConfigError) as err:
@@ -264,11 +289,14 @@ def test_unusable_kubeconfigs_are_a_named_error_without_content(secret, doc, wor
     assert words in str(err.value) and f"'{name}'" in str(err.value) and "sa-token" not in str(err.value)
 
 
-@pytest.mark.parametrize("user,cluster", [
-    ({"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "get-token"}}, None),
-    ({"auth-provider": {"name": "oidc"}}, None),
-    (None, {"proxy-url": "http://127.0.0.1:3128"}),
-])
+@pytest.mark.parametrize(
+    "user,cluster",
+    [
+        ({"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "get-token"}}, None),
+        ({"auth-provider": {"name": "oidc"}}, None),
+        (None, {"proxy-url": "http://127.0.0.1:3128"}),
+    ],
+)
 def test_plugins_and_proxies_are_left_to_the_kubernetes_package(secret, monkeypatch, user, cluster):
     handed = []
     monkeypatch.setattr(kube, "_by_the_package", lambda name: handed.append(name) or "the package's connection")
@@ -279,12 +307,21 @@ def test_plugins_and_proxies_are_left_to_the_kubernetes_package(secret, monkeypa
 def test_an_exec_plugin_runs_through_the_kubernetes_package(server, secret, tmp_path):
     url = server(tls=False)
     plugin = tmp_path / "plugin"
-    plugin.write_text("#!/bin/sh\necho '" + json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1",
-                                                       "kind": "ExecCredential",
-                                                       "status": {"token": "exec-token-123"}}) + "'\n")
+    plugin.write_text(
+        "#!/bin/sh\necho '"
+        + json.dumps(
+            {
+                "apiVersion": "client.authentication.k8s.io/v1beta1",
+                "kind": "ExecCredential",
+                "status": {"token": "exec-token-123"},
+            }
+        )
+        + "'\n"
+    )
     plugin.chmod(0o755)
-    name = secret(kubeconfig(url, None, {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1",
-                                                  "command": str(plugin)}}))
+    name = secret(
+        kubeconfig(url, None, {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": str(plugin)}})
+    )
     get(name)
     assert [s["authorization"] for s in Recorder.seen] == ["Bearer exec-token-123"]
     assert name in kube._clients  # the package's client made it

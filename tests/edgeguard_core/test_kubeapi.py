@@ -2,6 +2,7 @@
 
 What the real kube-apiserver answers to these calls is tests/edgeguard_core/test_kubeapi_cluster.py.
 """
+
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from edgeguard import kube, kubeapi
 
 
 class Recorder(BaseHTTPRequestHandler):
-    answers: list = []   # (status, body bytes) per request, in order; then 200 {}
+    answers: list = []  # (status, body bytes) per request, in order; then 200 {}
     seen: list = []
 
     def _any(self):
@@ -47,8 +48,11 @@ def server():
 
 def client(srv, tokens=None, **kw):
     tokens = tokens if tokens is not None else iter(["tok-1"] * 100)
-    conn = kube.Connection(f"http://127.0.0.1:{srv.server_address[1]}", urllib3.PoolManager(),
-                           lambda: {"authorization": f"Bearer {next(tokens)}"})
+    conn = kube.Connection(
+        f"http://127.0.0.1:{srv.server_address[1]}",
+        urllib3.PoolManager(),
+        lambda: {"authorization": f"Bearer {next(tokens)}"},
+    )
     return kubeapi.Client(conn, **kw)
 
 
@@ -72,24 +76,29 @@ def test_writes_carry_the_field_manager_content_type_and_a_fresh_auth_header_eac
     assert (m2, p2) == ("PATCH", "/api/v1/namespaces/demo/secrets/s?fieldManager=configmap-secret-scrubber")
     assert (m3, p3) == ("DELETE", "/api/v1/namespaces/demo/secrets/s")
     assert h1["Content-Type"] == "application/json" and h2["Content-Type"] == kubeapi.JSON_PATCH
-    assert [h["authorization"] for h in (h1, h2, h3)] == ["Bearer first-token", "Bearer rotated-token",
-                                                          "Bearer third-token"]
+    assert [h["authorization"] for h in (h1, h2, h3)] == [
+        "Bearer first-token",
+        "Bearer rotated-token",
+        "Bearer third-token",
+    ]
     assert json.loads(b3) == {"preconditions": {"resourceVersion": "7"}}
 
 
 def test_each_follows_continue_tokens_and_sends_both_selectors(server):
     srv, rec = server
-    rec.answers = [(200, json.dumps({"items": [{"n": 1}], "metadata": {"continue": "abc="}}).encode()),
-                   (200, json.dumps({"items": [{"n": 2}], "metadata": {}}).encode())]
+    rec.answers = [
+        (200, json.dumps({"items": [{"n": 1}], "metadata": {"continue": "abc="}}).encode()),
+        (200, json.dumps({"items": [{"n": 2}], "metadata": {}}).encode()),
+    ]
     got = client(srv).list("Pod", None, field_selector="spec.nodeName=n1", label_selector="app=x", limit=1)
     assert got == [{"n": 1}, {"n": 2}]
     assert [p for _, p, _, _ in rec.seen] == [
         "/api/v1/pods?limit=1&fieldSelector=spec.nodeName%3Dn1&labelSelector=app%3Dx",
-        "/api/v1/pods?limit=1&fieldSelector=spec.nodeName%3Dn1&labelSelector=app%3Dx&continue=abc%3D"]
+        "/api/v1/pods?limit=1&fieldSelector=spec.nodeName%3Dn1&labelSelector=app%3Dx&continue=abc%3D",
+    ]
 
 
-@pytest.mark.parametrize("status,prop", [(409, "conflict"), (404, "not_found"), (403, "forbidden"),
-                                         (422, "invalid")])
+@pytest.mark.parametrize("status,prop", [(409, "conflict"), (404, "not_found"), (403, "forbidden"), (422, "invalid")])
 def test_an_error_answer_is_a_kube_error_with_the_status_message(server, status, prop):
     srv, rec = server
     rec.answers = [(status, json.dumps({"kind": "Status", "message": f"says {status}"}).encode())]

@@ -1,4 +1,5 @@
 """edgeguard.metrics: one Prometheus registry for every function."""
+
 from __future__ import annotations
 
 from edgeguard import metrics

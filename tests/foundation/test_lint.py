@@ -1,4 +1,5 @@
 """`make lint` reports what ruff finds, format included (issue 14 §6)."""
+
 from __future__ import annotations
 
 from local import lint

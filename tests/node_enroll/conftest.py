@@ -1,4 +1,5 @@
 """Fixtures for node-enroll: the function loaded from its build context with captured logs."""
+
 from __future__ import annotations
 
 import io
@@ -24,8 +25,6 @@ def enroll_fn(load_function):
         return fn
 
     return load
-
-
 
 
 @pytest.fixture

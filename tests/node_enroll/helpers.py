@@ -1,4 +1,5 @@
 """Shared helpers for node-enroll tests: test constants, signed requests, sibling-module access."""
+
 from __future__ import annotations
 
 import base64
@@ -55,13 +56,21 @@ def sub(handler, name: str):
 
 
 def kubeconfig_with_ca(server: str = "https://127.0.0.1:6443", ca: bytes = CA_PEM) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "k", "cluster": {"server": server,
-                                                "certificate-authority-data": base64.b64encode(ca).decode()}}],
-        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
-        "users": [{"name": "u", "user": {"token": "sa-token-not-used-here"}}],
-    })
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "c",
+            "clusters": [
+                {
+                    "name": "k",
+                    "cluster": {"server": server, "certificate-authority-data": base64.b64encode(ca).decode()},
+                }
+            ],
+            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+            "users": [{"name": "u", "user": {"token": "sa-token-not-used-here"}}],
+        }
+    )
 
 
 def signed(body, *, key: str = KEY, timestamp: int | None = None, nonce: str | None = None, extra: dict | None = None):
@@ -75,10 +84,20 @@ def signed(body, *, key: str = KEY, timestamp: int | None = None, nonce: str | N
         body = body.encode()
     ts = str(int(time.time()) if timestamp is None else timestamp)
     nonce = nonce or f"nonce-{next(_nonces):06d}-{time.time_ns()}"
-    canonical = b"edgeguard-enroll-v1\n" + ts.encode() + b"\n" + nonce.encode() + b"\n" + \
-        hashlib.sha256(body).hexdigest().encode()
-    headers = {"Content-Type": "application/json", "X-Enroll-Timestamp": ts, "X-Enroll-Nonce": nonce,
-               "X-Enroll-Signature": "v1=" + hmac.new(key.encode(), canonical, hashlib.sha256).hexdigest()}
+    canonical = (
+        b"edgeguard-enroll-v1\n"
+        + ts.encode()
+        + b"\n"
+        + nonce.encode()
+        + b"\n"
+        + hashlib.sha256(body).hexdigest().encode()
+    )
+    headers = {
+        "Content-Type": "application/json",
+        "X-Enroll-Timestamp": ts,
+        "X-Enroll-Nonce": nonce,
+        "X-Enroll-Signature": "v1=" + hmac.new(key.encode(), canonical, hashlib.sha256).hexdigest(),
+    }
     headers.update(extra or {})
     return body, headers
 
@@ -91,8 +110,7 @@ def call(fn, make_event, method="POST", path="/enroll", body=b"", headers=None, 
     """Invoke the handler like the template does; returns (status, headers, parsed body)."""
     import json
 
-    resp = fn.handle(make_event(method=method, path=path, body=body, headers=headers or {}, query=query or {}),
-                     None)
+    resp = fn.handle(make_event(method=method, path=path, body=body, headers=headers or {}, query=query or {}), None)
     ctype = resp.get("headers", {}).get("Content-Type", "")
     body = resp.get("body", "")
     parsed = json.loads(body) if ctype.startswith("application/json") else body

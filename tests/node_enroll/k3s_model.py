@@ -7,6 +7,7 @@ Sources (k3s pkg/kubeadm/utils.go BootstrapTokenToSecret, pkg/kubeadm/token.go; 
   ``usage-bootstrap-authentication: "true"``, extra groups matching ``system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]``.
 - k3s token create (BootstrapTokenToSecret): the keys it writes, and no others.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,8 +15,15 @@ import hashlib
 import re
 from datetime import UTC, datetime
 
-K3S_SECRET_KEYS = {"token-id", "token-secret", "expiration", "usage-bootstrap-authentication",
-                   "usage-bootstrap-signing", "auth-extra-groups", "description"}
+K3S_SECRET_KEYS = {
+    "token-id",
+    "token-secret",
+    "expiration",
+    "usage-bootstrap-authentication",
+    "usage-bootstrap-signing",
+    "auth-extra-groups",
+    "description",
+}
 TOKEN_RE = re.compile(r"^K10(?P<hash>[0-9a-f]{64})::(?P<id>[a-z0-9]{6})\.(?P<secret>[a-z0-9]{16})\Z")
 GROUP_RE = re.compile(r"^system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]\Z")
 
@@ -53,7 +61,7 @@ def rejection(secret: dict | None, token: str, ca_pem: bytes, now: datetime | No
         if when <= now:
             return "expired"
     if data.get("usage-bootstrap-authentication") != "true":
-        return "usage-bootstrap-authentication is not \"true\""
+        return 'usage-bootstrap-authentication is not "true"'
     for g in (data.get("auth-extra-groups") or "").split(","):
         if g and not GROUP_RE.match(g):
             return f"invalid extra group {g!r}"

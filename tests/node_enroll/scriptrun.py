@@ -3,6 +3,7 @@
 PATH holds only the fakes, so any command the script did not declare fails
 loudly instead of touching this machine.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,24 +23,24 @@ printf '\n' >> "$log"
 
 BODIES = {
     "id": 'printf "%s\\n" "${FAKE_UID:-0}"',
-    "curl": r'''
+    "curl": r"""
 if [ -n "${FAKE_CURL_FAIL:-}" ]; then exit 22; fi
 printf '#!/bin/sh\n# fake k3s installer\n'
-''',
-    "sh": r'''
+""",
+    "sh": r"""
 IFS= read -r -d '' input || true
 printf 'K3S_URL=%s\nK3S_TOKEN=%s\nINSTALL_K3S_EXEC=%s\nINSTALL_K3S_VERSION=%s\nINSTALL_K3S_CHANNEL=%s\n' \
   "${K3S_URL-}" "${K3S_TOKEN-}" "${INSTALL_K3S_EXEC-}" "${INSTALL_K3S_VERSION-}" "${INSTALL_K3S_CHANNEL-}" \
   >> "$FAKE_ENV"
 printf '%s' "$input" > "$FAKE_ENV.stdin"
 exit "${FAKE_SH_RC:-0}"
-''',
+""",
     "systemctl": 'exit "${FAKE_SYSTEMCTL_RC:-0}"',
-    "edgeguard-bootstrap": r'''
+    "edgeguard-bootstrap": r"""
 IFS= read -r -d '' input || true
 printf '%s' "$input" > "$FAKE_ENV.bootstrap-stdin"
 exit 0
-''',
+""",
 }
 
 
@@ -64,8 +65,7 @@ def run_script(script: str, tmp: Path, *, extra_env: dict | None = None, shell: 
         f.write_text("")
     script_path = tmp / "join.sh"
     script_path.write_text(script)
-    env = {"PATH": str(fakes), "FAKE_LOG": str(log), "FAKE_ENV": str(envf),
-           "HOME": str(tmp)}
+    env = {"PATH": str(fakes), "FAKE_LOG": str(log), "FAKE_ENV": str(envf), "HOME": str(tmp)}
     env.update(extra_env or {})
     shell = shell or ("/bin/bash" if os.path.exists("/bin/bash") else "/usr/bin/bash")
     proc = subprocess.run([shell, str(script_path)], cwd=tmp, env=env, capture_output=True, text=True, timeout=30)

@@ -4,6 +4,7 @@ The format is the one alert-forwarder accepts (/work WAVE3 convention, docs/node
 edgeguard-enroll/edgeguard-node-alert-tokens, data key = node name, value = sha256:<hex SHA-256 of the token>,
 the token 32 random bytes base64url; Falco sends Basic auth user=<node>, password=<token>.
 """
+
 from __future__ import annotations
 
 import base64

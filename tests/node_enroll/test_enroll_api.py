@@ -1,4 +1,5 @@
 """POST /enroll end to end: the real kubernetes client against the in-process API emulator."""
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,15 @@ def test_response_carries_secure_token_server_labels_taints_and_expiry(kenroll, 
 
 def test_kube_system_secrets_are_only_ever_created_or_deleted_never_read(kenroll, make_event):
     fn, emu = kenroll()
-    emu.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k3s-serving", "namespace": "kube-system"},
-              "type": "kubernetes.io/tls", "data": {"tls.key": "c2VjcmV0"}})
+    emu.seed(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "k3s-serving", "namespace": "kube-system"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.key": "c2VjcmV0"},
+        }
+    )
     emu.clear_requests()
     status, _, doc = enroll(fn, make_event)
     assert status == 201
@@ -122,12 +130,24 @@ def test_token_id_taken_in_kube_system_by_a_foreign_secret_is_not_used(kenroll, 
 def test_long_expired_records_are_removed(kenroll, make_event):
     fn, emu = kenroll()
     past = datetime.now(UTC) - timedelta(days=3)
-    seed_enrollment(emu, fn, token_id="old333", token_secret="c" * 16, hostname="pi-gone", arch="arm64",
-                    machine_id="3" * 32, labels={}, taints=[], expires_at=past + timedelta(hours=1), now=past,
-                    source=None)
+    seed_enrollment(
+        emu,
+        fn,
+        token_id="old333",
+        token_secret="c" * 16,
+        hostname="pi-gone",
+        arch="arm64",
+        machine_id="3" * 32,
+        labels={},
+        taints=[],
+        expires_at=past + timedelta(hours=1),
+        now=past,
+        source=None,
+    )
     assert enroll(fn, make_event)[0] == 201
-    assert [r["metadata"]["name"] for r in records_of(emu)] != [] and \
-        "enroll-old333" not in [r["metadata"]["name"] for r in records_of(emu)]
+    assert [r["metadata"]["name"] for r in records_of(emu)] != [] and "enroll-old333" not in [
+        r["metadata"]["name"] for r in records_of(emu)
+    ]
     assert the_secret(emu, "old333") is None
 
 
@@ -152,9 +172,18 @@ def test_host_mode_script_runs_bootstrap_falco_against_the_public_gateway(kenrol
     assert status == 201
     run = run_script(script, tmp_path)
     assert run.rc == 0, run.stderr
-    assert run.calls[-1] == ["edgeguard-bootstrap", "falco", "--mode", "host", "--gateway",
-                             "https://gw.edge.example:31112", "--node-name", "pi-north-01", "--alert-token-stdin",
-                             "--yes"]
+    assert run.calls[-1] == [
+        "edgeguard-bootstrap",
+        "falco",
+        "--mode",
+        "host",
+        "--gateway",
+        "https://gw.edge.example:31112",
+        "--node-name",
+        "pi-north-01",
+        "--alert-token-stdin",
+        "--yes",
+    ]
 
 
 def test_host_mode_without_public_gateway_is_a_config_error_and_creates_nothing(kenroll, make_event):
@@ -165,6 +194,7 @@ def test_host_mode_without_public_gateway_is_a_config_error_and_creates_nothing(
 
 
 # ------------------------------------------------------------------ authentication
+
 
 def test_replayed_request_is_refused_and_creates_nothing_new(kenroll, make_event):
     fn, emu = kenroll()
@@ -207,15 +237,18 @@ def test_a_replay_window_the_api_will_not_read_or_write_issues_nothing(kenroll, 
     assert secrets_of(emu) == []
 
 
-@pytest.mark.parametrize("case,fragment", [
-    ("wrong_key", "signature does not match"),
-    ("tampered_body", "signature does not match"),
-    ("old", "behind the server clock"),
-    ("future", "ahead of the server clock"),
-    ("no_signature", "signed request required"),
-    ("bad_nonce", "X-Enroll-Nonce"),
-    ("bad_sig_format", "v1=<64 lowercase hex>"),
-])
+@pytest.mark.parametrize(
+    "case,fragment",
+    [
+        ("wrong_key", "signature does not match"),
+        ("tampered_body", "signature does not match"),
+        ("old", "behind the server clock"),
+        ("future", "ahead of the server clock"),
+        ("no_signature", "signed request required"),
+        ("bad_nonce", "X-Enroll-Nonce"),
+        ("bad_sig_format", "v1=<64 lowercase hex>"),
+    ],
+)
 def test_forged_stale_or_unsigned_requests_are_refused(kenroll, make_event, case, fragment):
     fn, emu = kenroll()
     doc = enroll_doc()
@@ -250,13 +283,16 @@ def test_missing_enrollment_key_fails_closed_and_names_it_only_in_the_log(kenrol
     assert secrets_of(emu) == []
 
 
-@pytest.mark.parametrize("env,detail", [
-    ({"k3s_server_url": ""}, "k3s_server_url"),
-    ({"k3s_ca_file": "/nonexistent/ca.crt"}, "/nonexistent/ca.crt"),
-    ({"token_ttl": "forever"}, "token_ttl"),
-    ({"allowlist": "- {labels: {a.example.com/b: c}}"}, "hostname pattern"),
-    ({"rate_limit_per_minute": "lots"}, "rate_limit_per_minute"),
-])
+@pytest.mark.parametrize(
+    "env,detail",
+    [
+        ({"k3s_server_url": ""}, "k3s_server_url"),
+        ({"k3s_ca_file": "/nonexistent/ca.crt"}, "/nonexistent/ca.crt"),
+        ({"token_ttl": "forever"}, "token_ttl"),
+        ({"allowlist": "- {labels: {a.example.com/b: c}}"}, "hostname pattern"),
+        ({"rate_limit_per_minute": "lots"}, "rate_limit_per_minute"),
+    ],
+)
 def test_unauthenticated_callers_get_a_generic_503_without_configuration_details(kenroll, make_event, env, detail):
     fn, emu = kenroll(env=env)
     unsigned = (b"{}", {"Content-Type": "application/json"})
@@ -296,15 +332,19 @@ def test_a_bad_setting_is_a_503_naming_it_for_an_admin(kenroll, make_event):
 
 # ------------------------------------------------------------------ bad input
 
-@pytest.mark.parametrize("doc,status,fragment", [
-    ({"hostname": "pi-1"}, 400, "missing field"),
-    (enroll_doc(hostname="Not A Name"), 400, "valid node name"),
-    (enroll_doc(arch="sparc"), 400, "unsupported arch"),
-    (enroll_doc(labels={"node-role.kubernetes.io/worker": "true"}), 422, "node-role"),
-    (enroll_doc(labels={"team": "a"}), 422, "allowed prefix"),
-    (enroll_doc(surprise=1), 400, "unknown field"),
-    ("[1, 2", 400, "invalid JSON"),
-])
+
+@pytest.mark.parametrize(
+    "doc,status,fragment",
+    [
+        ({"hostname": "pi-1"}, 400, "missing field"),
+        (enroll_doc(hostname="Not A Name"), 400, "valid node name"),
+        (enroll_doc(arch="sparc"), 400, "unsupported arch"),
+        (enroll_doc(labels={"node-role.kubernetes.io/worker": "true"}), 422, "node-role"),
+        (enroll_doc(labels={"team": "a"}), 422, "allowed prefix"),
+        (enroll_doc(surprise=1), 400, "unknown field"),
+        ("[1, 2", 400, "invalid JSON"),
+    ],
+)
 def test_bad_input_gets_a_clear_4xx_and_nothing_is_created(kenroll, make_event, doc, status, fragment):
     fn, emu = kenroll()
     body, h = signed(doc)
@@ -318,11 +358,14 @@ def nothing_minted(emu):
 
 
 @pytest.mark.parametrize("fmt", [{}, {"format": "sh"}])
-@pytest.mark.parametrize("labels", [
-    {"node.edgeguard.io/site": "north\n"},  # issue 17 §5: Python's $ matched before the final newline
-    {"node.edgeguard.io/site\n": "north"},
-    {"node.edgeguard.io\n/site": "north"},
-])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"node.edgeguard.io/site": "north\n"},  # issue 17 §5: Python's $ matched before the final newline
+        {"node.edgeguard.io/site\n": "north"},
+        {"node.edgeguard.io\n/site": "north"},
+    ],
+)
 def test_a_trailing_newline_in_a_label_is_a_422_and_mints_nothing(kenroll, make_event, fmt, labels):
     fn, emu = kenroll()
     status, _, doc = enroll(fn, make_event, enroll_doc(labels=labels), query=fmt)
@@ -333,8 +376,9 @@ def test_a_trailing_newline_in_a_label_is_a_422_and_mints_nothing(kenroll, make_
 
 
 @pytest.mark.parametrize("field,value", [("hostname", "pi-north-01\n\n"), ("machine_id", "0" * 32 + "\n\n")])
-def test_other_fields_with_trailing_newlines_are_normalised_or_refused_before_minting(kenroll, make_event, field,
-                                                                                      value):
+def test_other_fields_with_trailing_newlines_are_normalised_or_refused_before_minting(
+    kenroll, make_event, field, value
+):
     fn, emu = kenroll()
     status, _, doc = enroll(fn, make_event, enroll_doc(**{field: value}))
     # surrounding whitespace is stripped from these two, as before; what remains must fully match
@@ -342,14 +386,22 @@ def test_other_fields_with_trailing_newlines_are_normalised_or_refused_before_mi
     assert "\n" not in json.dumps(doc["install"]) and doc["node"] == "pi-north-01"
 
 
-@pytest.mark.parametrize("raw,where", [
-    # issue 17 §3: valid JSON text, lone surrogates once decoded; this got an HTML 500
-    (b'{"hostname":"pi-north-01","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef","\\ud800":1}',
-     "$"),
-    (b'{"hostname":"pi-\\ud800","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef"}', "$.hostname"),
-    (b'{"hostname":"pi-north-01","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef",'
-     b'"labels":{"node.edgeguard.io/site":"\\udfff"}}', "$.labels"),
-])
+@pytest.mark.parametrize(
+    "raw,where",
+    [
+        # issue 17 §3: valid JSON text, lone surrogates once decoded; this got an HTML 500
+        (
+            b'{"hostname":"pi-north-01","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef","\\ud800":1}',
+            "$",
+        ),
+        (b'{"hostname":"pi-\\ud800","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef"}', "$.hostname"),
+        (
+            b'{"hostname":"pi-north-01","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef",'
+            b'"labels":{"node.edgeguard.io/site":"\\udfff"}}',
+            "$.labels",
+        ),
+    ],
+)
 def test_a_signed_body_with_a_lone_surrogate_is_a_400_naming_where(kenroll, make_event, raw, where):
     fn, emu = kenroll()
     body, h = signed(raw)
@@ -377,10 +429,15 @@ def test_unknown_route_and_wrong_method(kenroll, make_event):
 
 # ------------------------------------------------------------------ allowlist
 
-ALLOWLIST = json.dumps([
-    {"hostname": "pi-north-*", "labels": {"edge.example.com/site": "north"},
-     "taints": ["edge.example.com/dedicated=edge:NoSchedule"]},
-])
+ALLOWLIST = json.dumps(
+    [
+        {
+            "hostname": "pi-north-*",
+            "labels": {"edge.example.com/site": "north"},
+            "taints": ["edge.example.com/dedicated=edge:NoSchedule"],
+        },
+    ]
+)
 
 
 def test_allowlist_maps_the_node_to_labels_and_taints_everywhere(kenroll, make_event, tmp_path):
@@ -418,6 +475,7 @@ def test_broken_allowlist_is_reported_as_misconfiguration(kenroll, make_event):
 
 
 # ------------------------------------------------------------------ idempotency, rotation, caps
+
 
 def test_same_machine_within_ttl_gets_its_existing_token_back(kenroll, make_event):
     fn, emu = kenroll()
@@ -466,9 +524,20 @@ def test_hostname_of_an_existing_node_is_refused(kenroll, make_event):
 def test_expired_token_is_not_reused_and_does_not_count(kenroll, make_event):
     fn, emu = kenroll(env={"max_outstanding_tokens": "1"})
     past = datetime.now(UTC) - timedelta(hours=2)
-    seed_enrollment(emu, fn, token_id="old111", token_secret="a" * 16, hostname="pi-north-01", arch="arm64",
-                                 machine_id=enroll_doc()["machine_id"], labels={}, taints=[],
-                                 expires_at=past + timedelta(hours=1), now=past, source=None)
+    seed_enrollment(
+        emu,
+        fn,
+        token_id="old111",
+        token_secret="a" * 16,
+        hostname="pi-north-01",
+        arch="arm64",
+        machine_id=enroll_doc()["machine_id"],
+        labels={},
+        taints=[],
+        expires_at=past + timedelta(hours=1),
+        now=past,
+        source=None,
+    )
     status, _, doc = enroll(fn, make_event)
     assert status == 201 and doc["token_id"] != "old111" and doc["reused"] is False
 
@@ -494,13 +563,21 @@ def test_rate_limit_per_node_whatever_address_headers_say(kenroll, make_event):
     """issue 17 §6: the real watchdog drops X-Forwarded-For, so a per-address limit was one shared bucket; the
     limit is per node the signed body names, and no header moves a request into another bucket."""
     fn, emu = kenroll(env={"rate_limit_per_minute": "2"})
-    results = [enroll(fn, make_event, enroll_doc(rotate=True),
-                      headers={"X-Forwarded-For": f"198.51.100.{i}", "X-Real-Ip": f"203.0.113.{i}"})[0]
-               for i in range(3)]
+    results = [
+        enroll(
+            fn,
+            make_event,
+            enroll_doc(rotate=True),
+            headers={"X-Forwarded-For": f"198.51.100.{i}", "X-Real-Ip": f"203.0.113.{i}"},
+        )[0]
+        for i in range(3)
+    ]
     assert results == [201, 201, 429]
     # other nodes are not held back by this one
-    assert [enroll(fn, make_event, enroll_doc(hostname=f"pi-{i}", machine_id=f"{i}" * 32))[0]
-            for i in range(2)] == [201, 201]
+    assert [enroll(fn, make_event, enroll_doc(hostname=f"pi-{i}", machine_id=f"{i}" * 32))[0] for i in range(2)] == [
+        201,
+        201,
+    ]
     limited = [json.loads(line) for line in fn.log_buffer.getvalue().splitlines() if "enroll.rate_limited" in line]
     assert [(r["scope"], r["node"]) for r in limited] == [("node", "pi-north-01")]
 
@@ -553,6 +630,7 @@ def test_unsigned_floods_do_not_use_up_the_global_budget(kenroll, make_event):
 
 
 # ------------------------------------------------------------------ CA, API failures, logs
+
 
 def test_ca_hash_comes_from_the_kubeconfig_secret_when_not_configured(kenroll, kube_emulator, make_event):
     kc = yaml.safe_load(kubeconfig_with_ca(server=kube_emulator.url))
@@ -625,10 +703,20 @@ def test_no_kubernetes_credentials_is_a_clear_503(enroll_fn, make_event, monkeyp
 def test_nearly_expired_token_is_replaced_rather_than_reused(kenroll, make_event):
     fn, emu = kenroll()
     now = datetime.now(UTC)
-    seed_enrollment(emu, fn, token_id="old222", token_secret="b" * 16, hostname="pi-north-01", arch="arm64",
-                                 machine_id=enroll_doc()["machine_id"],
-                                 labels={"edgeguard.io/enrolled-by": "node-enroll"}, taints=[],
-                                 expires_at=now + timedelta(seconds=60), now=now - timedelta(minutes=59), source=None)
+    seed_enrollment(
+        emu,
+        fn,
+        token_id="old222",
+        token_secret="b" * 16,
+        hostname="pi-north-01",
+        arch="arm64",
+        machine_id=enroll_doc()["machine_id"],
+        labels={"edgeguard.io/enrolled-by": "node-enroll"},
+        taints=[],
+        expires_at=now + timedelta(seconds=60),
+        now=now - timedelta(minutes=59),
+        source=None,
+    )
     status, _, doc = enroll(fn, make_event)
     assert status == 201 and doc["revoked"] == ["old222"] and doc["token_id"] != "old222"
     assert the_secret(emu, "old222") is None
@@ -661,8 +749,13 @@ def test_kubernetes_is_imported_only_when_a_request_needs_the_cluster(tmp_path, 
         "query={}), None); "
         "print(r['statusCode'], 'kubernetes' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", probe, str(ctx)], capture_output=True, text=True, timeout=60,
-                         env={"PATH": "/usr/bin:/bin", "EDGEGUARD_SECRETS_DIR": str(tmp_path / "none")})
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(ctx)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "EDGEGUARD_SECRETS_DIR": str(tmp_path / "none")},
+    )
     assert out.stdout.split() == ["503", "False"], out.stderr  # unsigned request refused, no kubernetes import
 
 
@@ -680,9 +773,10 @@ def test_a_whole_enrollment_never_imports_the_kubernetes_package(tmp_path, kube_
     seed_records_namespace(kube_emulator)
     stack = stackfile.load()
     ctx = buildctx.assemble(stack.functions["node-enroll"], stack, tmp_path / "ctx")
-    secrets = write_secrets(tmp_path / "secrets", {"node-enroll-key": KEY,
-                                                   "node-enroll-kubeconfig": yaml.safe_dump(
-                                                       kube_emulator.kubeconfig_dict())})
+    secrets = write_secrets(
+        tmp_path / "secrets",
+        {"node-enroll-key": KEY, "node-enroll-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())},
+    )
     probe = (
         "import sys; sys.path[:0] = sys.argv[1:3]; import function.handler as h; "
         "from tests.node_enroll.helpers import signed, enroll_doc; from types import SimpleNamespace as N; "
@@ -690,22 +784,35 @@ def test_a_whole_enrollment_never_imports_the_kubernetes_package(tmp_path, kube_
         "r = h.handle(N(body=body, headers=headers, method='POST', path='/enroll', query={}), None); "
         "print(r['statusCode'], sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))"
     )
-    env = {"PATH": "/usr/bin:/bin", "EDGEGUARD_SECRETS_DIR": str(secrets), **stack.functions["node-enroll"].environment,
-           **BASE_ENV}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "EDGEGUARD_SECRETS_DIR": str(secrets),
+        **stack.functions["node-enroll"].environment,
+        **BASE_ENV,
+    }
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", probe, str(ctx), str(root)],
-                         capture_output=True, text=True, timeout=60, env={k: str(v) for k, v in env.items()})
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(ctx), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: str(v) for k, v in env.items()},
+    )
     assert out.stdout.split(maxsplit=1) == ["201", "[]\n"], out.stderr[-2000:]
 
 
 # ------------------------------------------------------------------ shared code (edgeguard.config / kube)
 
+
 def test_kubernetes_pin_is_the_client_generation_the_dev_env_tests():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    pin = next(line.split("#")[0].strip() for line in (root / "requirements-dev.txt").read_text().splitlines()
-               if line.startswith("kubernetes>") or line.startswith("kubernetes="))
+    pin = next(
+        line.split("#")[0].strip()
+        for line in (root / "requirements-dev.txt").read_text().splitlines()
+        if line.startswith("kubernetes>") or line.startswith("kubernetes=")
+    )
     reqs = (root / "functions" / "node-enroll" / "requirements.txt").read_text().splitlines()
     assert [line for line in reqs if line.startswith("kubernetes")] == [pin]
 
@@ -720,8 +827,7 @@ def test_token_ttl_accepts_the_shared_duration_forms(kenroll, make_event, ttl, s
     assert abs((expires - before).total_seconds() - seconds) < 5
 
 
-def test_ca_hash_kubeconfig_is_read_through_the_shared_loader(kenroll, kube_emulator,
-                                                              make_event):
+def test_ca_hash_kubeconfig_is_read_through_the_shared_loader(kenroll, kube_emulator, make_event):
     kc = yaml.safe_load(kubeconfig_with_ca(server=kube_emulator.url))
     kc["users"] = kube_emulator.kubeconfig_dict()["users"]
     kc["contexts"][0]["context"]["user"] = kc["users"][0]["name"]

@@ -1,4 +1,5 @@
 """GET /metrics (issue 15 §4): Prometheus text, for the admin token or the read-only metrics token."""
+
 from __future__ import annotations
 
 import math
@@ -8,12 +9,13 @@ import time
 from tests.node_enroll.helpers import ADMIN, admin, call, enroll, enroll_doc, signed
 
 METRICS_TOKEN = "metrics-reader-token-0123456789abcdef"
-LINE = re.compile(r'^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$')
+LINE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
 
 
 def scrape(fn, make_event, token=ADMIN) -> dict:
-    status, headers, text = call(fn, make_event, method="GET", path="/metrics",
-                                 headers={"Authorization": f"Bearer {token}"})
+    status, headers, text = call(
+        fn, make_event, method="GET", path="/metrics", headers={"Authorization": f"Bearer {token}"}
+    )
     assert status == 200, text
     assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     out = {}
@@ -39,8 +41,10 @@ def test_metrics_need_the_admin_or_the_read_only_metrics_token(kenroll, make_eve
     status, _, doc = call(fn, make_event, method="GET", path="/metrics", query={"token": ADMIN})
     assert status == 401 and "query string" in doc["error"]
     # the metrics token reads metrics and nothing else
-    assert call(fn, make_event, method="GET", path="/nodes",
-                headers={"Authorization": f"Bearer {METRICS_TOKEN}"})[0] == 401
+    assert (
+        call(fn, make_event, method="GET", path="/nodes", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})[0]
+        == 401
+    )
 
 
 def test_enrollment_outcomes_rejections_and_revocations_are_counted(kenroll, make_event):
@@ -57,11 +61,16 @@ def test_enrollment_outcomes_rejections_and_revocations_are_counted(kenroll, mak
     assert enroll(fn, make_event, enroll_doc(hostname="pi-4", labels={"team": "a"}))[0] == 422
     assert call(fn, make_event, method="DELETE", path="/nodes/pi-north-01", headers=admin())[0] == 200
     m = scrape(fn, make_event)
-    assert {o: value(m, "enrollments_total", outcome=o) for o in ("issued", "reused", "refused", "failed")} == \
-        {"issued": 3, "reused": 1, "refused": 5, "failed": 0}
-    assert {r: value(m, "rejections_total", reason=r) for r in
-            ("rate_limit_node", "replay", "signature", "clock_skew", "refused_label")} == \
-        {"rate_limit_node": 1, "replay": 1, "signature": 1, "clock_skew": 1, "refused_label": 1}
+    assert {o: value(m, "enrollments_total", outcome=o) for o in ("issued", "reused", "refused", "failed")} == {
+        "issued": 3,
+        "reused": 1,
+        "refused": 5,
+        "failed": 0,
+    }
+    assert {
+        r: value(m, "rejections_total", reason=r)
+        for r in ("rate_limit_node", "replay", "signature", "clock_skew", "refused_label")
+    } == {"rate_limit_node": 1, "replay": 1, "signature": 1, "clock_skew": 1, "refused_label": 1}
     assert value(m, "revocations_total", reason="rotated") == 1 and value(m, "revocations_total", reason="deleted") == 1
     assert value(m, "alert_tokens_issued_total") == 4 and value(m, "alert_tokens_revoked_total") == 1
     assert value(m, "tokens_outstanding") == 1 and value(m, "tokens_outstanding_cap") == 20

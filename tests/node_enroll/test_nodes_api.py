@@ -1,4 +1,5 @@
 """GET /nodes and DELETE /nodes/<name> against the API emulator; the RBAC manifest under enforcement."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -14,22 +15,41 @@ RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "node-enroll.ya
 
 def node(name, *, ready=True, arch="arm64", kubelet="v1.31.4+k3s1", enrolled=True):
     labels = {"edgeguard.io/enrolled-by": "node-enroll"} if enrolled else {}
-    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-                       "nodeInfo": {"architecture": arch, "kubeletVersion": kubelet, "kubeProxyVersion": kubelet,
-                                    "operatingSystem": "linux", "osImage": "Debian GNU/Linux 12 (bookworm)",
-                                    "kernelVersion": "6.6.51+rpt-rpi-v8", "containerRuntimeVersion": "containerd://1.7",
-                                    "machineID": "m", "systemUUID": "s", "bootID": "b"}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "nodeInfo": {
+                "architecture": arch,
+                "kubeletVersion": kubelet,
+                "kubeProxyVersion": kubelet,
+                "operatingSystem": "linux",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "kernelVersion": "6.6.51+rpt-rpi-v8",
+                "containerRuntimeVersion": "containerd://1.7",
+                "machineID": "m",
+                "systemUUID": "s",
+                "bootID": "b",
+            },
+        },
+    }
 
 
 def pod(name, node_name, ns="default", owner=None, labels=None, annotations=None, phase="Running"):
     meta = {"name": name, "namespace": ns, "labels": labels or {}, "annotations": annotations or {}}
     if owner:
-        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": owner, "name": f"{name}-owner",
-                                    "uid": f"uid-{name}", "controller": True}]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-            "spec": {"nodeName": node_name, "containers": [{"name": "c", "image": "busybox"}]},
-            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True"}]}}
+        meta["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": owner, "name": f"{name}-owner", "uid": f"uid-{name}", "controller": True}
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {"nodeName": node_name, "containers": [{"name": "c", "image": "busybox"}]},
+        "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True"}]},
+    }
 
 
 def nodes_of(fn, make_event, headers=None):
@@ -60,8 +80,9 @@ def test_joined_node_reports_ready_arch_kubelet_and_its_falco_pod(kenroll, make_
     fn, emu = kenroll()
     _, _, doc = enroll(fn, make_event)
     emu.seed(node("pi-north-01", arch="arm64", kubelet="v1.31.4+k3s1"))
-    emu.seed(pod("falco-abcde", "pi-north-01", ns="falco", owner="DaemonSet",
-                 labels={"app.kubernetes.io/name": "falco"}))
+    emu.seed(
+        pod("falco-abcde", "pi-north-01", ns="falco", owner="DaemonSet", labels={"app.kubernetes.io/name": "falco"})
+    )
     emu.seed(pod("falco-other", "server-1", ns="falco", owner="DaemonSet", labels={"app.kubernetes.io/name": "falco"}))
     _, _, listing = nodes_of(fn, make_event)
     item = next(i for i in listing["nodes"] if i["name"] == "pi-north-01")
@@ -111,8 +132,9 @@ def test_drain_cordons_evicts_and_deletes_the_node(kenroll, make_event):
     emu.seed(pod("falco-x", "pi-north-01", ns="falco", owner="DaemonSet"))
     emu.seed(pod("static-1", "pi-north-01", ns="kube-system", annotations={"kubernetes.io/config.mirror": "abc"}))
     emu.seed(pod("elsewhere", "pi-south-01", owner="ReplicaSet"))
-    status, _, res = call(fn, make_event, method="DELETE", path="/nodes/pi-north-01", query={"drain": "true"},
-                          headers=admin())
+    status, _, res = call(
+        fn, make_event, method="DELETE", path="/nodes/pi-north-01", query={"drain": "true"}, headers=admin()
+    )
     assert status == 200, res
     assert res["drain"]["cordoned"] and res["drain"]["deleted"]
     assert res["drain"]["evicted"] == ["default/app-1"]
@@ -122,20 +144,27 @@ def test_drain_cordons_evicts_and_deletes_the_node(kenroll, make_event):
     assert emu.get("pods", "default", "elsewhere") is not None
     verbs = [(v, p) for v, p, _ in emu.requests]
     assert ("patch", "/api/v1/nodes/pi-north-01") in verbs
-    assert verbs.index(("patch", "/api/v1/nodes/pi-north-01")) < \
-        verbs.index(("create", "/api/v1/namespaces/default/pods/app-1/eviction"))
+    assert verbs.index(("patch", "/api/v1/nodes/pi-north-01")) < verbs.index(
+        ("create", "/api/v1/namespaces/default/pods/app-1/eviction")
+    )
 
 
 def test_drain_blocked_by_a_disruption_budget_keeps_the_node_cordoned(kenroll, make_event):
     fn, emu = kenroll()
     emu.seed(node("pi-north-01"))
     emu.seed(pod("db-0", "pi-north-01", owner="StatefulSet", labels={"app": "db"}))
-    emu.seed({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-              "metadata": {"name": "db", "namespace": "default"},
-              "spec": {"selector": {"matchLabels": {"app": "db"}}, "minAvailable": 1},
-              "status": {"disruptionsAllowed": 0}})
-    status, _, res = call(fn, make_event, method="DELETE", path="/nodes/pi-north-01", query={"drain": "1"},
-                          headers=admin())
+    emu.seed(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "db"}}, "minAvailable": 1},
+            "status": {"disruptionsAllowed": 0},
+        }
+    )
+    status, _, res = call(
+        fn, make_event, method="DELETE", path="/nodes/pi-north-01", query={"drain": "1"}, headers=admin()
+    )
     assert status == 409 and "not deleted" in res["error"]
     assert res["drain"]["failed"][0]["status"] == 429
     n = emu.get("nodes", None, "pi-north-01")
@@ -152,26 +181,49 @@ def test_delete_without_drain_leaves_a_joined_node_alone(kenroll, make_event):
 
 
 def kube_system_secret(name, type_="Opaque"):
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "kube-system"},
-            "type": type_, "data": {"hash": "bm90LWEtcmVhbC1vbmU="}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": "kube-system"},
+        "type": type_,
+        "data": {"hash": "bm90LWEtcmVhbC1vbmU="},
+    }
 
 
-@pytest.mark.parametrize("planted", [
-    # issue 12 §5: the Role may delete any kube-system Secret, so node-enroll must only ever delete what it recorded.
-    # Someone who can create Secrets in edgeguard-enroll plants what looks like an enrollment of pi-north-01:
-    {"type": "bootstrap.kubernetes.io/token", "name": "bootstrap-token-abc123"},  # a token-typed Secret, not a record
-    {"type": "Opaque", "name": "enroll-abc123"},  # a record's name, another type
-    {"type": "edgeguard.io/node-enroll-record", "name": "enroll-abc123", "unlabelled": True},
-])
+@pytest.mark.parametrize(
+    "planted",
+    [
+        # issue 12 §5: the Role may delete any kube-system Secret, so node-enroll must only ever delete what it
+        # recorded.
+        # Someone who can create Secrets in edgeguard-enroll plants what looks like an enrollment of pi-north-01:
+        {
+            "type": "bootstrap.kubernetes.io/token",
+            "name": "bootstrap-token-abc123",
+        },  # a token-typed Secret, not a record
+        {"type": "Opaque", "name": "enroll-abc123"},  # a record's name, another type
+        {"type": "edgeguard.io/node-enroll-record", "name": "enroll-abc123", "unlabelled": True},
+    ],
+)
 def test_only_tokens_node_enroll_recorded_are_ever_deleted(kenroll, make_event, planted):
     fn, emu = kenroll()
     tokens = sub(fn, "tokens")
-    body = tokens.build_secret(token_id="abc123", token_secret="a" * 16, hostname="pi-north-01", arch="arm64",
-                               machine_id="9" * 32, labels={}, taints=[],
-                               expires_at=datetime.now(UTC) + timedelta(hours=1),
-                               now=datetime.now(UTC), source=None)
-    fake = {**body, "type": planted["type"],
-            "metadata": {**body["metadata"], "name": planted["name"], "namespace": "edgeguard-enroll"}}
+    body = tokens.build_secret(
+        token_id="abc123",
+        token_secret="a" * 16,
+        hostname="pi-north-01",
+        arch="arm64",
+        machine_id="9" * 32,
+        labels={},
+        taints=[],
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+        now=datetime.now(UTC),
+        source=None,
+    )
+    fake = {
+        **body,
+        "type": planted["type"],
+        "metadata": {**body["metadata"], "name": planted["name"], "namespace": "edgeguard-enroll"},
+    }
     if planted.get("unlabelled"):
         fake["metadata"]["labels"] = {}
     emu.seed(fake)
@@ -194,14 +246,16 @@ def test_a_whole_cycle_deletes_nothing_in_kube_system_but_its_own_bootstrap_toke
     call(fn, make_event, method="DELETE", path="/nodes/pi-north-01", query={"drain": "true"}, headers=admin())
     call(fn, make_event, method="DELETE", path="/nodes/pi-2", headers=admin())
     deleted = [p for v, p, _ in emu.requests if v == "delete" and p.startswith("/api/v1/namespaces/kube-system/")]
-    assert {f"/api/v1/namespaces/kube-system/secrets/bootstrap-token-{d['token_id']}" for d in (first, second)} <= \
-        set(deleted)
+    assert {f"/api/v1/namespaces/kube-system/secrets/bootstrap-token-{d['token_id']}" for d in (first, second)} <= set(
+        deleted
+    )
     assert all(re.fullmatch(r"/api/v1/namespaces/kube-system/secrets/bootstrap-token-[a-z0-9]{6}", p) for p in deleted)
     assert emu.get("secrets", "kube-system", "pi-north-01.node-password.k3s") is not None
     assert emu.get("secrets", "kube-system", "k3s-serving") is not None
 
 
 # ------------------------------------------------------------------ RBAC manifest, enforced
+
 
 def rbac_docs():
     return [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
@@ -229,10 +283,13 @@ def full_cycle(fn, emu, make_event):
     """Every API call node-enroll makes: enroll, rotate, list, drain. Returns the statuses."""
     emu.seed(node("pi-old"))
     emu.seed(pod("app-1", "pi-old", owner="ReplicaSet"))
-    out = [enroll(fn, make_event)[0], enroll(fn, make_event, enroll_doc(rotate=True))[0],
-           call(fn, make_event, method="GET", path="/nodes", headers=admin())[0],
-           call(fn, make_event, method="DELETE", path="/nodes/pi-north-01", headers=admin())[0],
-           call(fn, make_event, method="DELETE", path="/nodes/pi-old", query={"drain": "true"}, headers=admin())[0]]
+    out = [
+        enroll(fn, make_event)[0],
+        enroll(fn, make_event, enroll_doc(rotate=True))[0],
+        call(fn, make_event, method="GET", path="/nodes", headers=admin())[0],
+        call(fn, make_event, method="DELETE", path="/nodes/pi-north-01", headers=admin())[0],
+        call(fn, make_event, method="DELETE", path="/nodes/pi-old", query={"drain": "true"}, headers=admin())[0],
+    ]
     return out
 
 
@@ -262,18 +319,30 @@ def _without(docs, kind, name, resource, verb):
     return out
 
 
-RECORDS_ROLE, TOKENS_ROLE, CLUSTER_ROLE = ("edgeguard-node-enroll-records", "edgeguard-node-enroll-bootstrap-tokens",
-                                          "edgeguard-node-enroll")
+RECORDS_ROLE, TOKENS_ROLE, CLUSTER_ROLE = (
+    "edgeguard-node-enroll-records",
+    "edgeguard-node-enroll-bootstrap-tokens",
+    "edgeguard-node-enroll",
+)
 
 
-@pytest.mark.parametrize("kind,name,resource,verb", [
-    ("Role", RECORDS_ROLE, "secrets", "list"), ("Role", RECORDS_ROLE, "secrets", "create"),
-    ("Role", RECORDS_ROLE, "secrets", "delete"), ("Role", RECORDS_ROLE, "secrets", "patch"),
-    ("Role", TOKENS_ROLE, "secrets", "create"), ("Role", TOKENS_ROLE, "secrets", "delete"),
-    ("ClusterRole", CLUSTER_ROLE, "nodes", "get"), ("ClusterRole", CLUSTER_ROLE, "nodes", "list"),
-    ("ClusterRole", CLUSTER_ROLE, "nodes", "patch"), ("ClusterRole", CLUSTER_ROLE, "nodes", "delete"),
-    ("ClusterRole", CLUSTER_ROLE, "pods", "list"), ("ClusterRole", CLUSTER_ROLE, "pods/eviction", "create"),
-])
+@pytest.mark.parametrize(
+    "kind,name,resource,verb",
+    [
+        ("Role", RECORDS_ROLE, "secrets", "list"),
+        ("Role", RECORDS_ROLE, "secrets", "create"),
+        ("Role", RECORDS_ROLE, "secrets", "delete"),
+        ("Role", RECORDS_ROLE, "secrets", "patch"),
+        ("Role", TOKENS_ROLE, "secrets", "create"),
+        ("Role", TOKENS_ROLE, "secrets", "delete"),
+        ("ClusterRole", CLUSTER_ROLE, "nodes", "get"),
+        ("ClusterRole", CLUSTER_ROLE, "nodes", "list"),
+        ("ClusterRole", CLUSTER_ROLE, "nodes", "patch"),
+        ("ClusterRole", CLUSTER_ROLE, "nodes", "delete"),
+        ("ClusterRole", CLUSTER_ROLE, "pods", "list"),
+        ("ClusterRole", CLUSTER_ROLE, "pods/eviction", "create"),
+    ],
+)
 def test_every_granted_verb_is_needed(enroll_fn, rbac_emu, make_event, kind, name, resource, verb):
     fn = load_with_sa(enroll_fn, rbac_emu, _without(rbac_docs(), kind, name, resource, verb))
     statuses = full_cycle(fn, rbac_emu, make_event)
@@ -287,9 +356,15 @@ def test_service_account_cannot_read_kube_system_secrets(enroll_fn, rbac_emu, ma
     from kubernetes.client.rest import ApiException
 
     load_with_sa(enroll_fn, rbac_emu, rbac_docs())
-    rbac_emu.seed({"apiVersion": "v1", "kind": "Secret",
-                   "metadata": {"name": "k3s-serving", "namespace": "kube-system"},
-                   "type": "kubernetes.io/tls", "data": {"tls.key": "c2VjcmV0"}})
+    rbac_emu.seed(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "k3s-serving", "namespace": "kube-system"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.key": "c2VjcmV0"},
+        }
+    )
     cfg = client.Configuration()
     token = rbac_emu.service_account_token("openfaas-fn", "node-enroll")
     kconfig.load_kube_config_from_dict(rbac_emu.kubeconfig_dict(user_token=token), client_configuration=cfg)
@@ -313,8 +388,12 @@ def test_rbac_manifest_is_exactly_these_rules():
     assert roles == {
         ("edgeguard-enroll", RECORDS_ROLE): [
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "create", "delete"]},
-            {"apiGroups": [""], "resources": ["secrets"],
-             "resourceNames": ["edgeguard-enroll-nonces", "edgeguard-node-alert-tokens"], "verbs": ["patch"]},
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": ["edgeguard-enroll-nonces", "edgeguard-node-alert-tokens"],
+                "verbs": ["patch"],
+            },
         ],
         ("kube-system", TOKENS_ROLE): [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]}],
     }

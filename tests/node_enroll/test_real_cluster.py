@@ -9,6 +9,7 @@ bootstrap-token Secrets and node-enroll's records (namespace edgeguard-enroll, c
 app.kubernetes.io/managed-by=edgeguard-node-enroll and removes them again. The least-privilege run is
 tests/node_enroll/test_real_rbac.py.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,15 +53,19 @@ def cluster(real_kube):
 def test_real_api_server_accepts_the_minted_token_and_refuses_it_after_revocation(cluster, enroll_fn, make_event):
     cfg, api, kube = cluster
     server = os.environ.get("EDGEGUARD_K3S_SERVER_URL", cfg.host)
-    fn = enroll_fn(env={"k3s_ca_file": "", "k3s_server_url": server},
-                   secrets={"node-enroll-kubeconfig": kube.kubeconfig_text})
+    fn = enroll_fn(
+        env={"k3s_ca_file": "", "k3s_server_url": server}, secrets={"node-enroll-kubeconfig": kube.kubeconfig_text}
+    )
     host = f"edgeguard-e2e-{secrets.token_hex(3)}"
     status, _, doc = enroll(fn, make_event, enroll_doc(hostname=host, machine_id=secrets.token_hex(16)))
     assert status == 201, doc
     ca_pem = Path(cfg.ssl_ca_cert).read_bytes()
     raw = api.read_namespaced_secret(f"bootstrap-token-{doc['token_id']}", "kube-system")
-    secret = {"metadata": {"name": raw.metadata.name, "namespace": raw.metadata.namespace}, "type": raw.type,
-              "data": raw.data}
+    secret = {
+        "metadata": {"name": raw.metadata.name, "namespace": raw.metadata.namespace},
+        "type": raw.type,
+        "data": raw.data,
+    }
     assert k3s_model.rejection(secret, doc["token"], ca_pem) is None
 
     bearer = doc["token"].split("::", 1)[1]
@@ -77,8 +82,9 @@ def test_real_api_server_accepts_the_minted_token_and_refuses_it_after_revocatio
     assert refused is False, f"still authenticated {after:.0f}s after revocation"
     print(f"revoked bootstrap token refused after {after:.1f}s")
     # and the bearer itself is refused by the API server
-    r = requests.get(f"{cfg.host}/api", headers={"Authorization": f"Bearer {bearer}"}, verify=cfg.ssl_ca_cert,
-                     timeout=15)
+    r = requests.get(
+        f"{cfg.host}/api", headers={"Authorization": f"Bearer {bearer}"}, verify=cfg.ssl_ca_cert, timeout=15
+    )
     assert r.status_code == 401, r.text
 
 
@@ -88,7 +94,8 @@ def test_ca_hash_matches_k3s_cacerts(cluster, enroll_fn, make_event):
     if r.status_code != 200:
         pytest.skip("k3s only: this API server serves no /cacerts (the k3s supervisor does)")
     fn = enroll_fn(env={"k3s_ca_file": ""}, secrets={"node-enroll-kubeconfig": kube.kubeconfig_text})
-    status, _, doc = enroll(fn, make_event, enroll_doc(hostname=f"edgeguard-e2e-{secrets.token_hex(3)}",
-                                                       machine_id=secrets.token_hex(16)))
+    status, _, doc = enroll(
+        fn, make_event, enroll_doc(hostname=f"edgeguard-e2e-{secrets.token_hex(3)}", machine_id=secrets.token_hex(16))
+    )
     assert status == 201, doc
     assert doc["ca_hash"] == hashlib.sha256(r.content).hexdigest()

@@ -1,4 +1,5 @@
 """node-enroll served over HTTP by the session's runtime (the real of-watchdog when its tools are found)."""
+
 from __future__ import annotations
 
 import time
@@ -13,9 +14,15 @@ from tests.node_enroll.helpers import BASE_ENV, KEY, enroll_doc, records_of, see
 @pytest.fixture
 def served(serve_function, kube_emulator):
     seed_records_namespace(kube_emulator)
-    fn = serve_function("node-enroll", env=BASE_ENV,
-                        secrets={"node-enroll-key": KEY + "\n", "node-enroll-admin-token": "admin-xxxxxxxx",
-                                 "node-enroll-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())})
+    fn = serve_function(
+        "node-enroll",
+        env=BASE_ENV,
+        secrets={
+            "node-enroll-key": KEY + "\n",
+            "node-enroll-admin-token": "admin-xxxxxxxx",
+            "node-enroll-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict()),
+        },
+    )
     return fn, kube_emulator
 
 

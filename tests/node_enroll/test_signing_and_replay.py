@@ -1,4 +1,5 @@
 """Request signing, replay/skew protection and rate limiting (pure parts of node-enroll)."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,8 +38,10 @@ def test_any_change_to_signed_material_breaks_the_signature(mods, field):
 def test_canonical_string_is_the_documented_four_lines(mods):
     signing, _, _ = mods
     c = signing.canonical("1700000000", "abcdefghijklmnop", b"{}")
-    assert c == (b"edgeguard-enroll-v1\n1700000000\nabcdefghijklmnop\n"
-                 b"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a")
+    assert c == (
+        b"edgeguard-enroll-v1\n1700000000\nabcdefghijklmnop\n"
+        b"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    )
 
 
 class Clock:
@@ -58,8 +61,9 @@ def test_replayed_nonce_is_refused(mods):
     assert exc.value.status == 401 and "replayed" in exc.value.reason
 
 
-@pytest.mark.parametrize("offset,ok", [(-300, True), (30, True), (-301, False), (31, False), (240, False),
-                                       (-3600, False)])
+@pytest.mark.parametrize(
+    "offset,ok", [(-300, True), (30, True), (-301, False), (31, False), (240, False), (-3600, False)]
+)
 def test_timestamps_over_five_minutes_behind_or_thirty_seconds_ahead_are_refused(mods, offset, ok):
     _, replay, _ = mods
     g = replay.ReplayGuard(max_skew=300, max_ahead=30, clock=Clock(10_000.0), started_at=0)
@@ -106,10 +110,17 @@ def test_full_nonce_cache_refuses_instead_of_forgetting_live_nonces(mods):
         g.check_and_record(1000, "nonce-00000000000")
 
 
-@pytest.mark.parametrize("header,expected", [
-    (None, None), ("", None), ("203.0.113.7", "203.0.113.7"), (" 2001:db8::1 ", "2001:db8::1"),
-    ("not-an-ip", None), ("203.0.113.7, 198.51.100.2", None),
-])
+@pytest.mark.parametrize(
+    "header,expected",
+    [
+        (None, None),
+        ("", None),
+        ("203.0.113.7", "203.0.113.7"),
+        (" 2001:db8::1 ", "2001:db8::1"),
+        ("not-an-ip", None),
+        ("203.0.113.7, 198.51.100.2", None),
+    ],
+)
 def test_source_address_is_what_x_real_ip_names_or_nothing(mods, header, expected):
     _, _, rl = mods
     assert rl.source_address(header) == expected
@@ -163,12 +174,25 @@ def test_documented_openssl_recipe_produces_the_same_signature(mods, tmp_path):
     signing, _, _ = mods
     body = '{"hostname":"pi-north-01","arch":"aarch64","machine_id":"0123456789abcdef0123456789abcdef"}'
     (tmp_path / "key").write_text(KEY + "\n")
-    recipe = ("sig=$(printf 'edgeguard-enroll-v1\\n%s\\n%s\\n%s' \"$ts\" \"$nonce\" "
-              "\"$(printf %s \"$body\" | sha256sum | cut -d' ' -f1)\" "
-              "| openssl dgst -sha256 -hmac \"$(cat \"$keyfile\")\" -r | cut -d' ' -f1); printf %s \"$sig\"")
-    out = subprocess.run(["bash", "-c", recipe], capture_output=True, text=True, timeout=20, check=True,
-                         env={"PATH": "/usr/bin:/bin", "ts": "1700000000", "nonce": "abcdefghijklmnop",
-                              "body": body, "keyfile": str(tmp_path / "key")}).stdout
+    recipe = (
+        'sig=$(printf \'edgeguard-enroll-v1\\n%s\\n%s\\n%s\' "$ts" "$nonce" '
+        '"$(printf %s "$body" | sha256sum | cut -d\' \' -f1)" '
+        '| openssl dgst -sha256 -hmac "$(cat "$keyfile")" -r | cut -d\' \' -f1); printf %s "$sig"'
+    )
+    out = subprocess.run(
+        ["bash", "-c", recipe],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "ts": "1700000000",
+            "nonce": "abcdefghijklmnop",
+            "body": body,
+            "keyfile": str(tmp_path / "key"),
+        },
+    ).stdout
     assert "v1=" + out == signing.sign(KEY, "1700000000", "abcdefghijklmnop", body.encode())
 
 

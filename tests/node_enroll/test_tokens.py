@@ -1,4 +1,5 @@
 """Bootstrap token material: ids, secrets, the K10 secure token, the CA hash, the Secret layout."""
+
 from __future__ import annotations
 
 import base64
@@ -75,9 +76,18 @@ def test_bundles_without_a_root_or_certificates_are_refused(tokens):
 
 def test_secret_round_trips_through_enrollment_parsing(tokens):
     now = datetime(2026, 11, 26, 14, 0, 0, tzinfo=UTC)
-    body = tokens.build_secret(token_id="abc123", token_secret="0123456789abcdef", hostname="pi-1", arch="arm64",
-                               machine_id="m" * 32, labels={"a.example.com/x": "y"}, taints=["k=v:NoSchedule"],
-                               expires_at=tokens.ttl_expiry(now, 3600), now=now, source="192.0.2.1")
+    body = tokens.build_secret(
+        token_id="abc123",
+        token_secret="0123456789abcdef",
+        hostname="pi-1",
+        arch="arm64",
+        machine_id="m" * 32,
+        labels={"a.example.com/x": "y"},
+        taints=["k=v:NoSchedule"],
+        expires_at=tokens.ttl_expiry(now, 3600),
+        now=now,
+        source="192.0.2.1",
+    )
     e = tokens.enrollment_from_secret(body)
     assert (e.token_id, e.token_secret, e.hostname, e.arch) == ("abc123", "0123456789abcdef", "pi-1", "arm64")
     assert e.labels == {"a.example.com/x": "y"} and e.taints == ["k=v:NoSchedule"]
@@ -89,8 +99,18 @@ def test_secret_round_trips_through_enrollment_parsing(tokens):
 
 def test_foreign_or_malformed_secrets_are_not_taken_for_enrollments(tokens):
     now = datetime(2026, 11, 26, tzinfo=UTC)
-    body = tokens.build_secret(token_id="abc123", token_secret="0123456789abcdef", hostname="pi-1", arch="arm64",
-                               machine_id="m" * 32, labels={}, taints=[], expires_at=now, now=now, source=None)
+    body = tokens.build_secret(
+        token_id="abc123",
+        token_secret="0123456789abcdef",
+        hostname="pi-1",
+        arch="arm64",
+        machine_id="m" * 32,
+        labels={},
+        taints=[],
+        expires_at=now,
+        now=now,
+        source=None,
+    )
     assert tokens.enrollment_from_secret({**body, "type": "Opaque"}) is None
     renamed = {**body, "metadata": {**body["metadata"], "name": "bootstrap-token-zzzzzz"}}
     assert tokens.enrollment_from_secret(renamed) is None

@@ -1,4 +1,5 @@
 """Scrubber test helpers: the emulator fixture, the handler wired to it, and seed objects."""
+
 from __future__ import annotations
 
 import importlib
@@ -18,8 +19,11 @@ FN = "configmap-secret-scrubber"
 
 
 def configmap(name, data=None, ns="demo", binary=None, labels=None, annotations=None, immutable=None):
-    obj = {"apiVersion": "v1", "kind": "ConfigMap",
-           "metadata": {"name": name, "namespace": ns, "labels": labels or {}, "annotations": annotations or {}}}
+    obj = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {}, "annotations": annotations or {}},
+    }
     if data is not None:
         obj["data"] = data
     if binary is not None:
@@ -29,8 +33,16 @@ def configmap(name, data=None, ns="demo", binary=None, labels=None, annotations=
     return obj
 
 
-def pod_spec(cm="aws-creds", key="aws_access_key_id", env=True, env_from=False, volume=False, items=None,
-             projected=False, optional=None):
+def pod_spec(
+    cm="aws-creds",
+    key="aws_access_key_id",
+    env=True,
+    env_from=False,
+    volume=False,
+    items=None,
+    projected=False,
+    optional=None,
+):
     c = {"name": "app", "image": "busybox"}
     spec = {"containers": [c]}
     if env:
@@ -41,31 +53,42 @@ def pod_spec(cm="aws-creds", key="aws_access_key_id", env=True, env_from=False, 
     if env_from:
         c["envFrom"] = [{"configMapRef": {"name": cm}, "prefix": "CM_"}]
     if volume or projected:
-        c["volumeMounts"] = [{"name": "conf", "mountPath": "/etc/conf"},
-                             {"name": "conf", "mountPath": "/etc/one", "subPath": key}]
+        c["volumeMounts"] = [
+            {"name": "conf", "mountPath": "/etc/conf"},
+            {"name": "conf", "mountPath": "/etc/one", "subPath": key},
+        ]
         src = {"name": cm}
         if items:
             src["items"] = items
         if projected:
             labels = {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}
-            spec["volumes"] = [{"name": "conf", "projected": {"sources": [{"configMap": src},
-                                                                          {"downwardAPI": {"items": [labels]}}]}}]
+            spec["volumes"] = [
+                {"name": "conf", "projected": {"sources": [{"configMap": src}, {"downwardAPI": {"items": [labels]}}]}}
+            ]
         else:
             spec["volumes"] = [{"name": "conf", "configMap": dict(src, defaultMode=0o440)}]
     return spec
 
 
 def deployment(name="web", ns="demo", spec=None, labels=None, annotations=None, replicas=2):
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": ns, "labels": labels or {}, "annotations": annotations or {}},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}}, "spec": spec or pod_spec()}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {}, "annotations": annotations or {}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": spec or pod_spec()},
+        },
+    }
 
 
 def workload(kind, name, spec, ns="demo", **extra):
     api = {"StatefulSet": "apps/v1", "DaemonSet": "apps/v1", "Job": "batch/v1", "CronJob": "batch/v1"}[kind]
-    template = {"metadata": {"labels": {"app": name}}, "spec": dict(spec, restartPolicy="OnFailure")
-                if kind in ("Job", "CronJob") else spec}
+    template = {
+        "metadata": {"labels": {"app": name}},
+        "spec": dict(spec, restartPolicy="OnFailure") if kind in ("Job", "CronJob") else spec,
+    }
     body = {"selector": {"matchLabels": {"app": name}}, "template": template}
     if kind == "StatefulSet":
         body["serviceName"] = name
@@ -82,8 +105,7 @@ def bare_pod(name="debug", ns="demo", spec=None, phase="Running", owner=None):
     md = {"name": name, "namespace": ns}
     if owner:
         md["ownerReferences"] = [owner]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": spec or pod_spec(),
-            "status": {"phase": phase}}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": spec or pod_spec(), "status": {"phase": phase}}
 
 
 @pytest.fixture
@@ -94,12 +116,22 @@ def scrubber_fn(load_function, request):
     loaded = []
 
     def load(**env):
-        env = {"rollout_poll_seconds": "0.02", "rollout_timeout_seconds": "3", "kube_timeout_seconds": "2",
-               "rate_limit_per_minute": "1000", **{k: str(v) for k, v in env.items()}}
-        mod = load_function(FN, env=env, secrets={
-            "configmap-secret-scrubber-token": TOKEN + "\n",
-            "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY + "\n",
-            "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(emu.kubeconfig_dict())})
+        env = {
+            "rollout_poll_seconds": "0.02",
+            "rollout_timeout_seconds": "3",
+            "kube_timeout_seconds": "2",
+            "rate_limit_per_minute": "1000",
+            **{k: str(v) for k, v in env.items()},
+        }
+        mod = load_function(
+            FN,
+            env=env,
+            secrets={
+                "configmap-secret-scrubber-token": TOKEN + "\n",
+                "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY + "\n",
+                "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(emu.kubeconfig_dict()),
+            },
+        )
         loaded.append(mod)
         return mod
 
@@ -119,8 +151,18 @@ def call(make_event):
 
     A POST waits for its job (``?wait=1``, the synchronous use) unless ``background=True``."""
 
-    def do(mod, method="POST", body=None, query=None, token=TOKEN, content_type="application/json", raw=None,
-           path="/", headers=None, background=False):
+    def do(
+        mod,
+        method="POST",
+        body=None,
+        query=None,
+        token=TOKEN,
+        content_type="application/json",
+        raw=None,
+        path="/",
+        headers=None,
+        background=False,
+    ):
         hdrs = {"Content-Type": content_type, **(headers or {})}
         if token:
             hdrs["Authorization"] = f"Bearer {token}"

@@ -1,4 +1,5 @@
 """bench/scrubber.py finds its corpora in a plain clone (no ../shared next to it) as well as in the project tree."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,13 @@ def test_bench_falls_back_to_tests_data_copies_when_shared_corpus_is_absent(tmp_
     assert bench.corpus_dir() == bench.TEST_DATA
     assert (bench.TEST_DATA / "configmap_fixtures.yaml").exists()
     r = bench.evaluate_all(bench.corpus_dir())
-    assert set(r) == {"configmap_fixtures", "noseyparker_examples", "gitleaks_rule_cases",
-                      "detect_secrets_keyword_cases", "creddata"}
+    assert set(r) == {
+        "configmap_fixtures",
+        "noseyparker_examples",
+        "gitleaks_rule_cases",
+        "detect_secrets_keyword_cases",
+        "creddata",
+    }
 
 
 def test_bench_uses_shared_corpus_next_to_the_checkout_when_present(tmp_path, monkeypatch):
@@ -32,6 +38,7 @@ def test_bench_uses_shared_corpus_next_to_the_checkout_when_present(tmp_path, mo
 
 def test_report_gives_both_parts_per_corpus_never_pooled_and_marks_in_sample_figures():
     import io
+
     out = io.StringIO()
     bench.print_report(bench.evaluate_all(bench.TEST_DATA), out)
     text = out.getvalue()

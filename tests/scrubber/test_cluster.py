@@ -5,6 +5,7 @@ Runs in a throw-away namespace it creates and deletes (the kubeconfig needs righ
 namespaces, or set EDGEGUARD_TEST_NAMESPACE to an existing, empty one). The function is loaded
 from its build context. The least-privilege run of the same flow is tests/scrubber/test_real_rbac.py.
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,24 +39,39 @@ def cluster_ns(real_kube):
             v1.delete_namespace(ns)
 
 
-def test_seed_configmap_moves_on_a_real_cluster_and_the_deployment_rolls_out_from_the_secret(cluster_ns,
-                                                                                              load_function,
-                                                                                              call, real_kube):
+def test_seed_configmap_moves_on_a_real_cluster_and_the_deployment_rolls_out_from_the_secret(
+    cluster_ns, load_function, call, real_kube
+):
     from kubernetes import client
 
     api, ns = cluster_ns
     v1, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    v1.create_namespaced_config_map(ns, {"apiVersion": "v1", "kind": "ConfigMap",
-                                         "metadata": {"name": "aws-creds"},
-                                         "data": {"aws_access_key_id": "AKES20LNOA", "region": "eu-west-1"}})
+    v1.create_namespaced_config_map(
+        ns,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "aws-creds"},
+            "data": {"aws_access_key_id": "AKES20LNOA", "region": "eu-west-1"},
+        },
+    )
     spec = pod_spec(env=True, env_from=True, volume=True)
-    spec["containers"][0].update(image="busybox:1.36", command=["sh", "-c", "test -n \"$CRED\" && sleep 3600"])
+    spec["containers"][0].update(image="busybox:1.36", command=["sh", "-c", 'test -n "$CRED" && sleep 3600'])
     apps.create_namespaced_deployment(ns, deployment("web", ns=ns, spec=spec, replicas=1))
-    mod = load_function(FN, env={"scrub_mode": "move", "rollout_timeout_seconds": "90", "rollout_poll_seconds": "2",
-                                 "rate_limit_per_minute": "1000"},
-                        secrets={"configmap-secret-scrubber-token": TOKEN,
-                                 "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
-                                 "configmap-secret-scrubber-kubeconfig": real_kube.kubeconfig_text})
+    mod = load_function(
+        FN,
+        env={
+            "scrub_mode": "move",
+            "rollout_timeout_seconds": "90",
+            "rollout_poll_seconds": "2",
+            "rate_limit_per_minute": "1000",
+        },
+        secrets={
+            "configmap-secret-scrubber-token": TOKEN,
+            "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
+            "configmap-secret-scrubber-kubeconfig": real_kube.kubeconfig_text,
+        },
+    )
     status, body, resp = call(mod, "POST", {"namespace": ns, "name": "aws-creds"})
     assert status == 200, body
     assert body["configmaps"][0]["status"] in ("moved", "pending_rollout"), body
@@ -88,8 +104,11 @@ def _ready(apps, ns, name):
     sts = apps.read_namespaced_stateful_set(f"{name}-db", ns).status
     ds = apps.read_namespaced_daemon_set(f"{name}-agent", ns).status
     dep = apps.read_namespaced_deployment(name, ns).status
-    return (sts.ready_replicas or 0) == 1 and (ds.number_available or 0) == ds.desired_number_scheduled >= 1 \
+    return (
+        (sts.ready_replicas or 0) == 1
+        and (ds.number_available or 0) == ds.desired_number_scheduled >= 1
         and (dep.available_replicas or 0) == 1
+    )
 
 
 def test_keys_stay_in_the_configmap_until_the_rewired_pods_are_ready(own_kube, cluster_ns, load_function, call):
@@ -102,8 +121,15 @@ def test_keys_stay_in_the_configmap_until_the_rewired_pods_are_ready(own_kube, c
     api, ns = cluster_ns
     v1, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     name = "aws-creds"
-    v1.create_namespaced_config_map(ns, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
-                                         "data": {"aws_access_key_id": "AKES20LNOA"}})
+    v1.create_namespaced_config_map(
+        ns,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": {"aws_access_key_id": "AKES20LNOA"},
+        },
+    )
     spec = pod_spec(env=True)
     dep = deployment(name, ns=ns, spec=spec, replicas=1)
     dep["spec"]["strategy"] = {"type": "Recreate"}
@@ -115,13 +141,24 @@ def test_keys_stay_in_the_configmap_until_the_rewired_pods_are_ready(own_kube, c
         assert time.monotonic() < deadline, "the workloads never became ready"
         time.sleep(0.5)
     nodes = [n.metadata.name for n in v1.list_node().items if n.metadata.name.startswith("sim-node-")]
-    secrets = {"configmap-secret-scrubber-token": TOKEN, "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
-               "configmap-secret-scrubber-kubeconfig": own_kube.kubeconfig_text}
+    secrets = {
+        "configmap-secret-scrubber-token": TOKEN,
+        "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
+        "configmap-secret-scrubber-kubeconfig": own_kube.kubeconfig_text,
+    }
     try:
         for n in nodes:
             v1.patch_node(n, {"metadata": {"labels": {OFFLINE: "true"}}})
-        mod = load_function(FN, env={"scrub_mode": "move", "rollout_timeout_seconds": "6",
-                                     "rollout_poll_seconds": "0.5", "rate_limit_per_minute": "1000"}, secrets=secrets)
+        mod = load_function(
+            FN,
+            env={
+                "scrub_mode": "move",
+                "rollout_timeout_seconds": "6",
+                "rollout_poll_seconds": "0.5",
+                "rate_limit_per_minute": "1000",
+            },
+            secrets=secrets,
+        )
         status, body, _ = call(mod, "POST", {"namespace": ns, "name": name})
         assert status == 200, body
         out = body["configmaps"][0]
@@ -142,8 +179,7 @@ def test_keys_stay_in_the_configmap_until_the_rewired_pods_are_ready(own_kube, c
     assert not v1.read_namespaced_config_map(name, ns).data
 
 
-def test_a_configmap_edited_between_read_and_patch_is_re_read_not_clobbered(cluster_ns, load_function, call,
-                                                                             real_kube):
+def test_a_configmap_edited_between_read_and_patch_is_re_read_not_clobbered(cluster_ns, load_function, call, real_kube):
     """The contraction is a JSON patch guarded by a `test` of resourceVersion. kube-apiserver v1.24 refuses a
     stale one with a bare 422 ("the server rejected our request...", no details), so the scrubber must tell the
     lost race by re-reading: the edit made in between survives and the move still completes."""
@@ -153,11 +189,24 @@ def test_a_configmap_edited_between_read_and_patch_is_re_read_not_clobbered(clus
 
     api, ns = cluster_ns
     v1 = client.CoreV1Api(api)
-    v1.create_namespaced_config_map(ns, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "aws-creds"},
-                                         "data": {"aws_access_key_id": "AKES20LNOA", "region": "eu-west-1"}})
-    mod = load_function(FN, env={"scrub_mode": "move", "rate_limit_per_minute": "1000"}, secrets={
-        "configmap-secret-scrubber-token": TOKEN, "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
-        "configmap-secret-scrubber-kubeconfig": real_kube.kubeconfig_text})
+    v1.create_namespaced_config_map(
+        ns,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "aws-creds"},
+            "data": {"aws_access_key_id": "AKES20LNOA", "region": "eu-west-1"},
+        },
+    )
+    mod = load_function(
+        FN,
+        env={"scrub_mode": "move", "rate_limit_per_minute": "1000"},
+        secrets={
+            "configmap-secret-scrubber-token": TOKEN,
+            "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
+            "configmap-secret-scrubber-kubeconfig": real_kube.kubeconfig_text,
+        },
+    )
     kubeapi = submodule(mod, "edgeguard.kubeapi")
     kube = kubeapi.Client
     real_patch, answers = kube.patch, []

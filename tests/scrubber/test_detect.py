@@ -1,4 +1,5 @@
 """Detector quality bounds and redaction, on the labelled ConfigMap fixtures and gitleaks' own cases."""
+
 from __future__ import annotations
 
 import base64
@@ -36,10 +37,10 @@ def test_high_tier_meets_precision_and_recall_targets_on_configmap_fixtures(dete
 # asserted; where they do not, the measured figure is the floor (docs/configmap-secret-scrubber.md says why).
 EVALUATION_FLOORS = {
     #  corpus:                     (high P, high R, any R)
-    "creddata":                     (0.90, 0.56, 0.79),   # targets: P met; R 0.5625 and any R 0.79 below target
-    "noseyparker_examples":         (0.89, 0.51, 0.77),   # measured 0.89 / 0.52 / 0.78
-    "gitleaks_rule_cases":          (0.82, 0.45, 0.45),   # measured 0.82 / 0.45 / 0.45 (31 positives)
-    "detect_secrets_keyword_cases": (0.52, 0.23, 0.51),   # measured 0.52 / 0.23 / 0.52
+    "creddata": (0.90, 0.56, 0.79),  # targets: P met; R 0.5625 and any R 0.79 below target
+    "noseyparker_examples": (0.89, 0.51, 0.77),  # measured 0.89 / 0.52 / 0.78
+    "gitleaks_rule_cases": (0.82, 0.45, 0.45),  # measured 0.82 / 0.45 / 0.45 (31 positives)
+    "detect_secrets_keyword_cases": (0.52, 0.23, 0.51),  # measured 0.52 / 0.23 / 0.52
 }
 
 
@@ -90,6 +91,7 @@ def test_fingerprint_is_keyed_and_stable(detect):
     assert a("changeme") == a("changeme")
     assert a("changeme") != b("changeme")
     import hashlib
+
     assert hashlib.sha256(b"changeme").hexdigest()[:12] not in a("changeme")
 
 
@@ -103,26 +105,39 @@ def test_detector_has_no_fallback_fingerprint_key(detect, key):
         detect.Detector()
 
 
-@pytest.mark.parametrize("key,value", [
-    ("aws_access_key_id", "AKES20LNOA"),             # the seed's literal
-    ("DB_PASSWORD", "IfWqrAz2KrHhSyrntT1L"),
-    ("dbPassword", "hunter2hunter2"),
-    ("client-secret", "92d7194f8fa77e3c3261c97c5664730986419cae"),
-    ("DATABASE_URL", "postgres://app:Sup3rS3cret@db:5432/app"),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("aws_access_key_id", "AKES20LNOA"),  # the seed's literal
+        ("DB_PASSWORD", "IfWqrAz2KrHhSyrntT1L"),
+        ("dbPassword", "hunter2hunter2"),
+        ("client-secret", "92d7194f8fa77e3c3261c97c5664730986419cae"),
+        ("DATABASE_URL", "postgres://app:Sup3rS3cret@db:5432/app"),
+    ],
+)
 def test_env_style_credentials_are_high_confidence(detector, key, value):
     assert detector.scan_key(key, value).tier == "high"
 
 
-@pytest.mark.parametrize("key,value", [
-    ("DB_PASSWORD", "${DB_PASSWORD}"), ("API_TOKEN", "{{ .Values.apiToken }}"), ("SMTP_PASSWORD", ""),
-    ("LDAP_PASSWORD", "<your-ldap-password>"), ("PASSWORD_FILE", "/run/secrets/db_password"),
-    ("SECRET_NAME", "app-credentials"), ("existingSecret", "db-auth"), ("secretName", "tls-cert"),
-    ("TOKEN_TTL", "3600"), ("PASSWORD_RESET_URL", "https://app.example.com/reset"),
-    ("OAUTH_CLIENT_SECRET_REF", "secretKeyRef:oauth/client-secret"), ("LOG_LEVEL", "info"),
-    ("UPSTREAM_UUID", "3f2b8c1e-9a7d-4e5f-8b6c-1d2e3f4a5b6c"),
-    ("IMAGE_DIGEST", "sha256:e16cc6aa11dde7eeba9f38fbea34538d9e8821fae3171623ccba3864bb8f1e1d"),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("DB_PASSWORD", "${DB_PASSWORD}"),
+        ("API_TOKEN", "{{ .Values.apiToken }}"),
+        ("SMTP_PASSWORD", ""),
+        ("LDAP_PASSWORD", "<your-ldap-password>"),
+        ("PASSWORD_FILE", "/run/secrets/db_password"),
+        ("SECRET_NAME", "app-credentials"),
+        ("existingSecret", "db-auth"),
+        ("secretName", "tls-cert"),
+        ("TOKEN_TTL", "3600"),
+        ("PASSWORD_RESET_URL", "https://app.example.com/reset"),
+        ("OAUTH_CLIENT_SECRET_REF", "secretKeyRef:oauth/client-secret"),
+        ("LOG_LEVEL", "info"),
+        ("UPSTREAM_UUID", "3f2b8c1e-9a7d-4e5f-8b6c-1d2e3f4a5b6c"),
+        ("IMAGE_DIGEST", "sha256:e16cc6aa11dde7eeba9f38fbea34538d9e8821fae3171623ccba3864bb8f1e1d"),
+    ],
+)
 def test_placeholders_references_and_metadata_are_not_credentials(detector, key, value):
     assert detector.scan_key(key, value).tier is None
 
@@ -130,17 +145,24 @@ def test_placeholders_references_and_metadata_are_not_credentials(detector, key,
 def test_embedded_files_are_scanned_line_by_line(detector):
     v = detector.scan_key("redis.conf", "bind 0.0.0.0\nport 6379\nrequirepass Xk2pLq9wTz\n")
     assert v.tier == "high" and [f.line for f in v.findings if f.tier == "high"] == [3]
-    v = detector.scan_key("application.yaml", "spring:\n  datasource:\n    password: \"${DB_PASSWORD}\"\n")
+    v = detector.scan_key("application.yaml", 'spring:\n  datasource:\n    password: "${DB_PASSWORD}"\n')
     assert v.tier is None
 
 
 def test_binary_data_is_decoded_and_scanned(detector):
-    cm = {"binaryData": {"creds.ini": base64.b64encode(b"[db]\npassword = Zq8wLm3nTr5v\n").decode(),
-                         "logo.png": base64.b64encode(bytes(range(256))).decode(),
-                         "client.p12": base64.b64encode(b"\x30\x82\x01\x00\x00binary").decode()}}
+    cm = {
+        "binaryData": {
+            "creds.ini": base64.b64encode(b"[db]\npassword = Zq8wLm3nTr5v\n").decode(),
+            "logo.png": base64.b64encode(bytes(range(256))).decode(),
+            "client.p12": base64.b64encode(b"\x30\x82\x01\x00\x00binary").decode(),
+        }
+    }
     tiers = {v.key: (v.source, v.tier) for v in detector.scan_configmap(cm)}
-    assert tiers == {"creds.ini": ("binaryData", "high"), "logo.png": ("binaryData", None),
-                     "client.p12": ("binaryData", "high")}
+    assert tiers == {
+        "creds.ini": ("binaryData", "high"),
+        "logo.png": ("binaryData", None),
+        "client.p12": ("binaryData", "high"),
+    }
 
 
 def test_public_certificate_is_not_a_credential_but_private_key_is(detector):
@@ -153,6 +175,7 @@ def test_public_certificate_is_not_a_credential_but_private_key_is(detector):
 
 def test_go_inline_case_flag_is_translated_to_a_scoped_group(detect):
     import importlib
+
     gl = importlib.import_module(detect.__package__ + ".gitleaks")
     assert gl.translate(r"\b(p8e-(?i)[a-z0-9]{4})\z") == r"\b(p8e-(?i:[a-z0-9]{4}))\Z"
     assert gl.translate(r"x(?i)a|b") == r"x(?i:a)|(?i:b)"
@@ -160,16 +183,19 @@ def test_go_inline_case_flag_is_translated_to_a_scoped_group(detect):
     assert len(rs.rules) == 221 and [r.id for r in rs.path_rules] == ["pkcs12-file"]
 
 
-@pytest.mark.parametrize("line,tier", [
-    ("password: conf.Password", None),                       # code: member access
-    ("password: string;", None),                             # code: a type annotation
-    ("password = function( elem ) {", None),
-    ("KEY_SPEC_REQKEY_AUTH_KEY = -0x7", None),
-    ("-e MYSQL_ROOT_PASSWORD=$DB_PASSWORD -p $DB_PORT:3306", None),
-    ("joomla_database_password: top_secret", "suspect"),     # a made-up example value: reported only
-    ("token: processToken", "suspect"),
-    ("password: S3cure!zdw41CoX", "high"),
-])
+@pytest.mark.parametrize(
+    "line,tier",
+    [
+        ("password: conf.Password", None),  # code: member access
+        ("password: string;", None),  # code: a type annotation
+        ("password = function( elem ) {", None),
+        ("KEY_SPEC_REQKEY_AUTH_KEY = -0x7", None),
+        ("-e MYSQL_ROOT_PASSWORD=$DB_PASSWORD -p $DB_PORT:3306", None),
+        ("joomla_database_password: top_secret", "suspect"),  # a made-up example value: reported only
+        ("token: processToken", "suspect"),
+        ("password: S3cure!zdw41CoX", "high"),
+    ],
+)
 def test_code_and_example_values_are_not_moved(detector, line, tier):
     assert detector.scan_key("settings.conf", line).tier == tier
 
@@ -177,6 +203,7 @@ def test_code_and_example_values_are_not_moved(detector, line, tier):
 def test_a_credential_inside_a_one_line_1mib_json_is_found_and_the_answer_stays_small(detector):
     import random
     import string
+
     rnd = random.Random(7)
     obj = {f"k{i}": "".join(rnd.choices(string.ascii_lowercase, k=12)) for i in range(40000)}
     obj["k20000"] = {"password": "Zq8wLm3nTr5vXy"}
@@ -190,10 +217,22 @@ def test_a_credential_inside_a_one_line_1mib_json_is_found_and_the_answer_stays_
     assert all(f["tier"] == "high" for f in pub["findings"])  # the listed ones are the strongest
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("aws_s3_access_key_id", True), ("aws-access-key-id", True), ("awsAccessKeyId", True), ("token2", True),
-    ("DB1_PASSWORD", True), ("oauth2ClientSecret", True), ("SECRET_NAME", False), ("password_min_length", False),
-    ("secretKeyRef", False), ("existingSecret", False), ("publicToken", False), ("csrf_token", False),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("aws_s3_access_key_id", True),
+        ("aws-access-key-id", True),
+        ("awsAccessKeyId", True),
+        ("token2", True),
+        ("DB1_PASSWORD", True),
+        ("oauth2ClientSecret", True),
+        ("SECRET_NAME", False),
+        ("password_min_length", False),
+        ("secretKeyRef", False),
+        ("existingSecret", False),
+        ("publicToken", False),
+        ("csrf_token", False),
+    ],
+)
 def test_credential_names(detect, name, expected):
     assert detect.credential_name(name) is expected

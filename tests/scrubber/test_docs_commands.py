@@ -3,6 +3,7 @@
 The block runs in bash from a folder whose `.local-state` is the stack's state folder, with the real faas-cli
 on PATH; only the gateway's port differs (127.0.0.1:8080 may be taken here), in the URLs and OPENFAAS_URL.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ MARK = "`tests/scrubber/test_docs_commands.py` runs this block as written"
 
 def block() -> str:
     text = DOC.read_text()
-    after = text[text.index(MARK):]
+    after = text[text.index(MARK) :]
     return re.search(r"```sh\n(.*?)```", after, re.S).group(1)
 
 
@@ -31,7 +32,8 @@ def test_the_docs_block_is_the_one_this_test_runs():
     script = block()
     assert "faas-cli invoke" in script and "/jobs/$JOB" in script and "/metrics" in script
     assert ".local-state/8080/secrets/configmap-secret-scrubber-token" in script and ".secrets/" not in script.replace(
-        ".local-state/8080/secrets/", "")
+        ".local-state/8080/secrets/", ""
+    )
 
 
 def test_the_calling_it_commands_work_as_written_against_make_up(tmp_path, monkeypatch):
@@ -45,15 +47,15 @@ def test_the_calling_it_commands_work_as_written_against_make_up(tmp_path, monke
     stack = gateway.LocalStack(port=gateway.free_port(), state_dir=tmp_path / ".local-state" / "8080", functions=[FN])
     stack.start()
     try:
-        stack.emulator.seed(configmap("aws-creds", {"aws_access_key_id": "AKES20LNOA", "region": "eu-west-1"},
-                                      ns="default"))
+        stack.emulator.seed(
+            configmap("aws-creds", {"aws_access_key_id": "AKES20LNOA", "region": "eu-west-1"}, ns="default")
+        )
         bindir = tmp_path / "bin"
         bindir.mkdir()
         (bindir / "faas-cli").symlink_to(faas_cli)
         script = "set -euo pipefail\n" + block().replace("127.0.0.1:8080", f"127.0.0.1:{stack.port}")
         env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", OPENFAAS_URL=stack.url, HOME=str(tmp_path))
-        run = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=120)
+        run = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
         out = run.stdout
         docs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]

@@ -2,6 +2,7 @@
 lost after the write applied), or the process dies between any two calls. Before every request the
 emulator sees, and after each run, every original value must be readable from the ConfigMap or the
 Secret; re-runs must converge to the moved state and then change nothing."""
+
 from __future__ import annotations
 
 import base64
@@ -20,8 +21,18 @@ def seed(emu, ns):
     data.update(PLAIN)
     emu.seed(configmap("aws-creds", data, ns=ns))
     emu.seed(deployment("web", ns=ns, spec=pod_spec(env=True, env_from=True, volume=True)))
-    emu.seed(workload("StatefulSet", "db", pod_spec(key="DB_PASSWORD", volume=True, items=[
-        {"key": "DB_PASSWORD", "path": "pw"}, {"key": "region", "path": "region"}]), ns=ns))
+    emu.seed(
+        workload(
+            "StatefulSet",
+            "db",
+            pod_spec(
+                key="DB_PASSWORD",
+                volume=True,
+                items=[{"key": "DB_PASSWORD", "path": "pw"}, {"key": "region", "path": "region"}],
+            ),
+            ns=ns,
+        )
+    )
     emu.seed(workload("CronJob", "backup", pod_spec(key="DB_PASSWORD"), ns=ns))
 
 
@@ -65,7 +76,8 @@ def assert_converged(emu, ns):
     assert sts["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"] == {"name": SECRET, "key": "DB_PASSWORD"}
     assert sts["volumes"][0]["projected"]["sources"] == [
         {"configMap": {"name": "aws-creds", "defaultMode": 0o440, "items": [{"key": "region", "path": "region"}]}},
-        {"secret": {"name": SECRET, "items": [{"key": "DB_PASSWORD", "path": "pw"}]}}]
+        {"secret": {"name": SECRET, "items": [{"key": "DB_PASSWORD", "path": "pw"}]}},
+    ]
     cj = emu.get("cronjobs", ns, "backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert cj["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"] == SECRET
     assert [e["reason"] for e in emu.list("events", ns)] == ["CredentialsMoved"]
@@ -103,8 +115,7 @@ FAULTS = [(409, False), (500, False), ("timeout", False), (403, False), (500, Tr
 
 
 @pytest.mark.parametrize("status,applied", FAULTS, ids=[f"{s}{'-applied' if a else ''}" for s, a in FAULTS])
-def test_a_fault_at_any_api_call_loses_no_value_and_reruns_converge(kube_emulator, scrubber_fn, call, status,
-                                                                    applied):
+def test_a_fault_at_any_api_call_loses_no_value_and_reruns_converge(kube_emulator, scrubber_fn, call, status, applied):
     emu = kube_emulator
     calls = clean_run_calls(emu, call, scrubber_fn)
     assert ("patch", "configmaps") in calls and ("create", "secrets") in calls and ("patch", "deployments") in calls
@@ -116,8 +127,15 @@ def test_a_fault_at_any_api_call_loses_no_value_and_reruns_converge(kube_emulato
         ns = f"f{i}"
         seed(emu, ns)
         watch = Watch(emu, ns)
-        emu.fail(verb, resource, status=status, times=1, namespace=ns, applied=applied,
-                 delay=0.6 if status == "timeout" else None)
+        emu.fail(
+            verb,
+            resource,
+            status=status,
+            times=1,
+            namespace=ns,
+            applied=applied,
+            delay=0.6 if status == "timeout" else None,
+        )
         code, body, resp = call(mod, "POST", {"namespace": ns, "name": "aws-creds"})
         assert code in (200, 502), (verb, resource, body)
         assert watch.violations == [], (verb, resource, watch.violations)
@@ -126,8 +144,15 @@ def test_a_fault_at_any_api_call_loses_no_value_and_reruns_converge(kube_emulato
         emu.clear_faults()
         rerun_until_converged(call, mod, emu, ns)
         tried += 1
-    expected_writes = {("create", "secrets"), ("patch", "deployments"), ("patch", "statefulsets"),
-                       ("patch", "cronjobs"), ("patch", "configmaps"), ("create", "events"), ("patch", "secrets")}
+    expected_writes = {
+        ("create", "secrets"),
+        ("patch", "deployments"),
+        ("patch", "statefulsets"),
+        ("patch", "cronjobs"),
+        ("patch", "configmaps"),
+        ("create", "events"),
+        ("patch", "secrets"),
+    }
     assert expected_writes <= set(calls)
     assert tried == (len(expected_writes) if applied else len(calls)) and len(calls) >= 15
 
@@ -166,17 +191,22 @@ def test_dying_between_any_two_calls_loses_no_value_and_reruns_converge(kube_emu
                     raise remediate.Died()
                 self.calls += 1
                 return fn(*a, **kw)
+
             return wrapped
 
     def scrubber(at=None):
         k = kube_client(mod, emu, timeout=2)
-        return remediate.Scrubber(Dying(k, at) if at is not None else k, detect.Detector(b"k"),
-                                  remediate.Settings(mode="move", rollout_timeout=3, rollout_poll=0.02))
+        return remediate.Scrubber(
+            Dying(k, at) if at is not None else k,
+            detect.Detector(b"k"),
+            remediate.Settings(mode="move", rollout_timeout=3, rollout_poll=0.02),
+        )
 
     seed(emu, "probe")
     counter = Dying(kube_client(mod, emu), at=-1)
-    remediate.Scrubber(counter, detect.Detector(b"k"), remediate.Settings(mode="move", rollout_poll=0.02)
-                       ).process("probe", "aws-creds")
+    remediate.Scrubber(counter, detect.Detector(b"k"), remediate.Settings(mode="move", rollout_poll=0.02)).process(
+        "probe", "aws-creds"
+    )
     total = counter.calls
     assert total >= 15
     for at in range(total):
@@ -237,8 +267,10 @@ def readable_immutable(emu, ns) -> list[str]:
     sec = emu.get("secrets", ns, SECRET) or {}
     lost = []
     for k, v in ORIGINAL.items():
-        if not any((h.get("data") or {}).get(k, "").encode() == v for h in homes) and \
-                base64.b64decode((sec.get("data") or {}).get(k, "")) != v:
+        if (
+            not any((h.get("data") or {}).get(k, "").encode() == v for h in homes)
+            and base64.b64decode((sec.get("data") or {}).get(k, "")) != v
+        ):
             lost.append(k)
     for k, v in PLAIN.items():
         if not any((h.get("data") or {}).get(k) == v for h in homes):
@@ -263,12 +295,16 @@ def test_dying_anywhere_while_replacing_an_immutable_configmap_loses_nothing(kub
                     raise remediate.Died()
                 self.calls += 1
                 return fn(*a, **kw)
+
             return wrapped
 
     def scrubber(at=-1):
         k = Dying(kube_client(mod, emu, timeout=2), at)
-        return k, remediate.Scrubber(k, detect.Detector(b"k"), remediate.Settings(
-            mode="move", rollout_timeout=3, rollout_poll=0.02, allow_immutable=True))
+        return k, remediate.Scrubber(
+            k,
+            detect.Detector(b"k"),
+            remediate.Settings(mode="move", rollout_timeout=3, rollout_poll=0.02, allow_immutable=True),
+        )
 
     def seed_immutable(ns):
         data = {k: v.decode() for k, v in ORIGINAL.items()}
@@ -314,8 +350,14 @@ def test_a_generic_422_from_a_lost_race_is_retried_and_a_real_422_is_not(kube_em
             emu.store.update(emu.resource("configmaps"), "r", "aws-creds", cm)
 
     emu.before(touch_configmap)
-    emu.fail("patch", "configmaps", status=422, times=1, namespace="r",
-             message="the server rejected our request due to an error in our request")
+    emu.fail(
+        "patch",
+        "configmaps",
+        status=422,
+        times=1,
+        namespace="r",
+        message="the server rejected our request due to an error in our request",
+    )
     status, body, _ = call(mod, "POST", {"namespace": "r", "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "moved", body
     assert emu.get("configmaps", "r", "aws-creds")["metadata"]["labels"]["touched"] == "yes"

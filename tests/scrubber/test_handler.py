@@ -1,4 +1,5 @@
 """configmap-secret-scrubber over its HTTP contract, against the in-process Kubernetes API emulator."""
+
 from __future__ import annotations
 
 import base64
@@ -11,21 +12,36 @@ import pytest
 from .conftest import FINGERPRINT_KEY, TOKEN, bare_pod, configmap, deployment, pod_spec, submodule, workload, writes
 
 SEED_VALUE = "AKES20LNOA"
-CREDS = {"DB_PASSWORD": "IfWqrAz2KrHhSyrntT1L", "GITHUB_TOKEN": "ghp_DcArQZclrjt92jX1DcKyWwFvL0DEcY7E30M4",
-         "LOG_LEVEL": "info", "SECRET_NAME": "app-credentials"}
+CREDS = {
+    "DB_PASSWORD": "IfWqrAz2KrHhSyrntT1L",
+    "GITHUB_TOKEN": "ghp_DcArQZclrjt92jX1DcKyWwFvL0DEcY7E30M4",
+    "LOG_LEVEL": "info",
+    "SECRET_NAME": "app-credentials",
+}
 ALERT_RULE = "Create/Modify Configmap With Private Credentials"
 
 
 def alert(name, ns=None, with_data=True):
-    fields = {"ka.user.name": "admin", "ka.verb": "create", "ka.target.resource": "configmaps",
-              "ka.req.configmap.name": name}
+    fields = {
+        "ka.user.name": "admin",
+        "ka.verb": "create",
+        "ka.target.resource": "configmaps",
+        "ka.req.configmap.name": name,
+    }
     if ns:
         fields["ka.target.namespace"] = ns
     if with_data:  # older rulesets put the data into the output: it must never come back out
         fields["ka.req.configmap.obj"] = json.dumps({"aws_access_key_id": SEED_VALUE})
-    return {"output": f"K8s configmap with private credential (user=admin verb=create configmap={name})",
-            "priority": "Warning", "rule": ALERT_RULE, "time": "2026-11-26T14:00:00.000000000Z",
-            "source": "k8s_audit", "tags": ["k8s"], "hostname": "edge-1", "output_fields": fields}
+    return {
+        "output": f"K8s configmap with private credential (user=admin verb=create configmap={name})",
+        "priority": "Warning",
+        "rule": ALERT_RULE,
+        "time": "2026-11-26T14:00:00.000000000Z",
+        "source": "k8s_audit",
+        "tags": ["k8s"],
+        "hostname": "edge-1",
+        "output_fields": fields,
+    }
 
 
 def seed_aws(emu, ns="demo"):
@@ -44,6 +60,7 @@ def assert_no_values(text: str, values=SECRET_VALUES):
 
 # --- auth and input -------------------------------------------------------------------------------
 
+
 def test_requests_without_the_bearer_token_are_refused(scrubber_fn, call, kube_emulator):
     mod = scrubber_fn()
     assert call(mod, "GET", query={"namespace": "demo"}, token=None)[0] == 401
@@ -58,21 +75,30 @@ def test_missing_token_secret_fails_closed(load_function, call, make_event):
     assert status == 503 and "configmap-secret-scrubber-token" in body["error"]
 
 
-@pytest.mark.parametrize("body,raw,ctype,status,fragment", [
-    (None, b"{not json", "application/json", 400, "invalid JSON"),
-    (None, b"{}", "text/plain", 415, "Content-Type"),
-    ([1, 2], None, "application/json", 400, "JSON object"),
-    ({}, None, "application/json", 400, "say what to scan"),
-    ({"namespace": "demo", "nmae": "x"}, None, "application/json", 400, "unknown field"),
-    ({"namespace": "Demo_NS"}, None, "application/json", 400, "namespace"),
-    ({"namespace": "demo", "name": "../etc"}, None, "application/json", 400, "name"),
-    ({"all_namespaces": "yes"}, None, "application/json", 400, "all_namespaces"),
-    ({"all_namespaces": True, "namespace": "demo"}, None, "application/json", 400, "cannot be combined"),
-    ({"rule": ALERT_RULE, "output_fields": {"ka.target.namespace": "demo"}}, None, "application/json", 400,
-     "names no ConfigMap"),
-])
-def test_bad_input_gets_a_4xx_with_a_reason_and_changes_nothing(scrubber_fn, call, kube_emulator, body, raw,
-                                                                   ctype, status, fragment):
+@pytest.mark.parametrize(
+    "body,raw,ctype,status,fragment",
+    [
+        (None, b"{not json", "application/json", 400, "invalid JSON"),
+        (None, b"{}", "text/plain", 415, "Content-Type"),
+        ([1, 2], None, "application/json", 400, "JSON object"),
+        ({}, None, "application/json", 400, "say what to scan"),
+        ({"namespace": "demo", "nmae": "x"}, None, "application/json", 400, "unknown field"),
+        ({"namespace": "Demo_NS"}, None, "application/json", 400, "namespace"),
+        ({"namespace": "demo", "name": "../etc"}, None, "application/json", 400, "name"),
+        ({"all_namespaces": "yes"}, None, "application/json", 400, "all_namespaces"),
+        ({"all_namespaces": True, "namespace": "demo"}, None, "application/json", 400, "cannot be combined"),
+        (
+            {"rule": ALERT_RULE, "output_fields": {"ka.target.namespace": "demo"}},
+            None,
+            "application/json",
+            400,
+            "names no ConfigMap",
+        ),
+    ],
+)
+def test_bad_input_gets_a_4xx_with_a_reason_and_changes_nothing(
+    scrubber_fn, call, kube_emulator, body, raw, ctype, status, fragment
+):
     seed_aws(kube_emulator)
     mod = scrubber_fn(scrub_mode="move")
     got, answer, _ = call(mod, "POST", body, raw=raw, content_type=ctype)
@@ -91,15 +117,17 @@ def test_invalid_mode_setting_is_reported_not_guessed(scrubber_fn, call, kube_em
     assert status == 503 and "scrub_mode" in body["error"] and writes(kube_emulator) == []
 
 
-@pytest.mark.parametrize("env,variable", [
-    ({"max_moves_per_run": "ten"}, "max_moves_per_run"),
-    ({"rollout_timeout_seconds": "soon"}, "rollout_timeout_seconds"),
-    ({"secret_name_template": "fixed-name"}, "secret_name_template"),
-    ({"replacement_name_template": "v2"}, "replacement_name_template"),
-    ({"allow_immutable": "maybe"}, "allow_immutable"),
-])
-def test_a_bad_setting_is_a_503_naming_it_before_the_cluster_is_read(scrubber_fn, call, kube_emulator, env,
-                                                                     variable):
+@pytest.mark.parametrize(
+    "env,variable",
+    [
+        ({"max_moves_per_run": "ten"}, "max_moves_per_run"),
+        ({"rollout_timeout_seconds": "soon"}, "rollout_timeout_seconds"),
+        ({"secret_name_template": "fixed-name"}, "secret_name_template"),
+        ({"replacement_name_template": "v2"}, "replacement_name_template"),
+        ({"allow_immutable": "maybe"}, "allow_immutable"),
+    ],
+)
+def test_a_bad_setting_is_a_503_naming_it_before_the_cluster_is_read(scrubber_fn, call, kube_emulator, env, variable):
     kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": "AKES20LNOA"}))
     mod = scrubber_fn(**env)
     for method, body, query in (("POST", {"namespace": "demo"}, None), ("GET", None, {"namespace": "demo"})):
@@ -111,6 +139,7 @@ def test_a_bad_setting_is_a_503_naming_it_before_the_cluster_is_read(scrubber_fn
 
 
 # --- report mode ----------------------------------------------------------------------------------
+
 
 def test_get_reports_key_names_detectors_and_fingerprints_and_changes_nothing(scrubber_fn, call, kube_emulator):
     kube_emulator.seed(configmap("app-env", CREDS))
@@ -143,22 +172,30 @@ def test_fingerprints_are_keyed_with_the_dedicated_secret_not_the_bearer_token(s
         assert fp != "hmac-sha256:" + hmac.new(guess_key, value, hashlib.sha256).hexdigest()[:12]
 
 
-@pytest.mark.parametrize("key,fragment", [
-    (None, "missing or empty"),
-    ("\n", "missing or empty"),
-    ("short-key", "shorter than 16 bytes"),
-    (TOKEN + "\n", "must not equal the caller token"),
-])
+@pytest.mark.parametrize(
+    "key,fragment",
+    [
+        (None, "missing or empty"),
+        ("\n", "missing or empty"),
+        ("short-key", "shorter than 16 bytes"),
+        (TOKEN + "\n", "must not equal the caller token"),
+    ],
+)
 def test_fingerprint_key_missing_empty_short_or_equal_to_the_token_fails_closed_with_503(
-        load_function, call, kube_emulator, key, fragment):
+    load_function, call, kube_emulator, key, fragment
+):
     import yaml
+
     seed_aws(kube_emulator)
-    secrets = {"configmap-secret-scrubber-token": TOKEN,
-               "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())}
+    secrets = {
+        "configmap-secret-scrubber-token": TOKEN,
+        "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict()),
+    }
     if key is not None:
         secrets["configmap-secret-scrubber-fingerprint-key"] = key
-    mod = load_function("configmap-secret-scrubber", env={"scrub_mode": "move", "rate_limit_per_minute": "1000"},
-                        secrets=secrets)
+    mod = load_function(
+        "configmap-secret-scrubber", env={"scrub_mode": "move", "rate_limit_per_minute": "1000"}, secrets=secrets
+    )
     for method, body, query in (("GET", None, {"namespace": "demo"}), ("POST", alert("aws-creds", "demo"), None)):
         status, answer, resp = call(mod, method, body, query=query)
         assert status == 503 and "configmap-secret-scrubber-fingerprint-key" in answer["error"], answer
@@ -177,15 +214,18 @@ def test_default_mode_is_report(scrubber_fn, call, kube_emulator):
 
 def test_dry_run_request_reports_even_in_move_mode(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
-    status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "aws-creds",
-                                                              "dry_run": True})
+    status, body, _ = call(
+        scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "aws-creds", "dry_run": True}
+    )
     assert body["mode"] == "report" and writes(kube_emulator) == []
 
 
 # --- move -------------------------------------------------------------------------------------------
 
-def test_seed_aws_creds_key_moves_to_a_secret_and_the_deployment_reads_it_from_there(scrubber_fn, call,
-                                                                                      kube_emulator, capsys):
+
+def test_seed_aws_creds_key_moves_to_a_secret_and_the_deployment_reads_it_from_there(
+    scrubber_fn, call, kube_emulator, capsys
+):
     seed_aws(kube_emulator)
     mod = scrubber_fn(scrub_mode="move")
     status, body, resp = call(mod, "POST", alert("aws-creds", "demo"))
@@ -213,13 +253,26 @@ def test_seed_aws_creds_key_moves_to_a_secret_and_the_deployment_reads_it_from_t
     c = dep["spec"]["template"]["spec"]["containers"][0]
     assert c["env"][0]["valueFrom"] == {"secretKeyRef": {"name": "aws-creds-credentials", "key": "aws_access_key_id"}}
     assert c["env"][1] == {"name": "PLAIN", "value": "x"}
-    assert c["envFrom"] == [{"configMapRef": {"name": "aws-creds"}, "prefix": "CM_"},
-                            {"secretRef": {"name": "aws-creds-credentials"}, "prefix": "CM_"}]
+    assert c["envFrom"] == [
+        {"configMapRef": {"name": "aws-creds"}, "prefix": "CM_"},
+        {"secretRef": {"name": "aws-creds-credentials"}, "prefix": "CM_"},
+    ]
     vol = dep["spec"]["template"]["spec"]["volumes"][0]
-    assert vol == {"name": "conf", "projected": {"defaultMode": 0o440, "sources": [
-        {"configMap": {"name": "aws-creds", "defaultMode": 0o440}},
-        {"secret": {"name": "aws-creds-credentials", "items": [{"key": "aws_access_key_id",
-                                                                "path": "aws_access_key_id"}]}}]}}
+    assert vol == {
+        "name": "conf",
+        "projected": {
+            "defaultMode": 0o440,
+            "sources": [
+                {"configMap": {"name": "aws-creds", "defaultMode": 0o440}},
+                {
+                    "secret": {
+                        "name": "aws-creds-credentials",
+                        "items": [{"key": "aws_access_key_id", "path": "aws_access_key_id"}],
+                    }
+                },
+            ],
+        },
+    }
     assert c["volumeMounts"][1]["subPath"] == "aws_access_key_id"  # same file path as before
     assert dep["status"]["observedGeneration"] >= dep["metadata"]["generation"]
     assert dep["status"]["updatedReplicas"] == 2
@@ -244,8 +297,13 @@ def test_rerun_after_a_move_changes_nothing(scrubber_fn, call, kube_emulator):
 def test_binary_data_keys_move_with_their_exact_bytes(scrubber_fn, call, kube_emulator):
     raw = b"[db]\npassword = Zq8wLm3nTr5v\n\xff\xfe"  # not UTF-8: stays binaryData, copied as-is
     text = b"[db]\npassword = Zq8wLm3nTr5v\n"
-    kube_emulator.seed(configmap("bin", {"a": "1"}, binary={"creds.ini": base64.b64encode(text).decode(),
-                                                           "blob.bin": base64.b64encode(raw).decode()}))
+    kube_emulator.seed(
+        configmap(
+            "bin",
+            {"a": "1"},
+            binary={"creds.ini": base64.b64encode(text).decode(), "blob.bin": base64.b64encode(raw).decode()},
+        )
+    )
     status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "bin"})
     assert body["configmaps"][0]["status"] == "moved"
     sec = kube_emulator.get("secrets", "demo", "bin-credentials")
@@ -265,8 +323,13 @@ def test_suspect_keys_are_reported_but_never_moved(scrubber_fn, call, kube_emula
 @pytest.mark.parametrize("kind", ["StatefulSet", "DaemonSet", "CronJob"])
 def test_other_controllers_are_rewired_too(scrubber_fn, call, kube_emulator, kind):
     kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE}))
-    kube_emulator.seed(workload(kind, "w", pod_spec(env=True, volume=True, items=[
-        {"key": "aws_access_key_id", "path": "aws/key", "mode": 0o400}])))
+    kube_emulator.seed(
+        workload(
+            kind,
+            "w",
+            pod_spec(env=True, volume=True, items=[{"key": "aws_access_key_id", "path": "aws/key", "mode": 0o400}]),
+        )
+    )
     status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "moved", body
     obj = kube_emulator.get(kind.lower() + "s", "demo", "w")
@@ -275,8 +338,13 @@ def test_other_controllers_are_rewired_too(scrubber_fn, call, kube_emulator, kin
     assert spec["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "aws-creds-credentials"
     # the only item was the moved key: the volume now projects it from the Secret at the same path and mode
     assert spec["volumes"][0]["projected"]["sources"] == [
-        {"secret": {"name": "aws-creds-credentials", "items": [{"key": "aws_access_key_id", "path": "aws/key",
-                                                                "mode": 0o400}]}}]
+        {
+            "secret": {
+                "name": "aws-creds-credentials",
+                "items": [{"key": "aws_access_key_id", "path": "aws/key", "mode": 0o400}],
+            }
+        }
+    ]
 
 
 def test_projected_volume_gets_a_secret_source_next_to_the_configmap(scrubber_fn, call, kube_emulator):
@@ -293,8 +361,9 @@ def test_unrelated_workloads_are_left_alone(scrubber_fn, call, kube_emulator):
     kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE, "region": "x"}))
     kube_emulator.seed(deployment("other", spec=pod_spec(cm="other-cm", key="k")))
     kube_emulator.seed(deployment("region-only", spec=pod_spec(key="region")))
-    before = {n: kube_emulator.get("deployments", "demo", n)["metadata"]["resourceVersion"]
-              for n in ("other", "region-only")}
+    before = {
+        n: kube_emulator.get("deployments", "demo", n)["metadata"]["resourceVersion"] for n in ("other", "region-only")
+    }
     status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": "aws-creds"})
     assert body["configmaps"][0]["status"] == "moved"
     after = {n: kube_emulator.get("deployments", "demo", n)["metadata"]["resourceVersion"] for n in before}
@@ -303,16 +372,23 @@ def test_unrelated_workloads_are_left_alone(scrubber_fn, call, kube_emulator):
 
 # --- blocked ----------------------------------------------------------------------------------------
 
+
 def _blocked(kube_emulator, scrubber_fn, call, fragment, name="aws-creds"):
-    snapshot = {(r, o["metadata"]["name"]): o["metadata"]["resourceVersion"]
-                for r in ("configmaps", "secrets", "deployments") for o in kube_emulator.list(r, "demo")}
+    snapshot = {
+        (r, o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+        for r in ("configmaps", "secrets", "deployments")
+        for o in kube_emulator.list(r, "demo")
+    }
     status, body, _ = call(scrubber_fn(scrub_mode="move"), "POST", {"namespace": "demo", "name": name})
     (cm,) = body["configmaps"]
     assert cm["status"] == "blocked", cm
     assert any(fragment in r for r in cm["reasons"]), cm["reasons"]
     assert all(k["action"].startswith("kept") for k in cm["keys"])
-    after = {(r, o["metadata"]["name"]): o["metadata"]["resourceVersion"]
-             for r in ("configmaps", "secrets", "deployments") for o in kube_emulator.list(r, "demo")}
+    after = {
+        (r, o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+        for r in ("configmaps", "secrets", "deployments")
+        for o in kube_emulator.list(r, "demo")
+    }
     assert after == snapshot
     return cm
 
@@ -330,22 +406,28 @@ def test_finished_bare_pod_does_not_block(scrubber_fn, call, kube_emulator):
     assert body["configmaps"][0]["status"] == "moved"
 
 
-@pytest.mark.parametrize("labels,annotations,who", [
-    ({"app.kubernetes.io/managed-by": "Helm"}, {"meta.helm.sh/release-name": "r"}, "Helm"),
-    ({}, {"argocd.argoproj.io/tracking-id": "app:/ConfigMap:demo/aws-creds"}, "Argo CD"),
-    ({"kustomize.toolkit.fluxcd.io/name": "apps"}, {}, "Flux"),
-])
-def test_configmap_managed_by_a_deployment_tool_is_only_reported(scrubber_fn, call, kube_emulator, labels,
-                                                                 annotations, who):
-    kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE}, labels=labels,
-                                 annotations=annotations))
+@pytest.mark.parametrize(
+    "labels,annotations,who",
+    [
+        ({"app.kubernetes.io/managed-by": "Helm"}, {"meta.helm.sh/release-name": "r"}, "Helm"),
+        ({}, {"argocd.argoproj.io/tracking-id": "app:/ConfigMap:demo/aws-creds"}, "Argo CD"),
+        ({"kustomize.toolkit.fluxcd.io/name": "apps"}, {}, "Flux"),
+    ],
+)
+def test_configmap_managed_by_a_deployment_tool_is_only_reported(
+    scrubber_fn, call, kube_emulator, labels, annotations, who
+):
+    kube_emulator.seed(
+        configmap("aws-creds", {"aws_access_key_id": SEED_VALUE}, labels=labels, annotations=annotations)
+    )
     _blocked(kube_emulator, scrubber_fn, call, who)
 
 
 def test_operator_owned_configmap_is_only_reported(scrubber_fn, call, kube_emulator):
     cm = configmap("aws-creds", {"aws_access_key_id": SEED_VALUE})
-    cm["metadata"]["ownerReferences"] = [{"apiVersion": "example.com/v1", "kind": "Database", "name": "db",
-                                          "uid": "1234", "controller": True}]
+    cm["metadata"]["ownerReferences"] = [
+        {"apiVersion": "example.com/v1", "kind": "Database", "name": "db", "uid": "1234", "controller": True}
+    ]
     kube_emulator.seed(cm)
     _blocked(kube_emulator, scrubber_fn, call, "owner Database/db")
 
@@ -370,13 +452,19 @@ def test_running_job_blocks_and_finished_job_does_not(scrubber_fn, call, kube_em
 
 def test_foreign_secret_with_the_target_name_blocks(scrubber_fn, call, kube_emulator):
     kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE}))
-    kube_emulator.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws-creds-credentials",
-                                                                          "namespace": "demo"},
-                        "data": {"other": base64.b64encode(b"x").decode()}})
+    kube_emulator.seed(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "aws-creds-credentials", "namespace": "demo"},
+            "data": {"other": base64.b64encode(b"x").decode()},
+        }
+    )
     _blocked(kube_emulator, scrubber_fn, call, "not created by this function")
 
 
 # --- triggers, scope and limits -----------------------------------------------------------------------
+
 
 def test_alert_without_namespace_searches_allowed_namespaces_by_name(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator, ns="team-a")
@@ -412,7 +500,11 @@ def test_sweeps_cover_a_namespace_or_all_allowed_namespaces_within_limits(scrubb
     assert body["summary"]["examined"] == 4
     status, body, _ = call(mod, "POST", {"all_namespaces": True})
     assert sorted((c["namespace"], c["status"]) for c in body["configmaps"]) == [
-        ("a", "moved"), ("b", "moved"), ("b", "would_move"), ("b", "would_move")]
+        ("a", "moved"),
+        ("b", "moved"),
+        ("b", "would_move"),
+        ("b", "would_move"),
+    ]
     mod = scrubber_fn(scrub_mode="report", max_configmaps_per_run="3")
     status, body, _ = call(mod, "GET", query={"all_namespaces": "true"})
     assert body["truncated"]["not_examined"] == 5 and body["summary"]["examined"] == 3
@@ -475,8 +567,11 @@ def test_rollout_that_does_not_progress_keeps_the_keys_until_a_rerun(scrubber_fn
 
 def test_secret_name_template_is_configurable(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
-    call(scrubber_fn(scrub_mode="move", secret_name_template="moved-{configmap}"), "POST",
-         {"namespace": "demo", "name": "aws-creds"})
+    call(
+        scrubber_fn(scrub_mode="move", secret_name_template="moved-{configmap}"),
+        "POST",
+        {"namespace": "demo", "name": "aws-creds"},
+    )
     assert kube_emulator.get("secrets", "demo", "moved-aws-creds") is not None
 
 
@@ -496,14 +591,19 @@ def test_run_budget_defers_the_rest_of_a_sweep_to_the_next_run(scrubber_fn, call
 
 
 def test_immutable_configmap_is_replaced_when_opted_in(scrubber_fn, call, kube_emulator):
-    kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE, "region": "eu-west-1"},
-                                 immutable=True, labels={"app": "web"}))
+    kube_emulator.seed(
+        configmap(
+            "aws-creds", {"aws_access_key_id": SEED_VALUE, "region": "eu-west-1"}, immutable=True, labels={"app": "web"}
+        )
+    )
     spec = pod_spec(env=True, env_from=True, volume=True)
-    spec["containers"][0]["env"].append({"name": "REGION", "valueFrom": {"configMapKeyRef": {
-        "name": "aws-creds", "key": "region"}}})
+    spec["containers"][0]["env"].append(
+        {"name": "REGION", "valueFrom": {"configMapKeyRef": {"name": "aws-creds", "key": "region"}}}
+    )
     kube_emulator.seed(deployment(spec=spec))
-    status, body, resp = call(scrubber_fn(scrub_mode="move", allow_immutable="true"), "POST",
-                              {"namespace": "demo", "name": "aws-creds"})
+    status, body, resp = call(
+        scrubber_fn(scrub_mode="move", allow_immutable="true"), "POST", {"namespace": "demo", "name": "aws-creds"}
+    )
     (cm,) = body["configmaps"]
     assert cm["status"] == "moved", cm
     assert kube_emulator.get("configmaps", "demo", "aws-creds") is None
@@ -515,21 +615,28 @@ def test_immutable_configmap_is_replaced_when_opted_in(scrubber_fn, call, kube_e
     c = kube_emulator.get("deployments", "demo", "web")["spec"]["template"]["spec"]["containers"][0]
     assert c["env"][0]["valueFrom"] == {"secretKeyRef": {"name": "aws-creds-credentials", "key": "aws_access_key_id"}}
     assert c["env"][2]["valueFrom"] == {"configMapKeyRef": {"name": "aws-creds-v2", "key": "region"}}
-    assert c["envFrom"] == [{"configMapRef": {"name": "aws-creds-v2"}, "prefix": "CM_"},
-                            {"secretRef": {"name": "aws-creds-credentials"}, "prefix": "CM_"}]
+    assert c["envFrom"] == [
+        {"configMapRef": {"name": "aws-creds-v2"}, "prefix": "CM_"},
+        {"secretRef": {"name": "aws-creds-credentials"}, "prefix": "CM_"},
+    ]
     vol = kube_emulator.get("deployments", "demo", "web")["spec"]["template"]["spec"]["volumes"][0]
     assert [s.get("configMap", s.get("secret"))["name"] for s in vol["projected"]["sources"]] == [
-        "aws-creds-v2", "aws-creds-credentials"]
+        "aws-creds-v2",
+        "aws-creds-credentials",
+    ]
     assert_no_values(resp["body"])
     # re-run: the original is gone, the replacement is clean
     status, body, _ = call(scrubber_fn(scrub_mode="move", allow_immutable="true"), "POST", {"namespace": "demo"})
     assert body["summary"]["by_status"] == {"clean": 1}
 
 
-@pytest.mark.parametrize("kind,extra,fragment", [
-    ("StatefulSet", {"updateStrategy": {"type": "OnDelete"}}, "OnDelete"),
-    ("DaemonSet", {"updateStrategy": {"type": "OnDelete"}}, "OnDelete"),
-])
+@pytest.mark.parametrize(
+    "kind,extra,fragment",
+    [
+        ("StatefulSet", {"updateStrategy": {"type": "OnDelete"}}, "OnDelete"),
+        ("DaemonSet", {"updateStrategy": {"type": "OnDelete"}}, "OnDelete"),
+    ],
+)
 def test_controllers_that_would_never_roll_block_the_move(scrubber_fn, call, kube_emulator, kind, extra, fragment):
     kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": SEED_VALUE}))
     kube_emulator.seed(workload(kind, "w", pod_spec(), **extra))
@@ -555,7 +662,9 @@ def test_configmap_recreated_after_a_move_merges_into_the_same_secret(scrubber_f
     assert body["configmaps"][0]["status"] == "moved", body
     sec = kube_emulator.get("secrets", "demo", "aws-creds-credentials")
     assert {k: base64.b64decode(v) for k, v in sec["data"].items()} == {
-        "aws_access_key_id": SEED_VALUE.encode(), "DB_PASSWORD": b"Zq8wLm3nTr5vXy"}
+        "aws_access_key_id": SEED_VALUE.encode(),
+        "DB_PASSWORD": b"Zq8wLm3nTr5vXy",
+    }
 
 
 def test_large_sweeps_are_listed_page_by_page(scrubber_fn, call, kube_emulator):
@@ -571,25 +680,42 @@ def test_large_sweeps_are_listed_page_by_page(scrubber_fn, call, kube_emulator):
 
 def test_without_kubernetes_credentials_the_answer_is_503_not_a_crash(load_function, call, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    mod = load_function("configmap-secret-scrubber", env={"rate_limit_per_minute": "1000"},
-                        secrets={"configmap-secret-scrubber-token": TOKEN,
-                                 "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY})
+    mod = load_function(
+        "configmap-secret-scrubber",
+        env={"rate_limit_per_minute": "1000"},
+        secrets={
+            "configmap-secret-scrubber-token": TOKEN,
+            "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
+        },
+    )
     status, body, _ = call(mod, "GET", query={"namespace": "demo"})
     assert status == 503 and "configmap-secret-scrubber-kubeconfig" in body["error"]
 
 
-@pytest.mark.parametrize("kubeconfig", ["{not: [yaml", "just a string\n", "apiVersion: v1\nkind: Config\n",
-                                        "clusters: 3\ncontexts: []\ncurrent-context: x\n",
-                                        "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n"
-                                        "  cluster: {server: 'https://127.0.0.1:6443',"
-                                        " insecure-skip-tls-verify: true}\n"
-                                        "users:\n- name: u\n  user: {token: abc}\ncontexts:\n- name: c\n"
-                                        "  context: {cluster: k, user: u}\n"])
+@pytest.mark.parametrize(
+    "kubeconfig",
+    [
+        "{not: [yaml",
+        "just a string\n",
+        "apiVersion: v1\nkind: Config\n",
+        "clusters: 3\ncontexts: []\ncurrent-context: x\n",
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n"
+        "  cluster: {server: 'https://127.0.0.1:6443',"
+        " insecure-skip-tls-verify: true}\n"
+        "users:\n- name: u\n  user: {token: abc}\ncontexts:\n- name: c\n"
+        "  context: {cluster: k, user: u}\n",
+    ],
+)
 def test_malformed_kubeconfig_secret_answers_503_with_the_reason(load_function, call, kubeconfig):
-    mod = load_function("configmap-secret-scrubber", env={"rate_limit_per_minute": "1000"},
-                        secrets={"configmap-secret-scrubber-token": TOKEN,
-                                 "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
-                                 "configmap-secret-scrubber-kubeconfig": kubeconfig})
+    mod = load_function(
+        "configmap-secret-scrubber",
+        env={"rate_limit_per_minute": "1000"},
+        secrets={
+            "configmap-secret-scrubber-token": TOKEN,
+            "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
+            "configmap-secret-scrubber-kubeconfig": kubeconfig,
+        },
+    )
     for method, body, query in (("GET", None, {"namespace": "demo"}), ("POST", {"namespace": "demo"}, None)):
         status, answer, resp = call(mod, method, body, query=query)
         assert status == 503, answer
@@ -597,11 +723,13 @@ def test_malformed_kubeconfig_secret_answers_503_with_the_reason(load_function, 
         assert "Traceback" not in resp["body"]
 
 
-def test_a_changed_kubeconfig_secret_is_used_by_the_next_request(scrubber_fn, call, kube_emulator,
-                                                                  kube_emulator_factory):
+def test_a_changed_kubeconfig_secret_is_used_by_the_next_request(
+    scrubber_fn, call, kube_emulator, kube_emulator_factory
+):
     import os
 
     import yaml
+
     other = kube_emulator_factory()
     kube_emulator.seed(configmap("on-the-first-cluster", {"LOG_LEVEL": "info"}))
     other.seed(configmap("on-the-second-cluster", {"LOG_LEVEL": "info"}))
@@ -629,8 +757,9 @@ def test_trigger_rules_setting_chooses_which_falco_rules_start_a_run(scrubber_fn
     assert body["configmaps"][0]["status"] == "moved"
 
 
-def test_a_move_decides_its_plan_once_and_rewires_each_pod_spec_once_per_listing(scrubber_fn, call, kube_emulator,
-                                                                                  monkeypatch):
+def test_a_move_decides_its_plan_once_and_rewires_each_pod_spec_once_per_listing(
+    scrubber_fn, call, kube_emulator, monkeypatch
+):
     """The plan is one value (issue 14 §1): a move with two rewired Deployments computes each new pod spec once
     from the run's listing and once from the fresh listing of the final check (it was five times per consumer),
     and patches each with the spec the plan holds."""

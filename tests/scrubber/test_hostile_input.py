@@ -2,6 +2,7 @@
 answering. The exact reproducer first, then property tests (hypothesis, marked fuzz; derandomized: 300
 requests per route in make test, 2,000 under make bench) in scrub_mode=move with a movable ConfigMap seeded,
 so a rejection that slipped through would show as a write."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,7 @@ from .test_handler import ALERT_RULE, SEED_VALUE, seed_aws
 def target(scrubber_fn, kube_emulator, capfd):
     """(the handler in move mode over a seeded emulator, a checker run after each request)."""
     seed_aws(kube_emulator)
-    mod = scrubber_fn(scrub_mode="move", rate_limit_per_minute="1000000", max_queued_jobs="1000000",
-                      wait_seconds="10")
+    mod = scrubber_fn(scrub_mode="move", rate_limit_per_minute="1000000", max_queued_jobs="1000000", wait_seconds="10")
 
     def idle():
         """Jobs an earlier request started are finished: they must not write during the next one's check."""
@@ -50,8 +50,9 @@ def target(scrubber_fn, kube_emulator, capfd):
         return status, doc
 
     def healthy():
-        metrics = mod.handle(make_event(method="GET", path="/metrics",
-                                        headers={"Authorization": f"Bearer {TOKEN}"}), None)
+        metrics = mod.handle(
+            make_event(method="GET", path="/metrics", headers={"Authorization": f"Bearer {TOKEN}"}), None
+        )
         assert metrics["statusCode"] == 200 and "requests_total" in metrics["body"]
         err = capfd.readouterr().err
         assert "Traceback" not in err and "request.crashed" not in err and "job.crashed" not in err, err[-2000:]
@@ -73,8 +74,11 @@ def test_a_lone_surrogate_as_an_unknown_field_name_is_a_400_and_changes_nothing(
 
 def test_an_unknown_field_is_named_but_never_echoed_at_length(target):
     send, healthy = target
-    status, doc = send("POST", body=json.dumps({"x" * 100000: 1, "namespace": "demo"}).encode(),
-                       headers={"Content-Type": "application/json"})
+    status, doc = send(
+        "POST",
+        body=json.dumps({"x" * 100000: 1, "namespace": "demo"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 400 and "unknown field" in doc["error"] and len(doc["error"]) < 400, doc["error"][:500]
     healthy()
 
@@ -84,22 +88,50 @@ def test_an_unknown_field_is_named_but_never_echoed_at_length(target):
 NAMES = st.sampled_from(["demo", "aws-creds", "default", "kube-system", "Demo", "a" * 64, "-x", "x.y", "", "<NA>"])
 TEXT = st.text(max_size=40) | NAMES
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | TEXT
-JSONISH = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) |
-                       st.dictionaries(TEXT, inner, max_size=4), max_leaves=12)
+JSONISH = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4), max_leaves=12
+)
 FIELDS = st.sampled_from(["namespace", "name", "all_namespaces", "dry_run", "rule", "output_fields", "x"])
 REQUEST = st.dictionaries(FIELDS, JSONISH | NAMES, max_size=4)
-ALERT = st.fixed_dictionaries({"rule": st.sampled_from([ALERT_RULE, "Other", ""]) | JSONISH,
-                               "output_fields": st.dictionaries(
-                                   st.sampled_from(["ka.req.configmap.name", "ka.target.name", "ka.target.namespace",
-                                                    "ka.req.configmap.obj"]) | TEXT, JSONISH | NAMES, max_size=4)
-                               | JSONISH})
-BODY = (REQUEST | ALERT | JSONISH).map(lambda d: json.dumps(d, allow_nan=True).encode()) | st.binary(max_size=200) \
-    | st.sampled_from([b'{"\\ud800":1}', b'{"namespace":"\\udfff"}', b'{"namespace":"demo","name":1e400}',
-                       b"[" * 40 + b"]" * 40, b'{"namespace":"demo"} trailing', b"\xff\xfe"])
-CTYPE = st.sampled_from(["application/json", "application/json; charset=utf-8", "application/cloudevents+json",
-                         "text/plain", "", "application/x-ndjson"])
-QUERY = st.dictionaries(st.sampled_from(["namespace", "name", "all_namespaces", "wait", "token", "dry_run"]) | TEXT,
-                        TEXT, max_size=3)
+ALERT = st.fixed_dictionaries(
+    {
+        "rule": st.sampled_from([ALERT_RULE, "Other", ""]) | JSONISH,
+        "output_fields": st.dictionaries(
+            st.sampled_from(["ka.req.configmap.name", "ka.target.name", "ka.target.namespace", "ka.req.configmap.obj"])
+            | TEXT,
+            JSONISH | NAMES,
+            max_size=4,
+        )
+        | JSONISH,
+    }
+)
+BODY = (
+    (REQUEST | ALERT | JSONISH).map(lambda d: json.dumps(d, allow_nan=True).encode())
+    | st.binary(max_size=200)
+    | st.sampled_from(
+        [
+            b'{"\\ud800":1}',
+            b'{"namespace":"\\udfff"}',
+            b'{"namespace":"demo","name":1e400}',
+            b"[" * 40 + b"]" * 40,
+            b'{"namespace":"demo"} trailing',
+            b"\xff\xfe",
+        ]
+    )
+)
+CTYPE = st.sampled_from(
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/cloudevents+json",
+        "text/plain",
+        "",
+        "application/x-ndjson",
+    ]
+)
+QUERY = st.dictionaries(
+    st.sampled_from(["namespace", "name", "all_namespaces", "wait", "token", "dry_run"]) | TEXT, TEXT, max_size=3
+)
 HEADER_VALUE = st.text(alphabet=string.printable.strip() + " ", max_size=60)
 TOKENS = st.sampled_from([TOKEN, None, "wrong", TOKEN + " ", ""])
 
@@ -117,8 +149,11 @@ def test_post_root_never_5xx_and_a_rejection_changes_nothing(target, body, ctype
 
 
 @pytest.mark.fuzz
-@given(query=QUERY | st.dictionaries(st.sampled_from(["namespace", "name", "all_namespaces"]), NAMES, max_size=3),
-       token=TOKENS, method=st.sampled_from(["GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"]))
+@given(
+    query=QUERY | st.dictionaries(st.sampled_from(["namespace", "name", "all_namespaces"]), NAMES, max_size=3),
+    token=TOKENS,
+    method=st.sampled_from(["GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"]),
+)
 def test_get_root_never_5xx_and_changes_nothing(target, kube_emulator, query, token, method):
     send, healthy = target
     fuzz_route(FN, "GET /")
@@ -128,9 +163,14 @@ def test_get_root_never_5xx_and_changes_nothing(target, kube_emulator, query, to
 
 
 @pytest.mark.fuzz
-@given(suffix=st.sampled_from(["", "/"]) | st.text(max_size=30).map(lambda s: "/" + s)
-       | st.text(alphabet="0123456789abcdef", min_size=15, max_size=17).map(lambda s: "/" + s),
-       token=TOKENS, method=st.sampled_from(["GET", "POST", "DELETE"]), body=BODY)
+@given(
+    suffix=st.sampled_from(["", "/"])
+    | st.text(max_size=30).map(lambda s: "/" + s)
+    | st.text(alphabet="0123456789abcdef", min_size=15, max_size=17).map(lambda s: "/" + s),
+    token=TOKENS,
+    method=st.sampled_from(["GET", "POST", "DELETE"]),
+    body=BODY,
+)
 def test_jobs_routes_never_5xx_and_change_nothing(target, kube_emulator, suffix, token, method, body):
     send, healthy = target
     fuzz_route(FN, "GET /jobs")
@@ -140,8 +180,12 @@ def test_jobs_routes_never_5xx_and_change_nothing(target, kube_emulator, suffix,
 
 
 @pytest.mark.fuzz
-@given(token=TOKENS | HEADER_VALUE, scheme=st.sampled_from(["Bearer", "Basic", "bearer", "Token", ""]),
-       query=QUERY, method=st.sampled_from(["GET", "HEAD", "POST"]))
+@given(
+    token=TOKENS | HEADER_VALUE,
+    scheme=st.sampled_from(["Bearer", "Basic", "bearer", "Token", ""]),
+    query=QUERY,
+    method=st.sampled_from(["GET", "HEAD", "POST"]),
+)
 def test_metrics_never_5xx_and_change_nothing(target, kube_emulator, token, scheme, query, method):
     send, healthy = target
     fuzz_route(FN, "GET /metrics")

@@ -2,6 +2,7 @@
 
 The same on the real of-watchdog, past its timeouts: tests/scrubber/test_served.py.
 """
+
 from __future__ import annotations
 
 import time
@@ -58,8 +59,7 @@ def test_the_same_alert_twice_is_one_job_and_uses_one_rate_token(scrubber_fn, ca
     assert status == 429 and int(resp["headers"]["Retry-After"]) >= 1
 
 
-def test_a_target_already_waiting_is_that_job_and_a_running_one_gets_one_job_after_it(scrubber_fn, call,
-                                                                                      kube_emulator):
+def test_a_target_already_waiting_is_that_job_and_a_running_one_gets_one_job_after_it(scrubber_fn, call, kube_emulator):
     for ns in ("a", "b"):
         seed_aws(kube_emulator, ns=ns)
     kube_emulator.hold_rollouts(True)  # the first job waits for its rollout: what comes next has to queue
@@ -110,8 +110,9 @@ def test_a_full_queue_answers_503_with_retry_after_and_accepts_nothing(scrubber_
     assert kube_emulator.get("secrets", "c", "aws-creds-credentials") is None
 
 
-def test_a_job_that_crashes_is_failed_without_a_traceback_and_the_worker_goes_on(scrubber_fn, call, kube_emulator,
-                                                                                 monkeypatch, capfd):
+def test_a_job_that_crashes_is_failed_without_a_traceback_and_the_worker_goes_on(
+    scrubber_fn, call, kube_emulator, monkeypatch, capfd
+):
     seed_aws(kube_emulator)
     mod = scrubber_fn(scrub_mode="report")
     sweep = submodule(mod, "sweep")
@@ -133,9 +134,17 @@ def test_a_job_that_crashes_is_failed_without_a_traceback_and_the_worker_goes_on
     assert "job.crashed" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("method,path,status", [
-    ("GET", "/jobs/0123456789abcdef", 404), ("GET", "/jobs/not-an-id", 404), ("POST", "/jobs", 405),
-    ("DELETE", "/jobs/0123456789abcdef", 405), ("GET", "/elsewhere", 404), ("POST", "/x/y", 404)])
+@pytest.mark.parametrize(
+    "method,path,status",
+    [
+        ("GET", "/jobs/0123456789abcdef", 404),
+        ("GET", "/jobs/not-an-id", 404),
+        ("POST", "/jobs", 405),
+        ("DELETE", "/jobs/0123456789abcdef", 405),
+        ("GET", "/elsewhere", 404),
+        ("POST", "/x/y", 404),
+    ],
+)
 def test_job_routes_refuse_what_they_do_not_serve(scrubber_fn, call, kube_emulator, method, path, status):
     mod = scrubber_fn()
     got, body, _ = call(mod, method, {"namespace": "demo"} if method == "POST" else None, path=path)

@@ -1,4 +1,5 @@
 """GET /metrics: Prometheus text of requests, jobs, runs, findings, moves and API errors (issue 15 §4)."""
+
 from __future__ import annotations
 
 import time
@@ -63,8 +64,11 @@ def test_metrics_count_a_move_its_findings_requests_jobs_and_api_errors(scrubber
 
 def test_refusals_blocked_moves_and_403s_are_counted(scrubber_fn, call, kube_emulator):
     seed_aws(kube_emulator)
-    kube_emulator.seed(configmap("helm-creds", {"DB_PASSWORD": "IfWqrAz2KrHhSyrntT1L"},
-                                 labels={"app.kubernetes.io/managed-by": "Helm"}))
+    kube_emulator.seed(
+        configmap(
+            "helm-creds", {"DB_PASSWORD": "IfWqrAz2KrHhSyrntT1L"}, labels={"app.kubernetes.io/managed-by": "Helm"}
+        )
+    )
     kube_emulator.deny("list", "deployments", namespace="demo")
     mod = scrubber_fn(scrub_mode="move")
     call(mod, "POST", {"namespace": "demo"})
@@ -74,10 +78,16 @@ def test_refusals_blocked_moves_and_403s_are_counted(scrubber_fn, call, kube_emu
 
 
 def test_metrics_need_a_token_and_take_the_read_only_metrics_token(load_function, call, kube_emulator):
-    mod = load_function(FN, env={"rate_limit_per_minute": "1000"}, secrets={
-        "configmap-secret-scrubber-token": TOKEN, "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
-        "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict()),
-        "edgeguard-metrics-token": READER})
+    mod = load_function(
+        FN,
+        env={"rate_limit_per_minute": "1000"},
+        secrets={
+            "configmap-secret-scrubber-token": TOKEN,
+            "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
+            "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict()),
+            "edgeguard-metrics-token": READER,
+        },
+    )
     assert scrape(call, mod, token=None)[0] == 401
     assert scrape(call, mod, token="wrong")[0] == 401
     assert scrape(call, mod, token=READER)[0] == 200

@@ -6,6 +6,7 @@ Against the emulator with RBAC enforced, as the function's ServiceAccount:
 * a move in kube-system (or any namespace without the RoleBinding) is refused by the API server even
   when the function's own report-only check is bypassed, and nothing changes there.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -77,10 +78,13 @@ def test_cluster_manifest_grants_reads_only_and_binds_them_to_the_function_servi
     assert not {r for _, r in CLUSTER_READS} & {"secrets", "events"}
 
 
-@pytest.mark.parametrize("template,expected", [
-    (NAMESPACED, None),
-    (IMMUTABLE, {("create", "configmaps"), ("delete", "configmaps")}),
-])
+@pytest.mark.parametrize(
+    "template,expected",
+    [
+        (NAMESPACED, None),
+        (IMMUTABLE, {("create", "configmaps"), ("delete", "configmaps")}),
+    ],
+)
 def test_namespace_templates_render_a_role_and_rolebinding_confined_to_that_namespace(template, expected):
     raw = load(template)
     assert {d["kind"] for d in raw} == {"Role", "RoleBinding"}  # nothing cluster-scoped
@@ -92,8 +96,7 @@ def test_namespace_templates_render_a_role_and_rolebinding_confined_to_that_name
     (rb,) = [d for d in docs if d["kind"] == "RoleBinding"]
     (role,) = [d for d in docs if d["kind"] == "Role"]
     assert rb["subjects"] == [SA]
-    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                             "name": role["metadata"]["name"]}
+    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
     granted = rules_of(docs, "Role")
     assert not {v for v, _ in granted} & (DANGEROUS - ({"delete"} if template == IMMUTABLE else set()))
     assert ("list", "secrets") not in granted
@@ -110,10 +113,15 @@ def start(rbac_docs, **env) -> tuple:
         if d["kind"] != "Secret":
             emu.seed(d)
     token = emu.service_account_token("openfaas-fn", "configmap-secret-scrubber")
-    return emu, {"rollout_poll_seconds": "0.02", "rollout_timeout_seconds": "3", "rate_limit_per_minute": "1000",
-                 **env}, {"configmap-secret-scrubber-token": TOKEN,
-                          "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
-                          "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(emu.kubeconfig_dict(user_token=token))}
+    return (
+        emu,
+        {"rollout_poll_seconds": "0.02", "rollout_timeout_seconds": "3", "rate_limit_per_minute": "1000", **env},
+        {
+            "configmap-secret-scrubber-token": TOKEN,
+            "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
+            "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(emu.kubeconfig_dict(user_token=token)),
+        },
+    )
 
 
 def seed_everywhere(emu):
@@ -159,8 +167,8 @@ def test_moves_in_namespaces_with_the_rolebinding_work_with_exactly_the_granted_
         finished = workload("Job", "done", pod_spec())
         finished["status"] = {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}
         emu.seed(finished)
-        emu.fail("patch", "cronjobs", status=409, times=1)      # re-read on conflict
-        emu.fail("create", "events", status=409, times=1)       # not applied: the check finds no Event
+        emu.fail("patch", "cronjobs", status=409, times=1)  # re-read on conflict
+        emu.fail("create", "events", status=409, times=1)  # not applied: the check finds no Event
         status, body, _ = call(mod, "POST", {"namespace": "demo", "name": "aws-creds"})
         assert status == 200 and body["configmaps"][0]["status"] == "error", body
         status, body, _ = call(mod, "POST", {"namespace": "demo", "name": "aws-creds"})
@@ -170,8 +178,12 @@ def test_moves_in_namespaces_with_the_rolebinding_work_with_exactly_the_granted_
         emu.seed(bare_pod(ns="team", spec=pod_spec(cm="second", key="DB_PASSWORD")))
         assert call(mod, "POST", {"all_namespaces": True})[0] == 200
         assert call(mod, "GET", query={"namespace": "team"})[0] == 200
-        alert = {"rule": "Create/Modify Configmap With Private Credentials", "priority": "Warning",
-                 "output": "x", "output_fields": {"ka.req.configmap.name": "second"}}
+        alert = {
+            "rule": "Create/Modify Configmap With Private Credentials",
+            "priority": "Warning",
+            "output": "x",
+            "output_fields": {"ka.req.configmap.name": "second"},
+        }
         status, body, _ = call(mod, "POST", alert)
         assert status == 200 and body["configmaps"][0]["status"] == "blocked", body
 
@@ -186,9 +198,11 @@ def test_moves_in_namespaces_with_the_rolebinding_work_with_exactly_the_granted_
 
 @pytest.mark.parametrize("namespace", ["kube-system", "openfaas-fn", "unbound"])
 def test_move_where_no_rolebinding_exists_is_refused_by_rbac_even_if_the_python_check_is_bypassed(
-        load_function, call, monkeypatch, namespace):
-    emu, env, secrets = start(load(CLUSTER) + render(NAMESPACED, "demo"), scrub_mode="move",
-                              report_only_namespaces="none-at-all")
+    load_function, call, monkeypatch, namespace
+):
+    emu, env, secrets = start(
+        load(CLUSTER) + render(NAMESPACED, "demo"), scrub_mode="move", report_only_namespaces="none-at-all"
+    )
     try:
         seed_everywhere(emu)
         for ns in ("openfaas-fn", "unbound"):

@@ -6,6 +6,7 @@ node), and what lies outside its role is refused by the API server itself (403),
 direct calls with the same kubeconfig. Writes in the direct calls are dry runs (dryRun=All is authorized exactly
 like the write, and changes nothing even if it were allowed).
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,12 +31,16 @@ def scrubber(bootstrapped, load_function):
     """Factory: the function from its build context, holding only the scrubber's ServiceAccount kubeconfig."""
 
     def load(**env):
-        env = {"rollout_timeout_seconds": "60", "rollout_poll_seconds": "0.5", "rate_limit_per_minute": "1000",
-               **env}
-        return load_function(FN, env=env, secrets={
-            "configmap-secret-scrubber-token": TOKEN,
-            "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
-            "configmap-secret-scrubber-kubeconfig": bootstrapped.kubeconfig(FN)})
+        env = {"rollout_timeout_seconds": "60", "rollout_poll_seconds": "0.5", "rate_limit_per_minute": "1000", **env}
+        return load_function(
+            FN,
+            env=env,
+            secrets={
+                "configmap-secret-scrubber-token": TOKEN,
+                "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY,
+                "configmap-secret-scrubber-kubeconfig": bootstrapped.kubeconfig(FN),
+            },
+        )
 
     return load
 
@@ -48,21 +53,32 @@ def seed(bootstrapped):
 
     def make(ns: str, with_deployment: bool = True) -> str:
         name = f"aws-creds-{uuid.uuid4().hex[:6]}"
-        core.create_namespaced_config_map(ns, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
-                                               "data": {"aws_access_key_id": VALUE, "region": "eu-west-1"}})
+        core.create_namespaced_config_map(
+            ns,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name},
+                "data": {"aws_access_key_id": VALUE, "region": "eu-west-1"},
+            },
+        )
         made.append(("cm", ns, name))
         if with_deployment:
-            apps.create_namespaced_deployment(ns, deployment(name, ns=ns, replicas=1,
-                                                             spec=pod_spec(cm=name, env=True, env_from=True,
-                                                                           volume=True)))
+            apps.create_namespaced_deployment(
+                ns, deployment(name, ns=ns, replicas=1, spec=pod_spec(cm=name, env=True, env_from=True, volume=True))
+            )
             made.append(("deploy", ns, name))
         return name
 
     yield make
     from kubernetes.client.rest import ApiException
+
     for kind, ns, name in made:
-        doomed = [(apps.delete_namespaced_deployment, name)] if kind == "deploy" else \
-            [(core.delete_namespaced_config_map, name), (core.delete_namespaced_secret, f"{name}-credentials")]
+        doomed = (
+            [(apps.delete_namespaced_deployment, name)]
+            if kind == "deploy"
+            else [(core.delete_namespaced_config_map, name), (core.delete_namespaced_secret, f"{name}-credentials")]
+        )
         for delete, target in doomed:
             try:
                 delete(target, ns)
@@ -75,6 +91,7 @@ def snapshot(cluster, ns, name):
     """What a refused move must leave alone: the ConfigMap (its resourceVersion), the Deployment's spec (its
     generation: the controllers keep writing its status), and the absence of the Secret."""
     from kubernetes.client.rest import ApiException
+
     core, apps = cluster.core(), cluster.apps()
     try:
         core.read_namespaced_secret(f"{name}-credentials", ns)
@@ -87,15 +104,18 @@ def snapshot(cluster, ns, name):
         dep = apps.read_namespaced_deployment(name, ns).metadata.generation
     except ApiException as exc:
         assert exc.status == 404
-    return {"configmap": core.read_namespaced_config_map(name, ns).metadata.resource_version,
-            "deployment": dep, "secret": secret}
+    return {
+        "configmap": core.read_namespaced_config_map(name, ns).metadata.resource_version,
+        "deployment": dep,
+        "secret": secret,
+    }
 
 
-def test_report_reads_every_namespace_and_names_the_consumers_with_the_sa_kubeconfig(scrubber, seed, call,
-                                                                                   bootstrapped):
+def test_report_reads_every_namespace_and_names_the_consumers_with_the_sa_kubeconfig(
+    scrubber, seed, call, bootstrapped
+):
     granted, other = seed(GRANTED), seed(SCRUBBER_NOT_GRANTED)
-    before = {n: snapshot(bootstrapped.cluster, ns, n) for ns, n in ((GRANTED, granted),
-                                                                      (SCRUBBER_NOT_GRANTED, other))}
+    before = {n: snapshot(bootstrapped.cluster, ns, n) for ns, n in ((GRANTED, granted), (SCRUBBER_NOT_GRANTED, other))}
     mod = scrubber(scrub_mode="report")
     status, body, resp = call(mod, "POST", {"all_namespaces": True})
     assert status == 200, body
@@ -105,12 +125,12 @@ def test_report_reads_every_namespace_and_names_the_consumers_with_the_sa_kubeco
         assert c["status"] == "would_move", c
         assert [(n["kind"], n["name"]) for n in c["consumers"]] == [("Deployment", name)], c
     assert VALUE not in resp["body"]
-    assert {n: snapshot(bootstrapped.cluster, ns, n) for ns, n in ((GRANTED, granted),
-                                                                    (SCRUBBER_NOT_GRANTED, other))} == before
+    assert {
+        n: snapshot(bootstrapped.cluster, ns, n) for ns, n in ((GRANTED, granted), (SCRUBBER_NOT_GRANTED, other))
+    } == before
 
 
-def test_move_in_a_granted_namespace_rewires_and_rolls_out_on_the_simulated_node(scrubber, seed, call,
-                                                                                 bootstrapped):
+def test_move_in_a_granted_namespace_rewires_and_rolls_out_on_the_simulated_node(scrubber, seed, call, bootstrapped):
     name = seed(GRANTED)
     core, apps = bootstrapped.cluster.core(), bootstrapped.cluster.apps()
     mod = scrubber(scrub_mode="move")
@@ -126,8 +146,11 @@ def test_move_in_a_granted_namespace_rewires_and_rolls_out_on_the_simulated_node
     assert c.env[0].value_from.secret_key_ref.name == f"{name}-credentials"
     # the real controllers made a new ReplicaSet and the simulated kubelet started its pod from the Secret
     assert (dep.status.updated_replicas, dep.status.available_replicas) == (1, 1), dep.status
-    events = [e for e in core.list_namespaced_event(GRANTED).items
-              if e.involved_object.name == name and e.reason == "CredentialsMoved"]
+    events = [
+        e
+        for e in core.list_namespaced_event(GRANTED).items
+        if e.involved_object.name == name and e.reason == "CredentialsMoved"
+    ]
     assert events and VALUE not in events[0].message
 
 
@@ -135,6 +158,7 @@ def test_move_rewires_every_controller_kind_the_real_api_server_rolls_out(scrubb
     """Strategic-merge patches of StatefulSet, DaemonSet and CronJob templates as the real API server merges them,
     and the rollouts its controllers and the simulated kubelet finish."""
     from kubernetes import client
+
     name = seed(GRANTED)
     admin = bootstrapped.cluster.api_client()
     apps, batch = client.AppsV1Api(admin), client.BatchV1Api(admin)
@@ -142,8 +166,7 @@ def test_move_rewires_every_controller_kind_the_real_api_server_rolls_out(scrubb
     apps.create_namespaced_stateful_set(GRANTED, workload("StatefulSet", f"{name}-db", spec, ns=GRANTED))
     apps.create_namespaced_daemon_set(GRANTED, workload("DaemonSet", f"{name}-agent", spec, ns=GRANTED))
     # suspended: a Job it started would be a reader the move has to wait for
-    batch.create_namespaced_cron_job(GRANTED, workload("CronJob", f"{name}-backup", spec, ns=GRANTED,
-                                                       suspend=True))
+    batch.create_namespaced_cron_job(GRANTED, workload("CronJob", f"{name}-backup", spec, ns=GRANTED, suspend=True))
     try:
         status, body, _ = call(scrubber(scrub_mode="move"), "POST", {"namespace": GRANTED, "name": name})
         assert status == 200 and body["configmaps"][0]["status"] == "moved", body
@@ -157,14 +180,16 @@ def test_move_rewires_every_controller_kind_the_real_api_server_rolls_out(scrubb
             (vol,) = template.spec.volumes  # the other key stays in the ConfigMap: both, projected
             assert vol.config_map is None, vol
             assert [(x.config_map or x.secret).name for x in vol.projected.sources] == [name, f"{name}-credentials"]
+
         # The scrubber saw both roll out before it removed the key. Read back with a bounded wait: the simulated
         # kubelet can replace a StatefulSet pod that it sees deleted late (node_sim deletes by name, so a stale
         # event for the old pod hits its same-named successor under load), as a real node may restart one.
         def rolled_out():
             s = apps.read_namespaced_stateful_set(f"{name}-db", GRANTED).status
             d = apps.read_namespaced_daemon_set(f"{name}-agent", GRANTED).status
-            return (s.updated_replicas == 1 and s.ready_replicas == 1
-                    and d.updated_number_scheduled == d.number_ready == 1), (s, d)
+            return (
+                s.updated_replicas == 1 and s.ready_replicas == 1 and d.updated_number_scheduled == d.number_ready == 1
+            ), (s, d)
 
         deadline = time.monotonic() + 60
         while not (state := rolled_out())[0] and time.monotonic() < deadline:
@@ -180,11 +205,19 @@ def test_an_immutable_configmap_is_replaced_where_bootstrap_granted_the_opt_in(s
     """--scrubber-immutable-namespaces default: create and delete ConfigMaps there, nowhere else."""
     core, apps = bootstrapped.cluster.core(), bootstrapped.cluster.apps()
     ns, name = SCRUBBER_IMMUTABLE, f"frozen-{uuid.uuid4().hex[:6]}"
-    core.create_namespaced_config_map(ns, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
-                                           "immutable": True,
-                                           "data": {"aws_access_key_id": VALUE, "region": "eu-west-1"}})
-    apps.create_namespaced_deployment(ns, deployment(name, ns=ns, replicas=1,
-                                                     spec=pod_spec(cm=name, env=True, env_from=True)))
+    core.create_namespaced_config_map(
+        ns,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "immutable": True,
+            "data": {"aws_access_key_id": VALUE, "region": "eu-west-1"},
+        },
+    )
+    apps.create_namespaced_deployment(
+        ns, deployment(name, ns=ns, replicas=1, spec=pod_spec(cm=name, env=True, env_from=True))
+    )
     try:
         fn = scrubber(scrub_mode="move", allow_immutable="true")
         status, body, _ = call(fn, "POST", {"namespace": ns, "name": name})
@@ -193,8 +226,10 @@ def test_an_immutable_configmap_is_replaced_where_bootstrap_granted_the_opt_in(s
         replacement = core.read_namespaced_config_map(f"{name}-v2", ns)
         assert replacement.immutable is True and replacement.data == {"region": "eu-west-1"}
         dep = apps.read_namespaced_deployment(name, ns)
-        assert [e.config_map_ref.name if e.config_map_ref else e.secret_ref.name
-                for e in dep.spec.template.spec.containers[0].env_from] == [f"{name}-v2", f"{name}-credentials"]
+        assert [
+            e.config_map_ref.name if e.config_map_ref else e.secret_ref.name
+            for e in dep.spec.template.spec.containers[0].env_from
+        ] == [f"{name}-v2", f"{name}-credentials"]
         assert (dep.status.updated_replicas, dep.status.available_replicas) == (1, 1), dep.status
         # the same opt-in was not given for edgeguard-granted: there an immutable one stays, blocked by RBAC
     finally:
@@ -216,14 +251,14 @@ def test_move_where_bootstrap_gave_no_write_role_is_refused_by_the_api_server(sc
     assert snapshot(bootstrapped.cluster, SCRUBBER_NOT_GRANTED, name) == before
 
 
-def test_kube_system_is_refused_by_rbac_even_when_the_function_is_told_it_may_move_there(scrubber, call,
-                                                                                        bootstrapped):
+def test_kube_system_is_refused_by_rbac_even_when_the_function_is_told_it_may_move_there(scrubber, call, bootstrapped):
     """report_only_namespaces is the function's own guard; RBAC is the one that holds when it is emptied."""
     core = bootstrapped.cluster.core()
     name = f"aws-creds-{uuid.uuid4().hex[:6]}"
-    core.create_namespaced_config_map("kube-system", {"apiVersion": "v1", "kind": "ConfigMap",
-                                                      "metadata": {"name": name},
-                                                      "data": {"aws_access_key_id": VALUE}})
+    core.create_namespaced_config_map(
+        "kube-system",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"aws_access_key_id": VALUE}},
+    )
     try:
         before = snapshot(bootstrapped.cluster, "kube-system", name)
         mod = scrubber(scrub_mode="move", report_only_namespaces="openfaas-fn")  # kube-system left out by mistake
@@ -242,39 +277,96 @@ def rbac_matrix(sa_core, sa_apps, sa_rbac, probe):
     patch = {"metadata": {"labels": {"edgeguard-rbac-probe": "x"}}}
     dry = {"dry_run": "All"}
     denied = [
-        (f"create Secret in {SCRUBBER_NOT_GRANTED}", sa_core.create_namespaced_secret, (SCRUBBER_NOT_GRANTED, sec),
-         dry),
-        (f"patch ConfigMap in {SCRUBBER_NOT_GRANTED}", sa_core.patch_namespaced_config_map,
-         (probe, SCRUBBER_NOT_GRANTED, patch), dry),
-        (f"patch Deployment in {SCRUBBER_NOT_GRANTED}", sa_apps.patch_namespaced_deployment,
-         (probe, SCRUBBER_NOT_GRANTED, patch), dry),
+        (
+            f"create Secret in {SCRUBBER_NOT_GRANTED}",
+            sa_core.create_namespaced_secret,
+            (SCRUBBER_NOT_GRANTED, sec),
+            dry,
+        ),
+        (
+            f"patch ConfigMap in {SCRUBBER_NOT_GRANTED}",
+            sa_core.patch_namespaced_config_map,
+            (probe, SCRUBBER_NOT_GRANTED, patch),
+            dry,
+        ),
+        (
+            f"patch Deployment in {SCRUBBER_NOT_GRANTED}",
+            sa_apps.patch_namespaced_deployment,
+            (probe, SCRUBBER_NOT_GRANTED, patch),
+            dry,
+        ),
         ("patch ConfigMap in kube-system", sa_core.patch_namespaced_config_map, (probe, "kube-system", patch), dry),
         ("create Secret in kube-system", sa_core.create_namespaced_secret, ("kube-system", sec), dry),
         ("get Secret in kube-system", sa_core.read_namespaced_secret, (probe, "kube-system"), {}),
-        ("get node-enroll-kubeconfig in openfaas-fn", sa_core.read_namespaced_secret,
-         ("node-enroll-kubeconfig", "openfaas-fn"), {}),
+        (
+            "get node-enroll-kubeconfig in openfaas-fn",
+            sa_core.read_namespaced_secret,
+            ("node-enroll-kubeconfig", "openfaas-fn"),
+            {},
+        ),
         ("create Secret in openfaas-fn", sa_core.create_namespaced_secret, ("openfaas-fn", sec), dry),
         (f"list Secrets in {GRANTED}", sa_core.list_namespaced_secret, (GRANTED,), {}),
         ("list Secrets in all namespaces", sa_core.list_secret_for_all_namespaces, (), {}),
         (f"delete Secret in {GRANTED}", sa_core.delete_namespaced_secret, (probe, GRANTED), dry),
-        (f"create ConfigMap in {GRANTED} (no immutable opt-in)", sa_core.create_namespaced_config_map,
-         (GRANTED, cm), dry),
-        (f"delete ConfigMap in {GRANTED} (no immutable opt-in)", sa_core.delete_namespaced_config_map,
-         (probe, GRANTED), dry),
-        (f"update (PUT) ConfigMap in {GRANTED}", sa_core.replace_namespaced_config_map,
-         (probe, GRANTED, dict(cm, metadata={"name": probe})), dry),
-        (f"create Pod in {GRANTED}", sa_core.create_namespaced_pod,
-         (GRANTED, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rbac-probe"},
-                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}}), dry),
-        ("TokenRequest for node-enroll's ServiceAccount", sa_core.create_namespaced_service_account_token,
-         ("node-enroll", "openfaas-fn", {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                                         "spec": {"audiences": []}}), dry),
-        (f"create RoleBinding in {GRANTED}", sa_rbac.create_namespaced_role_binding,
-         (GRANTED, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        (
+            f"create ConfigMap in {GRANTED} (no immutable opt-in)",
+            sa_core.create_namespaced_config_map,
+            (GRANTED, cm),
+            dry,
+        ),
+        (
+            f"delete ConfigMap in {GRANTED} (no immutable opt-in)",
+            sa_core.delete_namespaced_config_map,
+            (probe, GRANTED),
+            dry,
+        ),
+        (
+            f"update (PUT) ConfigMap in {GRANTED}",
+            sa_core.replace_namespaced_config_map,
+            (probe, GRANTED, dict(cm, metadata={"name": probe})),
+            dry,
+        ),
+        (
+            f"create Pod in {GRANTED}",
+            sa_core.create_namespaced_pod,
+            (
+                GRANTED,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": "rbac-probe"},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+                },
+            ),
+            dry,
+        ),
+        (
+            "TokenRequest for node-enroll's ServiceAccount",
+            sa_core.create_namespaced_service_account_token,
+            (
+                "node-enroll",
+                "openfaas-fn",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"audiences": []}},
+            ),
+            dry,
+        ),
+        (
+            f"create RoleBinding in {GRANTED}",
+            sa_rbac.create_namespaced_role_binding,
+            (
+                GRANTED,
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
                     "metadata": {"name": "rbac-probe"},
                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
-                    "subjects": [{"kind": "ServiceAccount", "name": "configmap-secret-scrubber",
-                                  "namespace": "openfaas-fn"}]}), dry),
+                    "subjects": [
+                        {"kind": "ServiceAccount", "name": "configmap-secret-scrubber", "namespace": "openfaas-fn"}
+                    ],
+                },
+            ),
+            dry,
+        ),
         ("patch Node", sa_core.patch_node, ("sim-node-1", {"spec": {"unschedulable": True}}), dry),
     ]
     allowed = [
@@ -294,15 +386,18 @@ def test_every_action_outside_the_scrubbers_role_is_refused_by_the_real_api_serv
     probe = f"rbac-probe-{uuid.uuid4().hex[:6]}"
     admin_core, admin_apps = c.core(), c.apps()
     for ns in (GRANTED, SCRUBBER_NOT_GRANTED, "kube-system"):  # real targets, so a 403 is not a 404 in disguise
-        admin_core.create_namespaced_config_map(ns, {"apiVersion": "v1", "kind": "ConfigMap",
-                                                     "metadata": {"name": probe}, "data": {"a": "b"}})
-        admin_core.create_namespaced_secret(ns, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": probe},
-                                                 "stringData": {"a": "b"}})
+        admin_core.create_namespaced_config_map(
+            ns, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": probe}, "data": {"a": "b"}}
+        )
+        admin_core.create_namespaced_secret(
+            ns, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": probe}, "stringData": {"a": "b"}}
+        )
         admin_apps.create_namespaced_deployment(ns, deployment(probe, ns=ns, replicas=0))
     try:
         sa = c.api_client(bootstrapped.kubeconfig(FN))
-        denied, allowed = rbac_matrix(client.CoreV1Api(sa), client.AppsV1Api(sa), client.RbacAuthorizationV1Api(sa),
-                                  probe)
+        denied, allowed = rbac_matrix(
+            client.CoreV1Api(sa), client.AppsV1Api(sa), client.RbacAuthorizationV1Api(sa), probe
+        )
         got = {what: api_status(call, *args, **kw) for what, call, args, kw in denied + allowed}
         assert {w: got[w] for w, *_ in denied} == {w: DENIED for w, *_ in denied}
         assert all(got[w] in (200, 201) for w, *_ in allowed), {w: got[w] for w, *_ in allowed}

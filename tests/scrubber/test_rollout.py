@@ -5,6 +5,7 @@ a StatefulSet and a DaemonSet replace a pod before its successor is ready, and a
 old pod first, so "every replica updated, none ready" is a normal state of a stuck rollout. Here the same
 statuses, as the emulator now reports them for a held rollout (tests/kubeemu/helpers.py REAL_STUCK).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,11 @@ SEED = "AKES20LNOA"
 @pytest.mark.parametrize("kind,replicas,extra,real", REAL_STUCK, ids=lambda v: str(v)[:20])
 def test_a_stuck_rollout_as_the_real_controllers_report_it_is_pending(scrubber_fn, kind, replicas, extra, real):
     remediate = submodule(scrubber_fn(), "remediate")
-    obj = {"metadata": {"generation": 2}, "spec": dict(extra, **({"replicas": replicas} if replicas else {})),
-           "status": dict(real, observedGeneration=2)}
+    obj = {
+        "metadata": {"generation": 2},
+        "spec": dict(extra, **({"replicas": replicas} if replicas else {})),
+        "status": dict(real, observedGeneration=2),
+    }
     if kind == "StatefulSet":
         obj["status"].update(currentRevision="w-old", updateRevision="w-new")
     assert remediate.rollout_pending(obj, kind)
@@ -28,14 +32,32 @@ def test_a_stuck_rollout_as_the_real_controllers_report_it_is_pending(scrubber_f
 
 def test_finished_rollouts_are_not_pending(scrubber_fn):
     remediate = submodule(scrubber_fn(), "remediate")
-    done = {"metadata": {"generation": 2}, "spec": {"replicas": 2},
-            "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
-                       "availableReplicas": 2, "currentRevision": "w-1", "updateRevision": "w-1"}}
+    done = {
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 2},
+        "status": {
+            "observedGeneration": 2,
+            "replicas": 2,
+            "updatedReplicas": 2,
+            "readyReplicas": 2,
+            "availableReplicas": 2,
+            "currentRevision": "w-1",
+            "updateRevision": "w-1",
+        },
+    }
     for kind in ("Deployment", "StatefulSet"):
         assert remediate.rollout_pending(done, kind) is None
-    ds = {"metadata": {"generation": 2}, "spec": {},
-          "status": {"observedGeneration": 2, "desiredNumberScheduled": 1, "updatedNumberScheduled": 1,
-                     "numberReady": 1, "numberAvailable": 1}}
+    ds = {
+        "metadata": {"generation": 2},
+        "spec": {},
+        "status": {
+            "observedGeneration": 2,
+            "desiredNumberScheduled": 1,
+            "updatedNumberScheduled": 1,
+            "numberReady": 1,
+            "numberAvailable": 1,
+        },
+    }
     assert remediate.rollout_pending(ds, "DaemonSet") is None
 
 

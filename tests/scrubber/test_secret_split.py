@@ -1,4 +1,5 @@
 """The tuning/evaluation split is by origin group, deterministic, label-blind and committed (issue 16)."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -44,14 +45,25 @@ def test_no_group_and_no_exact_copy_crosses_the_split(corpus):
 
 def test_creddata_is_split_by_repository_and_restricted_to_config_like_files():
     rows = split.read_rows(TEST_DATA, "creddata")
-    assert {r["group"] for r in rows} == {"4a099ada", "cc268724", "cfdcc4f3", "f008dd40",  # creddata_sample
-                                          "34cb4bc8", "54f6f35d", "71455799", "848ad017"}  # creddata_test3
+    assert {r["group"] for r in rows} == {
+        "4a099ada",
+        "cc268724",
+        "cfdcc4f3",
+        "f008dd40",  # creddata_sample
+        "34cb4bc8",
+        "54f6f35d",
+        "71455799",
+        "848ad017",
+    }  # creddata_test3
     assert len(rows) == 639  # 435 + 204 config-like rows, UUID rows dropped
 
 
 def test_an_evaluation_row_copying_a_tuning_row_is_left_out():
-    rows = [{"group": "a", "text": "password: x1"}, {"group": "b", "text": " password: x1 "},
-            {"group": "b", "text": "password: y2"}]
+    rows = [
+        {"group": "a", "text": "password: x1"},
+        {"group": "b", "text": " password: x1 "},
+        {"group": "b", "text": "password: y2"},
+    ]
     table = {("t", "a"): split.TUNING, ("t", "b"): split.EVALUATION}
     parts = split.split_rows(rows, "t", table)
     assert [r["text"] for r in parts[split.EVALUATION]] == ["password: y2"]

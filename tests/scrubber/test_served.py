@@ -4,6 +4,7 @@ Its setting was ``mode``, which is also of-watchdog's own: a stack.yml with ``mo
 made the real watchdog panic at start-up ("unknown watchdog mode") and the function
 never served. The setting is ``scrub_mode`` now.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,9 +34,11 @@ def _stack_as_before_the_rename(tmp_path) -> stackfile.Stack:
 
 
 def _secrets(kube_emulator):
-    return {"configmap-secret-scrubber-token": TOKEN + "\n",
-            "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY + "\n",
-            "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict())}
+    return {
+        "configmap-secret-scrubber-token": TOKEN + "\n",
+        "configmap-secret-scrubber-fingerprint-key": FINGERPRINT_KEY + "\n",
+        "configmap-secret-scrubber-kubeconfig": yaml.safe_dump(kube_emulator.kubeconfig_dict()),
+    }
 
 
 @pytest.mark.skipif(WATCHDOG_SKIP is not None, reason=WATCHDOG_SKIP or "")
@@ -54,10 +57,12 @@ def test_the_shipped_stack_yml_serves_a_report_and_scrub_mode_move_moves(serve_f
     assert r.status_code == 200, r.text
     assert r.json()["mode"] == "report" and r.json()["configmaps"][0]["status"] == "would_move", r.json()
     fn.stop()
-    moving = serve_function(FN, env={"scrub_mode": "move", "rollout_timeout_seconds": "5"},
-                            secrets=_secrets(kube_emulator))
-    r = requests.post(moving.url + "/?wait=1", json={"namespace": "demo", "name": "aws-creds"}, headers=auth,
-                      timeout=30)
+    moving = serve_function(
+        FN, env={"scrub_mode": "move", "rollout_timeout_seconds": "5"}, secrets=_secrets(kube_emulator)
+    )
+    r = requests.post(
+        moving.url + "/?wait=1", json={"namespace": "demo", "name": "aws-creds"}, headers=auth, timeout=30
+    )
     assert r.status_code == 200 and r.json()["mode"] == "move", r.text
     assert r.json()["configmaps"][0]["status"] == "moved", r.json()
     assert VALUE not in moving.logs() and VALUE not in fn.logs()
@@ -74,11 +79,23 @@ def test_a_job_answered_202_runs_on_past_the_real_watchdogs_timeouts(serve_funct
     kube_emulator.seed(configmap("aws-creds", {"aws_access_key_id": VALUE, "region": "eu-west-1"}))
     kube_emulator.seed(deployment("web", spec=pod_spec(env=True)))
     kube_emulator.hold_rollouts(True)  # the rollout wait keeps the job busy for rollout_timeout_seconds
-    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json",
-            "Idempotency-Key": "5e1f0c9b7a2d4e6f8a0b1c2d3e4f5a6b"}
-    fn = serve_function(FN, env={"scrub_mode": "move", "rollout_timeout_seconds": "6", "rollout_poll_seconds": "0.2",
-                                 "exec_timeout": "2s", "write_timeout": "2s", "read_timeout": "2s"},
-                        secrets=_secrets(kube_emulator))
+    auth = {
+        "Authorization": f"Bearer {TOKEN}",
+        "Content-Type": "application/json",
+        "Idempotency-Key": "5e1f0c9b7a2d4e6f8a0b1c2d3e4f5a6b",
+    }
+    fn = serve_function(
+        FN,
+        env={
+            "scrub_mode": "move",
+            "rollout_timeout_seconds": "6",
+            "rollout_poll_seconds": "0.2",
+            "exec_timeout": "2s",
+            "write_timeout": "2s",
+            "read_timeout": "2s",
+        },
+        secrets=_secrets(kube_emulator),
+    )
     t0 = time.monotonic()
     r = requests.post(fn.url + "/", json=alert("aws-creds", "demo"), headers=auth, timeout=10)
     answered = time.monotonic() - t0

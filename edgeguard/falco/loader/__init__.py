@@ -6,6 +6,7 @@ after each file everything collected so far is compiled again, as Falco does,
 so the last successful compile is the ruleset. Conditions are parsed and turned
 into closures once, at load time.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,12 @@ def rules_paths(paths) -> list[Path]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            out.extend(sorted((c for c in p.iterdir() if c.is_file() and c.suffix in (".yaml", ".yml")),
-                              key=lambda c: c.name.encode()))
+            out.extend(
+                sorted(
+                    (c for c in p.iterdir() if c.is_file() and c.suffix in (".yaml", ".yml")),
+                    key=lambda c: c.name.encode(),
+                )
+            )
         else:
             out.append(p)
     return out
@@ -68,5 +73,17 @@ def _compile(col, diag, append_output):
         raise
 
 
-__all__ = ["load", "Ruleset", "CompiledRule", "RulesLoadError", "LoadWarning", "rules_paths", "PRIORITIES",
-           "exceptions_condition", "to_text", "ENGINE_VERSION", "PLUGINS", "SOURCE"]
+__all__ = [
+    "load",
+    "Ruleset",
+    "CompiledRule",
+    "RulesLoadError",
+    "LoadWarning",
+    "rules_paths",
+    "PRIORITIES",
+    "exceptions_condition",
+    "to_text",
+    "ENGINE_VERSION",
+    "PLUGINS",
+    "SOURCE",
+]

@@ -4,6 +4,7 @@ A redefinition keeps the original's position (``index``) and becomes visible
 from its own place on (``visibility``): a macro sees only what was defined
 before it. Appends and replaces change an existing definition in place.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,7 +23,7 @@ from .errors import (
     err,
 )
 
-ENGINE_VERSION = (0, 62, 0)          # the rules engine version of Falco 0.44
+ENGINE_VERSION = (0, 62, 0)  # the rules engine version of Falco 0.44
 PLUGINS = {"k8saudit": (0, 18, 0), "json": (0, 7, 4)}
 SOURCE = "k8s_audit"
 
@@ -77,7 +78,7 @@ class RuleInfo(Info):
     warn_evttypes: bool = True
     skip_unknown: bool = False
     capture: bool = False
-    capture_duration: int = 0       # ms; 0: the capture configuration's default
+    capture_duration: int = 0  # ms; 0: the capture configuration's default
 
 
 class Collector:
@@ -107,8 +108,10 @@ class Collector:
     # -- versions -----------------------------------------------------------------------------------
     def require_engine(self, ver):
         if not compatible(ENGINE_VERSION, ver):
-            raise err(f"Rules require engine version {vtext(ver)}, but engine version is "
-                      f"{vtext(ENGINE_VERSION)}", "LOAD_ERR_VALIDATE")
+            raise err(
+                f"Rules require engine version {vtext(ver)}, but engine version is {vtext(ENGINE_VERSION)}",
+                "LOAD_ERR_VALIDATE",
+            )
         if self.required_engine is None or ver > self.required_engine:
             self.required_engine = ver
 
@@ -132,8 +135,12 @@ class Collector:
                     ok = True
             if not ok:
                 alts = ", ".join(f"{n} (>= {v})" for n, v in group)
-                raise RulesLoadError(file, "required_plugin_versions", "LOAD_ERR_VALIDATE",
-                                     f"Plugin requirement not satisfied, must load one of: {alts}")
+                raise RulesLoadError(
+                    file,
+                    "required_plugin_versions",
+                    "LOAD_ERR_VALIDATE",
+                    f"Plugin requirement not satisfied, must load one of: {alts}",
+                )
 
     # -- lists and macros ---------------------------------------------------------------------------
     def define_list(self, info: ListInfo):
@@ -174,11 +181,16 @@ class Collector:
         if prev is not None and source and prev.source and source != prev.source:
             raise err("Rule has been re-defined with a different source", "LOAD_ERR_VALIDATE")
         if prev is None:
-            raise err(ERROR_NO_PREVIOUS_RULE_APPEND if op == "append" else ERROR_NO_PREVIOUS_RULE_REPLACE,
-                      "LOAD_ERR_VALIDATE")
+            raise err(
+                ERROR_NO_PREVIOUS_RULE_APPEND if op == "append" else ERROR_NO_PREVIOUS_RULE_REPLACE, "LOAD_ERR_VALIDATE"
+            )
         if not has_values:
-            raise err("Appended rule must have exceptions or condition property" if op == "append"
-                      else "The rule must have at least one field that can be replaced", "LOAD_ERR_VALIDATE")
+            raise err(
+                "Appended rule must have exceptions or condition property"
+                if op == "append"
+                else "The rule must have at least one field that can be replaced",
+                "LOAD_ERR_VALIDATE",
+            )
         return prev
 
     def append_to_rule(self, prev: RuleInfo, key, value, diag: Diagnostics):
@@ -241,8 +253,11 @@ class Collector:
                 raise err("Fields and comps must both be strings", "LOAD_ERR_VALIDATE")
             e["comps"] = _normalize_comp(e["comps"])
             if e["comps"] not in ("in", "pmatch", "intersects") and not _is_modifier_op(e["comps"]):
-                raise err("When fields is a single value, comps must be one of (in, pmatch, intersects) or a "
-                          "modifier operator (e.g. startswith oneof)", "LOAD_ERR_VALIDATE")
+                raise err(
+                    "When fields is a single value, comps must be one of (in, pmatch, intersects) or a "
+                    "modifier operator (e.g. startswith oneof)",
+                    "LOAD_ERR_VALIDATE",
+                )
             flds = [e["fields"]]
         if source == SOURCE:
             for f in flds:

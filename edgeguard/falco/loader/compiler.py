@@ -6,6 +6,7 @@ and lists are textual in Falco), parsed, resolved and compiled into a closure.
 Identical macro subtrees share one closure. Unused lists and macros are
 reported last.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,25 +34,25 @@ class CompiledRule:
     constraints: dict
     condition: str
     file: str
-    ast: Any = None                 # the macro-resolved condition
-    extra_fields: tuple = ()        # (key, OutputFormat, raw) from append_output
+    ast: Any = None  # the macro-resolved condition
+    extra_fields: tuple = ()  # (key, OutputFormat, raw) from append_output
     capture: bool = False
     capture_duration: int = 0
-    info: dict = field(default_factory=dict)   # the rule as written (for edgeguard-rules list)
+    info: dict = field(default_factory=dict)  # the rule as written (for edgeguard-rules list)
 
 
 @dataclass
 class Ruleset:
-    rules: list                     # CompiledRule, in evaluation (definition) order, all k8s_audit rules
+    rules: list  # CompiledRule, in evaluation (definition) order, all k8s_audit rules
     skipped_other_source: int
-    files: list                     # [{name, sha256}]
+    files: list  # [{name, sha256}]
     required_engine_version: str | None
     required_plugin_versions: list
     warnings: list
     lists: int
     macros: int
-    list_infos: list = field(default_factory=list)     # [{name, items, used}] in definition order
-    macro_infos: list = field(default_factory=list)    # [{name, condition, used}]
+    list_infos: list = field(default_factory=list)  # [{name, items, used}] in definition order
+    macro_infos: list = field(default_factory=list)  # [{name, condition, used}]
 
 
 class _Lists:
@@ -100,8 +101,9 @@ class _Macros:
         for m in self.by_index:
             if m.name not in self.resolved:
                 try:
-                    self.resolved[m.name] = self._resolve(self.raw_ast[m.name],
-                                                          lambda o, v=m.visibility: o.index < v, (m.name,))
+                    self.resolved[m.name] = self._resolve(
+                        self.raw_ast[m.name], lambda o, v=m.visibility: o.index < v, (m.name,)
+                    )
                 except CompileError as exc:
                     raise RulesLoadError(m.file, f"macro '{m.name}'", "LOAD_ERR_VALIDATE", str(exc), m.line) from exc
         for m in self.by_index:
@@ -122,8 +124,9 @@ class _Macros:
             if name in path:
                 raise CompileError(f"reference loop in macro '{name}'")
             if name not in self.resolved:
-                self.resolved[name] = self._resolve(self.raw_ast[name], lambda o, v=mac.visibility: o.index < v,
-                                                    path + (name,))
+                self.resolved[name] = self._resolve(
+                    self.raw_ast[name], lambda o, v=mac.visibility: o.index < v, path + (name,)
+                )
             return self.resolved[name]
         if kind in ("and", "or"):
             return (kind, [self._resolve(c, visible, path) for c in node[1]])
@@ -152,8 +155,9 @@ def compile_ruleset(col: Collector, read_warnings: list, append_output=()) -> Ru
     for r in sorted(col.rules.values(), key=lambda x: x.index):
         if r.source != SOURCE:
             skipped += 1
-            warnings.append(LoadWarning(r.file, f"rule '{r.name}'", "LOAD_UNKNOWN_SOURCE",
-                                        f"Unknown source {r.source}, skipping"))
+            warnings.append(
+                LoadWarning(r.file, f"rule '{r.name}'", "LOAD_UNKNOWN_SOURCE", f"Unknown source {r.source}, skipping")
+            )
             continue
         rule = _compile_rule(r, lists, macros, memo, warnings, append_output)
         if rule is not None:
@@ -161,19 +165,30 @@ def compile_ruleset(col: Collector, read_warnings: list, append_output=()) -> Ru
     macros.mark_used_transitively()
     for m in macros.by_index:
         if not m.used:
-            warnings.append(LoadWarning(m.file, f"macro '{m.name}'", "LOAD_UNUSED_MACRO", "Macro not referred to "
-                                        "by any other rule/macro"))
+            warnings.append(
+                LoadWarning(
+                    m.file, f"macro '{m.name}'", "LOAD_UNUSED_MACRO", "Macro not referred to by any other rule/macro"
+                )
+            )
     for li in lists.by_index:
         if not li.used:
-            warnings.append(LoadWarning(li.file, f"list '{li.name}'", "LOAD_UNUSED_LIST", "List not referred to "
-                                        "by any other rule/macro"))
-    return Ruleset(compiled, skipped, list(col.files),
-                   vtext(col.required_engine) if col.required_engine else None,
-                   [{"file": f, "alternatives": [{"name": n, "version": v} for n, v in g]}
-                    for f, g in col.plugin_reqs],
-                   read_warnings + warnings, len(col.lists), len(col.macros),
-                   [{"name": li.name, "items": list(li.items), "used": li.used} for li in lists.by_index],
-                   [{"name": m.name, "condition": m.cond, "used": m.used} for m in macros.by_index])
+            warnings.append(
+                LoadWarning(
+                    li.file, f"list '{li.name}'", "LOAD_UNUSED_LIST", "List not referred to by any other rule/macro"
+                )
+            )
+    return Ruleset(
+        compiled,
+        skipped,
+        list(col.files),
+        vtext(col.required_engine) if col.required_engine else None,
+        [{"file": f, "alternatives": [{"name": n, "version": v} for n, v in g]} for f, g in col.plugin_reqs],
+        read_warnings + warnings,
+        len(col.lists),
+        len(col.macros),
+        [{"name": li.name, "items": list(li.items), "used": li.used} for li in lists.by_index],
+        [{"name": m.name, "condition": m.cond, "used": m.used} for m in macros.by_index],
+    )
 
 
 def _compile_rule(r: RuleInfo, lists: _Lists, macros: _Macros, memo: dict, warnings: list, append_output=()):
@@ -189,9 +204,16 @@ def _compile_rule(r: RuleInfo, lists: _Lists, macros: _Macros, memo: dict, warni
                 extra_fields[ef.key] = ef
     if "%container.info" in output:
         output = output.replace("%container.info", "").strip()
-        warnings.append(LoadWarning(r.file, item, "LOAD_DEPRECATED_ITEM", "%container.info is deprecated and no "
-                                    "more useful, and will be dropped by Falco 1.0.0. The container plugin will "
-                                    "automatically add required fields to the output message."))
+        warnings.append(
+            LoadWarning(
+                r.file,
+                item,
+                "LOAD_DEPRECATED_ITEM",
+                "%container.info is deprecated and no "
+                "more useful, and will be dropped by Falco 1.0.0. The container plugin will "
+                "automatically add required fields to the output message.",
+            )
+        )
     try:
         fmt = OutputFormat(output)
     except CompileError as exc:
@@ -227,13 +249,38 @@ def _compile_rule(r: RuleInfo, lists: _Lists, macros: _Macros, memo: dict, warni
         raise RulesLoadError(r.file, item, "LOAD_ERR_COMPILE_CONDITION", str(exc), r.line) from exc
     for code, msg in rule_warnings:
         warnings.append(LoadWarning(r.file, item, code, msg))
-    info = {"name": r.name, "condition": r.cond, "description": r.desc, "output": r.output,
-            "priority": r.priority, "source": r.source, "enabled": r.enabled, "tags": sorted(r.tags),
-            "exceptions": [dict(e) for e in r.exceptions], "capture": r.capture,
-            "capture_duration": r.capture_duration}
-    return CompiledRule(r.name, r.index, r.priority, r.source, tuple(sorted(r.tags)), r.enabled,
-                        r.desc, fn, fmt, constraints(ast), text, r.file, ast, tuple(extras), r.capture,
-                        r.capture_duration, info)
+    info = {
+        "name": r.name,
+        "condition": r.cond,
+        "description": r.desc,
+        "output": r.output,
+        "priority": r.priority,
+        "source": r.source,
+        "enabled": r.enabled,
+        "tags": sorted(r.tags),
+        "exceptions": [dict(e) for e in r.exceptions],
+        "capture": r.capture,
+        "capture_duration": r.capture_duration,
+    }
+    return CompiledRule(
+        r.name,
+        r.index,
+        r.priority,
+        r.source,
+        tuple(sorted(r.tags)),
+        r.enabled,
+        r.desc,
+        fn,
+        fmt,
+        constraints(ast),
+        text,
+        r.file,
+        ast,
+        tuple(extras),
+        r.capture,
+        r.capture_duration,
+        info,
+    )
 
 
 def _identifiers(node):

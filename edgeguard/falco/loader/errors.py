@@ -1,4 +1,5 @@
 """Load errors and warnings (Falco's ``falco_load_result``), and where the reader is while it reads."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ class RulesLoadError(Exception):
 
     def __init__(self, file: str, item: str, code: str, reason: str, line: int | None = None):
         self.file, self.item, self.code, self.reason, self.line = file, item, code, reason, line
-        self.warnings: list = []    # the warnings given before the error (Falco reports them with it)
+        self.warnings: list = []  # the warnings given before the error (Falco reports them with it)
         where = f"{file}:{line}" if line else file
         super().__init__(f"{where}: {item}: {code} ({_TITLES.get(code, code)}): {reason}")
 
@@ -59,16 +60,20 @@ class Diagnostics:
 
 
 # Falco's rule_loading_messages.h (0.44)
-WARNING_APPEND = ("'append' key is deprecated. Add an 'append' entry (e.g. 'condition: append') under 'override' "
-                  "instead.")
-WARNING_ENABLED = ("The standalone 'enabled' key usage is deprecated. The correct approach requires also a 'replace' "
-                   "entry under the 'override' key (i.e. 'enabled: replace').")
-ERROR_OVERRIDE_APPEND = ("Keys 'override' and 'append: true' cannot be used together. Add an 'append' entry (e.g. "
-                         "'condition: append') under 'override' instead.")
-ERROR_NO_PREVIOUS_MACRO = ("Macro uses 'append' or 'override.condition: append' but no macro by that name already "
-                           "exists")
+WARNING_APPEND = (
+    "'append' key is deprecated. Add an 'append' entry (e.g. 'condition: append') under 'override' instead."
+)
+WARNING_ENABLED = (
+    "The standalone 'enabled' key usage is deprecated. The correct approach requires also a 'replace' "
+    "entry under the 'override' key (i.e. 'enabled: replace')."
+)
+ERROR_OVERRIDE_APPEND = (
+    "Keys 'override' and 'append: true' cannot be used together. Add an 'append' entry (e.g. "
+    "'condition: append') under 'override' instead."
+)
+ERROR_NO_PREVIOUS_MACRO = "Macro uses 'append' or 'override.condition: append' but no macro by that name already exists"
 ERROR_NO_PREVIOUS_LIST = "List uses 'append' or 'override.items: append' but no list by that name already exists"
-ERROR_NO_PREVIOUS_RULE_APPEND = ("Rule uses 'append' or 'override.<key>: append' but no rule by that name already "
-                                 "exists")
-ERROR_NO_PREVIOUS_RULE_REPLACE = ("An 'override.<key>: replace' to a rule was requested but no rule by that name "
-                                  "already exists")
+ERROR_NO_PREVIOUS_RULE_APPEND = "Rule uses 'append' or 'override.<key>: append' but no rule by that name already exists"
+ERROR_NO_PREVIOUS_RULE_REPLACE = (
+    "An 'override.<key>: replace' to a rule was requested but no rule by that name already exists"
+)

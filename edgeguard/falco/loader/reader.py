@@ -4,6 +4,7 @@ The reader checks each item's structure (keys, scalar and sequence values,
 ``append``/``override`` combinations) and decodes it; the collector merges what
 it decoded. Every error names the file, the item and its line.
 """
+
 from __future__ import annotations
 
 import re
@@ -127,19 +128,53 @@ def _describe(entry: dict) -> str:
 
 
 APPENDABLE = ("condition", "output", "desc", "tags", "exceptions")
-REPLACEABLE = ("condition", "output", "desc", "priority", "tags", "exceptions", "enabled", "warn_evttypes",
-               "skip-if-unknown-filter", "capture", "capture_duration")
+REPLACEABLE = (
+    "condition",
+    "output",
+    "desc",
+    "priority",
+    "tags",
+    "exceptions",
+    "enabled",
+    "warn_evttypes",
+    "skip-if-unknown-filter",
+    "capture",
+    "capture_duration",
+)
 KNOWN_KEYS = {
     "list": ("list", "items", "append", "override"),
     "macro": ("macro", "condition", "append", "override"),
-    "rule": ("rule", "condition", "output", "desc", "priority", "source", "enabled", "tags", "exceptions",
-             "warn_evttypes", "skip-if-unknown-filter", "append", "override", "capture", "capture_duration"),
+    "rule": (
+        "rule",
+        "condition",
+        "output",
+        "desc",
+        "priority",
+        "source",
+        "enabled",
+        "tags",
+        "exceptions",
+        "warn_evttypes",
+        "skip-if-unknown-filter",
+        "append",
+        "override",
+        "capture",
+        "capture_duration",
+    ),
 }
-_NAMING = {   # kind: (its value's key, valid names, warning code, warning)
-    "list": ("items", re.compile(r"[^()\"'\s=,]+"), "LOAD_INVALID_LIST_NAME",
-             "List has an invalid name. List names should match a regular expression: ([^()\"'[:space:]=,]+)"),
-    "macro": ("condition", re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*"), "LOAD_INVALID_MACRO_NAME",
-              "Macro has an invalid name. Macro names should match a regular expression: ([a-zA-Z]+[a-zA-Z0-9_]*)"),
+_NAMING = {  # kind: (its value's key, valid names, warning code, warning)
+    "list": (
+        "items",
+        re.compile(r"[^()\"'\s=,]+"),
+        "LOAD_INVALID_LIST_NAME",
+        "List has an invalid name. List names should match a regular expression: ([^()\"'[:space:]=,]+)",
+    ),
+    "macro": (
+        "condition",
+        re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*"),
+        "LOAD_INVALID_MACRO_NAME",
+        "Macro has an invalid name. Macro names should match a regular expression: ([a-zA-Z]+[a-zA-Z0-9_]*)",
+    ),
 }
 
 
@@ -162,15 +197,22 @@ class Reader:
             if doc is None:
                 continue
             if not isinstance(doc, list):
-                reason = "Rules content is not yaml array of objects" if isinstance(doc, dict) \
+                reason = (
+                    "Rules content is not yaml array of objects"
+                    if isinstance(doc, dict)
                     else "Rules content is not yaml"
+                )
                 raise self._error(name, "rules content", "LOAD_ERR_YAML_VALIDATE", reason)
             for entry in doc:
                 if entry is None:
                     continue
                 if not isinstance(entry, dict):
-                    raise self._error(name, "rules content", "LOAD_ERR_YAML_VALIDATE",
-                                      "Unexpected element type. Each element should be a yaml associative array.")
+                    raise self._error(
+                        name,
+                        "rules content",
+                        "LOAD_ERR_YAML_VALIDATE",
+                        "Unexpected element type. Each element should be a yaml associative array.",
+                    )
                 self.diag.item = _describe(entry)
                 try:
                     self._read_item(entry)
@@ -280,8 +322,9 @@ class Reader:
                 raise err("Rule exception must be a mapping")
             name = _val(ex, "name")
             if any(e["name"] == name for e in out):
-                self.warn("LOAD_EXCEPTION_NAME_NOT_UNIQUE", f"Multiple definitions of exception '{name}' in the "
-                                                            "same rule")
+                self.warn(
+                    "LOAD_EXCEPTION_NAME_NOT_UNIQUE", f"Multiple definitions of exception '{name}' in the same rule"
+                )
             e = {"name": name, "fields": None, "comps": None, "values": None}
             if ex.get("fields") is not None:
                 f = ex["fields"]
@@ -300,11 +343,14 @@ class Reader:
                         raise err("Expected values array to contain a list of strings or lists")
                     if isinstance(v, list):
                         for x in v:
-                            if isinstance(x, dict) or (isinstance(x, list) and
-                                                       any(isinstance(y, (list, dict)) for y in x)):
+                            if isinstance(x, dict) or (
+                                isinstance(x, list) and any(isinstance(y, (list, dict)) for y in x)
+                            ):
                                 raise err("Expected values array to contain a list of strings or lists")
-                e["values"] = [([("" if y is None else y) for y in v] if isinstance(v, list)
-                                else ("" if v is None else v)) for v in vals]
+                e["values"] = [
+                    ([("" if y is None else y) for y in v] if isinstance(v, list) else ("" if v is None else v))
+                    for v in vals
+                ]
             elif append:
                 self.warn("LOAD_APPEND_NO_VALUES", "Overriding/appending exception with no values")
             out.append(e)

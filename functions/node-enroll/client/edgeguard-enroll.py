@@ -10,6 +10,7 @@ Standard library only, so a fresh node can run it with its system python3:
 The signature scheme is documented in docs/node-enroll.md ("Request signing");
 this file carries its own copy of it so it can be copied onto a node alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,17 @@ def sign(key: str, timestamp: str, nonce: str, body: bytes) -> str:
     return "v1=" + hmac.new(key.encode("utf-8"), canonical, hashlib.sha256).hexdigest()
 
 
-def build_request(*, key: str, hostname: str, arch: str, machine_id: str, labels: dict, rotate: bool,
-                  now: float | None = None, nonce: str | None = None) -> tuple[bytes, dict]:
+def build_request(
+    *,
+    key: str,
+    hostname: str,
+    arch: str,
+    machine_id: str,
+    labels: dict,
+    rotate: bool,
+    now: float | None = None,
+    nonce: str | None = None,
+) -> tuple[bytes, dict]:
     doc: dict[str, object] = {"hostname": hostname, "arch": arch, "machine_id": machine_id}
     if labels:
         doc["labels"] = labels
@@ -81,8 +91,9 @@ def _read(path: str, what: str, option: str) -> str:
         with open(path, encoding="utf-8") as fh:
             value = fh.read().strip()
     except OSError as exc:
-        raise Refused(f"cannot read {what} {path} ({exc.strerror or type(exc).__name__}); "
-                      f"give its path with {option}") from None
+        raise Refused(
+            f"cannot read {what} {path} ({exc.strerror or type(exc).__name__}); give its path with {option}"
+        ) from None
     except UnicodeDecodeError:
         raise Refused(f"{what} {path} is not UTF-8 text ({option})") from None
     if not value:
@@ -108,13 +119,19 @@ def post(url: str, body: bytes, headers: dict, *, as_script: bool, ca_file: str 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", required=True, help="…/function/node-enroll/enroll")
-    ap.add_argument("--key-file", default=DEFAULT_KEY_FILE,
-                    help=f"file holding the fleet enrollment key (default {DEFAULT_KEY_FILE})")
+    ap.add_argument(
+        "--key-file",
+        default=DEFAULT_KEY_FILE,
+        help=f"file holding the fleet enrollment key (default {DEFAULT_KEY_FILE})",
+    )
     ap.add_argument("--hostname", default=None, help="node name (default: this host's name, lowercased)")
     ap.add_argument("--arch", default=None, help="default: platform.machine()")
     ap.add_argument("--machine-id-file", default="/etc/machine-id", help="default /etc/machine-id")
-    ap.add_argument("--allow-http", action="store_true",
-                    help="allow a plain http:// URL (the answer carries a join token: only for a loopback test)")
+    ap.add_argument(
+        "--allow-http",
+        action="store_true",
+        help="allow a plain http:// URL (the answer carries a join token: only for a loopback test)",
+    )
     ap.add_argument("--label", action="append", help="key=value, repeatable; must use an allowed prefix")
     ap.add_argument("--rotate", action="store_true", help="replace this machine's outstanding token")
     ap.add_argument("--script-out", help="write the join script here (mode 0700) instead of printing JSON")
@@ -134,8 +151,10 @@ def main(argv=None) -> int:
 def _enroll(args) -> int:
     if args.url.startswith("http://"):
         if not args.allow_http:
-            raise Refused(f"refusing plain http ({args.url}): the answer carries a join token; use the gateway's "
-                          "https:// URL (or --allow-http for a loopback test)")
+            raise Refused(
+                f"refusing plain http ({args.url}): the answer carries a join token; use the gateway's "
+                "https:// URL (or --allow-http for a loopback test)"
+            )
         print("edgeguard-enroll: warning: plain http; the answer carries a join token", file=sys.stderr)
     elif not args.url.startswith("https://"):
         raise Refused(f"--url must be an https:// URL (got {args.url!r})")
@@ -150,12 +169,14 @@ def _enroll(args) -> int:
 
     for attempt in range(args.retries + 1):
         # Re-sign every attempt: a nonce is accepted once.
-        body, headers = build_request(key=key, hostname=hostname, arch=arch, machine_id=machine_id,
-                                      labels=labels, rotate=args.rotate)
+        body, headers = build_request(
+            key=key, hostname=hostname, arch=arch, machine_id=machine_id, labels=labels, rotate=args.rotate
+        )
         failure = None
         try:
-            status, resp_headers, data = post(args.url, body, headers, as_script=as_script,
-                                              ca_file=args.ca_file, timeout=args.timeout)
+            status, resp_headers, data = post(
+                args.url, body, headers, as_script=as_script, ca_file=args.ca_file, timeout=args.timeout
+            )
         except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, TLS, timeout: no HTTP answer
             status, resp_headers, data, failure = None, {}, b"", _unreachable(args.url, exc)
         if status in (200, 201):
@@ -171,8 +192,10 @@ def _enroll(args) -> int:
         if failure:
             print(f"edgeguard-enroll: enrollment failed: {failure}", file=sys.stderr)
         else:
-            print(f"edgeguard-enroll: enrollment failed: HTTP {status}: {data.decode('utf-8', 'replace')[:500]}",
-                  file=sys.stderr)
+            print(
+                f"edgeguard-enroll: enrollment failed: HTTP {status}: {data.decode('utf-8', 'replace')[:500]}",
+                file=sys.stderr,
+            )
         return 1
 
     if not as_script:
