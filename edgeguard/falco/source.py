@@ -233,19 +233,26 @@ def split_payload(
     limit = max_event_bytes if (raw_size is None or raw_size > max_event_bytes) else 0
     num = start_num + len(batch.events)
     for it in items:
-        if not isinstance(it, dict):
+        evt = audit_event(it, num + 1, 0 if id(it) in fits else limit)
+        if isinstance(evt, str):
             batch.dropped += 1
-            batch.errors.append("can't read stageTimestamp")
-            continue
-        try:
-            ts = stage_timestamp_ns(it.get("stageTimestamp"))
-        except ValueError as exc:
-            batch.dropped += 1
-            batch.errors.append(str(exc))
+            batch.errors.append(evt)
             continue
         num += 1
-        batch.events.append(AuditEvent(it, ts, num, None, 0 if id(it) in fits else limit))
+        batch.events.append(evt)
     return batch
+
+
+def audit_event(item, num: int, limit: int) -> AuditEvent | str:
+    """One decoded item as the plugin's event, or why the plugin drops it (every event needs a readable
+    stageTimestamp: it is the event's time)."""
+    if not isinstance(item, dict):
+        return "can't read stageTimestamp"
+    try:
+        ts = stage_timestamp_ns(item.get("stageTimestamp"))
+    except ValueError as exc:
+        return str(exc)
+    return AuditEvent(item, ts, num, None, limit)
 
 
 def too_large(evt) -> bool:

@@ -24,7 +24,7 @@ from .edgeguard.routing.templates import render_template
 
 USER_AGENT = "edgeguard-alert-forwarder/0.1"
 
-# falcosidekick's Slack colours by priority (reference: alert-forwarding-anchors.md §1.10).
+# falcosidekick's Slack colours by priority (its outputs/slack.go, outputs/constants.go); the page uses them too.
 COLOURS = {
     "Emergency": "#e20b0b",
     "Alert": "#ff5400",

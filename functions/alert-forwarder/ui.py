@@ -24,6 +24,7 @@ import urllib.parse
 from collections.abc import Callable
 from http.cookies import CookieError, SimpleCookie
 
+from .destinations import COLOURS  # falcosidekick's palette, for badges and the chart
 from .edgeguard import http
 from .edgeguard.ratelimit import TokenBucket
 
@@ -184,18 +185,6 @@ svg{width:100%;height:130px}.legend span{margin-right:10px;font-size:12px}
 padding:22px}
 .login input{width:100%;margin:8px 0 12px}.err{color:#ff7b72}
 """
-
-# falcosidekick's colours by priority (the anchor's Slack palette), for badges and the chart.
-COLOURS = {
-    "Emergency": "#e20b0b",
-    "Alert": "#ff5400",
-    "Critical": "#ff5400",
-    "Error": "#e20b0b",
-    "Warning": "#ffc700",
-    "Notice": "#5bffb5",
-    "Informational": "#68c2ff",
-    "Debug": "#ccfff2",
-}
 
 
 def login_page(error: str | None = None, status: int = 200) -> dict:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from .edgeguard import log
 from .edgeguard.falco.alert import PRIORITIES
-from .edgeguard.falco.fields import AuditEvent
-from .edgeguard.falco.source import stage_timestamp_ns
+from .edgeguard.falco.source import audit_event
 from .handoff import Alert, Group, dedup_key
 from .intake import Sink, walk
 
@@ -33,18 +32,12 @@ class Batch:
         self._seen: set = set()
 
     def _item(self, obj, raw_bytes: int) -> None:
-        if not isinstance(obj, dict):
+        evt = audit_event(obj, self.events + 1, 0 if raw_bytes <= self.max_event_bytes else self.max_event_bytes)
+        if isinstance(evt, str):
             self.dropped += 1
-            self._drop_reasons.add("can't read stageTimestamp")
-            return
-        try:
-            ts = stage_timestamp_ns(obj.get("stageTimestamp"))
-        except ValueError as exc:
-            self.dropped += 1
-            self._drop_reasons.add(str(exc))
+            self._drop_reasons.add(evt)
             return
         self.events += 1
-        evt = AuditEvent(obj, ts, self.events, None, 0 if raw_bytes <= self.max_event_bytes else self.max_event_bytes)
         key = dedup_key(evt)
         if key is not None:
             if key in self._seen:
