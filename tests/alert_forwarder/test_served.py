@@ -127,18 +127,21 @@ def test_spooled_alert_survives_a_restart_and_is_delivered_exactly_once(serve_fu
     assert requests.get(sf.url + "/", headers=auth, timeout=5).json()["spool"]["depth"] == 0
 
 
-def test_bad_routes_make_the_served_function_exit_with_the_place(serve_function, h, tmp_path):
-    with pytest.raises(RuntimeError) as ei:
-        serve_function(
-            "alert-forwarder",
-            env={"spool_dir": str(tmp_path / "s")},
-            secrets={
-                "alert-forwarder-token": h.TOKEN,
-                "alert-forwarder-routes": "destinations: {c: {type: console}}\nroutes:\n  - {to: [c]}\n  - {to: [c]}\n"
-                "  - matchers: [{priority: warn}]\n    to: [c]\n",
-            },
-        )
-    assert "routes[2].matchers[0]: unknown priority 'warn'" in str(ei.value)
+def test_bad_routes_make_the_served_function_answer_503_with_the_place(serve_function, h, tmp_path):
+    """Under the real watchdog: the function stays up and every caller (Falco's log, curl) reads what to fix."""
+    sf = serve_function(
+        "alert-forwarder",
+        env={"spool_dir": str(tmp_path / "s")},
+        secrets={
+            "alert-forwarder-token": h.TOKEN,
+            "alert-forwarder-routes": "destinations: {c: {type: console}}\nroutes:\n  - {to: [c]}\n  - {to: [c]}\n"
+            "  - matchers: [{priority: warn}]\n    to: [c]\n",
+        },
+    )
+    r = requests.post(sf.url + "/", json=h.falco_alert(), headers={"Authorization": f"Bearer {h.TOKEN}"}, timeout=10)
+    assert r.status_code == 503
+    assert "routes[2].matchers[0]: unknown priority 'warn'" in r.json()["error"]
+    assert requests.get(sf.url + "/", timeout=10).status_code == 503
 
 
 def test_an_alert_too_long_for_one_watchdog_log_line_does_not_wedge_the_function(serve_function, h, tmp_path):
