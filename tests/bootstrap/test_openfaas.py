@@ -294,11 +294,8 @@ def test_creates_exactly_the_secrets_every_function_in_stack_yml_lists(node):
     code, out = node.run("openfaas")
     assert code == 0, out
     created = {c[3] for c in node.mutating_calls() if c[:3] == ["faas-cli", "secret", "create"]}
-    # The read-only metrics token is created whether or not a function mounts it yet (each reads it only
-    # when its stack.yml entry lists it: docs/metrics.md).
-    optional = {"edgeguard-metrics-token"}
-    assert created == listed | optional
-    assert set(secretstore.ALL) == listed | optional
+    assert created == listed
+    assert set(secretstore.ALL) == listed
 
 
 def test_scrubber_fingerprint_key_is_a_separate_random_key(node):
