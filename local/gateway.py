@@ -14,7 +14,10 @@ function (the watchdog's), ``gateway.log`` (a line per request, full URL and que
 Kubernetes: functions that list a ``*-kubeconfig`` secret get the cluster of ``$KUBECONFIG`` when it is
 set, otherwise an in-memory API (local/kubeemu/). That admin kubeconfig goes to every such secret unless
 ``kubeconfigs`` names another for it (e.g. the ServiceAccount kubeconfigs ``edgeguard-bootstrap
-openfaas`` makes, to run a function with its least-privilege credentials).
+openfaas`` makes, to run a function with its least-privilege credentials). ``alert-forwarder-kubeconfig``
+is the exception: it is empty unless named (the spool handover and per-node tokens are then off), because
+the admin credential is not that function's identity and the local API does not hold the handover Secret
+deploy/rbac/alert-forwarder.yaml declares.
 """
 
 from __future__ import annotations
@@ -224,8 +227,15 @@ class LocalStack:
                     f"port {self.port} on 127.0.0.1 is in use{by}; choose another with PORT=<n>"
                 ) from None
 
+    # Mounted empty unless ``kubeconfigs`` names them: their function runs without the API then.
+    EMPTY_UNLESS_NAMED = frozenset({"alert-forwarder-kubeconfig"})
+
     def _needs_kube(self) -> bool:
-        return any(s.endswith("-kubeconfig") for fn in self._selected() for s in fn.secrets)
+        return any(
+            s.endswith("-kubeconfig") and (s not in self.EMPTY_UNLESS_NAMED or s in self.kubeconfigs)
+            for fn in self._selected()
+            for s in fn.secrets
+        )
 
     def _selected(self):
         return [fn for name, fn in self.stack.functions.items() if self.only is None or name in self.only]
@@ -383,7 +393,9 @@ class LocalStack:
         for old in fn_secrets.iterdir():
             old.unlink()
         for name in fn.secrets:
-            if name.endswith("-kubeconfig"):
+            if name in self.EMPTY_UNLESS_NAMED:
+                self.store.ensure(name, self.kubeconfigs.get(name, ""))
+            elif name.endswith("-kubeconfig"):
                 text = self.kubeconfigs.get(name, self.kubeconfig_text)
                 if text is None:
                     continue  # as in-cluster without credentials: the function reports it

@@ -48,6 +48,7 @@ OPENFAAS_NAMESPACES = ("openfaas", "openfaas-fn")  # what `arkade install openfa
 FUNCTION_SA = {
     "configmap-secret-scrubber": "configmap-secret-scrubber-kubeconfig",
     "node-enroll": "node-enroll-kubeconfig",
+    "alert-forwarder": "alert-forwarder-kubeconfig",
 }
 
 
@@ -156,6 +157,63 @@ def api_status(call, *args, **kwargs) -> int:
         return call(*args, _preload_content=False, **kwargs).status
     except ApiException as exc:
         return exc.status
+
+
+# What the API server must answer alert-forwarder's identity (deploy/rbac/alert-forwarder.yaml and
+# node-tokens-alert-forwarder.yaml): list and watch of its two Secrets by name, nothing else.
+ALERT_FORWARDER_RIGHTS = {
+    "list the handover Secret by name": 200,
+    "watch the handover Secret by name": 200,
+    "list the node tokens Secret by name": 200,
+    "get the handover Secret": 403,  # no get: Falco's "K8s Secret Get Successfully" fires on every get
+    "list every Secret in openfaas-fn": 403,
+    "list its own token Secret by name": 403,
+    "list every Secret in kube-system": 403,
+    "delete the handover Secret": 403,
+    "create a Secret": 403,
+    "list ConfigMaps in openfaas-fn": 403,
+}
+
+
+def alert_forwarder_rights(api) -> dict[str, int]:
+    """The status the API server answers each call of ALERT_FORWARDER_RIGHTS with, for the ApiClient ``api``."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    by_name = {
+        "handover": "metadata.name=alert-forwarder-spool-handover",
+        "nodes": "metadata.name=edgeguard-node-alert-tokens",
+    }
+    return {
+        "list the handover Secret by name": api_status(
+            core.list_namespaced_secret, "openfaas-fn", field_selector=by_name["handover"]
+        ),
+        "watch the handover Secret by name": api_status(
+            core.list_namespaced_secret,
+            "openfaas-fn",
+            watch=True,
+            timeout_seconds=1,
+            field_selector=by_name["handover"],
+        ),
+        "list the node tokens Secret by name": api_status(
+            core.list_namespaced_secret, "edgeguard-enroll", field_selector=by_name["nodes"]
+        ),
+        "get the handover Secret": api_status(
+            core.read_namespaced_secret, "alert-forwarder-spool-handover", "openfaas-fn"
+        ),
+        "list every Secret in openfaas-fn": api_status(core.list_namespaced_secret, "openfaas-fn"),
+        "list its own token Secret by name": api_status(
+            core.list_namespaced_secret, "openfaas-fn", field_selector="metadata.name=alert-forwarder-sa-token"
+        ),
+        "list every Secret in kube-system": api_status(core.list_namespaced_secret, "kube-system"),
+        "delete the handover Secret": api_status(
+            core.delete_namespaced_secret, "alert-forwarder-spool-handover", "openfaas-fn"
+        ),
+        "create a Secret": api_status(
+            core.create_namespaced_secret, "openfaas-fn", {"metadata": {"name": "x"}, "type": "Opaque"}
+        ),
+        "list ConfigMaps in openfaas-fn": api_status(core.list_namespaced_config_map, "openfaas-fn"),
+    }
 
 
 def wait_authenticated(cluster: RealCluster, token: str, want: bool, timeout: float = 30) -> tuple[bool, float]:

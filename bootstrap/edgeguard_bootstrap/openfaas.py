@@ -1,4 +1,4 @@
-"""openfaas: function secrets, API credentials for the two functions that call
+"""openfaas: function secrets, API credentials for the three functions that call
 Kubernetes, cron-connector, and optionally `faas-cli up`."""
 from __future__ import annotations
 
@@ -20,8 +20,12 @@ SA_TOKENS_MANIFEST = "/var/lib/edgeguard/manifests/serviceaccount-tokens.yaml"
 SERVICE_ACCOUNTS = {
     "configmap-secret-scrubber": "configmap-secret-scrubber-kubeconfig",
     "node-enroll": "node-enroll-kubeconfig",
+    # The spool handover across redeploys and the per-node alert tokens; without it both are off.
+    "alert-forwarder": "alert-forwarder-kubeconfig",
 }
-RBAC_FILES = tuple(f"deploy/rbac/{sa}.yaml" for sa in SERVICE_ACCOUNTS)
+# In this order: node-tokens-alert-forwarder.yaml grants in the namespace node-enroll.yaml declares.
+RBAC_FILES = tuple(f"deploy/rbac/{sa}.yaml" for sa in SERVICE_ACCOUNTS) + (
+    "deploy/rbac/node-tokens-alert-forwarder.yaml",)
 
 
 def token_secret_name(sa: str) -> str:
@@ -39,24 +43,24 @@ def defined_in(rbac_text: str, sa: str) -> bool:
         and "kubernetes.io/service-account-token" in rbac_text
 
 
+def sa_token_secret(sa: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": token_secret_name(sa),
+            "namespace": NS,
+            "labels": {"app.kubernetes.io/managed-by": "edgeguard-bootstrap"},
+            "annotations": {"kubernetes.io/service-account.name": sa},
+        },
+        # A non-expiring token: an edge site can be offline for months, and
+        # deleting this Secret revokes it.
+        "type": "kubernetes.io/service-account-token",
+    }
+
+
 def sa_token_manifest(skip: tuple = ()) -> str | None:
-    docs = []
-    for sa in SERVICE_ACCOUNTS:
-        if sa in skip:
-            continue
-        docs.append(yamlout.dump({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": token_secret_name(sa),
-                "namespace": NS,
-                "labels": {"app.kubernetes.io/managed-by": "edgeguard-bootstrap"},
-                "annotations": {"kubernetes.io/service-account.name": sa},
-            },
-            # A non-expiring token: an edge site can be offline for months, and
-            # deleting this Secret revokes it.
-            "type": "kubernetes.io/service-account-token",
-        }))
+    docs = [yamlout.dump(sa_token_secret(sa)) for sa in SERVICE_ACCOUNTS if sa not in skip]
     if not docs:
         return None
     return "# ServiceAccount token Secrets (edgeguard-bootstrap openfaas)\n" + "---\n".join(docs)

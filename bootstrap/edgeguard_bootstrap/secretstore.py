@@ -31,7 +31,7 @@ PLACEHOLDERS = {
         "#   faas-cli secret update alert-forwarder-destinations --from-file=<this file>\n"
         "{}\n"),
 }
-KUBECONFIGS = ("configmap-secret-scrubber-kubeconfig", "node-enroll-kubeconfig")
+KUBECONFIGS = ("configmap-secret-scrubber-kubeconfig", "node-enroll-kubeconfig", "alert-forwarder-kubeconfig")
 ALL = TOKENS + KEYS + tuple(PLACEHOLDERS) + KUBECONFIGS
 
 

@@ -425,16 +425,12 @@ def forwarder_kube(real_kube, tmp_path_factory):
             capture_output=True,
             timeout=60,
         )
-    token_secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "kubernetes.io/service-account-token",
-        "metadata": {
-            "name": "alert-forwarder-sa-token",
-            "namespace": "openfaas-fn",
-            "annotations": {"kubernetes.io/service-account.name": "alert-forwarder"},
-        },
-    }
+    sys.path.insert(0, str(root / "bootstrap"))
+    from edgeguard_bootstrap.openfaas import function_kubeconfig, sa_token_secret
+
+    # The very object `edgeguard-bootstrap openfaas` applies: a session that also runs it on this API server
+    # then sees no difference.
+    token_secret = sa_token_secret("alert-forwarder")
     subprocess.run(
         ["kubectl", "apply", "-f", "-"],
         input=json.dumps(token_secret),
@@ -453,9 +449,6 @@ def forwarder_kube(real_kube, tmp_path_factory):
         if time.monotonic() > deadline:
             raise AssertionError("the token controller did not fill alert-forwarder-sa-token")
         time.sleep(0.2)
-    sys.path.insert(0, str(root / "bootstrap"))
-    from edgeguard_bootstrap.openfaas import function_kubeconfig
-
     fk.token = base64.b64decode(s.data["token"]).decode()
     fk.kubeconfig = function_kubeconfig(
         "alert-forwarder", fk.token, base64.b64encode(real_kube.ca_pem).decode(), real_kube.host

@@ -88,40 +88,10 @@ def test_node_tokens_fail_closed_when_the_secret_cannot_be_read(forwarder_kube, 
 
 def test_the_identity_reads_no_other_secret(forwarder_kube):
     """Least privilege, shown on the real RBAC: list/watch only by these names, no get, nothing else."""
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from tests.realkube import ALERT_FORWARDER_RIGHTS, alert_forwarder_rights
 
-    core = client.CoreV1Api(forwarder_kube.cluster.api_client(forwarder_kube.kubeconfig))
-
-    def status(call, *a, **kw):
-        try:
-            call(*a, _preload_content=False, **kw)
-            return 200
-        except ApiException as exc:
-            return exc.status
-
-    assert (
-        status(
-            core.list_namespaced_secret, "openfaas-fn", field_selector="metadata.name=alert-forwarder-spool-handover"
-        )
-        == 200
-    )
-    assert (
-        status(
-            core.list_namespaced_secret, "edgeguard-enroll", field_selector="metadata.name=edgeguard-node-alert-tokens"
-        )
-        == 200
-    )
-    assert status(core.read_namespaced_secret, "alert-forwarder-spool-handover", "openfaas-fn") == 403  # no get
-    assert status(core.list_namespaced_secret, "openfaas-fn") == 403
-    assert (
-        status(core.list_namespaced_secret, "openfaas-fn", field_selector="metadata.name=alert-forwarder-sa-token")
-        == 403
-    )
-    assert status(core.list_namespaced_secret, "kube-system") == 403
-    assert status(core.delete_namespaced_secret, "alert-forwarder-spool-handover", "openfaas-fn") == 403
-    assert status(core.create_namespaced_secret, "openfaas-fn", {"metadata": {"name": "x"}, "type": "Opaque"}) == 403
-    assert status(core.list_namespaced_config_map, "openfaas-fn") == 403
+    api = forwarder_kube.cluster.api_client(forwarder_kube.kubeconfig)
+    assert alert_forwarder_rights(api) == ALERT_FORWARDER_RIGHTS
 
 
 # ----------------------------------------------------------------------------- the spool across pod replacement

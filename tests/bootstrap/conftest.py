@@ -30,17 +30,25 @@ REAL_OPENSSL = shutil.which("openssl")
 
 SCRUBBER_TEMPLATES = ("deploy/rbac/configmap-secret-scrubber-namespace.yaml",
                       "deploy/rbac/configmap-secret-scrubber-immutable.yaml",
-                      "deploy/admission/node-enroll.yaml")
+                      "deploy/admission/node-enroll.yaml",
+                      # As it is: a Role in edgeguard-enroll, which only the node-enroll file declares, so the fake
+                      # refuses it when it is applied first.
+                      "deploy/rbac/node-tokens-alert-forwarder.yaml")
 
 RBAC = {
     "configmap-secret-scrubber": ["configmaps", "secrets"],
     "node-enroll": ["secrets"],
+    "alert-forwarder": ["secrets"],
 }
+# Like deploy/rbac/node-enroll.yaml: it declares node-enroll's namespace.
+OWN_NAMESPACE = {"node-enroll": "edgeguard-enroll"}
 
 
 def rbac_manifest(sa: str, resources: list[str]) -> str:
     # Stand-ins with the shape the function helpers' deploy/rbac files have.
-    return (f"apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {sa}\n  namespace: openfaas-fn\n---\n"
+    ns = OWN_NAMESPACE.get(sa)
+    return ((f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\n" if ns else "")
+            + f"apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {sa}\n  namespace: openfaas-fn\n---\n"
             f"apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: {sa}\n  namespace: default\n"
             f"rules:\n- apiGroups: [\"\"]\n  resources: {json.dumps(resources)}\n  verbs: [get, list]\n")
 

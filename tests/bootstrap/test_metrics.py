@@ -131,3 +131,18 @@ def test_openfaas_creates_the_read_only_metrics_token_apart_from_every_function_
     assert node.secret("edgeguard-metrics-token") != token
     assert [c[:4] for c in node.mutating_calls() if c[:3] == ["faas-cli", "secret", "update"]] == [
         ["faas-cli", "secret", "update", "edgeguard-metrics-token"]]
+
+
+def test_the_dashboard_shows_alert_forwarders_falcosidekick_metrics_and_its_handover():
+    """falco_events_total (by priority, by hostname) and outputs_total{destination,status}, the names
+    falcosidekick's dashboards read, and the spool handover bootstrap now turns on."""
+    wanted = {
+        "edgeguard_alert_forwarder_falco_events_total": [{"priority"}, {"hostname"}],
+        "edgeguard_alert_forwarder_outputs_total": [{"destination", "status"}],
+        "edgeguard_alert_forwarder_handover_total": [{"direction"}],
+        "edgeguard_alert_forwarder_handover_errors_total": [set()],
+    }
+    found = {name: [grouping_labels(e) for e in exprs() if name in metric_refs(e)] for name in wanted}
+    for name, groupings in wanted.items():
+        for labels in groupings:
+            assert labels in found[name], f"no panel reads {name} by {sorted(labels)}: {found[name]}"

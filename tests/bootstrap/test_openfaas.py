@@ -64,8 +64,12 @@ def test_applies_rbac_then_token_secrets_and_builds_loadable_kubeconfigs(node):
     assert applies == [
         ["kubectl", "apply", "-f", str(node.repo / "deploy/rbac/configmap-secret-scrubber.yaml")],
         ["kubectl", "apply", "-f", str(node.repo / "deploy/rbac/node-enroll.yaml")],
+        ["kubectl", "apply", "-f", str(node.repo / "deploy/rbac/alert-forwarder.yaml")],
+        # after node-enroll.yaml, which declares the namespace edgeguard-enroll it grants in
+        ["kubectl", "apply", "-f", str(node.repo / "deploy/rbac/node-tokens-alert-forwarder.yaml")],
         ["kubectl", "apply", "-f", manifest],
     ]
+    assert list(openfaas.SERVICE_ACCOUNTS) == ["configmap-secret-scrubber", "node-enroll", "alert-forwarder"]
     for sa, secret_name in openfaas.SERVICE_ACCOUNTS.items():
         assert ["kubectl", "get", "secret", f"{sa}-sa-token", "-n", "openfaas-fn", "-o", "json"] in node.calls()
         path = store_path(node, secret_name)
@@ -80,7 +84,8 @@ def test_applies_rbac_then_token_secrets_and_builds_loadable_kubeconfigs(node):
 
 def test_service_account_token_manifest_validates_against_kubernetes_schemas(node):
     docs = [d for d in yaml.safe_load_all(openfaas.sa_token_manifest()) if d]
-    assert len(docs) == 2
+    assert [d["metadata"]["name"] for d in docs] == [
+        "configmap-secret-scrubber-sa-token", "node-enroll-sa-token", "alert-forwarder-sa-token"]
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         assert doc["type"] == "kubernetes.io/service-account-token"
@@ -141,6 +146,7 @@ def test_refuses_when_faas_cli_is_not_logged_in(node):
 
 def test_token_secret_never_filled_is_an_error_naming_the_service_account(node):
     (node.repo / "deploy/rbac/node-enroll.yaml").write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: edgeguard-enroll}\n---\n"
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n"
         "metadata: {name: x, namespace: openfaas-fn}\nrules: []\n")
     # The fake's token controller, like the real one, never fills a token for a missing ServiceAccount.
@@ -189,7 +195,7 @@ def test_token_secret_shipped_in_a_functions_rbac_file_is_not_created_twice(node
     code, out = node.run("openfaas")
     assert code == 0, out
     docs = [d for d in yaml.safe_load_all(node.path(openfaas.SA_TOKENS_MANIFEST).read_text()) if d]
-    assert [d["metadata"]["name"] for d in docs] == ["node-enroll-sa-token"]
+    assert [d["metadata"]["name"] for d in docs] == ["node-enroll-sa-token", "alert-forwarder-sa-token"]
     assert "comes with deploy/rbac/configmap-secret-scrubber.yaml" in out
     assert b"eyJfake-configmap-secret-scrubber-token-value" in node.secret("configmap-secret-scrubber-kubeconfig")
     node.clear_calls()
@@ -223,10 +229,8 @@ def test_with_the_repos_real_rbac_manifests_openfaas_converges(node):
     import shutil
     from pathlib import Path
     real = Path(__file__).resolve().parents[2] / "deploy" / "rbac"
-    if not all((real / f"{sa}.yaml").exists() for sa in openfaas.SERVICE_ACCOUNTS):
-        pytest.skip("the functions' RBAC manifests are not on this branch yet")
-    for sa in openfaas.SERVICE_ACCOUNTS:
-        shutil.copy(real / f"{sa}.yaml", node.repo / "deploy" / "rbac" / f"{sa}.yaml")
+    for rel in openfaas.RBAC_FILES:
+        shutil.copy(real.parents[1] / rel, node.repo / rel)
     code, out = node.run("openfaas")
     assert code == 0, out
     for sa, secret_name in openfaas.SERVICE_ACCOUNTS.items():
@@ -290,11 +294,8 @@ def test_creates_exactly_the_secrets_every_function_in_stack_yml_lists(node):
     code, out = node.run("openfaas")
     assert code == 0, out
     created = {c[3] for c in node.mutating_calls() if c[:3] == ["faas-cli", "secret", "create"]}
-    # The read-only metrics token is created whether or not a function mounts it yet (each reads it only
-    # when its stack.yml entry lists it: docs/metrics.md).
-    optional = {"edgeguard-metrics-token"}
-    assert created == listed | optional
-    assert set(secretstore.ALL) == listed | optional
+    assert created == listed
+    assert set(secretstore.ALL) == listed
 
 
 def test_scrubber_fingerprint_key_is_a_separate_random_key(node):

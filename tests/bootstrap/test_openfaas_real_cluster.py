@@ -13,7 +13,14 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.realkube import FUNCTION_SA, SCRUBBER_GRANTED, SCRUBBER_IMMUTABLE, SCRUBBER_NOT_GRANTED
+from tests.realkube import (
+    ALERT_FORWARDER_RIGHTS,
+    FUNCTION_SA,
+    SCRUBBER_GRANTED,
+    SCRUBBER_IMMUTABLE,
+    SCRUBBER_NOT_GRANTED,
+    alert_forwarder_rights,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -61,6 +68,18 @@ def test_rbac_is_applied_as_written_and_the_scrubber_may_write_only_where_it_was
     # the opt-in for immutable ConfigMaps only where it was asked for
     assert {b.metadata.namespace for b in rbac.list_role_binding_for_all_namespaces().items
             if b.metadata.name == "edgeguard:configmap-secret-scrubber-immutable"} == {SCRUBBER_IMMUTABLE}
+
+
+def test_the_alert_forwarder_kubeconfig_may_watch_its_two_secrets_by_name_and_read_no_other(bootstrapped):
+    """What bootstrap builds for alert-forwarder (spool handover, per-node tokens) works on the real RBAC, with
+    exactly the rights tests/alert_forwarder/test_kube_state.py proves its flows need."""
+    from kubernetes import client
+
+    api = bootstrapped.cluster.api_client(bootstrapped.kubeconfig("alert-forwarder"))
+    assert alert_forwarder_rights(api) == ALERT_FORWARDER_RIGHTS
+    admin = client.CoreV1Api(bootstrapped.cluster.api_client())
+    # the handover Secret alert-forwarder.yaml declares is there for the function to update
+    assert admin.read_namespaced_secret("alert-forwarder-spool-handover", NS).type == "Opaque"
 
 
 def test_a_second_run_against_the_real_api_server_changes_nothing(bootstrapped):

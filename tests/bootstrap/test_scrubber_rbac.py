@@ -58,6 +58,8 @@ def test_write_role_is_rendered_diffed_and_applied_once_per_namespace(cluster):
     assert applies(node) == [
         str(node.repo / "deploy/rbac/configmap-secret-scrubber.yaml"),
         str(node.repo / "deploy/rbac/node-enroll.yaml"),
+        str(node.repo / "deploy/rbac/alert-forwarder.yaml"),
+        str(node.repo / "deploy/rbac/node-tokens-alert-forwarder.yaml"),
         str(rendered(node, "write", "demo")),
         str(rendered(node, "write", "shop")),
         str(node.path("/var/lib/edgeguard/manifests/serviceaccount-tokens.yaml")),

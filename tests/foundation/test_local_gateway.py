@@ -253,3 +253,18 @@ def test_repeated_header_lines_reach_the_function_line_by_line(stack):
 def test_an_unknown_route_is_muxs_plain_404(stack):
     r = requests.get(stack.url + "/nothing/here")
     assert (r.status_code, r.text) == (404, "404 page not found\n")
+
+
+def test_every_function_of_stack_yml_serves_metrics_to_the_read_only_metrics_token(tmp_path):
+    """stack.yml mounts edgeguard-metrics-token into every function (bootstrap creates it), and each one's code
+    reads it there: Prometheus's one token scrapes all four, and a wrong one is refused."""
+    real = stackfile.load()
+    assert [n for n, fn in real.functions.items() if "edgeguard-metrics-token" not in fn.secrets] == []
+    with gateway.LocalStack(gateway.free_port(), state_dir=tmp_path / "state", kube="emulator") as ls:
+        reader = ls.store.get("edgeguard-metrics-token")
+        for name in real.functions:
+            url = f"{ls.url}/function/{name}/metrics"
+            r = requests.get(url, headers={"Authorization": f"Bearer {reader}"}, timeout=10)
+            assert r.status_code == 200 and "edgeguard_" in r.text, (name, r.status_code, r.text[:200])
+            wrong = requests.get(url, headers={"Authorization": "Bearer not-the-metrics-token"}, timeout=10)
+            assert wrong.status_code == 401, (name, wrong.status_code)

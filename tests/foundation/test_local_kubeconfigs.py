@@ -54,3 +54,29 @@ def test_demo_refuses_a_malformed_kubeconfig_secret_option():
         )
         assert proc.returncode == 2 and why in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_alert_forwarders_kubeconfig_is_empty_unless_named_so_its_handover_is_off_and_no_kube_starts(tmp_path):
+    """The admin kubeconfig is not alert-forwarder's identity, and the handover Secret it updates is declared by
+    deploy/rbac/alert-forwarder.yaml, which the local API does not hold: an empty secret turns the handover and
+    the per-node tokens off (functions/alert-forwarder/handler.py), as on a cluster without bootstrap's."""
+    doc = {"version": "1.0", "provider": {"name": "openfaas"}, "functions": {}}
+    shutil.copytree(DATA / "contract_fn", tmp_path / "functions" / "fwd")
+    doc["functions"]["fwd"] = {
+        "lang": "python3-http",
+        "handler": "./functions/fwd",
+        "image": "x/fwd:1",
+        "secrets": ["alert-forwarder-kubeconfig"],
+    }
+    (tmp_path / "stack.yml").write_text(yaml.safe_dump(doc))
+    stack_file = stackfile.load(tmp_path / "stack.yml")
+    with gateway.LocalStack(port=gateway.free_port(), state_dir=tmp_path / "a", stack=stack_file) as stack:
+        assert (stack.functions["fwd"].secrets_dir / "alert-forwarder-kubeconfig").read_text() == ""
+        assert stack.emulator is None and stack.kubeconfig_path is None
+    with gateway.LocalStack(
+        port=gateway.free_port(),
+        state_dir=tmp_path / "b",
+        stack=stack_file,
+        kubeconfigs={"alert-forwarder-kubeconfig": OWN},
+    ) as stack:
+        assert (stack.functions["fwd"].secrets_dir / "alert-forwarder-kubeconfig").read_text() == OWN
