@@ -141,7 +141,11 @@ def test_rolling_replacement_hands_every_spooled_alert_to_the_new_pod_exactly_on
         env={**env, "spool_dir": str(tmp_path / "new"), "HOSTNAME": "alert-forwarder-7d9f-new"},
         secrets=secrets_,
     )
-    old_python = [int(c) for c in Path(f"/proc/{old.proc.pid}/task/{old.proc.pid}/children").read_text().split()]
+    # The watchdog's children, whichever of its (Go runtime) threads forked them: /proc/<pid>/task/<tid>/children
+    # lists only what that one thread started.
+    old_python = [
+        int(c) for task in Path(f"/proc/{old.proc.pid}/task").iterdir() for c in (task / "children").read_text().split()
+    ]
     assert old_python
     sigterm_at = time.monotonic()
     os.kill(old.proc.pid, signal.SIGTERM)  # to the watchdog only, as the kubelet signals PID 1

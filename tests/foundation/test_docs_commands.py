@@ -168,6 +168,10 @@ def test_cli_commands_in_the_docs_use_the_venv_path():
 
 # --- the make up blocks, run as written -----------------------------------------------------------------
 def _port_8080_free() -> bool:
+    # Under pytest-xdist each worker may set up this module's stack at the same moment: only the first worker
+    # tries 8080, the others take a free port (the commands are rewritten to it either way).
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+        return False
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", 8080))
