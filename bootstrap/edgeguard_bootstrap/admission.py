@@ -1,4 +1,5 @@
 """node-enroll's ValidatingAdmissionPolicy: applied where the API server serves it, a warning where not."""
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,12 @@ def served(ctx: Ctx) -> bool | None:
     return any(r.get("name") == "validatingadmissionpolicies" for r in resources)
 
 
-OLD_CLUSTER = ("this API server has no ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1, Kubernetes "
-               "1.30 = k3s v1.30.0+k3s1): node-enroll's RBAC alone lets its credential create and delete ANY "
-               "Secret in kube-system (node passwords included); upgrade k3s to get "
-               f"{MANIFEST} applied")
+OLD_CLUSTER = (
+    "this API server has no ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1, Kubernetes "
+    "1.30 = k3s v1.30.0+k3s1): node-enroll's RBAC alone lets its credential create and delete ANY "
+    "Secret in kube-system (node passwords included); upgrade k3s to get "
+    f"{MANIFEST} applied"
+)
 
 
 def check(ctx: Ctx) -> Check:
@@ -40,8 +43,9 @@ def check(ctx: Ctx) -> Check:
     proc = ctx.query(["kubectl", "get", "validatingadmissionpolicy", POLICY, "-o", "name"], timeout=30)
     if proc.returncode == 0 and proc.stdout.strip():
         return Check("node-enroll policy", "pass", f"{POLICY} confines node-enroll to bootstrap-token Secrets")
-    return Check("node-enroll policy", "warn", f"{POLICY} not applied yet (edgeguard-bootstrap openfaas applies "
-                                               f"{MANIFEST})")
+    return Check(
+        "node-enroll policy", "warn", f"{POLICY} not applied yet (edgeguard-bootstrap openfaas applies {MANIFEST})"
+    )
 
 
 def run(ctx: Ctx, repo: Path) -> None:

@@ -5,6 +5,7 @@ upstream ones drop only the requests they name; every other request gets exactly
 upstream policy gives it. The upstream text follows unchanged, so it stays comparable with
 falcosecurity/plugins' file byte for byte (tests/bootstrap/test_audit_policy.py).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -12,6 +12,7 @@ Why a server name: Traefik picks the certificate by SNI, and Go (so client-go) s
 address such as 127.0.0.1. `tls-server-name` in the kubeconfig makes the API server send SERVER_NAME as SNI
 and verify the certificate against it, while the URL keeps the node's loopback address.
 """
+
 from __future__ import annotations
 
 import base64
@@ -41,7 +42,7 @@ SERVER_NAME = "audit-ingest.edgeguard.internal"
 PATH = "/function/audit-ingest"
 # Traefik's websecure entry point, published on the node's port 443 by ServiceLB.
 DEFAULT_URL = f"https://127.0.0.1{PATH}"
-NAMESPACE = "openfaas"            # the Ingress must live with its backend, the gateway Service
+NAMESPACE = "openfaas"  # the Ingress must live with its backend, the gateway Service
 GATEWAY_SERVICE, GATEWAY_PORT = "gateway", 8080
 SECRET_NAME = INGRESS_NAME = "edgeguard-audit-ingest"
 INGRESS_CLASS = "traefik"
@@ -53,6 +54,7 @@ _EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 @dataclass
 class Front:
     """Where the webhook posts and how it trusts the server; `managed` = bootstrap's CA and Ingress."""
+
     url: str
     ca_pem: bytes | None
     server_name: str | None
@@ -64,10 +66,12 @@ def is_https(url: str) -> bool:
 
 
 def http_refusal(url: str) -> str:
-    return (f"--audit-url {url} is plain http: the API server's webhook client (client-go) sends the "
-            "kubeconfig's token only to an https server, so every batch would arrive without credentials "
-            "and audit-ingest would answer 401. Use the default https front (Traefik, "
-            f"{DEFAULT_URL}), or your own: --audit-url https://... --audit-ca <CA PEM file>")
+    return (
+        f"--audit-url {url} is plain http: the API server's webhook client (client-go) sends the "
+        "kubeconfig's token only to an https server, so every batch would arrive without credentials "
+        "and audit-ingest would answer 401. Use the default https front (Traefik, "
+        f"{DEFAULT_URL}), or your own: --audit-url https://... --audit-ca <CA PEM file>"
+    )
 
 
 # ---- checks -------------------------------------------------------------------------------------------
@@ -77,29 +81,53 @@ def check_traefik(ctx: Ctx, status_if_missing: str = "fail") -> Check:
         return skipped
     proc = ctx.query(["kubectl", "get", "ingressclass", INGRESS_CLASS, "-o", "name"], timeout=30)
     if proc.returncode == 0 and proc.stdout.strip():
-        return Check("audit https front", "pass", f"IngressClass {INGRESS_CLASS} (k3s's Traefik) serves "
-                                                  f"{DEFAULT_URL} for the audit webhook")
-    return Check("audit https front", status_if_missing,
-                 f"no IngressClass {INGRESS_CLASS}: k3s runs without Traefik (--disable traefik), so bootstrap "
-                 "cannot expose audit-ingest over https by itself, and over http the API server sends no token.\n"
-                 "Put audit-ingest behind your own TLS endpoint and pass --audit-url "
-                 f"https://<host>[:port]{PATH} --audit-ca <CA PEM file> [--audit-tls-server-name <name in "
-                 "the certificate>]")
+        return Check(
+            "audit https front",
+            "pass",
+            f"IngressClass {INGRESS_CLASS} (k3s's Traefik) serves {DEFAULT_URL} for the audit webhook",
+        )
+    return Check(
+        "audit https front",
+        status_if_missing,
+        f"no IngressClass {INGRESS_CLASS}: k3s runs without Traefik (--disable traefik), so bootstrap "
+        "cannot expose audit-ingest over https by itself, and over http the API server sends no token.\n"
+        "Put audit-ingest behind your own TLS endpoint and pass --audit-url "
+        f"https://<host>[:port]{PATH} --audit-ca <CA PEM file> [--audit-tls-server-name <name in "
+        "the certificate>]",
+    )
 
 
 # ---- certificate material -----------------------------------------------------------------------------
 def _valid(ctx: Ctx) -> tuple[bool, bool]:
     """(CA usable, serving cert usable) from the files under --root, each valid RENEW_BEFORE_DAYS more."""
+
     def fine(argv):
         return ctx.query(argv, timeout=30).returncode == 0
+
     seconds = str(RENEW_BEFORE_DAYS * 86400)
     have = {p: ctx.read(p) is not None for p in (CA_CERT, CA_KEY, CERT, KEY)}
-    ca_ok = have[CA_CERT] and have[CA_KEY] and fine(
-        ["openssl", "x509", "-checkend", seconds, "-noout", "-in", str(ctx.host(CA_CERT))])
-    cert_ok = ca_ok and have[CERT] and have[KEY] and fine(
-        ["openssl", "verify", "-CAfile", str(ctx.host(CA_CERT)), "-verify_hostname", SERVER_NAME,
-         str(ctx.host(CERT))]) and fine(
-        ["openssl", "x509", "-checkend", seconds, "-noout", "-in", str(ctx.host(CERT))])
+    ca_ok = (
+        have[CA_CERT]
+        and have[CA_KEY]
+        and fine(["openssl", "x509", "-checkend", seconds, "-noout", "-in", str(ctx.host(CA_CERT))])
+    )
+    cert_ok = (
+        ca_ok
+        and have[CERT]
+        and have[KEY]
+        and fine(
+            [
+                "openssl",
+                "verify",
+                "-CAfile",
+                str(ctx.host(CA_CERT)),
+                "-verify_hostname",
+                SERVER_NAME,
+                str(ctx.host(CERT)),
+            ]
+        )
+        and fine(["openssl", "x509", "-checkend", seconds, "-noout", "-in", str(ctx.host(CERT))])
+    )
     return ca_ok, cert_ok
 
 
@@ -120,8 +148,11 @@ def ensure_material(ctx: Ctx) -> bytes | None:
     if ctx.dry_run:
         what = [CERT, KEY] if ca_ok else [CA_CERT, CA_KEY, CERT, KEY]
         for p in what:
-            ctx.change(f"{'update' if ctx.read(p) is not None else 'create'} {p}"
-                       + (" (0600, secret)" if p.endswith(".key") else " (0644)") + ": generated with openssl")
+            ctx.change(
+                f"{'update' if ctx.read(p) is not None else 'create'} {p}"
+                + (" (0600, secret)" if p.endswith(".key") else " (0644)")
+                + ": generated with openssl"
+            )
         return ctx.read(CA_CERT) if ca_ok else None
     work = tempfile.mkdtemp(prefix="edgeguard-audit-tls-")  # 0700: the keys exist here for a moment
     try:
@@ -132,30 +163,78 @@ def ensure_material(ctx: Ctx) -> bytes | None:
                     raise BootstrapError(f"{path} disappeared while bootstrap was using it; re-run")
                 _put(os.path.join(work, name), data)
         else:
-            ctx.tool(["openssl", "req", "-x509", "-new", *_EC, "-keyout", "ca.key", "-out", "ca.crt",
-                      "-days", str(CA_DAYS), "-subj", "/CN=edgeguard audit-ingest CA",
-                      "-addext", "basicConstraints=critical,CA:TRUE",
-                      "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-                     cwd=work, why="bootstrap's own CA, trusted only by the audit webhook kubeconfig")
-        ctx.tool(["openssl", "req", "-new", *_EC, "-keyout", "tls.key", "-out", "tls.csr",
-                  "-subj", f"/CN={SERVER_NAME}"], cwd=work, why="audit-ingest's serving key")
-        _put(os.path.join(work, "ext.cnf"), (
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-            f"extendedKeyUsage=serverAuth\nsubjectAltName=DNS:{SERVER_NAME}\n").encode())
-        ctx.tool(["openssl", "x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                  "-set_serial", "0x" + pysecrets.token_hex(16), "-days", str(CERT_DAYS), "-extfile", "ext.cnf",
-                  "-out", "tls.crt"], cwd=work, why=f"serving certificate for {SERVER_NAME}")
+            ctx.tool(
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-new",
+                    *_EC,
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    str(CA_DAYS),
+                    "-subj",
+                    "/CN=edgeguard audit-ingest CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+                cwd=work,
+                why="bootstrap's own CA, trusted only by the audit webhook kubeconfig",
+            )
+        ctx.tool(
+            ["openssl", "req", "-new", *_EC, "-keyout", "tls.key", "-out", "tls.csr", "-subj", f"/CN={SERVER_NAME}"],
+            cwd=work,
+            why="audit-ingest's serving key",
+        )
+        _put(
+            os.path.join(work, "ext.cnf"),
+            (
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                f"extendedKeyUsage=serverAuth\nsubjectAltName=DNS:{SERVER_NAME}\n"
+            ).encode(),
+        )
+        ctx.tool(
+            [
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                "tls.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                "0x" + pysecrets.token_hex(16),
+                "-days",
+                str(CERT_DAYS),
+                "-extfile",
+                "ext.cnf",
+                "-out",
+                "tls.crt",
+            ],
+            cwd=work,
+            why=f"serving certificate for {SERVER_NAME}",
+        )
 
         def read(name):
             with open(os.path.join(work, name), "rb") as f:
                 return f.read()
+
         ca_pem, ca_key, cert, key = read("ca.crt"), read("ca.key"), read("tls.crt"), read("tls.key")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ctx.write_file(CA_KEY, ca_key, secret=True, why="CA key (signs renewals of the serving certificate)",
-                   dir_mode=0o700)
-    ctx.write_file(CA_CERT, ca_pem, mode=0o644, why="CA certificate (embedded in the webhook kubeconfig)",
-                   dir_mode=0o700)
+    ctx.write_file(
+        CA_KEY, ca_key, secret=True, why="CA key (signs renewals of the serving certificate)", dir_mode=0o700
+    )
+    ctx.write_file(
+        CA_CERT, ca_pem, mode=0o644, why="CA certificate (embedded in the webhook kubeconfig)", dir_mode=0o700
+    )
     ctx.write_file(KEY, key, secret=True, why="serving key", dir_mode=0o700)
     ctx.write_file(CERT, cert, mode=0o644, why=f"serving certificate for {SERVER_NAME}", dir_mode=0o700)
     return ca_pem
@@ -169,32 +248,56 @@ def _put(path: str, data: bytes) -> None:
 
 # ---- the Kubernetes objects ---------------------------------------------------------------------------
 def secret_manifest(cert: bytes, key: bytes) -> str:
-    doc = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-           "metadata": {"name": SECRET_NAME, "namespace": NAMESPACE,
-                        "labels": {"app.kubernetes.io/managed-by": "edgeguard-bootstrap"}},
-           "data": {"tls.crt": base64.b64encode(cert).decode(), "tls.key": base64.b64encode(key).decode()}}
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {
+            "name": SECRET_NAME,
+            "namespace": NAMESPACE,
+            "labels": {"app.kubernetes.io/managed-by": "edgeguard-bootstrap"},
+        },
+        "data": {"tls.crt": base64.b64encode(cert).decode(), "tls.key": base64.b64encode(key).decode()},
+    }
     return yamlout.dump(doc, "audit-ingest's serving certificate for the Traefik Ingress (edgeguard-bootstrap)")
 
 
 def ingress_manifest() -> str:
     doc = {
-        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
         "metadata": {
-            "name": INGRESS_NAME, "namespace": NAMESPACE,
+            "name": INGRESS_NAME,
+            "namespace": NAMESPACE,
             "labels": {"app.kubernetes.io/managed-by": "edgeguard-bootstrap"},
             # https only: over Traefik's plain web entry point the token would not be sent anyway.
-            "annotations": {"traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
-                            "traefik.ingress.kubernetes.io/router.tls": "true"}},
+            "annotations": {
+                "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
+                "traefik.ingress.kubernetes.io/router.tls": "true",
+            },
+        },
         "spec": {
             "ingressClassName": INGRESS_CLASS,
             # The certificate is chosen by SNI; no host rule, because the Host header is the URL's 127.0.0.1.
             "tls": [{"hosts": [SERVER_NAME], "secretName": SECRET_NAME}],
-            "rules": [{"http": {"paths": [{
-                "path": PATH, "pathType": "Exact",
-                "backend": {"service": {"name": GATEWAY_SERVICE, "port": {"number": GATEWAY_PORT}}}}]}}]},
+            "rules": [
+                {
+                    "http": {
+                        "paths": [
+                            {
+                                "path": PATH,
+                                "pathType": "Exact",
+                                "backend": {"service": {"name": GATEWAY_SERVICE, "port": {"number": GATEWAY_PORT}}},
+                            }
+                        ]
+                    }
+                }
+            ],
+        },
     }
-    return yamlout.dump(doc, f"Only {PATH}, over https, through k3s's Traefik to the OpenFaaS gateway "
-                             "(edgeguard-bootstrap)")
+    return yamlout.dump(
+        doc, f"Only {PATH}, over https, through k3s's Traefik to the OpenFaaS gateway (edgeguard-bootstrap)"
+    )
 
 
 def write_manifests(ctx: Ctx) -> list[str]:
@@ -204,21 +307,33 @@ def write_manifests(ctx: Ctx) -> list[str]:
     if cert is not None and key is not None:
         ctx.add_secret(key)
         ctx.add_secret(base64.b64encode(key).decode())
-        ctx.write_file(SECRET_MANIFEST, secret_manifest(cert, key), secret=True,
-                       why=f"Secret {NAMESPACE}/{SECRET_NAME} (kubernetes.io/tls)", dir_mode=0o700)
+        ctx.write_file(
+            SECRET_MANIFEST,
+            secret_manifest(cert, key),
+            secret=True,
+            why=f"Secret {NAMESPACE}/{SECRET_NAME} (kubernetes.io/tls)",
+            dir_mode=0o700,
+        )
         paths.append(SECRET_MANIFEST)
     else:
-        ctx.change(f"create {SECRET_MANIFEST} (0600, secret): Secret {NAMESPACE}/{SECRET_NAME} from the new "
-                   "certificate")
-    ctx.write_file(INGRESS_MANIFEST, ingress_manifest(), mode=0o600,
-                   why=f"Ingress {NAMESPACE}/{INGRESS_NAME}: only {PATH}, https", dir_mode=0o700)
+        ctx.change(
+            f"create {SECRET_MANIFEST} (0600, secret): Secret {NAMESPACE}/{SECRET_NAME} from the new certificate"
+        )
+    ctx.write_file(
+        INGRESS_MANIFEST,
+        ingress_manifest(),
+        mode=0o600,
+        why=f"Ingress {NAMESPACE}/{INGRESS_NAME}: only {PATH}, https",
+        dir_mode=0o700,
+    )
     paths.append(INGRESS_MANIFEST)
     return paths
 
 
 # ---- the probe's own https client ---------------------------------------------------------------------
-def https_get(url: str, headers: dict, ca_pem: bytes, server_name: str | None,
-              timeout: float = 10) -> tuple[int, bytes]:
+def https_get(
+    url: str, headers: dict, ca_pem: bytes, server_name: str | None, timeout: float = 10
+) -> tuple[int, bytes]:
     """GET over TLS verified against `ca_pem` and `server_name` (sent as SNI), as the webhook connects."""
     parts = urllib.parse.urlsplit(url)
     if not parts.hostname:

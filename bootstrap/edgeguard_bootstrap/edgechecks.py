@@ -1,4 +1,5 @@
 """preflight's checks of the edge set-up: memory budget, OpenFaaS CE's values, node-enroll's policy, offline."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ One object decides, for the whole run, whether something is only planned
 secret values out of everything it prints, backs up files it replaces, and
 records what it did so `revert` can undo it.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -45,9 +46,19 @@ def sha256(data: bytes) -> str:
 
 
 class Ctx:
-    def __init__(self, root: str = "/", *, dry_run: bool = False, force: bool = False, yes: bool = False,
-                 out=None, stdin=None, env: dict | None = None, image: bool = False,
-                 executor: Executor | None = None):
+    def __init__(
+        self,
+        root: str = "/",
+        *,
+        dry_run: bool = False,
+        force: bool = False,
+        yes: bool = False,
+        out=None,
+        stdin=None,
+        env: dict | None = None,
+        image: bool = False,
+        executor: Executor | None = None,
+    ):
         self.root = Path(root)
         # Every command, PATH look-up and HTTP GET of the run goes through this one object.
         self.executor = executor or Executor()
@@ -145,8 +156,16 @@ class Ctx:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
-    def write_file(self, path: str, content: str | bytes, *, mode: int = 0o644, secret: bool = False,
-                   why: str = "", dir_mode: int = 0o755) -> bool:
+    def write_file(
+        self,
+        path: str,
+        content: str | bytes,
+        *,
+        mode: int = 0o644,
+        secret: bool = False,
+        why: str = "",
+        dir_mode: int = 0o755,
+    ) -> bool:
         """Create or replace a node file; True when it changed (or would)."""
         data = content.encode("utf-8") if isinstance(content, str) else content
         if secret:
@@ -186,7 +205,9 @@ class Ctx:
         os.chmod(tmp, mode)  # umask must not widen or narrow what we asked for
         os.replace(tmp, target)
         self.state["files"][path] = {
-            "sha256": sha256(data), "mode": mode, "backup": backup,
+            "sha256": sha256(data),
+            "mode": mode,
+            "backup": backup,
             "created": entry["created"] if entry else old is None,
         }
         self.save_state()
@@ -224,8 +245,10 @@ class Ctx:
                 return b.decode("utf-8").splitlines(keepends=True)
             except UnicodeDecodeError:
                 return [f"<binary, {len(b)} bytes, sha256 {sha256(b)[:12]}>\n"]
-        lines = difflib.unified_diff(text(old), text(new), fromfile=f"a{path}" if old is not None else "/dev/null",
-                                     tofile=f"b{path}")
+
+        lines = difflib.unified_diff(
+            text(old), text(new), fromfile=f"a{path}" if old is not None else "/dev/null", tofile=f"b{path}"
+        )
         body = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
         return "\n".join("    " + line for line in self.redact(body).rstrip("\n").splitlines())
 
@@ -269,15 +292,25 @@ class Ctx:
             os.replace(tmp, target)
 
     # ---- commands --------------------------------------------------------
-    def query(self, argv: list[str], *, input: str | None = None, env: dict | None = None,
-              timeout: float = 120) -> subprocess.CompletedProcess:
+    def query(
+        self, argv: list[str], *, input: str | None = None, env: dict | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
         """A read-only command: it runs even in --dry-run (never with --image)."""
         if self.image:
             return subprocess.CompletedProcess(argv, 125, "", f"{argv[0]}: not run (--image)")
         return self._exec(argv, input=input, env=env, timeout=timeout)
 
-    def run(self, argv: list[str], *, why: str = "", input: str | None = None, env: dict | None = None,
-            timeout: float = 900, check: bool = True, cwd: str | None = None) -> subprocess.CompletedProcess | None:
+    def run(
+        self,
+        argv: list[str],
+        *,
+        why: str = "",
+        input: str | None = None,
+        env: dict | None = None,
+        timeout: float = 900,
+        check: bool = True,
+        cwd: str | None = None,
+    ) -> subprocess.CompletedProcess | None:
         """A command that changes the node or cluster: only printed in --dry-run."""
         shown = " ".join(shlex.quote(a) for a in argv)
         if env:
@@ -304,8 +337,9 @@ class Ctx:
         self.say(f"  [run] {self.redact(shown)}" + (f"  ({why})" if why else ""))
         proc = self._exec(argv, timeout=timeout, cwd=cwd)
         if proc.returncode != 0:
-            raise BootstrapError(f"`{self.redact(shown)}` failed with exit status {proc.returncode}: "
-                                 f"{self.tail(proc.stderr, 300)}")
+            raise BootstrapError(
+                f"`{self.redact(shown)}` failed with exit status {proc.returncode}: {self.tail(proc.stderr, 300)}"
+            )
         return proc
 
     def _exec(self, argv, *, input=None, env=None, timeout=120, cwd=None) -> subprocess.CompletedProcess:
@@ -318,8 +352,9 @@ class Ctx:
         """A read-only HTTP GET (also in --dry-run): (status, body), status 0 when unreachable."""
         return self.executor.http_get(url, headers, timeout)
 
-    def https_get(self, url: str, headers: dict, ca_pem: bytes, server_name: str | None,
-                  timeout: float = 10) -> tuple[int, bytes]:
+    def https_get(
+        self, url: str, headers: dict, ca_pem: bytes, server_name: str | None, timeout: float = 10
+    ) -> tuple[int, bytes]:
         return self.executor.https_get(url, headers, ca_pem, server_name, timeout)
 
     def which(self, name: str) -> str | None:

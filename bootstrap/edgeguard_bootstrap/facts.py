@@ -3,6 +3,7 @@
 Files are read under --root; host commands (uname, k3s, systemctl, kubectl)
 go through the Ctx so tests can replace them with recording fakes.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,11 +99,12 @@ def check_cgroups(ctx: Ctx) -> Check:
         words = "cgroup_enable=cpuset " + words
     target = cmdline_file(ctx)
     if target:
-        fix = (f"append to the single line of {target}:\n  {words}\n"
-               "then reboot and check: grep memory /sys/fs/cgroup/cgroup.controllers")
+        fix = (
+            f"append to the single line of {target}:\n  {words}\n"
+            "then reboot and check: grep memory /sys/fs/cgroup/cgroup.controllers"
+        )
     else:
-        fix = (f"add to GRUB_CMDLINE_LINUX in /etc/default/grub: {words}\n"
-               "then run update-grub and reboot")
+        fix = f"add to GRUB_CMDLINE_LINUX in /etc/default/grub: {words}\nthen run update-grub and reboot"
     return Check("cgroups", "fail", f"{kind}: missing {', '.join(missing)} controller\n{fix}")
 
 
@@ -145,8 +147,12 @@ def check_k3s(ctx: Ctx) -> Check:
     if role is None:
         return Check("k3s", "fail", f"k3s {shown} installed but neither k3s nor k3s-agent is active")
     if not has_bootstrap_tokens(version):
-        return Check("k3s", "fail", f"k3s {shown} ({role}) has no bootstrap tokens; node-enroll needs "
-                                    "v1.26.2+k3s1 / v1.25.7+k3s1 / v1.24.11+k3s1 / v1.23.17+k3s1 or newer")
+        return Check(
+            "k3s",
+            "fail",
+            f"k3s {shown} ({role}) has no bootstrap tokens; node-enroll needs "
+            "v1.26.2+k3s1 / v1.25.7+k3s1 / v1.24.11+k3s1 / v1.23.17+k3s1 or newer",
+        )
     return Check("k3s", "pass", f"k3s {shown} running as {role}; bootstrap tokens supported")
 
 
@@ -156,8 +162,10 @@ def check_k3s_args(ctx: Ctx) -> Check:
     for unit in ("/etc/systemd/system/k3s.service", "/lib/systemd/system/k3s.service"):
         text = (ctx.read(unit) or b"").decode("utf-8", "replace")
         if "kube-apiserver-arg" in text:
-            problems.append(f"{unit} passes --kube-apiserver-arg on the command line; CLI flags replace the "
-                            "config files' list, so move those args into /etc/rancher/k3s/config.yaml")
+            problems.append(
+                f"{unit} passes --kube-apiserver-arg on the command line; CLI flags replace the "
+                "config files' list, so move those args into /etc/rancher/k3s/config.yaml"
+            )
     env = (ctx.read("/etc/systemd/system/k3s.service.env") or b"").decode("utf-8", "replace")
     if re.search(r"^\s*K3S_CONFIG_FILE=", env, re.M):
         problems.append("K3S_CONFIG_FILE is set in k3s.service.env: the drop-in directory moves with it")
@@ -166,8 +174,10 @@ def check_k3s_args(ctx: Ctx) -> Check:
         for f in sorted(dropins.glob("*.yaml")):
             text = f.read_text("utf-8", "replace")
             if f.name > AUDIT_DROPIN_NAME and re.search(r"^kube-apiserver-arg\s*:", text, re.M):
-                problems.append(f"{f.name} sorts after {AUDIT_DROPIN_NAME} and sets kube-apiserver-arg without '+', "
-                                "which drops our audit args; change it to kube-apiserver-arg+:")
+                problems.append(
+                    f"{f.name} sorts after {AUDIT_DROPIN_NAME} and sets kube-apiserver-arg without '+', "
+                    "which drops our audit args; change it to kube-apiserver-arg+:"
+                )
     if problems:
         return Check("k3s args", "fail", "\n".join(problems))
     return Check("k3s args", "pass", "no CLI flag or later drop-in overrides kube-apiserver-arg")
@@ -208,8 +218,11 @@ def check_driver(ctx: Ctx, override: str | None = None) -> Check:
         missing.append("dkms")
     if not missing:
         return Check("falco driver", "pass", f"kmod: {why}; kernel headers and dkms present")
-    return Check("falco driver", "warn", f"kmod: {why}; not installed yet: {', '.join(missing)} "
-                                         "(falco --mode host installs them)")
+    return Check(
+        "falco driver",
+        "warn",
+        f"kmod: {why}; not installed yet: {', '.join(missing)} (falco --mode host installs them)",
+    )
 
 
 def check_tool(ctx: Ctx, name: str, hint: str, status_if_missing: str = "fail", on_node: bool = True) -> Check:
@@ -228,8 +241,11 @@ def check_cluster(ctx: Ctx) -> Check:
     proc = ctx.query(["kubectl", "get", "--raw", "/readyz"], timeout=30)
     if proc.returncode == 0 and proc.stdout.strip() == "ok":
         return Check("cluster", "pass", "kubectl reaches the API server (/readyz ok)")
-    return Check("cluster", "fail", "kubectl cannot reach the API server: "
-                                    + (proc.stderr.strip().splitlines() or ["no output"])[-1][:160])
+    return Check(
+        "cluster",
+        "fail",
+        "kubectl cannot reach the API server: " + (proc.stderr.strip().splitlines() or ["no output"])[-1][:160],
+    )
 
 
 def check_gateway(ctx: Ctx, gateway: str) -> Check:
@@ -259,8 +275,12 @@ def check_functions(ctx: Ctx) -> Check:
         return Check("functions", "warn", f"cannot list deployments in {FUNCTION_NAMESPACE}")
     missing = [f for f in FUNCTIONS if f not in names]
     if missing:
-        return Check("functions", "warn", f"not deployed yet: {', '.join(missing)} "
-                                          "(edgeguard-bootstrap openfaas --deploy, or faas-cli up -f stack.yml)")
+        return Check(
+            "functions",
+            "warn",
+            f"not deployed yet: {', '.join(missing)} "
+            "(edgeguard-bootstrap openfaas --deploy, or faas-cli up -f stack.yml)",
+        )
     return Check("functions", "pass", "all four functions deployed")
 
 
@@ -269,16 +289,22 @@ def check_stack_environment(repo: Path | None) -> Check:
     stack = Path(repo) / "stack.yml" if repo else None
     if stack is None or not stack.is_file():
         return Check("stack.yml", "warn", f"no stack.yml in {repo} (--repo): its environment was not checked")
-    found = {fn: runtime_env.collisions(keys)
-             for fn, keys in runtime_env.stack_environment_keys(stack.read_text("utf-8", "replace")).items()}
+    found = {
+        fn: runtime_env.collisions(keys)
+        for fn, keys in runtime_env.stack_environment_keys(stack.read_text("utf-8", "replace")).items()
+    }
     bad = {fn: keys for fn, keys in found.items() if keys}
     if not bad:
         return Check("stack.yml", "pass", "no function environment sets a variable of-watchdog or the template owns")
-    lines = [f"{fn}: environment sets {', '.join(keys)}, which of-watchdog or the python3-http template owns"
-             for fn, keys in sorted(bad.items())]
+    lines = [
+        f"{fn}: environment sets {', '.join(keys)}, which of-watchdog or the python3-http template owns"
+        for fn, keys in sorted(bad.items())
+    ]
     if any("mode" in keys for keys in bad.values()):
-        lines.append("the watchdog panics \"unknown watchdog mode\" and the function never starts: "
-                     "the scrubber's setting is now scrub_mode: rename mode: to scrub_mode: (README, breaking changes)")
+        lines.append(
+            'the watchdog panics "unknown watchdog mode" and the function never starts: '
+            "the scrubber's setting is now scrub_mode: rename mode: to scrub_mode: (README, breaking changes)"
+        )
     return Check("stack.yml", "fail", "\n".join(lines))
 
 

@@ -1,4 +1,5 @@
 """falco: install Falco (Helm chart or host package) posting JSON alerts to alert-forwarder."""
+
 from __future__ import annotations
 
 import base64
@@ -47,6 +48,7 @@ NODE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,128}$")  # node-enroll's: 32 random 
 def unit_dropin(unit: str) -> str:
     return f"/etc/systemd/system/{unit}.d/60-edgeguard.conf"
 
+
 # Falco 0.38+ merges each config.d file into falco.yaml one top-level key at a time
 # (userspace/engine/yaml_helper.h, include_config_file, strategy "append"): a sequence is
 # appended, anything else (a scalar or a whole map) replaces the key. So a drop-in that sets
@@ -58,13 +60,28 @@ def unit_dropin(unit: str) -> str:
 # On a busy Pi 4 the ring buffer overflows now and then. Falco's default (rate 0.03333: a
 # notice every 30 s) turns each overflow into an internal alert that would reach
 # alert-forwarder as noise; one every 100 s is enough to notice.
-SYSCALL_EVENT_DROPS = {"threshold": 0.1, "actions": ["log", "alert"], "rate": 0.01, "max_burst": 1,
-                       "simulate_drops": False}
+SYSCALL_EVENT_DROPS = {
+    "threshold": 0.1,
+    "actions": ["log", "alert"],
+    "rate": 0.01,
+    "max_burst": 1,
+    "simulate_drops": False,
+}
 HTTP_OUTPUT_DEFAULTS = {
-    "enabled": False, "url": "", "user_agent": "falcosecurity/falco", "insecure": False, "ca_cert": "",
-    "ca_bundle": "", "ca_path": "/etc/falco/certs/", "mtls": False,
-    "client_cert": "/etc/falco/certs/client/client.crt", "client_key": "/etc/falco/certs/client/client.key",
-    "echo": False, "compress_uploads": False, "keep_alive": False, "max_consecutive_timeouts": 5,
+    "enabled": False,
+    "url": "",
+    "user_agent": "falcosecurity/falco",
+    "insecure": False,
+    "ca_cert": "",
+    "ca_bundle": "",
+    "ca_path": "/etc/falco/certs/",
+    "mtls": False,
+    "client_cert": "/etc/falco/certs/client/client.crt",
+    "client_key": "/etc/falco/certs/client/client.key",
+    "echo": False,
+    "compress_uploads": False,
+    "keep_alive": False,
+    "max_consecutive_timeouts": 5,
 }
 
 # Offline start: rules (/etc/falco/falco_rules.yaml) and the container plugin
@@ -113,24 +130,35 @@ def env_value(token: str) -> str:
 
 
 def env_file(token: str) -> str:
-    return (f"# Written by edgeguard-bootstrap falco (root only): Falco expands ${{{TOKEN_ENV}}} in\n"
-            f"# http_output.url. Percent-encoded, as it goes into the URL's user part.\n"
-            f"{TOKEN_ENV}={env_value(token)}\n")
+    return (
+        f"# Written by edgeguard-bootstrap falco (root only): Falco expands ${{{TOKEN_ENV}}} in\n"
+        f"# http_output.url. Percent-encoded, as it goes into the URL's user part.\n"
+        f"{TOKEN_ENV}={env_value(token)}\n"
+    )
 
 
 def unit_dropin_text() -> str:
-    return ("# Written by edgeguard-bootstrap falco --mode host: the alert token for http_output.url\n"
-            f"[Service]\nEnvironmentFile={ENV_FILE}\n")
+    return (
+        "# Written by edgeguard-bootstrap falco --mode host: the alert token for http_output.url\n"
+        f"[Service]\nEnvironmentFile={ENV_FILE}\n"
+    )
 
 
 def token_secret_manifest(token: str) -> str:
-    return yamlout.dump({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": TOKEN_SECRET, "namespace": NAMESPACE,
-                     "labels": {"app.kubernetes.io/managed-by": "edgeguard-bootstrap"}},
-        "type": "Opaque",
-        "data": {"token": base64.b64encode(env_value(token).encode()).decode()},
-    }, "alert-forwarder's token for Falco's http_output (edgeguard-bootstrap falco)")
+    return yamlout.dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": TOKEN_SECRET,
+                "namespace": NAMESPACE,
+                "labels": {"app.kubernetes.io/managed-by": "edgeguard-bootstrap"},
+            },
+            "type": "Opaque",
+            "data": {"token": base64.b64encode(env_value(token).encode()).decode()},
+        },
+        "alert-forwarder's token for Falco's http_output (edgeguard-bootstrap falco)",
+    )
 
 
 def register_token(ctx: Ctx, token: str) -> None:
@@ -154,8 +182,7 @@ def falco_settings(url: str) -> dict:
 def helm_values(driver: str, url: str) -> dict:
     values = {
         "driver": {"kind": driver},
-        "extra": {"env": [{"name": TOKEN_ENV,
-                           "valueFrom": {"secretKeyRef": {"name": TOKEN_SECRET, "key": "token"}}}]},
+        "extra": {"env": [{"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": TOKEN_SECRET, "key": "token"}}}]},
         "resources": RESOURCES,
         "podPriorityClassName": PRIORITY_CLASS,
         "falcoctl": FALCOCTL_OFF,
@@ -175,9 +202,12 @@ def helm_values(driver: str, url: str) -> dict:
 
 
 def dropin(url: str) -> str:
-    return yamlout.dump(falco_settings(url), "Written by edgeguard-bootstrap falco --mode host. Falco merges it into\n"
-                                             "falco.yaml key by key: each map here replaces falco.yaml's, so\n"
-                                             "every map is written whole.")
+    return yamlout.dump(
+        falco_settings(url),
+        "Written by edgeguard-bootstrap falco --mode host. Falco merges it into\n"
+        "falco.yaml key by key: each map here replaces falco.yaml's, so\n"
+        "every map is written whole.",
+    )
 
 
 def checks(ctx: Ctx, mode: str, driver: str | None) -> list[Check]:
@@ -197,26 +227,40 @@ def parse_identity(mode: str, node_name: str | None, token_stdin: bool, stdin) -
     """(Basic auth user, per-node token or None) from --node-name / --alert-token-stdin, checked before
     anything runs: node-enroll's join script pipes the node's own token (issue 12 §7)."""
     if mode != "host" and (node_name or token_stdin):
-        raise BootstrapError("--node-name and --alert-token-stdin are for --mode host (the helm DaemonSet "
-                             "uses the fleet token)")
+        raise BootstrapError(
+            "--node-name and --alert-token-stdin are for --mode host (the helm DaemonSet uses the fleet token)"
+        )
     if token_stdin and not node_name:
-        raise BootstrapError("--alert-token-stdin needs --node-name: alert-forwarder checks a node token "
-                             "against that node's name")
+        raise BootstrapError(
+            "--alert-token-stdin needs --node-name: alert-forwarder checks a node token against that node's name"
+        )
     if node_name is not None and not NODE_NAME.match(node_name):
-        raise BootstrapError(f"--node-name {node_name!r} is not a Kubernetes node name (lower-case letters, "
-                             "digits, '-' and '.')")
+        raise BootstrapError(
+            f"--node-name {node_name!r} is not a Kubernetes node name (lower-case letters, digits, '-' and '.')"
+        )
     if not token_stdin:
         return node_name or FLEET_USER, None
     token = (stdin.readline() or "").strip()
     if not NODE_TOKEN.match(token):
-        raise BootstrapError("--alert-token-stdin: expected one line holding the node's alert token "
-                             "(32 to 128 base64url characters, as node-enroll mints them)")
+        raise BootstrapError(
+            "--alert-token-stdin: expected one line holding the node's alert token "
+            "(32 to 128 base64url characters, as node-enroll mints them)"
+        )
     return node_name, token
 
 
-def run(ctx: Ctx, *, mode: str, gateway: str, falco_gateway: str | None = None, driver: str | None = None,
-        deb: str | None = None, headers_package: str | None = None, node_name: str | None = None,
-        token_stdin: bool = False) -> None:
+def run(
+    ctx: Ctx,
+    *,
+    mode: str,
+    gateway: str,
+    falco_gateway: str | None = None,
+    driver: str | None = None,
+    deb: str | None = None,
+    headers_package: str | None = None,
+    node_name: str | None = None,
+    token_stdin: bool = False,
+) -> None:
     user, node_token = parse_identity(mode, node_name, token_stdin, ctx.stdin)
     if node_token:
         register_token(ctx, node_token)
@@ -239,9 +283,11 @@ def run(ctx: Ctx, *, mode: str, gateway: str, falco_gateway: str | None = None, 
     else:
         token = secretstore.require_token(ctx, "alert-forwarder-token")
         register_token(ctx, token)
-        ctx.note(f"http_output sends alert-forwarder-token as Basic auth; Falco reads it from ${{{TOKEN_ENV}}} "
-                 f"({'Secret ' + NAMESPACE + '/' + TOKEN_SECRET if mode == 'helm' else ENV_FILE}, root only), "
-                 "so no Falco config file holds it")
+        ctx.note(
+            f"http_output sends alert-forwarder-token as Basic auth; Falco reads it from ${{{TOKEN_ENV}}} "
+            f"({'Secret ' + NAMESPACE + '/' + TOKEN_SECRET if mode == 'helm' else ENV_FILE}, root only), "
+            "so no Falco config file holds it"
+        )
     if mode == "helm":
         run_helm(ctx, kind, env_url(falco_gateway or IN_CLUSTER_GATEWAY), token)
     else:
@@ -262,16 +308,24 @@ def ensure_namespace(ctx: Ctx) -> None:
 def apply_token_secret(ctx: Ctx, token: str) -> bool:
     """The Secret the chart's extra.env reads; True when it changed (Falco reads env only at start)."""
     ensure_namespace(ctx)
-    ctx.write_file(TOKEN_SECRET_MANIFEST, token_secret_manifest(token), secret=True,
-                   why=f"Secret {NAMESPACE}/{TOKEN_SECRET}: the token Falco expands into http_output.url")
+    ctx.write_file(
+        TOKEN_SECRET_MANIFEST,
+        token_secret_manifest(token),
+        secret=True,
+        why=f"Secret {NAMESPACE}/{TOKEN_SECRET}: the token Falco expands into http_output.url",
+    )
     return apply_manifest(ctx, str(ctx.host(TOKEN_SECRET_MANIFEST)), "alert-forwarder's token for Falco")
 
 
 def run_helm(ctx: Ctx, driver: str, url: str, token: str) -> None:
     values = helm_values(driver, url)
     secret_changed = apply_token_secret(ctx, token)
-    ctx.write_file(VALUES, yamlout.dump(values, f"Helm values for {CHART} {CHART_VERSION} (edgeguard-bootstrap)"),
-                   mode=0o600, why="Falco chart values (no token: http_output.url names ${" + TOKEN_ENV + "})")
+    ctx.write_file(
+        VALUES,
+        yamlout.dump(values, f"Helm values for {CHART} {CHART_VERSION} (edgeguard-bootstrap)"),
+        mode=0o600,
+        why="Falco chart values (no token: http_output.url names ${" + TOKEN_ENV + "})",
+    )
     repos = ctx.query(["helm", "repo", "list", "-o", "json"])
     names = set()
     if repos.returncode == 0:
@@ -289,9 +343,26 @@ def run_helm(ctx: Ctx, driver: str, url: str, token: str) -> None:
             restart_daemonset(ctx, "read the new token (env is read at start)")
         return
     ctx.run(["helm", "repo", "update", CHART_REPO[0]])
-    ctx.run(["helm", "upgrade", "--install", RELEASE, CHART, "--namespace", NAMESPACE, "--create-namespace",
-             "--version", CHART_VERSION, "--values", str(ctx.host(VALUES)), "--wait", "--timeout", "10m"],
-            why="install or update Falco")
+    ctx.run(
+        [
+            "helm",
+            "upgrade",
+            "--install",
+            RELEASE,
+            CHART,
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            "--version",
+            CHART_VERSION,
+            "--values",
+            str(ctx.host(VALUES)),
+            "--wait",
+            "--timeout",
+            "10m",
+        ],
+        why="install or update Falco",
+    )
     ctx.record({"kind": "helm", "release": RELEASE, "namespace": NAMESPACE})
 
 
@@ -317,21 +388,25 @@ def release_matches(ctx: Ctx, values: dict) -> bool:
 
 def restart_daemonset(ctx: Ctx, why: str) -> None:
     ctx.run(["kubectl", "rollout", "restart", f"daemonset/{RELEASE}", "-n", NAMESPACE], why=why)
-    ctx.run(["kubectl", "rollout", "status", f"daemonset/{RELEASE}", "-n", NAMESPACE, "--timeout", "5m"],
-            why="wait until every Falco pod runs with it")
+    ctx.run(
+        ["kubectl", "rollout", "status", f"daemonset/{RELEASE}", "-n", NAMESPACE, "--timeout", "5m"],
+        why="wait until every Falco pod runs with it",
+    )
 
 
 def write_host_token(ctx: Ctx, unit: str, token: str | None) -> bool:
     changed = False
     if token is not None:
-        changed |= ctx.write_file(ENV_FILE, env_file(token), secret=True,
-                                  why=f"${{{TOKEN_ENV}}} for http_output.url (root only)")
+        changed |= ctx.write_file(
+            ENV_FILE, env_file(token), secret=True, why=f"${{{TOKEN_ENV}}} for http_output.url (root only)"
+        )
     changed |= ctx.write_file(unit_dropin(unit), unit_dropin_text(), why=f"{unit} reads {ENV_FILE}")
     return changed
 
 
-def run_host(ctx: Ctx, driver: str, url: str, deb: str | None, headers_package: str | None,
-             token: str | None = None) -> None:
+def run_host(
+    ctx: Ctx, driver: str, url: str, deb: str | None, headers_package: str | None, token: str | None = None
+) -> None:
     installed = ctx.query(["dpkg-query", "-W", "-f=${Status}", "falco"])
     is_installed = installed.returncode == 0 and "install ok installed" in installed.stdout
     if driver == "kmod" and ctx.image and not headers_package:
@@ -343,34 +418,49 @@ def run_host(ctx: Ctx, driver: str, url: str, deb: str | None, headers_package: 
         if ctx.host(f"/lib/modules/{release}/build").exists() and ctx.which("dkms"):
             ctx.unchanged(f"kernel headers for {release} and dkms present")
         else:
-            ctx.run(["apt-get", "install", "-y", "dkms", "make", headers],
-                    env={"DEBIAN_FRONTEND": "noninteractive"}, why="kmod is built by DKMS against the headers")
+            ctx.run(
+                ["apt-get", "install", "-y", "dkms", "make", headers],
+                env={"DEBIAN_FRONTEND": "noninteractive"},
+                why="kmod is built by DKMS against the headers",
+            )
     if is_installed:
         ctx.unchanged("falco package installed")
     else:
         # FALCOCTL_ENABLED=no: the package's rules and plugins are used as shipped; nothing is
         # fetched from the internet at start (falco-website setup/packages.md).
-        env = {"DEBIAN_FRONTEND": "noninteractive", "FALCO_FRONTEND": "noninteractive",
-               "FALCO_DRIVER_CHOICE": driver, "FALCOCTL_ENABLED": "no"}
+        env = {
+            "DEBIAN_FRONTEND": "noninteractive",
+            "FALCO_FRONTEND": "noninteractive",
+            "FALCO_DRIVER_CHOICE": driver,
+            "FALCOCTL_ENABLED": "no",
+        }
         if deb:
-            ctx.run(["apt-get", "install", "-y", deb if "/" in deb else "./" + deb], env=env,
-                    why="install the given Falco package")
+            ctx.run(
+                ["apt-get", "install", "-y", deb if "/" in deb else "./" + deb],
+                env=env,
+                why="install the given Falco package",
+            )
         else:
             add_apt_repo(ctx)
             ctx.run(["apt-get", "update"])
             ctx.run(["apt-get", "install", "-y", "falco"], env=env, why="Falco from download.falco.org")
         ctx.record({"kind": "apt", "package": "falco"})
     unit = UNITS[driver]
-    dropin_changed = ctx.write_file(DROPIN, dropin(url), mode=0o644,
-                                    why="json_output, http_output to alert-forwarder (no token: it names "
-                                        f"${{{TOKEN_ENV}}}), syscall_event_drops")
+    dropin_changed = ctx.write_file(
+        DROPIN,
+        dropin(url),
+        mode=0o644,
+        why=f"json_output, http_output to alert-forwarder (no token: it names ${{{TOKEN_ENV}}}), syscall_event_drops",
+    )
     token_changed = write_host_token(ctx, unit, token)
     if token_changed and not ctx.image:  # an image's systemd reads the unit drop-in at first boot
         ctx.run(["systemctl", "daemon-reload"], why=f"load {unit_dropin(unit)}")
     dropin_changed |= token_changed
     if ctx.query(["systemctl", "is-enabled", FALCOCTL_UNIT]).stdout.strip() == "enabled":
-        ctx.run(["systemctl", "disable", "--now", FALCOCTL_UNIT],
-                why="falcoctl would fetch rules from the internet; the package's rules are used offline")
+        ctx.run(
+            ["systemctl", "disable", "--now", FALCOCTL_UNIT],
+            why="falcoctl would fetch rules from the internet; the package's rules are used offline",
+        )
     other = UNITS["kmod" if driver == "modern_ebpf" else "modern_ebpf"]
     if ctx.query(["systemctl", "is-enabled", other]).stdout.strip() == "enabled":
         ctx.run(["systemctl", "disable", "--now", other], why=f"{driver} is the driver for this kernel")
@@ -392,14 +482,17 @@ def add_apt_repo(ctx: Ctx) -> None:
                 ctx.ensure_dir(d, 0o755)
         ctx.run(["curl", "-fsSL", "-o", str(ctx.host(KEY_DOWNLOAD)), KEY_URL], why="Falco's package signing key")
         if ctx.image:
-            ctx.deferred.append(f"gpg --show-keys --with-colons {KEY_DOWNLOAD}   "
-                                f"# continue only if the fingerprint is {KEY_FINGERPRINT}")
+            ctx.deferred.append(
+                f"gpg --show-keys --with-colons {KEY_DOWNLOAD}   "
+                f"# continue only if the fingerprint is {KEY_FINGERPRINT}"
+            )
         elif not ctx.dry_run:
             shown = ctx.query(["gpg", "--show-keys", "--with-colons", str(ctx.host(KEY_DOWNLOAD))])
             fprs = [line.split(":")[9] for line in shown.stdout.splitlines() if line.startswith("fpr:")]
             if KEY_FINGERPRINT not in fprs:
-                raise BootstrapError(f"the key at {KEY_URL} does not have the fingerprint {KEY_FINGERPRINT}; "
-                                     "refusing to trust it")
+                raise BootstrapError(
+                    f"the key at {KEY_URL} does not have the fingerprint {KEY_FINGERPRINT}; refusing to trust it"
+                )
             ctx.say(f"  key fingerprint {KEY_FINGERPRINT} verified")
         else:
             ctx.note(f"the key's fingerprint must be {KEY_FINGERPRINT}, or bootstrap stops")
@@ -426,7 +519,7 @@ GRACE_SECONDS = rotation.GRACE_SECONDS
 
 
 def installed(ctx: Ctx) -> str | None:
-    """"helm", or the systemd unit, of a Falco this bootstrap installed; None if it did not."""
+    """ "helm", or the systemd unit, of a Falco this bootstrap installed; None if it did not."""
     for action in reversed(ctx.state.get("actions", [])):
         if action == {"kind": "helm", "release": RELEASE, "namespace": NAMESPACE}:
             return "helm"
@@ -442,21 +535,31 @@ def rotate(ctx: Ctx, *, gateway: str, timeout: float) -> None:
     token = secretstore.require_token(ctx, "alert-forwarder-token")
     register_token(ctx, token)
     rotation.wait_accepted(
-        ctx, gateway, "alert-forwarder", token, timeout, then="update Falco",
+        ctx,
+        gateway,
+        "alert-forwarder",
+        token,
+        timeout,
+        then="update Falco",
         if_refused="Falco was left on the previous token, which alert-forwarder still accepts, so no alert is "
-                   "lost: re-run `edgeguard-bootstrap falco` once it accepts the new one")
+        "lost: re-run `edgeguard-bootstrap falco` once it accepts the new one",
+    )
     accepted = time.monotonic()
     where = installed(ctx)
     if where is None:
-        ctx.note(f"bootstrap did not install Falco here: give your Falco the new token within "
-                 f"token_grace_seconds ({GRACE_SECONDS} s) of alert-forwarder's accepting it")
+        ctx.note(
+            f"bootstrap did not install Falco here: give your Falco the new token within "
+            f"token_grace_seconds ({GRACE_SECONDS} s) of alert-forwarder's accepting it"
+        )
         return
     if where == "helm":
         if apply_token_secret(ctx, token):
             restart_daemonset(ctx, "Falco reads the new token at start")
     elif ctx.state.get("falco_node"):
-        ctx.note(f"this node's Falco sends node {ctx.state['falco_node']}'s own token, not the fleet token: "
-                 "nothing to change")
+        ctx.note(
+            f"this node's Falco sends node {ctx.state['falco_node']}'s own token, not the fleet token: "
+            "nothing to change"
+        )
         return
     else:
         if write_host_token(ctx, where, token):
@@ -464,9 +567,12 @@ def rotate(ctx: Ctx, *, gateway: str, timeout: float) -> None:
         if not ctx.dry_run:
             active = ctx.query(["systemctl", "is-active", where]).stdout.strip()
             if active != "active":
-                raise BootstrapError(f"{where} is {active or 'not active'} after the restart: "
-                                     f"check `journalctl -u {where}`")
+                raise BootstrapError(
+                    f"{where} is {active or 'not active'} after the restart: check `journalctl -u {where}`"
+                )
             ctx.say(f"  {where} active with the new token")
     if not ctx.dry_run and time.monotonic() - accepted > GRACE_SECONDS:
-        ctx.say(f"  !! Falco took over {GRACE_SECONDS} s to restart: alerts sent with the old token after the "
-                "grace were refused")
+        ctx.say(
+            f"  !! Falco took over {GRACE_SECONDS} s to restart: alerts sent with the old token after the "
+            "grace were refused"
+        )

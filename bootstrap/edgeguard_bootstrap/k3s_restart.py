@@ -6,6 +6,7 @@ is asked once); each step's after-restart work (the audit probe, waiting for pin
 A refused restart is remembered per step (`pending_key`) so a later run restarts even when no file
 changes.
 """
+
 from __future__ import annotations
 
 import time
@@ -46,8 +47,7 @@ def flush(ctx: Ctx) -> None:
 
 def _run(ctx: Ctx, requests: list[Request]) -> None:
     wanted = [r for r in requests if r.changed or ctx.state.get(r.pending_key, False)]
-    restarted = restart(ctx, [r.pending_key for r in wanted], " and ".join(r.what for r in wanted)) \
-        if wanted else False
+    restarted = restart(ctx, [r.pending_key for r in wanted], " and ".join(r.what for r in wanted)) if wanted else False
     if restarted:
         wait_ready(ctx)
     for r in requests:
@@ -57,16 +57,15 @@ def _run(ctx: Ctx, requests: list[Request]) -> None:
 def restart(ctx: Ctx, pending_keys: list[str], what: str) -> bool:
     """One `systemctl restart k3s` (after --yes or a yes at the prompt); True when it ran."""
     if ctx.dry_run:
-        ctx.change(f"run: systemctl restart k3s  (loads {what}; only with --yes, or after a yes at the terminal "
-                   "prompt)")
+        ctx.change(
+            f"run: systemctl restart k3s  (loads {what}; only with --yes, or after a yes at the terminal prompt)"
+        )
         return False
-    if not ctx.confirm(f"k3s must restart to load {what} (the API server is down for a few seconds). "
-                       "Restart now?"):
+    if not ctx.confirm(f"k3s must restart to load {what} (the API server is down for a few seconds). Restart now?"):
         for key in pending_keys:
             ctx.state[key] = True
         ctx.save_state()
-        ctx.say(f"  !! k3s NOT restarted: {what} take effect after `sudo systemctl restart k3s` "
-                "(or re-run with --yes)")
+        ctx.say(f"  !! k3s NOT restarted: {what} take effect after `sudo systemctl restart k3s` (or re-run with --yes)")
         return False
     ctx.run(["systemctl", "restart", "k3s"], why=f"load {what}")
     for key in pending_keys:
@@ -83,6 +82,8 @@ def wait_ready(ctx: Ctx, timeout: float = 180.0) -> None:
             ctx.say("  API server ready after the restart")
             return
         if time.monotonic() > deadline:
-            raise BootstrapError("the API server did not become ready within "
-                                 f"{int(timeout)}s after the restart: check `journalctl -u k3s`")
+            raise BootstrapError(
+                "the API server did not become ready within "
+                f"{int(timeout)}s after the restart: check `journalctl -u k3s`"
+            )
         time.sleep(2)

@@ -1,4 +1,5 @@
 """Apply a manifest file only when the cluster differs from it."""
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,10 @@ def apply_manifest(ctx: Ctx, path: str, why: str) -> bool:
     elif missing:
         # Everything in a namespace that does not exist yet is new; if the file does not create it,
         # the apply below fails with kubectl's own message.
-        ctx.note(f"namespace {missing.group(1)} does not exist yet, so kubectl diff cannot compare {path}; "
-                 "its objects there are all new")
+        ctx.note(
+            f"namespace {missing.group(1)} does not exist yet, so kubectl diff cannot compare {path}; "
+            "its objects there are all new"
+        )
     elif not ctx.dry_run:
         raise BootstrapError(f"kubectl diff -f {path} failed: {ctx.tail(diff.stderr, 300)}")
     else:

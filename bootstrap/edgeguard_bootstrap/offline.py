@@ -17,6 +17,7 @@ Only the node bootstrap runs on (a k3s server) gets registries.yaml: a node take
 embedded mirror only if its registries.yaml lists the registry, and every node that takes part can
 serve images to the others, so an agent is not made a peer of the server by this step.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,7 @@ def workload_images(ctx: Ctx) -> tuple[dict[str, dict], list[str]]:
     images: dict[str, dict] = {}
     unreadable = []
     for ns in NAMESPACES:
-        proc = ctx.query(["kubectl", "get", "deployments,daemonsets,statefulsets", "-n", ns, "-o", "json"],
-                         timeout=30)
+        proc = ctx.query(["kubectl", "get", "deployments,daemonsets,statefulsets", "-n", ns, "-o", "json"], timeout=30)
         if proc.returncode != 0:
             unreadable.append(ns)
             continue
@@ -157,8 +157,11 @@ def mirrored(ctx: Ctx) -> set[str] | None:
 
 
 def embedded_registry_on(ctx: Ctx) -> bool:
-    files = [CONFIG] + sorted(str(Path(CONFIG_DIR) / p.name) for p in ctx.host(CONFIG_DIR).glob("*.yaml")) \
-        if ctx.host(CONFIG_DIR).is_dir() else [CONFIG]
+    files = (
+        [CONFIG] + sorted(str(Path(CONFIG_DIR) / p.name) for p in ctx.host(CONFIG_DIR).glob("*.yaml"))
+        if ctx.host(CONFIG_DIR).is_dir()
+        else [CONFIG]
+    )
     on = False
     for f in files:  # later files win, as k3s merges them
         text = (ctx.read(f) or b"").decode("utf-8", "replace")
@@ -186,6 +189,7 @@ def preimport_supported(version) -> bool:
 def falcoctl_problem(ctx: Ctx) -> str | None:
     """What makes Falco fetch rules or plugins at start, or None."""
     from . import falco
+
     listed = ctx.query(["helm", "list", "-n", falco.NAMESPACE, "-o", "json"])
     names = set()
     if listed.returncode == 0:
@@ -202,13 +206,17 @@ def falcoctl_problem(ctx: Ctx) -> str | None:
         artifact = ((values or {}).get("falcoctl") or {}).get("artifact") or {}
         on = [step for step in ("install", "follow") if (artifact.get(step) or {}).get("enabled", True) is not False]
         if on:
-            return (f"Falco's falcoctl {' and '.join(on)} enabled (helm release {falco.RELEASE}): it downloads rules "
-                    "and plugins from falcosecurity.github.io and ghcr.io at start (edgeguard-bootstrap falco "
-                    "turns it off)")
+            return (
+                f"Falco's falcoctl {' and '.join(on)} enabled (helm release {falco.RELEASE}): it downloads rules "
+                "and plugins from falcosecurity.github.io and ghcr.io at start (edgeguard-bootstrap falco "
+                "turns it off)"
+            )
         return None
     if ctx.query(["systemctl", "is-enabled", falco.FALCOCTL_UNIT]).stdout.strip() == "enabled":
-        return (f"{falco.FALCOCTL_UNIT} enabled: it fetches rules from the internet "
-                "(edgeguard-bootstrap falco --mode host turns it off)")
+        return (
+            f"{falco.FALCOCTL_UNIT} enabled: it fetches rules from the internet "
+            "(edgeguard-bootstrap falco --mode host turns it off)"
+        )
     return None
 
 
@@ -227,8 +235,10 @@ def check(ctx: Ctx, repo: Path) -> Check:
         elif store is not None and not store[ref]:
             needs.append(f"{ref}: in the store but not pinned, so image garbage collection may remove it")
         if info["policy"] == "Always" and not (embedded and (reg in mirrors or "*" in mirrors)):
-            needs.append(f"{ref}: imagePullPolicy Always ({info['where']}) resolves the tag at {reg} on every "
-                         f"start: {reg} is not mirrored through k3s's embedded registry")
+            needs.append(
+                f"{ref}: imagePullPolicy Always ({info['where']}) resolves the tag at {reg} on every "
+                f"start: {reg} is not mirrored through k3s's embedded registry"
+            )
     problem = falcoctl_problem(ctx)
     if problem:
         needs.append(problem)
@@ -238,22 +248,33 @@ def check(ctx: Ctx, repo: Path) -> Check:
     if unreadable:
         notes.append(f"cannot list workloads in {', '.join(unreadable)}")
     if version and any(i["policy"] == "Always" for i in images.values()) and version < SELF_SERVE_SEEN:
-        notes.append("k3s v{}.{}.{}+k3s{} is older than v1.32.5+k3s1, the first release seen serving a node's "
-                     "own Always pulls from its store through the embedded mirror (k3s-io/k3s#12799)".format(*version))
+        notes.append(
+            "k3s v{}.{}.{}+k3s{} is older than v1.32.5+k3s1, the first release seen serving a node's "
+            "own Always pulls from its store through the embedded mirror (k3s-io/k3s#12799)".format(*version)
+        )
     if needs:
-        return Check("offline ready", "warn", "would need the internet:\n" + "\n".join(needs + notes)
-                     + "\nfix: edgeguard-bootstrap offline")
+        return Check(
+            "offline ready",
+            "warn",
+            "would need the internet:\n" + "\n".join(needs + notes) + "\nfix: edgeguard-bootstrap offline",
+        )
     if notes:
         return Check("offline ready", "warn", "\n".join(notes))
-    return Check("offline ready", "pass", f"{len(images)} images in the store and pinned; Always pulls served by "
-                                          "the embedded mirror; Falco fetches nothing")
+    return Check(
+        "offline ready",
+        "pass",
+        f"{len(images)} images in the store and pinned; Always pulls served by "
+        "the embedded mirror; Falco fetches nothing",
+    )
 
 
 def registries_text(registries: list[str]) -> str:
-    header = ("Written by edgeguard-bootstrap offline: these registries are mirrored through k3s's embedded\n"
-              "registry (embedded-registry: true), so an Always pull of an image this node holds resolves\n"
-              "from its own store when the uplink is down. An empty entry = no extra endpoint; the\n"
-              "registry itself stays the fallback.")
+    header = (
+        "Written by edgeguard-bootstrap offline: these registries are mirrored through k3s's embedded\n"
+        "registry (embedded-registry: true), so an Always pull of an image this node holds resolves\n"
+        "from its own store when the uplink is down. An empty entry = no extra endpoint; the\n"
+        "registry itself stays the fallback."
+    )
     return yamlout.dump({"mirrors": {r: {} for r in registries}}, header)
 
 
@@ -264,9 +285,15 @@ def checks(ctx: Ctx) -> list[Check]:
         result.append(Check("k3s role", "fail", "embedded-registry is a k3s server setting; run this on the server"))
     version = k3s_version(ctx)
     if version and not preimport_supported(version):
-        result.append(Check("k3s images", "fail", "k3s v{}.{}.{}+k3s{} does not pull and pin the images of a list "
-                                                  "in agent/images (v1.29.13+k3s1, v1.30.9+k3s1, v1.31.5+k3s1, "
-                                                  "v1.32.0+k3s1 or newer)".format(*version)))
+        result.append(
+            Check(
+                "k3s images",
+                "fail",
+                "k3s v{}.{}.{}+k3s{} does not pull and pin the images of a list "
+                "in agent/images (v1.29.13+k3s1, v1.30.9+k3s1, v1.31.5+k3s1, "
+                "v1.32.0+k3s1 or newer)".format(*version),
+            )
+        )
     result.append(facts.check_tool(ctx, "kubectl", "k3s installs it as a link to k3s"))
     return result
 
@@ -285,26 +312,40 @@ def run(ctx: Ctx, *, repo: Path, timeout: float = 600.0, poll: float = 10.0) -> 
     ours = REGISTRIES in ctx.state.get("files", {})
     if existing is None or ours:
         wanted = sorted(set(always) | (existing or set() if ours else set()))
-        changed |= ctx.write_file(REGISTRIES, registries_text(wanted), mode=0o600,
-                                  why=f"mirror {', '.join(wanted)} through the embedded registry")
+        changed |= ctx.write_file(
+            REGISTRIES,
+            registries_text(wanted),
+            mode=0o600,
+            why=f"mirror {', '.join(wanted)} through the embedded registry",
+        )
     else:
         missing = [r for r in always if r not in existing and "*" not in existing]
         if missing:
             lines = "\n".join(f"    {r}:" for r in missing)
-            ctx.say(f"  !! {REGISTRIES} is not bootstrap's (it may hold credentials); add under `mirrors:`\n{lines}\n"
-                    "     then restart k3s, so Always pulls of these registries resolve offline")
+            ctx.say(
+                f"  !! {REGISTRIES} is not bootstrap's (it may hold credentials); add under `mirrors:`\n{lines}\n"
+                "     then restart k3s, so Always pulls of these registries resolve offline"
+            )
         else:
             ctx.unchanged(f"{REGISTRIES} mirrors {', '.join(always)}")
     if embedded_registry_on(ctx) and ctx.read(DROPIN) is None:
         ctx.unchanged("embedded-registry already enabled in k3s's configuration")
     else:
-        changed |= ctx.write_file(DROPIN, yamlout.dump({"embedded-registry": True},
-                                                       "Written by edgeguard-bootstrap offline; undo with: "
-                                                       "edgeguard-bootstrap revert"),
-                                  mode=0o600, why="k3s's embedded registry mirror (Spegel)")
+        changed |= ctx.write_file(
+            DROPIN,
+            yamlout.dump(
+                {"embedded-registry": True},
+                "Written by edgeguard-bootstrap offline; undo with: edgeguard-bootstrap revert",
+            ),
+            mode=0o600,
+            why="k3s's embedded registry mirror (Spegel)",
+        )
     listing = "".join(f"{ref}\n" for ref in sorted(images))
-    ctx.write_file(PREIMPORT, "# edgeguard-bootstrap offline: k3s pulls and pins these images\n" + listing,
-                   why="k3s pulls these images and pins them against image garbage collection")
+    ctx.write_file(
+        PREIMPORT,
+        "# edgeguard-bootstrap offline: k3s pulls and pins these images\n" + listing,
+        why="k3s pulls these images and pins them against image garbage collection",
+    )
     if ctx.image:
         return
 
@@ -312,14 +353,16 @@ def run(ctx: Ctx, *, repo: Path, timeout: float = 600.0, poll: float = 10.0) -> 
         if ctx.dry_run:
             return
         if ctx.state.get(PENDING):
-            ctx.note("k3s pulls and pins the images after its restart; `edgeguard-bootstrap preflight` shows the "
-                     "result")
+            ctx.note(
+                "k3s pulls and pins the images after its restart; `edgeguard-bootstrap preflight` shows the result"
+            )
             return
         wait_pinned(ctx, sorted(images), timeout=timeout, poll=poll)
 
     # k3s reads registries.yaml and embedded-registry only at start (docs/installation/private-registry.md).
-    k3s_restart.restart_then(ctx, k3s_restart.Request(changed, PENDING, "registries.yaml and the embedded "
-                                                                        "registry mirror", after_restart))
+    k3s_restart.restart_then(
+        ctx, k3s_restart.Request(changed, PENDING, "registries.yaml and the embedded registry mirror", after_restart)
+    )
 
 
 def wait_pinned(ctx: Ctx, refs: list[str], *, timeout: float, poll: float) -> None:
@@ -334,8 +377,10 @@ def wait_pinned(ctx: Ctx, refs: list[str], *, timeout: float, poll: float) -> No
             ctx.say(f"  all {len(refs)} images are in the store and pinned")
             return
         if time.monotonic() > deadline:
-            ctx.say(f"  !! {len(waiting)} of {len(refs)} images not pulled and pinned yet after {int(timeout)}s "
-                    f"(k3s pulls them one by one): {', '.join(waiting)}; `edgeguard-bootstrap preflight` shows "
-                    "what is still missing")
+            ctx.say(
+                f"  !! {len(waiting)} of {len(refs)} images not pulled and pinned yet after {int(timeout)}s "
+                f"(k3s pulls them one by one): {', '.join(waiting)}; `edgeguard-bootstrap preflight` shows "
+                "what is still missing"
+            )
             return
         time.sleep(poll)

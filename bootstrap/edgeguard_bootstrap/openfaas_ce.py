@@ -5,6 +5,7 @@ openfaas/openfaas chart). bootstrap only overlays the values below on that relea
 `helm upgrade --reuse-values` at the chart version already deployed, so arkade's own settings
 (basic-auth secret, NodePort, queue-worker settings) stay as they are.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,6 +41,7 @@ VALUES_DOC = {
 
 def values_text() -> str:
     from . import yamlout
+
     return yamlout.dump(VALUES_DOC, "OpenFaaS CE values overlaid by edgeguard-bootstrap (helm upgrade --reuse-values)")
 
 
@@ -81,28 +83,43 @@ def check(ctx: Ctx) -> Check:
         return Check("openfaas values", "warn", "helm not found: cannot read the OpenFaaS CE release's values")
     rel = release(ctx)
     if rel is None:
-        return Check("openfaas values", "warn", "no deployed Helm release of openfaas/openfaas in namespace "
-                                                "openfaas (arkade install openfaas-ce); cannot check its requests")
+        return Check(
+            "openfaas values",
+            "warn",
+            "no deployed Helm release of openfaas/openfaas in namespace "
+            "openfaas (arkade install openfaas-ce); cannot check its requests",
+        )
     have = applied_values(ctx, rel["name"])
     if have is not None and contains(have, VALUES_DOC):
-        return Check("openfaas values", "pass", f"release {rel['name']} ({rel['chart']}): Prometheus and "
-                                                "AlertManager off, 64Mi requests, IfNotPresent")
-    return Check("openfaas values", "warn", f"release {rel['name']} ({rel['chart']}) has the chart's requests "
-                                            "(about 1 GiB with Prometheus): edgeguard-bootstrap openfaas "
-                                            "overlays the edge values")
+        return Check(
+            "openfaas values",
+            "pass",
+            f"release {rel['name']} ({rel['chart']}): Prometheus and AlertManager off, 64Mi requests, IfNotPresent",
+        )
+    return Check(
+        "openfaas values",
+        "warn",
+        f"release {rel['name']} ({rel['chart']}) has the chart's requests "
+        "(about 1 GiB with Prometheus): edgeguard-bootstrap openfaas "
+        "overlays the edge values",
+    )
 
 
 def run(ctx: Ctx) -> None:
     if not ctx.which("helm"):
         ctx.write_file(VALUES, values_text(), why="OpenFaaS CE values for a 2 GB node")
-        ctx.say(f"  !! helm not found: the edge values for OpenFaaS CE are in {VALUES}; apply them with "
-                "`helm upgrade <release> openfaas/openfaas -n openfaas --reuse-values -f` that file")
+        ctx.say(
+            f"  !! helm not found: the edge values for OpenFaaS CE are in {VALUES}; apply them with "
+            "`helm upgrade <release> openfaas/openfaas -n openfaas --reuse-values -f` that file"
+        )
         return
     rel = release(ctx)
     if rel is None:
-        ctx.say("  !! no deployed Helm release of openfaas/openfaas in namespace openfaas: the edge values "
-                f"(requests, Prometheus off, IfNotPresent) are not applied; they are in {VALUES} for "
-                "`helm upgrade --reuse-values -f`")
+        ctx.say(
+            "  !! no deployed Helm release of openfaas/openfaas in namespace openfaas: the edge values "
+            f"(requests, Prometheus off, IfNotPresent) are not applied; they are in {VALUES} for "
+            "`helm upgrade --reuse-values -f`"
+        )
         ctx.write_file(VALUES, values_text(), why="OpenFaaS CE values for a 2 GB node")
         return
     ctx.write_file(VALUES, values_text(), why="OpenFaaS CE values for a 2 GB node")
@@ -111,7 +128,7 @@ def run(ctx: Ctx) -> None:
     if have is not None and contains(have, VALUES_DOC):
         ctx.unchanged(f"helm release {name} ({chart}) has the edge values")
         return
-    version = chart[len("openfaas-"):]
+    version = chart[len("openfaas-") :]
     repos = ctx.query(["helm", "repo", "list", "-o", "json"])
     try:
         names = {r.get("name") for r in json.loads(repos.stdout or "[]")} if repos.returncode == 0 else set()
@@ -120,8 +137,25 @@ def run(ctx: Ctx) -> None:
     if REPO[0] not in names:
         ctx.run(["helm", "repo", "add", *REPO], why="OpenFaaS's chart repository")
     # --reuse-values keeps arkade's settings; the same chart version keeps the upgrade to values only.
-    ctx.run(["helm", "upgrade", name, CHART, "--namespace", NAMESPACE, "--version", version, "--reuse-values",
-             "--values", str(ctx.host(VALUES)), "--wait", "--timeout", "10m"],
-            why="OpenFaaS CE requests for a 2 GB node, Prometheus off, core images IfNotPresent")
-    ctx.record({"kind": "helm-rollback", "release": name, "namespace": NAMESPACE,
-                "revision": str(rel.get("revision", ""))})
+    ctx.run(
+        [
+            "helm",
+            "upgrade",
+            name,
+            CHART,
+            "--namespace",
+            NAMESPACE,
+            "--version",
+            version,
+            "--reuse-values",
+            "--values",
+            str(ctx.host(VALUES)),
+            "--wait",
+            "--timeout",
+            "10m",
+        ],
+        why="OpenFaaS CE requests for a 2 GB node, Prometheus off, core images IfNotPresent",
+    )
+    ctx.record(
+        {"kind": "helm-rollback", "release": name, "namespace": NAMESPACE, "revision": str(rel.get("revision", ""))}
+    )

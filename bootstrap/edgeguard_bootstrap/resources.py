@@ -1,4 +1,5 @@
 """The memory budget: what the cluster's pods request against what the node can give them."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,17 @@ import re
 
 from .engine import Check, Ctx
 
-_UNITS = {"": 1, "k": 1000, "M": 1000 ** 2, "G": 1000 ** 3, "T": 1000 ** 4,
-          "Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3, "Ti": 1024 ** 4}
+_UNITS = {
+    "": 1,
+    "k": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "T": 1000**4,
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+    "Ti": 1024**4,
+}
 
 
 def quantity(text: str | None) -> int:
@@ -21,16 +31,22 @@ def quantity(text: str | None) -> int:
 
 
 def mib(n: int) -> str:
-    return f"{n / 1024 ** 2:.0f} MiB"
+    return f"{n / 1024**2:.0f} MiB"
 
 
 def pod_requests(pod: dict) -> int:
     """A pod's effective memory request: the larger of its containers' sum and its largest init container."""
     spec = pod.get("spec") or {}
-    main = sum(quantity(((c.get("resources") or {}).get("requests") or {}).get("memory"))
-               for c in spec.get("containers") or [])
-    init = max([quantity(((c.get("resources") or {}).get("requests") or {}).get("memory"))
-                for c in spec.get("initContainers") or []] or [0])
+    main = sum(
+        quantity(((c.get("resources") or {}).get("requests") or {}).get("memory")) for c in spec.get("containers") or []
+    )
+    init = max(
+        [
+            quantity(((c.get("resources") or {}).get("requests") or {}).get("memory"))
+            for c in spec.get("initContainers") or []
+        ]
+        or [0]
+    )
     return max(main, init)
 
 
@@ -42,8 +58,9 @@ def check(ctx: Ctx) -> Check:
     try:
         node_items = json.loads(nodes.stdout or "{}").get("items", [])
         pod_items = json.loads(pods.stdout or "{}").get("items", [])
-        allocatable = sum(quantity(((n.get("status") or {}).get("allocatable") or {}).get("memory"))
-                          for n in node_items)
+        allocatable = sum(
+            quantity(((n.get("status") or {}).get("allocatable") or {}).get("memory")) for n in node_items
+        )
         live = [p for p in pod_items if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
         by_ns: dict[str, int] = {}
         for p in live:
@@ -52,8 +69,12 @@ def check(ctx: Ctx) -> Check:
     except ValueError as exc:
         return Check("memory", "warn", f"cannot read memory requests: {exc}")
     total = sum(by_ns.values())
-    pending = [p["metadata"]["name"] for p in live if (p.get("status") or {}).get("phase") == "Pending"
-               and any(c.get("reason") == "Unschedulable" for c in (p.get("status") or {}).get("conditions") or [])]
+    pending = [
+        p["metadata"]["name"]
+        for p in live
+        if (p.get("status") or {}).get("phase") == "Pending"
+        and any(c.get("reason") == "Unschedulable" for c in (p.get("status") or {}).get("conditions") or [])
+    ]
     shown = ", ".join(f"{ns} {mib(v)}" for ns, v in sorted(by_ns.items(), key=lambda kv: -kv[1]) if v)
     detail = f"pods request {mib(total)} of {mib(allocatable)} allocatable ({shown})"
     if pending:

@@ -1,4 +1,5 @@
 """revert: undo what bootstrap recorded in its state file, newest first."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,13 @@ def run(ctx: Ctx, *, gateway: str) -> None:
             ctx.restore_file(path, entry["backup"])
         else:
             ctx.remove_file(path, "written by bootstrap")
-        audit_touched |= path in (k3s_audit.DROPIN, k3s_audit.POLICY, k3s_audit.WEBHOOK, offline.REGISTRIES,
-                                  offline.DROPIN)
+        audit_touched |= path in (
+            k3s_audit.DROPIN,
+            k3s_audit.POLICY,
+            k3s_audit.WEBHOOK,
+            offline.REGISTRIES,
+            offline.DROPIN,
+        )
         if not ctx.dry_run:
             ctx.state["files"].pop(path, None)
             ctx.save_state()

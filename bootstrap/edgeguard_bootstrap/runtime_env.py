@@ -12,20 +12,54 @@ the python3-http template's Dockerfile and index.py at the commit stack.yml pins
 and the strings of the real binary (tests/foundation/test_env_collisions.py checks
 each watchdog name against it).
 """
+
 from __future__ import annotations
 
 import re
 
 # Read by of-watchdog itself (of-watchdog 9bdadb1; metrics_port is ../shared/tools' one patch).
-WATCHDOG_READS = frozenset({
-    "mode", "port", "metrics_port", "upstream_url", "http_upstream_url", "fprocess", "function_process",
-    "exec_timeout", "read_timeout", "write_timeout", "healthcheck_interval", "ready_path", "content_type",
-    "static_path", "suppress_lock", "buffer_http", "http_buffer_req_body", "max_inflight", "prefix_logs",
-    "log_buffer_size", "jwt_auth", "jwt_auth_debug", "jwt_auth_local", "OPENFAAS_NAME", "OPENFAAS_NAMESPACE",
-    # Go's runtime and net/http read these too: the lock file goes to $TMPDIR, the upstream proxy from *_proxy.
-    "TMPDIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    "GOMAXPROCS", "GOGC", "GOMEMLIMIT", "GODEBUG", "GOTRACEBACK",
-})
+WATCHDOG_READS = frozenset(
+    {
+        "mode",
+        "port",
+        "metrics_port",
+        "upstream_url",
+        "http_upstream_url",
+        "fprocess",
+        "function_process",
+        "exec_timeout",
+        "read_timeout",
+        "write_timeout",
+        "healthcheck_interval",
+        "ready_path",
+        "content_type",
+        "static_path",
+        "suppress_lock",
+        "buffer_http",
+        "http_buffer_req_body",
+        "max_inflight",
+        "prefix_logs",
+        "log_buffer_size",
+        "jwt_auth",
+        "jwt_auth_debug",
+        "jwt_auth_local",
+        "OPENFAAS_NAME",
+        "OPENFAAS_NAMESPACE",
+        # Go's runtime and net/http read these too: the lock file goes to $TMPDIR, the upstream proxy from *_proxy.
+        "TMPDIR",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "GOMAXPROCS",
+        "GOGC",
+        "GOMEMLIMIT",
+        "GODEBUG",
+        "GOTRACEBACK",
+    }
+)
 # Set by the template's Dockerfile (ENV in the ship stage) or read by its index.py.
 TEMPLATE_SETS = frozenset({"fprocess", "cgi_headers", "mode", "upstream_url", "PATH"})
 TEMPLATE_READS = frozenset({"HOSTNAME"})

@@ -4,6 +4,7 @@ deploy/rbac/configmap-secret-scrubber.yaml only lets the scrubber read (cluster-
 comes from two templates rendered per namespace: the write Role (-namespace.yaml) and the opt-in for
 replacing immutable ConfigMaps (-immutable.yaml). Without them the scrubber can report, not move.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,8 +36,10 @@ def parse(values: list[str] | None, option: str) -> tuple[str, ...]:
                 names.append(name)
     for name in names:
         if name in REFUSED:
-            raise BootstrapError(f"{option}: refusing {name}: the scrubber must never change {', '.join(REFUSED)} "
-                                 "(system namespaces, and openfaas-fn holds every function's secrets)")
+            raise BootstrapError(
+                f"{option}: refusing {name}: the scrubber must never change {', '.join(REFUSED)} "
+                "(system namespaces, and openfaas-fn holds every function's secrets)"
+            )
         if len(name) > 63 or not _DNS_LABEL.match(name):
             raise BootstrapError(f"{option}: {name!r} is not a namespace name (lowercase letters, digits, '-')")
     return tuple(names)
@@ -47,9 +50,11 @@ def parse_options(write: list[str] | None, immutable: list[str] | None) -> tuple
     imm = parse(immutable, "--scrubber-immutable-namespaces")
     missing = [n for n in imm if n not in ns]
     if missing:
-        raise BootstrapError(f"--scrubber-immutable-namespaces {','.join(missing)}: give "
-                             f"{'them' if len(missing) > 1 else 'it'} in --scrubber-namespaces too (replacing an "
-                             "immutable ConfigMap also patches workloads and writes the Secret)")
+        raise BootstrapError(
+            f"--scrubber-immutable-namespaces {','.join(missing)}: give "
+            f"{'them' if len(missing) > 1 else 'it'} in --scrubber-namespaces too (replacing an "
+            "immutable ConfigMap also patches workloads and writes the Secret)"
+        )
     return ns, imm
 
 
@@ -88,16 +93,20 @@ def remove_legacy(ctx: Ctx) -> None:
     if not proc.stdout.strip():
         return
     # Not recorded for revert: putting back create/delete on ConfigMaps in every namespace is no undo anyone wants.
-    ctx.run(["kubectl", "delete", LEGACY_KINDS, LEGACY, "--ignore-not-found"],
-            why="the old cluster-wide immutable opt-in (create/delete ConfigMaps everywhere); now per namespace")
+    ctx.run(
+        ["kubectl", "delete", LEGACY_KINDS, LEGACY, "--ignore-not-found"],
+        why="the old cluster-wide immutable opt-in (create/delete ConfigMaps everywhere); now per namespace",
+    )
 
 
 def run(ctx: Ctx, repo, namespaces: tuple, immutable: tuple) -> None:
     remove_legacy(ctx)
     if not namespaces:
-        ctx.note("no --scrubber-namespaces: configmap-secret-scrubber can only REPORT credentials in ConfigMaps, "
-                 "not move them (the API refuses its writes everywhere). To let it change namespace NS: "
-                 f"--scrubber-namespaces NS (never {', '.join(REFUSED)})")
+        ctx.note(
+            "no --scrubber-namespaces: configmap-secret-scrubber can only REPORT credentials in ConfigMaps, "
+            "not move them (the API refuses its writes everywhere). To let it change namespace NS: "
+            f"--scrubber-namespaces NS (never {', '.join(REFUSED)})"
+        )
     for kind, names in (("write", namespaces), ("immutable", immutable)):
         template = KINDS[kind]
         for ns in names:
@@ -109,5 +118,7 @@ def run(ctx: Ctx, repo, namespaces: tuple, immutable: tuple) -> None:
     prefix = f"{MANIFEST_DIR}/configmap-secret-scrubber-"
     for path in sorted(ctx.state.get("files", {})):
         if path.startswith(prefix) and path not in wanted:
-            ctx.note(f"{path} (applied by an earlier run) is not in this run's namespaces and stays in force; "
-                     f"withdraw it with: kubectl delete -f {path}  (or `edgeguard-bootstrap revert`)")
+            ctx.note(
+                f"{path} (applied by an earlier run) is not in this run's namespaces and stays in force; "
+                f"withdraw it with: kubectl delete -f {path}  (or `edgeguard-bootstrap revert`)"
+            )

@@ -5,6 +5,7 @@ alert-forwarder's, so the values must exist on the node, not only in
 OpenFaaS. They live in one 0700 directory, one 0600 file per secret, named
 like the OpenFaaS secret. Values are never printed; only these paths are.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,22 +15,28 @@ from .engine import BootstrapError, Ctx
 
 STORE = "/var/lib/edgeguard/secrets"
 
-TOKENS = ("audit-ingest-token", "alert-forwarder-token", "configmap-secret-scrubber-token",
-          "node-enroll-admin-token",
-          # Read-only: GET /metrics of every function (edgeguard/auth.require_metrics_reader), for Prometheus.
-          "edgeguard-metrics-token")
+TOKENS = (
+    "audit-ingest-token",
+    "alert-forwarder-token",
+    "configmap-secret-scrubber-token",
+    "node-enroll-admin-token",
+    # Read-only: GET /metrics of every function (edgeguard/auth.require_metrics_reader), for Prometheus.
+    "edgeguard-metrics-token",
+)
 # HMAC keys. The scrubber's fingerprint key is its own value, never its bearer token: others hold that.
 KEYS = ("node-enroll-key", "configmap-secret-scrubber-fingerprint-key")
 PLACEHOLDERS = {
     # A comment-only YAML document loads as "no extra rules".
     "audit-ingest-extra-rules": (
         "# Extra Falco rules for audit-ingest (Falco rules YAML), empty on purpose.\n"
-        "# Edit this file, then: faas-cli secret update audit-ingest-extra-rules --from-file=<this file>\n"),
+        "# Edit this file, then: faas-cli secret update audit-ingest-extra-rules --from-file=<this file>\n"
+    ),
     "alert-forwarder-destinations": (
         "# Secret settings of alert-forwarder's destinations (webhook URLs, tokens), none yet.\n"
         "# See docs/alert-forwarder.md; then:\n"
         "#   faas-cli secret update alert-forwarder-destinations --from-file=<this file>\n"
-        "{}\n"),
+        "{}\n"
+    ),
 }
 KUBECONFIGS = ("configmap-secret-scrubber-kubeconfig", "node-enroll-kubeconfig", "alert-forwarder-kubeconfig")
 ALL = TOKENS + KEYS + tuple(PLACEHOLDERS) + KUBECONFIGS
@@ -86,6 +93,8 @@ def store(ctx: Ctx, name: str, value: bytes, why: str = "") -> bool:
 def require_token(ctx: Ctx, name: str) -> str:
     value = local(ctx, name)
     if not value or not value.strip():
-        raise BootstrapError(f"{name} is not in {STORE}; run `edgeguard-bootstrap openfaas` first "
-                             "(it creates the function secrets and keeps a node-local copy)")
+        raise BootstrapError(
+            f"{name} is not in {STORE}; run `edgeguard-bootstrap openfaas` first "
+            "(it creates the function secrets and keeps a node-local copy)"
+        )
     return value.decode("utf-8").strip()

@@ -1,4 +1,5 @@
 """Install the CLIs a step needs (helm, faas-cli) with arkade when they are missing."""
+
 from __future__ import annotations
 
 import os
@@ -27,13 +28,17 @@ def ensure(ctx: Ctx, names: tuple[str, ...]) -> None:
         if ctx.dry_run:
             # A dry run shows the whole plan: the missing tool is a failed check, and the plan goes on as if
             # it were installed (its read-only queries answer "not found").
-            ctx.say(f"  !! FAIL {', '.join(missing)} not found and arkade is not installed: a real run stops here "
-                    f"(run `{ARKADE_INSTALL}`, or install {' and '.join(missing)} yourself); the plan goes on")
+            ctx.say(
+                f"  !! FAIL {', '.join(missing)} not found and arkade is not installed: a real run stops here "
+                f"(run `{ARKADE_INSTALL}`, or install {' and '.join(missing)} yourself); the plan goes on"
+            )
             ctx.memo.setdefault("failed_checks", []).extend(missing)
             return
-        raise BootstrapError(f"{', '.join(missing)} not found and arkade is not installed to fetch "
-                             f"{'them' if len(missing) > 1 else 'it'}: run `{ARKADE_INSTALL}` (or install "
-                             f"{' and '.join(missing)} yourself) and re-run")
+        raise BootstrapError(
+            f"{', '.join(missing)} not found and arkade is not installed to fetch "
+            f"{'them' if len(missing) > 1 else 'it'}: run `{ARKADE_INSTALL}` (or install "
+            f"{' and '.join(missing)} yourself) and re-run"
+        )
     for name in missing:
         ctx.run(["arkade", "get", name], why=f"{name} is needed and missing")
         downloaded = Path(ctx.env.get("HOME", os.path.expanduser("~"))) / ".arkade" / "bin" / name

@@ -7,6 +7,7 @@ block-style emitter is enough: any string that could be read back as something
 else is written double-quoted with JSON escapes, which are valid YAML
 double-quoted escapes.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,16 @@ import re
 # flow/indicator characters, and not a boolean/null word.
 _PLAIN = re.compile(r"^[A-Za-z/][A-Za-z0-9_./=+@-]*(:[A-Za-z0-9_./=+@-]+)*$")
 _RESERVED = {
-    "y", "n", "yes", "no", "true", "false", "on", "off", "null", "~",
+    "y",
+    "n",
+    "yes",
+    "no",
+    "true",
+    "false",
+    "on",
+    "off",
+    "null",
+    "~",
 }
 
 
@@ -72,7 +82,7 @@ def _lines(obj, indent: int) -> list[str]:
             if isinstance(item, (dict, list)) and item:
                 sub = _lines(item, indent + 2)
                 # First line of the item shares the line with the dash.
-                out.append(f"{pad}- {sub[0][indent + 2:]}")
+                out.append(f"{pad}- {sub[0][indent + 2 :]}")
                 out.extend(sub[1:])
             else:
                 out.append(f"{pad}- {_inline(item)}")

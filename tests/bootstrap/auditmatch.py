@@ -4,6 +4,7 @@ Written from kubernetes staging/src/k8s.io/apiserver/pkg/audit/policy/checker.go
 ruleMatchesResource, ruleMatchesNonResource, pathMatches). test_audit_policy.py checks this model
 against the real API server's behaviour where the test cluster is available.
 """
+
 from __future__ import annotations
 
 
@@ -62,7 +63,14 @@ def request_of(event: dict) -> dict:
     """The attributes the policy sees, from an audit.k8s.io/v1 Event."""
     ref = event.get("objectRef") or {}
     user = event.get("user") or {}
-    return {"user": user.get("username", ""), "groups": user.get("groups") or [], "verb": event.get("verb", ""),
-            "resource": ref.get("resource", ""), "group": ref.get("apiGroup", ""),
-            "subresource": ref.get("subresource", ""), "namespace": ref.get("namespace", ""),
-            "name": ref.get("name", ""), "path": (event.get("requestURI") or "").split("?", 1)[0]}
+    return {
+        "user": user.get("username", ""),
+        "groups": user.get("groups") or [],
+        "verb": event.get("verb", ""),
+        "resource": ref.get("resource", ""),
+        "group": ref.get("apiGroup", ""),
+        "subresource": ref.get("subresource", ""),
+        "namespace": ref.get("namespace", ""),
+        "name": ref.get("name", ""),
+        "path": (event.get("requestURI") or "").split("?", 1)[0],
+    }

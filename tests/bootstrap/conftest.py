@@ -1,4 +1,5 @@
 """Fixtures for the bootstrap tests: a fake node root, a fake PATH, a loopback gateway."""
+
 from __future__ import annotations
 
 import base64
@@ -24,16 +25,30 @@ from edgeguard_bootstrap import audit_tls, cli  # noqa: E402
 from local import tlsfront  # noqa: E402
 
 SITE = [p for p in sys.path if p.endswith("site-packages")]
-TOOLS = ("uname", "k3s", "systemctl", "kubectl", "helm", "faas-cli", "dpkg-query", "apt-get", "curl", "gpg",
-         "arkade", "openssl")
+TOOLS = (
+    "uname",
+    "k3s",
+    "systemctl",
+    "kubectl",
+    "helm",
+    "faas-cli",
+    "dpkg-query",
+    "apt-get",
+    "curl",
+    "gpg",
+    "arkade",
+    "openssl",
+)
 REAL_OPENSSL = shutil.which("openssl")
 
-SCRUBBER_TEMPLATES = ("deploy/rbac/configmap-secret-scrubber-namespace.yaml",
-                      "deploy/rbac/configmap-secret-scrubber-immutable.yaml",
-                      "deploy/admission/node-enroll.yaml",
-                      # As it is: a Role in edgeguard-enroll, which only the node-enroll file declares, so the fake
-                      # refuses it when it is applied first.
-                      "deploy/rbac/node-tokens-alert-forwarder.yaml")
+SCRUBBER_TEMPLATES = (
+    "deploy/rbac/configmap-secret-scrubber-namespace.yaml",
+    "deploy/rbac/configmap-secret-scrubber-immutable.yaml",
+    "deploy/admission/node-enroll.yaml",
+    # As it is: a Role in edgeguard-enroll, which only the node-enroll file declares, so the fake
+    # refuses it when it is applied first.
+    "deploy/rbac/node-tokens-alert-forwarder.yaml",
+)
 
 RBAC = {
     "configmap-secret-scrubber": ["configmaps", "secrets"],
@@ -47,10 +62,12 @@ OWN_NAMESPACE = {"node-enroll": "edgeguard-enroll"}
 def rbac_manifest(sa: str, resources: list[str]) -> str:
     # Stand-ins with the shape the function helpers' deploy/rbac files have.
     ns = OWN_NAMESPACE.get(sa)
-    return ((f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\n" if ns else "")
-            + f"apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {sa}\n  namespace: openfaas-fn\n---\n"
-            f"apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: {sa}\n  namespace: default\n"
-            f"rules:\n- apiGroups: [\"\"]\n  resources: {json.dumps(resources)}\n  verbs: [get, list]\n")
+    return (
+        (f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\n" if ns else "")
+        + f"apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {sa}\n  namespace: openfaas-fn\n---\n"
+        f"apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: {sa}\n  namespace: default\n"
+        f'rules:\n- apiGroups: [""]\n  resources: {json.dumps(resources)}\n  verbs: [get, list]\n'
+    )
 
 
 class Node:
@@ -82,19 +99,23 @@ class Node:
             exe = self.bin / tool
             # -S keeps each fake's start-up short (the suite spawns a few thousand); site-packages
             # go on the path by hand for the two handlers that import yaml.
-            exe.write_text(f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
-                           f"sys.path.extend({SITE!r})\nimport fakecmd\nfakecmd.main()\n")
+            exe.write_text(
+                f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
+                f"sys.path.extend({SITE!r})\nimport fakecmd\nfakecmd.main()\n"
+            )
             exe.chmod(0o755)
         world = self.default_world()
         # Where k3s finds the image list bootstrap writes (the fake k3s "pulls" it at restart).
         world["preimport_file"] = str(self.root / "var/lib/rancher/k3s/agent/images/edgeguard-images.txt")
         world["falco_env_file"] = str(self.root / "etc/falco/edgeguard-alert-token.env")  # what Falco's unit reads
         self.set_world(world)
-        self.files({
-            "/etc/os-release": 'NAME="Ubuntu"\nID=ubuntu\nVERSION_ID="24.04"\nPRETTY_NAME="Ubuntu 24.04.1 LTS"\n',
-            "/sys/kernel/btf/vmlinux": "BTF",
-            "/sys/fs/cgroup/cgroup.controllers": "cpuset cpu io memory hugetlb pids rdma misc\n",
-        })
+        self.files(
+            {
+                "/etc/os-release": 'NAME="Ubuntu"\nID=ubuntu\nVERSION_ID="24.04"\nPRETTY_NAME="Ubuntu 24.04.1 LTS"\n',
+                "/sys/kernel/btf/vmlinux": "BTF",
+                "/sys/fs/cgroup/cgroup.controllers": "cpuset cpu io memory hugetlb pids rdma misc\n",
+            }
+        )
 
     @staticmethod
     def default_world() -> dict:
@@ -113,6 +134,7 @@ class Node:
     def seed_tokens(self) -> None:
         """What `openfaas` leaves behind that k3s-audit and falco read: node copies + OpenFaaS secrets."""
         import secrets as pysecrets
+
         store = self.root / "var/lib/edgeguard/secrets"
         store.mkdir(parents=True, mode=0o700)
         world = self.world()
@@ -141,8 +163,12 @@ class Node:
         self.set_world(w)
 
     def env(self) -> dict:
-        env = {"PATH": str(self.bin), "FAKE_WORLD": str(self.world_path), "FAKE_LOG": str(self.log_path),
-               "HOME": str(self.tmp)}
+        env = {
+            "PATH": str(self.bin),
+            "FAKE_WORLD": str(self.world_path),
+            "FAKE_LOG": str(self.log_path),
+            "HOME": str(self.tmp),
+        }
         if REAL_OPENSSL:
             env["FAKE_REAL_OPENSSL"] = REAL_OPENSSL
         return env
@@ -174,13 +200,24 @@ class Node:
         self.log_path.write_text("")
 
     def mutating_calls(self) -> list[list[str]]:
-        readonly = {("uname",), ("k3s", "--version"), ("systemctl", "is-active"), ("systemctl", "is-enabled"),
-                    ("kubectl", "get"), ("kubectl", "diff"), ("helm", "repo", "list"), ("helm", "list"),
-                    ("helm", "get"), ("faas-cli", "secret", "list"), ("dpkg-query",),
-                    ("gpg", "--show-keys"), ("openssl", "verify"), ("openssl", "x509", "-checkend"),
-                    ("k3s", "ctr", "-n", "k8s.io", "images", "list")}
-        return [c for c in self.calls()
-                if not any(tuple(c[:len(r)]) == r for r in readonly)]
+        readonly = {
+            ("uname",),
+            ("k3s", "--version"),
+            ("systemctl", "is-active"),
+            ("systemctl", "is-enabled"),
+            ("kubectl", "get"),
+            ("kubectl", "diff"),
+            ("helm", "repo", "list"),
+            ("helm", "list"),
+            ("helm", "get"),
+            ("faas-cli", "secret", "list"),
+            ("dpkg-query",),
+            ("gpg", "--show-keys"),
+            ("openssl", "verify"),
+            ("openssl", "x509", "-checkend"),
+            ("k3s", "ctr", "-n", "k8s.io", "images", "list"),
+        }
+        return [c for c in self.calls() if not any(tuple(c[: len(r)]) == r for r in readonly)]
 
     def path(self, node_path: str) -> Path:
         return self.root / node_path.lstrip("/")
@@ -211,15 +248,16 @@ class _Gateway(BaseHTTPRequestHandler):
             else:
                 accepted = {base64.b64decode(world["secrets"].get("audit-ingest-token", "")).decode()} - {""}
             auth = self.headers.get("Authorization", "")
-            if not (auth.startswith("Bearer ") and auth[len("Bearer "):] in accepted):
+            if not (auth.startswith("Bearer ") and auth[len("Bearer ") :] in accepted):
                 self._send(401, b'{"error": "unauthorized"}')
                 return
             # audit-ingest's GET: "requests" grows with every call, this GET included, so only
             # authenticated_batches proves a delivery.
             world["requests"] = world.get("requests", 0) + 1
             node.set_world(world)
-            counters = {k: world.get(k, 0) for k in ("requests", "authenticated_batches", "unauthenticated",
-                                                     "invalid_token")}
+            counters = {
+                k: world.get(k, 0) for k in ("requests", "authenticated_batches", "unauthenticated", "invalid_token")
+            }
             counters["events"] = world.get("audit_events", 0)
             body = {"status": "ok", "ruleset": {"rules_loaded": 48}, "counters": counters}
             if world.get("legacy_counters"):  # an audit-ingest from before the authentication counters
@@ -231,7 +269,7 @@ class _Gateway(BaseHTTPRequestHandler):
     def _forwarder(self, node):
         accepted = self._accepts(node, "fwd", "alert-forwarder-token")
         auth = self.headers.get("Authorization", "")
-        ok = auth.startswith("Bearer ") and auth[len("Bearer "):] in accepted
+        ok = auth.startswith("Bearer ") and auth[len("Bearer ") :] in accepted
         self._send(200 if ok else 401, b'{"status": "ok"}' if ok else b'{"error": "unauthorized"}')
 
     @staticmethod
@@ -285,8 +323,9 @@ def node(tmp_path):
     thread.start()
     n = Node(tmp_path, f"http://127.0.0.1:{server.server_address[1]}")
     handler.node = n
-    front = tlsfront.TLSFront(n.applied_site, {("gateway", 8080): n.gateway},
-                              log_path=tmp_path / "tlsfront.log").start()
+    front = tlsfront.TLSFront(
+        n.applied_site, {("gateway", 8080): n.gateway}, log_path=tmp_path / "tlsfront.log"
+    ).start()
     n.front = front
     n.audit_url = f"{front.url}{audit_tls.PATH}"
     try:
@@ -331,10 +370,10 @@ def _no_real_system_paths(monkeypatch):
                 if isinstance(arg, (str, os.PathLike)) and _protected(arg):
                     raise AssertionError(f"test tried os.{name} on {arg}")
             return real(*args, **kwargs)
+
         monkeypatch.setattr(os, name, wrapper)
 
     monkeypatch.setattr(os, "open", guarded_os_open)
     monkeypatch.setattr(builtins, "open", guarded_open)
     for name in ("mkdir", "replace", "rename", "unlink", "rmdir", "chmod"):
         guard(name)
-

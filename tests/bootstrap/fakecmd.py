@@ -5,6 +5,7 @@ is appended to $FAKE_LOG (argv, the env vars bootstrap sets, cwd); the reply
 comes from a small simulated node/cluster kept in $FAKE_WORLD (JSON), so a
 second bootstrap run sees what the first one did.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,8 +21,14 @@ CWD = None
 SELF = None
 INPROCESS = False
 
-WATCHED_ENV = ("DEBIAN_FRONTEND", "FALCO_FRONTEND", "FALCO_DRIVER_CHOICE", "FALCOCTL_ENABLED", "OPENFAAS_URL",
-               "KUBECONFIG")
+WATCHED_ENV = (
+    "DEBIAN_FRONTEND",
+    "FALCO_FRONTEND",
+    "FALCO_DRIVER_CHOICE",
+    "FALCOCTL_ENABLED",
+    "OPENFAAS_URL",
+    "KUBECONFIG",
+)
 
 
 def load():
@@ -60,8 +67,9 @@ def main(argv=None, env=None, cwd=None, inprocess=False):
     tool = os.path.basename(argv[0])
     args = argv[1:]
     with open(ENV["FAKE_LOG"], "a") as log:
-        log.write(json.dumps({"argv": [tool, *args], "cwd": CWD,
-                              "env": {k: ENV[k] for k in WATCHED_ENV if k in ENV}}) + "\n")
+        log.write(
+            json.dumps({"argv": [tool, *args], "cwd": CWD, "env": {k: ENV[k] for k in WATCHED_ENV if k in ENV}}) + "\n"
+        )
     world = load()
     for prefix in world.get("leaky_fail", []):
         # A worst-case CLI: it fails and dumps every value it can see (secrets it holds, files it was given).
@@ -103,8 +111,7 @@ def do_k3s(world, args):
         rows = ["REF TYPE DIGEST SIZE PLATFORMS LABELS"]
         for ref, pinned in sorted(world.get("images", {}).items()):
             labels = "io.cri-containerd.image=managed" + (",io.cri-containerd.pinned=pinned" if pinned else "")
-            rows.append(f"{ref} application/vnd.oci.image.index.v1+json sha256:{'0' * 64} 20.1MiB "
-                        f"linux/arm64 {labels}")
+            rows.append(f"{ref} application/vnd.oci.image.index.v1+json sha256:{'0' * 64} 20.1MiB linux/arm64 {labels}")
         out("\n".join(rows) + "\n")
     out(rc=127, err="k3s: not installed\n")
 
@@ -145,8 +152,11 @@ def do_systemctl(world, args):
         if unit == "k3s" and "ingest" in world:
             # the API server comes back with the token k3s-audit wrote: would audit-ingest take its batches?
             token = base64.b64decode(world["secrets"].get("audit-ingest-token", "")).decode()
-            taken = {base64.b64decode(v).decode() for v in (world["ingest"].get("seen"), world["ingest"].get("previous"))
-                     if v}
+            taken = {
+                base64.b64decode(v).decode()
+                for v in (world["ingest"].get("seen"), world["ingest"].get("previous"))
+                if v
+            }
             world.setdefault("k3s_starts", []).append("accepted" if token in taken else "refused")
     else:
         out(rc=2, err=f"systemctl fake: unexpected {args}\n")
@@ -162,6 +172,7 @@ def forwarder_accepts(world):
 
 def host_falco_token(world):
     from urllib.parse import unquote
+
     path = world.get("falco_env_file")
     try:
         with open(path) as f:
@@ -177,7 +188,8 @@ def falco_starts(world, token):
     """Falco (re)starts with this token: would alert-forwarder take its alerts? (Falco drops refused ones.)"""
     if "fwd" in world:
         world.setdefault("falco_starts", []).append(
-            "accepted" if token is not None and token in forwarder_accepts(world) else "refused")
+            "accepted" if token is not None and token in forwarder_accepts(world) else "refused"
+        )
 
 
 def do_kubectl(world, args):
@@ -201,15 +213,28 @@ def do_kubectl(world, args):
         resources = [{"name": "mutatingwebhookconfigurations"}, {"name": "validatingwebhookconfigurations"}]
         if world.get("vap"):
             resources += [{"name": "validatingadmissionpolicies"}, {"name": "validatingadmissionpolicybindings"}]
-        out(json.dumps({"kind": "APIResourceList", "groupVersion": "admissionregistration.k8s.io/v1",
-                        "resources": resources}))
+        out(
+            json.dumps(
+                {"kind": "APIResourceList", "groupVersion": "admissionregistration.k8s.io/v1", "resources": resources}
+            )
+        )
     if args[:2] == ["get", "validatingadmissionpolicy"] and args[3:] == ["-o", "name"]:
         if any(p.endswith("deploy/admission/node-enroll.yaml") for p in world.get("applied", {})):
             out(f"validatingadmissionpolicy.admissionregistration.k8s.io/{args[2]}\n")
         out(rc=1, err=f'Error from server (NotFound): validatingadmissionpolicies "{args[2]}" not found\n')
     if args == ["get", "nodes", "-o", "json"]:
-        out(json.dumps({"items": [{"metadata": {"name": "pi-01"},
-                                   "status": {"allocatable": {"memory": world.get("allocatable", "3884Mi")}}}]}))
+        out(
+            json.dumps(
+                {
+                    "items": [
+                        {
+                            "metadata": {"name": "pi-01"},
+                            "status": {"allocatable": {"memory": world.get("allocatable", "3884Mi")}},
+                        }
+                    ]
+                }
+            )
+        )
     if args == ["get", "pods", "-A", "-o", "json"]:
         out(json.dumps({"items": world.get("pods", [])}))
     if args == ["get", "deployments", "-n", "openfaas-fn", "-o", "json"]:
@@ -225,9 +250,10 @@ def do_kubectl(world, args):
     if args[:2] in (["diff", "-f"], ["apply", "-f"]):
         path = args[2]
         if not os.path.exists(path):
-            out(rc=2, err=f"error: the path \"{path}\" does not exist\n")
+            out(rc=2, err=f'error: the path "{path}" does not exist\n')
         applied = world.setdefault("applied", {})
         import yaml  # lazily: most fake calls do not need it, and each call is a fresh process
+
         with open(path) as f:
             docs = [d for d in yaml.safe_load_all(f) if d]
         namespaces = world.setdefault("namespaces", [])
@@ -240,8 +266,9 @@ def do_kubectl(world, args):
             if ns and ns not in namespaces:
                 if args[0] == "apply":
                     save(world)
-                out(rc=2 if args[0] == "diff" else 1,
-                    err=f'Error from server (NotFound): namespaces "{ns}" not found\n')
+                out(
+                    rc=2 if args[0] == "diff" else 1, err=f'Error from server (NotFound): namespaces "{ns}" not found\n'
+                )
         if args[0] == "diff":
             if applied.get(path) == sha(path):
                 out()
@@ -250,6 +277,7 @@ def do_kubectl(world, args):
         for doc in docs:
             if doc.get("kind") == "Secret" and doc["metadata"]["name"] == "edgeguard-alert-token":
                 from urllib.parse import unquote
+
                 world["falco_secret_token"] = unquote(base64.b64decode(doc["data"]["token"]).decode())
             if doc.get("kind") == "ServiceAccount":
                 world.setdefault("service_accounts", []).append(doc["metadata"]["name"])
@@ -265,8 +293,11 @@ def do_kubectl(world, args):
         out(rc=1, err=f'Error from server (NotFound): namespaces "{args[2]}" not found\n')
     if args[:2] == ["get", "clusterrolebinding,clusterrole"] and args[3:] == ["-o", "name", "--ignore-not-found"]:
         # Real kubectl prints bindings first, in the order of the kinds asked for.
-        found = [f"{kind}.rbac.authorization.k8s.io/{args[2]}" for kind in ("clusterrolebinding", "clusterrole")
-                 if f"{kind}/{args[2]}" in world.get("cluster_objects", [])]
+        found = [
+            f"{kind}.rbac.authorization.k8s.io/{args[2]}"
+            for kind in ("clusterrolebinding", "clusterrole")
+            if f"{kind}/{args[2]}" in world.get("cluster_objects", [])
+        ]
         out("".join(line + "\n" for line in found))
     if args[:2] == ["delete", "clusterrolebinding,clusterrole"] and args[3:] == ["--ignore-not-found"]:
         objects = world.setdefault("cluster_objects", [])
@@ -293,13 +324,14 @@ def do_kubectl(world, args):
             # The batch with the probe's event, as audit-ingest counts it: with the kubeconfig's token (https),
             # without any (an http:// webhook URL), or with a token it does not accept.
             world["audit_events"] = world.get("audit_events", 0) + 1
-            counter = {"token": "authenticated_batches", "none": "unauthenticated",
-                       "wrong": "invalid_token"}[world.get("audit_auth", "token")]
+            counter = {"token": "authenticated_batches", "none": "unauthenticated", "wrong": "invalid_token"}[
+                world.get("audit_auth", "token")
+            ]
             world[counter] = world.get(counter, 0) + 1
             save(world)
         out(f"configmap/{args[2]} created\n")
     if args[:2] == ["delete", "configmap"]:
-        out(f"configmap \"{args[2]}\" deleted\n")
+        out(f'configmap "{args[2]}" deleted\n')
     out(rc=2, err=f"kubectl fake: unexpected {args}\n")
 
 
@@ -321,12 +353,18 @@ def do_helm(world, args):
         out(json.dumps(rel["values"]))
     elif args[:2] == ["upgrade", "--install"]:
         import yaml
+
         with open(args[args.index("--values") + 1]) as f:
             values = yaml.safe_load(f)
-        releases[args[2]] = {"namespace": args[args.index("--namespace") + 1], "status": "deployed",
-                             "chart": f"falco-{args[args.index('--version') + 1]}", "values": values}
+        releases[args[2]] = {
+            "namespace": args[args.index("--namespace") + 1],
+            "status": "deployed",
+            "chart": f"falco-{args[args.index('--version') + 1]}",
+            "values": values,
+        }
     elif args[0] == "upgrade":
         import yaml
+
         rel = releases.get(args[1])
         if not rel:
             out(rc=1, err=f'Error: UPGRADE FAILED: "{args[1]}" has no deployed releases\n')
@@ -334,8 +372,11 @@ def do_helm(world, args):
             values = yaml.safe_load(f)
         merged = deep_merge(rel["values"], values) if "--reuse-values" in args else values
         rel.setdefault("history", {})[rel.get("revision", "1")] = rel["values"]
-        rel.update(values=merged, chart=f"{args[2].split('/')[1]}-{args[args.index('--version') + 1]}",
-                   revision=str(int(rel.get("revision", "1")) + 1))
+        rel.update(
+            values=merged,
+            chart=f"{args[2].split('/')[1]}-{args[args.index('--version') + 1]}",
+            revision=str(int(rel.get("revision", "1")) + 1),
+        )
     elif args[0] == "rollback":
         rel = releases[args[1]]
         rel["values"] = rel.get("history", {})[args[2]]
@@ -364,10 +405,22 @@ def workloads(world, ns):
         return world["workloads"][ns]
     if ns != "openfaas-fn":
         return []
-    return [{"kind": "Deployment", "metadata": {"name": n, "namespace": ns},
-             "spec": {"template": {"spec": {"containers": [
-                 {"name": n, "image": f"ghcr.io/edgeguard/{n}:0.1.0", "imagePullPolicy": "Always"}]}}}}
-            for n in world.get("deployments", [])]
+    return [
+        {
+            "kind": "Deployment",
+            "metadata": {"name": n, "namespace": ns},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {"name": n, "image": f"ghcr.io/edgeguard/{n}:0.1.0", "imagePullPolicy": "Always"}
+                        ]
+                    }
+                }
+            },
+        }
+        for n in world.get("deployments", [])
+    ]
 
 
 def do_faas_cli(world, args):
@@ -375,7 +428,7 @@ def do_faas_cli(world, args):
     if args[:2] == ["secret", "list"]:
         if world.get("faas_login", True):
             out("NAME\n")
-        out(rc=1, err="unauthorized access, run \"faas-cli login\"\n")
+        out(rc=1, err='unauthorized access, run "faas-cli login"\n')
     if args[:2] in (["secret", "create"], ["secret", "update"]):
         name = args[2]
         path = args[3].split("=", 1)[1]
@@ -417,8 +470,10 @@ def do_curl(world, args):
 
 def do_gpg(world, args):
     if args[:2] == ["--show-keys", "--with-colons"]:
-        out(f"pub:-:4096:1:4365106822B35B1B:1700000000:::-:::scESC::::::23::0:\n"
-            f"fpr:::::::::{world.get('key_fpr', '478B2FBBC75F4237B731DA4365106822B35B1B1F')}:\n")
+        out(
+            f"pub:-:4096:1:4365106822B35B1B:1700000000:::-:::scESC::::::23::0:\n"
+            f"fpr:::::::::{world.get('key_fpr', '478B2FBBC75F4237B731DA4365106822B35B1B1F')}:\n"
+        )
     if args[0] == "--dearmor":
         with open(args[args.index("-o") + 1], "wb") as f:
             f.write(b"\x99\x02fake-keyring")
@@ -433,8 +488,10 @@ def do_openssl(world, args):
         out(rc=127, err="openssl: not installed on the machine running the tests\n")
     if INPROCESS:
         import subprocess
-        proc = subprocess.run([real, *args], capture_output=True, text=True, cwd=CWD, env=dict(ENV),
-                              stdin=subprocess.DEVNULL)
+
+        proc = subprocess.run(
+            [real, *args], capture_output=True, text=True, cwd=CWD, env=dict(ENV), stdin=subprocess.DEVNULL
+        )
         out(proc.stdout, proc.returncode, proc.stderr)
     os.execv(real, [real, *args])
 
@@ -454,7 +511,11 @@ def do_arkade(world, args):
         # arkade installs apps as Helm releases.
         world["cron_connector"] = True
         world.setdefault("releases", {})["cron-connector"] = {
-            "namespace": "openfaas", "status": "deployed", "chart": "cron-connector-0.6.0", "values": {}}
+            "namespace": "openfaas",
+            "status": "deployed",
+            "chart": "cron-connector-0.6.0",
+            "values": {},
+        }
         save(world)
         out()
     out(rc=2, err=f"arkade fake: unexpected {args}\n")

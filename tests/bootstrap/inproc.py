@@ -4,6 +4,7 @@ The fake executables stay on the test PATH (bootstrap's `which` must find them, 
 them), but a call to one runs fakecmd's handler here, with the command's own environment and cwd, and
 is recorded exactly as the spawned fake records it. Anything else (a real tool) runs for real.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -4,6 +4,7 @@ Used by the audit-policy test (what the real API server logs under the edge poli
 `make bench` (events per minute). The tool is test equipment: when it is missing, callers skip
 with `MISSING`'s reason.
 """
+
 from __future__ import annotations
 
 import json
@@ -89,10 +90,16 @@ def summary(event: dict) -> dict:
     ref = event.get("objectRef") or {}
     user = event.get("user") or {}
     return {
-        "user": user.get("username", ""), "groups": user.get("groups") or [], "verb": event.get("verb", ""),
-        "group": ref.get("apiGroup", ""), "resource": ref.get("resource", ""),
-        "subresource": ref.get("subresource", ""), "namespace": ref.get("namespace", ""),
-        "name": ref.get("name", ""), "uri": event.get("requestURI", ""), "stage": event.get("stage", ""),
+        "user": user.get("username", ""),
+        "groups": user.get("groups") or [],
+        "verb": event.get("verb", ""),
+        "group": ref.get("apiGroup", ""),
+        "resource": ref.get("resource", ""),
+        "subresource": ref.get("subresource", ""),
+        "namespace": ref.get("namespace", ""),
+        "name": ref.get("name", ""),
+        "uri": event.get("requestURI", ""),
+        "stage": event.get("stage", ""),
         "level": event.get("level", ""),
     }
 
@@ -103,8 +110,16 @@ class Cluster:
     def __init__(self, workdir: Path, webhook: str, policy: Path, token: str = "edgeguard-bench"):
         self.dir = workdir
         # node_sim.py needs the kubernetes client: this interpreter has it (requirements-dev.txt).
-        self.args = ["--audit-webhook", webhook, "--audit-token", token, "--audit-policy", str(policy),
-                     "--python", sys.executable]
+        self.args = [
+            "--audit-webhook",
+            webhook,
+            "--audit-token",
+            token,
+            "--audit-policy",
+            str(policy),
+            "--python",
+            sys.executable,
+        ]
         self.kubeconfig = workdir / "admin.kubeconfig"
 
     def __enter__(self):
@@ -112,8 +127,12 @@ class Cluster:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        proc = subprocess.run(["bash", str(cluster_tool()), "start", str(self.dir), *self.args, "--port", str(port)],
-                              capture_output=True, text=True, timeout=240)
+        proc = subprocess.run(
+            ["bash", str(cluster_tool()), "start", str(self.dir), *self.args, "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         if proc.returncode != 0:
             subprocess.run(["bash", str(cluster_tool()), "stop", str(self.dir)], capture_output=True, timeout=60)
             raise RuntimeError(f"cluster start failed: {proc.stderr[-1500:] or proc.stdout[-1500:]}")
@@ -122,11 +141,16 @@ class Cluster:
     def __exit__(self, *exc):
         subprocess.run(["bash", str(cluster_tool()), "stop", str(self.dir)], capture_output=True, timeout=60)
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None,
-                kubeconfig: Path | None = None) -> subprocess.CompletedProcess:
+    def kubectl(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 60,
+        input: str | None = None,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess:
         env = dict(os.environ, KUBECONFIG=str(kubeconfig or self.kubeconfig), HOME=str(self.dir))
-        proc = subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=timeout, env=env,
-                              input=input)
+        proc = subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=timeout, env=env, input=input)
         if check and proc.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()[-500:]}")
         return proc
@@ -138,16 +162,36 @@ class Cluster:
         safe = name.replace(":", "_")
         key, csr, crt = (self.dir / f"{safe}.{ext}" for ext in ("key", "csr", "crt"))
         subject = f"/CN={name}" + "".join(f"/O={g}" for g in groups)
-        for argv in (["openssl", "genrsa", "-out", str(key), "2048"],
-                     ["openssl", "req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr)],
-                     ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.crt"), "-CAkey",
-                      str(pki / "ca.key"), "-CAcreateserial", "-days", "2", "-out", str(crt)]):
+        for argv in (
+            ["openssl", "genrsa", "-out", str(key), "2048"],
+            ["openssl", "req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr)],
+            [
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                str(csr),
+                "-CA",
+                str(pki / "ca.crt"),
+                "-CAkey",
+                str(pki / "ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                str(crt),
+            ],
+        ):
             subprocess.run(argv, check=True, capture_output=True, timeout=60)
         server = json.loads(self.kubectl("config", "view", "--raw", "-o", "json").stdout)["clusters"][0]
-        doc = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
-               "clusters": [{"name": "c", "cluster": server["cluster"]}],
-               "users": [{"name": "u", "user": {"client-certificate": str(crt), "client-key": str(key)}}],
-               "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "c",
+            "clusters": [{"name": "c", "cluster": server["cluster"]}],
+            "users": [{"name": "u", "user": {"client-certificate": str(crt), "client-key": str(key)}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        }
         path = self.dir / f"{safe}.kubeconfig"
         path.write_text(json.dumps(doc))
         path.chmod(0o600)

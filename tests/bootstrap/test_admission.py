@@ -7,6 +7,7 @@ shapes the API server hands a policy (`object` null on DELETE, `oldObject` null 
 control plane is Kubernetes 1.24, which predates the API: there the test shows that bootstrap detects
 its absence and that the API server refuses the manifest. No API server has enforced the policy here.
 """
+
 from __future__ import annotations
 
 import io
@@ -45,7 +46,8 @@ def test_binding_denies_and_the_policy_fails_closed_on_kube_system_secret_writes
     spec = POLICY["spec"]
     assert spec["failurePolicy"] == "Fail"
     assert spec["matchConstraints"]["namespaceSelector"] == {
-        "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
+        "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+    }
     (rule,) = spec["matchConstraints"]["resourceRules"]
     assert rule["resources"] == ["secrets"] and rule["apiGroups"] == [""]
     assert {"CREATE", "DELETE"} <= set(rule["operations"])
@@ -84,15 +86,18 @@ def test_node_enroll_may_create_and_delete_bootstrap_token_secrets():
     assert allowed("DELETE", old=secret("bootstrap-token-abc123"))
 
 
-@pytest.mark.parametrize("name,type_", [
-    ("k3s-serving", "kubernetes.io/tls"),
-    ("pi-01.node-password.k3s", "Opaque"),
-    ("bootstrap-token-abc123", "Opaque"),           # right name, wrong type
-    ("bootstrap-token-ABC123", "bootstrap.kubernetes.io/token"),   # token-id is [a-z0-9]
-    ("bootstrap-token-abc1234", "bootstrap.kubernetes.io/token"),  # token-id is 6 characters
-    ("x-bootstrap-token-abc123", "bootstrap.kubernetes.io/token"),
-    ("bootstrap-token-abc123", None),                # no type at all
-])
+@pytest.mark.parametrize(
+    "name,type_",
+    [
+        ("k3s-serving", "kubernetes.io/tls"),
+        ("pi-01.node-password.k3s", "Opaque"),
+        ("bootstrap-token-abc123", "Opaque"),  # right name, wrong type
+        ("bootstrap-token-ABC123", "bootstrap.kubernetes.io/token"),  # token-id is [a-z0-9]
+        ("bootstrap-token-abc1234", "bootstrap.kubernetes.io/token"),  # token-id is 6 characters
+        ("x-bootstrap-token-abc123", "bootstrap.kubernetes.io/token"),
+        ("bootstrap-token-abc123", None),  # no type at all
+    ],
+)
 def test_node_enroll_may_not_create_or_delete_any_other_secret(name, type_):
     assert not allowed("CREATE", obj=secret(name, type_))
     # On DELETE the policy sees the stored object: a node password cannot be deleted either.
@@ -102,11 +107,13 @@ def test_node_enroll_may_not_create_or_delete_any_other_secret(name, type_):
 
 def test_other_users_are_not_matched_by_the_policy():
     assert allowed("DELETE", old=secret("pi-01.node-password.k3s", "Opaque"), user="system:admin")
-    assert allowed("CREATE", obj=secret("anything", "Opaque"),
-                   user="system:serviceaccount:openfaas-fn:configmap-secret-scrubber")
+    assert allowed(
+        "CREATE", obj=secret("anything", "Opaque"), user="system:serviceaccount:openfaas-fn:configmap-secret-scrubber"
+    )
 
 
 # ---- what bootstrap does with it ---------------------------------------------------------------------
+
 
 def test_openfaas_applies_the_policy_where_the_api_serves_it(node):
     node.update_world(vap=True)
@@ -136,6 +143,7 @@ def test_openfaas_warns_and_applies_nothing_on_a_cluster_older_than_1_30(node):
 def test_on_the_real_1_24_api_server_the_api_is_absent_and_the_manifest_is_refused(real_cluster):
     cluster, _ = real_cluster
     import os
+
     ctx = Ctx("/", out=io.StringIO(), env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), HOME=str(cluster.dir)))
     assert admission.served(ctx) is False
     check = admission.check(ctx)

@@ -1,4 +1,5 @@
 """`all` end to end on a fake node, idempotency, revert, and the launcher itself."""
+
 from __future__ import annotations
 
 import base64
@@ -34,12 +35,18 @@ def test_dry_run_on_a_fresh_root_prints_the_complete_plan_and_changes_nothing(no
     # Every step and every file it would write, with diffs.
     for section in ("== preflight", "== openfaas", "== k3s-audit", "== falco --mode helm"):
         assert section in out
-    for path in [secretstore.path(n) for n in secretstore.TOKENS + secretstore.KEYS + tuple(secretstore.PLACEHOLDERS)] \
-            + [openfaas.SA_TOKENS_MANIFEST, k3s_audit.POLICY, k3s_audit.WEBHOOK, k3s_audit.DROPIN, falco.VALUES]:
+    for path in [
+        secretstore.path(n) for n in secretstore.TOKENS + secretstore.KEYS + tuple(secretstore.PLACEHOLDERS)
+    ] + [openfaas.SA_TOKENS_MANIFEST, k3s_audit.POLICY, k3s_audit.WEBHOOK, k3s_audit.DROPIN, falco.VALUES]:
         assert f"+++ b{path}" in out, path
-    for planned in ("run: faas-cli secret create audit-ingest-token", "run: kubectl apply -f",
-                    "build node-enroll-kubeconfig", "run: systemctl restart k3s",
-                    "run: helm upgrade --install falco falcosecurity/falco", "+kube-apiserver-arg+:"):
+    for planned in (
+        "run: faas-cli secret create audit-ingest-token",
+        "run: kubectl apply -f",
+        "build node-enroll-kubeconfig",
+        "run: systemctl restart k3s",
+        "run: helm upgrade --install falco falcosecurity/falco",
+        "+kube-apiserver-arg+:",
+    ):
         assert planned in out, planned
     assert "change(s) planned; nothing was changed (dry run)" in out
 
@@ -60,16 +67,21 @@ def test_real_run_writes_valid_files_and_the_second_run_reports_no_changes(node)
     assert "authenticated audit batches reach audit-ingest" in out
     # Valid files:
     manifest = list(yaml.safe_load_all(node.path(openfaas.SA_TOKENS_MANIFEST).read_text()))
-    manifest += [yaml.safe_load(node.path(p).read_text())
-                 for p in (audit_tls.SECRET_MANIFEST, audit_tls.INGRESS_MANIFEST)]
+    manifest += [
+        yaml.safe_load(node.path(p).read_text()) for p in (audit_tls.SECRET_MANIFEST, audit_tls.INGRESS_MANIFEST)
+    ]
     for doc in manifest:
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
     schema = json.loads((DATA / "falco-config-schema.json").read_text())
     jsonschema.validate(yaml.safe_load(node.path(falco.VALUES).read_text())["falco"], schema)
     assert yaml.safe_load(node.path(k3s_audit.DROPIN).read_text())["kube-apiserver-arg+"]
     from kubernetes import config as kconfig
-    for p in (k3s_audit.WEBHOOK, secretstore.path("node-enroll-kubeconfig"),
-              secretstore.path("configmap-secret-scrubber-kubeconfig")):
+
+    for p in (
+        k3s_audit.WEBHOOK,
+        secretstore.path("node-enroll-kubeconfig"),
+        secretstore.path("configmap-secret-scrubber-kubeconfig"),
+    ):
         kconfig.new_client_from_config(config_file=str(node.path(p)))
     # No secret value anywhere in the output.
     for name, value in node.world()["secrets"].items():
@@ -98,8 +110,13 @@ def test_revert_undoes_files_commands_and_restores_backups(node):
     assert ["helm", "uninstall", "falco", "-n", "falco"] in calls
     assert ["helm", "uninstall", "cron-connector", "-n", "openfaas"] in calls
     assert ["kubectl", "delete", "--ignore-not-found", "-f", str(node.path(openfaas.SA_TOKENS_MANIFEST))] in calls
-    assert ["kubectl", "delete", "--ignore-not-found", "-f",
-            str(node.repo / "deploy/rbac/configmap-secret-scrubber.yaml")] in calls
+    assert [
+        "kubectl",
+        "delete",
+        "--ignore-not-found",
+        "-f",
+        str(node.repo / "deploy/rbac/configmap-secret-scrubber.yaml"),
+    ] in calls
     for manifest in (audit_tls.INGRESS_MANIFEST, audit_tls.SECRET_MANIFEST):  # the https front's objects
         assert ["kubectl", "delete", "--ignore-not-found", "-f", str(node.path(manifest))] in calls
     removed = [c[3] for c in calls if c[:3] == ["faas-cli", "secret", "remove"]]
@@ -107,8 +124,13 @@ def test_revert_undoes_files_commands_and_restores_backups(node):
     assert calls[-1] == ["systemctl", "restart", "k3s"]
     # Our files are gone, the site's drop-in is back.
     assert node.path(k3s_audit.DROPIN).read_text() == original_cfg
-    for p in (k3s_audit.POLICY, k3s_audit.WEBHOOK, falco.VALUES, openfaas.SA_TOKENS_MANIFEST,
-              secretstore.path("audit-ingest-token")):
+    for p in (
+        k3s_audit.POLICY,
+        k3s_audit.WEBHOOK,
+        falco.VALUES,
+        openfaas.SA_TOKENS_MANIFEST,
+        secretstore.path("audit-ingest-token"),
+    ):
         assert not node.path(p).exists(), p
     assert not node.path(secretstore.STORE).exists()
     assert not node.path(audit_tls.TLS_DIR).exists()  # CA, keys, certificate and manifests
@@ -141,8 +163,9 @@ def test_host_mode_revert_disables_the_unit_and_removes_the_package(node):
     code, out = node.run("revert", "--yes")
     assert code == 0, out
     calls = node.mutating_calls()
-    assert calls.index(["systemctl", "disable", "--now", "falco-modern-bpf.service"]) < \
-        calls.index(["apt-get", "remove", "-y", "falco"])
+    assert calls.index(["systemctl", "disable", "--now", "falco-modern-bpf.service"]) < calls.index(
+        ["apt-get", "remove", "-y", "falco"]
+    )
     for p in (falco.DROPIN, falco.APT_SOURCE, falco.KEYRING):
         assert not node.path(p).exists(), p
 
@@ -150,9 +173,25 @@ def test_host_mode_revert_disables_the_unit_and_removes_the_package(node):
 def test_launcher_runs_on_system_python_with_the_standard_library_only(node, tmp_path):
     # -S: no site-packages at all, so nothing outside the standard library can be imported.
     env = dict(node.env(), PATH=f"{node.bin}:/usr/bin:/bin")
-    proc = subprocess.run([sys.executable, "-S", str(LAUNCHER), "all", "--dry-run", "--root", str(node.root),
-                           "--gateway", node.gateway, "--repo", str(node.repo)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            str(LAUNCHER),
+            "all",
+            "--dry-run",
+            "--root",
+            str(node.root),
+            "--gateway",
+            node.gateway,
+            "--repo",
+            str(node.repo),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "change(s) planned" in proc.stdout
     assert proc.stderr == ""
@@ -160,6 +199,7 @@ def test_launcher_runs_on_system_python_with_the_standard_library_only(node, tmp
 
 def _python(version: str) -> Path | None:
     import shutil
+
     for candidate in sorted(Path("/root/.pyenv/versions").glob(f"{version}.*/bin/python{version}")):
         return candidate
     found = shutil.which(f"python{version}")
@@ -173,8 +213,23 @@ def test_launcher_runs_all_for_real_then_idempotently_on_distribution_pythons(no
     if exe is None:
         pytest.skip(f"python{version} not available here")
     env = dict(node.env(), PATH=f"{node.bin}:/usr/bin:/bin")
-    base = [str(exe), "-S", str(LAUNCHER), "all", "--yes", "--check-timeout", "10", "--root", str(node.root),
-            "--gateway", node.gateway, "--repo", str(node.repo), "--audit-url", node.audit_url]
+    base = [
+        str(exe),
+        "-S",
+        str(LAUNCHER),
+        "all",
+        "--yes",
+        "--check-timeout",
+        "10",
+        "--root",
+        str(node.root),
+        "--gateway",
+        node.gateway,
+        "--repo",
+        str(node.repo),
+        "--audit-url",
+        node.audit_url,
+    ]
     first = subprocess.run(base, capture_output=True, text=True, env=env, timeout=120)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "authenticated audit batches reach audit-ingest" in first.stdout
@@ -205,8 +260,9 @@ def test_rotating_a_token_updates_openfaas_the_webhook_and_falco_in_one_run(node
     old = node.secret("audit-ingest-token")
     old_fwd = node.secret("alert-forwarder-token")
     node.clear_calls()
-    code, out = node.run("all", "--yes", "--check-timeout", "5", "--rotate", "audit-ingest-token",
-                         "--rotate", "alert-forwarder-token")
+    code, out = node.run(
+        "all", "--yes", "--check-timeout", "5", "--rotate", "audit-ingest-token", "--rotate", "alert-forwarder-token"
+    )
     assert code == 0, out
     new = node.secret("audit-ingest-token")
     new_fwd = node.secret("alert-forwarder-token")
@@ -219,7 +275,8 @@ def test_rotating_a_token_updates_openfaas_the_webhook_and_falco_in_one_run(node
     calls = node.mutating_calls()
     assert [c[:4] for c in calls if c[:3] == ["faas-cli", "secret", "update"]] == [
         ["faas-cli", "secret", "update", "audit-ingest-token"],
-        ["faas-cli", "secret", "update", "alert-forwarder-token"]]
+        ["faas-cli", "secret", "update", "alert-forwarder-token"],
+    ]
     assert ["systemctl", "restart", "k3s"] in calls
     assert ["kubectl", "rollout", "restart", "daemonset/falco", "-n", "falco"] in calls
     for value in (old, new, old_fwd, new_fwd):

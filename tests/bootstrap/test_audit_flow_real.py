@@ -14,6 +14,7 @@ Simulated here, and only here: the node (node_sim.py), Traefik (tlsfront.py) and
 functions (the functions themselves run in the local stack). k3s, systemctl and uname are bootstrap's recording
 fakes; kubectl and openssl are the real ones.
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,8 +41,13 @@ pytestmark = [pytest.mark.cluster, pytest.mark.own_control_plane]
 
 REPO = Path(__file__).resolve().parents[2]
 FUNCTIONS = ["audit-ingest", "alert-forwarder", "configmap-secret-scrubber"]
-TOKENS = ("audit-ingest-token", "alert-forwarder-token", "configmap-secret-scrubber-token",
-          "configmap-secret-scrubber-fingerprint-key", "basic-auth-password")
+TOKENS = (
+    "audit-ingest-token",
+    "alert-forwarder-token",
+    "configmap-secret-scrubber-token",
+    "configmap-secret-scrubber-fingerprint-key",
+    "basic-auth-password",
+)
 SEED_VALUE = "AKES20LNOA"
 
 
@@ -52,8 +58,10 @@ def tools_dir() -> Path:
 def launcher() -> Path:
     tool = tools_dir() / "kube" / "cluster"
     if not tool.is_file():
-        pytest.skip(f"needs real component: kube/cluster (the real kube-apiserver v1.24 launcher), not found at "
-                    f"{tool}; set EDGEGUARD_TOOLS to the shared tools folder")
+        pytest.skip(
+            f"needs real component: kube/cluster (the real kube-apiserver v1.24 launcher), not found at "
+            f"{tool}; set EDGEGUARD_TOOLS to the shared tools folder"
+        )
     if not (os.environ.get("ETCD") or shutil.which("etcd")):
         pytest.skip("needs real component: etcd for kube/cluster (apt-get install etcd-server, or ETCD=/path)")
     for name in ("kubectl", "openssl"):
@@ -76,19 +84,31 @@ class Cluster:
         self.kubeconfig = directory / "admin.kubeconfig"
 
     def start(self, *audit: str) -> None:
-        proc = subprocess.run([str(self.tool), "start", str(self.dir), "--port", str(self.port), "--python",
-                               sys.executable, *audit], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [str(self.tool), "start", str(self.dir), "--port", str(self.port), "--python", sys.executable, *audit],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if proc.returncode != 0:
-            logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
-                             for p in sorted((self.dir / "logs").glob("*.log")))
+            logs = "\n".join(
+                f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
+                for p in sorted((self.dir / "logs").glob("*.log"))
+            )
             raise AssertionError(f"cluster did not start: {proc.stdout}{proc.stderr}\n{logs}")
 
     def stop(self) -> None:
         subprocess.run([str(self.tool), "stop", str(self.dir)], capture_output=True, timeout=120)
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, timeout=60,
-                              env=dict(os.environ, KUBECONFIG=str(self.kubeconfig)))
+        proc = subprocess.run(
+            ["kubectl", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, KUBECONFIG=str(self.kubeconfig)),
+        )
         if check:
             assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stdout}{proc.stderr}"
         return proc
@@ -114,11 +134,17 @@ def stack(tmp_path, cluster, monkeypatch):
 
     def start(functions=FUNCTIONS):
         monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-        s = localgw.LocalStack(localgw.free_port(), tmp_path / "stack", kube="real", functions=functions,
-                               env_overrides={"configmap-secret-scrubber": {"scrub_mode": "move"}})
+        s = localgw.LocalStack(
+            localgw.free_port(),
+            tmp_path / "stack",
+            kube="real",
+            functions=functions,
+            env_overrides={"configmap-secret-scrubber": {"scrub_mode": "move"}},
+        )
         s.start()
         started.append(s)
         return s
+
     yield start
     for s in started:
         s.stop()
@@ -135,6 +161,7 @@ def real_kubectl_on(node, cluster) -> None:
 
     def env():
         return dict(fake_env(), PATH=f"{real}{os.pathsep}{node.bin}", KUBECONFIG=str(cluster.kubeconfig))
+
     node.env = env
 
 
@@ -143,15 +170,28 @@ def as_openfaas_would(cluster) -> None:
     IngressClass (its controller is tlsfront.py here), and a Deployment per function (faas-netes makes one)."""
     cluster.kubectl("create", "namespace", "openfaas")
     cluster.kubectl("create", "namespace", "openfaas-fn")
-    docs = [{"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "traefik"},
-             "spec": {"controller": "traefik.io/ingress-controller"}}]
+    docs = [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "IngressClass",
+            "metadata": {"name": "traefik"},
+            "spec": {"controller": "traefik.io/ingress-controller"},
+        }
+    ]
     for fn in FUNCTIONS:
         container = {"name": fn, "image": f"ghcr.io/example/{fn}:0.1"}
-        docs.append({"apiVersion": "apps/v1", "kind": "Deployment",
-                     "metadata": {"name": fn, "namespace": "openfaas-fn"},
-                     "spec": {"replicas": 1, "selector": {"matchLabels": {"faas_function": fn}},
-                              "template": {"metadata": {"labels": {"faas_function": fn}},
-                                           "spec": {"containers": [container]}}}})
+        docs.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": fn, "namespace": "openfaas-fn"},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"faas_function": fn}},
+                    "template": {"metadata": {"labels": {"faas_function": fn}}, "spec": {"containers": [container]}},
+                },
+            }
+        )
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
 
 
@@ -164,14 +204,33 @@ def node_copy(node, name: str, value: str) -> None:
 
 
 def consumer() -> dict:
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "aws-cli", "namespace": "default"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "aws-cli"}},
-                     "template": {"metadata": {"labels": {"app": "aws-cli"}},
-                                  "spec": {"containers": [{
-                                      "name": "aws", "image": "busybox:1.36",
-                                      "command": ["sh", "-c", "test -n \"$AWS_ACCESS_KEY_ID\" && sleep 3600"],
-                                      "env": [{"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"configMapKeyRef": {
-                                          "name": "aws-creds", "key": "aws_access_key_id"}}}]}]}}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "aws-cli", "namespace": "default"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "aws-cli"}},
+            "template": {
+                "metadata": {"labels": {"app": "aws-cli"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "aws",
+                            "image": "busybox:1.36",
+                            "command": ["sh", "-c", 'test -n "$AWS_ACCESS_KEY_ID" && sleep 3600'],
+                            "env": [
+                                {
+                                    "name": "AWS_ACCESS_KEY_ID",
+                                    "valueFrom": {"configMapKeyRef": {"name": "aws-creds", "key": "aws_access_key_id"}},
+                                }
+                            ],
+                        }
+                    ]
+                },
+            },
+        },
+    }
 
 
 def ingest_counters(front: audit_tls.Front, token: str) -> dict:
@@ -209,7 +268,7 @@ def assert_no_secret_in_logs(stack, cluster, extra: tuple = ()) -> None:
 
 
 def test_seed_flow_over_bootstraps_https_webhook_on_the_real_api_server(node, cluster, stack):
-    cluster.start()                                   # k3s before k3s-audit: no audit flags yet
+    cluster.start()  # k3s before k3s-audit: no audit flags yet
     as_openfaas_would(cluster)
     s = stack()
     token = s.secret("audit-ingest-token")
@@ -249,6 +308,7 @@ def test_seed_flow_over_bootstraps_https_webhook_on_the_real_api_server(node, cl
     def moved():
         cm = cluster.get("configmap", "aws-creds")
         return "aws_access_key_id" not in (cm.get("data") or {}) and cm
+
     cm = wait_for("the scrubber to move the key out of the ConfigMap", moved)
     target = cm["metadata"]["annotations"].get("scrubber.edgeguard.io/target-secret", "aws-creds-credentials")
     sec = cluster.get("secret", target)
@@ -259,13 +319,19 @@ def test_seed_flow_over_bootstraps_https_webhook_on_the_real_api_server(node, cl
 
     def rolled_out():
         st = cluster.get("deployment", "aws-cli")["status"]
-        return (st.get("observedGeneration", 0) >= dep["metadata"]["generation"] and st.get("updatedReplicas") == 1
-                and st.get("readyReplicas") == 1 and st.get("replicas") == 1)
+        return (
+            st.get("observedGeneration", 0) >= dep["metadata"]["generation"]
+            and st.get("updatedReplicas") == 1
+            and st.get("readyReplicas") == 1
+            and st.get("replicas") == 1
+        )
+
     wait_for("the rewired Deployment to roll out on the simulated node", rolled_out)
 
     # Every batch was authenticated; none came without a token or with a wrong one.
-    counters = ingest_counters(audit_tls.Front(url, node.path(audit_tls.CA_CERT).read_bytes(),
-                                               audit_tls.SERVER_NAME, True), token)
+    counters = ingest_counters(
+        audit_tls.Front(url, node.path(audit_tls.CA_CERT).read_bytes(), audit_tls.SERVER_NAME, True), token
+    )
     assert counters["authenticated_batches"] > 0 and counters["events"] > 0
     assert counters["unauthenticated"] == 0 and counters["invalid_token"] == 0
     assert front.without_authorization == 0 and front.with_authorization > 0
@@ -278,7 +344,7 @@ def test_the_old_http_webhook_url_sends_no_token_and_bootstraps_probe_names_the_
     cluster.start()
     s = stack(["audit-ingest"])
     token = s.secret("audit-ingest-token")
-    http_url = f"{s.url}{audit_tls.PATH}"   # the gateway's plain-HTTP route, as the old default used it
+    http_url = f"{s.url}{audit_tls.PATH}"  # the gateway's plain-HTTP route, as the old default used it
     old = tmp_path / "old-webhook.kubeconfig"
     old.write_text(k3s_audit.webhook_kubeconfig(http_url, token))
     assert yaml.safe_load(old.read_text())["users"][0]["user"]["token"] == token  # the token is in the file
@@ -287,12 +353,18 @@ def test_the_old_http_webhook_url_sends_no_token_and_bootstraps_probe_names_the_
 
     cluster.kubectl("create", "configmap", "probe-by-hand", "--from-literal", "k=v")
     front = audit_tls.Front(http_url, None, None, managed=False)
-    counters = wait_for("the API server's batches to reach audit-ingest",
-                        lambda: (c := ingest_counters(front, token))["unauthenticated"] > 0 and c)
+    counters = wait_for(
+        "the API server's batches to reach audit-ingest",
+        lambda: (c := ingest_counters(front, token))["unauthenticated"] > 0 and c,
+    )
     assert counters["authenticated_batches"] == 0 and counters["invalid_token"] == 0 and counters["events"] == 0
     # The API server's own account, once its retries of a batch are used up.
-    wait_for("the API server to give up on a batch", lambda: "the server has asked for the client to provide "
-             "credentials" in cluster.logs(), timeout=90, every=2)
+    wait_for(
+        "the API server to give up on a batch",
+        lambda: "the server has asked for the client to provide credentials" in cluster.logs(),
+        timeout=90,
+        every=2,
+    )
 
     # bootstrap's probe on that node (the old kubeconfig in place) fails and says why.
     node.files({k3s_audit.WEBHOOK: old.read_text()})

@@ -8,6 +8,7 @@ Three layers of proof:
 3. on the real API server (../shared/tools/kube/cluster), requests of each kind are dropped or delivered
    as the model says.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -33,7 +34,7 @@ EVENTS = DATA / "falco" / "regression" / "events"
 LOCAL_RULES = sorted((REPO / "functions" / "audit-ingest" / "rules.d").glob("*.yaml"))
 UPSTREAM = yaml.safe_load(audit_policy.UPSTREAM.read_text())
 EDGE = yaml.safe_load(audit_policy.edge_policy())
-NONE_RULES = EDGE["rules"][:len(EDGE["rules"]) - len(UPSTREAM["rules"])]
+NONE_RULES = EDGE["rules"][: len(EDGE["rules"]) - len(UPSTREAM["rules"])]
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
 
 
@@ -42,7 +43,7 @@ def test_edge_policy_is_the_upstream_file_with_edgeguard_rules_inserted_after_ru
     head, _, tail = upstream.partition(b"rules:\n")
     assert text == head + b"rules:\n" + audit_policy.EDGE_RULES.read_bytes() + tail
     assert (DATA / "k3s" / "audit-policy.yaml").read_bytes() == upstream  # still falcosecurity/plugins' copy
-    assert EDGE["rules"][len(NONE_RULES):] == UPSTREAM["rules"]
+    assert EDGE["rules"][len(NONE_RULES) :] == UPSTREAM["rules"]
     assert {k: v for k, v in EDGE.items() if k != "rules"} == {k: v for k, v in UPSTREAM.items() if k != "rules"}
     assert NONE_RULES and all(r["level"] == "None" for r in NONE_RULES)
 
@@ -54,12 +55,14 @@ def test_every_none_rule_names_who_it_applies_to():
 
 
 def test_the_model_follows_the_api_servers_matching():
-    rules = {"rules": [
-        {"level": "None", "resources": [{"group": "", "resources": ["*/status"]}]},
-        {"level": "Request", "resources": [{"group": "", "resources": ["pods"], "resourceNames": ["p1"]}]},
-        {"level": "None", "nonResourceURLs": ["/healthz*"]},
-        {"level": "Metadata"},
-    ]}
+    rules = {
+        "rules": [
+            {"level": "None", "resources": [{"group": "", "resources": ["*/status"]}]},
+            {"level": "Request", "resources": [{"group": "", "resources": ["pods"], "resourceNames": ["p1"]}]},
+            {"level": "None", "nonResourceURLs": ["/healthz*"]},
+            {"level": "Metadata"},
+        ]
+    }
     req = dict(user="u", groups=[], verb="get", group="", namespace="ns", name="p1", path="")
     assert auditmatch.level(rules, dict(req, resource="pods", subresource="status")) == "None"
     assert auditmatch.level(rules, dict(req, resource="pods", subresource="")) == "Request"
@@ -95,11 +98,17 @@ def test_every_falco_regression_event_keeps_its_upstream_level():
 def _event(req: dict, n: int) -> dict:
     """An audit event as the API server would send it for req at Metadata level."""
     event = {
-        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": f"synthetic-{n}",
-        "stage": "ResponseComplete", "verb": req["verb"],
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "auditID": f"synthetic-{n}",
+        "stage": "ResponseComplete",
+        "verb": req["verb"],
         "user": {"username": req["user"], "groups": req["groups"]},
-        "sourceIPs": ["10.0.0.5"], "responseStatus": {"metadata": {}, "code": 200},
-        "requestReceivedTimestamp": "2026-11-26T10:11:12.000000Z", "stageTimestamp": "2026-11-26T10:11:12.100000Z",
+        "sourceIPs": ["10.0.0.5"],
+        "responseStatus": {"metadata": {}, "code": 200},
+        "requestReceivedTimestamp": "2026-11-26T10:11:12.000000Z",
+        "stageTimestamp": "2026-11-26T10:11:12.100000Z",
         "annotations": {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": "RBAC"},
     }
     if req["resource"]:
@@ -108,15 +117,24 @@ def _event(req: dict, n: int) -> dict:
         name = f"/{req['name']}" if req["name"] else ""
         sub = f"/{req['subresource']}" if req["subresource"] else ""
         event["requestURI"] = f"{base}/{ns}{req['resource']}{name}{sub}"
-        event["objectRef"] = {"resource": req["resource"], "namespace": req["namespace"], "name": req["name"],
-                              "apiGroup": req["group"], "apiVersion": "v1", "subresource": req["subresource"]}
+        event["objectRef"] = {
+            "resource": req["resource"],
+            "namespace": req["namespace"],
+            "name": req["name"],
+            "apiGroup": req["group"],
+            "apiVersion": "v1",
+            "subresource": req["subresource"],
+        }
     else:
         event["requestURI"] = req["path"]
     return event
 
 
-GROUP_MEMBER = {"system:nodes": "system:node:pi-01", "system:serviceaccounts:kube-system":
-                "system:serviceaccount:kube-system:some-controller", "system:unauthenticated": "system:anonymous"}
+GROUP_MEMBER = {
+    "system:nodes": "system:node:pi-01",
+    "system:serviceaccounts:kube-system": "system:serviceaccount:kube-system:some-controller",
+    "system:unauthenticated": "system:anonymous",
+}
 
 
 def dropped_requests(rule: dict):
@@ -133,15 +151,33 @@ def dropped_requests(rule: dict):
         paths = [p.rstrip("*") + ("/etcd" if p.endswith("*") else "") for p in rule["nonResourceURLs"]]
         paths += [p.rstrip("*") for p in rule["nonResourceURLs"] if p.endswith("*")]
         for (user, groups), path in itertools.product(who, paths):
-            yield dict(user=user, groups=groups, verb="get", resource="", group="", subresource="", namespace="",
-                       name="", path=path)
+            yield dict(
+                user=user,
+                groups=groups,
+                verb="get",
+                resource="",
+                group="",
+                subresource="",
+                namespace="",
+                name="",
+                path=path,
+            )
         return
     namespaces = rule.get("namespaces") or ["default", "kube-system"]
     for (user, groups), verb, gr, ns in itertools.product(who, verbs, rule["resources"], namespaces):
         for res in gr["resources"]:
             resource, _, sub = res.partition("/")
-            yield dict(user=user, groups=groups, verb=verb, resource=resource, group=gr.get("group", ""),
-                       subresource=sub, namespace=ns, name="" if verb in ("list", "watch") else "x", path="")
+            yield dict(
+                user=user,
+                groups=groups,
+                verb=verb,
+                resource=resource,
+                group=gr.get("group", ""),
+                subresource=sub,
+                namespace=ns,
+                name="" if verb in ("list", "watch") else "x",
+                path="",
+            )
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +219,7 @@ def test_dropped_requests_were_logged_before():
 
 # ---- on the real API server -------------------------------------------------------------------------
 
+
 def _anonymous_get(server: str, ca: Path, path: str) -> int:
     ctx = ssl.create_default_context(cafile=str(ca))
     try:
@@ -196,21 +233,25 @@ def test_real_api_server_drops_k3s_noise_and_keeps_what_the_rules_read(real_clus
     cluster, rx = real_cluster
     node = cluster.identity("system:node:pi-01", ("system:nodes",))
     mallory = cluster.identity("mallory", ("system:masters",))
-    cluster.kubectl("create", "clusterrolebinding", "edge-test-nodes", "--clusterrole=system:node",
-                    "--group=system:nodes")
-    lease = ("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: pi-01, namespace: kube-node-lease}\n"
-             "spec: {holderIdentity: pi-01, leaseDurationSeconds: 40}\n")
+    cluster.kubectl(
+        "create", "clusterrolebinding", "edge-test-nodes", "--clusterrole=system:node", "--group=system:nodes"
+    )
+    lease = (
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: pi-01, namespace: kube-node-lease}\n"
+        "spec: {holderIdentity: pi-01, leaseDurationSeconds: 40}\n"
+    )
     t0 = time.time()
-    cluster.kubectl("apply", "-f", "-", input=lease, kubeconfig=node)                  # dropped: a node heartbeat
+    cluster.kubectl("apply", "-f", "-", input=lease, kubeconfig=node)  # dropped: a node heartbeat
     cluster.kubectl("annotate", "lease", "pi-01", "-n", "kube-node-lease", "edge=1", kubeconfig=mallory)  # kept
     cluster.kubectl("create", "secret", "generic", "edge-probe", "--from-literal=k=v")  # kept (admin)
     cluster.kubectl("get", "secret", "edge-probe", "-o", "name", kubeconfig=node, check=False)  # kept: secret get
-    server = json.loads(cluster.kubectl("config", "view", "--raw", "-o", "json").stdout)["clusters"][0][
-        "cluster"]["server"]
+    server = json.loads(cluster.kubectl("config", "view", "--raw", "-o", "json").stdout)["clusters"][0]["cluster"][
+        "server"
+    ]
     ca = cluster.dir / "ca.crt"
-    assert _anonymous_get(server, ca, "/healthz") == 200                               # dropped
-    assert _anonymous_get(server, ca, "/version") == 200                               # kept
-    assert _anonymous_get(server, ca, "/healthz/etcd") in (401, 403)                   # kept
+    assert _anonymous_get(server, ca, "/healthz") == 200  # dropped
+    assert _anonymous_get(server, ca, "/version") == 200  # kept
+    assert _anonymous_get(server, ca, "/healthz/etcd") in (401, 403)  # kept
     time.sleep(12)  # one round of the API server's own reconcilers (every 10 s), and the 1 s webhook batching
     got = [e for e in rx.snapshot() if e["received"] >= t0]
 
@@ -224,14 +265,23 @@ def test_real_api_server_drops_k3s_noise_and_keeps_what_the_rules_read(real_clus
     assert not seen(user="system:anonymous", uri="/healthz")
     assert seen(user="system:anonymous", uri="/version")
     assert seen(user="system:anonymous", uri="/healthz/etcd")
-    reconcilers = [e for e in got if e["user"] == "system:apiserver"
-                   and e["resource"] in ("namespaces", "services", "endpoints")]
+    reconcilers = [
+        e for e in got if e["user"] == "system:apiserver" and e["resource"] in ("namespaces", "services", "endpoints")
+    ]
     assert not reconcilers, reconcilers[:3]
     # And the model agrees with the server on every event it delivered.
     for e in got:
-        req = {"user": e["user"], "groups": e["groups"], "verb": e["verb"], "resource": e["resource"],
-               "group": e["group"], "subresource": e["subresource"], "namespace": e["namespace"],
-               "name": e["name"], "path": e["uri"].split("?", 1)[0]}
+        req = {
+            "user": e["user"],
+            "groups": e["groups"],
+            "verb": e["verb"],
+            "resource": e["resource"],
+            "group": e["group"],
+            "subresource": e["subresource"],
+            "namespace": e["namespace"],
+            "name": e["name"],
+            "path": e["uri"].split("?", 1)[0],
+        }
         assert auditmatch.level(EDGE, req) != "None", e
 
 

@@ -1,4 +1,5 @@
 """The change engine: dry-run, diffs, backups, modes, redaction, prompts, state."""
+
 from __future__ import annotations
 
 import io
@@ -92,7 +93,7 @@ def test_known_secret_values_are_masked_in_diffs_of_ordinary_files(tmp_path):
 def test_failed_command_error_message_is_redacted(tmp_path):
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "leaky").write_text("#!/bin/sh\necho \"bad token $1\" >&2\nexit 3\n")
+    (fake / "leaky").write_text('#!/bin/sh\necho "bad token $1" >&2\nexit 3\n')
     (fake / "leaky").chmod(0o755)
     out = io.StringIO()
     ctx = Ctx(str(tmp_path), out=out, env={"PATH": f"{fake}:/usr/bin:/bin"})
@@ -165,6 +166,7 @@ def test_a_second_concurrent_run_is_refused(node):
     import fcntl
 
     from edgeguard_bootstrap.cli import LOCK_FILE
+
     lock = node.path(LOCK_FILE)
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600)

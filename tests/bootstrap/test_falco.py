@@ -1,4 +1,5 @@
 """falco: Helm values against the chart and Falco's schema; host package, drop-in and units."""
+
 from __future__ import annotations
 
 import json
@@ -64,7 +65,11 @@ def test_alert_url_carries_the_token_in_its_user_part_never_in_the_query():
     parts = urllib.parse.urlsplit(url)
     assert parts.path == "/function/alert-forwarder" and parts.query == ""  # of-watchdog logs request lines
     assert (parts.username, urllib.parse.unquote(parts.password), parts.hostname, parts.port) == (
-        "falco", "to+k/en@:x", "gw", 8080)
+        "falco",
+        "to+k/en@:x",
+        "gw",
+        8080,
+    )
 
 
 def test_helm_mode_writes_values_and_runs_exact_helm_commands(node):
@@ -77,9 +82,14 @@ def test_helm_mode_writes_values_and_runs_exact_helm_commands(node):
     values = yaml.safe_load(values_path.read_text())
     assert values["driver"]["kind"] == "modern_ebpf"
     assert values["falco"]["http_output"]["url"] == (
-        "http://falco:${EDGEGUARD_ALERT_TOKEN}@gateway.openfaas.svc.cluster.local:8080/function/alert-forwarder")
-    assert values["extra"]["env"] == [{"name": "EDGEGUARD_ALERT_TOKEN", "valueFrom": {
-        "secretKeyRef": {"name": "edgeguard-alert-token", "key": "token"}}}]
+        "http://falco:${EDGEGUARD_ALERT_TOKEN}@gateway.openfaas.svc.cluster.local:8080/function/alert-forwarder"
+    )
+    assert values["extra"]["env"] == [
+        {
+            "name": "EDGEGUARD_ALERT_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "edgeguard-alert-token", "key": "token"}},
+        }
+    ]
     assert node.world()["falco_secret_token"] == token
     assert values["falco"]["json_output"] is True
     tolerated = {(t.get("key"), t.get("effect")) for t in values["tolerations"]}
@@ -90,8 +100,23 @@ def test_helm_mode_writes_values_and_runs_exact_helm_commands(node):
         ["kubectl", "apply", "-f", str(node.path(falco.TOKEN_SECRET_MANIFEST))],
         ["helm", "repo", "add", "falcosecurity", "https://falcosecurity.github.io/charts"],
         ["helm", "repo", "update", "falcosecurity"],
-        ["helm", "upgrade", "--install", "falco", "falcosecurity/falco", "--namespace", "falco",
-         "--create-namespace", "--version", "9.1.0", "--values", str(values_path), "--wait", "--timeout", "10m"],
+        [
+            "helm",
+            "upgrade",
+            "--install",
+            "falco",
+            "falcosecurity/falco",
+            "--namespace",
+            "falco",
+            "--create-namespace",
+            "--version",
+            "9.1.0",
+            "--values",
+            str(values_path),
+            "--wait",
+            "--timeout",
+            "10m",
+        ],
     ]
     node.clear_calls()
     code, out = node.run("falco")
@@ -139,24 +164,33 @@ def test_host_mode_from_the_apt_repository_with_modern_ebpf(node):
         ["systemctl", "enable", "--now", "falco-modern-bpf.service"],
     ]
     install = records[3]
-    assert install["env"] == {"DEBIAN_FRONTEND": "noninteractive", "FALCO_FRONTEND": "noninteractive",
-                              "FALCO_DRIVER_CHOICE": "modern_ebpf", "FALCOCTL_ENABLED": "no"}
+    assert install["env"] == {
+        "DEBIAN_FRONTEND": "noninteractive",
+        "FALCO_FRONTEND": "noninteractive",
+        "FALCO_DRIVER_CHOICE": "modern_ebpf",
+        "FALCOCTL_ENABLED": "no",
+    }
     assert ["gpg", "--show-keys", "--with-colons", asc] in node.calls()
     assert node.path(falco.APT_SOURCE).read_text() == (
         "deb [signed-by=/usr/share/keyrings/falco-archive-keyring.gpg] "
-        "https://download.falco.org/packages/deb stable main\n")
+        "https://download.falco.org/packages/deb stable main\n"
+    )
     dropin = node.path(falco.DROPIN)
     doc = yaml.safe_load(dropin.read_text())
     jsonschema.validate(doc, SCHEMA)
     token = node.secret("alert-forwarder-token").decode()
-    assert doc["http_output"]["url"] == (node.gateway.replace("://", "://falco:${EDGEGUARD_ALERT_TOKEN}@")
-                                         + "/function/alert-forwarder")
+    assert doc["http_output"]["url"] == (
+        node.gateway.replace("://", "://falco:${EDGEGUARD_ALERT_TOKEN}@") + "/function/alert-forwarder"
+    )
     assert token not in dropin.read_text()
     env_file = node.path(falco.ENV_FILE)
     assert env_file.stat().st_mode & 0o777 == 0o600
     assert env_file.read_text().splitlines()[-1] == f"EDGEGUARD_ALERT_TOKEN={token}"
-    assert node.path(falco.unit_dropin("falco-modern-bpf.service")).read_text().endswith(
-        f"[Service]\nEnvironmentFile={falco.ENV_FILE}\n")
+    assert (
+        node.path(falco.unit_dropin("falco-modern-bpf.service"))
+        .read_text()
+        .endswith(f"[Service]\nEnvironmentFile={falco.ENV_FILE}\n")
+    )
     assert token not in out
     node.clear_calls()
     code, out = node.run("falco", "--mode", "host")
@@ -175,8 +209,9 @@ def test_host_mode_refuses_a_key_with_the_wrong_fingerprint(node):
 def test_host_mode_kmod_installs_headers_and_uses_the_kmod_unit(node):
     with_tokens(node)
     node.path("/sys/kernel/btf/vmlinux").unlink()
-    node.update_world(enabled={"falco-modern-bpf.service": True}, active={"k3s": True,
-                                                                         "falco-modern-bpf.service": True})
+    node.update_world(
+        enabled={"falco-modern-bpf.service": True}, active={"k3s": True, "falco-modern-bpf.service": True}
+    )
     code, out = node.run("falco", "--mode", "host", "--deb", "/srv/falco_0.44.1_arm64.deb")
     assert code == 0, out
     records = {tuple(r["argv"]): r for r in node.call_records()}
@@ -219,9 +254,23 @@ def test_missing_helm_is_installed_with_arkade(node):
     assert node.mutating_calls()[0] == ["arkade", "get", "helm"]
     installed = node.path("/usr/local/bin/helm")
     assert installed.stat().st_mode & 0o777 == 0o755
-    assert ["helm", "upgrade", "--install", "falco", "falcosecurity/falco", "--namespace", "falco",
-            "--create-namespace", "--version", "9.1.0", "--values", str(node.path(falco.VALUES)), "--wait",
-            "--timeout", "10m"] in node.mutating_calls()
+    assert [
+        "helm",
+        "upgrade",
+        "--install",
+        "falco",
+        "falcosecurity/falco",
+        "--namespace",
+        "falco",
+        "--create-namespace",
+        "--version",
+        "9.1.0",
+        "--values",
+        str(node.path(falco.VALUES)),
+        "--wait",
+        "--timeout",
+        "10m",
+    ] in node.mutating_calls()
     node.clear_calls()
     code, out = node.run("falco")
     assert "no changes" in out and node.mutating_calls() == []
@@ -273,8 +322,9 @@ def test_host_dropin_merged_like_falco_keeps_drop_actions_and_every_http_output_
 
 def test_the_restated_maps_are_falcos_own_defaults_key_for_key():
     assert set(falco.SYSCALL_EVENT_DROPS) == set(BASE_FALCO_YAML["syscall_event_drops"])
-    assert {k: v for k, v in falco.SYSCALL_EVENT_DROPS.items() if k != "rate"} == \
-        {k: v for k, v in BASE_FALCO_YAML["syscall_event_drops"].items() if k != "rate"}
+    assert {k: v for k, v in falco.SYSCALL_EVENT_DROPS.items() if k != "rate"} == {
+        k: v for k, v in BASE_FALCO_YAML["syscall_event_drops"].items() if k != "rate"
+    }
     assert falco.HTTP_OUTPUT_DEFAULTS == BASE_FALCO_YAML["http_output"]
 
 
@@ -311,8 +361,14 @@ def test_the_real_api_server_admits_system_node_critical_outside_kube_system(rea
     # v1.24 API server admits a pod like the Falco DaemonSet's in the falco namespace (server-side dry run).
     cluster, _ = real_cluster
     cluster.kubectl("create", "namespace", "falco-priority-test")
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "falco-probe", "namespace": "falco-priority-test"},
-           "spec": {"priorityClassName": falco.PRIORITY_CLASS,
-                    "containers": [{"name": "falco", "image": "docker.io/falcosecurity/falco:0.44.1"}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "falco-probe", "namespace": "falco-priority-test"},
+        "spec": {
+            "priorityClassName": falco.PRIORITY_CLASS,
+            "containers": [{"name": "falco", "image": "docker.io/falcosecurity/falco:0.44.1"}],
+        },
+    }
     proc = cluster.kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(pod))
     assert json.loads(proc.stdout)["spec"]["priority"] == 2000001000

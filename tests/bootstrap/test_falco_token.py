@@ -1,4 +1,5 @@
 """Falco's alert token: never in a Falco config file, rotated without a gap, per-node for host agents."""
+
 from __future__ import annotations
 
 import io
@@ -33,6 +34,7 @@ def env_of(path) -> dict:
 def files_holding(root, value: str) -> dict[str, int]:
     """Files holding the value as it is or base64-encoded (a Secret manifest's data), with their modes."""
     import base64
+
     forms = (value.encode(), base64.b64encode(value.encode()))
     found = {}
     for dirpath, _, names in os.walk(root):
@@ -52,7 +54,9 @@ def test_helm_mode_no_values_or_config_file_holds_the_token_and_falco_expands_it
     release = node.world()["releases"]["falco"]
     assert token not in yaml.safe_dump(release["values"])  # helm get values, the falco/falco ConfigMap
     assert files_holding(node.root, token) == {
-        secretstore.path("alert-forwarder-token"): 0o600, falco.TOKEN_SECRET_MANIFEST: 0o600}
+        secretstore.path("alert-forwarder-token"): 0o600,
+        falco.TOKEN_SECRET_MANIFEST: 0o600,
+    }
     # The chart puts the Secret's key into the pod's environment; Falco expands the URL with it.
     env = {falco.TOKEN_ENV: node.world()["falco_secret_token"]}
     url = urllib.parse.urlsplit(falco_expands(release["values"]["falco"]["http_output"]["url"], env))
@@ -65,8 +69,7 @@ def test_host_mode_dropin_is_world_readable_without_the_token_and_the_unit_env_f
     assert code == 0, out
     token = node.secret("alert-forwarder-token").decode()
     assert node.path(falco.DROPIN).stat().st_mode & 0o777 == 0o644
-    assert files_holding(node.root, token) == {
-        secretstore.path("alert-forwarder-token"): 0o600, falco.ENV_FILE: 0o600}
+    assert files_holding(node.root, token) == {secretstore.path("alert-forwarder-token"): 0o600, falco.ENV_FILE: 0o600}
     url = yaml.safe_load(node.path(falco.DROPIN).read_text())["http_output"]["url"]
     parts = urllib.parse.urlsplit(falco_expands(url, env_of(node.path(falco.ENV_FILE))))
     assert (parts.username, urllib.parse.unquote(parts.password)) == ("falco", token)
@@ -99,8 +102,11 @@ def test_rotation_gives_falco_the_new_token_only_once_alert_forwarder_accepts_it
     world = node.world()
     # Every Falco start used a token alert-forwarder took at that moment: none of its alerts was refused.
     assert world["falco_starts"] == ["accepted"]
-    restart = (["kubectl", "rollout", "restart", "daemonset/falco", "-n", "falco"] if mode == "helm"
-               else ["systemctl", "restart", "falco-modern-bpf.service"])
+    restart = (
+        ["kubectl", "rollout", "restart", "daemonset/falco", "-n", "falco"]
+        if mode == "helm"
+        else ["systemctl", "restart", "falco-modern-bpf.service"]
+    )
     calls = node.mutating_calls()
     update = ["faas-cli", "secret", "update", "alert-forwarder-token"]
     assert [c[:4] for c in calls].index(update) < calls.index(restart)
@@ -111,7 +117,7 @@ def test_rotation_gives_falco_the_new_token_only_once_alert_forwarder_accepts_it
         assert ["kubectl", "rollout", "status", "daemonset/falco", "-n", "falco", "--timeout", "5m"] in calls
     else:
         every = node.calls()
-        assert ["systemctl", "is-active", "falco-modern-bpf.service"] in every[every.index(restart):]
+        assert ["systemctl", "is-active", "falco-modern-bpf.service"] in every[every.index(restart) :]
     assert old not in out and new not in out
 
 
@@ -119,7 +125,7 @@ def test_rotation_leaves_falco_on_the_old_token_when_alert_forwarder_never_takes
     code, out = node.run("all", "--yes", "--check-timeout", "5", "--mode", "host")
     assert code == 0, out
     old = node.secret("alert-forwarder-token").decode()
-    deployed_with(node, lag=10 ** 6)
+    deployed_with(node, lag=10**6)
     node.clear_calls()
     code, out = node.run("openfaas", "--rotate", "alert-forwarder-token", "--rotation-timeout", "0.2")
     assert code == 2
@@ -158,12 +164,15 @@ def test_host_join_with_a_node_token_from_stdin_sends_basic_auth_as_that_node(no
     assert env_of(node.path(falco.ENV_FILE))[falco.TOKEN_ENV] == NODE_TOKEN and "no changes" in out
 
 
-@pytest.mark.parametrize("args, stdin, why", [
-    (("--node-name", "Pi_07", "--alert-token-stdin"), NODE_TOKEN, "not a Kubernetes node name"),
-    (("--alert-token-stdin",), NODE_TOKEN, "needs --node-name"),
-    (("--node-name", "pi-07", "--alert-token-stdin"), "short\n", "expected one line"),
-    (("--node-name", "pi-07", "--alert-token-stdin"), "", "expected one line"),
-])
+@pytest.mark.parametrize(
+    "args, stdin, why",
+    [
+        (("--node-name", "Pi_07", "--alert-token-stdin"), NODE_TOKEN, "not a Kubernetes node name"),
+        (("--alert-token-stdin",), NODE_TOKEN, "needs --node-name"),
+        (("--node-name", "pi-07", "--alert-token-stdin"), "short\n", "expected one line"),
+        (("--node-name", "pi-07", "--alert-token-stdin"), "", "expected one line"),
+    ],
+)
 def test_host_join_refuses_bad_identity_input_before_changing_anything(node, args, stdin, why):
     code, out = join(node, *args, stdin=stdin)
     assert code == 2 and why in out
@@ -197,9 +206,19 @@ def test_the_webhook_keeps_the_old_audit_token_when_audit_ingest_never_takes_the
     code, out = node.run("all", "--yes", "--check-timeout", "5", "--mode", "host")
     assert code == 0, out
     old = node.secret("audit-ingest-token").decode()
-    node.update_world(ingest={"seen": node.world()["secrets"]["audit-ingest-token"], "lag": 10 ** 6}, k3s_starts=[])
-    code, out = node.run("all", "--yes", "--check-timeout", "5", "--mode", "host", "--rotate", "audit-ingest-token",
-                         "--rotation-timeout", "0.2")
+    node.update_world(ingest={"seen": node.world()["secrets"]["audit-ingest-token"], "lag": 10**6}, k3s_starts=[])
+    code, out = node.run(
+        "all",
+        "--yes",
+        "--check-timeout",
+        "5",
+        "--mode",
+        "host",
+        "--rotate",
+        "audit-ingest-token",
+        "--rotation-timeout",
+        "0.2",
+    )
     assert code == 2
     assert "webhook kubeconfig was left on the previous token" in out
     assert old in node.path(k3s_audit.WEBHOOK).read_text()

@@ -1,5 +1,6 @@
 """k3s-audit: policy, webhook kubeconfig over https, the TLS front's CA/cert/Ingress, drop-in, restart rules,
 and the delivery check (an *authenticated* batch must arrive)."""
+
 from __future__ import annotations
 
 import base64
@@ -22,12 +23,25 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "k3s"
 
 # Flag names kube-apiserver accepts (k8s options/audit.go), as listed in the reference.
 KNOWN_FLAGS = {
-    "audit-policy-file", "audit-log-path", "audit-log-maxage", "audit-log-maxbackup", "audit-log-maxsize",
-    "audit-log-format", "audit-webhook-config-file", "audit-webhook-initial-backoff", "audit-webhook-mode",
-    "audit-webhook-batch-buffer-size", "audit-webhook-batch-max-size", "audit-webhook-batch-max-wait",
-    "audit-webhook-batch-throttle-enable", "audit-webhook-batch-throttle-qps", "audit-webhook-batch-throttle-burst",
-    "audit-webhook-truncate-enabled", "audit-webhook-truncate-max-batch-size",
-    "audit-webhook-truncate-max-event-size", "audit-webhook-version",
+    "audit-policy-file",
+    "audit-log-path",
+    "audit-log-maxage",
+    "audit-log-maxbackup",
+    "audit-log-maxsize",
+    "audit-log-format",
+    "audit-webhook-config-file",
+    "audit-webhook-initial-backoff",
+    "audit-webhook-mode",
+    "audit-webhook-batch-buffer-size",
+    "audit-webhook-batch-max-size",
+    "audit-webhook-batch-max-wait",
+    "audit-webhook-batch-throttle-enable",
+    "audit-webhook-batch-throttle-qps",
+    "audit-webhook-batch-throttle-burst",
+    "audit-webhook-truncate-enabled",
+    "audit-webhook-truncate-max-batch-size",
+    "audit-webhook-truncate-max-event-size",
+    "audit-webhook-version",
 }
 
 
@@ -48,12 +62,19 @@ def test_writes_policy_webhook_and_dropin_then_restarts_and_sees_an_event(node):
     calls = node.calls()
     assert ["systemctl", "restart", "k3s"] in calls
     restart = calls.index(["systemctl", "restart", "k3s"])
-    after = calls[restart + 1:]
+    after = calls[restart + 1 :]
     assert after[0] == ["kubectl", "get", "--raw", "/readyz"]
     probe = [c for c in after if c[:2] == ["kubectl", "create"]][0]
     assert re.fullmatch(r"edgeguard-audit-probe-[0-9a-f]{8}", probe[3])
-    assert probe == ["kubectl", "create", "configmap", probe[3], "-n", "default",
-                     "--from-literal=probe=edgeguard-bootstrap"]
+    assert probe == [
+        "kubectl",
+        "create",
+        "configmap",
+        probe[3],
+        "-n",
+        "default",
+        "--from-literal=probe=edgeguard-bootstrap",
+    ]
     assert ["kubectl", "delete", "configmap", probe[3], "-n", "default", "--wait=false"] in after
     for p in (k3s_audit.POLICY, k3s_audit.WEBHOOK, k3s_audit.DROPIN):
         assert node.path(p).stat().st_mode & 0o777 == 0o600
@@ -71,8 +92,8 @@ def test_dropin_appends_known_flags_with_edge_batch_settings(node):
     assert args["audit-policy-file"] == k3s_audit.POLICY
     assert args["audit-webhook-config-file"] == k3s_audit.WEBHOOK
     assert args["audit-webhook-mode"] == "batch"
-    assert int(args["audit-webhook-batch-max-size"]) < 400      # default 400
-    assert args["audit-webhook-batch-max-wait"] == "5s"         # default 30s
+    assert int(args["audit-webhook-batch-max-size"]) < 400  # default 400
+    assert args["audit-webhook-batch-max-wait"] == "5s"  # default 30s
     assert args["audit-log-path"].startswith(k3s_audit.LOG_DIR + "/")
 
 
@@ -91,9 +112,16 @@ def test_webhook_kubeconfig_is_https_with_embedded_ca_server_name_and_token(node
     token = node.secret("audit-ingest-token").decode()
     ca = node.path(audit_tls.CA_CERT).read_bytes()
     doc = yaml.safe_load(node.path(k3s_audit.WEBHOOK).read_text())
-    assert doc["clusters"] == [{"name": "edgeguard-audit-ingest", "cluster": {
-        "server": node.audit_url, "certificate-authority-data": base64.b64encode(ca).decode(),
-        "tls-server-name": audit_tls.SERVER_NAME}}]
+    assert doc["clusters"] == [
+        {
+            "name": "edgeguard-audit-ingest",
+            "cluster": {
+                "server": node.audit_url,
+                "certificate-authority-data": base64.b64encode(ca).decode(),
+                "tls-server-name": audit_tls.SERVER_NAME,
+            },
+        }
+    ]
     assert doc["users"] == [{"name": "audit-ingest", "user": {"token": token}}]
     assert doc["contexts"][0]["context"] == {"cluster": "edgeguard-audit-ingest", "user": "audit-ingest"}
     assert doc["current-context"] == doc["contexts"][0]["name"]
@@ -122,18 +150,39 @@ def test_ca_and_serving_certificate_are_bootstraps_own_and_verify_for_the_server
     d = node.path(audit_tls.TLS_DIR)
     assert d.stat().st_mode & 0o777 == 0o700
     modes = {p.name: p.stat().st_mode & 0o777 for p in d.iterdir()}
-    assert modes == {"ca.crt": 0o644, "ca.key": 0o600, "tls.crt": 0o644, "tls.key": 0o600, "secret.yaml": 0o600,
-                     "ingress.yaml": 0o600}
+    assert modes == {
+        "ca.crt": 0o644,
+        "ca.key": 0o600,
+        "tls.crt": 0o644,
+        "tls.key": 0o600,
+        "secret.yaml": 0o600,
+        "ingress.yaml": 0o600,
+    }
     ca, cert = node.path(audit_tls.CA_CERT), node.path(audit_tls.CERT)
-    ok = subprocess.run(["openssl", "verify", "-CAfile", str(ca), "-verify_hostname", audit_tls.SERVER_NAME,
-                         "-purpose", "sslserver", str(cert)], capture_output=True, text=True)
+    ok = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(ca),
+            "-verify_hostname",
+            audit_tls.SERVER_NAME,
+            "-purpose",
+            "sslserver",
+            str(cert),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    text = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-text"], capture_output=True,
-                          text=True).stdout
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-text"], capture_output=True, text=True
+    ).stdout
     assert f"DNS:{audit_tls.SERVER_NAME}" in text and "CA:FALSE" in text and "TLS Web Server Authentication" in text
     assert "Issuer: CN = edgeguard audit-ingest CA" in text
-    ca_text = subprocess.run(["openssl", "x509", "-in", str(ca), "-noout", "-text"], capture_output=True,
-                             text=True).stdout
+    ca_text = subprocess.run(
+        ["openssl", "x509", "-in", str(ca), "-noout", "-text"], capture_output=True, text=True
+    ).stdout
     assert "CA:TRUE" in ca_text and "Certificate Sign" in ca_text
     # The keys the run generated never reach its output.
     out = node.run("k3s-audit", "--yes", "--skip-check")[1]
@@ -153,22 +202,50 @@ def test_secret_and_ingress_expose_only_the_audit_path_over_https(node):
     ingress = yaml.safe_load(node.path(audit_tls.INGRESS_MANIFEST).read_text())
     for doc in (secret, ingress):
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
-    assert secret == {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-                      "metadata": {"name": "edgeguard-audit-ingest", "namespace": "openfaas",
-                                   "labels": {"app.kubernetes.io/managed-by": "edgeguard-bootstrap"}},
-                      "data": {"tls.crt": base64.b64encode(node.path(audit_tls.CERT).read_bytes()).decode(),
-                               "tls.key": base64.b64encode(node.path(audit_tls.KEY).read_bytes()).decode()}}
+    assert secret == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {
+            "name": "edgeguard-audit-ingest",
+            "namespace": "openfaas",
+            "labels": {"app.kubernetes.io/managed-by": "edgeguard-bootstrap"},
+        },
+        "data": {
+            "tls.crt": base64.b64encode(node.path(audit_tls.CERT).read_bytes()).decode(),
+            "tls.key": base64.b64encode(node.path(audit_tls.KEY).read_bytes()).decode(),
+        },
+    }
     assert ingress == {
-        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": {"name": "edgeguard-audit-ingest", "namespace": "openfaas",
-                     "labels": {"app.kubernetes.io/managed-by": "edgeguard-bootstrap"},
-                     "annotations": {"traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
-                                     "traefik.ingress.kubernetes.io/router.tls": "true"}},
-        "spec": {"ingressClassName": "traefik",
-                 "tls": [{"hosts": ["audit-ingest.edgeguard.internal"], "secretName": "edgeguard-audit-ingest"}],
-                 "rules": [{"http": {"paths": [{"path": "/function/audit-ingest", "pathType": "Exact",
-                                                "backend": {"service": {"name": "gateway",
-                                                                        "port": {"number": 8080}}}}]}}]}}
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": "edgeguard-audit-ingest",
+            "namespace": "openfaas",
+            "labels": {"app.kubernetes.io/managed-by": "edgeguard-bootstrap"},
+            "annotations": {
+                "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
+                "traefik.ingress.kubernetes.io/router.tls": "true",
+            },
+        },
+        "spec": {
+            "ingressClassName": "traefik",
+            "tls": [{"hosts": ["audit-ingest.edgeguard.internal"], "secretName": "edgeguard-audit-ingest"}],
+            "rules": [
+                {
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/function/audit-ingest",
+                                "pathType": "Exact",
+                                "backend": {"service": {"name": "gateway", "port": {"number": 8080}}},
+                            }
+                        ]
+                    }
+                }
+            ],
+        },
+    }
     assert ["kubectl", "apply", "-f", str(node.path(audit_tls.SECRET_MANIFEST))] in node.calls()
     assert ["kubectl", "apply", "-f", str(node.path(audit_tls.INGRESS_MANIFEST))] in node.calls()
     site = tlsfront.Site.from_manifests(node.path(audit_tls.SECRET_MANIFEST), node.path(audit_tls.INGRESS_MANIFEST))
@@ -181,16 +258,40 @@ def test_an_expiring_or_foreign_serving_certificate_is_reissued_by_the_same_ca_w
     ca_before = node.path(audit_tls.CA_CERT).read_bytes()
     webhook_before = node.path(k3s_audit.WEBHOOK).read_bytes()
     # Someone replaced the serving certificate with one our CA did not sign.
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(tmp_path / "k"), "-out", str(node.path(audit_tls.CERT)), "-days", "1",
-                    "-subj", f"/CN={audit_tls.SERVER_NAME}"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "k"),
+            "-out",
+            str(node.path(audit_tls.CERT)),
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={audit_tls.SERVER_NAME}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     node.clear_calls()
     code, out = node.run("k3s-audit", "--yes", "--skip-check")
     assert code == 0, out
     assert node.path(audit_tls.CA_CERT).read_bytes() == ca_before
     assert node.path(k3s_audit.WEBHOOK).read_bytes() == webhook_before
-    assert subprocess.run(["openssl", "verify", "-CAfile", str(node.path(audit_tls.CA_CERT)),
-                           str(node.path(audit_tls.CERT))], capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            ["openssl", "verify", "-CAfile", str(node.path(audit_tls.CA_CERT)), str(node.path(audit_tls.CERT))],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     calls = node.mutating_calls()
     assert ["systemctl", "restart", "k3s"] not in calls
     assert ["kubectl", "apply", "-f", str(node.path(audit_tls.SECRET_MANIFEST))] in calls
@@ -220,16 +321,46 @@ def test_own_front_with_audit_ca_embeds_that_ca_and_name_and_makes_no_ca_or_ingr
     with_tokens(node)
     node.update_world(ingress_classes=[])  # --disable traefik: not needed with your own front
     ca = tmp_path / "my-ca.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(tmp_path / "k"), "-out", str(ca), "-days", "1", "-subj", "/CN=my CA"],
-                   check=True, capture_output=True)
-    code, out = node.run("k3s-audit", "--yes", "--skip-check", "--audit-url", "https://192.0.2.7:8443/function/audit-ingest",
-                         "--audit-ca", str(ca), "--audit-tls-server-name", "faas.example.internal")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "k"),
+            "-out",
+            str(ca),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=my CA",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    code, out = node.run(
+        "k3s-audit",
+        "--yes",
+        "--skip-check",
+        "--audit-url",
+        "https://192.0.2.7:8443/function/audit-ingest",
+        "--audit-ca",
+        str(ca),
+        "--audit-tls-server-name",
+        "faas.example.internal",
+    )
     assert code == 0, out
     cluster = yaml.safe_load(node.path(k3s_audit.WEBHOOK).read_text())["clusters"][0]["cluster"]
-    assert cluster == {"server": "https://192.0.2.7:8443/function/audit-ingest",
-                       "certificate-authority-data": base64.b64encode(ca.read_bytes()).decode(),
-                       "tls-server-name": "faas.example.internal"}
+    assert cluster == {
+        "server": "https://192.0.2.7:8443/function/audit-ingest",
+        "certificate-authority-data": base64.b64encode(ca.read_bytes()).decode(),
+        "tls-server-name": "faas.example.internal",
+    }
     assert not node.path(audit_tls.TLS_DIR).exists()
     assert not any(c[0] == "openssl" or "ingressclass" in c for c in node.calls())
 
@@ -409,6 +540,7 @@ def test_policy_uses_only_valid_levels_stages_and_rule_keys():
     # kubernetes-validate has no schema for audit.k8s.io/v1 Policy (not an API resource), so check the
     # shape against the Policy type (k8s apiserver/pkg/apis/audit/v1/types.go) directly.
     import kubernetes_validate
+
     policy = yaml.safe_load(audit_policy.edge_policy())
     try:
         kubernetes_validate.validate(policy, kubernetes_validate.latest_version(), strict=True)
@@ -417,8 +549,17 @@ def test_policy_uses_only_valid_levels_stages_and_rule_keys():
         pass
     levels = {"None", "Metadata", "Request", "RequestResponse"}
     stages = {"RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"}
-    rule_keys = {"level", "users", "userGroups", "verbs", "resources", "namespaces", "nonResourceURLs",
-                 "omitStages", "omitManagedFields"}
+    rule_keys = {
+        "level",
+        "users",
+        "userGroups",
+        "verbs",
+        "resources",
+        "namespaces",
+        "nonResourceURLs",
+        "omitStages",
+        "omitManagedFields",
+    }
     assert set(policy) <= {"apiVersion", "kind", "metadata", "rules", "omitStages", "omitManagedFields"}
     assert set(policy["omitStages"]) <= stages
     assert policy["rules"], "a policy with 0 rules is illegal"
@@ -444,12 +585,15 @@ def test_probe_against_the_real_audit_ingest_needs_an_authenticated_batch_not_ju
     # counter about requests" reported "audit events reach audit-ingest: counters.requests 1 -> 2" here,
     # with no API server at all.
     token = "probe-test-token-0123456789"
-    fn = serve_function("audit-ingest", secrets={"audit-ingest-token": token, "alert-forwarder-token": "x" * 20,
-                                                 "audit-ingest-extra-rules": ""})
+    fn = serve_function(
+        "audit-ingest",
+        secrets={"audit-ingest-token": token, "alert-forwarder-token": "x" * 20, "audit-ingest-extra-rules": ""},
+    )
     front = k3s_audit.Front(fn.url + "/", None, None, managed=False)
     ctx = Ctx(str(node.root), env=node.env(), out=io.StringIO())
     with pytest.raises(BootstrapError, match="no authenticated audit batch reached audit-ingest within 2s"):
         k3s_audit.verify_delivery(ctx, front, token, timeout=2, poll=0.5)
+
     # A batch without a token, as the API server sends it to an http:// URL, right after the probe's
     # ConfigMap: the probe names it.
     def api_server_over_http():
@@ -458,8 +602,13 @@ def test_probe_against_the_real_audit_ingest_needs_an_authenticated_batch_not_ju
             if time.monotonic() > deadline:
                 return
             time.sleep(0.05)
-        requests.post(fn.url + "/", data=b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}',
-                      headers={"Content-Type": "application/json"}, timeout=10)
+        requests.post(
+            fn.url + "/",
+            data=b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}',
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
+
     node.clear_calls()
     poster = threading.Thread(target=api_server_over_http)
     poster.start()

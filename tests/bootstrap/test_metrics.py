@@ -1,5 +1,6 @@
 """The Grafana dashboard and the Prometheus scrape configuration in docs/metrics.md against what the
 functions really export (their metrics.py DEFINITIONS)."""
+
 from __future__ import annotations
 
 import ast
@@ -16,8 +17,7 @@ DOC = REPO / "docs" / "metrics.md"
 FUNCTIONS = ("audit-ingest", "alert-forwarder", "configmap-secret-scrubber", "node-enroll")
 PREFIX = {fn: "edgeguard_" + fn.replace("-", "_") + "_" for fn in FUNCTIONS}
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or",
-                "unless"}
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or", "unless"}
 
 
 def definitions(fn: str) -> dict[str, tuple[str, tuple[str, ...]]] | None:
@@ -59,7 +59,7 @@ def grouping_labels(expr: str) -> set[str]:
 
 
 def resolve(fn: str, name: str, defs: dict) -> tuple[str, tuple[str, ...]] | None:
-    base = name[len(PREFIX[fn]):]
+    base = name[len(PREFIX[fn]) :]
     if base in defs:
         return defs[base]
     for suffix in HISTOGRAM_SERIES:
@@ -118,6 +118,7 @@ def test_the_scrape_configuration_reads_all_four_functions_through_the_gateway_w
 
 def test_openfaas_creates_the_read_only_metrics_token_apart_from_every_function_token(node):
     from edgeguard_bootstrap import secretstore
+
     code, out = node.run("openfaas")
     assert code == 0, out
     token = node.secret("edgeguard-metrics-token")
@@ -130,7 +131,8 @@ def test_openfaas_creates_the_read_only_metrics_token_apart_from_every_function_
     assert code == 0, out
     assert node.secret("edgeguard-metrics-token") != token
     assert [c[:4] for c in node.mutating_calls() if c[:3] == ["faas-cli", "secret", "update"]] == [
-        ["faas-cli", "secret", "update", "edgeguard-metrics-token"]]
+        ["faas-cli", "secret", "update", "edgeguard-metrics-token"]
+    ]
 
 
 def test_the_dashboard_shows_alert_forwarders_falcosidekick_metrics_and_its_handover():

@@ -4,6 +4,7 @@ The fake CLIs can be made "leaky": on failure they print every value they hold a
 file they were given, so bootstrap's own error messages (which quote a failing command's stderr) are put
 to the test, not only its normal output.
 """
+
 from __future__ import annotations
 
 import base64
@@ -91,6 +92,7 @@ def test_no_secret_value_in_any_output_across_dry_run_run_rerun_errors_and_rever
 
 def test_short_registered_values_are_masked_too(tmp_path):
     import io
+
     out = io.StringIO()
     ctx = engine.Ctx(str(tmp_path), out=out, env={"PATH": str(tmp_path)})
     ctx.add_secret(b"Q7x\n")

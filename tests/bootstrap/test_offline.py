@@ -5,6 +5,7 @@ What is exercised: everything below runs against the recording fakes (k3s, kubec
 answered from the node's own store with the uplink down is the k3s documentation's and k3s-io/k3s#12799's
 claim, not something this suite has seen.
 """
+
 from __future__ import annotations
 
 import io
@@ -16,36 +17,62 @@ import yaml
 from edgeguard_bootstrap import falco, offline
 from edgeguard_bootstrap.engine import Ctx
 
-FUNCTION_IMAGES = [f"ghcr.io/edgeguard/{n}:0.1.0" for n in
-                   ("alert-forwarder", "audit-ingest", "configmap-secret-scrubber", "node-enroll")]
+FUNCTION_IMAGES = [
+    f"ghcr.io/edgeguard/{n}:0.1.0"
+    for n in ("alert-forwarder", "audit-ingest", "configmap-secret-scrubber", "node-enroll")
+]
 
 
 def workload(kind, name, ns, containers, init=()):
-    return {"kind": kind, "metadata": {"name": name, "namespace": ns},
-            "spec": {"template": {"spec": {"containers": list(containers), "initContainers": list(init)}}}}
+    return {
+        "kind": kind,
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"template": {"spec": {"containers": list(containers), "initContainers": list(init)}}},
+    }
 
 
-OPENFAAS = [workload("Deployment", "gateway", "openfaas", [
-    {"name": "gateway", "image": "ghcr.io/openfaas/gateway:0.27.14", "imagePullPolicy": "IfNotPresent"},
-    {"name": "faas-netes", "image": "ghcr.io/openfaas/faas-netes:0.18.17", "imagePullPolicy": "IfNotPresent"}]),
-    workload("Deployment", "nats", "openfaas", [{"name": "nats", "image": "nats-streaming:0.25.6",
-                                                 "imagePullPolicy": "IfNotPresent"}])]
-FALCO = [workload("DaemonSet", "falco", "falco", [{"name": "falco", "image": "docker.io/falcosecurity/falco:0.44.1",
-                                                   "imagePullPolicy": "IfNotPresent"}])]
+OPENFAAS = [
+    workload(
+        "Deployment",
+        "gateway",
+        "openfaas",
+        [
+            {"name": "gateway", "image": "ghcr.io/openfaas/gateway:0.27.14", "imagePullPolicy": "IfNotPresent"},
+            {"name": "faas-netes", "image": "ghcr.io/openfaas/faas-netes:0.18.17", "imagePullPolicy": "IfNotPresent"},
+        ],
+    ),
+    workload(
+        "Deployment",
+        "nats",
+        "openfaas",
+        [{"name": "nats", "image": "nats-streaming:0.25.6", "imagePullPolicy": "IfNotPresent"}],
+    ),
+]
+FALCO = [
+    workload(
+        "DaemonSet",
+        "falco",
+        "falco",
+        [{"name": "falco", "image": "docker.io/falcosecurity/falco:0.44.1", "imagePullPolicy": "IfNotPresent"}],
+    )
+]
 
 
 def ctx_for(node):
     return Ctx(str(node.root), out=io.StringIO(), env=node.env())
 
 
-@pytest.mark.parametrize("ref,normal", [
-    ("nats-streaming:0.25.6", "docker.io/library/nats-streaming:0.25.6"),
-    ("falcosecurity/falco:0.44.1", "docker.io/falcosecurity/falco:0.44.1"),
-    ("ghcr.io/openfaas/gateway:0.27.14", "ghcr.io/openfaas/gateway:0.27.14"),
-    ("localhost:5000/x", "localhost:5000/x:latest"),
-    ("registry.local:5000/team/app", "registry.local:5000/team/app:latest"),
-    ("ghcr.io/a/b@sha256:" + "1" * 64, "ghcr.io/a/b@sha256:" + "1" * 64),
-])
+@pytest.mark.parametrize(
+    "ref,normal",
+    [
+        ("nats-streaming:0.25.6", "docker.io/library/nats-streaming:0.25.6"),
+        ("falcosecurity/falco:0.44.1", "docker.io/falcosecurity/falco:0.44.1"),
+        ("ghcr.io/openfaas/gateway:0.27.14", "ghcr.io/openfaas/gateway:0.27.14"),
+        ("localhost:5000/x", "localhost:5000/x:latest"),
+        ("registry.local:5000/team/app", "registry.local:5000/team/app:latest"),
+        ("ghcr.io/a/b@sha256:" + "1" * 64, "ghcr.io/a/b@sha256:" + "1" * 64),
+    ],
+)
 def test_image_names_as_containerd_stores_them(ref, normal):
     assert offline.normalize(ref) == normal
 
@@ -56,13 +83,18 @@ def test_stack_images_expand_like_faas_cli(node):
     assert offline.stack_images(node.repo, env)[0] == "registry.site:5000/edge/audit-ingest:0.2.0"
 
 
-@pytest.mark.parametrize("text,want", [
-    ("mirrors:\n  docker.io:\n  ghcr.io:\n    endpoint:\n      - https://m.example\n", {"docker.io", "ghcr.io"}),
-    ('mirrors:\n  "*":\nconfigs:\n  "registry.example:5000":\n    auth: {username: u}\n', {"*"}),
-    ("configs:\n  ghcr.io:\n    tls: {insecure_skip_verify: true}\n", set()),
-    ("mirrors:\n  registry.local:5000:\n    endpoint: [\"http://registry.local:5000\"]\n  'quay.io': {}\n",
-     {"registry.local:5000", "quay.io"}),
-])
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("mirrors:\n  docker.io:\n  ghcr.io:\n    endpoint:\n      - https://m.example\n", {"docker.io", "ghcr.io"}),
+        ('mirrors:\n  "*":\nconfigs:\n  "registry.example:5000":\n    auth: {username: u}\n', {"*"}),
+        ("configs:\n  ghcr.io:\n    tls: {insecure_skip_verify: true}\n", set()),
+        (
+            "mirrors:\n  registry.local:5000:\n    endpoint: [\"http://registry.local:5000\"]\n  'quay.io': {}\n",
+            {"registry.local:5000", "quay.io"},
+        ),
+    ],
+)
 def test_mirrored_registries_are_read_from_registries_yaml(node, text, want):
     node.files({offline.REGISTRIES: text})
     assert offline.mirrored(ctx_for(node)) == want
@@ -78,12 +110,13 @@ def test_offline_writes_exact_files_restarts_k3s_once_and_waits_for_pinned_image
         "# from its own store when the uplink is down. An empty entry = no extra endpoint; the\n"
         "# registry itself stays the fallback.\n"
         "mirrors:\n"
-        "  ghcr.io: {}\n")
+        "  ghcr.io: {}\n"
+    )
     assert node.path(offline.REGISTRIES).stat().st_mode & 0o777 == 0o600
     assert yaml.safe_load(node.path(offline.REGISTRIES).read_text()) == {"mirrors": {"ghcr.io": {}}}
     assert node.path(offline.DROPIN).read_text() == (
-        "# Written by edgeguard-bootstrap offline; undo with: edgeguard-bootstrap revert\n"
-        "embedded-registry: true\n")
+        "# Written by edgeguard-bootstrap offline; undo with: edgeguard-bootstrap revert\nembedded-registry: true\n"
+    )
     assert node.path(offline.PREIMPORT).read_text() == (
         "# edgeguard-bootstrap offline: k3s pulls and pins these images\n"
         "docker.io/falcosecurity/falco:0.44.1\n"
@@ -93,7 +126,8 @@ def test_offline_writes_exact_files_restarts_k3s_once_and_waits_for_pinned_image
         "ghcr.io/edgeguard/configmap-secret-scrubber:0.1.0\n"
         "ghcr.io/edgeguard/node-enroll:0.1.0\n"
         "ghcr.io/openfaas/faas-netes:0.18.17\n"
-        "ghcr.io/openfaas/gateway:0.27.14\n")
+        "ghcr.io/openfaas/gateway:0.27.14\n"
+    )
     assert node.mutating_calls() == [["systemctl", "restart", "k3s"]]
     assert "all 8 images are in the store and pinned" in out
     node.clear_calls()
@@ -104,36 +138,47 @@ def test_offline_writes_exact_files_restarts_k3s_once_and_waits_for_pinned_image
 def test_preflight_names_exactly_what_would_need_the_internet_and_passes_after_offline_and_falco(node):
     node.seed_tokens()
     # Falco installed by an earlier version of bootstrap: falcoctl on; one image pulled but not pinned.
-    node.update_world(workloads={"openfaas": OPENFAAS, "falco": FALCO},
-                      releases={"falco": {"namespace": "falco", "status": "deployed", "chart": "falco-9.1.0",
-                                          "values": {"driver": {"kind": "modern_ebpf"}}}},
-                      images={"ghcr.io/openfaas/gateway:0.27.14": False})
+    node.update_world(
+        workloads={"openfaas": OPENFAAS, "falco": FALCO},
+        releases={
+            "falco": {
+                "namespace": "falco",
+                "status": "deployed",
+                "chart": "falco-9.1.0",
+                "values": {"driver": {"kind": "modern_ebpf"}},
+            }
+        },
+        images={"ghcr.io/openfaas/gateway:0.27.14": False},
+    )
     code, out = node.run("preflight")
     assert code == 0, out
-    detail = out[out.index("offline ready"):]
+    detail = out[out.index("offline ready") :]
     for expected in (
-            "ghcr.io/edgeguard/audit-ingest:0.1.0: not in this node's image store "
-            "(openfaas-fn/deployment/audit-ingest); "
-            "pulled from ghcr.io",
-            "ghcr.io/edgeguard/audit-ingest:0.1.0: imagePullPolicy Always (openfaas-fn/deployment/audit-ingest) "
-            "resolves the tag at ghcr.io on every start: ghcr.io is not mirrored through k3s's embedded registry",
-            "ghcr.io/openfaas/gateway:0.27.14: in the store but not pinned",
-            "docker.io/library/nats-streaming:0.25.6: not in this node's image store (openfaas/deployment/nats); "
-            "pulled from docker.io",
-            "Falco's falcoctl install and follow enabled (helm release falco)",
-            "fix: edgeguard-bootstrap offline"):
+        "ghcr.io/edgeguard/audit-ingest:0.1.0: not in this node's image store "
+        "(openfaas-fn/deployment/audit-ingest); "
+        "pulled from ghcr.io",
+        "ghcr.io/edgeguard/audit-ingest:0.1.0: imagePullPolicy Always (openfaas-fn/deployment/audit-ingest) "
+        "resolves the tag at ghcr.io on every start: ghcr.io is not mirrored through k3s's embedded registry",
+        "ghcr.io/openfaas/gateway:0.27.14: in the store but not pinned",
+        "docker.io/library/nats-streaming:0.25.6: not in this node's image store (openfaas/deployment/nats); "
+        "pulled from docker.io",
+        "Falco's falcoctl install and follow enabled (helm release falco)",
+        "fix: edgeguard-bootstrap offline",
+    ):
         assert expected in detail, expected
-    assert "WARN" in out[out.index("offline ready"):].splitlines()[0]
+    assert "WARN" in out[out.index("offline ready") :].splitlines()[0]
     assert node.run("falco")[0] == 0
     assert node.run("offline", "--yes")[0] == 0
     code, out = node.run("preflight")
-    line = out[out.index("offline ready"):].splitlines()[0]
-    assert "PASS" in line and "8 images in the store and pinned" in line, out[out.index("offline ready"):]
+    line = out[out.index("offline ready") :].splitlines()[0]
+    assert "PASS" in line and "8 images in the store and pinned" in line, out[out.index("offline ready") :]
 
 
 def test_an_operators_registries_yaml_is_left_alone_and_the_missing_entries_are_named(node):
-    own = ("mirrors:\n  docker.io:\n    endpoint:\n      - https://mirror.site\n"
-           "configs:\n  mirror.site:\n    auth: {username: u, password: p}\n")
+    own = (
+        "mirrors:\n  docker.io:\n    endpoint:\n      - https://mirror.site\n"
+        "configs:\n  mirror.site:\n    auth: {username: u, password: p}\n"
+    )
     node.files({offline.REGISTRIES: own})
     code, out = node.run("offline", "--yes")
     assert code == 0, out
@@ -184,8 +229,12 @@ def test_images_k3s_has_not_pulled_yet_are_named_after_the_timeout(node):
 def test_dry_run_plans_the_files_and_the_restart_without_touching_anything(node):
     code, out = node.run("offline", "--dry-run")
     assert code == 0, out
-    for planned in (f"+++ b{offline.REGISTRIES}", f"+++ b{offline.DROPIN}", f"+++ b{offline.PREIMPORT}",
-                    "run: systemctl restart k3s"):
+    for planned in (
+        f"+++ b{offline.REGISTRIES}",
+        f"+++ b{offline.DROPIN}",
+        f"+++ b{offline.PREIMPORT}",
+        "run: systemctl restart k3s",
+    ):
         assert planned in out
     assert node.mutating_calls() == [] and not node.path(offline.REGISTRIES).exists()
 
@@ -206,8 +255,16 @@ def test_falcoctl_state_is_read_from_the_helm_release_and_the_host_unit(node):
     node.update_world(enabled={falco.FALCOCTL_UNIT: True})
     assert falco.FALCOCTL_UNIT in offline.falcoctl_problem(ctx_for(node))
     values = falco.helm_values("modern_ebpf", "u")
-    node.update_world(releases={"falco": {"namespace": "falco", "status": "deployed", "chart": "falco-9.1.0",
-                                          "values": json.loads(json.dumps(values))}})
+    node.update_world(
+        releases={
+            "falco": {
+                "namespace": "falco",
+                "status": "deployed",
+                "chart": "falco-9.1.0",
+                "values": json.loads(json.dumps(values)),
+            }
+        }
+    )
     assert offline.falcoctl_problem(ctx_for(node)) is None
 
 

@@ -1,4 +1,5 @@
 """openfaas: secrets, ServiceAccount credentials, manifests, cron-connector, deploy."""
+
 from __future__ import annotations
 
 import base64
@@ -24,11 +25,19 @@ def test_creates_every_secret_with_faas_cli_from_0600_files_and_prints_none(node
     code, out = node.run("openfaas")
     assert code == 0, out
     creates = [c for c in node.mutating_calls() if c[:3] == ["faas-cli", "secret", "create"]]
-    assert [c[3] for c in creates] == list(secretstore.TOKENS + secretstore.KEYS + tuple(secretstore.PLACEHOLDERS)
-                                           + secretstore.KUBECONFIGS)
+    assert [c[3] for c in creates] == list(
+        secretstore.TOKENS + secretstore.KEYS + tuple(secretstore.PLACEHOLDERS) + secretstore.KUBECONFIGS
+    )
     for c in creates:
-        assert c == ["faas-cli", "secret", "create", c[3], f"--from-file={store_path(node, c[3])}",
-                     "--gateway", node.gateway]
+        assert c == [
+            "faas-cli",
+            "secret",
+            "create",
+            c[3],
+            f"--from-file={store_path(node, c[3])}",
+            "--gateway",
+            node.gateway,
+        ]
     for name in secretstore.ALL:
         p = store_path(node, name)
         assert p.stat().st_mode & 0o777 == 0o600
@@ -85,7 +94,10 @@ def test_applies_rbac_then_token_secrets_and_builds_loadable_kubeconfigs(node):
 def test_service_account_token_manifest_validates_against_kubernetes_schemas(node):
     docs = [d for d in yaml.safe_load_all(openfaas.sa_token_manifest()) if d]
     assert [d["metadata"]["name"] for d in docs] == [
-        "configmap-secret-scrubber-sa-token", "node-enroll-sa-token", "alert-forwarder-sa-token"]
+        "configmap-secret-scrubber-sa-token",
+        "node-enroll-sa-token",
+        "alert-forwarder-sa-token",
+    ]
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         assert doc["type"] == "kubernetes.io/service-account-token"
@@ -124,7 +136,8 @@ def test_a_changed_service_account_token_updates_the_kubeconfig_secret(node):
     assert code == 0, out
     path = str(store_path(node, "node-enroll-kubeconfig"))
     assert node.mutating_calls() == [
-        ["faas-cli", "secret", "update", "node-enroll-kubeconfig", f"--from-file={path}", "--gateway", node.gateway]]
+        ["faas-cli", "secret", "update", "node-enroll-kubeconfig", f"--from-file={path}", "--gateway", node.gateway]
+    ]
     assert b"eyJrotated" in node.secret("node-enroll-kubeconfig")
     assert "eyJrotated" not in out
 
@@ -148,7 +161,8 @@ def test_token_secret_never_filled_is_an_error_naming_the_service_account(node):
     (node.repo / "deploy/rbac/node-enroll.yaml").write_text(
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: edgeguard-enroll}\n---\n"
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n"
-        "metadata: {name: x, namespace: openfaas-fn}\nrules: []\n")
+        "metadata: {name: x, namespace: openfaas-fn}\nrules: []\n"
+    )
     # The fake's token controller, like the real one, never fills a token for a missing ServiceAccount.
     code, out = node.run("openfaas", "--token-timeout", "1")
     assert code == 2
@@ -188,10 +202,15 @@ def test_deploy_runs_faas_cli_up_in_the_repo_with_the_gateway(node):
 
 def test_token_secret_shipped_in_a_functions_rbac_file_is_not_created_twice(node):
     rbac = node.repo / "deploy/rbac/configmap-secret-scrubber.yaml"
-    rbac.write_text(rbac.read_text() + (
-        "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: configmap-secret-scrubber-sa-token\n"
-        "  namespace: openfaas-fn\n  annotations:\n    kubernetes.io/service-account.name: configmap-secret-scrubber\n"
-        "type: kubernetes.io/service-account-token\n"))
+    rbac.write_text(
+        rbac.read_text()
+        + (
+            "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: configmap-secret-scrubber-sa-token\n"
+            "  namespace: openfaas-fn\n  annotations:\n"
+            "    kubernetes.io/service-account.name: configmap-secret-scrubber\n"
+            "type: kubernetes.io/service-account-token\n"
+        )
+    )
     code, out = node.run("openfaas")
     assert code == 0, out
     docs = [d for d in yaml.safe_load_all(node.path(openfaas.SA_TOKENS_MANIFEST).read_text()) if d]
@@ -206,6 +225,7 @@ def test_token_secret_shipped_in_a_functions_rbac_file_is_not_created_twice(node
 @pytest.mark.parametrize("sa", list(openfaas.SERVICE_ACCOUNTS))
 def test_the_repos_rbac_manifests_define_the_service_accounts_bootstrap_uses(sa):
     from pathlib import Path
+
     path = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / f"{sa}.yaml"
     if not path.exists():
         pytest.skip(f"{path.name} not on this branch yet (written by the function's helper)")
@@ -228,6 +248,7 @@ def test_missing_faas_cli_is_installed_with_arkade_first(node):
 def test_with_the_repos_real_rbac_manifests_openfaas_converges(node):
     import shutil
     from pathlib import Path
+
     real = Path(__file__).resolve().parents[2] / "deploy" / "rbac"
     for rel in openfaas.RBAC_FILES:
         shutil.copy(real.parents[1] / rel, node.repo / rel)
@@ -258,8 +279,25 @@ def test_function_kubeconfigs_are_accepted_by_the_functions_own_loader(node, mon
     # A real PEM, so the client's TLS set-up is exercised too (the fake's CA is only a header line).
     with tempfile.TemporaryDirectory() as d:
         key, crt = f"{d}/k.pem", f"{d}/c.pem"
-        made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
-                       "-days", "1", "-subj", "/CN=edgeguard-test-ca"], capture_output=True)
+        made = subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                key,
+                "-out",
+                crt,
+                "-days",
+                "1",
+                "-subj",
+                "/CN=edgeguard-test-ca",
+            ],
+            capture_output=True,
+        )
         if made.returncode != 0:
             pytest.skip("openssl not available")
         ca_b64 = base64.b64encode(open(crt, "rb").read()).decode()
@@ -289,6 +327,7 @@ def test_function_kubeconfigs_are_accepted_by_the_functions_own_loader(node, mon
 def test_creates_exactly_the_secrets_every_function_in_stack_yml_lists(node):
     """stack.yml is the contract: `faas-cli up` fails on any listed secret that does not exist."""
     from pathlib import Path
+
     stack = yaml.safe_load((Path(__file__).resolve().parents[2] / "stack.yml").read_text())
     listed = {name for fn in stack["functions"].values() for name in fn.get("secrets") or ()}
     code, out = node.run("openfaas")
@@ -309,9 +348,12 @@ def test_scrubber_fingerprint_key_is_a_separate_random_key(node):
 def test_an_rbac_file_that_creates_its_own_namespace_is_applied_then_stays_unchanged(node):
     """kubectl diff cannot dry-run objects in a namespace the same file creates (kubernetes#114141)."""
     rbac = node.repo / "deploy/rbac/node-enroll.yaml"
-    rbac.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: edgeguard-enroll\n---\n" + rbac.read_text()
-                    + "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: records\n"
-                      "  namespace: edgeguard-enroll\nrules: []\n")
+    rbac.write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: edgeguard-enroll\n---\n"
+        + rbac.read_text()
+        + "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: records\n"
+        "  namespace: edgeguard-enroll\nrules: []\n"
+    )
     code, out = node.run("openfaas")
     assert code == 0, out
     assert "namespace edgeguard-enroll does not exist yet, so kubectl diff cannot compare" in out
@@ -324,8 +366,10 @@ def test_an_rbac_file_that_creates_its_own_namespace_is_applied_then_stays_uncha
 
 def test_an_rbac_file_for_a_namespace_nobody_creates_fails_with_kubectls_error(node):
     rbac = node.repo / "deploy/rbac/node-enroll.yaml"
-    rbac.write_text(rbac.read_text() + "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n"
-                    "  name: records\n  namespace: nowhere\nrules: []\n")
+    rbac.write_text(
+        rbac.read_text() + "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n"
+        "  name: records\n  namespace: nowhere\nrules: []\n"
+    )
     code, out = node.run("openfaas")
     assert code == 2
     assert f"`kubectl apply -f {rbac}` failed with exit status 1" in out and 'namespaces "nowhere" not found' in out
@@ -334,11 +378,13 @@ def test_an_rbac_file_for_a_namespace_nobody_creates_fails_with_kubectls_error(n
 def test_the_repos_node_enroll_manifest_applies_on_a_fresh_cluster_converges_and_reverts(node):
     import shutil
     from pathlib import Path
+
     real = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "node-enroll.yaml"
     target = node.repo / "deploy" / "rbac" / "node-enroll.yaml"
     shutil.copy(real, target)
-    namespaces = {d["metadata"]["namespace"] for d in yaml.safe_load_all(real.read_text())
-                  if d and d["metadata"].get("namespace")}
+    namespaces = {
+        d["metadata"]["namespace"] for d in yaml.safe_load_all(real.read_text()) if d and d["metadata"].get("namespace")
+    }
     code, out = node.run("openfaas")
     assert code == 0, out
     assert ["kubectl", "diff", "-f", str(target)] in node.calls()

@@ -2,6 +2,7 @@
 
 Exercised against the recording helm/kubectl fakes only: no OpenFaaS chart was rendered or installed here.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,10 +21,18 @@ ARKADE_VALUES = {"generateBasicAuth": False, "serviceType": "NodePort", "queueWo
 
 def arkade_release(node, values=None, revision="1"):
     """The release `arkade install openfaas-ce` leaves: openfaas/openfaas in namespace openfaas."""
-    node.update_world(releases={"openfaas": {"namespace": "openfaas", "status": "deployed",
-                                             "chart": "openfaas-15.0.6", "revision": revision,
-                                             "values": values if values is not None else ARKADE_VALUES}},
-                      repos={"openfaas": "https://openfaas.github.io/faas-netes/"})
+    node.update_world(
+        releases={
+            "openfaas": {
+                "namespace": "openfaas",
+                "status": "deployed",
+                "chart": "openfaas-15.0.6",
+                "revision": revision,
+                "values": values if values is not None else ARKADE_VALUES,
+            }
+        },
+        repos={"openfaas": "https://openfaas.github.io/faas-netes/"},
+    )
 
 
 def test_values_overlay_the_release_at_its_own_chart_version_keeping_arkades_settings(node):
@@ -33,8 +42,24 @@ def test_values_overlay_the_release_at_its_own_chart_version_keeping_arkades_set
     values_path = node.path(openfaas_ce.VALUES)
     assert yaml.safe_load(values_path.read_text()) == openfaas_ce.VALUES_DOC
     upgrades = [c for c in node.mutating_calls() if c[:2] == ["helm", "upgrade"]]
-    assert upgrades == [["helm", "upgrade", "openfaas", "openfaas/openfaas", "--namespace", "openfaas", "--version",
-                         "15.0.6", "--reuse-values", "--values", str(values_path), "--wait", "--timeout", "10m"]]
+    assert upgrades == [
+        [
+            "helm",
+            "upgrade",
+            "openfaas",
+            "openfaas/openfaas",
+            "--namespace",
+            "openfaas",
+            "--version",
+            "15.0.6",
+            "--reuse-values",
+            "--values",
+            str(values_path),
+            "--wait",
+            "--timeout",
+            "10m",
+        ]
+    ]
     release = node.world()["releases"]["openfaas"]
     assert release["values"]["generateBasicAuth"] is False and release["values"]["serviceType"] == "NodePort"
     assert release["values"]["prometheus"] == {"create": False}
@@ -72,8 +97,17 @@ def test_preflight_reports_whether_the_release_has_the_edge_values(node):
     assert "PASS" in line
 
 
-@pytest.mark.parametrize("text,bytes_", [("64Mi", 64 << 20), ("1Gi", 1 << 30), ("512M", 512_000_000),
-                                         ("134217728", 134217728), ("1.5Gi", 3 << 29), (None, 0)])
+@pytest.mark.parametrize(
+    "text,bytes_",
+    [
+        ("64Mi", 64 << 20),
+        ("1Gi", 1 << 30),
+        ("512M", 512_000_000),
+        ("134217728", 134217728),
+        ("1.5Gi", 3 << 29),
+        (None, 0),
+    ],
+)
 def test_memory_quantities(text, bytes_):
     assert resources.quantity(text) == bytes_
 
@@ -82,9 +116,14 @@ def pod(name, ns, *requests, phase="Running", unschedulable=False, init=()):
     status = {"phase": phase}
     if unschedulable:
         status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]
-    return {"metadata": {"name": name, "namespace": ns}, "status": status,
-            "spec": {"containers": [{"resources": {"requests": {"memory": r}}} for r in requests],
-                     "initContainers": [{"resources": {"requests": {"memory": r}}} for r in init]}}
+    return {
+        "metadata": {"name": name, "namespace": ns},
+        "status": status,
+        "spec": {
+            "containers": [{"resources": {"requests": {"memory": r}}} for r in requests],
+            "initContainers": [{"resources": {"requests": {"memory": r}}} for r in init],
+        },
+    }
 
 
 def ctx_for(node):
@@ -92,15 +131,21 @@ def ctx_for(node):
 
 
 def test_memory_check_adds_requests_against_allocatable(node):
-    node.update_world(allocatable="1750Mi", pods=[pod("coredns", "kube-system", "70Mi"),
-                                                  pod("gateway", "openfaas", "64Mi", "64Mi"),
-                                                  pod("falco", "falco", "256Mi", init=["512Mi"]),
-                                                  pod("done", "default", "900Mi", phase="Succeeded")])
+    node.update_world(
+        allocatable="1750Mi",
+        pods=[
+            pod("coredns", "kube-system", "70Mi"),
+            pod("gateway", "openfaas", "64Mi", "64Mi"),
+            pod("falco", "falco", "256Mi", init=["512Mi"]),
+            pod("done", "default", "900Mi", phase="Succeeded"),
+        ],
+    )
     check = resources.check(ctx_for(node))
     # falco: its init container's 512Mi counts (the larger of init and containers), the finished pod does not
     assert check.status == "pass" and "pods request 710 MiB of 1750 MiB" in check.detail
-    node.update_world(allocatable="1750Mi", pods=[pod("prometheus", "openfaas", "512Mi", phase="Pending",
-                                                      unschedulable=True)])
+    node.update_world(
+        allocatable="1750Mi", pods=[pod("prometheus", "openfaas", "512Mi", phase="Pending", unschedulable=True)]
+    )
     check = resources.check(ctx_for(node))
     assert check.status == "fail" and "unschedulable: prometheus" in check.detail
 

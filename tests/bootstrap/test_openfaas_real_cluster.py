@@ -8,6 +8,7 @@ was handed to store: that is what OpenFaaS would mount into the functions. The f
 kubeconfigs in tests/scrubber/test_real_rbac.py, tests/node_enroll/test_real_rbac.py and
 tests/foundation/test_demo_real_cluster.py.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -39,6 +40,7 @@ def test_every_secret_goes_to_faas_cli_and_the_kubeconfigs_are_the_service_accou
         assert server["server"] == cluster.host
         # the CA the token controller put into the token Secret is the API server's own
         import base64
+
         assert base64.b64decode(server["certificate-authority-data"]) == cluster.ca_pem
         token = doc["users"][0]["user"]["token"]
         review = cluster.token_review(token)
@@ -62,12 +64,16 @@ def test_rbac_is_applied_as_written_and_the_scrubber_may_write_only_where_it_was
     write_role = "edgeguard:configmap-secret-scrubber"
     for ns in SCRUBBER_GRANTED:
         binding = rbac.read_namespaced_role_binding(write_role, ns)
-        assert [(s.kind, s.namespace, s.name) for s in binding.subjects] == \
-            [("ServiceAccount", NS, "configmap-secret-scrubber")]
+        assert [(s.kind, s.namespace, s.name) for s in binding.subjects] == [
+            ("ServiceAccount", NS, "configmap-secret-scrubber")
+        ]
     assert write_role not in {r.metadata.name for r in rbac.list_namespaced_role_binding(SCRUBBER_NOT_GRANTED).items}
     # the opt-in for immutable ConfigMaps only where it was asked for
-    assert {b.metadata.namespace for b in rbac.list_role_binding_for_all_namespaces().items
-            if b.metadata.name == "edgeguard:configmap-secret-scrubber-immutable"} == {SCRUBBER_IMMUTABLE}
+    assert {
+        b.metadata.namespace
+        for b in rbac.list_role_binding_for_all_namespaces().items
+        if b.metadata.name == "edgeguard:configmap-secret-scrubber-immutable"
+    } == {SCRUBBER_IMMUTABLE}
 
 
 def test_the_alert_forwarder_kubeconfig_may_watch_its_two_secrets_by_name_and_read_no_other(bootstrapped):

@@ -1,4 +1,5 @@
 """One injectable executor for every host command; dry runs show the whole plan; k3s restarts once in `all`."""
+
 from __future__ import annotations
 
 import io
@@ -31,6 +32,7 @@ class Recording(InProcess):
 def test_every_host_command_of_all_goes_through_the_one_injected_executor(node, monkeypatch):
     def no_process(*a, **k):
         raise AssertionError(f"a process was started outside the executor: {a[:1]}")
+
     monkeypatch.setattr(subprocess, "run", no_process)
     monkeypatch.setattr(subprocess, "Popen", no_process)
     executor = Recording()
@@ -53,23 +55,38 @@ def test_all_dry_run_without_faas_cli_helm_kubectl_or_arkade_still_plans_every_s
         (node.bin / tool).unlink()
     code, out = node.run("all", "--dry-run")
     assert code == 0, out
-    assert sections(out) == ["preflight", "openfaas", "k3s-audit", "falco --mode helm", "offline",
-                             "k3s restart (once, for k3s-audit and offline)"]
-    assert re.search(r"FAIL +not found on PATH; install it: arkade get faas-cli", out) or \
-        "FAIL faas-cli not found and arkade is not installed" in out
+    assert sections(out) == [
+        "preflight",
+        "openfaas",
+        "k3s-audit",
+        "falco --mode helm",
+        "offline",
+        "k3s restart (once, for k3s-audit and offline)",
+    ]
+    assert (
+        re.search(r"FAIL +not found on PATH; install it: arkade get faas-cli", out)
+        or "FAIL faas-cli not found and arkade is not installed" in out
+    )
     assert "FAIL helm not found and arkade is not installed: a real run stops here" in out
-    for planned in ("run: faas-cli secret create audit-ingest-token", "run: kubectl apply -f",
-                    "run: helm upgrade --install falco falcosecurity/falco", "run: systemctl restart k3s",
-                    "+kube-apiserver-arg+:"):
+    for planned in (
+        "run: faas-cli secret create audit-ingest-token",
+        "run: kubectl apply -f",
+        "run: helm upgrade --install falco falcosecurity/falco",
+        "run: systemctl restart k3s",
+        "+kube-apiserver-arg+:",
+    ):
         assert planned in out, planned
     assert node.mutating_calls() == []
     assert "change(s) planned; nothing was changed (dry run)" in out
 
 
-@pytest.mark.parametrize("step, missing, planned", [
-    ("openfaas", "faas-cli", "run: faas-cli secret create configmap-secret-scrubber-token"),
-    ("falco", "helm", "run: helm upgrade --install falco falcosecurity/falco"),
-])
+@pytest.mark.parametrize(
+    "step, missing, planned",
+    [
+        ("openfaas", "faas-cli", "run: faas-cli secret create configmap-secret-scrubber-token"),
+        ("falco", "helm", "run: helm upgrade --install falco falcosecurity/falco"),
+    ],
+)
 def test_a_single_step_dry_run_goes_on_past_a_missing_tool(node, step, missing, planned):
     node.seed_tokens()
     (node.bin / missing).unlink()

@@ -1,4 +1,5 @@
 """preflight: each check's verdict and the exact commands it runs."""
+
 from __future__ import annotations
 
 import io
@@ -17,9 +18,25 @@ def ctx_for(node):
 def test_preflight_on_a_good_node_passes_and_runs_only_read_only_commands(node):
     code, out = node.run("preflight")
     assert code == 0, out
-    for name in ("arch", "os", "falco driver", "cgroups", "k3s", "k3s args", "kubectl", "helm", "faas-cli",
-                 "cluster", "gateway", "functions", "audit https front", "memory", "openfaas values",
-                 "node-enroll policy", "offline ready"):
+    for name in (
+        "arch",
+        "os",
+        "falco driver",
+        "cgroups",
+        "k3s",
+        "k3s args",
+        "kubectl",
+        "helm",
+        "faas-cli",
+        "cluster",
+        "gateway",
+        "functions",
+        "audit https front",
+        "memory",
+        "openfaas values",
+        "node-enroll policy",
+        "offline ready",
+    ):
         assert f"  {name} " in out
     assert "FAIL" not in out
     assert node.calls() == [
@@ -55,12 +72,15 @@ def test_preflight_names_a_k3s_without_traefik_and_what_to_pass_instead(node):
     assert "--audit-url https://<host>[:port]/function/audit-ingest --audit-ca <CA PEM file>" in out
 
 
-@pytest.mark.parametrize("release,btf,driver", [
-    ("6.8.0-1012-raspi", True, "modern_ebpf"),
-    ("6.6.51+rpt-rpi-v8", False, "kmod"),     # Raspberry Pi OS: no BTF
-    ("5.4.0-150-generic", True, "kmod"),       # too old for modern_ebpf even with BTF
-    ("5.8.0-1-generic", True, "modern_ebpf"),  # the boundary
-])
+@pytest.mark.parametrize(
+    "release,btf,driver",
+    [
+        ("6.8.0-1012-raspi", True, "modern_ebpf"),
+        ("6.6.51+rpt-rpi-v8", False, "kmod"),  # Raspberry Pi OS: no BTF
+        ("5.4.0-150-generic", True, "kmod"),  # too old for modern_ebpf even with BTF
+        ("5.8.0-1-generic", True, "modern_ebpf"),  # the boundary
+    ],
+)
 def test_driver_follows_kernel_version_and_btf(node, release, btf, driver):
     w = node.world()
     w["uname"]["-r"] = release
@@ -87,9 +107,13 @@ def test_kmod_without_headers_or_dkms_warns_with_what_to_install(node):
 
 
 def test_missing_memory_cgroup_on_a_pi_names_firmware_cmdline_and_the_words(node):
-    node.files({"/sys/fs/cgroup/cgroup.controllers": "cpuset cpu io pids\n",
-                "/boot/firmware/cmdline.txt": "console=serial0,115200 root=PARTUUID=1 rootwait\n",
-                "/boot/cmdline.txt": "old location\n"})
+    node.files(
+        {
+            "/sys/fs/cgroup/cgroup.controllers": "cpuset cpu io pids\n",
+            "/boot/firmware/cmdline.txt": "console=serial0,115200 root=PARTUUID=1 rootwait\n",
+            "/boot/cmdline.txt": "old location\n",
+        }
+    )
     check = facts.check_cgroups(ctx_for(node))
     assert check.status == "fail"
     assert "missing memory" in check.detail
@@ -107,19 +131,28 @@ def test_older_pi_os_uses_boot_cmdline_txt(node):
 
 def test_cgroup_v1_reads_proc_cgroups(node):
     node.path("/sys/fs/cgroup/cgroup.controllers").unlink()
-    node.files({"/proc/cgroups": "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t1\t1\t1\n"
-                                 "memory\t0\t1\t0\n"})
+    node.files({"/proc/cgroups": "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t1\t1\t1\nmemory\t0\t1\t0\n"})
     check = facts.check_cgroups(ctx_for(node))
     assert check.status == "fail" and "cgroup v1" in check.detail and "memory" in check.detail
     node.files({"/proc/cgroups": "cpuset\t1\t1\t1\nmemory\t2\t1\t1\n"})
     assert facts.check_cgroups(ctx_for(node)).status == "pass"
 
 
-@pytest.mark.parametrize("version,ok", [
-    ("v1.26.2+k3s1", True), ("v1.26.1+k3s1", False), ("v1.25.7+k3s1", True), ("v1.25.6+k3s1", False),
-    ("v1.24.11+k3s1", True), ("v1.23.17+k3s1", True), ("v1.23.16+k3s2", False), ("v1.22.17+k3s1", False),
-    ("v1.27.1+k3s1", True), ("v1.33.1+k3s1", True),
-])
+@pytest.mark.parametrize(
+    "version,ok",
+    [
+        ("v1.26.2+k3s1", True),
+        ("v1.26.1+k3s1", False),
+        ("v1.25.7+k3s1", True),
+        ("v1.25.6+k3s1", False),
+        ("v1.24.11+k3s1", True),
+        ("v1.23.17+k3s1", True),
+        ("v1.23.16+k3s2", False),
+        ("v1.22.17+k3s1", False),
+        ("v1.27.1+k3s1", True),
+        ("v1.33.1+k3s1", True),
+    ],
+)
 def test_bootstrap_token_version_gate(version, ok):
     assert facts.has_bootstrap_tokens(facts.parse_k3s_version(f"k3s version {version} (abc)")) is ok
 
@@ -145,8 +178,13 @@ def test_agent_node_is_recognised(node):
 
 
 def test_cli_kube_apiserver_args_in_the_unit_are_a_conflict(node):
-    node.files({"/etc/systemd/system/k3s.service":
-                "[Service]\nExecStart=/usr/local/bin/k3s server --kube-apiserver-arg=audit-log-path=/x\n"})
+    node.files(
+        {
+            "/etc/systemd/system/k3s.service": (
+                "[Service]\nExecStart=/usr/local/bin/k3s server --kube-apiserver-arg=audit-log-path=/x\n"
+            )
+        }
+    )
     check = facts.check_k3s_args(ctx_for(node))
     assert check.status == "fail" and "CLI flags replace" in check.detail
 
@@ -174,8 +212,12 @@ def test_unsupported_arch_fails(node):
 
 
 def test_raspberry_pi_os_is_recognised(node):
-    node.files({"/etc/os-release": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n',
-                "/etc/rpi-issue": "Raspberry Pi reference 2024-07-04\n"})
+    node.files(
+        {
+            "/etc/os-release": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n',
+            "/etc/rpi-issue": "Raspberry Pi reference 2024-07-04\n",
+        }
+    )
     check = facts.check_os(ctx_for(node))
     assert check.status == "pass" and "Raspberry Pi OS" in check.detail
 
@@ -193,6 +235,7 @@ def test_function_names_match_stack_yml():
     from pathlib import Path
 
     import yaml
+
     stack = yaml.safe_load((Path(__file__).resolve().parents[2] / "stack.yml").read_text())
     assert set(stack["functions"]) == set(facts.FUNCTIONS)
 

@@ -1,5 +1,6 @@
 """configmap-secret-scrubber's per-namespace write access: --scrubber-namespaces, the immutable opt-in,
 the old cluster-wide opt-in removed on upgrade, refusals, idempotency and revert."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,10 +13,22 @@ from edgeguard_bootstrap import scrubber_rbac
 
 K8S_VERSION = kubernetes_validate.latest_version()
 REPO = Path(__file__).resolve().parents[2]
-LEGACY_GET = ["kubectl", "get", "clusterrolebinding,clusterrole", "edgeguard:configmap-secret-scrubber-immutable",
-              "-o", "name", "--ignore-not-found"]
-LEGACY_DELETE = ["kubectl", "delete", "clusterrolebinding,clusterrole", "edgeguard:configmap-secret-scrubber-immutable",
-                 "--ignore-not-found"]
+LEGACY_GET = [
+    "kubectl",
+    "get",
+    "clusterrolebinding,clusterrole",
+    "edgeguard:configmap-secret-scrubber-immutable",
+    "-o",
+    "name",
+    "--ignore-not-found",
+]
+LEGACY_DELETE = [
+    "kubectl",
+    "delete",
+    "clusterrolebinding,clusterrole",
+    "edgeguard:configmap-secret-scrubber-immutable",
+    "--ignore-not-found",
+]
 
 
 def rendered(node, kind, ns):
@@ -82,20 +95,33 @@ def test_rendered_manifests_validate_and_only_name_their_namespace(cluster, kind
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         assert doc["metadata"]["namespace"] == "demo"
     binding = docs[1]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                  "name": docs[0]["metadata"]["name"]}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "configmap-secret-scrubber",
-                                    "namespace": "openfaas-fn"}]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": docs[0]["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "configmap-secret-scrubber", "namespace": "openfaas-fn"}
+    ]
 
 
 def test_immutable_opt_in_is_applied_only_where_asked(cluster):
     node = cluster
-    code, out = node.run("openfaas", "--scrubber-namespaces", "demo", "--scrubber-namespaces", "shop",
-                         "--scrubber-immutable-namespaces", "shop")
+    code, out = node.run(
+        "openfaas",
+        "--scrubber-namespaces",
+        "demo",
+        "--scrubber-namespaces",
+        "shop",
+        "--scrubber-immutable-namespaces",
+        "shop",
+    )
     assert code == 0, out
     assert [f for f in applies(node) if "manifests/configmap-secret-scrubber-" in f] == [
-        str(rendered(node, "write", "demo")), str(rendered(node, "write", "shop")),
-        str(rendered(node, "immutable", "shop"))]
+        str(rendered(node, "write", "demo")),
+        str(rendered(node, "write", "shop")),
+        str(rendered(node, "immutable", "shop")),
+    ]
     assert not rendered(node, "immutable", "demo").exists()
 
 
@@ -114,8 +140,11 @@ def test_second_run_with_the_same_namespaces_changes_nothing(cluster):
 @pytest.mark.parametrize("option", ["--scrubber-namespaces", "--scrubber-immutable-namespaces"])
 @pytest.mark.parametrize("command", ["openfaas", "all"])
 def test_system_and_openfaas_namespaces_are_refused_before_anything_runs(node, ns, option, command):
-    extra = ("--scrubber-namespaces", f"demo,{ns}") if option == "--scrubber-namespaces" else \
-        ("--scrubber-namespaces", "demo", option, ns)
+    extra = (
+        ("--scrubber-namespaces", f"demo,{ns}")
+        if option == "--scrubber-namespaces"
+        else ("--scrubber-namespaces", "demo", option, ns)
+    )
     code, out = node.run(command, *extra)
     assert code == 2
     assert f"error: {option}: refusing {ns}: the scrubber must never change" in out
@@ -144,8 +173,12 @@ def test_a_namespace_that_does_not_exist_fails_the_check_before_any_change(clust
 
 
 def test_the_old_cluster_wide_immutable_opt_in_is_deleted_on_upgrade(node):
-    node.update_world(cluster_objects=["clusterrolebinding/edgeguard:configmap-secret-scrubber-immutable",
-                                       "clusterrole/edgeguard:configmap-secret-scrubber-immutable"])
+    node.update_world(
+        cluster_objects=[
+            "clusterrolebinding/edgeguard:configmap-secret-scrubber-immutable",
+            "clusterrole/edgeguard:configmap-secret-scrubber-immutable",
+        ]
+    )
     code, out = node.run("openfaas", "--dry-run")
     assert code == 0
     assert "run: kubectl delete clusterrolebinding,clusterrole edgeguard:configmap-secret-scrubber-immutable" in out
@@ -178,8 +211,11 @@ def test_revert_deletes_the_rendered_roles_then_their_files(cluster):
     assert code == 0, out
     deletes = [c[4] for c in node.mutating_calls() if c[:4] == ["kubectl", "delete", "--ignore-not-found", "-f"]]
     ours = [d for d in deletes if "manifests/configmap-secret-scrubber-" in d]
-    assert ours == [str(rendered(node, "immutable", "shop")), str(rendered(node, "write", "shop")),
-                    str(rendered(node, "write", "demo"))]
+    assert ours == [
+        str(rendered(node, "immutable", "shop")),
+        str(rendered(node, "write", "shop")),
+        str(rendered(node, "write", "demo")),
+    ]
     for kind, ns in (("write", "demo"), ("write", "shop"), ("immutable", "shop")):
         assert not rendered(node, kind, ns).exists()
 
