@@ -41,7 +41,7 @@ help:
 	@echo "  make test     the whole test suite (about 7 min on 2 cores; PYTEST_ARGS='-k words' for a subset, TEST_JOBS=0 in one process)"
 	@echo "  make up       the local stack in the foreground, to curl and kubectl (Ctrl-C stops it)"
 	@echo "  make bench    speed, memory and fuzz figures (BENCH=memory runs one)"
-	@echo "  make lint     ruff (lint and format check) and mypy, findings per owner (not yet part of make test)"
+	@echo "  make lint     ruff (lint and format check) and mypy, findings per owner (make test runs it first)"
 	@echo "  make venv     create or update .venv (about a minute the first time)"
 	@echo "  make clean    remove .venv and build leftovers"
 	@echo "  make help     this list"
@@ -59,6 +59,7 @@ $(VENV)/.installed: requirements-dev.txt pyproject.toml
 	@touch $@
 
 test: venv
+	$(BIN)/python -m local.lint
 	$(BIN)/python -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 lint: venv
