@@ -36,6 +36,8 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .httpbody import read_body
+
 CE_ASYNC_LIMIT = 256_000
 # faas-provider's proxy client timeout under the CE chart (gateway.upstreamTimeout); the watchdog answers first.
 GATEWAY_UPSTREAM_TIMEOUT = 60.0
@@ -265,18 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
+        return read_body(self)
 
     def _any(self):
         gateway: Gateway = self.server.gateway  # type: ignore[attr-defined]

@@ -128,16 +128,7 @@ class Delivery:
     def stop_workers(self, deadline: float) -> bool:
         """Stop delivering (shutdown handover): no new attempts; wait for the ones in flight until ``deadline``
         (time.monotonic()). From now on ``commit`` only makes deliveries durable. True when all workers ended."""
-        self.accepting = False
-        self._stop.set()
-        for dest in self.destinations.values():
-            for _ in range(dest.workers):
-                try:
-                    dest.queue.put_nowait(None)
-                except queue.Full:
-                    pass
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        self._end_workers(deadline)
         # Queued entries were claimed for the workers that are gone: they go back to the spool's pool.
         for dest in self.destinations.values():
             while True:
@@ -149,8 +140,8 @@ class Delivery:
                     self.spool.release(entry.id)
         return not any(t.is_alive() for t in self._threads)
 
-    def close(self, deadline: float) -> None:
-        """Stop the workers (waiting until ``deadline``, a time.monotonic() value) and close the senders."""
+    def _end_workers(self, deadline: float) -> None:
+        """No new attempts; a stop marker for every worker; wait for them until ``deadline``."""
         self.accepting = False
         self._stop.set()
         for dest in self.destinations.values():
@@ -161,6 +152,10 @@ class Delivery:
                     pass
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+
+    def close(self, deadline: float) -> None:
+        """Stop the workers (waiting until ``deadline``, a time.monotonic() value) and close the senders."""
+        self._end_workers(deadline)
         for dest in self.destinations.values():
             dest.sender.close()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
 import socket
 import ssl
 import subprocess
@@ -296,37 +295,16 @@ def wait_until(pred, timeout=10.0, interval=0.01, what="condition"):
 
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory):
-    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (openssl CLI)."""
-    if shutil.which("openssl") is None:
+    """A throwaway CA (local.localca), a server certificate for 127.0.0.1 and a client certificate, in one folder
+    as ca.crt, srv.crt/srv.key and cli.crt/cli.key."""
+    from local import localca
+    from tests.edgeguard_core.certs import client_cert
+
+    if not localca.available():
         pytest.skip("openssl CLI not available")
     d = tmp_path_factory.mktemp("certs")
-
-    def run(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=edgeguard-test-ca")
-    (d / "srv.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    (d / "cli.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for name, ext in (("srv", "srv.ext"), ("cli", "cli.ext")):
-        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        run(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.crt",
-            "-days",
-            "2",
-            "-extfile",
-            ext,
-        )
+    localca.LocalCA(d).issue("srv", dns=(), ips=("127.0.0.1",))
+    client_cert(d, "cli", d)
     return d
 
 

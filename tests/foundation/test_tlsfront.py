@@ -6,16 +6,14 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from local import tlsfront
+from local import localca, tlsfront
 
 NAME = "audit-ingest.edgeguard.internal"
 TOKEN = "tok-5f1c0ffee-never-logged"
@@ -23,53 +21,11 @@ TOKEN = "tok-5f1c0ffee-never-logged"
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    if not shutil.which("openssl"):
+    """A CA and a server certificate for NAME only (no IP: the front must match the name by SNI)."""
+    if not localca.available():
         pytest.skip("needs openssl to make a test CA")
-    d = tmp_path_factory.mktemp("pki")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def run(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    run(
-        "req",
-        "-x509",
-        "-new",
-        *ec,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    )
-    run("req", "-new", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", f"/CN={NAME}")
-    (d / "ext.cnf").write_text(f"subjectAltName=DNS:{NAME}\nextendedKeyUsage=serverAuth\n")
-    run(
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-set_serial",
-        "7",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "tls.crt",
-    )
-    return {n: (d / n).read_bytes() for n in ("ca.crt", "tls.crt", "tls.key")}
+    cert = localca.LocalCA(tmp_path_factory.mktemp("pki")).issue("tls", dns=(NAME,), ips=())
+    return {"ca.crt": cert.ca.read_bytes(), "tls.crt": cert.cert.read_bytes(), "tls.key": cert.key.read_bytes()}
 
 
 def objects(pki, path_type="Exact"):
